@@ -1,0 +1,113 @@
+/**
+ * The Backend contract. Backends own memory and run kernels; everything else (which heads, which tokens, where
+ * in the cache) is decided by pure TypeScript in src/cache and src/schedule and handed down as plain-data ops.
+ *
+ * Memory model
+ *  - A backend has `shards` independent memory domains (1 for reference/cuda; one per worker for wasm). The cache
+ *    gives every shard some KV heads of every layer (src/schedule/shard.ts) and allocates that shard's buffers there.
+ *  - Buffers are numeric handles (u32, never raw pointers in JS). Their contents are only touched by ops.
+ *
+ * Ops
+ *  - `run(shard, ops)` executes a list of ops on one shard, in order, and resolves when all are done; host arrays
+ *    named `out` are filled before it resolves. Different shards may run concurrently (Promise.all).
+ *  - Ops are plain objects that can be posted to a worker or flattened for FFI as they are.
+ *
+ * Cache tensors (all token-major, "NHD"):  a KV buffer holds rows of `rowHeads` heads × `headDim` elements of `dtype`;
+ *  row r, head j, element d lives at element index (r · rowHeads + j) · headDim + d.
+ */
+import type { KvDtype } from "../dtype.ts";
+
+export type BackendName = "reference" | "wasm" | "cuda" | "null";
+export type Handle = number;
+
+/** Copy rows of a host f32 tensor into a KV buffer, rounding to the buffer's dtype (RNE). */
+export interface AppendOp {
+  kind: "append";
+  dst: Handle;
+  dtype: KvDtype;
+  /** heads per row in dst */
+  rowHeads: number;
+  headDim: number;
+  /** [T, srcHeads, headDim] f32: the host K or V of a call (post-RoPE keys), in the caller's head order */
+  src: Float32Array;
+  srcHeads: number;
+  /** for each dst head j (length rowHeads): which src head to copy */
+  heads: Int32Array;
+  /** for each src token t (length T): the dst row to write, or -1 to skip the token */
+  rows: Int32Array;
+}
+
+/** A run of cached keys/values: rows [rowStart, rowStart + rowCount) of a K and a V buffer of the same layout. */
+export interface Segment {
+  k: Handle;
+  v: Handle;
+  dtype: KvDtype;
+  rowHeads: number;
+  rowStart: number;
+  rowCount: number;
+  /** absolute position of each row of this segment (length rowCount), or the position of the first row when
+   *  rows hold consecutive positions (pages of the retrieval store, a prefill chunk's staging rows) */
+  positions: Int32Array | number;
+}
+
+/**
+ * Attention of the query heads of some KV heads over a list of segments (the union of their rows is the key set).
+ * For query row t (absolute position qPos0 + t) and a key at absolute position p, the key is visible iff
+ *     p <= qPos0 + t                                       (causal, bottom-right aligned)
+ *     and, when window is set: p < window.sink || p >= qPos0 + t - window.recent.
+ * Softmax in f32 or better with scale = 1/sqrt(headDim), over visible keys only; a row with no visible key writes
+ * zeros and lse = -Infinity. Output rows of query heads not covered by this op are left untouched.
+ */
+export interface AttendOp {
+  kind: "attend";
+  /** [T, numHeads, headDim] f32 host queries (post-RoPE), the caller's head order */
+  q: Float32Array;
+  T: number;
+  numHeads: number;
+  headDim: number;
+  /** GQA group: query heads [h·G, h·G + G) read KV head h */
+  group: number;
+  /** for each KV head j of this op: its index h in the caller's head order (selects query heads h·G .. h·G+G-1) */
+  qHeads: Int32Array;
+  /** for each KV head j of this op: its head slot within the segments' rows (same for every segment) */
+  kvSlots: Int32Array;
+  segments: Segment[];
+  qPos0: number;
+  window: { sink: number; recent: number } | null;
+  /** [T, numHeads, headDim] f32 host output: rows of the covered query heads are written */
+  out: Float32Array;
+  /** optional [T, numHeads] f32: the natural-log-sum-exp of the scaled scores of each covered row */
+  lse?: Float32Array;
+}
+
+export type Op = AppendOp | AttendOp;
+
+export interface BackendMemory {
+  /** bytes reserved on this shard right now */
+  allocated: number;
+  /** the most this shard can hold (Infinity when unbounded / unknown) */
+  capacity: number;
+}
+
+export interface Backend {
+  readonly name: BackendName;
+  /** independent memory domains; the cache spreads heads over them */
+  readonly shards: number;
+  /** KV storage dtypes this backend implements */
+  readonly dtypes: readonly KvDtype[];
+  /** Allocate `bytes` on `shard`, zero-filled. Throws DuoError("CAPACITY") when it does not fit. */
+  alloc(shard: number, bytes: number): Handle;
+  free(shard: number, h: Handle): void;
+  run(shard: number, ops: Op[]): Promise<void>;
+  memory(shard: number): BackendMemory;
+  /** Read back bytes of a buffer (tests and debugging). */
+  read(shard: number, h: Handle, byteOffset: number, byteLength: number): Promise<Uint8Array>;
+  dispose(): Promise<void>;
+}
+
+/** Why a backend cannot be used here (for `backend: "auto"` and `duo info`). */
+export interface BackendProbe {
+  name: BackendName;
+  usable: boolean;
+  reason?: string;
+}

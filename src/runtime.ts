@@ -1,0 +1,127 @@
+/**
+ * The one place that knows which JavaScript runtime we are in and what it can do.
+ * Everything else in src/ asks here instead of touching Deno.*, Bun.* or node:* itself
+ * (capability injection: runtime-specific FFI code lives in ffi/, file access goes through the helpers below).
+ */
+export type RuntimeName = "deno" | "bun" | "node" | "browser" | "worker" | "unknown";
+export type FfiKind = "deno" | "bun" | "koffi" | "none";
+
+export interface RuntimeInfo {
+  name: RuntimeName;
+  version: string;
+  /** Which FFI this runtime offers natively; "koffi" means Node, which needs the optional koffi package. */
+  ffi: FfiKind;
+  wasm: boolean;
+  wasmSimd: boolean;
+  workers: boolean;
+  sharedArrayBuffer: boolean;
+  /** Logical cores this process may use (1 where unknown). */
+  cores: number;
+  /** Whether files can be read by path (false in browsers and most edge functions). */
+  fs: boolean;
+}
+
+// deno-lint-ignore no-explicit-any
+const g = globalThis as any;
+
+function detectName(): RuntimeName {
+  if (typeof g.Deno?.version?.deno === "string") return "deno";
+  if (typeof g.Bun?.version === "string") return "bun";
+  if (typeof g.process?.versions?.node === "string") return "node";
+  if (typeof g.window === "object" && typeof g.document === "object") return "browser";
+  if (typeof g.WorkerGlobalScope === "function" || typeof g.importScripts === "function") return "worker";
+  return "unknown";
+}
+
+// The smallest module that uses a v128 instruction: (func (result v128) (v128.const i32x4 0 0 0 0)).
+const SIMD_PROBE = new Uint8Array([
+  0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123, 3, 2, 1, 0, 10, 22, 1, 20, 0, 253, 12, 0, 0, 0, 0, 0, 0, 0,
+  0, 0, 0, 0, 0, 0, 0, 0, 0, 11,
+]);
+
+// Node 20 has no navigator.hardwareConcurrency; ask node:os once, at load.
+const nodeCores: number = detectName() === "node" ? (await import("node:os")).availableParallelism() : 0;
+
+let cached: RuntimeInfo | undefined;
+
+export function runtime(): RuntimeInfo {
+  if (cached) return cached;
+  const name = detectName();
+  const wasm = typeof g.WebAssembly?.validate === "function";
+  const version = name === "deno" ? g.Deno.version.deno : name === "bun" ? g.Bun.version
+    : name === "node" ? g.process.versions.node : (g.navigator?.userAgent ?? "");
+  let cores = Number(g.navigator?.hardwareConcurrency) || 0;
+  if (!cores) cores = nodeCores;
+  cached = {
+    name,
+    version: String(version),
+    ffi: name === "deno" ? "deno" : name === "bun" ? "bun" : name === "node" ? "koffi" : "none",
+    wasm,
+    wasmSimd: wasm && WebAssembly.validate(SIMD_PROBE),
+    // Deno and Bun have web Workers; Node has worker_threads (loaded lazily by the wasm backend).
+    workers: name === "node" || typeof g.Worker === "function",
+    sharedArrayBuffer: typeof g.SharedArrayBuffer === "function",
+    cores: Math.max(1, cores || 1),
+    fs: name === "deno" || name === "bun" || name === "node",
+  };
+  return cached;
+}
+
+/** An environment variable, or undefined (never throws, also without Deno's --allow-env). */
+export function env(name: string): string | undefined {
+  try {
+    if (typeof g.Deno?.env?.get === "function") return g.Deno.env.get(name) ?? undefined;
+    return g.process?.env?.[name] ?? undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+async function fs(): Promise<typeof import("node:fs/promises")> {
+  if (!runtime().fs) throw new Error(`files cannot be read by path in this runtime (${runtime().name})`);
+  return await import("node:fs/promises");
+}
+
+export async function readBytes(path: string): Promise<Uint8Array> {
+  return new Uint8Array(await (await fs()).readFile(path));
+}
+export async function readText(path: string): Promise<string> {
+  return await (await fs()).readFile(path, "utf8");
+}
+export async function writeText(path: string, text: string): Promise<void> {
+  await (await fs()).writeFile(path, text);
+}
+export async function makeDir(path: string): Promise<void> {
+  await (await fs()).mkdir(path, { recursive: true });
+}
+/** Read `length` bytes at `offset` of a file without loading the rest (for large weight files). */
+export async function readRange(path: string, offset: number, length: number): Promise<Uint8Array> {
+  const fh = await (await fs()).open(path, "r");
+  try {
+    const buf = new Uint8Array(length);
+    let done = 0;
+    while (done < length) {
+      const { bytesRead } = await fh.read(buf, done, length - done, offset + done);
+      if (bytesRead === 0) break;
+      done += bytesRead;
+    }
+    return done === length ? buf : buf.subarray(0, done);
+  } finally {
+    await fh.close();
+  }
+}
+export async function fileSize(path: string): Promise<number> {
+  return (await (await fs()).stat(path)).size;
+}
+export async function exists(path: string): Promise<boolean> {
+  try {
+    await (await fs()).stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+/** Monotonic milliseconds. */
+export function now(): number {
+  return performance.now();
+}
