@@ -6,3 +6,8 @@ export { HeadSchedule } from "./schedule/schedule.ts";
 export { runtime, type RuntimeInfo } from "./runtime.ts";
 export { createBackend, probeAll, probeBackend, type BackendChoice, type BackendOptions } from "./backend/registry.ts";
 export type { Backend, BackendName, BackendProbe } from "./backend/types.ts";
+export { DuoAttention } from "./engine/duo.ts";
+export { Sequence } from "./engine/sequence.ts";
+export type { DuoAttentionOptions } from "./engine/options.ts";
+export type { KvBytes } from "./cache/split-cache.ts";
+export type { PrefillMode } from "./cache/layer-shard.ts";

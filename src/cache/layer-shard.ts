@@ -1,0 +1,213 @@
+/**
+ * The split KV cache of one layer on one backend shard, and the ops of one attention call on it.
+ *
+ * Retrieval store: pages of `pageRows` rows, K and V each `[pageRows, nRet, D]`; page j holds positions
+ * [j·pageRows, (j+1)·pageRows). Growth allocates one page at a time: history is never copied.
+ * Streaming store: a ring of S + R rows, K and V each `[S + R, nStr, D]`. Rows 0..S−1 hold the sinks (positions
+ * 0..S−1, written once); a position p ≥ S lives in row S + (p − S) mod R. Rows fill in order, so the filled rows
+ * are always the prefix [0, min(n, S + R)). Keys are stored post-RoPE at their absolute positions and never
+ * re-rotated, so attention over the ring is order-free (SPEC.md §4.1); `ringPos` records each row's position.
+ *
+ * A call of T tokens at positions c..c+T−1 (c = tokens already cached) becomes, in order:
+ *   retrieval: append K/V into the pages, attend over pages [0, c+T) causally;
+ *   streaming: append K/V into the shard's staging rows, attend over ring prefix ∪ staging with the mode's mask
+ *              ("upstream": causal — the ring holds exactly the sinks + the R tokens before the chunk, SPEC.md §3.2;
+ *               "window": causal and p < S or p ≥ t − R), then write the tokens that survive into the ring.
+ * Attending before the ring write matters: a chunk longer than R would otherwise evict keys its own early queries see.
+ */
+import { bytesPerElement, type KvDtype } from "../dtype.ts";
+import type { Backend, Handle, Op, Segment } from "../backend/types.ts";
+import type { ShardHeads } from "../schedule/shard.ts";
+
+export type PrefillMode = "upstream" | "window";
+
+export interface CacheGeometry {
+  numHeads: number;
+  numKvHeads: number;
+  headDim: number;
+  group: number;
+  sinkSize: number;
+  recentSize: number;
+  dtype: KvDtype;
+  pageRows: number;
+  mode: PrefillMode;
+}
+
+/** Staging rows for the streaming heads of the current call: engine-owned, one per shard, reused by every layer. */
+export interface Staging {
+  k: Handle;
+  v: Handle;
+}
+
+interface KV {
+  k: Handle;
+  v: Handle;
+}
+
+/** The host tensors of one call. */
+export interface CallTensors {
+  q: Float32Array; // [T, Hq, D]
+  k: Float32Array; // [T, Hkv, D]
+  v: Float32Array; // [T, Hkv, D]
+  out: Float32Array; // [T, Hq, D]
+  T: number;
+}
+
+export class LayerShard {
+  private pages: KV[] = [];
+  private ring: KV | null = null;
+  /** absolute position held by each ring row (valid for the filled prefix) */
+  private ringPos: Int32Array;
+  private readonly retSlots: Int32Array;
+  private readonly strSlots: Int32Array;
+  /** bytes this layer-shard holds allocated on the backend */
+  allocated = 0;
+
+  constructor(
+    private readonly backend: Backend,
+    readonly shard: number,
+    readonly heads: ShardHeads,
+    private readonly geo: CacheGeometry,
+  ) {
+    this.ringPos = new Int32Array(geo.sinkSize + geo.recentSize);
+    this.retSlots = Int32Array.from(heads.retrieval, (_, j) => j);
+    this.strSlots = Int32Array.from(heads.streaming, (_, j) => j);
+  }
+
+  private get pageBytes(): number {
+    return this.geo.pageRows * this.heads.retrieval.length * this.geo.headDim * bytesPerElement(this.geo.dtype);
+  }
+  private get ringBytes(): number {
+    return (this.geo.sinkSize + this.geo.recentSize) * this.stagingBytes(1);
+  }
+
+  /** Bytes of staging this shard needs for a call of T tokens. */
+  stagingBytes(T: number): number {
+    return T * this.heads.streaming.length * this.geo.headDim * bytesPerElement(this.geo.dtype);
+  }
+
+  /**
+   * Allocate what a call of T tokens after `cached` tokens needs (pages, the ring). All or nothing: on a CAPACITY
+   * error everything allocated here is freed again. Returns an undo that frees exactly this call's allocations.
+   */
+  reserve(cached: number, T: number): () => void {
+    const made: Handle[] = [];
+    const pagesBefore = this.pages.length;
+    const ringBefore = this.ring;
+    const allocatedBefore = this.allocated;
+    const alloc = (bytes: number): Handle => {
+      const h = this.backend.alloc(this.shard, bytes);
+      made.push(h);
+      this.allocated += bytes;
+      return h;
+    };
+    const undo = () => {
+      for (const h of made) this.backend.free(this.shard, h);
+      this.pages.length = pagesBefore;
+      this.ring = ringBefore;
+      this.allocated = allocatedBefore;
+    };
+    try {
+      if (this.heads.retrieval.length > 0) {
+        const need = Math.ceil((cached + T) / this.geo.pageRows);
+        while (this.pages.length < need) this.pages.push({ k: alloc(this.pageBytes), v: alloc(this.pageBytes) });
+      }
+      if (this.heads.streaming.length > 0 && !this.ring && this.ringBytes > 0) {
+        this.ring = { k: alloc(this.ringBytes), v: alloc(this.ringBytes) };
+      }
+    } catch (e) {
+      undo();
+      throw e;
+    }
+    return undo;
+  }
+
+  /** The ops of one call (after `reserve`). `commit` must be called once they have run. */
+  ops(cached: number, x: CallTensors, staging: Staging | null): Op[] {
+    const { headDim: D, numHeads, numKvHeads, group, dtype } = this.geo;
+    const T = x.T;
+    const ops: Op[] = [];
+    const append = (dst: Handle, src: Float32Array, heads: Int32Array, rows: Int32Array): void => {
+      ops.push({ kind: "append", dst, dtype, rowHeads: heads.length, headDim: D, src, srcHeads: numKvHeads, heads, rows });
+    };
+    const attend = (qHeads: Int32Array, kvSlots: Int32Array, segments: Segment[], window: { sink: number; recent: number } | null): void => {
+      ops.push({ kind: "attend", q: x.q, T, numHeads, headDim: D, group, qHeads, kvSlots, segments, qPos0: cached, window, out: x.out });
+    };
+
+    const ret = this.heads.retrieval;
+    if (ret.length > 0) {
+      const P = this.geo.pageRows;
+      const first = Math.floor(cached / P), last = Math.floor((cached + T - 1) / P);
+      for (let j = first; j <= last; j++) {
+        const rows = new Int32Array(T);
+        for (let i = 0; i < T; i++) {
+          const p = cached + i;
+          rows[i] = Math.floor(p / P) === j ? p - j * P : -1;
+        }
+        append(this.pages[j]!.k, x.k, ret, rows);
+        append(this.pages[j]!.v, x.v, ret, rows);
+      }
+      const total = cached + T;
+      const segments: Segment[] = [];
+      for (let j = 0; j * P < total; j++) {
+        segments.push({ ...this.pages[j]!, dtype, rowHeads: ret.length, rowStart: 0, rowCount: Math.min(P, total - j * P), positions: j * P });
+      }
+      attend(ret, this.retSlots, segments, null);
+    }
+
+    const str = this.heads.streaming;
+    if (str.length > 0 && staging) {
+      const { sinkSize: S, recentSize: R } = this.geo;
+      const stagingRows = Int32Array.from({ length: T }, (_, i) => i);
+      append(staging.k, x.k, str, stagingRows);
+      append(staging.v, x.v, str, stagingRows);
+      const segments: Segment[] = [];
+      const filled = Math.min(cached, S + R);
+      if (filled > 0 && this.ring) {
+        segments.push({ ...this.ring, dtype, rowHeads: str.length, rowStart: 0, rowCount: filled, positions: this.ringPos.slice(0, filled) });
+      }
+      segments.push({ ...staging, dtype, rowHeads: str.length, rowStart: 0, rowCount: T, positions: cached });
+      attend(str, this.strSlots, segments, this.geo.mode === "window" ? { sink: S, recent: R } : null);
+      if (this.ring) {
+        const rows = this.ringRows(cached, T);
+        append(this.ring.k, x.k, str, rows);
+        append(this.ring.v, x.v, str, rows);
+      }
+    }
+    return ops;
+  }
+
+  /** Ring row for each token of a call (−1 = not kept): sinks keep their row; of the rest only the last R survive. */
+  private ringRows(cached: number, T: number): Int32Array {
+    const { sinkSize: S, recentSize: R } = this.geo;
+    const keepFrom = Math.max(S, cached + T - R);
+    return Int32Array.from({ length: T }, (_, i) => {
+      const p = cached + i;
+      if (p < S) return p;
+      return R > 0 && p >= keepFrom ? S + ((p - S) % R) : -1;
+    });
+  }
+
+  /** Record the ring rows written by a call that has run. */
+  commit(cached: number, T: number): void {
+    if (!this.ring) return;
+    const rows = this.ringRows(cached, T);
+    for (let i = 0; i < T; i++) if (rows[i]! >= 0) this.ringPos[rows[i]!] = cached + i;
+  }
+
+  /** Free everything; the layer-shard is empty again. */
+  clear(): void {
+    for (const p of this.pages) {
+      this.backend.free(this.shard, p.k);
+      this.backend.free(this.shard, p.v);
+    }
+    if (this.ring) {
+      this.backend.free(this.shard, this.ring.k);
+      this.backend.free(this.shard, this.ring.v);
+    }
+    this.pages = [];
+    this.ring = null;
+    this.ringPos.fill(0);
+    this.allocated = 0;
+  }
+}

@@ -1,0 +1,91 @@
+/**
+ * The split KV cache of one sequence: for every layer, its heads spread over the backend's shards
+ * (src/schedule/shard.ts), each part a LayerShard. Layers advance independently: positions of a call continue
+ * from that layer's own length.
+ */
+import { bytesPerElement } from "../dtype.ts";
+import type { Backend, Op } from "../backend/types.ts";
+import type { ShardHeads } from "../schedule/shard.ts";
+import { type CacheGeometry, type CallTensors, LayerShard, type Staging } from "./layer-shard.ts";
+
+/** Byte accounting of a sequence's KV (SPEC.md §4.4). */
+export interface KvBytes {
+  /** K and V held for retrieval heads: 2·b·D·Σ_l nRet[l]·T_l */
+  retrieval: number;
+  /** K and V held for streaming heads: 2·b·D·Σ_l nStr[l]·min(T_l, S + R) */
+  streaming: number;
+  /** retrieval + streaming */
+  total: number;
+  /** what full attention would hold for the same lengths and dtype: 2·b·D·Hkv·Σ_l T_l */
+  fullAttention: number;
+  /** what the backend has reserved for this sequence (pages are allocated whole, the ring at once): ≥ total */
+  allocated: number;
+}
+
+export class SplitKVCache {
+  private readonly layers: LayerShard[][];
+  private readonly lengths: Int32Array;
+
+  constructor(
+    backend: Backend,
+    plan: readonly (readonly ShardHeads[])[],
+    private readonly geo: CacheGeometry,
+  ) {
+    this.layers = plan.map((shards) => shards.map((heads, s) => new LayerShard(backend, s, heads, geo)));
+    this.lengths = new Int32Array(plan.length);
+  }
+
+  length(layer: number): number {
+    return this.lengths[layer]!;
+  }
+
+  /** Staging bytes each shard needs for a call of T tokens on `layer`. */
+  stagingBytes(layer: number, T: number): number[] {
+    return this.layers[layer]!.map((ls) => ls.stagingBytes(T));
+  }
+
+  /** Allocate for a call of T tokens on `layer`, all shards or none. Returns the undo. */
+  reserve(layer: number, T: number): () => void {
+    const undos: (() => void)[] = [];
+    try {
+      for (const ls of this.layers[layer]!) undos.push(ls.reserve(this.lengths[layer]!, T));
+    } catch (e) {
+      for (const u of undos.reverse()) u();
+      throw e;
+    }
+    return () => undos.reverse().forEach((u) => u());
+  }
+
+  /** The ops of a call, per shard (after `reserve`). */
+  ops(layer: number, x: CallTensors, staging: readonly (Staging | null)[]): Op[][] {
+    return this.layers[layer]!.map((ls, s) => ls.ops(this.lengths[layer]!, x, staging[s] ?? null));
+  }
+
+  /** The call's ops have run: advance the layer. */
+  commit(layer: number, T: number): void {
+    for (const ls of this.layers[layer]!) ls.commit(this.lengths[layer]!, T);
+    this.lengths[layer]! += T;
+  }
+
+  bytes(): KvBytes {
+    const { headDim: D, numKvHeads, sinkSize: S, recentSize: R } = this.geo;
+    const perHeadToken = 2 * bytesPerElement(this.geo.dtype) * D;
+    let retrieval = 0, streaming = 0, fullAttention = 0, allocated = 0;
+    this.layers.forEach((shards, l) => {
+      const T = this.lengths[l]!;
+      for (const ls of shards) {
+        retrieval += perHeadToken * ls.heads.retrieval.length * T;
+        streaming += perHeadToken * ls.heads.streaming.length * Math.min(T, S + R);
+        allocated += ls.allocated;
+      }
+      fullAttention += perHeadToken * numKvHeads * T;
+    });
+    return { retrieval, streaming, total: retrieval + streaming, fullAttention, allocated };
+  }
+
+  /** Free every buffer; all layers are empty again. */
+  clear(): void {
+    for (const shards of this.layers) for (const ls of shards) ls.clear();
+    this.lengths.fill(0);
+  }
+}

@@ -1,0 +1,67 @@
+/** The options of DuoAttention.create, validated and with defaults filled in. */
+import { type BackendChoice, BACKEND_CHOICES, type BackendOptions } from "../backend/registry.ts";
+import type { Backend } from "../backend/types.ts";
+import { KV_DTYPES, type KvDtype } from "../dtype.ts";
+import { checkInt, checkOneOf, DuoError } from "../errors.ts";
+import { HeadSchedule } from "../schedule/schedule.ts";
+import { checkShape, type ModelShape } from "../shape.ts";
+import type { PrefillMode } from "../cache/layer-shard.ts";
+
+export interface DuoAttentionOptions extends BackendOptions {
+  shape: ModelShape;
+  /** which KV heads are retrieval heads: a HeadSchedule (from `sparsify`) or a mask [layer][kvHead], true = retrieval */
+  heads: HeadSchedule | readonly (readonly boolean[])[];
+  /** attention-sink tokens every streaming head keeps (default 64, the paper's accuracy runs) */
+  sinkSize?: number;
+  /** recent tokens every streaming head keeps (default 256) */
+  recentSize?: number;
+  /** KV storage dtype (default "bf16", as the upstream models) */
+  kvDtype?: KvDtype;
+  /** "auto" (default): cuda, then wasm, then reference; or a Backend instance to share one between engines */
+  backend?: BackendChoice | Backend;
+  /** streaming-head prefill semantics (default "upstream", SPEC.md §3.2); "window" is the token-exact Λ mask */
+  prefill?: PrefillMode;
+  /** the most tokens one sequence may hold per layer (default 1 Mi) */
+  maxContext?: number;
+  /** retrieval-store page size in tokens (default 1024) */
+  pageSize?: number;
+}
+
+export const PREFILL_MODES: readonly PrefillMode[] = ["upstream", "window"];
+
+export interface ResolvedOptions {
+  shape: ModelShape;
+  group: number;
+  schedule: HeadSchedule;
+  sinkSize: number;
+  recentSize: number;
+  kvDtype: KvDtype;
+  backend: BackendChoice | Backend;
+  prefill: PrefillMode;
+  maxContext: number;
+  pageSize: number;
+}
+
+export function resolveOptions(o: DuoAttentionOptions): ResolvedOptions {
+  if (o === null || typeof o !== "object") throw new DuoError("INVALID_ARGUMENT", "DuoAttention.create needs an options object { shape, heads, ... }");
+  const group = checkShape(o.shape);
+  if (o.heads === undefined) {
+    throw new DuoError("INVALID_ARGUMENT", "heads is required: a HeadSchedule (sparsify(pattern, ...)) or a boolean mask [layer][kvHead], true = retrieval");
+  }
+  const schedule = o.heads instanceof HeadSchedule ? o.heads : HeadSchedule.fromMask(o.heads);
+  schedule.checkShape(o.shape.numLayers, o.shape.numKvHeads);
+  const backend = o.backend ?? "auto";
+  if (typeof backend === "string") checkOneOf("backend", backend, BACKEND_CHOICES);
+  return {
+    shape: { numLayers: o.shape.numLayers, numHeads: o.shape.numHeads, numKvHeads: o.shape.numKvHeads, headDim: o.shape.headDim },
+    group,
+    schedule,
+    sinkSize: checkInt("sinkSize", o.sinkSize ?? 64, 0),
+    recentSize: checkInt("recentSize", o.recentSize ?? 256, 0),
+    kvDtype: checkOneOf("kvDtype", o.kvDtype ?? "bf16", KV_DTYPES),
+    backend,
+    prefill: checkOneOf("prefill", o.prefill ?? "upstream", PREFILL_MODES),
+    maxContext: checkInt("maxContext", o.maxContext ?? 1 << 20, 1),
+    pageSize: checkInt("pageSize", o.pageSize ?? 1024, 1),
+  };
+}

@@ -1,0 +1,103 @@
+/** One sequence of a DuoAttention engine: its own split KV cache, advanced one attention call at a time. */
+import type { SplitKVCache, KvBytes } from "../cache/split-cache.ts";
+import { checkInt, DuoError } from "../errors.ts";
+import type { DuoAttention } from "./duo.ts";
+
+export class Sequence {
+  private disposed = false;
+  private readonly busy: Set<number> = new Set();
+
+  /** @internal created by DuoAttention.sequence() */
+  constructor(
+    private readonly engine: DuoAttention,
+    private readonly cache: SplitKVCache,
+    private readonly onDispose: (s: Sequence) => void,
+  ) {}
+
+  /**
+   * Append this call's K/V to `layer`'s cache and attend. Positions continue from the layer's current length.
+   * q: [T, numHeads, headDim], k and v: [T, numKvHeads, headDim], all post-RoPE f32; returns [T, numHeads, headDim].
+   * Rejected calls (bad shapes, context past maxContext, out of memory) leave the cache exactly as it was.
+   */
+  async attend(layer: number, q: Float32Array, k: Float32Array, v: Float32Array): Promise<Float32Array> {
+    this.checkAlive();
+    const { numLayers, numHeads, numKvHeads, headDim: D } = this.engine.shape;
+    checkInt("layer", layer, 0, numLayers - 1);
+    for (const [name, a] of [["q", q], ["k", k], ["v", v]] as [string, unknown][]) {
+      if (!(a instanceof Float32Array)) throw new DuoError("INVALID_ARGUMENT", `${name} must be a Float32Array, got ${describe(a)}`);
+    }
+    const kvRow = numKvHeads * D;
+    if (k.length === 0 || k.length % kvRow !== 0) {
+      throw new DuoError("SHAPE_MISMATCH", `k has ${k.length} elements; it must be [T, numKvHeads=${numKvHeads}, headDim=${D}] with T ≥ 1 (a multiple of ${kvRow})`);
+    }
+    const T = k.length / kvRow;
+    if (v.length !== k.length) throw new DuoError("SHAPE_MISMATCH", `v has ${v.length} elements; it must match k: [T=${T}, ${numKvHeads}, ${D}] = ${k.length}`);
+    if (q.length !== T * numHeads * D) {
+      throw new DuoError("SHAPE_MISMATCH", `q has ${q.length} elements; for T=${T} tokens it must be [T, numHeads=${numHeads}, headDim=${D}] = ${T * numHeads * D}`);
+    }
+    const cached = this.cache.length(layer);
+    if (cached + T > this.engine.maxContext) {
+      throw new DuoError("CAPACITY", `layer ${layer} holds ${cached} tokens; ${T} more would exceed maxContext = ${this.engine.maxContext}`);
+    }
+    if (this.busy.has(layer)) throw new DuoError("INVALID_ARGUMENT", `layer ${layer} has an attend call in flight; await it before the next one`);
+
+    this.busy.add(layer);
+    try {
+      const undo = this.cache.reserve(layer, T);
+      let staging;
+      try {
+        staging = this.engine.stagingFor(this.cache.stagingBytes(layer, T));
+      } catch (e) {
+        undo();
+        throw e;
+      }
+      const out = new Float32Array(T * numHeads * D);
+      const perShard = this.cache.ops(layer, { q, k, v, out, T }, staging);
+      await Promise.all(perShard.map((ops, s) => (ops.length ? this.engine.backend.run(s, ops) : undefined)));
+      this.cache.commit(layer, T);
+      return out;
+    } finally {
+      this.busy.delete(layer);
+    }
+  }
+
+  /** Tokens cached for `layer`. */
+  length(layer: number): number {
+    this.checkAlive();
+    checkInt("layer", layer, 0, this.engine.shape.numLayers - 1);
+    return this.cache.length(layer);
+  }
+
+  /** KV bytes held (SPEC.md §4.4), the full-attention equivalent, and what the backend has reserved. */
+  bytes(): KvBytes {
+    this.checkAlive();
+    return this.cache.bytes();
+  }
+
+  /** Empty the cache (memory is returned to the backend); the sequence can be reused. */
+  reset(): void {
+    this.checkAlive();
+    this.cache.clear();
+  }
+
+  dispose(): void {
+    if (this.disposed) return;
+    this.cache.clear();
+    this.disposed = true;
+    this.onDispose(this);
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+
+  private checkAlive(): void {
+    if (this.disposed) throw new DuoError("DISPOSED", "this sequence has been disposed; call duo.sequence() for a new one");
+    this.engine.checkAlive();
+  }
+}
+
+function describe(a: unknown): string {
+  if (a === null || typeof a !== "object") return String(a);
+  return (a as object).constructor?.name ?? "an object";
+}
