@@ -92,8 +92,8 @@ export class Sequence {
   }
 
   private checkAlive(): void {
-    if (this.disposed) throw new DuoError("DISPOSED", "this sequence has been disposed; call duo.sequence() for a new one");
     this.engine.checkAlive();
+    if (this.disposed) throw new DuoError("DISPOSED", "this sequence has been disposed; call duo.sequence() for a new one");
   }
 }
 
