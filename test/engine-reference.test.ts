@@ -117,3 +117,24 @@ test("thousands of decode steps after a chunked prefill keep matching the oracle
   await duo.dispose();
   await onlyStreaming.dispose();
 });
+
+test("fill stores K/V exactly as attend would: later decode steps give identical outputs", async () => {
+  const Hq = 4, Hkv = 2, D = 8, N = 40;
+  const shape = { numLayers: 2, numHeads: Hq, numKvHeads: Hkv, headDim: D };
+  const mk = () => DuoAttention.create({ shape, heads: [[true, false], [false, false]], sinkSize: 3, recentSize: 5, kvDtype: "bf16", backend: "reference", pageSize: 6 });
+  const q = randomArray((N + 3) * Hq * D, 31), k = randomArray((N + 3) * Hkv * D, 32), v = randomArray((N + 3) * Hkv * D, 33);
+  const a = (await mk()).sequence(), b = (await mk()).sequence();
+  for (const layer of [0, 1]) {
+    for (const [s, e] of [[0, 17], [17, 30], [30, N]]) {
+      await a.attend(layer, q.slice(s * Hq * D, e * Hq * D), k.slice(s * Hkv * D, e * Hkv * D), v.slice(s * Hkv * D, e * Hkv * D));
+      await b.fill(layer, k.slice(s * Hkv * D, e * Hkv * D), v.slice(s * Hkv * D, e * Hkv * D));
+    }
+  }
+  assert.deepEqual(b.bytes(), a.bytes());
+  for (let t = N; t < N + 3; t++) {
+    for (const layer of [0, 1]) {
+      const args = [q.slice(t * Hq * D, (t + 1) * Hq * D), k.slice(t * Hkv * D, (t + 1) * Hkv * D), v.slice(t * Hkv * D, (t + 1) * Hkv * D)] as const;
+      assert.deepEqual(await b.attend(layer, ...args), await a.attend(layer, ...args), `decode at ${t}, layer ${layer}`);
+    }
+  }
+});

@@ -60,7 +60,7 @@ test("SPEC §3.2 worked example (S=4, R=8, chunks 16/16/8, then decode) in upstr
     assert.deepEqual(seen.get(t)![0], range(0, t), `retrieval query ${t} sees 0..t`);
   }
   // decode sees S + R + 1 keys
-  assert.equal(seen.get(41)![1].length, 4 + 8 + 1);
+  assert.equal(seen.get(41)![1]!.length, 4 + 8 + 1);
 });
 
 test("window mode: query t sees exactly {0..S-1} ∪ {t-R..t} from the first token (same worked example)", async () => {
@@ -70,8 +70,8 @@ test("window mode: query t sees exactly {0..S-1} ∪ {t-R..t} from the first tok
     assert.deepEqual(str, expectSet(windowVisible(S, R), t), `streaming query ${t}`);
     assert.deepEqual(ret, range(0, t));
   }
-  assert.equal(seen.get(40)![1].length, S + R + 1, "decode sees S + R + 1 keys");
-  assert.equal(seen.get(39)![1].length, S + R + 1, "in window mode every query past S + R sees S + R + 1 keys");
+  assert.equal(seen.get(40)![1]!.length, S + R + 1, "decode sees S + R + 1 keys");
+  assert.equal(seen.get(39)![1]!.length, S + R + 1, "in window mode every query past S + R sees S + R + 1 keys");
 });
 
 // T < S, T = S + R, T = S + R + 1, chunks that straddle the sinks, S = 0, R = 0, tiny pages.

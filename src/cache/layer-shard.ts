@@ -49,7 +49,7 @@ export interface CallTensors {
   q: Float32Array; // [T, Hq, D]
   k: Float32Array; // [T, Hkv, D]
   v: Float32Array; // [T, Hkv, D]
-  out: Float32Array; // [T, Hq, D]
+  out: Float32Array | null; // [T, Hq, D], or null to store K/V without attending
   T: number;
 }
 
@@ -122,7 +122,10 @@ export class LayerShard {
     return undo;
   }
 
-  /** The ops of one call (after `reserve`). `commit` must be called once they have run. */
+  /**
+   * The ops of one call (after `reserve`); `commit` must be called once they have run. With `x.out` null the call
+   * only stores K/V (no attention, no staging): what `Sequence.fill` does.
+   */
   ops(cached: number, x: CallTensors, staging: Staging | null): Op[] {
     const { headDim: D, numHeads, numKvHeads, group, dtype } = this.geo;
     const T = x.T;
@@ -131,7 +134,7 @@ export class LayerShard {
       ops.push({ kind: "append", dst, dtype, rowHeads: heads.length, headDim: D, src, srcHeads: numKvHeads, heads, rows });
     };
     const attend = (qHeads: Int32Array, kvSlots: Int32Array, segments: Segment[], window: { sink: number; recent: number } | null): void => {
-      ops.push({ kind: "attend", q: x.q, T, numHeads, headDim: D, group, qHeads, kvSlots, segments, qPos0: cached, window, out: x.out });
+      if (x.out) ops.push({ kind: "attend", q: x.q, T, numHeads, headDim: D, group, qHeads, kvSlots, segments, qPos0: cached, window, out: x.out });
     };
 
     const ret = this.heads.retrieval;
@@ -156,18 +159,20 @@ export class LayerShard {
     }
 
     const str = this.heads.streaming;
-    if (str.length > 0 && staging) {
+    if (str.length > 0) {
       const { sinkSize: S, recentSize: R } = this.geo;
-      const stagingRows = Int32Array.from({ length: T }, (_, i) => i);
-      append(staging.k, x.k, str, stagingRows);
-      append(staging.v, x.v, str, stagingRows);
-      const segments: Segment[] = [];
-      const filled = Math.min(cached, S + R);
-      if (filled > 0 && this.ring) {
-        segments.push({ ...this.ring, dtype, rowHeads: str.length, rowStart: 0, rowCount: filled, positions: this.ringPos.slice(0, filled) });
+      if (x.out && staging) {
+        const stagingRows = Int32Array.from({ length: T }, (_, i) => i);
+        append(staging.k, x.k, str, stagingRows);
+        append(staging.v, x.v, str, stagingRows);
+        const segments: Segment[] = [];
+        const filled = Math.min(cached, S + R);
+        if (filled > 0 && this.ring) {
+          segments.push({ ...this.ring, dtype, rowHeads: str.length, rowStart: 0, rowCount: filled, positions: this.ringPos.slice(0, filled) });
+        }
+        segments.push({ ...staging, dtype, rowHeads: str.length, rowStart: 0, rowCount: T, positions: cached });
+        attend(str, this.strSlots, segments, this.geo.mode === "window" ? { sink: S, recent: R } : null);
       }
-      segments.push({ ...staging, dtype, rowHeads: str.length, rowStart: 0, rowCount: T, positions: cached });
-      attend(str, this.strSlots, segments, this.geo.mode === "window" ? { sink: S, recent: R } : null);
       if (this.ring) {
         const rows = this.ringRows(cached, T);
         append(this.ring.k, x.k, str, rows);

@@ -1,4 +1,5 @@
 /** One sequence of a DuoAttention engine: its own split KV cache, advanced one attention call at a time. */
+import type { CallTensors, Staging } from "../cache/layer-shard.ts";
 import type { SplitKVCache, KvBytes } from "../cache/split-cache.ts";
 import { checkInt, DuoError } from "../errors.ts";
 import type { DuoAttention } from "./duo.ts";
@@ -20,11 +21,29 @@ export class Sequence {
    * Rejected calls (bad shapes, context past maxContext, out of memory) leave the cache exactly as it was.
    */
   async attend(layer: number, q: Float32Array, k: Float32Array, v: Float32Array): Promise<Float32Array> {
+    const T = this.check(layer, q, k, v);
+    const out = new Float32Array(T * this.engine.shape.numHeads * this.engine.shape.headDim);
+    await this.run(layer, { q, k, v, out, T });
+    return out;
+  }
+
+  /**
+   * Store K/V for `layer` without attending (a prefix computed elsewhere, or a cache filled for a benchmark).
+   * k and v: [T, numKvHeads, headDim] post-RoPE; positions continue from the layer's length. Streaming heads keep
+   * only what they would keep after attending: the sinks and the last R tokens.
+   */
+  async fill(layer: number, k: Float32Array, v: Float32Array): Promise<void> {
+    const T = this.check(layer, null, k, v);
+    await this.run(layer, { q: new Float32Array(0), k, v, out: null, T });
+  }
+
+  /** Validate a call before anything changes; returns T. */
+  private check(layer: number, q: Float32Array | null, k: Float32Array, v: Float32Array): number {
     this.checkAlive();
     const { numLayers, numHeads, numKvHeads, headDim: D } = this.engine.shape;
     checkInt("layer", layer, 0, numLayers - 1);
     for (const [name, a] of [["q", q], ["k", k], ["v", v]] as [string, unknown][]) {
-      if (!(a instanceof Float32Array)) throw new DuoError("INVALID_ARGUMENT", `${name} must be a Float32Array, got ${describe(a)}`);
+      if (a !== null && !(a instanceof Float32Array)) throw new DuoError("INVALID_ARGUMENT", `${name} must be a Float32Array, got ${describe(a)}`);
     }
     const kvRow = numKvHeads * D;
     if (k.length === 0 || k.length % kvRow !== 0) {
@@ -32,30 +51,32 @@ export class Sequence {
     }
     const T = k.length / kvRow;
     if (v.length !== k.length) throw new DuoError("SHAPE_MISMATCH", `v has ${v.length} elements; it must match k: [T=${T}, ${numKvHeads}, ${D}] = ${k.length}`);
-    if (q.length !== T * numHeads * D) {
+    if (q !== null && q.length !== T * numHeads * D) {
       throw new DuoError("SHAPE_MISMATCH", `q has ${q.length} elements; for T=${T} tokens it must be [T, numHeads=${numHeads}, headDim=${D}] = ${T * numHeads * D}`);
     }
     const cached = this.cache.length(layer);
     if (cached + T > this.engine.maxContext) {
       throw new DuoError("CAPACITY", `layer ${layer} holds ${cached} tokens; ${T} more would exceed maxContext = ${this.engine.maxContext}`);
     }
-    if (this.busy.has(layer)) throw new DuoError("INVALID_ARGUMENT", `layer ${layer} has an attend call in flight; await it before the next one`);
+    if (this.busy.has(layer)) throw new DuoError("INVALID_ARGUMENT", `layer ${layer} has a call in flight; await it before the next one`);
+    return T;
+  }
 
+  /** Reserve memory (all or nothing), run the ops on every shard, then advance the layer. */
+  private async run(layer: number, x: CallTensors): Promise<void> {
     this.busy.add(layer);
     try {
-      const undo = this.cache.reserve(layer, T);
-      let staging;
+      const undo = this.cache.reserve(layer, x.T);
+      let staging: (Staging | null)[] = [];
       try {
-        staging = this.engine.stagingFor(this.cache.stagingBytes(layer, T));
+        if (x.out) staging = this.engine.stagingFor(this.cache.stagingBytes(layer, x.T));
       } catch (e) {
         undo();
         throw e;
       }
-      const out = new Float32Array(T * numHeads * D);
-      const perShard = this.cache.ops(layer, { q, k, v, out, T }, staging);
+      const perShard = this.cache.ops(layer, x, staging);
       await Promise.all(perShard.map((ops, s) => (ops.length ? this.engine.backend.run(s, ops) : undefined)));
-      this.cache.commit(layer, T);
-      return out;
+      this.cache.commit(layer, x.T);
     } finally {
       this.busy.delete(layer);
     }
