@@ -9,7 +9,9 @@ import { exit, write } from "./io.ts";
 type CommandMain = (argv: string[]) => Promise<number | void>;
 
 const COMMANDS: Record<string, { summary: string; load: () => Promise<CommandMain> }> = {
+  demo: { summary: "DuoAttention vs full attention on a Llama-3-8B-shaped stack: prefill, decode, memory, correctness", load: async () => (await import("./demo.ts")).main },
   info: { summary: "runtime, capabilities and which backends are usable here", load: async () => (await import("./info.ts")).main },
+  pattern: { summary: "load a head pattern, choose retrieval heads, show the schedule and its KV memory", load: async () => (await import("./pattern.ts")).main },
 };
 
 function usage(): string {
