@@ -125,7 +125,7 @@ test("fill stores K/V exactly as attend would: later decode steps give identical
   const q = randomArray((N + 3) * Hq * D, 31), k = randomArray((N + 3) * Hkv * D, 32), v = randomArray((N + 3) * Hkv * D, 33);
   const a = (await mk()).sequence(), b = (await mk()).sequence();
   for (const layer of [0, 1]) {
-    for (const [s, e] of [[0, 17], [17, 30], [30, N]]) {
+    for (const [s, e] of [[0, 17], [17, 30], [30, N]] as const) {
       await a.attend(layer, q.slice(s * Hq * D, e * Hq * D), k.slice(s * Hkv * D, e * Hkv * D), v.slice(s * Hkv * D, e * Hkv * D));
       await b.fill(layer, k.slice(s * Hkv * D, e * Hkv * D), v.slice(s * Hkv * D, e * Hkv * D));
     }
