@@ -1,0 +1,269 @@
+/**
+ * LlamaModel: a Llama-family causal LM (Llama 2/3/3.1, Mistral, Qwen2) whose attention runs through the
+ * DuoAttention engine, everything else through the model kernels (kernels.ts).
+ *
+ *   const model = await LlamaModel.load(dir, { pattern: "patterns/Llama-3-8B-...", sparsity: 0.5 });
+ *   const logits = await model.forward(ids);            // [vocab] of the last position; continues the sequence
+ *   for await (const t of model.generate("Hello", { maxTokens: 32 })) write(t.text);
+ *
+ * Per layer, for a chunk of T tokens at absolute positions p0 .. p0+T−1:
+ *   h = rmsnorm(x) · q/k/v = h·Wᵀ (+b) · RoPE(q, k) · a = attend(q, k, v) · x += a·Woᵀ
+ *   h = rmsnorm(x) · x += down(silu(gate(h)) · up(h))
+ * then logits = lm_head(rmsnorm(x[T−1])). Prompts are prefilled in chunks of `prefillChunk` tokens.
+ * Heads are permuted at load so that each layer's retrieval heads come first (weights.ts); the engine is given the
+ * permuted mask, so nothing is permuted back.
+ */
+import type { BackendChoice } from "../backend/registry.ts";
+import type { Backend } from "../backend/types.ts";
+import type { PrefillMode } from "../cache/layer-shard.ts";
+import type { KvDtype } from "../dtype.ts";
+import { DuoAttention } from "../engine/duo.ts";
+import type { Sequence } from "../engine/sequence.ts";
+import { checkInt, DuoError } from "../errors.ts";
+import type { HeadPattern } from "../pattern/pattern.ts";
+import { HeadSchedule } from "../schedule/schedule.ts";
+import { type ModelConfig, loadConfig } from "./config.ts";
+import { Generation, type GenerateOptions } from "./generate.ts";
+import { createModelKernels, type KernelsName, type ModelKernels } from "./kernels.ts";
+import { inverseFrequencies, ropeTables } from "./rope.ts";
+import { openWeights } from "./safetensors.ts";
+import { TextTokenizer } from "./tokenizer.ts";
+import { checkTensors, loadWeights, type ModelWeights } from "./weights.ts";
+
+export interface LoadOptions {
+  /** attention backend of the engine (default "auto"); "reference" also runs the model math on the reference kernels */
+  backend?: BackendChoice | Backend;
+  /** model math: "auto" (default: reference with backend "reference", else wasm where WASM SIMD exists) */
+  kernels?: KernelsName | "auto";
+  /** a head pattern directory / URL, or a loaded HeadPattern; sparsified with `sparsity` */
+  pattern?: string | URL | HeadPattern;
+  /** fraction of KV heads that stream (default 0.5; needs `pattern`) */
+  sparsity?: number;
+  /** explicit mask [layer][kvHead] in the model's head order, true = retrieval (instead of a pattern) */
+  heads?: HeadSchedule | readonly (readonly boolean[])[];
+  sinkSize?: number;
+  recentSize?: number;
+  kvDtype?: KvDtype;
+  prefill?: PrefillMode;
+  /** most tokens of one sequence (default: the engine's 1 Mi, or the sliding window where the model has one) */
+  maxContext?: number;
+  /** prompt tokens per forward pass (default 512) */
+  prefillChunk?: number;
+  /** wasm attention backend: worker count */
+  threads?: number;
+  /** a precompiled duo-model.wasm (edge runtimes, bundlers) */
+  modelWasm?: WebAssembly.Module;
+}
+
+const LOAD_KEYS = ["backend", "kernels", "pattern", "sparsity", "heads", "sinkSize", "recentSize", "kvDtype", "prefill", "maxContext", "prefillChunk", "threads", "modelWasm"];
+
+async function scheduleFor(o: LoadOptions, cfg: ModelConfig): Promise<HeadSchedule> {
+  if (o.pattern !== undefined && o.heads !== undefined) throw new DuoError("INVALID_ARGUMENT", "pass either pattern (+ sparsity) or heads, not both");
+  if (o.sparsity !== undefined && o.pattern === undefined) throw new DuoError("INVALID_ARGUMENT", "sparsity needs a pattern (a head-pattern directory, URL or HeadPattern)");
+  let s: HeadSchedule;
+  if (o.pattern !== undefined) {
+    const { loadPattern } = await import("../pattern/io.ts");
+    const { sparsify } = await import("../pattern/sparsify.ts");
+    const pattern = typeof o.pattern === "string" || o.pattern instanceof URL ? await loadPattern(o.pattern) : o.pattern;
+    if (pattern.numLayers !== cfg.numLayers || pattern.numKvHeads !== cfg.numKvHeads) {
+      throw new DuoError("SHAPE_MISMATCH", `the head pattern${pattern.source ? ` ${pattern.source}` : ""} is ${pattern.numLayers} layers x ${pattern.numKvHeads} KV heads, but the model has ${cfg.numLayers} layers x ${cfg.numKvHeads} KV heads`);
+    }
+    s = sparsify(pattern, { sparsity: o.sparsity ?? 0.5 });
+  } else if (o.heads !== undefined) s = o.heads instanceof HeadSchedule ? o.heads : HeadSchedule.fromMask(o.heads);
+  else s = HeadSchedule.full(cfg.numLayers, cfg.numKvHeads);
+  s.checkShape(cfg.numLayers, cfg.numKvHeads, "the head mask");
+  return s;
+}
+
+export class LlamaModel {
+  /** tokens in the sequence, including a generated token not yet run through the model (see `pending`) */
+  private history: number[] = [];
+  /** the last generated token: part of the sequence, fed with the next forward */
+  private pending: number | null = null;
+  private seq: Sequence;
+  private readonly invFreq: Float64Array;
+  private disposed = false;
+
+  private constructor(
+    readonly config: ModelConfig,
+    readonly tokenizer: TextTokenizer,
+    /** the head schedule in the model's original head order */
+    readonly schedule: HeadSchedule,
+    readonly engine: DuoAttention,
+    readonly kernels: ModelKernels,
+    private readonly weights: ModelWeights,
+    readonly prefillChunk: number,
+  ) {
+    this.seq = engine.sequence();
+    this.invFreq = inverseFrequencies(config.headDim, config.ropeTheta, config.ropeScaling);
+  }
+
+  /** Load a Hugging Face model directory (config.json, model.safetensors[.index.json], tokenizer.json). */
+  static async load(dir: string, options: LoadOptions = {}): Promise<LlamaModel> {
+    if (options === null || typeof options !== "object") throw new DuoError("INVALID_ARGUMENT", "LlamaModel.load options must be an object");
+    const unknown = Object.keys(options).find((k) => !LOAD_KEYS.includes(k));
+    if (unknown) throw new DuoError("INVALID_ARGUMENT", `unknown LlamaModel.load option "${unknown}"; valid options: ${LOAD_KEYS.join(", ")}`);
+    dir = dir.replace(/[/\\]+$/, "");
+    const cfg = await loadConfig(dir);
+    const prefillChunk = checkInt("prefillChunk", options.prefillChunk ?? 512, 1);
+    const maxContext = options.maxContext ?? cfg.slidingWindow ?? undefined;
+    if (cfg.slidingWindow !== null && maxContext !== undefined && maxContext > cfg.slidingWindow) {
+      throw new DuoError("UNSUPPORTED", `this model attends through a sliding window of ${cfg.slidingWindow} tokens, which the engine does not implement; pass maxContext <= ${cfg.slidingWindow} (the two agree up to there)`);
+    }
+    const tokenizer = await TextTokenizer.load(dir);
+    const tensors = await openWeights(dir);
+    const weightBytes = checkTensors(tensors, cfg);
+    const schedule = await scheduleFor(options, cfg);
+    const backendName = typeof options.backend === "object" ? options.backend.name : options.backend;
+    const kernels = await createModelKernels(options.kernels ?? (backendName === "reference" ? "reference" : "auto"), { wasmModule: options.modelWasm });
+    let engine: DuoAttention | undefined;
+    try {
+      kernels.reserve(weightBytes + 64 * (4 + 16 * cfg.numLayers), scratchBytes(cfg, prefillChunk));
+      const weights = await loadWeights(tensors, cfg, kernels, schedule);
+      // Retrieval heads first in every layer, as the permuted weights have them.
+      const permuted = schedule.retrieval.map((r) => Array.from({ length: cfg.numKvHeads }, (_, j) => j < r.length));
+      engine = await DuoAttention.create({
+        shape: { numLayers: cfg.numLayers, numHeads: cfg.numHeads, numKvHeads: cfg.numKvHeads, headDim: cfg.headDim },
+        heads: permuted,
+        sinkSize: options.sinkSize,
+        recentSize: options.recentSize,
+        kvDtype: options.kvDtype,
+        backend: options.backend,
+        prefill: options.prefill,
+        maxContext,
+        threads: options.threads,
+      });
+      return new LlamaModel(cfg, tokenizer, schedule, engine, kernels, weights, prefillChunk);
+    } catch (e) {
+      kernels.dispose();
+      await engine?.dispose();
+      throw e;
+    }
+  }
+
+  /** Tokens in the model's sequence (prompt and generated). */
+  get tokens(): readonly number[] {
+    return this.history;
+  }
+
+  /** The sequence's KV cache bytes (SPEC §4.4): retrieval, streaming, total, full-attention equivalent, allocated. */
+  kvBytes(): ReturnType<Sequence["bytes"]> {
+    this.checkAlive();
+    return this.seq.bytes();
+  }
+
+  /**
+   * Run `ids` through the model after everything before them; returns the logits [vocab] of the last position.
+   * After generate(), the last generated token is fed first (it is part of the sequence, see `tokens`); `ids` may
+   * then be empty. A rejected call (bad ids, past maxContext) leaves the sequence as it was.
+   */
+  async forward(ids: Int32Array | readonly number[]): Promise<Float32Array> {
+    this.checkAlive();
+    const V = this.config.vocabSize;
+    if (ids.length === 0 && this.pending === null) throw new DuoError("INVALID_ARGUMENT", "forward needs at least one token id");
+    ids.forEach((id, i) => {
+      if (!Number.isInteger(id) || id < 0 || id >= V) throw new DuoError("INVALID_ARGUMENT", `token id ${String(id)} at index ${i} is outside the vocabulary [0, ${V})`);
+    });
+    const feed = new Int32Array(ids.length + (this.pending === null ? 0 : 1));
+    if (this.pending !== null) feed[0] = this.pending;
+    feed.set(ids, feed.length - ids.length);
+    const pos = this.seq.length(0);
+    if (pos + feed.length > this.engine.maxContext) {
+      throw new DuoError("CAPACITY", `the sequence holds ${pos} tokens; ${feed.length} more would exceed maxContext = ${this.engine.maxContext}`);
+    }
+    let last: Float32Array | undefined;
+    for (let c = 0; c < feed.length; c += this.prefillChunk) {
+      last = await this.chunk(feed.subarray(c, c + this.prefillChunk), pos + c);
+    }
+    for (const id of ids) this.history.push(id);
+    this.pending = null;
+    return this.logits(last!);
+  }
+
+  /** Generate tokens after `prompt` (text, encoded with BOS when the sequence is empty, or ids). Async iterable of
+   *  `{ id, text }`; `stats` fills in as it runs. Continues the sequence like forward; call reset() to start over. */
+  generate(prompt: string | Int32Array | readonly number[], options: GenerateOptions = {}): Generation {
+    this.checkAlive();
+    return new Generation(this, prompt, options);
+  }
+
+  /** @internal the generation's last token, kept to be fed first by the next forward */
+  setPending(id: number): void {
+    this.history.push(id);
+    this.pending = id;
+  }
+
+  /** Forget the sequence (its cache memory is returned); the model is ready for a new prompt. */
+  reset(): void {
+    this.checkAlive();
+    this.seq.reset();
+    this.history = [];
+    this.pending = null;
+  }
+
+  async dispose(): Promise<void> {
+    if (this.disposed) return;
+    this.disposed = true;
+    this.seq.dispose();
+    await this.engine.dispose();
+    this.kernels.dispose();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.dispose();
+  }
+
+  private checkAlive(): void {
+    if (this.disposed) throw new DuoError("DISPOSED", "this model has been disposed; load it again");
+  }
+
+  /** One chunk of T tokens at positions pos0.. through every layer; returns the last row of the residual [hidden]. */
+  private async chunk(ids: Int32Array, pos0: number): Promise<Float32Array> {
+    const { hiddenSize: H, intermediateSize: I, numHeads: Hq, numKvHeads: Hkv, headDim: D, rmsNormEps: eps } = this.config;
+    const k = this.kernels, T = ids.length;
+    const x = new Float32Array(T * H); // [T, hidden] residual stream
+    const h = new Float32Array(T * H); // [T, hidden] normed
+    const q = new Float32Array(T * Hq * D); // [T, Hq, D]
+    const kk = new Float32Array(T * Hkv * D); // [T, Hkv, D]
+    const v = new Float32Array(T * Hkv * D); // [T, Hkv, D]
+    const o = new Float32Array(T * H); // [T, hidden]
+    const gate = new Float32Array(T * I); // [T, I]
+    const up = new Float32Array(T * I); // [T, I]
+    k.embed(x, ids, this.weights.embed);
+    const { cos, sin } = ropeTables(this.invFreq, pos0, T); // [T, D/2]
+    for (let l = 0; l < this.weights.layers.length; l++) {
+      const L = this.weights.layers[l]!;
+      k.rmsnorm(h, x, L.inputNorm, T, eps);
+      k.matmul(q, h, L.q, T, L.qBias);
+      k.matmul(kk, h, L.k, T, L.kBias);
+      k.matmul(v, h, L.v, T, L.vBias);
+      k.rope(q, T, Hq, D, cos, sin);
+      k.rope(kk, T, Hkv, D, cos, sin);
+      const a = await this.seq.attend(l, q, kk, v); // [T, Hq, D]
+      k.matmul(o, a, L.o, T, L.oBias);
+      for (let i = 0; i < x.length; i++) x[i]! += o[i]!;
+      k.rmsnorm(h, x, L.postNorm, T, eps);
+      k.matmul(gate, h, L.gate, T, L.gateBias);
+      k.matmul(up, h, L.up, T, L.upBias);
+      k.swiglu(gate, gate, up);
+      k.matmul(o, gate, L.down, T, L.downBias);
+      for (let i = 0; i < x.length; i++) x[i]! += o[i]!;
+    }
+    return x.slice((T - 1) * H);
+  }
+
+  private logits(last: Float32Array): Float32Array {
+    const h = new Float32Array(last.length);
+    this.kernels.rmsnorm(h, last, this.weights.norm, 1, this.config.rmsNormEps);
+    const out = new Float32Array(this.config.vocabSize);
+    this.kernels.matmul(out, h, this.weights.lmHead, 1);
+    return out;
+  }
+}
+
+/** Bytes of activations one kernel call may need in the wasm scratch area (inputs + outputs, f32). */
+function scratchBytes(cfg: ModelConfig, chunk: number): number {
+  const { hiddenSize: H, intermediateSize: I, numHeads, headDim: D, vocabSize: V } = cfg;
+  const widest = Math.max(numHeads * D, I, H);
+  return 4 * Math.max(chunk * (H + widest), 3 * chunk * I, chunk * (numHeads * D + D), H + V) + 4 * 64;
+}

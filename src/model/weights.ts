@@ -1,0 +1,170 @@
+/**
+ * The tensors a Llama-family checkpoint must have, checked against config.json, then streamed into the kernel set.
+ * Attention projections of a layer whose head schedule is not already "retrieval heads first" are permuted once
+ * here (SPEC §2, src/schedule/permute.ts): q rows in blocks of G·D, k/v rows in blocks of D, o columns in blocks
+ * of G·D, q/k/v biases like their rows, never the o bias.
+ */
+import { f32ToBf16Bits, f32ToF16Bits } from "../dtype.ts";
+import { DuoError } from "../errors.ts";
+import { type AttentionWeights, permuteAttentionWeights } from "../schedule/permute.ts";
+import type { HeadSchedule } from "../schedule/schedule.ts";
+import type { ModelConfig } from "./config.ts";
+import type { Matrix, ModelKernels, Vector, WeightDtype } from "./kernels.ts";
+import { elementBytes, readTensorF32, streamTensor, type TensorEntry } from "./safetensors.ts";
+
+export interface LayerWeights {
+  inputNorm: Vector; // [hidden]
+  q: Matrix; // [Hq·D, hidden]
+  k: Matrix; // [Hkv·D, hidden]
+  v: Matrix; // [Hkv·D, hidden]
+  o: Matrix; // [hidden, Hq·D]
+  qBias?: Vector; // [Hq·D]
+  kBias?: Vector; // [Hkv·D]
+  vBias?: Vector; // [Hkv·D]
+  oBias?: Vector; // [hidden]
+  postNorm: Vector; // [hidden]
+  gate: Matrix; // [I, hidden]
+  up: Matrix; // [I, hidden]
+  down: Matrix; // [hidden, I]
+  gateBias?: Vector; // [I]
+  upBias?: Vector; // [I]
+  downBias?: Vector; // [hidden]
+}
+
+export interface ModelWeights {
+  embed: Matrix; // [vocab, hidden]
+  layers: LayerWeights[];
+  norm: Vector; // [hidden]
+  /** [vocab, hidden]; the embedding itself when tie_word_embeddings */
+  lmHead: Matrix;
+}
+
+const DTYPES: Record<string, WeightDtype> = { F32: "f32", F16: "f16", BF16: "bf16" };
+
+/** name → expected shape, for every tensor the config implies. */
+export function expectedTensors(cfg: ModelConfig): Map<string, number[]> {
+  const { hiddenSize: H, intermediateSize: I, numHeads, numKvHeads, headDim: D, vocabSize: V } = cfg;
+  const m = new Map<string, number[]>([["model.embed_tokens.weight", [V, H]], ["model.norm.weight", [H]]]);
+  if (!cfg.tieWordEmbeddings) m.set("lm_head.weight", [V, H]);
+  for (let l = 0; l < cfg.numLayers; l++) {
+    const p = `model.layers.${l}.`;
+    m.set(`${p}input_layernorm.weight`, [H]);
+    m.set(`${p}post_attention_layernorm.weight`, [H]);
+    m.set(`${p}self_attn.q_proj.weight`, [numHeads * D, H]);
+    m.set(`${p}self_attn.k_proj.weight`, [numKvHeads * D, H]);
+    m.set(`${p}self_attn.v_proj.weight`, [numKvHeads * D, H]);
+    m.set(`${p}self_attn.o_proj.weight`, [H, numHeads * D]);
+    if (cfg.qkvBias) {
+      m.set(`${p}self_attn.q_proj.bias`, [numHeads * D]);
+      m.set(`${p}self_attn.k_proj.bias`, [numKvHeads * D]);
+      m.set(`${p}self_attn.v_proj.bias`, [numKvHeads * D]);
+    }
+    if (cfg.oBias) m.set(`${p}self_attn.o_proj.bias`, [H]);
+    m.set(`${p}mlp.gate_proj.weight`, [I, H]);
+    m.set(`${p}mlp.up_proj.weight`, [I, H]);
+    m.set(`${p}mlp.down_proj.weight`, [H, I]);
+    if (cfg.mlpBias) {
+      m.set(`${p}mlp.gate_proj.bias`, [I]);
+      m.set(`${p}mlp.up_proj.bias`, [I]);
+      m.set(`${p}mlp.down_proj.bias`, [H]);
+    }
+  }
+  return m;
+}
+
+/**
+ * Check that every expected tensor is present with its shape and a supported dtype; returns the bytes the
+ * weights take in their file dtypes (what the wasm kernels hold, before 64-byte alignment).
+ */
+export function checkTensors(tensors: Map<string, TensorEntry>, cfg: ModelConfig): number {
+  const cfgShape = `${cfg.architecture}: hidden_size ${cfg.hiddenSize}, intermediate_size ${cfg.intermediateSize}, ` +
+    `${cfg.numHeads} heads, ${cfg.numKvHeads} KV heads, head_dim ${cfg.headDim}, vocab_size ${cfg.vocabSize}`;
+  let bytes = 0;
+  for (const [name, shape] of expectedTensors(cfg)) {
+    const t = tensors.get(name);
+    if (!t) throw new DuoError("SHAPE_MISMATCH", `the weights have no tensor "${name}", which config.json implies (${cfgShape}); expected shape [${shape.join(", ")}]`);
+    if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
+      throw new DuoError("SHAPE_MISMATCH", `tensor "${name}" has shape [${t.shape.join(", ")}] but config.json implies [${shape.join(", ")}] (${cfgShape})`);
+    }
+    if (!DTYPES[t.dtype]) throw new DuoError("UNSUPPORTED", `tensor "${name}" has dtype ${t.dtype}; supported weight dtypes are F32, F16, BF16`);
+    bytes += shape.length === 1 ? shape[0]! * 4 : t.byteLength;
+  }
+  return bytes;
+}
+
+async function matrix(k: ModelKernels, t: TensorEntry): Promise<Matrix> {
+  const m = k.matrix(t.shape[0]!, t.shape[1]!, DTYPES[t.dtype]!);
+  const eb = elementBytes(t.dtype)!;
+  await streamTensor(t, (off, bytes) => k.write(m, off / eb, bytes));
+  return m;
+}
+
+/** An f32 host matrix narrowed back to `dtype` (exact for values that came from that dtype). */
+function matrixFrom(k: ModelKernels, data: Float32Array, rows: number, cols: number, dtype: WeightDtype): Matrix {
+  const m = k.matrix(rows, cols, dtype);
+  if (dtype === "f32") k.write(m, 0, new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+  else {
+    const narrow = dtype === "bf16" ? f32ToBf16Bits : f32ToF16Bits;
+    k.write(m, 0, new Uint8Array(Uint16Array.from(data, narrow).buffer));
+  }
+  return m;
+}
+
+/** Load every weight into `k`. `schedule` (original head order) decides the per-layer head permutation. */
+export async function loadWeights(tensors: Map<string, TensorEntry>, cfg: ModelConfig, k: ModelKernels, schedule: HeadSchedule): Promise<ModelWeights> {
+  const get = (name: string) => tensors.get(name)!;
+  const has = (name: string) => tensors.has(name);
+  const vec = async (name: string) => k.vector(await readTensorF32(get(name)));
+  const optVec = async (name: string, wanted: boolean) => (wanted && has(name) ? await vec(name) : undefined);
+  const shape = { numLayers: cfg.numLayers, numHeads: cfg.numHeads, numKvHeads: cfg.numKvHeads, headDim: cfg.headDim };
+  const embed = await matrix(k, get("model.embed_tokens.weight"));
+  const layers: LayerWeights[] = [];
+  for (let l = 0; l < cfg.numLayers; l++) {
+    const p = `model.layers.${l}.`, a = `${p}self_attn.`;
+    const perm = schedule.permutation[l]!;
+    const identity = perm.every((h, i) => h === i);
+    let q: Matrix, kk: Matrix, v: Matrix, o: Matrix, qBias: Vector | undefined, kBias: Vector | undefined, vBias: Vector | undefined;
+    if (identity) {
+      q = await matrix(k, get(`${a}q_proj.weight`));
+      kk = await matrix(k, get(`${a}k_proj.weight`));
+      v = await matrix(k, get(`${a}v_proj.weight`));
+      o = await matrix(k, get(`${a}o_proj.weight`));
+      qBias = await optVec(`${a}q_proj.bias`, cfg.qkvBias);
+      kBias = await optVec(`${a}k_proj.bias`, cfg.qkvBias);
+      vBias = await optVec(`${a}v_proj.bias`, cfg.qkvBias);
+    } else {
+      const f32 = async (name: string) => await readTensorF32(get(name));
+      const w: AttentionWeights = { q: await f32(`${a}q_proj.weight`), k: await f32(`${a}k_proj.weight`), v: await f32(`${a}v_proj.weight`), o: await f32(`${a}o_proj.weight`) };
+      if (cfg.qkvBias) {
+        w.qBias = await f32(`${a}q_proj.bias`);
+        w.kBias = await f32(`${a}k_proj.bias`);
+        w.vBias = await f32(`${a}v_proj.bias`);
+      }
+      const r = permuteAttentionWeights(w, perm, shape);
+      const dt = (name: string) => DTYPES[get(`${a}${name}.weight`).dtype]!;
+      const H = cfg.hiddenSize, qRows = cfg.numHeads * cfg.headDim, kvRows = cfg.numKvHeads * cfg.headDim;
+      q = matrixFrom(k, r.q, qRows, H, dt("q_proj"));
+      kk = matrixFrom(k, r.k, kvRows, H, dt("k_proj"));
+      v = matrixFrom(k, r.v, kvRows, H, dt("v_proj"));
+      o = matrixFrom(k, r.o, H, qRows, dt("o_proj"));
+      qBias = r.qBias && k.vector(r.qBias);
+      kBias = r.kBias && k.vector(r.kBias);
+      vBias = r.vBias && k.vector(r.vBias);
+    }
+    layers.push({
+      inputNorm: await vec(`${p}input_layernorm.weight`),
+      q, k: kk, v, o, qBias, kBias, vBias,
+      oBias: await optVec(`${a}o_proj.bias`, cfg.oBias),
+      postNorm: await vec(`${p}post_attention_layernorm.weight`),
+      gate: await matrix(k, get(`${p}mlp.gate_proj.weight`)),
+      up: await matrix(k, get(`${p}mlp.up_proj.weight`)),
+      down: await matrix(k, get(`${p}mlp.down_proj.weight`)),
+      gateBias: await optVec(`${p}mlp.gate_proj.bias`, cfg.mlpBias),
+      upBias: await optVec(`${p}mlp.up_proj.bias`, cfg.mlpBias),
+      downBias: await optVec(`${p}mlp.down_proj.bias`, cfg.mlpBias),
+    });
+  }
+  const norm = await vec("model.norm.weight");
+  const lmHead = cfg.tieWordEmbeddings ? embed : await matrix(k, get("lm_head.weight"));
+  return { embed, layers, norm, lmHead };
+}

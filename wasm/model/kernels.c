@@ -1,0 +1,238 @@
+// Model kernels for the Llama-family runner (src/model/kernels-wasm.ts): matmul y = x·Wᵀ for row-major W in f32,
+// f16 or bf16 (widened to f32 in registers), RMSNorm, RoPE (rotate-half), SwiGLU, embedding lookup.
+// One instance per model, in the calling thread; the TS side owns the memory layout (weights, then scratch for the
+// activations of one call) and passes byte addresses as u32. No libc: freestanding, SIMD128, f32 accumulation.
+// The reference twin, with float64 accumulation, is src/model/kernels-reference.ts.
+#include <stdint.h>
+#include <wasm_simd128.h>
+
+#define EXPORT __attribute__((visibility("default")))
+
+// -------------------------------------------------------------------------------------------------------------
+// widening loads: 8 consecutive weights -> two f32x4 (lo = elements 0..3, hi = 4..7)
+
+static inline void ld8_f32(const float* p, v128_t* lo, v128_t* hi) {
+  *lo = wasm_v128_load(p);
+  *hi = wasm_v128_load(p + 4);
+}
+
+// bf16 is the top half of an f32: widen u16 -> u32 and shift left 16.
+static inline void ld8_bf16(const uint16_t* p, v128_t* lo, v128_t* hi) {
+  v128_t h = wasm_v128_load(p);
+  *lo = wasm_i32x4_shl(wasm_u32x4_extend_low_u16x8(h), 16);
+  *hi = wasm_i32x4_shl(wasm_u32x4_extend_high_u16x8(h), 16);
+}
+
+// f16 bits (one per u32 lane) -> f32: move exponent+mantissa into place and rescale by 2^112, which is exact for
+// normals and subnormals; exponent 31 (Inf/NaN) gets the f32 all-ones exponent; the sign is copied.
+static inline v128_t f16x4_to_f32(v128_t h) {
+  v128_t sign = wasm_i32x4_shl(wasm_v128_and(h, wasm_i32x4_splat(0x8000)), 16);
+  v128_t em = wasm_v128_and(h, wasm_i32x4_splat(0x7fff));
+  v128_t f = wasm_f32x4_mul(wasm_i32x4_shl(em, 13), wasm_f32x4_splat(0x1p112f));
+  v128_t special = wasm_i32x4_gt(em, wasm_i32x4_splat(0x7bff));
+  f = wasm_v128_or(f, wasm_v128_and(special, wasm_i32x4_splat(0x7f800000)));
+  return wasm_v128_or(f, sign);
+}
+
+static inline void ld8_f16(const uint16_t* p, v128_t* lo, v128_t* hi) {
+  v128_t h = wasm_v128_load(p);
+  *lo = f16x4_to_f32(wasm_u32x4_extend_low_u16x8(h));
+  *hi = f16x4_to_f32(wasm_u32x4_extend_high_u16x8(h));
+}
+
+static inline float w1_f32(const float* p) { return *p; }
+static inline float w1_bf16(const uint16_t* p) {
+  union { uint32_t u; float f; } v = { (uint32_t)*p << 16 };
+  return v.f;
+}
+static inline float w1_f16(const uint16_t* p) {
+  return wasm_f32x4_extract_lane(f16x4_to_f32(wasm_i32x4_splat(*p)), 0);
+}
+
+static inline float hsum(v128_t v) {
+  return wasm_f32x4_extract_lane(v, 0) + wasm_f32x4_extract_lane(v, 1) + wasm_f32x4_extract_lane(v, 2) +
+         wasm_f32x4_extract_lane(v, 3);
+}
+
+#define FMA(acc, a, b) acc = wasm_f32x4_add(acc, wasm_f32x4_mul(a, b))
+
+// -------------------------------------------------------------------------------------------------------------
+// matmul: y[T, nout] = x[T, nin] · W[nout, nin]ᵀ (+ b[nout]); b = 0 means no bias.
+// Tokens are processed in blocks of TB (their x rows stay in cache while all of W streams past once per block);
+// inside a block, tiles of 4 tokens x 2 weight rows share each widened weight vector. k runs 8 at a time, the
+// tail (nin % 8) in scalar code.
+
+#define TB 32
+
+#define MATMUL(NAME, WT, LD8, W1)                                                                                 \
+  EXPORT void NAME(float* y, const float* x, const WT* w, const float* b, int T, int nin, int nout) {           \
+    const int k8 = nin & ~7;                                                                                    \
+    for (int t0 = 0; t0 < T; t0 += TB) {                                                                        \
+      const int t1 = t0 + TB < T ? t0 + TB : T;                                                                 \
+      for (int o = 0; o < nout; o += 2) {                                                                       \
+        const int two = o + 1 < nout;                                                                           \
+        const WT* w0 = w + (uintptr_t)o * nin;                                                                  \
+        const WT* w1 = two ? w0 + nin : w0;                                                                     \
+        const float b0 = b ? b[o] : 0.0f, b1 = b && two ? b[o + 1] : 0.0f;                                      \
+        int t = t0;                                                                                             \
+        for (; t + 4 <= t1; t += 4) {                                                                           \
+          const float* x0 = x + (uintptr_t)t * nin;                                                             \
+          const float *x1 = x0 + nin, *x2 = x1 + nin, *x3 = x2 + nin;                                           \
+          v128_t a00 = wasm_f32x4_splat(0), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00,   \
+                 a31 = a00;                                                                                     \
+          for (int k = 0; k < k8; k += 8) {                                                                     \
+            v128_t p0, p1, q0, q1;                                                                              \
+            LD8(w0 + k, &p0, &p1);                                                                              \
+            LD8(w1 + k, &q0, &q1);                                                                              \
+            v128_t u = wasm_v128_load(x0 + k), v = wasm_v128_load(x0 + k + 4);                                  \
+            FMA(a00, u, p0); FMA(a00, v, p1); FMA(a01, u, q0); FMA(a01, v, q1);                                 \
+            u = wasm_v128_load(x1 + k), v = wasm_v128_load(x1 + k + 4);                                         \
+            FMA(a10, u, p0); FMA(a10, v, p1); FMA(a11, u, q0); FMA(a11, v, q1);                                 \
+            u = wasm_v128_load(x2 + k), v = wasm_v128_load(x2 + k + 4);                                         \
+            FMA(a20, u, p0); FMA(a20, v, p1); FMA(a21, u, q0); FMA(a21, v, q1);                                 \
+            u = wasm_v128_load(x3 + k), v = wasm_v128_load(x3 + k + 4);                                         \
+            FMA(a30, u, p0); FMA(a30, v, p1); FMA(a31, u, q0); FMA(a31, v, q1);                                 \
+          }                                                                                                     \
+          float s[4][2] = {{hsum(a00), hsum(a01)}, {hsum(a10), hsum(a11)}, {hsum(a20), hsum(a21)},              \
+                           {hsum(a30), hsum(a31)}};                                                             \
+          const float* xs[4] = {x0, x1, x2, x3};                                                                \
+          for (int j = 0; j < 4; j++) {                                                                         \
+            for (int k = k8; k < nin; k++) {                                                                    \
+              s[j][0] += xs[j][k] * W1(w0 + k);                                                                 \
+              s[j][1] += xs[j][k] * W1(w1 + k);                                                                 \
+            }                                                                                                   \
+            y[(uintptr_t)(t + j) * nout + o] = s[j][0] + b0;                                                    \
+            if (two) y[(uintptr_t)(t + j) * nout + o + 1] = s[j][1] + b1;                                       \
+          }                                                                                                     \
+        }                                                                                                       \
+        for (; t < t1; t++) { /* single tokens (decode, block tails): two accumulators per row */              \
+          const float* x0 = x + (uintptr_t)t * nin;                                                             \
+          v128_t a0 = wasm_f32x4_splat(0), a1 = a0, c0 = a0, c1 = a0;                                           \
+          for (int k = 0; k < k8; k += 8) {                                                                     \
+            v128_t p0, p1, q0, q1;                                                                              \
+            LD8(w0 + k, &p0, &p1);                                                                              \
+            LD8(w1 + k, &q0, &q1);                                                                              \
+            v128_t u = wasm_v128_load(x0 + k), v = wasm_v128_load(x0 + k + 4);                                  \
+            FMA(a0, u, p0); FMA(a1, v, p1); FMA(c0, u, q0); FMA(c1, v, q1);                                     \
+          }                                                                                                     \
+          float s0 = hsum(wasm_f32x4_add(a0, a1)), s1 = hsum(wasm_f32x4_add(c0, c1));                           \
+          for (int k = k8; k < nin; k++) {                                                                      \
+            s0 += x0[k] * W1(w0 + k);                                                                           \
+            s1 += x0[k] * W1(w1 + k);                                                                           \
+          }                                                                                                     \
+          y[(uintptr_t)t * nout + o] = s0 + b0;                                                                 \
+          if (two) y[(uintptr_t)t * nout + o + 1] = s1 + b1;                                                    \
+        }                                                                                                       \
+      }                                                                                                         \
+    }                                                                                                           \
+  }
+
+MATMUL(matmul_f32, float, ld8_f32, w1_f32)
+MATMUL(matmul_bf16, uint16_t, ld8_bf16, w1_bf16)
+MATMUL(matmul_f16, uint16_t, ld8_f16, w1_f16)
+
+// -------------------------------------------------------------------------------------------------------------
+// embedding lookup: y[t, :] = table[ids[t], :] widened to f32
+
+#define EMBED(NAME, WT, LD8, W1)                                                                                  \
+  EXPORT void NAME(float* y, const int32_t* ids, const WT* table, int T, int n) {                               \
+    const int n8 = n & ~7;                                                                                      \
+    for (int t = 0; t < T; t++) {                                                                               \
+      const WT* row = table + (uintptr_t)ids[t] * n;                                                            \
+      float* out = y + (uintptr_t)t * n;                                                                        \
+      for (int i = 0; i < n8; i += 8) {                                                                         \
+        v128_t lo, hi;                                                                                          \
+        LD8(row + i, &lo, &hi);                                                                                 \
+        wasm_v128_store(out + i, lo);                                                                           \
+        wasm_v128_store(out + i + 4, hi);                                                                       \
+      }                                                                                                         \
+      for (int i = n8; i < n; i++) out[i] = W1(row + i);                                                        \
+    }                                                                                                           \
+  }
+
+EMBED(embed_f32, float, ld8_f32, w1_f32)
+EMBED(embed_bf16, uint16_t, ld8_bf16, w1_bf16)
+EMBED(embed_f16, uint16_t, ld8_f16, w1_f16)
+
+// -------------------------------------------------------------------------------------------------------------
+// RMSNorm per row: y = x · 1/sqrt(mean(x²) + eps) · w
+
+EXPORT void rmsnorm(float* y, const float* x, const float* w, int T, int n, float eps) {
+  const int n4 = n & ~3;
+  for (int t = 0; t < T; t++) {
+    const float* xr = x + (uintptr_t)t * n;
+    float* yr = y + (uintptr_t)t * n;
+    v128_t acc = wasm_f32x4_splat(0);
+    for (int i = 0; i < n4; i += 4) {
+      v128_t v = wasm_v128_load(xr + i);
+      FMA(acc, v, v);
+    }
+    float ss = hsum(acc);
+    for (int i = n4; i < n; i++) ss += xr[i] * xr[i];
+    const float r = 1.0f / __builtin_sqrtf(ss / (float)n + eps);
+    const v128_t rv = wasm_f32x4_splat(r);
+    for (int i = 0; i < n4; i += 4) {
+      wasm_v128_store(yr + i, wasm_f32x4_mul(wasm_f32x4_mul(wasm_v128_load(xr + i), rv), wasm_v128_load(w + i)));
+    }
+    for (int i = n4; i < n; i++) yr[i] = xr[i] * r * w[i];
+  }
+}
+
+// -------------------------------------------------------------------------------------------------------------
+// RoPE in place on x [T, H, D], rotate-half layout; cos/sin [T, D/2] (angles from the TS side, float64).
+
+EXPORT void rope(float* x, const float* cos, const float* sin, int T, int H, int D) {
+  const int half = D / 2, h4 = half & ~3;
+  for (int t = 0; t < T; t++) {
+    const float* c = cos + (uintptr_t)t * half;
+    const float* s = sin + (uintptr_t)t * half;
+    for (int h = 0; h < H; h++) {
+      float* p = x + ((uintptr_t)t * H + h) * D;
+      for (int i = 0; i < h4; i += 4) {
+        v128_t a = wasm_v128_load(p + i), b = wasm_v128_load(p + half + i);
+        v128_t cv = wasm_v128_load(c + i), sv = wasm_v128_load(s + i);
+        wasm_v128_store(p + i, wasm_f32x4_sub(wasm_f32x4_mul(a, cv), wasm_f32x4_mul(b, sv)));
+        wasm_v128_store(p + half + i, wasm_f32x4_add(wasm_f32x4_mul(b, cv), wasm_f32x4_mul(a, sv)));
+      }
+      for (int i = h4; i < half; i++) {
+        const float a = p[i], b = p[half + i];
+        p[i] = a * c[i] - b * s[i];
+        p[half + i] = b * c[i] + a * s[i];
+      }
+    }
+  }
+}
+
+// -------------------------------------------------------------------------------------------------------------
+// SwiGLU: y = silu(g) · u, silu(g) = g / (1 + e^−g).
+// e^x without libm: x = n·ln2 + r, |r| <= ln2/2 (Cody-Waite split of ln2), e^r by its degree-7 Taylor polynomial
+// (truncation error < 3e-9 relative, below f32 rounding), 2^n built in the exponent bits. x is clamped to
+// [-87.3, 88] so that 2^n stays a normal f32; silu needs nothing outside that range.
+
+static inline v128_t exp4(v128_t x) {
+  x = wasm_f32x4_min(wasm_f32x4_max(x, wasm_f32x4_splat(-87.3f)), wasm_f32x4_splat(88.0f));
+  const v128_t n = wasm_f32x4_nearest(wasm_f32x4_mul(x, wasm_f32x4_splat(1.44269504088896341f)));
+  v128_t r = wasm_f32x4_sub(x, wasm_f32x4_mul(n, wasm_f32x4_splat(0.693359375f)));
+  r = wasm_f32x4_sub(r, wasm_f32x4_mul(n, wasm_f32x4_splat(-2.12194440e-4f)));
+  v128_t p = wasm_f32x4_splat(1.0f / 5040);
+  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), wasm_f32x4_splat(1.0f / 720));
+  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), wasm_f32x4_splat(1.0f / 120));
+  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), wasm_f32x4_splat(1.0f / 24));
+  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), wasm_f32x4_splat(1.0f / 6));
+  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), wasm_f32x4_splat(0.5f));
+  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), wasm_f32x4_splat(1.0f));
+  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), wasm_f32x4_splat(1.0f));
+  const v128_t scale = wasm_i32x4_shl(wasm_i32x4_add(wasm_i32x4_trunc_sat_f32x4(n), wasm_i32x4_splat(127)), 23);
+  return wasm_f32x4_mul(p, scale);
+}
+
+static inline v128_t swiglu4(v128_t g, v128_t u) {
+  const v128_t e = exp4(wasm_f32x4_neg(g));
+  return wasm_f32x4_mul(wasm_f32x4_div(g, wasm_f32x4_add(wasm_f32x4_splat(1.0f), e)), u);
+}
+
+EXPORT void swiglu(float* y, const float* g, const float* u, int n) {
+  const int n4 = n & ~3;
+  for (int i = 0; i < n4; i += 4) wasm_v128_store(y + i, swiglu4(wasm_v128_load(g + i), wasm_v128_load(u + i)));
+  for (int i = n4; i < n; i++) y[i] = wasm_f32x4_extract_lane(swiglu4(wasm_f32x4_splat(g[i]), wasm_f32x4_splat(u[i])), 0);
+}
