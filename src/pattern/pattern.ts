@@ -32,14 +32,19 @@ const VALID_TSV = "one row per layer, one tab-separated number per KV head (np.s
 const NUMBER = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/;
 
 /**
- * Build a pattern from raw gate rows [layer][kvHead] (not yet clipped). Throws PATTERN_FORMAT on an empty or
- * ragged table or a non-finite value; `where(l, h)` names a cell in messages.
+ * Build a pattern from raw gate rows [layer][kvHead], clipping to [0, 1]. Throws PATTERN_FORMAT on an empty or
+ * ragged table, a non-finite gate, or sizes that are not integers >= 0.
  */
-export function makePattern(
+export function makePattern(rows: readonly (readonly number[])[], config: PatternConfig, source?: string): HeadPattern {
+  return build(rows, config, source, (l, h) => `gate [${l}][${h}]`);
+}
+
+/** makePattern, with `where(l, h)` naming a cell in messages (a file line and column for parsePattern). */
+function build(
   rows: readonly (readonly number[])[],
   config: PatternConfig,
-  source?: string,
-  where: (l: number, h: number) => string = (l, h) => `gate [${l}][${h}]`,
+  source: string | undefined,
+  where: (l: number, h: number) => string,
 ): HeadPattern {
   const from = source ? ` in ${source}` : "";
   if (!Array.isArray(rows) || rows.length === 0 || !Array.isArray(rows[0]) || rows[0].length === 0) {
@@ -139,7 +144,7 @@ export function parsePattern(tsv: string, config: string | Record<string, unknow
       `full_attention_heads.tsv${from} line ${lineOf[ragged]} (layer ${ragged}) has ${rows[ragged]!.length} columns but the first row has ${rows[0]!.length}; expected ${VALID_TSV}`,
     );
   }
-  return makePattern(rows, parsePatternConfig(config, source), source, (l, h) => `full_attention_heads.tsv line ${lineOf[l]} column ${h + 1}`);
+  return build(rows, parsePatternConfig(config, source), source, (l, h) => `full_attention_heads.tsv line ${lineOf[l]} column ${h + 1}`);
 }
 
 /** Throws PATTERN_FORMAT unless `p` is a well-formed pattern (dims, gate count, every gate finite in [0, 1]). */
