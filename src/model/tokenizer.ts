@@ -60,7 +60,7 @@ export class TextTokenizer {
   }
 
   decode(ids: readonly number[], { skipSpecialTokens = true } = {}): string {
-    return this.tok.decode(ids.slice(), { skip_special_tokens: skipSpecialTokens });
+    return ids.length === 0 ? "" : this.tok.decode(ids.slice(), { skip_special_tokens: skipSpecialTokens });
   }
 
   tokenId(token: string): number | undefined {

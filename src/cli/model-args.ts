@@ -1,0 +1,43 @@
+/** The model-loading options `duo generate` and `duo niah` share, parsed into LlamaModel.load options. */
+import { BACKEND_CHOICES, type BackendChoice } from "../backend/registry.ts";
+import { PREFILL_MODES } from "../engine/options.ts";
+import { KV_DTYPES } from "../dtype.ts";
+import { checkOneOf, DuoError } from "../errors.ts";
+import { KERNELS } from "../model/kernels.ts";
+import type { LoadOptions } from "../model/llama.ts";
+import { type Args, numberArg } from "./args.ts";
+
+export const MODEL_VALUES = ["model", "backend", "kernels", "sink", "recent", "kv-dtype", "prefill", "prefill-chunk", "max-context", "threads"] as const;
+
+export const MODEL_USAGE = `  --model DIR          Hugging Face model directory (config.json, model.safetensors[.index.json], tokenizer.json)
+  --backend b          attention backend: ${BACKEND_CHOICES.join(" | ")} (default auto)
+  --kernels k          model math: auto | ${KERNELS.join(" | ")} (default: reference with --backend reference, else wasm)
+  --sink S, --recent R streaming heads keep S sink + R recent tokens (default 64, 256)
+  --kv-dtype d         KV cache storage: ${KV_DTYPES.join(" | ")} (default bf16)
+  --prefill m          streaming-head prefill: ${PREFILL_MODES.join(" | ")} (default upstream)
+  --prefill-chunk C    prompt tokens per forward pass (default 512)
+  --max-context N      most tokens of the sequence (default 1 Mi, or the model's sliding window)
+  --threads n          wasm attention backend worker count
+`;
+
+/** The model directory and the load options (without the head choice, which each command decides). */
+export function modelOptions(args: Args): { dir: string; options: LoadOptions } {
+  const dir = args.values.get("model");
+  if (!dir) throw new DuoError("INVALID_ARGUMENT", "--model DIR is required (a Hugging Face model directory)");
+  const options: LoadOptions = {};
+  const backend = args.values.get("backend");
+  if (backend !== undefined) options.backend = checkOneOf("--backend", backend, BACKEND_CHOICES) as BackendChoice;
+  const kernels = args.values.get("kernels");
+  if (kernels !== undefined) options.kernels = checkOneOf("--kernels", kernels, ["auto", ...KERNELS] as const);
+  const kv = args.values.get("kv-dtype");
+  if (kv !== undefined) options.kvDtype = checkOneOf("--kv-dtype", kv, KV_DTYPES);
+  const prefill = args.values.get("prefill");
+  if (prefill !== undefined) options.prefill = checkOneOf("--prefill", prefill, PREFILL_MODES);
+  options.sinkSize = numberArg(args, "sink", { min: 0, integer: true });
+  options.recentSize = numberArg(args, "recent", { min: 0, integer: true });
+  options.prefillChunk = numberArg(args, "prefill-chunk", { min: 1, integer: true });
+  options.maxContext = numberArg(args, "max-context", { min: 1, integer: true });
+  options.threads = numberArg(args, "threads", { min: 0, integer: true });
+  for (const k of Object.keys(options) as (keyof LoadOptions)[]) if (options[k] === undefined) delete options[k];
+  return { dir, options };
+}
