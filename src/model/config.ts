@@ -4,16 +4,15 @@
  */
 import { DuoError } from "../errors.ts";
 import { exists, readText } from "../runtime.ts";
+import type { RopeScaling as PresetRopeScaling } from "../schedule/presets.ts";
 
 export const ARCHITECTURES = ["LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"] as const;
 export type Architecture = (typeof ARCHITECTURES)[number];
 const MODEL_TYPES: Record<string, Architecture> = { llama: "LlamaForCausalLM", mistral: "MistralForCausalLM", qwen2: "Qwen2ForCausalLM" };
 
-/** How RoPE frequencies are rescaled for long context (HF `rope_scaling` / `rope_parameters`). */
-export type RopeScaling =
-  | { type: "none" }
-  | { type: "linear"; factor: number }
-  | { type: "llama3"; factor: number; lowFreqFactor: number; highFreqFactor: number; originalMaxPositionEmbeddings: number };
+/** How RoPE frequencies are rescaled for long context (HF `rope_scaling` / `rope_parameters`); the scaled kinds
+ *  are the presets' (src/schedule/presets.ts). */
+export type RopeScaling = { type: "none" } | PresetRopeScaling;
 export const ROPE_TYPES = ["default", "linear", "llama3"] as const;
 
 export interface ModelConfig {
