@@ -1,0 +1,137 @@
+/*
+ * libduo_cuda: the C ABI of the DuoAttention CUDA backend.
+ *
+ * Conventions
+ *  - Every function returns a status (DUO_OK = 0, errors < 0); on error duo_last_error() holds a message for the
+ *    calling thread that names the bad value and the valid range. Nothing throws across this boundary.
+ *  - Device buffers are u32 handles (never raw pointers); host data is passed as plain arrays on every call and is
+ *    not retained after the call returns (outputs are complete when it returns).
+ *  - Arrays of scalar parameters and the segment table are flat int32 arrays whose field indices are the enums
+ *    below, so they cross any FFI as an Int32Array.
+ *  - KV buffers are token-major ("NHD"): row r, head j, element d at element index (r * row_heads + j) * head_dim + d.
+ *  - One process drives one device (duo_init); calls are serialised by a lock.
+ */
+#ifndef DUO_H
+#define DUO_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define DUO_API __attribute__((visibility("default")))
+
+/* Bumped on any change of a prototype, enum value or semantics below. */
+enum { DUO_API_VERSION = 1 };
+
+enum duo_status {
+  DUO_OK = 0,
+  DUO_ERR_ARGUMENT = -1,    /* a value outside its valid range */
+  DUO_ERR_HANDLE = -2,      /* an unknown or freed buffer handle */
+  DUO_ERR_CAPACITY = -3,    /* out of device memory, or rows / bytes past the end of a buffer */
+  DUO_ERR_UNSUPPORTED = -4, /* a head dim, dtype or device architecture this build does not cover */
+  DUO_ERR_NO_DEVICE = -5,   /* no CUDA driver or device, or duo_init was not called */
+  DUO_ERR_CUDA = -6,        /* any other CUDA runtime error (the message has its name and code) */
+  DUO_ERR_INTERNAL = -7     /* a host allocation failure or another caught C++ exception */
+};
+
+enum duo_dtype { DUO_F32 = 0, DUO_F16 = 1, DUO_BF16 = 2 };
+
+/* duo_append scalar parameters: int32_t params[DUO_APPEND_PARAMS]. */
+enum duo_append_param {
+  DUO_APPEND_DST = 0,       /* handle of the destination KV buffer */
+  DUO_APPEND_DTYPE = 1,     /* enum duo_dtype of the destination */
+  DUO_APPEND_ROW_HEADS = 2, /* heads per destination row */
+  DUO_APPEND_HEAD_DIM = 3,  /* elements per head */
+  DUO_APPEND_TOKENS = 4,    /* T: tokens in src */
+  DUO_APPEND_SRC_HEADS = 5, /* heads per src token */
+  DUO_APPEND_PARAMS = 6
+};
+
+/* duo_attend scalar parameters: int32_t params[DUO_ATTEND_PARAMS]. */
+enum duo_attend_param {
+  DUO_ATTEND_TOKENS = 0,    /* T: query tokens */
+  DUO_ATTEND_NUM_HEADS = 1, /* Hq: query heads per token in q and out */
+  DUO_ATTEND_HEAD_DIM = 2,  /* D: 64 or 128 */
+  DUO_ATTEND_GROUP = 3,     /* G: query heads per KV head (query head h*G + g reads KV head h) */
+  DUO_ATTEND_KV_HEADS = 4,  /* number of KV heads of this call (length of q_heads and kv_slots) */
+  DUO_ATTEND_SEGMENTS = 5,  /* rows of the segment table */
+  DUO_ATTEND_POSITIONS = 6, /* length of the positions array */
+  DUO_ATTEND_QPOS0 = 7,     /* absolute position of query token 0 (token t is at qpos0 + t) */
+  DUO_ATTEND_SINK = 8,      /* window: keys at positions < sink stay visible; -1 = no window (causal only) */
+  DUO_ATTEND_RECENT = 9,    /* window: keys at positions >= t - recent stay visible; -1 = no window */
+  DUO_ATTEND_SPLITS = 10,   /* split-KV: 0 = automatic, 1 = off, n = at most n key chunks per KV head */
+  DUO_ATTEND_PARAMS = 11
+};
+
+/* One row of the segment table: int32_t segments[n][DUO_SEG_FIELDS]. A segment is rows
+ * [row_start, row_start + row_count) of a K and a V buffer with the same layout. */
+enum duo_segment_field {
+  DUO_SEG_K = 0,         /* handle of the K buffer */
+  DUO_SEG_V = 1,         /* handle of the V buffer */
+  DUO_SEG_DTYPE = 2,     /* enum duo_dtype of both buffers */
+  DUO_SEG_ROW_HEADS = 3, /* heads per row */
+  DUO_SEG_ROW_START = 4,
+  DUO_SEG_ROW_COUNT = 5,
+  DUO_SEG_POS0 = 6,      /* position of the first row when rows hold consecutive positions */
+  DUO_SEG_POS_INDEX = 7, /* -1: consecutive from POS0; else positions[POS_INDEX + r] is the position of row r */
+  DUO_SEG_FIELDS = 8
+};
+
+/* DUO_API_VERSION of the library (the caller compares it with the version it was written for). */
+DUO_API int32_t duo_api_version(void);
+
+/* The message of the calling thread's last failed call ("" if none). Valid until that thread's next call. */
+DUO_API const char* duo_last_error(void);
+
+/* Number of CUDA devices (>= 0), or a negative status when there is no usable driver (message says why). */
+DUO_API int32_t duo_device_count(void);
+
+/* Select the device, create the stream. Idempotent for the same device; another device is an error while buffers
+ * are allocated. Devices older than sm_80 are DUO_ERR_UNSUPPORTED. */
+DUO_API int32_t duo_init(int32_t device);
+
+/* out[0] = bytes held by live buffers, out[1] = free device bytes, out[2] = total device bytes. */
+DUO_API int32_t duo_memory(double* out);
+
+/* Allocate `bytes` (zero-filled) and write its handle to *handle. */
+DUO_API int32_t duo_alloc(uint64_t bytes, uint32_t* handle);
+
+DUO_API int32_t duo_free(uint32_t handle);
+
+/* Copy bytes [offset, offset + bytes) of a buffer to / from host memory (synchronous). */
+DUO_API int32_t duo_read(uint32_t handle, uint64_t offset, uint64_t bytes, void* dst);
+DUO_API int32_t duo_write(uint32_t handle, uint64_t offset, uint64_t bytes, const void* src);
+
+/*
+ * Copy rows of a host f32 tensor into a KV buffer, rounding to its dtype (round to nearest even).
+ *   src   [T, src_heads, head_dim] f32
+ *   heads [row_heads]: destination head j takes src head heads[j]
+ *   rows  [T]: token t goes to row rows[t], or nowhere when rows[t] == -1; when two tokens name one row the later wins
+ */
+DUO_API int32_t duo_append(const int32_t* params, const float* src, const int32_t* heads, const int32_t* rows);
+
+/*
+ * Attention of the query heads of some KV heads over the union of the segments' rows.
+ *   q         [T, Hq, D] f32
+ *   q_heads   [kv_heads]: KV head j serves query heads q_heads[j]*G .. q_heads[j]*G + G-1
+ *   kv_slots  [kv_heads]: the head slot of KV head j within every segment's rows
+ *   segments  [n_segments][DUO_SEG_FIELDS]
+ *   positions [n_positions]: explicit row positions referenced by DUO_SEG_POS_INDEX (may be NULL when unused)
+ *   out       [T, Hq, D] f32: only the rows of the covered query heads are written
+ *   lse       [T, Hq] f32 natural log-sum-exp of the scaled scores, or NULL
+ * Query token t (position qpos0 + t) sees a key at position p iff p <= qpos0 + t and, with a window,
+ * (p < sink || p >= qpos0 + t - recent). Scale 1/sqrt(D); a row with no visible key gets zeros and lse = -inf.
+ */
+DUO_API int32_t duo_attend(const int32_t* params, const float* q, const int32_t* q_heads, const int32_t* kv_slots,
+                           const int32_t* segments, const int32_t* positions, float* out, float* lse);
+
+/* Device milliseconds of the kernels of the last duo_append or duo_attend (CUDA events), or -1 when unknown. */
+DUO_API double duo_last_device_ms(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* DUO_H */

@@ -1,0 +1,95 @@
+// duo_append: validate, gather the kept tokens' selected heads into pinned memory, upload, convert on the device.
+#include <algorithm>
+#include <cstring>
+#include <utility>
+#include <vector>
+
+#include "context.h"
+#include "error.h"
+#include "kernels.h"
+
+namespace {
+
+constexpr const char* FN = "duo_append";
+
+int32_t append(const int32_t* P, const float* src, const int32_t* heads, const int32_t* rows) {
+  if (!P) return fail(DUO_ERR_ARGUMENT, "%s: params is NULL (expected int32_t[%d])", FN, DUO_APPEND_PARAMS);
+  const int32_t dst = P[DUO_APPEND_DST], dtype = P[DUO_APPEND_DTYPE], row_heads = P[DUO_APPEND_ROW_HEADS],
+                D = P[DUO_APPEND_HEAD_DIM], T = P[DUO_APPEND_TOKENS], src_heads = P[DUO_APPEND_SRC_HEADS];
+  if (!dtype_valid(dtype)) {
+    return fail(DUO_ERR_ARGUMENT, "%s: dtype must be 0 (f32), 1 (f16) or 2 (bf16), got %d", FN, dtype);
+  }
+  if (row_heads < 1) return fail(DUO_ERR_ARGUMENT, "%s: row_heads must be >= 1, got %d", FN, row_heads);
+  if (D < 1) return fail(DUO_ERR_ARGUMENT, "%s: head_dim must be >= 1, got %d", FN, D);
+  if (T < 0) return fail(DUO_ERR_ARGUMENT, "%s: tokens must be >= 0, got %d", FN, T);
+  if (src_heads < 1) return fail(DUO_ERR_ARGUMENT, "%s: src_heads must be >= 1, got %d", FN, src_heads);
+  if (T == 0) return DUO_OK;
+  if (!src || !heads || !rows) return fail(DUO_ERR_ARGUMENT, "%s: src, heads and rows must not be NULL", FN);
+  for (int j = 0; j < row_heads; ++j) {
+    if (heads[j] < 0 || heads[j] >= src_heads) {
+      return fail(DUO_ERR_ARGUMENT, "%s: heads[%d] must be in [0, src_heads = %d), got %d", FN, j, src_heads, heads[j]);
+    }
+  }
+  for (int t = 0; t < T; ++t) {
+    if (rows[t] < -1) return fail(DUO_ERR_ARGUMENT, "%s: rows[%d] must be a row >= 0 or -1 (skip), got %d", FN, t, rows[t]);
+  }
+
+  DUO_TRY(require_init(FN));
+  Context& c = ctx();
+  Buffer* b = nullptr;
+  DUO_TRY(lookup(static_cast<uint32_t>(dst), FN, "dst", &b));
+  const uint64_t row_bytes = static_cast<uint64_t>(row_heads) * D * dtype_bytes(dtype);
+  const uint64_t capacity = b->bytes / row_bytes;
+
+  // (row, token) of every kept token; when tokens share a row the later one wins, as if written in order.
+  std::vector<std::pair<int32_t, int32_t>> kept;
+  kept.reserve(T);
+  for (int t = 0; t < T; ++t) {
+    if (rows[t] < 0) continue;
+    if (static_cast<uint64_t>(rows[t]) >= capacity) {
+      return fail(DUO_ERR_CAPACITY, "%s: rows[%d] = %d is past the buffer's %llu rows (%d heads x %d)", FN, t, rows[t],
+                  (unsigned long long)capacity, row_heads, D);
+    }
+    kept.emplace_back(rows[t], t);
+  }
+  std::stable_sort(kept.begin(), kept.end(), [](const auto& x, const auto& y) { return x.first < y.first; });
+  size_t n = 0;
+  for (size_t i = 0; i < kept.size(); ++i) {
+    if (i + 1 < kept.size() && kept[i + 1].first == kept[i].first) continue;  // a later token writes this row
+    kept[n++] = kept[i];
+  }
+  if (n == 0) return DUO_OK;
+
+  // Upload: src rows [n][row_heads][D] f32 | destination rows [n].
+  const size_t row_elems = static_cast<size_t>(row_heads) * D;
+  const size_t off_rows = align256(n * row_elems * sizeof(float));
+  const size_t bytes = off_rows + align256(n * sizeof(int32_t));
+  char* up = nullptr;
+  char* dev = nullptr;
+  DUO_TRY(reserve_pinned_up(bytes, reinterpret_cast<void**>(&up)));
+  DUO_TRY(reserve_scratch(bytes, reinterpret_cast<void**>(&dev)));
+  float* up_src = reinterpret_cast<float*>(up);
+  int32_t* up_rows = reinterpret_cast<int32_t*>(up + off_rows);
+  for (size_t i = 0; i < n; ++i) {
+    const size_t t = static_cast<size_t>(kept[i].second);
+    for (int j = 0; j < row_heads; ++j) {
+      memcpy(up_src + (i * row_heads + j) * D, src + (t * src_heads + heads[j]) * D, sizeof(float) * D);
+    }
+    up_rows[i] = kept[i].first;
+  }
+  DUO_CUDA(cudaMemcpyAsync(dev, up, bytes, cudaMemcpyHostToDevice, c.stream));
+  DUO_CUDA(cudaEventRecord(c.upload_done, c.stream));
+  DUO_CUDA(cudaEventRecord(c.t0, c.stream));
+  DUO_CUDA(launch_append(reinterpret_cast<const float*>(dev), reinterpret_cast<const int32_t*>(dev + off_rows), b->ptr,
+                         dtype, static_cast<int64_t>(n), static_cast<int64_t>(row_elems), c.stream));
+  DUO_CUDA(cudaEventRecord(c.t1, c.stream));
+  c.timing_valid = true;
+  return DUO_OK;
+}
+
+}  // namespace
+
+extern "C" DUO_API int32_t duo_append(const int32_t* params, const float* src, const int32_t* heads,
+                                      const int32_t* rows) {
+  return guarded(FN, [&]() { return append(params, src, heads, rows); });
+}

@@ -1,0 +1,104 @@
+// Error messages, the context singleton and its staging memory.
+#include <cstdarg>
+#include <cstdio>
+
+#include "context.h"
+#include "error.h"
+
+namespace {
+thread_local char last_message[1024] = "";
+}
+
+const char* last_error_message() { return last_message; }
+
+int32_t fail(int32_t status, const char* fmt, ...) {
+  va_list args;
+  va_start(args, fmt);
+  vsnprintf(last_message, sizeof last_message, fmt, args);
+  va_end(args);
+  return status;
+}
+
+int32_t fail_cuda(cudaError_t e, const char* what) {
+  cudaGetLastError();  // clear a non-sticky error so the next call starts clean
+  int32_t status = DUO_ERR_CUDA;
+  if (e == cudaErrorMemoryAllocation) status = DUO_ERR_CAPACITY;
+  if (e == cudaErrorInsufficientDriver || e == cudaErrorNoDevice || e == cudaErrorInitializationError ||
+      e == cudaErrorCompatNotSupportedOnDevice) {
+    status = DUO_ERR_NO_DEVICE;
+  }
+  return fail(status, "%s: %s: %s (%d)", what, cudaGetErrorName(e), cudaGetErrorString(e), static_cast<int>(e));
+}
+
+std::mutex& api_lock() {
+  static std::mutex m;
+  return m;
+}
+
+Context& ctx() {
+  static Context c;
+  return c;
+}
+
+int32_t require_init(const char* fn) {
+  Context& c = ctx();
+  if (c.device < 0) return fail(DUO_ERR_NO_DEVICE, "%s: no device initialized (call duo_init first)", fn);
+  DUO_CUDA(cudaSetDevice(c.device));
+  return DUO_OK;
+}
+
+int32_t lookup(uint32_t handle, const char* fn, const char* what, Buffer** out) {
+  auto it = ctx().buffers.find(handle);
+  if (it == ctx().buffers.end()) return fail(DUO_ERR_HANDLE, "%s: %s: unknown buffer handle %u", fn, what, handle);
+  *out = &it->second;
+  return DUO_OK;
+}
+
+namespace {
+size_t grown(size_t cap, size_t need) { return need > cap + cap / 2 ? need : cap + cap / 2; }
+}  // namespace
+
+int32_t reserve_pinned_up(size_t bytes, void** out) {
+  Context& c = ctx();
+  DUO_CUDA(cudaEventSynchronize(c.upload_done));
+  if (bytes > c.pinned_up_cap) {
+    const size_t cap = grown(c.pinned_up_cap, bytes);
+    if (c.pinned_up) DUO_CUDA(cudaFreeHost(c.pinned_up));
+    c.pinned_up = nullptr;
+    c.pinned_up_cap = 0;
+    DUO_CUDA(cudaMallocHost(&c.pinned_up, cap));
+    c.pinned_up_cap = cap;
+  }
+  *out = c.pinned_up;
+  return DUO_OK;
+}
+
+int32_t reserve_pinned_down(size_t bytes, void** out) {
+  Context& c = ctx();
+  if (bytes > c.pinned_down_cap) {
+    const size_t cap = grown(c.pinned_down_cap, bytes);
+    DUO_CUDA(cudaStreamSynchronize(c.stream));
+    if (c.pinned_down) DUO_CUDA(cudaFreeHost(c.pinned_down));
+    c.pinned_down = nullptr;
+    c.pinned_down_cap = 0;
+    DUO_CUDA(cudaMallocHost(&c.pinned_down, cap));
+    c.pinned_down_cap = cap;
+  }
+  *out = c.pinned_down;
+  return DUO_OK;
+}
+
+int32_t reserve_scratch(size_t bytes, void** out) {
+  Context& c = ctx();
+  if (bytes > c.scratch_cap) {
+    const size_t cap = grown(c.scratch_cap, bytes);
+    DUO_CUDA(cudaStreamSynchronize(c.stream));
+    if (c.scratch) DUO_CUDA(cudaFree(c.scratch));
+    c.scratch = nullptr;
+    c.scratch_cap = 0;
+    DUO_CUDA(cudaMalloc(&c.scratch, cap));
+    c.scratch_cap = cap;
+  }
+  *out = c.scratch;
+  return DUO_OK;
+}

@@ -1,0 +1,261 @@
+// Tiled flash attention on tensor cores (mma.sync m16n8k16, f16 / bf16 KV, f32 accumulation) for query blocks:
+// chunked prefill with the causal mask or the causal + sink/recent window mask.
+//
+// Grid (query tiles, KV heads, key chunks); 4 warps per CTA. A CTA takes 64 packed rows of one KV head (row m =
+// t * G + g: the G query heads of a KV head sit in one tile and share every K/V tile) and walks its chunk of the
+// tile table: tiles that no row of the CTA can see are skipped, the others are loaded with cp.async into a
+// double-buffered shared-memory stage (the next tile streams in while the current one is computed). Each warp owns
+// 16 rows: S = Q K^T (m16n8k16, Q rounded to the KV dtype as FlashAttention does), mask, online softmax in base 2
+// in registers, O += P V with P rounded to the KV dtype and V read through ldmatrix.trans.
+//
+// Fragment layouts (PTX ISA, mma.m16n8k16 .f16/.bf16), lane = 4 * groupID + tig:
+//   A (16x16, row): reg0 = A[g][2t..2t+1], reg1 = A[g+8][2t..], reg2 = A[g][2t+8..], reg3 = A[g+8][2t+8..]
+//   B (16x8, col):  reg0 = B[2t..2t+1][g], reg1 = B[2t+8..2t+9][g]
+//   C (16x8, f32):  c0, c1 = C[g][2t..2t+1], c2, c3 = C[g+8][2t..2t+1]
+#include <cmath>
+#include <climits>
+
+#include "dtype.cuh"
+#include "kernels.h"
+
+namespace {
+
+constexpr int THREADS = 128;
+constexpr int BM = PREFILL_ROWS;  // packed rows per CTA (16 per warp)
+constexpr int BN = TILE_KEYS;     // keys per tile
+constexpr int PAD = 8;            // elements of padding per shared row: rows start 16 bytes apart mod 128 (no bank conflicts)
+
+template <int D>
+constexpr size_t smem_bytes() {
+  return 2 * 2 * BN * (D + PAD) * sizeof(uint16_t) + 2 * BN * sizeof(int32_t);  // K, V x 2 stages, positions x 2
+}
+
+__device__ inline uint32_t smem_addr(const void* p) { return static_cast<uint32_t>(__cvta_generic_to_shared(p)); }
+
+// 16 bytes global -> shared; src_bytes = 0 fills zeros (rows past the end of a tile).
+__device__ inline void cp_async16(void* dst, const void* src, int src_bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src), "r"(src_bytes));
+}
+__device__ inline void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ inline void cp_async_wait_prev() { asm volatile("cp.async.wait_group 1;\n" ::); }
+
+// Four 8x8 b16 matrices, transposed: lanes 8i..8i+7 give the row addresses of matrix i, register i receives it.
+__device__ inline void ldmatrix_x4_trans(uint32_t (&r)[4], const void* row) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_addr(row)));
+}
+
+template <typename KV> __device__ void mma16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1);
+
+template <> __device__ inline void mma16816<__half>(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+template <>
+__device__ inline void mma16816<__nv_bfloat16>(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+template <typename KV, int D>
+__global__ void __launch_bounds__(THREADS, 3) prefill_kernel(const AttendArgs a) {
+  constexpr int LDS = D + PAD;  // shared row stride (elements)
+  constexpr int CPR = D / 8;    // 16-byte chunks per K/V row
+  extern __shared__ __align__(16) unsigned char smem[];
+  KV* ks = reinterpret_cast<KV*>(smem);                // [2][BN][LDS]
+  KV* vs = ks + 2 * BN * LDS;                          // [2][BN][LDS]
+  int32_t* ps = reinterpret_cast<int32_t*>(vs + 2 * BN * LDS);  // [2][BN] key positions (INT_MAX past the tile)
+
+  const int j = blockIdx.y;
+  const int split = blockIdx.z;
+  const int tile_m = gridDim.x - 1 - blockIdx.x;  // the last query tiles see the most keys: start them first
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int g = lane / 4, tig = lane % 4;
+  const int slot = a.kv_slots[j];
+
+  // This thread's two rows (h = 0: g, h = 1: g + 8 of the warp's 16) and their tokens.
+  const int row[2] = {tile_m * BM + warp * 16 + g, tile_m * BM + warp * 16 + g + 8};
+  int32_t tok[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) tok[h] = a.qpos0 + (row[h] < a.M ? row[h] : a.M - 1) / a.G;
+  const int32_t tok_lo = a.qpos0 + (tile_m * BM) / a.G;
+  const int32_t tok_hi = a.qpos0 + (min(a.M, tile_m * BM + BM) - 1) / a.G;
+
+  // Q fragments for all D / 16 k-steps (rows past M are zeros).
+  uint32_t qf[D / 16][4];
+#pragma unroll
+  for (int kstep = 0; kstep < D / 16; ++kstep) {
+#pragma unroll
+    for (int reg = 0; reg < 4; ++reg) {
+      const int h = reg & 1, col = kstep * 16 + (reg >> 1) * 8 + 2 * tig;
+      float2 x = make_float2(0.f, 0.f);
+      if (row[h] < a.M) x = *reinterpret_cast<const float2*>(a.q + (static_cast<int64_t>(j) * a.M + row[h]) * D + col);
+      qf[kstep][reg] = Dtype<KV>::pack2(x.x, x.y);
+    }
+  }
+
+  float o[D / 8][4];
+#pragma unroll
+  for (int dn = 0; dn < D / 8; ++dn) o[dn][0] = o[dn][1] = o[dn][2] = o[dn][3] = 0.f;
+  float m_run[2] = {-INFINITY, -INFINITY};
+  float l_run[2] = {0.f, 0.f};  // this thread's share of the row sums (summed over the 4 threads of a row at the end)
+
+  const int t_begin = split * a.tiles_per_split;
+  const int t_end = min(a.ntiles, t_begin + a.tiles_per_split);
+  auto next_tile = [&](int ti) {
+    while (ti < t_end) {
+      const KeyTile& t = a.tiles[ti];
+      if (!tile_masked(t.pos_min, t.pos_max, tok_lo, tok_hi, a.sink, a.recent)) break;
+      ++ti;
+    }
+    return ti;
+  };
+  auto load_tile = [&](int ti, int stage) {
+    const KeyTile t = a.tiles[ti];
+    const KV* kb = static_cast<const KV*>(t.k);
+    const KV* vb = static_cast<const KV*>(t.v);
+    const int64_t row_stride = static_cast<int64_t>(t.row_heads) * D;
+    for (int c = threadIdx.x; c < BN * CPR; c += THREADS) {
+      const int r = c / CPR, cc = c % CPR;
+      const bool ok = r < t.rows;
+      const int64_t off = ok ? (static_cast<int64_t>(t.row0) + r) * row_stride + static_cast<int64_t>(slot) * D + cc * 8 : 0;
+      cp_async16(ks + (stage * BN + r) * LDS + cc * 8, kb + off, ok ? 16 : 0);
+      cp_async16(vs + (stage * BN + r) * LDS + cc * 8, vb + off, ok ? 16 : 0);
+    }
+    for (int r = threadIdx.x; r < BN; r += THREADS) {
+      ps[stage * BN + r] = r >= t.rows ? INT_MAX : t.pos_index < 0 ? t.pos0 + r : a.positions[t.pos_index + r];
+    }
+  };
+
+  int cur = next_tile(t_begin);
+  if (cur < t_end) load_tile(cur, 0);
+  cp_async_commit();
+  for (int stage = 0; cur < t_end; stage ^= 1) {
+    const int nxt = next_tile(cur + 1);
+    if (nxt < t_end) load_tile(nxt, stage ^ 1);  // that stage was released by the barrier ending the last iteration
+    cp_async_commit();
+    cp_async_wait_prev();  // the current stage has landed
+    __syncthreads();
+
+    const KV* kt = ks + stage * BN * LDS;
+    const KV* vt = vs + stage * BN * LDS;
+    const int32_t* pt = ps + stage * BN;
+
+    // S = Q K^T: 16 rows x 64 keys per warp, as 8 n-tiles of 8 keys.
+    float s[BN / 8][4];
+#pragma unroll
+    for (int nt = 0; nt < BN / 8; ++nt) {
+      s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
+#pragma unroll
+      for (int kstep = 0; kstep < D / 16; ++kstep) {
+        const KV* kr = kt + (nt * 8 + g) * LDS + kstep * 16 + 2 * tig;  // B[k][n] = K[key n][d k]
+        mma16816<KV>(s[nt], qf[kstep], *reinterpret_cast<const uint32_t*>(kr),
+                     *reinterpret_cast<const uint32_t*>(kr + 8));
+      }
+    }
+    // Mask, scale into base 2, and the online softmax update of both rows.
+#pragma unroll
+    for (int nt = 0; nt < BN / 8; ++nt) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int32_t p = pt[nt * 8 + 2 * tig + (e & 1)];
+        s[nt][e] = visible(p, tok[e >> 1], a.sink, a.recent) ? s[nt][e] * a.scale_log2 : -INFINITY;
+      }
+    }
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      float mx = m_run[h];
+#pragma unroll
+      for (int nt = 0; nt < BN / 8; ++nt) mx = fmaxf(mx, fmaxf(s[nt][2 * h], s[nt][2 * h + 1]));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+      const float base = mx == -INFINITY ? 0.f : mx;  // a row with nothing visible yet stays at p = 0
+      const float alpha = exp2f(m_run[h] - base);
+      m_run[h] = mx;
+      l_run[h] *= alpha;
+#pragma unroll
+      for (int dn = 0; dn < D / 8; ++dn) {
+        o[dn][2 * h] *= alpha;
+        o[dn][2 * h + 1] *= alpha;
+      }
+#pragma unroll
+      for (int nt = 0; nt < BN / 8; ++nt) {
+        s[nt][2 * h] = exp2f(s[nt][2 * h] - base);
+        s[nt][2 * h + 1] = exp2f(s[nt][2 * h + 1] - base);
+        l_run[h] += s[nt][2 * h] + s[nt][2 * h + 1];
+      }
+    }
+    // O += P V: P (C layout of two n-tiles) is the A fragment of a 16-key k-step.
+#pragma unroll
+    for (int kk = 0; kk < BN / 16; ++kk) {
+      const uint32_t pa[4] = {Dtype<KV>::pack2(s[2 * kk][0], s[2 * kk][1]), Dtype<KV>::pack2(s[2 * kk][2], s[2 * kk][3]),
+                              Dtype<KV>::pack2(s[2 * kk + 1][0], s[2 * kk + 1][1]),
+                              Dtype<KV>::pack2(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+#pragma unroll
+      for (int dn = 0; dn < D / 8; dn += 2) {
+        // matrix i = lane / 8: keys kk*16 + (i & 1) * 8 + lane % 8, columns (dn + i / 2) * 8 .. + 7
+        const int mi = lane / 8;
+        const KV* vr = vt + (kk * 16 + (mi & 1) * 8 + lane % 8) * LDS + (dn + (mi >> 1)) * 8;
+        uint32_t vf[4];
+        ldmatrix_x4_trans(vf, vr);
+        mma16816<KV>(o[dn], pa, vf[0], vf[1]);
+        mma16816<KV>(o[dn + 1], pa, vf[2], vf[3]);
+      }
+    }
+    __syncthreads();  // every warp is done with this stage before it is refilled
+    cur = nxt;
+  }
+
+  // Normalise and write this split's partial rows.
+  const int64_t out_row0 = (static_cast<int64_t>(a.split_base + split) * a.nkv + j) * a.M;
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    float l = l_run[h];
+    l += __shfl_xor_sync(0xffffffffu, l, 1);
+    l += __shfl_xor_sync(0xffffffffu, l, 2);
+    if (row[h] >= a.M) continue;
+    const float inv = l > 0.f ? 1.f / l : 0.f;
+    float* out = a.o + (out_row0 + row[h]) * D;
+#pragma unroll
+    for (int dn = 0; dn < D / 8; ++dn) {
+      *reinterpret_cast<float2*>(out + dn * 8 + 2 * tig) = make_float2(o[dn][2 * h] * inv, o[dn][2 * h + 1] * inv);
+    }
+    if (tig == 0) a.lse[out_row0 + row[h]] = l > 0.f ? (m_run[h] + log2f(l)) * 0.69314718055994531f : -INFINITY;
+  }
+}
+
+template <typename KV, int D>
+cudaError_t launch(const AttendArgs& a, dim3 grid, cudaStream_t s) {
+  prefill_kernel<KV, D><<<grid, THREADS, smem_bytes<D>(), s>>>(a);
+  return cudaGetLastError();
+}
+
+template <typename KV, int D>
+cudaError_t configure() {
+  return cudaFuncSetAttribute(prefill_kernel<KV, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                              static_cast<int>(smem_bytes<D>()));
+}
+
+}  // namespace
+
+cudaError_t launch_prefill(const AttendArgs& a, int dtype, int head_dim, dim3 grid, cudaStream_t s) {
+  if (dtype == DUO_F16) return head_dim == 64 ? launch<__half, 64>(a, grid, s) : launch<__half, 128>(a, grid, s);
+  return head_dim == 64 ? launch<__nv_bfloat16, 64>(a, grid, s) : launch<__nv_bfloat16, 128>(a, grid, s);
+}
+
+cudaError_t configure_kernels() {
+  cudaError_t e = cudaSuccess;
+  if (e == cudaSuccess) e = configure<__half, 64>();
+  if (e == cudaSuccess) e = configure<__half, 128>();
+  if (e == cudaSuccess) e = configure<__nv_bfloat16, 64>();
+  if (e == cudaSuccess) e = configure<__nv_bfloat16, 128>();
+  return e;
+}
