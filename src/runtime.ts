@@ -132,3 +132,76 @@ export async function exists(path: string): Promise<boolean> {
 export function now(): number {
   return performance.now();
 }
+
+/** The bytes at a URL: file: URLs are read from disk (Node, Bun, Deno), anything else is fetched. */
+export async function readUrl(url: URL): Promise<Uint8Array> {
+  if (url.protocol === "file:") return new Uint8Array(await (await fs()).readFile(url));
+  const res = await fetch(url);
+  if (!res.ok) throw new Error(`GET ${url.href}: HTTP ${res.status}`);
+  return new Uint8Array(await res.arrayBuffer());
+}
+
+/** A worker thread running an ES module, with one message API everywhere (node:worker_threads in Node, Bun and Deno,
+ *  which can unref it; a web Worker elsewhere). */
+export interface WorkerThread {
+  post(message: unknown, transfer?: Transferable[]): void;
+  onMessage(fn: (message: unknown) => void): void;
+  /** an uncaught error in the worker, or its unexpected exit */
+  onError(fn: (error: Error) => void): void;
+  /** keep the process alive while this worker has work (no-op for web Workers) */
+  ref(): void;
+  /** let the process exit even though this worker is alive (no-op for web Workers) */
+  unref(): void;
+  terminate(): Promise<void>;
+}
+
+/** Start a worker running the module at `url`. Under Node, a `.ts` module is loaded through tsx (the TypeScript
+ *  loader the caller itself runs under), because Node 20 does not apply `--import` hooks to workers. */
+export async function spawnWorker(url: URL): Promise<WorkerThread> {
+  const name = runtime().name;
+  if (name === "node" || name === "bun" || name === "deno") {
+    const { Worker } = await import("node:worker_threads");
+    let w: import("node:worker_threads").Worker;
+    if (name === "node" && url.pathname.endsWith(".ts")) {
+      const tsx = import.meta.resolve("tsx/esm/api");
+      const boot = `import(${JSON.stringify(tsx)}).then((api) => { api.register(); return import(${JSON.stringify(url.href)}); })`;
+      w = new Worker(boot, { eval: true });
+    } else {
+      w = new Worker(url);
+    }
+    return {
+      post: (m, transfer) => w.postMessage(m, transfer as never),
+      onMessage: (fn) => void w.on("message", fn),
+      onError: (fn) => {
+        w.on("error", fn);
+        w.on("exit", (code) => fn(new Error(`worker exited with code ${code}`)));
+      },
+      ref: () => w.ref(),
+      unref: () => w.unref(),
+      terminate: async () => void (await w.terminate()),
+    };
+  }
+  const w = new g.Worker(url, { type: "module" });
+  return {
+    post: (m, transfer) => w.postMessage(m, transfer ?? []),
+    onMessage: (fn) => void (w.onmessage = (e: MessageEvent) => fn(e.data)),
+    onError: (fn) => void (w.onerror = (e: ErrorEvent) => (e.preventDefault(), fn(new Error(e.message)))),
+    ref: () => {},
+    unref: () => {},
+    terminate: async () => w.terminate(),
+  };
+}
+
+/** Inside a worker started by spawnWorker: the channel to the thread that started it. */
+export async function parentChannel(): Promise<{ post(message: unknown, transfer?: Transferable[]): void; onMessage(fn: (message: unknown) => void): void }> {
+  const name = runtime().name;
+  if (name === "node" || name === "bun" || name === "deno") {
+    const { parentPort } = await import("node:worker_threads");
+    if (!parentPort) throw new Error("parentChannel(): not running in a worker thread");
+    return { post: (m, transfer) => parentPort.postMessage(m, transfer as never), onMessage: (fn) => void parentPort.on("message", fn) };
+  }
+  return {
+    post: (m, transfer) => g.postMessage(m, transfer ?? []),
+    onMessage: (fn) => void (g.onmessage = (e: MessageEvent) => fn(e.data)),
+  };
+}

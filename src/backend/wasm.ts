@@ -1,11 +1,399 @@
-// Placeholder until the wasm backend lands: it reports itself unusable, with the reason.
-import { DuoError } from "../errors.ts";
+/**
+ * The WebAssembly SIMD backend: the kernels of wasm/dist/duo.wasm (C, wasm/src), loaded by plain
+ * WebAssembly.instantiate (no emscripten glue), with head-sharded workers.
+ *
+ * Shards: `threads` workers (default: one per core), each with its own duo.wasm instance and its own 4 GiB memory
+ * holding the buffers of its KV heads; `threads: 0`, or a runtime without workers, runs one instance in this thread.
+ * The handle table and the byte accounting live here, on the calling thread, so alloc() can answer synchronously;
+ * allocations reach a worker as messages ahead of any later run, and a worker-side failure rejects the next run.
+ * Every op is validated here before it leaves, so a rejected op never reaches a kernel.
+ */
+import { bytesPerElement, KV_DTYPES, type KvDtype } from "../dtype.ts";
+import { checkInt, DuoError } from "../errors.ts";
+import { readUrl, runtime, spawnWorker, type WorkerThread } from "../runtime.ts";
 import type { BackendOptions } from "./registry.ts";
-import type { Backend, BackendProbe } from "./types.ts";
+import type { AppendOp, AttendOp, Backend, BackendMemory, BackendProbe, Handle, Op, Segment } from "./types.ts";
+import { type AttendResult, type ExecAttend, type ExecOp, type FromWorker, type ToWorker, WasmExec } from "./wasm-exec.ts";
 
-export async function probeWasm(_opts: BackendOptions): Promise<BackendProbe> {
-  return { name: "wasm", usable: false, reason: "not built into this version yet" };
+/** wasm32 memory limit of one shard, and what is kept back for the module's data, stack and per-op scratch. */
+const WASM32_BYTES = 2 ** 32;
+const RESERVE_BYTES = 128 * 2 ** 20;
+/** allocator cost of a buffer: 64-byte rounding plus a 64-byte header (wasm/src/alloc.c) */
+const blockBytes = (bytes: number) => Math.ceil(bytes / 64) * 64 + 64;
+
+export type WasmKernels = "simd" | "scalar";
+export interface WasmBackendOptions extends BackendOptions {
+  /** which build of the kernels: duo.wasm (SIMD128, default) or duo-scalar.wasm (the scalar twins, for tests) */
+  kernels?: WasmKernels;
 }
-export async function createWasmBackend(_opts: BackendOptions): Promise<Backend> {
-  throw new DuoError("BACKEND_UNAVAILABLE", "wasm backend: not built into this version yet");
+
+/** One memory domain: a duo.wasm instance in this thread, or a worker holding one. */
+interface Shard {
+  alloc(h: Handle, bytes: number): void;
+  free(h: Handle): void;
+  run(ops: ExecOp[]): Promise<(AttendResult | null)[]>;
+  read(h: Handle, offset: number, length: number): Promise<Uint8Array>;
+  measure(kind: "read" | "mad", amount: number, reps: number): Promise<number>;
+  dispose(): Promise<void>;
+}
+
+class LocalShard implements Shard {
+  constructor(private readonly exec: WasmExec) {}
+  alloc(h: Handle, bytes: number): void {
+    if (!this.exec.alloc(h, bytes)) {
+      throw new DuoError("CAPACITY", `wasm backend: cannot allocate ${bytes} bytes: the module's memory cannot grow further (4 GiB limit or fragmentation)`);
+    }
+  }
+  free(h: Handle): void {
+    this.exec.free(h);
+  }
+  async run(ops: ExecOp[]) {
+    return this.exec.run(ops);
+  }
+  async read(h: Handle, offset: number, length: number) {
+    return this.exec.read(h, offset, length);
+  }
+  async measure(kind: "read" | "mad", amount: number, reps: number) {
+    return this.exec.measure(kind, amount, reps);
+  }
+  async dispose() {}
+}
+
+class WorkerShard implements Shard {
+  private readonly pending = new Map<number, { resolve(v: unknown): void; reject(e: Error): void }>();
+  private readonly inflight = new Set<Promise<unknown>>();
+  private nextId = 1;
+  private failure: DuoError | null = null;
+  private closing = false;
+
+  private constructor(private readonly worker: WorkerThread, private readonly index: number) {
+    worker.onMessage((m) => this.settle(m as FromWorker));
+    worker.onError((e) => {
+      if (this.closing) return;
+      this.failure = new DuoError("BACKEND_UNAVAILABLE", `wasm backend: worker ${index} failed: ${e.message}`, { cause: e });
+      for (const p of this.pending.values()) p.reject(this.failure);
+      this.pending.clear();
+      worker.unref();
+    });
+    worker.unref();
+  }
+
+  static async start(url: URL, module: WebAssembly.Module, index: number): Promise<WorkerShard> {
+    const shard = new WorkerShard(await spawnWorker(url), index);
+    try {
+      await shard.request({ type: "init", id: 0, module });
+    } catch (e) {
+      await shard.dispose();
+      throw e;
+    }
+    return shard;
+  }
+
+  /** Post a request and wait for its reply; the worker is ref'd while any reply is outstanding. */
+  private request<T>(m: ToWorker & { id: number }, transfer: Transferable[] = []): Promise<T> {
+    if (this.failure) return Promise.reject(this.failure);
+    const id = (m.id = this.nextId++);
+    const p = new Promise<T>((resolve, reject) => {
+      if (this.pending.size === 0) this.worker.ref();
+      this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
+      this.worker.post(m, transfer);
+    });
+    this.inflight.add(p);
+    const done = () => void this.inflight.delete(p);
+    p.then(done, done);
+    return p;
+  }
+
+  private settle(m: FromWorker): void {
+    const p = this.pending.get(m.id);
+    if (!p) return;
+    this.pending.delete(m.id);
+    if (this.pending.size === 0) this.worker.unref();
+    if (m.ok) p.resolve(m.value);
+    else p.reject(new DuoError(m.code, m.message));
+  }
+
+  alloc(handle: Handle, bytes: number): void {
+    this.worker.post({ type: "alloc", handle, bytes } satisfies ToWorker);
+  }
+  free(handle: Handle): void {
+    this.worker.post({ type: "free", handle } satisfies ToWorker);
+  }
+  run(ops: ExecOp[]) {
+    return this.request<(AttendResult | null)[]>({ type: "run", id: 0, ops });
+  }
+  read(handle: Handle, offset: number, length: number) {
+    return this.request<Uint8Array>({ type: "read", id: 0, handle, offset, length });
+  }
+  measure(kind: "read" | "mad", amount: number, reps: number) {
+    return this.request<number>({ type: "measure", id: 0, kind, amount, reps });
+  }
+  /** Let the runs in flight finish, then stop the worker. */
+  async dispose(): Promise<void> {
+    await Promise.allSettled([...this.inflight]);
+    this.closing = true;
+    await this.worker.terminate();
+  }
+}
+
+interface BufferInfo {
+  shard: number;
+  bytes: number;
+}
+
+export class WasmBackend implements Backend {
+  readonly name = "wasm" as const;
+  readonly dtypes = KV_DTYPES;
+  readonly shards: number;
+  /** true when the shards are workers */
+  readonly workers: boolean;
+  private readonly buffers = new Map<Handle, BufferInfo>();
+  private readonly accounted: number[];
+  private nextHandle = 1;
+  private disposed = false;
+
+  constructor(private readonly impl: Shard[], workers: boolean) {
+    this.shards = impl.length;
+    this.workers = workers;
+    this.accounted = impl.map(() => 0);
+  }
+
+  alloc(shard: number, bytes: number): Handle {
+    this.live();
+    this.shardIndex(shard);
+    checkInt("alloc bytes", bytes, 0);
+    const cost = blockBytes(bytes), capacity = WASM32_BYTES - RESERVE_BYTES;
+    if (this.accounted[shard]! + cost > capacity) {
+      throw new DuoError("CAPACITY", `wasm backend: shard ${shard} cannot hold ${bytes} more bytes: ${this.accounted[shard]} of ${capacity} bytes are in use (4 GiB wasm32 memory minus a ${RESERVE_BYTES / 2 ** 20} MiB reserve), ${Math.max(0, capacity - this.accounted[shard]! - 64)} available; use more threads (shards), a smaller dtype or a shorter context`);
+    }
+    const h = this.nextHandle++;
+    this.impl[shard]!.alloc(h, bytes);
+    this.buffers.set(h, { shard, bytes });
+    this.accounted[shard]! += cost;
+    return h;
+  }
+
+  free(shard: number, h: Handle): void {
+    this.live();
+    const b = this.buffer(shard, h);
+    this.impl[shard]!.free(h);
+    this.buffers.delete(h);
+    this.accounted[shard]! -= blockBytes(b.bytes);
+  }
+
+  memory(shard: number): BackendMemory {
+    this.shardIndex(shard);
+    return { allocated: this.accounted[shard]!, capacity: WASM32_BYTES - RESERVE_BYTES };
+  }
+
+  async read(shard: number, h: Handle, byteOffset: number, byteLength: number): Promise<Uint8Array> {
+    this.live();
+    const b = this.buffer(shard, h);
+    checkInt("read byteOffset", byteOffset, 0, b.bytes);
+    checkInt("read byteLength", byteLength, 0, b.bytes - byteOffset);
+    return this.impl[shard]!.read(h, byteOffset, byteLength);
+  }
+
+  async run(shard: number, ops: Op[]): Promise<void> {
+    this.live();
+    this.shardIndex(shard);
+    const exec = ops.map((op, i) => this.check(shard, op, i));
+    const results = await this.impl[shard]!.run(exec);
+    ops.forEach((op, i) => {
+      if (op.kind === "attend") scatter(op, results[i]!);
+    });
+  }
+
+  /** Milliseconds for `reps` calls of a ceiling kernel on one shard (bench/wasm-kernels.ts): "read" streams
+   *  `amount` bytes (a multiple of 64) through a SIMD sum, "mad" runs `amount` steps of 96 FLOP. */
+  measure(shard: number, kind: "read" | "mad", amount: number, reps: number): Promise<number> {
+    this.live();
+    this.shardIndex(shard);
+    return this.impl[shard]!.measure(kind, amount, reps);
+  }
+
+  async dispose(): Promise<void> {
+    if (this.disposed) return;
+    this.disposed = true;
+    await Promise.all(this.impl.map((s) => s.dispose()));
+    this.buffers.clear();
+  }
+
+  private live(): void {
+    if (this.disposed) throw new DuoError("DISPOSED", "wasm backend: used after dispose()");
+  }
+
+  private shardIndex(shard: number): void {
+    checkInt("shard", shard, 0, this.shards - 1);
+  }
+
+  private buffer(shard: number, h: Handle): BufferInfo {
+    this.shardIndex(shard);
+    const b = this.buffers.get(h);
+    if (!b) throw new DuoError("INVALID_ARGUMENT", `wasm backend: unknown buffer handle ${h}`);
+    if (b.shard !== shard) throw new DuoError("INVALID_ARGUMENT", `wasm backend: buffer ${h} lives on shard ${b.shard}, not shard ${shard}`);
+    return b;
+  }
+
+  /** Validate an op against the shapes and buffers it names; return what travels to the executor. */
+  private check(shard: number, op: Op, i: number): ExecOp {
+    const at = `ops[${i}] (${op?.kind})`;
+    if (op?.kind === "append") {
+      this.checkAppend(shard, op, at);
+      return op;
+    }
+    if (op?.kind === "attend") return this.checkAttend(shard, op, at);
+    throw new DuoError("INVALID_ARGUMENT", `ops[${i}].kind must be "append" or "attend", got ${JSON.stringify((op as { kind?: unknown })?.kind)}`);
+  }
+
+  private checkAppend(shard: number, op: AppendOp, at: string): void {
+    checkDtype(op.dtype, at);
+    checkHeadDim(op.headDim, at);
+    checkInt(`${at} rowHeads`, op.rowHeads, 0);
+    checkInt(`${at} srcHeads`, op.srcHeads, 0);
+    const dst = this.buffer(shard, op.dst);
+    const T = op.rows.length;
+    if (op.src.length !== T * op.srcHeads * op.headDim) {
+      throw new DuoError("SHAPE_MISMATCH", `${at}: src has ${op.src.length} floats, expected rows.length × srcHeads × headDim = ${T} × ${op.srcHeads} × ${op.headDim}`);
+    }
+    if (op.heads.length !== op.rowHeads) {
+      throw new DuoError("SHAPE_MISMATCH", `${at}: heads has ${op.heads.length} entries, expected rowHeads = ${op.rowHeads}`);
+    }
+    for (const h of op.heads) {
+      if (h < 0 || h >= op.srcHeads) throw new DuoError("INVALID_ARGUMENT", `${at}: heads entry ${h} is outside the ${op.srcHeads} source heads`);
+    }
+    const rowBytes = op.rowHeads * op.headDim * bytesPerElement(op.dtype);
+    const capacityRows = rowBytes === 0 ? Infinity : Math.floor(dst.bytes / rowBytes);
+    for (const r of op.rows) {
+      if (r >= capacityRows) throw new DuoError("CAPACITY", `${at}: row ${r} is past the buffer's ${capacityRows} rows`);
+    }
+  }
+
+  private checkAttend(shard: number, op: AttendOp, at: string): ExecAttend {
+    checkHeadDim(op.headDim, at);
+    const T = checkInt(`${at} T`, op.T, 0), Hq = checkInt(`${at} numHeads`, op.numHeads, 0);
+    const G = checkInt(`${at} group`, op.group, 1), D = op.headDim;
+    const qPos0 = checkInt(`${at} qPos0`, op.qPos0, 0, 2 ** 31 - 1 - T);
+    if (op.q.length !== T * Hq * D) throw new DuoError("SHAPE_MISMATCH", `${at}: q has ${op.q.length} floats, expected T × numHeads × headDim = ${T} × ${Hq} × ${D}`);
+    if (op.out.length !== T * Hq * D) throw new DuoError("SHAPE_MISMATCH", `${at}: out has ${op.out.length} floats, expected T × numHeads × headDim = ${T} × ${Hq} × ${D}`);
+    if (op.lse && op.lse.length !== T * Hq) throw new DuoError("SHAPE_MISMATCH", `${at}: lse has ${op.lse.length} floats, expected T × numHeads = ${T} × ${Hq}`);
+    if (op.kvSlots.length !== op.qHeads.length) {
+      throw new DuoError("SHAPE_MISMATCH", `${at}: kvSlots has ${op.kvSlots.length} entries, qHeads ${op.qHeads.length}; they must match`);
+    }
+    for (const h of op.qHeads) {
+      if (h < 0 || (h + 1) * G > Hq) throw new DuoError("INVALID_ARGUMENT", `${at}: qHeads entry ${h} selects query heads ${h * G}..${h * G + G - 1}, outside the ${Hq} query heads`);
+    }
+    if (op.window !== null) {
+      checkInt(`${at} window.sink`, op.window?.sink, 0, 2 ** 31 - 1);
+      checkInt(`${at} window.recent`, op.window?.recent, 0, 2 ** 31 - 1);
+    }
+    if (op.qHeads.length > 0 && T > 0) for (const s of op.segments) this.checkSegment(shard, s, op, at);
+    const { out: _out, lse, ...rest } = op;
+    return { ...rest, lse: lse !== undefined, qPos0 };
+  }
+
+  private checkSegment(shard: number, s: Segment, op: AttendOp, at: string): void {
+    checkDtype(s.dtype, at);
+    checkInt(`${at} segment rowHeads`, s.rowHeads, 1);
+    const start = checkInt(`${at} segment rowStart`, s.rowStart, 0), count = checkInt(`${at} segment rowCount`, s.rowCount, 0);
+    for (const slot of op.kvSlots) {
+      if (slot < 0 || slot >= s.rowHeads) throw new DuoError("INVALID_ARGUMENT", `${at}: kvSlots entry ${slot} is outside the segment's ${s.rowHeads} row heads`);
+    }
+    const end = (start + count) * s.rowHeads * op.headDim * bytesPerElement(s.dtype);
+    for (const [name, h] of [["k", s.k], ["v", s.v]] as const) {
+      const b = this.buffer(shard, h);
+      if (end > b.bytes) throw new DuoError("SHAPE_MISMATCH", `${at}: segment rows ${start}..${start + count - 1} of ${s.rowHeads} × ${op.headDim} ${s.dtype} need ${end} bytes of ${name} buffer ${h}, which has ${b.bytes}`);
+    }
+    if (typeof s.positions === "number") checkInt(`${at} segment positions`, s.positions, -(2 ** 31), 2 ** 31 - 1 - count);
+    else if (!(s.positions instanceof Int32Array) || s.positions.length !== count) {
+      throw new DuoError("SHAPE_MISMATCH", `${at}: segment positions must be a number or an Int32Array of rowCount = ${count} entries`);
+    }
+  }
+}
+
+function checkDtype(dtype: KvDtype, at: string): void {
+  if (!KV_DTYPES.includes(dtype)) throw new DuoError("UNSUPPORTED", `${at}: dtype must be one of ${KV_DTYPES.map((d) => `"${d}"`).join(", ")}, got ${JSON.stringify(dtype)}`);
+}
+
+function checkHeadDim(headDim: number, at: string): void {
+  checkInt(`${at} headDim`, headDim, 1);
+  if (headDim % 4 !== 0) throw new DuoError("UNSUPPORTED", `${at}: the wasm kernels need headDim to be a multiple of 4, got ${headDim}`);
+}
+
+/** Copy an attend's compact result into the rows of the caller's out/lse that belong to its query heads. */
+function scatter(op: AttendOp, r: AttendResult): void {
+  const { T, numHeads: Hq, headDim: D, group: G } = op;
+  const J = op.qHeads.length;
+  for (let t = 0; t < T; t++) {
+    for (let j = 0; j < J; j++) {
+      const src = (t * J + j) * G, dst = t * Hq + op.qHeads[j]! * G;
+      op.out.set(r.out.subarray(src * D, (src + G) * D), dst * D);
+      if (op.lse && r.lse) op.lse.set(r.lse.subarray(src, src + G), dst);
+    }
+  }
+}
+
+/** Where the .wasm files are: wasm/dist when running from the TypeScript sources, beside this module when bundled. */
+function wasmUrl(kernels: WasmKernels): URL {
+  const file = kernels === "simd" ? "duo.wasm" : "duo-scalar.wasm";
+  return import.meta.url.endsWith(".ts") ? new URL(`../../wasm/dist/${file}`, import.meta.url) : new URL(`./${file}`, import.meta.url);
+}
+
+function workerUrl(): URL {
+  return import.meta.url.endsWith(".ts") ? new URL("./wasm-worker.ts", import.meta.url) : new URL("./wasm-worker.js", import.meta.url);
+}
+
+const compiled = new Map<WasmKernels, Promise<WebAssembly.Module>>();
+
+function loadModule(opts: WasmBackendOptions): Promise<WebAssembly.Module> {
+  if (opts.wasmModule !== undefined) {
+    if (!(opts.wasmModule instanceof WebAssembly.Module)) {
+      return Promise.reject(new DuoError("INVALID_ARGUMENT", "wasmModule must be a WebAssembly.Module (compiled duo.wasm)"));
+    }
+    return Promise.resolve(opts.wasmModule);
+  }
+  const kernels = opts.kernels ?? "simd";
+  let m = compiled.get(kernels);
+  if (!m) {
+    const url = wasmUrl(kernels);
+    m = readUrl(url).then((bytes) => WebAssembly.compile(bytes as BufferSource)).catch((e: Error) => {
+      compiled.delete(kernels);
+      throw new DuoError("BACKEND_UNAVAILABLE", `cannot load ${url.href}: ${e.message}`, { cause: e });
+    });
+    compiled.set(kernels, m);
+  }
+  return m;
+}
+
+export async function probeWasm(opts: WasmBackendOptions): Promise<BackendProbe> {
+  const rt = runtime();
+  if (!rt.wasm) return { name: "wasm", usable: false, reason: "this runtime has no WebAssembly" };
+  if (!rt.wasmSimd && (opts.kernels ?? "simd") === "simd") {
+    return { name: "wasm", usable: false, reason: "this runtime's WebAssembly lacks fixed-width SIMD (simd128), which duo.wasm needs" };
+  }
+  try {
+    const m = await loadModule(opts);
+    if (!WebAssembly.Module.exports(m).some((e) => e.name === "duo_attend")) {
+      return { name: "wasm", usable: false, reason: "wasmModule is not duo.wasm (it has no duo_attend export)" };
+    }
+  } catch (e) {
+    return { name: "wasm", usable: false, reason: (e as Error).message };
+  }
+  return { name: "wasm", usable: true };
+}
+
+export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<WasmBackend> {
+  const rt = runtime();
+  const threads = checkInt("threads", opts.threads ?? rt.cores, 0, 1024);
+  const module = await loadModule(opts);
+  if (threads === 0 || !rt.workers) return new WasmBackend([new LocalShard(await WasmExec.create(module))], false);
+  const started = await Promise.allSettled(Array.from({ length: threads }, (_, i) => WorkerShard.start(workerUrl(), module, i)));
+  const shards = started.flatMap((s) => (s.status === "fulfilled" ? [s.value] : []));
+  const failed = started.find((s): s is PromiseRejectedResult => s.status === "rejected");
+  if (failed) {
+    await Promise.all(shards.map((s) => s.dispose()));
+    const e = failed.reason as Error;
+    throw new DuoError("BACKEND_UNAVAILABLE", `wasm backend: cannot start its workers: ${e.message} (threads: 0 runs without workers)`, { cause: e });
+  }
+  return new WasmBackend(shards, true);
 }

@@ -1,0 +1,253 @@
+/*
+ * duo_attend: flash-attention style driver, shared by the SIMD and the scalar build (the kernels are the twins).
+ *
+ * Query rows are processed in tiles of BQ rows; a tile of one KV head is M = BQ * G query vectors (its G query heads
+ * share every K/V load). For each tile:
+ *   for each segment, for each run of rows that can be visible to the tile (computed from the positions, so in window
+ *   mode the rows between the sinks and the recent window are never touched), in chunks of CHUNK rows:
+ *     for each block of BK rows (skipped when no row of the tile sees any of its keys):
+ *       for each KV head j: scores -> mask (only for partly visible blocks) -> online softmax -> P.V
+ *     merge the chunk's partial state (m, l, acc) into the tile's total (log-sum-exp merge, split-KV style)
+ *   out = acc / l, lse = ln 2 * (m + log2 l)
+ * Decode (T = 1) has one tile of M = G vectors; the block loop runs over all KV heads of the call, so every block of
+ * rows is read while it is hot, and each page of the retrieval store is one chunk.
+ *
+ * Mode "m4" (M a multiple of 4) vectorises across query vectors; decode with G not a multiple of 4 runs "m1" (one
+ * query vector at a time, vectorised across keys). With M > 4 query vectors and a 16-bit cache, each block of K and V
+ * is widened to f32 once (k_widen) and shared by all of them.
+ */
+#include "duo.h"
+#include "kernels.h"
+#include "math.h"
+
+#define BK 64      /* key rows per block */
+#define CHUNK 1024 /* rows per partial state (split-KV chunk); a multiple of BK */
+#define NEG_INF (-__builtin_inff())
+
+enum { SKIP, FULL, PARTIAL };
+
+typedef struct {
+  int T, G, J, D, BQ, M, m4, widen;
+  uint32_t qp, tacc, pacc, tm, tl, pm, pl, alpha, s, kw, vw, end; /* workspace offsets in bytes */
+} plan;
+
+static uint32_t align64(uint32_t x) { return (x + 63u) & ~63u; }
+
+static plan make_plan(int T, int G, int J, int D, int wide_dtype) {
+  plan p;
+  p.T = T; p.G = G; p.J = J; p.D = D;
+  p.m4 = T > 1 || G % 4 == 0;
+  if (T == 1) p.BQ = 1;
+  else {
+    int bq = (32 / G) & ~3;
+    bq = bq < 4 ? 4 : bq;
+    int t4 = (T + 3) & ~3;
+    p.BQ = bq < t4 ? bq : t4;
+  }
+  p.M = p.BQ * G;
+  p.widen = p.m4 && p.M > 4 && wide_dtype;
+  uint32_t vec = (uint32_t)J * p.M * D * 4, row = align64((uint32_t)J * p.M * 4);
+  uint32_t o = 0;
+  p.qp = o; o += align64(vec);
+  p.tacc = o; o += align64(vec);
+  p.pacc = o; o += align64(vec);
+  p.tm = o; o += row;
+  p.tl = o; o += row;
+  p.pm = o; o += row;
+  p.pl = o; o += row;
+  p.alpha = o; o += align64((uint32_t)p.M * 4);
+  p.s = o; o += align64((uint32_t)BK * p.M * 4);
+  p.kw = o; o += p.widen ? align64((uint32_t)BK * D * 4) : 0;
+  p.vw = o; o += p.widen ? align64((uint32_t)BK * D * 4) : 0;
+  p.end = o;
+  return p;
+}
+
+/* The workspace is sized for the widening case, so the JS side need not know the segments' dtypes. */
+uint32_t duo_attend_workspace(int32_t t, int32_t group, int32_t n_heads, int32_t head_dim) {
+  return make_plan(t, group, n_heads, head_dim, 1).end;
+}
+
+static int64_t seg_pos(const duo_segment *sg, int32_t r) {
+  return sg->positions ? ((const int32_t *)(uintptr_t)sg->positions)[r] : (int64_t)sg->pos0 + r;
+}
+
+static int visible(int64_t p, int64_t t, int windowed, int64_t sink, int64_t recent) {
+  return p <= t && (!windowed || p < sink || p >= t - recent);
+}
+
+/* Whether the keys at positions [pmin, pmax] are invisible to every query row in [tmin, tmax], visible to all of
+ * them, or neither. */
+static int classify(int64_t pmin, int64_t pmax, int64_t tmin, int64_t tmax, int windowed, int64_t sink,
+                    int64_t recent) {
+  if (pmin > tmax || (windowed && pmin >= sink && pmax < tmin - recent)) return SKIP;
+  if (pmax <= tmin && (!windowed || pmax < sink || pmin >= tmax - recent)) return FULL;
+  return PARTIAL;
+}
+
+static void reset_state(float *acc, float *m, float *l, int n, int D) {
+  __builtin_memset(acc, 0, (uint32_t)n * D * 4);
+  for (int i = 0; i < n; i++) { m[i] = NEG_INF; l[i] = 0.0f; }
+}
+
+/* total <- total (+) partial for n query vectors (unnormalised states, log2 units). */
+static void merge_partial(float *tacc, float *tm, float *tl, const float *pacc, const float *pm, const float *pl,
+                          int n, int D) {
+  for (int i = 0; i < n; i++) {
+    if (pm[i] == NEG_INF) continue; /* the chunk had no visible key for this vector */
+    float top = tm[i] > pm[i] ? tm[i] : pm[i];
+    float wa = exp2_f32(tm[i] - top), wb = exp2_f32(pm[i] - top);
+    k_axpby(tacc + i * D, tacc + i * D, wa, pacc + i * D, wb, D);
+    tl[i] = tl[i] * wa + pl[i] * wb;
+    tm[i] = top;
+  }
+}
+
+typedef struct {
+  const plan *p;
+  uint8_t *w; /* workspace base */
+  const int32_t *slots;
+  const duo_segment *sg;
+  int64_t tmin, tmax, sink, recent;
+  int windowed;
+} tile_ctx;
+
+#define WS(c, field) ((float *)((c)->w + (c)->p->field))
+
+/* Set the scores of invisible (key, query vector) pairs of a block to -Inf. */
+static void mask_block(const tile_ctx *c, float *s, int r0, int n, int M, int G, int vec0) {
+  for (int i = 0; i < n; i++) {
+    int64_t pos = seg_pos(c->sg, r0 + i);
+    for (int m = 0; m < M; m++)
+      if (!visible(pos, c->tmin + (vec0 + m) / G, c->windowed, c->sink, c->recent)) s[i * M + m] = NEG_INF;
+  }
+}
+
+/* One block of n rows starting at segment row r0, for every KV head of the call. */
+static void run_block(const tile_ctx *c, int r0, int n, int cls) {
+  const plan *p = c->p;
+  const duo_segment *sg = c->sg;
+  const int D = p->D, M = p->M, es = sg->dtype == DUO_F32 ? 4 : 2;
+  const uint32_t stride = (uint32_t)sg->row_heads * D * es;
+  float *s = WS(c, s), *alpha = WS(c, alpha);
+  const int widen = p->widen && sg->dtype != DUO_F32;
+  for (int j = 0; j < p->J; j++) {
+    uint32_t off = ((uint32_t)(sg->row_start + r0) * sg->row_heads + c->slots[j]) * D * es;
+    const uint8_t *k = (const uint8_t *)(uintptr_t)(sg->k + off), *v = (const uint8_t *)(uintptr_t)(sg->v + off);
+    float *qp = WS(c, qp) + j * M * D, *acc = WS(c, pacc) + j * M * D, *mx = WS(c, pm) + j * M, *l = WS(c, pl) + j * M;
+    if (p->m4) {
+      if (widen) {
+        k_widen(WS(c, kw), k, stride, sg->dtype, n, D);
+        k_scores_m4(qp, M, D, (const uint8_t *)WS(c, kw), D * 4, DUO_F32, n, s);
+      } else k_scores_m4(qp, M, D, k, stride, sg->dtype, n, s);
+      if (cls == PARTIAL) mask_block(c, s, r0, n, M, p->G, 0);
+      k_softmax_m4(s, n, M, mx, l, alpha);
+      if (widen) {
+        k_widen(WS(c, vw), v, stride, sg->dtype, n, D);
+        k_pv_m4(acc, alpha, s, M, D, (const uint8_t *)WS(c, vw), D * 4, DUO_F32, n);
+      } else k_pv_m4(acc, alpha, s, M, D, v, stride, sg->dtype, n);
+    } else {
+      for (int g = 0; g < M; g++) {
+        k_scores_m1(qp + g * D, D, k, stride, sg->dtype, n, s);
+        if (cls == PARTIAL) mask_block(c, s, r0, n, 1, p->G, g);
+        k_softmax_m1(s, n, mx + g, l + g, alpha);
+        k_pv_m1(acc + g * D, *alpha, s, D, v, stride, sg->dtype, n);
+      }
+    }
+  }
+}
+
+/* Rows [lo, hi) of the current segment: chunks of partial state, blocks, merge. */
+static void run_rows(const tile_ctx *c, int lo, int hi) {
+  const plan *p = c->p;
+  const int JM = p->J * p->M;
+  for (int c0 = lo; c0 < hi; c0 += CHUNK) {
+    int c1 = hi - c0 < CHUNK ? hi : c0 + CHUNK, fresh = 1;
+    for (int b0 = c0; b0 < c1; b0 += BK) {
+      int n = c1 - b0 < BK ? c1 - b0 : BK;
+      int64_t pmin, pmax;
+      if (c->sg->positions) {
+        pmin = pmax = seg_pos(c->sg, b0);
+        for (int i = 1; i < n; i++) {
+          int64_t q = seg_pos(c->sg, b0 + i);
+          pmin = q < pmin ? q : pmin;
+          pmax = q > pmax ? q : pmax;
+        }
+      } else {
+        pmin = (int64_t)c->sg->pos0 + b0;
+        pmax = pmin + n - 1;
+      }
+      int cls = classify(pmin, pmax, c->tmin, c->tmax, c->windowed, c->sink, c->recent);
+      if (cls == SKIP) continue;
+      if (fresh) reset_state(WS(c, pacc), WS(c, pm), WS(c, pl), JM, p->D);
+      fresh = 0;
+      run_block(c, b0, n, cls);
+    }
+    if (!fresh) merge_partial(WS(c, tacc), WS(c, tm), WS(c, tl), WS(c, pacc), WS(c, pm), WS(c, pl), JM, p->D);
+  }
+}
+
+/* Rows of a consecutive-position segment that some query row of the tile may see: one or two runs. */
+static void run_consecutive(const tile_ctx *c) {
+  const int64_t p0 = c->sg->pos0, count = c->sg->row_count;
+  int64_t end = c->tmax - p0 + 1;
+  end = end < count ? end : count;
+  if (end <= 0) return;
+  if (!c->windowed) { run_rows(c, 0, (int)end); return; }
+  int64_t sinks = c->sink - p0, recent0 = c->tmin - c->recent - p0; /* rows [0, sinks) and [recent0, end) */
+  sinks = sinks < 0 ? 0 : sinks < end ? sinks : end;
+  recent0 = recent0 < 0 ? 0 : recent0;
+  if (recent0 <= sinks) { run_rows(c, 0, (int)end); return; }
+  if (sinks > 0) run_rows(c, 0, (int)sinks);
+  if (recent0 < end) run_rows(c, (int)recent0, (int)end);
+}
+
+int32_t duo_attend(uint32_t q, int32_t t, int32_t num_heads, int32_t head_dim, int32_t group, int32_t n_heads,
+                   uint32_t q_heads, uint32_t kv_slots, uint32_t segments, int32_t n_segments, int32_t q_pos0,
+                   int32_t windowed, int32_t sink, int32_t recent, uint32_t out, uint32_t lse, uint32_t work) {
+  const int D = head_dim, G = group, J = n_heads;
+  if (t < 0 || D <= 0 || D % 4 || G <= 0 || J < 0 || n_segments < 0 || (work & 15)) return DUO_E_ARG;
+  if (t == 0 || J == 0) return DUO_OK;
+  const plan p = make_plan(t, G, J, D, 1);
+  const int32_t *qh = (const int32_t *)(uintptr_t)q_heads;
+  const duo_segment *segs = (const duo_segment *)(uintptr_t)segments;
+  const float *qf = (const float *)(uintptr_t)q;
+  float *of = (float *)(uintptr_t)out, *lf = (float *)(uintptr_t)lse;
+  const float scale = (float)LOG2E / __builtin_sqrtf((float)D);
+  tile_ctx c = {&p, (uint8_t *)(uintptr_t)work, (const int32_t *)(uintptr_t)kv_slots, 0, 0, 0, sink, recent, windowed};
+  const int JM = J * p.M;
+  for (int t0 = 0; t0 < t; t0 += p.BQ) {
+    const int rows = t - t0 < p.BQ ? t - t0 : p.BQ;
+    c.tmin = (int64_t)q_pos0 + t0;
+    c.tmax = c.tmin + rows - 1;
+    /* queries of the tile, scaled: qp[j][r*G + g][d]; rows past T stay zero */
+    float *qp = WS(&c, qp);
+    __builtin_memset(qp, 0, (uint32_t)JM * D * 4);
+    for (int j = 0; j < J; j++)
+      for (int r = 0; r < rows; r++)
+        for (int g = 0; g < G; g++) {
+          const float *src = qf + ((uint32_t)(t0 + r) * num_heads + qh[j] * G + g) * D;
+          float *dst = qp + ((uint32_t)j * p.M + r * G + g) * D;
+          for (int d = 0; d < D; d++) dst[d] = src[d] * scale;
+        }
+    reset_state(WS(&c, tacc), WS(&c, tm), WS(&c, tl), JM, D);
+    for (int si = 0; si < n_segments; si++) {
+      c.sg = &segs[si];
+      if (c.sg->row_count <= 0) continue;
+      if (c.sg->positions) run_rows(&c, 0, c.sg->row_count);
+      else run_consecutive(&c);
+    }
+    /* out[t][j*G + g] = acc / l; lse in natural log */
+    const float *acc = WS(&c, tacc), *tm = WS(&c, tm), *tl = WS(&c, tl);
+    for (int j = 0; j < J; j++)
+      for (int r = 0; r < rows; r++)
+        for (int g = 0; g < G; g++) {
+          int v = j * p.M + r * G + g;
+          uint32_t o = (uint32_t)(t0 + r) * J * G + j * G + g;
+          float inv = tl[v] > 0.0f ? 1.0f / tl[v] : 0.0f;
+          k_axpby(of + o * D, acc + v * D, inv, acc + v * D, 0.0f, D);
+          if (lf) lf[o] = tl[v] > 0.0f ? (float)(tm[v] * LN2 + log_f64(tl[v])) : NEG_INF;
+        }
+  }
+  return DUO_OK;
+}

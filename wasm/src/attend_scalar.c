@@ -1,0 +1,69 @@
+/* Scalar twins of attend_simd.c: the same contracts (kernels.h), one element at a time. */
+#include "duo.h"
+#include "kernels.h"
+#include "math.h"
+
+static float ld(const uint8_t *row, int d, int dt) {
+  if (dt == DUO_F32) return ((const float *)row)[d];
+  uint32_t h = ((const uint16_t *)row)[d];
+  if (dt == DUO_BF16) return f32_from_bits(h << 16);
+  if ((h & 0x7c00) == 0x7c00) return f32_from_bits((h & 0x8000) << 16 | 0x7f800000 | (h & 0x3ff) << 13); /* Inf/NaN */
+  return f32_from_bits((h & 0x8000) << 16 | (h & 0x7fff) << 13) * 0x1p112f; /* normal and subnormal, exact */
+}
+
+static float dot(const float *q, const uint8_t *kr, int dt, int D) {
+  float a = 0.0f;
+  for (int d = 0; d < D; d++) a += q[d] * ld(kr, d, dt);
+  return a;
+}
+
+void k_scores_m4(const float *qp, int M, int D, const uint8_t *k, uint32_t stride, int dt, int n, float *s) {
+  for (int i = 0; i < n; i++)
+    for (int m = 0; m < M; m++) s[i * M + m] = dot(qp + m * D, k + (uint32_t)i * stride, dt, D);
+}
+
+void k_scores_m1(const float *q, int D, const uint8_t *k, uint32_t stride, int dt, int n, float *s) {
+  for (int i = 0; i < n; i++) s[i] = dot(q, k + (uint32_t)i * stride, dt, D);
+}
+
+void k_softmax_m4(float *s, int n, int M, float *mx, float *l, float *alpha) {
+  for (int m = 0; m < M; m++) {
+    float top = mx[m];
+    for (int i = 0; i < n; i++) top = s[i * M + m] > top ? s[i * M + m] : top;
+    float sub = top == -__builtin_inff() ? 0.0f : top, sum = 0.0f;
+    for (int i = 0; i < n; i++) {
+      s[i * M + m] = exp2_f32(s[i * M + m] - sub);
+      sum += s[i * M + m];
+    }
+    alpha[m] = exp2_f32(mx[m] - sub);
+    l[m] = l[m] * alpha[m] + sum;
+    mx[m] = top;
+  }
+}
+
+void k_softmax_m1(float *s, int n, float *mx, float *l, float *alpha) { k_softmax_m4(s, n, 1, mx, l, alpha); }
+
+void k_pv_m4(float *acc, const float *alpha, const float *p, int M, int D, const uint8_t *v, uint32_t stride, int dt,
+             int n) {
+  for (int m = 0; m < M; m++) {
+    float *c = acc + m * D;
+    for (int d = 0; d < D; d++) c[d] *= alpha[m];
+    for (int i = 0; i < n; i++) {
+      const uint8_t *vr = v + (uint32_t)i * stride;
+      for (int d = 0; d < D; d++) c[d] += p[i * M + m] * ld(vr, d, dt);
+    }
+  }
+}
+
+void k_pv_m1(float *acc, float alpha, const float *p, int D, const uint8_t *v, uint32_t stride, int dt, int n) {
+  k_pv_m4(acc, &alpha, p, 1, D, v, stride, dt, n);
+}
+
+void k_widen(float *dst, const uint8_t *src, uint32_t stride, int dt, int n, int D) {
+  for (int i = 0; i < n; i++)
+    for (int d = 0; d < D; d++) dst[i * D + d] = ld(src + (uint32_t)i * stride, d, dt);
+}
+
+void k_axpby(float *y, const float *a, float wa, const float *b, float wb, int D) {
+  for (int d = 0; d < D; d++) y[d] = a[d] * wa + b[d] * wb;
+}

@@ -1,0 +1,69 @@
+/*
+ * duo.wasm C ABI: the WebAssembly twin of the CUDA library's duo.h. Every export has the duo_ prefix; pointers are
+ * u32 byte offsets into this module's own memory (the TypeScript side adds `>>> 0`); functions that can fail return a
+ * status (0 ok, negative = error). No imports, no libc: the module is built with clang --target=wasm32 -nostdlib.
+ *
+ * Tensor layouts (all row-major, "NHD" like src/backend/types.ts):
+ *   KV buffer     [rows][row_heads][head_dim] of dtype       element (r*row_heads + j)*head_dim + d
+ *   queries q     [t][num_heads][head_dim] f32              query head h*group + g reads KV head h
+ *   output  out   [t][n_heads*group][head_dim] f32          compact: only the n_heads KV heads of this call
+ *   lse           [t][n_heads*group] f32                    natural log-sum-exp of the scaled scores
+ */
+#ifndef DUO_H
+#define DUO_H
+#include <stdint.h>
+
+#define DUO_API_VERSION 1
+#define DUO_EXPORT __attribute__((visibility("default")))
+
+enum { DUO_OK = 0, DUO_E_ARG = -1 };
+
+/* KV storage dtypes. DUO_F16_SPECIAL is f16 storage that may hold Inf/NaN: the attention kernels then widen with
+ * the exact (slower) conversion; plain DUO_F16 is widened with a multiply that maps only finite values exactly. */
+enum { DUO_F32 = 0, DUO_F16 = 1, DUO_BF16 = 2, DUO_F16_SPECIAL = 3 };
+
+/* One run of cached rows, 8 i32 fields (the TypeScript side writes them as an Int32Array). */
+typedef struct {
+  uint32_t k, v;       /* K and V buffers */
+  int32_t dtype;       /* DUO_F32 .. DUO_F16_SPECIAL */
+  int32_t row_heads;   /* heads per row */
+  int32_t row_start;   /* first row of the run */
+  int32_t row_count;   /* rows in the run */
+  uint32_t positions;  /* i32[row_count]: absolute position of each row, or 0: rows hold pos0, pos0 + 1, ... */
+  int32_t pos0;
+} duo_segment;
+
+/* Allocator: 64-byte aligned, zero-filled blocks; grows memory (up to 4 GiB). Returns 0 when memory cannot grow. */
+DUO_EXPORT uint32_t duo_alloc(uint32_t bytes);
+DUO_EXPORT void duo_free(uint32_t ptr);
+
+/* Append rows: for token t < n with rows[t] >= 0 and dst head j < row_heads, convert
+ * src[(t*src_heads + heads[j])*head_dim + d] (f32) into dst row rows[t], head j (round to nearest even).
+ * Returns the number of f16 Inf/NaN values written (0 for f32/bf16), or DUO_E_ARG. */
+DUO_EXPORT int32_t duo_append(uint32_t dst, int32_t dtype, int32_t row_heads, int32_t head_dim, uint32_t src,
+                              int32_t src_heads, uint32_t heads, uint32_t rows, int32_t n);
+
+/* Attention of n_heads KV heads (q_heads[j]: the caller's index of KV head j, kv_slots[j]: its head slot in the
+ * segments' rows) for t query rows at absolute positions q_pos0 .. q_pos0 + t - 1 over n_segments segments.
+ * Visibility (src/backend/types.ts AttendOp): p <= q and, when windowed, p < sink || p >= q - recent.
+ * Rows without a visible key get zeros and lse = -Inf. work: duo_attend_workspace(...) bytes, 16-byte aligned. */
+DUO_EXPORT int32_t duo_attend(uint32_t q, int32_t t, int32_t num_heads, int32_t head_dim, int32_t group,
+                              int32_t n_heads, uint32_t q_heads, uint32_t kv_slots, uint32_t segments,
+                              int32_t n_segments, int32_t q_pos0, int32_t windowed, int32_t sink, int32_t recent,
+                              uint32_t out, uint32_t lse, uint32_t work);
+DUO_EXPORT uint32_t duo_attend_workspace(int32_t t, int32_t group, int32_t n_heads, int32_t head_dim);
+
+/* Merge two attention states over disjoint key sets (FlashInfer merge_state, reference.ts mergeState):
+ * lse = log(e^lse_a + e^lse_b), o = o_a e^(lse_a - lse) + o_b e^(lse_b - lse); both -Inf gives o = 0, lse = -Inf.
+ * o*: [n][head_dim] f32, lse*: [n] f32; o/lse may alias a. */
+DUO_EXPORT void duo_merge(uint32_t o, uint32_t lse, uint32_t o_a, uint32_t lse_a, uint32_t o_b, uint32_t lse_b,
+                          int32_t n, int32_t head_dim);
+
+/* Machine ceilings for the benchmarks: a streaming f32 sum over `bytes` (multiple of 64) and `iters` steps of a
+ * register-resident multiply-add loop (48 lanes x (mul + add) = 96 FLOP per step). Results defeat dead-code removal. */
+DUO_EXPORT float duo_bench_read(uint32_t ptr, uint32_t bytes);
+DUO_EXPORT float duo_bench_mad(int32_t iters);
+
+DUO_EXPORT int32_t duo_api_version(void);
+
+#endif

@@ -1,0 +1,44 @@
+/*
+ * The kernels that come in twins: a SIMD version (*_simd.c, built into duo.wasm with -msimd128) and a scalar version
+ * with the same signature (*_scalar.c, built into duo-scalar.wasm). The drivers (attend.c, append.c, merge.c) call
+ * only these, so the conformance tests run both builds through the same driver code. (bench_simd.c and
+ * bench_scalar.c, the benchmark ceilings, are twins of whole exports.)
+ *
+ * Shapes: D = head dim (a multiple of 4); a "key" or "value" row is D elements of dtype dt starting at a byte
+ * pointer, and consecutive rows of one head are `stride` bytes apart (row_heads * D * element size in the cache).
+ * Scores are in log2 units: the driver pre-multiplies queries by log2(e) / sqrt(D), so softmax uses exp2.
+ */
+#ifndef DUO_KERNELS_H
+#define DUO_KERNELS_H
+#include <stdint.h>
+
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
+
+/* s[i*M + m] = qp[m] . key i, for i < n, m < M (M a multiple of 4). qp: [M][D] f32. */
+void k_scores_m4(const float *qp, int M, int D, const uint8_t *k, uint32_t stride, int dt, int n, float *s);
+/* s[i] = q . key i, for i < n (one query vector). */
+void k_scores_m1(const float *q, int D, const uint8_t *k, uint32_t stride, int dt, int n, float *s);
+
+/* Online-softmax step over one block of scores s [n][M] (masked entries = -Inf), per query vector m:
+ * mx[m] <- max(mx[m], max_i s), alpha[m] = 2^(old mx - new mx), s <- 2^(s - new mx) (the weights p),
+ * l[m] <- l[m] * alpha[m] + sum_i p. A row still without any visible key keeps mx = -Inf, alpha = 0, p = 0. */
+void k_softmax_m4(float *s, int n, int M, float *mx, float *l, float *alpha);
+void k_softmax_m1(float *s, int n, float *mx, float *l, float *alpha);
+
+/* acc[m][:] <- acc[m][:] * alpha[m] + sum_i p[i*M + m] * value i, for m < M (a multiple of 4). acc: [M][D]. */
+void k_pv_m4(float *acc, const float *alpha, const float *p, int M, int D, const uint8_t *v, uint32_t stride, int dt,
+             int n);
+/* acc[:] <- acc[:] * alpha + sum_i p[i] * value i (one query vector). */
+void k_pv_m1(float *acc, float alpha, const float *p, int D, const uint8_t *v, uint32_t stride, int dt, int n);
+
+/* dst[i*D + d] = f32 of element d of row i (a block of keys or values widened once, reused by many queries). */
+void k_widen(float *dst, const uint8_t *src, uint32_t stride, int dt, int n, int D);
+
+/* y = a * wa + b * wb over D floats (y may alias a). */
+void k_axpby(float *y, const float *a, float wa, const float *b, float wb, int D);
+
+/* dst (dtype dt: DUO_F16 or DUO_BF16) = src rounded to nearest even, n floats (n a multiple of 4).
+ * Returns how many of the written f16 values are Inf or NaN (always 0 for bf16). */
+int k_convert(uint8_t *dst, const float *src, int dt, int n);
+
+#endif
