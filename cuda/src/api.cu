@@ -73,7 +73,7 @@ DUO_API int32_t duo_alloc(uint64_t bytes, uint32_t* handle) {
     const int32_t init = require_init("duo_alloc");
     if (init != DUO_OK) {
       const std::string why = last_error_message();
-      return fail(init, "duo_alloc(%llu bytes): %s", (unsigned long long)bytes, why.c_str());
+      return fail(init, "%s (bytes = %llu)", why.c_str(), (unsigned long long)bytes);
     }
     Context& c = ctx();
     if (c.next_handle > 0x7fffffffu) return fail(DUO_ERR_CAPACITY, "duo_alloc: handle space exhausted");
@@ -83,7 +83,8 @@ DUO_API int32_t duo_alloc(uint64_t bytes, uint32_t* handle) {
       if (e != cudaSuccess) {
         fail_cuda(e, "cudaMalloc");
         const std::string why = last_error_message();
-        return fail(DUO_ERR_CAPACITY, "duo_alloc(%llu bytes): %s", (unsigned long long)bytes, why.c_str());
+        return fail(DUO_ERR_CAPACITY, "duo_alloc: %llu bytes do not fit on device %d: %s", (unsigned long long)bytes,
+                    c.device, why.c_str());
       }
       const cudaError_t z = cudaMemsetAsync(p, 0, bytes, c.stream);
       if (z != cudaSuccess) {

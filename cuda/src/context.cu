@@ -1,6 +1,7 @@
 // Error messages, the context singleton and its staging memory.
 #include <cstdarg>
 #include <cstdio>
+#include <cstring>
 
 #include "context.h"
 #include "error.h"
@@ -27,7 +28,10 @@ int32_t fail_cuda(cudaError_t e, const char* what) {
       e == cudaErrorCompatNotSupportedOnDevice) {
     status = DUO_ERR_NO_DEVICE;
   }
-  return fail(status, "%s: %s: %s (%d)", what, cudaGetErrorName(e), cudaGetErrorString(e), static_cast<int>(e));
+  const char* paren = strchr(what, '(');  // "cudaMalloc(&p, n)" -> "cudaMalloc"
+  const int name_len = paren ? static_cast<int>(paren - what) : static_cast<int>(strlen(what));
+  return fail(status, "%.*s: %s: %s (%d)", name_len, what, cudaGetErrorName(e), cudaGetErrorString(e),
+              static_cast<int>(e));
 }
 
 std::mutex& api_lock() {

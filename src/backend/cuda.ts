@@ -1,11 +1,244 @@
-// Placeholder until the cuda backend lands: it reports itself unusable, with the reason.
-import { DuoError } from "../errors.ts";
+/**
+ * The CUDA backend: the Backend contract (types.ts) over libduo_cuda.so (cuda/include/duo.h).
+ *
+ * One shard (one device). Buffers are device buffers behind the library's u32 handles; ops map one to one onto
+ * duo_append and duo_attend, whose flat int32 parameter arrays and segment table are filled here. Host arrays are
+ * passed to every call as they are; the library copies what it needs and has written `out` / `lse` when it returns.
+ * The FFI itself (bun:ffi, Deno.dlopen, koffi) lives in ffi/ and is imported on first use.
+ *
+ * TypeScript checks what C cannot: the lengths of the arrays it is handed. The library checks every value (heads,
+ * slots, rows, positions, handles, capacity) before it touches the device, so a rejected call changes nothing.
+ */
+import { KV_DTYPES } from "../dtype.ts";
+import { checkInt, DuoError, type DuoErrorCode } from "../errors.ts";
+import type { LoadedLibrary } from "../../ffi/load.ts";
+import type { DuoLibrary } from "../../ffi/symbols.ts";
 import type { BackendOptions } from "./registry.ts";
-import type { Backend, BackendProbe } from "./types.ts";
+import type { AppendOp, AttendOp, Backend, BackendMemory, BackendProbe, Handle, Op } from "./types.ts";
 
-export async function probeCuda(_opts: BackendOptions): Promise<BackendProbe> {
-  return { name: "cuda", usable: false, reason: "not built into this version yet" };
+export interface CudaBackendOptions extends BackendOptions {
+  /** split-KV key chunks per KV head: 0 = automatic (default), 1 = off, n = at most n (tests and benchmarks) */
+  splits?: number;
 }
-export async function createCudaBackend(_opts: BackendOptions): Promise<Backend> {
-  throw new DuoError("BACKEND_UNAVAILABLE", "cuda backend: not built into this version yet");
+
+async function abi(): Promise<typeof import("../../ffi/symbols.ts")> {
+  return await import("../../ffi/symbols.ts");
 }
+
+async function load(opts: BackendOptions): Promise<LoadedLibrary> {
+  return await (await import("../../ffi/load.ts")).loadLibrary(opts.cudaLibrary);
+}
+
+/** Devices on this machine, or a DuoError saying why there are none. */
+function deviceCount(lib: DuoLibrary): number {
+  const n = lib.duo_device_count();
+  if (n < 0) throw new DuoError("BACKEND_UNAVAILABLE", `no CUDA device (${lib.duo_last_error()})`);
+  if (n === 0) throw new DuoError("BACKEND_UNAVAILABLE", "no CUDA device (cudaGetDeviceCount found none)");
+  return n;
+}
+
+function checkDevice(lib: DuoLibrary, device: number): void {
+  const n = deviceCount(lib);
+  if (device >= n) {
+    throw new DuoError("BACKEND_UNAVAILABLE", `no CUDA device ${device} (this machine has ${n}: 0..${n - 1})`);
+  }
+}
+
+/** Usable iff the library loads (API version checked) and the requested device exists. */
+export async function probeCuda(opts: BackendOptions): Promise<BackendProbe> {
+  try {
+    const device = checkInt("device", opts.device ?? 0, 0);
+    checkDevice((await load(opts)).lib, device);
+    return { name: "cuda", usable: true };
+  } catch (e) {
+    return { name: "cuda", usable: false, reason: e instanceof Error ? e.message : String(e) };
+  }
+}
+
+export async function createCudaBackend(opts: CudaBackendOptions): Promise<Backend> {
+  const device = checkInt("device", opts.device ?? 0, 0);
+  const splits = checkInt("splits", opts.splits ?? 0, 0, 65535);
+  const { lib } = await load(opts);
+  checkDevice(lib, device);
+  const symbols = await abi();
+  const status = lib.duo_init(device);
+  if (status !== symbols.STATUS.OK) throw statusError(lib, status, symbols.STATUS);
+  return new CudaBackend(lib, symbols, splits);
+}
+
+function statusError(lib: DuoLibrary, status: number, S: typeof import("../../ffi/symbols.ts").STATUS): DuoError {
+  const code: DuoErrorCode = status === S.ERR_CAPACITY ? "CAPACITY"
+    : status === S.ERR_UNSUPPORTED ? "UNSUPPORTED"
+    : status === S.ERR_ARGUMENT || status === S.ERR_HANDLE ? "INVALID_ARGUMENT"
+    : "BACKEND_UNAVAILABLE";
+  return new DuoError(code, `cuda backend: ${lib.duo_last_error()} (status ${status})`);
+}
+
+function shape(what: string, got: number, want: string): DuoError {
+  return new DuoError("SHAPE_MISMATCH", `cuda backend: ${what} has length ${got}, expected ${want}`);
+}
+
+export class CudaBackend implements Backend {
+  readonly name = "cuda" as const;
+  readonly shards = 1;
+  readonly dtypes = KV_DTYPES;
+  private readonly handles = new Set<Handle>();
+  private disposed = false;
+  // Small argument arrays, reused: they are passed whole on every call (never as cached pointers).
+  private readonly handleOut = new Uint32Array(1);
+  private readonly memOut = new Float64Array(3);
+  private readonly appendParams: Int32Array;
+  private readonly attendParams: Int32Array;
+
+  constructor(
+    private readonly lib: DuoLibrary,
+    private readonly abi: typeof import("../../ffi/symbols.ts"),
+    private readonly splits: number,
+  ) {
+    this.appendParams = new Int32Array(abi.APPEND.PARAMS);
+    this.attendParams = new Int32Array(abi.ATTEND.PARAMS);
+  }
+
+  alloc(shard: number, bytes: number): Handle {
+    this.live(shard);
+    checkInt("bytes", bytes, 0);
+    this.check(this.lib.duo_alloc(bytes, this.handleOut));
+    const h = this.handleOut[0]!;
+    this.handles.add(h);
+    return h;
+  }
+
+  free(shard: number, h: Handle): void {
+    this.live(shard);
+    if (!this.handles.delete(h)) return;
+    this.check(this.lib.duo_free(h));
+  }
+
+  memory(shard: number): BackendMemory {
+    this.live(shard);
+    this.check(this.lib.duo_memory(this.memOut));
+    return { allocated: this.memOut[0]!, capacity: this.memOut[0]! + this.memOut[1]! };
+  }
+
+  async read(shard: number, h: Handle, byteOffset: number, byteLength: number): Promise<Uint8Array> {
+    this.live(shard);
+    this.owned(h);
+    checkInt("byteOffset", byteOffset, 0);
+    checkInt("byteLength", byteLength, 0);
+    const dst = new Uint8Array(byteLength);
+    this.check(this.lib.duo_read(h, byteOffset, byteLength, dst));
+    return dst;
+  }
+
+  async run(shard: number, ops: Op[]): Promise<void> {
+    this.live(shard);
+    for (const op of ops) {
+      if (op.kind === "append") this.append(op);
+      else this.attend(op);
+    }
+  }
+
+  async dispose(): Promise<void> {
+    if (this.disposed) return;
+    this.disposed = true;
+    for (const h of this.handles) this.lib.duo_free(h);
+    this.handles.clear();
+  }
+
+  /** Device milliseconds of the kernels of the last op (CUDA events), or -1 when unknown: for benchmarks. */
+  lastDeviceMs(): number {
+    return this.lib.duo_last_device_ms();
+  }
+
+  private append(op: AppendOp): void {
+    this.owned(op.dst);
+    const T = op.rows.length;
+    if (op.heads.length !== op.rowHeads) throw shape("append heads", op.heads.length, `rowHeads = ${op.rowHeads}`);
+    const n = T * op.srcHeads * op.headDim;
+    if (op.src.length < n) throw shape("append src", op.src.length, `>= T * srcHeads * headDim = ${n}`);
+    const { APPEND, DTYPE } = this.abi;
+    const p = this.appendParams;
+    p[APPEND.DST] = op.dst;
+    p[APPEND.DTYPE] = DTYPE[op.dtype];
+    p[APPEND.ROW_HEADS] = op.rowHeads;
+    p[APPEND.HEAD_DIM] = op.headDim;
+    p[APPEND.TOKENS] = T;
+    p[APPEND.SRC_HEADS] = op.srcHeads;
+    this.check(this.lib.duo_append(p, op.src, op.heads, op.rows));
+  }
+
+  private attend(op: AttendOp): void {
+    const { T, numHeads: Hq, headDim: D } = op;
+    const nkv = op.qHeads.length;
+    if (op.kvSlots.length !== nkv) throw shape("attend kvSlots", op.kvSlots.length, `qHeads.length = ${nkv}`);
+    const n = T * Hq * D;
+    if (op.q.length < n) throw shape("attend q", op.q.length, `>= T * numHeads * headDim = ${n}`);
+    if (op.out.length < n) throw shape("attend out", op.out.length, `>= T * numHeads * headDim = ${n}`);
+    if (op.lse && op.lse.length < T * Hq) throw shape("attend lse", op.lse.length, `>= T * numHeads = ${T * Hq}`);
+
+    const { ATTEND, SEG, DTYPE } = this.abi;
+    const segs = new Int32Array(op.segments.length * SEG.FIELDS);
+    const explicit: Int32Array[] = [];
+    let npos = 0;
+    op.segments.forEach((s, i) => {
+      this.owned(s.k);
+      this.owned(s.v);
+      const row = segs.subarray(i * SEG.FIELDS, (i + 1) * SEG.FIELDS);
+      row[SEG.K] = s.k;
+      row[SEG.V] = s.v;
+      row[SEG.DTYPE] = DTYPE[s.dtype];
+      row[SEG.ROW_HEADS] = s.rowHeads;
+      row[SEG.ROW_START] = s.rowStart;
+      row[SEG.ROW_COUNT] = s.rowCount;
+      if (typeof s.positions === "number") {
+        row[SEG.POS0] = s.positions;
+        row[SEG.POS_INDEX] = -1;
+      } else {
+        if (s.positions.length < s.rowCount) throw shape(`segment ${i} positions`, s.positions.length, `>= rowCount = ${s.rowCount}`);
+        row[SEG.POS_INDEX] = npos;
+        explicit.push(s.positions.subarray(0, s.rowCount));
+        npos += s.rowCount;
+      }
+    });
+    let positions: Int32Array | null = null;
+    if (explicit.length === 1) positions = explicit[0]!;
+    else if (explicit.length > 1) {
+      positions = new Int32Array(npos);
+      let at = 0;
+      for (const a of explicit) {
+        positions.set(a, at);
+        at += a.length;
+      }
+    }
+
+    const p = this.attendParams;
+    p[ATTEND.TOKENS] = T;
+    p[ATTEND.NUM_HEADS] = Hq;
+    p[ATTEND.HEAD_DIM] = D;
+    p[ATTEND.GROUP] = op.group;
+    p[ATTEND.KV_HEADS] = nkv;
+    p[ATTEND.SEGMENTS] = op.segments.length;
+    p[ATTEND.POSITIONS] = npos;
+    p[ATTEND.QPOS0] = op.qPos0;
+    p[ATTEND.SINK] = op.window ? op.window.sink : -1;
+    p[ATTEND.RECENT] = op.window ? op.window.recent : -1;
+    p[ATTEND.SPLITS] = this.splits;
+    this.check(this.lib.duo_attend(p, op.q, op.qHeads, op.kvSlots, segs, positions, op.out, op.lse ?? null));
+  }
+
+  private check(status: number): void {
+    if (status !== this.abi.STATUS.OK) throw statusError(this.lib, status, this.abi.STATUS);
+  }
+
+  private live(shard: number): void {
+    if (this.disposed) throw new DuoError("DISPOSED", "cuda backend: used after dispose()");
+    if (shard !== 0) throw new DuoError("INVALID_ARGUMENT", `cuda backend: shard must be 0 (it has 1 shard), got ${shard}`);
+  }
+
+  private owned(h: Handle): void {
+    if (!this.handles.has(h)) {
+      throw new DuoError("INVALID_ARGUMENT", `cuda backend: buffer handle ${h} was not allocated by this backend (or was freed)`);
+    }
+  }
+}
+
