@@ -110,13 +110,6 @@ export async function readRange(path: string, offset: number, length: number): P
     await fh.close();
   }
 }
-/** The bytes at a URL: file: URLs are read from disk (where this runtime can), others fetched. Throws on failure. */
-export async function readUrlBytes(url: URL): Promise<Uint8Array> {
-  if (url.protocol === "file:") return new Uint8Array(await (await fs()).readFile(url));
-  const res = await fetch(url);
-  if (!res.ok) throw new Error(`GET ${url.href}: HTTP ${res.status}`);
-  return new Uint8Array(await res.arrayBuffer());
-}
 export async function fileSize(path: string): Promise<number> {
   return (await (await fs()).stat(path)).size;
 }

@@ -6,7 +6,7 @@
  * weights plus the scratch of one prefill chunk stay under the 4 GiB of a wasm32 memory.
  */
 import { DuoError } from "../errors.ts";
-import { readUrlBytes } from "../runtime.ts";
+import { readUrl } from "../runtime.ts";
 import { type Matrix, type ModelKernels, type Vector, WEIGHT_BYTES, type WeightDtype } from "./kernels.ts";
 
 const PAGE = 65536;
@@ -36,24 +36,22 @@ class WasmVector implements Vector {
 
 const align = (n: number) => Math.ceil(n / ALIGN) * ALIGN;
 
-// Where the committed .wasm sits: beside the sources (a checkout) or beside the bundle (npm's dist/).
-const CANDIDATES = ["../../wasm/dist/duo-model.wasm", "./duo-model.wasm"];
+/** wasm/dist/duo-model.wasm from the TypeScript sources, or the copy beside the bundle (npm's dist/). */
+function wasmUrl(): URL {
+  return import.meta.url.endsWith(".ts") ? new URL("../../wasm/dist/duo-model.wasm", import.meta.url) : new URL("./duo-model.wasm", import.meta.url);
+}
+
 let compiled: Promise<WebAssembly.Module> | undefined;
 
 async function compile(): Promise<WebAssembly.Module> {
-  const reasons: string[] = [];
-  for (const rel of CANDIDATES) {
-    const url = new URL(rel, import.meta.url);
-    let bytes: Uint8Array;
-    try {
-      bytes = await readUrlBytes(url);
-    } catch (e) {
-      reasons.push(`${url.href}: ${(e as Error).message}`);
-      continue;
-    }
-    return await WebAssembly.compile(bytes as Uint8Array<ArrayBuffer>);
+  const url = wasmUrl();
+  let bytes: Uint8Array;
+  try {
+    bytes = await readUrl(url);
+  } catch (e) {
+    throw new DuoError("BACKEND_UNAVAILABLE", `wasm model kernels: cannot read ${url.href} (${(e as Error).message}); build it with bash wasm/model/build.sh, or pass a precompiled module (modelWasm)`, { cause: e });
   }
-  throw new DuoError("BACKEND_UNAVAILABLE", `wasm model kernels: duo-model.wasm not found (${reasons.join("; ")}); build it with bash wasm/model/build.sh or pass a precompiled module`);
+  return await WebAssembly.compile(bytes as Uint8Array<ArrayBuffer>);
 }
 
 export async function createWasmKernels(module?: WebAssembly.Module): Promise<WasmKernels> {
