@@ -28,11 +28,7 @@ async function binding(): Promise<Binding> {
     case "deno":
       return (await import("./deno.ts")).binding;
     case "koffi":
-      try {
-        return (await import("./node.ts")).binding;
-      } catch (e) {
-        throw new DuoError("BACKEND_UNAVAILABLE", "koffi not installed (npm install koffi)", { cause: e });
-      }
+      return (await import("./node.ts")).binding;
     case "none":
       throw new DuoError("BACKEND_UNAVAILABLE", `no FFI in this runtime (${rt.name})`);
   }
