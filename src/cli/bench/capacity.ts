@@ -1,0 +1,94 @@
+/**
+ * Capacity: the largest context each engine holds in the backend's memory. Computed from how the backend's
+ * allocated bytes grow per token on every shard (pages are allocated whole, so two fills a few pages apart give
+ * the growth; the most loaded shard decides), and, where the memory is bounded and `demonstrate` is set, shown by
+ * filling every layer until the backend answers CAPACITY.
+ */
+import { SyntheticInputs } from "../../demo/stack.ts";
+import type { KvDtype } from "../../dtype.ts";
+import { DuoAttention } from "../../engine/duo.ts";
+import { DuoError } from "../../errors.ts";
+import type { ShapeCase } from "./cases.ts";
+import { type Mode, scheduleFor } from "./decode.ts";
+import type { Harness } from "./harness.ts";
+import { type BenchRecord, record } from "./record.ts";
+
+export interface CapacityResult {
+  mode: Mode;
+  /** bytes per context token, summed over shards */
+  bytesPerToken: number;
+  /** the backend's total memory (Infinity when it reports no limit) */
+  capacityBytes: number;
+  /** computed largest context (Infinity when unbounded) */
+  tokens: number;
+  /** filled until CAPACITY: the largest context every layer reached (null when not demonstrated) */
+  filled: number | null;
+}
+
+const PROBE_A = 4096, PROBE_B = 12288, MAX_CONTEXT = 1 << 24;
+
+export async function capacity(h: Harness, c: ShapeCase, dtype: KvDtype, mode: Mode, demonstrate: boolean): Promise<CapacityResult> {
+  const b = h.backend, shards = Array.from({ length: b.shards }, (_, s) => s);
+  const caps = shards.map((s) => b.memory(s).capacity);
+  const duo = await DuoAttention.create({
+    shape: c.shape, heads: scheduleFor(c, mode), sinkSize: c.sinkSize, recentSize: c.recentSize, kvDtype: dtype,
+    backend: b, maxContext: MAX_CONTEXT,
+  });
+  const seq = duo.sequence();
+  const L = c.shape.numLayers;
+  const inputs = new SyntheticInputs(c.shape, 8192);
+  const shortest = () => Math.min(...Array.from({ length: L }, (_, l) => seq.length(l)));
+  // Every layer up to `to` tokens, `chunk` at a time (layers may start uneven after a refused call).
+  const fillAll = async (to: number, chunk: number) => {
+    while (shortest() < to) {
+      for (let l = 0; l < L; l++) {
+        const n = Math.min(chunk, to - seq.length(l));
+        if (n <= 0) continue;
+        const [, k, v] = inputs.chunkOf(n);
+        await seq.fill(l, k, v);
+      }
+    }
+  };
+  try {
+    await fillAll(PROBE_A, 4096);
+    const a = shards.map((s) => b.memory(s).allocated);
+    await fillAll(PROBE_B, 4096);
+    const grown = shards.map((s) => b.memory(s).allocated);
+    const growth = shards.map((s) => (grown[s]! - a[s]!) / (PROBE_B - PROBE_A));
+    const perShard = shards.map((s) => (growth[s]! > 0 ? PROBE_B + (caps[s]! - grown[s]!) / growth[s]! : Infinity));
+    const tokens = Math.min(...perShard);
+    let filled: number | null = null;
+    if (demonstrate && Number.isFinite(tokens)) {
+      h.note(`capacity ${c.shape.name} ${dtype} ${mode}: filling all ${L} layers until the backend is full (computed: ${Math.floor(tokens)} tokens)`);
+      // Big steps, then halve the step after each refusal (a refused call changes nothing) down to 256 tokens.
+      for (let chunk = 8192; chunk >= 256; chunk /= 2) {
+        try {
+          for (;;) await fillAll(shortest() + chunk, chunk);
+        } catch (e) {
+          if (!(e instanceof DuoError && e.code === "CAPACITY")) throw e;
+        }
+      }
+      filled = shortest();
+    }
+    return {
+      mode,
+      bytesPerToken: growth.reduce((x, y) => x + y, 0),
+      capacityBytes: caps.reduce((x, y) => x + y, 0),
+      tokens: Number.isFinite(tokens) ? Math.floor(tokens) : Infinity,
+      filled,
+    };
+  } finally {
+    seq.dispose();
+    await duo.dispose();
+  }
+}
+
+export function capacityRecord(h: Harness, c: ShapeCase, dtype: KvDtype, r: CapacityResult): BenchRecord {
+  return record("capacity", h.base, {
+    mode: r.mode, shape: c.shape.name, heads: c.source, kvDtype: dtype,
+    context: Number.isFinite(r.tokens) ? r.tokens : null,
+    filled: r.filled,
+    bytesPerToken: r.bytesPerToken,
+    capacityBytes: Number.isFinite(r.capacityBytes) ? r.capacityBytes : null,
+  });
+}

@@ -1,0 +1,68 @@
+/**
+ * Timing with tinybench. Every measurement first runs the task untimed a few times (V8 tiers wasm up only
+ * between calls: a function stays in the baseline compiler for a whole long call, so the backend itself is warmed
+ * with many short calls before any of this, see warmUp in engines.ts), then a fixed number of timed iterations
+ * chosen from a probe so that each measurement takes about `budgetMs`.
+ */
+import { Bench } from "tinybench";
+import { DuoError } from "../../errors.ts";
+
+export interface Timing {
+  /** median latency of one call, ms */
+  ms: number;
+  mean: number;
+  min: number;
+  /** relative margin of error of the mean, % */
+  rme: number;
+  samples: number;
+}
+
+export interface MeasureOptions {
+  /** wall-time budget for the timed iterations (default 1500 ms) */
+  budgetMs?: number;
+  /** timed iterations at least / at most (default 3 / 200) */
+  minIterations?: number;
+  maxIterations?: number;
+  /** untimed calls before timing (default 2) */
+  warmup?: number;
+  /** runs before each call, untimed (e.g. resetting a cache) */
+  beforeEach?: () => void | Promise<void>;
+}
+
+/** How many timed iterations fit the budget, given one probe call's duration. */
+export function iterationsFor(probeMs: number, o: MeasureOptions = {}): number {
+  const min = o.minIterations ?? 3, max = o.maxIterations ?? 200;
+  return Math.max(min, Math.min(max, Math.floor((o.budgetMs ?? 1500) / Math.max(probeMs, 1e-3))));
+}
+
+/** Time `fn` with tinybench; `probeMs` (one call's duration, if known) sets the iteration count. */
+export async function measure(name: string, fn: () => unknown | Promise<unknown>, probeMs: number, o: MeasureOptions = {}): Promise<Timing> {
+  const iterations = iterationsFor(probeMs, o);
+  const bench = new Bench({
+    name,
+    time: 0,
+    iterations,
+    warmup: (o.warmup ?? 2) > 0,
+    warmupTime: 0,
+    warmupIterations: o.warmup ?? 2,
+    throws: true,
+  });
+  bench.add(name, async () => {
+    await fn();
+  }, o.beforeEach ? { beforeEach: o.beforeEach } : {});
+  await bench.run();
+  const r = bench.tasks[0]!.result;
+  if (r.state !== "completed") {
+    const why = r.state === "errored" || r.state === "aborted-with-statistics" ? String((r as { error?: unknown }).error ?? r.state) : r.state;
+    throw new DuoError("INVALID_ARGUMENT", `benchmark ${name} did not complete: ${why}`);
+  }
+  const l = r.latency;
+  return { ms: l.p50, mean: l.mean, min: l.min, rme: l.rme, samples: l.samplesCount };
+}
+
+/** Milliseconds of one untimed call (the probe for `measure`). */
+export async function probe(fn: () => unknown | Promise<unknown>): Promise<number> {
+  const t0 = performance.now();
+  await fn();
+  return performance.now() - t0;
+}
