@@ -89,10 +89,11 @@ export class Sampler {
 
   sample(logits: Float32Array): number {
     if (this.greedy) return argmax(logits);
-    // Candidates by decreasing logit (ties: lower id first), cut to top-k.
-    let order = Array.from(logits.keys()).sort((a, b) => logits[b]! - logits[a]! || a - b);
+    // Candidates: every token in id order, or (with top-k / top-p) by decreasing logit, ties to the lower id.
+    let order = Array.from(logits.keys());
+    if (this.topK > 0 || this.topP < 1) order.sort((a, b) => logits[b]! - logits[a]! || a - b);
     if (this.topK > 0) order = order.slice(0, this.topK);
-    const m = logits[order[0]!]!;
+    const m = logits[argmax(logits)]!;
     const w = order.map((i) => Math.exp((logits[i]! - m) / this.temperature));
     let total = w.reduce((a, b) => a + b, 0);
     // Nucleus: the shortest prefix whose probability mass reaches topP.
