@@ -2,8 +2,9 @@
  * The WASM SIMD model kernels (wasm/model/kernels.c → wasm/dist/duo-model.wasm): one instance in the calling
  * thread, synchronous calls. Memory layout, managed here: [C stack + data | weights (bump-allocated, 64-byte
  * aligned, never freed) | scratch]; the scratch area holds the inputs and outputs of one kernel call and starts where
- * the weights end. Matrices keep their file dtype (2 bytes per parameter for f16/bf16), so a model fits when its
- * weights plus the scratch of one prefill chunk stay under the 4 GiB of a wasm32 memory.
+ * the weights end. Matrices keep their file dtype (2 bytes per parameter for f16/bf16, rows packed in groups of 8
+ * for the kernels: pack_u16 in kernels.c), so a model fits when its weights plus the scratch of one prefill chunk
+ * stay under the 4 GiB of a wasm32 memory.
  */
 import { DuoError } from "../errors.ts";
 import { readUrl } from "../runtime.ts";
@@ -25,9 +26,12 @@ interface Exports {
   rmsnorm(y: number, x: number, w: number, T: number, n: number, eps: number): void;
   rope(x: number, cos: number, sin: number, T: number, H: number, D: number): void;
   swiglu(y: number, g: number, u: number, n: number): void;
+  pack_u16(w: number, rows: number, cols: number): void;
 }
 
 class WasmMatrix implements Matrix {
+  /** bytes written so far; a 16-bit matrix is packed for the kernels once all of it has been written */
+  written = 0;
   constructor(readonly rows: number, readonly cols: number, readonly dtype: WeightDtype, readonly ptr: number) {}
 }
 class WasmVector implements Vector {
@@ -98,9 +102,15 @@ export class WasmKernels implements ModelKernels {
     return new WasmMatrix(rows, cols, dtype, this.alloc(rows * cols * WEIGHT_BYTES[dtype]));
   }
 
+  /** Each element is written once; when the last byte lands, f16/bf16 rows are packed (wasm/model/kernels.c). */
   write(m: Matrix, elementOffset: number, bytes: Uint8Array): void {
-    const w = m as WasmMatrix;
-    new Uint8Array(this.ex.memory.buffer).set(bytes, w.ptr + elementOffset * WEIGHT_BYTES[w.dtype]);
+    const w = m as WasmMatrix, eb = WEIGHT_BYTES[w.dtype], total = w.rows * w.cols * eb;
+    if (elementOffset < 0 || elementOffset * eb + bytes.length > total || w.written + bytes.length > total) {
+      throw new DuoError("INVALID_ARGUMENT", `write of ${bytes.length} bytes at element ${elementOffset} overruns a [${w.rows}, ${w.cols}] ${w.dtype} matrix (${total} bytes, ${w.written} written)`);
+    }
+    new Uint8Array(this.ex.memory.buffer).set(bytes, w.ptr + elementOffset * eb);
+    w.written += bytes.length;
+    if (w.written === total && eb === 2) this.ex.pack_u16(w.ptr, w.rows, w.cols);
   }
 
   vector(data: Float32Array): Vector {

@@ -1,6 +1,6 @@
 // Model kernels for the Llama-family runner (src/model/kernels-wasm.ts): matmul y = x·Wᵀ for row-major W in f32,
 // f16 or bf16 (widened to f32 in registers), RMSNorm, RoPE (rotate-half), SwiGLU, embedding lookup.
-// One instance per model, in the calling thread; the TS side owns the memory layout (weights, then scratch for the
+// f16/bf16 matrices are packed once after loading (pack_u16). One instance per model, in the calling thread; the TS side owns the memory layout (weights, then scratch for the
 // activations of one call) and passes byte addresses as u32. No libc: freestanding, SIMD128, f32 accumulation.
 // The reference twin, with float64 accumulation, is src/model/kernels-reference.ts.
 #include <stdint.h>
@@ -16,11 +16,15 @@ static inline void ld8_f32(const float* p, v128_t* lo, v128_t* hi) {
   *hi = wasm_v128_load(p + 4);
 }
 
-// bf16 is the top half of an f32: widen u16 -> u32 and shift left 16.
+// Packed 16-bit weights: pack_u16 (below) stores each full group of 8 elements of a row as [0,4,1,5,2,6,3,7], so
+// that u32 lane i of a 16-byte load holds element i in its low half and element i+4 in its high half. One load then
+// gives elements 0..3 (low halves) and 4..7 (high halves) in order, without the two widening extends.
+
+// bf16 is the top half of an f32: low halves shift up by 16, high halves are masked.
 static inline void ld8_bf16(const uint16_t* p, v128_t* lo, v128_t* hi) {
   v128_t h = wasm_v128_load(p);
-  *lo = wasm_i32x4_shl(wasm_u32x4_extend_low_u16x8(h), 16);
-  *hi = wasm_i32x4_shl(wasm_u32x4_extend_high_u16x8(h), 16);
+  *lo = wasm_i32x4_shl(h, 16);
+  *hi = wasm_v128_and(h, wasm_i32x4_splat((int)0xffff0000));
 }
 
 // f16 bits (one per u32 lane) -> f32: move exponent+mantissa into place and rescale by 2^112, which is exact for
@@ -36,8 +40,21 @@ static inline v128_t f16x4_to_f32(v128_t h) {
 
 static inline void ld8_f16(const uint16_t* p, v128_t* lo, v128_t* hi) {
   v128_t h = wasm_v128_load(p);
-  *lo = f16x4_to_f32(wasm_u32x4_extend_low_u16x8(h));
-  *hi = f16x4_to_f32(wasm_u32x4_extend_high_u16x8(h));
+  *lo = f16x4_to_f32(wasm_v128_and(h, wasm_i32x4_splat(0xffff)));
+  *hi = f16x4_to_f32(wasm_u32x4_shr(h, 16));
+}
+
+// In place on a row-major [rows, cols] matrix of 16-bit elements: every full group of 8 of each row to the packed
+// order above; the cols % 8 tail of each row stays as is (the kernels read it one element at a time).
+EXPORT void pack_u16(uint16_t* w, int rows, int cols) {
+  const int c8 = cols & ~7;
+  for (int r = 0; r < rows; r++) {
+    uint16_t* row = w + (uintptr_t)r * cols;
+    for (int k = 0; k < c8; k += 8) {
+      v128_t v = wasm_v128_load(row + k);
+      wasm_v128_store(row + k, wasm_i8x16_shuffle(v, v, 0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15));
+    }
+  }
 }
 
 static inline float w1_f32(const float* p) { return *p; }
