@@ -40,10 +40,10 @@ DUO_API int32_t duo_init(int32_t device) {
                   prop.name, prop.major, prop.minor);
     }
     DUO_CUDA(cudaSetDevice(device));
-    DUO_CUDA(cudaStreamCreateWithFlags(&c.stream, cudaStreamNonBlocking));
-    DUO_CUDA(cudaEventCreateWithFlags(&c.upload_done, cudaEventDisableTiming));
-    DUO_CUDA(cudaEventCreate(&c.t0));
-    DUO_CUDA(cudaEventCreate(&c.t1));
+    if (!c.stream) DUO_CUDA(cudaStreamCreateWithFlags(&c.stream, cudaStreamNonBlocking));  // kept if a retry follows
+    if (!c.upload_done) DUO_CUDA(cudaEventCreateWithFlags(&c.upload_done, cudaEventDisableTiming));
+    if (!c.t0) DUO_CUDA(cudaEventCreate(&c.t0));
+    if (!c.t1) DUO_CUDA(cudaEventCreate(&c.t1));
     DUO_CUDA(configure_kernels());
     c.sm_count = prop.multiProcessorCount;
     c.device = device;

@@ -10,7 +10,7 @@
  * slots, rows, positions, handles, capacity) before it touches the device, so a rejected call changes nothing.
  */
 import { KV_DTYPES } from "../dtype.ts";
-import { checkInt, DuoError, type DuoErrorCode } from "../errors.ts";
+import { checkInt, checkOneOf, DuoError, type DuoErrorCode } from "../errors.ts";
 import type { LoadedLibrary } from "../../ffi/load.ts";
 import type { DuoLibrary } from "../../ffi/symbols.ts";
 import type { BackendOptions } from "./registry.ts";
@@ -159,7 +159,7 @@ export class CudaBackend implements Backend {
     const { APPEND, DTYPE } = this.abi;
     const p = this.appendParams;
     p[APPEND.DST] = op.dst;
-    p[APPEND.DTYPE] = DTYPE[op.dtype];
+    p[APPEND.DTYPE] = DTYPE[checkOneOf("append dtype", op.dtype, KV_DTYPES)];
     p[APPEND.ROW_HEADS] = op.rowHeads;
     p[APPEND.HEAD_DIM] = op.headDim;
     p[APPEND.TOKENS] = T;
@@ -186,7 +186,7 @@ export class CudaBackend implements Backend {
       const row = segs.subarray(i * SEG.FIELDS, (i + 1) * SEG.FIELDS);
       row[SEG.K] = s.k;
       row[SEG.V] = s.v;
-      row[SEG.DTYPE] = DTYPE[s.dtype];
+      row[SEG.DTYPE] = DTYPE[checkOneOf(`segment ${i} dtype`, s.dtype, KV_DTYPES)];
       row[SEG.ROW_HEADS] = s.rowHeads;
       row[SEG.ROW_START] = s.rowStart;
       row[SEG.ROW_COUNT] = s.rowCount;
