@@ -20,7 +20,7 @@ mkdir -p "$out"
 
 # Compile with -O3 -c and link without -O: a link step with -O makes clang run whatever wasm-opt is on PATH
 # (binaryen 108 on Debian 12), which would make the output depend on that tool.
-cflags=(--target=wasm32 -O3 -std=c11 -ffreestanding -fvisibility=hidden -mbulk-memory -Wall -Wextra -Werror)
+cflags=(--target=wasm32 -O3 -fno-unroll-loops -std=c11 -ffreestanding -fvisibility=hidden -mbulk-memory -Wall -Wextra -Werror)
 ldflags=(--target=wasm32 -nostdlib -Wl,--no-entry -Wl,--export-dynamic -Wl,--strip-all
   -Wl,--max-memory=4294967296 -Wl,-z,stack-size=262144)
 shared=(alloc.c append.c attend.c merge.c)

@@ -11,19 +11,24 @@ static float ld(const uint8_t *row, int d, int dt) {
   return f32_from_bits((h & 0x8000) << 16 | (h & 0x7fff) << 13) * 0x1p112f; /* normal and subnormal, exact */
 }
 
-static float dot(const float *q, const uint8_t *kr, int dt, int D) {
+/* Dot product of a key row with query vector b of the quad at qq (interleaved layout, kernels.h). */
+static float dot_quad(const float *qq, int b, const uint8_t *kr, int dt, int D) {
   float a = 0.0f;
-  for (int d = 0; d < D; d++) a += q[d] * ld(kr, d, dt);
+  for (int d = 0; d < D; d++) a += qq[((d / 4) * 4 + b) * 4 + d % 4] * ld(kr, d, dt);
   return a;
 }
 
 void k_scores_m4(const float *qp, int M, int D, const uint8_t *k, uint32_t stride, int dt, int n, float *s) {
   for (int i = 0; i < n; i++)
-    for (int m = 0; m < M; m++) s[i * M + m] = dot(qp + m * D, k + (uint32_t)i * stride, dt, D);
+    for (int m = 0; m < M; m++) s[i * M + m] = dot_quad(qp + (m / 4) * 4 * D, m % 4, k + (uint32_t)i * stride, dt, D);
 }
 
 void k_scores_m1(const float *q, int D, const uint8_t *k, uint32_t stride, int dt, int n, float *s) {
-  for (int i = 0; i < n; i++) s[i] = dot(q, k + (uint32_t)i * stride, dt, D);
+  for (int i = 0; i < n; i++) {
+    float a = 0.0f;
+    for (int d = 0; d < D; d++) a += q[d] * ld(k + (uint32_t)i * stride, d, dt);
+    s[i] = a;
+  }
 }
 
 void k_softmax_m4(float *s, int n, int M, float *mx, float *l, float *alpha) {

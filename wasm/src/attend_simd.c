@@ -1,116 +1,87 @@
 /*
- * SIMD attention kernels (twins in attend_scalar.c). Each element of K or V is loaded and widened ONCE per group of
- * 4 query vectors and reused by all of them (GQA: the G query heads of a KV head, and for prefill several query rows).
- * Head dims 64 and 128 get their own fully unrolled copies (the `D` argument of the *_impl functions is a constant
- * there); any other multiple of 4 runs the same code with a loop.
+ * SIMD attention kernels (twins in attend_scalar.c). Shapes chosen for how V8 and JSC compile wasm SIMD:
+ *  - loops stay rolled, 4 elements per step (any head dim that is a multiple of 4, no tails), and no step keeps more
+ *    than ~14 vectors alive: the engines have 15 XMM registers and spill the rest to the stack on every iteration;
+ *  - every K/V element is loaded and widened once per group of 4 query vectors and reused by all four (GQA: the G
+ *    query heads of a KV head, and for prefill several query rows); the 4 queries of a group are interleaved in
+ *    memory so that one pointer reaches all of them (constant offsets fold into the loads);
+ *  - mul then add in independent accumulators, so the add latency never limits the loop.
+ * K/V rows are f32 or bf16 here; f16 blocks are widened to f32 first (k_widen), as are bf16 blocks shared by many
+ * query vectors.
  */
 #include "duo.h"
 #include "kernels.h"
 #include "math.h"
 #include "simd.h"
 
-/* Elements [d, d+8) of a row of dtype dt -> two f32 vectors (natural order). */
-ALWAYS_INLINE void ld8(const uint8_t *row, int d, int dt, VF *lo, VF *hi) {
-  if (dt == DUO_F32) {
-    *lo = VF_LOAD(row + 4 * d);
-    *hi = VF_LOAD(row + 4 * d + 16);
-    return;
-  }
-  VI h = VH_LOAD8(row + 2 * d);
-  VI a = VH_LO(h), b = VH_HI(h);
-  if (dt == DUO_BF16) { *lo = a; *hi = b; }
-  else if (dt == DUO_F16) { *lo = VF_F16_FAST(a); *hi = VF_F16_FAST(b); }
-  else { *lo = vf_f16_exact(a); *hi = vf_f16_exact(b); }
-}
-
-/* Elements [d, d+4). */
+/* Elements [d, d+4) of a row. */
 ALWAYS_INLINE VF ld4(const uint8_t *row, int d, int dt) {
-  if (dt == DUO_F32) return VF_LOAD(row + 4 * d);
-  VI a = VH_LO(VH_LOAD4(row + 2 * d));
-  if (dt == DUO_BF16) return a;
-  return dt == DUO_F16 ? VF_F16_FAST(a) : vf_f16_exact(a);
+  return dt == DUO_F32 ? VF_LOAD(row + 4 * d) : VF_BF16(row + 2 * d);
 }
 
-/* Dispatch a kernel body on (dtype, D) so that the common cases are compiled with constants. */
-#define DISPATCH(impl, dt, D, ...)                                                                                   \
-  do {                                                                                                               \
-    switch (dt) {                                                                                                    \
-      case DUO_F32:  if (D == 128) impl(__VA_ARGS__, DUO_F32, 128); else if (D == 64) impl(__VA_ARGS__, DUO_F32, 64); else impl(__VA_ARGS__, DUO_F32, D); break; \
-      case DUO_BF16: if (D == 128) impl(__VA_ARGS__, DUO_BF16, 128); else if (D == 64) impl(__VA_ARGS__, DUO_BF16, 64); else impl(__VA_ARGS__, DUO_BF16, D); break; \
-      case DUO_F16:  if (D == 128) impl(__VA_ARGS__, DUO_F16, 128); else if (D == 64) impl(__VA_ARGS__, DUO_F16, 64); else impl(__VA_ARGS__, DUO_F16, D); break; \
-      default:       impl(__VA_ARGS__, DUO_F16_SPECIAL, D); break;                                                   \
-    }                                                                                                                \
-  } while (0)
-
-/* 4 query vectors (q0 .. q0 + 3D) against one key row: the 4 dot products as one vector. Two accumulators per query
- * (elements 0-3 and 4-7 of each 8) keep the add chains short enough for the CPU to overlap them. */
-ALWAYS_INLINE VF dot4(const float *q0, const uint8_t *kr, int dt, int D) {
-  const float *q1 = q0 + D, *q2 = q1 + D, *q3 = q2 + D;
+/* Two rows against one quad of interleaved queries: s[0..3] (row a) and s[M..M+3] (row b). */
+ALWAYS_INLINE void dot_2x4(const float *qq, const uint8_t *ka, const uint8_t *kb, int D, int dt, float *s, int M) {
   VF a0 = VF_ZERO, a1 = VF_ZERO, a2 = VF_ZERO, a3 = VF_ZERO, b0 = VF_ZERO, b1 = VF_ZERO, b2 = VF_ZERO, b3 = VF_ZERO;
-  int d = 0;
-  for (; d + 8 <= D; d += 8) {
-    VF lo, hi;
-    ld8(kr, d, dt, &lo, &hi);
-    a0 = VF_MAD(a0, VF_LOAD(q0 + d), lo); b0 = VF_MAD(b0, VF_LOAD(q0 + d + 4), hi);
-    a1 = VF_MAD(a1, VF_LOAD(q1 + d), lo); b1 = VF_MAD(b1, VF_LOAD(q1 + d + 4), hi);
-    a2 = VF_MAD(a2, VF_LOAD(q2 + d), lo); b2 = VF_MAD(b2, VF_LOAD(q2 + d + 4), hi);
-    a3 = VF_MAD(a3, VF_LOAD(q3 + d), lo); b3 = VF_MAD(b3, VF_LOAD(q3 + d + 4), hi);
+  for (int d = 0; d < D; d += 4, qq += 16) {
+    VF x = ld4(ka, d, dt), y = ld4(kb, d, dt), w;
+    w = VF_LOAD(qq);      a0 = VF_MAD(a0, w, x); b0 = VF_MAD(b0, w, y);
+    w = VF_LOAD(qq + 4);  a1 = VF_MAD(a1, w, x); b1 = VF_MAD(b1, w, y);
+    w = VF_LOAD(qq + 8);  a2 = VF_MAD(a2, w, x); b2 = VF_MAD(b2, w, y);
+    w = VF_LOAD(qq + 12); a3 = VF_MAD(a3, w, x); b3 = VF_MAD(b3, w, y);
   }
-  if (d < D) {
-    VF x = ld4(kr, d, dt);
-    a0 = VF_MAD(a0, VF_LOAD(q0 + d), x); a1 = VF_MAD(a1, VF_LOAD(q1 + d), x);
-    a2 = VF_MAD(a2, VF_LOAD(q2 + d), x); a3 = VF_MAD(a3, VF_LOAD(q3 + d), x);
-  }
-  return vf_sum4(VF_ADD(a0, b0), VF_ADD(a1, b1), VF_ADD(a2, b2), VF_ADD(a3, b3));
+  VF_STORE(s, vf_sum4(a0, a1, a2, a3));
+  VF_STORE(s + M, vf_sum4(b0, b1, b2, b3));
 }
 
-ALWAYS_INLINE void scores_m4_impl(const float *qp, int M, const uint8_t *k, uint32_t stride, int n, float *s, int dt,
-                                  int D) {
-  for (int i = 0; i < n; i++) {
-    const uint8_t *kr = k + (uint32_t)i * stride;
-    for (int m = 0; m < M; m += 4) VF_STORE(s + i * M + m, dot4(qp + m * D, kr, dt, D));
+/* One row against one quad. */
+ALWAYS_INLINE VF dot_1x4(const float *qq, const uint8_t *k, int D, int dt) {
+  VF a0 = VF_ZERO, a1 = VF_ZERO, a2 = VF_ZERO, a3 = VF_ZERO;
+  for (int d = 0; d < D; d += 4, qq += 16) {
+    VF x = ld4(k, d, dt);
+    a0 = VF_MAD(a0, VF_LOAD(qq), x); a1 = VF_MAD(a1, VF_LOAD(qq + 4), x);
+    a2 = VF_MAD(a2, VF_LOAD(qq + 8), x); a3 = VF_MAD(a3, VF_LOAD(qq + 12), x);
   }
+  return vf_sum4(a0, a1, a2, a3);
+}
+
+ALWAYS_INLINE void scores_m4_impl(const float *qp, int M, int D, const uint8_t *k, uint32_t stride, int n, float *s,
+                                  int dt) {
+  int i = 0;
+  for (; i + 2 <= n; i += 2) {
+    const uint8_t *ka = k + (uint32_t)i * stride;
+    for (int m = 0; m < M; m += 4) dot_2x4(qp + m * D, ka, ka + stride, D, dt, s + i * M + m, M);
+  }
+  if (i < n)
+    for (int m = 0; m < M; m += 4) VF_STORE(s + i * M + m, dot_1x4(qp + m * D, k + (uint32_t)i * stride, D, dt));
 }
 void k_scores_m4(const float *qp, int M, int D, const uint8_t *k, uint32_t stride, int dt, int n, float *s) {
-  DISPATCH(scores_m4_impl, dt, D, qp, M, k, stride, n, s);
+  if (dt == DUO_F32) scores_m4_impl(qp, M, D, k, stride, n, s, DUO_F32);
+  else scores_m4_impl(qp, M, D, k, stride, n, s, DUO_BF16);
 }
 
-/* One query vector against 4 key rows at once (4 accumulators, one per key). */
-ALWAYS_INLINE void scores_m1_impl(const float *q, const uint8_t *k, uint32_t stride, int n, float *s, int dt, int D) {
+/* One query vector against 4 rows at once (one accumulator per row). */
+ALWAYS_INLINE void scores_m1_impl(const float *q, int D, const uint8_t *k, uint32_t stride, int n, float *s, int dt) {
   int i = 0;
   for (; i + 4 <= n; i += 4) {
     const uint8_t *k0 = k + (uint32_t)i * stride, *k1 = k0 + stride, *k2 = k1 + stride, *k3 = k2 + stride;
     VF a0 = VF_ZERO, a1 = VF_ZERO, a2 = VF_ZERO, a3 = VF_ZERO;
-    int d = 0;
-    for (; d + 8 <= D; d += 8) {
-      VF ql = VF_LOAD(q + d), qh = VF_LOAD(q + d + 4), lo, hi;
-      ld8(k0, d, dt, &lo, &hi); a0 = VF_MAD(VF_MAD(a0, ql, lo), qh, hi);
-      ld8(k1, d, dt, &lo, &hi); a1 = VF_MAD(VF_MAD(a1, ql, lo), qh, hi);
-      ld8(k2, d, dt, &lo, &hi); a2 = VF_MAD(VF_MAD(a2, ql, lo), qh, hi);
-      ld8(k3, d, dt, &lo, &hi); a3 = VF_MAD(VF_MAD(a3, ql, lo), qh, hi);
-    }
-    if (d < D) {
-      VF ql = VF_LOAD(q + d);
-      a0 = VF_MAD(a0, ql, ld4(k0, d, dt)); a1 = VF_MAD(a1, ql, ld4(k1, d, dt));
-      a2 = VF_MAD(a2, ql, ld4(k2, d, dt)); a3 = VF_MAD(a3, ql, ld4(k3, d, dt));
+    for (int d = 0; d < D; d += 4) {
+      VF w = VF_LOAD(q + d);
+      a0 = VF_MAD(a0, w, ld4(k0, d, dt)); a1 = VF_MAD(a1, w, ld4(k1, d, dt));
+      a2 = VF_MAD(a2, w, ld4(k2, d, dt)); a3 = VF_MAD(a3, w, ld4(k3, d, dt));
     }
     VF_STORE(s + i, vf_sum4(a0, a1, a2, a3));
   }
   for (; i < n; i++) {
     const uint8_t *kr = k + (uint32_t)i * stride;
-    VF a = VF_ZERO, b = VF_ZERO;
-    int d = 0;
-    for (; d + 8 <= D; d += 8) {
-      VF lo, hi;
-      ld8(kr, d, dt, &lo, &hi);
-      a = VF_MAD(a, VF_LOAD(q + d), lo); b = VF_MAD(b, VF_LOAD(q + d + 4), hi);
-    }
-    if (d < D) a = VF_MAD(a, VF_LOAD(q + d), ld4(kr, d, dt));
-    s[i] = vf_hsum(VF_ADD(a, b));
+    VF a = VF_ZERO;
+    for (int d = 0; d < D; d += 4) a = VF_MAD(a, VF_LOAD(q + d), ld4(kr, d, dt));
+    s[i] = vf_hsum(a);
   }
 }
 void k_scores_m1(const float *q, int D, const uint8_t *k, uint32_t stride, int dt, int n, float *s) {
-  DISPATCH(scores_m1_impl, dt, D, q, k, stride, n, s);
+  if (dt == DUO_F32) scores_m1_impl(q, D, k, stride, n, s, DUO_F32);
+  else scores_m1_impl(q, D, k, stride, n, s, DUO_BF16);
 }
 
 /* A max that is -Inf for an empty row becomes 0 for the subtraction, so no -Inf - -Inf = NaN appears. */
@@ -153,9 +124,10 @@ void k_softmax_m1(float *s, int n, float *mx, float *l, float *alpha) {
   *mx = top;
 }
 
-/* 4 query vectors x 8 elements of acc stay in registers while the loop runs over the n value rows. */
-ALWAYS_INLINE void pv_m4_impl(float *acc, const float *alpha, const float *p, int M, const uint8_t *v, uint32_t stride,
-                              int n, int dt, int D) {
+/* 4 query vectors x 8 elements of acc stay in registers while the loop runs down the n value rows; a head dim that is
+ * not a multiple of 8 ends with one 4-element column. */
+ALWAYS_INLINE void pv_m4_impl(float *acc, const float *alpha, const float *p, int M, int D, const uint8_t *v,
+                              uint32_t stride, int n, int dt) {
   for (int m = 0; m < M; m += 4) {
     VF al0 = VF_LOAD_SPLAT(alpha + m), al1 = VF_LOAD_SPLAT(alpha + m + 1);
     VF al2 = VF_LOAD_SPLAT(alpha + m + 2), al3 = VF_LOAD_SPLAT(alpha + m + 3);
@@ -169,8 +141,7 @@ ALWAYS_INLINE void pv_m4_impl(float *acc, const float *alpha, const float *p, in
       const uint8_t *vr = v;
       const float *pi = p + m;
       for (int i = 0; i < n; i++, vr += stride, pi += M) {
-        VF lo, hi, w;
-        ld8(vr, d, dt, &lo, &hi);
+        VF lo = ld4(vr, d, dt), hi = ld4(vr, d + 4, dt), w;
         w = VF_LOAD_SPLAT(pi);     x0 = VF_MAD(x0, w, lo); y0 = VF_MAD(y0, w, hi);
         w = VF_LOAD_SPLAT(pi + 1); x1 = VF_MAD(x1, w, lo); y1 = VF_MAD(y1, w, hi);
         w = VF_LOAD_SPLAT(pi + 2); x2 = VF_MAD(x2, w, lo); y2 = VF_MAD(y2, w, hi);
@@ -195,56 +166,52 @@ ALWAYS_INLINE void pv_m4_impl(float *acc, const float *alpha, const float *p, in
 }
 void k_pv_m4(float *acc, const float *alpha, const float *p, int M, int D, const uint8_t *v, uint32_t stride, int dt,
              int n) {
-  DISPATCH(pv_m4_impl, dt, D, acc, alpha, p, M, v, stride, n);
+  if (dt == DUO_F32) pv_m4_impl(acc, alpha, p, M, D, v, stride, n, DUO_F32);
+  else pv_m4_impl(acc, alpha, p, M, D, v, stride, n, DUO_BF16);
 }
 
-/* One query vector: 8 elements of acc in registers, 4 value rows per step summed as a tree before the add. */
-ALWAYS_INLINE void pv_m1_impl(float *acc, float alpha, const float *p, const uint8_t *v, uint32_t stride, int n, int dt,
-                              int D) {
+/* One query vector: 16 elements of acc in registers down the value rows, then 4-element columns for the rest. */
+ALWAYS_INLINE void pv_m1_impl(float *acc, float alpha, const float *p, int D, const uint8_t *v, uint32_t stride, int n,
+                              int dt) {
   VF al = VF_SPLAT(alpha);
   int d = 0;
-  for (; d + 8 <= D; d += 8) {
-    VF x = VF_MUL(VF_LOAD(acc + d), al), y = VF_MUL(VF_LOAD(acc + d + 4), al);
-    int i = 0;
-    for (; i + 4 <= n; i += 4) {
-      const uint8_t *v0 = v + (uint32_t)i * stride;
-      VF l0, h0, l1, h1, l2, h2, l3, h3;
-      ld8(v0, d, dt, &l0, &h0); ld8(v0 + stride, d, dt, &l1, &h1);
-      ld8(v0 + 2 * stride, d, dt, &l2, &h2); ld8(v0 + 3 * stride, d, dt, &l3, &h3);
-      VF w0 = VF_LOAD_SPLAT(p + i), w1 = VF_LOAD_SPLAT(p + i + 1), w2 = VF_LOAD_SPLAT(p + i + 2), w3 = VF_LOAD_SPLAT(p + i + 3);
-      x = VF_ADD(x, VF_ADD(VF_MAD(VF_MUL(w0, l0), w1, l1), VF_MAD(VF_MUL(w2, l2), w3, l3)));
-      y = VF_ADD(y, VF_ADD(VF_MAD(VF_MUL(w0, h0), w1, h1), VF_MAD(VF_MUL(w2, h2), w3, h3)));
+  for (; d + 16 <= D; d += 16) {
+    VF x0 = VF_MUL(VF_LOAD(acc + d), al), x1 = VF_MUL(VF_LOAD(acc + d + 4), al);
+    VF x2 = VF_MUL(VF_LOAD(acc + d + 8), al), x3 = VF_MUL(VF_LOAD(acc + d + 12), al);
+    const uint8_t *vr = v;
+    for (int i = 0; i < n; i++, vr += stride) {
+      VF w = VF_LOAD_SPLAT(p + i);
+      x0 = VF_MAD(x0, w, ld4(vr, d, dt)); x1 = VF_MAD(x1, w, ld4(vr, d + 4, dt));
+      x2 = VF_MAD(x2, w, ld4(vr, d + 8, dt)); x3 = VF_MAD(x3, w, ld4(vr, d + 12, dt));
     }
-    for (; i < n; i++) {
-      VF lo, hi, w = VF_LOAD_SPLAT(p + i);
-      ld8(v + (uint32_t)i * stride, d, dt, &lo, &hi);
-      x = VF_MAD(x, w, lo); y = VF_MAD(y, w, hi);
-    }
-    VF_STORE(acc + d, x); VF_STORE(acc + d + 4, y);
+    VF_STORE(acc + d, x0); VF_STORE(acc + d + 4, x1); VF_STORE(acc + d + 8, x2); VF_STORE(acc + d + 12, x3);
   }
-  if (d < D) {
+  for (; d < D; d += 4) {
     VF x = VF_MUL(VF_LOAD(acc + d), al);
     for (int i = 0; i < n; i++) x = VF_MAD(x, VF_LOAD_SPLAT(p + i), ld4(v + (uint32_t)i * stride, d, dt));
     VF_STORE(acc + d, x);
   }
 }
 void k_pv_m1(float *acc, float alpha, const float *p, int D, const uint8_t *v, uint32_t stride, int dt, int n) {
-  DISPATCH(pv_m1_impl, dt, D, acc, alpha, p, v, stride, n);
+  if (dt == DUO_F32) pv_m1_impl(acc, alpha, p, D, v, stride, n, DUO_F32);
+  else pv_m1_impl(acc, alpha, p, D, v, stride, n, DUO_BF16);
 }
 
-ALWAYS_INLINE void widen_impl(float *dst, const uint8_t *src, uint32_t stride, int n, int dt, int D) {
-  for (int i = 0; i < n; i++, dst += D, src += stride) {
-    int d = 0;
-    for (; d + 8 <= D; d += 8) {
-      VF lo, hi;
-      ld8(src, d, dt, &lo, &hi);
-      VF_STORE(dst + d, lo); VF_STORE(dst + d + 4, hi);
+ALWAYS_INLINE void widen_impl(float *dst, const uint8_t *src, uint32_t stride, int n, int D, int dt) {
+  for (int i = 0; i < n; i++, dst += D, src += stride)
+    for (int d = 0; d < D; d += 4) {
+      VF x = dt == DUO_F32 ? VF_LOAD(src + 4 * d) : dt == DUO_BF16 ? VF_BF16(src + 2 * d)
+           : dt == DUO_F16 ? VF_F16_FAST(src + 2 * d) : vf_f16_exact(src + 2 * d);
+      VF_STORE(dst + d, x);
     }
-    if (d < D) VF_STORE(dst + d, ld4(src, d, dt));
-  }
 }
 void k_widen(float *dst, const uint8_t *src, uint32_t stride, int dt, int n, int D) {
-  DISPATCH(widen_impl, dt, D, dst, src, stride, n);
+  switch (dt) {
+    case DUO_F32: widen_impl(dst, src, stride, n, D, DUO_F32); break;
+    case DUO_BF16: widen_impl(dst, src, stride, n, D, DUO_BF16); break;
+    case DUO_F16: widen_impl(dst, src, stride, n, D, DUO_F16); break;
+    default: widen_impl(dst, src, stride, n, D, DUO_F16_SPECIAL); break;
+  }
 }
 
 void k_axpby(float *y, const float *a, float wa, const float *b, float wb, int D) {

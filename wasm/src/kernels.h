@@ -14,9 +14,11 @@
 
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 
-/* s[i*M + m] = qp[m] . key i, for i < n, m < M (M a multiple of 4). qp: [M][D] f32. */
+/* s[i*M + m] = qp[m] . key i, for i < n, m < M (M a multiple of 4), dt DUO_F32 or DUO_BF16 (f16 is widened first).
+ * qp holds the M query vectors in quads, each quad interleaved by 4 elements so that one pointer reaches all four:
+ * element d of query 4a + b is qp[((a*D/4 + d/4)*4 + b)*4 + d%4]. */
 void k_scores_m4(const float *qp, int M, int D, const uint8_t *k, uint32_t stride, int dt, int n, float *s);
-/* s[i] = q . key i, for i < n (one query vector). */
+/* s[i] = q . key i, for i < n (one query vector, natural order), dt DUO_F32 or DUO_BF16. */
 void k_scores_m1(const float *q, int D, const uint8_t *k, uint32_t stride, int dt, int n, float *s);
 
 /* Online-softmax step over one block of scores s [n][M] (masked entries = -Inf), per query vector m:
@@ -25,13 +27,15 @@ void k_scores_m1(const float *q, int D, const uint8_t *k, uint32_t stride, int d
 void k_softmax_m4(float *s, int n, int M, float *mx, float *l, float *alpha);
 void k_softmax_m1(float *s, int n, float *mx, float *l, float *alpha);
 
-/* acc[m][:] <- acc[m][:] * alpha[m] + sum_i p[i*M + m] * value i, for m < M (a multiple of 4). acc: [M][D]. */
+/* acc[m][:] <- acc[m][:] * alpha[m] + sum_i p[i*M + m] * value i, for m < M (a multiple of 4), dt DUO_F32 or
+ * DUO_BF16. acc: [M][D]. */
 void k_pv_m4(float *acc, const float *alpha, const float *p, int M, int D, const uint8_t *v, uint32_t stride, int dt,
              int n);
-/* acc[:] <- acc[:] * alpha + sum_i p[i] * value i (one query vector). */
+/* acc[:] <- acc[:] * alpha + sum_i p[i] * value i (one query vector), dt DUO_F32 or DUO_BF16. */
 void k_pv_m1(float *acc, float alpha, const float *p, int D, const uint8_t *v, uint32_t stride, int dt, int n);
 
-/* dst[i*D + d] = f32 of element d of row i (a block of keys or values widened once, reused by many queries). */
+/* dst[i*D + d] = f32 of element d of row i, any dtype (a block of keys or values widened once and reused by many
+ * query vectors; f16 always goes this way). */
 void k_widen(float *dst, const uint8_t *src, uint32_t stride, int dt, int n, int D);
 
 /* y = a * wa + b * wb over D floats (y may alias a). */

@@ -1,12 +1,11 @@
 /*
  * The SIMD macro layer (wasm SIMD128), in the manner of ggml's simd-mappings.h: the SIMD kernels
- * (kernels_simd.c, convert_simd.c) are written with these macros only; each has a scalar twin with the same
+ * (attend_simd.c, convert_simd.c, bench_simd.c) are written with these macros only; each has a scalar twin with the same
  * signature in *_scalar.c, built into duo-scalar.wasm. VF = 4 f32 lanes; VI = the same 128 bits as i32/i16 lanes.
  *
  * Choices that matter for speed (V8/JSC lower each macro to one x86 instruction):
  *  - VF_MAX is pmax (maxps): scores are never NaN unless the inputs are, and then the result is NaN anyway.
- *  - 16-bit -> f32 widening interleaves with zero (punpcklwd/punpckhwd): lane k becomes h[k] << 16, which IS the
- *    f32 of a bf16 and the raw material of an f16 (see VF_F16_*). Element order stays natural.
+ *  - 16-bit -> f32 widening uses the widening loads (see VF_BF16); element order stays natural.
  *  - No FMA: baseline SIMD128 has none; VF_MAD is mul then add (two roundings).
  */
 #ifndef DUO_SIMD_H
@@ -57,20 +56,17 @@ static inline float vf_hmax(VF a) {
   return VF_LANE(s, 0);
 }
 
-/* 16-bit storage: 8 elements -> two VF (elements 0-3 and 4-7), or 4 elements (64-bit load) -> one VF. */
-#define VH_LOAD8(p)         wasm_v128_load(p)
-#define VH_LOAD4(p)         wasm_v128_load64_zero(p)
-#define VH_LO(h)            wasm_i16x8_shuffle(wasm_i32x4_const_splat(0), h, 0, 8, 1, 9, 2, 10, 3, 11)
-#define VH_HI(h)            wasm_i16x8_shuffle(wasm_i32x4_const_splat(0), h, 4, 12, 5, 13, 6, 14, 7, 15)
-
-/* f16 in the high half of each lane (x = h << 16) -> f32. Shifting right by 3 (arithmetic) puts the exponent and
- * mantissa where an f32 has them, minus a bias of 112 that the multiply by 2^112 adds back; the mask drops the copies
- * of the sign. Exact for every finite f16 (subnormals too: they become f32 subnormals first); Inf/NaN come out
- * finite (>= 65536), which VF_F16_EXACT repairs. */
-#define VF_F16_FAST(x) \
-  VF_MUL(VI_AND(VI_SRA(x, 3), VI_SPLAT((int32_t)0x8fffffff)), VF_SPLAT(0x1p112f))
-static inline VF vf_f16_exact(VI x) {
-  VI b = VI_AND(VI_SRA(x, 3), VI_SPLAT((int32_t)0x8fffffff));
+/* 16-bit storage, 4 elements at a time: one widening load (vpmovzxwd / vpmovsxwd) puts each element in its own
+ * 32-bit lane, and no constant register is needed (V8 has 15 usable XMM registers; every constant costs one).
+ *  bf16: zero-extend, shift left 16: exactly the f32.
+ *  f16:  sign-extend, shift left 13: exponent and mantissa sit where an f32 has them, minus a bias of 112 that the
+ *        multiply by 2^112 adds back; the mask drops the extra copies of the sign. Exact for every finite f16
+ *        (subnormals become f32 subnormals first); Inf/NaN come out finite (>= 65536): vf_f16_exact repairs them. */
+#define VF_BF16(p)       VI_SHL(wasm_u32x4_load16x4(p), 16)
+#define VI_F16_BITS(p)   VI_AND(VI_SHL(wasm_i32x4_load16x4(p), 13), VI_SPLAT((int32_t)0x8fffffff))
+#define VF_F16_FAST(p)   VF_MUL(VI_F16_BITS(p), VF_SPLAT(0x1p112f))
+static inline VF vf_f16_exact(const void *p) {
+  VI b = VI_F16_BITS(p);
   VI special = VI_EQ(VI_AND(b, VI_SPLAT(0x0f800000)), VI_SPLAT(0x0f800000)); /* f16 exponent 31: Inf or NaN */
   return VI_OR(VF_MUL(b, VF_SPLAT(0x1p112f)), VI_AND(special, VI_SPLAT(0x7f800000)));
 }

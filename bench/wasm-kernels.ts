@@ -1,0 +1,141 @@
+/**
+ * Kernel micro-benchmark of the wasm backend: decode attention of ONE layer of Llama-3-8B (32 query / 8 KV heads,
+ * head dim 128, G = 4, all heads full attention over a paged cache of 1024-row pages) at growing contexts, with 1 and
+ * 2 workers, against the two ceilings of the machine measured in the same run by the same runtime and worker count:
+ *
+ *   limitGbps = min(readGBps, GFLOP/s ÷ (2·G FLOP per element / bytes per element))      (ANCHORS §4.1)
+ *
+ * and ratio = achieved KV GB/s ÷ limitGbps. Targets (issue): bf16, one worker, context ≥ 16K: ratio ≥ 0.70;
+ * two workers ≥ 1.7× one worker on 2 cores.
+ *
+ *   node --import tsx bench/wasm-kernels.ts [--contexts 16384,65536] [--threads 1,2] [--dtypes bf16,f16] [--json]
+ *   bun bench/wasm-kernels.ts ...          deno run -A bench/wasm-kernels.ts ...
+ */
+import type { Op, Segment } from "../src/backend/types.ts";
+import { createWasmBackend, type WasmBackend } from "../src/backend/wasm.ts";
+import { measureWasmCeilings, type WasmCeilings } from "../src/backend/wasm-ceilings.ts";
+import { bytesPerElement, type KvDtype } from "../src/dtype.ts";
+import { runtime } from "../src/runtime.ts";
+
+const HQ = 32, HKV = 8, D = 128, G = HQ / HKV, PAGE = 1024;
+
+const args = (globalThis as { process?: { argv: string[] }; Deno?: { args: string[] } });
+const argv = args.Deno?.args ?? args.process?.argv.slice(2) ?? [];
+const opt = (name: string, dflt: string) => {
+  const i = argv.indexOf(`--${name}`);
+  return i >= 0 && argv[i + 1] ? argv[i + 1]! : dflt;
+};
+const contexts = opt("contexts", "16384,65536").split(",").map(Number);
+const threadCounts = opt("threads", "1,2").split(",").map(Number);
+const dtypes = opt("dtypes", "bf16,f16").split(",") as KvDtype[];
+const json = argv.includes("--json");
+
+let seed = 12345;
+const rand = () => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32) * 2 - 1;
+
+interface ShardCache {
+  heads: number[];
+  k: number[];
+  v: number[];
+}
+
+/** Fill `pages` pages of K and V for the KV heads of every shard (round robin: shard s gets heads s, s+n, ...). */
+async function fill(b: WasmBackend, dtype: KvDtype, pages: number): Promise<ShardCache[]> {
+  const caches: ShardCache[] = [];
+  for (let s = 0; s < b.shards; s++) {
+    const heads = Array.from({ length: HKV }, (_, h) => h).filter((h) => h % b.shards === s);
+    const n = heads.length, bytes = PAGE * n * D * bytesPerElement(dtype);
+    const src = new Float32Array(PAGE * HKV * D).map(rand);
+    const c: ShardCache = { heads, k: [], v: [] };
+    for (let p = 0; p < pages; p++) {
+      const k = b.alloc(s, bytes), v = b.alloc(s, bytes);
+      const base = { dtype, rowHeads: n, headDim: D, src, srcHeads: HKV, heads: Int32Array.from(heads), rows: Int32Array.from({ length: PAGE }, (_, i) => i) };
+      await b.run(s, [{ kind: "append", dst: k, ...base }, { kind: "append", dst: v, ...base }]);
+      c.k.push(k);
+      c.v.push(v);
+    }
+    caches.push(c);
+  }
+  return caches;
+}
+
+/** One decode step of the layer: every shard attends its heads over `pages` pages, all shards at once. */
+function decodeStep(b: WasmBackend, caches: ShardCache[], dtype: KvDtype, pages: number): () => Promise<void> {
+  const q = new Float32Array(HQ * D).map(rand), out = new Float32Array(HQ * D);
+  const ops: Op[][] = caches.map((c) => {
+    const segments: Segment[] = Array.from({ length: pages }, (_, p) => ({
+      k: c.k[p]!, v: c.v[p]!, dtype, rowHeads: c.heads.length, rowStart: 0, rowCount: PAGE, positions: p * PAGE,
+    }));
+    return [{
+      kind: "attend", q, T: 1, numHeads: HQ, headDim: D, group: G, qHeads: Int32Array.from(c.heads),
+      kvSlots: Int32Array.from(c.heads, (_, j) => j), segments, qPos0: pages * PAGE - 1, window: null, out,
+    }];
+  });
+  return async () => void (await Promise.all(ops.map((o, s) => b.run(s, o))));
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)]!;
+}
+
+interface Row {
+  runtime: string;
+  workers: number;
+  dtype: KvDtype;
+  context: number;
+  ms: number;
+  gbps: number;
+  limitGbps: number;
+  ratio: number;
+  ceilings: WasmCeilings;
+}
+
+const rt = runtime();
+const rows: Row[] = [];
+for (const threads of threadCounts) {
+  const b = await createWasmBackend({ threads });
+  const ceilings = await measureWasmCeilings(b);
+  if (!json) {
+    console.log(`${rt.name} ${rt.version}, ${threads} worker(s): read ${ceilings.readGBps.toFixed(1)} GB/s, mad ${ceilings.gflops.toFixed(1)} GFLOP/s`);
+  }
+  for (const dtype of dtypes) {
+    const maxPages = Math.max(...contexts) / PAGE;
+    const caches = await fill(b, dtype, maxPages);
+    const warm = decodeStep(b, caches, dtype, 1);
+    for (let i = 0; i < 200; i++) await warm();
+    for (const context of contexts) {
+      const pages = context / PAGE, step = decodeStep(b, caches, dtype, pages);
+      for (let i = 0; i < 3; i++) await step();
+      const times: number[] = [];
+      const reps = Math.max(5, Math.round(400 / pages));
+      for (let i = 0; i < reps; i++) {
+        const t0 = performance.now();
+        await step();
+        times.push(performance.now() - t0);
+      }
+      const ms = median(times);
+      const kvBytes = 2 * context * HKV * D * bytesPerElement(dtype);
+      const gbps = kvBytes / (ms * 1e6);
+      const limit = Math.min(ceilings.readGBps, ceilings.gflops / ((2 * G) / bytesPerElement(dtype)));
+      const row: Row = { runtime: `${rt.name} ${rt.version}`, workers: threads, dtype, context, ms, gbps, limitGbps: limit, ratio: gbps / limit, ceilings };
+      rows.push(row);
+      if (json) console.log(JSON.stringify(row));
+      else {
+        console.log(`  decode ${dtype} ctx ${String(context).padStart(6)}: ${ms.toFixed(2).padStart(7)} ms  ${gbps.toFixed(2).padStart(6)} GB/s  limit ${limit.toFixed(2)} GB/s  ratio ${(gbps / limit).toFixed(2)}`);
+      }
+    }
+    for (let s = 0; s < b.shards; s++) for (const h of [...caches[s]!.k, ...caches[s]!.v]) b.free(s, h);
+  }
+  await b.dispose();
+}
+
+if (!json) {
+  const one = rows.filter((r) => r.workers === 1), two = rows.filter((r) => r.workers === 2);
+  for (const r of one) {
+    const r2 = two.find((x) => x.dtype === r.dtype && x.context === r.context);
+    const target = r.dtype === "bf16" && r.context >= 16384 ? (r.ratio >= 0.7 ? " (target ≥ 0.70: met)" : " (target ≥ 0.70: NOT met)") : "";
+    const scale = r2 ? `; 2 workers ${(r.ms / r2.ms).toFixed(2)}× one worker${r.context >= 16384 ? ((r.ms / r2.ms) >= 1.7 ? " (target ≥ 1.7×: met)" : " (target ≥ 1.7×: NOT met)") : ""}` : "";
+    console.log(`${r.dtype} ${r.context}: 1 worker ratio ${r.ratio.toFixed(2)}${target}${scale}`);
+  }
+}
