@@ -55,7 +55,11 @@ async function compile(): Promise<WebAssembly.Module> {
   } catch (e) {
     throw new DuoError("BACKEND_UNAVAILABLE", `wasm model kernels: cannot read ${url.href} (${(e as Error).message}); build it with bash wasm/model/build.sh, or pass a precompiled module (modelWasm)`, { cause: e });
   }
-  return await WebAssembly.compile(bytes as Uint8Array<ArrayBuffer>);
+  try {
+    return await WebAssembly.compile(bytes as Uint8Array<ArrayBuffer>);
+  } catch (e) {
+    throw new DuoError("BACKEND_UNAVAILABLE", `wasm model kernels: ${url.href} does not compile here (${(e as Error).message}); they need WebAssembly SIMD128 — use kernels "reference"`, { cause: e });
+  }
 }
 
 export async function createWasmKernels(module?: WebAssembly.Module): Promise<WasmKernels> {
