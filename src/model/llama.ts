@@ -118,9 +118,7 @@ export class LlamaModel {
     const kernels = await createModelKernels(options.kernels ?? (backendName === "reference" ? "reference" : "auto"), { wasmModule: options.modelWasm });
     let engine: DuoAttention | undefined;
     try {
-      kernels.reserve(weightBytes + 64 * (4 + 16 * cfg.numLayers), scratchBytes(cfg, prefillChunk));
-      const weights = await loadWeights(tensors, cfg, kernels, schedule);
-      // Retrieval heads first in every layer, as the permuted weights have them.
+      // Retrieval heads first in every layer, as the weights will be permuted.
       const permuted = schedule.retrieval.map((r) => Array.from({ length: cfg.numKvHeads }, (_, j) => j < r.length));
       engine = await DuoAttention.create({
         shape: { numLayers: cfg.numLayers, numHeads: cfg.numHeads, numKvHeads: cfg.numKvHeads, headDim: cfg.headDim },
@@ -133,6 +131,9 @@ export class LlamaModel {
         maxContext,
         threads: options.threads,
       });
+      // + 64-byte alignment for each of the at most 4 + 16 per layer tensors
+      kernels.reserve(weightBytes + 64 * (4 + 16 * cfg.numLayers), scratchBytes(cfg, prefillChunk));
+      const weights = await loadWeights(tensors, cfg, kernels, schedule);
       return new LlamaModel(cfg, tokenizer, schedule, engine, kernels, weights, prefillChunk);
     } catch (e) {
       kernels.dispose();
