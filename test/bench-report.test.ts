@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { jsonLine, record } from "../src/cli/bench/record.ts";
-import { capacityTable, decodeTable, peerTable, prefillTable } from "../src/cli/bench/report.ts";
+import { capacityTable, decodeTable, peerTable, prefillTable, targetLines } from "../src/cli/bench/report.ts";
 import { formatCell, formatRatio, renderTable } from "../src/report/table.ts";
 
 test("bench table: text tables align numbers right and text left; markdown tables mark numeric columns", () => {
@@ -40,7 +40,7 @@ test("bench json: every record carries the common fields; numbers keep 4 signifi
 
 test("bench report: decode, peer, prefill and capacity tables compute the ratios from the records", () => {
   const dec = (mode: "full" | "duo", context: number, ms: number | null, kvBytes: number) =>
-    record("decode", base, { mode, context, ms, kvBytes, gbps: ms === null ? null : kvBytes / (ms * 1e6), limitGbps: 10, shape: "llama-3-8b", kvDtype: "bf16", layers: 32, heads: "p" });
+    record("decode", base, { mode, context, ms, kvBytes, gbps: ms === null ? null : kvBytes / (ms * 1e6), limitGbps: 10, shape: "llama-3-8b", kvDtype: "bf16", layers: 32, heads: "p", retrieval: mode === "full" ? 1 : 0.5 });
   const rs = [
     dec("full", 8192, 100, 2e9), dec("duo", 8192, 55, 1e9),
     dec("full", 65536, null, 16e9), dec("duo", 65536, 400, 8e9),
@@ -68,4 +68,10 @@ test("bench report: decode, peer, prefill and capacity tables compute the ratios
   const c = capacityTable(rs);
   assert.match(c, /2\.00x/);
   assert.match(c, /64512/);
+  assert.deepEqual(targetLines(rs), [
+    "decode llama-3-8b bf16 @ 8192: Duo speedup ÷ KV-byte ratio = 0.91 (target ≥ 0.9: met)",
+    "full-attention decode llama-3-8b: at least 2.00x faster than onnxruntime-web over 1 context(s) (target ≥ 1.5x: met)",
+    "prefill llama-3-8b bf16 window @ 8192/1024: Duo/full = 0.550 (target ≤ 0.60: met)",
+    "capacity llama-3-8b bf16: Duo holds 2.00x the context of full attention (filled; target ≥ 1.90x at 50% retrieval: met)",
+  ]);
 });

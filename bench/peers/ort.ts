@@ -73,7 +73,8 @@ export async function loadOrtPeer(flavor: OrtFlavor, g: Omit<GqaGraph, "elemType
   return {
     flavor,
     version: ort.env.versions?.common ?? "?",
-    threads: t,
+    // onnxruntime-web drops to one thread where it cannot start workers (no cross-origin isolation): report that.
+    threads: flavor === "onnxruntime-web" ? ort.env.wasm?.numThreads ?? 1 : t,
     dtype,
     decodeStep(context, fill, qIn) {
       const make = (n: number, seed: number) => {

@@ -11,7 +11,7 @@ import { measureCeilings } from "./bench/ceilings.ts";
 import type { Harness } from "./bench/harness.ts";
 import { parseBenchArgs, USAGE } from "./bench/options.ts";
 import { type BenchRecord, jsonLine, record } from "./bench/record.ts";
-import { capacityTable, ceilingLine, decodeTable, peerTable, prefillTable } from "./bench/report.ts";
+import { capacityTable, ceilingLine, decodeTable, peerTable, prefillTable, targetLines } from "./bench/report.ts";
 import { runBench } from "./bench/run.ts";
 import { runPaperSuite } from "./bench/suite.ts";
 import { isTTY, write } from "./io.ts";
@@ -39,9 +39,10 @@ export async function main(argv: string[]): Promise<number> {
       },
       note: (text) => write(tty ? `\r\x1b[K  ${text}` : `  ${text}\n`, "stderr"),
     };
-    h.ceilings = await measureCeilings(h.base.threads);
-    if (h.ceilings) h.emit(record("ceiling", h.base, { ...h.ceilings }));
-    const header = headerLines(h, cases);
+    const { ceilings, why } = await measureCeilings(backend);
+    h.ceilings = ceilings;
+    if (ceilings) h.emit(record("ceiling", h.base, { ...ceilings }));
+    const header = headerLines(h, cases, why);
     if (!o.json) write(header.join("\n") + "\n\n");
     if (o.suite === "paper") {
       const text = await runPaperSuite(h, cases, o, header);
@@ -53,8 +54,10 @@ export async function main(argv: string[]): Promise<number> {
     if (tty) write("\r\x1b[K", "stderr");
     for (const s of skipped) write(`peer skipped: ${s}\n`, "stderr");
     if (!o.json) {
+      const targets = targetLines(h.records);
       write([decodeTable(h.records), peerTable(h.records), prefillTable(h.records), capacityTable(h.records)]
-        .filter((t) => t).join("\n") + (skipped.length ? `\npeers that could not run here:\n${skipped.map((s) => `  ${s}`).join("\n")}\n` : ""));
+        .filter((t) => t).join("\n") + (skipped.length ? `\npeers that could not run here:\n${skipped.map((s) => `  ${s}`).join("\n")}\n` : "")
+        + (targets.length ? `\ntargets:\n${targets.map((t) => `  ${t}`).join("\n")}\n` : ""));
     }
     return 0;
   } finally {
@@ -62,10 +65,10 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
-function headerLines(h: Harness, cases: readonly ShapeCase[]): string[] {
+function headerLines(h: Harness, cases: readonly ShapeCase[], why: string | undefined): string[] {
   return [
     `duo bench: runtime ${h.base.runtime}, backend ${h.backend.name}${h.backend.shards > 1 ? ` (${h.backend.shards} workers)` : ""}, ${runtime().cores} core(s)`,
-    ceilingLine(h.records),
+    why ? `ceilings: not measured: ${why}` : ceilingLine(h.records),
     ...cases.map((c) => `${c.shape.name} (${c.shape.numLayers} layers, ${c.shape.numHeads} query / ${c.shape.numKvHeads} KV heads, D = ${c.shape.headDim}), S = ${c.sinkSize}, R = ${c.recentSize}: ${c.source}; retrieval heads per layer ${c.schedule.counts().join(" ")}`),
   ];
 }

@@ -9,7 +9,7 @@ import type { KvDtype } from "../../dtype.ts";
 import { DuoAttention } from "../../engine/duo.ts";
 import { DuoError } from "../../errors.ts";
 import type { ShapeCase } from "./cases.ts";
-import { type Mode, scheduleFor } from "./decode.ts";
+import { FILL_CHUNK, type Mode, scheduleFor } from "./decode.ts";
 import type { Harness } from "./harness.ts";
 import { type BenchRecord, record } from "./record.ts";
 
@@ -25,7 +25,8 @@ export interface CapacityResult {
   filled: number | null;
 }
 
-const PROBE_A = 4096, PROBE_B = 12288, MAX_CONTEXT = 1 << 24;
+/** Two fills a whole number of pages apart (default page 1024 tokens) give the exact growth per token. */
+const PROBE_A = 2048, PROBE_B = 4096, MAX_CONTEXT = 1 << 24;
 
 export async function capacity(h: Harness, c: ShapeCase, dtype: KvDtype, mode: Mode, demonstrate: boolean): Promise<CapacityResult> {
   const b = h.backend, shards = Array.from({ length: b.shards }, (_, s) => s);
@@ -36,7 +37,7 @@ export async function capacity(h: Harness, c: ShapeCase, dtype: KvDtype, mode: M
   });
   const seq = duo.sequence();
   const L = c.shape.numLayers;
-  const inputs = new SyntheticInputs(c.shape, 8192);
+  const inputs = new SyntheticInputs(c.shape, FILL_CHUNK);
   const shortest = () => Math.min(...Array.from({ length: L }, (_, l) => seq.length(l)));
   // Every layer up to `to` tokens, `chunk` at a time (layers may start uneven after a refused call).
   const fillAll = async (to: number, chunk: number) => {
@@ -50,9 +51,9 @@ export async function capacity(h: Harness, c: ShapeCase, dtype: KvDtype, mode: M
     }
   };
   try {
-    await fillAll(PROBE_A, 4096);
+    await fillAll(PROBE_A, FILL_CHUNK);
     const a = shards.map((s) => b.memory(s).allocated);
-    await fillAll(PROBE_B, 4096);
+    await fillAll(PROBE_B, FILL_CHUNK);
     const grown = shards.map((s) => b.memory(s).allocated);
     const growth = shards.map((s) => (grown[s]! - a[s]!) / (PROBE_B - PROBE_A));
     const perShard = shards.map((s) => (growth[s]! > 0 ? PROBE_B + (caps[s]! - grown[s]!) / growth[s]! : Infinity));
@@ -60,8 +61,8 @@ export async function capacity(h: Harness, c: ShapeCase, dtype: KvDtype, mode: M
     let filled: number | null = null;
     if (demonstrate && Number.isFinite(tokens)) {
       h.note(`capacity ${c.shape.name} ${dtype} ${mode}: filling all ${L} layers until the backend is full (computed: ${Math.floor(tokens)} tokens)`);
-      // Big steps, then halve the step after each refusal (a refused call changes nothing) down to 256 tokens.
-      for (let chunk = 8192; chunk >= 256; chunk /= 2) {
+      // Steps of FILL_CHUNK, then halve the step after each refusal (a refused call changes nothing) down to 64.
+      for (let chunk = FILL_CHUNK; chunk >= 64; chunk /= 2) {
         try {
           for (;;) await fillAll(shortest() + chunk, chunk);
         } catch (e) {

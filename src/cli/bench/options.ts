@@ -24,8 +24,8 @@ export const USAGE = `usage: duo bench <decode|prefill|all> [options]
   --chunk n[,n...]     prefill chunk(s) in tokens (default 1024)
   --layers n           decode: time n layers spread over the model, scaled to all by KV bytes (default all)
   --kv-dtype d[,d...]  ${KV_DTYPES.join(" | ")} (default bf16)
-  --capacity m         ${CAPACITY_MODES.join(" | ")}: compute the largest context from allocation growth, or also fill
-                       until the backend is full (default fill when its memory is bounded)
+  --capacity m         ${CAPACITY_MODES.join(" | ")}: compute the largest context from allocation growth (default),
+                       or also fill every layer until the backend's memory is full (slow: it writes all of it)
   --budget ms          time budget per measurement (default 1500)
   --no-peers           skip the peers
   --json               one JSON line per measurement instead of tables

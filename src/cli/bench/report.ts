@@ -145,5 +145,52 @@ export function capacityTable(rs: readonly BenchRecord[], o: TableOptions = {}):
 export function ceilingLine(rs: readonly BenchRecord[]): string {
   const c = rs.find((r) => r.kind === "ceiling");
   if (!c) return "ceilings: not measured";
-  return `ceilings (${c.threads} worker(s), wasm SIMD in this runtime): streaming read ${num(c.readGBps)!.toFixed(1)} GB/s, multiply-add ${num(c.gflops)!.toFixed(1)} GFLOP/s`;
+  return `ceilings (${c.workers} worker(s), wasm SIMD in this runtime): streaming read ${num(c.readGBps)!.toFixed(1)} GB/s, multiply-add ${num(c.gflops)!.toFixed(1)} GFLOP/s`;
+}
+
+/**
+ * The targets the benchmarks are judged by, each with its measured value and whether it is met:
+ * Duo speedup ≥ 0.9 × the KV-byte ratio (largest context where both ran), full-attention decode ≥ 1.5× faster
+ * than onnxruntime-web (every context both ran), window-mode prefill Duo/full ≤ layer retrieval fraction + 0.1 at
+ * ≥ 8K tokens, and capacity Duo/full ≥ 0.95 ÷ retrieval fraction (1.9× at 50%).
+ */
+export function targetLines(rs: readonly BenchRecord[]): string[] {
+  const out: string[] = [];
+  const verdict = (ok: boolean) => (ok ? "met" : "NOT met");
+  const dec = rs.filter((r) => r.kind === "decode" && ours(r));
+  for (const g of groups(dec, ["shape", "kvDtype", "layers"])) {
+    const both = [...new Set(g.map((r) => r.context!))].sort((a, b) => b - a).map((ctx) => [
+      g.find((r) => r.context === ctx && r.mode === "full" && num(r.ms) !== null), g.find((r) => r.context === ctx && r.mode === "duo" && num(r.ms) !== null),
+    ]).find(([f, d]) => f && d);
+    if (!both) continue;
+    const [f, d] = both as [BenchRecord, BenchRecord];
+    const v = (num(f.ms)! / num(d.ms)!) / (num(f.kvBytes)! / num(d.kvBytes)!);
+    out.push(`decode ${f.shape} ${f.kvDtype} @ ${f.context}: Duo speedup ÷ KV-byte ratio = ${v.toFixed(2)} (target ≥ 0.9: ${verdict(v >= 0.9)})`);
+  }
+  for (const g of groups(rs.filter((r) => r.kind === "decode" && r.backend === "onnxruntime-web"), ["shape"])) {
+    const ratios = g.flatMap((p) => {
+      const m = dec.find((r) => r.mode === "full" && r.shape === p.shape && r.context === p.context && num(r.ms) !== null);
+      return m ? [num(p.ms)! / num(m.ms)!] : [];
+    });
+    if (ratios.length) {
+      const v = Math.min(...ratios);
+      out.push(`full-attention decode ${g[0]!.shape}: at least ${v.toFixed(2)}x faster than onnxruntime-web over ${ratios.length} context(s) (target ≥ 1.5x: ${verdict(v >= 1.5)})`);
+    }
+  }
+  for (const d of rs.filter((r) => r.kind === "prefill" && r.mode === "duo" && r.prefill === "window" && (r.context ?? 0) >= 8192 && num(r.totalMs) !== null)) {
+    const f = rs.find((r) => r.kind === "prefill" && r.mode === "full" && r.shape === d.shape && r.kvDtype === d.kvDtype && r.context === d.context && r.chunk === d.chunk && num(r.totalMs) !== null);
+    if (!f) continue;
+    const v = num(d.totalMs)! / num(f.totalMs)!, target = num(d.layerRetrieval)! + 0.1;
+    out.push(`prefill ${d.shape} ${d.kvDtype} window @ ${d.context}/${d.chunk}: Duo/full = ${v.toFixed(3)} (target ≤ ${target.toFixed(2)}: ${verdict(v <= target)})`);
+  }
+  for (const g of groups(rs.filter((r) => r.kind === "capacity"), ["shape", "kvDtype"])) {
+    const f = g.find((r) => r.mode === "full"), d = g.find((r) => r.mode === "duo");
+    const retrieval = num(dec.find((r) => r.shape === g[0]!.shape && r.mode === "duo")?.retrieval);
+    if (!f || !d || num(f.context) === null || num(d.context) === null || retrieval === null) continue;
+    const filled = num(d.filled) !== null && num(f.filled) !== null;
+    const v = filled ? num(d.filled)! / num(f.filled)! : num(d.context)! / num(f.context)!;
+    const target = 0.95 / retrieval;
+    out.push(`capacity ${g[0]!.shape} ${g[0]!.kvDtype}: Duo holds ${v.toFixed(2)}x the context of full attention (${filled ? "filled" : "computed"}; target ≥ ${target.toFixed(2)}x at ${Math.round(retrieval * 100)}% retrieval: ${verdict(v >= target)})`);
+  }
+  return out;
 }

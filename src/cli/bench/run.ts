@@ -13,7 +13,7 @@ export const DEFAULT_DECODE_CONTEXTS = [8192, 16384, 32768, 65536];
 export const DEFAULT_PREFILL_CONTEXTS = [8192];
 export const DEFAULT_CHUNKS = [1024];
 /** Peers hold the whole f32/f16 cache of a layer in host memory and copy it per call; keep them to moderate sizes. */
-export const PEER_MAX_CONTEXT = 32768;
+export const PEER_MAX_CONTEXT = 16384;
 
 /** Run the measurements; records go to h.emit. Returns "peer: reason" lines for peers that could not run. */
 export async function runBench(h: Harness, cases: readonly ShapeCase[], o: BenchOptions): Promise<string[]> {
@@ -28,7 +28,7 @@ export async function runBench(h: Harness, cases: readonly ShapeCase[], o: Bench
       if (decode) {
         const fits: Partial<Record<string, CapacityResult>> = {};
         for (const mode of MODES) {
-          fits[mode] = await capacity(h, c, dtype, mode, bounded && (o.capacity ?? "fill") === "fill");
+          fits[mode] = await capacity(h, c, dtype, mode, bounded && o.capacity === "fill");
           h.emit(capacityRecord(h, c, dtype, fits[mode]!));
         }
         const layers = spreadLayers(c.shape.numLayers, o.layers ?? c.shape.numLayers);

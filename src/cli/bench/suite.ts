@@ -19,7 +19,7 @@ import { type Harness, warmUp } from "./harness.ts";
 import type { BenchOptions } from "./options.ts";
 import { prefillRun } from "./prefill.ts";
 import { type BenchRecord, jsonLine } from "./record.ts";
-import { fmtMs } from "./report.ts";
+import { fmtMs, targetLines } from "./report.ts";
 
 /** The suite's sizes per shape (overridable with --contexts, --layers, --prefill-contexts, --chunk). */
 export interface PaperSizes {
@@ -34,12 +34,12 @@ export interface PaperSizes {
 export const PAPER_SIZES: Readonly<Record<string, PaperSizes>> = {
   "llama-3-8b": {
     contexts: [4096, 8192, 16384, 32768, 65536], layers: 8,
-    prefillContext: 4096, chunks: [512, 1024, 2048, 4096],
+    prefillContext: 2048, chunks: [256, 512, 1024, 2048],
     ratioContext: 16384, ratios: [1, 0.75, 0.5, 0.25, 0.125],
   },
   "llama-2-7b": {
     contexts: [2048, 4096, 8192, 16384, 32768], layers: 8,
-    prefillContext: 4096, chunks: [512, 1024, 2048, 4096],
+    prefillContext: 2048, chunks: [256, 512, 1024, 2048],
     ratioContext: 8192, ratios: [1, 0.75, 0.5, 0.25, 0.125],
   },
 };
@@ -110,6 +110,10 @@ export async function runPaperSuite(h: Harness, cases: readonly ShapeCase[], o: 
     "![decode vs ratio](decode-vs-ratio.svg)",
     "",
     ratioTable(rs),
+    "## Targets",
+    "",
+    ...targetLines(rs).map((t) => `- ${t}`),
+    "",
   ].join("\n");
   await makeDir(o.out);
   await writeText(`${o.out}/results.jsonl`, rs.map(jsonLine).join("\n") + "\n");
