@@ -49,8 +49,8 @@ export type FromWorker =
   | { id: number; ok: false; code: DuoErrorCode; message: string };
 
 const DTYPE_CODE: Record<KvDtype, number> = { f32: 0, f16: 1, bf16: 2 };
-/** f16 storage that has received an Inf or NaN: widened with the exact (slower) conversion (duo.h). */
-const F16_SPECIAL = 3;
+/** Segment flag: its buffers may hold Inf/NaN, so the kernels take the exact paths (wasm/src/duo.h). */
+const DUO_NONFINITE = 4;
 /** Host rows are copied into wasm memory in pieces of at most this many bytes. */
 const PIECE_BYTES = 4 << 20;
 const SEGMENT_INTS = 8;
@@ -82,8 +82,8 @@ class Layout {
 interface Buffer {
   ptr: number;
   bytes: number;
-  /** f16 data here may hold Inf/NaN (set by appends, never cleared) */
-  special: boolean;
+  /** an append has written Inf or NaN here (never cleared: the kernels then take their exact paths) */
+  nonfinite: boolean;
 }
 
 export class WasmExec {
@@ -101,7 +101,7 @@ export class WasmExec {
   alloc(h: Handle, bytes: number): boolean {
     const ptr = this.ex.duo_alloc(bytes) >>> 0;
     if (ptr === 0) return false;
-    this.buffers.set(h, { ptr, bytes, special: false });
+    this.buffers.set(h, { ptr, bytes, nonfinite: false });
     return true;
   }
 
@@ -180,7 +180,7 @@ export class WasmExec {
       const rc = this.ex.duo_append(dst.ptr, DTYPE_CODE[op.dtype], op.rowHeads, D, base + srcAt, op.srcHeads,
         base + headsAt, base + rowsAt, n);
       if (rc < 0) throw new DuoError("INVALID_ARGUMENT", `wasm backend: duo_append rejected its arguments (status ${rc})`);
-      if (rc > 0) dst.special = true;
+      if (rc > 0) dst.nonfinite = true;
     }
   }
 
@@ -201,7 +201,7 @@ export class WasmExec {
     const mem = this.ex.memory.buffer;
     const segInts = new Int32Array(mem, base + segAt, segs.length * SEGMENT_INTS);
     segs.forEach(({ s, k, v }, i) => {
-      const dtype = s.dtype === "f16" && (k.special || v.special) ? F16_SPECIAL : DTYPE_CODE[s.dtype];
+      const dtype = DTYPE_CODE[s.dtype] | (k.nonfinite || v.nonfinite ? DUO_NONFINITE : 0);
       const numeric = typeof s.positions === "number";
       if (!numeric) new Int32Array(mem, base + posAt[i]!, s.rowCount).set(s.positions as Int32Array);
       segInts.set([k.ptr, v.ptr, dtype, s.rowHeads, s.rowStart, s.rowCount, numeric ? 0 : base + posAt[i]!,

@@ -345,7 +345,9 @@ function workerUrl(): URL {
 
 const compiled = new Map<WasmKernels, Promise<WebAssembly.Module>>();
 
-function loadModule(opts: WasmBackendOptions): Promise<WebAssembly.Module> {
+/** The compiled kernels: `opts.wasmModule` when given (no file access), else wasm/dist (source) or the module's own
+ *  directory (bundle), compiled once per process. */
+export function loadWasmModule(opts: WasmBackendOptions = {}): Promise<WebAssembly.Module> {
   if (opts.wasmModule !== undefined) {
     if (!(opts.wasmModule instanceof WebAssembly.Module)) {
       return Promise.reject(new DuoError("INVALID_ARGUMENT", "wasmModule must be a WebAssembly.Module (compiled duo.wasm)"));
@@ -372,7 +374,7 @@ export async function probeWasm(opts: WasmBackendOptions): Promise<BackendProbe>
     return { name: "wasm", usable: false, reason: "this runtime's WebAssembly lacks fixed-width SIMD (simd128), which duo.wasm needs" };
   }
   try {
-    const m = await loadModule(opts);
+    const m = await loadWasmModule(opts);
     if (!WebAssembly.Module.exports(m).some((e) => e.name === "duo_attend")) {
       return { name: "wasm", usable: false, reason: "wasmModule is not duo.wasm (it has no duo_attend export)" };
     }
@@ -385,7 +387,7 @@ export async function probeWasm(opts: WasmBackendOptions): Promise<BackendProbe>
 export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<WasmBackend> {
   const rt = runtime();
   const threads = checkInt("threads", opts.threads ?? rt.cores, 0, 1024);
-  const module = await loadModule(opts);
+  const module = await loadWasmModule(opts);
   if (threads === 0 || !rt.workers) return new WasmBackend([new LocalShard(await WasmExec.create(module))], false);
   const started = await Promise.allSettled(Array.from({ length: threads }, (_, i) => WorkerShard.start(workerUrl(), module, i)));
   const shards = started.flatMap((s) => (s.status === "fulfilled" ? [s.value] : []));

@@ -8,7 +8,7 @@ int32_t duo_append(uint32_t dst, int32_t dtype, int32_t row_heads, int32_t head_
     return DUO_E_ARG;
   const int32_t *hs = (const int32_t *)(uintptr_t)heads, *rs = (const int32_t *)(uintptr_t)rows;
   const uint32_t es = dtype == DUO_F32 ? 4 : 2, D = (uint32_t)head_dim;
-  int32_t specials = 0;
+  int32_t nonfinite = 0;
   for (int32_t t = 0; t < n; t++) {
     if (rs[t] < 0) continue;
     for (int32_t j = 0; j < row_heads;) {
@@ -16,10 +16,12 @@ int32_t duo_append(uint32_t dst, int32_t dtype, int32_t row_heads, int32_t head_
       while (j + len < row_heads && hs[j + len] == hs[j] + len) len++;
       uint8_t *d = (uint8_t *)(uintptr_t)(dst + ((uint32_t)rs[t] * row_heads + j) * D * es);
       const float *s = (const float *)(uintptr_t)(src + ((uint32_t)t * src_heads + hs[j]) * D * 4);
-      if (dtype == DUO_F32) __builtin_memcpy(d, s, len * D * 4);
-      else specials += k_convert(d, s, dtype, (int)(len * D));
+      if (dtype == DUO_F32) {
+        __builtin_memcpy(d, s, len * D * 4);
+        nonfinite += k_nonfinite(s, (int)(len * D));
+      } else nonfinite += k_convert(d, s, dtype, (int)(len * D));
       j += len;
     }
   }
-  return specials;
+  return nonfinite;
 }

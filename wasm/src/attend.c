@@ -139,41 +139,37 @@ static void touch(uint32_t p, uint32_t bytes) {
 static void run_block(const tile_ctx *c, int r0, int n, int cls) {
   const plan *p = c->p;
   const duo_segment *sg = c->sg;
-  const int D = p->D, M = p->M, es = sg->dtype == DUO_F32 ? 4 : 2;
+  const int D = p->D, M = p->M, dt0 = sg->dtype & DUO_DTYPE_MASK, es = dt0 == DUO_F32 ? 4 : 2;
+  const int guard = sg->dtype & DUO_NONFINITE;
   const uint32_t stride = (uint32_t)sg->row_heads * D * es, first = (uint32_t)(sg->row_start + r0) * stride;
   float *s = WS(c, s), *alpha = WS(c, alpha);
-  const int widen = sg->dtype == DUO_F16 || sg->dtype == DUO_F16_SPECIAL || (sg->dtype == DUO_BF16 && M >= 16);
+  const int widen = dt0 == DUO_F16 || (dt0 == DUO_BF16 && M >= 16);
   touch(sg->k + first, (uint32_t)n * stride);
   touch(sg->v + first, (uint32_t)n * stride);
   for (int j = 0; j < p->J; j++) {
     uint32_t off = ((uint32_t)(sg->row_start + r0) * sg->row_heads + c->slots[j]) * D * es;
     const uint8_t *k = (const uint8_t *)(uintptr_t)(sg->k + off), *v = (const uint8_t *)(uintptr_t)(sg->v + off);
     float *qp = WS(c, qp) + j * M * D, *acc = WS(c, pacc) + j * M * D, *mx = WS(c, pm) + j * M, *l = WS(c, pl) + j * M;
+    const int kdt = widen ? DUO_F32 : dt0, vdt = (widen ? DUO_F32 : dt0) | guard;
+    const uint8_t *kb = widen ? (const uint8_t *)WS(c, kw) : k, *vb = widen ? (const uint8_t *)WS(c, vw) : v;
+    const uint32_t bs = widen ? (uint32_t)D * 4 : stride;
     if (p->m4) {
-      if (widen) {
-        k_widen(WS(c, kw), k, stride, sg->dtype, n, D);
-        k_scores_m4(qp, M, D, (const uint8_t *)WS(c, kw), D * 4, DUO_F32, n, s);
-      } else k_scores_m4(qp, M, D, k, stride, sg->dtype, n, s);
+      if (widen) k_widen(WS(c, kw), k, stride, sg->dtype, n, D);
+      k_scores_m4(qp, M, D, kb, bs, kdt, n, s);
       if (cls == PARTIAL) mask_block(c, s, r0, n, M, p->G, 0);
       k_softmax_m4(s, n, M, mx, l, alpha);
-      if (widen) {
-        k_widen(WS(c, vw), v, stride, sg->dtype, n, D);
-        k_pv_m4(acc, alpha, s, M, D, (const uint8_t *)WS(c, vw), D * 4, DUO_F32, n);
-      } else k_pv_m4(acc, alpha, s, M, D, v, stride, sg->dtype, n);
+      if (widen) k_widen(WS(c, vw), v, stride, sg->dtype, n, D);
+      k_pv_m4(acc, alpha, s, M, D, vb, bs, vdt, n);
     } else {
-      const uint8_t *kb = k, *vb = v;
-      uint32_t bs = stride;
-      int dt = sg->dtype;
       if (widen) {
-        k_widen(WS(c, kw), k, stride, dt, n, D);
-        k_widen(WS(c, vw), v, stride, dt, n, D);
-        kb = (const uint8_t *)WS(c, kw), vb = (const uint8_t *)WS(c, vw), bs = D * 4, dt = DUO_F32;
+        k_widen(WS(c, kw), k, stride, sg->dtype, n, D);
+        k_widen(WS(c, vw), v, stride, sg->dtype, n, D);
       }
       for (int g = 0; g < M; g++) {
-        k_scores_m1(qp + g * D, D, kb, bs, dt, n, s);
+        k_scores_m1(qp + g * D, D, kb, bs, kdt, n, s);
         if (cls == PARTIAL) mask_block(c, s, r0, n, 1, p->G, g);
         k_softmax_m1(s, n, mx + g, l + g, alpha);
-        k_pv_m1(acc + g * D, *alpha, s, D, vb, bs, dt, n);
+        k_pv_m1(acc + g * D, *alpha, s, D, vb, bs, vdt, n);
       }
     }
   }
@@ -271,8 +267,7 @@ int32_t duo_attend(uint32_t q, int32_t t, int32_t num_heads, int32_t head_dim, i
         for (int g = 0; g < G; g++) {
           int v = j * p.M + r * G + g;
           uint32_t o = (uint32_t)(t0 + r) * J * G + j * G + g;
-          float inv = tl[v] > 0.0f ? 1.0f / tl[v] : 0.0f;
-          k_axpby(of + o * D, acc + v * D, inv, acc + v * D, 0.0f, D);
+          k_scale(of + o * D, acc + v * D, tl[v] > 0.0f ? 1.0f / tl[v] : 0.0f, D);
           if (lf) lf[o] = tl[v] > 0.0f ? (float)(tm[v] * LN2 + log_f64(tl[v])) : NEG_INF;
         }
   }

@@ -3,7 +3,9 @@
 #include "kernels.h"
 #include "math.h"
 
+/* Element d of a row, widened exactly (the scalar twin does not need DUO_NONFINITE to be exact). */
 static float ld(const uint8_t *row, int d, int dt) {
+  dt &= DUO_DTYPE_MASK;
   if (dt == DUO_F32) return ((const float *)row)[d];
   uint32_t h = ((const uint16_t *)row)[d];
   if (dt == DUO_BF16) return f32_from_bits(h << 16);
@@ -55,6 +57,7 @@ void k_pv_m4(float *acc, const float *alpha, const float *p, int M, int D, const
     for (int d = 0; d < D; d++) c[d] *= alpha[m];
     for (int i = 0; i < n; i++) {
       const uint8_t *vr = v + (uint32_t)i * stride;
+      if (p[i * M + m] == 0.0f && (dt & DUO_NONFINITE)) continue; /* a masked key, maybe with Inf/NaN values */
       for (int d = 0; d < D; d++) c[d] += p[i * M + m] * ld(vr, d, dt);
     }
   }
@@ -71,4 +74,8 @@ void k_widen(float *dst, const uint8_t *src, uint32_t stride, int dt, int n, int
 
 void k_axpby(float *y, const float *a, float wa, const float *b, float wb, int D) {
   for (int d = 0; d < D; d++) y[d] = a[d] * wa + b[d] * wb;
+}
+
+void k_scale(float *y, const float *x, float s, int D) {
+  for (int d = 0; d < D; d++) y[d] = x[d] * s;
 }

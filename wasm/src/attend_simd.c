@@ -19,6 +19,11 @@ ALWAYS_INLINE VF ld4(const uint8_t *row, int d, int dt) {
   return dt == DUO_F32 ? VF_LOAD(row + 4 * d) : VF_BF16(row + 2 * d);
 }
 
+/* acc + w * x; with `guard`, a zero weight adds exactly 0 even when x is Inf or NaN (the key was masked). */
+ALWAYS_INLINE VF mad_w(VF acc, VF w, VF x, int guard) {
+  return guard ? VF_ADD(acc, VF_SELECT(VF_EQ(w, VF_ZERO), VF_ZERO, VF_MUL(w, x))) : VF_MAD(acc, w, x);
+}
+
 /* Two rows against one quad of interleaved queries: s[0..3] (row a) and s[M..M+3] (row b). */
 ALWAYS_INLINE void dot_2x4(const float *qq, const uint8_t *ka, const uint8_t *kb, int D, int dt, float *s, int M) {
   VF a0 = VF_ZERO, a1 = VF_ZERO, a2 = VF_ZERO, a3 = VF_ZERO, b0 = VF_ZERO, b1 = VF_ZERO, b2 = VF_ZERO, b3 = VF_ZERO;
@@ -55,7 +60,7 @@ ALWAYS_INLINE void scores_m4_impl(const float *qp, int M, int D, const uint8_t *
     for (int m = 0; m < M; m += 4) VF_STORE(s + i * M + m, dot_1x4(qp + m * D, k + (uint32_t)i * stride, D, dt));
 }
 void k_scores_m4(const float *qp, int M, int D, const uint8_t *k, uint32_t stride, int dt, int n, float *s) {
-  if (dt == DUO_F32) scores_m4_impl(qp, M, D, k, stride, n, s, DUO_F32);
+  if ((dt & DUO_DTYPE_MASK) == DUO_F32) scores_m4_impl(qp, M, D, k, stride, n, s, DUO_F32);
   else scores_m4_impl(qp, M, D, k, stride, n, s, DUO_BF16);
 }
 
@@ -80,7 +85,7 @@ ALWAYS_INLINE void scores_m1_impl(const float *q, int D, const uint8_t *k, uint3
   }
 }
 void k_scores_m1(const float *q, int D, const uint8_t *k, uint32_t stride, int dt, int n, float *s) {
-  if (dt == DUO_F32) scores_m1_impl(q, D, k, stride, n, s, DUO_F32);
+  if ((dt & DUO_DTYPE_MASK) == DUO_F32) scores_m1_impl(q, D, k, stride, n, s, DUO_F32);
   else scores_m1_impl(q, D, k, stride, n, s, DUO_BF16);
 }
 
@@ -127,7 +132,7 @@ void k_softmax_m1(float *s, int n, float *mx, float *l, float *alpha) {
 /* 4 query vectors x 8 elements of acc stay in registers while the loop runs down the n value rows; a head dim that is
  * not a multiple of 8 ends with one 4-element column. */
 ALWAYS_INLINE void pv_m4_impl(float *acc, const float *alpha, const float *p, int M, int D, const uint8_t *v,
-                              uint32_t stride, int n, int dt) {
+                              uint32_t stride, int n, int dt, int guard) {
   for (int m = 0; m < M; m += 4) {
     VF al0 = VF_LOAD_SPLAT(alpha + m), al1 = VF_LOAD_SPLAT(alpha + m + 1);
     VF al2 = VF_LOAD_SPLAT(alpha + m + 2), al3 = VF_LOAD_SPLAT(alpha + m + 3);
@@ -142,10 +147,10 @@ ALWAYS_INLINE void pv_m4_impl(float *acc, const float *alpha, const float *p, in
       const float *pi = p + m;
       for (int i = 0; i < n; i++, vr += stride, pi += M) {
         VF lo = ld4(vr, d, dt), hi = ld4(vr, d + 4, dt), w;
-        w = VF_LOAD_SPLAT(pi);     x0 = VF_MAD(x0, w, lo); y0 = VF_MAD(y0, w, hi);
-        w = VF_LOAD_SPLAT(pi + 1); x1 = VF_MAD(x1, w, lo); y1 = VF_MAD(y1, w, hi);
-        w = VF_LOAD_SPLAT(pi + 2); x2 = VF_MAD(x2, w, lo); y2 = VF_MAD(y2, w, hi);
-        w = VF_LOAD_SPLAT(pi + 3); x3 = VF_MAD(x3, w, lo); y3 = VF_MAD(y3, w, hi);
+        w = VF_LOAD_SPLAT(pi);     x0 = mad_w(x0, w, lo, guard); y0 = mad_w(y0, w, hi, guard);
+        w = VF_LOAD_SPLAT(pi + 1); x1 = mad_w(x1, w, lo, guard); y1 = mad_w(y1, w, hi, guard);
+        w = VF_LOAD_SPLAT(pi + 2); x2 = mad_w(x2, w, lo, guard); y2 = mad_w(y2, w, hi, guard);
+        w = VF_LOAD_SPLAT(pi + 3); x3 = mad_w(x3, w, lo, guard); y3 = mad_w(y3, w, hi, guard);
       }
       VF_STORE(c0 + d, x0); VF_STORE(c0 + d + 4, y0); VF_STORE(c1 + d, x1); VF_STORE(c1 + d + 4, y1);
       VF_STORE(c2 + d, x2); VF_STORE(c2 + d + 4, y2); VF_STORE(c3 + d, x3); VF_STORE(c3 + d + 4, y3);
@@ -157,8 +162,8 @@ ALWAYS_INLINE void pv_m4_impl(float *acc, const float *alpha, const float *p, in
       const float *pi = p + m;
       for (int i = 0; i < n; i++, vr += stride, pi += M) {
         VF x = ld4(vr, d, dt);
-        x0 = VF_MAD(x0, VF_LOAD_SPLAT(pi), x); x1 = VF_MAD(x1, VF_LOAD_SPLAT(pi + 1), x);
-        x2 = VF_MAD(x2, VF_LOAD_SPLAT(pi + 2), x); x3 = VF_MAD(x3, VF_LOAD_SPLAT(pi + 3), x);
+        x0 = mad_w(x0, VF_LOAD_SPLAT(pi), x, guard); x1 = mad_w(x1, VF_LOAD_SPLAT(pi + 1), x, guard);
+        x2 = mad_w(x2, VF_LOAD_SPLAT(pi + 2), x, guard); x3 = mad_w(x3, VF_LOAD_SPLAT(pi + 3), x, guard);
       }
       VF_STORE(c0 + d, x0); VF_STORE(c1 + d, x1); VF_STORE(c2 + d, x2); VF_STORE(c3 + d, x3);
     }
@@ -166,13 +171,17 @@ ALWAYS_INLINE void pv_m4_impl(float *acc, const float *alpha, const float *p, in
 }
 void k_pv_m4(float *acc, const float *alpha, const float *p, int M, int D, const uint8_t *v, uint32_t stride, int dt,
              int n) {
-  if (dt == DUO_F32) pv_m4_impl(acc, alpha, p, M, D, v, stride, n, DUO_F32);
-  else pv_m4_impl(acc, alpha, p, M, D, v, stride, n, DUO_BF16);
+  switch (dt) {
+    case DUO_F32: pv_m4_impl(acc, alpha, p, M, D, v, stride, n, DUO_F32, 0); break;
+    case DUO_BF16: pv_m4_impl(acc, alpha, p, M, D, v, stride, n, DUO_BF16, 0); break;
+    case DUO_F32 | DUO_NONFINITE: pv_m4_impl(acc, alpha, p, M, D, v, stride, n, DUO_F32, 1); break;
+    default: pv_m4_impl(acc, alpha, p, M, D, v, stride, n, DUO_BF16, 1); break;
+  }
 }
 
 /* One query vector: 16 elements of acc in registers down the value rows, then 4-element columns for the rest. */
 ALWAYS_INLINE void pv_m1_impl(float *acc, float alpha, const float *p, int D, const uint8_t *v, uint32_t stride, int n,
-                              int dt) {
+                              int dt, int guard) {
   VF al = VF_SPLAT(alpha);
   int d = 0;
   for (; d + 16 <= D; d += 16) {
@@ -181,40 +190,49 @@ ALWAYS_INLINE void pv_m1_impl(float *acc, float alpha, const float *p, int D, co
     const uint8_t *vr = v;
     for (int i = 0; i < n; i++, vr += stride) {
       VF w = VF_LOAD_SPLAT(p + i);
-      x0 = VF_MAD(x0, w, ld4(vr, d, dt)); x1 = VF_MAD(x1, w, ld4(vr, d + 4, dt));
-      x2 = VF_MAD(x2, w, ld4(vr, d + 8, dt)); x3 = VF_MAD(x3, w, ld4(vr, d + 12, dt));
+      x0 = mad_w(x0, w, ld4(vr, d, dt), guard); x1 = mad_w(x1, w, ld4(vr, d + 4, dt), guard);
+      x2 = mad_w(x2, w, ld4(vr, d + 8, dt), guard); x3 = mad_w(x3, w, ld4(vr, d + 12, dt), guard);
     }
     VF_STORE(acc + d, x0); VF_STORE(acc + d + 4, x1); VF_STORE(acc + d + 8, x2); VF_STORE(acc + d + 12, x3);
   }
   for (; d < D; d += 4) {
     VF x = VF_MUL(VF_LOAD(acc + d), al);
-    for (int i = 0; i < n; i++) x = VF_MAD(x, VF_LOAD_SPLAT(p + i), ld4(v + (uint32_t)i * stride, d, dt));
+    for (int i = 0; i < n; i++) x = mad_w(x, VF_LOAD_SPLAT(p + i), ld4(v + (uint32_t)i * stride, d, dt), guard);
     VF_STORE(acc + d, x);
   }
 }
 void k_pv_m1(float *acc, float alpha, const float *p, int D, const uint8_t *v, uint32_t stride, int dt, int n) {
-  if (dt == DUO_F32) pv_m1_impl(acc, alpha, p, D, v, stride, n, DUO_F32);
-  else pv_m1_impl(acc, alpha, p, D, v, stride, n, DUO_BF16);
+  switch (dt) {
+    case DUO_F32: pv_m1_impl(acc, alpha, p, D, v, stride, n, DUO_F32, 0); break;
+    case DUO_BF16: pv_m1_impl(acc, alpha, p, D, v, stride, n, DUO_BF16, 0); break;
+    case DUO_F32 | DUO_NONFINITE: pv_m1_impl(acc, alpha, p, D, v, stride, n, DUO_F32, 1); break;
+    default: pv_m1_impl(acc, alpha, p, D, v, stride, n, DUO_BF16, 1); break;
+  }
 }
 
 ALWAYS_INLINE void widen_impl(float *dst, const uint8_t *src, uint32_t stride, int n, int D, int dt) {
   for (int i = 0; i < n; i++, dst += D, src += stride)
     for (int d = 0; d < D; d += 4) {
       VF x = dt == DUO_F32 ? VF_LOAD(src + 4 * d) : dt == DUO_BF16 ? VF_BF16(src + 2 * d)
-           : dt == DUO_F16 ? VF_F16_FAST(src + 2 * d) : vf_f16_exact(src + 2 * d);
+           : dt == DUO_F16 ? VF_F16_FAST(src + 2 * d) : vf_f16_exact(src + 2 * d); /* DUO_F16 | DUO_NONFINITE */
       VF_STORE(dst + d, x);
     }
 }
 void k_widen(float *dst, const uint8_t *src, uint32_t stride, int dt, int n, int D) {
   switch (dt) {
-    case DUO_F32: widen_impl(dst, src, stride, n, D, DUO_F32); break;
-    case DUO_BF16: widen_impl(dst, src, stride, n, D, DUO_BF16); break;
     case DUO_F16: widen_impl(dst, src, stride, n, D, DUO_F16); break;
-    default: widen_impl(dst, src, stride, n, D, DUO_F16_SPECIAL); break;
+    case DUO_F16 | DUO_NONFINITE: widen_impl(dst, src, stride, n, D, DUO_F16 | DUO_NONFINITE); break;
+    case DUO_BF16: case DUO_BF16 | DUO_NONFINITE: widen_impl(dst, src, stride, n, D, DUO_BF16); break;
+    default: widen_impl(dst, src, stride, n, D, DUO_F32); break;
   }
 }
 
 void k_axpby(float *y, const float *a, float wa, const float *b, float wb, int D) {
   VF va = VF_SPLAT(wa), vb = VF_SPLAT(wb);
   for (int d = 0; d < D; d += 4) VF_STORE(y + d, VF_MAD(VF_MUL(VF_LOAD(a + d), va), VF_LOAD(b + d), vb));
+}
+
+void k_scale(float *y, const float *x, float s, int D) {
+  VF vs = VF_SPLAT(s);
+  for (int d = 0; d < D; d += 4) VF_STORE(y + d, VF_MUL(VF_LOAD(x + d), vs));
 }

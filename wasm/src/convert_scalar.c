@@ -1,4 +1,4 @@
-/* Scalar twin of convert_simd.c (same three f16 cases, same bf16 rounding), one element at a time. */
+/* Scalar twins of convert_simd.c (same three f16 cases, same bf16 rounding), one element at a time. */
 #include "duo.h"
 #include "kernels.h"
 #include "math.h"
@@ -18,11 +18,18 @@ static uint16_t f16_bits(uint32_t b) {
 
 int k_convert(uint8_t *dst, const float *src, int dt, int n) {
   uint16_t *out = (uint16_t *)dst;
-  int specials = 0;
+  const uint16_t e = dt == DUO_BF16 ? 0x7f80 : 0x7c00;
+  int count = 0;
   for (int i = 0; i < n; i++) {
     uint32_t b = f32_bits(src[i]);
     out[i] = dt == DUO_BF16 ? bf16_bits(b) : f16_bits(b);
-    if (dt != DUO_BF16 && (out[i] & 0x7c00) == 0x7c00) specials++;
+    count += (out[i] & e) == e;
   }
-  return specials;
+  return count;
+}
+
+int k_nonfinite(const float *src, int n) {
+  int count = 0;
+  for (int i = 0; i < n; i++) count += (f32_bits(src[i]) & 0x7f800000) == 0x7f800000;
+  return count;
 }

@@ -28,27 +28,36 @@ ALWAYS_INLINE VI f16_bits(VI b) {
   return VI_OR(h, VI_SHR(sign, 16));
 }
 
-/* Lanes whose f16 is Inf or NaN (exponent bits all set), counted as -1 per lane. */
-ALWAYS_INLINE VI f16_special(VI h) { return VI_EQ(VI_AND(h, VI_SPLAT(0x7c00)), VI_SPLAT(0x7c00)); }
+/* Lanes whose value is Inf or NaN (all exponent bits set, `e` = the exponent mask), as -1 per lane. */
+ALWAYS_INLINE VI nonfinite(VI x, int32_t e) { return VI_EQ(VI_AND(x, VI_SPLAT(e)), VI_SPLAT(e)); }
+
+ALWAYS_INLINE int lane_total(VI c) {
+  return -(wasm_i32x4_extract_lane(c, 0) + wasm_i32x4_extract_lane(c, 1) + wasm_i32x4_extract_lane(c, 2) +
+           wasm_i32x4_extract_lane(c, 3));
+}
 
 int k_convert(uint8_t *dst, const float *src, int dt, int n) {
-  VI specials = VI_SPLAT(0);
+  const int32_t e = dt == DUO_BF16 ? 0x7f80 : 0x7c00;
+  VI count = VI_SPLAT(0);
   int i = 0;
   for (; i + 8 <= n; i += 8, dst += 16) {
     VI lo = VF_LOAD(src + i), hi = VF_LOAD(src + i + 4);
     if (dt == DUO_BF16) { lo = bf16_bits(lo); hi = bf16_bits(hi); }
-    else {
-      lo = f16_bits(lo); hi = f16_bits(hi);
-      specials = VI_ADD(specials, VI_ADD(f16_special(lo), f16_special(hi)));
-    }
+    else { lo = f16_bits(lo); hi = f16_bits(hi); }
+    count = VI_ADD(count, VI_ADD(nonfinite(lo, e), nonfinite(hi, e)));
     wasm_v128_store(dst, wasm_u16x8_narrow_i32x4(lo, hi));
   }
   if (i < n) { /* n is a multiple of 4: one group of 4 left */
     VI x = VF_LOAD(src + i);
-    if (dt == DUO_BF16) x = bf16_bits(x);
-    else { x = f16_bits(x); specials = VI_ADD(specials, f16_special(x)); }
+    x = dt == DUO_BF16 ? bf16_bits(x) : f16_bits(x);
+    count = VI_ADD(count, nonfinite(x, e));
     wasm_v128_store64_lane(dst, wasm_u16x8_narrow_i32x4(x, x), 0);
   }
-  return -(wasm_i32x4_extract_lane(specials, 0) + wasm_i32x4_extract_lane(specials, 1) +
-           wasm_i32x4_extract_lane(specials, 2) + wasm_i32x4_extract_lane(specials, 3));
+  return lane_total(count);
+}
+
+int k_nonfinite(const float *src, int n) {
+  VI count = VI_SPLAT(0);
+  for (int i = 0; i < n; i += 4) count = VI_ADD(count, nonfinite(VF_LOAD(src + i), 0x7f800000));
+  return lane_total(count);
 }

@@ -18,14 +18,16 @@
 
 enum { DUO_OK = 0, DUO_E_ARG = -1 };
 
-/* KV storage dtypes. DUO_F16_SPECIAL is f16 storage that may hold Inf/NaN: the attention kernels then widen with
- * the exact (slower) conversion; plain DUO_F16 is widened with a multiply that maps only finite values exactly. */
-enum { DUO_F32 = 0, DUO_F16 = 1, DUO_BF16 = 2, DUO_F16_SPECIAL = 3 };
+/* KV storage dtypes, and a flag for segments whose buffers may hold Inf/NaN (duo_append reports when it writes one).
+ * Without the flag f16 is widened with a multiply that is exact for finite values only, and a masked key's value row
+ * is multiplied by a zero weight; with it, f16 is widened exactly and zero weights never touch a value (0 * Inf would
+ * be NaN where the reference skips the key). */
+enum { DUO_F32 = 0, DUO_F16 = 1, DUO_BF16 = 2, DUO_DTYPE_MASK = 3, DUO_NONFINITE = 4 };
 
 /* One run of cached rows, 8 i32 fields (the TypeScript side writes them as an Int32Array). */
 typedef struct {
   uint32_t k, v;       /* K and V buffers */
-  int32_t dtype;       /* DUO_F32 .. DUO_F16_SPECIAL */
+  int32_t dtype;       /* DUO_F32, DUO_F16 or DUO_BF16, | DUO_NONFINITE */
   int32_t row_heads;   /* heads per row */
   int32_t row_start;   /* first row of the run */
   int32_t row_count;   /* rows in the run */
@@ -39,7 +41,7 @@ DUO_EXPORT void duo_free(uint32_t ptr);
 
 /* Append rows: for token t < n with rows[t] >= 0 and dst head j < row_heads, convert
  * src[(t*src_heads + heads[j])*head_dim + d] (f32) into dst row rows[t], head j (round to nearest even).
- * Returns the number of f16 Inf/NaN values written (0 for f32/bf16), or DUO_E_ARG. */
+ * Returns the number of Inf/NaN values written, or DUO_E_ARG. */
 DUO_EXPORT int32_t duo_append(uint32_t dst, int32_t dtype, int32_t row_heads, int32_t head_dim, uint32_t src,
                               int32_t src_heads, uint32_t heads, uint32_t rows, int32_t n);
 

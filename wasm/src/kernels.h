@@ -28,21 +28,25 @@ void k_softmax_m4(float *s, int n, int M, float *mx, float *l, float *alpha);
 void k_softmax_m1(float *s, int n, float *mx, float *l, float *alpha);
 
 /* acc[m][:] <- acc[m][:] * alpha[m] + sum_i p[i*M + m] * value i, for m < M (a multiple of 4), dt DUO_F32 or
- * DUO_BF16. acc: [M][D]. */
+ * DUO_BF16, | DUO_NONFINITE to skip zero weights exactly. acc: [M][D]. */
 void k_pv_m4(float *acc, const float *alpha, const float *p, int M, int D, const uint8_t *v, uint32_t stride, int dt,
              int n);
-/* acc[:] <- acc[:] * alpha + sum_i p[i] * value i (one query vector), dt DUO_F32 or DUO_BF16. */
+/* acc[:] <- acc[:] * alpha + sum_i p[i] * value i (one query vector), dt as for k_pv_m4. */
 void k_pv_m1(float *acc, float alpha, const float *p, int D, const uint8_t *v, uint32_t stride, int dt, int n);
 
 /* dst[i*D + d] = f32 of element d of row i, any dtype (a block of keys or values widened once and reused by many
- * query vectors; f16 always goes this way). */
+ * query vectors; f16 always goes this way, exactly when dt has DUO_NONFINITE). */
 void k_widen(float *dst, const uint8_t *src, uint32_t stride, int dt, int n, int D);
 
 /* y = a * wa + b * wb over D floats (y may alias a). */
 void k_axpby(float *y, const float *a, float wa, const float *b, float wb, int D);
+/* y = x * s over D floats. */
+void k_scale(float *y, const float *x, float s, int D);
 
 /* dst (dtype dt: DUO_F16 or DUO_BF16) = src rounded to nearest even, n floats (n a multiple of 4).
- * Returns how many of the written f16 values are Inf or NaN (always 0 for bf16). */
+ * Returns how many of the written values are Inf or NaN. */
 int k_convert(uint8_t *dst, const float *src, int dt, int n);
+/* How many of n floats (a multiple of 4) are Inf or NaN. */
+int k_nonfinite(const float *src, int n);
 
 #endif

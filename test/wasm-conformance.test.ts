@@ -1,0 +1,268 @@
+// The wasm backend against the reference backend (the specification in code): the same ops on the same data.
+//   attend: per element |a − b| ≤ 1e-5 + 1e-4·|b| and NMSE ≤ 1e-10 over the covered outputs, lse the same per element
+//     rule. For f16/bf16 KV the reference reads the same rounded buffers, so the only difference left is f32 vs float64
+//     arithmetic and the same tolerance applies to every dtype.
+//   Outputs and lse are poisoned with NaN before every run: covered query heads must all be written, the query heads of
+//     the uncovered KV head must still be NaN afterwards.
+// Grid: f32/f16/bf16 × G = 1/4/8 × head dim 64/128/36; decode over many pages (split-KV, rowStart > 0) and over one
+// big segment; prefill chunks against a sink+recent ring (scrambled Int32Array positions, rows written with skips) plus
+// a staging segment, window null ("upstream") and {sink, recent}, with T < S, T = S + R, T = S + R + 1 and T across
+// query-tile boundaries; causal prefill over pages; rows with no visible key; ops with no heads; the SIMD build
+// in this thread and in two workers (both shards at once), and the scalar twins.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { ReferenceBackend } from "../src/backend/reference.ts";
+import type { AttendOp, Backend, Op, Segment } from "../src/backend/types.ts";
+import { createWasmBackend, probeWasm } from "../src/backend/wasm.ts";
+import { bytesPerElement, type KvDtype } from "../src/dtype.ts";
+import { randomArray } from "./helpers/random.ts";
+
+const probe = await probeWasm({});
+const skip = probe.usable ? false : `skipped: wasm backend not usable here (${probe.reason})`;
+
+const S = 4, R = 8, PAGE = 64, KVH = 3;
+const COVERED = Int32Array.of(2, 0); // the op covers KV heads 2 and 0 of the caller's 3; head 1 stays untouched
+const SLOTS = Int32Array.of(1, 0); // ... stored in row slots 1 and 0
+const SLOT_HEADS = Int32Array.of(0, 2); // append: slot 0 <- head 0, slot 1 <- head 2
+const ATOL = 1e-5, RTOL = 1e-4, MAX_NMSE = 1e-10;
+
+type Store = "pages" | "big" | "ring" | "future";
+interface Case {
+  dtype: KvDtype;
+  G: number;
+  D: number;
+  /** tokens before the call (the call's queries are at positions ctx .. ctx + T − 1) */
+  ctx: number;
+  T: number;
+  store: Store;
+  window: { sink: number; recent: number } | null;
+}
+
+const caseName = (c: Case) => `${c.dtype} G=${c.G} D=${c.D} ctx=${c.ctx} T=${c.T} ${c.store} ${c.window ? `window ${c.window.sink}+${c.window.recent}` : "no window"}`;
+
+interface Data {
+  K: Float32Array; // [ctx + T, KVH, D]
+  V: Float32Array;
+  q: Float32Array; // [T, KVH * G, D]
+}
+
+function makeData(c: Case, seed: number): Data {
+  const N = c.ctx + c.T;
+  return {
+    K: randomArray(N * KVH * c.D, seed, 1),
+    V: randomArray(N * KVH * c.D, seed + 1, 1),
+    q: randomArray(c.T * KVH * c.G * c.D, seed + 2, 3), // scaled up: softmax far from uniform
+  };
+}
+
+/** Append the K/V of `positions` (host token indices) into rows `rows` of a fresh pair of buffers. */
+function store(b: Backend, shard: number, c: Case, d: Data, capacityRows: number, rowOf: (p: number) => number) {
+  const bytes = capacityRows * 2 * c.D * bytesPerElement(c.dtype);
+  const k = b.alloc(shard, bytes), v = b.alloc(shard, bytes);
+  const N = c.ctx + c.T;
+  const rows = Int32Array.from({ length: N }, (_, p) => rowOf(p));
+  const ops: Op[] = [k, v].map((dst, i) => ({
+    kind: "append", dst, dtype: c.dtype, rowHeads: 2, headDim: c.D, src: i === 0 ? d.K : d.V, srcHeads: KVH,
+    heads: SLOT_HEADS, rows,
+  }));
+  return { k, v, ops };
+}
+
+/** Build the stores of a case on one backend shard; returns the ops (appends, then one attend) and the handles. */
+function build(b: Backend, shard: number, c: Case, d: Data, out: Float32Array, lse: Float32Array) {
+  const N = c.ctx + c.T;
+  const ops: Op[] = [], handles: number[] = [], segments: Segment[] = [];
+  const seg = (k: number, v: number, rowStart: number, rowCount: number, positions: Int32Array | number): Segment =>
+    ({ k, v, dtype: c.dtype, rowHeads: 2, rowStart, rowCount, positions });
+  const add = (s: ReturnType<typeof store>) => (ops.push(...s.ops), handles.push(s.k, s.v), s);
+  if (c.store === "pages") {
+    // two pages per buffer, so every other segment starts at rowStart = PAGE
+    for (let p0 = 0; p0 < N; p0 += 2 * PAGE) {
+      const s = add(store(b, shard, c, d, 2 * PAGE, (p) => (p >= p0 && p < p0 + 2 * PAGE ? p - p0 : -1)));
+      for (let half = 0; half < 2 && p0 + half * PAGE < N; half++) {
+        segments.push(seg(s.k, s.v, half * PAGE, Math.min(PAGE, N - p0 - half * PAGE), p0 + half * PAGE));
+      }
+    }
+  } else if (c.store === "big") {
+    const s = add(store(b, shard, c, d, N, (p) => p));
+    segments.push(seg(s.k, s.v, 0, N, 0));
+  } else if (c.store === "ring") {
+    // sinks and the R tokens before the call, in scrambled rows of an S + R ring; then the call's own tokens
+    const kept = Array.from({ length: c.ctx }, (_, p) => p).filter((p) => p < S || p >= c.ctx - R);
+    const perm = kept.map((_, i) => (i * 5 + 3) % kept.length);
+    const ring = add(store(b, shard, c, d, S + R, (p) => (kept.includes(p) ? perm[kept.indexOf(p)]! : -1)));
+    const positions = new Int32Array(kept.length);
+    kept.forEach((p, i) => (positions[perm[i]!] = p));
+    if (kept.length) segments.push(seg(ring.k, ring.v, 0, kept.length, positions));
+    const staging = add(store(b, shard, c, d, c.T, (p) => (p >= c.ctx ? p - c.ctx : -1)));
+    segments.push(seg(staging.k, staging.v, 0, c.T, c.ctx));
+  } else {
+    // only keys at positions ≥ ctx + 3: the first three query rows see nothing
+    const s = add(store(b, shard, c, d, N, (p) => p));
+    segments.push(seg(s.k, s.v, c.ctx + 3, N - c.ctx - 3, c.ctx + 3));
+  }
+  const attend: AttendOp = {
+    kind: "attend", q: d.q, T: c.T, numHeads: KVH * c.G, headDim: c.D, group: c.G, qHeads: COVERED, kvSlots: SLOTS,
+    segments, qPos0: c.ctx, window: c.window, out, lse,
+  };
+  ops.push(attend);
+  return { ops, handles };
+}
+
+async function runCase(b: Backend, shard: number, c: Case, d: Data) {
+  const Hq = KVH * c.G;
+  const out = new Float32Array(c.T * Hq * c.D).fill(NaN), lse = new Float32Array(c.T * Hq).fill(NaN);
+  const { ops, handles } = build(b, shard, c, d, out, lse);
+  await b.run(shard, ops);
+  for (const h of handles) b.free(shard, h);
+  return { out, lse };
+}
+
+/** Compare one case's outputs; returns the measured errors for the message. */
+function check(who: string, c: Case, got: { out: Float32Array; lse: Float32Array }, want: { out: Float32Array; lse: Float32Array }) {
+  const Hq = KVH * c.G, D = c.D;
+  const label = (c: Case) => `${who} ${caseName(c)}`;
+  let maxAbs = 0, err2 = 0, ref2 = 0, lseMax = 0;
+  for (let t = 0; t < c.T; t++) {
+    for (let qh = 0; qh < Hq; qh++) {
+      const covered = COVERED.includes(Math.floor(qh / c.G));
+      const li = t * Hq + qh;
+      if (!covered) {
+        assert.ok(Number.isNaN(got.lse[li]!), `${label(c)}: lse of uncovered query head ${qh} row ${t} was written`);
+        for (let d = 0; d < D; d++) assert.ok(Number.isNaN(got.out[li * D + d]!), `${label(c)}: uncovered query head ${qh} row ${t} was written`);
+        continue;
+      }
+      const a = got.lse[li]!, b = want.lse[li]!;
+      if (b === -Infinity) assert.equal(a, -Infinity, `${label(c)}: row ${t} head ${qh} has no visible key: lse ${a}, expected -Infinity`);
+      else {
+        const e = Math.abs(a - b);
+        lseMax = Math.max(lseMax, e);
+        assert.ok(e <= ATOL + RTOL * Math.abs(b), `${label(c)}: lse row ${t} head ${qh}: ${a} vs ${b} (|err| ${e.toExponential(2)} > 1e-5 + 1e-4·|b|)`);
+      }
+      for (let d = 0; d < D; d++) {
+        const i = li * D + d, x = got.out[i]!, y = want.out[i]!;
+        const e = Math.abs(x - y);
+        assert.ok(e <= ATOL + RTOL * Math.abs(y), `${label(c)}: out[t=${t}, head ${qh}, d=${d}] = ${x}, reference ${y}: |err| ${e} > 1e-5 + 1e-4·|ref|`);
+        maxAbs = Math.max(maxAbs, e);
+        err2 += e * e;
+        ref2 += y * y;
+      }
+    }
+  }
+  const nmse = ref2 > 0 ? err2 / ref2 : err2;
+  assert.ok(nmse <= MAX_NMSE, `${label(c)}: NMSE ${nmse.toExponential(2)} > 1e-10 (max abs err ${maxAbs.toExponential(2)})`);
+  return { maxAbs, nmse, lseMax };
+}
+
+/** Run every case on the reference and on each wasm backend; fail with the measured error of the first mismatch. */
+async function conform(cases: Case[], backends: { name: string; b: Backend; shard: number }[]) {
+  const ref = new ReferenceBackend();
+  let worst = { maxAbs: 0, nmse: 0, lseMax: 0 };
+  for (const [i, c] of cases.entries()) {
+    const d = makeData(c, 1000 + i);
+    const want = await runCase(ref, 0, c, d);
+    for (const { name, b, shard } of backends) {
+      const got = await runCase(b, shard, c, d);
+      const e = check(name, c, got, want);
+      worst = { maxAbs: Math.max(worst.maxAbs, e.maxAbs), nmse: Math.max(worst.nmse, e.nmse), lseMax: Math.max(worst.lseMax, e.lseMax) };
+    }
+  }
+  return worst;
+}
+
+const DTYPES: KvDtype[] = ["f32", "f16", "bf16"];
+
+test("decode over 1024-row-style pages (split-KV, rowStart > 0) and over one big segment: every dtype, G = 1/4/8, head dim 64/128/36", { skip }, async () => {
+  const b = await createWasmBackend({ threads: 0 });
+  const cases: Case[] = [];
+  for (const dtype of DTYPES) for (const G of [1, 4, 8]) for (const D of [64, 128, 36]) {
+    for (const store of ["pages", "big"] as const) cases.push({ dtype, G, D, ctx: 200, T: 1, store, window: null });
+  }
+  const worst = await conform(cases, [{ name: "wasm", b, shard: 0 }]);
+  await b.dispose();
+  assert.ok(worst.nmse <= MAX_NMSE, `worst NMSE ${worst.nmse.toExponential(2)}, max abs err ${worst.maxAbs.toExponential(2)}, lse ${worst.lseMax.toExponential(2)}`);
+});
+
+test("prefill chunks against a sink+recent ring plus staging, upstream and window mode: T < S, T = S+R, T = S+R+1, across query tiles", { skip }, async () => {
+  const b = await createWasmBackend({ threads: 0 });
+  const cases: Case[] = [];
+  for (const dtype of DTYPES) for (const G of [1, 4]) for (const T of [3, 12, 13, 33]) {
+    for (const window of [null, { sink: S, recent: R }]) cases.push({ dtype, G, D: 64, ctx: 50, T, store: "ring", window });
+  }
+  // the first call of a sequence: an empty ring, window mode from the first token
+  for (const dtype of DTYPES) cases.push({ dtype, G: 4, D: 128, ctx: 0, T: 40, store: "ring", window: { sink: S, recent: R } });
+  // decode steps against the ring (S + R + 1 keys), G = 8 and an odd head dim
+  for (const dtype of DTYPES) cases.push({ dtype, G: 8, D: 36, ctx: 70, T: 1, store: "ring", window: { sink: S, recent: R } });
+  await conform(cases, [{ name: "wasm", b, shard: 0 }]);
+  await b.dispose();
+});
+
+test("causal prefill over pages and over one segment, T across query-tile and block boundaries", { skip }, async () => {
+  const b = await createWasmBackend({ threads: 0 });
+  const cases: Case[] = [];
+  for (const dtype of DTYPES) {
+    cases.push({ dtype, G: 4, D: 128, ctx: 90, T: 37, store: "pages", window: null });
+    cases.push({ dtype, G: 1, D: 64, ctx: 5, T: 70, store: "big", window: null });
+    cases.push({ dtype, G: 8, D: 36, ctx: 60, T: 9, store: "pages", window: { sink: 3, recent: 20 } });
+  }
+  await conform(cases, [{ name: "wasm", b, shard: 0 }]);
+  await b.dispose();
+});
+
+test("rows with no visible key get zeros and lse = -Infinity; ops with no heads or no rows do nothing", { skip }, async () => {
+  const b = await createWasmBackend({ threads: 0 });
+  const cases: Case[] = DTYPES.flatMap((dtype) => [
+    { dtype, G: 4, D: 64, ctx: 20, T: 8, store: "future" as const, window: null },
+    { dtype, G: 1, D: 36, ctx: 20, T: 5, store: "future" as const, window: { sink: 2, recent: 1 } },
+  ]);
+  await conform(cases, [{ name: "wasm", b, shard: 0 }]);
+  // explicitly: the first three rows of a "future" case are exact zeros with lse -Infinity
+  const c = cases[0]!, d = makeData(c, 7);
+  const r = await runCase(b, 0, c, d);
+  const Hq = KVH * c.G;
+  for (let t = 0; t < 3; t++) {
+    const qh = COVERED[0]! * c.G;
+    assert.equal(r.lse[t * Hq + qh], -Infinity);
+    assert.deepEqual([...r.out.subarray((t * Hq + qh) * c.D, (t * Hq + qh + 1) * c.D)], new Array(c.D).fill(0));
+  }
+  // no heads / no rows: nothing is written
+  const k = b.alloc(0, 64 * 2 * 64 * 4), v = b.alloc(0, 64 * 2 * 64 * 4);
+  const out = new Float32Array(2 * KVH * 64).fill(NaN);
+  const base = { kind: "attend" as const, q: randomArray(2 * KVH * 64, 3), T: 2, numHeads: KVH, headDim: 64, group: 1, qPos0: 10, window: null, out };
+  await b.run(0, [
+    { ...base, qHeads: new Int32Array(0), kvSlots: new Int32Array(0), segments: [{ k, v, dtype: "f32", rowHeads: 2, rowStart: 0, rowCount: 64, positions: 0 }] },
+    { kind: "append", dst: k, dtype: "f32", rowHeads: 0, headDim: 64, src: new Float32Array(0), srcHeads: 0, heads: new Int32Array(0), rows: new Int32Array(0) },
+  ]);
+  assert.ok(out.every(Number.isNaN), "an attend with no heads wrote output");
+  await b.dispose();
+});
+
+test("two workers: both shards at once agree with the reference (decode over pages, prefill against the ring)", { skip }, async () => {
+  const b = await createWasmBackend({ threads: 2 });
+  assert.equal(b.shards, 2);
+  const ref = new ReferenceBackend();
+  const cases: Case[] = [
+    { dtype: "bf16", G: 4, D: 128, ctx: 300, T: 1, store: "pages", window: null },
+    { dtype: "f16", G: 4, D: 128, ctx: 60, T: 13, store: "ring", window: { sink: S, recent: R } },
+    { dtype: "f32", G: 1, D: 64, ctx: 40, T: 12, store: "ring", window: null },
+    { dtype: "bf16", G: 8, D: 36, ctx: 100, T: 5, store: "pages", window: { sink: S, recent: R } },
+  ];
+  const data = cases.map((c, i) => makeData(c, 500 + i));
+  const want = await Promise.all(cases.map((c, i) => runCase(ref, 0, c, data[i]!)));
+  // case i on shard i % 2, all at once
+  const got = await Promise.all(cases.map((c, i) => runCase(b, i % 2, c, data[i]!)));
+  cases.forEach((c, i) => check(`wasm shard ${i % 2}`, c, got[i]!, want[i]!));
+  await b.dispose();
+});
+
+test("the scalar twins (duo-scalar.wasm) agree with the reference on the same kinds of ops", async () => {
+  const b = await createWasmBackend({ threads: 0, kernels: "scalar" });
+  const cases: Case[] = [];
+  for (const dtype of DTYPES) {
+    cases.push({ dtype, G: 4, D: 128, ctx: 150, T: 1, store: "pages", window: null });
+    cases.push({ dtype, G: 1, D: 36, ctx: 50, T: 13, store: "ring", window: { sink: S, recent: R } });
+    cases.push({ dtype, G: 8, D: 64, ctx: 20, T: 8, store: "future", window: null });
+  }
+  await conform(cases, [{ name: "wasm-scalar", b, shard: 0 }]);
+  await b.dispose();
+});
