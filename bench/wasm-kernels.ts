@@ -8,7 +8,11 @@
  * and ratio = achieved KV GB/s ÷ limitGbps. Targets (issue): bf16, one worker, context ≥ 16K: ratio ≥ 0.70;
  * two workers ≥ 1.7× one worker on 2 cores.
  *
- *   node --import tsx bench/wasm-kernels.ts [--contexts 16384,65536] [--threads 1,2] [--dtypes bf16,f16] [--json]
+ * Machines shared with other jobs make single timings swing by ±30 %, so every figure is the best of `--rounds`
+ * rounds, and each round measures the ceilings and then every decode case, so that kernel and ceilings see the
+ * same conditions: the best ceiling (highest) and the best decode time (lowest) are what the hardware can do.
+ *
+ *   node --import tsx bench/wasm-kernels.ts [--contexts 16384,65536] [--threads 1,2] [--dtypes bf16,f16] [--rounds 3] [--json]
  *   bun bench/wasm-kernels.ts ...          deno run -A bench/wasm-kernels.ts ...
  */
 import type { Op, Segment } from "../src/backend/types.ts";
@@ -28,6 +32,7 @@ const opt = (name: string, dflt: string) => {
 const contexts = opt("contexts", "16384,65536").split(",").map(Number);
 const threadCounts = opt("threads", "1,2").split(",").map(Number);
 const dtypes = opt("dtypes", "bf16,f16").split(",") as KvDtype[];
+const rounds = Number(opt("rounds", "3"));
 const json = argv.includes("--json");
 
 let seed = 12345;
@@ -74,11 +79,6 @@ function decodeStep(b: WasmBackend, caches: ShardCache[], dtype: KvDtype, pages:
   return async () => void (await Promise.all(ops.map((o, s) => b.run(s, o))));
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)]!;
-}
-
 interface Row {
   runtime: string;
   workers: number;
@@ -95,37 +95,48 @@ const rt = runtime();
 const rows: Row[] = [];
 for (const threads of threadCounts) {
   const b = await createWasmBackend({ threads });
-  const ceilings = await measureWasmCeilings(b);
+  const maxPages = Math.max(...contexts) / PAGE;
+  const caches = new Map<KvDtype, ShardCache[]>();
+  for (const dtype of dtypes) caches.set(dtype, await fill(b, dtype, maxPages));
+  for (const dtype of dtypes) {
+    const warm = decodeStep(b, caches.get(dtype)!, dtype, 1);
+    for (let i = 0; i < 200; i++) await warm();
+  }
+  const ceilings: WasmCeilings = { readGBps: 0, gflops: 0, workers: b.shards };
+  const best = new Map<string, number>();
+  for (let round = 0; round < rounds; round++) {
+    const c = await measureWasmCeilings(b, 1);
+    ceilings.readGBps = Math.max(ceilings.readGBps, c.readGBps);
+    ceilings.gflops = Math.max(ceilings.gflops, c.gflops);
+    for (const dtype of dtypes) {
+      for (const context of contexts) {
+        const pages = context / PAGE, step = decodeStep(b, caches.get(dtype)!, dtype, pages);
+        await step();
+        const key = `${dtype} ${context}`;
+        for (let i = 0, reps = Math.max(3, Math.round(200 / pages)); i < reps; i++) {
+          const t0 = performance.now();
+          await step();
+          best.set(key, Math.min(best.get(key) ?? Infinity, performance.now() - t0));
+        }
+      }
+    }
+  }
   if (!json) {
-    console.log(`${rt.name} ${rt.version}, ${threads} worker(s): read ${ceilings.readGBps.toFixed(1)} GB/s, mad ${ceilings.gflops.toFixed(1)} GFLOP/s`);
+    console.log(`${rt.name} ${rt.version}, ${threads} worker(s): read ${ceilings.readGBps.toFixed(1)} GB/s, mad ${ceilings.gflops.toFixed(1)} GFLOP/s (best of ${rounds})`);
   }
   for (const dtype of dtypes) {
-    const maxPages = Math.max(...contexts) / PAGE;
-    const caches = await fill(b, dtype, maxPages);
-    const warm = decodeStep(b, caches, dtype, 1);
-    for (let i = 0; i < 200; i++) await warm();
     for (const context of contexts) {
-      const pages = context / PAGE, step = decodeStep(b, caches, dtype, pages);
-      for (let i = 0; i < 3; i++) await step();
-      const times: number[] = [];
-      const reps = Math.max(5, Math.round(400 / pages));
-      for (let i = 0; i < reps; i++) {
-        const t0 = performance.now();
-        await step();
-        times.push(performance.now() - t0);
-      }
-      const ms = median(times);
+      const ms = best.get(`${dtype} ${context}`)!;
       const kvBytes = 2 * context * HKV * D * bytesPerElement(dtype);
       const gbps = kvBytes / (ms * 1e6);
       const limit = Math.min(ceilings.readGBps, ceilings.gflops / ((2 * G) / bytesPerElement(dtype)));
-      const row: Row = { runtime: `${rt.name} ${rt.version}`, workers: threads, dtype, context, ms, gbps, limitGbps: limit, ratio: gbps / limit, ceilings };
+      const row: Row = { runtime: `${rt.name} ${rt.version}`, workers: threads, dtype, context, ms, gbps, limitGbps: limit, ratio: gbps / limit, ceilings: ceilings };
       rows.push(row);
       if (json) console.log(JSON.stringify(row));
       else {
         console.log(`  decode ${dtype} ctx ${String(context).padStart(6)}: ${ms.toFixed(2).padStart(7)} ms  ${gbps.toFixed(2).padStart(6)} GB/s  limit ${limit.toFixed(2)} GB/s  ratio ${(gbps / limit).toFixed(2)}`);
       }
     }
-    for (let s = 0; s < b.shards; s++) for (const h of [...caches[s]!.k, ...caches[s]!.v]) b.free(s, h);
   }
   await b.dispose();
 }
