@@ -52,7 +52,7 @@ export async function main(argv: string[]): Promise<number> {
     }
     const skipped = await runBench(h, cases, o);
     if (tty) write("\r\x1b[K", "stderr");
-    for (const s of skipped) write(`peer skipped: ${s}\n`, "stderr");
+    if (o.json) for (const s of skipped) write(`peer skipped: ${s}\n`, "stderr");
     if (!o.json) {
       const targets = targetLines(h.records);
       write([decodeTable(h.records), peerTable(h.records), prefillTable(h.records), capacityTable(h.records)]

@@ -5,7 +5,7 @@
 
 export interface Column {
   title: string;
-  /** "right" for numbers (default when every cell of the column looks numeric), "left" for text */
+  /** "right" for numbers (default when most cells of the column are numeric), "left" for text */
   align?: "left" | "right";
 }
 
@@ -43,7 +43,11 @@ export function renderTable(columns: readonly (Column | string)[], rows: readonl
     const s = v === null ? (o.empty ?? "-") : typeof v === "number" ? num(v) : v;
     return markdown ? s.replace(/\|/g, "\\|") : s;
   }));
-  const align = cols.map((c, i) => c.align ?? (text.length && text.every((r) => NUMERIC.test(r[i]!) || r[i] === (o.empty ?? "-")) ? "right" : "left"));
+  // A column is numeric (right-aligned) when most of its cells are numbers; "does not fit"-style notes may mix in.
+  const align = cols.map((c, i) => {
+    const filled = text.map((r) => r[i]!).filter((s) => s !== (o.empty ?? "-"));
+    return c.align ?? (filled.filter((s) => NUMERIC.test(s)).length * 2 > filled.length ? "right" : "left");
+  });
   const width = cols.map((c, i) => Math.max(c.title.length, ...text.map((r) => r[i]!.length)));
   const pad = (s: string, i: number) => (align[i] === "right" ? s.padStart(width[i]!) : s.padEnd(width[i]!));
   if (markdown) {

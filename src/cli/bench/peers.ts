@@ -52,27 +52,33 @@ export async function peerSeries(h: Harness, c: ShapeCase, dtype: KvDtype, conte
   }
 
   for (const flavor of ORT_FLAVORS) {
-    let peer: OrtPeer;
-    try {
-      peer = await loadOrtPeer(flavor as OrtFlavor, shape, threads, ortDtype);
-    } catch (e) {
-      skipped.push(`${flavor}: ${oneLine(e)}`);
-      continue;
-    }
-    try {
-      for (const context of contexts) {
-        h.note(`peer ${flavor} ${shape.name} @ ${context}`);
-        try {
-          const s = peer.decodeStep(context, fill);
-          const t = await measure(`${flavor} ${context}`, () => s.run(), await probe(() => s.run()), { budgetMs: h.budgetMs / 2, maxIterations: 50 });
-          emit(flavor, peer.threads, ortDtype === "float32" ? 4 : 2, context, t.ms, t.samples, flavor === "onnxruntime-node");
-        } catch (e) {
-          skipped.push(`${flavor} at ${context} tokens: ${oneLine(e)}`);
-          break;
-        }
+    // f16 where our KV is 2 bytes; if this runtime cannot run ORT's f16 tensors, f32 instead (and say so).
+    for (const dt of ortDtype === "float16" ? (["float16", "float32"] as const) : (["float32"] as const)) {
+      let peer: OrtPeer;
+      try {
+        peer = await loadOrtPeer(flavor as OrtFlavor, shape, threads, dt);
+      } catch (e) {
+        skipped.push(`${flavor}: ${oneLine(e)}`);
+        break;
       }
-    } finally {
-      await peer.release();
+      let measured = 0;
+      try {
+        for (const context of contexts) {
+          h.note(`peer ${flavor} ${dt} ${shape.name} @ ${context}`);
+          try {
+            const s = peer.decodeStep(context, fill);
+            const t = await measure(`${flavor} ${context}`, () => s.run(), await probe(() => s.run()), { budgetMs: h.budgetMs / 2, maxIterations: 50 });
+            emit(flavor, peer.threads, dt === "float32" ? 4 : 2, context, t.ms, t.samples, flavor === "onnxruntime-node");
+            measured++;
+          } catch (e) {
+            skipped.push(`${flavor} ${dt} at ${context} tokens: ${oneLine(e)}${measured === 0 && dt === "float16" ? "; trying float32" : ""}`);
+            break;
+          }
+        }
+      } finally {
+        await peer.release();
+      }
+      if (measured > 0) break;
     }
   }
   return out;

@@ -59,7 +59,7 @@ export async function prefillRun(h: Harness, r: PrefillRequest): Promise<BenchRe
   try {
     const probeMs = await probe(run);
     const t = await measure(`prefill ${mode} ${context}/${chunk}`, run, probeMs, {
-      budgetMs: h.budgetMs, minIterations: 1, maxIterations: 20, warmup: 0, beforeEach: () => seq.reset(),
+      budgetMs: h.budgetMs, minIterations: 3, maxIterations: 20, warmup: 0, beforeEach: () => seq.reset(),
     });
     const flop = prefillFlopFor(r);
     const rec = record("prefill", h.base, {

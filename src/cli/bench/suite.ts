@@ -218,6 +218,8 @@ function contextFigure(rs: readonly BenchRecord[], subtitle: string, h: Harness)
     };
     const memSeries: Series[] = [
       { name: "full attention", color: COLOR.full, points: pick("full", (r) => (n(r.allocated) === null ? null : n(r.allocated)! / GIB)) },
+      // What full attention would need where it does not fit (SPEC §4.4), so the crossing with the memory line shows.
+      { name: "full attention, needed", color: COLOR.full, dashed: true, points: pick("full", (r) => (n(r.kvBytes) === null ? null : n(r.kvBytes)! / GIB)) },
       { name: "DuoAttention", color: COLOR.duo, points: pick("duo", (r) => (n(r.allocated) === null ? null : n(r.allocated)! / GIB)) },
     ];
     if (Number.isFinite(memCap)) memSeries.push({ name: "backend memory", color: COLOR.other, dashed: true, points: [[xs[0]!, memCap / GIB], [xs[xs.length - 1]!, memCap / GIB]] });
