@@ -49,7 +49,7 @@ async function handle(m: ToWorker): Promise<void> {
       try {
         const results = exec.run(m.ops);
         const transfer: Transferable[] = [];
-        for (const r of results) if (r) transfer.push(r.out.buffer, ...(r.lse ? [r.lse.buffer] : []));
+        for (const r of results) if (r) transfer.push(r.out.buffer as ArrayBuffer, ...(r.lse ? [r.lse.buffer as ArrayBuffer] : []));
         reply(m.id, results, transfer);
       } catch (e) {
         fail(m.id, e);
@@ -58,7 +58,7 @@ async function handle(m: ToWorker): Promise<void> {
     case "read":
       try {
         const bytes = exec.read(m.handle, m.offset, m.length);
-        reply(m.id, bytes, [bytes.buffer]);
+        reply(m.id, bytes, [bytes.buffer as ArrayBuffer]);
       } catch (e) {
         fail(m.id, e);
       }
