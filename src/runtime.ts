@@ -149,19 +149,21 @@ export interface WorkerThread {
 }
 
 /** Start a worker running the module at `url`. Under Node, a `.ts` module is loaded through tsx (the TypeScript
- *  loader the caller itself runs under), because Node 20 does not apply `--import` hooks to workers. */
+ *  loader the caller itself runs under) when it resolves, because Node 20 does not apply `--import` hooks to workers. */
 export async function spawnWorker(url: URL): Promise<WorkerThread> {
   const name = runtime().name;
   if (name === "node" || name === "bun" || name === "deno") {
     const { Worker } = await import("node:worker_threads");
-    let w: import("node:worker_threads").Worker;
+    let tsx: string | undefined;
     if (name === "node" && url.pathname.endsWith(".ts")) {
-      const tsx = import.meta.resolve("tsx/esm/api");
-      const boot = `import(${JSON.stringify(tsx)}).then((api) => { api.register(); return import(${JSON.stringify(url.href)}); })`;
-      w = new Worker(boot, { eval: true });
-    } else {
-      w = new Worker(url);
+      try {
+        tsx = import.meta.resolve("tsx/esm/api");
+      } catch {
+        // no tsx: a Node that strips types itself loads the .ts worker directly (it inherits execArgv)
+      }
     }
+    const boot = tsx && `import(${JSON.stringify(tsx)}).then((api) => { api.register(); return import(${JSON.stringify(url.href)}); })`;
+    const w = boot ? new Worker(boot, { eval: true }) : new Worker(url);
     return {
       post: (m, transfer) => w.postMessage(m, transfer as never),
       onMessage: (fn) => void w.on("message", fn),
