@@ -172,12 +172,14 @@ async function conform(cases: Case[], backends: { name: string; b: Backend; shar
 
 const DTYPES: KvDtype[] = ["f32", "f16", "bf16"];
 
-test("decode over 1024-row-style pages (split-KV, rowStart > 0) and over one big segment: every dtype, G = 1/4/8, head dim 64/128/36", { skip }, async () => {
+test("decode over many pages (split-KV, rowStart > 0) and over one big segment, also past one 1024-row chunk: every dtype, G = 1/4/8, head dim 64/128/36", { skip }, async () => {
   const b = await createWasmBackend({ threads: 0 });
   const cases: Case[] = [];
   for (const dtype of DTYPES) for (const G of [1, 4, 8]) for (const D of [64, 128, 36]) {
     for (const store of ["pages", "big"] as const) cases.push({ dtype, G, D, ctx: 200, T: 1, store, window: null });
   }
+  // one segment longer than a split-KV chunk (1024 rows): partial states merged inside the segment
+  for (const dtype of DTYPES) cases.push({ dtype, G: 4, D: 64, ctx: 2100, T: 1, store: "big", window: null });
   const worst = await conform(cases, [{ name: "wasm", b, shard: 0 }]);
   await b.dispose();
   assert.ok(worst.nmse <= MAX_NMSE, `worst NMSE ${worst.nmse.toExponential(2)}, max abs err ${worst.maxAbs.toExponential(2)}, lse ${worst.lseMax.toExponential(2)}`);
