@@ -2,7 +2,6 @@
 # Builds the committed WebAssembly modules from wasm/src with clang (no emscripten, no libc, zero imports):
 #   wasm/dist/duo.wasm         SIMD128 kernels (*_simd.c)    -- what the backend loads
 #   wasm/dist/duo-scalar.wasm  their scalar twins (*_scalar.c) -- for the conformance tests
-#   (and then wasm/model/build.sh, the model runner's kernels, with the same argument)
 # Usage: bash wasm/build.sh            build into wasm/dist
 #        bash wasm/build.sh --check    build into a temp dir; exit 1 if it differs from the committed wasm/dist
 # Needs clang-19 and wasm-ld-19 (Debian: apt-get install clang-19 lld-19); CC=... overrides the compiler.
@@ -49,8 +48,5 @@ if ((check)); then
   ((status == 0)) && echo "wasm/build.sh --check: wasm/dist/duo.wasm and duo-scalar.wasm match wasm/src"
 else
   ls -l "$out/duo.wasm" "$out/duo-scalar.wasm"
-fi
-if [[ -f "$here/model/build.sh" ]]; then
-  bash "$here/model/build.sh" "$@" || status=1
 fi
 exit $status
