@@ -66,3 +66,33 @@ export async function probe(fn: () => unknown | Promise<unknown>): Promise<numbe
   await fn();
   return performance.now() - t0;
 }
+
+export interface InterleavedTask {
+  name: string;
+  fn: () => unknown | Promise<unknown>;
+  /** untimed, before every timed call */
+  beforeEach?: () => void | Promise<void>;
+}
+
+/**
+ * Time several tasks in alternation: `rounds` tinybench runs of one call per task, in task order, so that load
+ * from other processes on a shared machine falls on every task alike and their ratios stay meaningful. Returns
+ * each task's median over the rounds.
+ */
+export async function measureInterleaved(tasks: readonly InterleavedTask[], rounds: number): Promise<Timing[]> {
+  const bench = new Bench({ time: 0, iterations: 1, warmup: false, throws: true });
+  for (const t of tasks) bench.add(t.name, async () => void (await t.fn()), t.beforeEach ? { beforeEach: t.beforeEach } : {});
+  const samples: number[][] = tasks.map(() => []);
+  for (let r = 0; r < rounds; r++) {
+    await bench.run();
+    bench.tasks.forEach((task, i) => {
+      const res = task.result;
+      if (res.state !== "completed") throw new DuoError("INVALID_ARGUMENT", `benchmark ${task.name} did not complete: ${res.state}`);
+      samples[i]!.push(res.latency.mean);
+    });
+  }
+  return samples.map((s) => {
+    const sorted = [...s].sort((a, b) => a - b), mean = s.reduce((a, b) => a + b, 0) / s.length;
+    return { ms: sorted[Math.floor((sorted.length - 1) / 2)]!, mean, min: sorted[0]!, rme: NaN, samples: s.length };
+  });
+}

@@ -1,8 +1,8 @@
 /**
  * Chunked prefill of one layer: `context` tokens in calls of `chunk` tokens, from an empty cache, full attention
- * vs DuoAttention in one streaming-prefill mode. Every layer does the same kind of work, in proportion to its
- * retrieval heads, so the layer measured is the one whose retrieval-head count is nearest the model's mean, and
- * the theoretical ratio is computed for that layer.
+ * vs DuoAttention in both streaming-prefill modes, timed in alternation. Every layer does the same kind of work,
+ * in proportion to its retrieval heads, so the layer measured is the one whose retrieval-head count is nearest the
+ * model's mean, and the theoretical ratio is computed for that layer.
  */
 import type { PrefillMode } from "../../cache/layer-shard.ts";
 import { SyntheticInputs } from "../../demo/stack.ts";
@@ -12,7 +12,7 @@ import { DuoError } from "../../errors.ts";
 import type { ShapeCase } from "./cases.ts";
 import { type Mode, scheduleFor } from "./decode.ts";
 import type { Harness } from "./harness.ts";
-import { measure, probe } from "./measure.ts";
+import { measureInterleaved, probe } from "./measure.ts";
 import { type BenchRecord, record } from "./record.ts";
 import { prefillFlop } from "./roofline.ts";
 
@@ -35,47 +35,65 @@ export function prefillFlopFor(r: Omit<PrefillRequest, "dtype">): number {
   });
 }
 
-export async function prefillRun(h: Harness, r: PrefillRequest): Promise<BenchRecord> {
-  const { c, dtype, mode, context, chunk, layer } = r;
-  const s = scheduleFor(c, mode);
-  const common = {
-    mode, shape: c.shape.name, heads: c.source, kvDtype: dtype, prefill: r.prefill, context, chunk, layer,
-    layerRetrieval: s.counts()[layer]! / s.numKvHeads,
-  };
-  const duo = await DuoAttention.create({
-    shape: c.shape, heads: s, sinkSize: c.sinkSize, recentSize: c.recentSize, kvDtype: dtype, backend: h.backend,
-    prefill: r.prefill, maxContext: context,
-  });
-  const seq = duo.sequence();
-  const inputs = new SyntheticInputs(c.shape, Math.min(chunk, context));
+export interface PrefillVariant {
+  mode: Mode;
+  prefill: PrefillMode;
+}
+
+/** Full attention and both DuoAttention prefill modes: what `duo bench prefill` compares at each size. */
+export const PREFILL_VARIANTS: readonly PrefillVariant[] = [
+  { mode: "full", prefill: "upstream" }, { mode: "duo", prefill: "upstream" }, { mode: "duo", prefill: "window" },
+];
+
+/**
+ * Prefill `context` tokens in chunks of `chunk` on `layer` with each variant, timed in alternation
+ * (measureInterleaved): one record per variant.
+ */
+export async function prefillGroup(
+  h: Harness, r: Omit<PrefillRequest, "mode" | "prefill">, variants: readonly PrefillVariant[] = PREFILL_VARIANTS,
+): Promise<BenchRecord[]> {
+  const { c, dtype, context, chunk, layer } = r;
   const calls = Math.ceil(context / chunk);
-  const run = async () => {
+  const inputs = new SyntheticInputs(c.shape, Math.min(chunk, context));
+  const engines = await Promise.all(variants.map((v) => DuoAttention.create({
+    shape: c.shape, heads: scheduleFor(c, v.mode), sinkSize: c.sinkSize, recentSize: c.recentSize, kvDtype: dtype,
+    backend: h.backend, prefill: v.prefill, maxContext: context,
+  })));
+  const seqs = engines.map((e) => e.sequence());
+  const run = (i: number) => async () => {
     for (let start = 0; start < context; start += chunk) {
       const [q, k, v] = inputs.chunkOf(Math.min(chunk, context - start));
-      await seq.attend(layer, q, k, v);
+      await seqs[i]!.attend(layer, q, k, v);
     }
   };
-  h.note(`prefill ${c.shape.name} ${dtype} ${mode} (${r.prefill}) layer ${layer}: ${context} tokens in chunks of ${chunk}`);
+  const records = variants.map((v) => {
+    const s = scheduleFor(c, v.mode);
+    return record("prefill", h.base, {
+      mode: v.mode, shape: c.shape.name, heads: c.source, kvDtype: dtype, prefill: v.prefill, context, chunk, layer,
+      layerRetrieval: s.counts()[layer]! / s.numKvHeads, calls,
+    });
+  });
   try {
-    const probeMs = await probe(run);
-    const t = await measure(`prefill ${mode} ${context}/${chunk}`, run, probeMs, {
-      budgetMs: h.budgetMs, minIterations: 3, maxIterations: 20, warmup: 0, beforeEach: () => seq.reset(),
+    h.note(`prefill ${c.shape.name} ${dtype} layer ${layer}: ${context} tokens in chunks of ${chunk}, ${variants.map((v) => v.mode === "full" ? "full" : `duo ${v.prefill}`).join(" / ")}`);
+    let probeMs = 0;
+    for (const [i] of variants.entries()) probeMs += await probe(run(i));
+    // Short prefills are noisy: at least 3 rounds; 2 for those past 30 s a round (the probe was a warm-up).
+    const rounds = probeMs > 30_000 ? 2 : Math.max(3, Math.min(10, Math.floor((h.budgetMs * variants.length) / probeMs)));
+    const timings = await measureInterleaved(variants.map((_, i) => ({ name: `prefill ${i}`, fn: run(i), beforeEach: () => seqs[i]!.reset() })), rounds);
+    timings.forEach((t, i) => {
+      const flop = prefillFlopFor({ ...r, ...variants[i]! });
+      Object.assign(records[i]!, {
+        fits: true, ms: t.ms / calls, totalMs: t.ms, kvBytes: seqs[i]!.bytes().total,
+        flop, gflops: flop / (t.ms * 1e6), limitGflops: h.ceilings?.gflops ?? null, samples: t.samples,
+      });
     });
-    const flop = prefillFlopFor(r);
-    const rec = record("prefill", h.base, {
-      ...common, fits: true, calls, ms: t.ms / calls, totalMs: t.ms, kvBytes: seq.bytes().total,
-      flop, gflops: flop / (t.ms * 1e6), limitGflops: h.ceilings?.gflops ?? null,
-      samples: t.samples, rme: t.rme,
-    });
-    h.emit(rec);
-    return rec;
   } catch (e) {
     if (!(e instanceof DuoError && e.code === "CAPACITY")) throw e;
-    const rec = record("prefill", h.base, { ...common, fits: false, reason: e.message });
-    h.emit(rec);
-    return rec;
+    for (const rec of records) Object.assign(rec, { fits: false, reason: e.message });
   } finally {
-    seq.dispose();
-    await duo.dispose();
+    for (const s of seqs) s.dispose();
+    for (const e of engines) await e.dispose();
   }
+  for (const rec of records) h.emit(rec);
+  return records;
 }

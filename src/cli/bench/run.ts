@@ -7,7 +7,7 @@ import { decodeSeries, MODES } from "./decode.ts";
 import { type Harness, warmUp } from "./harness.ts";
 import type { BenchOptions } from "./options.ts";
 import { peerSeries } from "./peers.ts";
-import { prefillRun } from "./prefill.ts";
+import { prefillGroup } from "./prefill.ts";
 
 export const DEFAULT_DECODE_CONTEXTS = [8192, 16384, 32768, 65536];
 export const DEFAULT_PREFILL_CONTEXTS = [8192];
@@ -43,10 +43,7 @@ export async function runBench(h: Harness, cases: readonly ShapeCase[], o: Bench
       if (prefill) {
         const layer = typicalLayer(c.schedule);
         for (const context of prefillContexts) {
-          for (const chunk of o.chunks ?? DEFAULT_CHUNKS) {
-            await prefillRun(h, { c, dtype, mode: "full", prefill: "upstream", context, chunk, layer });
-            for (const mode of PREFILL_MODES) await prefillRun(h, { c, dtype, mode: "duo", prefill: mode, context, chunk, layer });
-          }
+          for (const chunk of o.chunks ?? DEFAULT_CHUNKS) await prefillGroup(h, { c, dtype, context, chunk, layer });
         }
       }
     }

@@ -17,7 +17,7 @@ import { capacity, capacityRecord } from "./capacity.ts";
 import { decodeSeries, MODES } from "./decode.ts";
 import { type Harness, warmUp } from "./harness.ts";
 import type { BenchOptions } from "./options.ts";
-import { prefillRun } from "./prefill.ts";
+import { prefillGroup } from "./prefill.ts";
 import { type BenchRecord, jsonLine } from "./record.ts";
 import { fmtMs, targetLines } from "./report.ts";
 
@@ -77,10 +77,7 @@ export async function runPaperSuite(h: Harness, cases: readonly ShapeCase[], o: 
     }
     // Study 2: prefill vs chunk size.
     const layer = typicalLayer(c.schedule);
-    for (const chunk of z.chunks) {
-      await prefillRun(tagged("prefill"), { c, dtype, mode: "full", prefill: "upstream", context: z.prefillContext, chunk, layer });
-      for (const pm of PREFILL_MODES) await prefillRun(tagged("prefill"), { c, dtype, mode: "duo", prefill: pm, context: z.prefillContext, chunk, layer });
-    }
+    for (const chunk of z.chunks) await prefillGroup(tagged("prefill"), { c, dtype, context: z.prefillContext, chunk, layer });
     // Study 3: decode vs retrieval ratio.
     for (const ratio of z.ratios) {
       const rc = await atSparsity(c, 1 - ratio);
