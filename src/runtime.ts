@@ -200,3 +200,14 @@ export async function parentChannel(): Promise<{ post(message: unknown, transfer
     onMessage: (fn) => void (g.onmessage = (e: MessageEvent) => fn(e.data)),
   };
 }
+
+/** The 1-minute load average (runnable processes), or null where the runtime cannot tell (benchmarks report it). */
+export async function loadAverage(): Promise<number | null> {
+  try {
+    if (typeof g.Deno?.loadavg === "function") return g.Deno.loadavg()[0] ?? null;
+    if (runtime().fs) return (await import("node:os")).loadavg()[0] ?? null;
+  } catch {
+    // not permitted or not implemented here
+  }
+  return null;
+}

@@ -5,7 +5,7 @@
  * paper's efficiency study and writes JSON lines, a markdown report and SVG plots.
  */
 import { createBackend } from "../backend/registry.ts";
-import { runtime } from "../runtime.ts";
+import { loadAverage, runtime } from "../runtime.ts";
 import { resolveCases, type ShapeCase } from "./bench/cases.ts";
 import { measureCeilings } from "./bench/ceilings.ts";
 import type { Harness } from "./bench/harness.ts";
@@ -42,7 +42,7 @@ export async function main(argv: string[]): Promise<number> {
     const { ceilings, why } = await measureCeilings(backend);
     h.ceilings = ceilings;
     if (ceilings) h.emit(record("ceiling", h.base, { ...ceilings }));
-    const header = headerLines(h, cases, why);
+    const header = headerLines(h, cases, why, await loadAverage());
     if (!o.json) write(header.join("\n") + "\n\n");
     if (o.suite === "paper") {
       const text = await runPaperSuite(h, cases, o, header);
@@ -57,7 +57,8 @@ export async function main(argv: string[]): Promise<number> {
       const targets = targetLines(h.records);
       write([decodeTable(h.records), peerTable(h.records), prefillTable(h.records), capacityTable(h.records)]
         .filter((t) => t).join("\n") + (skipped.length ? `\npeers that could not run here:\n${skipped.map((s) => `  ${s}`).join("\n")}\n` : "")
-        + (targets.length ? `\ntargets:\n${targets.map((t) => `  ${t}`).join("\n")}\n` : ""));
+        + (targets.length ? `\ntargets:\n${targets.map((t) => `  ${t}`).join("\n")}\n` : "")
+        + `\nload average at the end: ${(await loadAverage())?.toFixed(2) ?? "unknown"}\n`);
     }
     return 0;
   } finally {
@@ -65,9 +66,11 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
-function headerLines(h: Harness, cases: readonly ShapeCase[], why: string | undefined): string[] {
+function headerLines(h: Harness, cases: readonly ShapeCase[], why: string | undefined, load: number | null): string[] {
+  const cores = runtime().cores;
   return [
-    `duo bench: runtime ${h.base.runtime}, backend ${h.backend.name}${h.backend.shards > 1 ? ` (${h.backend.shards} workers)` : ""}, ${runtime().cores} core(s)`,
+    `duo bench: runtime ${h.base.runtime}, backend ${h.backend.name}${h.backend.shards > 1 ? ` (${h.backend.shards} workers)` : ""}, ${cores} core(s)` +
+      (load === null ? "" : `, load average ${load.toFixed(2)}${load > cores / 2 ? " (other processes are running: expect noisy timings)" : ""}`),
     why ? `ceilings: not measured: ${why}` : ceilingLine(h.records),
     ...cases.map((c) => `${c.shape.name} (${c.shape.numLayers} layers, ${c.shape.numHeads} query / ${c.shape.numKvHeads} KV heads, D = ${c.shape.headDim}), S = ${c.sinkSize}, R = ${c.recentSize}: ${c.source}; retrieval heads per layer ${c.schedule.counts().join(" ")}`),
   ];
