@@ -1,10 +1,11 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { decodeBytesFor } from "../src/cli/bench/decode.ts";
+import { criticalBytes, decodeBytesFor } from "../src/cli/bench/decode.ts";
 import { decodeBytes, decodeFlopPerByte, gbps, limitGbps, prefillFlop, prefillPairs, streamingKeys } from "../src/cli/bench/roofline.ts";
 import { resolveCase, spreadLayers, typicalLayer } from "../src/cli/bench/cases.ts";
 import { kvBytes } from "../src/schedule/kv.ts";
 import { HeadSchedule } from "../src/schedule/schedule.ts";
+import { shardHeads } from "../src/schedule/shard.ts";
 
 test("bench roofline: decode intensity 2G/b FLOP per KV byte and the attainable GB/s", () => {
   assert.equal(decodeFlopPerByte(4, 2), 4, "Llama-3-8B (G = 4), bf16");
@@ -75,4 +76,14 @@ test("bench cases: layer subsets, the typical layer, and bytes for a subset vs t
   const all = decodeBytesFor(c, "full", "bf16", 4096);
   assert.equal(decodeBytesFor(c, "full", "bf16", 4096, spreadLayers(32, 8)) * 4, all, "full attention: every layer reads the same");
   assert.ok(decodeBytesFor(c, "duo", "bf16", 4096) < all);
+});
+
+test("bench roofline: critical-path bytes take each layer's busiest shard", async () => {
+  const s = HeadSchedule.fromMask([[true, false, false, false], [true, true, true, false]]);
+  const plan = shardHeads(s, 2, 1e6, 10);
+  // Layer 0: shard 0 one retrieval head, shard 1 three streaming heads; layer 1: shard 0 two retrieval heads.
+  const c = { ...(await resolveCase("llama-3-8b", undefined, 0.5)), sinkSize: 2, recentSize: 8 };
+  const perHeadToken = 2 * 128 * 2;
+  assert.equal(criticalBytes(plan, c, "bf16", 1000), (1000 + 2000) * perHeadToken);
+  assert.equal(criticalBytes(shardHeads(s, 1, 1e6, 10), c, "bf16", 1000), (1000 + 30 + 3000 + 10) * perHeadToken, "one shard: everything");
 });

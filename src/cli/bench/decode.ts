@@ -39,6 +39,16 @@ export function decodeBytesFor(c: ShapeCase, mode: Mode, dtype: KvDtype, context
   });
 }
 
+/**
+ * KV bytes on the critical path of one decode token, all layers: a layer's shards run in parallel and its time is
+ * its busiest shard's, so Σ over layers of the largest per-shard bytes. Full ÷ Duo of this is the speedup the head
+ * sharding allows; below the plain byte ratio when layers have retrieval-head counts that do not split evenly.
+ */
+export function criticalBytes(plan: DuoAttention["plan"], c: ShapeCase, dtype: KvDtype, context: number): number {
+  const perHeadToken = 2 * c.shape.headDim * bytesPerElement(dtype), ring = Math.min(context, c.sinkSize + c.recentSize);
+  return plan.reduce((sum, shards) => sum + Math.max(...shards.map((h) => (h.retrieval.length * context + h.streaming.length * ring) * perHeadToken)), 0);
+}
+
 export interface DecodeRequest {
   c: ShapeCase;
   dtype: KvDtype;
@@ -108,6 +118,7 @@ export async function decodeSeries(h: Harness, r: DecodeRequest): Promise<BenchR
         ms: timing.ms * (modelBytes / measuredBytes),
         msMeasured: timing.ms,
         kvBytes: modelBytes,
+        criticalBytes: criticalBytes(duo.plan, c, dtype, meanContext),
         gbps: gbps(measuredBytes, timing.ms),
         limitGbps: h.ceilings ? limitGbps(h.ceilings, decodeFlopPerByte(c.shape.numHeads / c.shape.numKvHeads, bytesPerElement(dtype))) : null,
         // What the backend reserved (whole pages, rings), scaled like the time when only some layers are filled.

@@ -90,7 +90,7 @@ export async function runPaperSuite(h: Harness, cases: readonly ShapeCase[], o: 
     "",
     ...header.map((l) => `- ${l}`),
     ...settings.map((l) => `- ${l}`),
-    "- decode ms are per generated token for all layers; memory is the KV cache the backend reserved; the theory column is the KV-byte ratio (SPEC §4.4) for decode and the FLOP ratio (ANCHORS §4.2) for prefill.",
+    "- decode ms are per generated token for all layers; memory is the KV cache the backend reserved; the theory column is the KV-byte ratio (SPEC §4.4) for decode and the FLOP ratio (ANCHORS §4.2) for prefill; the sharded bound is the ratio of critical-path bytes (each layer's busiest worker), the most the head sharding allows.",
     "",
     "## 1. Decode latency and KV memory vs context",
     "",
@@ -134,16 +134,17 @@ function contextTable(rs: readonly BenchRecord[]): string {
       const f = g.find((r) => r.context === ctx && r.mode === "full"), d = g.find((r) => r.context === ctx && r.mode === "duo");
       const fm = n(f?.ms), dm = n(d?.ms), fa = n(f?.allocated), da = n(d?.allocated);
       const theory = n(f?.kvBytes) !== null && n(d?.kvBytes) !== null ? n(f!.kvBytes)! / n(d!.kvBytes)! : null;
+      const bound = n(f?.criticalBytes) !== null && n(d?.criticalBytes) ? n(f!.criticalBytes)! / n(d!.criticalBytes)! : null;
       return [
         shape, ctx, fm === null ? "does not fit" : fmtMs(fm), dm === null ? "does not fit" : fmtMs(dm),
-        formatRatio(fm !== null && dm !== null ? fm / dm : null), formatRatio(theory),
+        formatRatio(fm !== null && dm !== null ? fm / dm : null), formatRatio(theory), formatRatio(bound),
         fa === null ? "does not fit" : formatBytes(fa), da === null ? "does not fit" : formatBytes(da),
         formatRatio(fa !== null && da !== null ? fa / da : null), formatRatio(theory),
       ];
     });
   });
   return renderTable(
-    ["shape", "context", "full ms/token", "duo ms/token", "speedup", "theory", "full KV memory", "duo KV memory", "memory ratio", "theory"],
+    ["shape", "context", "full ms/token", "duo ms/token", "speedup", "theory", "sharded bound", "full KV memory", "duo KV memory", "memory ratio", "theory"],
     rows, { format: "markdown" },
   );
 }
