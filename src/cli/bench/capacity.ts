@@ -93,3 +93,10 @@ export function capacityRecord(h: Harness, c: ShapeCase, dtype: KvDtype, r: Capa
     capacityBytes: Number.isFinite(r.capacityBytes) ? r.capacityBytes : null,
   });
 }
+
+/** Per mode, the largest context that fits (filled where demonstrated, else computed); absent when unbounded. */
+export function fitsUpTo(results: Partial<Record<Mode, CapacityResult>>): Partial<Record<Mode, number>> {
+  const out: Partial<Record<Mode, number>> = {};
+  for (const [mode, r] of Object.entries(results) as [Mode, CapacityResult][]) if (Number.isFinite(r.tokens)) out[mode] = r.filled ?? r.tokens;
+  return out;
+}

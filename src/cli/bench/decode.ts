@@ -7,11 +7,12 @@
 import { SyntheticInputs } from "../../demo/stack.ts";
 import { bytesPerElement, type KvDtype } from "../../dtype.ts";
 import { DuoAttention } from "../../engine/duo.ts";
+import type { Sequence } from "../../engine/sequence.ts";
 import { DuoError } from "../../errors.ts";
 import { HeadSchedule } from "../../schedule/schedule.ts";
 import type { ShapeCase } from "./cases.ts";
 import type { Harness } from "./harness.ts";
-import { measure, probe } from "./measure.ts";
+import { iterationsFor, measureInterleaved, probe } from "./measure.ts";
 import { type BenchRecord, record } from "./record.ts";
 import { decodeBytes, decodeFlopPerByte, gbps, limitGbps } from "./roofline.ts";
 
@@ -52,85 +53,130 @@ export function criticalBytes(plan: DuoAttention["plan"], c: ShapeCase, dtype: K
 export interface DecodeRequest {
   c: ShapeCase;
   dtype: KvDtype;
-  mode: Mode;
+  /** measured in alternation at each context where their caches fit in memory together, else one at a time */
+  modes: readonly Mode[];
   contexts: readonly number[];
   layers: readonly number[];
-  /** the largest context the whole model fits in the backend's memory (from the capacity step), if known */
-  fitsUpTo?: number;
+  /** per mode, the largest context the whole model fits in the backend's memory (from the capacity step) */
+  fitsUpTo?: Partial<Record<Mode, number>>;
 }
 
-/** One record per context: measured, or "does not fit". */
+interface Lane {
+  mode: Mode;
+  engine: DuoAttention;
+  seq: Sequence;
+  /** why this mode stopped fitting, once it has */
+  gone: string | null;
+}
+
+/**
+ * Decode at each context for each mode: one record per (mode, context), measured or "does not fit". Where the
+ * caches of all modes fit in the backend together, their steps are timed in alternation (measureInterleaved), so
+ * load from other processes falls on both alike; otherwise each is measured alone with the others' caches emptied.
+ */
 export async function decodeSeries(h: Harness, r: DecodeRequest): Promise<BenchRecord[]> {
-  const { c, dtype, mode, layers } = r;
+  const { c, dtype, layers } = r;
   const contexts = [...r.contexts].sort((a, b) => a - b);
   const out: BenchRecord[] = [];
-  const common = {
+  const common = (mode: Mode) => ({
     shape: c.shape.name, heads: c.source, sparsity: mode === "full" ? 0 : c.schedule.sparsity,
     retrieval: mode === "full" ? 1 : 1 - c.schedule.sparsity, kvDtype: dtype, layers: layers.length, mode,
-  };
-  const noFit = (context: number, reason: string) => {
-    const rec = record("decode", h.base, { ...common, context, fits: false, reason, kvBytes: decodeBytesFor(c, mode, dtype, context) });
+  });
+  const emit = (rec: BenchRecord) => {
     out.push(rec);
     h.emit(rec);
   };
-  const duo = await DuoAttention.create({
-    shape: c.shape, heads: scheduleFor(c, mode), sinkSize: c.sinkSize, recentSize: c.recentSize, kvDtype: dtype,
-    backend: h.backend, maxContext: contexts[contexts.length - 1]! + STEP_SLACK,
-  });
-  const seq = duo.sequence();
+  const noFit = (lane: Lane, context: number, reason: string) =>
+    emit(record("decode", h.base, { ...common(lane.mode), context, fits: false, reason, kvBytes: decodeBytesFor(c, lane.mode, dtype, context) }));
+  const memory = Array.from({ length: h.backend.shards }, (_, s) => h.backend.memory(s).capacity).reduce((a, b) => a + b, 0);
   const inputs = new SyntheticInputs(c.shape, FILL_CHUNK);
-  let full = false;
+  const lanes: Lane[] = [];
   try {
-    for (const context of contexts) {
-      if (full) {
-        noFit(context, "out of memory at a smaller context");
-        continue;
-      }
-      if (r.fitsUpTo !== undefined && context > r.fitsUpTo) {
-        noFit(context, `the whole model fits ${r.fitsUpTo} tokens in the ${h.backend.name} backend's memory`);
-        continue;
-      }
-      h.note(`decode ${c.shape.name} ${dtype} ${mode} @ ${context}: filling ${layers.length} layer(s)`);
-      const step = async () => {
-        for (const l of layers) await seq.attend(l, inputs.q1, inputs.k1, inputs.v1);
-      };
-      let timing;
-      try {
-        while (seq.length(layers[0]!) < context) {
-          const [, k, v] = inputs.chunkOf(Math.min(FILL_CHUNK, context - seq.length(layers[0]!)));
-          for (const l of layers) await seq.fill(l, k, v);
-        }
-        const probeMs = await probe(step);
-        timing = await measure(`decode ${mode} ${context}`, step, probeMs, { budgetMs: h.budgetMs, maxIterations: STEP_SLACK / 4 });
-      } catch (e) {
-        if (!(e instanceof DuoError && e.code === "CAPACITY")) throw e;
-        full = true;
-        noFit(context, e.message);
-        seq.reset(); // give the memory back for the other engines
-        continue;
-      }
-      // The mean context over the timed steps (the cache grew by one token per step).
-      const meanContext = seq.length(layers[0]!) - timing.samples / 2;
-      const measuredBytes = decodeBytesFor(c, mode, dtype, meanContext, layers);
-      const modelBytes = decodeBytesFor(c, mode, dtype, meanContext);
-      const rec = record("decode", h.base, {
-        ...common, context, fits: true,
-        ms: timing.ms * (modelBytes / measuredBytes),
-        msMeasured: timing.ms,
-        kvBytes: modelBytes,
-        criticalBytes: criticalBytes(duo.plan, c, dtype, meanContext),
-        gbps: gbps(measuredBytes, timing.ms),
-        limitGbps: h.ceilings ? limitGbps(h.ceilings, decodeFlopPerByte(c.shape.numHeads / c.shape.numKvHeads, bytesPerElement(dtype))) : null,
-        // What the backend reserved (whole pages, rings), scaled like the time when only some layers are filled.
-        allocated: seq.bytes().allocated * (modelBytes / measuredBytes),
-        samples: timing.samples, rme: timing.rme,
+    for (const mode of r.modes) {
+      const engine = await DuoAttention.create({
+        shape: c.shape, heads: scheduleFor(c, mode), sinkSize: c.sinkSize, recentSize: c.recentSize, kvDtype: dtype,
+        backend: h.backend, maxContext: contexts[contexts.length - 1]! + STEP_SLACK,
       });
-      out.push(rec);
-      h.emit(rec);
+      lanes.push({ mode, engine, seq: engine.sequence(), gone: null });
+    }
+    for (const context of contexts) {
+      const live = lanes.filter((lane) => {
+        const limit = r.fitsUpTo?.[lane.mode];
+        if (!lane.gone && limit !== undefined && context > limit) {
+          lane.gone = `the whole model fits ${limit} tokens in the ${h.backend.name} backend's memory`;
+          lane.seq.reset();
+        }
+        if (lane.gone) noFit(lane, context, lane.gone);
+        return !lane.gone;
+      });
+      // Together if the measured layers' caches (with room for the timed steps and a page each) fit with a margin.
+      const need = live.reduce((a, lane) => a + decodeBytesFor(c, lane.mode, dtype, context + 2 * STEP_SLACK, layers), 0);
+      let groups = live.length > 1 && need <= 0.9 * memory ? [live] : live.map((lane) => [lane]);
+      for (let g = 0; g < groups.length; g++) {
+        const group = groups[g]!;
+        for (const lane of lanes) if (!group.includes(lane)) lane.seq.reset(); // others refill later
+        try {
+          await measureGroup(h, r, group, context, inputs, emit, common);
+        } catch (e) {
+          if (!(e instanceof DuoError && e.code === "CAPACITY")) throw e;
+          if (group.length > 1) {
+            // They did not fit together after all: one at a time for this context.
+            groups = [...groups.slice(0, g + 1), ...group.map((lane) => [lane]), ...groups.slice(g + 1)];
+            continue;
+          }
+          group[0]!.gone = e.message;
+          group[0]!.seq.reset();
+          noFit(group[0]!, context, e.message);
+        }
+      }
     }
   } finally {
-    seq.dispose();
-    await duo.dispose();
+    for (const lane of lanes) {
+      lane.seq.dispose();
+      await lane.engine.dispose();
+    }
   }
   return out;
+}
+
+/** Fill every lane of `group` to `context` on the measured layers, then time their decode steps in alternation. */
+async function measureGroup(
+  h: Harness, r: DecodeRequest, group: readonly Lane[], context: number, inputs: SyntheticInputs,
+  emit: (rec: BenchRecord) => void, common: (mode: Mode) => Record<string, unknown>,
+): Promise<void> {
+  const { c, dtype, layers } = r;
+  for (const lane of group) {
+    h.note(`decode ${c.shape.name} ${dtype} ${lane.mode} @ ${context}: filling ${layers.length} layer(s)`);
+    while (lane.seq.length(layers[0]!) < context) {
+      const [, k, v] = inputs.chunkOf(Math.min(FILL_CHUNK, context - lane.seq.length(layers[0]!)));
+      for (const l of layers) await lane.seq.fill(l, k, v);
+    }
+  }
+  const steps = group.map((lane) => async () => {
+    for (const l of layers) await lane.seq.attend(l, inputs.q1, inputs.k1, inputs.v1);
+  });
+  h.note(`decode ${c.shape.name} ${dtype} @ ${context}: timing ${group.map((lane) => lane.mode).join(" / ")}`);
+  let probeMs = 0;
+  for (const step of steps) probeMs += (await probe(step)) + (await probe(step)); // untimed warm-up calls
+  const rounds = iterationsFor(probeMs / 2, { budgetMs: h.budgetMs * group.length, maxIterations: STEP_SLACK / 4 });
+  const timings = await measureInterleaved(group.map((lane, i) => ({ name: `decode ${lane.mode} ${context}`, fn: steps[i]! })), rounds);
+  group.forEach((lane, i) => {
+    const t = timings[i]!;
+    // The mean context over the timed steps (the cache grew by one token per step).
+    const meanContext = lane.seq.length(layers[0]!) - t.samples / 2;
+    const measuredBytes = decodeBytesFor(c, lane.mode, dtype, meanContext, layers);
+    const modelBytes = decodeBytesFor(c, lane.mode, dtype, meanContext);
+    emit(record("decode", h.base, {
+      ...common(lane.mode), context, fits: true, together: group.length > 1,
+      ms: t.ms * (modelBytes / measuredBytes),
+      msMeasured: t.ms,
+      kvBytes: modelBytes,
+      criticalBytes: criticalBytes(lane.engine.plan, c, dtype, meanContext),
+      gbps: gbps(measuredBytes, t.ms),
+      limitGbps: h.ceilings ? limitGbps(h.ceilings, decodeFlopPerByte(c.shape.numHeads / c.shape.numKvHeads, bytesPerElement(dtype))) : null,
+      // What the backend reserved (whole pages, rings), scaled like the time when only some layers are filled.
+      allocated: lane.seq.bytes().allocated * (modelBytes / measuredBytes),
+      samples: t.samples,
+    }));
+  });
 }

@@ -2,7 +2,7 @@
 import { PREFILL_MODES } from "../../engine/options.ts";
 import type { ShapeCase } from "./cases.ts";
 import { spreadLayers, typicalLayer } from "./cases.ts";
-import { capacity, capacityRecord, type CapacityResult } from "./capacity.ts";
+import { capacity, capacityRecord, type CapacityResult, fitsUpTo } from "./capacity.ts";
 import { decodeSeries, MODES } from "./decode.ts";
 import { type Harness, warmUp } from "./harness.ts";
 import type { BenchOptions } from "./options.ts";
@@ -32,10 +32,7 @@ export async function runBench(h: Harness, cases: readonly ShapeCase[], o: Bench
           h.emit(capacityRecord(h, c, dtype, fits[mode]!));
         }
         const layers = spreadLayers(c.shape.numLayers, o.layers ?? c.shape.numLayers);
-        for (const mode of MODES) {
-          const cap = fits[mode]!;
-          await decodeSeries(h, { c, dtype, mode, contexts: decodeContexts, layers, fitsUpTo: Number.isFinite(cap.tokens) ? cap.filled ?? cap.tokens : undefined });
-        }
+        await decodeSeries(h, { c, dtype, modes: MODES, contexts: decodeContexts, layers, fitsUpTo: fitsUpTo(fits) });
         if (o.peers && di === 0) {
           await peerSeries(h, c, dtype, decodeContexts.filter((t) => t <= PEER_MAX_CONTEXT), skipped);
         }

@@ -13,8 +13,8 @@ import { figure, type Panel, type Series } from "../../report/svg.ts";
 import { formatRatio, renderTable } from "../../report/table.ts";
 import { formatBytes } from "../format.ts";
 import { atSparsity, fmtPct, type ShapeCase, spreadLayers, typicalLayer } from "./cases.ts";
-import { capacity, capacityRecord } from "./capacity.ts";
-import { decodeSeries, MODES } from "./decode.ts";
+import { capacity, capacityRecord, type CapacityResult, fitsUpTo } from "./capacity.ts";
+import { decodeSeries, type Mode, MODES } from "./decode.ts";
 import { type Harness, warmUp } from "./harness.ts";
 import type { BenchOptions } from "./options.ts";
 import { prefillGroup } from "./prefill.ts";
@@ -70,18 +70,19 @@ export async function runPaperSuite(h: Harness, cases: readonly ShapeCase[], o: 
     await warmUp(h.backend, c, dtype, PREFILL_MODES);
     // Study 1: decode vs context, with the capacity that decides where full attention stops fitting.
     const layers = spreadLayers(c.shape.numLayers, z.layers);
+    const caps: Partial<Record<Mode, CapacityResult>> = {};
     for (const mode of MODES) {
-      const cap = await capacity(h, c, dtype, mode, bounded && o.capacity === "fill");
-      tagged("context").emit(capacityRecord(h, c, dtype, cap));
-      await decodeSeries(tagged("context"), { c, dtype, mode, contexts: z.contexts, layers, fitsUpTo: Number.isFinite(cap.tokens) ? cap.filled ?? cap.tokens : undefined });
+      caps[mode] = await capacity(h, c, dtype, mode, bounded && o.capacity === "fill");
+      tagged("context").emit(capacityRecord(h, c, dtype, caps[mode]!));
     }
+    await decodeSeries(tagged("context"), { c, dtype, modes: MODES, contexts: z.contexts, layers, fitsUpTo: fitsUpTo(caps) });
     // Study 2: prefill vs chunk size.
     const layer = typicalLayer(c.schedule);
     for (const chunk of z.chunks) await prefillGroup(tagged("prefill"), { c, dtype, context: z.prefillContext, chunk, layer });
     // Study 3: decode vs retrieval ratio.
     for (const ratio of z.ratios) {
       const rc = await atSparsity(c, 1 - ratio);
-      await decodeSeries(tagged("ratio"), { c: rc, dtype, mode: "duo", contexts: [z.ratioContext], layers });
+      await decodeSeries(tagged("ratio"), { c: rc, dtype, modes: ["duo"], contexts: [z.ratioContext], layers });
     }
   }
   const rs = h.records;
