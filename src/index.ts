@@ -20,6 +20,7 @@ export { kvHeadOf, queryHeads } from "./schedule/gqa.ts";
 export { type AttentionWeights, permuteAttentionWeights, unpermuteAttentionWeights, permuteRowBlocks, permuteColumnBlocks, invertPermutation, checkPermutation } from "./schedule/permute.ts";
 export { type ModelPreset, type RopeScaling, PRESETS, PATTERN_PRESETS, getPreset, presetForPattern } from "./schedule/presets.ts";
 export { kvBytes, fullKvBytes, type KvBytesOptions } from "./schedule/kv.ts";
+export { syntheticSchedule } from "./schedule/synthetic.ts";
 export { LlamaModel, type LoadOptions } from "./model/llama.ts";
 export { Generation, type GenerateOptions, type GeneratedToken, type GenerationStats } from "./model/generate.ts";
 export { Sampler, type SamplingOptions } from "./model/sampler.ts";
