@@ -44,6 +44,11 @@ interface KV {
   v: Handle;
 }
 
+/** A retrieval page and, once it is full, its segment (immutable from then on: built once, not per call). */
+interface Page extends KV {
+  full: Segment | null;
+}
+
 /** The host tensors of one call. */
 export interface CallTensors {
   q: Float32Array; // [T, Hq, D]
@@ -54,7 +59,7 @@ export interface CallTensors {
 }
 
 export class LayerShard {
-  private pages: KV[] = [];
+  private pages: Page[] = [];
   private ring: KV | null = null;
   /** absolute position held by each ring row (valid for the filled prefix) */
   private ringPos: Int32Array;
@@ -110,7 +115,7 @@ export class LayerShard {
     try {
       if (this.heads.retrieval.length > 0) {
         const need = Math.ceil((cached + T) / this.geo.pageRows);
-        while (this.pages.length < need) this.pages.push({ k: alloc(this.pageBytes), v: alloc(this.pageBytes) });
+        while (this.pages.length < need) this.pages.push({ k: alloc(this.pageBytes), v: alloc(this.pageBytes), full: null });
       }
       if (this.heads.streaming.length > 0 && !this.ring && this.ringBytes > 0) {
         this.ring = { k: alloc(this.ringBytes), v: alloc(this.ringBytes) };
@@ -153,7 +158,9 @@ export class LayerShard {
       const total = cached + T;
       const segments: Segment[] = [];
       for (let j = 0; j * P < total; j++) {
-        segments.push({ ...this.pages[j]!, dtype, rowHeads: ret.length, rowStart: 0, rowCount: Math.min(P, total - j * P), positions: j * P });
+        const page = this.pages[j]!;
+        const rowCount = Math.min(P, total - j * P);
+        segments.push(page.full ?? { k: page.k, v: page.v, dtype, rowHeads: ret.length, rowStart: 0, rowCount, positions: j * P });
       }
       attend(ret, this.retSlots, segments, null);
     }
@@ -162,15 +169,16 @@ export class LayerShard {
     if (str.length > 0) {
       const { sinkSize: S, recentSize: R } = this.geo;
       if (x.out && staging) {
-        const stagingRows = Int32Array.from({ length: T }, (_, i) => i);
+        const stagingRows = new Int32Array(T);
+        for (let i = 0; i < T; i++) stagingRows[i] = i;
         append(staging.k, x.k, str, stagingRows);
         append(staging.v, x.v, str, stagingRows);
         const segments: Segment[] = [];
         const filled = Math.min(cached, S + R);
         if (filled > 0 && this.ring) {
-          segments.push({ ...this.ring, dtype, rowHeads: str.length, rowStart: 0, rowCount: filled, positions: this.ringPos.slice(0, filled) });
+            segments.push({ k: this.ring.k, v: this.ring.v, dtype, rowHeads: str.length, rowStart: 0, rowCount: filled, positions: this.ringPos.slice(0, filled) });
         }
-        segments.push({ ...staging, dtype, rowHeads: str.length, rowStart: 0, rowCount: T, positions: cached });
+        segments.push({ k: staging.k, v: staging.v, dtype, rowHeads: str.length, rowStart: 0, rowCount: T, positions: cached });
         attend(str, this.strSlots, segments, this.geo.mode === "window" ? { sink: S, recent: R } : null);
       }
       if (this.ring) {
@@ -186,15 +194,21 @@ export class LayerShard {
   private ringRows(cached: number, T: number): Int32Array {
     const { sinkSize: S, recentSize: R } = this.geo;
     const keepFrom = Math.max(S, cached + T - R);
-    return Int32Array.from({ length: T }, (_, i) => {
+    const rows = new Int32Array(T);
+    for (let i = 0; i < T; i++) {
       const p = cached + i;
-      if (p < S) return p;
-      return R > 0 && p >= keepFrom ? S + ((p - S) % R) : -1;
-    });
+      rows[i] = p < S ? p : R > 0 && p >= keepFrom ? S + ((p - S) % R) : -1;
+    }
+    return rows;
   }
 
-  /** Record the ring rows written by a call that has run. */
+  /** Record what a call that has run wrote: ring rows, and the segments of pages it filled. */
   commit(cached: number, T: number): void {
+    const P = this.geo.pageRows, rowHeads = this.heads.retrieval.length;
+    for (let j = Math.floor(cached / P); rowHeads > 0 && j < Math.floor((cached + T) / P); j++) {
+      const page = this.pages[j]!;
+      page.full = { k: page.k, v: page.v, dtype: this.geo.dtype, rowHeads, rowStart: 0, rowCount: P, positions: j * P };
+    }
     if (!this.ring) return;
     const rows = this.ringRows(cached, T);
     for (let i = 0; i < T; i++) if (rows[i]! >= 0) this.ringPos[rows[i]!] = cached + i;
