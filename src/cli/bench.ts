@@ -58,7 +58,7 @@ export async function main(argv: string[]): Promise<number> {
       write([decodeTable(h.records), peerTable(h.records), prefillTable(h.records), capacityTable(h.records)]
         .filter((t) => t).join("\n") + (skipped.length ? `\npeers that could not run here:\n${skipped.map((s) => `  ${s}`).join("\n")}\n` : "")
         + (targets.length ? `\ntargets:\n${targets.map((t) => `  ${t}`).join("\n")}\n` : "")
-        + `\nload average at the end: ${(await loadAverage())?.toFixed(2) ?? "unknown"}\n`);
+        + `\n1-minute load average at the end: ${(await loadAverage())?.toFixed(2) ?? "unknown"} (this run's own workers included)\n`);
     }
     return 0;
   } finally {
@@ -70,7 +70,7 @@ function headerLines(h: Harness, cases: readonly ShapeCase[], why: string | unde
   const cores = runtime().cores;
   return [
     `duo bench: runtime ${h.base.runtime}, backend ${h.backend.name}${h.backend.shards > 1 ? ` (${h.backend.shards} workers)` : ""}, ${cores} core(s)` +
-      (load === null ? "" : `, load average ${load.toFixed(2)}${load > cores / 2 ? " (other processes are running: expect noisy timings)" : ""}`),
+      (load === null ? "" : `, 1-minute load average ${load.toFixed(2)} before the run`),
     why ? `ceilings: not measured: ${why}` : ceilingLine(h.records),
     ...cases.map((c) => `${c.shape.name} (${c.shape.numLayers} layers, ${c.shape.numHeads} query / ${c.shape.numKvHeads} KV heads, D = ${c.shape.headDim}), S = ${c.sinkSize}, R = ${c.recentSize}: ${c.source}; retrieval heads per layer ${c.schedule.counts().join(" ")}`),
   ];

@@ -158,7 +158,8 @@ async function measureGroup(
   h.note(`decode ${c.shape.name} ${dtype} @ ${context}: timing ${group.map((lane) => lane.mode).join(" / ")}`);
   let probeMs = 0;
   for (const step of steps) probeMs += (await probe(step)) + (await probe(step)); // untimed warm-up calls
-  const rounds = iterationsFor(probeMs / 2, { budgetMs: h.budgetMs * group.length, maxIterations: STEP_SLACK / 4 });
+  // Step times vary by ±30% on a VM even when it is quiet: take the median of at least 10 rounds.
+  const rounds = iterationsFor(probeMs / 2, { budgetMs: h.budgetMs * group.length, minIterations: 10, maxIterations: STEP_SLACK / 4 });
   const timings = await measureInterleaved(group.map((lane, i) => ({ name: `decode ${lane.mode} ${context}`, fn: steps[i]! })), rounds);
   group.forEach((lane, i) => {
     const t = timings[i]!;
