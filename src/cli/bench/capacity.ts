@@ -25,15 +25,15 @@ export interface CapacityResult {
   filled: number | null;
 }
 
-/** Two fills a whole number of pages apart (default page 1024 tokens) give the exact growth per token. */
-const PROBE_A = 2048, PROBE_B = 4096, MAX_CONTEXT = 1 << 24;
+/** The engines' default retrieval page; two fills a whole number of pages apart give the exact growth per token. */
+const PAGE = 1024, PROBE_A = 2 * PAGE, PROBE_B = 4 * PAGE, MAX_CONTEXT = 1 << 24;
 
 export async function capacity(h: Harness, c: ShapeCase, dtype: KvDtype, mode: Mode, demonstrate: boolean): Promise<CapacityResult> {
   const b = h.backend, shards = Array.from({ length: b.shards }, (_, s) => s);
   const caps = shards.map((s) => b.memory(s).capacity);
   const duo = await DuoAttention.create({
     shape: c.shape, heads: scheduleFor(c, mode), sinkSize: c.sinkSize, recentSize: c.recentSize, kvDtype: dtype,
-    backend: b, maxContext: MAX_CONTEXT,
+    backend: b, maxContext: MAX_CONTEXT, pageSize: PAGE,
   });
   const seq = duo.sequence();
   const L = c.shape.numLayers;
@@ -57,7 +57,8 @@ export async function capacity(h: Harness, c: ShapeCase, dtype: KvDtype, mode: M
     const grown = shards.map((s) => b.memory(s).allocated);
     const growth = shards.map((s) => (grown[s]! - a[s]!) / (PROBE_B - PROBE_A));
     const perShard = shards.map((s) => (growth[s]! > 0 ? PROBE_B + (caps[s]! - grown[s]!) / growth[s]! : Infinity));
-    const tokens = Math.min(...perShard);
+    // Retrieval pages are allocated whole: only complete pages of tokens fit.
+    const tokens = Math.floor(Math.min(...perShard) / PAGE) * PAGE;
     let filled: number | null = null;
     if (demonstrate && Number.isFinite(tokens)) {
       h.note(`capacity ${c.shape.name} ${dtype} ${mode}: filling all ${L} layers until the backend is full (computed: ${Math.floor(tokens)} tokens)`);
