@@ -80,10 +80,11 @@ test("bench cases: layer subsets, the typical layer, and bytes for a subset vs t
 
 test("bench roofline: critical-path bytes take each layer's busiest shard", async () => {
   const s = HeadSchedule.fromMask([[true, false, false, false], [true, true, true, false]]);
-  const plan = shardHeads(s, 2, 1e6, 10);
-  // Layer 0: shard 0 one retrieval head, shard 1 three streaming heads; layer 1: shard 0 two retrieval heads.
+  const plan = shardHeads(s, 2);
+  // Retrieval pages are striped: each shard reads half of every retrieval head. Layer 0: 1 retrieval head, streaming
+  // heads 1, 2, 3 dealt 2/1; layer 1: 3 retrieval heads, the one streaming head to the shard with fewer so far.
   const c = { ...(await resolveCase("llama-3-8b", undefined, 0.5)), sinkSize: 2, recentSize: 8 };
   const perHeadToken = 2 * 128 * 2;
-  assert.equal(criticalBytes(plan, c, "bf16", 1000), (1000 + 2000) * perHeadToken);
-  assert.equal(criticalBytes(shardHeads(s, 1, 1e6, 10), c, "bf16", 1000), (1000 + 30 + 3000 + 10) * perHeadToken, "one shard: everything");
+  assert.equal(criticalBytes(plan, c, "bf16", 1000), (500 + 2 * 10 + 1500 + 10) * perHeadToken);
+  assert.equal(criticalBytes(shardHeads(s, 1), c, "bf16", 1000), (1000 + 30 + 3000 + 10) * perHeadToken, "one shard: everything");
 });

@@ -71,12 +71,20 @@ test("layers with 0 and with all retrieval heads; head dims 64 and 128", async (
   }
 });
 
-test("heads spread over several backend shards give the same result as one shard", async () => {
-  const c: Case = { Hq: 8, Hkv: 4, D: 8, S: 2, R: 3, chunks: [6, 4, 1, 1], mode: "window", dtype: "f32", mask: [true, false, false, true] };
-  const one = await runCase(c, 5);
-  const three = await runCase({ ...c, shards: 3 }, 5);
-  assert.deepEqual(three.got, one.got, "sharding changes nothing but where heads live");
-  assertClose(three.got, three.want, "3 shards");
+test("pages striped over several backend shards, merged by log-sum-exp, give the one-shard result", async () => {
+  for (const mode of ["upstream", "window"] as const) {
+    const c: Case = { Hq: 8, Hkv: 4, D: 8, S: 2, R: 3, chunks: [6, 4, 1, 1, 9, 1], mode, dtype: "f32", mask: [true, false, false, true], pageSize: 2 };
+    const one = await runCase(c, 5);
+    for (const shards of [2, 3]) {
+      const many = await runCase({ ...c, shards }, 5);
+      assertClose(many.got, many.want, `${shards} shards, ${mode}`);
+      const { maxAbs, bad } = compare(many.got, one.got, 1e-6, 1e-5);
+      assert.equal(bad, -1, `${shards} shards vs 1: max abs difference ${maxAbs}`);
+    }
+  }
+  // A layer whose retrieval heads have fewer pages than there are shards (some shards hold none yet).
+  const few = await runCase({ Hq: 4, Hkv: 2, D: 8, S: 1, R: 2, chunks: [1, 1, 3], mode: "upstream", dtype: "bf16", mask: [true, true], pageSize: 8, shards: 3 }, 9);
+  assertClose(few.got, few.want, "pages < shards");
 });
 
 test("all-retrieval equals full attention; all-streaming with S + R ≥ context is bit-identical to it", async () => {

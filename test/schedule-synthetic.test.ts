@@ -19,21 +19,24 @@ test("synthetic schedules hit the fraction exactly, are uneven, and fewer early 
   assert.notDeepEqual(syntheticSchedule(32, 8, 0.5, 8).mask, s.mask);
 });
 
-test("head sharding covers every head once and balances each layer's work", () => {
+test("sharding: retrieval pages are striped over every shard; streaming heads are dealt out evenly", () => {
   const s = HeadSchedule.fromMask([[true, true, false, false, false, false], [true, false, false, false, false, false], [false, false, false, false, false, false]]);
-  const plan = shardHeads(s, 2, 1000, 10);
+  const plan = shardHeads(s, 2);
   plan.forEach((shards, l) => {
-    const all = shards.flatMap((x) => [...x.retrieval, ...x.streaming]).sort((a, b) => a - b);
-    assert.deepEqual(all, [0, 1, 2, 3, 4, 5], `layer ${l}: each head on exactly one shard`);
-    shards.forEach((x) => {
-      for (const h of x.retrieval) assert.equal(s.mask[l]![h], true);
+    shards.forEach((x, i) => {
+      assert.deepEqual([...x.retrieval], [...s.retrieval[l]!], `layer ${l}: every shard holds a share of every retrieval head`);
+      assert.equal(x.pageStride, 2);
+      assert.equal(x.pageOffset, i);
       for (const h of x.streaming) assert.equal(s.mask[l]![h], false);
     });
+    const str = shards.flatMap((x) => [...x.streaming]).sort((a, b) => a - b);
+    assert.deepEqual(str, [...s.streaming[l]!], `layer ${l}: each streaming head on exactly one shard`);
   });
-  // layer 0: the two retrieval heads go to different shards
-  assert.deepEqual(plan[0]!.map((x) => x.retrieval.length), [1, 1]);
-  // layer 1: the single retrieval head's shard gets no streaming heads while the other shard can take them all
-  assert.deepEqual(plan[1]!.map((x) => [x.retrieval.length, x.streaming.length]), [[1, 0], [0, 5]]);
-  // layer 2: 6 equal streaming heads split 3/3
-  assert.deepEqual(plan[2]!.map((x) => x.streaming.length), [3, 3]);
+  assert.deepEqual(plan.map((shards) => shards.map((x) => x.streaming.length)), [[2, 2], [3, 2], [3, 3]]);
+  // Over the whole model an odd head goes to the shard with fewer so far: 15 streaming heads split 8/7, not 9/6.
+  const perShard = [0, 1].map((i) => plan.reduce((a, shards) => a + shards[i]!.streaming.length, 0));
+  assert.deepEqual(perShard, [8, 7]);
+  const one = shardHeads(s, 1);
+  assert.ok(one.every((shards) => shards.length === 1 && shards[0]!.pageStride === 1 && shards[0]!.pageOffset === 0));
+  assert.deepEqual(one.map((sh) => sh[0]!.streaming.length), [4, 5, 6]);
 });

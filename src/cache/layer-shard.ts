@@ -1,15 +1,17 @@
 /**
  * The split KV cache of one layer on one backend shard, and the ops of one attention call on it.
  *
- * Retrieval store: pages of `pageRows` rows, K and V each `[pageRows, nRet, D]`; page j holds positions
- * [j·pageRows, (j+1)·pageRows). Growth allocates one page at a time: history is never copied.
+ * Retrieval store: pages of `pageRows` rows, K and V each `[pageRows, nRet, D]`; global page j holds positions
+ * [j·pageRows, (j+1)·pageRows) and lives on shard j mod pageStride (src/schedule/shard.ts). Growth allocates one page
+ * at a time: history is never copied.
  * Streaming store: a ring of S + R rows, K and V each `[S + R, nStr, D]`. Rows 0..S−1 hold the sinks (positions
  * 0..S−1, written once); a position p ≥ S lives in row S + (p − S) mod R. Rows fill in order, so the filled rows
  * are always the prefix [0, min(n, S + R)). Keys are stored post-RoPE at their absolute positions and never
  * re-rotated, so attention over the ring is order-free (SPEC.md §4.1); `ringPos` records each row's position.
  *
  * A call of T tokens at positions c..c+T−1 (c = tokens already cached) becomes, in order:
- *   retrieval: append K/V into the pages, attend over pages [0, c+T) causally;
+ *   retrieval: append K/V into this shard's pages, attend causally over them (into the call's output when this
+ *              shard holds every page, else into a partial output + lse that the engine merges across shards);
  *   streaming: append K/V into the shard's staging rows, attend over ring prefix ∪ staging with the mode's mask
  *              ("upstream": causal — the ring holds exactly the sinks + the R tokens before the chunk, SPEC.md §3.2;
  *               "window": causal and p < S or p ≥ t − R), then write the tokens that survive into the ring.
@@ -58,7 +60,14 @@ export interface CallTensors {
   T: number;
 }
 
+/** Where a shard that holds only some retrieval pages writes its partial result. */
+export interface Partial {
+  o: Float32Array; // [T, Hq, D]
+  lse: Float32Array; // [T, Hq]
+}
+
 export class LayerShard {
+  /** indexed by global page number; only this shard's pages are set */
   private pages: Page[] = [];
   private ring: KV | null = null;
   /** absolute position held by each ring row (valid for the filled prefix) */
@@ -79,6 +88,11 @@ export class LayerShard {
     this.strSlots = Int32Array.from(heads.streaming, (_, j) => j);
   }
 
+  /** Whether this shard holds global retrieval page j. */
+  private owns(j: number): boolean {
+    return j % this.heads.pageStride === this.heads.pageOffset;
+  }
+
   private get pageBytes(): number {
     return this.geo.pageRows * this.heads.retrieval.length * this.geo.headDim * bytesPerElement(this.geo.dtype);
   }
@@ -97,7 +111,7 @@ export class LayerShard {
    */
   reserve(cached: number, T: number): () => void {
     const made: Handle[] = [];
-    const pagesBefore = this.pages.length;
+    const newPages: number[] = [];
     const ringBefore = this.ring;
     const allocatedBefore = this.allocated;
     const alloc = (bytes: number): Handle => {
@@ -108,14 +122,18 @@ export class LayerShard {
     };
     const undo = () => {
       for (const h of made) this.backend.free(this.shard, h);
-      this.pages.length = pagesBefore;
+      for (const j of newPages) delete this.pages[j];
       this.ring = ringBefore;
       this.allocated = allocatedBefore;
     };
     try {
       if (this.heads.retrieval.length > 0) {
         const need = Math.ceil((cached + T) / this.geo.pageRows);
-        while (this.pages.length < need) this.pages.push({ k: alloc(this.pageBytes), v: alloc(this.pageBytes), full: null });
+        for (let j = Math.floor(cached / this.geo.pageRows); j < need; j++) {
+          if (!this.owns(j) || this.pages[j]) continue;
+          newPages.push(j);
+          this.pages[j] = { k: alloc(this.pageBytes), v: alloc(this.pageBytes), full: null };
+        }
       }
       if (this.heads.streaming.length > 0 && !this.ring && this.ringBytes > 0) {
         this.ring = { k: alloc(this.ringBytes), v: alloc(this.ringBytes) };
@@ -129,17 +147,15 @@ export class LayerShard {
 
   /**
    * The ops of one call (after `reserve`); `commit` must be called once they have run. With `x.out` null the call
-   * only stores K/V (no attention, no staging): what `Sequence.fill` does.
+   * only stores K/V (no attention, no staging): what `Sequence.fill` does. `partial` is where the retrieval heads'
+   * result goes when this shard holds only some of their pages (null: straight into x.out).
    */
-  ops(cached: number, x: CallTensors, staging: Staging | null): Op[] {
+  ops(cached: number, x: CallTensors, staging: Staging | null, partial: Partial | null): Op[] {
     const { headDim: D, numHeads, numKvHeads, group, dtype } = this.geo;
     const T = x.T;
     const ops: Op[] = [];
     const append = (dst: Handle, src: Float32Array, heads: Int32Array, rows: Int32Array): void => {
       ops.push({ kind: "append", dst, dtype, rowHeads: heads.length, headDim: D, src, srcHeads: numKvHeads, heads, rows });
-    };
-    const attend = (qHeads: Int32Array, kvSlots: Int32Array, segments: Segment[], window: { sink: number; recent: number } | null): void => {
-      if (x.out) ops.push({ kind: "attend", q: x.q, T, numHeads, headDim: D, group, qHeads, kvSlots, segments, qPos0: cached, window, out: x.out });
     };
 
     const ret = this.heads.retrieval;
@@ -147,6 +163,7 @@ export class LayerShard {
       const P = this.geo.pageRows;
       const first = Math.floor(cached / P), last = Math.floor((cached + T - 1) / P);
       for (let j = first; j <= last; j++) {
+        if (!this.owns(j)) continue;
         const rows = new Int32Array(T);
         for (let i = 0; i < T; i++) {
           const p = cached + i;
@@ -157,12 +174,17 @@ export class LayerShard {
       }
       const total = cached + T;
       const segments: Segment[] = [];
-      for (let j = 0; j * P < total; j++) {
+      for (let j = this.heads.pageOffset; j * P < total; j += this.heads.pageStride) {
         const page = this.pages[j]!;
-        const rowCount = Math.min(P, total - j * P);
-        segments.push(page.full ?? { k: page.k, v: page.v, dtype, rowHeads: ret.length, rowStart: 0, rowCount, positions: j * P });
+        segments.push(page.full ?? { k: page.k, v: page.v, dtype, rowHeads: ret.length, rowStart: 0, rowCount: Math.min(P, total - j * P), positions: j * P });
       }
-      attend(ret, this.retSlots, segments, null);
+      // A shard with no page yet has nothing to add: its partial stays (0, lse −∞), which the merge ignores.
+      if (x.out && segments.length > 0) {
+        ops.push({
+          kind: "attend", q: x.q, T, numHeads, headDim: D, group, qHeads: ret, kvSlots: this.retSlots, segments,
+          qPos0: cached, window: null, out: partial ? partial.o : x.out, ...(partial ? { lse: partial.lse } : {}),
+        });
+      }
     }
 
     const str = this.heads.streaming;
@@ -176,10 +198,13 @@ export class LayerShard {
         const segments: Segment[] = [];
         const filled = Math.min(cached, S + R);
         if (filled > 0 && this.ring) {
-            segments.push({ k: this.ring.k, v: this.ring.v, dtype, rowHeads: str.length, rowStart: 0, rowCount: filled, positions: this.ringPos.slice(0, filled) });
+          segments.push({ k: this.ring.k, v: this.ring.v, dtype, rowHeads: str.length, rowStart: 0, rowCount: filled, positions: this.ringPos.slice(0, filled) });
         }
         segments.push({ k: staging.k, v: staging.v, dtype, rowHeads: str.length, rowStart: 0, rowCount: T, positions: cached });
-        attend(str, this.strSlots, segments, this.geo.mode === "window" ? { sink: S, recent: R } : null);
+        ops.push({
+          kind: "attend", q: x.q, T, numHeads, headDim: D, group, qHeads: str, kvSlots: this.strSlots, segments,
+          qPos0: cached, window: this.geo.mode === "window" ? { sink: S, recent: R } : null, out: x.out,
+        });
       }
       if (this.ring) {
         const rows = this.ringRows(cached, T);
@@ -202,12 +227,12 @@ export class LayerShard {
     return rows;
   }
 
-  /** Record what a call that has run wrote: ring rows, and the segments of pages it filled. */
+  /** Record what a call that has run wrote: ring rows, and the segments of this shard's pages it filled. */
   commit(cached: number, T: number): void {
     const P = this.geo.pageRows, rowHeads = this.heads.retrieval.length;
     for (let j = Math.floor(cached / P); rowHeads > 0 && j < Math.floor((cached + T) / P); j++) {
-      const page = this.pages[j]!;
-      page.full = { k: page.k, v: page.v, dtype: this.geo.dtype, rowHeads, rowStart: 0, rowCount: P, positions: j * P };
+      const page = this.pages[j];
+      if (page) page.full = { k: page.k, v: page.v, dtype: this.geo.dtype, rowHeads, rowStart: 0, rowCount: P, positions: j * P };
     }
     if (!this.ring) return;
     const rows = this.ringRows(cached, T);
@@ -217,6 +242,7 @@ export class LayerShard {
   /** Free everything; the layer-shard is empty again. */
   clear(): void {
     for (const p of this.pages) {
+      if (!p) continue;
       this.backend.free(this.shard, p.k);
       this.backend.free(this.shard, p.v);
     }

@@ -1,12 +1,14 @@
 /**
- * The split KV cache of one sequence: for every layer, its heads spread over the backend's shards
+ * The split KV cache of one sequence: for every layer, its heads and pages spread over the backend's shards
  * (src/schedule/shard.ts), each part a LayerShard. Layers advance independently: positions of a call continue
- * from that layer's own length.
+ * from that layer's own length. When the retrieval pages of a layer are striped over several shards, each shard
+ * attends into a partial (out, lse) and `finish` merges them (src/cache/merge.ts).
  */
 import { bytesPerElement } from "../dtype.ts";
 import type { Backend, Op } from "../backend/types.ts";
 import type { ShardHeads } from "../schedule/shard.ts";
-import { type CacheGeometry, type CallTensors, LayerShard, type Staging } from "./layer-shard.ts";
+import { type CacheGeometry, type CallTensors, LayerShard, type Partial, type Staging } from "./layer-shard.ts";
+import { mergePartials } from "./merge.ts";
 
 /** Byte accounting of a sequence's KV (SPEC.md §4.4). */
 export interface KvBytes {
@@ -56,9 +58,25 @@ export class SplitKVCache {
     return () => undos.reverse().forEach((u) => u());
   }
 
-  /** The ops of a call, per shard (after `reserve`). */
-  ops(layer: number, x: CallTensors, staging: readonly (Staging | null)[]): Op[][] {
-    return this.layers[layer]!.map((ls, s) => ls.ops(this.lengths[layer]!, x, staging[s] ?? null));
+  /**
+   * The ops of a call, per shard (after `reserve`), and `finish`, to call once they have run: it merges the shards'
+   * partial results for the retrieval heads into x.out.
+   */
+  plan(layer: number, x: CallTensors, staging: readonly (Staging | null)[]): { ops: Op[][]; finish: () => void } {
+    const shards = this.layers[layer]!;
+    const ret = shards[0]!.heads.retrieval;
+    const striped = x.out !== null && ret.length > 0 && shards.length > 1;
+    const { numHeads: Hq, headDim: D, group: G } = this.geo;
+    const partials: Partial[] | null = striped
+      ? shards.map(() => ({ o: new Float32Array(x.T * Hq * D), lse: new Float32Array(x.T * Hq).fill(-Infinity) }))
+      : null;
+    const ops = shards.map((ls, s) => ls.ops(this.lengths[layer]!, x, staging[s] ?? null, partials?.[s] ?? null));
+    const finish = () => {
+      if (!partials) return;
+      const qHeads = Int32Array.from({ length: ret.length * G }, (_, i) => ret[Math.floor(i / G)]! * G + (i % G));
+      mergePartials(x.out!, partials, qHeads, x.T, Hq, D);
+    };
+    return { ops, finish };
   }
 
   /** The call's ops have run: advance the layer. */
@@ -73,8 +91,9 @@ export class SplitKVCache {
     let retrieval = 0, streaming = 0, fullAttention = 0, allocated = 0;
     this.layers.forEach((shards, l) => {
       const T = this.lengths[l]!;
+      // Every shard lists the layer's retrieval heads (their pages are striped); count them once.
+      retrieval += perHeadToken * shards[0]!.heads.retrieval.length * T;
       for (const ls of shards) {
-        retrieval += perHeadToken * ls.heads.retrieval.length * T;
         streaming += perHeadToken * ls.heads.streaming.length * Math.min(T, S + R);
         allocated += ls.allocated;
       }

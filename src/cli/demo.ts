@@ -174,17 +174,20 @@ function decodeTable(rows: Row[]): string {
   );
 }
 
-/** The largest context each engine fits: the most loaded shard's bytes per token against that shard's memory. */
+/**
+ * The largest context each engine fits: retrieval pages are striped over the shards (each holds 1/shards of them),
+ * streaming rings live whole on one shard; the fullest shard decides.
+ */
 function capacityLine(backend: Backend, full: DuoAttention, duo: DuoAttention): string {
   const cap = Array.from({ length: backend.shards }, (_, s) => backend.memory(s).capacity);
   if (!cap.every(Number.isFinite)) return `the ${backend.name} backend reports no memory limit here`;
   const fits = (e: DuoAttention) => {
     const perHeadToken = 2 * (e.kvDtype === "f32" ? 4 : 2) * e.shape.headDim;
     const ring = (e.sinkSize + e.recentSize) * perHeadToken;
+    const nRet = e.schedule.retrievalHeads;
     return Math.min(...cap.map((c, s) => {
-      const nRet = e.plan.reduce((a, layer) => a + layer[s]!.retrieval.length, 0);
       const nStr = e.plan.reduce((a, layer) => a + layer[s]!.streaming.length, 0);
-      return nRet === 0 ? Infinity : Math.floor((c - nStr * ring) / (nRet * perHeadToken));
+      return nRet === 0 ? Infinity : Math.floor(((c - nStr * ring) * backend.shards) / (nRet * perHeadToken));
     }));
   };
   const f = fits(full), d = fits(duo);

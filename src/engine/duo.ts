@@ -25,7 +25,7 @@ export class DuoAttention {
   readonly kvDtype: KvDtype;
   readonly prefill: PrefillMode;
   readonly maxContext: number;
-  /** [layer][shard]: the heads each backend shard holds */
+  /** [layer][shard]: the heads (and, for retrieval heads, which pages) each backend shard holds */
   readonly plan: readonly (readonly ShardHeads[])[];
   readonly backend: Backend;
   private readonly ownsBackend: boolean;
@@ -48,8 +48,7 @@ export class DuoAttention {
       numHeads: o.shape.numHeads, numKvHeads: o.shape.numKvHeads, headDim: o.shape.headDim, group: o.group,
       sinkSize: o.sinkSize, recentSize: o.recentSize, dtype: o.kvDtype, pageRows: o.pageSize, mode: o.prefill,
     };
-    // A retrieval head's work grows with its context; estimate it at half the maximum.
-    this.plan = shardHeads(o.schedule, backend.shards, Math.max(o.maxContext / 2, 1), o.sinkSize + o.recentSize + 1);
+    this.plan = shardHeads(o.schedule, backend.shards);
     this.staging = new Array(backend.shards).fill(null);
   }
 

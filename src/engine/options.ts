@@ -23,7 +23,7 @@ export interface DuoAttentionOptions extends BackendOptions {
   prefill?: PrefillMode;
   /** the most tokens one sequence may hold per layer (default 1 Mi) */
   maxContext?: number;
-  /** retrieval-store page size in tokens (default 1024) */
+  /** retrieval-store page size in tokens (default 256; pages are also the unit split across wasm workers) */
   pageSize?: number;
 }
 
@@ -62,6 +62,6 @@ export function resolveOptions(o: DuoAttentionOptions): ResolvedOptions {
     backend,
     prefill: checkOneOf("prefill", o.prefill ?? "upstream", PREFILL_MODES),
     maxContext: checkInt("maxContext", o.maxContext ?? 1 << 20, 1),
-    pageSize: checkInt("pageSize", o.pageSize ?? 1024, 1),
+    pageSize: checkInt("pageSize", o.pageSize ?? 256, 1),
   };
 }

@@ -74,8 +74,9 @@ export class Sequence {
         undo();
         throw e;
       }
-      const perShard = this.cache.ops(layer, x, staging);
-      await Promise.all(perShard.map((ops, s) => (ops.length ? this.engine.backend.run(s, ops) : undefined)));
+      const { ops, finish } = this.cache.plan(layer, x, staging);
+      await Promise.all(ops.map((list, s) => (list.length ? this.engine.backend.run(s, list) : undefined)));
+      finish();
       this.cache.commit(layer, x.T);
     } finally {
       this.busy.delete(layer);

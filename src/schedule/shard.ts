@@ -1,39 +1,47 @@
 /**
- * Head sharding: which KV heads of each layer live on which backend shard (a wasm worker; CUDA and the reference
- * backend have one shard). Layers run one after another and the shards of a layer run in parallel, so each layer is
- * balanced on its own: longest-processing-time greedy over the layer's heads, a retrieval head costing ∝ the
- * context it will hold and a streaming head ∝ S + R (its ring). Deterministic: ties go to the lower shard.
+ * How a layer's KV heads are spread over the backend's shards (wasm workers; CUDA and the reference backend have
+ * one shard). Layers run one after another and the shards of a layer in parallel, so each layer must be balanced
+ * on its own, and memory must be balanced over the whole model:
+ *  - retrieval heads: every shard holds every retrieval head of the layer, but only some of its pages — page j lives
+ *    on shard j mod shards (split-KV across workers). Each shard attends over its pages; the engine merges the
+ *    partial results by log-sum-exp. Work and memory split evenly whatever the layer's retrieval count (1 of 8, or
+ *    8 of 8), and one long head is spread over every core.
+ *  - streaming heads (a fixed S + R ring each) are dealt out whole, to the shard with the fewest streaming heads so
+ *    far in this layer, ties to the one with the fewest over all layers so far, then the lower index.
  */
 import type { HeadSchedule } from "./schedule.ts";
 
 export interface ShardHeads {
-  /** retrieval KV heads (original indices, ascending) on this shard */
+  /** the layer's retrieval KV heads (original indices, ascending); this shard holds pages j ≡ pageOffset mod pageStride */
   retrieval: Int32Array;
-  /** streaming KV heads (original indices, ascending) on this shard */
+  /** streaming KV heads (original indices, ascending) whose whole ring lives on this shard */
   streaming: Int32Array;
+  /** how many shards share the retrieval pages (1 = this shard holds them all) */
+  pageStride: number;
+  /** which pages are this shard's */
+  pageOffset: number;
 }
 
-/** [layer][shard] -> heads. `retrievalCost` and `streamingCost` are per-head work estimates (e.g. T and S+R). */
-export function shardHeads(
-  schedule: HeadSchedule,
-  shards: number,
-  retrievalCost: number,
-  streamingCost: number,
-): ShardHeads[][] {
-  return schedule.mask.map((row) => {
-    const load = new Float64Array(shards);
-    const owner = new Int32Array(row.length);
-    // Most expensive first; within a class the original order, so results are stable.
-    const order = row.map((_, h) => h).sort((a, b) => Number(row[b]) - Number(row[a]) || a - b);
-    for (const h of order) {
+/** [layer][shard] -> the heads and pages that shard holds. */
+export function shardHeads(schedule: HeadSchedule, shards: number): ShardHeads[][] {
+  const total = new Int32Array(shards);
+  return schedule.mask.map((row, l) => {
+    const inLayer = new Int32Array(shards);
+    const owner = new Int32Array(row.length).fill(-1);
+    for (const h of schedule.streaming[l]!) {
       let best = 0;
-      for (let s = 1; s < shards; s++) if (load[s]! < load[best]!) best = s;
+      for (let s = 1; s < shards; s++) {
+        if (inLayer[s]! < inLayer[best]! || (inLayer[s] === inLayer[best] && total[s]! < total[best]!)) best = s;
+      }
       owner[h] = best;
-      load[best]! += row[h] ? retrievalCost : streamingCost;
+      inLayer[best]!++;
+      total[best]!++;
     }
     return Array.from({ length: shards }, (_, s) => ({
-      retrieval: Int32Array.from(row.flatMap((r, h) => (r && owner[h] === s ? [h] : []))),
-      streaming: Int32Array.from(row.flatMap((r, h) => (!r && owner[h] === s ? [h] : []))),
+      retrieval: schedule.retrieval[l]!,
+      streaming: Int32Array.from(row.flatMap((_, h) => (owner[h] === s ? [h] : []))),
+      pageStride: shards,
+      pageOffset: s,
     }));
   });
 }

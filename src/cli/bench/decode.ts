@@ -47,7 +47,8 @@ export function decodeBytesFor(c: ShapeCase, mode: Mode, dtype: KvDtype, context
  */
 export function criticalBytes(plan: DuoAttention["plan"], c: ShapeCase, dtype: KvDtype, context: number): number {
   const perHeadToken = 2 * c.shape.headDim * bytesPerElement(dtype), ring = Math.min(context, c.sinkSize + c.recentSize);
-  return plan.reduce((sum, shards) => sum + Math.max(...shards.map((h) => (h.retrieval.length * context + h.streaming.length * ring) * perHeadToken)), 0);
+  // Retrieval pages are striped over the shards (each holds 1/pageStride of every retrieval head); rings are whole.
+  return plan.reduce((sum, shards) => sum + Math.max(...shards.map((h) => ((h.retrieval.length * context) / h.pageStride + h.streaming.length * ring) * perHeadToken)), 0);
 }
 
 export interface DecodeRequest {
