@@ -7,6 +7,7 @@
 import { SyntheticInputs } from "../../demo/stack.ts";
 import type { KvDtype } from "../../dtype.ts";
 import { DuoAttention } from "../../engine/duo.ts";
+import { resolveOptions } from "../../engine/options.ts";
 import { DuoError } from "../../errors.ts";
 import type { ShapeCase } from "./cases.ts";
 import { FILL_CHUNK, type Mode, scheduleFor } from "./decode.ts";
@@ -25,16 +26,18 @@ export interface CapacityResult {
   filled: number | null;
 }
 
-/** The engines' default retrieval page; two fills a whole number of pages apart give the exact growth per token. */
-const PAGE = 1024, PROBE_A = 2 * PAGE, PROBE_B = 4 * PAGE, MAX_CONTEXT = 1 << 24;
+const MAX_CONTEXT = 1 << 24;
 
 export async function capacity(h: Harness, c: ShapeCase, dtype: KvDtype, mode: Mode, demonstrate: boolean): Promise<CapacityResult> {
   const b = h.backend, shards = Array.from({ length: b.shards }, (_, s) => s);
   const caps = shards.map((s) => b.memory(s).capacity);
   const duo = await DuoAttention.create({
     shape: c.shape, heads: scheduleFor(c, mode), sinkSize: c.sinkSize, recentSize: c.recentSize, kvDtype: dtype,
-    backend: b, maxContext: MAX_CONTEXT, pageSize: PAGE,
+    backend: b, maxContext: MAX_CONTEXT,
   });
+  // The engines' default retrieval page: two fills a whole number of pages per shard apart give the exact growth.
+  const page = resolveOptions({ shape: c.shape, heads: duo.schedule }).pageSize;
+  const probeA = 2 * page * b.shards, probeB = 4 * page * b.shards;
   const seq = duo.sequence();
   const L = c.shape.numLayers;
   const inputs = new SyntheticInputs(c.shape, FILL_CHUNK);
@@ -51,14 +54,14 @@ export async function capacity(h: Harness, c: ShapeCase, dtype: KvDtype, mode: M
     }
   };
   try {
-    await fillAll(PROBE_A, FILL_CHUNK);
+    await fillAll(probeA, FILL_CHUNK);
     const a = shards.map((s) => b.memory(s).allocated);
-    await fillAll(PROBE_B, FILL_CHUNK);
+    await fillAll(probeB, FILL_CHUNK);
     const grown = shards.map((s) => b.memory(s).allocated);
-    const growth = shards.map((s) => (grown[s]! - a[s]!) / (PROBE_B - PROBE_A));
-    const perShard = shards.map((s) => (growth[s]! > 0 ? PROBE_B + (caps[s]! - grown[s]!) / growth[s]! : Infinity));
+    const growth = shards.map((s) => (grown[s]! - a[s]!) / (probeB - probeA));
+    const perShard = shards.map((s) => (growth[s]! > 0 ? probeB + (caps[s]! - grown[s]!) / growth[s]! : Infinity));
     // Retrieval pages are allocated whole: only complete pages of tokens fit.
-    const tokens = Math.floor(Math.min(...perShard) / PAGE) * PAGE;
+    const tokens = Math.floor(Math.min(...perShard) / page) * page;
     let filled: number | null = null;
     if (demonstrate && Number.isFinite(tokens)) {
       h.note(`capacity ${c.shape.name} ${dtype} ${mode}: filling all ${L} layers until the backend is full (computed: ${Math.floor(tokens)} tokens)`);
