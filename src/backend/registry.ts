@@ -14,6 +14,8 @@ export const BACKEND_CHOICES: readonly BackendChoice[] = ["auto", "cuda", "wasm"
 export interface BackendOptions {
   /** wasm: worker count (default: the number of cores; 0 = run in this thread) */
   threads?: number;
+  /** wasm: bytes each worker (shard) may hold, below its 4 GiB wasm32 limit — to leave room, or to cap a benchmark */
+  memoryLimit?: number;
   /** wasm: a precompiled module (edge runtimes, bundlers) instead of reading wasm/dist from disk */
   wasmModule?: WebAssembly.Module;
   /** cuda: path of libduo_cuda.so (default: $DUO_CUDA_LIB, then cuda/build/) */

@@ -27,6 +27,9 @@ export interface WasmBackendOptions extends BackendOptions {
   kernels?: WasmKernels;
 }
 
+/** The most a shard may hold: its wasm32 memory less a reserve for the kernels' scratch and the arena's headers. */
+const MAX_SHARD_BYTES = WASM32_BYTES - RESERVE_BYTES;
+
 /** One memory domain: a duo.wasm instance in this thread, or a worker holding one. */
 interface Shard {
   alloc(h: Handle, bytes: number): void;
@@ -152,7 +155,11 @@ export class WasmBackend implements Backend {
   private nextHandle = 1;
   private disposed = false;
 
-  constructor(private readonly impl: Shard[], workers: boolean) {
+  /** bytes each shard may hold (BackendOptions.memoryLimit, at most MAX_SHARD_BYTES) */
+  private readonly capacity: number;
+
+  constructor(private readonly impl: Shard[], workers: boolean, memoryLimit = MAX_SHARD_BYTES) {
+    this.capacity = Math.min(memoryLimit, MAX_SHARD_BYTES);
     this.shards = impl.length;
     this.workers = workers;
     this.accounted = impl.map(() => 0);
@@ -162,9 +169,10 @@ export class WasmBackend implements Backend {
     this.live();
     this.shardIndex(shard);
     checkInt("alloc bytes", bytes, 0);
-    const cost = blockBytes(bytes), capacity = WASM32_BYTES - RESERVE_BYTES;
+    const cost = blockBytes(bytes), capacity = this.capacity;
     if (this.accounted[shard]! + cost > capacity) {
-      throw new DuoError("CAPACITY", `wasm backend: shard ${shard} cannot hold ${bytes} more bytes: ${this.accounted[shard]} of ${capacity} bytes are in use (4 GiB wasm32 memory minus a ${RESERVE_BYTES / 2 ** 20} MiB reserve), ${Math.max(0, capacity - this.accounted[shard]! - 64)} available; use more threads (shards), a smaller dtype or a shorter context`);
+      const limit = capacity < MAX_SHARD_BYTES ? "memoryLimit" : `4 GiB wasm32 memory minus a ${RESERVE_BYTES / 2 ** 20} MiB reserve`;
+      throw new DuoError("CAPACITY", `wasm backend: shard ${shard} cannot hold ${bytes} more bytes: ${this.accounted[shard]} of ${capacity} bytes are in use (${limit}), ${Math.max(0, capacity - this.accounted[shard]! - 64)} available; use more threads (shards), a smaller dtype or a shorter context`);
     }
     const h = this.nextHandle++;
     this.impl[shard]!.alloc(h, bytes);
@@ -183,7 +191,7 @@ export class WasmBackend implements Backend {
 
   memory(shard: number): BackendMemory {
     this.shardIndex(shard);
-    return { allocated: this.accounted[shard]!, capacity: WASM32_BYTES - RESERVE_BYTES };
+    return { allocated: this.accounted[shard]!, capacity: this.capacity };
   }
 
   async read(shard: number, h: Handle, byteOffset: number, byteLength: number): Promise<Uint8Array> {
@@ -387,8 +395,9 @@ export async function probeWasm(opts: WasmBackendOptions): Promise<BackendProbe>
 export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<WasmBackend> {
   const rt = runtime();
   const threads = checkInt("threads", opts.threads ?? rt.cores, 0, 1024);
+  const limit = opts.memoryLimit === undefined ? undefined : checkInt("memoryLimit", opts.memoryLimit, 1);
   const module = await loadWasmModule(opts);
-  if (threads === 0 || !rt.workers) return new WasmBackend([new LocalShard(await WasmExec.create(module))], false);
+  if (threads === 0 || !rt.workers) return new WasmBackend([new LocalShard(await WasmExec.create(module))], false, limit);
   const started = await Promise.allSettled(Array.from({ length: threads }, (_, i) => WorkerShard.start(workerUrl(), module, i)));
   const shards = started.flatMap((s) => (s.status === "fulfilled" ? [s.value] : []));
   const failed = started.find((s): s is PromiseRejectedResult => s.status === "rejected");
@@ -397,5 +406,5 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
     const e = failed.reason as Error;
     throw new DuoError("BACKEND_UNAVAILABLE", `wasm backend: cannot start its workers: ${e.message} (threads: 0 runs without workers)`, { cause: e });
   }
-  return new WasmBackend(shards, true);
+  return new WasmBackend(shards, true, limit);
 }
