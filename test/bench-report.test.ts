@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { jsonLine, record } from "../src/cli/bench/record.ts";
 import { capacityTable, decodeTable, peerTable, prefillTable, targetLines } from "../src/cli/bench/report.ts";
-import { formatCell, formatRatio, renderTable } from "../src/report/table.ts";
+import { formatBytes, formatCell, formatRatio, renderTable } from "../src/report/table.ts";
 
 test("bench table: text tables align numbers right and text left; markdown tables mark numeric columns", () => {
   const rows = [["llama-3-8b", 8192, 1.5], ["llama-2-7b", 65536, null]];
@@ -21,6 +21,11 @@ test("bench table: text tables align numbers right and text left; markdown table
   assert.equal(formatRatio(2.004), "2.00x");
   assert.equal(formatRatio(null), "-");
   assert.equal(formatRatio(Infinity), "-");
+  assert.equal(formatBytes(1023.9 * 2 ** 20), "1.00 GiB");
+  assert.equal(formatBytes(536 * 2 ** 20), "536 MiB");
+  assert.equal(formatBytes(16 * 2 ** 30), "16.0 GiB");
+  assert.equal(formatBytes(131072), "128 KiB");
+  assert.equal(formatBytes(100), "100 B");
 });
 
 const base = { backend: "wasm", runtime: "node 20.20.2", threads: 2 };

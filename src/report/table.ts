@@ -27,12 +27,25 @@ export function formatCell(v: number): string {
   return String(Number(v.toPrecision(3)));
 }
 
+/** Bytes in binary units with 3 significant digits: 536 MiB, 1.02 GiB, 16.0 GiB (never an exponent). */
+export function formatBytes(n: number): string {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (i < units.length - 1 && Math.abs(n) >= 1024 * (1 - 5e-4)) {
+    n /= 1024;
+    i++;
+  }
+  if (i === 0) return `${Math.round(n)} B`;
+  const a = Math.abs(n);
+  return `${n.toFixed(a >= 99.95 ? 0 : a >= 9.995 ? 1 : 2)} ${units[i]}`;
+}
+
 /** "2.03x" */
 export function formatRatio(v: number | null | undefined): string {
   return v === null || v === undefined || !Number.isFinite(v) ? "-" : `${v.toFixed(2)}x`;
 }
 
-const NUMERIC = /^[-+]?(\d[\d,]*(\.\d+)?|\.\d+)(e[-+]?\d+)?\s*(x|%|[kKMGT]i?B|ms|s|GB\/s)?$/;
+const NUMERIC = /^[-+]?(\d[\d,]*(\.\d+)?|\.\d+)(e[-+]?\d+)?\s*(x|%|B|[kKMGT]i?B|ms|s|GB\/s)?$/;
 
 export function renderTable(columns: readonly (Column | string)[], rows: readonly (readonly Cell[])[], o: TableOptions = {}): string {
   const cols = columns.map((c) => (typeof c === "string" ? { title: c } : c));

@@ -2,8 +2,7 @@
  * The human-readable side of `duo bench`: tables built from the records, with the ratios the benchmarks are judged
  * by (Duo vs full against the byte ratio, fraction of the roofline limit, peers, prefill vs theory, capacity).
  */
-import { formatBytes } from "../format.ts";
-import { type Cell, formatRatio, renderTable, type TableOptions } from "../../report/table.ts";
+import { type Cell, formatBytes, formatRatio, renderTable, type TableOptions } from "../../report/table.ts";
 import type { BenchRecord } from "./record.ts";
 
 const num = (v: unknown): number | null => (typeof v === "number" && Number.isFinite(v) ? v : null);

@@ -10,8 +10,7 @@
 import { PREFILL_MODES } from "../../engine/options.ts";
 import { makeDir, writeText } from "../../runtime.ts";
 import { figure, type Panel, type Series } from "../../report/svg.ts";
-import { formatRatio, renderTable } from "../../report/table.ts";
-import { formatBytes } from "../format.ts";
+import { formatBytes, formatRatio, renderTable } from "../../report/table.ts";
 import { atSparsity, fmtPct, type ShapeCase, spreadLayers, typicalLayer } from "./cases.ts";
 import { capacity, capacityRecord, type CapacityResult, fitsUpTo } from "./capacity.ts";
 import { decodeSeries, type Mode, MODES } from "./decode.ts";
