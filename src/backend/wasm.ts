@@ -123,7 +123,9 @@ class WorkerShard implements Shard {
     this.worker.post({ type: "free", handle } satisfies ToWorker);
   }
   run(ops: ExecOp[]) {
-    return this.request<(AttendResult | null)[]>({ type: "run", id: 0, ops });
+    // Appends were packed for this worker (packAppend): their sources are ours to hand over, not to copy.
+    const transfer = ops.flatMap((op) => (op.kind === "append" ? [op.src.buffer as ArrayBuffer] : []));
+    return this.request<(AttendResult | null)[]>({ type: "run", id: 0, ops }, transfer);
   }
   read(handle: Handle, offset: number, length: number) {
     return this.request<Uint8Array>({ type: "read", id: 0, handle, offset, length });
@@ -248,7 +250,7 @@ export class WasmBackend implements Backend {
     const at = `ops[${i}] (${op?.kind})`;
     if (op?.kind === "append") {
       this.checkAppend(shard, op, at);
-      return op;
+      return this.workers ? packAppend(op) : op;
     }
     if (op?.kind === "attend") return this.checkAttend(shard, op, at);
     throw new DuoError("INVALID_ARGUMENT", `ops[${i}].kind must be "append" or "attend", got ${JSON.stringify((op as { kind?: unknown })?.kind)}`);
@@ -317,6 +319,28 @@ export class WasmBackend implements Backend {
       throw new DuoError("SHAPE_MISMATCH", `${at}: segment positions must be a number or an Int32Array of rowCount = ${count} entries`);
     }
   }
+}
+
+/**
+ * The part of an append a worker needs: only the rows it writes (rows ≥ 0) and the heads it stores, as a fresh
+ * [n, rowHeads, D] array. A call's K/V holds every token and head, but a worker keeps only its pages' tokens and its
+ * heads (and a ring only the last R tokens), so this is what keeps postMessage traffic at the bytes actually stored.
+ */
+function packAppend(op: AppendOp): AppendOp {
+  const D = op.headDim, H = op.rowHeads;
+  let n = 0;
+  for (const r of op.rows) if (r >= 0) n++;
+  const src = new Float32Array(n * H * D), rows = new Int32Array(n);
+  for (let t = 0, i = 0; t < op.rows.length; t++) {
+    if (op.rows[t]! < 0) continue;
+    rows[i] = op.rows[t]!;
+    for (let j = 0; j < H; j++) {
+      const from = (t * op.srcHeads + op.heads[j]!) * D;
+      src.set(op.src.subarray(from, from + D), (i * H + j) * D);
+    }
+    i++;
+  }
+  return { ...op, src, srcHeads: H, heads: Int32Array.from({ length: H }, (_, j) => j), rows };
 }
 
 function checkDtype(dtype: KvDtype, at: string): void {

@@ -84,7 +84,13 @@ uint32_t duo_alloc(uint32_t bytes) {
   if (!b) {
     uint64_t have = last && H(last)->free ? H(last)->size : 0;
     uint64_t add = (need - have + PAGE - 1) / PAGE * PAGE;
-    if (heap_hi + add > (1ull << 32) || !grow(add)) return 0;
+    if (heap_hi + add > (1ull << 32)) return 0;
+    /* Grow geometrically (16 MiB or 1/8 of the heap at least): every memory.grow makes the JS engine re-examine its
+     * external memory (V8 runs a GC), so a cache growing page by page would spend most of its time collecting. Near
+     * the 4 GiB limit fall back to exactly what is needed. */
+    uint64_t ahead = heap_hi / 8 > (16u << 20) ? heap_hi / 8 : (16u << 20);
+    uint64_t more = add > ahead ? add : (ahead + PAGE - 1) / PAGE * PAGE;
+    if (!((heap_hi + more <= (1ull << 32) && grow(more)) || grow(add))) return 0;
     b = last;
   }
   unlink_free(b);
