@@ -6,7 +6,7 @@
  * here is reported with the reason and skipped.
  */
 import { PlainDecode } from "../../../bench/peers/plain-attention.ts";
-import { loadOrtPeer, ORT_FLAVORS, type OrtFlavor, type OrtPeer } from "../../../bench/peers/ort.ts";
+import { loadOrtPeer, ORT_FLAVORS, type OrtPeer } from "../../../bench/peers/ort.ts";
 import { randomData } from "../../demo/stack.ts";
 import type { KvDtype } from "../../dtype.ts";
 import type { ShapeCase } from "./cases.ts";
@@ -56,7 +56,7 @@ export async function peerSeries(h: Harness, c: ShapeCase, dtype: KvDtype, conte
     for (const dt of ortDtype === "float16" ? (["float16", "float32"] as const) : (["float32"] as const)) {
       let peer: OrtPeer;
       try {
-        peer = await loadOrtPeer(flavor as OrtFlavor, shape, threads, dt);
+        peer = await loadOrtPeer(flavor, shape, threads, dt);
       } catch (e) {
         skipped.push(`${flavor}: ${oneLine(e)}`);
         break;
