@@ -83,6 +83,34 @@ test("a backend out of memory mid-call leaves the cache unchanged (all or nothin
   await duo.dispose();
 });
 
+test("a backend run that fails late (after its buffers were reserved) leaves the cache as before", async () => {
+  const inner = new ReferenceBackend();
+  let failNext = false;
+  const flaky: Backend = Object.assign(Object.create(inner), {
+    async run(shard: number, ops: Parameters<Backend["run"]>[1]) {
+      if (failNext) {
+        failNext = false;
+        throw new DuoError("CAPACITY", "worker could not grow its memory");
+      }
+      return inner.run(shard, ops);
+    },
+  });
+  const duo = await make({ backend: flaky, pageSize: 2 });
+  const seq = duo.sequence();
+  const args = (T: number, s: number) => [randomArray(T * 32, s), randomArray(T * 16, s + 1), randomArray(T * 16, s + 2)] as const;
+  await seq.attend(0, ...args(2, 1));
+  await seq.attend(1, ...args(3, 7)); // sizes the engine's staging rows for 3 tokens, so only pages change below
+  const before = seq.bytes(), allocated = inner.memory(0).allocated;
+  failNext = true;
+  await assert.rejects(seq.attend(0, ...args(3, 4)), isDuo("CAPACITY", /could not grow/));
+  assert.deepEqual(seq.bytes(), before);
+  assert.equal(inner.memory(0).allocated, allocated, "the pages reserved for the failed call were freed");
+  const fresh = (await make()).sequence();
+  await fresh.attend(0, ...args(2, 1));
+  assert.deepEqual(await seq.attend(0, ...args(3, 4)), await fresh.attend(0, ...args(3, 4)), "the next call works as if the failed one never happened");
+  await duo.dispose();
+});
+
 test("use after dispose and concurrent calls on one layer are refused", async () => {
   const duo = await make();
   const seq = duo.sequence();

@@ -21,7 +21,7 @@ import { HeadSchedule } from "../schedule/schedule.ts";
 import { syntheticSchedule } from "../schedule/synthetic.ts";
 import type { PrefillMode } from "../cache/layer-shard.ts";
 import { numberArg, parseArgs } from "./args.ts";
-import { formatBytes, table } from "./format.ts";
+import { formatBytes, renderTable } from "../report/table.ts";
 import { write } from "./io.ts";
 import { Progress } from "./progress.ts";
 
@@ -179,7 +179,7 @@ function parseSize(text: string): number | undefined {
 
 function decodeTable(rows: Row[]): string {
   const cell = (x: Row["full"], f: (v: { bytes: number; ms: number }) => string) => (x === "oom" ? "out of memory" : f(x));
-  return table(
+  return renderTable(
     ["context", "KV full", "KV duo", "memory ratio", "decode full ms/tok", "decode duo ms/tok", "speedup"],
     rows.map((r) => [
       String(r.context),
@@ -190,6 +190,7 @@ function decodeTable(rows: Row[]): string {
       cell(r.duo, (v) => v.ms.toFixed(1)),
       r.full !== "oom" && r.duo !== "oom" ? `${(r.full.ms / r.duo.ms).toFixed(2)}x` : r.duo !== "oom" ? "full ran out" : "-",
     ]),
+    { format: "markdown" },
   );
 }
 

@@ -6,7 +6,7 @@ import { DuoError } from "../errors.ts";
 import { LlamaModel } from "../model/llama.ts";
 import { readText } from "../runtime.ts";
 import { numberArg, parseArgs } from "./args.ts";
-import { formatBytes } from "./format.ts";
+import { formatBytes } from "../report/table.ts";
 import { write } from "./io.ts";
 import { MODEL_USAGE, MODEL_VALUES, modelOptions } from "./model-args.ts";
 

@@ -8,7 +8,7 @@ import { LlamaModel } from "../model/llama.ts";
 import { CONTEXT_BUFFER, haystackIds, linspaceInts, MAX_SCORE, type NiahCell, runNiah } from "../model/niah.ts";
 import { makeDir, readText, writeText } from "../runtime.ts";
 import { numberArg, parseArgs } from "./args.ts";
-import { table } from "./format.ts";
+import { renderTable } from "../report/table.ts";
 import { heatmapSvg } from "./heatmap.ts";
 import { write } from "./io.ts";
 import { MODEL_USAGE, MODEL_VALUES, modelOptions } from "./model-args.ts";
@@ -112,10 +112,10 @@ export async function main(argv: string[]): Promise<number> {
     subtitle: `score = |answer words ∩ expected words| / 12 (a perfect answer scores 11/12 = ${MAX_SCORE.toFixed(3)})`,
     rowLabels: depths.map(String), columnLabels: lengths.map(String), rowTitle: "depth (%)", columnTitle: "context length (tokens)", legend: "score",
   }));
-  write(table(["method", "retrieval heads", "cells", "mean score", "mean rouge1 x10"], methods.map((m) => {
+  write(renderTable(["method", "retrieval heads", "cells", "mean score", "mean rouge1 x10"], methods.map((m) => {
     const r = results[m]!;
     const mean = (f: (c: NiahCell) => number) => (r.cells.reduce((a, c) => a + f(c), 0) / r.cells.length).toFixed(3);
     return [m, `${r.retrievalHeads}/${r.kvHeads}`, String(r.cells.length), mean((c) => c.score), mean((c) => c.rouge1)];
-  })) + `\nwrote ${out}/niah.json and ${out}/niah.svg\n`);
+  }), { format: "markdown" }) + `wrote ${out}/niah.json and ${out}/niah.svg\n`);
   return 0;
 }

@@ -75,7 +75,14 @@ export class Sequence {
         throw e;
       }
       const { ops, finish } = this.cache.plan(layer, x, staging);
-      await Promise.all(ops.map((list, s) => (list.length ? this.engine.backend.run(s, list) : undefined)));
+      try {
+        await Promise.all(ops.map((list, s) => (list.length ? this.engine.backend.run(s, list) : undefined)));
+      } catch (e) {
+        // A backend that fails late (a worker whose memory could not grow after all) may have lost the buffers this
+        // call reserved: drop them, so the cache is what it was before the call and later calls do not meet them.
+        undo();
+        throw e;
+      }
       finish();
       this.cache.commit(layer, x.T);
     } finally {
