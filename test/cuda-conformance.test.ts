@@ -14,6 +14,7 @@ import { createCudaBackend, probeCuda } from "../src/backend/cuda.ts";
 import { ReferenceBackend } from "../src/backend/reference.ts";
 import type { AttendOp, Backend, Handle, Op, Segment } from "../src/backend/types.ts";
 import { bf16BitsToF32, bytesPerElement, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits, type KvDtype, roundToDtype } from "../src/dtype.ts";
+import { rng as uniform } from "./helpers/random.ts";
 
 const noDevice = !(await probeCuda({})).usable;
 const skip = noDevice ? "skipped: no CUDA device" : false;
@@ -23,15 +24,10 @@ const KVH = 3; // KV heads of the layer; the ops cover KV heads 2 and 0 (slots 0
 const COVERED = new Int32Array([2, 0]);
 const SLOTS = new Int32Array([0, 1]);
 
+/** Uniform [-1, 1) from the shared seeded generator. */
 function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296 * 2 - 1; // uniform [-1, 1)
-  };
+  const u = uniform(seed);
+  return () => u() * 2 - 1;
 }
 
 function rnd(x: number, dtype: KvDtype): number {

@@ -7,7 +7,8 @@ import { LlamaModel, type LoadOptions } from "../src/model/llama.ts";
 import { loadPattern } from "../src/pattern/io.ts";
 import { sparsify } from "../src/pattern/sparsify.ts";
 import { runtime } from "../src/runtime.ts";
-import { oracleLogits, relError, rng, type TinySpec, writeTinyModel } from "./helpers/tiny-model.ts";
+import { oracleLogits, relError, type TinySpec, writeTinyModel } from "./helpers/tiny-model.ts";
+import { rng } from "./helpers/random.ts";
 
 // model.forward against the float64 oracle of test/helpers/tiny-model.ts (its own RoPE, RMSNorm, attention with
 // the DuoAttention visibility rules, SwiGLU). Tolerance: max |logit − oracle| ≤ 1e-5 · max |oracle| (f32

@@ -5,7 +5,7 @@ import { DuoError } from "../src/errors.ts";
 import { createModelKernels, type ModelKernels, type WeightDtype } from "../src/model/kernels.ts";
 import { inverseFrequencies, ropeTables } from "../src/model/rope.ts";
 import { runtime } from "../src/runtime.ts";
-import { rng } from "./helpers/tiny-model.ts";
+import { rng } from "./helpers/random.ts";
 
 // Conformance of the WASM SIMD model kernels against the reference kernels (float64 accumulation), plus checks of
 // the reference kernels themselves against float64 loops written here.

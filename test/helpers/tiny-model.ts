@@ -8,6 +8,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { bf16BitsToF32, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits } from "../../src/dtype.ts";
+import { rng } from "./random.ts";
 
 export type Dtype = "f32" | "f16" | "bf16";
 
@@ -49,17 +50,6 @@ export interface TinyModel {
   dispose(): void;
 }
 
-/** mulberry32: a small seeded PRNG for test data. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
 
 // ---------------------------------------------------------------------------------------------------------------
 // tokenizer: GPT-2 style byte-level BPE over the 256 byte symbols + a few merges, <unk> <s> </s> specials
