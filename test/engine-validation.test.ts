@@ -6,20 +6,12 @@ import { DuoError } from "../src/errors.ts";
 import { ReferenceBackend } from "../src/backend/reference.ts";
 import type { Backend } from "../src/backend/types.ts";
 import { randomArray } from "./helpers/random.ts";
+import { isDuo } from "./helpers/errors.ts";
 
 const shape = { numLayers: 2, numHeads: 4, numKvHeads: 2, headDim: 8 };
 const heads = [[true, false], [false, true]];
 const make = (o: Record<string, unknown> = {}) =>
   DuoAttention.create({ shape, heads, sinkSize: 2, recentSize: 3, kvDtype: "f32", backend: "reference", maxContext: 12, ...o });
-
-function isDuo(code: string, fragment: RegExp) {
-  return (e: unknown) => {
-    assert.ok(e instanceof DuoError, `expected DuoError, got ${e}`);
-    assert.equal(e.code, code, e.message);
-    assert.match(e.message, fragment);
-    return true;
-  };
-}
 
 test("create rejects bad options with the valid choices named", async () => {
   await assert.rejects(make({ shape: { ...shape, numHeads: 3 } }), isDuo("SHAPE_MISMATCH", /multiple of shape.numKvHeads/));
@@ -92,7 +84,7 @@ test("a backend run that fails late (after its buffers were reserved) leaves the
         failNext = false;
         throw new DuoError("CAPACITY", "worker could not grow its memory");
       }
-      return inner.run(shard, ops);
+      return await inner.run(shard, ops);
     },
   });
   const duo = await make({ backend: flaky, pageSize: 2 });

@@ -1,19 +1,11 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { DuoError, type DuoErrorCode } from "../src/errors.ts";
+import { DuoError } from "../src/errors.ts";
 import { numberArg, parseArgs } from "../src/cli/args.ts";
 import { patternCommand } from "../src/cli/pattern.ts";
 import { runCli } from "./helpers/cli.ts";
 import { patternPath, skipNoPatterns } from "./helpers/patterns.ts";
-
-async function rejectsDuo(p: Promise<unknown>, code: DuoErrorCode, message: RegExp): Promise<void> {
-  await assert.rejects(p, (e: unknown) => {
-    assert.ok(e instanceof DuoError, `expected a DuoError, got ${String(e)}`);
-    assert.equal(e.code, code, e.message);
-    assert.match(e.message, message);
-    return true;
-  });
-}
+import { rejectsDuo } from "./helpers/errors.ts";
 
 test("duo pattern --format hex prints SPEC §1.6's golden masks as exactly one line", { skip: skipNoPatterns }, async () => {
   const golden: [string, string, string][] = [

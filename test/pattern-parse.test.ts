@@ -4,32 +4,14 @@ import { createServer } from "node:http";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { DuoError, type DuoErrorCode } from "../src/errors.ts";
 import { checkPattern, checkPatternShape, makePattern, parsePattern, parsePatternConfig } from "../src/pattern/pattern.ts";
 import { formatPattern, loadPattern, patternUrls, savePattern } from "../src/pattern/io.ts";
 import { formatE18 } from "../src/pattern/format.ts";
 import { getPreset } from "../src/schedule/presets.ts";
 import { PATTERN_NAMES, patternPath, patternsDir, skipNoPatterns } from "./helpers/patterns.ts";
+import { throwsDuo, rejectsDuo } from "./helpers/errors.ts";
 
 const CONFIG = '{"sink_size": 128, "recent_size": 256, "lr": 0.02}';
-
-function throwsDuo(fn: () => unknown, code: DuoErrorCode, message: RegExp): void {
-  assert.throws(fn, (e: unknown) => {
-    assert.ok(e instanceof DuoError, `expected a DuoError, got ${String(e)}`);
-    assert.equal(e.code, code, e.message);
-    assert.match(e.message, message);
-    return true;
-  });
-}
-
-async function rejectsDuo(p: Promise<unknown>, code: DuoErrorCode, message: RegExp): Promise<void> {
-  await assert.rejects(p, (e: unknown) => {
-    assert.ok(e instanceof DuoError, `expected a DuoError, got ${String(e)}`);
-    assert.equal(e.code, code, e.message);
-    assert.match(e.message, message);
-    return true;
-  });
-}
 
 // Per pattern (SPEC.md §1.6): file shape, negative gates (all clipping is of negatives), gates equal to 1.0 and >= 0.5.
 const TABLE: Record<string, [number, number, number, number, number]> = {

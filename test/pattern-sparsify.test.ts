@@ -1,21 +1,12 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { DuoError, type DuoErrorCode } from "../src/errors.ts";
 import { loadPattern } from "../src/pattern/io.ts";
 import { MT19937 } from "../src/pattern/mt19937.ts";
 import { type HeadPattern, makePattern } from "../src/pattern/pattern.ts";
 import { retrievalCount, sparsify, type SparsifyOptions } from "../src/pattern/sparsify.ts";
 import { scheduleToHex } from "../src/schedule/hex.ts";
 import { PATTERN_NAMES, type PatternName, patternPath, skipNoPatterns } from "./helpers/patterns.ts";
-
-function throwsDuo(fn: () => unknown, code: DuoErrorCode, message: RegExp): void {
-  assert.throws(fn, (e: unknown) => {
-    assert.ok(e instanceof DuoError, `expected a DuoError, got ${String(e)}`);
-    assert.equal(e.code, code, e.message);
-    assert.match(e.message, message);
-    return true;
-  });
-}
+import { throwsDuo } from "./helpers/errors.ts";
 
 const published = new Map<PatternName, HeadPattern>();
 async function pattern(name: PatternName): Promise<HeadPattern> {
