@@ -13,9 +13,14 @@ export interface CliResult {
 }
 
 export function runCli(args: string[]): Promise<CliResult> {
-  const [cmd, pre] = g.Deno ? [g.Deno.execPath(), ["run", "-A", "src/cli/main.ts"]]
-    : g.Bun ? [process.execPath, ["src/cli/main.ts"]]
-    : [process.execPath, ["--import", "tsx", "src/cli/main.ts"]];
+  return runScript("src/cli/main.ts", args);
+}
+
+/** Run a TypeScript program of the repo (path relative to its root) in the runtime the tests run in. */
+export function runScript(path: string, args: string[] = []): Promise<CliResult> {
+  const [cmd, pre] = g.Deno ? [g.Deno.execPath(), ["run", "-A", path]]
+    : g.Bun ? [process.execPath, [path]]
+    : [process.execPath, ["--import", "tsx", path]];
   return new Promise((resolve) => {
     execFile(cmd, [...pre, ...args], { cwd: root, env: { ...process.env, NO_COLOR: "1" } }, (err, stdout, stderr) => {
       const code = err ? (typeof err.code === "number" ? err.code : 1) : 0;
