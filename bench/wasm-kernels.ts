@@ -55,7 +55,8 @@ async function fill(b: WasmBackend, dtype: KvDtype, pages: number): Promise<Shar
     for (let p = 0; p < pages; p++) {
       const k = b.alloc(s, bytes), v = b.alloc(s, bytes);
       const base = { dtype, rowHeads: n, headDim: D, src, srcHeads: HKV, heads: Int32Array.from(heads), rows: Int32Array.from({ length: PAGE }, (_, i) => i) };
-      await b.run(s, [{ kind: "append", dst: k, ...base }, { kind: "append", dst: v, ...base }]);
+      const tiled = b.pageLayout(dtype, D, PAGE, G) === "T64";
+      await b.run(s, [{ kind: "append", dst: k, ...base, layout: tiled ? "K64" : "NHD" }, { kind: "append", dst: v, ...base, layout: tiled ? "V64" : "NHD" }]);
       c.k.push(k);
       c.v.push(v);
     }
@@ -70,6 +71,7 @@ function decodeStep(b: WasmBackend, caches: ShardCache[], dtype: KvDtype, pages:
   const ops: Op[][] = caches.map((c) => {
     const segments: Segment[] = Array.from({ length: pages }, (_, p) => ({
       k: c.k[p]!, v: c.v[p]!, dtype, rowHeads: c.heads.length, rowStart: 0, rowCount: PAGE, positions: p * PAGE,
+      layout: b.pageLayout(dtype, D, PAGE, G),
     }));
     return [{
       kind: "attend", q, T: 1, numHeads: HQ, headDim: D, group: G, qHeads: Int32Array.from(c.heads),

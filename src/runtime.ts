@@ -13,6 +13,8 @@ export interface RuntimeInfo {
   ffi: FfiKind;
   wasm: boolean;
   wasmSimd: boolean;
+  /** relaxed SIMD (f32x4.relaxed_madd) validates: Node >= 22, Deno, Bun; Node 20 behind --experimental-wasm-relaxed-simd */
+  wasmRelaxedSimd: boolean;
   workers: boolean;
   sharedArrayBuffer: boolean;
   /** Logical cores this process may use (1 where unknown). */
@@ -39,6 +41,13 @@ const SIMD_PROBE = new Uint8Array([
   0, 0, 0, 0, 0, 0, 0, 0, 0, 11,
 ]);
 
+// The same with a relaxed-SIMD instruction: (func (result v128) (f32x4.relaxed_madd (v128.const 0) x3)).
+const RELAXED_SIMD_PROBE = new Uint8Array([
+  0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123, 3, 2, 1, 0, 10, 61, 1, 59, 0,
+  253, 12, ...new Array(16).fill(0), 253, 12, ...new Array(16).fill(0), 253, 12, ...new Array(16).fill(0),
+  253, 133, 2, 11,
+]);
+
 // Node 20 has no navigator.hardwareConcurrency; ask node:os once, at load.
 const nodeCores: number = detectName() === "node" ? (await import("node:os")).availableParallelism() : 0;
 
@@ -58,6 +67,7 @@ export function runtime(): RuntimeInfo {
     ffi: name === "deno" ? "deno" : name === "bun" ? "bun" : name === "node" ? "koffi" : "none",
     wasm,
     wasmSimd: wasm && WebAssembly.validate(SIMD_PROBE),
+    wasmRelaxedSimd: wasm && WebAssembly.validate(RELAXED_SIMD_PROBE),
     // Deno and Bun have web Workers; Node has worker_threads (loaded lazily by the wasm backend).
     workers: name === "node" || typeof g.Worker === "function",
     sharedArrayBuffer: typeof g.SharedArrayBuffer === "function",

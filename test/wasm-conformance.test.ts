@@ -8,13 +8,15 @@
 // big segment; prefill chunks against a sink+recent ring (scrambled Int32Array positions, rows written with skips) plus
 // a staging segment, window null ("upstream") and {sink, recent}, with T < S, T = S + R, T = S + R + 1 and T across
 // query-tile boundaries; causal prefill over pages; rows with no visible key; ops with no heads; the SIMD build
-// in this thread and in two workers (both shards at once), and the scalar twins.
+// in this thread and in two workers (both shards at once), and the scalar twins. Tiled (T64) buffers: the same grid,
+// plus blocks off the tile boundary and tiled + token-major segments in one call, Inf/NaN in masked rows.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { ReferenceBackend } from "../src/backend/reference.ts";
 import type { AttendOp, Backend, Op, Segment } from "../src/backend/types.ts";
 import { createWasmBackend, probeWasm } from "../src/backend/wasm.ts";
 import { bytesPerElement, type KvDtype } from "../src/dtype.ts";
+import { type KvLayout, TILE_ROWS } from "../src/backend/layout.ts";
 import { randomArray } from "./helpers/random.ts";
 
 const probe = await probeWasm({});
@@ -26,7 +28,7 @@ const SLOTS = Int32Array.of(1, 0); // ... stored in row slots 1 and 0
 const SLOT_HEADS = Int32Array.of(0, 2); // append: slot 0 <- head 0, slot 1 <- head 2
 const ATOL = 1e-5, RTOL = 1e-4, MAX_NMSE = 1e-10;
 
-type Store = "pages" | "big" | "ring" | "future";
+type Store = "pages" | "big" | "ring" | "future" | "mixed";
 interface Case {
   dtype: KvDtype;
   G: number;
@@ -36,9 +38,11 @@ interface Case {
   T: number;
   store: Store;
   window: { sink: number; recent: number } | null;
+  /** the stores' layout (default NHD); "mixed" always puts its second half in an NHD buffer */
+  layout?: KvLayout;
 }
 
-const caseName = (c: Case) => `${c.dtype} G=${c.G} D=${c.D} ctx=${c.ctx} T=${c.T} ${c.store} ${c.window ? `window ${c.window.sink}+${c.window.recent}` : "no window"}`;
+const caseName = (c: Case) => `${c.dtype} G=${c.G} D=${c.D} ctx=${c.ctx} T=${c.T} ${c.store} ${c.layout ?? "NHD"} ${c.window ? `window ${c.window.sink}+${c.window.recent}` : "no window"}`;
 
 interface Data {
   K: Float32Array; // [ctx + T, KVH, D]
@@ -55,37 +59,45 @@ function makeData(c: Case, seed: number): Data {
   };
 }
 
-/** Append the K/V of `positions` (host token indices) into rows `rows` of a fresh pair of buffers. */
-function store(b: Backend, shard: number, c: Case, d: Data, capacityRows: number, rowOf: (p: number) => number) {
-  const bytes = capacityRows * 2 * c.D * bytesPerElement(c.dtype);
+/** Append the K/V of `positions` (host token indices) into rows `rows` of a fresh pair of buffers (tiled buffers hold
+ *  whole 64-row tiles). */
+function store(b: Backend, shard: number, c: Case, d: Data, capacityRows: number, rowOf: (p: number) => number, layout: KvLayout = c.layout ?? "NHD") {
+  const rowsHeld = layout === "T64" ? Math.ceil(capacityRows / TILE_ROWS) * TILE_ROWS : capacityRows;
+  const bytes = rowsHeld * 2 * c.D * bytesPerElement(c.dtype);
   const k = b.alloc(shard, bytes), v = b.alloc(shard, bytes);
   const N = c.ctx + c.T;
   const rows = Int32Array.from({ length: N }, (_, p) => rowOf(p));
   const ops: Op[] = [k, v].map((dst, i) => ({
     kind: "append", dst, dtype: c.dtype, rowHeads: 2, headDim: c.D, src: i === 0 ? d.K : d.V, srcHeads: KVH,
-    heads: SLOT_HEADS, rows,
+    heads: SLOT_HEADS, rows, layout: layout === "NHD" ? "NHD" : i === 0 ? "K64" : "V64",
   }));
-  return { k, v, ops };
+  return { k, v, ops, layout };
 }
 
 /** Build the stores of a case on one backend shard; returns the ops (appends, then one attend) and the handles. */
 function build(b: Backend, shard: number, c: Case, d: Data, out: Float32Array, lse: Float32Array) {
   const N = c.ctx + c.T;
   const ops: Op[] = [], handles: number[] = [], segments: Segment[] = [];
-  const seg = (k: number, v: number, rowStart: number, rowCount: number, positions: Int32Array | number): Segment =>
-    ({ k, v, dtype: c.dtype, rowHeads: 2, rowStart, rowCount, positions });
   const add = (s: ReturnType<typeof store>) => (ops.push(...s.ops), handles.push(s.k, s.v), s);
+  const seg = (s: ReturnType<typeof store>, rowStart: number, rowCount: number, positions: Int32Array | number): Segment =>
+    ({ k: s.k, v: s.v, dtype: c.dtype, rowHeads: 2, rowStart, rowCount, positions, layout: s.layout });
   if (c.store === "pages") {
     // two pages per buffer, so every other segment starts at rowStart = PAGE
     for (let p0 = 0; p0 < N; p0 += 2 * PAGE) {
       const s = add(store(b, shard, c, d, 2 * PAGE, (p) => (p >= p0 && p < p0 + 2 * PAGE ? p - p0 : -1)));
       for (let half = 0; half < 2 && p0 + half * PAGE < N; half++) {
-        segments.push(seg(s.k, s.v, half * PAGE, Math.min(PAGE, N - p0 - half * PAGE), p0 + half * PAGE));
+        segments.push(seg(s, half * PAGE, Math.min(PAGE, N - p0 - half * PAGE), p0 + half * PAGE));
       }
     }
   } else if (c.store === "big") {
     const s = add(store(b, shard, c, d, N, (p) => p));
-    segments.push(seg(s.k, s.v, 0, N, 0));
+    segments.push(seg(s, 0, N, 0));
+  } else if (c.store === "mixed") {
+    // first half in rows 5.. of a buffer of the case's layout (blocks off the tile boundary), second half token-major
+    const h = Math.floor(N / 2);
+    const a = add(store(b, shard, c, d, h + 5, (p) => (p < h ? p + 5 : -1)));
+    const z = add(store(b, shard, c, d, N - h, (p) => (p >= h ? p - h : -1), "NHD"));
+    segments.push(seg(a, 5, h, 0), seg(z, 0, N - h, h));
   } else if (c.store === "ring") {
     // sinks and the R tokens before the call, in scrambled rows of an S + R ring; then the call's own tokens
     const kept = Array.from({ length: c.ctx }, (_, p) => p).filter((p) => p < S || p >= c.ctx - R);
@@ -93,13 +105,13 @@ function build(b: Backend, shard: number, c: Case, d: Data, out: Float32Array, l
     const ring = add(store(b, shard, c, d, S + R, (p) => (kept.includes(p) ? perm[kept.indexOf(p)]! : -1)));
     const positions = new Int32Array(kept.length);
     kept.forEach((p, i) => (positions[perm[i]!] = p));
-    if (kept.length) segments.push(seg(ring.k, ring.v, 0, kept.length, positions));
+    if (kept.length) segments.push(seg(ring, 0, kept.length, positions));
     const staging = add(store(b, shard, c, d, c.T, (p) => (p >= c.ctx ? p - c.ctx : -1)));
-    segments.push(seg(staging.k, staging.v, 0, c.T, c.ctx));
+    segments.push(seg(staging, 0, c.T, c.ctx));
   } else {
     // only keys at positions ≥ ctx + 3: the first three query rows see nothing
     const s = add(store(b, shard, c, d, N, (p) => p));
-    segments.push(seg(s.k, s.v, c.ctx + 3, N - c.ctx - 3, c.ctx + 3));
+    segments.push(seg(s, c.ctx + 3, N - c.ctx - 3, c.ctx + 3));
   }
   const attend: AttendOp = {
     kind: "attend", q: d.q, T: c.T, numHeads: KVH * c.G, headDim: c.D, group: c.G, qHeads: COVERED, kvSlots: SLOTS,
@@ -257,6 +269,24 @@ test("two workers: both shards at once agree with the reference (decode over pag
   await b.dispose();
 });
 
+test("tiled (T64) buffers: the G = 4 bf16 decode fast path over pages and long segments, blocks off the tile boundary, tiled and token-major segments in one call; every other shape through the fallback", { skip }, async () => {
+  const b = await createWasmBackend({ threads: 0 });
+  const cases: Case[] = [];
+  const T64 = "T64" as const;
+  for (const dtype of DTYPES) for (const G of [1, 4, 8]) for (const D of [64, 128, 40]) {
+    for (const store of ["pages", "big", "mixed"] as const) cases.push({ dtype, G, D, ctx: 200, T: 1, store, window: null, layout: T64 });
+  }
+  for (const dtype of DTYPES) {
+    cases.push({ dtype, G: 4, D: 128, ctx: 2100, T: 1, store: "big", window: null, layout: T64 }); // past a 1024-row chunk
+    cases.push({ dtype, G: 4, D: 64, ctx: 70, T: 1, store: "ring", window: { sink: S, recent: R }, layout: T64 });
+    cases.push({ dtype, G: 4, D: 128, ctx: 90, T: 37, store: "pages", window: null, layout: T64 }); // prefill
+    cases.push({ dtype, G: 1, D: 64, ctx: 5, T: 70, store: "big", window: null, layout: T64 });
+    cases.push({ dtype, G: 4, D: 64, ctx: 20, T: 8, store: "future", window: null, layout: T64 });
+  }
+  await conform(cases, [{ name: "wasm", b, shard: 0 }]);
+  await b.dispose();
+});
+
 test("the scalar twins (duo-scalar.wasm) agree with the reference on the same kinds of ops", async () => {
   const b = await createWasmBackend({ threads: 0, kernels: "scalar" });
   const cases: Case[] = [];
@@ -264,6 +294,9 @@ test("the scalar twins (duo-scalar.wasm) agree with the reference on the same ki
     cases.push({ dtype, G: 4, D: 128, ctx: 150, T: 1, store: "pages", window: null });
     cases.push({ dtype, G: 1, D: 36, ctx: 50, T: 13, store: "ring", window: { sink: S, recent: R } });
     cases.push({ dtype, G: 8, D: 64, ctx: 20, T: 8, store: "future", window: null });
+    cases.push({ dtype, G: 4, D: 64, ctx: 150, T: 1, store: "mixed", window: null, layout: "T64" });
+    cases.push({ dtype, G: 4, D: 64, ctx: 150, T: 1, store: "pages", window: null, layout: "T64" });
+    cases.push({ dtype, G: 1, D: 40, ctx: 50, T: 13, store: "big", window: null, layout: "T64" });
   }
   await conform(cases, [{ name: "wasm-scalar", b, shard: 0 }]);
   await b.dispose();

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds the committed WebAssembly modules from wasm/src with clang (no emscripten, no libc, zero imports):
-#   wasm/dist/duo.wasm         SIMD128 kernels (*_simd.c)    -- what the backend loads
-#   wasm/dist/duo-scalar.wasm  their scalar twins (*_scalar.c) -- for the conformance tests
+#   wasm/dist/duo.wasm          SIMD128 kernels (*_simd.c)    -- what the backend loads
+#   wasm/dist/duo-relaxed.wasm  the same with relaxed SIMD (VF_MAD = f32x4.relaxed_madd) -- loaded where the runtime
+#                               validates it (src/runtime.ts wasmRelaxedSimd)
+#   wasm/dist/duo-scalar.wasm   their scalar twins (*_scalar.c) -- for the conformance tests
 # Usage: bash wasm/build.sh            build into wasm/dist
 #        bash wasm/build.sh --check    build into a temp dir; exit 1 if it differs from the committed wasm/dist
 # Needs clang-19 and wasm-ld-19 (Debian: apt-get install clang-19 lld-19); CC=... overrides the compiler.
@@ -35,18 +37,19 @@ build() { # name, extra cflags, twin suffix
   "$CC" "${ldflags[@]}" "${objs[@]}" -o "$out/$name.wasm"
 }
 build duo "-msimd128" simd
+build duo-relaxed "-msimd128 -mrelaxed-simd" simd
 build duo-scalar "" scalar
 
 status=0
 if ((check)); then
-  for f in duo.wasm duo-scalar.wasm; do
+  for f in duo.wasm duo-relaxed.wasm duo-scalar.wasm; do
     if ! cmp -s "$out/$f" "$here/dist/$f"; then
       echo "wasm/build.sh --check: wasm/dist/$f differs from a fresh build of wasm/src (run: bash wasm/build.sh)" >&2
       status=1
     fi
   done
-  ((status == 0)) && echo "wasm/build.sh --check: wasm/dist/duo.wasm and duo-scalar.wasm match wasm/src"
+  ((status == 0)) && echo "wasm/build.sh --check: wasm/dist/duo.wasm, duo-relaxed.wasm and duo-scalar.wasm match wasm/src"
 else
-  ls -l "$out/duo.wasm" "$out/duo-scalar.wasm"
+  ls -l "$out/duo.wasm" "$out/duo-relaxed.wasm" "$out/duo-scalar.wasm"
 fi
 exit $status

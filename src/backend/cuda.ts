@@ -14,6 +14,7 @@ import { checkInt, checkOneOf, DuoError, type DuoErrorCode } from "../errors.ts"
 import type { LoadedLibrary } from "../../ffi/load.ts";
 import type { DuoLibrary } from "../../ffi/symbols.ts";
 import type { BackendOptions } from "./registry.ts";
+import type { KvLayout } from "./layout.ts";
 import type { AppendOp, AttendOp, Backend, BackendMemory, BackendProbe, Handle, Op } from "./types.ts";
 
 export interface CudaBackendOptions extends BackendOptions {
@@ -74,6 +75,12 @@ function statusError(lib: DuoLibrary, status: number, S: typeof import("../../ff
   return new DuoError(code, `cuda backend: ${lib.duo_last_error()} (status ${status})`);
 }
 
+function nhdOnly(layout: string | undefined, what: string): void {
+  if (layout !== undefined && layout !== "NHD") {
+    throw new DuoError("UNSUPPORTED", `cuda backend: ${what} has layout ${JSON.stringify(layout)}; the CUDA kernels read "NHD" only (pageLayout says so)`);
+  }
+}
+
 function shape(what: string, got: number, want: string): DuoError {
   return new DuoError("SHAPE_MISMATCH", `cuda backend: ${what} has length ${got}, expected ${want}`);
 }
@@ -82,6 +89,11 @@ export class CudaBackend implements Backend {
   readonly name = "cuda" as const;
   readonly shards = 1;
   readonly dtypes = KV_DTYPES;
+
+  /** The CUDA kernels read token-major pages (cuda/include/duo.h). */
+  pageLayout(): KvLayout {
+    return "NHD";
+  }
   private readonly handles = new Set<Handle>();
   private disposed = false;
   // Small argument arrays, reused: they are passed whole on every call (never as cached pointers).
@@ -152,6 +164,7 @@ export class CudaBackend implements Backend {
 
   private append(op: AppendOp): void {
     this.owned(op.dst);
+    nhdOnly(op.layout, "append");
     const T = op.rows.length;
     if (op.heads.length !== op.rowHeads) throw shape("append heads", op.heads.length, `rowHeads = ${op.rowHeads}`);
     const n = T * op.srcHeads * op.headDim;
@@ -181,6 +194,7 @@ export class CudaBackend implements Backend {
     const explicit: Int32Array[] = [];
     let npos = 0;
     op.segments.forEach((s, i) => {
+      nhdOnly(s.layout, `segment ${i}`);
       this.owned(s.k);
       this.owned(s.v);
       const row = segs.subarray(i * SEG.FIELDS, (i + 1) * SEG.FIELDS);

@@ -3,12 +3,16 @@
  * kernels cost (bookkeeping, planning, validation) — overhead tests and benchmarks only.
  */
 import { KV_DTYPES } from "../dtype.ts";
+import type { KvLayout } from "./layout.ts";
 import type { Backend, BackendMemory, Handle, Op } from "./types.ts";
 
 export class NullBackend implements Backend {
   readonly name = "null" as const;
   readonly shards = 1;
   readonly dtypes = KV_DTYPES;
+  pageLayout(): KvLayout {
+    return "NHD";
+  }
   private sizes = new Map<Handle, number>();
   private next = 1;
   private total = 0;

@@ -4,6 +4,7 @@
  */
 import { bf16BitsToF32, bytesPerElement, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits, type KvDtype, KV_DTYPES } from "../dtype.ts";
 import { DuoError } from "../errors.ts";
+import { type BufferLayout, kvIndex, type KvLayout, segmentLayouts, tileable, TILE_ROWS } from "./layout.ts";
 import type { AppendOp, AttendOp, Backend, BackendMemory, Handle, Op, Segment } from "./types.ts";
 
 /** Read element `i` of a KV buffer of `dtype`. */
@@ -62,10 +63,15 @@ export class ReferenceBackend implements Backend {
   private next = 1;
   private bytes: number[];
 
-  /** `shards` > 1 only to exercise the cache's head sharding in tests; all shards share this heap. */
-  constructor(shards = 1) {
+  /** `shards` > 1 only to exercise the cache's head sharding in tests; all shards share this heap. `pages`: the page
+   *  layout to ask the cache for (tests of the T64 layout; the reference reads both). */
+  constructor(shards = 1, private readonly pages: KvLayout = "NHD") {
     this.shards = shards;
     this.bytes = new Array<number>(shards).fill(0);
+  }
+
+  pageLayout(_dtype: KvDtype, headDim: number, pageRows: number): KvLayout {
+    return this.pages === "T64" && tileable(pageRows, headDim) ? "T64" : "NHD";
   }
 
   alloc(shard: number, bytes: number): Handle {
@@ -110,16 +116,16 @@ export class ReferenceBackend implements Backend {
 
   private append(op: AppendOp): void {
     const dst = this.view(op.dst);
-    const D = op.headDim;
-    const capacityRows = dst.byteLength / (bytesPerElement(op.dtype) * op.rowHeads * D);
+    const D = op.headDim, layout = op.layout ?? "NHD";
+    const capacityRows = Math.floor(dst.byteLength / (bytesPerElement(op.dtype) * op.rowHeads * D));
+    checkLayout(layout, capacityRows, D, `append to buffer ${op.dst}`);
     for (let t = 0; t < op.rows.length; t++) {
       const row = op.rows[t]!;
       if (row < 0) continue;
       if (row >= capacityRows) throw new DuoError("CAPACITY", `append: row ${row} is past the buffer's ${capacityRows} rows`);
       for (let j = 0; j < op.rowHeads; j++) {
         const src = (t * op.srcHeads + op.heads[j]!) * D;
-        const dstBase = (row * op.rowHeads + j) * D;
-        for (let d = 0; d < D; d++) store(dst, op.dtype, dstBase + d, op.src[src + d]!);
+        for (let d = 0; d < D; d++) store(dst, op.dtype, kvIndex(layout, op.rowHeads, D, row, j, d), op.src[src + d]!);
       }
     }
   }
@@ -127,7 +133,12 @@ export class ReferenceBackend implements Backend {
   private attend(op: AttendOp): void {
     const { T, numHeads: Hq, headDim: D, group: G } = op;
     const scale = 1 / Math.sqrt(D);
-    const keys = op.segments.map((s) => ({ s, k: this.view(s.k), v: this.view(s.v) }));
+    const keys = op.segments.map((s) => {
+      const k = this.view(s.k), v = this.view(s.v), lay = segmentLayouts(s.layout);
+      const rows = Math.floor(k.byteLength / (bytesPerElement(s.dtype) * s.rowHeads * D));
+      checkLayout(lay.k, rows, D, `segment over buffers ${s.k}/${s.v}`);
+      return { s, k, v, lay };
+    });
     const scores: number[] = [];
     const acc = new Float64Array(D);
     for (let j = 0; j < op.qHeads.length; j++) {
@@ -140,12 +151,13 @@ export class ReferenceBackend implements Backend {
           // Pass 1: scores of visible keys and their max.
           scores.length = 0;
           let m = -Infinity;
-          for (const { s, k } of keys) {
+          for (const { s, k, lay } of keys) {
             for (let r = 0; r < s.rowCount; r++) {
               if (!visible(segmentPosition(s, r), qt, op.window)) continue;
-              const kBase = ((s.rowStart + r) * s.rowHeads + slot) * D;
               let dot = 0;
-              for (let d = 0; d < D; d++) dot += op.q[qBase + d]! * load(k, s.dtype, kBase + d);
+              for (let d = 0; d < D; d++) {
+                dot += op.q[qBase + d]! * load(k, s.dtype, kvIndex(lay.k, s.rowHeads, D, s.rowStart + r, slot, d));
+              }
               dot *= scale;
               scores.push(dot);
               if (dot > m) m = dot;
@@ -154,13 +166,12 @@ export class ReferenceBackend implements Backend {
           // Pass 2: softmax-weighted sum of V in the same key order.
           acc.fill(0);
           let sum = 0, i = 0;
-          for (const { s, v } of keys) {
+          for (const { s, v, lay } of keys) {
             for (let r = 0; r < s.rowCount; r++) {
               if (!visible(segmentPosition(s, r), qt, op.window)) continue;
               const w = Math.exp(scores[i++]! - m);
               sum += w;
-              const vBase = ((s.rowStart + r) * s.rowHeads + slot) * D;
-              for (let d = 0; d < D; d++) acc[d]! += w * load(v, s.dtype, vBase + d);
+              for (let d = 0; d < D; d++) acc[d]! += w * load(v, s.dtype, kvIndex(lay.v, s.rowHeads, D, s.rowStart + r, slot, d));
             }
           }
           for (let d = 0; d < D; d++) op.out[qBase + d] = sum > 0 ? acc[d]! / sum : 0;
@@ -168,5 +179,12 @@ export class ReferenceBackend implements Backend {
         }
       }
     }
+  }
+}
+
+/** A tiled buffer holds whole 64-row blocks of a head dim that is a multiple of 8 (layout.ts). */
+function checkLayout(layout: BufferLayout, rows: number, D: number, what: string): void {
+  if (layout !== "NHD" && !tileable(rows, D)) {
+    throw new DuoError("INVALID_ARGUMENT", `${what}: a ${layout} buffer needs a multiple of ${TILE_ROWS} rows and headDim a multiple of 8; it has ${rows} rows, headDim ${D}`);
   }
 }

@@ -12,10 +12,13 @@
  *    named `out` are filled before it resolves. Different shards may run concurrently (Promise.all).
  *  - Ops are plain objects that can be posted to a worker or flattened for FFI as they are.
  *
- * Cache tensors (all token-major, "NHD"):  a KV buffer holds rows of `rowHeads` heads × `headDim` elements of `dtype`;
- *  row r, head j, element d lives at element index (r · rowHeads + j) · headDim + d.
+ * Cache tensors: a KV buffer holds rows of `rowHeads` heads × `headDim` elements of `dtype`, token-major ("NHD": row r,
+ *  head j, element d at element index (r · rowHeads + j) · headDim + d) unless an op says "T64" (tiled: layout.ts).
+ *  The cache asks the backend which layout it wants for its retrieval pages (`pageLayout`); rings and staging rows
+ *  are always NHD.
  */
 import type { KvDtype } from "../dtype.ts";
+import type { BufferLayout, KvLayout } from "./layout.ts";
 
 export type BackendName = "reference" | "wasm" | "cuda" | "null";
 export type Handle = number;
@@ -35,6 +38,8 @@ export interface AppendOp {
   heads: Int32Array;
   /** for each src token t (length T): the dst row to write, or -1 to skip the token */
   rows: Int32Array;
+  /** dst's layout (layout.ts); default "NHD" */
+  layout?: BufferLayout;
 }
 
 /** A run of cached keys/values: rows [rowStart, rowStart + rowCount) of a K and a V buffer of the same layout. */
@@ -48,6 +53,8 @@ export interface Segment {
   /** absolute position of each row of this segment (length rowCount), or the position of the first row when
    *  rows hold consecutive positions (pages of the retrieval store, a prefill chunk's staging rows) */
   positions: Int32Array | number;
+  /** the buffers' layout (layout.ts: "T64" = K buffer K64, V buffer V64); default "NHD" */
+  layout?: KvLayout;
 }
 
 /**
@@ -95,6 +102,9 @@ export interface Backend {
   readonly shards: number;
   /** KV storage dtypes this backend implements */
   readonly dtypes: readonly KvDtype[];
+  /** The layout this backend reads fastest for retrieval pages of `pageRows` rows, read by `group` query heads per KV
+   *  head (every backend accepts "NHD"). */
+  pageLayout(dtype: KvDtype, headDim: number, pageRows: number, group: number): KvLayout;
   /** Allocate `bytes` on `shard`, zero-filled. Throws DuoError("CAPACITY") when it does not fit. */
   alloc(shard: number, bytes: number): Handle;
   free(shard: number, h: Handle): void;

@@ -6,9 +6,10 @@
  */
 import type { KvDtype } from "../dtype.ts";
 import { DuoError, type DuoErrorCode } from "../errors.ts";
+import type { BufferLayout, KvLayout } from "./layout.ts";
 import type { AppendOp, AttendOp, Handle } from "./types.ts";
 
-export const DUO_API_VERSION = 1;
+export const DUO_API_VERSION = 2;
 
 /** The exports of duo.wasm / duo-scalar.wasm (wasm/src/duo.h). Pointers are u32 byte offsets. */
 export interface DuoExports {
@@ -17,7 +18,7 @@ export interface DuoExports {
   duo_alloc(bytes: number): number;
   duo_free(ptr: number): void;
   duo_append(dst: number, dtype: number, rowHeads: number, headDim: number, src: number, srcHeads: number,
-    heads: number, rows: number, n: number): number;
+    heads: number, rows: number, n: number, layout: number): number;
   duo_attend(q: number, t: number, numHeads: number, headDim: number, group: number, nHeads: number, qHeads: number,
     kvSlots: number, segments: number, nSegments: number, qPos0: number, windowed: number, sink: number,
     recent: number, out: number, lse: number, work: number): number;
@@ -53,7 +54,9 @@ const DTYPE_CODE: Record<KvDtype, number> = { f32: 0, f16: 1, bf16: 2 };
 const DUO_NONFINITE = 4;
 /** Host rows are copied into wasm memory in pieces of at most this many bytes. */
 const PIECE_BYTES = 4 << 20;
-const SEGMENT_INTS = 8;
+const SEGMENT_INTS = 9;
+/** Layout codes of duo.h: buffers (duo_append) and segments (duo_segment.layout; T64 = 1). */
+const LAYOUT_CODE: Record<BufferLayout | KvLayout, number> = { NHD: 0, K64: 1, V64: 2, T64: 1 };
 
 export async function instantiate(module: WebAssembly.Module): Promise<DuoExports> {
   const instance = await WebAssembly.instantiate(module, {});
@@ -178,7 +181,7 @@ export class WasmExec {
         src.set(op.src.subarray(t * rowFloats, (t + 1) * rowFloats), i * rowFloats);
       }
       const rc = this.ex.duo_append(dst.ptr, DTYPE_CODE[op.dtype], op.rowHeads, D, base + srcAt, op.srcHeads,
-        base + headsAt, base + rowsAt, n);
+        base + headsAt, base + rowsAt, n, LAYOUT_CODE[op.layout ?? "NHD"]);
       if (rc < 0) throw new DuoError("INVALID_ARGUMENT", `wasm backend: duo_append rejected its arguments (status ${rc})`);
       if (rc > 0) dst.nonfinite = true;
     }
@@ -205,7 +208,7 @@ export class WasmExec {
       const numeric = typeof s.positions === "number";
       if (!numeric) new Int32Array(mem, base + posAt[i]!, s.rowCount).set(s.positions as Int32Array);
       segInts.set([k.ptr, v.ptr, dtype, s.rowHeads, s.rowStart, s.rowCount, numeric ? 0 : base + posAt[i]!,
-        numeric ? (s.positions as number) : 0], i * SEGMENT_INTS);
+        numeric ? (s.positions as number) : 0, LAYOUT_CODE[s.layout ?? "NHD"]], i * SEGMENT_INTS);
     });
     new Int32Array(mem, base + qHeadsAt, J).set(op.qHeads);
     new Int32Array(mem, base + slotsAt, J).set(op.kvSlots);

@@ -9,8 +9,9 @@
  * Every op is validated here before it leaves, so a rejected op never reaches a kernel.
  */
 import { bytesPerElement, KV_DTYPES, type KvDtype } from "../dtype.ts";
-import { checkInt, DuoError } from "../errors.ts";
+import { checkInt, checkOneOf, DuoError } from "../errors.ts";
 import { readUrl, runtime, spawnWorker, type WorkerThread } from "../runtime.ts";
+import { type KvLayout, tileable, TILE_ROWS } from "./layout.ts";
 import type { BackendOptions } from "./registry.ts";
 import type { AppendOp, AttendOp, Backend, BackendMemory, BackendProbe, Handle, Op, Segment } from "./types.ts";
 import { type AttendResult, type ExecAttend, type ExecOp, type FromWorker, type ToWorker, WasmExec } from "./wasm-exec.ts";
@@ -21,10 +22,20 @@ const RESERVE_BYTES = 128 * 2 ** 20;
 /** allocator cost of a buffer: 64-byte rounding plus a 64-byte header (wasm/src/alloc.c) */
 const blockBytes = (bytes: number) => Math.ceil(bytes / 64) * 64 + 64;
 
-export type WasmKernels = "simd" | "scalar";
+export type WasmKernels = "simd" | "relaxed" | "scalar";
 export interface WasmBackendOptions extends BackendOptions {
-  /** which build of the kernels: duo.wasm (SIMD128, default) or duo-scalar.wasm (the scalar twins, for tests) */
-  kernels?: WasmKernels;
+  /** which build of the kernels: duo-relaxed.wasm (SIMD128 + relaxed-SIMD fused multiply-add) where the runtime has
+   *  relaxed SIMD, else duo.wasm (SIMD128) — "auto", the default; or one of them by name; or duo-scalar.wasm (the
+   *  scalar twins, for tests) */
+  kernels?: "auto" | WasmKernels;
+}
+
+const KERNEL_FILES: Record<WasmKernels, string> = { simd: "duo.wasm", relaxed: "duo-relaxed.wasm", scalar: "duo-scalar.wasm" };
+
+/** The build `kernels` selects here: "auto" is relaxed where this runtime validates relaxed SIMD, else simd. */
+export function wasmKernels(kernels: WasmBackendOptions["kernels"] = "auto"): WasmKernels {
+  const k = checkOneOf("kernels", kernels, ["auto", "simd", "relaxed", "scalar"] as const);
+  return k === "auto" ? (runtime().wasmRelaxedSimd ? "relaxed" : "simd") : k;
 }
 
 /** The most a shard may hold: its wasm32 memory less a reserve for the kernels' scratch and the arena's headers. */
@@ -149,6 +160,12 @@ interface BufferInfo {
 export class WasmBackend implements Backend {
   readonly name = "wasm" as const;
   readonly dtypes = KV_DTYPES;
+
+  /** Tiled pages where the fast tiled kernels apply: bf16 KV, G = 4 decode (head dim a multiple of 8, pages a multiple
+   *  of 64 rows); token-major otherwise (wasm/src/attend.c). */
+  pageLayout(dtype: KvDtype, headDim: number, pageRows: number, group: number): KvLayout {
+    return dtype === "bf16" && group === 4 && tileable(pageRows, headDim) ? "T64" : "NHD";
+  }
   readonly shards: number;
   /** true when the shards are workers */
   readonly workers: boolean;
@@ -259,6 +276,7 @@ export class WasmBackend implements Backend {
   private checkAppend(shard: number, op: AppendOp, at: string): void {
     checkDtype(op.dtype, at);
     checkHeadDim(op.headDim, at);
+    const layout = checkOneOf(`${at} layout`, op.layout ?? "NHD", ["NHD", "K64", "V64"] as const);
     checkInt(`${at} rowHeads`, op.rowHeads, 0);
     checkInt(`${at} srcHeads`, op.srcHeads, 0);
     const dst = this.buffer(shard, op.dst);
@@ -274,6 +292,7 @@ export class WasmBackend implements Backend {
     }
     const rowBytes = op.rowHeads * op.headDim * bytesPerElement(op.dtype);
     const capacityRows = rowBytes === 0 ? Infinity : Math.floor(dst.bytes / rowBytes);
+    if (layout !== "NHD" && rowBytes > 0) checkTiled(capacityRows, op.headDim, `${at}: buffer ${op.dst}`, layout);
     for (const r of op.rows) {
       if (r >= capacityRows) throw new DuoError("CAPACITY", `${at}: row ${r} is past the buffer's ${capacityRows} rows`);
     }
@@ -304,6 +323,7 @@ export class WasmBackend implements Backend {
 
   private checkSegment(shard: number, s: Segment, op: AttendOp, at: string): void {
     checkDtype(s.dtype, at);
+    const layout = checkOneOf(`${at} segment layout`, s.layout ?? "NHD", ["NHD", "T64"] as const);
     checkInt(`${at} segment rowHeads`, s.rowHeads, 1);
     const start = checkInt(`${at} segment rowStart`, s.rowStart, 0), count = checkInt(`${at} segment rowCount`, s.rowCount, 0);
     for (const slot of op.kvSlots) {
@@ -313,6 +333,7 @@ export class WasmBackend implements Backend {
     for (const [name, h] of [["k", s.k], ["v", s.v]] as const) {
       const b = this.buffer(shard, h);
       if (end > b.bytes) throw new DuoError("SHAPE_MISMATCH", `${at}: segment rows ${start}..${start + count - 1} of ${s.rowHeads} × ${op.headDim} ${s.dtype} need ${end} bytes of ${name} buffer ${h}, which has ${b.bytes}`);
+      if (layout === "T64") checkTiled(Math.floor(b.bytes / (s.rowHeads * op.headDim * bytesPerElement(s.dtype))), op.headDim, `${at}: ${name} buffer ${h}`, layout);
     }
     if (typeof s.positions === "number") checkInt(`${at} segment positions`, s.positions, -(2 ** 31), 2 ** 31 - 1 - count);
     else if (!(s.positions instanceof Int32Array) || s.positions.length !== count) {
@@ -343,6 +364,13 @@ function packAppend(op: AppendOp): AppendOp {
   return { ...op, src, srcHeads: H, heads: Int32Array.from({ length: H }, (_, j) => j), rows };
 }
 
+/** A tiled buffer holds whole 64-row blocks (it is laid out block by block), of a head dim that is a multiple of 8. */
+function checkTiled(rows: number, headDim: number, what: string, layout: string): void {
+  if (!tileable(rows, headDim)) {
+    throw new DuoError("INVALID_ARGUMENT", `${what} is ${layout}: it needs a multiple of ${TILE_ROWS} rows and headDim a multiple of 8, and has ${rows} rows of headDim ${headDim}`);
+  }
+}
+
 function checkDtype(dtype: KvDtype, at: string): void {
   if (!KV_DTYPES.includes(dtype)) throw new DuoError("UNSUPPORTED", `${at}: dtype must be one of ${KV_DTYPES.map((d) => `"${d}"`).join(", ")}, got ${JSON.stringify(dtype)}`);
 }
@@ -367,7 +395,7 @@ function scatter(op: AttendOp, r: AttendResult): void {
 
 /** Where the .wasm files are: wasm/dist when running from the TypeScript sources, beside this module when bundled. */
 function wasmUrl(kernels: WasmKernels): URL {
-  const file = kernels === "simd" ? "duo.wasm" : "duo-scalar.wasm";
+  const file = KERNEL_FILES[kernels];
   return import.meta.url.endsWith(".ts") ? new URL(`../../wasm/dist/${file}`, import.meta.url) : new URL(`./${file}`, import.meta.url);
 }
 
@@ -386,7 +414,12 @@ export function loadWasmModule(opts: WasmBackendOptions = {}): Promise<WebAssemb
     }
     return Promise.resolve(opts.wasmModule);
   }
-  const kernels = opts.kernels ?? "simd";
+  let kernels: WasmKernels;
+  try {
+    kernels = wasmKernels(opts.kernels);
+  } catch (e) {
+    return Promise.reject(e);
+  }
   let m = compiled.get(kernels);
   if (!m) {
     const url = wasmUrl(kernels);
@@ -402,8 +435,11 @@ export function loadWasmModule(opts: WasmBackendOptions = {}): Promise<WebAssemb
 export async function probeWasm(opts: WasmBackendOptions): Promise<BackendProbe> {
   const rt = runtime();
   if (!rt.wasm) return { name: "wasm", usable: false, reason: "this runtime has no WebAssembly" };
-  if (!rt.wasmSimd && (opts.kernels ?? "simd") === "simd") {
+  if (!rt.wasmSimd && opts.wasmModule === undefined && (opts.kernels ?? "auto") !== "scalar") {
     return { name: "wasm", usable: false, reason: "this runtime's WebAssembly lacks fixed-width SIMD (simd128), which duo.wasm needs" };
+  }
+  if (!rt.wasmRelaxedSimd && opts.kernels === "relaxed") {
+    return { name: "wasm", usable: false, reason: "this runtime's WebAssembly lacks relaxed SIMD, which duo-relaxed.wasm needs (Node 20: --experimental-wasm-relaxed-simd)" };
   }
   try {
     const m = await loadWasmModule(opts);

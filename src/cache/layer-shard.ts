@@ -1,7 +1,8 @@
 /**
  * The split KV cache of one layer on one backend shard, and the ops of one attention call on it.
  *
- * Retrieval store: pages of `pageRows` rows, K and V each `[pageRows, nRet, D]`; global page j holds positions
+ * Retrieval store: pages of `pageRows` rows, K and V each `[pageRows, nRet, D]` in the layout the backend asks for
+ * (`pageLayout`: token-major, or tiled for the wasm kernels, backend/layout.ts); global page j holds positions
  * [j·pageRows, (j+1)·pageRows) and lives on shard j mod pageStride (src/schedule/shard.ts). Growth allocates one page
  * at a time: history is never copied.
  * Streaming store: a ring of S + R rows, K and V each `[S + R, nStr, D]`. Rows 0..S−1 hold the sinks (positions
@@ -18,6 +19,7 @@
  * Attending before the ring write matters: a chunk longer than R would otherwise evict keys its own early queries see.
  */
 import { bytesPerElement, type KvDtype } from "../dtype.ts";
+import { type BufferLayout, type KvLayout, segmentLayouts } from "../backend/layout.ts";
 import type { Backend, Handle, Op, Segment } from "../backend/types.ts";
 import type { ShardHeads } from "../schedule/shard.ts";
 
@@ -74,6 +76,7 @@ export class LayerShard {
   private ringPos: Int32Array;
   private readonly retSlots: Int32Array;
   private readonly strSlots: Int32Array;
+  private readonly pageLayout: KvLayout;
   /** bytes this layer-shard holds allocated on the backend */
   allocated = 0;
 
@@ -86,6 +89,13 @@ export class LayerShard {
     this.ringPos = new Int32Array(geo.sinkSize + geo.recentSize);
     this.retSlots = Int32Array.from(heads.retrieval, (_, j) => j);
     this.strSlots = Int32Array.from(heads.streaming, (_, j) => j);
+    this.pageLayout = backend.pageLayout(geo.dtype, geo.headDim, geo.pageRows, geo.group);
+  }
+
+  /** The segment of rows [0, rowCount) of a page. */
+  private pageSegment(page: KV, j: number, rowCount: number): Segment {
+    const { dtype, pageRows } = this.geo;
+    return { k: page.k, v: page.v, dtype, rowHeads: this.heads.retrieval.length, rowStart: 0, rowCount, positions: j * pageRows, layout: this.pageLayout };
   }
 
   /** Whether this shard holds global retrieval page j. */
@@ -154,8 +164,8 @@ export class LayerShard {
     const { headDim: D, numHeads, numKvHeads, group, dtype } = this.geo;
     const T = x.T;
     const ops: Op[] = [];
-    const append = (dst: Handle, src: Float32Array, heads: Int32Array, rows: Int32Array): void => {
-      ops.push({ kind: "append", dst, dtype, rowHeads: heads.length, headDim: D, src, srcHeads: numKvHeads, heads, rows });
+    const append = (dst: Handle, src: Float32Array, heads: Int32Array, rows: Int32Array, layout: BufferLayout = "NHD"): void => {
+      ops.push({ kind: "append", dst, dtype, rowHeads: heads.length, headDim: D, src, srcHeads: numKvHeads, heads, rows, layout });
     };
 
     const ret = this.heads.retrieval;
@@ -169,14 +179,15 @@ export class LayerShard {
           const p = cached + i;
           rows[i] = Math.floor(p / P) === j ? p - j * P : -1;
         }
-        append(this.pages[j]!.k, x.k, ret, rows);
-        append(this.pages[j]!.v, x.v, ret, rows);
+        const { k, v } = segmentLayouts(this.pageLayout);
+        append(this.pages[j]!.k, x.k, ret, rows, k);
+        append(this.pages[j]!.v, x.v, ret, rows, v);
       }
       const total = cached + T;
       const segments: Segment[] = [];
       for (let j = this.heads.pageOffset; j * P < total; j += this.heads.pageStride) {
         const page = this.pages[j]!;
-        segments.push(page.full ?? { k: page.k, v: page.v, dtype, rowHeads: ret.length, rowStart: 0, rowCount: Math.min(P, total - j * P), positions: j * P });
+        segments.push(page.full ?? this.pageSegment(page, j, Math.min(P, total - j * P)));
       }
       // A shard with no page yet has nothing to add: its partial stays (0, lse −∞), which the merge ignores.
       if (x.out && segments.length > 0) {
@@ -229,10 +240,10 @@ export class LayerShard {
 
   /** Record what a call that has run wrote: ring rows, and the segments of this shard's pages it filled. */
   commit(cached: number, T: number): void {
-    const P = this.geo.pageRows, rowHeads = this.heads.retrieval.length;
-    for (let j = Math.floor(cached / P); rowHeads > 0 && j < Math.floor((cached + T) / P); j++) {
+    const P = this.geo.pageRows;
+    for (let j = Math.floor(cached / P); this.heads.retrieval.length > 0 && j < Math.floor((cached + T) / P); j++) {
       const page = this.pages[j];
-      if (page) page.full = { k: page.k, v: page.v, dtype: this.geo.dtype, rowHeads, rowStart: 0, rowCount: P, positions: j * P };
+      if (page) page.full = this.pageSegment(page, j, P);
     }
     if (!this.ring) return;
     const rows = this.ringRows(cached, T);

@@ -16,6 +16,12 @@
  * query vector at a time, vectorised across keys). f16 blocks, and bf16 blocks shared by M >= 16 query vectors, are
  * widened to f32 once per block and head (k_widen).
  *
+ * Tiled segments (T64, duo.h): G = 4 decode over bf16 tiles is the "eo" fast path (k_scores_k64, k_pv_v64: both walk
+ * their tile front to back, and the accumulators hold each 8 elements as even/odd halves, put back in order at the
+ * end). Every other tiled block (prefill, other G, f16/f32, Inf/NaN, a block not on a tile boundary) is first copied
+ * out of its tile into token-major rows and then takes the paths above; in an eo call those rows are widened to f32
+ * with their values in even/odd order, so that every block adds into the same accumulator layout.
+ *
  * Memory: without a prefetch instruction in wasm, a compute loop that misses in cache keeps only a few lines in
  * flight (measured here: 1.7-3.3 GB/s from DRAM, against 8 GB/s from L2 and 20-27 GB/s for a plain read loop). So
  * each block's K and V rows are first read with one load per cache line (touch), a loop the CPU runs at streaming
@@ -33,8 +39,12 @@ enum { SKIP, FULL, PARTIAL };
 
 typedef struct {
   int T, G, J, D, BQ, M, m4;
-  uint32_t qp, tacc, pacc, tm, tl, pm, pl, alpha, s, kw, vw, end; /* workspace offsets in bytes */
+  int eo; /* the tiled fast path is on for this call (duo_attend sets it: eo-capable and some segment is T64) */
+  uint32_t qp, tacc, pacc, tm, tl, pm, pl, alpha, s, kw, vw, rows, qs, ps, end; /* workspace offsets in bytes */
 } plan;
+
+/* G = 4 decode with D % 8 == 0: the shape the tiled kernels serve. */
+static int eo_capable(int T, int G, int D) { return T == 1 && G == 4 && D % 8 == 0; }
 
 static uint32_t align64(uint32_t x) { return (x + 63u) & ~63u; }
 
@@ -63,6 +73,13 @@ static plan make_plan(int T, int G, int J, int D) {
   p.s = o; o += align64((uint32_t)BK * p.M * 4);
   p.kw = o; o += align64((uint32_t)BK * D * 4);
   p.vw = o; o += align64((uint32_t)BK * D * 4);
+  p.rows = o; o += align64((uint32_t)BK * D * 4); /* a block copied out of its tile */
+  p.eo = 0;
+  p.qs = p.ps = o;
+  if (eo_capable(T, G, D)) {
+    p.qs = o; o += align64((uint32_t)J * D * 16 * 4); /* [J][D][4 vectors][4 lanes] */
+    p.ps = o; o += align64((uint32_t)BK * 16 * 4);    /* [BK][4 vectors][4 lanes] */
+  }
   p.end = o;
   return p;
 }
@@ -135,36 +152,96 @@ static void touch(uint32_t p, uint32_t bytes) {
   touched = t;
 }
 
+/* Rows [row0, row0 + n) of head `slot` of a tiled buffer, copied out into token-major rows of D elements of es bytes. */
+static void untile(uint8_t *dst, uint32_t buf, int layout, uint32_t heads, uint32_t slot, uint32_t row0, int n, int D,
+                   uint32_t es) {
+  const uint8_t *b = (const uint8_t *)(uintptr_t)buf;
+  for (int i = 0; i < n; i++, dst += (uint32_t)D * es) {
+    uint32_t at = tile_row_start(layout, row0 + i, slot, heads, (uint32_t)D);
+    if (layout == DUO_K64)
+      for (int d = 0; d < D; d++) __builtin_memcpy(dst + d * es, b + (at + (uint32_t)d * 8) * es, es);
+    else
+      for (int d = 0; d < D; d += 8) __builtin_memcpy(dst + d * es, b + (at + (uint32_t)d * DUO_TILE) * es, 8 * es);
+  }
+}
+
+/* n rows of D floats: each 8 elements into the even/odd order of the eo accumulators (kernels.h). */
+static void to_even_odd(float *x, int n, int D) {
+  for (int e = 0; e < n * D; e += 8) {
+    float t[8];
+    __builtin_memcpy(t, x + e, sizeof t);
+    for (int k = 0; k < 4; k++) { x[e + k] = t[2 * k]; x[e + 4 + k] = t[2 * k + 1]; }
+  }
+}
+
+/* Inverse of to_even_odd for one row. */
+static void from_even_odd(float *x, int D) {
+  for (int e = 0; e < D; e += 8) {
+    float t[8];
+    __builtin_memcpy(t, x + e, sizeof t);
+    for (int k = 0; k < 4; k++) { x[e + 2 * k] = t[k]; x[e + 2 * k + 1] = t[4 + k]; }
+  }
+}
+
+/* ps[i][h][:] = p[i][h] for the n rows of a block (4 vectors). */
+static void splat_weights(float *ps, const float *p, int n) {
+  for (int i = 0; i < n * 4; i++)
+    for (int lane = 0; lane < 4; lane++) ps[i * 4 + lane] = p[i];
+}
+
+/* The eo fast path for one KV head over one 64-row tile (n rows of it). */
+static void run_tile(const tile_ctx *c, int j, uint32_t tile, int r0, int n, int cls) {
+  const plan *p = c->p;
+  const int D = p->D;
+  float *s = WS(c, s), *alpha = WS(c, alpha);
+  const uint8_t *k = (const uint8_t *)(uintptr_t)(c->sg->k + tile * 2), *v = (const uint8_t *)(uintptr_t)(c->sg->v + tile * 2);
+  k_scores_k64(WS(c, qs) + j * D * 16, D, k, n, s);
+  if (cls == PARTIAL) mask_block(c, s, r0, n, 4, p->G, 0);
+  k_softmax_m4(s, n, 4, WS(c, pm) + j * 4, WS(c, pl) + j * 4, alpha);
+  splat_weights(WS(c, ps), s, n);
+  k_pv_v64(WS(c, pacc) + j * 4 * D, alpha, WS(c, ps), D, v, n);
+}
+
 /* One block of n rows starting at segment row r0, for every KV head of the call. */
 static void run_block(const tile_ctx *c, int r0, int n, int cls) {
   const plan *p = c->p;
   const duo_segment *sg = c->sg;
   const int D = p->D, M = p->M, dt0 = sg->dtype & DUO_DTYPE_MASK, es = dt0 == DUO_F32 ? 4 : 2;
-  const int guard = sg->dtype & DUO_NONFINITE;
-  const uint32_t stride = (uint32_t)sg->row_heads * D * es, first = (uint32_t)(sg->row_start + r0) * stride;
+  const int guard = sg->dtype & DUO_NONFINITE, tiled = sg->layout == DUO_T64;
+  const uint32_t row0 = (uint32_t)(sg->row_start + r0);
+  const uint32_t stride = (uint32_t)sg->row_heads * D * es, first = row0 * stride;
   float *s = WS(c, s), *alpha = WS(c, alpha);
-  const int widen = dt0 == DUO_F16 || (dt0 == DUO_BF16 && M >= 16);
-  touch(sg->k + first, (uint32_t)n * stride);
-  touch(sg->v + first, (uint32_t)n * stride);
+  if (tiled && p->eo && dt0 == DUO_BF16 && !guard && row0 % DUO_TILE == 0) {
+    for (int j = 0; j < p->J; j++)
+      run_tile(c, j, ((row0 / DUO_TILE) * sg->row_heads + c->slots[j]) * DUO_TILE * D, r0, n, cls);
+    return;
+  }
+  const int widen = tiled || p->eo || dt0 == DUO_F16 || (dt0 == DUO_BF16 && M >= 16);
+  if (!tiled) {
+    touch(sg->k + first, (uint32_t)n * stride);
+    touch(sg->v + first, (uint32_t)n * stride);
+  }
   for (int j = 0; j < p->J; j++) {
-    uint32_t off = ((uint32_t)(sg->row_start + r0) * sg->row_heads + c->slots[j]) * D * es;
+    uint32_t off = (row0 * sg->row_heads + c->slots[j]) * D * es;
     const uint8_t *k = (const uint8_t *)(uintptr_t)(sg->k + off), *v = (const uint8_t *)(uintptr_t)(sg->v + off);
     float *qp = WS(c, qp) + j * M * D, *acc = WS(c, pacc) + j * M * D, *mx = WS(c, pm) + j * M, *l = WS(c, pl) + j * M;
     const int kdt = widen ? DUO_F32 : dt0, vdt = (widen ? DUO_F32 : dt0) | guard;
     const uint8_t *kb = widen ? (const uint8_t *)WS(c, kw) : k, *vb = widen ? (const uint8_t *)WS(c, vw) : v;
     const uint32_t bs = widen ? (uint32_t)D * 4 : stride;
+    if (widen) {
+      uint8_t *rows = (uint8_t *)WS(c, rows);
+      if (tiled) untile(rows, sg->k, DUO_K64, (uint32_t)sg->row_heads, (uint32_t)c->slots[j], row0, n, D, (uint32_t)es);
+      k_widen(WS(c, kw), tiled ? rows : k, tiled ? (uint32_t)D * es : stride, sg->dtype, n, D);
+      if (tiled) untile(rows, sg->v, DUO_V64, (uint32_t)sg->row_heads, (uint32_t)c->slots[j], row0, n, D, (uint32_t)es);
+      k_widen(WS(c, vw), tiled ? rows : v, tiled ? (uint32_t)D * es : stride, sg->dtype, n, D);
+      if (p->eo) to_even_odd(WS(c, vw), n, D);
+    }
     if (p->m4) {
-      if (widen) k_widen(WS(c, kw), k, stride, sg->dtype, n, D);
       k_scores_m4(qp, M, D, kb, bs, kdt, n, s);
       if (cls == PARTIAL) mask_block(c, s, r0, n, M, p->G, 0);
       k_softmax_m4(s, n, M, mx, l, alpha);
-      if (widen) k_widen(WS(c, vw), v, stride, sg->dtype, n, D);
       k_pv_m4(acc, alpha, s, M, D, vb, bs, vdt, n);
     } else {
-      if (widen) {
-        k_widen(WS(c, kw), k, stride, sg->dtype, n, D);
-        k_widen(WS(c, vw), v, stride, sg->dtype, n, D);
-      }
       for (int g = 0; g < M; g++) {
         k_scores_m1(qp + g * D, D, kb, bs, kdt, n, s);
         if (cls == PARTIAL) mask_block(c, s, r0, n, 1, p->G, g);
@@ -226,9 +303,13 @@ int32_t duo_attend(uint32_t q, int32_t t, int32_t num_heads, int32_t head_dim, i
   const int D = head_dim, G = group, J = n_heads;
   if (t < 0 || D <= 0 || D % 4 || G <= 0 || J < 0 || n_segments < 0 || (work & 15)) return DUO_E_ARG;
   if (t == 0 || J == 0) return DUO_OK;
-  const plan p = make_plan(t, G, J, D);
+  plan p = make_plan(t, G, J, D);
   const int32_t *qh = (const int32_t *)(uintptr_t)q_heads;
   const duo_segment *segs = (const duo_segment *)(uintptr_t)segments;
+  for (int si = 0; si < n_segments; si++) {
+    if (segs[si].layout != DUO_NHD && (segs[si].layout != DUO_T64 || D % 8)) return DUO_E_ARG;
+    if (segs[si].layout == DUO_T64 && eo_capable(t, G, D)) p.eo = 1;
+  }
   const float *qf = (const float *)(uintptr_t)q;
   float *of = (float *)(uintptr_t)out, *lf = (float *)(uintptr_t)lse;
   const float scale = (float)LOG2E / __builtin_sqrtf((float)D);
@@ -252,6 +333,9 @@ int32_t duo_attend(uint32_t q, int32_t t, int32_t num_heads, int32_t head_dim, i
             for (int d = 0; d < D; d++) dst[(((m / 4) * (D / 4) + d / 4) * 4 + m % 4) * 4 + d % 4] = src[d] * scale;
           else
             for (int d = 0; d < D; d++) dst[m * D + d] = src[d] * scale;
+          if (p.eo) /* the same query, splatted for the tiled kernels (kernels.h): qs[j][d][g][lane] */
+            for (int d = 0; d < D; d++)
+              for (int lane = 0; lane < 4; lane++) WS(&c, qs)[(((uint32_t)j * D + d) * 4 + g) * 4 + lane] = src[d] * scale;
         }
     reset_state(WS(&c, tacc), WS(&c, tm), WS(&c, tl), JM, D);
     for (int si = 0; si < n_segments; si++) {
@@ -260,7 +344,7 @@ int32_t duo_attend(uint32_t q, int32_t t, int32_t num_heads, int32_t head_dim, i
       if (c.sg->positions) run_rows(&c, 0, c.sg->row_count);
       else run_consecutive(&c);
     }
-    /* out[t][j*G + g] = acc / l; lse in natural log */
+    /* out[t][j*G + g] = acc / l (acc back from even/odd order in an eo call); lse in natural log */
     const float *acc = WS(&c, tacc), *tm = WS(&c, tm), *tl = WS(&c, tl);
     for (int j = 0; j < J; j++)
       for (int r = 0; r < rows; r++)
@@ -268,6 +352,7 @@ int32_t duo_attend(uint32_t q, int32_t t, int32_t num_heads, int32_t head_dim, i
           int v = j * p.M + r * G + g;
           uint32_t o = (uint32_t)(t0 + r) * J * G + j * G + g;
           k_scale(of + o * D, acc + v * D, tl[v] > 0.0f ? 1.0f / tl[v] : 0.0f, D);
+          if (p.eo) from_even_odd(of + o * D, D);
           if (lf) lf[o] = tl[v] > 0.0f ? (float)(tm[v] * LN2 + log_f64(tl[v])) : NEG_INF;
         }
   }

@@ -3,8 +3,11 @@
  * u32 byte offsets into this module's own memory (the TypeScript side adds `>>> 0`); functions that can fail return a
  * status (0 ok, negative = error). No imports, no libc: the module is built with clang --target=wasm32 -nostdlib.
  *
- * Tensor layouts (all row-major, "NHD" like src/backend/types.ts):
- *   KV buffer     [rows][row_heads][head_dim] of dtype       element (r*row_heads + j)*head_dim + d
+ * Tensor layouts (row-major, "NHD", unless a KV buffer is tiled; src/backend/layout.ts has the same formulas):
+ *   KV buffer     NHD: [rows][row_heads][head_dim] of dtype  element (r*row_heads + j)*head_dim + d
+ *                 K64/V64 (a T64 segment's K and V): 64-row blocks of one 64 x head_dim tile per head,
+ *                 tile (b, j) at element (b*row_heads + j)*64*head_dim; inside, row i = r % 64, element d at
+ *                 K64: ((i/8)*head_dim + d)*8 + i%8        V64: ((d/8)*64 + i)*8 + d%8
  *   queries q     [t][num_heads][head_dim] f32              query head h*group + g reads KV head h
  *   output  out   [t][n_heads*group][head_dim] f32          compact: only the n_heads KV heads of this call
  *   lse           [t][n_heads*group] f32                    natural log-sum-exp of the scaled scores
@@ -13,7 +16,7 @@
 #define DUO_H
 #include <stdint.h>
 
-#define DUO_API_VERSION 1
+#define DUO_API_VERSION 2
 #define DUO_EXPORT __attribute__((visibility("default")))
 
 enum { DUO_OK = 0, DUO_E_ARG = -1 };
@@ -24,7 +27,10 @@ enum { DUO_OK = 0, DUO_E_ARG = -1 };
  * be NaN where the reference skips the key). */
 enum { DUO_F32 = 0, DUO_F16 = 1, DUO_BF16 = 2, DUO_DTYPE_MASK = 3, DUO_NONFINITE = 4 };
 
-/* One run of cached rows, 8 i32 fields (the TypeScript side writes them as an Int32Array). */
+/* Buffer layouts (duo_append) and segment layouts (duo_segment.layout: NHD, or T64 = K buffer K64, V buffer V64). */
+enum { DUO_NHD = 0, DUO_K64 = 1, DUO_V64 = 2, DUO_T64 = 1, DUO_TILE = 64 };
+
+/* One run of cached rows, 9 i32 fields (the TypeScript side writes them as an Int32Array). */
 typedef struct {
   uint32_t k, v;       /* K and V buffers */
   int32_t dtype;       /* DUO_F32, DUO_F16 or DUO_BF16, | DUO_NONFINITE */
@@ -33,6 +39,7 @@ typedef struct {
   int32_t row_count;   /* rows in the run */
   uint32_t positions;  /* i32[row_count]: absolute position of each row, or 0: rows hold pos0, pos0 + 1, ... */
   int32_t pos0;
+  int32_t layout;      /* DUO_NHD or DUO_T64 */
 } duo_segment;
 
 /* Allocator: 64-byte aligned, zero-filled blocks; grows memory (up to 4 GiB). Returns 0 when memory cannot grow. */
@@ -40,10 +47,11 @@ DUO_EXPORT uint32_t duo_alloc(uint32_t bytes);
 DUO_EXPORT void duo_free(uint32_t ptr);
 
 /* Append rows: for token t < n with rows[t] >= 0 and dst head j < row_heads, convert
- * src[(t*src_heads + heads[j])*head_dim + d] (f32) into dst row rows[t], head j (round to nearest even).
+ * src[(t*src_heads + heads[j])*head_dim + d] (f32) into dst row rows[t], head j (round to nearest even), dst in
+ * `layout` (DUO_NHD, DUO_K64 or DUO_V64; tiled layouts need head_dim % 8 == 0).
  * Returns the number of Inf/NaN values written, or DUO_E_ARG. */
 DUO_EXPORT int32_t duo_append(uint32_t dst, int32_t dtype, int32_t row_heads, int32_t head_dim, uint32_t src,
-                              int32_t src_heads, uint32_t heads, uint32_t rows, int32_t n);
+                              int32_t src_heads, uint32_t heads, uint32_t rows, int32_t n, int32_t layout);
 
 /* Attention of n_heads KV heads (q_heads[j]: the caller's index of KV head j, kv_slots[j]: its head slot in the
  * segments' rows) for t query rows at absolute positions q_pos0 .. q_pos0 + t - 1 over n_segments segments.

@@ -11,8 +11,16 @@
 #ifndef DUO_KERNELS_H
 #define DUO_KERNELS_H
 #include <stdint.h>
+#include "duo.h"
 
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
+
+/* Tiled buffers (duo.h): the element where row r, head j (of H heads per row, head dim D) starts. Element d of that
+ * row then lies d*8 further on in a K64 tile, and (d/8)*64*8 + d%8 further on in a V64 tile. */
+static inline uint32_t tile_row_start(int layout, uint32_t r, uint32_t j, uint32_t H, uint32_t D) {
+  uint32_t tile = ((r / DUO_TILE) * H + j) * DUO_TILE * D, i = r % DUO_TILE;
+  return layout == DUO_K64 ? tile + (i / 8) * D * 8 + i % 8 : tile + i * 8;
+}
 
 /* s[i*M + m] = qp[m] . key i, for i < n, m < M (M a multiple of 4), dt DUO_F32 or DUO_BF16 (f16 is widened first).
  * qp holds the M query vectors in quads, each quad interleaved by 4 elements so that one pointer reaches all four:
@@ -33,6 +41,15 @@ void k_pv_m4(float *acc, const float *alpha, const float *p, int M, int D, const
              int n);
 /* acc[:] <- acc[:] * alpha + sum_i p[i] * value i (one query vector), dt as for k_pv_m4. */
 void k_pv_m1(float *acc, float alpha, const float *p, int D, const uint8_t *v, uint32_t stride, int dt, int n);
+
+/* The tiled fast path (bf16 T64 tiles, G = 4 decode; duo.h has the tile layouts). Query vectors and weights come
+ * pre-splatted, so that every multiply reads a whole vector at a constant offset:
+ *   qs[d*16 + h*4 + lane] = element d of query vector h;   ps[i*16 + h*4 + lane] = weight of row i for vector h.
+ * s[i*4 + h] = query h . row i of the K64 tile at kt, for i < n (rows up to the next multiple of 8 may be written).
+ * acc [4][D] is kept "even/odd" within every 8 elements: [e0 e2 e4 e6 e1 e3 e5 e7] (bf16 pairs split with one shift
+ * and one mask); acc[h] <- acc[h] * alpha[h] + sum_{i<n} p[i][h] * row i of the V64 tile at vt. */
+void k_scores_k64(const float *qs, int D, const uint8_t *kt, int n, float *s);
+void k_pv_v64(float *acc, const float *alpha, const float *ps, int D, const uint8_t *vt, int n);
 
 /* dst[i*D + d] = f32 of element d of row i, any dtype (a block of keys or values widened once and reused by many
  * query vectors; f16 always goes this way, exactly when dt has DUO_NONFINITE). */

@@ -6,7 +6,10 @@
  * Choices that matter for speed (V8/JSC lower each macro to one x86 instruction):
  *  - VF_MAX is pmax (maxps): scores are never NaN unless the inputs are, and then the result is NaN anyway.
  *  - 16-bit -> f32 widening uses the widening loads (see VF_BF16); element order stays natural.
- *  - No FMA: baseline SIMD128 has none; VF_MAD is mul then add (two roundings).
+ *  - VF_MAD: baseline SIMD128 has no fused multiply-add, so duo.wasm does mul then add (two roundings, two ops);
+ *    duo-relaxed.wasm is the same source built with -mrelaxed-simd, where VF_MAD is f32x4.relaxed_madd (one FMA where
+ *    the CPU has one, else mul + add: relaxed SIMD lets the engine choose). The benchmark ceiling (bench_simd.c) uses
+ *    VF_MAD too, so each build is measured against the multiply-add it issues.
  */
 #ifndef DUO_SIMD_H
 #define DUO_SIMD_H
@@ -23,7 +26,11 @@ typedef v128_t VI;
 #define VF_ADD(a, b)        wasm_f32x4_add(a, b)
 #define VF_SUB(a, b)        wasm_f32x4_sub(a, b)
 #define VF_MUL(a, b)        wasm_f32x4_mul(a, b)
+#ifdef __wasm_relaxed_simd__
+#define VF_MAD(acc, a, b)   wasm_f32x4_relaxed_madd(a, b, acc)
+#else
 #define VF_MAD(acc, a, b)   wasm_f32x4_add(acc, wasm_f32x4_mul(a, b))
+#endif
 #define VF_MAX(a, b)        wasm_f32x4_pmax(a, b)
 #define VF_EQ(a, b)         wasm_f32x4_eq(a, b)
 #define VF_SELECT(m, a, b)  wasm_v128_bitselect(a, b, m) /* m ? a : b, per lane */
