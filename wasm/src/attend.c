@@ -18,9 +18,10 @@
  *
  * Tiled segments (T64, duo.h): G = 4 decode over bf16 tiles is the "eo" fast path (k_scores_k64, k_pv_v64: both walk
  * their tile front to back, and the accumulators hold each 8 elements as even/odd halves, put back in order at the
- * end). Every other tiled block (prefill, other G, f16/f32, Inf/NaN, a block not on a tile boundary) is first copied
- * out of its tile into token-major rows and then takes the paths above; in an eo call those rows are widened to f32
- * with their values in even/odd order, so that every block adds into the same accumulator layout.
+ * end). Every other tiled block (prefill, other G, Inf/NaN, a block off the tile boundary) is widened out of its bf16
+ * tiles into token-major f32 rows (k_widen_k64/v64; f16/f32 tiles are copied out, then widened) and then takes the
+ * paths above; in an eo call the V rows come out in even/odd order, so that every block adds into the same
+ * accumulator layout.
  *
  * Memory: without a prefetch instruction in wasm, a compute loop that misses in cache keeps only a few lines in
  * flight (measured here: 1.7-3.3 GB/s from DRAM, against 8 GB/s from L2 and 20-27 GB/s for a plain read loop). So
@@ -228,7 +229,15 @@ static void run_block(const tile_ctx *c, int r0, int n, int cls) {
     const int kdt = widen ? DUO_F32 : dt0, vdt = (widen ? DUO_F32 : dt0) | guard;
     const uint8_t *kb = widen ? (const uint8_t *)WS(c, kw) : k, *vb = widen ? (const uint8_t *)WS(c, vw) : v;
     const uint32_t bs = widen ? (uint32_t)D * 4 : stride;
-    if (widen) {
+    if (widen && tiled && dt0 == DUO_BF16) { /* tile by tile (a block off the tile boundary spans two) */
+      for (int i = 0; i < n;) {
+        uint32_t r = row0 + i, at = ((r / DUO_TILE) * sg->row_heads + c->slots[j]) * DUO_TILE * D * 2;
+        int i0 = (int)(r % DUO_TILE), m = DUO_TILE - i0 < n - i ? DUO_TILE - i0 : n - i;
+        k_widen_k64(WS(c, kw) + i * D, (const uint8_t *)(uintptr_t)(sg->k + at), i0, m, D);
+        k_widen_v64(WS(c, vw) + i * D, (const uint8_t *)(uintptr_t)(sg->v + at), i0, m, D, p->eo);
+        i += m;
+      }
+    } else if (widen) {
       uint8_t *rows = (uint8_t *)WS(c, rows);
       if (tiled) untile(rows, sg->k, DUO_K64, (uint32_t)sg->row_heads, (uint32_t)c->slots[j], row0, n, D, (uint32_t)es);
       k_widen(WS(c, kw), tiled ? rows : k, tiled ? (uint32_t)D * es : stride, sg->dtype, n, D);

@@ -94,6 +94,16 @@ void k_pv_v64(float *acc, const float *alpha, const float *ps, int D, const uint
   }
 }
 
+void k_widen_k64(float *dst, const uint8_t *kt, int i0, int n, int D) {
+  for (int i = 0; i < n; i++)
+    for (int d = 0; d < D; d++) dst[i * D + d] = k64(kt, D, i0 + i, d);
+}
+
+void k_widen_v64(float *dst, const uint8_t *vt, int i0, int n, int D, int even_odd) {
+  for (int i = 0; i < n; i++)
+    for (int d = 0; d < D; d++) dst[i * D + (even_odd ? (d & ~7) + (d & 1) * 4 + (d & 7) / 2 : d)] = v64(vt, i0 + i, d);
+}
+
 void k_widen(float *dst, const uint8_t *src, uint32_t stride, int dt, int n, int D) {
   for (int i = 0; i < n; i++)
     for (int d = 0; d < D; d++) dst[i * D + d] = ld(src + (uint32_t)i * stride, d, dt);

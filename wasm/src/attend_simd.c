@@ -271,6 +271,44 @@ void k_pv_v64(float *acc, const float *alpha, const float *ps, int D, const uint
   }
 }
 
+/* A K64 group holds [D][8 rows]: 4 columns are 64 contiguous bytes. Two rounds of interleaving (16-bit, then 32-bit
+ * lanes) turn them into 4 vectors of two rows x 4 columns each; a widening shift makes each row one f32x4. */
+void k_widen_k64(float *dst, const uint8_t *kt, int i0, int n, int D) {
+  for (int g = i0 / 8; g * 8 < i0 + n; g++) {
+    const uint8_t *col = kt + (uint32_t)g * D * 16;
+    for (int d = 0; d < D; d += 4, col += 64) {
+      VI a0 = VF_LOAD(col), a1 = VF_LOAD(col + 16), a2 = VF_LOAD(col + 32), a3 = VF_LOAD(col + 48);
+      VI b0 = wasm_i16x8_shuffle(a0, a1, 0, 8, 1, 9, 2, 10, 3, 11), b1 = wasm_i16x8_shuffle(a0, a1, 4, 12, 5, 13, 6, 14, 7, 15);
+      VI b2 = wasm_i16x8_shuffle(a2, a3, 0, 8, 1, 9, 2, 10, 3, 11), b3 = wasm_i16x8_shuffle(a2, a3, 4, 12, 5, 13, 6, 14, 7, 15);
+      VI c[4] = {wasm_i32x4_shuffle(b0, b2, 0, 4, 1, 5), wasm_i32x4_shuffle(b0, b2, 2, 6, 3, 7),
+                 wasm_i32x4_shuffle(b1, b3, 0, 4, 1, 5), wasm_i32x4_shuffle(b1, b3, 2, 6, 3, 7)}; /* rows 2k, 2k + 1 */
+      for (int k = 0; k < 4; k++) {
+        int r = g * 8 + 2 * k - i0;
+        if (r >= 0 && r < n) VF_STORE(dst + r * D + d, VI_SHL(wasm_u32x4_extend_low_u16x8(c[k]), 16));
+        if (r + 1 >= 0 && r + 1 < n) VF_STORE(dst + (r + 1) * D + d, VI_SHL(wasm_u32x4_extend_high_u16x8(c[k]), 16));
+      }
+    }
+  }
+}
+
+void k_widen_v64(float *dst, const uint8_t *vt, int i0, int n, int D, int even_odd) {
+  const VI mask = VI_SPLAT((int32_t)0xffff0000);
+  for (int d = 0; d < D; d += 8, vt += 16 * DUO_TILE) {
+    const uint8_t *vr = vt + (uint32_t)i0 * 16;
+    float *o = dst + d;
+    for (int i = 0; i < n; i++, vr += 16, o += D) {
+      if (even_odd) {
+        VI x = VF_LOAD(vr);
+        VF_STORE(o, VI_SHL(x, 16));
+        VF_STORE(o + 4, VI_AND(x, mask));
+      } else {
+        VF_STORE(o, VF_BF16(vr));
+        VF_STORE(o + 4, VF_BF16(vr + 8));
+      }
+    }
+  }
+}
+
 ALWAYS_INLINE void widen_impl(float *dst, const uint8_t *src, uint32_t stride, int n, int D, int dt) {
   for (int i = 0; i < n; i++, dst += D, src += stride)
     for (int d = 0; d < D; d += 4) {

@@ -51,6 +51,12 @@ void k_pv_m1(float *acc, float alpha, const float *p, int D, const uint8_t *v, u
 void k_scores_k64(const float *qs, int D, const uint8_t *kt, int n, float *s);
 void k_pv_v64(float *acc, const float *alpha, const float *ps, int D, const uint8_t *vt, int n);
 
+/* dst[i*D + d] = f32 of element d of tile row i0 + i, for i < n (i0 + n <= 64): rows of a bf16 K64 or V64 tile
+ * widened into token-major f32 rows (prefill and the other shapes that read tiles through the f32 kernels). With
+ * even_odd, V rows come out in the even/odd order of the eo accumulators. */
+void k_widen_k64(float *dst, const uint8_t *kt, int i0, int n, int D);
+void k_widen_v64(float *dst, const uint8_t *vt, int i0, int n, int D, int even_odd);
+
 /* dst[i*D + d] = f32 of element d of row i, any dtype (a block of keys or values widened once and reused by many
  * query vectors; f16 always goes this way, exactly when dt has DUO_NONFINITE). */
 void k_widen(float *dst, const uint8_t *src, uint32_t stride, int dt, int n, int D);
