@@ -25,8 +25,12 @@ if (files.length === 0) {
 }
 const out = mkdtempSync(join(tmpdir(), "duo-test-"));
 
+// Node 20 keeps relaxed SIMD behind a flag (Node >= 22 has it on): turn it on, so that the default wasm kernels are
+// the fused-multiply-add build in every runtime (the baseline build is tested by name).
+const nodeFlags = Number(process.versions.node.split(".")[0]) < 22 ? ["--experimental-wasm-relaxed-simd"] : [];
+
 const commands = {
-  node: (xml) => ["node", ["--import", "tsx", "--test", "--test-concurrency=2",
+  node: (xml) => ["node", [...nodeFlags, "--import", "tsx", "--test", "--test-concurrency=2",
     "--test-reporter=spec", "--test-reporter-destination=stdout",
     "--test-reporter=junit", `--test-reporter-destination=${xml}`, ...files]],
   bun: (xml) => [bin("bun"), ["test", "--timeout=600000", "--reporter=junit", `--reporter-outfile=${xml}`, ...files.map((f) => "./" + f)]],

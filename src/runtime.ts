@@ -77,6 +77,20 @@ export function runtime(): RuntimeInfo {
   return cached;
 }
 
+/**
+ * For a program that owns its Node process (the `duo` command): turn on relaxed SIMD where Node has it behind a flag
+ * (Node 20), so that the wasm backend can load its fused-multiply-add build. Must run before any module is compiled;
+ * a library import never calls this (a flag is the host program's business). Returns whether relaxed SIMD validates.
+ */
+export async function enableRelaxedSimd(): Promise<boolean> {
+  const g2 = g as { WebAssembly?: typeof WebAssembly };
+  if (!g2.WebAssembly || WebAssembly.validate(RELAXED_SIMD_PROBE)) return Boolean(g2.WebAssembly);
+  if (detectName() !== "node") return false;
+  (await import("node:v8")).setFlagsFromString("--experimental-wasm-relaxed-simd");
+  cached = undefined;
+  return WebAssembly.validate(RELAXED_SIMD_PROBE);
+}
+
 /** An environment variable, or undefined (never throws, also without Deno's --allow-env). */
 export function env(name: string): string | undefined {
   try {

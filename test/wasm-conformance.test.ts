@@ -287,6 +287,19 @@ test("tiled (T64) buffers: the G = 4 bf16 decode fast path over pages and long s
   await b.dispose();
 });
 
+test("duo.wasm (SIMD128 without relaxed SIMD: mul + add, where the default build fuses them) passes the decode, tiled and prefill grids", { skip }, async () => {
+  const b = await createWasmBackend({ threads: 0, kernels: "simd" });
+  const cases: Case[] = [];
+  for (const dtype of DTYPES) for (const layout of ["NHD", "T64"] as const) {
+    for (const G of [1, 4]) cases.push({ dtype, G, D: 128, ctx: 300, T: 1, store: "pages", window: null, layout });
+    cases.push({ dtype, G: 4, D: 64, ctx: 150, T: 1, store: "mixed", window: null, layout });
+    cases.push({ dtype, G: 4, D: 64, ctx: 90, T: 37, store: "pages", window: null, layout });
+    cases.push({ dtype, G: 4, D: 64, ctx: 50, T: 13, store: "ring", window: { sink: S, recent: R }, layout });
+  }
+  await conform(cases, [{ name: "wasm simd", b, shard: 0 }]);
+  await b.dispose();
+});
+
 test("the scalar twins (duo-scalar.wasm) agree with the reference on the same kinds of ops", async () => {
   const b = await createWasmBackend({ threads: 0, kernels: "scalar" });
   const cases: Case[] = [];

@@ -54,8 +54,11 @@ async function appendAndRead(b: Backend, dtype: "f16" | "bf16", src: Float32Arra
   return new Uint16Array(bytes.buffer, bytes.byteOffset, src.length);
 }
 
-for (const kernels of ["simd", "scalar"] as WasmKernels[]) {
-  const skip = kernels === "simd" ? skipSimd : false;
+const relaxed = await probeWasm({ kernels: "relaxed" });
+const skipRelaxed = relaxed.usable ? false : `skipped: ${relaxed.reason}`;
+
+for (const kernels of ["simd", "relaxed", "scalar"] as WasmKernels[]) {
+  const skip = kernels === "simd" ? skipSimd : kernels === "relaxed" ? skipRelaxed : false;
 
   test(`append (${kernels}): f32 -> f16 and bf16 bytes are bit-identical to src/dtype.ts, NaN stays a quiet NaN`, { skip }, async () => {
     const b = await createWasmBackend({ threads: 0, kernels });

@@ -1,5 +1,6 @@
 /** `duo info`: what this runtime can do and which backends are usable here (and if not, why). */
 import { probeAll } from "../backend/registry.ts";
+import { wasmKernels } from "../backend/wasm.ts";
 import { runtime } from "../runtime.ts";
 import { write } from "./io.ts";
 
@@ -15,9 +16,9 @@ export async function main(argv: string[]): Promise<number> {
   write(
     [
       `runtime: ${rt.name} ${rt.version}`,
-      `  cores: ${rt.cores}   wasm: ${yes(rt.wasm)}   wasm simd128: ${yes(rt.wasmSimd)}   workers: ${yes(rt.workers)}   SharedArrayBuffer: ${yes(rt.sharedArrayBuffer)}   ffi: ${rt.ffi}`,
+      `  cores: ${rt.cores}   wasm: ${yes(rt.wasm)}   wasm simd128: ${yes(rt.wasmSimd)}   relaxed simd: ${yes(rt.wasmRelaxedSimd)}   workers: ${yes(rt.workers)}   SharedArrayBuffer: ${yes(rt.sharedArrayBuffer)}   ffi: ${rt.ffi}`,
       "backends:",
-      ...backends.map((b) => `  ${b.name.padEnd(9)} ${b.usable ? "usable" : `not usable: ${b.reason}`}`),
+      ...backends.map((b) => `  ${b.name.padEnd(9)} ${b.usable ? "usable" : `not usable: ${b.reason}`}${b.name === "wasm" && b.usable ? ` (kernels: ${wasmKernels()})` : ""}`),
       "",
     ].join("\n"),
   );

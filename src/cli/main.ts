@@ -4,6 +4,7 @@
  * Errors print as one line ("duo <cmd>: <message>") and exit with status 1; usage errors exit with 2.
  */
 import { DuoError } from "../errors.ts";
+import { enableRelaxedSimd } from "../runtime.ts";
 import { exit, write } from "./io.ts";
 
 type CommandMain = (argv: string[]) => Promise<number | void>;
@@ -37,6 +38,7 @@ export async function run(argv: string[]): Promise<number> {
     write(`duo: unknown command "${cmd}"\n${usage()}\n`, "stderr");
     return 2;
   }
+  await enableRelaxedSimd(); // before any wasm is compiled: the FMA kernels on Node 20 too (runtime.ts)
   try {
     return (await (await entry.load())(rest)) ?? 0;
   } catch (e) {
