@@ -19,7 +19,7 @@ import type { Op, Segment } from "../src/backend/types.ts";
 import { createWasmBackend, type WasmBackend } from "../src/backend/wasm.ts";
 import { measureWasmCeilings, type WasmCeilings } from "../src/backend/wasm-ceilings.ts";
 import { bytesPerElement, type KvDtype } from "../src/dtype.ts";
-import { runtime } from "../src/runtime.ts";
+import { enableRelaxedSimd, runtime } from "../src/runtime.ts";
 
 const HQ = 32, HKV = 8, D = 128, G = HQ / HKV, PAGE = 1024;
 
@@ -93,6 +93,7 @@ interface Row {
   ceilings: WasmCeilings;
 }
 
+await enableRelaxedSimd(); // this script owns its process: the default (fused multiply-add) kernels on Node 20 too
 const rt = runtime();
 const rows: Row[] = [];
 for (const threads of threadCounts) {
@@ -104,7 +105,7 @@ for (const threads of threadCounts) {
     const warm = decodeStep(b, caches.get(dtype)!, dtype, 1);
     for (let i = 0; i < 200; i++) await warm();
   }
-  const ceilings: WasmCeilings = { readGBps: 0, gflops: 0, workers: b.shards };
+  const ceilings: WasmCeilings = { readGBps: 0, gflops: 0, workers: b.shards, kernels: b.kernels };
   const best = new Map<string, number>();
   for (let round = 0; round < rounds; round++) {
     const c = await measureWasmCeilings(b, 1);
@@ -124,7 +125,7 @@ for (const threads of threadCounts) {
     }
   }
   if (!json) {
-    console.log(`${rt.name} ${rt.version}, ${threads} worker(s): read ${ceilings.readGBps.toFixed(1)} GB/s, mad ${ceilings.gflops.toFixed(1)} GFLOP/s (best of ${rounds})`);
+    console.log(`${rt.name} ${rt.version}, ${b.kernels} kernels, ${threads} worker(s): read ${ceilings.readGBps.toFixed(1)} GB/s, mad ${ceilings.gflops.toFixed(1)} GFLOP/s (best of ${rounds})`);
   }
   for (const dtype of dtypes) {
     for (const context of contexts) {

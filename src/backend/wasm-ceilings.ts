@@ -2,7 +2,9 @@
  * The machine's two ceilings as the wasm backend sees them, measured by duo.wasm kernels in the backend's own
  * workers (same runtime, same thread count as the attention kernels they are compared with, ANCHORS §4):
  *  - streaming-read bandwidth: a SIMD sum over 256 MiB per shard (well past any cache), all shards at once;
- *  - multiply-add throughput: a register-resident loop of independent f32x4 mul+add chains (2 FLOP per lane).
+ *  - multiply-add throughput: a register-resident loop of independent f32x4 multiply-add chains (2 FLOP per lane),
+ *    issued with the same VF_MAD as the attention kernels of the loaded build: mul + add in duo.wasm, the fused
+ *    relaxed_madd in duo-relaxed.wasm (wasm/src/simd.h).
  * Each is the best of a few trials after a warm-up of short calls (V8 only tiers wasm up after many calls).
  */
 import type { WasmBackend } from "./wasm.ts";
@@ -14,11 +16,13 @@ export interface WasmCeilings {
   gflops: number;
   /** shards (workers, or 1 in-thread) that ran at once */
   workers: number;
+  /** the build that measured them (its multiply-add is the kernels') */
+  kernels: string;
 }
 
 const READ_BYTES = 256 * 2 ** 20;
 const MAD_STEPS = 10_000_000;
-/** FLOP of one step of duo_bench_mad: 12 chains × 4 lanes × (mul + add) */
+/** FLOP of one step of duo_bench_mad: 12 chains × 4 lanes × one multiply-add */
 const MAD_FLOP_PER_STEP = 96;
 
 /** Best wall time (ms) over `trials` of every shard running `reps` calls at once. */
@@ -41,5 +45,6 @@ export async function measureWasmCeilings(b: WasmBackend, trials = 3): Promise<W
     readGBps: (b.shards * READ_BYTES * 4) / (readMs * 1e6),
     gflops: (b.shards * MAD_STEPS * 2 * MAD_FLOP_PER_STEP) / (madMs * 1e6),
     workers: b.shards,
+    kernels: b.kernels,
   };
 }

@@ -161,11 +161,6 @@ export class WasmBackend implements Backend {
   readonly name = "wasm" as const;
   readonly dtypes = KV_DTYPES;
 
-  /** Tiled pages where the fast tiled kernels apply: bf16 KV, G = 4 decode (head dim a multiple of 8, pages a multiple
-   *  of 64 rows); token-major otherwise (wasm/src/attend.c). */
-  pageLayout(dtype: KvDtype, headDim: number, pageRows: number, group: number): KvLayout {
-    return dtype === "bf16" && group === 4 && tileable(pageRows, headDim) ? "T64" : "NHD";
-  }
   readonly shards: number;
   /** true when the shards are workers */
   readonly workers: boolean;
@@ -177,11 +172,18 @@ export class WasmBackend implements Backend {
   /** bytes each shard may hold (BackendOptions.memoryLimit, at most MAX_SHARD_BYTES) */
   private readonly capacity: number;
 
-  constructor(private readonly impl: Shard[], workers: boolean, memoryLimit = MAX_SHARD_BYTES) {
+  /** @param kernels the build the shards run ("custom": BackendOptions.wasmModule) */
+  constructor(private readonly impl: Shard[], workers: boolean, readonly kernels: WasmKernels | "custom", memoryLimit = MAX_SHARD_BYTES) {
     this.capacity = Math.min(memoryLimit, MAX_SHARD_BYTES);
     this.shards = impl.length;
     this.workers = workers;
     this.accounted = impl.map(() => 0);
+  }
+
+  /** Tiled pages where the fast tiled kernels apply: bf16 KV, G = 4 decode (head dim a multiple of 8, pages a multiple
+   *  of 64 rows); token-major otherwise (wasm/src/attend.c). */
+  pageLayout(dtype: KvDtype, headDim: number, pageRows: number, group: number): KvLayout {
+    return dtype === "bf16" && group === 4 && tileable(pageRows, headDim) ? "T64" : "NHD";
   }
 
   alloc(shard: number, bytes: number): Handle {
@@ -457,7 +459,8 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
   const threads = checkInt("threads", opts.threads ?? rt.cores, 0, 1024);
   const limit = opts.memoryLimit === undefined ? undefined : checkInt("memoryLimit", opts.memoryLimit, 1);
   const module = await loadWasmModule(opts);
-  if (threads === 0 || !rt.workers) return new WasmBackend([new LocalShard(await WasmExec.create(module))], false, limit);
+  const kernels = opts.wasmModule === undefined ? wasmKernels(opts.kernels) : "custom";
+  if (threads === 0 || !rt.workers) return new WasmBackend([new LocalShard(await WasmExec.create(module))], false, kernels, limit);
   const started = await Promise.allSettled(Array.from({ length: threads }, (_, i) => WorkerShard.start(workerUrl(), module, i)));
   const shards = started.flatMap((s) => (s.status === "fulfilled" ? [s.value] : []));
   const failed = started.find((s): s is PromiseRejectedResult => s.status === "rejected");
@@ -466,5 +469,5 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
     const e = failed.reason as Error;
     throw new DuoError("BACKEND_UNAVAILABLE", `wasm backend: cannot start its workers: ${e.message} (threads: 0 runs without workers)`, { cause: e });
   }
-  return new WasmBackend(shards, true, limit);
+  return new WasmBackend(shards, true, kernels, limit);
 }
