@@ -218,56 +218,55 @@ ALWAYS_INLINE void transpose4(VF a, VF b, VF c, VF d, VF *out) {
   out[2] = wasm_i64x2_shuffle(t1, t3, 0, 2); out[3] = wasm_i64x2_shuffle(t1, t3, 1, 3);
 }
 
-/* 8 rows at a time: one 16-byte load holds column d of the group's 8 rows; its even rows come out of a shift, its odd
- * rows out of a mask, and 8 accumulators (4 query vectors x even/odd rows) run down the head dim. Every load is at a
- * constant offset from a pointer that moves 16 bytes per step, and 8 + 4 vectors stay live: what V8 keeps in
- * registers. */
+/* 4 query vectors x 2 halves: the running sums of the tiled kernels, 8 registers (V8 keeps 15 XMM registers). */
+typedef struct { VF e0, e1, e2, e3, o0, o1, o2, o3; } sums8;
+
+/* One 16-byte load of 8 bf16 split into its even elements (a shift) and odd ones (a mask), each multiplied by the 4
+ * pre-splatted vectors at w and added into the even and odd sums of those vectors. */
+ALWAYS_INLINE sums8 mad_even_odd(sums8 a, const uint8_t *x8, const float *w, VI mask) {
+  VI x = VF_LOAD(x8);
+  VF e = VI_SHL(x, 16), o = VI_AND(x, mask), v;
+  v = VF_LOAD(w);      a.e0 = VF_MAD(a.e0, v, e); a.o0 = VF_MAD(a.o0, v, o);
+  v = VF_LOAD(w + 4);  a.e1 = VF_MAD(a.e1, v, e); a.o1 = VF_MAD(a.o1, v, o);
+  v = VF_LOAD(w + 8);  a.e2 = VF_MAD(a.e2, v, e); a.o2 = VF_MAD(a.o2, v, o);
+  v = VF_LOAD(w + 12); a.e3 = VF_MAD(a.e3, v, e); a.o3 = VF_MAD(a.o3, v, o);
+  return a;
+}
+
+/* 8 rows at a time: one 16-byte load holds column d of the group's 8 rows (even rows come out of the shift, odd rows
+ * out of the mask), and the 8 sums run down the head dim. Every load is at a constant offset from a pointer that
+ * moves 16 bytes per step, and 8 + 4 vectors stay live: what V8 keeps in registers. */
 void k_scores_k64(const float *qs, int D, const uint8_t *kt, int n, float *s) {
   const VI mask = VI_SPLAT((int32_t)0xffff0000);
   for (int r = 0; r < n; r += 8, kt += 16 * D, s += 32) {
-    VF a0 = VF_ZERO, a1 = VF_ZERO, a2 = VF_ZERO, a3 = VF_ZERO, b0 = VF_ZERO, b1 = VF_ZERO, b2 = VF_ZERO, b3 = VF_ZERO;
+    sums8 a = {VF_ZERO, VF_ZERO, VF_ZERO, VF_ZERO, VF_ZERO, VF_ZERO, VF_ZERO, VF_ZERO};
     const uint8_t *kr = kt;
     const float *qq = qs;
-    for (int d = 0; d < D; d++, kr += 16, qq += 16) {
-      VI x = VF_LOAD(kr);
-      VF e = VI_SHL(x, 16), o = VI_AND(x, mask), w;
-      w = VF_LOAD(qq);      a0 = VF_MAD(a0, w, e); b0 = VF_MAD(b0, w, o);
-      w = VF_LOAD(qq + 4);  a1 = VF_MAD(a1, w, e); b1 = VF_MAD(b1, w, o);
-      w = VF_LOAD(qq + 8);  a2 = VF_MAD(a2, w, e); b2 = VF_MAD(b2, w, o);
-      w = VF_LOAD(qq + 12); a3 = VF_MAD(a3, w, e); b3 = VF_MAD(b3, w, o);
-    }
+    for (int d = 0; d < D; d++, kr += 16, qq += 16) a = mad_even_odd(a, kr, qq, mask);
     VF t[4];
-    transpose4(a0, a1, a2, a3, t); /* rows 0, 2, 4, 6 of the group */
+    transpose4(a.e0, a.e1, a.e2, a.e3, t); /* rows 0, 2, 4, 6 of the group */
     VF_STORE(s, t[0]); VF_STORE(s + 8, t[1]); VF_STORE(s + 16, t[2]); VF_STORE(s + 24, t[3]);
-    transpose4(b0, b1, b2, b3, t); /* rows 1, 3, 5, 7 */
+    transpose4(a.o0, a.o1, a.o2, a.o3, t); /* rows 1, 3, 5, 7 */
     VF_STORE(s + 4, t[0]); VF_STORE(s + 12, t[1]); VF_STORE(s + 20, t[2]); VF_STORE(s + 28, t[3]);
   }
 }
 
 /* 4 query vectors x 8 elements of acc (as even/odd halves) stay in registers down the n rows of one 8-column group,
- * which lie one after another in the V64 tile: one 16-byte load per row, widened by a shift and a mask. */
+ * which lie one after another in the V64 tile: one 16-byte load per row. */
 void k_pv_v64(float *acc, const float *alpha, const float *ps, int D, const uint8_t *vt, int n) {
   const VI mask = VI_SPLAT((int32_t)0xffff0000);
   const VF al0 = VF_LOAD_SPLAT(alpha), al1 = VF_LOAD_SPLAT(alpha + 1);
   const VF al2 = VF_LOAD_SPLAT(alpha + 2), al3 = VF_LOAD_SPLAT(alpha + 3);
   float *c0 = acc, *c1 = c0 + D, *c2 = c1 + D, *c3 = c2 + D;
   for (int d = 0; d < D; d += 8, vt += 16 * DUO_TILE) {
-    VF x0 = VF_MUL(VF_LOAD(c0 + d), al0), y0 = VF_MUL(VF_LOAD(c0 + d + 4), al0);
-    VF x1 = VF_MUL(VF_LOAD(c1 + d), al1), y1 = VF_MUL(VF_LOAD(c1 + d + 4), al1);
-    VF x2 = VF_MUL(VF_LOAD(c2 + d), al2), y2 = VF_MUL(VF_LOAD(c2 + d + 4), al2);
-    VF x3 = VF_MUL(VF_LOAD(c3 + d), al3), y3 = VF_MUL(VF_LOAD(c3 + d + 4), al3);
+    sums8 a = {VF_MUL(VF_LOAD(c0 + d), al0), VF_MUL(VF_LOAD(c1 + d), al1), VF_MUL(VF_LOAD(c2 + d), al2),
+               VF_MUL(VF_LOAD(c3 + d), al3), VF_MUL(VF_LOAD(c0 + d + 4), al0), VF_MUL(VF_LOAD(c1 + d + 4), al1),
+               VF_MUL(VF_LOAD(c2 + d + 4), al2), VF_MUL(VF_LOAD(c3 + d + 4), al3)};
     const uint8_t *vr = vt;
     const float *pi = ps;
-    for (int i = 0; i < n; i++, vr += 16, pi += 16) {
-      VI x = VF_LOAD(vr);
-      VF lo = VI_SHL(x, 16), hi = VI_AND(x, mask), w;
-      w = VF_LOAD(pi);      x0 = VF_MAD(x0, w, lo); y0 = VF_MAD(y0, w, hi);
-      w = VF_LOAD(pi + 4);  x1 = VF_MAD(x1, w, lo); y1 = VF_MAD(y1, w, hi);
-      w = VF_LOAD(pi + 8);  x2 = VF_MAD(x2, w, lo); y2 = VF_MAD(y2, w, hi);
-      w = VF_LOAD(pi + 12); x3 = VF_MAD(x3, w, lo); y3 = VF_MAD(y3, w, hi);
-    }
-    VF_STORE(c0 + d, x0); VF_STORE(c0 + d + 4, y0); VF_STORE(c1 + d, x1); VF_STORE(c1 + d + 4, y1);
-    VF_STORE(c2 + d, x2); VF_STORE(c2 + d + 4, y2); VF_STORE(c3 + d, x3); VF_STORE(c3 + d + 4, y3);
+    for (int i = 0; i < n; i++, vr += 16, pi += 16) a = mad_even_odd(a, vr, pi, mask);
+    VF_STORE(c0 + d, a.e0); VF_STORE(c0 + d + 4, a.o0); VF_STORE(c1 + d, a.e1); VF_STORE(c1 + d + 4, a.o1);
+    VF_STORE(c2 + d, a.e2); VF_STORE(c2 + d + 4, a.o2); VF_STORE(c3 + d, a.e3); VF_STORE(c3 + d + 4, a.o3);
   }
 }
 
