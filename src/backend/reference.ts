@@ -70,7 +70,7 @@ export class ReferenceBackend implements Backend {
     this.bytes = new Array<number>(shards).fill(0);
   }
 
-  pageLayout(_dtype: KvDtype, headDim: number, pageRows: number): KvLayout {
+  pageLayout(_dtype: KvDtype, headDim: number, pageRows: number, _group: number): KvLayout {
     return this.pages === "T64" && tileable(pageRows, headDim) ? "T64" : "NHD";
   }
 
