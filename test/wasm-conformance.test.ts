@@ -269,7 +269,7 @@ test("two workers: both shards at once agree with the reference (decode over pag
   await b.dispose();
 });
 
-test("tiled (T64) buffers: the G = 4 bf16 decode fast path over pages and long segments, blocks off the tile boundary, tiled and token-major segments in one call; every other shape through the fallback", { skip }, async () => {
+test("tiled (T64) buffers: the G = 4 bf16 and f16 decode fast path over pages and long segments, blocks off the tile boundary, tiled and token-major segments in one call; every other shape through the fallback", { skip }, async () => {
   const b = await createWasmBackend({ threads: 0 });
   const cases: Case[] = [];
   const T64 = "T64" as const;

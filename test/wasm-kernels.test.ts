@@ -3,7 +3,8 @@
 //     the halfway points between neighbours and one f32 ulp either side of them, subnormals, overflow, ±0, ±Inf and
 //     random bit patterns; NaN must stay a quiet NaN (its sign and payload are not compared: JS engines may
 //     canonicalise a NaN read from a Float32Array, so dtype.ts itself cannot promise them);
-//   f16 widening in attention: a buffer that received Inf/NaN switches to the exact conversion (checked via attend);
+//   f16 widening in attention: a buffer that received Inf/NaN switches to the exact conversion (checked via attend),
+//     over token-major buffers and over tiled (T64) ones with G = 4 (decode through the tiled path, prefill);
 //   merge (duo_merge) against reference.ts mergeState: |a − b| ≤ 1e-6 + 1e-5·|b| (f32 weights vs float64), with empty
 //     (lse = −Infinity) states on either side and on both.
 import { test } from "node:test";
@@ -117,38 +118,52 @@ for (const kernels of ["simd", "relaxed", "scalar"] as WasmKernels[]) {
 
   test(`non-finite KV (${kernels}): Inf/NaN in visible rows reach the output as in the reference, in masked rows they do not`, { skip }, async () => {
     const wasm = await createWasmBackend({ threads: 0, kernels });
-    for (const dtype of ["f32", "f16", "bf16"] as const) await nonFinite(wasm, dtype);
+    for (const dtype of ["f32", "f16", "bf16"] as const) {
+      await nonFinite(wasm, dtype, 1, "NHD");
+      await nonFinite(wasm, dtype, 4, "T64");
+    }
     await wasm.dispose();
   });
 }
 
-async function nonFinite(wasm: Backend, dtype: KvDtype): Promise<void> {
-  const D = 64, N = 20;
-  const kSrc = randomArray(N * D, 11), vSrc = randomArray(N * D, 12);
+/** Inf and NaN in V rows, seen by some query rows and masked for others; `G` query heads share the KV head. Query
+ *  rows at positions 4, 5, 6 (causal): the first sees only finite rows, the second also the Inf (row 5 at position 5),
+ *  the third also the NaN (row 9 at position 6); the same again one row at a time (decode: with G = 4 over T64
+ *  buffers, the tiled path's calls). */
+async function nonFinite(wasm: Backend, dtype: KvDtype, G: number, layout: "NHD" | "T64"): Promise<void> {
+  const D = 64, N = 20, rowsHeld = layout === "T64" ? 64 : N;
+  const kSrc = randomArray(N * D, 11), vSrc = randomArray(N * D, 12), q = randomArray(3 * G * D, 13);
   vSrc[5 * D + 3] = dtype === "f16" ? 1e6 : Infinity; // +Inf in V row 5, column 3 (1e6 overflows f16)
   vSrc[9 * D + 7] = NaN; // NaN in V row 9, column 7
+  const positions = Int32Array.from({ length: N }, (_, i) => (i <= 5 ? i : i === 9 ? 6 : 100 + i));
   const outs: Float32Array[] = [];
   for (const be of [new ReferenceBackend(), wasm] as Backend[]) {
-    const k = be.alloc(0, N * D * 4), v = be.alloc(0, N * D * 4);
+    const k = be.alloc(0, rowsHeld * D * 4), v = be.alloc(0, rowsHeld * D * 4);
     const base = { dtype, rowHeads: 1, headDim: D, srcHeads: 1, heads: Int32Array.of(0), rows: Int32Array.from({ length: N }, (_, i) => i) };
-    const out = new Float32Array(3 * D).fill(NaN);
-    // query rows at positions 4, 5, 6 (causal): the first sees only finite rows, the second also the Inf (row 5 at
-    // position 5), the third also the NaN (row 9 at position 6)
+    const segments = [{ k, v, dtype, rowHeads: 1, rowStart: 0, rowCount: N, positions, layout }];
+    const attend = (T: number, t0: number, out: Float32Array) => ({
+      kind: "attend" as const, q: q.subarray(t0 * G * D, (t0 + T) * G * D), T, numHeads: G, headDim: D, group: G,
+      qHeads: Int32Array.of(0), kvSlots: Int32Array.of(0), segments, qPos0: 4 + t0, window: null, out,
+    });
+    const out = new Float32Array(3 * G * D).fill(NaN), rows = [0, 1, 2].map(() => new Float32Array(G * D).fill(NaN));
     await be.run(0, [
-      { kind: "append", dst: k, src: kSrc, ...base },
-      { kind: "append", dst: v, src: vSrc, ...base },
-      { kind: "attend", q: randomArray(3 * D, 13), T: 3, numHeads: 1, headDim: D, group: 1, qHeads: Int32Array.of(0), kvSlots: Int32Array.of(0), segments: [{ k, v, dtype, rowHeads: 1, rowStart: 0, rowCount: N, positions: Int32Array.from({ length: N }, (_, i) => (i <= 5 ? i : i === 9 ? 6 : 100 + i)) }], qPos0: 4, window: null, out },
+      { kind: "append", dst: k, src: kSrc, ...base, layout: layout === "T64" ? "K64" : "NHD" },
+      { kind: "append", dst: v, src: vSrc, ...base, layout: layout === "T64" ? "V64" : "NHD" },
+      attend(3, 0, out), ...rows.map((r, t) => attend(1, t, r)),
     ]);
-    outs.push(out);
+    outs.push(out, ...rows);
     be.free(0, k);
     be.free(0, v);
   }
-  const [want, got] = outs as [Float32Array, Float32Array];
-  assert.equal(want[D + 3], Infinity, `${dtype} reference: row 2 column 3 sees the +Inf`);
-  assert.ok(Number.isNaN(want[2 * D + 7]!), `${dtype} reference: row 3 column 7 sees the NaN`);
-  for (let i = 0; i < 3 * D; i++) {
-    const a = got[i]!, b = want[i]!;
-    const same = Number.isNaN(b) ? Number.isNaN(a) : !Number.isFinite(b) ? a === b : Math.abs(a - b) <= 1e-5 + 1e-4 * Math.abs(b);
-    assert.ok(same, `${dtype}: out[${i}] = ${a}, reference ${b} (finite: |err| ≤ 1e-5 + 1e-4·|ref|; Inf/NaN: identical)`);
+  const want = outs[0]!;
+  assert.equal(want[G * D + 3], Infinity, `${dtype} reference: row 2 column 3 sees the +Inf`);
+  assert.ok(Number.isNaN(want[2 * G * D + 7]!), `${dtype} reference: row 3 column 7 sees the NaN`);
+  const got = [outs[4]!, outs.slice(5).flatMap((r) => [...r])] as const;
+  for (const [how, g] of [["prefill", got[0]], ["one row at a time", got[1]]] as const) {
+    for (let i = 0; i < 3 * G * D; i++) {
+      const a = g[i]!, b = want[i]!;
+      const same = Number.isNaN(b) ? Number.isNaN(a) : !Number.isFinite(b) ? a === b : Math.abs(a - b) <= 1e-5 + 1e-4 * Math.abs(b);
+      assert.ok(same, `${dtype} G=${G} ${layout} ${how}: out[${i}] = ${a}, reference ${b} (finite: |err| ≤ 1e-5 + 1e-4·|ref|; Inf/NaN: identical)`);
+    }
   }
 }

@@ -180,10 +180,10 @@ export class WasmBackend implements Backend {
     this.accounted = impl.map(() => 0);
   }
 
-  /** Tiled pages where the fast tiled kernels apply: bf16 KV, G = 4 decode (head dim a multiple of 8, pages a multiple
-   *  of 64 rows); token-major otherwise (wasm/src/attend.c). */
+  /** Tiled pages where the fast tiled kernels apply: bf16 or f16 KV, G = 4 decode (head dim a multiple of 8, pages a
+   *  multiple of 64 rows); token-major otherwise (wasm/src/attend.c). */
   pageLayout(dtype: KvDtype, headDim: number, pageRows: number, group: number): KvLayout {
-    return dtype === "bf16" && group === 4 && tileable(pageRows, headDim) ? "T64" : "NHD";
+    return dtype !== "f32" && group === 4 && tileable(pageRows, headDim) ? "T64" : "NHD";
   }
 
   alloc(shard: number, bytes: number): Handle {

@@ -16,12 +16,11 @@
  * query vector at a time, vectorised across keys). f16 blocks, and bf16 blocks shared by M >= 16 query vectors, are
  * widened to f32 once per block and head (k_widen).
  *
- * Tiled segments (T64, duo.h): G = 4 decode over bf16 tiles is the "eo" fast path (k_scores_k64, k_pv_v64: both walk
- * their tile front to back, and the accumulators hold each 8 elements as even/odd halves, put back in order at the
- * end). Every other tiled block (prefill, other G, Inf/NaN, a block off the tile boundary) is widened out of its bf16
- * tiles into token-major f32 rows (k_widen_k64/v64; f16/f32 tiles are copied out, then widened) and then takes the
- * paths above; in an eo call the V rows come out in even/odd order, so that every block adds into the same
- * accumulator layout.
+ * Tiled segments (T64, duo.h): G = 4 decode over bf16 or f16 tiles is the "eo" fast path (k_scores_k64, k_pv_v64:
+ * both walk their tile front to back, and the accumulators hold each 8 elements as even/odd halves, put back in order
+ * at the end). Every other tiled block (prefill, other G, Inf/NaN, a block off the tile boundary) is widened out of its
+ * 16-bit tiles into token-major f32 rows (k_widen_k64/v64; f32 tiles are copied out) and then takes the paths above;
+ * in an eo call the V rows come out in even/odd order, so that every block adds into the same accumulator layout.
  *
  * Memory: without a prefetch instruction in wasm, a compute loop that misses in cache keeps only a few lines in
  * flight unless the hardware prefetcher runs ahead of it, and that needs a front-to-back walk. Over token-major rows
@@ -199,11 +198,11 @@ static void run_tile(const tile_ctx *c, int j, uint32_t tile, int r0, int n, int
   const int D = p->D;
   float *s = WS(c, s), *alpha = WS(c, alpha);
   const uint8_t *k = (const uint8_t *)(uintptr_t)(c->sg->k + tile * 2), *v = (const uint8_t *)(uintptr_t)(c->sg->v + tile * 2);
-  k_scores_k64(WS(c, qs) + j * D * 16, D, k, n, s);
+  k_scores_k64(WS(c, qs) + j * D * 16, D, k, c->sg->dtype, n, s);
   if (cls == PARTIAL) mask_block(c, s, r0, n, 4, p->G, 0);
   k_softmax_m4(s, n, 4, WS(c, pm) + j * 4, WS(c, pl) + j * 4, alpha);
   splat_weights(WS(c, ps), s, n);
-  k_pv_v64(WS(c, pacc) + j * 4 * D, alpha, WS(c, ps), D, v, n);
+  k_pv_v64(WS(c, pacc) + j * 4 * D, alpha, WS(c, ps), D, v, c->sg->dtype, n);
 }
 
 /* One block of n rows starting at segment row r0, for every KV head of the call. */
@@ -215,7 +214,7 @@ static void run_block(const tile_ctx *c, int r0, int n, int cls) {
   const uint32_t row0 = (uint32_t)(sg->row_start + r0);
   const uint32_t stride = (uint32_t)sg->row_heads * D * es, first = row0 * stride;
   float *s = WS(c, s), *alpha = WS(c, alpha);
-  if (tiled && p->eo && dt0 == DUO_BF16 && !guard && row0 % DUO_TILE == 0) {
+  if (tiled && p->eo && dt0 != DUO_F32 && !guard && row0 % DUO_TILE == 0) {
     for (int j = 0; j < p->J; j++)
       run_tile(c, j, ((row0 / DUO_TILE) * sg->row_heads + c->slots[j]) * DUO_TILE * D, r0, n, cls);
     return;
@@ -232,12 +231,12 @@ static void run_block(const tile_ctx *c, int r0, int n, int cls) {
     const int kdt = widen ? DUO_F32 : dt0, vdt = (widen ? DUO_F32 : dt0) | guard;
     const uint8_t *kb = widen ? (const uint8_t *)WS(c, kw) : k, *vb = widen ? (const uint8_t *)WS(c, vw) : v;
     const uint32_t bs = widen ? (uint32_t)D * 4 : stride;
-    if (widen && tiled && dt0 == DUO_BF16) { /* tile by tile (a block off the tile boundary spans two) */
+    if (widen && tiled && dt0 != DUO_F32) { /* tile by tile (a block off the tile boundary spans two) */
       for (int i = 0; i < n;) {
         uint32_t r = row0 + i, at = ((r / DUO_TILE) * sg->row_heads + c->slots[j]) * DUO_TILE * D * 2;
         int i0 = (int)(r % DUO_TILE), m = DUO_TILE - i0 < n - i ? DUO_TILE - i0 : n - i;
-        k_widen_k64(WS(c, kw) + i * D, (const uint8_t *)(uintptr_t)(sg->k + at), i0, m, D);
-        k_widen_v64(WS(c, vw) + i * D, (const uint8_t *)(uintptr_t)(sg->v + at), i0, m, D, p->eo);
+        k_widen_k64(WS(c, kw) + i * D, (const uint8_t *)(uintptr_t)(sg->k + at), sg->dtype, i0, m, D);
+        k_widen_v64(WS(c, vw) + i * D, (const uint8_t *)(uintptr_t)(sg->v + at), sg->dtype, i0, m, D, p->eo);
         i += m;
       }
     } else if (widen) {

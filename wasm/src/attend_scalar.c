@@ -67,41 +67,39 @@ void k_pv_m1(float *acc, float alpha, const float *p, int D, const uint8_t *v, u
   k_pv_m4(acc, &alpha, p, 1, D, v, stride, dt, n);
 }
 
-/* Element (i, d) of a bf16 tile (duo.h). */
-static float k64(const uint8_t *kt, int D, int i, int d) {
-  return f32_from_bits((uint32_t)((const uint16_t *)kt)[((i / 8) * D + d) * 8 + i % 8] << 16);
-}
-static float v64(const uint8_t *vt, int i, int d) {
-  return f32_from_bits((uint32_t)((const uint16_t *)vt)[((d / 8) * DUO_TILE + i) * 8 + d % 8] << 16);
-}
+/* Element (i, d) of a 16-bit tile (duo.h), widened exactly. */
+static float k64(const uint8_t *kt, int D, int i, int d, int dt) { return ld(kt, ((i / 8) * D + d) * 8 + i % 8, dt); }
+static float v64(const uint8_t *vt, int i, int d, int dt) { return ld(vt, ((d / 8) * DUO_TILE + i) * 8 + d % 8, dt); }
 
-void k_scores_k64(const float *qs, int D, const uint8_t *kt, int n, float *s) {
+void k_scores_k64(const float *qs, int D, const uint8_t *kt, int dt, int n, float *s) {
   for (int i = 0; i < n; i++)
     for (int h = 0; h < 4; h++) {
       float a = 0.0f;
-      for (int d = 0; d < D; d++) a += qs[d * 16 + h * 4] * k64(kt, D, i, d);
+      for (int d = 0; d < D; d++) a += qs[d * 16 + h * 4] * k64(kt, D, i, d, dt);
       s[i * 4 + h] = a;
     }
 }
 
-/* acc element d of the natural order sits at (d & ~7) + (d & 1) * 4 + (d & 7) / 2 (even/odd within 8). */
-void k_pv_v64(float *acc, const float *alpha, const float *ps, int D, const uint8_t *vt, int n) {
+/* Element d of the natural order sits at even_odd(d) in an eo accumulator (kernels.h). */
+static int even_odd(int d) { return (d & ~7) + (d & 1) * 4 + (d & 7) / 2; }
+
+void k_pv_v64(float *acc, const float *alpha, const float *ps, int D, const uint8_t *vt, int dt, int n) {
   for (int h = 0; h < 4; h++) {
     float *c = acc + h * D;
     for (int d = 0; d < D; d++) c[d] *= alpha[h];
     for (int i = 0; i < n; i++)
-      for (int d = 0; d < D; d++) c[(d & ~7) + (d & 1) * 4 + (d & 7) / 2] += ps[i * 16 + h * 4] * v64(vt, i, d);
+      for (int d = 0; d < D; d++) c[even_odd(d)] += ps[i * 16 + h * 4] * v64(vt, i, d, dt);
   }
 }
 
-void k_widen_k64(float *dst, const uint8_t *kt, int i0, int n, int D) {
+void k_widen_k64(float *dst, const uint8_t *kt, int dt, int i0, int n, int D) {
   for (int i = 0; i < n; i++)
-    for (int d = 0; d < D; d++) dst[i * D + d] = k64(kt, D, i0 + i, d);
+    for (int d = 0; d < D; d++) dst[i * D + d] = k64(kt, D, i0 + i, d, dt);
 }
 
-void k_widen_v64(float *dst, const uint8_t *vt, int i0, int n, int D, int even_odd) {
+void k_widen_v64(float *dst, const uint8_t *vt, int dt, int i0, int n, int D, int eo) {
   for (int i = 0; i < n; i++)
-    for (int d = 0; d < D; d++) dst[i * D + (even_odd ? (d & ~7) + (d & 1) * 4 + (d & 7) / 2 : d)] = v64(vt, i0 + i, d);
+    for (int d = 0; d < D; d++) dst[i * D + (eo ? even_odd(d) : d)] = v64(vt, i0 + i, d, dt);
 }
 
 void k_widen(float *dst, const uint8_t *src, uint32_t stride, int dt, int n, int D) {

@@ -221,28 +221,41 @@ ALWAYS_INLINE void transpose4(VF a, VF b, VF c, VF d, VF *out) {
 /* 4 query vectors x 2 halves: the running sums of the tiled kernels, 8 registers (V8 keeps 15 XMM registers). */
 typedef struct { VF e0, e1, e2, e3, o0, o1, o2, o3; } sums8;
 
-/* One 16-byte load of 8 bf16 split into its even elements (a shift) and odd ones (a mask), each multiplied by the 4
- * pre-splatted vectors at w and added into the even and odd sums of those vectors. */
-ALWAYS_INLINE sums8 mad_even_odd(sums8 a, const uint8_t *x8, const float *w, VI mask) {
-  VI x = VF_LOAD(x8);
-  VF e = VI_SHL(x, 16), o = VI_AND(x, mask), v;
-  v = VF_LOAD(w);      a.e0 = VF_MAD(a.e0, v, e); a.o0 = VF_MAD(a.o0, v, o);
-  v = VF_LOAD(w + 4);  a.e1 = VF_MAD(a.e1, v, e); a.o1 = VF_MAD(a.o1, v, o);
-  v = VF_LOAD(w + 8);  a.e2 = VF_MAD(a.e2, v, e); a.o2 = VF_MAD(a.o2, v, o);
-  v = VF_LOAD(w + 12); a.e3 = VF_MAD(a.e3, v, e); a.o3 = VF_MAD(a.o3, v, o);
+/* The even and odd elements of 8 16-bit values (4 u32 lanes, even element in the low half) as f32x4 each.
+ * bf16: a shift and a mask. f16 (finite values only: Inf/NaN segments take the exact path): the half moved to the
+ * top, arithmetic-shifted right by 3 (exponent and mantissa land where an f32 keeps them, the sign stays at bit 31),
+ * the sign copies in bits 28-30 masked off, and the exponent bias 15 -> 127 restored by a multiply by 2^112 (exact,
+ * subnormals included). */
+typedef struct { VF e, o; } halves;
+ALWAYS_INLINE halves split16(VI x, int dt) {
+  const VI top = VI_SPLAT((int32_t)0xffff0000);
+  if (dt == DUO_BF16) return (halves){VI_SHL(x, 16), VI_AND(x, top)};
+  const VI keep = VI_SPLAT((int32_t)0x8fffffff);
+  const VF bias = VF_SPLAT(0x1p112f);
+  return (halves){VF_MUL(VI_AND(VI_SRA(VI_SHL(x, 16), 3), keep), bias), VF_MUL(VI_AND(VI_SRA(VI_AND(x, top), 3), keep), bias)};
+}
+
+/* One 16-byte load of 8 elements split into even and odd halves, each multiplied by the 4 pre-splatted vectors at w
+ * and added into the even and odd sums of those vectors. */
+ALWAYS_INLINE sums8 mad_even_odd(sums8 a, const uint8_t *x8, const float *w, int dt) {
+  halves h = split16(VF_LOAD(x8), dt);
+  VF v;
+  v = VF_LOAD(w);      a.e0 = VF_MAD(a.e0, v, h.e); a.o0 = VF_MAD(a.o0, v, h.o);
+  v = VF_LOAD(w + 4);  a.e1 = VF_MAD(a.e1, v, h.e); a.o1 = VF_MAD(a.o1, v, h.o);
+  v = VF_LOAD(w + 8);  a.e2 = VF_MAD(a.e2, v, h.e); a.o2 = VF_MAD(a.o2, v, h.o);
+  v = VF_LOAD(w + 12); a.e3 = VF_MAD(a.e3, v, h.e); a.o3 = VF_MAD(a.o3, v, h.o);
   return a;
 }
 
-/* 8 rows at a time: one 16-byte load holds column d of the group's 8 rows (even rows come out of the shift, odd rows
- * out of the mask), and the 8 sums run down the head dim. Every load is at a constant offset from a pointer that
- * moves 16 bytes per step, and 8 + 4 vectors stay live: what V8 keeps in registers. */
-void k_scores_k64(const float *qs, int D, const uint8_t *kt, int n, float *s) {
-  const VI mask = VI_SPLAT((int32_t)0xffff0000);
+/* 8 rows at a time: one 16-byte load holds column d of the group's 8 rows (even rows in one half, odd rows in the
+ * other), and the 8 sums run down the head dim. Every load is at a constant offset from a pointer that moves 16 bytes
+ * per step, and 8 + 4 vectors stay live: what V8 keeps in registers. */
+ALWAYS_INLINE void scores_k64_impl(const float *qs, int D, const uint8_t *kt, int n, float *s, int dt) {
   for (int r = 0; r < n; r += 8, kt += 16 * D, s += 32) {
     sums8 a = {VF_ZERO, VF_ZERO, VF_ZERO, VF_ZERO, VF_ZERO, VF_ZERO, VF_ZERO, VF_ZERO};
     const uint8_t *kr = kt;
     const float *qq = qs;
-    for (int d = 0; d < D; d++, kr += 16, qq += 16) a = mad_even_odd(a, kr, qq, mask);
+    for (int d = 0; d < D; d++, kr += 16, qq += 16) a = mad_even_odd(a, kr, qq, dt);
     VF t[4];
     transpose4(a.e0, a.e1, a.e2, a.e3, t); /* rows 0, 2, 4, 6 of the group */
     VF_STORE(s, t[0]); VF_STORE(s + 8, t[1]); VF_STORE(s + 16, t[2]); VF_STORE(s + 24, t[3]);
@@ -250,11 +263,14 @@ void k_scores_k64(const float *qs, int D, const uint8_t *kt, int n, float *s) {
     VF_STORE(s + 4, t[0]); VF_STORE(s + 12, t[1]); VF_STORE(s + 20, t[2]); VF_STORE(s + 28, t[3]);
   }
 }
+void k_scores_k64(const float *qs, int D, const uint8_t *kt, int dt, int n, float *s) {
+  if ((dt & DUO_DTYPE_MASK) == DUO_F16) scores_k64_impl(qs, D, kt, n, s, DUO_F16);
+  else scores_k64_impl(qs, D, kt, n, s, DUO_BF16);
+}
 
 /* 4 query vectors x 8 elements of acc (as even/odd halves) stay in registers down the n rows of one 8-column group,
  * which lie one after another in the V64 tile: one 16-byte load per row. */
-void k_pv_v64(float *acc, const float *alpha, const float *ps, int D, const uint8_t *vt, int n) {
-  const VI mask = VI_SPLAT((int32_t)0xffff0000);
+ALWAYS_INLINE void pv_v64_impl(float *acc, const float *alpha, const float *ps, int D, const uint8_t *vt, int n, int dt) {
   const VF al0 = VF_LOAD_SPLAT(alpha), al1 = VF_LOAD_SPLAT(alpha + 1);
   const VF al2 = VF_LOAD_SPLAT(alpha + 2), al3 = VF_LOAD_SPLAT(alpha + 3);
   float *c0 = acc, *c1 = c0 + D, *c2 = c1 + D, *c3 = c2 + D;
@@ -264,15 +280,31 @@ void k_pv_v64(float *acc, const float *alpha, const float *ps, int D, const uint
                VF_MUL(VF_LOAD(c2 + d + 4), al2), VF_MUL(VF_LOAD(c3 + d + 4), al3)};
     const uint8_t *vr = vt;
     const float *pi = ps;
-    for (int i = 0; i < n; i++, vr += 16, pi += 16) a = mad_even_odd(a, vr, pi, mask);
+    for (int i = 0; i < n; i++, vr += 16, pi += 16) a = mad_even_odd(a, vr, pi, dt);
     VF_STORE(c0 + d, a.e0); VF_STORE(c0 + d + 4, a.o0); VF_STORE(c1 + d, a.e1); VF_STORE(c1 + d + 4, a.o1);
     VF_STORE(c2 + d, a.e2); VF_STORE(c2 + d + 4, a.o2); VF_STORE(c3 + d, a.e3); VF_STORE(c3 + d + 4, a.o3);
   }
 }
+void k_pv_v64(float *acc, const float *alpha, const float *ps, int D, const uint8_t *vt, int dt, int n) {
+  if ((dt & DUO_DTYPE_MASK) == DUO_F16) pv_v64_impl(acc, alpha, ps, D, vt, n, DUO_F16);
+  else pv_v64_impl(acc, alpha, ps, D, vt, n, DUO_BF16);
+}
+
+/* 4 16-bit elements (low 64 bits of a vector, or high with `high`) of dtype dt widened to f32: bf16 by a shift,
+ * f16 by the multiply of VF_F16_FAST, or exactly (Inf/NaN included) with dt | DUO_NONFINITE. */
+ALWAYS_INLINE VF widen4(VI c, int high, int dt) {
+  VI u = high ? wasm_u32x4_extend_high_u16x8(c) : wasm_u32x4_extend_low_u16x8(c);
+  if ((dt & DUO_DTYPE_MASK) == DUO_BF16) return VI_SHL(u, 16);
+  VI b = VI_AND(VI_SRA(VI_SHL(u, 16), 3), VI_SPLAT((int32_t)0x8fffffff)); /* = VI_F16_BITS */
+  VF x = VF_MUL(b, VF_SPLAT(0x1p112f));
+  if (!(dt & DUO_NONFINITE)) return x;
+  VI special = VI_EQ(VI_AND(b, VI_SPLAT(0x0f800000)), VI_SPLAT(0x0f800000));
+  return VI_OR(x, VI_AND(special, VI_SPLAT(0x7f800000)));
+}
 
 /* A K64 group holds [D][8 rows]: 4 columns are 64 contiguous bytes. Two rounds of interleaving (16-bit, then 32-bit
- * lanes) turn them into 4 vectors of two rows x 4 columns each; a widening shift makes each row one f32x4. */
-void k_widen_k64(float *dst, const uint8_t *kt, int i0, int n, int D) {
+ * lanes) turn them into 4 vectors of two rows x 4 columns each; widening makes each row one f32x4. */
+ALWAYS_INLINE void widen_k64_impl(float *dst, const uint8_t *kt, int i0, int n, int D, int dt) {
   for (int g = i0 / 8; g * 8 < i0 + n; g++) {
     const uint8_t *col = kt + (uint32_t)g * D * 16;
     for (int d = 0; d < D; d += 4, col += 64) {
@@ -283,28 +315,43 @@ void k_widen_k64(float *dst, const uint8_t *kt, int i0, int n, int D) {
                  wasm_i32x4_shuffle(b1, b3, 0, 4, 1, 5), wasm_i32x4_shuffle(b1, b3, 2, 6, 3, 7)}; /* rows 2k, 2k + 1 */
       for (int k = 0; k < 4; k++) {
         int r = g * 8 + 2 * k - i0;
-        if (r >= 0 && r < n) VF_STORE(dst + r * D + d, VI_SHL(wasm_u32x4_extend_low_u16x8(c[k]), 16));
-        if (r + 1 >= 0 && r + 1 < n) VF_STORE(dst + (r + 1) * D + d, VI_SHL(wasm_u32x4_extend_high_u16x8(c[k]), 16));
+        if (r >= 0 && r < n) VF_STORE(dst + r * D + d, widen4(c[k], 0, dt));
+        if (r + 1 >= 0 && r + 1 < n) VF_STORE(dst + (r + 1) * D + d, widen4(c[k], 1, dt));
       }
     }
   }
 }
+void k_widen_k64(float *dst, const uint8_t *kt, int dt, int i0, int n, int D) {
+  switch (dt) {
+    case DUO_F16: widen_k64_impl(dst, kt, i0, n, D, DUO_F16); break;
+    case DUO_F16 | DUO_NONFINITE: widen_k64_impl(dst, kt, i0, n, D, DUO_F16 | DUO_NONFINITE); break;
+    default: widen_k64_impl(dst, kt, i0, n, D, DUO_BF16); break;
+  }
+}
 
-void k_widen_v64(float *dst, const uint8_t *vt, int i0, int n, int D, int even_odd) {
-  const VI mask = VI_SPLAT((int32_t)0xffff0000);
+/* A V64 row of one 8-column group is 16 contiguous bytes: two widenings (natural order), or the even/odd split. */
+ALWAYS_INLINE void widen_v64_impl(float *dst, const uint8_t *vt, int i0, int n, int D, int even_odd, int dt) {
   for (int d = 0; d < D; d += 8, vt += 16 * DUO_TILE) {
     const uint8_t *vr = vt + (uint32_t)i0 * 16;
     float *o = dst + d;
     for (int i = 0; i < n; i++, vr += 16, o += D) {
-      if (even_odd) {
-        VI x = VF_LOAD(vr);
-        VF_STORE(o, VI_SHL(x, 16));
-        VF_STORE(o + 4, VI_AND(x, mask));
+      VI x = VF_LOAD(vr);
+      if (even_odd) { /* the even elements are the low halves of the 4 lanes, the odd ones the high halves */
+        VI ev = wasm_i16x8_shuffle(x, x, 0, 2, 4, 6, 1, 3, 5, 7);
+        VF_STORE(o, widen4(ev, 0, dt));
+        VF_STORE(o + 4, widen4(ev, 1, dt));
       } else {
-        VF_STORE(o, VF_BF16(vr));
-        VF_STORE(o + 4, VF_BF16(vr + 8));
+        VF_STORE(o, widen4(x, 0, dt));
+        VF_STORE(o + 4, widen4(x, 1, dt));
       }
     }
+  }
+}
+void k_widen_v64(float *dst, const uint8_t *vt, int dt, int i0, int n, int D, int even_odd) {
+  switch (dt) {
+    case DUO_F16: widen_v64_impl(dst, vt, i0, n, D, even_odd, DUO_F16); break;
+    case DUO_F16 | DUO_NONFINITE: widen_v64_impl(dst, vt, i0, n, D, even_odd, DUO_F16 | DUO_NONFINITE); break;
+    default: widen_v64_impl(dst, vt, i0, n, D, even_odd, DUO_BF16); break;
   }
 }
 

@@ -42,20 +42,21 @@ void k_pv_m4(float *acc, const float *alpha, const float *p, int M, int D, const
 /* acc[:] <- acc[:] * alpha + sum_i p[i] * value i (one query vector), dt as for k_pv_m4. */
 void k_pv_m1(float *acc, float alpha, const float *p, int D, const uint8_t *v, uint32_t stride, int dt, int n);
 
-/* The tiled fast path (bf16 T64 tiles, G = 4 decode; duo.h has the tile layouts). Query vectors and weights come
- * pre-splatted, so that every multiply reads a whole vector at a constant offset:
+/* The tiled fast path (T64 tiles of bf16 or f16, G = 4 decode; duo.h has the tile layouts). Query vectors and
+ * weights come pre-splatted, so that every multiply reads a whole vector at a constant offset:
  *   qs[d*16 + h*4 + lane] = element d of query vector h;   ps[i*16 + h*4 + lane] = weight of row i for vector h.
  * s[i*4 + h] = query h . row i of the K64 tile at kt, for i < n (rows up to the next multiple of 8 may be written).
- * acc [4][D] is kept "even/odd" within every 8 elements: [e0 e2 e4 e6 e1 e3 e5 e7] (bf16 pairs split with one shift
- * and one mask); acc[h] <- acc[h] * alpha[h] + sum_{i<n} p[i][h] * row i of the V64 tile at vt. */
-void k_scores_k64(const float *qs, int D, const uint8_t *kt, int n, float *s);
-void k_pv_v64(float *acc, const float *alpha, const float *ps, int D, const uint8_t *vt, int n);
+ * acc [4][D] is kept "even/odd" within every 8 elements: [e0 e2 e4 e6 e1 e3 e5 e7] (a 16-byte load of 8 elements splits
+ * into these halves in a few lane operations); acc[h] <- acc[h] * alpha[h] + sum_{i<n} p[i][h] * row i of the V64
+ * tile at vt. dt: DUO_BF16 or DUO_F16 (finite values: a segment with Inf/NaN takes the widening path). */
+void k_scores_k64(const float *qs, int D, const uint8_t *kt, int dt, int n, float *s);
+void k_pv_v64(float *acc, const float *alpha, const float *ps, int D, const uint8_t *vt, int dt, int n);
 
-/* dst[i*D + d] = f32 of element d of tile row i0 + i, for i < n (i0 + n <= 64): rows of a bf16 K64 or V64 tile
- * widened into token-major f32 rows (prefill and the other shapes that read tiles through the f32 kernels). With
- * even_odd, V rows come out in the even/odd order of the eo accumulators. */
-void k_widen_k64(float *dst, const uint8_t *kt, int i0, int n, int D);
-void k_widen_v64(float *dst, const uint8_t *vt, int i0, int n, int D, int even_odd);
+/* dst[i*D + d] = f32 of element d of tile row i0 + i, for i < n (i0 + n <= 64): rows of a K64 or V64 tile of bf16 or
+ * f16 (| DUO_NONFINITE: exact for Inf/NaN) widened into token-major f32 rows (prefill and the other shapes that read
+ * tiles through the f32 kernels). With even_odd, V rows come out in the even/odd order of the eo accumulators. */
+void k_widen_k64(float *dst, const uint8_t *kt, int dt, int i0, int n, int D);
+void k_widen_v64(float *dst, const uint8_t *vt, int dt, int i0, int n, int D, int even_odd);
 
 /* dst[i*D + d] = f32 of element d of row i, any dtype (a block of keys or values widened once and reused by many
  * query vectors; f16 always goes this way, exactly when dt has DUO_NONFINITE). */

@@ -40,6 +40,7 @@ typedef v128_t VI;
 #define VI_ADD(a, b)        wasm_i32x4_add(a, b)
 #define VI_SHL(a, n)        wasm_i32x4_shl(a, n)
 #define VI_SHR(a, n)        wasm_u32x4_shr(a, n)
+#define VI_SRA(a, n)        wasm_i32x4_shr(a, n)
 #define VI_AND(a, b)        wasm_v128_and(a, b)
 #define VI_OR(a, b)         wasm_v128_or(a, b)
 #define VI_EQ(a, b)         wasm_i32x4_eq(a, b)
