@@ -12,6 +12,8 @@
  * (i = r mod 64). A T64 segment has its K buffer in K64 and its V buffer in V64; such buffers hold a whole number of
  * 64-row blocks, and D is a multiple of 8. A T64 buffer has the same size as an NHD one.
  */
+import { DuoError } from "../errors.ts";
+
 export type KvLayout = "NHD" | "T64";
 /** The layout of one buffer: NHD, or the K or V half of T64. */
 export type BufferLayout = "NHD" | "K64" | "V64";
@@ -28,6 +30,14 @@ export function kvIndex(layout: BufferLayout, heads: number, D: number, r: numbe
 /** Whether a buffer of `rows` rows and head dim D can be tiled. */
 export function tileable(rows: number, D: number): boolean {
   return rows % TILE_ROWS === 0 && D % 8 === 0;
+}
+
+/** Throw INVALID_ARGUMENT, naming what a tiled buffer needs, when `what` (a `layout` buffer of `rows` rows) cannot be
+ *  tiled. */
+export function checkTileable(rows: number, D: number, what: string, layout: string): void {
+  if (!tileable(rows, D)) {
+    throw new DuoError("INVALID_ARGUMENT", `${what} is ${layout}: it needs a multiple of ${TILE_ROWS} rows and headDim a multiple of 8, and has ${rows} rows of headDim ${D}`);
+  }
 }
 
 /** The buffer layouts of a segment's K and V buffers. */

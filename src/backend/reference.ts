@@ -4,7 +4,7 @@
  */
 import { bf16BitsToF32, bytesPerElement, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits, type KvDtype, KV_DTYPES } from "../dtype.ts";
 import { DuoError } from "../errors.ts";
-import { type BufferLayout, kvIndex, type KvLayout, segmentLayouts, tileable, TILE_ROWS } from "./layout.ts";
+import { checkTileable, kvIndex, type KvLayout, segmentLayouts, tileable } from "./layout.ts";
 import type { AppendOp, AttendOp, Backend, BackendMemory, Handle, Op, Segment } from "./types.ts";
 
 /** Read element `i` of a KV buffer of `dtype`. */
@@ -118,7 +118,7 @@ export class ReferenceBackend implements Backend {
     const dst = this.view(op.dst);
     const D = op.headDim, layout = op.layout ?? "NHD";
     const capacityRows = Math.floor(dst.byteLength / (bytesPerElement(op.dtype) * op.rowHeads * D));
-    checkLayout(layout, capacityRows, D, `append to buffer ${op.dst}`);
+    if (layout !== "NHD") checkTileable(capacityRows, D, `append to buffer ${op.dst}`, layout);
     for (let t = 0; t < op.rows.length; t++) {
       const row = op.rows[t]!;
       if (row < 0) continue;
@@ -136,7 +136,7 @@ export class ReferenceBackend implements Backend {
     const keys = op.segments.map((s) => {
       const k = this.view(s.k), v = this.view(s.v), lay = segmentLayouts(s.layout);
       const rows = Math.floor(k.byteLength / (bytesPerElement(s.dtype) * s.rowHeads * D));
-      checkLayout(lay.k, rows, D, `segment over buffers ${s.k}/${s.v}`);
+      if (s.layout === "T64") checkTileable(rows, D, `segment over buffers ${s.k}/${s.v}`, s.layout);
       return { s, k, v, lay };
     });
     const scores: number[] = [];
@@ -179,12 +179,5 @@ export class ReferenceBackend implements Backend {
         }
       }
     }
-  }
-}
-
-/** A tiled buffer holds whole 64-row blocks of a head dim that is a multiple of 8 (layout.ts). */
-function checkLayout(layout: BufferLayout, rows: number, D: number, what: string): void {
-  if (layout !== "NHD" && !tileable(rows, D)) {
-    throw new DuoError("INVALID_ARGUMENT", `${what}: a ${layout} buffer needs a multiple of ${TILE_ROWS} rows and headDim a multiple of 8; it has ${rows} rows, headDim ${D}`);
   }
 }

@@ -11,7 +11,7 @@
 import { bytesPerElement, KV_DTYPES, type KvDtype } from "../dtype.ts";
 import { checkInt, checkOneOf, DuoError } from "../errors.ts";
 import { readUrl, runtime, spawnWorker, type WorkerThread } from "../runtime.ts";
-import { type KvLayout, tileable, TILE_ROWS } from "./layout.ts";
+import { checkTileable, type KvLayout, tileable } from "./layout.ts";
 import type { BackendOptions } from "./registry.ts";
 import type { AppendOp, AttendOp, Backend, BackendMemory, BackendProbe, Handle, Op, Segment } from "./types.ts";
 import { type AttendResult, type ExecAttend, type ExecOp, type FromWorker, type ToWorker, WasmExec } from "./wasm-exec.ts";
@@ -160,7 +160,6 @@ interface BufferInfo {
 export class WasmBackend implements Backend {
   readonly name = "wasm" as const;
   readonly dtypes = KV_DTYPES;
-
   readonly shards: number;
   /** true when the shards are workers */
   readonly workers: boolean;
@@ -294,7 +293,7 @@ export class WasmBackend implements Backend {
     }
     const rowBytes = op.rowHeads * op.headDim * bytesPerElement(op.dtype);
     const capacityRows = rowBytes === 0 ? Infinity : Math.floor(dst.bytes / rowBytes);
-    if (layout !== "NHD" && rowBytes > 0) checkTiled(capacityRows, op.headDim, `${at}: buffer ${op.dst}`, layout);
+    if (layout !== "NHD" && rowBytes > 0) checkTileable(capacityRows, op.headDim, `${at}: buffer ${op.dst}`, layout);
     for (const r of op.rows) {
       if (r >= capacityRows) throw new DuoError("CAPACITY", `${at}: row ${r} is past the buffer's ${capacityRows} rows`);
     }
@@ -335,7 +334,7 @@ export class WasmBackend implements Backend {
     for (const [name, h] of [["k", s.k], ["v", s.v]] as const) {
       const b = this.buffer(shard, h);
       if (end > b.bytes) throw new DuoError("SHAPE_MISMATCH", `${at}: segment rows ${start}..${start + count - 1} of ${s.rowHeads} × ${op.headDim} ${s.dtype} need ${end} bytes of ${name} buffer ${h}, which has ${b.bytes}`);
-      if (layout === "T64") checkTiled(Math.floor(b.bytes / (s.rowHeads * op.headDim * bytesPerElement(s.dtype))), op.headDim, `${at}: ${name} buffer ${h}`, layout);
+      if (layout === "T64") checkTileable(Math.floor(b.bytes / (s.rowHeads * op.headDim * bytesPerElement(s.dtype))), op.headDim, `${at}: ${name} buffer ${h}`, layout);
     }
     if (typeof s.positions === "number") checkInt(`${at} segment positions`, s.positions, -(2 ** 31), 2 ** 31 - 1 - count);
     else if (!(s.positions instanceof Int32Array) || s.positions.length !== count) {
@@ -364,13 +363,6 @@ function packAppend(op: AppendOp): AppendOp {
     i++;
   }
   return { ...op, src, srcHeads: H, heads: Int32Array.from({ length: H }, (_, j) => j), rows };
-}
-
-/** A tiled buffer holds whole 64-row blocks (it is laid out block by block), of a head dim that is a multiple of 8. */
-function checkTiled(rows: number, headDim: number, what: string, layout: string): void {
-  if (!tileable(rows, headDim)) {
-    throw new DuoError("INVALID_ARGUMENT", `${what} is ${layout}: it needs a multiple of ${TILE_ROWS} rows and headDim a multiple of 8, and has ${rows} rows of headDim ${headDim}`);
-  }
 }
 
 function checkDtype(dtype: KvDtype, at: string): void {
