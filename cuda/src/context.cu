@@ -59,19 +59,24 @@ int32_t lookup(uint32_t handle, const char* fn, const char* what, Buffer** out) 
 }
 
 namespace {
-size_t grown(size_t cap, size_t need) { return need > cap + cap / 2 ? need : cap + cap / 2; }
+// Grow a reusable block (pinned host, or device) to at least `bytes`, 1.5x at a time; its old contents are dropped.
+// The caller has made sure no copy or kernel still uses it.
+int32_t grow(void** block, size_t* cap, size_t bytes, bool device) {
+  const size_t want = bytes > *cap + *cap / 2 ? bytes : *cap + *cap / 2;
+  if (*block) DUO_CUDA(device ? cudaFree(*block) : cudaFreeHost(*block));
+  *block = nullptr;
+  *cap = 0;
+  DUO_CUDA(device ? cudaMalloc(block, want) : cudaMallocHost(block, want));
+  *cap = want;
+  return DUO_OK;
+}
 }  // namespace
 
 int32_t reserve_pinned_up(size_t bytes, void** out) {
   Context& c = ctx();
   DUO_CUDA(cudaEventSynchronize(c.upload_done));
   if (bytes > c.pinned_up_cap) {
-    const size_t cap = grown(c.pinned_up_cap, bytes);
-    if (c.pinned_up) DUO_CUDA(cudaFreeHost(c.pinned_up));
-    c.pinned_up = nullptr;
-    c.pinned_up_cap = 0;
-    DUO_CUDA(cudaMallocHost(&c.pinned_up, cap));
-    c.pinned_up_cap = cap;
+    DUO_TRY(grow(&c.pinned_up, &c.pinned_up_cap, bytes, false));
   }
   *out = c.pinned_up;
   return DUO_OK;
@@ -80,13 +85,8 @@ int32_t reserve_pinned_up(size_t bytes, void** out) {
 int32_t reserve_pinned_down(size_t bytes, void** out) {
   Context& c = ctx();
   if (bytes > c.pinned_down_cap) {
-    const size_t cap = grown(c.pinned_down_cap, bytes);
     DUO_CUDA(cudaStreamSynchronize(c.stream));
-    if (c.pinned_down) DUO_CUDA(cudaFreeHost(c.pinned_down));
-    c.pinned_down = nullptr;
-    c.pinned_down_cap = 0;
-    DUO_CUDA(cudaMallocHost(&c.pinned_down, cap));
-    c.pinned_down_cap = cap;
+    DUO_TRY(grow(&c.pinned_down, &c.pinned_down_cap, bytes, false));
   }
   *out = c.pinned_down;
   return DUO_OK;
@@ -95,13 +95,8 @@ int32_t reserve_pinned_down(size_t bytes, void** out) {
 int32_t reserve_scratch(size_t bytes, void** out) {
   Context& c = ctx();
   if (bytes > c.scratch_cap) {
-    const size_t cap = grown(c.scratch_cap, bytes);
     DUO_CUDA(cudaStreamSynchronize(c.stream));
-    if (c.scratch) DUO_CUDA(cudaFree(c.scratch));
-    c.scratch = nullptr;
-    c.scratch_cap = 0;
-    DUO_CUDA(cudaMalloc(&c.scratch, cap));
-    c.scratch_cap = cap;
+    DUO_TRY(grow(&c.scratch, &c.scratch_cap, bytes, true));
   }
   *out = c.scratch;
   return DUO_OK;
