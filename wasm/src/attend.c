@@ -186,12 +186,6 @@ static void from_even_odd(float *x, int D) {
   }
 }
 
-/* ps[i][h][:] = p[i][h] for the n rows of a block (4 vectors). */
-static void splat_weights(float *ps, const float *p, int n) {
-  for (int i = 0; i < n * 4; i++)
-    for (int lane = 0; lane < 4; lane++) ps[i * 4 + lane] = p[i];
-}
-
 /* The eo fast path for one KV head over one 64-row tile (n rows of it). */
 static void run_tile(const tile_ctx *c, int j, uint32_t tile, int r0, int n, int cls) {
   const plan *p = c->p;
@@ -200,8 +194,7 @@ static void run_tile(const tile_ctx *c, int j, uint32_t tile, int r0, int n, int
   const uint8_t *k = (const uint8_t *)(uintptr_t)(c->sg->k + tile * 2), *v = (const uint8_t *)(uintptr_t)(c->sg->v + tile * 2);
   k_scores_k64(WS(c, qs) + j * D * 16, D, k, c->sg->dtype, n, s);
   if (cls == PARTIAL) mask_block(c, s, r0, n, 4, p->G, 0);
-  k_softmax_m4(s, n, 4, WS(c, pm) + j * 4, WS(c, pl) + j * 4, alpha);
-  splat_weights(WS(c, ps), s, n);
+  k_softmax_splat4(s, n, WS(c, pm) + j * 4, WS(c, pl) + j * 4, alpha, WS(c, ps));
   k_pv_v64(WS(c, pacc) + j * 4 * D, alpha, WS(c, ps), D, v, c->sg->dtype, n);
 }
 

@@ -50,6 +50,14 @@ void k_softmax_m4(float *s, int n, int M, float *mx, float *l, float *alpha) {
 
 void k_softmax_m1(float *s, int n, float *mx, float *l, float *alpha) { k_softmax_m4(s, n, 1, mx, l, alpha); }
 
+void k_softmax_splat4(const float *s, int n, float *mx, float *l, float *alpha, float *ps) {
+  float p[64 * 4]; /* n <= 64: one tile */
+  __builtin_memcpy(p, s, (uint32_t)n * 16);
+  k_softmax_m4(p, n, 4, mx, l, alpha);
+  for (int i = 0; i < n * 4; i++)
+    for (int lane = 0; lane < 4; lane++) ps[i * 4 + lane] = p[i];
+}
+
 void k_pv_m4(float *acc, const float *alpha, const float *p, int M, int D, const uint8_t *v, uint32_t stride, int dt,
              int n) {
   for (int m = 0; m < M; m++) {

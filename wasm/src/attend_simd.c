@@ -129,6 +129,27 @@ void k_softmax_m1(float *s, int n, float *mx, float *l, float *alpha) {
   *mx = top;
 }
 
+/* k_softmax_m4 for M = 4 with the weights written pre-splatted for k_pv_v64 (s is left as it was). Two running maxes
+ * and two running sums halve the dependency chains of the reductions. */
+void k_softmax_splat4(const float *s, int n, float *mx, float *l, float *alpha, float *ps) {
+  VF old = VF_LOAD(mx), t0 = old, t1 = old;
+  int i = 0;
+  for (; i + 2 <= n; i += 2) { t0 = VF_MAX(t0, VF_LOAD(s + 4 * i)); t1 = VF_MAX(t1, VF_LOAD(s + 4 * i + 4)); }
+  if (i < n) t0 = VF_MAX(t0, VF_LOAD(s + 4 * i));
+  VF top = VF_MAX(t0, t1), sub = finite_or_zero(top), s0 = VF_ZERO, s1 = VF_ZERO;
+  for (i = 0; i < n; i++, ps += 16) {
+    VF p = vf_exp2(VF_SUB(VF_LOAD(s + 4 * i), sub));
+    if (i & 1) s1 = VF_ADD(s1, p);
+    else s0 = VF_ADD(s0, p);
+    VF_STORE(ps, wasm_i32x4_shuffle(p, p, 0, 0, 0, 0)); VF_STORE(ps + 4, wasm_i32x4_shuffle(p, p, 1, 1, 1, 1));
+    VF_STORE(ps + 8, wasm_i32x4_shuffle(p, p, 2, 2, 2, 2)); VF_STORE(ps + 12, wasm_i32x4_shuffle(p, p, 3, 3, 3, 3));
+  }
+  VF a = vf_exp2(VF_SUB(old, sub));
+  VF_STORE(alpha, a);
+  VF_STORE(l, VF_ADD(VF_MUL(VF_LOAD(l), a), VF_ADD(s0, s1)));
+  VF_STORE(mx, top);
+}
+
 /* 4 query vectors x 8 elements of acc stay in registers while the loop runs down the n value rows; a head dim that is
  * not a multiple of 8 ends with one 4-element column. */
 ALWAYS_INLINE void pv_m4_impl(float *acc, const float *alpha, const float *p, int M, int D, const uint8_t *v,

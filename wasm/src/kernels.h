@@ -34,6 +34,9 @@ void k_scores_m1(const float *q, int D, const uint8_t *k, uint32_t stride, int d
  * l[m] <- l[m] * alpha[m] + sum_i p. A row still without any visible key keeps mx = -Inf, alpha = 0, p = 0. */
 void k_softmax_m4(float *s, int n, int M, float *mx, float *l, float *alpha);
 void k_softmax_m1(float *s, int n, float *mx, float *l, float *alpha);
+/* The same step for M = 4 and n <= 64 (one tile), the weights written pre-splatted for k_pv_v64 instead of into s:
+ * ps[i*16 + h*4 + lane] = p[i][h]. */
+void k_softmax_splat4(const float *s, int n, float *mx, float *l, float *alpha, float *ps);
 
 /* acc[m][:] <- acc[m][:] * alpha[m] + sum_i p[i*M + m] * value i, for m < M (a multiple of 4), dt DUO_F32 or
  * DUO_BF16, | DUO_NONFINITE to skip zero weights exactly. acc: [M][D]. */

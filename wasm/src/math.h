@@ -39,13 +39,13 @@ static inline VF vf_exp2(VF x) {
   x = VF_MAX(x, VF_SPLAT(-127.0f));
   VF t = VF_ADD(x, VF_SPLAT(ROUND_MAGIC));
   VF f = VF_SUB(x, VF_SUB(t, VF_SPLAT(ROUND_MAGIC)));
-  VF p = VF_SPLAT(EXP2_C6);
-  p = VF_ADD(VF_MUL(p, f), VF_SPLAT(EXP2_C5));
-  p = VF_ADD(VF_MUL(p, f), VF_SPLAT(EXP2_C4));
-  p = VF_ADD(VF_MUL(p, f), VF_SPLAT(EXP2_C3));
-  p = VF_ADD(VF_MUL(p, f), VF_SPLAT(EXP2_C2));
-  p = VF_ADD(VF_MUL(p, f), VF_SPLAT(EXP2_C1));
-  p = VF_ADD(VF_MUL(p, f), VF_SPLAT(1.0f));
+  VF p = VF_SPLAT(EXP2_C6); /* Horner steps with VF_MAD: one FMA each in the relaxed build */
+  p = VF_MAD(VF_SPLAT(EXP2_C5), p, f);
+  p = VF_MAD(VF_SPLAT(EXP2_C4), p, f);
+  p = VF_MAD(VF_SPLAT(EXP2_C3), p, f);
+  p = VF_MAD(VF_SPLAT(EXP2_C2), p, f);
+  p = VF_MAD(VF_SPLAT(EXP2_C1), p, f);
+  p = VF_MAD(VF_SPLAT(1.0f), p, f);
   return VF_MUL(p, VI_SHL(VI_ADD(t, VI_SPLAT((int32_t)(127u - 0x4b400000u))), 23));
 }
 #endif
