@@ -37,14 +37,16 @@ export interface AttendResult {
   lse: Float32Array | null;
 }
 
-/** Messages to a worker (wasm-worker.ts) and its replies; every request with an `id` gets exactly one reply. */
-export type ToWorker =
-  | { type: "init"; id: number; module: WebAssembly.Module }
+/** Messages to a worker (wasm-worker.ts) and its replies; every request with an `id` gets exactly one reply. `seq`
+ *  numbers every message and every request on the shared lane (wasm-lane.ts) from 1: the worker handles them in
+ *  that order. `init` may bring the lane's memory. */
+export type ToWorker = { seq: number } & (
+  | { type: "init"; id: number; module: WebAssembly.Module; lane: SharedArrayBuffer | null }
   | { type: "alloc"; handle: Handle; bytes: number }
   | { type: "free"; handle: Handle }
   | { type: "run"; id: number; ops: ExecOp[] }
   | { type: "read"; id: number; handle: Handle; offset: number; length: number }
-  | { type: "measure"; id: number; kind: "read" | "mad"; amount: number; reps: number };
+  | { type: "measure"; id: number; kind: "read" | "mad"; amount: number; reps: number });
 export type FromWorker =
   | { id: number; ok: true; value: unknown }
   | { id: number; ok: false; code: DuoErrorCode; message: string };

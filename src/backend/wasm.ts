@@ -6,6 +6,8 @@
  * holding the buffers of its KV heads; `threads: 0`, or a runtime without workers, runs one instance in this thread.
  * The handle table and the byte accounting live here, on the calling thread, so alloc() can answer synchronously;
  * allocations reach a worker as messages ahead of any later run, and a worker-side failure rejects the next run.
+ * Small runs (a decode step's) go through a shared lane (wasm-lane.ts: SharedArrayBuffer + Atomics) where the runtime
+ * has one, larger ones and those that meet a busy lane as messages; the worker keeps them all in order.
  * Every op is validated here before it leaves, so a rejected op never reaches a kernel.
  */
 import { bytesPerElement, KV_DTYPES, type KvDtype } from "../dtype.ts";
@@ -15,6 +17,7 @@ import { checkTileable, type KvLayout, tileable } from "./layout.ts";
 import type { BackendOptions } from "./registry.ts";
 import type { AppendOp, AttendOp, Backend, BackendMemory, BackendProbe, Handle, Op, Segment } from "./types.ts";
 import { type AttendResult, type ExecAttend, type ExecOp, type FromWorker, type ToWorker, WasmExec } from "./wasm-exec.ts";
+import { CLOSED, DONE, Lane, laneUsable, REQ, STATUS, waitChange } from "./wasm-lane.ts";
 
 /** wasm32 memory limit of one shard, and what is kept back for the module's data, stack and per-op scratch. */
 const WASM32_BYTES = 2 ** 32;
@@ -28,6 +31,9 @@ export interface WasmBackendOptions extends BackendOptions {
    *  relaxed SIMD, else duo.wasm (SIMD128) — "auto", the default; or one of them by name; or duo-scalar.wasm (the
    *  scalar twins, for tests) */
   kernels?: "auto" | WasmKernels;
+  /** send small runs to the workers through shared memory (wasm-lane.ts) where the runtime allows it (default true);
+   *  false: every request is a message */
+  sharedLane?: boolean;
 }
 
 const KERNEL_FILES: Record<WasmKernels, string> = { simd: "duo.wasm", relaxed: "duo-relaxed.wasm", scalar: "duo-scalar.wasm" };
@@ -46,6 +52,8 @@ interface Shard {
   alloc(h: Handle, bytes: number): void;
   free(h: Handle): void;
   run(ops: ExecOp[]): Promise<(AttendResult | null)[]>;
+  /** runs that went through a shared lane (wasm-lane.ts), if this shard has one */
+  readonly laneRuns?: number;
   read(h: Handle, offset: number, length: number): Promise<Uint8Array>;
   measure(kind: "read" | "mad", amount: number, reps: number): Promise<number>;
   dispose(): Promise<void>;
@@ -76,26 +84,33 @@ class LocalShard implements Shard {
 class WorkerShard implements Shard {
   private readonly pending = new Map<number, { resolve(v: unknown): void; reject(e: Error): void }>();
   private readonly inflight = new Set<Promise<unknown>>();
-  private nextId = 1;
+  /** sequence number of the last message or lane request sent (the worker handles them in this order) */
+  private seq = 0;
   private failure: DuoError | null = null;
   private closing = false;
+  /** a run is in the lane (one at a time; others go as messages) */
+  private laneBusy = false;
+  /** runs that went through the lane (tests check that it is used) */
+  laneRuns = 0;
 
-  private constructor(private readonly worker: WorkerThread, private readonly index: number) {
+  private constructor(private readonly worker: WorkerThread, private readonly index: number, private readonly lane: Lane | null) {
     worker.onMessage((m) => this.settle(m as FromWorker));
     worker.onError((e) => {
       if (this.closing) return;
       this.failure = new DuoError("BACKEND_UNAVAILABLE", `wasm backend: worker ${index} failed: ${e.message}`, { cause: e });
       for (const p of this.pending.values()) p.reject(this.failure);
       this.pending.clear();
+      this.closeLane();
       worker.unref();
     });
     worker.unref();
   }
 
-  static async start(url: URL, module: WebAssembly.Module, index: number): Promise<WorkerShard> {
-    const shard = new WorkerShard(await spawnWorker(url), index);
+  static async start(url: URL, module: WebAssembly.Module, index: number, useLane: boolean): Promise<WorkerShard> {
+    const lane = useLane ? Lane.create() : null;
+    const shard = new WorkerShard(await spawnWorker(url), index, lane);
     try {
-      await shard.request({ type: "init", id: 0, module });
+      await shard.request({ type: "init", id: 0, module, lane: lane?.memory ?? null });
     } catch (e) {
       await shard.dispose();
       throw e;
@@ -104,18 +119,32 @@ class WorkerShard implements Shard {
   }
 
   /** Post a request and wait for its reply; the worker is ref'd while any reply is outstanding. */
-  private request<T>(m: ToWorker & { id: number }, transfer: Transferable[] = []): Promise<T> {
+  private request<T>(m: DistributiveOmit<ToWorker, "seq"> & { id: number }, transfer: Transferable[] = []): Promise<T> {
     if (this.failure) return Promise.reject(this.failure);
-    const id = (m.id = this.nextId++);
+    return this.expect<T>((id) => {
+      m.id = id;
+      this.post(m, transfer);
+    });
+  }
+
+  /** Register a reply for a new sequence number (also the request's id), then send the request with `send`. */
+  private expect<T>(send: (seq: number) => void): Promise<T> {
+    const id = ++this.seq;
     const p = new Promise<T>((resolve, reject) => {
       if (this.pending.size === 0) this.worker.ref();
       this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
-      this.worker.post(m, transfer);
+      send(id);
     });
     this.inflight.add(p);
     const done = () => void this.inflight.delete(p);
     p.then(done, done);
     return p;
+  }
+
+  /** Send a message: the current sequence number when it was taken by expect(), else the next one. */
+  private post(m: DistributiveOmit<ToWorker, "seq">, transfer: Transferable[] = []): void {
+    const seq = "id" in m ? m.id : ++this.seq;
+    this.worker.post({ ...m, seq } as ToWorker, transfer);
   }
 
   private settle(m: FromWorker): void {
@@ -128,16 +157,50 @@ class WorkerShard implements Shard {
   }
 
   alloc(handle: Handle, bytes: number): void {
-    this.worker.post({ type: "alloc", handle, bytes } satisfies ToWorker);
+    this.post({ type: "alloc", handle, bytes });
   }
   free(handle: Handle): void {
-    this.worker.post({ type: "free", handle } satisfies ToWorker);
+    this.post({ type: "free", handle });
   }
   run(ops: ExecOp[]) {
+    const lane = this.lane;
+    if (lane && !this.laneBusy && !this.failure && lane.encode(ops)) {
+      this.laneBusy = true;
+      this.laneRuns++;
+      return this.expect<(AttendResult | null)[]>((seq) => {
+        Atomics.store(lane.ctl, REQ, seq);
+        Atomics.notify(lane.ctl, REQ);
+        void this.awaitLane(lane, seq, ops);
+      });
+    }
     // Appends were packed for this worker (packAppend): their sources are ours to hand over, not to copy.
     const transfer = ops.flatMap((op) => (op.kind === "append" ? [op.src.buffer as ArrayBuffer] : []));
     return this.request<(AttendResult | null)[]>({ type: "run", id: 0, ops }, transfer);
   }
+
+  /** Wait for the lane request `seq` to be answered, then settle it from the reply area. */
+  private async awaitLane(lane: Lane, seq: number, ops: ExecOp[]): Promise<void> {
+    for (let done = Atomics.load(lane.ctl, DONE); done !== seq; done = Atomics.load(lane.ctl, DONE)) {
+      if (done === CLOSED) return; // the worker failed: its pending requests were rejected
+      await waitChange(lane.ctl, DONE, done);
+    }
+    this.laneBusy = false;
+    if (lane.ctl[STATUS] === 0) this.settle({ id: seq, ok: true, value: lane.results(ops) });
+    else {
+      const e = lane.error();
+      this.settle({ id: seq, ok: false, code: e.code, message: e.message });
+    }
+  }
+
+  /** Release a caller waiting on the lane, and the worker's lane watcher. */
+  private closeLane(): void {
+    if (!this.lane) return;
+    for (const i of [DONE, REQ]) {
+      Atomics.store(this.lane.ctl, i, CLOSED);
+      Atomics.notify(this.lane.ctl, i);
+    }
+  }
+
   read(handle: Handle, offset: number, length: number) {
     return this.request<Uint8Array>({ type: "read", id: 0, handle, offset, length });
   }
@@ -148,9 +211,13 @@ class WorkerShard implements Shard {
   async dispose(): Promise<void> {
     await Promise.allSettled([...this.inflight]);
     this.closing = true;
+    this.closeLane();
     await this.worker.terminate();
   }
 }
+
+/** Omit over each member of a union. */
+type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
 
 interface BufferInfo {
   shard: number;
@@ -207,6 +274,11 @@ export class WasmBackend implements Backend {
     this.impl[shard]!.free(h);
     this.buffers.delete(h);
     this.accounted[shard]! -= blockBytes(b.bytes);
+  }
+
+  /** Runs sent through the workers' shared lanes so far (0 without workers or lanes). */
+  get laneRuns(): number {
+    return this.impl.reduce((n, s) => n + (s.laneRuns ?? 0), 0);
   }
 
   memory(shard: number): BackendMemory {
@@ -453,7 +525,8 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
   const module = await loadWasmModule(opts);
   const kernels = opts.wasmModule === undefined ? wasmKernels(opts.kernels) : "custom";
   if (threads === 0 || !rt.workers) return new WasmBackend([new LocalShard(await WasmExec.create(module))], false, kernels, limit);
-  const started = await Promise.allSettled(Array.from({ length: threads }, (_, i) => WorkerShard.start(workerUrl(), module, i)));
+  const lane = (opts.sharedLane ?? true) && laneUsable();
+  const started = await Promise.allSettled(Array.from({ length: threads }, (_, i) => WorkerShard.start(workerUrl(), module, i, lane)));
   const shards = started.flatMap((s) => (s.status === "fulfilled" ? [s.value] : []));
   const failed = started.find((s): s is PromiseRejectedResult => s.status === "rejected");
   if (failed) {
