@@ -4,7 +4,8 @@
 //   - a backend with lanes and one without give the reference's numbers (|a − b| ≤ 1e-5 + 1e-4·|b|) for runs that
 //     overlap on one shard, interleaved with allocations and frees, and for a run too large for the lane; the lane
 //     is actually used (and not used when sharedLane is false);
-//   - a worker-side allocation failure reaches the caller through the lane as CAPACITY, and the shard works on.
+//   - a worker-side allocation failure reaches the caller through the lane as CAPACITY, and the shard works on;
+//   - sharedLane is a boolean or a clear INVALID_ARGUMENT.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { ReferenceBackend } from "../src/backend/reference.ts";
@@ -87,7 +88,7 @@ async function fill(b: Backend, shard: number, n: number, seed: number) {
 async function workload(b: Backend): Promise<Float32Array[]> {
   const a = await fill(b, 0, 300, 10);
   const first = a.attend(1), second = a.attend(3);
-  const both = Promise.all([b.run(0, [first]), b.run(0, [second])]); // the second one cannot take the busy lane
+  const both = Promise.all([b.run(0, [first]), b.run(0, [second])]); // the second one usually meets a busy lane
   const c = await fill(b, 0, 70, 20); // allocated and written while the two runs may still be in flight
   const third = c.attend(2);
   await Promise.all([both, b.run(0, [third])]);
@@ -111,9 +112,9 @@ test("runs through the lane and as messages agree with the reference, in order w
     const b = await createWasmBackend({ threads: 2, sharedLane });
     const got = await workload(b);
     got.forEach((g, i) => assertClose(g, want[i]!, `sharedLane ${sharedLane}: result ${i}`));
-    // on the lane: the first fill and the first attend (lane free); never the second attend (lane busy with the first)
-    // nor the 1100-row fill and attend (too large); the 70-row fill and its attend take it if it is free by then
-    if (sharedLane) assert.ok(b.laneRuns >= 2 && b.laneRuns <= 4, `expected 2..4 runs on the lane, got ${b.laneRuns}`);
+    // on the lane: the first fill and the first attend (lane free); never the 1100-row fill and attend (too large);
+    // the others when the lane is free by the time they are sent (usually not: a worker answers in tens of µs)
+    if (sharedLane) assert.ok(b.laneRuns >= 2 && b.laneRuns <= 5, `expected 2..5 runs on the lane, got ${b.laneRuns}`);
     else assert.equal(b.laneRuns, 0);
     await b.dispose();
   }
@@ -138,4 +139,8 @@ test("an allocation the worker cannot place is reported through the lane as CAPA
   b.free(0, s1);
   b.free(0, s2);
   await b.dispose();
+});
+
+test("sharedLane must be a boolean", { skip: probe.usable ? false : `skipped: wasm backend not usable here (${probe.reason})` }, async () => {
+  await assert.rejects(createWasmBackend({ threads: 1, sharedLane: "yes" as unknown as boolean }), isDuo("INVALID_ARGUMENT", /sharedLane must be true or false, got "yes"/));
 });

@@ -16,6 +16,9 @@ export interface BackendOptions {
   threads?: number;
   /** wasm: bytes each worker (shard) may hold, below its 4 GiB wasm32 limit — to leave room, or to cap a benchmark */
   memoryLimit?: number;
+  /** wasm: send small runs (a decode step's) to the workers through shared memory where the runtime allows it
+   *  (default true; src/backend/wasm-lane.ts); false: every request is a message */
+  sharedLane?: boolean;
   /** wasm: a precompiled module (edge runtimes, bundlers) instead of reading wasm/dist from disk */
   wasmModule?: WebAssembly.Module;
   /** cuda: path of libduo_cuda.so (default: $DUO_CUDA_LIB, then cuda/build/) */

@@ -31,9 +31,6 @@ export interface WasmBackendOptions extends BackendOptions {
    *  relaxed SIMD, else duo.wasm (SIMD128) — "auto", the default; or one of them by name; or duo-scalar.wasm (the
    *  scalar twins, for tests) */
   kernels?: "auto" | WasmKernels;
-  /** send small runs to the workers through shared memory (wasm-lane.ts) where the runtime allows it (default true);
-   *  false: every request is a message */
-  sharedLane?: boolean;
 }
 
 const KERNEL_FILES: Record<WasmKernels, string> = { simd: "duo.wasm", relaxed: "duo-relaxed.wasm", scalar: "duo-scalar.wasm" };
@@ -525,6 +522,9 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
   const module = await loadWasmModule(opts);
   const kernels = opts.wasmModule === undefined ? wasmKernels(opts.kernels) : "custom";
   if (threads === 0 || !rt.workers) return new WasmBackend([new LocalShard(await WasmExec.create(module))], false, kernels, limit);
+  if (opts.sharedLane !== undefined && typeof opts.sharedLane !== "boolean") {
+    throw new DuoError("INVALID_ARGUMENT", `sharedLane must be true or false, got ${JSON.stringify(opts.sharedLane)}`);
+  }
   const lane = (opts.sharedLane ?? true) && laneUsable();
   const started = await Promise.allSettled(Array.from({ length: threads }, (_, i) => WorkerShard.start(workerUrl(), module, i, lane)));
   const shards = started.flatMap((s) => (s.status === "fulfilled" ? [s.value] : []));
