@@ -86,7 +86,7 @@ async function fill(b: Backend, shard: number, n: number, seed: number) {
 
 /** Overlapping runs on one shard with allocations between them, and one run too large for the lane. */
 async function workload(b: Backend): Promise<Float32Array[]> {
-  const a = await fill(b, 0, 300, 10);
+  const a = await fill(b, 0, 100, 10);
   const first = a.attend(1), second = a.attend(3);
   const both = Promise.all([b.run(0, [first]), b.run(0, [second])]); // the second one usually meets a busy lane
   const c = await fill(b, 0, 70, 20); // allocated and written while the two runs may still be in flight

@@ -30,8 +30,9 @@ export const REQ = 0, DONE = 1, STATUS = 2;
 /** DONE when the lane is shut (worker failed or disposed): wakes a waiting caller for good */
 export const CLOSED = -1;
 const CTL_BYTES = 64;
-/** bytes of the request area and of the reply area: a decode step's ops and outputs fit many times over */
-export const REQ_BYTES = 1 << 20;
+/** bytes of the request area and of the reply area: a decode step's ops and outputs fit several times over (a 64-head
+ *  × 128 query row is 32 KiB); prefill chunks go as messages, where their size hides the message's cost */
+export const REQ_BYTES = 256 << 10;
 
 const LAYOUTS: readonly (BufferLayout | KvLayout)[] = ["NHD", "K64", "V64", "T64"];
 
