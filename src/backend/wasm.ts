@@ -142,6 +142,7 @@ class WorkerShard implements Shard {
   private post(m: DistributiveOmit<ToWorker, "seq">, transfer: Transferable[] = []): void {
     const seq = "id" in m ? m.id : ++this.seq;
     this.worker.post({ ...m, seq } as ToWorker, transfer);
+    if (this.lane) Atomics.notify(this.lane.ctl, REQ); // end the worker's hold on the lane (wasm-worker.ts)
   }
 
   private settle(m: FromWorker): void {
