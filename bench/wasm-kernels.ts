@@ -9,8 +9,9 @@
  * two workers ≥ 1.7× one worker on 2 cores.
  *
  * Machines shared with other jobs make single timings swing by ±30 %, so every figure is the best of `--rounds`
- * rounds, and each round measures the ceilings and then every decode case, so that kernel and ceilings see the
- * same conditions: the best ceiling (highest) and the best decode time (lowest) are what the hardware can do.
+ * rounds, and each round measures, for every worker count in turn, the ceilings and then every decode case, so that
+ * kernels, ceilings and worker counts see the same conditions: the best ceiling (highest) and the best decode time
+ * (lowest) are what the hardware can do.
  *
  *   node --import tsx bench/wasm-kernels.ts [--contexts 16384,65536] [--threads 1,2] [--dtypes bf16,f16] [--rounds 3] [--json]
  *   bun bench/wasm-kernels.ts ...          deno run -A bench/wasm-kernels.ts ...
@@ -81,6 +82,16 @@ function decodeStep(b: WasmBackend, caches: ShardCache[], dtype: KvDtype, pages:
   return async () => void (await Promise.all(ops.map((o, s) => b.run(s, o))));
 }
 
+/** One worker count's backend, its filled caches, and what the rounds found. */
+interface Setup {
+  threads: number;
+  b: WasmBackend;
+  caches: Map<KvDtype, ShardCache[]>;
+  ceilings: WasmCeilings;
+  /** fastest ms per "dtype context" */
+  best: Map<string, number>;
+}
+
 interface Row {
   runtime: string;
   workers: number;
@@ -96,6 +107,9 @@ interface Row {
 await enableRelaxedSimd(); // this script owns its process: the default (fused multiply-add) kernels on Node 20 too
 const rt = runtime();
 const rows: Row[] = [];
+// One backend per worker count, all filled first; each round then measures every backend in turn, so that the
+// one-worker and two-worker figures see the same machine (their ratio is a target).
+const setups: Setup[] = [];
 for (const threads of threadCounts) {
   const b = await createWasmBackend({ threads });
   const maxPages = Math.max(...contexts) / PAGE;
@@ -105,9 +119,10 @@ for (const threads of threadCounts) {
     const warm = decodeStep(b, caches.get(dtype)!, dtype, 1);
     for (let i = 0; i < 200; i++) await warm();
   }
-  const ceilings: WasmCeilings = { readGBps: 0, gflops: 0, workers: b.shards, kernels: b.kernels };
-  const best = new Map<string, number>();
-  for (let round = 0; round < rounds; round++) {
+  setups.push({ threads, b, caches, ceilings: { readGBps: 0, gflops: 0, workers: b.shards, kernels: b.kernels }, best: new Map() });
+}
+for (let round = 0; round < rounds; round++) {
+  for (const { b, caches, ceilings, best } of setups) {
     const c = await measureWasmCeilings(b, 1);
     ceilings.readGBps = Math.max(ceilings.readGBps, c.readGBps);
     ceilings.gflops = Math.max(ceilings.gflops, c.gflops);
@@ -124,6 +139,8 @@ for (const threads of threadCounts) {
       }
     }
   }
+}
+for (const { threads, b, ceilings, best } of setups) {
   if (!json) {
     console.log(`${rt.name} ${rt.version}, ${b.kernels} kernels, ${threads} worker(s): read ${ceilings.readGBps.toFixed(1)} GB/s, mad ${ceilings.gflops.toFixed(1)} GFLOP/s (best of ${rounds})`);
   }
