@@ -1,8 +1,8 @@
 /**
  * The shared lane of a wasm worker: run requests and their replies written into a SharedArrayBuffer, with Atomics
- * to wake each side, instead of structured-cloned messages. A decode step posts a few small ops per layer and shard,
- * and cloning their object graphs both ways cost more than the kernels at short contexts (measured here, Node 20:
- * 162 µs per round trip with the ops of one decode call, 54 µs through a shared buffer and Atomics.waitAsync).
+ * to wake each side, instead of structured-cloned messages. A decode step posts a few small ops per layer and shard;
+ * cloning their object graphs both ways and waking the worker's event loop cost more than the kernels at short
+ * contexts (bench/wasm-transport.ts: the lane takes a third to a half off that cost in Bun and Deno, less in Node).
  *
  * One lane per worker, one request on it at a time; requests that do not fit, or arrive while it is busy, travel as
  * messages. Every request (lane or message) carries a sequence number and the worker handles them in that order
