@@ -2,7 +2,7 @@
  * The shared lane of a wasm worker: run requests and their replies written into a SharedArrayBuffer, with Atomics
  * to wake each side, instead of structured-cloned messages. A decode step posts a few small ops per layer and shard;
  * cloning their object graphs both ways and waking the worker's event loop cost more than the kernels at short
- * contexts (bench/wasm-transport.ts: the lane takes a third to a half off that cost in Bun and Deno, less in Node).
+ * contexts (bench/wasm-transport.ts: the lane takes half or more off that cost in Bun and Deno, a fifth in Node).
  *
  * One lane per worker, one request on it at a time; requests that do not fit, or arrive while it is busy, travel as
  * messages. Every request (lane or message) carries a sequence number and the worker handles them in that order
