@@ -142,5 +142,7 @@ test("an allocation the worker cannot place is reported through the lane as CAPA
 });
 
 test("sharedLane must be a boolean", { skip: probe.usable ? false : `skipped: wasm backend not usable here (${probe.reason})` }, async () => {
-  await assert.rejects(createWasmBackend({ threads: 1, sharedLane: "yes" as unknown as boolean }), isDuo("INVALID_ARGUMENT", /sharedLane must be true or false, got "yes"/));
+  for (const threads of [0, 1]) {
+    await assert.rejects(createWasmBackend({ threads, sharedLane: "yes" as unknown as boolean }), isDuo("INVALID_ARGUMENT", /sharedLane must be true or false, got "yes"/));
+  }
 });

@@ -520,12 +520,12 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
   const rt = runtime();
   const threads = checkInt("threads", opts.threads ?? rt.cores, 0, 1024);
   const limit = opts.memoryLimit === undefined ? undefined : checkInt("memoryLimit", opts.memoryLimit, 1);
-  const module = await loadWasmModule(opts);
-  const kernels = opts.wasmModule === undefined ? wasmKernels(opts.kernels) : "custom";
-  if (threads === 0 || !rt.workers) return new WasmBackend([new LocalShard(await WasmExec.create(module))], false, kernels, limit);
   if (opts.sharedLane !== undefined && typeof opts.sharedLane !== "boolean") {
     throw new DuoError("INVALID_ARGUMENT", `sharedLane must be true or false, got ${JSON.stringify(opts.sharedLane)}`);
   }
+  const module = await loadWasmModule(opts);
+  const kernels = opts.wasmModule === undefined ? wasmKernels(opts.kernels) : "custom";
+  if (threads === 0 || !rt.workers) return new WasmBackend([new LocalShard(await WasmExec.create(module))], false, kernels, limit);
   const lane = (opts.sharedLane ?? true) && laneUsable();
   const started = await Promise.allSettled(Array.from({ length: threads }, (_, i) => WorkerShard.start(workerUrl(), module, i, lane)));
   const shards = started.flatMap((s) => (s.status === "fulfilled" ? [s.value] : []));
