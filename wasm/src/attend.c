@@ -43,7 +43,7 @@ enum { SKIP, FULL, PARTIAL };
 typedef struct {
   int T, G, J, D, BQ, M, m4;
   int eo; /* the tiled fast path is on for this call (duo_attend sets it: eo-capable and some segment is T64) */
-  uint32_t qp, tacc, pacc, tm, tl, pm, pl, alpha, s, kw, vw, rows, qs, ps, end; /* workspace offsets in bytes */
+  uint32_t qp, tacc, pacc, tm, tl, pm, pl, alpha, s, kw, vw, rows, q4, end; /* workspace offsets in bytes */
 } plan;
 
 /* G = 4 decode with D % 8 == 0: the shape the tiled kernels serve. */
@@ -78,11 +78,8 @@ static plan make_plan(int T, int G, int J, int D) {
   p.vw = o; o += align64((uint32_t)BK * D * 4);
   p.rows = o; o += align64((uint32_t)BK * D * 4); /* a block copied out of its tile */
   p.eo = 0;
-  p.qs = p.ps = o;
-  if (eo_capable(T, G, D)) {
-    p.qs = o; o += align64((uint32_t)J * D * 16 * 4); /* [J][D][4 vectors][4 lanes] */
-    p.ps = o; o += align64((uint32_t)BK * 16 * 4);    /* [BK][4 vectors][4 lanes] */
-  }
+  p.q4 = o;
+  if (eo_capable(T, G, D)) o += align64((uint32_t)J * D * 4 * 4); /* [J][D][4 vectors] */
   p.end = o;
   return p;
 }
@@ -192,10 +189,10 @@ static void run_tile(const tile_ctx *c, int j, uint32_t tile, int r0, int n, int
   const int D = p->D;
   float *s = WS(c, s), *alpha = WS(c, alpha);
   const uint8_t *k = (const uint8_t *)(uintptr_t)(c->sg->k + tile * 2), *v = (const uint8_t *)(uintptr_t)(c->sg->v + tile * 2);
-  k_scores_k64(WS(c, qs) + j * D * 16, D, k, c->sg->dtype, n, s);
+  k_scores_k64(WS(c, q4) + j * D * 4, D, k, c->sg->dtype, n, s);
   if (cls == PARTIAL) mask_block(c, s, r0, n, 4, p->G, 0);
-  k_softmax_splat4(s, n, WS(c, pm) + j * 4, WS(c, pl) + j * 4, alpha, WS(c, ps));
-  k_pv_v64(WS(c, pacc) + j * 4 * D, alpha, WS(c, ps), D, v, c->sg->dtype, n);
+  k_softmax_m4(s, n, 4, WS(c, pm) + j * 4, WS(c, pl) + j * 4, alpha);
+  k_pv_v64(WS(c, pacc) + j * 4 * D, alpha, s, D, v, c->sg->dtype, n);
 }
 
 /* One block of n rows starting at segment row r0, for every KV head of the call. */
@@ -337,9 +334,8 @@ int32_t duo_attend(uint32_t q, int32_t t, int32_t num_heads, int32_t head_dim, i
             for (int d = 0; d < D; d++) dst[(((m / 4) * (D / 4) + d / 4) * 4 + m % 4) * 4 + d % 4] = src[d] * scale;
           else
             for (int d = 0; d < D; d++) dst[m * D + d] = src[d] * scale;
-          if (p.eo) /* the same query, splatted for the tiled kernels (kernels.h): qs[j][d][g][lane] */
-            for (int d = 0; d < D; d++)
-              for (int lane = 0; lane < 4; lane++) WS(&c, qs)[(((uint32_t)j * D + d) * 4 + g) * 4 + lane] = src[d] * scale;
+          if (p.eo) /* the same query for the tiled kernels (kernels.h): q4[j][d][g] */
+            for (int d = 0; d < D; d++) WS(&c, q4)[((uint32_t)j * D + d) * 4 + g] = src[d] * scale;
         }
     reset_state(WS(&c, tacc), WS(&c, tm), WS(&c, tl), JM, D);
     for (int si = 0; si < n_segments; si++) {

@@ -50,14 +50,6 @@ void k_softmax_m4(float *s, int n, int M, float *mx, float *l, float *alpha) {
 
 void k_softmax_m1(float *s, int n, float *mx, float *l, float *alpha) { k_softmax_m4(s, n, 1, mx, l, alpha); }
 
-void k_softmax_splat4(const float *s, int n, float *mx, float *l, float *alpha, float *ps) {
-  float p[64 * 4]; /* n <= 64: one tile */
-  __builtin_memcpy(p, s, (uint32_t)n * 16);
-  k_softmax_m4(p, n, 4, mx, l, alpha);
-  for (int i = 0; i < n * 4; i++)
-    for (int lane = 0; lane < 4; lane++) ps[i * 4 + lane] = p[i];
-}
-
 void k_pv_m4(float *acc, const float *alpha, const float *p, int M, int D, const uint8_t *v, uint32_t stride, int dt,
              int n) {
   for (int m = 0; m < M; m++) {
@@ -79,11 +71,11 @@ void k_pv_m1(float *acc, float alpha, const float *p, int D, const uint8_t *v, u
 static float k64(const uint8_t *kt, int D, int i, int d, int dt) { return ld(kt, ((i / 8) * D + d) * 8 + i % 8, dt); }
 static float v64(const uint8_t *vt, int i, int d, int dt) { return ld(vt, ((d / 8) * DUO_TILE + i) * 8 + d % 8, dt); }
 
-void k_scores_k64(const float *qs, int D, const uint8_t *kt, int dt, int n, float *s) {
+void k_scores_k64(const float *q4, int D, const uint8_t *kt, int dt, int n, float *s) {
   for (int i = 0; i < n; i++)
     for (int h = 0; h < 4; h++) {
       float a = 0.0f;
-      for (int d = 0; d < D; d++) a += qs[d * 16 + h * 4] * k64(kt, D, i, d, dt);
+      for (int d = 0; d < D; d++) a += q4[d * 4 + h] * k64(kt, D, i, d, dt);
       s[i * 4 + h] = a;
     }
 }
@@ -91,12 +83,12 @@ void k_scores_k64(const float *qs, int D, const uint8_t *kt, int dt, int n, floa
 /* Element d of the natural order sits at even_odd(d) in an eo accumulator (kernels.h). */
 static int even_odd(int d) { return (d & ~7) + (d & 1) * 4 + (d & 7) / 2; }
 
-void k_pv_v64(float *acc, const float *alpha, const float *ps, int D, const uint8_t *vt, int dt, int n) {
+void k_pv_v64(float *acc, const float *alpha, const float *p, int D, const uint8_t *vt, int dt, int n) {
   for (int h = 0; h < 4; h++) {
     float *c = acc + h * D;
     for (int d = 0; d < D; d++) c[d] *= alpha[h];
     for (int i = 0; i < n; i++)
-      for (int d = 0; d < D; d++) c[even_odd(d)] += ps[i * 16 + h * 4] * v64(vt, i, d, dt);
+      for (int d = 0; d < D; d++) c[even_odd(d)] += p[i * 4 + h] * v64(vt, i, d, dt);
   }
 }
 

@@ -92,19 +92,27 @@ void k_scores_m1(const float *q, int D, const uint8_t *k, uint32_t stride, int d
 /* A max that is -Inf for an empty row becomes 0 for the subtraction, so no -Inf - -Inf = NaN appears. */
 ALWAYS_INLINE VF finite_or_zero(VF mx) { return VF_SELECT(VF_EQ(mx, VF_SPLAT(-__builtin_inff())), VF_ZERO, mx); }
 
+/* Two running maxes and two running sums per quad halve the dependency chains of the reductions. */
 void k_softmax_m4(float *s, int n, int M, float *mx, float *l, float *alpha) {
   for (int m = 0; m < M; m += 4) {
-    VF old = VF_LOAD(mx + m), top = old;
-    for (int i = 0; i < n; i++) top = VF_MAX(top, VF_LOAD(s + i * M + m));
-    VF sub = finite_or_zero(top), sum = VF_ZERO;
-    for (int i = 0; i < n; i++) {
+    VF old = VF_LOAD(mx + m), t0 = old, t1 = old;
+    int i = 0;
+    for (; i + 2 <= n; i += 2) { t0 = VF_MAX(t0, VF_LOAD(s + i * M + m)); t1 = VF_MAX(t1, VF_LOAD(s + (i + 1) * M + m)); }
+    if (i < n) t0 = VF_MAX(t0, VF_LOAD(s + i * M + m));
+    VF top = VF_MAX(t0, t1), sub = finite_or_zero(top), s0 = VF_ZERO, s1 = VF_ZERO;
+    for (i = 0; i + 2 <= n; i += 2) {
+      VF p = vf_exp2(VF_SUB(VF_LOAD(s + i * M + m), sub)), q = vf_exp2(VF_SUB(VF_LOAD(s + (i + 1) * M + m), sub));
+      VF_STORE(s + i * M + m, p); VF_STORE(s + (i + 1) * M + m, q);
+      s0 = VF_ADD(s0, p); s1 = VF_ADD(s1, q);
+    }
+    if (i < n) {
       VF p = vf_exp2(VF_SUB(VF_LOAD(s + i * M + m), sub));
       VF_STORE(s + i * M + m, p);
-      sum = VF_ADD(sum, p);
+      s0 = VF_ADD(s0, p);
     }
     VF a = vf_exp2(VF_SUB(old, sub));
     VF_STORE(alpha + m, a);
-    VF_STORE(l + m, VF_ADD(VF_MUL(VF_LOAD(l + m), a), sum));
+    VF_STORE(l + m, VF_ADD(VF_MUL(VF_LOAD(l + m), a), VF_ADD(s0, s1)));
     VF_STORE(mx + m, top);
   }
 }
@@ -127,27 +135,6 @@ void k_softmax_m1(float *s, int n, float *mx, float *l, float *alpha) {
   *alpha = exp2_f32(*mx - sub);
   *l = *l * *alpha + sum;
   *mx = top;
-}
-
-/* k_softmax_m4 for M = 4 with the weights written pre-splatted for k_pv_v64 (s is left as it was). Two running maxes
- * and two running sums halve the dependency chains of the reductions. */
-void k_softmax_splat4(const float *s, int n, float *mx, float *l, float *alpha, float *ps) {
-  VF old = VF_LOAD(mx), t0 = old, t1 = old;
-  int i = 0;
-  for (; i + 2 <= n; i += 2) { t0 = VF_MAX(t0, VF_LOAD(s + 4 * i)); t1 = VF_MAX(t1, VF_LOAD(s + 4 * i + 4)); }
-  if (i < n) t0 = VF_MAX(t0, VF_LOAD(s + 4 * i));
-  VF top = VF_MAX(t0, t1), sub = finite_or_zero(top), s0 = VF_ZERO, s1 = VF_ZERO;
-  for (i = 0; i < n; i++, ps += 16) {
-    VF p = vf_exp2(VF_SUB(VF_LOAD(s + 4 * i), sub));
-    if (i & 1) s1 = VF_ADD(s1, p);
-    else s0 = VF_ADD(s0, p);
-    VF_STORE(ps, wasm_i32x4_shuffle(p, p, 0, 0, 0, 0)); VF_STORE(ps + 4, wasm_i32x4_shuffle(p, p, 1, 1, 1, 1));
-    VF_STORE(ps + 8, wasm_i32x4_shuffle(p, p, 2, 2, 2, 2)); VF_STORE(ps + 12, wasm_i32x4_shuffle(p, p, 3, 3, 3, 3));
-  }
-  VF a = vf_exp2(VF_SUB(old, sub));
-  VF_STORE(alpha, a);
-  VF_STORE(l, VF_ADD(VF_MUL(VF_LOAD(l), a), VF_ADD(s0, s1)));
-  VF_STORE(mx, top);
 }
 
 /* 4 query vectors x 8 elements of acc stay in registers while the loop runs down the n value rows; a head dim that is
@@ -256,27 +243,27 @@ ALWAYS_INLINE halves split16(VI x, int dt) {
   return (halves){VF_MUL(VI_AND(VI_SRA(VI_SHL(x, 16), 3), keep), bias), VF_MUL(VI_AND(VI_SRA(VI_AND(x, top), 3), keep), bias)};
 }
 
-/* One 16-byte load of 8 elements split into even and odd halves, each multiplied by the 4 pre-splatted vectors at w
- * and added into the even and odd sums of those vectors. */
+/* One 16-byte load of 8 elements split into even and odd halves, each multiplied by the 4 scalars at w (one per
+ * query vector, broadcast by the load: vbroadcastss on x64) and added into the even and odd sums of those vectors. */
 ALWAYS_INLINE sums8 mad_even_odd(sums8 a, const uint8_t *x8, const float *w, int dt) {
   halves h = split16(VF_LOAD(x8), dt);
   VF v;
-  v = VF_LOAD(w);      a.e0 = VF_MAD(a.e0, v, h.e); a.o0 = VF_MAD(a.o0, v, h.o);
-  v = VF_LOAD(w + 4);  a.e1 = VF_MAD(a.e1, v, h.e); a.o1 = VF_MAD(a.o1, v, h.o);
-  v = VF_LOAD(w + 8);  a.e2 = VF_MAD(a.e2, v, h.e); a.o2 = VF_MAD(a.o2, v, h.o);
-  v = VF_LOAD(w + 12); a.e3 = VF_MAD(a.e3, v, h.e); a.o3 = VF_MAD(a.o3, v, h.o);
+  v = VF_LOAD_SPLAT(w);     a.e0 = VF_MAD(a.e0, v, h.e); a.o0 = VF_MAD(a.o0, v, h.o);
+  v = VF_LOAD_SPLAT(w + 1); a.e1 = VF_MAD(a.e1, v, h.e); a.o1 = VF_MAD(a.o1, v, h.o);
+  v = VF_LOAD_SPLAT(w + 2); a.e2 = VF_MAD(a.e2, v, h.e); a.o2 = VF_MAD(a.o2, v, h.o);
+  v = VF_LOAD_SPLAT(w + 3); a.e3 = VF_MAD(a.e3, v, h.e); a.o3 = VF_MAD(a.o3, v, h.o);
   return a;
 }
 
 /* 8 rows at a time: one 16-byte load holds column d of the group's 8 rows (even rows in one half, odd rows in the
  * other), and the 8 sums run down the head dim. Every load is at a constant offset from a pointer that moves 16 bytes
  * per step, and 8 + 4 vectors stay live: what V8 keeps in registers. */
-ALWAYS_INLINE void scores_k64_impl(const float *qs, int D, const uint8_t *kt, int n, float *s, int dt) {
+ALWAYS_INLINE void scores_k64_impl(const float *q4, int D, const uint8_t *kt, int n, float *s, int dt) {
   for (int r = 0; r < n; r += 8, kt += 16 * D, s += 32) {
     sums8 a = {VF_ZERO, VF_ZERO, VF_ZERO, VF_ZERO, VF_ZERO, VF_ZERO, VF_ZERO, VF_ZERO};
     const uint8_t *kr = kt;
-    const float *qq = qs;
-    for (int d = 0; d < D; d++, kr += 16, qq += 16) a = mad_even_odd(a, kr, qq, dt);
+    const float *qq = q4;
+    for (int d = 0; d < D; d++, kr += 16, qq += 4) a = mad_even_odd(a, kr, qq, dt);
     VF t[4];
     transpose4(a.e0, a.e1, a.e2, a.e3, t); /* rows 0, 2, 4, 6 of the group */
     VF_STORE(s, t[0]); VF_STORE(s + 8, t[1]); VF_STORE(s + 16, t[2]); VF_STORE(s + 24, t[3]);
@@ -284,14 +271,14 @@ ALWAYS_INLINE void scores_k64_impl(const float *qs, int D, const uint8_t *kt, in
     VF_STORE(s + 4, t[0]); VF_STORE(s + 12, t[1]); VF_STORE(s + 20, t[2]); VF_STORE(s + 28, t[3]);
   }
 }
-void k_scores_k64(const float *qs, int D, const uint8_t *kt, int dt, int n, float *s) {
-  if ((dt & DUO_DTYPE_MASK) == DUO_F16) scores_k64_impl(qs, D, kt, n, s, DUO_F16);
-  else scores_k64_impl(qs, D, kt, n, s, DUO_BF16);
+void k_scores_k64(const float *q4, int D, const uint8_t *kt, int dt, int n, float *s) {
+  if ((dt & DUO_DTYPE_MASK) == DUO_F16) scores_k64_impl(q4, D, kt, n, s, DUO_F16);
+  else scores_k64_impl(q4, D, kt, n, s, DUO_BF16);
 }
 
 /* 4 query vectors x 8 elements of acc (as even/odd halves) stay in registers down the n rows of one 8-column group,
  * which lie one after another in the V64 tile: one 16-byte load per row. */
-ALWAYS_INLINE void pv_v64_impl(float *acc, const float *alpha, const float *ps, int D, const uint8_t *vt, int n, int dt) {
+ALWAYS_INLINE void pv_v64_impl(float *acc, const float *alpha, const float *p, int D, const uint8_t *vt, int n, int dt) {
   const VF al0 = VF_LOAD_SPLAT(alpha), al1 = VF_LOAD_SPLAT(alpha + 1);
   const VF al2 = VF_LOAD_SPLAT(alpha + 2), al3 = VF_LOAD_SPLAT(alpha + 3);
   float *c0 = acc, *c1 = c0 + D, *c2 = c1 + D, *c3 = c2 + D;
@@ -300,15 +287,15 @@ ALWAYS_INLINE void pv_v64_impl(float *acc, const float *alpha, const float *ps, 
                VF_MUL(VF_LOAD(c3 + d), al3), VF_MUL(VF_LOAD(c0 + d + 4), al0), VF_MUL(VF_LOAD(c1 + d + 4), al1),
                VF_MUL(VF_LOAD(c2 + d + 4), al2), VF_MUL(VF_LOAD(c3 + d + 4), al3)};
     const uint8_t *vr = vt;
-    const float *pi = ps;
-    for (int i = 0; i < n; i++, vr += 16, pi += 16) a = mad_even_odd(a, vr, pi, dt);
+    const float *pi = p;
+    for (int i = 0; i < n; i++, vr += 16, pi += 4) a = mad_even_odd(a, vr, pi, dt);
     VF_STORE(c0 + d, a.e0); VF_STORE(c0 + d + 4, a.o0); VF_STORE(c1 + d, a.e1); VF_STORE(c1 + d + 4, a.o1);
     VF_STORE(c2 + d, a.e2); VF_STORE(c2 + d + 4, a.o2); VF_STORE(c3 + d, a.e3); VF_STORE(c3 + d + 4, a.o3);
   }
 }
-void k_pv_v64(float *acc, const float *alpha, const float *ps, int D, const uint8_t *vt, int dt, int n) {
-  if ((dt & DUO_DTYPE_MASK) == DUO_F16) pv_v64_impl(acc, alpha, ps, D, vt, n, DUO_F16);
-  else pv_v64_impl(acc, alpha, ps, D, vt, n, DUO_BF16);
+void k_pv_v64(float *acc, const float *alpha, const float *p, int D, const uint8_t *vt, int dt, int n) {
+  if ((dt & DUO_DTYPE_MASK) == DUO_F16) pv_v64_impl(acc, alpha, p, D, vt, n, DUO_F16);
+  else pv_v64_impl(acc, alpha, p, D, vt, n, DUO_BF16);
 }
 
 /* 4 16-bit elements (low 64 bits of a vector, or high with `high`) of dtype dt widened to f32: bf16 by a shift,

@@ -34,9 +34,6 @@ void k_scores_m1(const float *q, int D, const uint8_t *k, uint32_t stride, int d
  * l[m] <- l[m] * alpha[m] + sum_i p. A row still without any visible key keeps mx = -Inf, alpha = 0, p = 0. */
 void k_softmax_m4(float *s, int n, int M, float *mx, float *l, float *alpha);
 void k_softmax_m1(float *s, int n, float *mx, float *l, float *alpha);
-/* The same step for M = 4 and n <= 64 (one tile), the weights written pre-splatted for k_pv_v64 instead of into s:
- * ps[i*16 + h*4 + lane] = p[i][h]. */
-void k_softmax_splat4(const float *s, int n, float *mx, float *l, float *alpha, float *ps);
 
 /* acc[m][:] <- acc[m][:] * alpha[m] + sum_i p[i*M + m] * value i, for m < M (a multiple of 4), dt DUO_F32 or
  * DUO_BF16, | DUO_NONFINITE to skip zero weights exactly. acc: [M][D]. */
@@ -45,15 +42,16 @@ void k_pv_m4(float *acc, const float *alpha, const float *p, int M, int D, const
 /* acc[:] <- acc[:] * alpha + sum_i p[i] * value i (one query vector), dt as for k_pv_m4. */
 void k_pv_m1(float *acc, float alpha, const float *p, int D, const uint8_t *v, uint32_t stride, int dt, int n);
 
-/* The tiled fast path (T64 tiles of bf16 or f16, G = 4 decode; duo.h has the tile layouts). Query vectors and
- * weights come pre-splatted, so that every multiply reads a whole vector at a constant offset:
- *   qs[d*16 + h*4 + lane] = element d of query vector h;   ps[i*16 + h*4 + lane] = weight of row i for vector h.
+/* The tiled fast path (T64 tiles of bf16 or f16, G = 4 decode; duo.h has the tile layouts). The 4 query vectors are
+ * interleaved element by element, q4[d*4 + h] = element d of query vector h, and the weights come as k_softmax_m4
+ * leaves them for M = 4, p[i*4 + h]: each multiply broadcasts one float from a small, L1-resident array (a 16-byte
+ * copy per float measured slower: from DRAM, its 4x larger footprint competes with the K/V lines in L1).
  * s[i*4 + h] = query h . row i of the K64 tile at kt, for i < n (rows up to the next multiple of 8 may be written).
  * acc [4][D] is kept "even/odd" within every 8 elements: [e0 e2 e4 e6 e1 e3 e5 e7] (a 16-byte load of 8 elements splits
- * into these halves in a few lane operations); acc[h] <- acc[h] * alpha[h] + sum_{i<n} p[i][h] * row i of the V64
+ * into these halves in a few lane operations); acc[h] <- acc[h] * alpha[h] + sum_{i<n} p[i*4 + h] * row i of the V64
  * tile at vt. dt: DUO_BF16 or DUO_F16 (finite values: a segment with Inf/NaN takes the widening path). */
-void k_scores_k64(const float *qs, int D, const uint8_t *kt, int dt, int n, float *s);
-void k_pv_v64(float *acc, const float *alpha, const float *ps, int D, const uint8_t *vt, int dt, int n);
+void k_scores_k64(const float *q4, int D, const uint8_t *kt, int dt, int n, float *s);
+void k_pv_v64(float *acc, const float *alpha, const float *p, int D, const uint8_t *vt, int dt, int n);
 
 /* dst[i*D + d] = f32 of element d of tile row i0 + i, for i < n (i0 + n <= 64): rows of a K64 or V64 tile of bf16 or
  * f16 (| DUO_NONFINITE: exact for Inf/NaN) widened into token-major f32 rows (prefill and the other shapes that read
