@@ -20,6 +20,7 @@ import type { Op, Segment } from "../src/backend/types.ts";
 import { createWasmBackend, type WasmBackend } from "../src/backend/wasm.ts";
 import { measureWasmCeilings, type WasmCeilings } from "../src/backend/wasm-ceilings.ts";
 import { bytesPerElement, type KvDtype } from "../src/dtype.ts";
+import { bufferBytes } from "../src/backend/layout.ts";
 import { enableRelaxedSimd, runtime } from "../src/runtime.ts";
 
 const HQ = 32, HKV = 8, D = 128, G = HQ / HKV, PAGE = 1024;
@@ -50,13 +51,13 @@ async function fill(b: WasmBackend, dtype: KvDtype, pages: number): Promise<Shar
   const caches: ShardCache[] = [];
   for (let s = 0; s < b.shards; s++) {
     const heads = Array.from({ length: HKV }, (_, h) => h).filter((h) => h % b.shards === s);
-    const n = heads.length, bytes = PAGE * n * D * bytesPerElement(dtype);
+    const n = heads.length, tiled = b.pageLayout(dtype, D, PAGE, G) === "T64";
+    const bytes = bufferBytes(tiled ? "T64" : "NHD", PAGE, n, D, bytesPerElement(dtype));
     const src = new Float32Array(PAGE * HKV * D).map(rand);
     const c: ShardCache = { heads, k: [], v: [] };
     for (let p = 0; p < pages; p++) {
-      const k = b.alloc(s, bytes), v = b.alloc(s, bytes);
+      const k = b.alloc(s, bytes), v = tiled ? k : b.alloc(s, bytes);
       const base = { dtype, rowHeads: n, headDim: D, src, srcHeads: HKV, heads: Int32Array.from(heads), rows: Int32Array.from({ length: PAGE }, (_, i) => i) };
-      const tiled = b.pageLayout(dtype, D, PAGE, G) === "T64";
       await b.run(s, [{ kind: "append", dst: k, ...base, layout: tiled ? "K64" : "NHD" }, { kind: "append", dst: v, ...base, layout: tiled ? "V64" : "NHD" }]);
       c.k.push(k);
       c.v.push(v);

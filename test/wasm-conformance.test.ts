@@ -16,7 +16,7 @@ import { ReferenceBackend } from "../src/backend/reference.ts";
 import type { AttendOp, Backend, Op, Segment } from "../src/backend/types.ts";
 import { createWasmBackend, probeWasm } from "../src/backend/wasm.ts";
 import { bytesPerElement, type KvDtype } from "../src/dtype.ts";
-import { type KvLayout, TILE_ROWS } from "../src/backend/layout.ts";
+import { bufferBytes, type KvLayout, TILE_ROWS } from "../src/backend/layout.ts";
 import { randomArray } from "./helpers/random.ts";
 
 const probe = await probeWasm({});
@@ -59,12 +59,12 @@ function makeData(c: Case, seed: number): Data {
   };
 }
 
-/** Append the K/V of `positions` (host token indices) into rows `rows` of a fresh pair of buffers (tiled buffers hold
- *  whole 64-row tiles). */
+/** Append the K/V of `positions` (host token indices) into rows `rows` of a fresh pair of buffers, or of one tiled
+ *  buffer holding both (whole 64-row tiles). */
 function store(b: Backend, shard: number, c: Case, d: Data, capacityRows: number, rowOf: (p: number) => number, layout: KvLayout = c.layout ?? "NHD") {
   const rowsHeld = layout === "T64" ? Math.ceil(capacityRows / TILE_ROWS) * TILE_ROWS : capacityRows;
-  const bytes = rowsHeld * 2 * c.D * bytesPerElement(c.dtype);
-  const k = b.alloc(shard, bytes), v = b.alloc(shard, bytes);
+  const bytes = bufferBytes(layout, rowsHeld, 2, c.D, bytesPerElement(c.dtype));
+  const k = b.alloc(shard, bytes), v = layout === "T64" ? k : b.alloc(shard, bytes);
   const N = c.ctx + c.T;
   const rows = Int32Array.from({ length: N }, (_, p) => rowOf(p));
   const ops: Op[] = [k, v].map((dst, i) => ({
@@ -78,7 +78,7 @@ function store(b: Backend, shard: number, c: Case, d: Data, capacityRows: number
 function build(b: Backend, shard: number, c: Case, d: Data, out: Float32Array, lse: Float32Array) {
   const N = c.ctx + c.T;
   const ops: Op[] = [], handles: number[] = [], segments: Segment[] = [];
-  const add = (s: ReturnType<typeof store>) => (ops.push(...s.ops), handles.push(s.k, s.v), s);
+  const add = (s: ReturnType<typeof store>) => (ops.push(...s.ops), handles.push(...new Set([s.k, s.v])), s);
   const seg = (s: ReturnType<typeof store>, rowStart: number, rowCount: number, positions: Int32Array | number): Segment =>
     ({ k: s.k, v: s.v, dtype: c.dtype, rowHeads: 2, rowStart, rowCount, positions, layout: s.layout });
   if (c.store === "pages") {

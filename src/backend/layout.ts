@@ -3,14 +3,17 @@
  *
  * "NHD" (token-major, the default): element (r · H + j) · D + d, H = the buffer's heads per row (rowHeads).
  *
- * "T64" (tiled, what the wasm kernels stream fastest): rows in blocks of 64; block b holds one 64 × D tile per head,
- * in head order, tile (b, j) starting at element (b · H + j) · 64 · D. Inside a tile the order suits the kernel that
- * reads it, so that every kernel walks memory front to back (the hardware prefetcher then keeps up; a strided walk
- * over token-major rows runs at a fraction of the bandwidth in wasm, which has no prefetch instruction):
+ * "T64" (tiled, what the wasm kernels stream fastest): K and V share one buffer. Rows come in blocks of 64; block b
+ * holds, in head order, a 64 × D K tile and then a 64 × D V tile per head: the K tile of (b, j) starts at element
+ * (b · H + j) · 2 · 64 · D and its V tile 64 · D after it. Inside a tile the order suits the kernel that reads it, so
+ * that decode walks memory front to back, K then V of one head as one stream (the hardware prefetcher then keeps up;
+ * a strided walk over token-major rows runs at a fraction of the bandwidth in wasm, which has no prefetch
+ * instruction, and two streams taking turns cost 12–15 % from DRAM):
  *   K tile ("K64"): 8-row groups, each [D][8 rows]        element (i, d) at ((i >> 3) · D + d) · 8 + (i & 7)
  *   V tile ("V64"): 8-column groups, each [64 rows][8]    element (i, d) at ((d >> 3) · 64 + i) · 8 + (d & 7)
- * (i = r mod 64). A T64 segment has its K buffer in K64 and its V buffer in V64; such buffers hold a whole number of
- * 64-row blocks, and D is a multiple of 8. A T64 buffer has the same size as an NHD one.
+ * (i = r mod 64). "K64" and "V64" name the two halves of a T64 buffer for appends (an AppendOp writes K or V); a T64
+ * segment has k === v, that one buffer. A T64 buffer holds a whole number of 64-row blocks, D is a multiple of 8, and
+ * it is as large as an NHD K buffer and V buffer together (bufferBytes).
  */
 import { DuoError } from "../errors.ts";
 
@@ -23,8 +26,20 @@ export const TILE_ROWS = 64;
 /** Element index of (row r, head j, element d) in a buffer of `layout` with `heads` heads per row and head dim D. */
 export function kvIndex(layout: BufferLayout, heads: number, D: number, r: number, j: number, d: number): number {
   if (layout === "NHD") return (r * heads + j) * D + d;
-  const tile = (Math.floor(r / TILE_ROWS) * heads + j) * TILE_ROWS * D, i = r % TILE_ROWS;
+  const tile = ((Math.floor(r / TILE_ROWS) * heads + j) * 2 + (layout === "V64" ? 1 : 0)) * TILE_ROWS * D, i = r % TILE_ROWS;
   return layout === "K64" ? tile + ((i >> 3) * D + d) * 8 + (i & 7) : tile + ((d >> 3) * TILE_ROWS + i) * 8 + (d & 7);
+}
+
+/** Bytes of a buffer of `layout` holding `rows` rows of `heads` heads × D elements of `elementBytes`: an NHD buffer
+ *  holds K or V, a tiled one (T64, or one of its halves K64 / V64) both. */
+export function bufferBytes(layout: BufferLayout | KvLayout, rows: number, heads: number, D: number, elementBytes: number): number {
+  return rows * heads * D * elementBytes * (layout === "NHD" ? 1 : 2);
+}
+
+/** Rows a buffer of `bytes` bytes holds in `layout` (Infinity when a row has no bytes). */
+export function bufferRows(layout: BufferLayout | KvLayout, bytes: number, heads: number, D: number, elementBytes: number): number {
+  const rowBytes = bufferBytes(layout, 1, heads, D, elementBytes);
+  return rowBytes === 0 ? Infinity : Math.floor(bytes / rowBytes);
 }
 
 /** Whether a buffer of `rows` rows and head dim D can be tiled. */
@@ -38,6 +53,11 @@ export function checkTileable(rows: number, D: number, what: string, layout: str
   if (!tileable(rows, D)) {
     throw new DuoError("INVALID_ARGUMENT", `${what} is ${layout}: it needs a multiple of ${TILE_ROWS} rows and headDim a multiple of 8, and has ${rows} rows of headDim ${D}`);
   }
+}
+
+/** A T64 segment names its one buffer as both k and v: throw INVALID_ARGUMENT, naming `what`, when it does not. */
+export function checkSharedBuffer(k: number, v: number, what: string): void {
+  if (k !== v) throw new DuoError("INVALID_ARGUMENT", `${what} is T64, which keeps K and V in one buffer: k and v must be the same handle, got k = ${k}, v = ${v}`);
 }
 
 /** The buffer layouts of a segment's K and V buffers. */

@@ -4,7 +4,7 @@
  */
 import { bf16BitsToF32, bytesPerElement, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits, type KvDtype, KV_DTYPES } from "../dtype.ts";
 import { DuoError } from "../errors.ts";
-import { checkTileable, kvIndex, type KvLayout, segmentLayouts, tileable } from "./layout.ts";
+import { bufferRows, checkSharedBuffer, checkTileable, kvIndex, type KvLayout, segmentLayouts, tileable } from "./layout.ts";
 import type { AppendOp, AttendOp, Backend, BackendMemory, Handle, Op, Segment } from "./types.ts";
 
 /** Read element `i` of a KV buffer of `dtype`. */
@@ -117,7 +117,7 @@ export class ReferenceBackend implements Backend {
   private append(op: AppendOp): void {
     const dst = this.view(op.dst);
     const D = op.headDim, layout = op.layout ?? "NHD";
-    const capacityRows = Math.floor(dst.byteLength / (bytesPerElement(op.dtype) * op.rowHeads * D));
+    const capacityRows = bufferRows(layout, dst.byteLength, op.rowHeads, D, bytesPerElement(op.dtype));
     if (layout !== "NHD") checkTileable(capacityRows, D, `append to buffer ${op.dst}`, layout);
     for (let t = 0; t < op.rows.length; t++) {
       const row = op.rows[t]!;
@@ -135,8 +135,10 @@ export class ReferenceBackend implements Backend {
     const scale = 1 / Math.sqrt(D);
     const keys = op.segments.map((s) => {
       const k = this.view(s.k), v = this.view(s.v), lay = segmentLayouts(s.layout);
-      const rows = Math.floor(k.byteLength / (bytesPerElement(s.dtype) * s.rowHeads * D));
-      if (s.layout === "T64") checkTileable(rows, D, `segment over buffers ${s.k}/${s.v}`, s.layout);
+      if (s.layout === "T64") {
+        checkSharedBuffer(s.k, s.v, `segment over buffers ${s.k}/${s.v}`);
+        checkTileable(bufferRows(s.layout, k.byteLength, s.rowHeads, D, bytesPerElement(s.dtype)), D, `segment over buffer ${s.k}`, s.layout);
+      }
       return { s, k, v, lay };
     });
     const scores: number[] = [];

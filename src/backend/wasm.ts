@@ -13,7 +13,7 @@
 import { bytesPerElement, KV_DTYPES, type KvDtype } from "../dtype.ts";
 import { checkInt, checkOneOf, DuoError } from "../errors.ts";
 import { readUrl, runtime, spawnWorker, type WorkerThread } from "../runtime.ts";
-import { checkTileable, type KvLayout, tileable } from "./layout.ts";
+import { bufferBytes, bufferRows, checkSharedBuffer, checkTileable, type KvLayout, tileable } from "./layout.ts";
 import type { BackendOptions } from "./registry.ts";
 import type { AppendOp, AttendOp, Backend, BackendMemory, BackendProbe, Handle, Op, Segment } from "./types.ts";
 import { type AttendResult, type ExecAttend, type ExecOp, type FromWorker, type ToWorker, WasmExec } from "./wasm-exec.ts";
@@ -361,9 +361,8 @@ export class WasmBackend implements Backend {
     for (const h of op.heads) {
       if (h < 0 || h >= op.srcHeads) throw new DuoError("INVALID_ARGUMENT", `${at}: heads entry ${h} is outside the ${op.srcHeads} source heads`);
     }
-    const rowBytes = op.rowHeads * op.headDim * bytesPerElement(op.dtype);
-    const capacityRows = rowBytes === 0 ? Infinity : Math.floor(dst.bytes / rowBytes);
-    if (layout !== "NHD" && rowBytes > 0) checkTileable(capacityRows, op.headDim, `${at}: buffer ${op.dst}`, layout);
+    const capacityRows = bufferRows(layout, dst.bytes, op.rowHeads, op.headDim, bytesPerElement(op.dtype));
+    if (layout !== "NHD" && capacityRows !== Infinity) checkTileable(capacityRows, op.headDim, `${at}: buffer ${op.dst}`, layout);
     for (const r of op.rows) {
       if (r >= capacityRows) throw new DuoError("CAPACITY", `${at}: row ${r} is past the buffer's ${capacityRows} rows`);
     }
@@ -400,11 +399,12 @@ export class WasmBackend implements Backend {
     for (const slot of op.kvSlots) {
       if (slot < 0 || slot >= s.rowHeads) throw new DuoError("INVALID_ARGUMENT", `${at}: kvSlots entry ${slot} is outside the segment's ${s.rowHeads} row heads`);
     }
-    const end = (start + count) * s.rowHeads * op.headDim * bytesPerElement(s.dtype);
+    if (layout === "T64") checkSharedBuffer(s.k, s.v, `${at}: a segment`);
+    const es = bytesPerElement(s.dtype), end = bufferBytes(layout, start + count, s.rowHeads, op.headDim, es);
     for (const [name, h] of [["k", s.k], ["v", s.v]] as const) {
       const b = this.buffer(shard, h);
-      if (end > b.bytes) throw new DuoError("SHAPE_MISMATCH", `${at}: segment rows ${start}..${start + count - 1} of ${s.rowHeads} × ${op.headDim} ${s.dtype} need ${end} bytes of ${name} buffer ${h}, which has ${b.bytes}`);
-      if (layout === "T64") checkTileable(Math.floor(b.bytes / (s.rowHeads * op.headDim * bytesPerElement(s.dtype))), op.headDim, `${at}: ${name} buffer ${h}`, layout);
+      if (end > b.bytes) throw new DuoError("SHAPE_MISMATCH", `${at}: segment rows ${start}..${start + count - 1} of ${s.rowHeads} × ${op.headDim} ${s.dtype} (${layout}) need ${end} bytes of ${name} buffer ${h}, which has ${b.bytes}`);
+      if (layout === "T64") checkTileable(bufferRows(layout, b.bytes, s.rowHeads, op.headDim, es), op.headDim, `${at}: ${name} buffer ${h}`, layout);
     }
     if (typeof s.positions === "number") checkInt(`${at} segment positions`, s.positions, -(2 ** 31), 2 ** 31 - 1 - count);
     else if (!(s.positions instanceof Int32Array) || s.positions.length !== count) {

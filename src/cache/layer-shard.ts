@@ -19,7 +19,7 @@
  * Attending before the ring write matters: a chunk longer than R would otherwise evict keys its own early queries see.
  */
 import { bytesPerElement, type KvDtype } from "../dtype.ts";
-import { type BufferLayout, type KvLayout, segmentLayouts } from "../backend/layout.ts";
+import { bufferBytes, type BufferLayout, type KvLayout, segmentLayouts } from "../backend/layout.ts";
 import type { Backend, Handle, Op, Segment } from "../backend/types.ts";
 import type { ShardHeads } from "../schedule/shard.ts";
 
@@ -103,8 +103,9 @@ export class LayerShard {
     return j % this.heads.pageStride === this.heads.pageOffset;
   }
 
+  /** Bytes of one page buffer: an NHD page has a K and a V buffer of this size, a T64 page one holding both. */
   private get pageBytes(): number {
-    return this.geo.pageRows * this.heads.retrieval.length * this.geo.headDim * bytesPerElement(this.geo.dtype);
+    return bufferBytes(this.pageLayout, this.geo.pageRows, this.heads.retrieval.length, this.geo.headDim, bytesPerElement(this.geo.dtype));
   }
   private get ringBytes(): number {
     return (this.geo.sinkSize + this.geo.recentSize) * this.stagingBytes(1);
@@ -142,7 +143,8 @@ export class LayerShard {
         for (let j = Math.floor(cached / this.geo.pageRows); j < need; j++) {
           if (!this.owns(j) || this.pages[j]) continue;
           newPages.push(j);
-          this.pages[j] = { k: alloc(this.pageBytes), v: alloc(this.pageBytes), full: null };
+          const k = alloc(this.pageBytes);
+          this.pages[j] = { k, v: this.pageLayout === "T64" ? k : alloc(this.pageBytes), full: null };
         }
       }
       if (this.heads.streaming.length > 0 && !this.ring && this.ringBytes > 0) {
@@ -255,7 +257,7 @@ export class LayerShard {
     for (const p of this.pages) {
       if (!p) continue;
       this.backend.free(this.shard, p.k);
-      this.backend.free(this.shard, p.v);
+      if (p.v !== p.k) this.backend.free(this.shard, p.v);
     }
     if (this.ring) {
       this.backend.free(this.shard, this.ring.k);

@@ -5,9 +5,11 @@
  *
  * Tensor layouts (row-major, "NHD", unless a KV buffer is tiled; src/backend/layout.ts has the same formulas):
  *   KV buffer     NHD: [rows][row_heads][head_dim] of dtype  element (r*row_heads + j)*head_dim + d
- *                 K64/V64 (a T64 segment's K and V): 64-row blocks of one 64 x head_dim tile per head,
- *                 tile (b, j) at element (b*row_heads + j)*64*head_dim; inside, row i = r % 64, element d at
+ *                 T64 (tiled): K and V in one buffer, 64-row blocks of a K64 tile then a V64 tile per head (each
+ *                 64 x head_dim): the K tile of block b, head j at element ((b*row_heads + j)*2)*64*head_dim and its
+ *                 V tile 64*head_dim after it; inside, row i = r % 64, element d at
  *                 K64: ((i/8)*head_dim + d)*8 + i%8        V64: ((d/8)*64 + i)*8 + d%8
+ *                 (a kernel then reads the K and V of one head and block as one front-to-back stream)
  *   queries q     [t][num_heads][head_dim] f32              query head h*group + g reads KV head h
  *   output  out   [t][n_heads*group][head_dim] f32          compact: only the n_heads KV heads of this call
  *   lse           [t][n_heads*group] f32                    natural log-sum-exp of the scaled scores
@@ -27,12 +29,13 @@ enum { DUO_OK = 0, DUO_E_ARG = -1 };
  * be NaN where the reference skips the key). */
 enum { DUO_F32 = 0, DUO_F16 = 1, DUO_BF16 = 2, DUO_DTYPE_MASK = 3, DUO_NONFINITE = 4 };
 
-/* Buffer layouts (duo_append) and segment layouts (duo_segment.layout: NHD, or T64 = K buffer K64, V buffer V64). */
+/* Buffer layouts (duo_append: NHD, or the K64 / V64 halves of a T64 buffer) and segment layouts (duo_segment.layout:
+ * NHD, or T64 with k == v, the one buffer holding both). */
 enum { DUO_NHD = 0, DUO_K64 = 1, DUO_V64 = 2, DUO_T64 = 1, DUO_TILE = 64 };
 
 /* One run of cached rows, 9 i32 fields (the TypeScript side writes them as an Int32Array). */
 typedef struct {
-  uint32_t k, v;       /* K and V buffers */
+  uint32_t k, v;       /* K and V buffers (the same buffer for T64) */
   int32_t dtype;       /* DUO_F32, DUO_F16 or DUO_BF16, | DUO_NONFINITE */
   int32_t row_heads;   /* heads per row */
   int32_t row_start;   /* first row of the run */
