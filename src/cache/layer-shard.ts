@@ -2,7 +2,8 @@
  * The split KV cache of one layer on one backend shard, and the ops of one attention call on it.
  *
  * Retrieval store: pages of `pageRows` rows, K and V each `[pageRows, nRet, D]` in the layout the backend asks for
- * (`pageLayout`: token-major, or tiled for the wasm kernels, backend/layout.ts); global page j holds positions
+ * (`pageLayout`: token-major in two buffers, or tiled for the wasm kernels, K and V in one buffer: backend/layout.ts);
+ * global page j holds positions
  * [j·pageRows, (j+1)·pageRows) and lives on shard j mod pageStride (src/schedule/shard.ts). Growth allocates one page
  * at a time: history is never copied.
  * Streaming store: a ring of S + R rows, K and V each `[S + R, nStr, D]`. Rows 0..S−1 hold the sinks (positions
