@@ -3,9 +3,8 @@
  *
  * Retrieval store: pages of `pageRows` rows, K and V each `[pageRows, nRet, D]` in the layout the backend asks for
  * (`pageLayout`: token-major in two buffers, or tiled for the wasm kernels, K and V in one buffer: backend/layout.ts);
- * global page j holds positions
- * [j·pageRows, (j+1)·pageRows) and lives on shard j mod pageStride (src/schedule/shard.ts). Growth allocates one page
- * at a time: history is never copied.
+ * global page j holds positions [j·pageRows, (j+1)·pageRows) and lives on shard j mod pageStride
+ * (src/schedule/shard.ts). Growth allocates one page at a time: history is never copied.
  * Streaming store: a ring of S + R rows, K and V each `[S + R, nStr, D]`. Rows 0..S−1 hold the sinks (positions
  * 0..S−1, written once); a position p ≥ S lives in row S + (p − S) mod R. Rows fill in order, so the filled rows
  * are always the prefix [0, min(n, S + R)). Keys are stored post-RoPE at their absolute positions and never
