@@ -184,7 +184,7 @@ static void from_even_odd(float *x, int D) {
   }
 }
 
-/* The eo fast path for one KV head over the tiles of rows [row0, row0 + n) (n <= 64, row0 on a tile boundary). */
+/* The eo fast path for one KV head over its tile of rows [row0, row0 + n) (n <= 64, row0 on a tile boundary). */
 static void run_tile(const tile_ctx *c, int j, uint32_t row0, int r0, int n, int cls) {
   const plan *p = c->p;
   const int D = p->D;
