@@ -42,7 +42,8 @@ export interface AppendOp {
   layout?: BufferLayout;
 }
 
-/** A run of cached keys/values: rows [rowStart, rowStart + rowCount) of a K and a V buffer of the same layout. */
+/** A run of cached keys/values: rows [rowStart, rowStart + rowCount) of a K and a V buffer (NHD), or of the one buffer
+ *  that holds both (T64: k === v). */
 export interface Segment {
   k: Handle;
   v: Handle;
@@ -53,7 +54,7 @@ export interface Segment {
   /** absolute position of each row of this segment (length rowCount), or the position of the first row when
    *  rows hold consecutive positions (pages of the retrieval store, a prefill chunk's staging rows) */
   positions: Int32Array | number;
-  /** the buffers' layout (layout.ts: "T64" = K buffer K64, V buffer V64); default "NHD" */
+  /** the buffers' layout (layout.ts: "T64" = one buffer, named as both k and v, of K64 and V64 tiles); default "NHD" */
   layout?: KvLayout;
 }
 

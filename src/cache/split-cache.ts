@@ -27,6 +27,8 @@ export interface KvBytes {
 export class SplitKVCache {
   private readonly layers: LayerShard[][];
   private readonly lengths: Int32Array;
+  /** [layer]: the query heads of the layer's retrieval heads (what `finish` merges when pages are striped) */
+  private readonly retrievalQueryHeads: Int32Array[];
 
   constructor(
     backend: Backend,
@@ -35,6 +37,10 @@ export class SplitKVCache {
   ) {
     this.layers = plan.map((shards) => shards.map((heads, s) => new LayerShard(backend, s, heads, geo)));
     this.lengths = new Int32Array(plan.length);
+    this.retrievalQueryHeads = plan.map((shards) => {
+      const ret = shards[0]?.retrieval ?? new Int32Array(0), G = geo.group;
+      return Int32Array.from({ length: ret.length * G }, (_, i) => ret[Math.floor(i / G)]! * G + (i % G));
+    });
   }
 
   length(layer: number): number {
@@ -66,15 +72,13 @@ export class SplitKVCache {
     const shards = this.layers[layer]!;
     const ret = shards[0]!.heads.retrieval;
     const striped = x.out !== null && ret.length > 0 && shards.length > 1;
-    const { numHeads: Hq, headDim: D, group: G } = this.geo;
+    const { numHeads: Hq, headDim: D } = this.geo;
     const partials: Partial[] | null = striped
       ? shards.map(() => ({ o: new Float32Array(x.T * Hq * D), lse: new Float32Array(x.T * Hq).fill(-Infinity) }))
       : null;
     const ops = shards.map((ls, s) => ls.ops(this.lengths[layer]!, x, staging[s] ?? null, partials?.[s] ?? null));
     const finish = () => {
-      if (!partials) return;
-      const qHeads = Int32Array.from({ length: ret.length * G }, (_, i) => ret[Math.floor(i / G)]! * G + (i % G));
-      mergePartials(x.out!, partials, qHeads, x.T, Hq, D);
+      if (partials) mergePartials(x.out!, partials, this.retrievalQueryHeads[layer]!, x.T, Hq, D);
     };
     return { ops, finish };
   }
