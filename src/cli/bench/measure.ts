@@ -96,3 +96,48 @@ export async function measureInterleaved(tasks: readonly InterleavedTask[], roun
     return { ms: sorted[Math.floor((sorted.length - 1) / 2)]!, mean, min: sorted[0]!, rme: NaN, samples: s.length };
   });
 }
+
+export interface SteppedTask {
+  name: string;
+  /** calls in one run; call i may depend on calls 0..i-1 of the same run (a chunked prefill) */
+  steps: number;
+  step: (i: number) => unknown | Promise<unknown>;
+  /** untimed, before every run */
+  reset: () => void | Promise<void>;
+}
+
+/**
+ * Time several multi-call tasks in lockstep: every round resets all tasks, then runs call i of every task (their
+ * order rotated from call to call) before call i + 1 of any. A slow spell of a shared machine then falls on all
+ * tasks within the same second instead of on whichever whole run it hit: runs of 10 s and more, timed whole, differed
+ * by up to 40 % from one round to the next on a 2-vCPU VM. A task's `ms` is the sum over its calls of each call's
+ * fastest time over the rounds; `mean` and `min` are over whole rounds.
+ */
+export async function measureLockstep(tasks: readonly SteppedTask[], rounds: number): Promise<Timing[]> {
+  const best = tasks.map((t) => new Float64Array(t.steps).fill(Infinity));
+  const totals: number[][] = tasks.map(() => []);
+  const steps = Math.max(...tasks.map((t) => t.steps));
+  for (let r = 0; r < rounds; r++) {
+    for (const t of tasks) await t.reset();
+    const round = new Float64Array(tasks.length);
+    for (let i = 0; i < steps; i++) {
+      for (let k = 0; k < tasks.length; k++) {
+        const j = (i + r + k) % tasks.length, t = tasks[j]!;
+        if (i >= t.steps) continue;
+        const t0 = performance.now();
+        await t.step(i);
+        const ms = performance.now() - t0;
+        best[j]![i] = Math.min(best[j]![i]!, ms);
+        round[j]! += ms;
+      }
+    }
+    round.forEach((ms, j) => totals[j]!.push(ms));
+  }
+  return tasks.map((_, j) => ({
+    ms: best[j]!.reduce((a, b) => a + b, 0),
+    mean: totals[j]!.reduce((a, b) => a + b, 0) / rounds,
+    min: Math.min(...totals[j]!),
+    rme: NaN,
+    samples: rounds,
+  }));
+}

@@ -12,7 +12,7 @@ import { DuoError } from "../../errors.ts";
 import type { ShapeCase } from "./cases.ts";
 import { type Mode, scheduleFor } from "./decode.ts";
 import type { Harness } from "./harness.ts";
-import { measureInterleaved, probe } from "./measure.ts";
+import { measureLockstep, probe } from "./measure.ts";
 import { type BenchRecord, record } from "./record.ts";
 import { prefillFlop } from "./roofline.ts";
 
@@ -46,8 +46,8 @@ export const PREFILL_VARIANTS: readonly PrefillVariant[] = [
 ];
 
 /**
- * Prefill `context` tokens in chunks of `chunk` on `layer` with each variant, timed in alternation
- * (measureInterleaved): one record per variant.
+ * Prefill `context` tokens in chunks of `chunk` on `layer` with each variant, timed call by call in lockstep
+ * (measureLockstep): one record per variant.
  */
 export async function prefillGroup(
   h: Harness, r: Omit<PrefillRequest, "mode" | "prefill">, variants: readonly PrefillVariant[] = PREFILL_VARIANTS,
@@ -60,11 +60,12 @@ export async function prefillGroup(
     backend: h.backend, prefill: v.prefill, maxContext: context,
   })));
   const seqs = engines.map((e) => e.sequence());
+  const call = async (i: number, c: number) => {
+    const [q, k, v] = inputs.chunkOf(Math.min(chunk, context - c * chunk));
+    await seqs[i]!.attend(layer, q, k, v);
+  };
   const run = (i: number) => async () => {
-    for (let start = 0; start < context; start += chunk) {
-      const [q, k, v] = inputs.chunkOf(Math.min(chunk, context - start));
-      await seqs[i]!.attend(layer, q, k, v);
-    }
+    for (let c = 0; c < calls; c++) await call(i, c);
   };
   const records = variants.map((v) => {
     const s = scheduleFor(c, v.mode);
@@ -79,7 +80,9 @@ export async function prefillGroup(
     for (const [i] of variants.entries()) probeMs += await probe(run(i));
     // Short prefills are noisy: at least 3 rounds; 2 for those past 30 s a round (the probe was a warm-up).
     const rounds = probeMs > 30_000 ? 2 : Math.max(3, Math.min(10, Math.floor((h.budgetMs * variants.length) / probeMs)));
-    const timings = await measureInterleaved(variants.map((_, i) => ({ name: `prefill ${i}`, fn: run(i), beforeEach: () => seqs[i]!.reset() })), rounds);
+    const timings = await measureLockstep(variants.map((_, i) => ({
+      name: `prefill ${i}`, steps: calls, step: (c: number) => call(i, c), reset: () => seqs[i]!.reset(),
+    })), rounds);
     timings.forEach((t, i) => {
       const flop = prefillFlopFor({ ...r, ...variants[i]! });
       Object.assign(records[i]!, {

@@ -1,0 +1,42 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { measureLockstep, type SteppedTask } from "../src/cli/bench/measure.ts";
+
+/** A task whose calls log "name:call" in `log` and take `ms(round, call)` of busy time. */
+function task(name: string, steps: number, log: string[], ms: (round: number, call: number) => number): SteppedTask & { resets: number } {
+  let round = -1;
+  const t = {
+    name, steps, resets: 0,
+    reset: () => { t.resets++; round++; },
+    step: (i: number) => {
+      log.push(`${name}:${i}`);
+      const end = performance.now() + ms(round, i);
+      while (performance.now() < end) { /* busy: the timer must see this call's time */ }
+    },
+  };
+  return t;
+}
+
+test("measureLockstep: call i of every task runs before call i + 1 of any, in rotated order, after a reset per round", async () => {
+  const log: string[] = [];
+  const a = task("a", 3, log, () => 0), b = task("b", 3, log, () => 0), c = task("c", 2, log, () => 0);
+  const timings = await measureLockstep([a, b, c], 2);
+  assert.deepEqual([a.resets, b.resets, c.resets], [2, 2, 2]);
+  assert.equal(timings.length, 3);
+  for (const t of timings) assert.equal(t.samples, 2);
+  // round 0: call 0 starts at task 0, call 1 at task 1, ...; round 1 starts one further on; c has no call 2
+  assert.deepEqual(log, [
+    "a:0", "b:0", "c:0", "b:1", "c:1", "a:1", "a:2", "b:2",
+    "b:0", "c:0", "a:0", "c:1", "a:1", "b:1", "a:2", "b:2",
+  ]);
+});
+
+test("measureLockstep: a task's time is the sum of each call's fastest round, so a slow spell in one round is left out", async () => {
+  const log: string[] = [];
+  // call 1 is slow in round 0 only, call 0 in round 1 only: the per-call minima add to about 2 × 2 ms
+  const slow = (round: number, call: number) => (round === call ? 30 : 2);
+  const [t] = await measureLockstep([task("x", 2, log, slow)], 2);
+  assert.ok(t!.ms >= 4 && t!.ms < 20, `sum of per-call minima ${t!.ms} ms, expected about 4 ms`);
+  assert.ok(t!.min >= 30, `every whole round held one slow call: fastest round ${t!.min} ms`);
+  assert.ok(t!.ms <= t!.min, "the sum of per-call minima never exceeds the fastest whole round");
+});
