@@ -17,21 +17,11 @@ ldflags=(--target=wasm32 -nostdlib -Wl,--no-entry -Wl,--export-dynamic -Wl,--str
   -Wl,--max-memory=4294967296 -Wl,-z,stack-size=262144)
 shared=(alloc.c append.c attend.c merge.c)
 
-# attend_simd.c without loop strength reduction: LSR merges pointers that advance by the same stride (a K row group
-# and its q4 weights, a V row and its p weights: 16 bytes each) into one index plus an i32.add per pointer, and an
-# address built by i32.add cannot carry the loads' constant offsets in the wasm memarg. V8 then spends a lea per
-# broadcast load: 3 more integer ops per 8 FMAs in the decode inner loops, which run near the 6-wide dispatch limit.
-# Without it the offsets fold: k_scores_k64 over one tile in L1 went from 0.90 to 0.94 of the FMA peak (k_pv_v64 was
-# unchanged, and decode from DRAM too, within the noise). The ceilings (bench_simd.c) keep the default.
-nolsr=(-mllvm -disable-lsr)
-
 build() { # name, extra cflags, twin suffix
   local name=$1 flags=$2 twin=$3 objs=()
   for src in "${shared[@]}" attend_$twin.c convert_$twin.c bench_$twin.c; do
-    local extra=()
-    [[ $src == attend_simd.c ]] && extra=("${nolsr[@]}")
     # shellcheck disable=SC2086
-    "$CC" "${cflags[@]}" $flags "${extra[@]}" -c "$here/src/$src" -o "$obj/$name-${src%.c}.o"
+    "$CC" "${cflags[@]}" $flags -c "$here/src/$src" -o "$obj/$name-${src%.c}.o"
     objs+=("$obj/$name-${src%.c}.o")
   done
   "$CC" "${ldflags[@]}" "${objs[@]}" -o "$out/$name.wasm"
