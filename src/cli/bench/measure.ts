@@ -109,9 +109,9 @@ export interface SteppedTask {
 /**
  * Time several multi-call tasks in lockstep: every round resets all tasks, then runs call i of every task (their
  * order rotated from call to call) before call i + 1 of any. A slow spell of a shared machine then falls on all
- * tasks within the same second instead of on whichever whole run it hit: runs of 10 s and more, timed whole, differed
- * by up to 40 % from one round to the next on a 2-vCPU VM. A task's `ms` is the sum over its calls of each call's
- * fastest time over the rounds; `mean` and `min` are over whole rounds.
+ * tasks within the same second instead of on whichever whole run it hit (on a 2-vCPU VM, an 8K-token prefill of one
+ * layer timed as whole runs took 10.1 s in one run and 14.5 s in another). A task's `ms` is the sum over its calls of
+ * each call's fastest time over the rounds; `mean` and `min` are over whole rounds.
  */
 export async function measureLockstep(tasks: readonly SteppedTask[], rounds: number): Promise<Timing[]> {
   const best = tasks.map((t) => new Float64Array(t.steps).fill(Infinity));
