@@ -46,7 +46,7 @@ async function checkBytes(b: Backend, who: string): Promise<void> {
         if (r < 0) return;
         for (let j = 0; j < H; j++) for (let d = 0; d < D; d++) {
           const x = src[layout][(t * 4 + heads[j]!) * D + d]!;
-          want[kvIndex(layout, H, D, r, j, d)] = dtype === "f32" ? x : bf16BitsToF32(f32ToBf16Bits(x));
+          want[kvIndex(layout, H, ROWS, D, r, j, d)] = dtype === "f32" ? x : bf16BitsToF32(f32ToBf16Bits(x));
         }
       });
     }
@@ -55,6 +55,18 @@ async function checkBytes(b: Backend, who: string): Promise<void> {
     }
   }
 }
+
+test("T64 keeps each head's rows together: head j's tiles of all blocks, K then V, then head j + 1's", () => {
+  const tile = 64 * D, blocks = ROWS / 64;
+  for (let j = 0; j < H; j++) {
+    for (let b = 0; b < blocks; b++) {
+      assert.equal(kvIndex("K64", H, ROWS, D, b * 64, j, 0), (j * blocks + b) * 2 * tile, `K tile of head ${j}, block ${b}`);
+      assert.equal(kvIndex("V64", H, ROWS, D, b * 64, j, 0), ((j * blocks + b) * 2 + 1) * tile, `V tile of head ${j}, block ${b}`);
+    }
+  }
+  // the last element of head 0 (row ROWS - 1, element D - 1 of its V tile) sits just before head 1's first
+  assert.equal(kvIndex("V64", H, ROWS, D, ROWS - 1, 0, D - 1) + 1, kvIndex("K64", H, ROWS, D, 0, 1, 0));
+});
 
 test("T64 bytes: reference appends put each element where layout.ts says", async () => {
   await checkBytes(new ReferenceBackend(), "reference");

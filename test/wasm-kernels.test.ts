@@ -6,7 +6,10 @@
 //   f16 widening in attention: a buffer that received Inf/NaN switches to the exact conversion (checked via attend),
 //     over token-major buffers and over tiled (T64) ones with G = 4 (decode through the tiled path, prefill);
 //   merge (duo_merge) against reference.ts mergeState: |a − b| ≤ 1e-6 + 1e-5·|b| (f32 weights vs float64), with empty
-//     (lse = −Infinity) states on either side and on both.
+//     (lse = −Infinity) states on either side and on both;
+//   tiled bounds, at the C ABI: a tiled buffer's row count (duo_append's buffer_rows, duo_segment.buffer_rows) places
+//     each head's tiles, so one that is not whole tiles or does not cover the rows is refused before anything is
+//     written.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { mergeState, ReferenceBackend } from "../src/backend/reference.ts";
@@ -115,6 +118,32 @@ for (const kernels of ["simd", "relaxed", "scalar"] as WasmKernels[]) {
       assert.ok(maxO < 1e-5 && maxL < 1e-4, `D=${D}: max |err| o ${maxO.toExponential(2)}, lse ${maxL.toExponential(2)}`);
       ex.duo_free(base);
     }
+  });
+
+  test(`tiled bounds (${kernels}): duo_append and duo_attend refuse a tiled buffer's row count that is not whole tiles or is too small, and write nothing`, { skip }, async () => {
+    const ex = await instantiate(await loadWasmModule({ kernels }));
+    const D = 8, H = 2, ROWS = 64, bytes = bufferBytes("T64", ROWS, H, D, 2);
+    const buf = ex.duo_alloc(bytes) >>> 0, src = ex.duo_alloc(H * D * 4) >>> 0, ints = ex.duo_alloc(64) >>> 0;
+    new Float32Array(ex.memory.buffer, src, H * D).fill(1.5);
+    new Int32Array(ex.memory.buffer, ints, 2).set([0, 1]); // heads
+    const row = (r: number) => (new Int32Array(ex.memory.buffer, ints + 8, 1)[0] = r, ints + 8);
+    const append = (r: number, bufferRows: number) => ex.duo_append(buf, 2, H, D, src, H, ints, row(r), 1, 1, bufferRows);
+    const untouched = () => new Uint8Array(ex.memory.buffer, buf, bytes).every((x) => x === 0);
+    assert.equal(append(0, 100), -1, "buffer_rows 100 is not whole 64-row tiles");
+    assert.equal(append(0, 0), -1, "buffer_rows 0");
+    assert.equal(append(64, 64), -1, "row 64 of a 64-row buffer would land in the next head's tiles");
+    assert.ok(untouched(), "a refused append wrote into the buffer");
+    assert.equal(append(63, 64), 0, "row 63 of a 64-row buffer");
+    // one T64 segment of rows [10, 10 + count) over a buffer of `rows` rows: 10 i32 fields (duo.h duo_segment)
+    const seg = ex.duo_alloc(40) >>> 0, q = ex.duo_alloc(4 * D * 4) >>> 0, out = ex.duo_alloc(4 * D * 4) >>> 0;
+    const work = ex.duo_alloc(ex.duo_attend_workspace(1, 4, 1, D)) >>> 0;
+    const attend = (count: number, rows: number) => {
+      new Int32Array(ex.memory.buffer, seg, 10).set([buf, buf, 2, H, 10, count, 0, 10, 1, rows]);
+      return ex.duo_attend(q, 1, 4, D, 4, 1, ints, ints, seg, 1, 80, 0, 0, 0, out, 0, work);
+    };
+    assert.equal(attend(54, 96), -1, "buffer_rows 96 is not whole tiles");
+    assert.equal(attend(55, 64), -1, "rows 10..64 are past a 64-row buffer");
+    assert.equal(attend(54, 64), 0, "rows 10..63 of a 64-row buffer");
   });
 
   test(`non-finite KV (${kernels}): Inf/NaN in visible rows reach the output as in the reference, in masked rows they do not`, { skip }, async () => {

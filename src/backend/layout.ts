@@ -3,12 +3,13 @@
  *
  * "NHD" (token-major, the default): element (r · H + j) · D + d, H = the buffer's heads per row (rowHeads).
  *
- * "T64" (tiled, what the wasm kernels stream fastest): K and V share one buffer. Rows come in blocks of 64; block b
- * holds, in head order, a 64 × D K tile and then a 64 × D V tile per head: the K tile of (b, j) starts at element
- * (b · H + j) · 2 · 64 · D and its V tile 64 · D after it. Inside a tile the order suits the kernel that reads it, so
- * that decode walks memory front to back, K then V of one head as one stream (the hardware prefetcher then keeps up;
- * a strided walk over token-major rows runs at a fraction of the bandwidth in wasm, which has no prefetch
- * instruction, and two streams taking turns cost 12–15 % from DRAM):
+ * "T64" (tiled, what the wasm kernels stream fastest): K and V share one buffer of `rows` rows (a multiple of 64),
+ * cut into blocks of 64 rows, head by head: block b of head j is a 64 × D K tile and then a 64 × D V tile, the K tile
+ * starting at element (j · rows/64 + b) · 2 · 64 · D and its V tile 64 · D after it. Inside a tile the order suits the
+ * kernel that reads it, so that decode walks memory front to back, one head's K and V tiles of a page as one stream
+ * (the hardware prefetcher then keeps up; a strided walk over token-major rows runs at a fraction of the bandwidth in
+ * wasm, which has no prefetch instruction, and two streams taking turns cost 12–15 % from DRAM), with only that
+ * head's query and accumulators beside it in L1 (block by block over 8 heads measured 7–8 % slower):
  *   K tile ("K64"): 8-row groups, each [D][8 rows]        element (i, d) at ((i >> 3) · D + d) · 8 + (i & 7)
  *   V tile ("V64"): 8-column groups, each [64 rows][8]    element (i, d) at ((d >> 3) · 64 + i) · 8 + (d & 7)
  * (i = r mod 64). "K64" and "V64" name the two halves of a T64 buffer for appends (an AppendOp writes K or V); a T64
@@ -23,10 +24,11 @@ export type BufferLayout = "NHD" | "K64" | "V64";
 
 export const TILE_ROWS = 64;
 
-/** Element index of (row r, head j, element d) in a buffer of `layout` with `heads` heads per row and head dim D. */
-export function kvIndex(layout: BufferLayout, heads: number, D: number, r: number, j: number, d: number): number {
+/** Element index of (row r, head j, element d) in a buffer of `layout` with `heads` heads per row, head dim D and
+ *  `rows` rows (the buffer's capacity: the tiled layouts keep each head's rows together). */
+export function kvIndex(layout: BufferLayout, heads: number, rows: number, D: number, r: number, j: number, d: number): number {
   if (layout === "NHD") return (r * heads + j) * D + d;
-  const tile = ((Math.floor(r / TILE_ROWS) * heads + j) * 2 + (layout === "V64" ? 1 : 0)) * TILE_ROWS * D, i = r % TILE_ROWS;
+  const tile = ((j * (rows / TILE_ROWS) + Math.floor(r / TILE_ROWS)) * 2 + (layout === "V64" ? 1 : 0)) * TILE_ROWS * D, i = r % TILE_ROWS;
   return layout === "K64" ? tile + ((i >> 3) * D + d) * 8 + (i & 7) : tile + ((d >> 3) * TILE_ROWS + i) * 8 + (d & 7);
 }
 

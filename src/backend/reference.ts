@@ -125,7 +125,7 @@ export class ReferenceBackend implements Backend {
       if (row >= capacityRows) throw new DuoError("CAPACITY", `append: row ${row} is past the buffer's ${capacityRows} rows`);
       for (let j = 0; j < op.rowHeads; j++) {
         const src = (t * op.srcHeads + op.heads[j]!) * D;
-        for (let d = 0; d < D; d++) store(dst, op.dtype, kvIndex(layout, op.rowHeads, D, row, j, d), op.src[src + d]!);
+        for (let d = 0; d < D; d++) store(dst, op.dtype, kvIndex(layout, op.rowHeads, capacityRows, D, row, j, d), op.src[src + d]!);
       }
     }
   }
@@ -135,11 +135,15 @@ export class ReferenceBackend implements Backend {
     const scale = 1 / Math.sqrt(D);
     const keys = op.segments.map((s) => {
       const k = this.view(s.k), v = this.view(s.v), lay = segmentLayouts(s.layout);
+      const rows = bufferRows(s.layout ?? "NHD", k.byteLength, s.rowHeads, D, bytesPerElement(s.dtype));
       if (s.layout === "T64") {
         checkSharedBuffer(s.k, s.v, `segment over buffers ${s.k}/${s.v}`);
-        checkTileable(bufferRows(s.layout, k.byteLength, s.rowHeads, D, bytesPerElement(s.dtype)), D, `segment over buffer ${s.k}`, s.layout);
+        checkTileable(rows, D, `segment over buffer ${s.k}`, s.layout);
+        if (s.rowStart + s.rowCount > rows) {
+          throw new DuoError("SHAPE_MISMATCH", `segment rows ${s.rowStart}..${s.rowStart + s.rowCount - 1} are past the ${rows} rows of T64 buffer ${s.k}`);
+        }
       }
-      return { s, k, v, lay };
+      return { s, k, v, lay, rows };
     });
     const scores: number[] = [];
     const acc = new Float64Array(D);
@@ -153,12 +157,12 @@ export class ReferenceBackend implements Backend {
           // Pass 1: scores of visible keys and their max.
           scores.length = 0;
           let m = -Infinity;
-          for (const { s, k, lay } of keys) {
+          for (const { s, k, lay, rows } of keys) {
             for (let r = 0; r < s.rowCount; r++) {
               if (!visible(segmentPosition(s, r), qt, op.window)) continue;
               let dot = 0;
               for (let d = 0; d < D; d++) {
-                dot += op.q[qBase + d]! * load(k, s.dtype, kvIndex(lay.k, s.rowHeads, D, s.rowStart + r, slot, d));
+                dot += op.q[qBase + d]! * load(k, s.dtype, kvIndex(lay.k, s.rowHeads, rows, D, s.rowStart + r, slot, d));
               }
               dot *= scale;
               scores.push(dot);
@@ -168,12 +172,12 @@ export class ReferenceBackend implements Backend {
           // Pass 2: softmax-weighted sum of V in the same key order.
           acc.fill(0);
           let sum = 0, i = 0;
-          for (const { s, v, lay } of keys) {
+          for (const { s, v, lay, rows } of keys) {
             for (let r = 0; r < s.rowCount; r++) {
               if (!visible(segmentPosition(s, r), qt, op.window)) continue;
               const w = Math.exp(scores[i++]! - m);
               sum += w;
-              for (let d = 0; d < D; d++) acc[d]! += w * load(v, s.dtype, kvIndex(lay.v, s.rowHeads, D, s.rowStart + r, slot, d));
+              for (let d = 0; d < D; d++) acc[d]! += w * load(v, s.dtype, kvIndex(lay.v, s.rowHeads, rows, D, s.rowStart + r, slot, d));
             }
           }
           for (let d = 0; d < D; d++) op.out[qBase + d] = sum > 0 ? acc[d]! / sum : 0;

@@ -4,12 +4,12 @@
  * runs in this thread (threads: 0) and inside every worker (wasm-worker.ts); ops reaching it are already validated by
  * the backend (wasm.ts), which owns the handle table and the byte accounting.
  */
-import type { KvDtype } from "../dtype.ts";
+import { bytesPerElement, type KvDtype } from "../dtype.ts";
 import { DuoError, type DuoErrorCode } from "../errors.ts";
-import type { BufferLayout, KvLayout } from "./layout.ts";
+import { type BufferLayout, bufferRows, type KvLayout } from "./layout.ts";
 import type { AppendOp, AttendOp, Handle } from "./types.ts";
 
-export const DUO_API_VERSION = 2;
+export const DUO_API_VERSION = 3;
 
 /** The exports of duo.wasm / duo-scalar.wasm (wasm/src/duo.h). Pointers are u32 byte offsets. */
 export interface DuoExports {
@@ -18,7 +18,7 @@ export interface DuoExports {
   duo_alloc(bytes: number): number;
   duo_free(ptr: number): void;
   duo_append(dst: number, dtype: number, rowHeads: number, headDim: number, src: number, srcHeads: number,
-    heads: number, rows: number, n: number, layout: number): number;
+    heads: number, rows: number, n: number, layout: number, bufferRows: number): number;
   duo_attend(q: number, t: number, numHeads: number, headDim: number, group: number, nHeads: number, qHeads: number,
     kvSlots: number, segments: number, nSegments: number, qPos0: number, windowed: number, sink: number,
     recent: number, out: number, lse: number, work: number): number;
@@ -56,7 +56,7 @@ const DTYPE_CODE: Record<KvDtype, number> = { f32: 0, f16: 1, bf16: 2 };
 const DUO_NONFINITE = 4;
 /** Host rows are copied into wasm memory in pieces of at most this many bytes. */
 const PIECE_BYTES = 4 << 20;
-const SEGMENT_INTS = 9;
+const SEGMENT_INTS = 10;
 /** Layout codes of duo.h: buffers (duo_append) and segments (duo_segment.layout; T64 = 1). */
 const LAYOUT_CODE: Record<BufferLayout | KvLayout, number> = { NHD: 0, K64: 1, V64: 2, T64: 1 };
 
@@ -164,8 +164,9 @@ export class WasmExec {
 
   private append(op: AppendOp): void {
     const dst = this.buffer(op.dst);
-    const D = op.headDim, T = op.rows.length, rowFloats = op.srcHeads * D;
+    const D = op.headDim, T = op.rows.length, rowFloats = op.srcHeads * D, layout = op.layout ?? "NHD";
     if (op.rowHeads === 0 || T === 0) return;
+    const capacity = layout === "NHD" ? 0 : bufferRows(layout, dst.bytes, op.rowHeads, D, bytesPerElement(op.dtype));
     const kept: number[] = [];
     for (let t = 0; t < T; t++) if (op.rows[t]! >= 0) kept.push(t);
     const per = Math.max(1, Math.floor(PIECE_BYTES / Math.max(1, rowFloats * 4)));
@@ -183,7 +184,7 @@ export class WasmExec {
         src.set(op.src.subarray(t * rowFloats, (t + 1) * rowFloats), i * rowFloats);
       }
       const rc = this.ex.duo_append(dst.ptr, DTYPE_CODE[op.dtype], op.rowHeads, D, base + srcAt, op.srcHeads,
-        base + headsAt, base + rowsAt, n, LAYOUT_CODE[op.layout ?? "NHD"]);
+        base + headsAt, base + rowsAt, n, LAYOUT_CODE[layout], capacity);
       if (rc < 0) throw new DuoError("INVALID_ARGUMENT", `wasm backend: duo_append rejected its arguments (status ${rc})`);
       if (rc > 0) dst.nonfinite = true;
     }
@@ -209,8 +210,9 @@ export class WasmExec {
       const dtype = DTYPE_CODE[s.dtype] | (k.nonfinite || v.nonfinite ? DUO_NONFINITE : 0);
       const numeric = typeof s.positions === "number";
       if (!numeric) new Int32Array(mem, base + posAt[i]!, s.rowCount).set(s.positions as Int32Array);
+      const layout = s.layout ?? "NHD", rows = layout === "NHD" ? 0 : bufferRows(layout, k.bytes, s.rowHeads, D, bytesPerElement(s.dtype));
       segInts.set([k.ptr, v.ptr, dtype, s.rowHeads, s.rowStart, s.rowCount, numeric ? 0 : base + posAt[i]!,
-        numeric ? (s.positions as number) : 0, LAYOUT_CODE[s.layout ?? "NHD"]], i * SEGMENT_INTS);
+        numeric ? (s.positions as number) : 0, LAYOUT_CODE[layout], rows], i * SEGMENT_INTS);
     });
     new Int32Array(mem, base + qHeadsAt, J).set(op.qHeads);
     new Int32Array(mem, base + slotsAt, J).set(op.kvSlots);

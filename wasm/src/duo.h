@@ -5,11 +5,12 @@
  *
  * Tensor layouts (row-major, "NHD", unless a KV buffer is tiled; src/backend/layout.ts has the same formulas):
  *   KV buffer     NHD: [rows][row_heads][head_dim] of dtype  element (r*row_heads + j)*head_dim + d
- *                 T64 (tiled): K and V in one buffer, 64-row blocks of a K64 tile then a V64 tile per head (each
- *                 64 x head_dim): the K tile of block b, head j at element ((b*row_heads + j)*2)*64*head_dim and its
- *                 V tile 64*head_dim after it; inside, row i = r % 64, element d at
+ *                 T64 (tiled): K and V in one buffer of `buffer_rows` rows (a multiple of 64) cut into 64-row
+ *                 blocks, head by head: block b of head j is a K64 tile then a V64 tile (each 64 x head_dim), the K
+ *                 tile at element ((j*(buffer_rows/64) + b)*2)*64*head_dim and its V tile 64*head_dim after it;
+ *                 inside, row i = r % 64, element d at
  *                 K64: ((i/8)*head_dim + d)*8 + i%8        V64: ((d/8)*64 + i)*8 + d%8
- *                 (a kernel then reads the K and V of one head and block as one front-to-back stream)
+ *                 (decode then reads one head's rows of a buffer as one front-to-back stream)
  *   queries q     [t][num_heads][head_dim] f32              query head h*group + g reads KV head h
  *   output  out   [t][n_heads*group][head_dim] f32          compact: only the n_heads KV heads of this call
  *   lse           [t][n_heads*group] f32                    natural log-sum-exp of the scaled scores
@@ -18,7 +19,7 @@
 #define DUO_H
 #include <stdint.h>
 
-#define DUO_API_VERSION 2
+#define DUO_API_VERSION 3
 #define DUO_EXPORT __attribute__((visibility("default")))
 
 enum { DUO_OK = 0, DUO_E_ARG = -1 };
@@ -33,7 +34,7 @@ enum { DUO_F32 = 0, DUO_F16 = 1, DUO_BF16 = 2, DUO_DTYPE_MASK = 3, DUO_NONFINITE
  * NHD, or T64 with k == v, the one buffer holding both). */
 enum { DUO_NHD = 0, DUO_K64 = 1, DUO_V64 = 2, DUO_T64 = 1, DUO_TILE = 64 };
 
-/* One run of cached rows, 9 i32 fields (the TypeScript side writes them as an Int32Array). */
+/* One run of cached rows, 10 i32 fields (the TypeScript side writes them as an Int32Array). */
 typedef struct {
   uint32_t k, v;       /* K and V buffers (the same buffer for T64) */
   int32_t dtype;       /* DUO_F32, DUO_F16 or DUO_BF16, | DUO_NONFINITE */
@@ -43,6 +44,7 @@ typedef struct {
   uint32_t positions;  /* i32[row_count]: absolute position of each row, or 0: rows hold pos0, pos0 + 1, ... */
   int32_t pos0;
   int32_t layout;      /* DUO_NHD or DUO_T64 */
+  int32_t buffer_rows; /* T64: rows the buffer holds (a multiple of 64, at least row_start + row_count); NHD: unused */
 } duo_segment;
 
 /* Allocator: 64-byte aligned, zero-filled blocks; grows memory (up to 4 GiB). Returns 0 when memory cannot grow. */
@@ -51,10 +53,12 @@ DUO_EXPORT void duo_free(uint32_t ptr);
 
 /* Append rows: for token t < n with rows[t] >= 0 and dst head j < row_heads, convert
  * src[(t*src_heads + heads[j])*head_dim + d] (f32) into dst row rows[t], head j (round to nearest even), dst in
- * `layout` (DUO_NHD, DUO_K64 or DUO_V64; tiled layouts need head_dim % 8 == 0).
+ * `layout` (DUO_NHD, DUO_K64 or DUO_V64; tiled layouts need head_dim % 8 == 0 and the buffer's row count,
+ * buffer_rows, a multiple of 64 above every rows[t]; NHD ignores it). Bad arguments write nothing.
  * Returns the number of Inf/NaN values written, or DUO_E_ARG. */
 DUO_EXPORT int32_t duo_append(uint32_t dst, int32_t dtype, int32_t row_heads, int32_t head_dim, uint32_t src,
-                              int32_t src_heads, uint32_t heads, uint32_t rows, int32_t n, int32_t layout);
+                              int32_t src_heads, uint32_t heads, uint32_t rows, int32_t n, int32_t layout,
+                              int32_t buffer_rows);
 
 /* Attention of n_heads KV heads (q_heads[j]: the caller's index of KV head j, kv_slots[j]: its head slot in the
  * segments' rows) for t query rows at absolute positions q_pos0 .. q_pos0 + t - 1 over n_segments segments.

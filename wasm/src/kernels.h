@@ -15,17 +15,17 @@
 
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 
-/* Tiled buffers (duo.h): the element where the K64 (or V64) tile of rows [r - r % 64, +64) of head j starts, of H
- * heads per row and head dim D: the tile pair of that block and head, and the V tile right after the K tile. */
-static inline uint32_t tile_start(int layout, uint32_t r, uint32_t j, uint32_t H, uint32_t D) {
-  return (((r / DUO_TILE) * H + j) * 2 + (layout == DUO_V64)) * DUO_TILE * D;
+/* Tiled buffers (duo.h): the element where the K64 (or V64) tile of rows [r - r % 64, +64) of head j starts, in a
+ * buffer of `blocks` 64-row blocks and head dim D: head j's tile pairs one after another, V right after K. */
+static inline uint32_t tile_start(int layout, uint32_t r, uint32_t j, uint32_t blocks, uint32_t D) {
+  return ((j * blocks + r / DUO_TILE) * 2 + (layout == DUO_V64)) * DUO_TILE * D;
 }
 
 /* The element where row r of head j starts in its tile. Element d of that row then lies d*8 further on in a K64 tile,
  * and (d/8)*64*8 + d%8 further on in a V64 tile. */
-static inline uint32_t tile_row_start(int layout, uint32_t r, uint32_t j, uint32_t H, uint32_t D) {
+static inline uint32_t tile_row_start(int layout, uint32_t r, uint32_t j, uint32_t blocks, uint32_t D) {
   uint32_t i = r % DUO_TILE;
-  return tile_start(layout, r, j, H, D) + (layout == DUO_K64 ? (i / 8) * D * 8 + i % 8 : i * 8);
+  return tile_start(layout, r, j, blocks, D) + (layout == DUO_K64 ? (i / 8) * D * 8 + i % 8 : i * 8);
 }
 
 /* s[i*M + m] = qp[m] . key i, for i < n, m < M (M a multiple of 4), dt DUO_F32 or DUO_BF16 (f16 is widened first).
