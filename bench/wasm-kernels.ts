@@ -9,11 +9,12 @@
  * two workers ≥ 1.7× one worker on 2 cores.
  *
  * Machines shared with other jobs make single timings swing by ±30 %, so every figure is the best of `--rounds`
- * rounds, and each round measures, for every worker count in turn, the ceilings and then every decode case, so that
- * kernels, ceilings and worker counts see the same conditions: the best ceiling (highest) and the best decode time
- * (lowest) are what the hardware can do.
+ * rounds (default 5), and each round measures, for every worker count in turn, the ceilings and then every decode
+ * case (at least 5 steps each), so that kernels, ceilings and worker counts see the same conditions: the best ceiling
+ * (highest) and the best decode time (lowest) are what the hardware can do. Slow spells on a shared VM last seconds:
+ * with 3 rounds of 3 steps at 64K, one of them could cover every sample of a case.
  *
- *   node --import tsx bench/wasm-kernels.ts [--contexts 16384,65536] [--threads 1,2] [--dtypes bf16,f16] [--rounds 3] [--json]
+ *   node --import tsx bench/wasm-kernels.ts [--contexts 16384,65536] [--threads 1,2] [--dtypes bf16,f16] [--rounds 5] [--json]
  *   bun bench/wasm-kernels.ts ...          deno run -A bench/wasm-kernels.ts ...
  */
 import type { Op, Segment } from "../src/backend/types.ts";
@@ -34,7 +35,7 @@ const opt = (name: string, dflt: string) => {
 const contexts = opt("contexts", "16384,65536").split(",").map(Number);
 const threadCounts = opt("threads", "1,2").split(",").map(Number);
 const dtypes = opt("dtypes", "bf16,f16").split(",") as KvDtype[];
-const rounds = Number(opt("rounds", "3"));
+const rounds = Number(opt("rounds", "5"));
 const json = argv.includes("--json");
 
 let seed = 12345;
@@ -132,7 +133,7 @@ for (let round = 0; round < rounds; round++) {
         const pages = context / PAGE, step = decodeStep(b, caches.get(dtype)!, dtype, pages);
         await step();
         const key = `${dtype} ${context}`;
-        for (let i = 0, reps = Math.max(3, Math.round(200 / pages)); i < reps; i++) {
+        for (let i = 0, reps = Math.max(5, Math.round(200 / pages)); i < reps; i++) {
           const t0 = performance.now();
           await step();
           best.set(key, Math.min(best.get(key) ?? Infinity, performance.now() - t0));
