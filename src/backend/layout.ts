@@ -9,7 +9,7 @@
  * kernel that reads it, so that decode walks memory front to back, one head's K and V tiles of a page as one stream
  * (the hardware prefetcher then keeps up; a strided walk over token-major rows runs at a fraction of the bandwidth in
  * wasm, which has no prefetch instruction, and two streams taking turns cost 12–15 % from DRAM), with only that
- * head's query and accumulators beside it in L1 (block by block over 8 heads measured 7–8 % slower):
+ * head's query and accumulators beside it in L1 (block by block over 8 heads measured 7–10 % slower):
  *   K tile ("K64"): 8-row groups, each [D][8 rows]        element (i, d) at ((i >> 3) · D + d) · 8 + (i & 7)
  *   V tile ("V64"): 8-column groups, each [64 rows][8]    element (i, d) at ((d >> 3) · 64 + i) · 8 + (d & 7)
  * (i = r mod 64). "K64" and "V64" name the two halves of a T64 buffer for appends (an AppendOp writes K or V); a T64

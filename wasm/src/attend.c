@@ -154,6 +154,9 @@ static void touch(uint32_t p, uint32_t bytes) {
   touched = t;
 }
 
+/* 64-row blocks in a T64 segment's buffer: with the head slot, where a head's tiles start (kernels.h tile_start). */
+static uint32_t seg_blocks(const duo_segment *sg) { return (uint32_t)sg->buffer_rows / DUO_TILE; }
+
 /* Rows [row0, row0 + n) of head `slot` of a tiled buffer of `blocks` 64-row blocks, copied out into token-major rows
  * of D elements of es bytes. */
 static void untile(uint8_t *dst, uint32_t buf, int layout, uint32_t blocks, uint32_t slot, uint32_t row0, int n, int D,
@@ -190,7 +193,7 @@ static void from_even_odd(float *x, int D) {
 static void run_tile(const tile_ctx *c, int j, uint32_t row0, int r0, int n, int cls) {
   const plan *p = c->p;
   const int D = p->D;
-  const uint32_t nb = (uint32_t)c->sg->buffer_rows / DUO_TILE, slot = (uint32_t)c->slots[j];
+  const uint32_t nb = seg_blocks(c->sg), slot = (uint32_t)c->slots[j];
   float *s = WS(c, s), *alpha = WS(c, alpha);
   const uint8_t *k = (const uint8_t *)(uintptr_t)(c->sg->k + tile_start(DUO_K64, row0, slot, nb, (uint32_t)D) * 2);
   const uint8_t *v = (const uint8_t *)(uintptr_t)(c->sg->v + tile_start(DUO_V64, row0, slot, nb, (uint32_t)D) * 2);
@@ -234,7 +237,7 @@ static void run_block(const tile_ctx *c, int r0, int n, int cls, int j0, int j1)
     const uint32_t bs = widen ? (uint32_t)D * 4 : stride;
     if (widen && tiled && dt0 != DUO_F32) { /* tile by tile (a block off the tile boundary spans two) */
       for (int i = 0; i < n;) {
-        uint32_t r = row0 + i, nb = (uint32_t)sg->buffer_rows / DUO_TILE, slot = (uint32_t)c->slots[j];
+        uint32_t r = row0 + i, nb = seg_blocks(sg), slot = (uint32_t)c->slots[j];
         uint32_t kt = tile_start(DUO_K64, r, slot, nb, (uint32_t)D) * 2, vt = tile_start(DUO_V64, r, slot, nb, (uint32_t)D) * 2;
         int i0 = (int)(r % DUO_TILE), m = DUO_TILE - i0 < n - i ? DUO_TILE - i0 : n - i;
         k_widen_k64(WS(c, kw) + i * D, (const uint8_t *)(uintptr_t)(sg->k + kt), sg->dtype, i0, m, D);
@@ -243,9 +246,9 @@ static void run_block(const tile_ctx *c, int r0, int n, int cls, int j0, int j1)
       }
     } else if (widen) {
       uint8_t *rows = (uint8_t *)WS(c, rows);
-      if (tiled) untile(rows, sg->k, DUO_K64, (uint32_t)sg->buffer_rows / DUO_TILE, (uint32_t)c->slots[j], row0, n, D, (uint32_t)es);
+      if (tiled) untile(rows, sg->k, DUO_K64, seg_blocks(sg), (uint32_t)c->slots[j], row0, n, D, (uint32_t)es);
       k_widen(WS(c, kw), tiled ? rows : k, tiled ? (uint32_t)D * es : stride, sg->dtype, n, D);
-      if (tiled) untile(rows, sg->v, DUO_V64, (uint32_t)sg->buffer_rows / DUO_TILE, (uint32_t)c->slots[j], row0, n, D, (uint32_t)es);
+      if (tiled) untile(rows, sg->v, DUO_V64, seg_blocks(sg), (uint32_t)c->slots[j], row0, n, D, (uint32_t)es);
       k_widen(WS(c, vw), tiled ? rows : v, tiled ? (uint32_t)D * es : stride, sg->dtype, n, D);
       if (p->eo) to_even_odd(WS(c, vw), n, D);
     }
@@ -268,7 +271,7 @@ static void run_block(const tile_ctx *c, int r0, int n, int cls, int j0, int j1)
 /* Rows [lo, hi) of the current segment: chunks of partial state, blocks, merge. An eo segment is walked head by head
  * inside each chunk: one head's tiles of a buffer lie one after another (duo.h), so the walk is one front-to-back
  * stream, and only that head's query and accumulators (4 KB at D = 128) share L1 with it. Block by block over all
- * heads (their accumulators, 32 KB for 8 heads, as large as L1) measured 7-8 % slower from DRAM on V8. */
+ * heads (their accumulators, 32 KB for 8 heads, as large as L1) measured 7-10 % slower from DRAM on V8. */
 static void run_rows(const tile_ctx *c, int lo, int hi) {
   const plan *p = c->p;
   const int JM = p->J * p->M, head_major = eo_segment(c);
@@ -332,7 +335,7 @@ int32_t duo_attend(uint32_t q, int32_t t, int32_t num_heads, int32_t head_dim, i
     if (sg->layout != DUO_NHD && (sg->layout != DUO_T64 || D % 8 || sg->buffer_rows <= 0 || sg->buffer_rows % DUO_TILE ||
                                   sg->row_start < 0 || sg->row_count > sg->buffer_rows - sg->row_start))
       return DUO_E_ARG;
-    if (segs[si].layout == DUO_T64 && eo_capable(t, G, D)) p.eo = 1;
+    if (sg->layout == DUO_T64 && eo_capable(t, G, D)) p.eo = 1;
   }
   const float *qf = (const float *)(uintptr_t)q;
   float *of = (float *)(uintptr_t)out, *lf = (float *)(uintptr_t)lse;
