@@ -97,12 +97,25 @@ export interface BackendMemory {
   capacity: number;
 }
 
+/**
+ * What a backend's kernels implement, declared once per backend. DuoAttention.create refuses an engine the backend
+ * cannot run (validate.ts `unsupported`), and every op is checked against it before a kernel sees it (`checkOps`).
+ */
+export interface BackendCapabilities {
+  /** KV storage dtypes */
+  readonly dtypes: readonly KvDtype[];
+  /** head dims: the sizes the kernels are built for, or every positive multiple of `multipleOf` */
+  readonly headDims: readonly number[] | { readonly multipleOf: number };
+  /** cache buffer layouts the kernels read and write (layout.ts); "NHD" always, "T64" where the kernels tile */
+  readonly layouts: readonly KvLayout[];
+}
+
 export interface Backend {
   readonly name: BackendName;
   /** independent memory domains; the cache spreads heads over them */
   readonly shards: number;
-  /** KV storage dtypes this backend implements */
-  readonly dtypes: readonly KvDtype[];
+  /** what the kernels implement: dtypes, head dims, layouts */
+  readonly capabilities: BackendCapabilities;
   /** The layout this backend reads fastest for retrieval pages of `pageRows` rows, read by `group` query heads per KV
    *  head (every backend accepts "NHD"). */
   pageLayout(dtype: KvDtype, headDim: number, pageRows: number, group: number): KvLayout;
