@@ -2,7 +2,7 @@
 // sink_size / recent_size are the defaults of S and R in the library and in every command, unless overridden.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { DuoAttention } from "../src/engine/duo.ts";
@@ -10,8 +10,10 @@ import { LlamaModel } from "../src/model/llama.ts";
 import { loadPattern } from "../src/pattern/io.ts";
 import { makePattern } from "../src/pattern/pattern.ts";
 import { sparsify } from "../src/pattern/sparsify.ts";
+import { getPreset } from "../src/schedule/presets.ts";
 import { runCli } from "./helpers/cli.ts";
 import { isDuo, rejectsDuo } from "./helpers/errors.ts";
+import { patternPath, skipNoPatterns } from "./helpers/patterns.ts";
 import { writeTinyModel } from "./helpers/tiny-model.ts";
 
 const SETTING = "lr=0.02-reg=0.05-ctx=1000_32000-multi_passkey10";
@@ -105,5 +107,26 @@ test("LlamaModel.load, duo generate, duo niah and duo pattern take S and R from 
     assert.match(shown.stdout, /window +sink 16 \+ recent 24 tokens \(config\.json\)/);
   } finally {
     m.dispose();
+  }
+});
+
+test("the README's example path: a clone's attn_patterns/<model> folder loads the published pattern and its window", { skip: skipNoPatterns }, async () => {
+  const name = "Llama-3-8B-Instruct-Gradient-1048k";
+  const root = mkdtempSync(join(tmpdir(), "duo-clone-"));
+  try {
+    // A clone of upstream holds attn_patterns/<model>/<setting>/; build that layout from the published files.
+    const files = patternPath(name);
+    writeUpstream(join(root, "duo-attention", "attn_patterns"), name, SETTING, readFileSync(join(files, "full_attention_heads.tsv"), "utf8"), 0, 0);
+    copyFileSync(join(files, "config.json"), join(root, "duo-attention", "attn_patterns", name, SETTING, "config.json"));
+    const cloned = await loadPattern(join(root, "duo-attention", "attn_patterns", name));
+    const direct = await loadPattern(files);
+    assert.deepEqual(Array.from(cloned.gates), Array.from(direct.gates));
+    assert.deepEqual([cloned.sinkSize, cloned.recentSize], [128, 256], "the published config's training window");
+    const duo = await DuoAttention.create({ shape: getPreset("llama-3-8b"), pattern: cloned, sparsity: 0.5, backend: "null" });
+    assert.deepEqual([duo.sinkSize, duo.recentSize], [128, 256]);
+    assert.equal(duo.schedule.retrievalHeads, 128, "sparsity 0.5 keeps half of the 256 KV heads");
+    await duo.dispose();
+  } finally {
+    rmSync(root, { recursive: true, force: true });
   }
 });
