@@ -90,10 +90,10 @@ test("LlamaModel.load, duo generate, duo niah and duo pattern take S and R from 
 
     const gen = await runCli(["generate", "--model", m.dir, "--pattern", modelFolder, "--prompt-ids", "1,5,6", "--max-tokens", "2", "--print-ids", "--backend", "reference"]);
     assert.equal(gen.code, 0, gen.stderr);
-    assert.match(gen.stderr, /S=16 R=24/);
+    assert.match(gen.stderr, /S=16 R=24 \(the pattern's config\.json\)/);
     const genSink = await runCli(["generate", "--model", m.dir, "--pattern", modelFolder, "--sink", "3", "--prompt-ids", "1,5", "--max-tokens", "1", "--print-ids", "--backend", "reference"]);
     assert.equal(genSink.code, 0, genSink.stderr);
-    assert.match(genSink.stderr, /S=3 R=24/);
+    assert.match(genSink.stderr, /S=3 R=24, kv/);
 
     const out = join(m.dir, "niah-out");
     const niah = await runCli(["niah", "--model", m.dir, "--haystack", join(m.dir, "hay.txt"), "--pattern", modelFolder, "--methods", "duo",

@@ -53,11 +53,13 @@ export interface LoadOptions {
   prefillChunk?: number;
   /** wasm attention backend: worker count */
   threads?: number;
+  /** backend "auto": refuse rather than fall back to the reference backend (BackendOptions.strict) */
+  strict?: boolean;
   /** a precompiled duo-model.wasm (edge runtimes, bundlers) */
   modelWasm?: WebAssembly.Module;
 }
 
-const LOAD_KEYS = ["backend", "kernels", "pattern", "sparsity", "heads", "sinkSize", "recentSize", "kvDtype", "prefill", "maxContext", "prefillChunk", "threads", "modelWasm"];
+const LOAD_KEYS = ["backend", "kernels", "pattern", "sparsity", "heads", "sinkSize", "recentSize", "kvDtype", "prefill", "maxContext", "prefillChunk", "threads", "strict", "modelWasm"];
 
 /** The head schedule in the model's order, and the pattern it came from (whose config.json gives the window). */
 async function scheduleFor(o: LoadOptions, cfg: ModelConfig): Promise<{ schedule: HeadSchedule; pattern?: HeadPattern }> {
@@ -133,6 +135,7 @@ export class LlamaModel {
         prefill: options.prefill,
         maxContext,
         threads: options.threads,
+        strict: options.strict,
       });
       // + 64-byte alignment for each of the at most 4 + 16 per layer tensors
       kernels.reserve(weightBytes + 64 * (4 + 16 * cfg.numLayers), scratchBytes(cfg, prefillChunk));
