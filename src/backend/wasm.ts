@@ -10,14 +10,14 @@
  * has one, larger ones and those that meet a busy lane as messages; the worker keeps them all in order.
  * Every op is validated (validate.ts) before it leaves, so a rejected op never reaches a kernel.
  */
-import { bytesPerElement, KV_DTYPES, type KvDtype } from "../dtype.ts";
+import { KV_DTYPES, type KvDtype } from "../dtype.ts";
 import { checkInt, checkOneOf, DuoError } from "../errors.ts";
 import { readUrl, runtime, spawnWorker, type WorkerThread } from "../runtime.ts";
-import { bufferBytes, bufferRows, checkSharedBuffer, checkTileable, type KvLayout, tileable } from "./layout.ts";
+import { type KvLayout, tileable } from "./layout.ts";
 import type { BackendOptions } from "./registry.ts";
 import type { AppendOp, AttendOp, Backend, BackendCapabilities, BackendMemory, BackendProbe, Handle, Op } from "./types.ts";
 import { checkOp } from "./validate.ts";
-import { type AttendResult, type ExecAttend, type ExecOp, type FromWorker, type ToWorker, WasmExec } from "./wasm-exec.ts";
+import { type AttendResult, type ExecOp, type FromWorker, type ToWorker, WasmExec } from "./wasm-exec.ts";
 import { CLOSED, DONE, Lane, laneUsable, REQ, STATUS, waitChange } from "./wasm-lane.ts";
 
 /** wasm32 memory limit of one shard, and what is kept back for the module's data, stack and per-op scratch. */
