@@ -11,6 +11,9 @@
  *  - `run(shard, ops)` executes a list of ops on one shard, in order, and resolves when all are done; host arrays
  *    named `out` are filled before it resolves. Different shards may run concurrently (Promise.all).
  *  - Ops are plain objects that can be posted to a worker or flattened for FFI as they are.
+ *  - Every backend checks a run's ops with validate.ts `checkOps` (against its `capabilities` and its buffers' sizes)
+ *    before any kernel runs, so every backend refuses the same ops with the same DuoError and a refused run changes
+ *    nothing.
  *
  * Cache tensors: a KV buffer holds rows of `rowHeads` heads × `headDim` elements of `dtype`, token-major ("NHD": row r,
  *  head j, element d at element index (r · rowHeads + j) · headDim + d) unless an op says "T64" (tiled: layout.ts).
