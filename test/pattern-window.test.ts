@@ -96,11 +96,11 @@ test("LlamaModel.load, duo generate, duo niah and duo pattern take S and R from 
     assert.match(genSink.stderr, /S=3 R=24, kv/);
 
     const out = join(m.dir, "niah-out");
-    const niah = await runCli(["niah", "--model", m.dir, "--haystack", join(m.dir, "hay.txt"), "--pattern", modelFolder, "--methods", "duo",
+    const niah = await runCli(["niah", "--model", m.dir, "--haystack", join(m.dir, "hay.txt"), "--pattern", modelFolder, "--methods", "duo,full",
       "--lengths", "320", "--depths", "50", "--max-tokens", "1", "--out", out, "--backend", "reference"]);
     assert.equal(niah.code, 0, niah.stderr);
     const json = JSON.parse(readFileSync(join(out, "niah.json"), "utf8"));
-    assert.deepEqual([json.sinkSize, json.recentSize], [16, 24]);
+    assert.deepEqual([json.sinkSize, json.recentSize], [16, 24], "the DuoAttention run's window, also when full attention ran last");
 
     const shown = await runCli(["pattern", modelFolder, "--head-dim", "8"]);
     assert.equal(shown.code, 0, shown.stderr);
