@@ -145,6 +145,11 @@ export async function exists(path: string): Promise<boolean> {
     return false;
   }
 }
+/** Names of the directories directly inside `path`, sorted. */
+export async function listDirs(path: string): Promise<string[]> {
+  const entries = await (await fs()).readdir(path, { withFileTypes: true });
+  return entries.filter((e) => e.isDirectory()).map((e) => e.name).sort();
+}
 /** Monotonic milliseconds. */
 export function now(): number {
   return performance.now();
