@@ -116,7 +116,7 @@ class WorkerShard implements Shard {
   }
 
   /** Post a request and wait for its reply; the worker is ref'd while any reply is outstanding. */
-  private request<T>(m: DistributiveOmit<ToWorker, "seq"> & { id: number }, transfer: Transferable[] = []): Promise<T> {
+  private request<T>(m: DistributiveOmit<ToWorker, "seq"> & { id: number }, transfer: ArrayBuffer[] = []): Promise<T> {
     if (this.failure) return Promise.reject(this.failure);
     return this.expect<T>((id) => {
       m.id = id;
@@ -139,7 +139,7 @@ class WorkerShard implements Shard {
   }
 
   /** Send a message: the current sequence number when it was taken by expect(), else the next one. */
-  private post(m: DistributiveOmit<ToWorker, "seq">, transfer: Transferable[] = []): void {
+  private post(m: DistributiveOmit<ToWorker, "seq">, transfer: ArrayBuffer[] = []): void {
     const seq = "id" in m ? m.id : ++this.seq;
     this.worker.post({ ...m, seq } as ToWorker, transfer);
     if (this.lane) Atomics.notify(this.lane.ctl, REQ); // end the worker's hold on the lane (wasm-worker.ts)
