@@ -457,10 +457,22 @@ function scatter(op: AttendOp, r: AttendResult): void {
   }
 }
 
-/** Where the .wasm files are: wasm/dist when running from the TypeScript sources, beside this module when bundled. */
-function wasmUrl(kernels: WasmKernels): URL {
+/** Where the .wasm files are: wasm/dist when running from the TypeScript sources, beside this module when bundled;
+ *  null where this module has no URL (workerd gives bundled modules none). */
+function wasmUrl(kernels: WasmKernels): URL | null {
   const file = KERNEL_FILES[kernels];
-  return import.meta.url.endsWith(".ts") ? new URL(`../../wasm/dist/${file}`, import.meta.url) : new URL(`./${file}`, import.meta.url);
+  const here = import.meta.url as string | undefined;
+  if (typeof here !== "string") return null;
+  return here.endsWith(".ts") ? new URL(`../../wasm/dist/${file}`, here) : new URL(`./${file}`, here);
+}
+
+/** What to do when the kernels cannot be found by URL: pass them compiled, the way each kind of platform can. */
+function passModuleHint(kernels: WasmKernels): string {
+  const file = KERNEL_FILES[kernels];
+  return `pass the compiled kernels as wasmModule: \`import wasmModule from "duo-attention/${file}"\` where the platform compiles ` +
+    `.wasm imports (Cloudflare Workers / wrangler, bundlers with a wasm-module rule), or \`wasmModule: await WebAssembly.compileStreaming(fetch(url))\` ` +
+    `with the URL where you serve ${file} (it ships in the package's dist/)` +
+    (kernels === "relaxed" ? "; duo.wasm, the plain-SIMD build, also works where relaxed SIMD does not" : "");
 }
 
 function workerUrl(): URL {
@@ -487,9 +499,13 @@ export function loadWasmModule(opts: WasmBackendOptions = {}): Promise<WebAssemb
   let m = compiled.get(kernels);
   if (!m) {
     const url = wasmUrl(kernels);
+    if (!url) {
+      return Promise.reject(new DuoError("BACKEND_UNAVAILABLE", `the wasm backend cannot locate ${KERNEL_FILES[kernels]} in this runtime (${runtime().name}: this module has no URL and no file access); ${passModuleHint(kernels)}`));
+    }
     m = readUrl(url).then((bytes) => WebAssembly.compile(bytes as BufferSource)).catch((e: Error) => {
       compiled.delete(kernels);
-      throw new DuoError("BACKEND_UNAVAILABLE", `cannot load ${url.href}: ${e.message}`, { cause: e });
+      const hint = runtime().fs ? "" : `; ${passModuleHint(kernels)}`;
+      throw new DuoError("BACKEND_UNAVAILABLE", `cannot load ${url.href}: ${e.message}${hint}`, { cause: e });
     });
     compiled.set(kernels, m);
   }
