@@ -11,6 +11,7 @@ import type { AddressInfo, Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import test, { after, before } from "node:test";
+import type { Browser, Page } from "puppeteer-core";
 import { checkScenario, consumerProject, missing, mustHave, root } from "./helpers.ts";
 // @ts-expect-error: plain JavaScript (it is also what users run), no declarations
 import { demoServer } from "../../examples/browser/serve.mjs";
@@ -20,10 +21,7 @@ const found = existsSync(chromium);
 const skip = !found && missing("chromium", "apt-get install chromium; or set CHROMIUM_PATH");
 const FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"];
 
-// deno-lint-ignore no-explicit-any
-type Page = any;
-// deno-lint-ignore no-explicit-any
-let browser: any;
+let browser: Browser | undefined;
 const servers: { isolated?: string; plain?: string } = {};
 const open: Server[] = [];
 
@@ -50,24 +48,24 @@ after(async () => {
 
 /** A page at `base`, its console errors collected. */
 async function page(base: string, path = "/scenario.html"): Promise<{ page: Page; errors: string[] }> {
-  const p = await browser.newPage();
+  const p = await browser!.newPage();
   const errors: string[] = [];
-  p.on("pageerror", (e: Error) => errors.push(e.message));
-  p.on("console", (m: { type(): string; text(): string }) => m.type() === "error" && errors.push(m.text()));
+  p.on("pageerror", (e) => void errors.push((e as Error).message));
+  p.on("console", (m) => void (m.type() === "error" && errors.push(m.text())));
   await p.goto(base + path, { waitUntil: "load" });
   return { page: p, errors };
 }
 
 /** Run the scenario in the page through the package's browser entry; `how` is evaluated in the page into options. */
 function runInPage(p: Page, how: "workers" | "compiled"): Promise<unknown> {
-  return p.evaluate(async (how: string) => {
-    const api = await import("/dist/wasm.js");
-    const { runScenario } = await import("/scenario.js");
+  return p.evaluate(async (how: string, entry: string, scenario: string) => {
+    const api = await import(entry);
+    const { runScenario } = await import(scenario);
     const options = how === "workers"
       ? { backend: "wasm", threads: 2 }
       : { backend: "wasm", threads: 0, wasmModule: await WebAssembly.compileStreaming(fetch("/dist/duo.wasm")) };
     return { isolated: globalThis.crossOriginIsolated, result: await runScenario(api, options) };
-  }, how);
+  }, how, "/dist/wasm.js", "/scenario.js");
 }
 
 test("Chromium, cross-origin isolated: 2 workers with the shared-memory lane match the reference", { skip }, async () => {
@@ -119,7 +117,7 @@ test("the browser demo page draws decode time and KV memory, full vs DuoAttentio
   assert.deepEqual(drawn.map((d) => `${d.chart}:${d.series}:${d.points}`).sort(),
     ["chart-memory:duo:8", "chart-memory:full:8", "chart-time:duo:8", "chart-time:full:8"]);
   for (const d of drawn) assert.ok(d.width > 300, `${d.chart} ${d.series} line spans the chart (${d.width}px)`);
-  const points = await p.evaluate(() => (globalThis as unknown as { demoResult: { memory: Record<string, number[][]>; time: Record<string, number[][]> } }).demoResult);
+  const points = await p.evaluate(() => (globalThis as unknown as { demoResult: Record<"memory" | "time", Record<"full" | "duo", number[][]>> }).demoResult);
   const last = (xs: number[][]) => xs[xs.length - 1]!;
   assert.ok(last(points.memory.duo)[1]! < 0.6 * last(points.memory.full)[1]!, "DuoAttention holds well under full attention's KV at 8K");
   assert.ok(points.time.duo.every(([, t]) => t! > 0) && points.time.full.every(([, t]) => t! > 0), "decode times measured");

@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { execFileSync, spawnSync } from "node:child_process";
-import { existsSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import test from "node:test";
 import { bin, checkScenario, consumerProject, missing, mustHave, packedFiles, root } from "./helpers.ts";
@@ -45,6 +45,10 @@ test("npm pack ships the built entries, the .wasm files and the declarations, an
   for (const f of ["index.js", "wasm.js", "wasm-worker.js", "model.js", "cli.js", "duo.wasm", "duo-relaxed.wasm", "types"]) {
     assert.ok(dist.includes(f), `dist/ has ${f}`);
   }
+  // every path that package.json exports is in the package
+  const manifest = JSON.parse(readFileSync(join(project, "node_modules/duo-attention/package.json"), "utf8"));
+  const targets = JSON.stringify(manifest.exports).match(/"\.\/[^"]+"/g)!.map((t: string) => JSON.parse(t) as string).filter((t) => !t.includes("*"));
+  for (const t of new Set(targets)) if (t.startsWith("./dist") || t === "./package.json") assert.ok(existsSync(join(project, "node_modules/duo-attention", t)), `exported ${t} is packed`);
 });
 
 test("Node: the package root and duo-attention/wasm import as ESM and give the reference's results", async () => {
@@ -59,19 +63,22 @@ test("Node: require(\"duo-attention\") from CommonJS works (no top-level await i
 });
 
 const bun = bin("bun");
-test("Bun: the packed package imports and gives the reference's results", { skip: !existsSync(bun) && missing("bun", "npm ci installs it") }, async () => {
+test("Bun: the packed package imports and requires, and gives the reference's results", { skip: !existsSync(bun) && missing("bun", "npm ci installs it") }, async () => {
   mustHave(existsSync(bun), "bun", "npm ci installs it");
   const { json } = run(bun, ["esm.mjs"]) as { json: { a: never; b: never } };
   await checkScenario(json.a, "bun, duo-attention (2 workers)");
   await checkScenario(json.b, "bun, duo-attention/wasm (threads: 0)");
+  await checkScenario(run(bun, ["cjs.cjs"]).json as never, "bun, require()");
 });
 
 const deno = bin("deno");
-test("Deno with only --allow-read: the packed package imports and gives the reference's results", { skip: !existsSync(deno) && missing("deno", "npm ci installs it") }, async () => {
+test("Deno with only --allow-read: the packed package imports and requires, and gives the reference's results", { skip: !existsSync(deno) && missing("deno", "npm ci installs it") }, async () => {
   mustHave(existsSync(deno), "deno", "npm ci installs it");
-  const { json } = run(deno, ["run", "--allow-read", "--no-lock", "--no-prompt", "esm.mjs"]) as { json: { a: never; b: never } };
+  const denoRun = ["run", "--allow-read", "--no-lock", "--no-prompt"];
+  const { json } = run(deno, [...denoRun, "esm.mjs"]) as { json: { a: never; b: never } };
   await checkScenario(json.a, "deno, duo-attention (2 workers)");
   await checkScenario(json.b, "deno, duo-attention/wasm (threads: 0)");
+  await checkScenario(run(deno, [...denoRun, "cjs.cjs"]).json as never, "deno, require()");
 });
 
 test("tsc: the declarations type-check in a Node-only consumer (lib es2022, types node, no skipLibCheck)", () => {
