@@ -18,7 +18,7 @@
  * isolation (COOP/COEP), `threads: navigator.hardwareConcurrency` spreads heads over workers, which load
  * wasm-worker.js from beside this module.
  */
-import "./wasm-types.ts";
+import "./api-globals.ts";
 export { DuoError, type DuoErrorCode } from "./errors.ts";
 export { type KvDtype } from "./dtype.ts";
 export { type ModelShape } from "./shape.ts";

@@ -39,8 +39,8 @@ import(${JSON.stringify(scenario)}).then(({ runScenario }) => runScenario(duo, {
 
 test("npm pack ships the built entries, the .wasm files and the declarations, and no sources or tests", () => {
   const files = packedFiles(project);
-  for (const f of ["package.json", "README.md", "dist", "bin", "wasm"]) assert.ok(files.includes(f), `package has ${f}: ${files.join(" ")}`);
-  for (const f of ["src", "test", "bench", "node_modules"]) assert.ok(!files.includes(f), `package does not ship ${f}`);
+  for (const f of ["package.json", "README.md", "dist", "bin", "cuda"]) assert.ok(files.includes(f), `package has ${f}: ${files.join(" ")}`);
+  for (const f of ["src", "test", "bench", "wasm", "node_modules"]) assert.ok(!files.includes(f), `package does not ship ${f}`);
   const dist = packedFiles(project, "dist");
   for (const f of ["index.js", "wasm.js", "wasm-worker.js", "model.js", "cli.js", "duo.wasm", "duo-relaxed.wasm", "types"]) {
     assert.ok(dist.includes(f), `dist/ has ${f}`);
@@ -81,12 +81,32 @@ test("Deno with only --allow-read: the packed package imports and requires, and 
   await checkScenario(run(deno, [...denoRun, "cjs.cjs"]).json as never, "deno, require()");
 });
 
-test("tsc: the declarations type-check in a Node-only consumer (lib es2022, types node, no skipLibCheck)", () => {
-  writeFileSync(join(project, "tsconfig.json"), JSON.stringify({
-    compilerOptions: { target: "es2022", lib: ["es2022"], types: ["node"], module: "nodenext", moduleResolution: "nodenext", strict: true, noEmit: true, skipLibCheck: false },
-    files: ["consumer.ts"],
+/** tsc in the consumer project over one file, `source`, with these compiler options (strict, no skipLibCheck). */
+function typeCheck(name: string, compilerOptions: Record<string, unknown>, source: string): void {
+  writeFileSync(join(project, `${name}.ts`), source);
+  writeFileSync(join(project, `tsconfig.${name}.json`), JSON.stringify({
+    compilerOptions: { target: "es2022", module: "nodenext", moduleResolution: "nodenext", strict: true, noEmit: true, skipLibCheck: false, ...compilerOptions },
+    files: [`${name}.ts`],
   }));
-  writeFileSync(join(project, "consumer.ts"), `
+  const r = spawnSync(process.execPath, [join(root, "node_modules/typescript/bin/tsc"), "-p", `tsconfig.${name}.json`], { cwd: project, encoding: "utf8" });
+  assert.equal(r.status, 0, `tsc (${name}) failed:\n${r.stdout}${r.stderr}`);
+}
+
+test("tsc: the declarations type-check in a browser consumer of duo-attention/wasm (lib es2022 + dom, no Node types)", () => {
+  typeCheck("browser", { lib: ["es2022", "dom"], types: [] }, `
+import { DuoAttention, HeadSchedule, type DuoAttentionOptions } from "duo-attention/wasm";
+export async function use(wasmModule: WebAssembly.Module): Promise<number> {
+  const options: DuoAttentionOptions = { shape: { numLayers: 1, numHeads: 2, numKvHeads: 1, headDim: 64 }, heads: HeadSchedule.full(1, 1), backend: "wasm", wasmModule, threads: 0 };
+  const duo = await DuoAttention.create(options);
+  const total = duo.sequence().bytes().total;
+  await duo.dispose();
+  return total;
+}
+`);
+});
+
+test("tsc: the declarations type-check in a Node-only consumer (lib es2022, types node, no skipLibCheck)", () => {
+  typeCheck("node", { lib: ["es2022"], types: ["node"] }, `
 import { DuoAttention, type DuoAttentionOptions, type KvBytes, syntheticSchedule, DuoError } from "duo-attention";
 import * as lean from "duo-attention/wasm";
 import { LlamaModel } from "duo-attention/model";
@@ -102,8 +122,6 @@ export async function use(): Promise<KvBytes> {
 }
 export const kinds: [typeof DuoError, typeof LlamaModel] = [DuoError, LlamaModel];
 `);
-  const r = spawnSync(process.execPath, [join(root, "node_modules/typescript/bin/tsc"), "-p", "tsconfig.json"], { cwd: project, encoding: "utf8" });
-  assert.equal(r.status, 0, `tsc failed:\n${r.stdout}${r.stderr}`);
 });
 
 test("the packed bin runs: duo info", () => {
