@@ -1,4 +1,5 @@
 /** duo-attention: DuoAttention (retrieval + streaming heads) for TypeScript. The package root. */
+import "./api-globals.ts";
 export { DuoError, type DuoErrorCode } from "./errors.ts";
 export { type KvDtype } from "./dtype.ts";
 export { type ModelShape } from "./shape.ts";

@@ -120,7 +120,7 @@ class WorkerShard implements Shard {
   }
 
   /** Post a request and wait for its reply; the worker is ref'd while any reply is outstanding. */
-  private request<T>(m: DistributiveOmit<ToWorker, "seq"> & { id: number }, transfer: Transferable[] = []): Promise<T> {
+  private request<T>(m: DistributiveOmit<ToWorker, "seq"> & { id: number }, transfer: ArrayBuffer[] = []): Promise<T> {
     if (this.failure) return Promise.reject(this.failure);
     return this.expect<T>((id) => {
       m.id = id;
@@ -143,7 +143,7 @@ class WorkerShard implements Shard {
   }
 
   /** Send a message: the current sequence number when it was taken by expect(), else the next one. */
-  private post(m: DistributiveOmit<ToWorker, "seq">, transfer: Transferable[] = []): void {
+  private post(m: DistributiveOmit<ToWorker, "seq">, transfer: ArrayBuffer[] = []): void {
     const seq = "id" in m ? m.id : ++this.seq;
     this.worker.post({ ...m, seq } as ToWorker, transfer);
     if (this.lane) Atomics.notify(this.lane.ctl, REQ); // end the worker's hold on the lane (wasm-worker.ts)
@@ -382,10 +382,22 @@ function scatter(op: AttendOp, r: AttendResult): void {
   }
 }
 
-/** Where the .wasm files are: wasm/dist when running from the TypeScript sources, beside this module when bundled. */
-function wasmUrl(kernels: WasmKernels): URL {
+/** Where the .wasm files are: wasm/dist when running from the TypeScript sources, beside this module when bundled;
+ *  null where this module has no URL (workerd gives bundled modules none). */
+function wasmUrl(kernels: WasmKernels): URL | null {
   const file = KERNEL_FILES[kernels];
-  return import.meta.url.endsWith(".ts") ? new URL(`../../wasm/dist/${file}`, import.meta.url) : new URL(`./${file}`, import.meta.url);
+  const here = import.meta.url as string | undefined;
+  if (typeof here !== "string") return null;
+  return here.endsWith(".ts") ? new URL(`../../wasm/dist/${file}`, here) : new URL(`./${file}`, here);
+}
+
+/** What to do when the kernels cannot be found by URL: pass them compiled, the way each kind of platform can. */
+function passModuleHint(kernels: WasmKernels): string {
+  const file = KERNEL_FILES[kernels];
+  return `pass the compiled kernels as wasmModule: \`import wasmModule from "duo-attention/${file}"\` where the platform compiles ` +
+    `.wasm imports (Cloudflare Workers / wrangler, bundlers with a wasm-module rule), or \`wasmModule: await WebAssembly.compileStreaming(fetch(url))\` ` +
+    `with the URL where you serve ${file} (it ships in the package's dist/)` +
+    (kernels === "relaxed" ? "; duo.wasm, the plain-SIMD build, also works where relaxed SIMD does not" : "");
 }
 
 function workerUrl(): URL {
@@ -412,9 +424,13 @@ export function loadWasmModule(opts: WasmBackendOptions = {}): Promise<WebAssemb
   let m = compiled.get(kernels);
   if (!m) {
     const url = wasmUrl(kernels);
+    if (!url) {
+      return Promise.reject(new DuoError("BACKEND_UNAVAILABLE", `the wasm backend cannot locate ${KERNEL_FILES[kernels]} in this runtime (${runtime().name}: this module has no URL and no file access); ${passModuleHint(kernels)}`));
+    }
     m = readUrl(url).then((bytes) => WebAssembly.compile(bytes as BufferSource)).catch((e: Error) => {
       compiled.delete(kernels);
-      throw new DuoError("BACKEND_UNAVAILABLE", `cannot load ${url.href}: ${e.message}`, { cause: e });
+      const hint = runtime().fs ? "" : `; ${passModuleHint(kernels)}`;
+      throw new DuoError("BACKEND_UNAVAILABLE", `cannot load ${url.href}: ${e.message}${hint}`, { cause: e });
     });
     compiled.set(kernels, m);
   }
