@@ -30,26 +30,26 @@ export function attend(out: Float64Array, lse: Float64Array, q: Float64Array, qR
     for (let h = 0; h < Hq; h++) {
       const qo = (i * Hq + h) * D, kvh = Math.floor(h / G);
       let max = -Infinity, n = 0;
-      const score = (j: number) => {
-        const ko = (kRows.indexOf(j) * Hkv + kvh) * D;
-        let d = 0;
-        for (let x = 0; x < D; x++) d += q[qo + x]! * k[ko + x]!;
-        s[n] = d * scale;
-        if (s[n]! > max) max = s[n]!;
-        n++;
-      };
-      for (let j = 0; j < a; j++) score(j);
-      for (let j = b; j <= t; j++) score(j);
+      for (let pass = 0; pass < 2; pass++) {
+        for (let j = pass ? b : 0, end = pass ? t + 1 : a; j < end; j++) {
+          const ko = (kRows.indexOf(j) * Hkv + kvh) * D;
+          let d = 0;
+          for (let x = 0; x < D; x++) d += q[qo + x]! * k[ko + x]!;
+          const z = d * scale;
+          s[n++] = z;
+          if (z > max) max = z;
+        }
+      }
       let sum = 0;
       for (let m = 0; m < n; m++) sum += (s[m] = Math.exp(s[m]! - max));
       out.fill(0, qo, qo + D);
       n = 0;
-      const acc = (j: number) => {
-        const p = s[n++]! / sum, vo = (kRows.indexOf(j) * Hkv + kvh) * D;
-        for (let x = 0; x < D; x++) out[qo + x]! += p * v[vo + x]!;
-      };
-      for (let j = 0; j < a; j++) acc(j);
-      for (let j = b; j <= t; j++) acc(j);
+      for (let pass = 0; pass < 2; pass++) {
+        for (let j = pass ? b : 0, end = pass ? t + 1 : a; j < end; j++) {
+          const p = s[n++]! / sum, vo = (kRows.indexOf(j) * Hkv + kvh) * D;
+          for (let x = 0; x < D; x++) out[qo + x]! += p * v[vo + x]!;
+        }
+      }
       lse[i * Hq + h] = max + Math.log(sum);
     }
   }
@@ -73,22 +73,22 @@ export function attendBackward(dq: Float64Array, dk: Float64Array, dv: Float64Ar
         if (dO[qo + x] !== 0) zero = false;
       }
       if (zero) continue; // outside the cone every term is an exact zero
-      const step = (j: number) => {
-        const ko = (kRows.indexOf(j) * Hkv + kvh) * D;
-        let sc = 0, dp = 0;
-        for (let x = 0; x < D; x++) {
-          sc += q[qo + x]! * k[ko + x]!;
-          dp += dO[qo + x]! * v[ko + x]!;
+      for (let pass = 0; pass < 2; pass++) {
+        for (let j = pass ? b : 0, end = pass ? t + 1 : a; j < end; j++) {
+          const ko = (kRows.indexOf(j) * Hkv + kvh) * D;
+          let sc = 0, dp = 0;
+          for (let x = 0; x < D; x++) {
+            sc += q[qo + x]! * k[ko + x]!;
+            dp += dO[qo + x]! * v[ko + x]!;
+          }
+          const p = Math.exp(sc * scale - L), ds = p * (dp - delta) * scale;
+          for (let x = 0; x < D; x++) {
+            dq[qo + x]! += ds * k[ko + x]!;
+            dk[ko + x]! += ds * q[qo + x]!;
+            dv[ko + x]! += p * dO[qo + x]!;
+          }
         }
-        const p = Math.exp(sc * scale - L), ds = p * (dp - delta) * scale;
-        for (let x = 0; x < D; x++) {
-          dq[qo + x]! += ds * k[ko + x]!;
-          dk[ko + x]! += ds * q[qo + x]!;
-          dv[ko + x]! += p * dO[qo + x]!;
-        }
-      };
-      for (let j = 0; j < a; j++) step(j);
-      for (let j = b; j <= t; j++) step(j);
+      }
     }
   }
 }

@@ -85,8 +85,17 @@ function allRows(T: number): RowSet {
   return coneRows({ sink: 0, recent: 1, blockSize: 0 }, T, T, 1, false).queries[0]!;
 }
 
-/** The plain model forward (full attention) over all rows; `rows` decides what is recorded for the student. */
-export function teacherForward(m: GateModel, s: Sample, rows: Rows | null, hook?: (view: TeacherLayerView) => void): TeacherRun {
+/** A deployed mask: KV heads with retrieval[l·Hkv + g] = false attend through `window` instead of fully. */
+export interface Deployment {
+  retrieval: ArrayLike<boolean>;
+  window: StreamingWindow;
+}
+
+/**
+ * The plain model forward (full attention) over all rows; `rows` decides what is recorded for the student. With
+ * `deploy`, streaming heads see only their window: the model as DuoAttention runs it under the identification mask.
+ */
+export function teacherForward(m: GateModel, s: Sample, rows: Rows | null, hook?: (view: TeacherLayerView) => void, deploy?: Deployment): TeacherRun {
   const c = m.config, T = s.ids.length, H = c.hiddenSize, I = c.intermediateSize, heads = headsOf(m);
   const { Hq, Hkv, D } = heads, all = allRows(T);
   const x = new Float64Array(T * H), h = new Float64Array(T * H), r = new Float64Array(T);
@@ -104,6 +113,7 @@ export function teacherForward(m: GateModel, s: Sample, rows: Rows | null, hook?
     rope(q, T, Hq, D, cos, sin);
     rope(k, T, Hkv, D, cos, sin);
     attend(o, lse, q, all, k, v, all, heads, null);
+    if (deploy) streamHeads(o, q, k, v, all, heads, l, deploy);
     if (rows) recorded.push(gather(o, Hq * D, rows.queries[l]!));
     hook?.({ layer: l, q, k, v, attn: o });
     linear(y, o, L.o, T, H, Hq * D, L.oBias);
@@ -118,6 +128,18 @@ export function teacherForward(m: GateModel, s: Sample, rows: Rows | null, hook?
   const nLab = T - s.labelStart, hidden = new Float64Array(nLab * H), rf = new Float64Array(nLab);
   rmsnorm(hidden, rf, x.subarray(s.labelStart * H), m.norm, nLab, c.rmsNormEps);
   return { attn: recorded, hidden };
+}
+
+/** Overwrite the streaming heads' rows of `o` [T, Hq, D] with their windowed attention. */
+function streamHeads(o: Float64Array, q: Float64Array, k: Float64Array, v: Float64Array, all: RowSet, heads: Heads, l: number, deploy: Deployment): void {
+  const { Hq, Hkv, D } = heads, G = Hq / Hkv;
+  const streaming = Array.from({ length: Hkv }, (_, g) => !deploy.retrieval[l * Hkv + g]);
+  if (!streaming.some(Boolean)) return;
+  const os = new Float64Array(o.length), lse = new Float64Array(all.length * Hq);
+  attend(os, lse, q, all, k, v, all, heads, deploy.window);
+  for (let t = 0; t < all.length; t++) {
+    for (let h = 0; h < Hq; h++) if (streaming[Math.floor(h / G)]) o.set(os.subarray((t * Hq + h) * D, (t * Hq + h + 1) * D), (t * Hq + h) * D);
+  }
 }
 
 /** The student on the cone rows with gates α [layers·Hkv] (already clamped to [0, 1]). */
