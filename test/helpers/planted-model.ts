@@ -112,7 +112,7 @@ export interface RecallSample extends Sample {
   answers: number[];
 }
 
-/** BOS, fillers with `n` needles at distinct random positions in [0.05T, 0.6T), then the n queries (the labels). */
+/** BOS, fillers with `n` needles at distinct random positions in [0.2T, 0.6T) (past the sink block), then the n queries (the labels). */
 export function recallSample(seed: number, T = 128, n = 4): RecallSample {
   const r = rng(seed), body = T - n;
   const ids = new Int32Array(T);
@@ -123,7 +123,7 @@ export function recallSample(seed: number, T = 128, n = 4): RecallSample {
   const used = new Set<number>();
   keys.forEach((a, k) => {
     let p: number;
-    do p = Math.floor(T * 0.05 + r() * T * 0.55);
+    do p = Math.floor(T * 0.2 + r() * T * 0.4);
     while (used.has(p));
     used.add(p);
     ids[p] = 41 + a * NK + values[k]!;
