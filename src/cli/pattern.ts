@@ -43,11 +43,11 @@ export async function main(argv: string[]): Promise<number> {
 /** What `duo pattern ...argv` prints; throws DuoError on bad input. */
 export async function patternCommand(argv: string[]): Promise<string> {
   const args = parseArgs(argv, {
-    values: ["sparsity", "threshold", "tie-break", "sink", "recent", "context", "model", "head-dim", "format"],
-    flags: ["help", "compare"],
+    values: ["sparsity", "threshold", "tie-break", "sink", "recent", "context", "model", "head-dim", "compare", "format"],
+    flags: ["help"],
   });
   if (args.flags.has("help")) return USAGE;
-  if (args.flags.has("compare")) return await compareCommand(args);
+  if (args.values.has("compare")) return await compareCommand(args.values.get("compare")!, args);
   if (args.positional.length !== 1) {
     throw new DuoError("INVALID_ARGUMENT", `${args.positional.length ? "give one" : "missing the"} pattern directory or URL; ${USAGE.split("\n")[0]}`);
   }
