@@ -70,7 +70,7 @@ test("duo identify: bad model dir, non-Llama architecture, short haystack, conte
       /architectures \["GPT2LMHeadModel"\] is not supported; supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM/,
       /the haystack text is \d+ tokens, shorter than the requested context of 900 tokens; give a longer --haystack file or lower --ctx-max/,
       /--ctx-max 5000 is over the model's max_position_embeddings \(4096\); lower --ctx-max/,
-      /a 900-token context needs about .* GiB of float64 activations, over --max-memory .*; lower --ctx-max/,
+      /a 900-token context needs about .* GiB \(float64 weights and activations\), over --max-memory .*; lower --ctx-max/,
     ];
     runs.forEach((r, i) => {
       assert.equal(r.code, i === 3 ? 2 : 1, `${i}: ${r.stderr}`); // a bad argument exits 2, the rest 1

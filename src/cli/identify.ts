@@ -12,6 +12,8 @@ import { GATE_DTYPES, UPSTREAM_LR } from "../identify/optimizer.ts";
 import { UPSTREAM_REG } from "../identify/objective.ts";
 import { readState, writeIdentifyOutput, writeState } from "../identify/output.ts";
 import { Random } from "../identify/random.ts";
+import { loadConfig } from "../model/config.ts";
+import { expectedTensors } from "../model/weights.ts";
 import { exists, makeDir, readText } from "../runtime.ts";
 import { type Args, numberArg, parseArgs } from "./args.ts";
 import { write } from "./io.ts";
@@ -45,7 +47,7 @@ const USAGE = `usage: duo identify --model DIR --out DIR [options]
   --sink S, --recent R, --block B    (default ${DEFAULTS.sink}, ${DEFAULTS.recent}, ${DEFAULTS.block}; --block 0 = token granular)
   --lr x, --reg x      learning rate, L1 weight (default ${UPSTREAM_LR}, ${UPSTREAM_REG})
   --gate-dtype d       ${GATE_DTYPES.join(" | ")} (default bf16, as upstream; f32 is cleaner)
-  --max-memory GiB     refuse contexts whose float64 activations would need more (default ${DEFAULTS.maxMemoryGiB})
+  --max-memory GiB     refuse runs whose float64 weights and activations would need more (default ${DEFAULTS.maxMemoryGiB})
   --resume             continue from --out's identify-state.json (same arguments)
 `;
 
@@ -107,18 +109,21 @@ export async function main(argv: string[]): Promise<number> {
 
   if (!(await exists(dir))) throw new DuoError("IO", `--model ${dir} does not exist; give a Hugging Face model directory (config.json, model.safetensors, tokenizer.json)`);
   const t0 = performance.now();
-  const { model, tokenizer } = await loadGateModel(dir);
-  const c = model.config;
+  const c = await loadConfig(dir); // a non-Llama architecture fails here, naming the supported ones
   if (ctxMax > c.maxPositionEmbeddings) {
     throw new DuoError("CAPACITY", `--ctx-max ${ctxMax} is over the model's max_position_embeddings (${c.maxPositionEmbeddings}); lower --ctx-max`);
   }
-  // float64 values kept per token: teacher working set + the student's activations on up to every row, per layer
+  // float64: every weight, plus per token the teacher's working set and the student's activations on up to every
+  // row of every layer
+  let params = 0;
+  for (const [name, shape] of expectedTensors(c)) if (name !== "lm_head.weight") params += shape.reduce((a, b) => a * b, 1);
   const perToken = 2 * c.hiddenSize + 2 * (c.numHeads + c.numKvHeads) * c.headDim + 2 * c.intermediateSize +
     c.numLayers * (3 * c.hiddenSize + (3 * c.numHeads + 2 * c.numKvHeads) * c.headDim + 2 * c.intermediateSize + c.numHeads);
-  const bytes = 8 * perToken * (ctxMax + 64 * data.passkeys * 2);
+  const bytes = 8 * (params + perToken * (ctxMax + 64 * data.passkeys * 2));
   if (bytes > maxMemory) {
-    throw new DuoError("CAPACITY", `a ${ctxMax}-token context needs about ${(bytes / 2 ** 30).toFixed(1)} GiB of float64 activations, over --max-memory ${(maxMemory / 2 ** 30).toFixed(1)} GiB; lower --ctx-max (or raise --max-memory)`);
+    throw new DuoError("CAPACITY", `a ${ctxMax}-token context needs about ${(bytes / 2 ** 30).toFixed(1)} GiB (float64 weights and activations), over --max-memory ${(maxMemory / 2 ** 30).toFixed(1)} GiB; lower --ctx-max (or raise --max-memory)`);
   }
+  const { model, tokenizer } = await loadGateModel(dir);
   const haystackFile = args.values.get("haystack");
   let text: string;
   if (haystackFile !== undefined) {
