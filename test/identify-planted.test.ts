@@ -11,7 +11,8 @@ import { objective } from "../src/identify/objective.ts";
 import { teacherForward } from "../src/identify/forward.ts";
 import { makePattern } from "../src/pattern/pattern.ts";
 import { sparsify } from "../src/pattern/sparsify.ts";
-import { DECOY, exactMatch, plantedModel, recallSample, TRUE_RETRIEVAL } from "./helpers/planted-model.ts";
+import { LlamaModel } from "../src/model/llama.ts";
+import { answerToken, DECOY, exactMatch, plantedModel, recallSample, TRUE_RETRIEVAL, writePlantedModel } from "./helpers/planted-model.ts";
 import { rng } from "./helpers/random.ts";
 
 const T = 64, N = 16, window = { sink: 4, recent: 16, blockSize: 8 };
@@ -102,4 +103,44 @@ test("identify score on the planted model: same top heads and decoy low; its doc
   const kept = Array.from(run.gates.keys()).filter((i) => run.gates[i]! >= 0.5);
   assert.equal(kept.length, 8);
   assert.ok(kept.some((i) => safe.includes(i)), "a 0.5 threshold on score gates keeps a head that does not matter");
+});
+
+/** Exact match through the inference engine: LlamaModel with `retrieval` as its head mask, prompt prefilled in
+ *  chunks of 8 (the first chunk is dense, SPEC §3.2), each query then decoded with streaming heads holding the
+ *  4 sink + 16 recent tokens — inference-time semantics, not the identification mask. */
+async function engineExactMatch(dir: string, retrieval: boolean[]): Promise<number> {
+  const heads = [0, 1].map((l) => retrieval.slice(l * 8, l * 8 + 8));
+  const llm = await LlamaModel.load(dir, { backend: "reference", heads, sinkSize: 4, recentSize: 16, prefillChunk: 8, kvDtype: "f32" });
+  let ok = 0, total = 0;
+  try {
+    for (const s of evalSamples) {
+      llm.reset();
+      await llm.forward(s.ids.subarray(0, s.labelStart));
+      for (let i = 0; i < s.answers.length; i++) {
+        const logits = await llm.forward([s.ids[s.labelStart + i]!]);
+        let best = 0;
+        for (let c = 1; c < logits.length; c++) if (logits[c]! > logits[best]!) best = c;
+        ok += best === answerToken(s.answers[i]!) ? 1 : 0;
+        total++;
+      }
+    }
+  } finally {
+    await llm.dispose();
+  }
+  return ok / total;
+}
+
+test("planted model through the inference engine: the identified heads keep exact match, dropping any one of them loses exact match", async () => {
+  const planted = writePlantedModel();
+  try {
+    const keep = (drop: number) => Array.from({ length: N }, (_, i) => TRUE_RETRIEVAL.includes(i) && i !== drop);
+    assert.equal(await engineExactMatch(planted.dir, new Array(N).fill(true)), 1);
+    assert.equal(await engineExactMatch(planted.dir, keep(-1)), 1);
+    for (const drop of TRUE_RETRIEVAL) {
+      const em = await engineExactMatch(planted.dir, keep(drop));
+      assert.ok(em <= 0.75, `without head ${drop}: exact match ${em}`); // measured: 0, 0, 0.625, 0.125
+    }
+  } finally {
+    planted.dispose();
+  }
 });

@@ -11,13 +11,19 @@
  * diffuse heads attend uniformly to almost-constant values.
  * The task's answer is read from all four answer blocks (one per true retrieval head), so it needs all four.
  */
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { parseConfig } from "../../src/model/config.ts";
 import { gateModelFromTensors, type GateModel } from "../../src/identify/model.ts";
 import type { Sample } from "../../src/identify/forward.ts";
 import { rng } from "./random.ts";
+import { tokenizerJson, writeSafetensors } from "./tiny-model.ts";
 
 export const NK = 8;
-const HIDDEN = 80, HEADS = 8, D = 16, F = 32, V = 1 + 40 + NK * NK + NK;
+const HIDDEN = 80, HEADS = 8, D = 16, F = 32;
+/** 113 tokens are used; the vocabulary has one output token per combination of the four answer blocks' values */
+const V = NK ** 4;
 const BLOCK = (b: number) => 42 + 8 * b;
 
 type Role = "retrieval" | "partial" | "decoy" | "local" | "leaky-local" | "local-big" | "sink" | "diffuse";
@@ -31,12 +37,21 @@ const BLOCKS: (number | null)[][] = [[0, null, null, null, 1, null, null, null],
 export const TRUE_RETRIEVAL = [0, 4, 9, 12];
 export const DECOY = 8;
 
+const CONFIG = {
+  architectures: ["LlamaForCausalLM"], model_type: "llama", hidden_size: HIDDEN, intermediate_size: F, num_hidden_layers: 2, num_attention_heads: HEADS,
+  num_key_value_heads: HEADS, head_dim: D, vocab_size: V, rms_norm_eps: 1e-6, rope_theta: 1e6, max_position_embeddings: 4096, hidden_act: "silu",
+  tie_word_embeddings: false,
+};
+
 export function plantedModel(seed = 5): GateModel {
+  const t = plantedTensors(seed);
+  return gateModelFromTensors(parseConfig(CONFIG), (n) => t.get(n));
+}
+
+/** The planted weights by Hugging Face name. lm_head row c scores the answer (c mod 8, c/8 mod 8, c/64 mod 8,
+ *  c/512): the sum of the four blocks' entries, so the argmax token reads every block's argmax at once. */
+function plantedTensors(seed: number): Map<string, Float64Array> {
   const r = rng(seed), normal = () => (r() + r() + r() - 1.5) * 2;
-  const config = parseConfig({
-    architectures: ["LlamaForCausalLM"], hidden_size: HIDDEN, intermediate_size: F, num_hidden_layers: 2, num_attention_heads: HEADS,
-    num_key_value_heads: HEADS, head_dim: D, vocab_size: V, rms_norm_eps: 1e-6, rope_theta: 1e6, max_position_embeddings: 4096,
-  });
   const t = new Map<string, Float64Array>();
   const E = new Float64Array(V * HIDDEN);
   for (let v = 0; v < V; v++) E[v * HIDDEN + 40] = 2;
@@ -104,7 +119,29 @@ export function plantedModel(seed = 5): GateModel {
     t.set(`${p}mlp.down_proj.weight`, Float64Array.from({ length: HIDDEN * F }, () => normal() * 0.05));
   }
   t.set("model.norm.weight", new Float64Array(HIDDEN).fill(1));
-  return gateModelFromTensors(config, (n) => t.get(n));
+  const head = new Float64Array(V * HIDDEN);
+  for (let c = 0; c < V; c++) for (let b = 0; b < 4; b++) head[c * HIDDEN + BLOCK(b) + (Math.floor(c / NK ** b) % NK)] = 1;
+  t.set("lm_head.weight", head);
+  return t;
+}
+
+/** The answer token when every block names `value`. */
+export const answerToken = (value: number) => value * (1 + NK + NK ** 2 + NK ** 3);
+
+/** The planted model as a Hugging Face directory (f32 safetensors; the test tokenizer, unused by the task). */
+export function writePlantedModel(seed = 5): { dir: string; dispose(): void } {
+  const dir = mkdtempSync(join(tmpdir(), "duo-planted-"));
+  const tensors = [...plantedTensors(seed)].map(([name, data]) => {
+    const f = Float32Array.from(data);
+    const shape = name.endsWith("norm.weight") ? [HIDDEN] : name.includes("embed") || name.includes("lm_head") ? [V, HIDDEN]
+      : /q_proj|k_proj|v_proj/.test(name) ? [HEADS * D, HIDDEN] : name.includes("o_proj") ? [HIDDEN, HEADS * D]
+      : /gate_proj|up_proj/.test(name) ? [F, HIDDEN] : [HIDDEN, F];
+    return { name, dtype: "F32", shape, bytes: new Uint8Array(f.buffer) };
+  });
+  writeSafetensors(join(dir, "model.safetensors"), tensors);
+  writeFileSync(join(dir, "config.json"), JSON.stringify(CONFIG));
+  writeFileSync(join(dir, "tokenizer.json"), JSON.stringify(tokenizerJson().json));
+  return { dir, dispose: () => rmSync(dir, { recursive: true, force: true }) };
 }
 
 export interface RecallSample extends Sample {
