@@ -9,7 +9,7 @@
 import type { GateModel } from "./model.ts";
 import { attend, type Heads } from "./attention.ts";
 import { linear, rmsnorm, rope, ropeTables, swiglu } from "./ops.ts";
-import { coneRows, type RowSet, type StreamingWindow } from "./window.ts";
+import { coneRows, RowSet, type StreamingWindow } from "./window.ts";
 
 /** One training sequence: token ids and the first labelled row (rows [labelStart, T) carry the loss). */
 export interface Sample {
@@ -82,7 +82,7 @@ export function gather(src: Float64Array, width: number, rows: RowSet, from?: Ro
 }
 
 function allRows(T: number): RowSet {
-  return coneRows({ sink: 0, recent: 1, blockSize: 0 }, T, T, 1, false).queries[0]!;
+  return new RowSet(0, 0, T);
 }
 
 /** A deployed mask: KV heads with retrieval[l·Hkv + g] = false attend through `window` instead of fully. */
