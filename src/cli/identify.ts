@@ -162,7 +162,8 @@ export async function main(argv: string[]): Promise<number> {
         const what = method === "optimize"
           ? `step ${s.step}/${s.steps}  loss ${s.loss.toExponential(3)}  gates [${s.gateMin.toFixed(3)}, ${s.gateMax.toFixed(3)}]`
           : `sample ${s.step}/${s.steps}`;
-        write(`  ${what}  ${s.tokens} tokens  ${s.tokensPerSecond.toFixed(0)} tok/s  step/forward ${(s.seconds / s.teacherSeconds).toFixed(2)}  ETA ${duration(s.etaSeconds)}\n`, "stderr");
+        const cost = method === "optimize" ? `  step/forward ${(s.seconds / s.teacherSeconds).toFixed(2)}` : "";
+        write(`  ${what}  ${s.tokens} tokens  ${s.tokensPerSecond.toFixed(0)} tok/s${cost}  ETA ${duration(s.etaSeconds)}\n`, "stderr");
       },
       onCheckpoint: async (st) => {
         await writeState(out, st, fingerprint);
