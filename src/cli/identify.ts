@@ -21,8 +21,8 @@ import { write } from "./io.ts";
 const DEFAULTS = { steps: 200, samples: 16, ctxMin: 1000, ctxMax: 4000, lengths: 10, passkeys: 10, passkeyWords: 32, depths: 1000, sink: 128, recent: 256, block: 128, seed: 42, maxMemoryGiB: 4 };
 
 const USAGE = `usage: duo identify --model DIR --out DIR [options]
-  Find the retrieval heads of a Llama-family model (Llama, Mistral, Qwen2): by upstream's gate optimisation
-  (SPEC §5) or by a forward-only score. Writes DIR/full_attention_heads.tsv + config.json (upstream's format:
+  Find the retrieval heads of a Llama-family model (Llama, Mistral, Qwen2): by DuoAttention's gate optimisation
+  (upstream's duo_attn/train.py) or by a forward-only score. Writes DIR/full_attention_heads.tsv + config.json (upstream's format:
   duo pattern, loadPattern, upstream and kvpress read it) and DIR/identify.json. Computes in float64 TypeScript
   (the reference): exact, and slow on real models; CPU-scaled defaults are marked "upstream: ...".
   --model DIR          Hugging Face model directory (config.json, model.safetensors[.index.json], tokenizer.json)
@@ -33,7 +33,7 @@ const USAGE = `usage: duo identify --model DIR --out DIR [options]
                        forward only, gates = rank/(N−1) (select with --sparsity, not a threshold)
   --steps N            optimize steps (default ${DEFAULTS.steps}; upstream 2000; the schedule scales with N)
   --samples N          score samples (default ${DEFAULTS.samples})
-  data: upstream's multi-passkey retrieval samples (SPEC §5.4)
+  data: upstream's multi-passkey retrieval samples (duo_attn/data.py)
   --haystack FILE      text the needles are hidden in (default: a built-in generated haystack; the output says so)
   --ctx-min N, --ctx-max N   haystack tokens per sample (default ${DEFAULTS.ctxMin}, ${DEFAULTS.ctxMax}; upstream 1000, 32000)
   --lengths N          context lengths between them, the items of an epoch (default ${DEFAULTS.lengths}; upstream 50)
