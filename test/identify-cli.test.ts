@@ -9,6 +9,9 @@ import { parseConfig } from "../src/model/config.ts";
 import { gateModelFromTensors } from "../src/identify/model.ts";
 import { identifyHeads } from "../src/identify/identify.ts";
 import { compareGates } from "../src/identify/compare.ts";
+import { spawn } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import { LlamaModel } from "../src/model/llama.ts";
 import { runCli } from "./helpers/cli.ts";
 import { patternPath, skipNoPatterns } from "./helpers/patterns.ts";
 import { writeTinyModel } from "./helpers/tiny-model.ts";
@@ -37,6 +40,9 @@ test("duo identify writes an upstream-format pattern loadPattern reads, identify
     assert.equal(report.lossCurve.length, 3);
     assert.match(report.data.haystackSha256, /^[0-9a-f]{64}$/);
     assert.deepEqual(report.gates.flat().map((g: number) => Math.min(1, Math.max(0, g))), Array.from(p.gates));
+    const llm = await LlamaModel.load(m.dir, { pattern: out, sparsity: 0.5, backend: "reference" }); // the pattern deploys
+    assert.equal(llm.schedule.retrievalHeads, 2);
+    await llm.dispose();
     const again = await runCli(["identify", "--model", m.dir, "--out", out, "--steps", "3", ...DATA, "--resume"]);
     assert.equal(again.code, 0, again.stderr);
     assert.match(again.stderr, /resuming at step 3/);
@@ -44,6 +50,39 @@ test("duo identify writes an upstream-format pattern loadPattern reads, identify
     const other = await runCli(["identify", "--model", m.dir, "--out", out, "--steps", "5", ...DATA, "--resume"]);
     assert.equal(other.code, 2);
     assert.match(other.stderr, /^duo identify: --resume: .*identify-state.json was written by a run with other arguments/);
+  } finally {
+    m.dispose();
+    rmSync(out, { recursive: true, force: true });
+  }
+});
+
+test("duo identify: Ctrl-C stops after the current step, saves its gates and exits 130", async () => {
+  const m = writeTinyModel({ layers: 2, heads: 4, kvHeads: 2, seed: 4 });
+  const out = mkdtempSync(join(tmpdir(), "duo-identify-"));
+  try {
+    // deno-lint-ignore no-explicit-any
+    const g = globalThis as any;
+    const args = ["identify", "--model", m.dir, "--out", out, "--steps", "1000", ...DATA];
+    const [cmd, pre] = g.Deno ? [g.Deno.execPath(), ["run", "-A", "src/cli/main.ts"]] : g.Bun ? [process.execPath, ["src/cli/main.ts"]] : [process.execPath, ["--import", "tsx", "src/cli/main.ts"]];
+    const child = spawn(cmd, [...pre, ...args], { cwd: fileURLToPath(new URL("..", import.meta.url)) });
+    let stderr = "", stdout = "", sent = false;
+    child.stdout.on("data", (d) => (stdout += d));
+    child.stderr.on("data", (d) => {
+      stderr += d;
+      if (!sent && /step 2\/1000/.test(stderr)) {
+        sent = true;
+        process.kill(child.pid!, "SIGINT"); // (not child.kill: Deno then reports the exit code as null)
+      }
+    });
+    const code = await new Promise<number | null>((resolve) => child.on("close", resolve));
+    assert.equal(code, 130, stderr);
+    assert.match(stderr, /stopping after this step/);
+    const steps = Number(/^stopped: (\d+) steps/.exec(stdout)?.[1]);
+    assert.ok(steps >= 2 && steps < 1000, stdout);
+    const state = JSON.parse(readFileSync(join(out, "identify-state.json"), "utf8"));
+    assert.equal(state.step, steps);
+    const p = await loadPattern(out);
+    assert.deepEqual(Array.from(p.gates), state.gates.map((x: number) => Math.min(1, Math.max(0, x))));
   } finally {
     m.dispose();
     rmSync(out, { recursive: true, force: true });
