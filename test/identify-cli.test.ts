@@ -171,3 +171,19 @@ test("duo pattern --compare: patterns of different shapes are an error naming bo
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test("identifyHeads: bad options are DuoErrors naming what is valid", async () => {
+  const tm = writeTinyModel({ layers: 1, heads: 2, kvHeads: 1, hidden: 16 });
+  const m = gateModelFromTensors(parseConfig(tm.config), (n) => tm.weights.get(n)?.data);
+  tm.dispose();
+  const data = { sample: () => ({ ids: Int32Array.from([1, 5, 6, 7]), labelStart: 2 }) };
+  const bad = (o: object, re: RegExp) => assert.rejects(identifyHeads(m, { data, ...o }), (e: unknown) => e instanceof Error && e.name === "DuoError" && re.test(e.message));
+  await bad({ method: "ablate" }, /method must be one of "optimize", "score", got "ablate"/);
+  await bad({ steps: 0 }, /steps must be an integer >= 1, got 0/);
+  await bad({ window: { sink: 4, recent: 0, blockSize: 0 } }, /recent must be an integer >= 1, got 0/);
+  await bad({ data: undefined }, /identifyHeads needs data: a SampleSource/);
+  await bad({ resume: { step: 1, gates: [1, 1, 1], adam: { step: 1, m: [0], v: [0] }, losses: [] } }, /the saved state has 3 gates at step 1; this run needs 1 gates/);
+  const cfg = parseConfig({ architectures: ["LlamaForCausalLM"], hidden_size: 16, intermediate_size: 8, num_hidden_layers: 1, num_attention_heads: 2, vocab_size: 10 });
+  assert.throws(() => gateModelFromTensors(cfg, () => undefined), /the model has no tensor "model\.layers\.0\.input_layernorm\.weight" \(shape \[16\]\)/);
+  assert.throws(() => gateModelFromTensors(cfg, () => new Float64Array(3)), /tensor "model\.layers\.0\.input_layernorm\.weight" has 3 elements; config\.json implies \[16\]/);
+});
