@@ -150,7 +150,7 @@ async function optimizeRun(m: GateModel, o: IdentifyOptions, window: StreamingWi
   if (o.resume && (o.resume.gates.length !== N || o.resume.step > steps)) {
     throw new DuoError("INVALID_ARGUMENT", `the saved state has ${o.resume.gates.length} gates at step ${o.resume.step}; this run needs ${N} gates and at most ${steps} steps (same model, --steps >= the saved step)`);
   }
-  const opt = new GateOptimizer(N, o.gateDtype ?? "bf16", lr, o.resume?.adam);
+  const opt = new GateOptimizer(N, o.gateDtype ?? "bf16", o.resume?.adam);
   const gates = o.resume ? Float64Array.from(o.resume.gates) : new Float64Array(N).fill(opt.store(1)); // upstream's initial_value 1.0
   const losses: LossPoint[] = o.resume ? [...o.resume.losses] : [];
   const state = (step: number): IdentifyState => ({ step, gates: Array.from(gates), adam: { step: opt.state.step, m: [...opt.state.m], v: [...opt.state.v] }, losses: [...losses] });

@@ -32,7 +32,7 @@ export class GateOptimizer {
   private readonly round: (x: number) => number;
   readonly state: AdamState;
 
-  constructor(n: number, readonly dtype: GateDtype = "bf16", readonly lr = UPSTREAM_LR, state?: AdamState) {
+  constructor(n: number, readonly dtype: GateDtype = "bf16", state?: AdamState) {
     checkOneOf("gate dtype", dtype, GATE_DTYPES);
     this.round = dtype === "bf16" ? (x) => bf16BitsToF32(f32ToBf16Bits(x)) : Math.fround;
     this.state = state ? { step: state.step, m: [...state.m], v: [...state.v] } : { step: 0, m: new Array(n).fill(0), v: new Array(n).fill(0) };
