@@ -12,7 +12,7 @@ import { compareGates } from "../src/identify/compare.ts";
 import { spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { LlamaModel } from "../src/model/llama.ts";
-import { runCli } from "./helpers/cli.ts";
+import { runCli, runScript } from "./helpers/cli.ts";
 import { patternPath, skipNoPatterns } from "./helpers/patterns.ts";
 import { writeTinyModel } from "./helpers/tiny-model.ts";
 import { rng } from "./helpers/random.ts";
@@ -186,4 +186,11 @@ test("identifyHeads: bad options are DuoErrors naming what is valid", async () =
   const cfg = parseConfig({ architectures: ["LlamaForCausalLM"], hidden_size: 16, intermediate_size: 8, num_hidden_layers: 1, num_attention_heads: 2, vocab_size: 10 });
   assert.throws(() => gateModelFromTensors(cfg, () => undefined), /the model has no tensor "model\.layers\.0\.input_layernorm\.weight" \(shape \[16\]\)/);
   assert.throws(() => gateModelFromTensors(cfg, () => new Float64Array(3)), /tensor "model\.layers\.0\.input_layernorm\.weight" has 3 elements; config\.json implies \[16\]/);
+});
+
+test("examples/identify.ts runs: passkey data, 8 optimize steps, a pattern directory loadPattern reads", async () => {
+  const r = await runScript("examples/identify.ts");
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stdout.match(/^step \d\/8: \d+ tokens, loss \d\.\d{3}e-\d, gates /gm)?.length, 8);
+  assert.match(r.stdout, /\nwrote .*: 2 layers x 2 KV heads, gates( [01]\.\d{4}){4}\n$/);
 });
