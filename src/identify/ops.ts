@@ -4,26 +4,51 @@
  * W [out, in] with y = x·Wᵀ (+ b). No weight gradients are ever formed: the only parameters are the gates.
  */
 
-/** y[T, out] = x[T, in] · Wᵀ (+ b[out]) */
+/** y[T, out] = x[T, in] · Wᵀ (+ b[out]). Four outputs at a time share each load of x (about 2× in V8 and JSC);
+ *  every output still sums b (or 0) then k = 0, 1, … in order. */
 export function linear(y: Float64Array, x: Float64Array, W: Float64Array, T: number, out: number, inp: number, b?: Float64Array): void {
   for (let t = 0; t < T; t++) {
-    const xo = t * inp;
-    for (let o = 0; o < out; o++) {
+    const xo = t * inp, yo = t * out;
+    let o = 0;
+    for (; o + 4 <= out; o += 4) {
+      const w0 = o * inp, w1 = w0 + inp, w2 = w1 + inp, w3 = w2 + inp;
+      let a0 = b ? b[o]! : 0, a1 = b ? b[o + 1]! : 0, a2 = b ? b[o + 2]! : 0, a3 = b ? b[o + 3]! : 0;
+      for (let k = 0; k < inp; k++) {
+        const xv = x[xo + k]!;
+        a0 += xv * W[w0 + k]!;
+        a1 += xv * W[w1 + k]!;
+        a2 += xv * W[w2 + k]!;
+        a3 += xv * W[w3 + k]!;
+      }
+      y[yo + o] = a0;
+      y[yo + o + 1] = a1;
+      y[yo + o + 2] = a2;
+      y[yo + o + 3] = a3;
+    }
+    for (; o < out; o++) {
       const wo = o * inp;
       let acc = b ? b[o]! : 0;
       for (let k = 0; k < inp; k++) acc += x[xo + k]! * W[wo + k]!;
-      y[t * out + o] = acc;
+      y[yo + o] = acc;
     }
   }
 }
 
-/** dx[T, in] (+)= dy[T, out] · W: the input gradient of `linear` (the bias needs none). */
+/** dx[T, in] (+)= dy[T, out] · W: the input gradient of `linear` (the bias needs none). Rows of dy that are all
+ *  zero (outside the cone) add nothing. */
 export function linearBackward(dx: Float64Array, dy: Float64Array, W: Float64Array, T: number, out: number, inp: number, accumulate = false): void {
   if (!accumulate) dx.fill(0, 0, T * inp);
   for (let t = 0; t < T; t++) {
-    const xo = t * inp;
-    for (let o = 0; o < out; o++) {
-      const g = dy[t * out + o]!;
+    const xo = t * inp, yo = t * out;
+    let o = 0;
+    for (; o + 4 <= out; o += 4) {
+      const g0 = dy[yo + o]!, g1 = dy[yo + o + 1]!, g2 = dy[yo + o + 2]!, g3 = dy[yo + o + 3]!;
+      if (g0 === 0 && g1 === 0 && g2 === 0 && g3 === 0) continue;
+      const w0 = o * inp, w1 = w0 + inp, w2 = w1 + inp, w3 = w2 + inp;
+      for (let k = 0; k < inp; k++) dx[xo + k]! += g0 * W[w0 + k]! + g1 * W[w1 + k]! + g2 * W[w2 + k]! + g3 * W[w3 + k]!;
+    }
+    for (; o < out; o++) {
+      const g = dy[yo + o]!;
       if (g === 0) continue;
       const wo = o * inp;
       for (let k = 0; k < inp; k++) dx[xo + k]! += g * W[wo + k]!;
