@@ -101,7 +101,8 @@ test("duo identify: bad model dir, non-Llama architecture, short haystack, conte
       runCli(["identify", "--model", gpt.dir, "--out", out]),
       runCli(["identify", "--model", ok.dir, "--out", out, ...DATA, "--haystack", hay]),
       runCli(["identify", "--model", ok.dir, "--out", out, "--ctx-max", "5000"]),
-      runCli(["identify", "--model", ok.dir, "--out", out, ...DATA, "--max-memory", "0.0001"]),
+      runCli(["identify", "--model", ok.dir, "--out", out, ...DATA, "--max-memory", "0.001"]),
+      runCli(["identify", "--model", ok.dir, "--out", out, ...DATA, "--max-memory", "0.00001"]),
     ]);
     const want = [
       /--model .*nope does not exist; give a Hugging Face model directory/,
@@ -110,6 +111,7 @@ test("duo identify: bad model dir, non-Llama architecture, short haystack, conte
       /the haystack text is \d+ tokens, shorter than the requested context of 900 tokens; give a longer --haystack file or lower --ctx-max/,
       /--ctx-max 5000 is over the model's max_position_embeddings \(4096\); lower --ctx-max/,
       /a 900-token context needs about .* GiB \(float64 weights and activations\), over --max-memory .*; lower --ctx-max/,
+      /the model's weights alone take .* GiB in float64, over --max-memory .*; raise --max-memory if this machine has the memory/,
     ];
     runs.forEach((r, i) => {
       assert.equal(r.code, i === 3 ? 2 : 1, `${i}: ${r.stderr}`); // a bad argument exits 2, the rest 1

@@ -120,6 +120,9 @@ export async function main(argv: string[]): Promise<number> {
   const perToken = 2 * c.hiddenSize + 2 * (c.numHeads + c.numKvHeads) * c.headDim + 2 * c.intermediateSize +
     c.numLayers * (3 * c.hiddenSize + (3 * c.numHeads + 2 * c.numKvHeads) * c.headDim + 2 * c.intermediateSize + c.numHeads);
   const bytes = 8 * (params + perToken * (ctxMax + 64 * data.passkeys * 2));
+  if (8 * params > maxMemory) {
+    throw new DuoError("CAPACITY", `the model's weights alone take ${(8 * params / 2 ** 30).toFixed(1)} GiB in float64, over --max-memory ${(maxMemory / 2 ** 30).toFixed(1)} GiB; raise --max-memory if this machine has the memory (identification computes in float64)`);
+  }
   if (bytes > maxMemory) {
     throw new DuoError("CAPACITY", `a ${ctxMax}-token context needs about ${(bytes / 2 ** 30).toFixed(1)} GiB (float64 weights and activations), over --max-memory ${(maxMemory / 2 ** 30).toFixed(1)} GiB; lower --ctx-max (or raise --max-memory)`);
   }
