@@ -7,7 +7,8 @@
 //   - a model larger than one worker's instance (a lowered instanceBytes) is refused by one worker with the bytes per
 //     worker, and loads across two;
 //   - bad options and writes are DuoErrors; dispose terminates the workers; "auto" picks wasm-parallel only for a
-//     large enough model with workers.
+//     large enough model with workers;
+//   - `duo generate --kernels wasm-parallel --model-threads 2` prints the ids of --kernels wasm, and exits.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { statSync } from "node:fs";
@@ -17,6 +18,7 @@ import { createModelKernels, type ModelKernels, PARALLEL_MIN_BYTES, type WeightD
 import { ParallelKernels, parallelUnusable } from "../src/model/kernels-parallel.ts";
 import { LlamaModel } from "../src/model/llama.ts";
 import { runtime } from "../src/runtime.ts";
+import { runCli } from "./helpers/cli.ts";
 import { isDuo, rejectsDuo, throwsDuo } from "./helpers/errors.ts";
 import { rng } from "./helpers/random.ts";
 import { type TinySpec, writeTinyModel } from "./helpers/tiny-model.ts";
@@ -170,4 +172,19 @@ test("auto picks wasm-parallel for a model of PARALLEL_MIN_BYTES with 2+ workers
   assert.equal(await pick({ weightBytes: PARALLEL_MIN_BYTES, modelThreads: 0 }), "wasm");
   assert.equal(await pick({ weightBytes: PARALLEL_MIN_BYTES, modelThreads: 2 }), why ? "wasm" : "wasm-parallel");
   await assert.rejects(createModelKernels("wasm-parallel", { modelThreads: 1.5 }), isDuo("INVALID_ARGUMENT", /modelThreads/));
+});
+
+test("duo generate --kernels wasm-parallel --model-threads 2: the ids of --kernels wasm, and the process exits", { skip }, async () => {
+  const m = writeTinyModel({ dtype: "bf16", seed: 35 });
+  try {
+    const run = (kernels: string[]) => runCli(["generate", "--model", m.dir, "--prompt", "the cat", "--max-tokens", "4", "--print-ids",
+      "--backend", "reference", "--kv-dtype", "f32", ...kernels]);
+    const [one, par] = await Promise.all([run(["--kernels", "wasm"]), run(["--kernels", "wasm-parallel", "--model-threads", "2"])]);
+    assert.equal(par.code, 0, par.stderr);
+    assert.match(par.stderr, /model math: wasm-parallel kernels/);
+    assert.equal(par.stdout.trim().split(" ").length, 4, par.stdout);
+    assert.equal(par.stdout, one.stdout);
+  } finally {
+    m.dispose();
+  }
 });
