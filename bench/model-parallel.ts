@@ -104,6 +104,18 @@ try {
     console.log(`  ${s.name.padEnd(18)} loaded in ${((performance.now() - t0) / 1000).toFixed(1)} s (attention: ${model.engine.backendName})`);
     models.push({ name: s.name, model, decode: [], prefill: [] });
   }
+  // what one matmul costs beyond its arithmetic: a [1, 8] matrix, best of 5 runs of 2000 calls
+  for (const m of models) {
+    const k = m.model.kernels, w = k.matrix(1, 8, "f32"), x = new Float32Array(8), y = new Float32Array(1);
+    k.write(w, 0, new Uint8Array(32));
+    let best = Infinity;
+    for (let r = 0; r < 5; r++) {
+      const t0 = performance.now();
+      for (let i = 0; i < 2000; i++) k.matmul(y, x, w, 1);
+      best = Math.min(best, (performance.now() - t0) / 2);
+    }
+    console.log(`  ${m.name.padEnd(18)} ${best.toFixed(1)} µs per call of a [1, 8] matmul`);
+  }
   const prompt = Array.from({ length: promptLen }, (_, i) => 3 + ((i * 7919) % (V - 3)));
   for (let r = 0; r < rounds; r++) {
     for (const m of models) {

@@ -63,9 +63,11 @@ export interface ModelKernelsOptions {
   weightBytes?: number;
 }
 
-/** "auto" picks "wasm-parallel" for models of at least this many bytes of weights: below it, the ~10 µs that a
- *  bus round trip costs per matmul weigh more than what a second core saves (bench/model-parallel.ts). */
-export const PARALLEL_MIN_BYTES = 64 << 20;
+/** "auto" picks "wasm-parallel" for models of at least this many bytes of weights. Each matmul's trip to the
+ *  workers and back (7 per layer) costs 11–13 µs on a busy 2-core VM, and over 150 µs when the workers must wait
+ *  for a core (bench/model-parallel.ts): there, 2 workers decoded a 0.16 GB bf16 model 1.6–1.8x as fast as one
+ *  instance, but a 0.055 GB one at 0.4–0.65x. */
+export const PARALLEL_MIN_BYTES = 128 << 20;
 
 /**
  * A kernel set by name. "auto": reference without WASM SIMD; "wasm-parallel" where this thread may block on shared

@@ -34,7 +34,7 @@ export interface LoadOptions {
   /** attention backend of the engine (default "auto"); "reference" also runs the model math on the reference kernels */
   backend?: BackendChoice | Backend;
   /** model math: "auto" (default: reference with backend "reference", else wasm where WASM SIMD exists, wasm-parallel
-   *  for models of 64 MiB and more where workers can share memory — createModelKernels), or a kernel set (the
+   *  for models of 128 MiB and more where workers can share memory — createModelKernels), or a kernel set (the
    *  model disposes it) */
   kernels?: KernelsName | "auto" | ModelKernels;
   /** kernels "wasm-parallel": worker count (default: one per core; 0 with "auto": the model math stays in this
