@@ -15,6 +15,10 @@
  *
  * The remainder rows of a matrix (rows % N) go to the workers in turn across matrices, so the workers' shares stay
  * within one row of each other; weights are written through the bus in pieces, straight into each worker's slice.
+ *
+ * Lifetime: the workers are unref'd (Node and Bun exit without dispose()); Deno's web Workers cannot be, so a Deno
+ * script must dispose. A worker reports every failure of a command through the bus (a DuoError here); one killed
+ * from outside mid-command would leave this thread waiting, as nothing else can wake it while it blocks.
  */
 import { checkInt, DuoError } from "../errors.ts";
 import { runtime, spawnWorker, type WorkerThread } from "../runtime.ts";
