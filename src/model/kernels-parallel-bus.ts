@@ -48,14 +48,13 @@ export class Bus {
     this.ctl = new Int32Array(memory, 0, ctlBytes / 4);
     this.args = new Float64Array(memory, ctlBytes, ARG_WORDS);
     this.slices = new Int32Array(memory, ctlBytes + ARG_WORDS * 8, 2 * workers);
-    this.data = align64(ctlBytes + ARG_WORDS * 8 + 8 * workers + ERROR_BYTES * workers);
+    this.data = headerBytes(workers);
     this.dataBytes = memory.byteLength - this.data;
   }
 
   /** A bus for `workers` workers with `dataBytes` of data area. */
   static create(workers: number, dataBytes: number): Bus {
-    const probe = new Bus(new SharedArrayBuffer(align64(LINE_WORDS * 4 * (workers + 1) + ARG_WORDS * 8 + 8 * workers + ERROR_BYTES * workers) + 64), workers);
-    return new Bus(new SharedArrayBuffer(probe.data + dataBytes), workers);
+    return new Bus(new SharedArrayBuffer(headerBytes(workers) + dataBytes), workers);
   }
 
   f32(byteOffset: number, length: number): Float32Array {
@@ -135,3 +134,6 @@ export class Bus {
 }
 
 export const align64 = (n: number) => Math.ceil(n / 64) * 64;
+
+/** Bytes before the data area: ctl lines, args, slice table, error areas. */
+const headerBytes = (workers: number) => align64(LINE_WORDS * 4 * (workers + 1) + ARG_WORDS * 8 + 8 * workers + ERROR_BYTES * workers);

@@ -125,9 +125,9 @@ export class LlamaModel {
     const weightBytes = checkTensors(tensors, cfg);
     const { schedule, pattern } = await scheduleFor(options, cfg);
     const backendName = typeof options.backend === "object" ? options.backend.name : options.backend;
-    const kernels = typeof options.kernels === "object" ? options.kernels
-      : await createModelKernels(options.kernels ?? (backendName === "reference" ? "reference" : "auto"),
-        { wasmModule: options.modelWasm, weightBytes, modelThreads: options.modelThreads ?? (options.threads === 0 ? 0 : undefined) });
+    const choice = options.kernels ?? (backendName === "reference" ? "reference" : "auto");
+    const kernels = choice !== null && typeof choice === "object" ? choice : await createModelKernels(choice,
+      { wasmModule: options.modelWasm, weightBytes, modelThreads: options.modelThreads ?? (choice === "auto" && options.threads === 0 ? 0 : undefined) });
     let engine: DuoAttention | undefined;
     try {
       // Retrieval heads first in every layer, as the weights will be permuted.
