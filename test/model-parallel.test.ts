@@ -16,7 +16,7 @@ import { join } from "node:path";
 import { f32ToBf16Bits, f32ToF16Bits } from "../src/dtype.ts";
 import { createModelKernels, type ModelKernels, PARALLEL_MIN_BYTES, type WeightDtype } from "../src/model/kernels.ts";
 import { ParallelKernels, parallelUnusable } from "../src/model/kernels-parallel.ts";
-import { LlamaModel } from "../src/model/llama.ts";
+import { LlamaModel, type LoadOptions } from "../src/model/llama.ts";
 import { runtime } from "../src/runtime.ts";
 import { runCli } from "./helpers/cli.ts";
 import { isDuo, rejectsDuo, throwsDuo } from "./helpers/errors.ts";
@@ -172,6 +172,20 @@ test("auto picks wasm-parallel for a model of PARALLEL_MIN_BYTES with 2+ workers
   assert.equal(await pick({ weightBytes: PARALLEL_MIN_BYTES, modelThreads: 0 }), "wasm");
   assert.equal(await pick({ weightBytes: PARALLEL_MIN_BYTES, modelThreads: 2 }), why ? "wasm" : "wasm-parallel");
   await assert.rejects(createModelKernels("wasm-parallel", { modelThreads: 1.5 }), isDuo("INVALID_ARGUMENT", /modelThreads/));
+  // LlamaModel.load: a tiny model stays on "wasm" under auto; an explicit "wasm-parallel" keeps its workers with an
+  // in-thread attention backend (threads: 0)
+  const m = writeTinyModel({ seed: 36 });
+  try {
+    const cases: [LoadOptions, string][] = [[{ modelThreads: 2 }, "wasm"]];
+    if (!why) cases.push([{ kernels: "wasm-parallel", threads: 0, modelThreads: 2 }, "wasm-parallel"]);
+    for (const [options, want] of cases) {
+      const model = await LlamaModel.load(m.dir, { backend: "wasm", ...options });
+      assert.equal(model.kernels.name, want, JSON.stringify(options));
+      await model.dispose();
+    }
+  } finally {
+    m.dispose();
+  }
 });
 
 test("duo generate --kernels wasm-parallel --model-threads 2: the ids of --kernels wasm, and the process exits", { skip }, async () => {
