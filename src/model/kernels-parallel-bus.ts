@@ -5,13 +5,15 @@
  * the output area (the workers' parts are disjoint) and publishes REQ's value in its own DONE word. The caller blocks
  * in Atomics.wait until every DONE has caught up. No message is cloned per op; messages carry only the worker's start.
  *
- * Layout (byte offsets):
- *   0                ctl  Int32Array: REQ, then per worker w: DONE at 16·(w+1), STATUS at 16·(w+1) + 1 (0 ok, 1 failed)
- *                         (one 64-byte line each, so that workers do not write into each other's cache line)
- *   ARGS             args Float64Array[ARG_WORDS]: the command code and its numbers (integers exact up to 2^53)
- *   ERRORS           per worker ERROR_BYTES: a failure as [code length, message length] (Int32) then UTF-16 units
- *   data             the command's input (x [T, cols] f32, ids [T] i32, or weight bytes) at `data`, and its output
- *                    (y [T, rows] f32) at `data + outOffset` (64-byte aligned, given in the args)
+ * Layout, in this order (headerBytes() is the size of all but the data area):
+ *   ctl     Int32Array: REQ, then per worker w: DONE at 16·(w+1), STATUS at 16·(w+1) + 1 (0 ok, 1 failed)
+ *           (one 64-byte line each, so that workers do not write into each other's cache line)
+ *   args    Float64Array[ARG_WORDS]: the command code and its numbers (integers exact up to 2^53)
+ *   slices  Int32Array[2·workers]: the rows of each worker, for a MATRIX command
+ *   errors  per worker ERROR_BYTES: a failure as [code length, message length] (Int32) then UTF-16 units
+ *   data    the command's input (x [T, cols] f32, ids [T] i32, or weight bytes) at offset 0, and its output
+ *           (y [T, rows] f32) at outOffset (64-byte aligned, given in the args); dataBytes in all
+ * Plain reads and writes of args, data and errors are ordered by the Atomics.store / Atomics.load of REQ and DONE.
  */
 import { DuoError, type DuoErrorCode } from "../errors.ts";
 import { WEIGHT_BYTES, type WeightDtype } from "./kernels.ts";
@@ -27,7 +29,7 @@ const ARG_WORDS = 8;
 const ERROR_BYTES = 2048;
 
 /** Command codes (args[0]) and their arguments (args[1..]):
- *  MATRIX  id, cols, dtype index (WEIGHT_DTYPES); each worker's rows are in the slice table
+ *  MATRIX  id, cols, dtype index (DTYPES); each worker's rows are in the slice table
  *  WRITE   id, first element, byte count; the bytes at data
  *  MATMUL  id, T, outOffset, rows; x [T, cols] at data, y [T, rows] written at data + outOffset
  *  EMBED   id, T, outOffset; ids [T] at data, y [T, cols] written at data + outOffset
