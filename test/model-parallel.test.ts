@@ -3,7 +3,7 @@
 //     as one instance sums it): f32/bf16/f16, row counts that 2 workers do not split evenly (1 row: a worker with
 //     none), weights written in pieces that straddle the workers' boundary, token blocks through a small bus;
 //   - LlamaModel logits (prefill and decode) equal those of kernels "wasm" bit for bit on tiny models: MHA with
-//     attention and MLP biases (f32), GQA with tied embeddings (bf16), Qwen2 with q/k/v biases (f16);
+//     attention and MLP biases (f32), GQA with tied embeddings and permuted heads (bf16), Qwen2 with q/k/v biases (f16);
 //   - a model larger than one worker's instance (a lowered instanceBytes) is refused by one worker with the bytes per
 //     worker, and loads across two;
 //   - bad options and writes are DuoErrors; dispose terminates the workers; "auto" picks wasm-parallel only for a
@@ -87,8 +87,8 @@ test("wasm-parallel matmul and embed equal the wasm kernels bit for bit (odd row
   }
 });
 
-async function logits(dir: string, kernels: "wasm" | ModelKernels, ids: number[], decode: number[]): Promise<Float32Array[]> {
-  const model = await LlamaModel.load(dir, { backend: "reference", kvDtype: "f32", prefillChunk: 4, kernels });
+async function logits(dir: string, kernels: "wasm" | ModelKernels, ids: number[], decode: number[], options: LoadOptions = {}): Promise<Float32Array[]> {
+  const model = await LlamaModel.load(dir, { backend: "reference", kvDtype: "f32", prefillChunk: 4, ...options, kernels });
   try {
     const out = [await model.forward(ids)];
     for (const id of decode) out.push(await model.forward([id]));
@@ -98,20 +98,23 @@ async function logits(dir: string, kernels: "wasm" | ModelKernels, ids: number[]
   }
 }
 
-const SPECS: [string, TinySpec][] = [
-  ["Llama MHA f32, attention and MLP biases", { heads: 4, kvHeads: 4, intermediate: 45, dtype: "f32", attentionBias: true, mlpBias: true, seed: 31 }],
-  ["Llama GQA bf16, tied embeddings", { layers: 3, heads: 4, kvHeads: 2, intermediate: 47, dtype: "bf16", tie: true, seed: 32 }],
-  ["Qwen2 GQA f16, q/k/v biases", { architecture: "Qwen2ForCausalLM", heads: 4, kvHeads: 2, dtype: "f16", seed: 33 }],
+// the GQA model streams one KV head per layer, listed after the retrieval head: its attention weights are permuted
+// at load (weights.ts) and written to the kernels in one piece each
+const SPECS: [string, TinySpec, LoadOptions][] = [
+  ["Llama MHA f32, attention and MLP biases", { heads: 4, kvHeads: 4, intermediate: 45, dtype: "f32", attentionBias: true, mlpBias: true, seed: 31 }, {}],
+  ["Llama GQA bf16, tied embeddings, permuted heads", { layers: 3, heads: 4, kvHeads: 2, intermediate: 47, dtype: "bf16", tie: true, seed: 32 },
+    { heads: [[false, true], [true, false], [false, true]], sinkSize: 1, recentSize: 2 }],
+  ["Qwen2 GQA f16, q/k/v biases", { architecture: "Qwen2ForCausalLM", heads: 4, kvHeads: 2, dtype: "f16", seed: 33 }, {}],
 ];
 
 test("LlamaModel logits with wasm-parallel (2 workers) equal those with wasm bit for bit", { skip }, async () => {
-  for (const [label, spec] of SPECS) {
+  for (const [label, spec, options] of SPECS) {
     const m = writeTinyModel(spec);
     try {
       const ids = [1, 40, 77, 5, 260, 9, 31, 100, 7], decode = [12, 250];
-      const want = await logits(m.dir, "wasm", ids, decode);
+      const want = await logits(m.dir, "wasm", ids, decode, options);
       const par = await ParallelKernels.create({ modelThreads: 2 });
-      const got = await logits(m.dir, par, ids, decode);
+      const got = await logits(m.dir, par, ids, decode, options);
       await par.closed(); // the model disposed its kernels
       got.forEach((g, i) => assert.deepEqual(g, want[i], `${label}: call ${i} (${i === 0 ? "prefill" : "decode"})`));
     } finally {
