@@ -162,10 +162,10 @@ __global__ void __launch_bounds__(THREADS) decode_kernel(const AttendArgs a) {
 template <typename KV, int D>
 cudaError_t launch_rows(const AttendArgs& a, int rows, dim3 grid, cudaStream_t s) {
   switch (rows) {
-    case 1: decode_kernel<KV, D, 1><<<grid, THREADS, 0, s>>>(a); break;
-    case 2: decode_kernel<KV, D, 2><<<grid, THREADS, 0, s>>>(a); break;
-    case 4: decode_kernel<KV, D, 4><<<grid, THREADS, 0, s>>>(a); break;
-    default: decode_kernel<KV, D, 8><<<grid, THREADS, 0, s>>>(a); break;
+    case 1: DUO_LAUNCH((decode_kernel<KV, D, 1>), grid, THREADS, 0, s, a); break;
+    case 2: DUO_LAUNCH((decode_kernel<KV, D, 2>), grid, THREADS, 0, s, a); break;
+    case 4: DUO_LAUNCH((decode_kernel<KV, D, 4>), grid, THREADS, 0, s, a); break;
+    default: DUO_LAUNCH((decode_kernel<KV, D, 8>), grid, THREADS, 0, s, a); break;
   }
   return cudaGetLastError();
 }

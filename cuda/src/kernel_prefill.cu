@@ -17,6 +17,7 @@
 
 #include "dtype.cuh"
 #include "kernels.h"
+#include "ptx.h"
 
 namespace {
 
@@ -30,46 +31,11 @@ constexpr size_t smem_bytes() {
   return 2 * 2 * BN * (D + PAD) * sizeof(uint16_t) + 2 * BN * sizeof(int32_t);  // K, V x 2 stages, positions x 2
 }
 
-__device__ inline uint32_t smem_addr(const void* p) { return static_cast<uint32_t>(__cvta_generic_to_shared(p)); }
-
-// 16 bytes global -> shared; src_bytes = 0 fills zeros (rows past the end of a tile).
-__device__ inline void cp_async16(void* dst, const void* src, int src_bytes) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src), "r"(src_bytes));
-}
-__device__ inline void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-__device__ inline void cp_async_wait_prev() { asm volatile("cp.async.wait_group 1;\n" ::); }
-
-// Four 8x8 b16 matrices, transposed: lanes 8i..8i+7 give the row addresses of matrix i, register i receives it.
-__device__ inline void ldmatrix_x4_trans(uint32_t (&r)[4], const void* row) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(smem_addr(row)));
-}
-
-template <typename KV> __device__ void mma16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1);
-
-template <> __device__ inline void mma16816<__half>(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-      "{%0, %1, %2, %3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-template <>
-__device__ inline void mma16816<__nv_bfloat16>(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-      "{%0, %1, %2, %3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
 template <typename KV, int D>
 __global__ void __launch_bounds__(THREADS, 3) prefill_kernel(const AttendArgs a) {
   constexpr int LDS = D + PAD;  // shared row stride (elements)
   constexpr int CPR = D / 8;    // 16-byte chunks per K/V row
-  extern __shared__ __align__(16) unsigned char smem[];
+  DUO_DYNAMIC_SMEM(smem);
   KV* ks = reinterpret_cast<KV*>(smem);                // [2][BN][LDS]
   KV* vs = ks + 2 * BN * LDS;                          // [2][BN][LDS]
   int32_t* ps = reinterpret_cast<int32_t*>(vs + 2 * BN * LDS);  // [2][BN] key positions (INT_MAX past the tile)
@@ -234,7 +200,7 @@ __global__ void __launch_bounds__(THREADS, 3) prefill_kernel(const AttendArgs a)
 
 template <typename KV, int D>
 cudaError_t launch(const AttendArgs& a, dim3 grid, cudaStream_t s) {
-  prefill_kernel<KV, D><<<grid, THREADS, smem_bytes<D>(), s>>>(a);
+  DUO_LAUNCH((prefill_kernel<KV, D>), grid, THREADS, smem_bytes<D>(), s, a);
   return cudaGetLastError();
 }
 

@@ -4,6 +4,15 @@
 
 #include <cstdint>
 
+// A kernel launch, written once for both builds: `kernel` in parentheses when it has template arguments with commas.
+// With -DDUO_EMU (cuda/emu/build.sh) the emulator queues the launch on the stream, with the same limits checked.
+#ifdef DUO_EMU
+#define DUO_LAUNCH(kernel, grid, block, smem, stream, ...) \
+  emu_launch(kernel, #kernel, dim3(grid), dim3(block), smem, stream, __VA_ARGS__)
+#else
+#define DUO_LAUNCH(kernel, grid, block, smem, stream, ...) kernel<<<grid, block, smem, stream>>>(__VA_ARGS__)
+#endif
+
 // Key tiles: every attend splits each segment into tiles of at most TILE_KEYS rows; the tile table is the kernels'
 // only view of the segments. Tiles that no query of the call can see are dropped on the host.
 constexpr int TILE_KEYS = 64;
