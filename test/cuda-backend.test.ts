@@ -1,13 +1,15 @@
-// The CUDA backend's memory and error behaviour (needs a device; skipped elsewhere).
+// The CUDA backend's memory and error behaviour, on a GPU or on the host emulation build (helpers/cuda-target.ts).
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { createCudaBackend, probeCuda } from "../src/backend/cuda.ts";
+import { type CudaBackendOptions, createCudaBackend } from "../src/backend/cuda.ts";
+import { cudaTarget } from "./helpers/cuda-target.ts";
 import { ReferenceBackend } from "../src/backend/reference.ts";
 import { DuoError } from "../src/errors.ts";
 import type { AppendOp } from "../src/backend/types.ts";
 
-const noDevice = !(await probeCuda({})).usable;
-const skip = noDevice ? "skipped: no CUDA device" : false;
+const { library, label, skip } = cudaTarget;
+/** The backend on the library the tests run on (see helpers/cuda-target.ts). */
+const cudaBackend = (opts: CudaBackendOptions = {}) => createCudaBackend({ cudaLibrary: library, ...opts });
 
 function rejectsWith(code: string, pattern: RegExp) {
   return (e: unknown) => {
@@ -18,8 +20,8 @@ function rejectsWith(code: string, pattern: RegExp) {
   };
 }
 
-test("cuda: buffers are zero-filled, counted by memory(), readable in range, freed once", { skip }, async () => {
-  const b = await createCudaBackend({});
+test(`cuda (${label}): buffers are zero-filled, counted by memory(), readable in range, freed once`, { skip }, async () => {
+  const b = await cudaBackend();
   try {
     const before = b.memory(0).allocated;
     const h = b.alloc(0, 1000);
@@ -38,8 +40,8 @@ test("cuda: buffers are zero-filled, counted by memory(), readable in range, fre
   assert.throws(() => b.alloc(0, 8), rejectsWith("DISPOSED", /after dispose/));
 });
 
-test("cuda: append rounds like the reference, the later of two tokens for one row wins, rows past the end change nothing", { skip }, async () => {
-  const [cuda, ref] = [await createCudaBackend({}), new ReferenceBackend()];
+test(`cuda (${label}): append rounds like the reference, the later of two tokens for one row wins, rows past the end change nothing`, { skip }, async () => {
+  const [cuda, ref] = [await cudaBackend(), new ReferenceBackend()];
   try {
     const D = 8, src = Float32Array.from({ length: 4 * 2 * D }, (_, i) => Math.sin(i) * 1000 + 1 / 3);
     for (const dtype of ["f32", "f16", "bf16"] as const) {
@@ -61,8 +63,8 @@ test("cuda: append rounds like the reference, the later of two tokens for one ro
   }
 });
 
-test("cuda: handles of another backend, bad shapes and head dims are rejected with DuoError", { skip }, async () => {
-  const [a, b] = [await createCudaBackend({}), await createCudaBackend({})];
+test(`cuda (${label}): handles of another backend, bad shapes and head dims are rejected with DuoError`, { skip }, async () => {
+  const [a, b] = [await cudaBackend(), await cudaBackend()];
   try {
     const h = a.alloc(0, 64 * 4);
     await assert.rejects(b.read(0, h, 0, 4), rejectsWith("INVALID_ARGUMENT", /not allocated by this backend/));
