@@ -114,7 +114,9 @@ __global__ void __launch_bounds__(THREADS) decode_kernel(const AttendArgs a) {
         for (int e = 0; e < VEC; ++e) acc[r][e] *= alpha;
 #pragma unroll
         for (int b = 0; b < KB; ++b) {
-          const float p = exp2f(sc[b][r] - mx);  // 0 for masked keys
+          // Masked keys are skipped, as the reference does: 0 x an Inf or NaN value would poison the row.
+          if (sc[b][r] == -INFINITY) continue;
+          const float p = exp2f(sc[b][r] - mx);
           lrow[r] += p;
 #pragma unroll
           for (int e = 0; e < VEC; ++e) acc[r][e] = fmaf(p, vx[b][e], acc[r][e]);

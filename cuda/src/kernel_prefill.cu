@@ -31,6 +31,51 @@ constexpr size_t smem_bytes() {
   return 2 * 2 * BN * (D + PAD) * sizeof(uint16_t) + 2 * BN * sizeof(int32_t);  // K, V x 2 stages, positions x 2
 }
 
+// True when this thread's share of a V stage [BN][LDS] holds an Inf or NaN.
+template <typename KV, int D>
+__device__ bool nonfinite_rows(const KV* vt) {
+  constexpr int LDS = D + PAD, CPR = D / 8;
+  bool found = false;
+  for (int c = threadIdx.x; c < BN * CPR; c += THREADS) {
+    const uint4 u = *reinterpret_cast<const uint4*>(vt + (c / CPR) * LDS + (c % CPR) * 8);
+    for (const uint32_t w : {u.x, u.y, u.z, u.w}) {
+      found |= (w & Dtype<KV>::EXP_BITS) == Dtype<KV>::EXP_BITS;
+      found |= ((w >> 16) & Dtype<KV>::EXP_BITS) == Dtype<KV>::EXP_BITS;
+    }
+  }
+  return found;
+}
+
+// O += P V for one tile without the mma, skipping P = 0 (masked keys): the path for tiles with non-finite V values.
+// P (this warp's 16 rows, rounded to KV as the mma path does) goes through the tile's K stage `pk`, which S = Q K^T
+// no longer needs once every warp passed the barrier below; each thread then sums its own C-fragment elements.
+template <typename KV, int D>
+__device__ void exact_pv_tile(float (&o)[D / 8][4], const float (&s)[BN / 8][4], KV* pk, const KV* vt, int warp, int g,
+                              int tig) {
+  constexpr int LDS = D + PAD;
+  __syncthreads();  // every warp is done reading K from this stage
+#pragma unroll
+  for (int nt = 0; nt < BN / 8; ++nt) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) pk[(warp * 16 + g + 8 * (e >> 1)) * LDS + nt * 8 + 2 * tig + (e & 1)] = Dtype<KV>::from_f32(s[nt][e]);
+  }
+  __syncthreads();
+#pragma unroll
+  for (int dn = 0; dn < D / 8; ++dn) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const KV* prow = pk + (warp * 16 + g + 8 * (e >> 1)) * LDS;
+      const int col = dn * 8 + 2 * tig + (e & 1);
+      float acc = 0.f;
+      for (int key = 0; key < BN; ++key) {
+        const float p = Dtype<KV>::to_f32(prow[key]);
+        if (p != 0.f) acc = fmaf(p, Dtype<KV>::to_f32(vt[key * LDS + col]), acc);
+      }
+      o[dn][e] += acc;
+    }
+  }
+}
+
 template <typename KV, int D>
 __global__ void __launch_bounds__(THREADS, 3) prefill_kernel(const AttendArgs a) {
   constexpr int LDS = D + PAD;  // shared row stride (elements)
@@ -111,9 +156,18 @@ __global__ void __launch_bounds__(THREADS, 3) prefill_kernel(const AttendArgs a)
     cp_async_wait_prev();  // the current stage has landed
     __syncthreads();
 
-    const KV* kt = ks + stage * BN * LDS;
+    KV* kt = ks + stage * BN * LDS;
     const KV* vt = vs + stage * BN * LDS;
     const int32_t* pt = ps + stage * BN;
+    // A key visible to some rows of the CTA and masked for others (the causal diagonal, the window's edges) gets
+    // P = 0 in the masked rows, and 0 x Inf = NaN in the mma where the reference skips the key. So a tile that is not
+    // open to every row is checked for a non-finite V value (f16 caches overflow to Inf), and then takes the exact
+    // P V path below. Uniform per CTA: only the tiles at the edges of the mask pay for the check.
+    const KeyTile& tile = a.tiles[cur];
+    bool exact_pv = false;
+    if (!tile_open(tile.pos_min, tile.pos_max, tok_lo, tok_hi, a.sink, a.recent)) {
+      exact_pv = __syncthreads_or(nonfinite_rows<KV, D>(vt)) != 0;
+    }
 
     // S = Q K^T: 16 rows x 64 keys per warp, as 8 n-tiles of 8 keys.
     float s[BN / 8][4];
@@ -159,6 +213,9 @@ __global__ void __launch_bounds__(THREADS, 3) prefill_kernel(const AttendArgs a)
         l_run[h] += s[nt][2 * h] + s[nt][2 * h + 1];
       }
     }
+    if (exact_pv) {
+      exact_pv_tile<KV, D>(o, s, kt, vt, warp, g, tig);
+    } else {
     // O += P V: P (C layout of two n-tiles) is the A fragment of a 16-key k-step.
 #pragma unroll
     for (int kk = 0; kk < BN / 16; ++kk) {
@@ -175,6 +232,7 @@ __global__ void __launch_bounds__(THREADS, 3) prefill_kernel(const AttendArgs a)
         mma16816<KV>(o[dn], pa, vf[0], vf[1]);
         mma16816<KV>(o[dn + 1], pa, vf[2], vf[3]);
       }
+    }
     }
     __syncthreads();  // every warp is done with this stage before it is refilled
     cur = nxt;

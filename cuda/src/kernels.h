@@ -64,6 +64,12 @@ __host__ __device__ inline bool tile_masked(int32_t pmin, int32_t pmax, int32_t 
   return sink >= 0 && pmin >= sink && pmax < tlo - recent;      // every key is in the window's gap of every query
 }
 
+// True when every key of a tile with positions in [pmin, pmax] is visible to every query token in [tlo, thi].
+__host__ __device__ inline bool tile_open(int32_t pmin, int32_t pmax, int32_t tlo, int32_t thi, int32_t sink,
+                                          int32_t recent) {
+  return pmax <= tlo && (sink < 0 || pmax < sink || pmin >= thi - recent);
+}
+
 // Row-group sizes of the CUDA-core kernel (rows per CTA) and row tile of the tensor-core kernel.
 constexpr int DECODE_MAX_ROWS = 8;
 constexpr int PREFILL_ROWS = 64;

@@ -143,7 +143,7 @@ inline cudaError_t emu_launch(void (*kernel)(P...), const char* name, dim3 grid,
 #define blockDim (::emu::block_dim())
 #define gridDim (::emu::grid_dim())
 #define __syncthreads() ::emu::syncthreads(__LINE__)
-#define __syncthreads_or(p) ::emu::syncthreads_or((p), __LINE__)
+#define __syncthreads_or(...) ::emu::syncthreads_or((__VA_ARGS__), __LINE__)
 #define __shfl_xor_sync(mask, v, m) ::emu::shfl_xor((mask), (v), (m), __LINE__)
 #define __shfl_sync(mask, v, lane) ::emu::shfl((mask), (v), (lane), __LINE__)
 template <class T> inline T __ldg(const T* p) {
