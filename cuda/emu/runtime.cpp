@@ -52,7 +52,6 @@ struct Op {
 struct Stream {
   std::deque<Op> ops;
 };
-struct Pool {};
 }  // namespace emu
 
 namespace emu {
@@ -629,16 +628,6 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int) {
   p->totalGlobalMem = DEVICE_BYTES;
   return sticky;
 }
-cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int) {
-  *value = attr == cudaDevAttrMemoryPoolsSupported ? 1 : 0;
-  return sticky;
-}
-cudaError_t cudaDeviceGetDefaultMemPool(cudaMemPool_t* pool, int) {
-  static Pool p;
-  *pool = &p;
-  return sticky;
-}
-cudaError_t cudaMemPoolSetAttribute(cudaMemPool_t, cudaMemPoolAttr, void*) { return sticky; }
 cudaError_t cudaSetDevice(int) { return sticky; }
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned) {
   *s = new Stream;

@@ -33,13 +33,14 @@ int pow2_at_least(int n) {
   return p;
 }
 
-// Key chunks per KV head: enough CTAs for about two waves, at least 4 tiles (256 keys) per chunk.
-int choose_splits(int ntiles, int64_t ctas, int requested, int sms) {
+// Key chunks per KV head: enough CTAs to fill every SM with as many blocks as fit on it at once (`slots` = SMs x
+// blocks per SM, from the kernel's occupancy), at least 4 tiles (256 keys) per chunk.
+int choose_splits(int ntiles, int64_t ctas, int requested, int64_t slots) {
   int n = 1;
   if (requested > 0) {
     n = requested;
-  } else if (ctas < sms) {
-    const int64_t want = (2 * static_cast<int64_t>(sms) + ctas - 1) / ctas;
+  } else if (ctas < slots) {
+    const int64_t want = (slots + ctas - 1) / ctas;
     n = static_cast<int>(std::min<int64_t>(want, ntiles / 4));
   }
   return std::max(1, std::min({n, ntiles, 65535}));
@@ -186,7 +187,9 @@ int32_t attend(const int32_t* P, const float* q, const int32_t* q_heads, const i
     plan.kernel_rows[dt] = tensor_cores ? 0 : std::min(DECODE_MAX_ROWS, pow2_at_least(M));
     const int rows = tensor_cores ? PREFILL_ROWS : plan.kernel_rows[dt];
     plan.row_groups[dt] = (M + rows - 1) / rows;
-    plan.splits[dt] = choose_splits(n, static_cast<int64_t>(plan.row_groups[dt]) * nkv, requested, c.sm_count);
+    const int per_sm = tensor_cores ? prefill_blocks_per_sm(dt, D) : decode_blocks_per_sm(dt, D, plan.kernel_rows[dt]);
+    plan.splits[dt] = choose_splits(n, static_cast<int64_t>(plan.row_groups[dt]) * nkv, requested,
+                                    static_cast<int64_t>(c.sm_count) * per_sm);
     plan.tiles_per_split[dt] = (n + plan.splits[dt] - 1) / plan.splits[dt];
     plan.splits[dt] = (n + plan.tiles_per_split[dt] - 1) / plan.tiles_per_split[dt];
     total_splits += plan.splits[dt];

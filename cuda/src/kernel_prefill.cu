@@ -283,3 +283,18 @@ cudaError_t configure_kernels() {
   if (e == cudaSuccess) e = configure<__nv_bfloat16, 128>();
   return e;
 }
+
+int prefill_blocks_per_sm(int dtype, int head_dim) {
+  static int known[2][2];  // [f16, bf16][D = 64, 128]; 0 = not yet asked (calls hold the API lock)
+  int& n = known[dtype == DUO_BF16][head_dim == 128];
+  if (n == 0) {
+    const void* k = dtype == DUO_F16
+                        ? (head_dim == 64 ? reinterpret_cast<const void*>(prefill_kernel<__half, 64>)
+                                          : reinterpret_cast<const void*>(prefill_kernel<__half, 128>))
+                        : (head_dim == 64 ? reinterpret_cast<const void*>(prefill_kernel<__nv_bfloat16, 64>)
+                                          : reinterpret_cast<const void*>(prefill_kernel<__nv_bfloat16, 128>));
+    const size_t smem = head_dim == 64 ? smem_bytes<64>() : smem_bytes<128>();
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, k, THREADS, smem) != cudaSuccess || n < 1) n = 1;
+  }
+  return n;
+}

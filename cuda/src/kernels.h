@@ -85,5 +85,9 @@ cudaError_t launch_merge(const float* part_o, const float* part_lse, float* out,
 // dst[rows[i]] = src[i] for n rows of row_elems f32 values each, converted to dtype.
 cudaError_t launch_append(const float* src, const int32_t* rows, void* dst, int dtype, int64_t n, int64_t row_elems,
                           cudaStream_t s);
+// Blocks of the kernel launch_decode / launch_prefill would run that fit on one SM at once (registers, shared memory
+// and threads: cudaOccupancyMaxActiveBlocksPerMultiprocessor), at least 1; computed once per kernel.
+int decode_blocks_per_sm(int dtype, int head_dim, int rows);
+int prefill_blocks_per_sm(int dtype, int head_dim);
 // Once per process: raise the dynamic shared memory limit of the tensor-core kernels.
 cudaError_t configure_kernels();

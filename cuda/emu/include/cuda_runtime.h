@@ -45,19 +45,15 @@ enum cudaError_t {
 };
 enum cudaMemcpyKind { cudaMemcpyHostToDevice = 1, cudaMemcpyDeviceToHost = 2 };
 enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 };
-enum cudaDeviceAttr { cudaDevAttrMemoryPoolsSupported = 115 };
-enum cudaMemPoolAttr { cudaMemPoolAttrReleaseThreshold = 4 };
 #define cudaStreamNonBlocking 0x01u
 #define cudaEventDisableTiming 0x02u
 
 namespace emu {
 struct Stream;
 struct Event;
-struct Pool;
 }  // namespace emu
 typedef emu::Stream* cudaStream_t;
 typedef emu::Event* cudaEvent_t;
-typedef emu::Pool* cudaMemPool_t;
 
 struct cudaDeviceProp {
   char name[256];
@@ -68,9 +64,6 @@ struct cudaDeviceProp {
 
 cudaError_t cudaGetDeviceCount(int* n);
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int device);
-cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device);
-cudaError_t cudaDeviceGetDefaultMemPool(cudaMemPool_t* pool, int device);
-cudaError_t cudaMemPoolSetAttribute(cudaMemPool_t pool, cudaMemPoolAttr attr, void* value);
 cudaError_t cudaSetDevice(int device);
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned flags);
 cudaError_t cudaStreamSynchronize(cudaStream_t s);
