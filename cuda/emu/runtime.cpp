@@ -387,7 +387,9 @@ void resolve_shfl(void* lanes[32], int) {
   ShflData* d[32];
   for (int l = 0; l < 32; ++l) d[l] = static_cast<ShflData*>(lanes[l]);
   for (int l = 0; l < 32; ++l) {
-    if (d[l]->mask != 0xffffffffu) fault("%s: shuffle with mask %#x (the kernels use full warps)", kernel_name, d[l]->mask);
+    if (d[l]->mask != 0xffffffffu) {
+      fault("%s: shuffle with mask %#x (the kernels use full warps)", kernel_name, d[l]->mask);
+    }
     const int src = XOR ? (l ^ d[l]->arg) : (d[l]->arg & 31);
     d[l]->out = src < 32 ? d[src]->v : d[l]->v;
   }
@@ -498,7 +500,9 @@ const dim3& grid_dim() { return cur_grid_dim; }
 unsigned char* dynamic_smem() { return smem; }
 
 void check_align(const void* p, size_t align, const char* what) {
-  if (reinterpret_cast<uintptr_t>(p) % align) fault("%s: %s of misaligned address %p (needs %zu)", kernel_name, what, p, align);
+  if (reinterpret_cast<uintptr_t>(p) % align) {
+    fault("%s: %s of misaligned address %p (needs %zu)", kernel_name, what, p, align);
+  }
 }
 
 void syncthreads(int line) { park(State::AtBarrier, 0, line); }
@@ -534,11 +538,15 @@ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* row, int line) {
 // cp.async.cg.shared.global [dst], [src], 16, src_bytes
 void cp_async16(void* dst, const void* src, int src_bytes) {
   const unsigned char* d = static_cast<const unsigned char*>(dst);
-  if (d < smem || d + 16 > smem + smem_bytes) return fault("%s: cp.async destination outside dynamic shared memory", kernel_name);
+  if (d < smem || d + 16 > smem + smem_bytes) {
+    return fault("%s: cp.async destination outside dynamic shared memory", kernel_name);
+  }
   if ((d - smem) % 16) return fault("%s: cp.async destination not 16-byte aligned", kernel_name);
   if (src_bytes < 0 || src_bytes > 16) return fault("%s: cp.async src-size %d (0..16)", kernel_name, src_bytes);
   if (src_bytes > 0) {
-    if (reinterpret_cast<uintptr_t>(src) % 16) return fault("%s: cp.async source %p not 16-byte aligned", kernel_name, src);
+    if (reinterpret_cast<uintptr_t>(src) % 16) {
+      return fault("%s: cp.async source %p not 16-byte aligned", kernel_name, src);
+    }
     if (!find_block(device_blocks, src, src_bytes)) {
       return fault("%s: cp.async source %p (+%d bytes) outside every device allocation", kernel_name, src, src_bytes);
     }

@@ -57,7 +57,9 @@ __device__ void exact_pv_tile(float (&o)[D / 8][4], const float (&s)[BN / 8][4],
 #pragma unroll
   for (int nt = 0; nt < BN / 8; ++nt) {
 #pragma unroll
-    for (int e = 0; e < 4; ++e) pk[(warp * 16 + g + 8 * (e >> 1)) * LDS + nt * 8 + 2 * tig + (e & 1)] = Dtype<KV>::from_f32(s[nt][e]);
+    for (int e = 0; e < 4; ++e) {
+      pk[(warp * 16 + g + 8 * (e >> 1)) * LDS + nt * 8 + 2 * tig + (e & 1)] = Dtype<KV>::from_f32(s[nt][e]);
+    }
   }
   __syncthreads();
 #pragma unroll
@@ -216,23 +218,24 @@ __global__ void __launch_bounds__(THREADS, 3) prefill_kernel(const AttendArgs a)
     if (exact_pv) {
       exact_pv_tile<KV, D>(o, s, kt, vt, warp, g, tig);
     } else {
-    // O += P V: P (C layout of two n-tiles) is the A fragment of a 16-key k-step.
+      // O += P V: P (C layout of two n-tiles) is the A fragment of a 16-key k-step.
 #pragma unroll
-    for (int kk = 0; kk < BN / 16; ++kk) {
-      const uint32_t pa[4] = {Dtype<KV>::pack2(s[2 * kk][0], s[2 * kk][1]), Dtype<KV>::pack2(s[2 * kk][2], s[2 * kk][3]),
-                              Dtype<KV>::pack2(s[2 * kk + 1][0], s[2 * kk + 1][1]),
-                              Dtype<KV>::pack2(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+      for (int kk = 0; kk < BN / 16; ++kk) {
+        const uint32_t pa[4] = {Dtype<KV>::pack2(s[2 * kk][0], s[2 * kk][1]),
+                                Dtype<KV>::pack2(s[2 * kk][2], s[2 * kk][3]),
+                                Dtype<KV>::pack2(s[2 * kk + 1][0], s[2 * kk + 1][1]),
+                                Dtype<KV>::pack2(s[2 * kk + 1][2], s[2 * kk + 1][3])};
 #pragma unroll
-      for (int dn = 0; dn < D / 8; dn += 2) {
-        // matrix i = lane / 8: keys kk*16 + (i & 1) * 8 + lane % 8, columns (dn + i / 2) * 8 .. + 7
-        const int mi = lane / 8;
-        const KV* vr = vt + (kk * 16 + (mi & 1) * 8 + lane % 8) * LDS + (dn + (mi >> 1)) * 8;
-        uint32_t vf[4];
-        ldmatrix_x4_trans(vf, vr);
-        mma16816<KV>(o[dn], pa, vf[0], vf[1]);
-        mma16816<KV>(o[dn + 1], pa, vf[2], vf[3]);
+        for (int dn = 0; dn < D / 8; dn += 2) {
+          // matrix i = lane / 8: keys kk*16 + (i & 1) * 8 + lane % 8, columns (dn + i / 2) * 8 .. + 7
+          const int mi = lane / 8;
+          const KV* vr = vt + (kk * 16 + (mi & 1) * 8 + lane % 8) * LDS + (dn + (mi >> 1)) * 8;
+          uint32_t vf[4];
+          ldmatrix_x4_trans(vf, vr);
+          mma16816<KV>(o[dn], pa, vf[0], vf[1]);
+          mma16816<KV>(o[dn + 1], pa, vf[2], vf[3]);
+        }
       }
-    }
     }
     __syncthreads();  // every warp is done with this stage before it is refilled
     cur = nxt;
