@@ -14,7 +14,9 @@
 #endif
 
 // Key tiles: every attend splits each segment into tiles of at most TILE_KEYS rows; the tile table is the kernels'
-// only view of the segments. Tiles that no query of the call can see are dropped on the host.
+// only view of the segments. The host uploads one SegmentDesc per segment (segments that no query of the call can
+// see are dropped there) and expand_tiles writes the tile table on the device: the upload is per segment (a page of
+// rows), not per 64-key tile, and the attention kernels skip the tiles their rows cannot see.
 constexpr int TILE_KEYS = 64;
 
 struct KeyTile {
@@ -28,6 +30,18 @@ struct KeyTile {
   int32_t pos_min;    // bounds of the tile's positions (for skipping fully masked tiles)
   int32_t pos_max;
   int32_t unused;
+};
+
+// One segment of an attend, as uploaded: expand_tiles writes its ceil(row_count / TILE_KEYS) tiles from first_tile on.
+struct SegmentDesc {
+  const void* k;       // K buffer
+  const void* v;       // V buffer
+  int32_t row_start;   // first buffer row
+  int32_t row_count;   // rows, >= 1
+  int32_t row_heads;   // heads per buffer row
+  int32_t pos0;        // position of row_start when pos_index < 0
+  int32_t pos_index;   // >= 0: positions[pos_index + r] is the position of row r
+  int32_t first_tile;  // index of its first tile in the tile table
 };
 
 // One launch of an attention kernel. Rows are "packed": KV head j owns M = T * G rows, row m = t * G + g is query
@@ -82,6 +96,9 @@ cudaError_t launch_prefill(const AttendArgs& a, int dtype, int head_dim, dim3 gr
 // out[r] = merge over `splits` partials of row r (r < rows = nkv * M), the log-sum-exp merge of reference mergeState.
 cudaError_t launch_merge(const float* part_o, const float* part_lse, float* out, float* lse, int64_t rows, int splits,
                          int head_dim, cudaStream_t s);
+// tiles[segs[i].first_tile + j] = tile j of segment i, for the n segments (positions: the explicit positions).
+cudaError_t launch_expand_tiles(const SegmentDesc* segs, int n, const int32_t* positions, KeyTile* tiles,
+                                cudaStream_t s);
 // dst[rows[i]] = src[i] for n rows of row_elems f32 values each, converted to dtype.
 cudaError_t launch_append(const float* src, const int32_t* rows, void* dst, int dtype, int64_t n, int64_t row_elems,
                           cudaStream_t s);
