@@ -49,6 +49,7 @@ if [[ ! -x $nvcc ]] || ! python3 -c "import numpy" 2>/dev/null; then
   exit 2
 fi
 "$nvcc" --version | tail -1 | tee -a "$log/device.log"
+echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)" | tee -a "$log/device.log"
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())" 2>/dev/null |
   tee -a "$log/device.log" || echo "torch: not importable (the benchmark peers are skipped)" | tee -a "$log/device.log"
 
