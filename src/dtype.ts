@@ -12,7 +12,10 @@ export function bytesPerElement(dtype: KvDtype): number {
 const f32 = new Float32Array(1);
 const u32 = new Uint32Array(f32.buffer);
 
-/** f32 -> bf16 bits, RNE; NaN stays a (quiet) NaN. */
+/**
+ * f32 -> bf16 bits, RNE; NaN stays a (quiet) NaN. The sign and payload of a NaN are unspecified across backends (a
+ * JavaScript engine may canonicalise a NaN it handles; the CUDA kernels store the canonical 0x7FFF), in f16 too.
+ */
 export function f32ToBf16Bits(x: number): number {
   f32[0] = x;
   const b = u32[0]!;

@@ -1,13 +1,18 @@
-// The CUDA backend's memory and error behaviour (needs a device; skipped elsewhere).
+// The CUDA backend's memory and error behaviour, on a GPU or on the host emulation build (helpers/cuda-target.ts).
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { createCudaBackend, probeCuda } from "../src/backend/cuda.ts";
+import { CudaBackend, type CudaBackendOptions, createCudaBackend } from "../src/backend/cuda.ts";
+import * as symbols from "../ffi/symbols.ts";
+import { type DuoLibrary, STATUS } from "../ffi/symbols.ts";
+import { cudaTarget } from "./helpers/cuda-target.ts";
 import { ReferenceBackend } from "../src/backend/reference.ts";
 import { DuoError } from "../src/errors.ts";
 import type { AppendOp } from "../src/backend/types.ts";
+import { bf16BitsToF32, f16BitsToF32 } from "../src/dtype.ts";
 
-const noDevice = !(await probeCuda({})).usable;
-const skip = noDevice ? "skipped: no CUDA device" : false;
+const { library, label, skip } = cudaTarget;
+/** The backend on the library the tests run on (see helpers/cuda-target.ts). */
+const cudaBackend = (opts: CudaBackendOptions = {}) => createCudaBackend({ cudaLibrary: library, ...opts });
 
 function rejectsWith(code: string, pattern: RegExp) {
   return (e: unknown) => {
@@ -18,8 +23,8 @@ function rejectsWith(code: string, pattern: RegExp) {
   };
 }
 
-test("cuda: buffers are zero-filled, counted by memory(), readable in range, freed once", { skip }, async () => {
-  const b = await createCudaBackend({});
+test(`cuda (${label}): buffers are zero-filled, counted by memory(), readable in range, freed once`, { skip }, async () => {
+  const b = await cudaBackend();
   try {
     const before = b.memory(0).allocated;
     const h = b.alloc(0, 1000);
@@ -38,8 +43,8 @@ test("cuda: buffers are zero-filled, counted by memory(), readable in range, fre
   assert.throws(() => b.alloc(0, 8), rejectsWith("DISPOSED", /after dispose/));
 });
 
-test("cuda: append rounds like the reference, the later of two tokens for one row wins, rows past the end change nothing", { skip }, async () => {
-  const [cuda, ref] = [await createCudaBackend({}), new ReferenceBackend()];
+test(`cuda (${label}): append rounds like the reference, the later of two tokens for one row wins, rows past the end change nothing`, { skip }, async () => {
+  const [cuda, ref] = [await cudaBackend(), new ReferenceBackend()];
   try {
     const D = 8, src = Float32Array.from({ length: 4 * 2 * D }, (_, i) => Math.sin(i) * 1000 + 1 / 3);
     for (const dtype of ["f32", "f16", "bf16"] as const) {
@@ -61,8 +66,35 @@ test("cuda: append rounds like the reference, the later of two tokens for one ro
   }
 });
 
-test("cuda: handles of another backend, bad shapes and head dims are rejected with DuoError", { skip }, async () => {
-  const [a, b] = [await createCudaBackend({}), await createCudaBackend({})];
+test(`cuda (${label}): append stores NaN as NaN (sign and payload unspecified), Inf and f16 overflow as src/dtype.ts does`, { skip }, async () => {
+  const [cuda, ref] = [await cudaBackend(), new ReferenceBackend()];
+  try {
+    // quiet, negative, signalling and payload NaNs; +-Inf; the largest f16 below the rounding edge, and past it
+    const bits = [0x7fc00000, 0xffc00000, 0x7f800001, 0xff812345, 0x7fbfffff, 0x7f800000, 0xff800000, 0x477fe000, 0x47800000, 0xc7800000];
+    const D = 16, src = new Float32Array(D);
+    new Uint32Array(src.buffer).set(bits);
+    for (const dtype of ["f32", "f16", "bf16"] as const) {
+      const bytes = D * (dtype === "f32" ? 4 : 2);
+      const [hc, hr] = [cuda.alloc(0, bytes), ref.alloc(0, bytes)];
+      const op = (dst: number): AppendOp => ({ kind: "append", dst, dtype, rowHeads: 1, headDim: D, src, srcHeads: 1, heads: new Int32Array([0]), rows: new Int32Array([0]) });
+      await cuda.run(0, [op(hc)]);
+      await ref.run(0, [op(hr)]);
+      const [got, want] = [await cuda.read(0, hc, 0, bytes), await ref.read(0, hr, 0, bytes)];
+      // as stored values: every NaN is a NaN (the GPU writes the canonical 0x7FFF; a JavaScript engine may
+      // canonicalise too), every other value is bit-identical
+      const decode = (b: Uint8Array) => dtype === "f32" ? [...new Float32Array(b.buffer)]
+        : [...new Uint16Array(b.buffer)].map((h) => (dtype === "f16" ? f16BitsToF32(h) : bf16BitsToF32(h)));
+      const [g, w] = [decode(got), decode(want)];
+      g.forEach((x, i) => assert.ok(Number.isNaN(w[i]!) ? Number.isNaN(x) : Object.is(x, w[i]), `${dtype} element ${i}: ${x}, reference ${w[i]}`));
+    }
+  } finally {
+    await cuda.dispose();
+    await ref.dispose();
+  }
+});
+
+test(`cuda (${label}): handles of another backend, bad shapes and head dims are rejected with DuoError`, { skip }, async () => {
+  const [a, b] = [await cudaBackend(), await cudaBackend()];
   try {
     const h = a.alloc(0, 64 * 4);
     await assert.rejects(b.read(0, h, 0, 4), rejectsWith("INVALID_ARGUMENT", /not allocated by this backend/));
@@ -77,4 +109,34 @@ test("cuda: handles of another backend, bad shapes and head dims are rejected wi
     await a.dispose();
     await b.dispose();
   }
+});
+
+/** A stand-in for libduo_cuda.so whose duo_free fails with `freeStatus` (no library or device needed). */
+function failingFreeLibrary(freeStatus: () => number): { lib: DuoLibrary; freed: number[] } {
+  let next = 1;
+  const freed: number[] = [];
+  const lib = {
+    duo_alloc: (_bytes: number, out: Uint32Array) => ((out[0] = next++), STATUS.OK),
+    duo_free: (h: number) => {
+      const s = freeStatus();
+      if (s === STATUS.OK) freed.push(h);
+      return s;
+    },
+    duo_last_error: () => "duo_free: cudaFreeAsync: cudaErrorLaunchFailure: emulator fault (719)",
+  } as unknown as DuoLibrary;
+  return { lib, freed };
+}
+
+test("cuda backend: a failed duo_free keeps the handle (a retry frees it) and dispose() reports the buffers it could not free", async () => {
+  let status: number = STATUS.ERR_CUDA;
+  const { lib, freed } = failingFreeLibrary(() => status);
+  const b = new CudaBackend(lib, symbols, 0);
+  const [h1, h2] = [b.alloc(0, 16), b.alloc(0, 16)];
+  assert.throws(() => b.free(0, h1), rejectsWith("BACKEND_UNAVAILABLE", /cudaErrorLaunchFailure/));
+  status = STATUS.OK;
+  b.free(0, h1); // still owned after the failure: this call reaches the library again
+  assert.deepEqual(freed, [h1]);
+  status = STATUS.ERR_CUDA;
+  await assert.rejects(b.dispose(), rejectsWith("BACKEND_UNAVAILABLE", new RegExp(`dispose\\(\\) could not free 1 buffer\\(s\\): buffer ${h2}: .*cudaErrorLaunchFailure`)));
+  await b.dispose(); // once disposed, a second dispose() is a no-op
 });

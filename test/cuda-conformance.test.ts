@@ -1,4 +1,5 @@
-// The CUDA kernels against the reference backend (the specification in code), on the same ops and data.
+// The CUDA kernels against the reference backend (the specification in code), on the same ops and data, on a GPU or on
+// the host emulation build (helpers/cuda-target.ts; the test names say which).
 //   KV append: the buffers' bytes must be identical (f32 -> f16 / bf16 is round-to-nearest-even on both sides).
 //   attend, f32 KV: per element |a - b| <= 1e-5 + 1e-4 |b| and NMSE <= 1e-10.
 //   attend, f16 / bf16 KV: FlashAttention's rule: max error <= 2 x the max error of a naive attention in the same
@@ -10,14 +11,16 @@
 // scrambled explicit positions.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { createCudaBackend, probeCuda } from "../src/backend/cuda.ts";
+import { type CudaBackendOptions, createCudaBackend } from "../src/backend/cuda.ts";
+import { cudaTarget } from "./helpers/cuda-target.ts";
 import { ReferenceBackend } from "../src/backend/reference.ts";
 import type { AttendOp, Backend, Handle, Op, Segment } from "../src/backend/types.ts";
 import { bf16BitsToF32, bytesPerElement, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits, type KvDtype, roundToDtype } from "../src/dtype.ts";
 import { rng as uniform } from "./helpers/random.ts";
 
-const noDevice = !(await probeCuda({})).usable;
-const skip = noDevice ? "skipped: no CUDA device" : false;
+const { library, label, skip } = cudaTarget;
+/** The backend on the library the tests run on (see helpers/cuda-target.ts). */
+const cudaBackend = (opts: CudaBackendOptions = {}) => createCudaBackend({ cudaLibrary: library, ...opts });
 
 const S = 4, R = 8, PAGE = 64;
 const KVH = 3; // KV heads of the layer; the ops cover KV heads 2 and 0 (slots 0 and 1), head 1 stays untouched
@@ -181,7 +184,7 @@ async function conformance(dtype: KvDtype, D: number, G: number) {
       const label = `${dtype} D=${D} G=${G} ctx=${c.ctx} T=${c.T} ${window ? "window" : "causal"} splits=${splits}`;
       const seed = n * 7919 + D * 31 + G;
       const d = makeData(seed, c.ctx, c.T, D, G);
-      const cuda = await createCudaBackend({ splits });
+      const cuda = await cudaBackend({ splits });
       const ref = new ReferenceBackend();
       try {
         const bc = await build(cuda, d, D, dtype, seed), br = await build(ref, d, D, dtype, seed);
@@ -224,13 +227,13 @@ async function conformance(dtype: KvDtype, D: number, G: number) {
 for (const dtype of ["f32", "f16", "bf16"] as const) {
   for (const D of [64, 128]) {
     for (const G of [1, 4, 8]) {
-      test(`cuda conformance: ${dtype} KV, head dim ${D}, G = ${G}`, { skip }, () => conformance(dtype, D, G));
+      test(`cuda conformance (${label}): ${dtype} KV, head dim ${D}, G = ${G}`, { skip }, () => conformance(dtype, D, G));
     }
   }
 }
 
-test("cuda: a query with no visible key gets zeros and lse = -Infinity", { skip }, async () => {
-  const cuda = await createCudaBackend({});
+test(`cuda (${label}): a query with no visible key gets zeros and lse = -Infinity`, { skip }, async () => {
+  const cuda = await cudaBackend();
   try {
     const D = 64, k = cuda.alloc(0, 8 * D * 4), v = cuda.alloc(0, 8 * D * 4);
     const out = new Float32Array(2 * D).fill(NaN), lse = new Float32Array(2).fill(NaN);
@@ -247,12 +250,12 @@ test("cuda: a query with no visible key gets zeros and lse = -Infinity", { skip 
   }
 });
 
-test("cuda: 60 single-token steps over a ring of S + R rows (sinks kept, recent rows overwritten) match the reference", { skip }, async () => {
+test(`cuda (${label}): 60 single-token steps over a ring of S + R rows (sinks kept, recent rows overwritten) match the reference`, { skip }, async () => {
   // The streaming-head store as the engine keeps it: a ring of S + R rows with explicit positions. Each step attends
   // over the ring plus the token's own row (window mask), then writes the token into the ring.
   const D = 64, G = 4, Hq = KVH * G, dtype: KvDtype = "f32", steps = 60;
   const d = makeData(99, 0, steps, D, G);
-  const backends = [await createCudaBackend({}), new ReferenceBackend()];
+  const backends = [await cudaBackend(), new ReferenceBackend()];
   try {
     const rowBytes = 2 * D * bytesPerElement(dtype);
     const rings = backends.map((b) => [b.alloc(0, (S + R) * rowBytes), b.alloc(0, (S + R) * rowBytes)]);

@@ -105,7 +105,8 @@ DUO_API int32_t duo_read(uint32_t handle, uint64_t offset, uint64_t bytes, void*
 DUO_API int32_t duo_write(uint32_t handle, uint64_t offset, uint64_t bytes, const void* src);
 
 /*
- * Copy rows of a host f32 tensor into a KV buffer, rounding to its dtype (round to nearest even).
+ * Copy rows of a host f32 tensor into a KV buffer, rounding to its dtype (round to nearest even; a NaN stays a NaN,
+ * its sign and payload unspecified: f16 / bf16 get the GPU's canonical NaN 0x7FFF).
  *   src   [T, src_heads, head_dim] f32
  *   heads [row_heads]: destination head j takes src head heads[j]
  *   rows  [T]: token t goes to row rows[t], or nowhere when rows[t] == -1; when two tokens name one row the later wins

@@ -79,16 +79,17 @@ DUO_API int32_t duo_alloc(uint64_t bytes, uint32_t* handle) {
     if (c.next_handle > 0x7fffffffu) return fail(DUO_ERR_CAPACITY, "duo_alloc: handle space exhausted");
     void* p = nullptr;
     if (bytes > 0) {
-      const cudaError_t e = cudaMalloc(&p, bytes);
+      // stream-ordered (the device's memory pool): no device-wide synchronisation, unlike cudaMalloc / cudaFree
+      const cudaError_t e = cudaMallocAsync(&p, bytes, c.stream);
       if (e != cudaSuccess) {
-        fail_cuda(e, "cudaMalloc");
+        fail_cuda(e, "cudaMallocAsync");
         const std::string why = last_error_message();
         return fail(DUO_ERR_CAPACITY, "duo_alloc: %llu bytes do not fit on device %d: %s", (unsigned long long)bytes,
                     c.device, why.c_str());
       }
       const cudaError_t z = cudaMemsetAsync(p, 0, bytes, c.stream);
       if (z != cudaSuccess) {
-        cudaFree(p);
+        cudaFreeAsync(p, c.stream);
         return fail_cuda(z, "cudaMemsetAsync");
       }
     }
@@ -105,7 +106,8 @@ DUO_API int32_t duo_free(uint32_t handle) {
     DUO_TRY(require_init("duo_free"));
     Buffer* b = nullptr;
     DUO_TRY(lookup(handle, "duo_free", "handle", &b));
-    if (b->ptr) DUO_CUDA(cudaFree(b->ptr));  // cudaFree waits for work still using the buffer
+    // freed in stream order: after the work already queued that uses it, without waiting for the device
+    if (b->ptr) DUO_CUDA(cudaFreeAsync(b->ptr, ctx().stream));
     ctx().live_bytes -= b->bytes;
     ctx().buffers.erase(handle);
     return DUO_OK;

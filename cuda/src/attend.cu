@@ -1,7 +1,8 @@
-// duo_attend: validate the call, build the key-tile table, plan split-KV, launch, merge, copy the rows back.
+// duo_attend: validate the call, describe the visible segments, plan split-KV, launch, merge, copy the rows back.
 //
 // Data flow of one call (all on the context's stream):
-//   host q [T, Hq, D] --gather covered heads--> pinned [nkv][M][D] --H2D--> scratch  (with kv_slots, tiles, positions)
+//   host q [T, Hq, D] --gather covered heads--> pinned [nkv][M][D] --H2D--> scratch  (with kv_slots, segment
+//   descriptors, positions); expand_tiles -> key-tile table (device only)
 //   kernels (one launch per KV dtype present) -> partials [splits][nkv][M][D] -> merge -> out [nkv][M][D]
 //   out --D2H--> pinned --scatter--> host out [T, Hq, D] (only the covered heads' rows) and lse [T, Hq]
 #include <algorithm>
@@ -20,7 +21,8 @@ namespace {
 constexpr const char* FN = "duo_attend";
 
 struct Plan {
-  std::vector<KeyTile> tiles[3];  // per dtype
+  std::vector<SegmentDesc> segments[3];  // per dtype; first_tile counts from the dtype's first tile
+  int ntiles[3] = {0, 0, 0};             // tiles of those segments
   int kernel_rows[3] = {0, 0, 0}; // CUDA-core rows per CTA, or 0 for the tensor-core kernel
   int row_groups[3] = {0, 0, 0};
   int splits[3] = {0, 0, 0};
@@ -33,13 +35,14 @@ int pow2_at_least(int n) {
   return p;
 }
 
-// Key chunks per KV head: enough CTAs for about two waves, at least 4 tiles (256 keys) per chunk.
-int choose_splits(int ntiles, int64_t ctas, int requested, int sms) {
+// Key chunks per KV head: enough CTAs to fill every SM with as many blocks as fit on it at once (`slots` = SMs x
+// blocks per SM, from the kernel's occupancy), at least 4 tiles (256 keys) per chunk.
+int choose_splits(int ntiles, int64_t ctas, int requested, int64_t slots) {
   int n = 1;
   if (requested > 0) {
     n = requested;
-  } else if (ctas < sms) {
-    const int64_t want = (2 * static_cast<int64_t>(sms) + ctas - 1) / ctas;
+  } else if (ctas < slots) {
+    const int64_t want = (slots + ctas - 1) / ctas;
     n = static_cast<int>(std::min<int64_t>(want, ntiles / 4));
   }
   return std::max(1, std::min({n, ntiles, 65535}));
@@ -74,9 +77,10 @@ int32_t validate_segment(const int32_t* s, int i, int32_t npos, int32_t max_slot
   return DUO_OK;
 }
 
-// Split each segment into key tiles; keep only tiles that some query token in [tlo, thi] can see.
-int32_t build_tiles(const int32_t* seg, int32_t nseg, const int32_t* positions, int32_t D, int32_t tlo, int32_t thi,
-                    int32_t sink, int32_t recent, Plan& plan) {
+// Check each segment's buffers and keep the segments that some query token in [tlo, thi] can see (the kernels skip
+// the tiles of a kept segment that their rows cannot see).
+int32_t plan_segments(const int32_t* seg, int32_t nseg, const int32_t* positions, int32_t D, int32_t tlo, int32_t thi,
+                      int32_t sink, int32_t recent, Plan& plan) {
   for (int i = 0; i < nseg; ++i) {
     const int32_t* s = seg + static_cast<int64_t>(i) * DUO_SEG_FIELDS;
     const int32_t dtype = s[DUO_SEG_DTYPE], heads = s[DUO_SEG_ROW_HEADS], start = s[DUO_SEG_ROW_START],
@@ -95,28 +99,19 @@ int32_t build_tiles(const int32_t* seg, int32_t nseg, const int32_t* positions, 
                   FN, i, start, start + count, heads, D, dtype == DUO_F32 ? "f32" : dtype == DUO_F16 ? "f16" : "bf16",
                   (unsigned long long)need, (unsigned long long)kb->bytes, (unsigned long long)vb->bytes);
     }
-    for (int32_t r0 = 0; r0 < count; r0 += TILE_KEYS) {
-      KeyTile t{};
-      t.k = kb->ptr;
-      t.v = vb->ptr;
-      t.row0 = start + r0;
-      t.rows = std::min(TILE_KEYS, count - r0);
-      t.row_heads = heads;
-      t.pos_index = pidx < 0 ? -1 : pidx + r0;
-      t.pos0 = pidx < 0 ? pos0 + r0 : 0;
-      if (pidx < 0) {
-        t.pos_min = t.pos0;
-        t.pos_max = t.pos0 + t.rows - 1;
-      } else {
-        t.pos_min = INT32_MAX;
-        t.pos_max = INT32_MIN;
-        for (int r = 0; r < t.rows; ++r) {
-          t.pos_min = std::min(t.pos_min, positions[t.pos_index + r]);
-          t.pos_max = std::max(t.pos_max, positions[t.pos_index + r]);
-        }
+    if (count == 0) continue;
+    int32_t pmin = pos0, pmax = pos0 + count - 1;
+    if (pidx >= 0) {
+      pmin = INT32_MAX;
+      pmax = INT32_MIN;
+      for (int r = 0; r < count; ++r) {
+        pmin = std::min(pmin, positions[pidx + r]);
+        pmax = std::max(pmax, positions[pidx + r]);
       }
-      if (!tile_masked(t.pos_min, t.pos_max, tlo, thi, sink, recent)) plan.tiles[dtype].push_back(t);
     }
+    if (tile_masked(pmin, pmax, tlo, thi, sink, recent)) continue;
+    plan.segments[dtype].push_back(SegmentDesc{kb->ptr, vb->ptr, start, count, heads, pos0, pidx, plan.ntiles[dtype]});
+    plan.ntiles[dtype] += (count + TILE_KEYS - 1) / TILE_KEYS;
   }
   return DUO_OK;
 }
@@ -175,22 +170,25 @@ int32_t attend(const int32_t* P, const float* q, const int32_t* q_heads, const i
   Context& c = ctx();
   const int32_t M = T * G;
   Plan plan;
-  DUO_TRY(build_tiles(seg, nseg, positions, D, qpos0, qpos0 + T - 1, window ? sink : -1, window ? recent : -1, plan));
+  DUO_TRY(plan_segments(seg, nseg, positions, D, qpos0, qpos0 + T - 1, window ? sink : -1, window ? recent : -1, plan));
 
   int total_splits = 0;
-  size_t ntiles = 0;
+  size_t ntiles = 0, nsegs = 0;
   for (int dt = 0; dt < 3; ++dt) {
-    const int n = static_cast<int>(plan.tiles[dt].size());
+    const int n = plan.ntiles[dt];
     if (n == 0) continue;
     const bool tensor_cores = dt != DUO_F32 && M > 2 * DECODE_MAX_ROWS;
     plan.kernel_rows[dt] = tensor_cores ? 0 : std::min(DECODE_MAX_ROWS, pow2_at_least(M));
     const int rows = tensor_cores ? PREFILL_ROWS : plan.kernel_rows[dt];
     plan.row_groups[dt] = (M + rows - 1) / rows;
-    plan.splits[dt] = choose_splits(n, static_cast<int64_t>(plan.row_groups[dt]) * nkv, requested, c.sm_count);
+    const int per_sm = tensor_cores ? prefill_blocks_per_sm(dt, D) : decode_blocks_per_sm(dt, D, plan.kernel_rows[dt]);
+    plan.splits[dt] = choose_splits(n, static_cast<int64_t>(plan.row_groups[dt]) * nkv, requested,
+                                    static_cast<int64_t>(c.sm_count) * per_sm);
     plan.tiles_per_split[dt] = (n + plan.splits[dt] - 1) / plan.splits[dt];
     plan.splits[dt] = (n + plan.tiles_per_split[dt] - 1) / plan.tiles_per_split[dt];
     total_splits += plan.splits[dt];
     ntiles += n;
+    nsegs += plan.segments[dt].size();
   }
 
   const size_t rows_out = static_cast<size_t>(nkv) * M;  // packed output rows
@@ -206,13 +204,14 @@ int32_t attend(const int32_t* P, const float* q, const int32_t* q_heads, const i
     return DUO_OK;
   }
 
-  // Upload area: q [nkv][M][D] | kv_slots [nkv] | tiles | positions [npos].
+  // Upload area: q [nkv][M][D] | kv_slots [nkv] | segment descriptors | positions [npos].
   const size_t q_bytes = rows_out * D * sizeof(float);
   const size_t off_slots = align256(q_bytes);
-  const size_t off_tiles = off_slots + align256(nkv * sizeof(int32_t));
-  const size_t off_pos = off_tiles + align256(ntiles * sizeof(KeyTile));
+  const size_t off_segs = off_slots + align256(nkv * sizeof(int32_t));
+  const size_t off_pos = off_segs + align256(nsegs * sizeof(SegmentDesc));
   const size_t up_bytes = off_pos + align256(static_cast<size_t>(npos) * sizeof(int32_t));
-  // Device: upload mirror | partials (only with more than one split) | out [nkv][M][D] | lse [nkv][M].
+  // Device: upload mirror | tiles | partials (only with more than one split) | out [nkv][M][D] | lse [nkv][M].
+  const size_t tiles_bytes = align256(ntiles * sizeof(KeyTile));
   const size_t part_o_bytes = total_splits > 1 ? align256(total_splits * rows_out * D * sizeof(float)) : 0;
   const size_t part_lse_bytes = total_splits > 1 ? align256(total_splits * rows_out * sizeof(float)) : 0;
   const size_t out_o_bytes = align256(rows_out * D * sizeof(float));
@@ -222,7 +221,7 @@ int32_t attend(const int32_t* P, const float* q, const int32_t* q_heads, const i
   char* dev = nullptr;
   char* down = nullptr;
   DUO_TRY(reserve_pinned_up(up_bytes, reinterpret_cast<void**>(&up)));
-  DUO_TRY(reserve_scratch(up_bytes + part_o_bytes + part_lse_bytes + out_o_bytes + out_lse_bytes,
+  DUO_TRY(reserve_scratch(up_bytes + tiles_bytes + part_o_bytes + part_lse_bytes + out_o_bytes + out_lse_bytes,
                           reinterpret_cast<void**>(&dev)));
   DUO_TRY(reserve_pinned_down(out_o_bytes + out_lse_bytes, reinterpret_cast<void**>(&down)));
 
@@ -234,26 +233,33 @@ int32_t attend(const int32_t* P, const float* q, const int32_t* q_heads, const i
     }
   }
   memcpy(up + off_slots, kv_slots, nkv * sizeof(int32_t));
-  size_t tile_offset[3] = {0, 0, 0};
+  int tile_offset[3] = {0, 0, 0};  // the tiles of dtype dt start at tile_offset[dt]
   {
-    KeyTile* dst = reinterpret_cast<KeyTile*>(up + off_tiles);
-    size_t at = 0;
+    SegmentDesc* dst = reinterpret_cast<SegmentDesc*>(up + off_segs);
+    int at = 0;
     for (int dt = 0; dt < 3; ++dt) {
       tile_offset[dt] = at;
-      if (!plan.tiles[dt].empty()) memcpy(dst + at, plan.tiles[dt].data(), plan.tiles[dt].size() * sizeof(KeyTile));
-      at += plan.tiles[dt].size();
+      for (SegmentDesc d : plan.segments[dt]) {
+        d.first_tile += at;
+        *dst++ = d;
+      }
+      at += plan.ntiles[dt];
     }
   }
   if (npos > 0) memcpy(up + off_pos, positions, npos * sizeof(int32_t));
   DUO_CUDA(cudaMemcpyAsync(dev, up, up_bytes, cudaMemcpyHostToDevice, c.stream));
   DUO_CUDA(cudaEventRecord(c.upload_done, c.stream));
 
-  float* part_o = reinterpret_cast<float*>(dev + up_bytes);
-  float* part_lse = reinterpret_cast<float*>(dev + up_bytes + part_o_bytes);
-  float* out_o = reinterpret_cast<float*>(dev + up_bytes + part_o_bytes + part_lse_bytes);
-  float* out_lse = reinterpret_cast<float*>(dev + up_bytes + part_o_bytes + part_lse_bytes + out_o_bytes);
+  KeyTile* tiles = reinterpret_cast<KeyTile*>(dev + up_bytes);
+  char* after_tiles = dev + up_bytes + tiles_bytes;
+  float* part_o = reinterpret_cast<float*>(after_tiles);
+  float* part_lse = reinterpret_cast<float*>(after_tiles + part_o_bytes);
+  float* out_o = reinterpret_cast<float*>(after_tiles + part_o_bytes + part_lse_bytes);
+  float* out_lse = reinterpret_cast<float*>(after_tiles + part_o_bytes + part_lse_bytes + out_o_bytes);
 
   DUO_CUDA(cudaEventRecord(c.t0, c.stream));
+  DUO_CUDA(launch_expand_tiles(reinterpret_cast<const SegmentDesc*>(dev + off_segs), static_cast<int>(nsegs),
+                               reinterpret_cast<const int32_t*>(dev + off_pos), tiles, c.stream));
   AttendArgs a{};
   a.q = reinterpret_cast<const float*>(dev);
   a.positions = reinterpret_cast<const int32_t*>(dev + off_pos);
@@ -269,9 +275,9 @@ int32_t attend(const int32_t* P, const float* q, const int32_t* q_heads, const i
   a.scale_log2 = static_cast<float>(1.4426950408889634 / std::sqrt(static_cast<double>(D)));
   int split_base = 0;
   for (int dt = 0; dt < 3; ++dt) {
-    if (plan.tiles[dt].empty()) continue;
-    a.tiles = reinterpret_cast<const KeyTile*>(dev + off_tiles) + tile_offset[dt];
-    a.ntiles = static_cast<int32_t>(plan.tiles[dt].size());
+    if (plan.ntiles[dt] == 0) continue;
+    a.tiles = tiles + tile_offset[dt];
+    a.ntiles = plan.ntiles[dt];
     a.tiles_per_split = plan.tiles_per_split[dt];
     a.split_base = split_base;
     const dim3 grid(plan.row_groups[dt], nkv, plan.splits[dt]);

@@ -59,14 +59,16 @@ int32_t lookup(uint32_t handle, const char* fn, const char* what, Buffer** out) 
 }
 
 namespace {
-// Grow a reusable block (pinned host, or device) to at least `bytes`, 1.5x at a time; its old contents are dropped.
-// The caller has made sure no copy or kernel still uses it.
-int32_t grow(void** block, size_t* cap, size_t bytes, bool device) {
-  const size_t want = bytes > *cap + *cap / 2 ? bytes : *cap + *cap / 2;
-  if (*block) DUO_CUDA(device ? cudaFree(*block) : cudaFreeHost(*block));
+size_t grown(size_t cap, size_t bytes) { return bytes > cap + cap / 2 ? bytes : cap + cap / 2; }
+
+// Grow a pinned host block to at least `bytes`, 1.5x at a time; its old contents are dropped. The caller has made
+// sure no copy still uses it.
+int32_t grow_pinned(void** block, size_t* cap, size_t bytes) {
+  const size_t want = grown(*cap, bytes);
+  if (*block) DUO_CUDA(cudaFreeHost(*block));
   *block = nullptr;
   *cap = 0;
-  DUO_CUDA(device ? cudaMalloc(block, want) : cudaMallocHost(block, want));
+  DUO_CUDA(cudaMallocHost(block, want));
   *cap = want;
   return DUO_OK;
 }
@@ -76,7 +78,7 @@ int32_t reserve_pinned_up(size_t bytes, void** out) {
   Context& c = ctx();
   DUO_CUDA(cudaEventSynchronize(c.upload_done));
   if (bytes > c.pinned_up_cap) {
-    DUO_TRY(grow(&c.pinned_up, &c.pinned_up_cap, bytes, false));
+    DUO_TRY(grow_pinned(&c.pinned_up, &c.pinned_up_cap, bytes));
   }
   *out = c.pinned_up;
   return DUO_OK;
@@ -86,17 +88,23 @@ int32_t reserve_pinned_down(size_t bytes, void** out) {
   Context& c = ctx();
   if (bytes > c.pinned_down_cap) {
     DUO_CUDA(cudaStreamSynchronize(c.stream));
-    DUO_TRY(grow(&c.pinned_down, &c.pinned_down_cap, bytes, false));
+    DUO_TRY(grow_pinned(&c.pinned_down, &c.pinned_down_cap, bytes));
   }
   *out = c.pinned_down;
   return DUO_OK;
 }
 
+// The old block is freed and the new one allocated in stream order (the device's memory pool): queued work still
+// using the old block finishes first, and nothing waits for the device.
 int32_t reserve_scratch(size_t bytes, void** out) {
   Context& c = ctx();
   if (bytes > c.scratch_cap) {
-    DUO_CUDA(cudaStreamSynchronize(c.stream));
-    DUO_TRY(grow(&c.scratch, &c.scratch_cap, bytes, true));
+    const size_t want = grown(c.scratch_cap, bytes);
+    if (c.scratch) DUO_CUDA(cudaFreeAsync(c.scratch, c.stream));
+    c.scratch = nullptr;
+    c.scratch_cap = 0;
+    DUO_CUDA(cudaMallocAsync(&c.scratch, want, c.stream));
+    c.scratch_cap = want;
   }
   *out = c.scratch;
   return DUO_OK;

@@ -46,7 +46,7 @@ int32_t lookup(uint32_t handle, const char* fn, const char* what, Buffer** out);
 int32_t reserve_pinned_up(size_t bytes, void** out);
 int32_t reserve_pinned_down(size_t bytes, void** out);
 
-// Device scratch of at least `bytes` (grows by reallocation after a stream sync; contents are not kept).
+// Device scratch of at least `bytes` (grows by stream-ordered reallocation; contents are not kept).
 int32_t reserve_scratch(size_t bytes, void** out);
 
 // Round `n` up to a multiple of 256 bytes (sub-buffers of the staging areas stay aligned for vector loads).

@@ -23,7 +23,9 @@ template <> struct Dtype<float> {
 
 template <> struct Dtype<__half> {
   static constexpr int id = DUO_F16;
+  static constexpr uint16_t EXP_BITS = 0x7c00;  // all set: Inf or NaN
   __device__ static __half from_f32(float x) { return __float2half_rn(x); }
+  __device__ static float to_f32(__half x) { return __half2float(x); }
   // 8 elements at p (16-byte aligned) -> x[0..7]
   __device__ static void load8(const __half* p, float* x) {
     const uint4 u = __ldg(reinterpret_cast<const uint4*>(p));
@@ -44,7 +46,9 @@ template <> struct Dtype<__half> {
 
 template <> struct Dtype<__nv_bfloat16> {
   static constexpr int id = DUO_BF16;
+  static constexpr uint16_t EXP_BITS = 0x7f80;  // all set: Inf or NaN
   __device__ static __nv_bfloat16 from_f32(float x) { return __float2bfloat16_rn(x); }
+  __device__ static float to_f32(__nv_bfloat16 x) { return __bfloat162float(x); }
   __device__ static void load8(const __nv_bfloat16* p, float* x) {
     const uint4 u = __ldg(reinterpret_cast<const uint4*>(p));
     const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&u);

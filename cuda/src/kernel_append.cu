@@ -22,7 +22,7 @@ cudaError_t launch(const float* src, const int32_t* rows, void* dst, int64_t n, 
   const int threads = 256;
   const int64_t blocks = (n * row_elems + threads - 1) / threads;
   const unsigned grid = static_cast<unsigned>(blocks < 65536 ? blocks : 65536);
-  append_kernel<KV><<<grid, threads, 0, s>>>(src, rows, static_cast<KV*>(dst), n, row_elems);
+  DUO_LAUNCH(append_kernel<KV>, grid, threads, 0, s, src, rows, static_cast<KV*>(dst), n, row_elems);
   return cudaGetLastError();
 }
 

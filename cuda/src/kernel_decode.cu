@@ -114,7 +114,9 @@ __global__ void __launch_bounds__(THREADS) decode_kernel(const AttendArgs a) {
         for (int e = 0; e < VEC; ++e) acc[r][e] *= alpha;
 #pragma unroll
         for (int b = 0; b < KB; ++b) {
-          const float p = exp2f(sc[b][r] - mx);  // 0 for masked keys
+          // Masked keys are skipped, as the reference does: 0 x an Inf or NaN value would poison the row.
+          if (sc[b][r] == -INFINITY) continue;
+          const float p = exp2f(sc[b][r] - mx);
           lrow[r] += p;
 #pragma unroll
           for (int e = 0; e < VEC; ++e) acc[r][e] = fmaf(p, vx[b][e], acc[r][e]);
@@ -162,12 +164,23 @@ __global__ void __launch_bounds__(THREADS) decode_kernel(const AttendArgs a) {
 template <typename KV, int D>
 cudaError_t launch_rows(const AttendArgs& a, int rows, dim3 grid, cudaStream_t s) {
   switch (rows) {
-    case 1: decode_kernel<KV, D, 1><<<grid, THREADS, 0, s>>>(a); break;
-    case 2: decode_kernel<KV, D, 2><<<grid, THREADS, 0, s>>>(a); break;
-    case 4: decode_kernel<KV, D, 4><<<grid, THREADS, 0, s>>>(a); break;
-    default: decode_kernel<KV, D, 8><<<grid, THREADS, 0, s>>>(a); break;
+    case 1: DUO_LAUNCH((decode_kernel<KV, D, 1>), grid, THREADS, 0, s, a); break;
+    case 2: DUO_LAUNCH((decode_kernel<KV, D, 2>), grid, THREADS, 0, s, a); break;
+    case 4: DUO_LAUNCH((decode_kernel<KV, D, 4>), grid, THREADS, 0, s, a); break;
+    default: DUO_LAUNCH((decode_kernel<KV, D, 8>), grid, THREADS, 0, s, a); break;
   }
   return cudaGetLastError();
+}
+
+// The kernel launch_rows<KV, D> runs for `rows`.
+template <typename KV, int D>
+const void* kernel_for(int rows) {
+  switch (rows) {
+    case 1: return reinterpret_cast<const void*>(decode_kernel<KV, D, 1>);
+    case 2: return reinterpret_cast<const void*>(decode_kernel<KV, D, 2>);
+    case 4: return reinterpret_cast<const void*>(decode_kernel<KV, D, 4>);
+    default: return reinterpret_cast<const void*>(decode_kernel<KV, D, 8>);
+  }
 }
 
 template <typename KV>
@@ -183,4 +196,17 @@ cudaError_t launch_decode(const AttendArgs& a, int dtype, int head_dim, int rows
     case DUO_F16: return launch_dim<__half>(a, head_dim, rows, grid, s);
     default: return launch_dim<__nv_bfloat16>(a, head_dim, rows, grid, s);
   }
+}
+
+int decode_blocks_per_sm(int dtype, int head_dim, int rows) {
+  static int known[3][2][4];  // [dtype][D = 64, 128][rows = 1, 2, 4, 8]; 0 = not yet asked (calls hold the API lock)
+  const int r = rows == 1 ? 0 : rows == 2 ? 1 : rows == 4 ? 2 : 3;
+  int& n = known[dtype][head_dim == 128][r];
+  if (n == 0) {
+    const void* k = dtype == DUO_F32 ? (head_dim == 64 ? kernel_for<float, 64>(rows) : kernel_for<float, 128>(rows))
+                    : dtype == DUO_F16 ? (head_dim == 64 ? kernel_for<__half, 64>(rows) : kernel_for<__half, 128>(rows))
+                    : (head_dim == 64 ? kernel_for<__nv_bfloat16, 64>(rows) : kernel_for<__nv_bfloat16, 128>(rows));
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, k, THREADS, 0) != cudaSuccess || n < 1) n = 1;
+  }
+  return n;
 }

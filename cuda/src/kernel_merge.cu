@@ -36,6 +36,7 @@ __global__ void merge_kernel(const float* __restrict__ part_o, const float* __re
 cudaError_t launch_merge(const float* part_o, const float* part_lse, float* out, float* lse, int64_t rows, int splits,
                          int head_dim, cudaStream_t s) {
   if (rows == 0) return cudaSuccess;
-  merge_kernel<<<static_cast<unsigned>(rows), head_dim, 0, s>>>(part_o, part_lse, out, lse, rows, splits, head_dim);
+  DUO_LAUNCH(merge_kernel, static_cast<unsigned>(rows), head_dim, 0, s, part_o, part_lse, out, lse, rows, splits,
+             head_dim);
   return cudaGetLastError();
 }

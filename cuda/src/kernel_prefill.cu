@@ -17,6 +17,7 @@
 
 #include "dtype.cuh"
 #include "kernels.h"
+#include "ptx.h"
 
 namespace {
 
@@ -30,46 +31,58 @@ constexpr size_t smem_bytes() {
   return 2 * 2 * BN * (D + PAD) * sizeof(uint16_t) + 2 * BN * sizeof(int32_t);  // K, V x 2 stages, positions x 2
 }
 
-__device__ inline uint32_t smem_addr(const void* p) { return static_cast<uint32_t>(__cvta_generic_to_shared(p)); }
-
-// 16 bytes global -> shared; src_bytes = 0 fills zeros (rows past the end of a tile).
-__device__ inline void cp_async16(void* dst, const void* src, int src_bytes) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src), "r"(src_bytes));
-}
-__device__ inline void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-__device__ inline void cp_async_wait_prev() { asm volatile("cp.async.wait_group 1;\n" ::); }
-
-// Four 8x8 b16 matrices, transposed: lanes 8i..8i+7 give the row addresses of matrix i, register i receives it.
-__device__ inline void ldmatrix_x4_trans(uint32_t (&r)[4], const void* row) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(smem_addr(row)));
-}
-
-template <typename KV> __device__ void mma16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1);
-
-template <> __device__ inline void mma16816<__half>(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-      "{%0, %1, %2, %3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+// True when this thread's share of a V stage [BN][LDS] holds an Inf or NaN.
+template <typename KV, int D>
+__device__ bool nonfinite_rows(const KV* vt) {
+  constexpr int LDS = D + PAD, CPR = D / 8;
+  bool found = false;
+  for (int c = threadIdx.x; c < BN * CPR; c += THREADS) {
+    const uint4 u = *reinterpret_cast<const uint4*>(vt + (c / CPR) * LDS + (c % CPR) * 8);
+    for (const uint32_t w : {u.x, u.y, u.z, u.w}) {
+      found |= (w & Dtype<KV>::EXP_BITS) == Dtype<KV>::EXP_BITS;
+      found |= ((w >> 16) & Dtype<KV>::EXP_BITS) == Dtype<KV>::EXP_BITS;
+    }
+  }
+  return found;
 }
 
-template <>
-__device__ inline void mma16816<__nv_bfloat16>(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-      "{%0, %1, %2, %3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+// O += P V for one tile without the mma, skipping P = 0 (masked keys): the path for tiles with non-finite V values.
+// P (this warp's 16 rows, rounded to KV as the mma path does) goes through the tile's K stage `pk`, which S = Q K^T
+// no longer needs once every warp passed the barrier below; each thread then sums its own C-fragment elements.
+template <typename KV, int D>
+__device__ void exact_pv_tile(float (&o)[D / 8][4], const float (&s)[BN / 8][4], KV* pk, const KV* vt, int warp, int g,
+                              int tig) {
+  constexpr int LDS = D + PAD;
+  __syncthreads();  // every warp is done reading K from this stage
+#pragma unroll
+  for (int nt = 0; nt < BN / 8; ++nt) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      pk[(warp * 16 + g + 8 * (e >> 1)) * LDS + nt * 8 + 2 * tig + (e & 1)] = Dtype<KV>::from_f32(s[nt][e]);
+    }
+  }
+  __syncthreads();
+#pragma unroll
+  for (int dn = 0; dn < D / 8; ++dn) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const KV* prow = pk + (warp * 16 + g + 8 * (e >> 1)) * LDS;
+      const int col = dn * 8 + 2 * tig + (e & 1);
+      float acc = 0.f;
+      for (int key = 0; key < BN; ++key) {
+        const float p = Dtype<KV>::to_f32(prow[key]);
+        if (p != 0.f) acc = fmaf(p, Dtype<KV>::to_f32(vt[key * LDS + col]), acc);
+      }
+      o[dn][e] += acc;
+    }
+  }
 }
 
 template <typename KV, int D>
 __global__ void __launch_bounds__(THREADS, 3) prefill_kernel(const AttendArgs a) {
   constexpr int LDS = D + PAD;  // shared row stride (elements)
   constexpr int CPR = D / 8;    // 16-byte chunks per K/V row
-  extern __shared__ __align__(16) unsigned char smem[];
+  DUO_DYNAMIC_SMEM(smem);
   KV* ks = reinterpret_cast<KV*>(smem);                // [2][BN][LDS]
   KV* vs = ks + 2 * BN * LDS;                          // [2][BN][LDS]
   int32_t* ps = reinterpret_cast<int32_t*>(vs + 2 * BN * LDS);  // [2][BN] key positions (INT_MAX past the tile)
@@ -145,9 +158,18 @@ __global__ void __launch_bounds__(THREADS, 3) prefill_kernel(const AttendArgs a)
     cp_async_wait_prev();  // the current stage has landed
     __syncthreads();
 
-    const KV* kt = ks + stage * BN * LDS;
+    KV* kt = ks + stage * BN * LDS;
     const KV* vt = vs + stage * BN * LDS;
     const int32_t* pt = ps + stage * BN;
+    // A key visible to some rows of the CTA and masked for others (the causal diagonal, the window's edges) gets
+    // P = 0 in the masked rows, and 0 x Inf = NaN in the mma where the reference skips the key. So a tile that is not
+    // open to every row is checked for a non-finite V value (f16 caches overflow to Inf), and then takes the exact
+    // P V path below. Uniform per CTA: only the tiles at the edges of the mask pay for the check.
+    const KeyTile& tile = a.tiles[cur];
+    bool exact_pv = false;
+    if (!tile_open(tile.pos_min, tile.pos_max, tok_lo, tok_hi, a.sink, a.recent)) {
+      exact_pv = __syncthreads_or(nonfinite_rows<KV, D>(vt)) != 0;
+    }
 
     // S = Q K^T: 16 rows x 64 keys per warp, as 8 n-tiles of 8 keys.
     float s[BN / 8][4];
@@ -193,21 +215,26 @@ __global__ void __launch_bounds__(THREADS, 3) prefill_kernel(const AttendArgs a)
         l_run[h] += s[nt][2 * h] + s[nt][2 * h + 1];
       }
     }
-    // O += P V: P (C layout of two n-tiles) is the A fragment of a 16-key k-step.
+    if (exact_pv) {
+      exact_pv_tile<KV, D>(o, s, kt, vt, warp, g, tig);
+    } else {
+      // O += P V: P (C layout of two n-tiles) is the A fragment of a 16-key k-step.
 #pragma unroll
-    for (int kk = 0; kk < BN / 16; ++kk) {
-      const uint32_t pa[4] = {Dtype<KV>::pack2(s[2 * kk][0], s[2 * kk][1]), Dtype<KV>::pack2(s[2 * kk][2], s[2 * kk][3]),
-                              Dtype<KV>::pack2(s[2 * kk + 1][0], s[2 * kk + 1][1]),
-                              Dtype<KV>::pack2(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+      for (int kk = 0; kk < BN / 16; ++kk) {
+        const uint32_t pa[4] = {Dtype<KV>::pack2(s[2 * kk][0], s[2 * kk][1]),
+                                Dtype<KV>::pack2(s[2 * kk][2], s[2 * kk][3]),
+                                Dtype<KV>::pack2(s[2 * kk + 1][0], s[2 * kk + 1][1]),
+                                Dtype<KV>::pack2(s[2 * kk + 1][2], s[2 * kk + 1][3])};
 #pragma unroll
-      for (int dn = 0; dn < D / 8; dn += 2) {
-        // matrix i = lane / 8: keys kk*16 + (i & 1) * 8 + lane % 8, columns (dn + i / 2) * 8 .. + 7
-        const int mi = lane / 8;
-        const KV* vr = vt + (kk * 16 + (mi & 1) * 8 + lane % 8) * LDS + (dn + (mi >> 1)) * 8;
-        uint32_t vf[4];
-        ldmatrix_x4_trans(vf, vr);
-        mma16816<KV>(o[dn], pa, vf[0], vf[1]);
-        mma16816<KV>(o[dn + 1], pa, vf[2], vf[3]);
+        for (int dn = 0; dn < D / 8; dn += 2) {
+          // matrix i = lane / 8: keys kk*16 + (i & 1) * 8 + lane % 8, columns (dn + i / 2) * 8 .. + 7
+          const int mi = lane / 8;
+          const KV* vr = vt + (kk * 16 + (mi & 1) * 8 + lane % 8) * LDS + (dn + (mi >> 1)) * 8;
+          uint32_t vf[4];
+          ldmatrix_x4_trans(vf, vr);
+          mma16816<KV>(o[dn], pa, vf[0], vf[1]);
+          mma16816<KV>(o[dn + 1], pa, vf[2], vf[3]);
+        }
       }
     }
     __syncthreads();  // every warp is done with this stage before it is refilled
@@ -234,7 +261,7 @@ __global__ void __launch_bounds__(THREADS, 3) prefill_kernel(const AttendArgs a)
 
 template <typename KV, int D>
 cudaError_t launch(const AttendArgs& a, dim3 grid, cudaStream_t s) {
-  prefill_kernel<KV, D><<<grid, THREADS, smem_bytes<D>(), s>>>(a);
+  DUO_LAUNCH((prefill_kernel<KV, D>), grid, THREADS, smem_bytes<D>(), s, a);
   return cudaGetLastError();
 }
 
@@ -258,4 +285,19 @@ cudaError_t configure_kernels() {
   if (e == cudaSuccess) e = configure<__nv_bfloat16, 64>();
   if (e == cudaSuccess) e = configure<__nv_bfloat16, 128>();
   return e;
+}
+
+int prefill_blocks_per_sm(int dtype, int head_dim) {
+  static int known[2][2];  // [f16, bf16][D = 64, 128]; 0 = not yet asked (calls hold the API lock)
+  int& n = known[dtype == DUO_BF16][head_dim == 128];
+  if (n == 0) {
+    const void* k = dtype == DUO_F16
+                        ? (head_dim == 64 ? reinterpret_cast<const void*>(prefill_kernel<__half, 64>)
+                                          : reinterpret_cast<const void*>(prefill_kernel<__half, 128>))
+                        : (head_dim == 64 ? reinterpret_cast<const void*>(prefill_kernel<__nv_bfloat16, 64>)
+                                          : reinterpret_cast<const void*>(prefill_kernel<__nv_bfloat16, 128>));
+    const size_t smem = head_dim == 64 ? smem_bytes<64>() : smem_bytes<128>();
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, k, THREADS, smem) != cudaSuccess || n < 1) n = 1;
+  }
+  return n;
 }

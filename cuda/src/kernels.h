@@ -4,8 +4,19 @@
 
 #include <cstdint>
 
+// A kernel launch, written once for both builds: `kernel` in parentheses when it has template arguments with commas.
+// With -DDUO_EMU (cuda/emu/build.sh) the emulator queues the launch on the stream, with the same limits checked.
+#ifdef DUO_EMU
+#define DUO_LAUNCH(kernel, grid, block, smem, stream, ...) \
+  emu_launch(kernel, #kernel, dim3(grid), dim3(block), smem, stream, __VA_ARGS__)
+#else
+#define DUO_LAUNCH(kernel, grid, block, smem, stream, ...) kernel<<<grid, block, smem, stream>>>(__VA_ARGS__)
+#endif
+
 // Key tiles: every attend splits each segment into tiles of at most TILE_KEYS rows; the tile table is the kernels'
-// only view of the segments. Tiles that no query of the call can see are dropped on the host.
+// only view of the segments. The host uploads one SegmentDesc per segment (segments that no query of the call can
+// see are dropped there) and expand_tiles writes the tile table on the device: the upload is per segment (a page of
+// rows), not per 64-key tile, and the attention kernels skip the tiles their rows cannot see.
 constexpr int TILE_KEYS = 64;
 
 struct KeyTile {
@@ -19,6 +30,18 @@ struct KeyTile {
   int32_t pos_min;    // bounds of the tile's positions (for skipping fully masked tiles)
   int32_t pos_max;
   int32_t unused;
+};
+
+// One segment of an attend, as uploaded: expand_tiles writes its ceil(row_count / TILE_KEYS) tiles from first_tile on.
+struct SegmentDesc {
+  const void* k;       // K buffer
+  const void* v;       // V buffer
+  int32_t row_start;   // first buffer row
+  int32_t row_count;   // rows, >= 1
+  int32_t row_heads;   // heads per buffer row
+  int32_t pos0;        // position of row_start when pos_index < 0
+  int32_t pos_index;   // >= 0: positions[pos_index + r] is the position of row r
+  int32_t first_tile;  // index of its first tile in the tile table
 };
 
 // One launch of an attention kernel. Rows are "packed": KV head j owns M = T * G rows, row m = t * G + g is query
@@ -55,6 +78,12 @@ __host__ __device__ inline bool tile_masked(int32_t pmin, int32_t pmax, int32_t 
   return sink >= 0 && pmin >= sink && pmax < tlo - recent;      // every key is in the window's gap of every query
 }
 
+// True when every key of a tile with positions in [pmin, pmax] is visible to every query token in [tlo, thi].
+__host__ __device__ inline bool tile_open(int32_t pmin, int32_t pmax, int32_t tlo, int32_t thi, int32_t sink,
+                                          int32_t recent) {
+  return pmax <= tlo && (sink < 0 || pmax < sink || pmin >= thi - recent);
+}
+
 // Row-group sizes of the CUDA-core kernel (rows per CTA) and row tile of the tensor-core kernel.
 constexpr int DECODE_MAX_ROWS = 8;
 constexpr int PREFILL_ROWS = 64;
@@ -67,8 +96,15 @@ cudaError_t launch_prefill(const AttendArgs& a, int dtype, int head_dim, dim3 gr
 // out[r] = merge over `splits` partials of row r (r < rows = nkv * M), the log-sum-exp merge of reference mergeState.
 cudaError_t launch_merge(const float* part_o, const float* part_lse, float* out, float* lse, int64_t rows, int splits,
                          int head_dim, cudaStream_t s);
+// tiles[segs[i].first_tile + j] = tile j of segment i, for the n segments (positions: the explicit positions).
+cudaError_t launch_expand_tiles(const SegmentDesc* segs, int n, const int32_t* positions, KeyTile* tiles,
+                                cudaStream_t s);
 // dst[rows[i]] = src[i] for n rows of row_elems f32 values each, converted to dtype.
 cudaError_t launch_append(const float* src, const int32_t* rows, void* dst, int dtype, int64_t n, int64_t row_elems,
                           cudaStream_t s);
+// Blocks of the kernel launch_decode / launch_prefill would run that fit on one SM at once (registers, shared memory
+// and threads: cudaOccupancyMaxActiveBlocksPerMultiprocessor), at least 1; computed once per kernel.
+int decode_blocks_per_sm(int dtype, int head_dim, int rows);
+int prefill_blocks_per_sm(int dtype, int head_dim);
 // Once per process: raise the dynamic shared memory limit of the tensor-core kernels.
 cudaError_t configure_kernels();

@@ -311,7 +311,9 @@ def conformance(duo, quick):
                             worst = max(worst, err / tol if tol else math.inf)
                             if not ok:
                                 failures.append(label)
+                                print("FAIL", label)  # at once: a run cut short by a time-out still shows it
                 rows.append((dtype, D, G, count, worst))
+                print(f"conformance {dtype:4s} D={D:3d} G={G}: {count} attends, worst error / tolerance {worst:.3f}")
     return rows, failures
 
 
@@ -357,6 +359,12 @@ def decode_ms(duo, store, q, G, q_heads, qpos0, window=None, reps=50):
     return median_ms(once, reps)
 
 
+def emit(rows, row):
+    """Keep a result row for the final table and print it at once."""
+    rows.append(row)
+    print(f"{row[0]:58s} {row[1]:28s} {row[2]}")
+
+
 def benchmarks(duo, torch, quick):
     rng = np.random.default_rng(7)
     rows = []
@@ -368,9 +376,9 @@ def benchmarks(duo, torch, quick):
         a, b = torch.empty(n, dtype=torch.uint8, device="cuda"), torch.empty(n, dtype=torch.uint8, device="cuda")
         copy_gbs = 2 * n / torch_ms(torch, lambda: b.copy_(a), reps) / 1e6
         del a, b
-        rows.append(("device-to-device copy (torch, read + write)", f"{copy_gbs:8.0f} GB/s", ""))
+        emit(rows, ("device-to-device copy (torch, read + write)", f"{copy_gbs:8.0f} GB/s", ""))
     else:
-        rows.append(("device-to-device copy", "skipped", "PyTorch with CUDA not available"))
+        emit(rows, ("device-to-device copy", "skipped", "PyTorch with CUDA not available"))
 
     def of_copy(gbs):
         return f"{100 * gbs / copy_gbs:5.1f}% of copy" if copy_gbs else ""
@@ -383,14 +391,14 @@ def benchmarks(duo, torch, quick):
         store = PagedStore(duo, rng, ctx + 1, 8)
         full_ms[ctx] = decode_ms(duo, store, q, G, range(8), ctx, reps=reps)
         gbs = store.bytes / full_ms[ctx] / 1e6
-        rows.append((f"decode, full layer (8 KV heads), {ctx // 1024}K", f"{1e3 * full_ms[ctx]:8.1f} us {gbs:7.0f} GB/s",
+        emit(rows, (f"decode, full layer (8 KV heads), {ctx // 1024}K", f"{1e3 * full_ms[ctx]:8.1f} us {gbs:7.0f} GB/s",
                      of_copy(gbs)))
         store.free()
     ctx = 131072
     store = PagedStore(duo, rng, ctx + 1, 1)
     ms = decode_ms(duo, store, q, G, [0], ctx, reps=reps)
     gbs = store.bytes / ms / 1e6
-    rows.append((f"decode, 1 retrieval KV head, {ctx // 1024}K", f"{1e3 * ms:8.1f} us {gbs:7.0f} GB/s", of_copy(gbs)))
+    emit(rows, (f"decode, 1 retrieval KV head, {ctx // 1024}K", f"{1e3 * ms:8.1f} us {gbs:7.0f} GB/s", of_copy(gbs)))
     store.free()
 
     # Duo layer at 128K, r = 0.5: KV heads 0-3 retrieval (every token), 4-7 streaming (S + R + 1 keys, window mask).
@@ -403,7 +411,7 @@ def benchmarks(duo, torch, quick):
     byte_ratio = 2 * (ctx + 1) * 8 * D * 2 / (ret.bytes + ring.bytes)
     ret.free()
     ring.free()
-    rows.append(("decode, Duo layer 128K (4 retrieval + 4 streaming)", f"{1e3 * (ret_ms + str_ms):8.1f} us",
+    emit(rows, ("decode, Duo layer 128K (4 retrieval + 4 streaming)", f"{1e3 * (ret_ms + str_ms):8.1f} us",
                  f"{full_ms[ctx] / (ret_ms + str_ms):4.2f}x faster than full; byte ratio {byte_ratio:4.2f}x"))
 
     for T in ((8192,) if quick else (8192, 16384)):
@@ -418,11 +426,11 @@ def benchmarks(duo, torch, quick):
             return duo.device_ms()
         ms = median_ms(once, 3 if quick else 10)
         kv.free()
-        rows.append((f"prefill causal {T // 1024}K, duo (bf16, tensor cores)", f"{flops / ms / 1e9:8.1f} TFLOP/s",
+        emit(rows, (f"prefill causal {T // 1024}K, duo (bf16, tensor cores)", f"{flops / ms / 1e9:8.1f} TFLOP/s",
                      f"{ms:7.2f} ms"))
         for name, res in sdpa(torch, T, Hq, 8, D, 3 if quick else 10):
             ok = isinstance(res, float)
-            rows.append((f"prefill causal {T // 1024}K, torch SDPA {name}",
+            emit(rows, (f"prefill causal {T // 1024}K, torch SDPA {name}",
                          f"{flops / res / 1e9:8.1f} TFLOP/s" if ok else "n/a", f"{res:7.2f} ms" if ok else res))
     return rows
 
@@ -472,6 +480,7 @@ def main():
     ap.add_argument("--no-bench", action="store_true")
     ap.add_argument("--no-conformance", action="store_true")
     args = ap.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)  # every line as it is printed, also into a pipe or a log file
 
     try:
         duo = Duo(args.lib)
@@ -493,8 +502,6 @@ def main():
     summary, failed = [], False
     if not args.no_conformance:
         rows, failures = conformance(duo, args.quick)
-        for f in failures[:20]:
-            print("FAIL", f)
         failed = bool(failures)
         summary.append(("conformance", f"{sum(r[3] for r in rows)} attends", f"{len(failures)} failed"))
         for dtype, D, G, count, worst in rows:

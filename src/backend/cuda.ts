@@ -116,8 +116,12 @@ export class CudaBackend implements Backend {
 
   free(shard: number, h: Handle): void {
     this.live(shard);
-    if (!this.handles.delete(h)) return;
-    this.check(this.lib.duo_free(h));
+    if (!this.handles.has(h)) return;
+    const status = this.lib.duo_free(h);
+    // The handle is forgotten only once the library let go of it (or never knew it): after any other failure it
+    // stays owned, so that a later free() or dispose() tries again and memory() keeps counting it.
+    if (status === this.abi.STATUS.OK || status === this.abi.STATUS.ERR_HANDLE) this.handles.delete(h);
+    this.check(status);
   }
 
   memory(shard: number): BackendMemory {
@@ -145,11 +149,21 @@ export class CudaBackend implements Backend {
     }
   }
 
+  /** Frees every buffer still held; rejects with the first failure (naming them all) when the library could not. */
   async dispose(): Promise<void> {
     if (this.disposed) return;
     this.disposed = true;
-    for (const h of this.handles.keys()) this.lib.duo_free(h);
+    let first: DuoError | null = null;
+    const failed: string[] = [];
+    for (const h of this.handles.keys()) {
+      const status = this.lib.duo_free(h);
+      if (status === this.abi.STATUS.OK) continue;
+      const e = statusError(this.lib, status, this.abi.STATUS);
+      first ??= e;
+      failed.push(`buffer ${h}: ${e.message}`);
+    }
     this.handles.clear();
+    if (first) throw new DuoError(first.code, `cuda backend: dispose() could not free ${failed.length} buffer(s): ${failed.join("; ")}`);
   }
 
   /** Device milliseconds of the kernels of the last op (CUDA events), or -1 when unknown: for benchmarks. */

@@ -1,0 +1,2 @@
+#pragma once
+#include "emu_half.h"  // host emulation: bf16 in emu_half.h
