@@ -145,6 +145,16 @@ export async function exists(path: string): Promise<boolean> {
     return false;
   }
 }
+/** The entry names of a directory, or null when `path` is not a directory. */
+export async function listDir(path: string): Promise<string[] | null> {
+  const f = await fs();
+  try {
+    if (!(await f.stat(path)).isDirectory()) return null;
+  } catch {
+    return null;
+  }
+  return await f.readdir(path);
+}
 /** Monotonic milliseconds. */
 export function now(): number {
   return performance.now();
