@@ -115,6 +115,11 @@ export async function readText(path: string): Promise<string> {
 export async function writeText(path: string, text: string): Promise<void> {
   await (await fs()).writeFile(path, text);
 }
+/** Write `bytes` to a file, replacing it, or at its end with `append` (large files are written in pieces). */
+export async function writeBytes(path: string, bytes: Uint8Array, append = false): Promise<void> {
+  const f = await fs();
+  await (append ? f.appendFile(path, bytes) : f.writeFile(path, bytes));
+}
 export async function makeDir(path: string): Promise<void> {
   await (await fs()).mkdir(path, { recursive: true });
 }

@@ -14,7 +14,7 @@
  *     is returned as such (the model divides its inverse frequencies by them).
  * Every tensor's byte range is checked against the file size here, before anything large is allocated.
  */
-import { GGMLQuantizationType, type GGUFParseOutput } from "@huggingface/gguf";
+import type { GGUFParseOutput } from "@huggingface/gguf";
 import { DuoError } from "../errors.ts";
 import { fileSize, listDir } from "../runtime.ts";
 import { type ModelConfig, parseConfig } from "./config.ts";
@@ -129,6 +129,7 @@ function configJson(md: GgufMetadata, file: string, names: Set<string>, vocabRow
 /** Open a GGUF model file: config, tensors (checked against the file size), tokenizer. */
 export async function openGguf(file: string): Promise<GgufModel> {
   const parsed = await parseHeader(file);
+  const { GGMLQuantizationType } = await import("@huggingface/gguf");
   const md = parsed.metadata as unknown as GgufMetadata;
   const size = await fileSize(file);
   const names = new Set(parsed.tensorInfos.map((t) => t.name));
