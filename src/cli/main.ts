@@ -14,6 +14,7 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<CommandMai
   demo: { summary: "DuoAttention vs full attention on a Llama-3-8B-shaped stack: prefill, decode, memory, correctness", load: async () => (await import("./demo.ts")).main },
   generate: { summary: "generate text with a Llama/Mistral/Qwen2 model (full attention or DuoAttention)", load: async () => (await import("./generate.ts")).main },
   info: { summary: "runtime, capabilities and which backends are usable here", load: async () => (await import("./info.ts")).main },
+  "make-model": { summary: "write a Llama-shaped model with RANDOM weights (safetensors and/or GGUF) to try the runner offline", load: async () => (await import("./make-model.ts")).main },
   niah: { summary: "needle-in-a-haystack: full attention vs DuoAttention over lengths x depths (JSON + SVG heatmap)", load: async () => (await import("./niah.ts")).main },
   pattern: { summary: "load a head pattern, choose retrieval heads, show the schedule and its KV memory", load: async () => (await import("./pattern.ts")).main },
 };

@@ -244,36 +244,58 @@ function ggufMetadata(cfg: ModelConfig, shapeName: string, dtype: WriteDtype): R
   return { ...md, ...tokenizerMetadata(cfg.vocabSize) };
 }
 
-/** Write a random model into `dir` (created); see the module comment. */
-export async function writeRandomModel(dir: string, options: WriteModelOptions = {}): Promise<WrittenModel> {
-  const shapeName = typeof options.shape === "string" ? options.shape : options.shape === undefined ? "tiny" : "custom";
-  const fields = typeof options.shape === "object" ? options.shape : MODEL_SHAPES[shapeName];
-  if (!fields) throw new DuoError("INVALID_ARGUMENT", `unknown model shape ${JSON.stringify(shapeName)}; known: ${Object.keys(MODEL_SHAPES).join(", ")}`);
-  const dtype = checkOneOf("dtype", options.dtype ?? "bf16", WRITE_DTYPES);
-  const format = checkOneOf("format", options.format ?? "both", WRITE_FORMATS);
-  const seed = options.seed ?? 0;
+/** config.json of a shape (a MODEL_SHAPES name or fields) for `dtype`, validated. */
+function resolveShape(shape: WriteModelOptions["shape"], dtype: WriteDtype): { name: string; json: Record<string, unknown>; cfg: ModelConfig } {
+  const name = typeof shape === "string" ? shape : shape === undefined ? "tiny" : "custom";
+  const fields = typeof shape === "object" ? shape : MODEL_SHAPES[name];
+  if (!fields) throw new DuoError("INVALID_ARGUMENT", `unknown model shape ${JSON.stringify(name)}; known: ${Object.keys(MODEL_SHAPES).join(", ")}`);
   const json: Record<string, unknown> = {
     hidden_act: "silu", rms_norm_eps: 1e-5, bos_token_id: 1, eos_token_id: 2, tie_word_embeddings: false,
     torch_dtype: { f32: "float32", f16: "float16", bf16: "bfloat16", q8_0: "float32" }[dtype], ...fields,
   };
   json.model_type ??= { LlamaForCausalLM: "llama", MistralForCausalLM: "mistral", Qwen2ForCausalLM: "qwen2" }[String((json.architectures as string[])[0])];
-  const cfg = parseConfig(json, `model shape ${shapeName}`);
+  const cfg = parseConfig(json, `model shape ${name}`);
   if (dtype === "q8_0" && (cfg.hiddenSize % 32 || cfg.intermediateSize % 32 || (cfg.numHeads * cfg.headDim) % 32)) {
-    throw new DuoError("INVALID_ARGUMENT", `q8_0 needs hidden_size, intermediate_size and heads x head_dim to be multiples of 32 (shape ${shapeName})`);
+    throw new DuoError("INVALID_ARGUMENT", `q8_0 needs hidden_size, intermediate_size and heads x head_dim to be multiples of 32 (shape ${name})`);
   }
+  return { name, json, cfg };
+}
+
+/** Llama 3.1 RoPE scaling as llama.cpp stores it: per-frequency divisors [D/2] (rope_freqs.weight), else null. */
+function ropeFreqDivisors(cfg: ModelConfig): Float32Array | null {
+  if (cfg.ropeScaling.type !== "llama3") return null;
+  const plain = inverseFrequencies(cfg.headDim, cfg.ropeTheta, { type: "none" });
+  const scaled = inverseFrequencies(cfg.headDim, cfg.ropeTheta, cfg.ropeScaling);
+  return Float32Array.from(plain, (p, i) => p / scaled[i]!);
+}
+
+/** The GGUF header of a random model (tensor data not included) and the file's full size: lets tests build a
+ *  large model's file as a sparse file. */
+export async function randomGgufHeader(shape: WriteModelOptions["shape"], dtype: WriteDtype): Promise<{ header: Uint8Array; fileBytes: number }> {
+  const { name, cfg } = resolveShape(shape, dtype);
+  const specs = ggufSpecs(plan(cfg, dtype), ropeFreqDivisors(cfg));
+  const { header, offsets } = await ggufHeader(ggufMetadata(cfg, name, dtype), specs);
+  return { header, fileBytes: header.length + offsets.at(-1)! + specs.at(-1)!.byteLength };
+}
+
+function ggufSpecs(plans: readonly Plan[], ropeFreqs: Float32Array | null): GgufTensorSpec[] {
+  const specs: GgufTensorSpec[] = plans.map((p) => ({ name: ggufTensorName(p.name), dtype: p.gguf, shape: p.shape, byteLength: tensorBytes(p.gguf, p.shape)! }));
+  if (ropeFreqs) specs.push({ name: "rope_freqs.weight", dtype: "F32", shape: [ropeFreqs.length], byteLength: ropeFreqs.byteLength });
+  return specs;
+}
+
+/** Write a random model into `dir` (created); see the module comment. */
+export async function writeRandomModel(dir: string, options: WriteModelOptions = {}): Promise<WrittenModel> {
+  const dtype = checkOneOf("dtype", options.dtype ?? "bf16", WRITE_DTYPES);
+  const format = checkOneOf("format", options.format ?? "both", WRITE_FORMATS);
+  const { name: shapeName, json, cfg } = resolveShape(options.shape, dtype);
+  const seed = options.seed ?? 0;
   const plans = plan(cfg, dtype);
   await makeDir(dir);
   const files: string[] = [];
   const md = ggufMetadata(cfg, shapeName, dtype);
   const writeSt = format !== "gguf", writeGguf = format !== "safetensors";
-
-  // Llama 3.1 RoPE scaling: llama.cpp stores the per-frequency divisors instead of the parameters.
-  let ropeFreqs: Float32Array | null = null;
-  if (cfg.ropeScaling.type === "llama3") {
-    const plain = inverseFrequencies(cfg.headDim, cfg.ropeTheta, { type: "none" });
-    const scaled = inverseFrequencies(cfg.headDim, cfg.ropeTheta, cfg.ropeScaling);
-    ropeFreqs = Float32Array.from(plain, (p, i) => p / scaled[i]!);
-  }
+  const ropeFreqs = ropeFreqDivisors(cfg);
 
   const stPath = `${dir}/model.safetensors`, ggufPath = `${dir}/model-${dtype}.gguf`;
   let ggufOffsets: number[] = [], ggufAt = 0, ggufDataStart = 0;
@@ -287,9 +309,7 @@ export async function writeRandomModel(dir: string, options: WriteModelOptions =
     files.push(`${dir}/config.json`, `${dir}/generation_config.json`, `${dir}/tokenizer.json`, `${dir}/tokenizer_config.json`, stPath);
   }
   if (writeGguf) {
-    const specs: GgufTensorSpec[] = plans.map((p) => ({ name: ggufTensorName(p.name), dtype: p.gguf, shape: p.shape, byteLength: tensorBytes(p.gguf, p.shape)! }));
-    if (ropeFreqs) specs.push({ name: "rope_freqs.weight", dtype: "F32", shape: [ropeFreqs.length], byteLength: ropeFreqs.byteLength });
-    const { header, offsets } = await ggufHeader(md, specs);
+    const { header, offsets } = await ggufHeader(md, ggufSpecs(plans, ropeFreqs));
     ggufOffsets = offsets;
     ggufDataStart = header.length;
     await writeBytes(ggufPath, header);
