@@ -132,6 +132,11 @@ export async function openGguf(file: string): Promise<GgufModel> {
   const { GGMLQuantizationType } = await import("@huggingface/gguf");
   const md = parsed.metadata as unknown as GgufMetadata;
   const size = await fileSize(file);
+  // The parser reads past the end of a file as zeros, so a file cut inside its header parses to a header that
+  // ends beyond the file.
+  if (Number(parsed.tensorDataOffset) > size) {
+    throw new DuoError("IO", `${file}: is truncated: its header (metadata and tensor infos) ends at byte ${parsed.tensorDataOffset} but the file has ${size} bytes`);
+  }
   const names = new Set(parsed.tensorInfos.map((t) => t.name));
   const embed = parsed.tensorInfos.find((t) => t.name === "token_embd.weight");
   const config = parseConfig(configJson(md, file, names, embed ? Number(embed.shape[1]) : undefined), file);
