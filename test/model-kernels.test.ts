@@ -4,6 +4,7 @@ import { bf16BitsToF32, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits } from "../src
 import { DuoError } from "../src/errors.ts";
 import { createModelKernels, type ModelKernels, type WeightDtype } from "../src/model/kernels.ts";
 import { inverseFrequencies, ropeTables } from "../src/model/rope.ts";
+import { dequantizeQ8_0, quantizeQ8_0 } from "../src/model/tensor-types.ts";
 import { runtime } from "../src/runtime.ts";
 import { rng } from "./helpers/random.ts";
 
@@ -72,6 +73,63 @@ test("wasm matmul matches the reference for f32, bf16 and f16 weights, odd shape
     }
   }
   assert.ok(cases === 42, `ran ${cases} cases; worst error ${worst.toExponential(2)} of Σ|x·w|`);
+});
+
+test("Q8_0 codec: ggml's rounding (d = max|x|/127 as f16, q = round half away from zero), exact decode, stable re-quantization", () => {
+  // One block: max |x| = 127 gives d = 1; ±2.5 rounds away from zero (roundf), 0.49 to 0.
+  const x = new Float32Array(32);
+  x.set([127, -2.5, 2.5, 0.49, -126.6, 3.5]);
+  const q = quantizeQ8_0(x);
+  assert.equal(q.length, 34);
+  assert.equal(new DataView(q.buffer).getUint16(0, true), 0x3c00, "d = 1.0 as f16");
+  assert.deepEqual([...new Int8Array(q.buffer, 2, 6)], [127, -3, 3, 0, -127, 4]);
+  assert.deepEqual([...dequantizeQ8_0(q).subarray(0, 6)], [127, -3, 3, 0, -127, 4]);
+  // Random rows: decode is within d/2 of the input, plus |q| <= 127 times d's f16 rounding (q is computed with the
+  // unrounded d, as ggml does): 0.6·d; quantizing the decoded values gives the same bytes.
+  const r = data(32 * 40, 11, 3), b = quantizeQ8_0(r), back = dequantizeQ8_0(b);
+  for (let k = 0; k < 40; k++) {
+    const d = f16BitsToF32(new DataView(b.buffer).getUint16(k * 34, true));
+    for (let i = 0; i < 32; i++) assert.ok(Math.abs(back[k * 32 + i]! - r[k * 32 + i]!) <= 0.6 * d, `block ${k}[${i}]`);
+  }
+  assert.deepEqual(quantizeQ8_0(back), b);
+  assert.throws(() => quantizeQ8_0(new Float32Array(33)), /multiple of 32/);
+});
+
+test("wasm Q8_0 matmul and embedding (dequantized in registers) match the reference (decoded at load)", { skip }, async () => {
+  const [ref, wasm] = await both();
+  let cases = 0;
+  for (const [T, nin, nout] of [[1, 32, 1], [1, 64, 3], [3, 96, 5], [4, 32, 2], [37, 160, 9], [70, 64, 6]] as const) {
+    for (const withBias of [false, true]) {
+      const seed = 1000 + 10 * cases++;
+      const x = data(T * nin, seed + 1), bytes = quantizeQ8_0(data(nout * nin, seed + 2)), stored = dequantizeQ8_0(bytes), b = data(nout, seed + 3);
+      const mr = ref.matrix(nout, nin, "q8_0"), mw = wasm.matrix(nout, nin, "q8_0");
+      // written in two pieces of whole blocks, as the loader streams a tensor
+      const cut = 34 * Math.floor(bytes.length / 68);
+      for (const [m, k] of [[mr, ref], [mw, wasm]] as const) {
+        k.write(m, 0, bytes.subarray(0, cut));
+        k.write(m, cut, bytes.subarray(cut));
+      }
+      const yr = new Float32Array(T * nout), yw = new Float32Array(T * nout);
+      ref.matmul(yr, x, mr, T, withBias ? ref.vector(b) : undefined);
+      wasm.matmul(yw, x, mw, T, withBias ? wasm.vector(b) : undefined);
+      for (let t = 0; t < T; t++) {
+        for (let o = 0; o < nout; o++) {
+          let mag = withBias ? Math.abs(b[o]!) : 0;
+          for (let i = 0; i < nin; i++) mag += Math.abs(x[t * nin + i]! * stored[o * nin + i]!);
+          const err = Math.abs(yw[t * nout + o]! - yr[t * nout + o]!) / mag;
+          // f32 accumulation over nin <= 160 terms: |error| <= 2e-6 · (|b| + Σ|x·w|)
+          assert.ok(err <= 2e-6, `q8_0 T=${T} nin=${nin} nout=${nout} bias=${withBias}: y[${t}][${o}] wasm ${yw[t * nout + o]} ref ${yr[t * nout + o]} (error ${err.toExponential(2)})`);
+        }
+      }
+      if (T === 37) {
+        const ids = Int32Array.from({ length: 5 }, (_, i) => (i * 7) % nout), er = new Float32Array(5 * nin), ew = new Float32Array(5 * nin);
+        ref.embed(er, ids, mr);
+        wasm.embed(ew, ids, mw);
+        assert.deepEqual(ew, er, "q8_0 embedding rows decode exactly");
+      }
+    }
+  }
+  assert.equal(cases, 12);
 });
 
 test("wasm embedding lookup widens every f16 and bf16 bit pattern exactly", { skip }, async () => {
