@@ -35,6 +35,12 @@ export const MODEL_SHAPES: Record<string, Record<string, unknown>> = {
     num_key_value_heads: 2, vocab_size: 512, rope_theta: 500000, max_position_embeddings: 8192,
     rope_scaling: { rope_type: "llama3", factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 64 },
   },
+  /** Llama 3 style at about 0.18 B parameters (0.7 GB in f32): the llama.cpp comparison's default */
+  "llama-3-180m": {
+    architectures: ["LlamaForCausalLM"], hidden_size: 1024, intermediate_size: 3584, num_hidden_layers: 8, num_attention_heads: 16,
+    num_key_value_heads: 4, vocab_size: 32000, rope_theta: 500000, max_position_embeddings: 131072,
+    rope_scaling: { rope_type: "llama3", factor: 32, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8192 },
+  },
   "llama-3-1b": {
     architectures: ["LlamaForCausalLM"], hidden_size: 2048, intermediate_size: 8192, num_hidden_layers: 16, num_attention_heads: 32,
     num_key_value_heads: 8, vocab_size: 128256, rope_theta: 500000, max_position_embeddings: 131072, tie_word_embeddings: true,
