@@ -62,8 +62,8 @@ const QWEN_SHAPE = {
   num_key_value_heads: 2, vocab_size: 300, rope_theta: 1000000, max_position_embeddings: 4096, tie_word_embeddings: true,
 };
 
-test("GGUF and safetensors of the same random weights give the same logits (llama with Llama 3.1 RoPE, qwen2; f32, f16, bf16, q8_0)", async () => {
-  const cases: [WriteModelOptions["shape"], WriteDtype][] = [["tiny", "f32"], ["tiny", "f16"], ["tiny", "bf16"], ["tiny", "q8_0"], [QWEN_SHAPE, "bf16"], [QWEN_SHAPE, "q8_0"]];
+test("GGUF and safetensors of the same random weights give the same logits (llama with Llama 3.1 RoPE, qwen2; f32, f16, bf16, q8_0, q4_0)", async () => {
+  const cases: [WriteModelOptions["shape"], WriteDtype][] = [["tiny", "f32"], ["tiny", "f16"], ["tiny", "bf16"], ["tiny", "q8_0"], ["tiny", "q4_0"], [QWEN_SHAPE, "bf16"], [QWEN_SHAPE, "q8_0"]];
   for (const [shape, dtype] of cases) {
     await withDir(async (dir) => {
       const w = await writeRandomModel(dir, { shape, dtype, format: "both", seed: 7 });
@@ -81,7 +81,7 @@ test("GGUF and safetensors of the same random weights give the same logits (llam
 });
 
 test("round trip: every tensor of the GGUF file reads back equal to its safetensors twin (q/k rows back in Hugging Face order)", async () => {
-  for (const dtype of ["f16", "q8_0"] as const) {
+  for (const dtype of ["f16", "q8_0", "q4_0"] as const) {
     await withDir(async (dir) => {
       const w = await writeRandomModel(dir, { dtype, format: "both", seed: 3 });
       const st = await openWeights(dir), g = await openGguf(w.gguf!);
@@ -153,7 +153,7 @@ test("bad GGUF files: truncated, not GGUF, unknown tensor type, wrong architectu
     const at = find(typed, "blk.0.ffn_up.weight") + "blk.0.ffn_up.weight".length + 4 + 16;
     new DataView(typed.buffer).setUint32(at, 12, true);
     writeFileSync(path, typed);
-    await rejects(path, "UNSUPPORTED", /bad\.gguf: tensor "model\.layers\.0\.mlp\.up_proj\.weight" has type Q4_K; supported GGUF tensor types are F32, F16, BF16, Q8_0/);
+    await rejects(path, "UNSUPPORTED", /bad\.gguf: tensor "model\.layers\.0\.mlp\.up_proj\.weight" has type Q4_K; supported GGUF tensor types are F32, F16, BF16, Q8_0, Q4_0/);
     const arch = Uint8Array.from(good);
     arch.set(new TextEncoder().encode("gemma"), find(arch, "general.architecture") + "general.architecture".length + 4 + 8);
     writeFileSync(path, arch);

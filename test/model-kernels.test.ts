@@ -4,7 +4,7 @@ import { bf16BitsToF32, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits } from "../src
 import { DuoError } from "../src/errors.ts";
 import { createModelKernels, type ModelKernels, type WeightDtype } from "../src/model/kernels.ts";
 import { inverseFrequencies, ropeTables } from "../src/model/rope.ts";
-import { dequantizeQ8_0, quantizeQ8_0 } from "../src/model/tensor-types.ts";
+import { dequantizeQ4_0, dequantizeQ8_0, quantizeQ4_0, quantizeQ8_0 } from "../src/model/tensor-types.ts";
 import { runtime } from "../src/runtime.ts";
 import { rng } from "./helpers/random.ts";
 
@@ -95,16 +95,39 @@ test("Q8_0 codec: ggml's rounding (d = max|x|/127 as f16, q = round half away fr
   assert.throws(() => quantizeQ8_0(new Float32Array(33)), /multiple of 32/);
 });
 
-test("wasm Q8_0 matmul and embedding (dequantized in registers) match the reference (decoded at load)", { skip }, async () => {
+test("Q4_0 codec: ggml's rounding (d = the largest-magnitude value / −8 as f16, q = min(15, trunc(x/d + 8.5))), nibble order, stable re-quantization", () => {
+  // d = -16 / -8 = 2: -16 -> q 0 (value -16), 14 -> 14/2 + 8.5 = 15.5 -> 15 (clamped range top, value 14),
+  // 3 -> 1.5 + 8.5 = 10 (value 4), element 16 (high nibble of byte 0) = -5 -> -2.5 + 8.5 = 6 (value -4).
+  const x = new Float32Array(32);
+  x.set([-16, 14, 3]);
+  x[16] = -5;
+  const q = quantizeQ4_0(x);
+  assert.equal(q.length, 18);
+  assert.equal(new DataView(q.buffer).getUint16(0, true), 0x4000, "d = 2.0 as f16");
+  assert.equal(q[2], 0 | (6 << 4), "byte 0: element 0 low nibble, element 16 high nibble");
+  assert.deepEqual([...dequantizeQ4_0(q).subarray(0, 3)], [-16, 14, 4]);
+  assert.equal(dequantizeQ4_0(q)[16], -4);
+  const r = data(32 * 40, 12, 3), b = quantizeQ4_0(r), back = dequantizeQ4_0(b);
+  for (let k = 0; k < 40; k++) {
+    const d = Math.abs(f16BitsToF32(new DataView(b.buffer).getUint16(k * 18, true)));
+    // within |d|/2, except values of the sign opposite to the largest one beyond 7.5|d|, clamped to q = 15 (within
+    // |d|); plus 8 times d's f16 rounding
+    for (let i = 0; i < 32; i++) assert.ok(Math.abs(back[k * 32 + i]! - r[k * 32 + i]!) <= 1.1 * d, `block ${k}[${i}]`);
+  }
+  assert.deepEqual(quantizeQ4_0(back), b);
+});
+
+test("wasm Q8_0 and Q4_0 matmul and embedding (dequantized in registers) match the reference (decoded at load)", { skip }, async () => {
   const [ref, wasm] = await both();
   let cases = 0;
+  for (const [dtype, quantize, decode, blockBytes] of [["q8_0", quantizeQ8_0, dequantizeQ8_0, 34], ["q4_0", quantizeQ4_0, dequantizeQ4_0, 18]] as const) {
   for (const [T, nin, nout] of [[1, 32, 1], [1, 64, 3], [3, 96, 5], [4, 32, 2], [37, 160, 9], [70, 64, 6]] as const) {
     for (const withBias of [false, true]) {
       const seed = 1000 + 10 * cases++;
-      const x = data(T * nin, seed + 1), bytes = quantizeQ8_0(data(nout * nin, seed + 2)), stored = dequantizeQ8_0(bytes), b = data(nout, seed + 3);
-      const mr = ref.matrix(nout, nin, "q8_0"), mw = wasm.matrix(nout, nin, "q8_0");
+      const x = data(T * nin, seed + 1), bytes = quantize(data(nout * nin, seed + 2)), stored = decode(bytes), b = data(nout, seed + 3);
+      const mr = ref.matrix(nout, nin, dtype), mw = wasm.matrix(nout, nin, dtype);
       // written in two pieces of whole blocks, as the loader streams a tensor
-      const cut = 34 * Math.floor(bytes.length / 68);
+      const cut = blockBytes * Math.floor(bytes.length / (2 * blockBytes));
       for (const [m, k] of [[mr, ref], [mw, wasm]] as const) {
         k.write(m, 0, bytes.subarray(0, cut));
         k.write(m, cut, bytes.subarray(cut));
@@ -118,18 +141,19 @@ test("wasm Q8_0 matmul and embedding (dequantized in registers) match the refere
           for (let i = 0; i < nin; i++) mag += Math.abs(x[t * nin + i]! * stored[o * nin + i]!);
           const err = Math.abs(yw[t * nout + o]! - yr[t * nout + o]!) / mag;
           // f32 accumulation over nin <= 160 terms: |error| <= 2e-6 · (|b| + Σ|x·w|)
-          assert.ok(err <= 2e-6, `q8_0 T=${T} nin=${nin} nout=${nout} bias=${withBias}: y[${t}][${o}] wasm ${yw[t * nout + o]} ref ${yr[t * nout + o]} (error ${err.toExponential(2)})`);
+          assert.ok(err <= 2e-6, `${dtype} T=${T} nin=${nin} nout=${nout} bias=${withBias}: y[${t}][${o}] wasm ${yw[t * nout + o]} ref ${yr[t * nout + o]} (error ${err.toExponential(2)})`);
         }
       }
       if (T === 37) {
         const ids = Int32Array.from({ length: 5 }, (_, i) => (i * 7) % nout), er = new Float32Array(5 * nin), ew = new Float32Array(5 * nin);
         ref.embed(er, ids, mr);
         wasm.embed(ew, ids, mw);
-        assert.deepEqual(ew, er, "q8_0 embedding rows decode exactly");
+        assert.deepEqual(ew, er, `${dtype} embedding rows decode exactly`);
       }
     }
   }
-  assert.equal(cases, 12);
+  }
+  assert.equal(cases, 24);
 });
 
 test("wasm embedding lookup widens every f16 and bf16 bit pattern exactly", { skip }, async () => {

@@ -12,6 +12,7 @@ export const GGML_TYPES: Record<TensorDtype, GGMLQuantizationType> = {
   F16: GGMLQuantizationType.F16,
   BF16: GGMLQuantizationType.BF16,
   Q8_0: GGMLQuantizationType.Q8_0,
+  Q4_0: GGMLQuantizationType.Q4_0,
 };
 
 /** A metadata value with its GGUF type (arrays name their element type). */

@@ -1,12 +1,12 @@
 /**
  * The reference model kernels: plain TypeScript, float64 accumulation, results rounded to f32 once.
- * Every weight is decoded to f32 at load (exact for f16/bf16, and for q8_0's q·d), so this set uses 4 bytes per
- * parameter of JS heap: it is the specification (the twin of the wasm kernels' in-register widening and q8_0
+ * Every weight is decoded to f32 at load (exact for f16/bf16, and for the quantized types' q·d), so this set uses 4 bytes per
+ * parameter of JS heap: it is the specification (the twin of the wasm kernels' in-register widening and q8_0 / q4_0
  * dequantization) and the tiny-model runner, not a way to run a 7B model.
  */
 import { bf16BitsToF32, f16BitsToF32 } from "../dtype.ts";
 import { type Matrix, type ModelKernels, type Vector, WEIGHT_BLOCKS, type WeightDtype } from "./kernels.ts";
-import { dequantizeQ8_0 } from "./tensor-types.ts";
+import { dequantizeQ4_0, dequantizeQ8_0 } from "./tensor-types.ts";
 
 class RefMatrix implements Matrix {
   constructor(readonly rows: number, readonly cols: number, readonly dtype: WeightDtype, readonly data: Float32Array) {}
@@ -38,6 +38,7 @@ export class ReferenceKernels implements ModelKernels {
     const b = WEIGHT_BLOCKS[dtype], elementOffset = (byteOffset / b.bytes) * b.elements;
     const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     if (dtype === "q8_0") data.set(dequantizeQ8_0(bytes), elementOffset);
+    else if (dtype === "q4_0") data.set(dequantizeQ4_0(bytes), elementOffset);
     else if (dtype === "f32") for (let i = 0; i < bytes.length / 4; i++) data[elementOffset + i] = view.getFloat32(i * 4, true);
     else {
       const widen = dtype === "bf16" ? bf16BitsToF32 : f16BitsToF32;

@@ -3,22 +3,23 @@
  * implementations: `reference` (plain TS, float64 accumulation — the specification, kernels-reference.ts) and
  * `wasm` (C + SIMD128 in wasm/model/, one instance in the calling thread, kernels-wasm.ts).
  *
- * Weights live inside the kernel set: large matrices keep the file's dtype (f32, f16, bf16, or llama.cpp's Q8_0
- * blocks) in the wasm memory and are widened / dequantized to f32 inside the kernel; the reference set decodes
+ * Weights live inside the kernel set: large matrices keep the file's dtype (f32, f16, bf16, or llama.cpp's Q8_0 /
+ * Q4_0 blocks) in the wasm memory and are widened / dequantized to f32 inside the kernel; the reference set decodes
  * them to f32 at load. Small weights (norms,
  * biases) are f32 vectors. Activations are host Float32Arrays, row-major, one row per token.
  */
 import { DuoError } from "../errors.ts";
 import { runtime } from "../runtime.ts";
 
-export type WeightDtype = "f32" | "f16" | "bf16" | "q8_0";
-export const WEIGHT_DTYPES: readonly WeightDtype[] = ["f32", "f16", "bf16", "q8_0"];
-/** (elements, bytes) of a weight dtype's block: q8_0 rows are blocks of 32 (f16 scale + 32 int8, tensor-types.ts) */
+export type WeightDtype = "f32" | "f16" | "bf16" | "q8_0" | "q4_0";
+export const WEIGHT_DTYPES: readonly WeightDtype[] = ["f32", "f16", "bf16", "q8_0", "q4_0"];
+/** (elements, bytes) of a weight dtype's block: q8_0 / q4_0 rows are blocks of 32 (tensor-types.ts) */
 export const WEIGHT_BLOCKS: Record<WeightDtype, { elements: number; bytes: number }> = {
   f32: { elements: 1, bytes: 4 },
   f16: { elements: 1, bytes: 2 },
   bf16: { elements: 1, bytes: 2 },
   q8_0: { elements: 32, bytes: 34 },
+  q4_0: { elements: 32, bytes: 18 },
 };
 
 /** Bytes of a [rows, cols] matrix of `dtype` (cols a multiple of the block size). */

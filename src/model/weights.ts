@@ -2,7 +2,7 @@
  * The tensors a Llama-family checkpoint must have, checked against config.json, then streamed into the kernel set.
  * Attention projections of a layer whose head schedule is not already "retrieval heads first" are permuted once
  * here (SPEC §2, src/schedule/permute.ts): q rows in blocks of G·D, k/v rows in blocks of D, o columns in blocks
- * of G·D, q/k/v biases like their rows, never the o bias. A permuted Q8_0 matrix is decoded, permuted and quantized
+ * of G·D, q/k/v biases like their rows, never the o bias. A permuted Q8_0 / Q4_0 matrix is decoded, permuted and quantized
  * again, which gives its bytes back whenever G·D is a multiple of 32 (whole blocks move).
  */
 import { f32ToBf16Bits, f32ToF16Bits } from "../dtype.ts";
@@ -12,7 +12,7 @@ import type { HeadSchedule } from "../schedule/schedule.ts";
 import type { ModelConfig } from "./config.ts";
 import type { Matrix, ModelKernels, Vector, WeightDtype } from "./kernels.ts";
 import { readTensorBytes, readTensorF32, streamTensor, type TensorEntry } from "./safetensors.ts";
-import { BLOCKS, quantizeQ8_0, TENSOR_DTYPES, type TensorDtype } from "./tensor-types.ts";
+import { BLOCKS, quantizeQ4_0, quantizeQ8_0, TENSOR_DTYPES, type TensorDtype } from "./tensor-types.ts";
 
 export interface LayerWeights {
   inputNorm: Vector; // [hidden]
@@ -41,7 +41,7 @@ export interface ModelWeights {
   lmHead: Matrix;
 }
 
-const DTYPES: Record<TensorDtype, WeightDtype> = { F32: "f32", F16: "f16", BF16: "bf16", Q8_0: "q8_0" };
+const DTYPES: Record<TensorDtype, WeightDtype> = { F32: "f32", F16: "f16", BF16: "bf16", Q8_0: "q8_0", Q4_0: "q4_0" };
 const dtypeOf = (t: TensorEntry) => DTYPES[t.dtype as TensorDtype];
 
 /** name → expected shape, for every tensor the config implies. */
@@ -90,7 +90,7 @@ export function checkTensors(tensors: Map<string, TensorEntry>, cfg: ModelConfig
       throw new DuoError("SHAPE_MISMATCH", `tensor "${name}" has shape [${t.shape.join(", ")}] but config.json implies [${shape.join(", ")}] (${cfgShape})`);
     }
     const dt = dtypeOf(t);
-    if (!dt || (shape.length === 1 && dt === "q8_0")) {
+    if (!dt || (shape.length === 1 && (dt === "q8_0" || dt === "q4_0"))) {
       throw new DuoError("UNSUPPORTED", `${t.file}: tensor "${name}" has dtype ${t.dtype}; supported weight dtypes are ${shape.length === 1 ? "F32, F16, BF16 for vectors" : TENSOR_DTYPES.join(", ")}`);
     }
     bytes += shape.length === 1 ? shape[0]! * 4 : t.byteLength;
@@ -110,6 +110,7 @@ function matrixFrom(k: ModelKernels, data: Float32Array, rows: number, cols: num
   const m = k.matrix(rows, cols, dtype);
   if (dtype === "f32") k.write(m, 0, new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
   else if (dtype === "q8_0") k.write(m, 0, quantizeQ8_0(data));
+  else if (dtype === "q4_0") k.write(m, 0, quantizeQ4_0(data));
   else {
     const narrow = dtype === "bf16" ? f32ToBf16Bits : f32ToF16Bits;
     k.write(m, 0, new Uint8Array(Uint16Array.from(data, narrow).buffer));

@@ -6,7 +6,8 @@
  *
  * Values: embedding U(−1, 1), projections U(−√(3/in), √(3/in)), norms U(0.8, 1.2), biases U(−0.2, 0.2), each
  * tensor from its own stream (seed, tensor name), rounded to the dtype; both formats store the rounded values, so
- * they hold the same weights. Q8_0 exists only in GGUF; its safetensors twin stores the dequantized values as F32.
+ * they hold the same weights. Q8_0 and Q4_0 exist only in GGUF; their safetensors twin stores the dequantized values
+ * as F32.
  * Norms and biases are stored as F32 in GGUF (as llama.cpp does), rounded to the dtype first.
  * The GGUF file follows llama.cpp's converter: names blk.N.*, q/k rows of the llama architecture RoPE-interleaved,
  * Llama 3.1 RoPE scaling as a rope_freqs.weight tensor, a gpt2 (byte-level BPE) tokenizer in the metadata.
@@ -21,10 +22,11 @@ import { ggufTokenizer } from "./gguf-tokenizer.ts";
 import { inverseFrequencies } from "./rope.ts";
 import { Prng } from "./sampler.ts";
 import { expectedTensors } from "./weights.ts";
-import { dequantizeQ8_0, quantizeQ8_0, tensorBytes, type TensorDtype } from "./tensor-types.ts";
+import { dequantizeQ4_0, dequantizeQ8_0, quantizeQ4_0, quantizeQ8_0, tensorBytes, type TensorDtype } from "./tensor-types.ts";
 
-export type WriteDtype = "f32" | "f16" | "bf16" | "q8_0";
-export const WRITE_DTYPES: readonly WriteDtype[] = ["f32", "f16", "bf16", "q8_0"];
+export type WriteDtype = "f32" | "f16" | "bf16" | "q8_0" | "q4_0";
+export const WRITE_DTYPES: readonly WriteDtype[] = ["f32", "f16", "bf16", "q8_0", "q4_0"];
+const QUANTIZED = (d: WriteDtype) => d === "q8_0" || d === "q4_0";
 export type WriteFormat = "safetensors" | "gguf" | "both";
 export const WRITE_FORMATS: readonly WriteFormat[] = ["safetensors", "gguf", "both"];
 
@@ -139,10 +141,11 @@ function streamSeed(seed: number, name: string): number {
   return h >>> 0;
 }
 
-/** Values rounded to `dtype` (q8_0: through its blocks of 32, so whole rows of a multiple of 32). */
+/** Values rounded to `dtype` (q8_0 / q4_0: through their blocks of 32, so whole rows of a multiple of 32). */
 function rounded(values: Float32Array, dtype: WriteDtype): Float32Array {
   if (dtype === "f32") return values;
   if (dtype === "q8_0") return dequantizeQ8_0(quantizeQ8_0(values));
+  if (dtype === "q4_0") return dequantizeQ4_0(quantizeQ4_0(values));
   const [narrow, widen] = dtype === "bf16" ? [f32ToBf16Bits, bf16BitsToF32] : [f32ToF16Bits, f16BitsToF32];
   return values.map((v) => widen(narrow(v)));
 }
@@ -151,6 +154,7 @@ function rounded(values: Float32Array, dtype: WriteDtype): Float32Array {
 function encode(values: Float32Array, file: TensorDtype): Uint8Array {
   if (file === "F32") return new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
   if (file === "Q8_0") return quantizeQ8_0(values);
+  if (file === "Q4_0") return quantizeQ4_0(values);
   return new Uint8Array(Uint16Array.from(values, file === "BF16" ? f32ToBf16Bits : f32ToF16Bits).buffer);
 }
 
@@ -181,11 +185,11 @@ interface Plan {
   interleave?: number;
 }
 
-const FILE_DTYPE: Record<WriteDtype, TensorDtype> = { f32: "F32", f16: "F16", bf16: "BF16", q8_0: "Q8_0" };
+const FILE_DTYPE: Record<WriteDtype, TensorDtype> = { f32: "F32", f16: "F16", bf16: "BF16", q8_0: "Q8_0", q4_0: "Q4_0" };
 
 function plan(cfg: ModelConfig, dtype: WriteDtype): Plan[] {
   const out: Plan[] = [];
-  const vectorDtype: WriteDtype = dtype === "q8_0" ? "f32" : dtype;
+  const vectorDtype: WriteDtype = QUANTIZED(dtype) ? "f32" : dtype;
   for (const [name, shape] of expectedTensors(cfg)) {
     const matrix = shape.length === 2;
     const kind = name.endsWith("layernorm.weight") || name === "model.norm.weight" ? "norm" : name.endsWith(".bias") ? "bias" : name === "model.embed_tokens.weight" ? "embed" : "linear";
@@ -194,7 +198,7 @@ function plan(cfg: ModelConfig, dtype: WriteDtype): Plan[] {
       name, shape, round,
       scale: kind === "norm" ? 0.2 : kind === "bias" ? 0.2 : kind === "embed" ? 1 : Math.sqrt(3 / shape[1]!),
       center: kind === "norm" ? 1 : 0,
-      st: matrix ? (dtype === "q8_0" ? "F32" : FILE_DTYPE[dtype]) : FILE_DTYPE[vectorDtype],
+      st: matrix ? (QUANTIZED(dtype) ? "F32" : FILE_DTYPE[dtype]) : FILE_DTYPE[vectorDtype],
       gguf: matrix ? FILE_DTYPE[dtype] : "F32",
     };
     const proj = /\.self_attn\.(q|k)_proj\./.exec(name)?.[1];
@@ -229,7 +233,7 @@ function ggufMetadata(cfg: ModelConfig, shapeName: string, dtype: WriteDtype): R
   const md: Record<string, GgufValue> = {
     "general.architecture": { type: STR, value: arch },
     "general.name": { type: STR, value: `${shapeName} shape, RANDOM weights (duo make-model)` },
-    "general.file_type": u({ f32: 0, f16: 1, q8_0: 7, bf16: 32 }[dtype]),
+    "general.file_type": u({ f32: 0, f16: 1, q4_0: 2, q8_0: 7, bf16: 32 }[dtype]),
     [`${arch}.context_length`]: u(cfg.maxPositionEmbeddings),
     [`${arch}.embedding_length`]: u(cfg.hiddenSize),
     [`${arch}.block_count`]: u(cfg.numLayers),
@@ -257,12 +261,12 @@ function resolveShape(shape: WriteModelOptions["shape"], dtype: WriteDtype): { n
   if (!fields) throw new DuoError("INVALID_ARGUMENT", `unknown model shape ${JSON.stringify(name)}; known: ${Object.keys(MODEL_SHAPES).join(", ")}`);
   const json: Record<string, unknown> = {
     hidden_act: "silu", rms_norm_eps: 1e-5, bos_token_id: 1, eos_token_id: 2, tie_word_embeddings: false,
-    torch_dtype: { f32: "float32", f16: "float16", bf16: "bfloat16", q8_0: "float32" }[dtype], ...fields,
+    torch_dtype: { f32: "float32", f16: "float16", bf16: "bfloat16", q8_0: "float32", q4_0: "float32" }[dtype], ...fields,
   };
   json.model_type ??= { LlamaForCausalLM: "llama", MistralForCausalLM: "mistral", Qwen2ForCausalLM: "qwen2" }[String((json.architectures as string[])[0])];
   const cfg = parseConfig(json, `model shape ${name}`);
-  if (dtype === "q8_0" && (cfg.hiddenSize % 32 || cfg.intermediateSize % 32 || (cfg.numHeads * cfg.headDim) % 32)) {
-    throw new DuoError("INVALID_ARGUMENT", `q8_0 needs hidden_size, intermediate_size and heads x head_dim to be multiples of 32 (shape ${name})`);
+  if (QUANTIZED(dtype) && (cfg.hiddenSize % 32 || cfg.intermediateSize % 32 || (cfg.numHeads * cfg.headDim) % 32)) {
+    throw new DuoError("INVALID_ARGUMENT", `${dtype} needs hidden_size, intermediate_size and heads x head_dim to be multiples of 32 (shape ${name})`);
   }
   return { name, json, cfg };
 }

@@ -1,5 +1,5 @@
 // Model kernels for the Llama-family runner (src/model/kernels-wasm.ts): matmul y = x·Wᵀ for row-major W in f32,
-// f16 or bf16 (widened to f32 in registers) or llama.cpp's Q8_0 blocks (dequantized in registers), RMSNorm, RoPE
+// f16 or bf16 (widened to f32 in registers) or llama.cpp's Q8_0 / Q4_0 blocks (dequantized in registers), RMSNorm, RoPE
 // (rotate-half), SwiGLU, embedding lookup.
 // f16/bf16 matrices are packed once after loading (pack_u16). One instance per model, in the calling thread; the TS side owns the memory layout (weights, then scratch for the
 // activations of one call) and passes byte addresses as u32. No libc: freestanding, SIMD128, f32 accumulation.
@@ -150,91 +150,110 @@ MATMUL(matmul_bf16, uint16_t, ld8_bf16, w1_bf16)
 MATMUL(matmul_f16, uint16_t, ld8_f16, w1_f16)
 
 // -------------------------------------------------------------------------------------------------------------
-// Q8_0 (ggml-common.h block_q8_0): each row is nin/32 blocks of 34 bytes, an f16 scale d then 32 int8 q; the weight
-// is q·d (exact in f32). Blocks are read in place (unaligned v128 loads); d is folded into the 8 widened vectors of a
-// block, so the dot products are the f32 kernel's.
+// llama.cpp's quantized blocks (ggml-common.h), 32 weights each, read in place (unaligned v128 loads); the scale d
+// is folded into the 8 widened vectors of a block, so the dot products are the f32 kernel's:
+//   Q8_0  34 bytes: f16 d, 32 int8 q;                    weight i = q[i]·d
+//   Q4_0  18 bytes: f16 d, 16 bytes of nibbles;           weight i = ((qs[i] & 15) − 8)·d, weight 16+i = ((qs[i] >> 4) − 8)·d
+// q·d is exact in f32 (at most 8-bit × 11-bit significands).
 
-static inline float d_q8_0(const uint8_t* blk) {
+static inline float d_block(const uint8_t* blk) {
   return wasm_f32x4_extract_lane(f16x4_to_f32(wasm_i32x4_splat(blk[0] | blk[1] << 8)), 0);
 }
 
-// The 32 weights of one block, in order, as 8 f32x4 (already times d).
-static inline void ld32_q8_0(const uint8_t* blk, v128_t v[8]) {
-  const v128_t d = wasm_f32x4_splat(d_q8_0(blk));
-  const v128_t a = wasm_v128_load(blk + 2), b = wasm_v128_load(blk + 18);
+// 32 int8 (a = elements 0..15, b = 16..31) times d -> 8 f32x4 in element order.
+static inline void widen32(v128_t a, v128_t b, float d, v128_t v[8]) {
+  const v128_t dv = wasm_f32x4_splat(d);
   const v128_t h[4] = {wasm_i16x8_extend_low_i8x16(a), wasm_i16x8_extend_high_i8x16(a), wasm_i16x8_extend_low_i8x16(b),
                        wasm_i16x8_extend_high_i8x16(b)};
   for (int i = 0; i < 4; i++) {
-    v[2 * i] = wasm_f32x4_mul(wasm_f32x4_convert_i32x4(wasm_i32x4_extend_low_i16x8(h[i])), d);
-    v[2 * i + 1] = wasm_f32x4_mul(wasm_f32x4_convert_i32x4(wasm_i32x4_extend_high_i16x8(h[i])), d);
+    v[2 * i] = wasm_f32x4_mul(wasm_f32x4_convert_i32x4(wasm_i32x4_extend_low_i16x8(h[i])), dv);
+    v[2 * i + 1] = wasm_f32x4_mul(wasm_f32x4_convert_i32x4(wasm_i32x4_extend_high_i16x8(h[i])), dv);
   }
 }
 
-// y[T, nout] = x[T, nin] · W[nout, nin]ᵀ (+ b) for Q8_0 W (nin a multiple of 32): the blocking of MATMUL above,
-// tiles of 4 tokens x 2 rows sharing each dequantized block.
-EXPORT void matmul_q8_0(float* y, const float* x, const uint8_t* w, const float* b, int T, int nin, int nout) {
-  const int nb = nin / 32;
-  const uintptr_t row = (uintptr_t)nb * 34;
-  for (int t0 = 0; t0 < T; t0 += TB) {
-    const int t1 = t0 + TB < T ? t0 + TB : T;
-    for (int o = 0; o < nout; o += 2) {
-      const int two = o + 1 < nout;
-      const uint8_t* w0 = w + (uintptr_t)o * row;
-      const uint8_t* w1 = two ? w0 + row : w0;
-      const float b0 = b ? b[o] : 0.0f, b1 = b && two ? b[o + 1] : 0.0f;
-      int t = t0;
-      for (; t + 4 <= t1; t += 4) {
-        v128_t acc[4][2];
-        for (int j = 0; j < 4; j++) acc[j][0] = acc[j][1] = wasm_f32x4_splat(0);
-        for (int k = 0; k < nb; k++) {
-          v128_t p[8], q[8];
-          ld32_q8_0(w0 + (uintptr_t)k * 34, p);
-          ld32_q8_0(w1 + (uintptr_t)k * 34, q);
-          for (int j = 0; j < 4; j++) {
-            const float* xj = x + (uintptr_t)(t + j) * nin + k * 32;
-            for (int i = 0; i < 8; i++) {
-              const v128_t u = wasm_v128_load(xj + 4 * i);
-              FMA(acc[j][0], u, p[i]);
-              FMA(acc[j][1], u, q[i]);
-            }
-          }
-        }
-        for (int j = 0; j < 4; j++) {
-          y[(uintptr_t)(t + j) * nout + o] = hsum(acc[j][0]) + b0;
-          if (two) y[(uintptr_t)(t + j) * nout + o + 1] = hsum(acc[j][1]) + b1;
-        }
-      }
-      for (; t < t1; t++) { // single tokens (decode, block tails)
-        const float* x0 = x + (uintptr_t)t * nin;
-        v128_t a0 = wasm_f32x4_splat(0), a1 = a0, c0 = a0, c1 = a0;
-        for (int k = 0; k < nb; k++) {
-          v128_t p[8], q[8];
-          ld32_q8_0(w0 + (uintptr_t)k * 34, p);
-          ld32_q8_0(w1 + (uintptr_t)k * 34, q);
-          for (int i = 0; i < 8; i += 2) {
-            const v128_t u = wasm_v128_load(x0 + k * 32 + 4 * i), v = wasm_v128_load(x0 + k * 32 + 4 * i + 4);
-            FMA(a0, u, p[i]); FMA(a1, v, p[i + 1]); FMA(c0, u, q[i]); FMA(c1, v, q[i + 1]);
-          }
-        }
-        y[(uintptr_t)t * nout + o] = hsum(wasm_f32x4_add(a0, a1)) + b0;
-        if (two) y[(uintptr_t)t * nout + o + 1] = hsum(wasm_f32x4_add(c0, c1)) + b1;
-      }
-    }
-  }
+static inline void ld32_q8_0(const uint8_t* blk, v128_t v[8]) {
+  widen32(wasm_v128_load(blk + 2), wasm_v128_load(blk + 18), d_block(blk), v);
 }
 
-// Embedding rows of a Q8_0 table: y[t, :] = dequantized table[ids[t], :].
-EXPORT void embed_q8_0(float* y, const int32_t* ids, const uint8_t* table, int T, int n) {
-  const uintptr_t row = (uintptr_t)(n / 32) * 34;
-  for (int t = 0; t < T; t++) {
-    const uint8_t* r = table + (uintptr_t)ids[t] * row;
-    for (int k = 0; k < n / 32; k++) {
-      v128_t v[8];
-      ld32_q8_0(r + (uintptr_t)k * 34, v);
-      for (int i = 0; i < 8; i++) wasm_v128_store(y + (uintptr_t)t * n + k * 32 + 4 * i, v[i]);
-    }
-  }
+static inline void ld32_q4_0(const uint8_t* blk, v128_t v[8]) {
+  const v128_t qs = wasm_v128_load(blk + 2), eight = wasm_i8x16_splat(8);
+  widen32(wasm_i8x16_sub(wasm_v128_and(qs, wasm_i8x16_splat(15)), eight), wasm_i8x16_sub(wasm_u8x16_shr(qs, 4), eight),
+          d_block(blk), v);
 }
+
+// y[T, nout] = x[T, nin] · W[nout, nin]ᵀ (+ b) for block-quantized W (nin a multiple of 32): the blocking of MATMUL
+// above, tiles of 4 tokens x 2 rows sharing each dequantized block.
+#define MATMUL_Q(NAME, BLOCK_BYTES, LD32)                                                                         \
+  EXPORT void NAME(float* y, const float* x, const uint8_t* w, const float* b, int T, int nin, int nout) {      \
+    const int nb = nin / 32;                                                                                    \
+    const uintptr_t row = (uintptr_t)nb * BLOCK_BYTES;                                                          \
+    for (int t0 = 0; t0 < T; t0 += TB) {                                                                        \
+      const int t1 = t0 + TB < T ? t0 + TB : T;                                                                 \
+      for (int o = 0; o < nout; o += 2) {                                                                       \
+        const int two = o + 1 < nout;                                                                           \
+        const uint8_t* w0 = w + (uintptr_t)o * row;                                                             \
+        const uint8_t* w1 = two ? w0 + row : w0;                                                                \
+        const float b0 = b ? b[o] : 0.0f, b1 = b && two ? b[o + 1] : 0.0f;                                      \
+        int t = t0;                                                                                             \
+        for (; t + 4 <= t1; t += 4) {                                                                           \
+          v128_t acc[4][2];                                                                                     \
+          for (int j = 0; j < 4; j++) acc[j][0] = acc[j][1] = wasm_f32x4_splat(0);                              \
+          for (int k = 0; k < nb; k++) {                                                                        \
+            v128_t p[8], q[8];                                                                                  \
+            LD32(w0 + (uintptr_t)k * BLOCK_BYTES, p);                                                           \
+            LD32(w1 + (uintptr_t)k * BLOCK_BYTES, q);                                                           \
+            for (int j = 0; j < 4; j++) {                                                                       \
+              const float* xj = x + (uintptr_t)(t + j) * nin + k * 32;                                          \
+              for (int i = 0; i < 8; i++) {                                                                     \
+                const v128_t u = wasm_v128_load(xj + 4 * i);                                                    \
+                FMA(acc[j][0], u, p[i]);                                                                        \
+                FMA(acc[j][1], u, q[i]);                                                                        \
+              }                                                                                                 \
+            }                                                                                                   \
+          }                                                                                                     \
+          for (int j = 0; j < 4; j++) {                                                                         \
+            y[(uintptr_t)(t + j) * nout + o] = hsum(acc[j][0]) + b0;                                            \
+            if (two) y[(uintptr_t)(t + j) * nout + o + 1] = hsum(acc[j][1]) + b1;                               \
+          }                                                                                                     \
+        }                                                                                                       \
+        for (; t < t1; t++) { /* single tokens (decode, block tails) */                                        \
+          const float* x0 = x + (uintptr_t)t * nin;                                                             \
+          v128_t a0 = wasm_f32x4_splat(0), a1 = a0, c0 = a0, c1 = a0;                                           \
+          for (int k = 0; k < nb; k++) {                                                                        \
+            v128_t p[8], q[8];                                                                                  \
+            LD32(w0 + (uintptr_t)k * BLOCK_BYTES, p);                                                           \
+            LD32(w1 + (uintptr_t)k * BLOCK_BYTES, q);                                                           \
+            for (int i = 0; i < 8; i += 2) {                                                                    \
+              const v128_t u = wasm_v128_load(x0 + k * 32 + 4 * i), v = wasm_v128_load(x0 + k * 32 + 4 * i + 4); \
+              FMA(a0, u, p[i]); FMA(a1, v, p[i + 1]); FMA(c0, u, q[i]); FMA(c1, v, q[i + 1]);                   \
+            }                                                                                                   \
+          }                                                                                                     \
+          y[(uintptr_t)t * nout + o] = hsum(wasm_f32x4_add(a0, a1)) + b0;                                       \
+          if (two) y[(uintptr_t)t * nout + o + 1] = hsum(wasm_f32x4_add(c0, c1)) + b1;                          \
+        }                                                                                                       \
+      }                                                                                                         \
+    }                                                                                                           \
+  }
+
+MATMUL_Q(matmul_q8_0, 34, ld32_q8_0)
+MATMUL_Q(matmul_q4_0, 18, ld32_q4_0)
+
+// Embedding rows of a block-quantized table: y[t, :] = dequantized table[ids[t], :].
+#define EMBED_Q(NAME, BLOCK_BYTES, LD32)                                                                          \
+  EXPORT void NAME(float* y, const int32_t* ids, const uint8_t* table, int T, int n) {                          \
+    const uintptr_t row = (uintptr_t)(n / 32) * BLOCK_BYTES;                                                    \
+    for (int t = 0; t < T; t++) {                                                                               \
+      const uint8_t* r = table + (uintptr_t)ids[t] * row;                                                       \
+      for (int k = 0; k < n / 32; k++) {                                                                        \
+        v128_t v[8];                                                                                            \
+        LD32(r + (uintptr_t)k * BLOCK_BYTES, v);                                                                \
+        for (int i = 0; i < 8; i++) wasm_v128_store(y + (uintptr_t)t * n + k * 32 + 4 * i, v[i]);              \
+      }                                                                                                         \
+    }                                                                                                           \
+  }
+
+EMBED_Q(embed_q8_0, 34, ld32_q8_0)
+EMBED_Q(embed_q4_0, 18, ld32_q4_0)
 
 // -------------------------------------------------------------------------------------------------------------
 // embedding lookup: y[t, :] = table[ids[t], :] widened to f32
