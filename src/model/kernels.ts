@@ -12,7 +12,6 @@ import { DuoError } from "../errors.ts";
 import { runtime } from "../runtime.ts";
 
 export type WeightDtype = "f32" | "f16" | "bf16" | "q8_0" | "q4_0";
-export const WEIGHT_DTYPES: readonly WeightDtype[] = ["f32", "f16", "bf16", "q8_0", "q4_0"];
 /** (elements, bytes) of a weight dtype's block: q8_0 / q4_0 rows are blocks of 32 (tensor-types.ts) */
 export const WEIGHT_BLOCKS: Record<WeightDtype, { elements: number; bytes: number }> = {
   f32: { elements: 1, bytes: 4 },

@@ -2,8 +2,8 @@
  * The tensors a Llama-family checkpoint must have, checked against config.json, then streamed into the kernel set.
  * Attention projections of a layer whose head schedule is not already "retrieval heads first" are permuted once
  * here (SPEC §2, src/schedule/permute.ts): q rows in blocks of G·D, k/v rows in blocks of D, o columns in blocks
- * of G·D, q/k/v biases like their rows, never the o bias. A permuted Q8_0 / Q4_0 matrix is decoded, permuted and quantized
- * again, which gives its bytes back whenever G·D is a multiple of 32 (whole blocks move).
+ * of G·D, q/k/v biases like their rows, never the o bias. A permuted Q8_0 / Q4_0 matrix is decoded, permuted and
+ * quantized again, which gives its bytes back whenever G·D is a multiple of 32 (whole blocks move).
  */
 import { f32ToBf16Bits, f32ToF16Bits } from "../dtype.ts";
 import { DuoError } from "../errors.ts";
