@@ -211,3 +211,20 @@ test("GGUF tokenizers: byte-level BPE encodes like the equivalent tokenizer.json
   assert.throws(() => ggufTokenizer({ "tokenizer.ggml.model": "bert", "tokenizer.ggml.tokens": ["a"] }, "x.gguf"), /x\.gguf: tokenizer\.ggml\.model "bert" is not supported; supported: gpt2/);
   assert.throws(() => ggufTokenizer({ "tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": "falcon", "tokenizer.ggml.tokens": ["a"] }, "x.gguf"), /tokenizer\.ggml\.pre "falcon" is not supported; supported byte-level BPE pre-tokenizers: default, gpt2, llama-bpe, qwen2/);
 });
+
+test("a head mask that reorders heads: quantized GGUF weights, permuted and re-quantized, give the safetensors twin's logits", async () => {
+  for (const dtype of ["q8_0", "q4_0"] as const) {
+    await withDir(async (dir) => {
+      const w = await writeRandomModel(dir, { dtype, format: "both", seed: 9 });
+      const heads = [[false, true], [true, false]]; // layer 0: head 1 first; G·D = 32, so whole blocks move
+      const logits: Float32Array[] = [];
+      for (const path of [dir, w.gguf!]) {
+        const model = await LlamaModel.load(path, { backend: "reference", kvDtype: "f32", heads, sinkSize: 2, recentSize: 4 });
+        logits.push(await model.forward([1, 40, 41, 42, 43, 44, 45, 46, 47, 48]));
+        await model.dispose();
+      }
+      const { rel, at } = relError(logits[1]!, logits[0]!);
+      assert.ok(rel <= 1e-5, `${dtype}: logit ${at} GGUF ${logits[1]![at]} safetensors ${logits[0]![at]} (rel ${rel.toExponential(2)})`);
+    });
+  }
+});
