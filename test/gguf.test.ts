@@ -136,7 +136,7 @@ function find(bytes: Uint8Array, needle: string): number {
   throw new Error(`${needle} not found`);
 }
 
-test("bad GGUF files: truncated, not GGUF, unknown tensor type, wrong architecture — the file and tensor are named", async () => {
+test("bad GGUF files: truncated, not GGUF, unknown tensor type, wrong architecture, partial RoPE — the file and tensor are named", async () => {
   await withDir(async (dir) => {
     const w = await writeRandomModel(dir, { format: "gguf", dtype: "f16" });
     const good = readFileSync(w.gguf!);
@@ -158,6 +158,10 @@ test("bad GGUF files: truncated, not GGUF, unknown tensor type, wrong architectu
     arch.set(new TextEncoder().encode("gemma"), find(arch, "general.architecture") + "general.architecture".length + 4 + 8);
     writeFileSync(path, arch);
     await rejects(path, "UNSUPPORTED", /bad\.gguf: general\.architecture "gemma" is not supported; supported: llama \(Llama 2\/3\/3\.1, Mistral\), qwen2/);
+    const rotary = Uint8Array.from(good); // llama.rope.dimension_count (u32 after its type) 16 -> 8
+    new DataView(rotary.buffer).setUint32(find(rotary, "llama.rope.dimension_count") + "llama.rope.dimension_count".length + 4, 8, true);
+    writeFileSync(path, rotary);
+    await rejects(path, "UNSUPPORTED", /bad\.gguf: RoPE on 8 of 16 head dimensions \(llama\.rope\.dimension_count\) is not supported/);
   });
 });
 

@@ -103,6 +103,10 @@ function configJson(md: GgufMetadata, file: string, names: Set<string>, vocabRow
   const heads = k("attention.head_count");
   const kvHeads = k("attention.head_count_kv") ?? heads;
   if (Array.isArray(kvHeads) || Array.isArray(heads)) throw new DuoError("UNSUPPORTED", `${file}: per-layer head counts are not supported (every layer must have the same heads)`);
+  if (Number(k("expert_count") ?? 0) > 0) throw new DuoError("UNSUPPORTED", `${file}: mixture-of-experts models (${arch}.expert_count = ${k("expert_count")}) are not supported; supported: dense llama and qwen2`);
+  const headDim = k("attention.key_length") ?? Math.floor(Number(k("embedding_length")) / Number(heads));
+  const rotary = k("rope.dimension_count");
+  if (rotary !== undefined && rotary !== headDim) throw new DuoError("UNSUPPORTED", `${file}: RoPE on ${rotary} of ${headDim} head dimensions (${arch}.rope.dimension_count) is not supported; supported: RoPE on the whole head`);
   const scaling = md[`${arch}.rope.scaling.type`];
   const tokens = md["tokenizer.ggml.tokens"];
   return {
