@@ -146,6 +146,7 @@ test("bad GGUF files: truncated, not GGUF, unknown tensor type, wrong architectu
     await rejects(path, "IO", /bad\.gguf: is truncated or corrupt: tensor "blk\.1\.ffn_down\.weight" \(F16 \[64, 128\]\) needs bytes \[\d+, \d+\) but the file has \d+ bytes/);
     writeFileSync(path, good.subarray(0, 2000));
     await rejects(path, "IO", /bad\.gguf: is truncated: its header \(metadata and tensor infos\) ends at byte \d+ but the file has 2000 bytes/);
+    await rejects(join(dir, "missing.gguf"), "IO", /missing\.gguf: file not found/);
     writeFileSync(path, new Uint8Array(64).fill(7));
     await rejects(path, "IO", /bad\.gguf: not a readable GGUF file \(.*magic/);
     // blk.0.ffn_up.weight's type (after its name, n_dims and two u64 dims) -> 12 (Q4_K)

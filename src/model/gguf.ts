@@ -16,7 +16,7 @@
  */
 import type { GGUFParseOutput } from "@huggingface/gguf";
 import { DuoError } from "../errors.ts";
-import { fileSize, listDir } from "../runtime.ts";
+import { exists, fileSize, listDir } from "../runtime.ts";
 import { type ModelConfig, parseConfig } from "./config.ts";
 import { readTensorF32, type TensorEntry } from "./safetensors.ts";
 import { ggufTokenizer, type TokenizerFiles } from "./gguf-tokenizer.ts";
@@ -85,6 +85,7 @@ const num = (v: unknown) => (typeof v === "bigint" ? Number(v) : v);
 
 /** Parse a GGUF file's header; a file that is not GGUF, or is cut inside its header, is an IO DuoError. */
 async function parseHeader(file: string): Promise<GGUFParseOutput> {
+  if (!(await exists(file))) throw new DuoError("IO", `${file}: file not found`);
   const { gguf } = await import("@huggingface/gguf");
   try {
     return await gguf(file, { allowLocalFile: true });
