@@ -150,39 +150,57 @@ MATMUL(matmul_bf16, uint16_t, ld8_bf16, w1_bf16)
 MATMUL(matmul_f16, uint16_t, ld8_f16, w1_f16)
 
 // -------------------------------------------------------------------------------------------------------------
-// llama.cpp's quantized blocks (ggml-common.h), 32 weights each, read in place (unaligned v128 loads); the scale d
-// is folded into the 8 widened vectors of a block, so the dot products are the f32 kernel's:
-//   Q8_0  34 bytes: f16 d, 32 int8 q;                    weight i = q[i]·d
-//   Q4_0  18 bytes: f16 d, 16 bytes of nibbles;           weight i = ((qs[i] & 15) − 8)·d, weight 16+i = ((qs[i] >> 4) − 8)·d
-// q·d is exact in f32 (at most 8-bit × 11-bit significands).
+// llama.cpp's quantized blocks (ggml-common.h), 32 weights each, read in place (unaligned v128 loads):
+//   Q8_0  34 bytes: f16 d, 32 int8 q:          weight i = q[i]·d
+//   Q4_0  18 bytes: f16 d, 16 bytes qs:        weight i = ((qs[i] & 15) − 8)·d, weight 16 + i = ((qs[i] >> 4) − 8)·d
+// The dot product of a block with x is Σ q·x in f32, then times d (q·x is exact; the sum rounds like the f32
+// kernel's).
 
+// The f16 scale as f32, in scalar code (cheaper here than a SIMD round trip): exponent+mantissa moved into place and
+// rescaled by 2^112, exact for normals and subnormals; Inf/NaN scales (not valid quantized blocks) are not handled.
 static inline float d_block(const uint8_t* blk) {
-  return wasm_f32x4_extract_lane(f16x4_to_f32(wasm_i32x4_splat(blk[0] | blk[1] << 8)), 0);
+  const uint32_t h = (uint32_t)blk[0] | (uint32_t)blk[1] << 8;
+  union { uint32_t u; float f; } m = {(h & 0x7fff) << 13};
+  union { float f; uint32_t u; } r = {m.f * 0x1p112f};
+  r.u |= (h & 0x8000) << 16;
+  return r.f;
 }
 
-// 32 int8 (a = elements 0..15, b = 16..31) times d -> 8 f32x4 in element order.
-static inline void widen32(v128_t a, v128_t b, float d, v128_t v[8]) {
-  const v128_t dv = wasm_f32x4_splat(d);
+// 32 int8 (a = elements 0..15, b = 16..31) -> 8 f32x4 in element order.
+static inline void widen32(v128_t a, v128_t b, v128_t v[8]) {
   const v128_t h[4] = {wasm_i16x8_extend_low_i8x16(a), wasm_i16x8_extend_high_i8x16(a), wasm_i16x8_extend_low_i8x16(b),
                        wasm_i16x8_extend_high_i8x16(b)};
   for (int i = 0; i < 4; i++) {
-    v[2 * i] = wasm_f32x4_mul(wasm_f32x4_convert_i32x4(wasm_i32x4_extend_low_i16x8(h[i])), dv);
-    v[2 * i + 1] = wasm_f32x4_mul(wasm_f32x4_convert_i32x4(wasm_i32x4_extend_high_i16x8(h[i])), dv);
+    v[2 * i] = wasm_f32x4_convert_i32x4(wasm_i32x4_extend_low_i16x8(h[i]));
+    v[2 * i + 1] = wasm_f32x4_convert_i32x4(wasm_i32x4_extend_high_i16x8(h[i]));
   }
 }
 
-static inline void ld32_q8_0(const uint8_t* blk, v128_t v[8]) {
-  widen32(wasm_v128_load(blk + 2), wasm_v128_load(blk + 18), d_block(blk), v);
+// The block's q as 8 f32x4; returns d.
+static inline float ld32_q8_0(const uint8_t* blk, v128_t v[8]) {
+  widen32(wasm_v128_load(blk + 2), wasm_v128_load(blk + 18), v);
+  return d_block(blk);
 }
 
-static inline void ld32_q4_0(const uint8_t* blk, v128_t v[8]) {
+static inline float ld32_q4_0(const uint8_t* blk, v128_t v[8]) {
   const v128_t qs = wasm_v128_load(blk + 2), eight = wasm_i8x16_splat(8);
-  widen32(wasm_i8x16_sub(wasm_v128_and(qs, wasm_i8x16_splat(15)), eight), wasm_i8x16_sub(wasm_u8x16_shr(qs, 4), eight),
-          d_block(blk), v);
+  const v128_t lo = wasm_i8x16_sub(wasm_v128_and(qs, wasm_i8x16_splat(15)), eight);
+  widen32(lo, wasm_i8x16_sub(wasm_u8x16_shr(qs, 4), eight), v);
+  return d_block(blk);
+}
+
+// Σ over the block's 8 vectors of x·q, two chains.
+static inline v128_t dot32(const float* x, const v128_t q[8]) {
+  v128_t e = wasm_f32x4_mul(wasm_v128_load(x), q[0]), o = wasm_f32x4_mul(wasm_v128_load(x + 4), q[1]);
+  for (int i = 2; i < 8; i += 2) {
+    FMA(e, wasm_v128_load(x + 4 * i), q[i]);
+    FMA(o, wasm_v128_load(x + 4 * i + 4), q[i + 1]);
+  }
+  return wasm_f32x4_add(e, o);
 }
 
 // y[T, nout] = x[T, nin] · W[nout, nin]ᵀ (+ b) for block-quantized W (nin a multiple of 32): the blocking of MATMUL
-// above, tiles of 4 tokens x 2 rows sharing each dequantized block.
+// above, tiles of 4 tokens x 2 rows sharing each widened block.
 #define MATMUL_Q(NAME, BLOCK_BYTES, LD32)                                                                         \
   EXPORT void NAME(float* y, const float* x, const uint8_t* w, const float* b, int T, int nin, int nout) {      \
     const int nb = nin / 32;                                                                                    \
@@ -200,15 +218,12 @@ static inline void ld32_q4_0(const uint8_t* blk, v128_t v[8]) {
           for (int j = 0; j < 4; j++) acc[j][0] = acc[j][1] = wasm_f32x4_splat(0);                              \
           for (int k = 0; k < nb; k++) {                                                                        \
             v128_t p[8], q[8];                                                                                  \
-            LD32(w0 + (uintptr_t)k * BLOCK_BYTES, p);                                                           \
-            LD32(w1 + (uintptr_t)k * BLOCK_BYTES, q);                                                           \
+            const v128_t d0 = wasm_f32x4_splat(LD32(w0 + (uintptr_t)k * BLOCK_BYTES, p));                       \
+            const v128_t d1 = wasm_f32x4_splat(LD32(w1 + (uintptr_t)k * BLOCK_BYTES, q));                       \
             for (int j = 0; j < 4; j++) {                                                                       \
               const float* xj = x + (uintptr_t)(t + j) * nin + k * 32;                                          \
-              for (int i = 0; i < 8; i++) {                                                                     \
-                const v128_t u = wasm_v128_load(xj + 4 * i);                                                    \
-                FMA(acc[j][0], u, p[i]);                                                                        \
-                FMA(acc[j][1], u, q[i]);                                                                        \
-              }                                                                                                 \
+              FMA(acc[j][0], dot32(xj, p), d0);                                                                 \
+              FMA(acc[j][1], dot32(xj, q), d1);                                                                 \
             }                                                                                                   \
           }                                                                                                     \
           for (int j = 0; j < 4; j++) {                                                                         \
@@ -218,18 +233,16 @@ static inline void ld32_q4_0(const uint8_t* blk, v128_t v[8]) {
         }                                                                                                       \
         for (; t < t1; t++) { /* single tokens (decode, block tails) */                                        \
           const float* x0 = x + (uintptr_t)t * nin;                                                             \
-          v128_t a0 = wasm_f32x4_splat(0), a1 = a0, c0 = a0, c1 = a0;                                           \
+          v128_t a0 = wasm_f32x4_splat(0), a1 = a0;                                                             \
           for (int k = 0; k < nb; k++) {                                                                        \
             v128_t p[8], q[8];                                                                                  \
-            LD32(w0 + (uintptr_t)k * BLOCK_BYTES, p);                                                           \
-            LD32(w1 + (uintptr_t)k * BLOCK_BYTES, q);                                                           \
-            for (int i = 0; i < 8; i += 2) {                                                                    \
-              const v128_t u = wasm_v128_load(x0 + k * 32 + 4 * i), v = wasm_v128_load(x0 + k * 32 + 4 * i + 4); \
-              FMA(a0, u, p[i]); FMA(a1, v, p[i + 1]); FMA(c0, u, q[i]); FMA(c1, v, q[i + 1]);                   \
-            }                                                                                                   \
+            const v128_t d0 = wasm_f32x4_splat(LD32(w0 + (uintptr_t)k * BLOCK_BYTES, p));                       \
+            const v128_t d1 = wasm_f32x4_splat(LD32(w1 + (uintptr_t)k * BLOCK_BYTES, q));                       \
+            FMA(a0, dot32(x0 + k * 32, p), d0);                                                                 \
+            FMA(a1, dot32(x0 + k * 32, q), d1);                                                                 \
           }                                                                                                     \
-          y[(uintptr_t)t * nout + o] = hsum(wasm_f32x4_add(a0, a1)) + b0;                                       \
-          if (two) y[(uintptr_t)t * nout + o + 1] = hsum(wasm_f32x4_add(c0, c1)) + b1;                          \
+          y[(uintptr_t)t * nout + o] = hsum(a0) + b0;                                                           \
+          if (two) y[(uintptr_t)t * nout + o + 1] = hsum(a1) + b1;                                              \
         }                                                                                                       \
       }                                                                                                         \
     }                                                                                                           \
@@ -246,8 +259,8 @@ MATMUL_Q(matmul_q4_0, 18, ld32_q4_0)
       const uint8_t* r = table + (uintptr_t)ids[t] * row;                                                       \
       for (int k = 0; k < n / 32; k++) {                                                                        \
         v128_t v[8];                                                                                            \
-        LD32(r + (uintptr_t)k * BLOCK_BYTES, v);                                                                \
-        for (int i = 0; i < 8; i++) wasm_v128_store(y + (uintptr_t)t * n + k * 32 + 4 * i, v[i]);              \
+        const v128_t d = wasm_f32x4_splat(LD32(r + (uintptr_t)k * BLOCK_BYTES, v));                             \
+        for (int i = 0; i < 8; i++) wasm_v128_store(y + (uintptr_t)t * n + k * 32 + 4 * i, wasm_f32x4_mul(v[i], d)); \
       }                                                                                                         \
     }                                                                                                           \
   }
