@@ -1,0 +1,45 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { LlamaModel } from "../src/model/llama.ts";
+import { writeRandomModel } from "../src/model/write.ts";
+import { runtime } from "../src/runtime.ts";
+
+// llama.cpp agreement on the same GGUF file, when the benchmark's node-llama-cpp is installed
+// ((cd bench/peers/llama-cpp && npm install); Node only: it is an N-API addon).
+const peer = resolve(import.meta.dirname ?? ".", "../bench/peers/llama-cpp/node_modules/node-llama-cpp/package.json");
+const skip = runtime().name !== "node" ? "skipped: node-llama-cpp is tested under Node" : existsSync(peer) ? false : "skipped: node-llama-cpp is not installed (cd bench/peers/llama-cpp && npm install)";
+
+interface Cpp {
+  getLlama(o: object): Promise<{ loadModel(o: { modelPath: string }): Promise<{ createContext(o: object): Promise<{ getSequence(): { evaluate(t: number[], o: object): AsyncGenerator<number> }; dispose(): Promise<void> }>; dispose(): Promise<void> }> }>;
+}
+
+test("greedy tokens agree with llama.cpp for 64 steps on a random f32 GGUF (llama architecture, Llama 3.1 RoPE)", { skip }, async () => {
+  const dir = mkdtempSync(join(tmpdir(), "duo-llama-cpp-"));
+  try {
+    const w = await writeRandomModel(dir, { dtype: "f32", format: "gguf", seed: 12 });
+    const prompt = [1, 40, 50, 60, 70, 80, 90, 100];
+    const ours = await LlamaModel.load(w.gguf!, { backend: "reference", kvDtype: "f32" });
+    const want: number[] = [];
+    for await (const t of ours.generate(prompt, { maxTokens: 64, greedy: true, ignoreEos: true })) want.push(t.id);
+    await ours.dispose();
+    const { getLlama } = (await import(resolve(peer, "..", "dist/index.js"))) as Cpp;
+    const llama = await getLlama({ gpu: false, build: "never", logLevel: "error" });
+    const model = await llama.loadModel({ modelPath: w.gguf! });
+    const ctx = await model.createContext({ contextSize: 256, threads: 1, experimentalKvCacheKeyType: "F32", experimentalKvCacheValueType: "F32" });
+    const got: number[] = [];
+    for await (const t of ctx.getSequence().evaluate(prompt, { temperature: 0 })) {
+      got.push(t);
+      if (got.length === 64) break;
+    }
+    await ctx.dispose();
+    await model.dispose();
+    // llama.cpp stops at an end-of-generation token; ours was told to ignore eos
+    assert.ok(got.length >= 8, `llama.cpp generated only ${got.length} tokens`);
+    assert.deepEqual(got, want.slice(0, got.length));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
