@@ -141,6 +141,7 @@ async function main(): Promise<void> {
     const cpp = await llama.loadModel({ modelPath: file });
     for (const threads of threadCounts) {
       const ctx = await cpp.createContext({ contextSize: promptLen + decodeLen + 16, batchSize: 512, threads });
+      const seq = ctx.getSequence(); // one per context: cleared before each run
       const full = await LlamaModel.load(file, { threads });
       const duo = await LlamaModel.load(file, { threads, heads: halfStreaming(full.config.numLayers, full.config.numKvHeads) });
       const prompt = promptIds(promptLen, full.config.vocabSize, 11);
@@ -150,7 +151,7 @@ async function main(): Promise<void> {
         best[k] = b ? { ...b, prefillMs: Math.min(b.prefillMs, t.prefillMs), decodeMs: Math.min(b.decodeMs, t.decodeMs) } : t;
       };
       for (let r = 0; r < rounds; r++) {
-        keep("llama.cpp", await runCpp(ctx.getSequence(), prompt, decodeLen));
+        keep("llama.cpp", await runCpp(seq, prompt, decodeLen));
         keep("duo full", await runOurs(full, prompt, decodeLen));
         keep("duo Duo", await runOurs(duo, prompt, decodeLen));
       }
