@@ -3,8 +3,8 @@
  * thread, synchronous calls. Memory layout, managed here: [C stack + data | weights (bump-allocated, 64-byte
  * aligned, never freed) | scratch]; the scratch area holds the inputs and outputs of one kernel call and starts where
  * the weights end. Matrices keep their file dtype (2 bytes per parameter for f16/bf16, rows packed in groups of 8
- * for the kernels: pack_u16 in kernels.c; 34 / 18 bytes per 32 for q8_0 / q4_0, as in the file), so a model fits when its weights plus the scratch of one prefill chunk
- * stay under the 4 GiB of a wasm32 memory.
+ * for the kernels: pack_u16 in kernels.c; 34 / 18 bytes per 32 for q8_0 / q4_0, as in the file), so a model fits
+ * when its weights plus the scratch of one prefill chunk stay under the 4 GiB of a wasm32 memory.
  */
 import { DuoError } from "../errors.ts";
 import { readUrl } from "../runtime.ts";

@@ -17,7 +17,7 @@ export const READ_CHUNK_BYTES = 64 * 1024 * 1024;
 export interface TensorEntry {
   name: string;
   file: string;
-  /** as written in the header; F32, F16, BF16 (and Q8_0 from GGUF) are the ones the model runner reads */
+  /** as written in the header; F32, F16, BF16 (and Q8_0, Q4_0 from GGUF) are the ones the model runner reads */
   dtype: string;
   /** row-major, Hugging Face order: [rows, cols] for a matrix */
   shape: number[];
