@@ -12,8 +12,18 @@ import { runtime } from "../src/runtime.ts";
 const peer = resolve(import.meta.dirname ?? ".", "../bench/peers/llama-cpp/node_modules/node-llama-cpp/package.json");
 const skip = runtime().name !== "node" ? "skipped: node-llama-cpp is tested under Node" : existsSync(peer) ? false : "skipped: node-llama-cpp is not installed (cd bench/peers/llama-cpp && npm install)";
 
+interface CppModel {
+  createContext(o: object): Promise<{ getSequence(): { evaluate(t: number[], o: object): AsyncGenerator<number> }; dispose(): Promise<void> }>;
+  tokenize(text: string): number[];
+  dispose(): Promise<void>;
+}
 interface Cpp {
-  getLlama(o: object): Promise<{ loadModel(o: { modelPath: string }): Promise<{ createContext(o: object): Promise<{ getSequence(): { evaluate(t: number[], o: object): AsyncGenerator<number> }; dispose(): Promise<void> }>; dispose(): Promise<void> }> }>;
+  getLlama(o: object): Promise<{ loadModel(o: { modelPath: string }): Promise<CppModel> }>;
+}
+
+async function cpp(): Promise<{ loadModel(o: { modelPath: string }): Promise<CppModel> }> {
+  const { getLlama } = (await import(resolve(peer, "..", "dist/index.js"))) as Cpp;
+  return await getLlama({ gpu: false, build: "never", logLevel: "error" });
 }
 
 test("greedy tokens agree with llama.cpp for 64 steps on a random f32 GGUF (llama architecture, Llama 3.1 RoPE)", { skip }, async () => {
@@ -25,9 +35,7 @@ test("greedy tokens agree with llama.cpp for 64 steps on a random f32 GGUF (llam
     const want: number[] = [];
     for await (const t of ours.generate(prompt, { maxTokens: 64, greedy: true, ignoreEos: true })) want.push(t.id);
     await ours.dispose();
-    const { getLlama } = (await import(resolve(peer, "..", "dist/index.js"))) as Cpp;
-    const llama = await getLlama({ gpu: false, build: "never", logLevel: "error" });
-    const model = await llama.loadModel({ modelPath: w.gguf! });
+    const model = await (await cpp()).loadModel({ modelPath: w.gguf! });
     const ctx = await model.createContext({ contextSize: 256, threads: 1, experimentalKvCacheKeyType: "F32", experimentalKvCacheValueType: "F32" });
     const got: number[] = [];
     for await (const t of ctx.getSequence().evaluate(prompt, { temperature: 0 })) {
@@ -43,3 +51,28 @@ test("greedy tokens agree with llama.cpp for 64 steps on a random f32 GGUF (llam
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test("the tokenizer built from GGUF metadata encodes like llama.cpp's (byte-level BPE and SentencePiece vocabularies)", { skip }, async () => {
+  const dir = mkdtempSync(join(tmpdir(), "duo-llama-cpp-"));
+  try {
+    const llama = await cpp();
+    for (const tokenizer of ["gpt2", "llama"] as const) {
+      const w = await writeRandomModel(join(dir, tokenizer), { format: "gguf", tokenizer, shape: { ...TOK_SHAPE } });
+      const ours = await LlamaModel.load(w.gguf!, { backend: "reference" });
+      const model = await llama.loadModel({ modelPath: w.gguf! });
+      for (const s of ["the there in an", "  spaces\tand\nlines", "héllo wörld ✓ ÆØÅ", "Theory: 3.14 + 2 = 5?", "rere onon the baab"]) {
+        assert.deepEqual(ours.tokenizer.encode(s, { addSpecialTokens: false }), Array.from(model.tokenize(s)), `${tokenizer}: ${JSON.stringify(s)}`);
+      }
+      await model.dispose();
+      await ours.dispose();
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+/** A tiny shape with room for the SentencePiece filler words. */
+const TOK_SHAPE = {
+  architectures: ["LlamaForCausalLM"], hidden_size: 32, intermediate_size: 64, num_hidden_layers: 1, num_attention_heads: 2,
+  num_key_value_heads: 1, vocab_size: 1200, rope_theta: 10000, max_position_embeddings: 512,
+};

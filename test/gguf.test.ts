@@ -63,10 +63,12 @@ const QWEN_SHAPE = {
 };
 
 test("GGUF and safetensors of the same random weights give the same logits (llama with Llama 3.1 RoPE, qwen2; f32, f16, bf16, q8_0, q4_0)", async () => {
-  const cases: [WriteModelOptions["shape"], WriteDtype][] = [["tiny", "f32"], ["tiny", "f16"], ["tiny", "bf16"], ["tiny", "q8_0"], ["tiny", "q4_0"], [QWEN_SHAPE, "bf16"], [QWEN_SHAPE, "q8_0"]];
-  for (const [shape, dtype] of cases) {
+  const cases: [WriteModelOptions["shape"], WriteDtype, ("gpt2" | "llama")?][] = [
+    ["tiny", "f32"], ["tiny", "f16"], ["tiny", "bf16", "llama"], ["tiny", "q8_0"], ["tiny", "q4_0"], [QWEN_SHAPE, "bf16"], [QWEN_SHAPE, "q8_0"],
+  ];
+  for (const [shape, dtype, tokenizer] of cases) {
     await withDir(async (dir) => {
-      const w = await writeRandomModel(dir, { shape, dtype, format: "both", seed: 7 });
+      const w = await writeRandomModel(dir, { shape, dtype, format: "both", seed: 7, tokenizer });
       for (const kernels of simd ? (["reference", "wasm"] as const) : (["reference"] as const)) {
         const { st, gg } = await twinLogits(dir, w.gguf!, kernels);
         for (let i = 0; i < st.length; i++) {

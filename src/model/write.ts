@@ -73,6 +73,8 @@ export interface WriteModelOptions {
   dtype?: WriteDtype;
   format?: WriteFormat;
   seed?: number;
+  /** the vocabulary's kind (default: "llama" SentencePiece for llama-2-7b and mistral-7b, else "gpt2" byte-level BPE) */
+  tokenizer?: WriteTokenizer;
   /** called after each tensor with bytes written so far and in all */
   progress?: (done: number, total: number) => void;
 }
@@ -93,8 +95,15 @@ const BLOCK_ELEMENTS = 1 << 24;
 export const RANDOM_WEIGHTS_NOTE = "RANDOM weights written by `duo make-model`: the model runs at a real shape but produces noise, not language.";
 
 // ---------------------------------------------------------------------------------------------------------------
-// tokenizer: byte-level BPE (llama.cpp's "gpt2" model) over the 256 byte symbols, a few merges, 3 specials, and
-// filler words up to the vocabulary size (so that every id decodes to some text)
+// tokenizers, as llama.cpp stores them, 3 specials (<unk> <s> </s>), then filler words up to the vocabulary size (so
+// that every id decodes to some text):
+//   gpt2   byte-level BPE over the 256 byte symbols and a few merges (Llama 3, Qwen2 style);
+//   llama  SentencePiece BPE: 256 <0xXX> byte-fallback tokens, "▁", the letters, a few longer pieces; merge order is
+//          the pieces' scores (Llama 2, Mistral style).
+
+export type WriteTokenizer = "gpt2" | "llama";
+/** The shapes whose models come with a SentencePiece vocabulary; the others get byte-level BPE. */
+const SPM_SHAPES = new Set(["llama-2-7b", "mistral-7b"]);
 
 function byteSymbols(): string[] {
   const printable = (b: number) => (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
@@ -103,26 +112,46 @@ function byteSymbols(): string[] {
 }
 
 const MERGES = [["Ġ", "t"], ["h", "e"], ["Ġt", "he"], ["i", "n"], ["a", "n"], ["e", "r"], ["Ġ", "a"], ["o", "n"], ["Ġ", "s"], ["r", "e"]];
+const SPM_PIECES = ["▁", ..."etaoinshrdlucmfwypvbgkjqxz", "▁t", "he", "▁the", "in", "an", "er", "▁a", "on", "re", "▁s"];
 export const CHAT_TEMPLATE = "{{ bos_token }}{% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}";
 
+/** Words a, b, .., z, aa, ba, .. (i = 0, 1, ..). */
+function word(i: number): string {
+  let w = "";
+  do w += "abcdefghijklmnopqrstuvwxyz"[i % 26], (i = Math.floor(i / 26)); while (i > 0);
+  return w;
+}
+
 /** The tokenizer as GGUF metadata (the Hugging Face files are derived from it by ggufTokenizer). */
-function tokenizerMetadata(vocab: number): Record<string, GgufValue> {
-  const tokens = ["<unk>", "<s>", "</s>", ...byteSymbols(), ...MERGES.map(([a, b]) => a! + b!)];
-  if (vocab < tokens.length) throw new DuoError("INVALID_ARGUMENT", `vocab_size must be at least ${tokens.length} (specials, bytes and merges of the writer's tokenizer), got ${vocab}`);
-  const letters = "abcdefghijklmnopqrstuvwxyz";
-  for (let i = 0; tokens.length < vocab; i++) {
-    let w = "", n = i;
-    do w += letters[n % 26], (n = Math.floor(n / 26)); while (n > 0);
-    tokens.push(`Ġ${w[0]!.toUpperCase()}${w.slice(1)}`); // capitalized: never a merge result, so encode never emits them
+function tokenizerMetadata(vocab: number, kind: WriteTokenizer): Record<string, GgufValue> {
+  const spm = kind === "llama";
+  const bytes = Array.from({ length: 256 }, (_, b) => `<0x${b.toString(16).toUpperCase().padStart(2, "0")}>`);
+  const tokens = ["<unk>", "<s>", "</s>", ...(spm ? [...bytes, ...SPM_PIECES] : [...byteSymbols(), ...MERGES.map(([a, b]) => a! + b!)])];
+  if (vocab < tokens.length) throw new DuoError("INVALID_ARGUMENT", `vocab_size must be at least ${tokens.length} (specials, bytes and pieces of the writer's ${kind} tokenizer), got ${vocab}`);
+  const have = new Set(tokens);
+  for (let i = 26; tokens.length < vocab; i++) {
+    // byte-level BPE: capitalized, never a merge result, so encode never emits them; SentencePiece: lowercase words,
+    // reachable by merges of the letters (both tokenizers then agree on them with llama.cpp)
+    const w = word(i), t = spm ? `▁${w}` : `Ġ${w[0]!.toUpperCase()}${w.slice(1)}`;
+    if (!have.has(t)) tokens.push(t), have.add(t);
   }
-  const types = tokens.map((_, i) => (i === 0 ? 2 : i < 3 ? 3 : 1));
-  const U32 = 4, I32 = 5, STR = 8, ARR = 9, BOOL = 7;
+  const special = (i: number) => (i === 0 ? 2 : i < 3 ? 3 : 0);
+  const types = tokens.map((_, i) => special(i) || (spm && i < 3 + 256 ? 6 : 1));
+  const U32 = 4, I32 = 5, F32 = 6, STR = 8, ARR = 9, BOOL = 7;
+  const model: Record<string, GgufValue> = spm
+    ? {
+      "tokenizer.ggml.model": { type: STR, value: "llama" },
+      "tokenizer.ggml.scores": { type: ARR, subType: F32, value: tokens.map((_, i) => (i < 3 + 256 ? 0 : -(i - 3 - 256))) },
+    }
+    : {
+      "tokenizer.ggml.model": { type: STR, value: "gpt2" },
+      "tokenizer.ggml.pre": { type: STR, value: "default" },
+      "tokenizer.ggml.merges": { type: ARR, subType: STR, value: MERGES.map(([a, b]) => `${a} ${b}`) },
+    } as Record<string, GgufValue>;
   return {
-    "tokenizer.ggml.model": { type: STR, value: "gpt2" },
-    "tokenizer.ggml.pre": { type: STR, value: "default" },
+    ...model,
     "tokenizer.ggml.tokens": { type: ARR, subType: STR, value: tokens },
     "tokenizer.ggml.token_type": { type: ARR, subType: I32, value: types },
-    "tokenizer.ggml.merges": { type: ARR, subType: STR, value: MERGES.map(([a, b]) => `${a} ${b}`) },
     "tokenizer.ggml.bos_token_id": { type: U32, value: 1 },
     "tokenizer.ggml.eos_token_id": { type: U32, value: 2 },
     "tokenizer.ggml.unknown_token_id": { type: U32, value: 0 },
@@ -225,7 +254,7 @@ function safetensorsHeader(plans: readonly Plan[]): Uint8Array {
   return out;
 }
 
-function ggufMetadata(cfg: ModelConfig, shapeName: string, dtype: WriteDtype): Record<string, GgufValue> {
+function ggufMetadata(cfg: ModelConfig, shapeName: string, dtype: WriteDtype, tokenizer: WriteTokenizer): Record<string, GgufValue> {
   const arch = cfg.architecture === "Qwen2ForCausalLM" ? "qwen2" : "llama";
   const U32 = 4, F32 = 6, STR = 8;
   const u = (value: number) => ({ type: U32, value }) as GgufValue;
@@ -251,7 +280,7 @@ function ggufMetadata(cfg: ModelConfig, shapeName: string, dtype: WriteDtype): R
     md[`${arch}.rope.scaling.type`] = { type: STR, value: "linear" } as GgufValue;
     md[`${arch}.rope.scaling.factor`] = f(cfg.ropeScaling.factor);
   }
-  return { ...md, ...tokenizerMetadata(cfg.vocabSize) };
+  return { ...md, ...tokenizerMetadata(cfg.vocabSize, tokenizer) };
 }
 
 /** config.json of a shape (a MODEL_SHAPES name or fields) for `dtype`, validated. */
@@ -284,7 +313,7 @@ function ropeFreqDivisors(cfg: ModelConfig): Float32Array | null {
 export async function randomGgufHeader(shape: WriteModelOptions["shape"], dtype: WriteDtype): Promise<{ header: Uint8Array; fileBytes: number }> {
   const { name, cfg } = resolveShape(shape, dtype);
   const specs = ggufSpecs(plan(cfg, dtype), ropeFreqDivisors(cfg));
-  const { header, offsets } = await ggufHeader(ggufMetadata(cfg, name, dtype), specs);
+  const { header, offsets } = await ggufHeader(ggufMetadata(cfg, name, dtype, SPM_SHAPES.has(name) ? "llama" : "gpt2"), specs);
   return { header, fileBytes: header.length + offsets.at(-1)! + specs.at(-1)!.byteLength };
 }
 
@@ -303,7 +332,8 @@ export async function writeRandomModel(dir: string, options: WriteModelOptions =
   const plans = plan(cfg, dtype);
   await makeDir(dir);
   const files: string[] = [];
-  const md = ggufMetadata(cfg, shapeName, dtype);
+  const tokenizer = checkOneOf("tokenizer", options.tokenizer ?? (SPM_SHAPES.has(shapeName) ? "llama" : "gpt2"), ["gpt2", "llama"] as const);
+  const md = ggufMetadata(cfg, shapeName, dtype, tokenizer);
   const writeSt = format !== "gguf", writeGguf = format !== "safetensors";
   const ropeFreqs = ropeFreqDivisors(cfg);
 
