@@ -9,18 +9,19 @@ import { numberArg, parseArgs } from "./args.ts";
 import { write } from "./io.ts";
 import { Progress } from "./progress.ts";
 
-const USAGE = `usage: duo make-model --out DIR [--shape S] [--dtype D] [--format F] [--seed N]
+const USAGE = `usage: duo make-model --out DIR [--shape S] [--dtype D] [--format F] [--tokenizer T] [--seed N]
   Write a model with RANDOM weights (it runs at a real model's shape but produces noise, not language).
   --out DIR      directory to write (created)
   --shape S      ${Object.keys(MODEL_SHAPES).join(" | ")} (default tiny)
   --dtype D      weights: ${WRITE_DTYPES.join(" | ")} (default bf16; q8_0's / q4_0's safetensors twin is f32)
   --format F     ${WRITE_FORMATS.join(" | ")} (default both): config.json + model.safetensors + tokenizer.json,
                  and/or DIR/model-<dtype>.gguf (llama.cpp's format; load it by its path)
+  --tokenizer T  gpt2 (byte-level BPE) | llama (SentencePiece); default llama for llama-2-7b and mistral-7b
   --seed N       random seed (default 0)
 `;
 
 export async function main(argv: string[]): Promise<number> {
-  const args = parseArgs(argv, { values: ["out", "shape", "dtype", "format", "seed"], flags: ["help"] });
+  const args = parseArgs(argv, { values: ["out", "shape", "dtype", "format", "tokenizer", "seed"], flags: ["help"] });
   if (args.flags.has("help")) {
     write(USAGE);
     return 0;
@@ -31,10 +32,12 @@ export async function main(argv: string[]): Promise<number> {
   const shape = checkOneOf("--shape", args.values.get("shape") ?? "tiny", Object.keys(MODEL_SHAPES));
   const dtype = checkOneOf("--dtype", args.values.get("dtype") ?? "bf16", WRITE_DTYPES);
   const format = checkOneOf("--format", args.values.get("format") ?? "both", WRITE_FORMATS);
+  const tok = args.values.get("tokenizer");
+  const tokenizer = tok === undefined ? undefined : checkOneOf("--tokenizer", tok, ["gpt2", "llama"] as const);
   const seed = numberArg(args, "seed", { min: 0, max: 2 ** 32 - 1, integer: true }) ?? 0;
   let bar: Progress | undefined;
   const m = await writeRandomModel(out, {
-    shape, dtype, format, seed,
+    shape, dtype, format, seed, tokenizer,
     progress: (done, total) => (bar ??= new Progress(`writing ${formatBytes(total)}`, total)).update(done),
   });
   bar?.done();
