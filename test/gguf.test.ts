@@ -57,14 +57,21 @@ async function twinLogits(dir: string, gguf: string, kernels: "reference" | "was
   return { st: out[0]!, gg: out[1]!, ids };
 }
 
+/** Rows of 256 for the K-quants (q4_k: Q4_K matrices, Q6_K embedding and lm_head). */
+const K_SHAPE = {
+  architectures: ["LlamaForCausalLM"], hidden_size: 256, intermediate_size: 512, num_hidden_layers: 2, num_attention_heads: 4,
+  num_key_value_heads: 2, vocab_size: 300, rope_theta: 10000, max_position_embeddings: 4096,
+};
+
 const QWEN_SHAPE = {
   architectures: ["Qwen2ForCausalLM"], hidden_size: 64, intermediate_size: 96, num_hidden_layers: 2, num_attention_heads: 4,
   num_key_value_heads: 2, vocab_size: 300, rope_theta: 1000000, max_position_embeddings: 4096, tie_word_embeddings: true,
 };
 
-test("GGUF and safetensors of the same random weights give the same logits (llama with Llama 3.1 RoPE, qwen2; f32, f16, bf16, q8_0, q4_0)", async () => {
+test("GGUF and safetensors of the same random weights give the same logits (llama with Llama 3.1 RoPE, qwen2; f32, f16, bf16, q8_0, q4_0, q4_k)", async () => {
   const cases: [WriteModelOptions["shape"], WriteDtype, ("gpt2" | "llama")?][] = [
-    ["tiny", "f32"], ["tiny", "f16"], ["tiny", "bf16", "llama"], ["tiny", "q8_0"], ["tiny", "q4_0"], [QWEN_SHAPE, "bf16"], [QWEN_SHAPE, "q8_0"],
+    ["tiny", "f32"], ["tiny", "f16"], ["tiny", "bf16", "llama"], ["tiny", "q8_0"], ["tiny", "q4_0"], [K_SHAPE, "q4_k"], [QWEN_SHAPE, "bf16"],
+    [QWEN_SHAPE, "q8_0"],
   ];
   for (const [shape, dtype, tokenizer] of cases) {
     await withDir(async (dir) => {
@@ -75,7 +82,7 @@ test("GGUF and safetensors of the same random weights give the same logits (llam
           const { rel, at } = relError(gg[i]!, st[i]!);
           // Same weights, same kernels; only the RoPE frequencies differ in their last bits (GGUF stores Llama 3.1
           // scaling as f32 divisors) and rms_norm_eps is an f32 in GGUF: 1e-5 of the largest logit.
-          assert.ok(rel <= 1e-5, `${typeof shape === "string" ? shape : "qwen2"} ${dtype} ${kernels} step ${i}: logit ${at} GGUF ${gg[i]![at]} safetensors ${st[i]![at]} (rel ${rel.toExponential(2)})`);
+          assert.ok(rel <= 1e-5, `${typeof shape === "string" ? shape : `${shape!.architectures} hidden ${shape!.hidden_size}`} ${dtype} ${kernels} step ${i}: logit ${at} GGUF ${gg[i]![at]} safetensors ${st[i]![at]} (rel ${rel.toExponential(2)})`);
         }
       }
     });
@@ -151,12 +158,12 @@ test("bad GGUF files: truncated, not GGUF, unknown tensor type, wrong architectu
     await rejects(join(dir, "missing.gguf"), "IO", /missing\.gguf: file not found/);
     writeFileSync(path, new Uint8Array(64).fill(7));
     await rejects(path, "IO", /bad\.gguf: not a readable GGUF file \(.*magic/);
-    // blk.0.ffn_up.weight's type (after its name, n_dims and two u64 dims) -> 12 (Q4_K)
+    // blk.0.ffn_up.weight's type (after its name, n_dims and two u64 dims) -> 13 (Q5_K)
     const typed = Uint8Array.from(good);
     const at = find(typed, "blk.0.ffn_up.weight") + "blk.0.ffn_up.weight".length + 4 + 16;
-    new DataView(typed.buffer).setUint32(at, 12, true);
+    new DataView(typed.buffer).setUint32(at, 13, true);
     writeFileSync(path, typed);
-    await rejects(path, "UNSUPPORTED", /bad\.gguf: tensor "model\.layers\.0\.mlp\.up_proj\.weight" has type Q4_K; supported GGUF tensor types are F32, F16, BF16, Q8_0, Q4_0/);
+    await rejects(path, "UNSUPPORTED", /bad\.gguf: tensor "model\.layers\.0\.mlp\.up_proj\.weight" has type Q5_K; supported GGUF tensor types are F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K/);
     const arch = Uint8Array.from(good);
     arch.set(new TextEncoder().encode("gemma"), find(arch, "general.architecture") + "general.architecture".length + 4 + 8);
     writeFileSync(path, arch);

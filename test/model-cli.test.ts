@@ -117,9 +117,9 @@ test("duo make-model writes a random model that duo generate runs, from the dire
     for await (const t of model.generate([1, 40, 50], { maxTokens: 6, greedy: true })) want.push(t.id);
     await model.dispose();
     assert.deepEqual(runs.map((g) => g.stdout.trim().split(" ").map(Number)), [want, want], "the safetensors twin and the GGUF file generate the same ids");
-    const bad = duo(["make-model", "--out", out, "--dtype", "q4_k"]);
+    const bad = duo(["make-model", "--out", out, "--dtype", "q5_k"]);
     assert.equal(bad.status, 2);
-    assert.match(bad.stderr, /--dtype must be one of "f32", "f16", "bf16", "q8_0", "q4_0", got "q4_k"/);
+    assert.match(bad.stderr, /--dtype must be one of "f32", "f16", "bf16", "q8_0", "q4_0", "q4_k", got "q5_k"/);
   } finally {
     rmSync(dirname(out), { recursive: true, force: true });
   }

@@ -13,7 +13,8 @@ const USAGE = `usage: duo make-model --out DIR [--shape S] [--dtype D] [--format
   Write a model with RANDOM weights (it runs at a real model's shape but produces noise, not language).
   --out DIR      directory to write (created)
   --shape S      ${Object.keys(MODEL_SHAPES).join(" | ")} (default tiny)
-  --dtype D      weights: ${WRITE_DTYPES.join(" | ")} (default bf16; q8_0's / q4_0's safetensors twin is f32)
+  --dtype D      weights: ${WRITE_DTYPES.join(" | ")} (default bf16); q4_k: Q4_K matrices with Q6_K embedding
+                 and lm_head (random blocks, like llama.cpp's Q4_K_M); the quantized types' safetensors twin is f32
   --format F     ${WRITE_FORMATS.join(" | ")} (default both): config.json + model.safetensors + tokenizer.json,
                  and/or DIR/model-<dtype>.gguf (llama.cpp's format; load it by its path)
   --tokenizer T  gpt2 (byte-level BPE) | llama (SentencePiece); default llama for llama-2-7b and mistral-7b

@@ -13,6 +13,8 @@ export const GGML_TYPES: Record<TensorDtype, GGMLQuantizationType> = {
   BF16: GGMLQuantizationType.BF16,
   Q8_0: GGMLQuantizationType.Q8_0,
   Q4_0: GGMLQuantizationType.Q4_0,
+  Q4_K: GGMLQuantizationType.Q4_K,
+  Q6_K: GGMLQuantizationType.Q6_K,
 };
 
 /** A metadata value with its GGUF type (arrays name their element type). */

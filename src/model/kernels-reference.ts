@@ -6,6 +6,7 @@
  */
 import { bf16BitsToF32, f16BitsToF32 } from "../dtype.ts";
 import { type Matrix, type ModelKernels, type Vector, WEIGHT_BLOCKS, type WeightDtype } from "./kernels.ts";
+import { dequantizeQ4_K, dequantizeQ6_K } from "./kquants.ts";
 import { dequantizeQ4_0, dequantizeQ8_0 } from "./tensor-types.ts";
 
 class RefMatrix implements Matrix {
@@ -39,6 +40,8 @@ export class ReferenceKernels implements ModelKernels {
     const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     if (dtype === "q8_0") data.set(dequantizeQ8_0(bytes), elementOffset);
     else if (dtype === "q4_0") data.set(dequantizeQ4_0(bytes), elementOffset);
+    else if (dtype === "q4_k") data.set(dequantizeQ4_K(bytes), elementOffset);
+    else if (dtype === "q6_k") data.set(dequantizeQ6_K(bytes), elementOffset);
     else if (dtype === "f32") for (let i = 0; i < bytes.length / 4; i++) data[elementOffset + i] = view.getFloat32(i * 4, true);
     else {
       const widen = dtype === "bf16" ? bf16BitsToF32 : f16BitsToF32;

@@ -3,7 +3,7 @@
  * thread, synchronous calls. Memory layout, managed here: [C stack + data | weights (bump-allocated, 64-byte
  * aligned, never freed) | scratch]; the scratch area holds the inputs and outputs of one kernel call and starts where
  * the weights end. Matrices keep their file dtype (2 bytes per parameter for f16/bf16, rows packed in groups of 8
- * for the kernels: pack_u16 in kernels.c; 34 / 18 bytes per 32 for q8_0 / q4_0, as in the file), so a model fits
+ * for the kernels: pack_u16 in kernels.c; the quantized types' blocks as in the file), so a model fits
  * when its weights plus the scratch of one prefill chunk stay under the 4 GiB of a wasm32 memory.
  */
 import { DuoError } from "../errors.ts";
@@ -22,11 +22,15 @@ interface Exports {
   matmul_f16(y: number, x: number, w: number, b: number, T: number, nin: number, nout: number): void;
   matmul_q8_0(y: number, x: number, w: number, b: number, T: number, nin: number, nout: number): void;
   matmul_q4_0(y: number, x: number, w: number, b: number, T: number, nin: number, nout: number): void;
+  matmul_q4_k(y: number, x: number, w: number, b: number, T: number, nin: number, nout: number): void;
+  matmul_q6_k(y: number, x: number, w: number, b: number, T: number, nin: number, nout: number): void;
   embed_f32(y: number, ids: number, table: number, T: number, n: number): void;
   embed_bf16(y: number, ids: number, table: number, T: number, n: number): void;
   embed_f16(y: number, ids: number, table: number, T: number, n: number): void;
   embed_q8_0(y: number, ids: number, table: number, T: number, n: number): void;
   embed_q4_0(y: number, ids: number, table: number, T: number, n: number): void;
+  embed_q4_k(y: number, ids: number, table: number, T: number, n: number): void;
+  embed_q6_k(y: number, ids: number, table: number, T: number, n: number): void;
   rmsnorm(y: number, x: number, w: number, T: number, n: number, eps: number): void;
   rope(x: number, cos: number, sin: number, T: number, H: number, D: number): void;
   swiglu(y: number, g: number, u: number, n: number): void;
@@ -130,7 +134,8 @@ export class WasmKernels implements ModelKernels {
   matmul(y: Float32Array, x: Float32Array, w: Matrix, T: number, bias?: Vector): void {
     const m = w as WasmMatrix;
     const [px, py] = this.scratch(x, y.length);
-    const fn = { f32: this.ex.matmul_f32, bf16: this.ex.matmul_bf16, f16: this.ex.matmul_f16, q8_0: this.ex.matmul_q8_0, q4_0: this.ex.matmul_q4_0 }[m.dtype];
+    const e = this.ex;
+    const fn = { f32: e.matmul_f32, bf16: e.matmul_bf16, f16: e.matmul_f16, q8_0: e.matmul_q8_0, q4_0: e.matmul_q4_0, q4_k: e.matmul_q4_k, q6_k: e.matmul_q6_k }[m.dtype];
     fn(py, px, m.ptr, bias ? (bias as WasmVector).ptr : 0, T, m.cols, m.rows);
     this.out(y, py);
   }
@@ -156,7 +161,8 @@ export class WasmKernels implements ModelKernels {
   embed(y: Float32Array, ids: Int32Array, table: Matrix): void {
     const m = table as WasmMatrix;
     const [pi, py] = this.scratch(ids, y.length);
-    const fn = { f32: this.ex.embed_f32, bf16: this.ex.embed_bf16, f16: this.ex.embed_f16, q8_0: this.ex.embed_q8_0, q4_0: this.ex.embed_q4_0 }[m.dtype];
+    const e = this.ex;
+    const fn = { f32: e.embed_f32, bf16: e.embed_bf16, f16: e.embed_f16, q8_0: e.embed_q8_0, q4_0: e.embed_q4_0, q4_k: e.embed_q4_k, q6_k: e.embed_q6_k }[m.dtype];
     fn(py, pi, m.ptr, ids.length, m.cols);
     this.out(y, py);
   }

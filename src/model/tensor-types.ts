@@ -2,19 +2,23 @@
  * The element types a weight file may hold, as (block of elements, bytes per block): plain types are blocks of one
  * element; llama.cpp's quantized types are blocks of 32 weights along a row (ggml-common.h): Q8_0 an f16 scale d and
  * 32 int8 q (value = q·d, 34 bytes), Q4_0 an f16 d and 16 bytes of nibbles (value i = ((qs[i] & 15) − 8)·d,
- * value 16 + i = ((qs[i] >> 4) − 8)·d, 18 bytes). Decoding to f32 is exact for every type here.
+ * value 16 + i = ((qs[i] >> 4) − 8)·d, 18 bytes); the K-quants Q4_K and Q6_K are super-blocks of 256 (kquants.ts).
+ * Decoding to f32 is exact for every type here but the K-quants, which decode in ggml's f32 operations.
  */
 import { f16BitsToF32, f32ToF16Bits } from "../dtype.ts";
 import { DuoError } from "../errors.ts";
+import { dequantizeQ4_K, dequantizeQ6_K } from "./kquants.ts";
 
-export type TensorDtype = "F32" | "F16" | "BF16" | "Q8_0" | "Q4_0";
-export const TENSOR_DTYPES: readonly TensorDtype[] = ["F32", "F16", "BF16", "Q8_0", "Q4_0"];
+export type TensorDtype = "F32" | "F16" | "BF16" | "Q8_0" | "Q4_0" | "Q4_K" | "Q6_K";
+export const TENSOR_DTYPES: readonly TensorDtype[] = ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_K", "Q6_K"];
 export const BLOCKS: Record<TensorDtype, { elements: number; bytes: number }> = {
   F32: { elements: 1, bytes: 4 },
   F16: { elements: 1, bytes: 2 },
   BF16: { elements: 1, bytes: 2 },
   Q8_0: { elements: 32, bytes: 34 },
   Q4_0: { elements: 32, bytes: 18 },
+  Q4_K: { elements: 256, bytes: 144 },
+  Q6_K: { elements: 256, bytes: 210 },
 };
 
 export function isTensorDtype(dtype: string): dtype is TensorDtype {
@@ -35,6 +39,8 @@ export function toF32(bytes: Uint8Array, dtype: string, name: string): Float32Ar
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   if (dtype === "Q8_0") return dequantizeQ8_0(bytes);
   if (dtype === "Q4_0") return dequantizeQ4_0(bytes);
+  if (dtype === "Q4_K") return dequantizeQ4_K(bytes);
+  if (dtype === "Q6_K") return dequantizeQ6_K(bytes);
   if (!isTensorDtype(dtype)) throw new DuoError("UNSUPPORTED", `tensor "${name}" has dtype ${dtype}; supported weight dtypes are ${TENSOR_DTYPES.join(", ")}`);
   const n = bytes.length / BLOCKS[dtype].bytes;
   const out = new Float32Array(n);

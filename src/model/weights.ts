@@ -3,7 +3,8 @@
  * Attention projections of a layer whose head schedule is not already "retrieval heads first" are permuted once
  * here (SPEC §2, src/schedule/permute.ts): q rows in blocks of G·D, k/v rows in blocks of D, o columns in blocks
  * of G·D, q/k/v biases like their rows, never the o bias. A permuted Q8_0 / Q4_0 matrix is decoded, permuted and
- * quantized again, which gives its bytes back whenever G·D is a multiple of 32 (whole blocks move).
+ * quantized again, which gives its bytes back whenever G·D is a multiple of 32 (whole blocks move); a permuted
+ * Q4_K / Q6_K matrix is held decoded, as f32.
  */
 import { f32ToBf16Bits, f32ToF16Bits } from "../dtype.ts";
 import { DuoError } from "../errors.ts";
@@ -41,7 +42,7 @@ export interface ModelWeights {
   lmHead: Matrix;
 }
 
-const DTYPES: Record<TensorDtype, WeightDtype> = { F32: "f32", F16: "f16", BF16: "bf16", Q8_0: "q8_0", Q4_0: "q4_0" };
+const DTYPES: Record<TensorDtype, WeightDtype> = { F32: "f32", F16: "f16", BF16: "bf16", Q8_0: "q8_0", Q4_0: "q4_0", Q4_K: "q4_k", Q6_K: "q6_k" };
 const dtypeOf = (t: TensorEntry) => DTYPES[t.dtype as TensorDtype];
 
 /** name → expected shape, for every tensor the config implies. */
@@ -90,7 +91,7 @@ export function checkTensors(tensors: Map<string, TensorEntry>, cfg: ModelConfig
       throw new DuoError("SHAPE_MISMATCH", `tensor "${name}" has shape [${t.shape.join(", ")}] but config.json implies [${shape.join(", ")}] (${cfgShape})`);
     }
     const dt = dtypeOf(t);
-    if (!dt || (shape.length === 1 && (dt === "q8_0" || dt === "q4_0"))) {
+    if (!dt || (shape.length === 1 && BLOCKS[t.dtype as TensorDtype].elements > 1)) {
       throw new DuoError("UNSUPPORTED", `${t.file}: tensor "${name}" has dtype ${t.dtype}; supported weight dtypes are ${shape.length === 1 ? "F32, F16, BF16 for vectors" : TENSOR_DTYPES.join(", ")}`);
     }
     bytes += shape.length === 1 ? shape[0]! * 4 : t.byteLength;
@@ -105,8 +106,10 @@ async function matrix(k: ModelKernels, t: TensorEntry): Promise<Matrix> {
   return m;
 }
 
-/** An f32 host matrix narrowed back to `dtype` (exact for values that came from that dtype). */
+/** An f32 host matrix narrowed back to `dtype` (exact for values that came from that dtype); K-quants, which have no
+ *  quantizer here, stay f32. */
 function matrixFrom(k: ModelKernels, data: Float32Array, rows: number, cols: number, dtype: WeightDtype): Matrix {
+  if (dtype === "q4_k" || dtype === "q6_k") dtype = "f32";
   const m = k.matrix(rows, cols, dtype);
   if (dtype === "f32") k.write(m, 0, new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
   else if (dtype === "q8_0") k.write(m, 0, quantizeQ8_0(data));

@@ -6,8 +6,9 @@
  *
  * Values: embedding U(−1, 1), projections U(−√(3/in), √(3/in)), norms U(0.8, 1.2), biases U(−0.2, 0.2), each
  * tensor from its own stream (seed, tensor name), rounded to the dtype; both formats store the rounded values, so
- * they hold the same weights. Q8_0 and Q4_0 exist only in GGUF; their safetensors twin stores the dequantized values
- * as F32.
+ * they hold the same weights. The quantized types exist only in GGUF; their safetensors twin stores the decoded
+ * values as F32. q8_0 / q4_0 quantize the drawn values as ggml does; q4_k (like llama.cpp's Q4_K_M: Q4_K matrices,
+ * Q6_K embedding and lm_head) draws random K-quant blocks, as there is no K-quant quantizer here.
  * Norms and biases are stored as F32 in GGUF (as llama.cpp does), rounded to the dtype first.
  * The GGUF file follows llama.cpp's converter: names blk.N.*, q/k rows of the llama architecture RoPE-interleaved,
  * Llama 3.1 RoPE scaling as a rope_freqs.weight tensor, a gpt2 (byte-level BPE) tokenizer in the metadata.
@@ -22,11 +23,13 @@ import { ggufTokenizer } from "./gguf-tokenizer.ts";
 import { inverseFrequencies } from "./rope.ts";
 import { Prng } from "./sampler.ts";
 import { expectedTensors } from "./weights.ts";
-import { dequantizeQ4_0, dequantizeQ8_0, quantizeQ4_0, quantizeQ8_0, tensorBytes, type TensorDtype } from "./tensor-types.ts";
+import { dequantizeQ4_0, dequantizeQ8_0, quantizeQ4_0, quantizeQ8_0, tensorBytes, type TensorDtype, toF32 } from "./tensor-types.ts";
 
-export type WriteDtype = "f32" | "f16" | "bf16" | "q8_0" | "q4_0";
-export const WRITE_DTYPES: readonly WriteDtype[] = ["f32", "f16", "bf16", "q8_0", "q4_0"];
-const QUANTIZED = (d: WriteDtype) => d === "q8_0" || d === "q4_0";
+export type WriteDtype = "f32" | "f16" | "bf16" | "q8_0" | "q4_0" | "q4_k";
+export const WRITE_DTYPES: readonly WriteDtype[] = ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_k"];
+const QUANTIZED = (d: WriteDtype) => d === "q8_0" || d === "q4_0" || d === "q4_k";
+/** Elements per block of each dtype's matrices (rows must be whole blocks). */
+const ROW_BLOCK: Record<WriteDtype, number> = { f32: 1, f16: 1, bf16: 1, q8_0: 32, q4_0: 32, q4_k: 256 };
 export type WriteFormat = "safetensors" | "gguf" | "both";
 export const WRITE_FORMATS: readonly WriteFormat[] = ["safetensors", "gguf", "both"];
 
@@ -187,12 +190,32 @@ function encode(values: Float32Array, file: TensorDtype): Uint8Array {
   return new Uint8Array(Uint16Array.from(values, file === "BF16" ? f32ToBf16Bits : f32ToF16Bits).buffer);
 }
 
-/** llama.cpp's q/k row order (convert_hf_to_gguf permute): per head of D rows, row j·D/2 + i -> row 2i + j. */
-function interleaveRows(v: Float32Array, rows: number, cols: number, heads: number): Float32Array {
-  const D = rows / heads, half = D / 2, out = new Float32Array(v.length);
+/** llama.cpp's q/k row order (convert_hf_to_gguf permute) on encoded rows: per head of D rows, row j·D/2 + i -> row
+ *  2i + j. */
+function interleaveRows(bytes: Uint8Array, rows: number, heads: number): Uint8Array {
+  const D = rows / heads, half = D / 2, rb = bytes.length / rows, out = new Uint8Array(bytes.length);
   for (let h = 0; h < heads; h++) {
     for (let i = 0; i < half; i++) {
-      for (let j = 0; j < 2; j++) out.set(v.subarray((h * D + j * half + i) * cols, (h * D + j * half + i + 1) * cols), (h * D + 2 * i + j) * cols);
+      for (let j = 0; j < 2; j++) out.set(bytes.subarray((h * D + j * half + i) * rb, (h * D + j * half + i + 1) * rb), (h * D + 2 * i + j) * rb);
+    }
+  }
+  return out;
+}
+
+/** `n` weights of random K-quant blocks whose values span about ±scale (every scale, min and nibble drawn). */
+function randomKBlocks(dtype: "Q4_K" | "Q6_K", n: number, rng: Prng, scale: number): Uint8Array {
+  const q4 = dtype === "Q4_K", size = q4 ? 144 : 210, out = new Uint8Array((n / 256) * size);
+  const view = new DataView(out.buffer);
+  for (let i = 0; i < out.length; i++) out[i] = rng.nextU32() & 255;
+  for (let o = 0; o < out.length; o += size) {
+    if (q4) {
+      // (d·scale)·q − dmin·min with 6-bit scales and mins, q in 0..15
+      view.setUint16(o, f32ToF16Bits((2 * scale) / (15 * 63)), true);
+      view.setUint16(o + 2, f32ToF16Bits(scale / 63), true);
+    } else {
+      // (d·scale)·q with int8 scales, q in −32..31
+      for (let j = 0; j < 16; j++) view.setInt8(o + 192 + j, (32 + (rng.nextU32() % 96)) * (rng.nextU32() & 1 ? -1 : 1));
+      view.setUint16(o + 208, f32ToF16Bits(scale / (32 * 127)), true);
     }
   }
   return out;
@@ -214,7 +237,7 @@ interface Plan {
   interleave?: number;
 }
 
-const FILE_DTYPE: Record<WriteDtype, TensorDtype> = { f32: "F32", f16: "F16", bf16: "BF16", q8_0: "Q8_0", q4_0: "Q4_0" };
+const FILE_DTYPE: Record<WriteDtype, TensorDtype> = { f32: "F32", f16: "F16", bf16: "BF16", q8_0: "Q8_0", q4_0: "Q4_0", q4_k: "Q4_K" };
 
 function plan(cfg: ModelConfig, dtype: WriteDtype): Plan[] {
   const out: Plan[] = [];
@@ -228,7 +251,7 @@ function plan(cfg: ModelConfig, dtype: WriteDtype): Plan[] {
       scale: kind === "norm" ? 0.2 : kind === "bias" ? 0.2 : kind === "embed" ? 1 : Math.sqrt(3 / shape[1]!),
       center: kind === "norm" ? 1 : 0,
       st: matrix ? (QUANTIZED(dtype) ? "F32" : FILE_DTYPE[dtype]) : FILE_DTYPE[vectorDtype],
-      gguf: matrix ? FILE_DTYPE[dtype] : "F32",
+      gguf: !matrix ? "F32" : dtype === "q4_k" && (kind === "embed" || name === "lm_head.weight") ? "Q6_K" : FILE_DTYPE[dtype],
     };
     const proj = /\.self_attn\.(q|k)_proj\./.exec(name)?.[1];
     if (proj && cfg.architecture !== "Qwen2ForCausalLM") p.interleave = proj === "q" ? cfg.numHeads : cfg.numKvHeads;
@@ -262,7 +285,7 @@ function ggufMetadata(cfg: ModelConfig, shapeName: string, dtype: WriteDtype, to
   const md: Record<string, GgufValue> = {
     "general.architecture": { type: STR, value: arch },
     "general.name": { type: STR, value: `${shapeName} shape, RANDOM weights (duo make-model)` },
-    "general.file_type": u({ f32: 0, f16: 1, q4_0: 2, q8_0: 7, bf16: 32 }[dtype]),
+    "general.file_type": u({ f32: 0, f16: 1, q4_0: 2, q8_0: 7, q4_k: 15, bf16: 32 }[dtype]),
     [`${arch}.context_length`]: u(cfg.maxPositionEmbeddings),
     [`${arch}.embedding_length`]: u(cfg.hiddenSize),
     [`${arch}.block_count`]: u(cfg.numLayers),
@@ -290,12 +313,13 @@ function resolveShape(shape: WriteModelOptions["shape"], dtype: WriteDtype): { n
   if (!fields) throw new DuoError("INVALID_ARGUMENT", `unknown model shape ${JSON.stringify(name)}; known: ${Object.keys(MODEL_SHAPES).join(", ")}`);
   const json: Record<string, unknown> = {
     hidden_act: "silu", rms_norm_eps: 1e-5, bos_token_id: 1, eos_token_id: 2, tie_word_embeddings: false,
-    torch_dtype: { f32: "float32", f16: "float16", bf16: "bfloat16", q8_0: "float32", q4_0: "float32" }[dtype], ...fields,
+    torch_dtype: QUANTIZED(dtype) ? "float32" : { f32: "float32", f16: "float16", bf16: "bfloat16" }[dtype as "f32"], ...fields,
   };
   json.model_type ??= { LlamaForCausalLM: "llama", MistralForCausalLM: "mistral", Qwen2ForCausalLM: "qwen2" }[String((json.architectures as string[])[0])];
   const cfg = parseConfig(json, `model shape ${name}`);
-  if (QUANTIZED(dtype) && (cfg.hiddenSize % 32 || cfg.intermediateSize % 32 || (cfg.numHeads * cfg.headDim) % 32)) {
-    throw new DuoError("INVALID_ARGUMENT", `${dtype} needs hidden_size, intermediate_size and heads x head_dim to be multiples of 32 (shape ${name})`);
+  const blk = ROW_BLOCK[dtype];
+  if (cfg.hiddenSize % blk || cfg.intermediateSize % blk || (cfg.numHeads * cfg.headDim) % blk) {
+    throw new DuoError("INVALID_ARGUMENT", `${dtype} needs hidden_size, intermediate_size and heads x head_dim to be multiples of ${blk} (shape ${name})`);
   }
   return { name, json, cfg };
 }
@@ -375,11 +399,18 @@ export async function writeRandomModel(dir: string, options: WriteModelOptions =
     const blockRows = p.interleave ? rows : Math.max(1, Math.floor(BLOCK_ELEMENTS / cols));
     for (let r0 = 0; r0 < rows; r0 += blockRows) {
       const n = Math.min(blockRows, rows - r0) * cols;
-      const raw = new Float32Array(n);
-      for (let k = 0; k < n; k++) raw[k] = p.center + p.scale * ((rng.nextU32() / 2 ** 31) - 1);
-      const v = rounded(raw, p.round);
+      let v: Float32Array, bytes: Uint8Array;
+      if (p.gguf === "Q4_K" || p.gguf === "Q6_K") {
+        bytes = randomKBlocks(p.gguf, n, rng, p.scale);
+        v = toF32(bytes, p.gguf, p.name);
+      } else {
+        const raw = new Float32Array(n);
+        for (let k = 0; k < n; k++) raw[k] = p.center + p.scale * ((rng.nextU32() / 2 ** 31) - 1);
+        v = rounded(raw, p.round);
+        bytes = encode(v, p.gguf);
+      }
       if (writeSt) await writeBytes(stPath, encode(v, p.st), true);
-      if (writeGguf) await ggufAppend(i, encode(p.interleave ? interleaveRows(v, rows, cols, p.interleave) : v, p.gguf), r0 === 0);
+      if (writeGguf) await ggufAppend(i, p.interleave ? interleaveRows(bytes, rows, p.interleave) : bytes, r0 === 0);
     }
     done += tensorBytes(p.st, p.shape)!;
     options.progress?.(done, total);
