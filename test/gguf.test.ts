@@ -226,10 +226,10 @@ test("GGUF tokenizers: byte-level BPE encodes like the equivalent tokenizer.json
   assert.throws(() => ggufTokenizer({ "tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": "falcon", "tokenizer.ggml.tokens": ["a"] }, "x.gguf"), /tokenizer\.ggml\.pre "falcon" is not supported; supported byte-level BPE pre-tokenizers: default, gpt2, llama-bpe, qwen2/);
 });
 
-test("a head mask that reorders heads: quantized GGUF weights, permuted and re-quantized, give the safetensors twin's logits", async () => {
-  for (const dtype of ["q8_0", "q4_0"] as const) {
+test("a head mask that reorders heads: quantized GGUF weights, permuted (re-quantized, or decoded for K-quants), give the safetensors twin's logits", async () => {
+  for (const dtype of ["q8_0", "q4_0", "q4_k"] as const) {
     await withDir(async (dir) => {
-      const w = await writeRandomModel(dir, { dtype, format: "both", seed: 9 });
+      const w = await writeRandomModel(dir, { dtype, format: "both", seed: 9, shape: dtype === "q4_k" ? K_SHAPE : "tiny" });
       const heads = [[false, true], [true, false]]; // layer 0: head 1 first; G·D = 32, so whole blocks move
       const logits: Float32Array[] = [];
       for (const path of [dir, w.gguf!]) {
