@@ -23,6 +23,7 @@ export { type ModelPreset, type RopeScaling, PRESETS, PATTERN_PRESETS, getPreset
 export { kvBytes, fullKvBytes, type KvBytesOptions } from "./schedule/kv.ts";
 export { syntheticSchedule } from "./schedule/synthetic.ts";
 export { LlamaModel, type LoadOptions } from "./model/llama.ts";
+export { Session } from "./model/session.ts";
 export { Generation, type GenerateOptions, type GeneratedToken, type GenerationStats } from "./model/generate.ts";
 export { Sampler, type SamplingOptions } from "./model/sampler.ts";
 export { TextTokenizer, type ChatMessage } from "./model/tokenizer.ts";

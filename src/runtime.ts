@@ -126,6 +126,11 @@ export async function readText(path: string): Promise<string> {
 export async function writeText(path: string, text: string): Promise<void> {
   await (await fs()).writeFile(path, text);
 }
+/** Write `bytes` to a file, replacing it, or at its end with `append` (large files are written in pieces). */
+export async function writeBytes(path: string, bytes: Uint8Array, append = false): Promise<void> {
+  const f = await fs();
+  await (append ? f.appendFile(path, bytes) : f.writeFile(path, bytes));
+}
 export async function makeDir(path: string): Promise<void> {
   await (await fs()).mkdir(path, { recursive: true });
 }
@@ -160,6 +165,16 @@ export async function exists(path: string): Promise<boolean> {
 export async function listDirs(path: string): Promise<string[]> {
   const entries = await (await fs()).readdir(path, { withFileTypes: true });
   return entries.filter((e) => e.isDirectory()).map((e) => e.name).sort();
+}
+/** The entry names of a directory, or null when `path` is not a directory. */
+export async function listDir(path: string): Promise<string[] | null> {
+  const f = await fs();
+  try {
+    if (!(await f.stat(path)).isDirectory()) return null;
+  } catch {
+    return null;
+  }
+  return await f.readdir(path);
 }
 /** Monotonic milliseconds. */
 export function now(): number {

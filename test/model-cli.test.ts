@@ -1,8 +1,9 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
 import process from "node:process";
 import { argmax } from "../src/model/sampler.ts";
 import { LlamaModel } from "../src/model/llama.ts";
@@ -98,5 +99,28 @@ test("duo niah: full attention and DuoAttention over the grid, niah.json and nia
     assert.match(noPattern.stderr, /the duo method needs --pattern/);
   } finally {
     m.dispose();
+  }
+});
+
+test("duo make-model writes a random model that duo generate runs, from the directory and from the GGUF file", async () => {
+  const out = join(mkdtempSync(join(tmpdir(), "duo-make-")), "m");
+  try {
+    const r = duo(["make-model", "--out", out, "--dtype", "q8_0", "--seed", "4"]);
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /RANDOM weights/);
+    assert.match(r.stdout, /tiny: 2 layers, hidden 64, 4 heads \/ 2 KV heads x 16, vocab 512; q8_0 weights/);
+    assert.match(r.stdout, /model-q8_0\.gguf/);
+    const runs = [out, join(out, "model-q8_0.gguf")].map((model) => duo(["generate", "--model", model, "--prompt-ids", "1,40,50", "--max-tokens", "6", "--print-ids", "--backend", "reference", "--kv-dtype", "f32"]));
+    for (const g of runs) assert.equal(g.status, 0, g.stderr);
+    const model = await LlamaModel.load(join(out, "model-q8_0.gguf"), { backend: "reference", kvDtype: "f32" });
+    const want: number[] = [];
+    for await (const t of model.generate([1, 40, 50], { maxTokens: 6, greedy: true })) want.push(t.id);
+    await model.dispose();
+    assert.deepEqual(runs.map((g) => g.stdout.trim().split(" ").map(Number)), [want, want], "the safetensors twin and the GGUF file generate the same ids");
+    const bad = duo(["make-model", "--out", out, "--dtype", "q5_k"]);
+    assert.equal(bad.status, 2);
+    assert.match(bad.stderr, /--dtype must be one of "f32", "f16", "bf16", "q8_0", "q4_0", "q4_k", got "q5_k"/);
+  } finally {
+    rmSync(dirname(out), { recursive: true, force: true });
   }
 });

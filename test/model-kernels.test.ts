@@ -4,6 +4,8 @@ import { bf16BitsToF32, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits } from "../src
 import { DuoError } from "../src/errors.ts";
 import { createModelKernels, type ModelKernels, type WeightDtype } from "../src/model/kernels.ts";
 import { inverseFrequencies, ropeTables } from "../src/model/rope.ts";
+import { dequantizeQ4_K, dequantizeQ6_K } from "../src/model/kquants.ts";
+import { dequantizeQ4_0, dequantizeQ8_0, quantizeQ4_0, quantizeQ8_0 } from "../src/model/tensor-types.ts";
 import { runtime } from "../src/runtime.ts";
 import { rng } from "./helpers/random.ts";
 
@@ -72,6 +74,147 @@ test("wasm matmul matches the reference for f32, bf16 and f16 weights, odd shape
     }
   }
   assert.ok(cases === 42, `ran ${cases} cases; worst error ${worst.toExponential(2)} of Σ|x·w|`);
+});
+
+test("Q8_0 codec: ggml's rounding (d = max|x|/127 as f16, q = round half away from zero), exact decode, stable re-quantization", () => {
+  // One block: max |x| = 127 gives d = 1; ±2.5 rounds away from zero (roundf), 0.49 to 0.
+  const x = new Float32Array(32);
+  x.set([127, -2.5, 2.5, 0.49, -126.6, 3.5]);
+  const q = quantizeQ8_0(x);
+  assert.equal(q.length, 34);
+  assert.equal(new DataView(q.buffer).getUint16(0, true), 0x3c00, "d = 1.0 as f16");
+  assert.deepEqual([...new Int8Array(q.buffer, 2, 6)], [127, -3, 3, 0, -127, 4]);
+  assert.deepEqual([...dequantizeQ8_0(q).subarray(0, 6)], [127, -3, 3, 0, -127, 4]);
+  // Random rows: decode is within d/2 of the input, plus |q| <= 127 times d's f16 rounding (q is computed with the
+  // unrounded d, as ggml does): 0.6·d; quantizing the decoded values gives the same bytes.
+  const r = data(32 * 40, 11, 3), b = quantizeQ8_0(r), back = dequantizeQ8_0(b);
+  for (let k = 0; k < 40; k++) {
+    const d = f16BitsToF32(new DataView(b.buffer).getUint16(k * 34, true));
+    for (let i = 0; i < 32; i++) assert.ok(Math.abs(back[k * 32 + i]! - r[k * 32 + i]!) <= 0.6 * d, `block ${k}[${i}]`);
+  }
+  assert.deepEqual(quantizeQ8_0(back), b);
+  assert.throws(() => quantizeQ8_0(new Float32Array(33)), /multiple of 32/);
+});
+
+test("Q4_0 codec: ggml's rounding (d = the largest-magnitude value / −8 as f16, q = min(15, trunc(x/d + 8.5))), nibble order, stable re-quantization", () => {
+  // d = -16 / -8 = 2: -16 -> q 0 (value -16), 14 -> 14/2 + 8.5 = 15.5 -> 15 (clamped range top, value 14),
+  // 3 -> 1.5 + 8.5 = 10 (value 4), element 16 (high nibble of byte 0) = -5 -> -2.5 + 8.5 = 6 (value -4).
+  const x = new Float32Array(32);
+  x.set([-16, 14, 3]);
+  x[16] = -5;
+  const q = quantizeQ4_0(x);
+  assert.equal(q.length, 18);
+  assert.equal(new DataView(q.buffer).getUint16(0, true), 0x4000, "d = 2.0 as f16");
+  assert.equal(q[2], 0 | (6 << 4), "byte 0: element 0 low nibble, element 16 high nibble");
+  assert.deepEqual([...dequantizeQ4_0(q).subarray(0, 3)], [-16, 14, 4]);
+  assert.equal(dequantizeQ4_0(q)[16], -4);
+  const r = data(32 * 40, 12, 3), b = quantizeQ4_0(r), back = dequantizeQ4_0(b);
+  for (let k = 0; k < 40; k++) {
+    const d = Math.abs(f16BitsToF32(new DataView(b.buffer).getUint16(k * 18, true)));
+    // within |d|/2, except values of the sign opposite to the largest one beyond 7.5|d|, clamped to q = 15 (within
+    // |d|); plus 8 times d's f16 rounding
+    for (let i = 0; i < 32; i++) assert.ok(Math.abs(back[k * 32 + i]! - r[k * 32 + i]!) <= 1.1 * d, `block ${k}[${i}]`);
+  }
+  assert.deepEqual(quantizeQ4_0(back), b);
+});
+
+test("wasm Q8_0 and Q4_0 matmul and embedding (dequantized in registers) match the reference (decoded at load)", { skip }, async () => {
+  const [ref, wasm] = await both();
+  let cases = 0;
+  for (const [dtype, quantize, decode, blockBytes] of [["q8_0", quantizeQ8_0, dequantizeQ8_0, 34], ["q4_0", quantizeQ4_0, dequantizeQ4_0, 18]] as const) {
+  for (const [T, nin, nout] of [[1, 32, 1], [1, 64, 3], [3, 96, 5], [4, 32, 2], [37, 160, 9], [70, 64, 6]] as const) {
+    for (const withBias of [false, true]) {
+      const seed = 1000 + 10 * cases++;
+      const x = data(T * nin, seed + 1), bytes = quantize(data(nout * nin, seed + 2)), stored = decode(bytes), b = data(nout, seed + 3);
+      const mr = ref.matrix(nout, nin, dtype), mw = wasm.matrix(nout, nin, dtype);
+      // written in two pieces of whole blocks, as the loader streams a tensor
+      const cut = blockBytes * Math.floor(bytes.length / (2 * blockBytes));
+      for (const [m, k] of [[mr, ref], [mw, wasm]] as const) {
+        k.write(m, 0, bytes.subarray(0, cut));
+        k.write(m, cut, bytes.subarray(cut));
+      }
+      const yr = new Float32Array(T * nout), yw = new Float32Array(T * nout);
+      ref.matmul(yr, x, mr, T, withBias ? ref.vector(b) : undefined);
+      wasm.matmul(yw, x, mw, T, withBias ? wasm.vector(b) : undefined);
+      for (let t = 0; t < T; t++) {
+        for (let o = 0; o < nout; o++) {
+          let mag = withBias ? Math.abs(b[o]!) : 0;
+          for (let i = 0; i < nin; i++) mag += Math.abs(x[t * nin + i]! * stored[o * nin + i]!);
+          const err = Math.abs(yw[t * nout + o]! - yr[t * nout + o]!) / mag;
+          // f32 accumulation over nin <= 160 terms: |error| <= 2e-6 · (|b| + Σ|x·w|)
+          assert.ok(err <= 2e-6, `${dtype} T=${T} nin=${nin} nout=${nout} bias=${withBias}: y[${t}][${o}] wasm ${yw[t * nout + o]} ref ${yr[t * nout + o]} (error ${err.toExponential(2)})`);
+        }
+      }
+      if (T === 37) {
+        const ids = Int32Array.from({ length: 5 }, (_, i) => (i * 7) % nout), er = new Float32Array(5 * nin), ew = new Float32Array(5 * nin);
+        ref.embed(er, ids, mr);
+        wasm.embed(ew, ids, mw);
+        assert.deepEqual(ew, er, `${dtype} embedding rows decode exactly`);
+      }
+    }
+  }
+  }
+  assert.equal(cases, 24);
+});
+
+/** Random K-quant blocks for `n` weights: random bytes, with the f16 scales set to finite values around `scale`. */
+function kBlocks(dtype: "q4_k" | "q6_k", n: number, seed: number): Uint8Array {
+  const size = dtype === "q4_k" ? 144 : 210, out = new Uint8Array((n / 256) * size), r = rng(seed);
+  for (let i = 0; i < out.length; i++) out[i] = Math.floor(r() * 256);
+  const v = new DataView(out.buffer);
+  for (let o = 0; o < out.length; o += size) {
+    if (dtype === "q4_k") v.setUint16(o, f32ToF16Bits(0.002 * (r() + 0.1)), true), v.setUint16(o + 2, f32ToF16Bits(-0.01 * r()), true);
+    else v.setUint16(o + 208, f32ToF16Bits(0.0003 * (r() - 0.5)), true);
+  }
+  return out;
+}
+
+test("K-quants decode as ggml: Q4_K (d·scale)·q − dmin·min with 6-bit scales, Q6_K (d·scale)·(q − 32), by hand on one block", () => {
+  // Q4_K: d = 1, dmin = 0.5; sub-block 0: scale 3, min 2 (bytes 0 and 4); sub-block 5: scale (s[9] & 15) | (s[1] >> 6) << 4
+  const q4 = new Uint8Array(144), v4 = new DataView(q4.buffer);
+  v4.setUint16(0, 0x3c00, true), v4.setUint16(2, 0x3800, true);
+  q4[4 + 0] = 3, q4[4 + 4] = 2, q4[4 + 1] = 0b01_000000, q4[4 + 9] = 0x25; // sub-block 5: scale 5 | 1 << 4 = 21, min 2 | (0 << 4) = 2
+  q4[16 + 0] = 0x7a; // element 0 (sub-block 0, low nibble) = 10, element 32 (sub-block 1, high nibble) = 7
+  q4[16 + 64 + 0] = 0x90; // element 160 (sub-block 5, high nibble of qs[64]) = 9
+  const y4 = dequantizeQ4_K(q4);
+  assert.equal(y4[0], 3 * 10 - 0.5 * 2);
+  assert.equal(y4[160], 21 * 9 - 0.5 * 2);
+  // Q6_K: d = 0.5; element 0: low nibble of ql[0], bits 0-1 of qh[0], scale[0]; element 64+16: high nibble of ql[16],
+  // bits 4-5 of qh[16], scale[5] (is = 1, + 4)
+  const q6 = new Uint8Array(210), v6 = new DataView(q6.buffer);
+  v6.setUint16(208, 0x3800, true);
+  q6[0] = 0x05, q6[128] = 0b10, v6.setInt8(192, -3); // q = 5 | 2 << 4 = 37 -> 5
+  q6[16] = 0x70, q6[128 + 16] = 0b01_0000, v6.setInt8(192 + 5, 7); // q = 7 | 1 << 4 = 23 -> -9
+  const y6 = dequantizeQ6_K(q6);
+  assert.equal(y6[0], 0.5 * -3 * 5);
+  assert.equal(y6[64 + 16], 0.5 * 7 * -9);
+});
+
+test("wasm Q4_K and Q6_K matmul and embedding (decoded in registers) equal the reference's decode", { skip }, async () => {
+  const [ref, wasm] = await both();
+  for (const dtype of ["q4_k", "q6_k"] as const) {
+    for (const [T, nin, nout] of [[1, 256, 3], [5, 512, 4], [37, 256, 5]] as const) {
+      const x = data(T * nin, nin + T), bytes = kBlocks(dtype, nout * nin, T + nout);
+      const stored = dtype === "q4_k" ? dequantizeQ4_K(bytes) : dequantizeQ6_K(bytes);
+      const mr = ref.matrix(nout, nin, dtype), mw = wasm.matrix(nout, nin, dtype);
+      ref.write(mr, 0, bytes);
+      wasm.write(mw, 0, bytes);
+      const yr = new Float32Array(T * nout), yw = new Float32Array(T * nout);
+      ref.matmul(yr, x, mr, T);
+      wasm.matmul(yw, x, mw, T);
+      for (let i = 0; i < yr.length; i++) {
+        const t = Math.floor(i / nout), o = i % nout;
+        let mag = 0;
+        for (let k = 0; k < nin; k++) mag += Math.abs(x[t * nin + k]! * stored[o * nin + k]!);
+        // f32 accumulation over 512 terms at most: |error| <= 4e-6 · Σ|x·w|
+        assert.ok(Math.abs(yw[i]! - yr[i]!) <= 4e-6 * mag, `${dtype} T=${T} nin=${nin} y[${t}][${o}]: wasm ${yw[i]} ref ${yr[i]}`);
+      }
+      const ids = Int32Array.from({ length: nout }, (_, i) => nout - 1 - i), er = new Float32Array(nout * nin), ew = new Float32Array(nout * nin);
+      ref.embed(er, ids, mr);
+      wasm.embed(ew, ids, mw);
+      assert.deepEqual(ew, er, `${dtype}: the wasm decode gives the reference's bits`);
+    }
+  }
 });
 
 test("wasm embedding lookup widens every f16 and bf16 bit pattern exactly", { skip }, async () => {

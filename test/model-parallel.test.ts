@@ -10,6 +10,7 @@
 //     large enough model with workers;
 //   - `duo generate --kernels wasm-parallel --model-threads 2` prints the ids of --kernels wasm, and exits.
 import { test } from "node:test";
+import { quantizeQ4_0, quantizeQ8_0 } from "../src/model/tensor-types.ts";
 import assert from "node:assert/strict";
 import { statSync } from "node:fs";
 import { join } from "node:path";
@@ -39,7 +40,7 @@ function raw(values: Float32Array, dtype: WeightDtype): Uint8Array {
 /** Write `bytes` into m in three pieces cut at odd element boundaries. */
 function writeInPieces(k: ModelKernels, m: ReturnType<ModelKernels["matrix"]>, bytes: Uint8Array, eb: number): void {
   const n = bytes.length / eb, cuts = [0, Math.floor(n / 3) | 1, Math.floor((2 * n) / 3) | 1, n].map((c) => Math.min(c, n));
-  for (let i = 0; i < 3; i++) if (cuts[i + 1]! > cuts[i]!) k.write(m, cuts[i]!, bytes.subarray(cuts[i]! * eb, cuts[i + 1]! * eb));
+  for (let i = 0; i < 3; i++) if (cuts[i + 1]! > cuts[i]!) k.write(m, cuts[i]! * eb, bytes.subarray(cuts[i]! * eb, cuts[i + 1]! * eb));
 }
 
 test("wasm-parallel matmul and embed equal the wasm kernels bit for bit (odd rows, pieces, token blocks)", { skip }, async () => {
@@ -75,6 +76,19 @@ test("wasm-parallel matmul and embed equal the wasm kernels bit for bit (odd row
       assert.deepEqual(ep, eo, `${dtype} embedding`);
     }
     assert.equal(cases, 36);
+    // llama.cpp block types: rows are whole 32-element blocks (34 / 18 bytes), split between the workers by rows
+    for (const [dtype, quantize, bb] of [["q8_0", quantizeQ8_0, 34], ["q4_0", quantizeQ4_0, 18]] as const) {
+      const T = 3, nin = 64, nout = 9;
+      const bytes = quantize(data(nout * nin, 77)), x = data(T * nin, 78);
+      const mp = par.matrix(nout, nin, dtype), mo = one.matrix(nout, nin, dtype);
+      writeInPieces(par, mp, bytes, bb);
+      one.write(mo, 0, bytes);
+      const yp = new Float32Array(T * nout), yo = new Float32Array(T * nout);
+      par.matmul(yp, x, mp, T);
+      one.matmul(yo, x, mo, T);
+      assert.deepEqual(yp, yo, `${dtype} matmul`);
+      throwsDuo(() => par.write(par.matrix(1, 32, dtype), 1, bytes.subarray(0, bb)), "INVALID_ARGUMENT", /splits its/);
+    }
     // the small ops run in the caller's own instance: the same code as kernels "wasm"
     const x = data(2 * 37, 5), w = data(37, 6), yp = new Float32Array(74), yo = new Float32Array(74);
     par.rmsnorm(yp, x, par.vector(w), 2, 1e-5);
@@ -154,7 +168,7 @@ test("wasm-parallel: bad options and writes are DuoErrors; dispose terminates th
   await rejectsDuo(ParallelKernels.create({ modelThreads: 2, instanceBytes: -1 }), "INVALID_ARGUMENT", /instanceBytes must be an integer/);
   const k = await ParallelKernels.create({ modelThreads: 2 });
   const m = k.matrix(3, 5, "bf16");
-  throwsDuo(() => k.write(m, 10, new Uint8Array(12)), "INVALID_ARGUMENT", /overruns a \[3, 5\] bf16 matrix \(30 bytes/);
+  throwsDuo(() => k.write(m, 20, new Uint8Array(12)), "INVALID_ARGUMENT", /overruns a \[3, 5\] bf16 matrix \(30 bytes/);
   throwsDuo(() => k.write(m, 0, new Uint8Array(3)), "INVALID_ARGUMENT", /write of 3 bytes/);
   throwsDuo(() => k.reserve(2 ** 34, 0), "CAPACITY", /over 2 workers.*modelThreads: \d+ would hold it/);
   k.dispose();

@@ -15,6 +15,7 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<CommandMai
   generate: { summary: "generate text with a Llama/Mistral/Qwen2 model (full attention or DuoAttention)", load: async () => (await import("./generate.ts")).main },
   identify: { summary: "find a model's retrieval heads (gate optimisation or a forward-only score); writes a head pattern", load: async () => (await import("./identify.ts")).main },
   info: { summary: "runtime, capabilities and which backends are usable here", load: async () => (await import("./info.ts")).main },
+  "make-model": { summary: "write a Llama-shaped model with RANDOM weights (safetensors and/or GGUF) to try the runner offline", load: async () => (await import("./make-model.ts")).main },
   niah: { summary: "needle-in-a-haystack: full attention vs DuoAttention over lengths x depths (JSON + SVG heatmap)", load: async () => (await import("./niah.ts")).main },
   pattern: { summary: "load a head pattern, choose retrieval heads, show the schedule and its KV memory", load: async () => (await import("./pattern.ts")).main },
 };

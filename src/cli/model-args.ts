@@ -9,7 +9,8 @@ import { type Args, numberArg } from "./args.ts";
 
 export const MODEL_VALUES = ["model", "backend", "kernels", "sink", "recent", "kv-dtype", "prefill", "prefill-chunk", "max-context", "threads", "model-threads"] as const;
 
-export const MODEL_USAGE = `  --model DIR          Hugging Face model directory (config.json, model.safetensors[.index.json], tokenizer.json)
+export const MODEL_USAGE = `  --model DIR          Hugging Face model directory (config.json, model.safetensors[.index.json], tokenizer.json),
+                       or a llama.cpp .gguf file, or a directory holding one
   --backend b          attention backend: ${BACKEND_CHOICES.join(" | ")} (default auto)
   --kernels k          model math: auto | ${KERNELS.join(" | ")} (default: reference with --backend reference, else
                        wasm-parallel for models of 128 MiB and more where workers share memory, else wasm)
@@ -27,7 +28,7 @@ export const MODEL_USAGE = `  --model DIR          Hugging Face model directory 
 /** The model directory and the load options (without the head choice, which each command decides). */
 export function modelOptions(args: Args): { dir: string; options: LoadOptions } {
   const dir = args.values.get("model");
-  if (!dir) throw new DuoError("INVALID_ARGUMENT", "--model DIR is required (a Hugging Face model directory)");
+  if (!dir) throw new DuoError("INVALID_ARGUMENT", "--model DIR is required (a Hugging Face model directory or a .gguf file)");
   const options: LoadOptions = {};
   const backend = args.values.get("backend");
   if (backend !== undefined) options.backend = checkOneOf("--backend", backend, BACKEND_CHOICES) as BackendChoice;

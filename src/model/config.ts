@@ -150,7 +150,7 @@ export async function readJson(path: string): Promise<Json> {
 /** `dir/config.json` (required) and `dir/generation_config.json` (optional). */
 export async function loadConfig(dir: string): Promise<ModelConfig> {
   const path = `${dir}/config.json`;
-  if (!(await exists(path))) throw new DuoError("IO", `${dir}: no config.json (a Hugging Face model directory needs config.json, model.safetensors and tokenizer.json)`);
+  if (!(await exists(path))) throw new DuoError("IO", `${dir}: no config.json (a Hugging Face model directory needs config.json, model.safetensors and tokenizer.json; or pass a .gguf file)`);
   const gen = `${dir}/generation_config.json`;
   return parseConfig(await readJson(path), path, (await exists(gen)) ? await readJson(gen) : {});
 }

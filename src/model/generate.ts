@@ -1,11 +1,11 @@
 /**
- * Generation: prefill the prompt (chunked, model.forward), then decode one token at a time until a stop token or
+ * Generation: prefill the prompt (chunked, session.forward), then decode one token at a time until a stop token or
  * `maxTokens`. Tokens stream out as an async iterable of `{ id, text }`; `stats` holds the timings as they happen.
  */
 import { checkInt, DuoError } from "../errors.ts";
 import { now } from "../runtime.ts";
-import type { LlamaModel } from "./llama.ts";
 import { Sampler, type SamplingOptions } from "./sampler.ts";
+import type { Session } from "./session.ts";
 import { TextStream } from "./tokenizer.ts";
 
 export interface GenerateOptions extends SamplingOptions {
@@ -46,9 +46,9 @@ export class Generation implements AsyncIterable<GeneratedToken> {
   private readonly stop: Set<number>;
   private started = false;
 
-  /** @internal use model.generate() */
+  /** @internal use session.generate() or model.generate() */
   constructor(
-    private readonly model: LlamaModel,
+    private readonly session: Session,
     private readonly prompt: string | Int32Array | readonly number[],
     private readonly options: GenerateOptions,
   ) {
@@ -56,34 +56,34 @@ export class Generation implements AsyncIterable<GeneratedToken> {
     if (unknown) throw new DuoError("INVALID_ARGUMENT", `unknown generate option "${unknown}"; valid options: ${OPTION_KEYS.join(", ")}`);
     this.sampler = new Sampler(options);
     this.maxTokens = checkInt("maxTokens", options.maxTokens ?? 256, 1);
-    this.stop = new Set([...(options.ignoreEos ? [] : model.config.eosTokenIds), ...(options.stop ?? [])]);
+    this.stop = new Set([...(options.ignoreEos ? [] : session.model.config.eosTokenIds), ...(options.stop ?? [])]);
     this.stats.seed = this.sampler.greedy ? null : this.sampler.seed;
   }
 
   private async promptIds(): Promise<readonly number[] | Int32Array> {
-    const tok = this.model.tokenizer;
+    const tok = this.session.model.tokenizer;
     if (typeof this.prompt !== "string") {
       if (this.options.chat) throw new DuoError("INVALID_ARGUMENT", "chat needs a text prompt, not token ids");
       return this.prompt;
     }
     if (this.options.chat) return tok.encode(await tok.applyChatTemplate([{ role: "user", content: this.prompt }]), { addSpecialTokens: false });
-    return tok.encode(this.prompt, { addSpecialTokens: this.model.tokens.length === 0 });
+    return tok.encode(this.prompt, { addSpecialTokens: this.session.tokens.length === 0 });
   }
 
   async *[Symbol.asyncIterator](): AsyncIterator<GeneratedToken> {
-    if (this.started) throw new DuoError("INVALID_ARGUMENT", "a generation can be iterated once; call model.generate again");
+    if (this.started) throw new DuoError("INVALID_ARGUMENT", "a generation can be iterated once; call generate again");
     this.started = true;
     const ids = await this.promptIds();
     if (ids.length === 0) throw new DuoError("INVALID_ARGUMENT", "the prompt is empty (no token ids)");
-    const text = new TextStream(this.model.tokenizer);
+    const text = new TextStream(this.session.model.tokenizer);
     const s = this.stats;
     s.promptTokens = ids.length;
     let t0 = now();
-    let logits = await this.model.forward(ids);
+    let logits = await this.session.forward(ids);
     s.prefillMs = now() - t0;
     for (;;) {
       const id = this.sampler.sample(logits);
-      this.model.setPending(id);
+      this.session.accept(id);
       if (this.stop.has(id)) {
         s.stopReason = "stop";
         break;
@@ -96,7 +96,7 @@ export class Generation implements AsyncIterable<GeneratedToken> {
         break;
       }
       t0 = now();
-      logits = await this.model.forward([]);
+      logits = await this.session.forward([]);
       s.decodeMs += now() - t0;
       s.decodeSteps++;
     }

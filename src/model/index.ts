@@ -1,6 +1,7 @@
 /** duo-attention/model: the Llama-family model runner (also exported from the package root). */
 import "../api-globals.ts";
 export { LlamaModel, type LoadOptions } from "./llama.ts";
+export { Session } from "./session.ts";
 export { Generation, type GenerateOptions, type GeneratedToken, type GenerationStats } from "./generate.ts";
 export { type SamplingOptions, Sampler, Prng } from "./sampler.ts";
 export { TextTokenizer, TextStream, type ChatMessage } from "./tokenizer.ts";
@@ -8,3 +9,5 @@ export { ARCHITECTURES, type Architecture, type ModelConfig, type RopeScaling, l
 export { inverseFrequencies } from "./rope.ts";
 export { createModelKernels, type KernelsName, type ModelKernels } from "./kernels.ts";
 export { openWeights, readHeader, type TensorEntry } from "./safetensors.ts";
+export { findGguf, openGguf, type GgufModel } from "./gguf.ts";
+export { MODEL_SHAPES, type WriteModelOptions, type WrittenModel, writeRandomModel } from "./write.ts";

@@ -16,10 +16,10 @@
  * Plain reads and writes of args, data and errors are ordered by the Atomics.store / Atomics.load of REQ and DONE.
  */
 import { DuoError, type DuoErrorCode } from "../errors.ts";
-import { WEIGHT_BYTES, type WeightDtype } from "./kernels.ts";
+import { WEIGHT_BLOCKS, type WeightDtype } from "./kernels.ts";
 
 /** Weight dtypes by the index a MATRIX command carries. */
-export const DTYPES = Object.keys(WEIGHT_BYTES) as WeightDtype[];
+export const DTYPES = Object.keys(WEIGHT_BLOCKS) as WeightDtype[];
 
 /** REQ's value that ends the workers' loops (dispose). */
 export const CLOSED = -1;
@@ -30,7 +30,7 @@ const ERROR_BYTES = 2048;
 
 /** Command codes (args[0]) and their arguments (args[1..]):
  *  MATRIX  id, cols, dtype index (DTYPES); each worker's rows are in the slice table
- *  WRITE   id, first element, byte count; the bytes at data
+ *  WRITE   id, first byte (row-major, as in the file), byte count (whole blocks of the dtype); the bytes at data
  *  MATMUL  id, T, outOffset, rows; x [T, cols] at data, y [T, rows] written at data + outOffset
  *  EMBED   id, T, outOffset; ids [T] at data, y [T, cols] written at data + outOffset
  *  RESERVE weight bytes, scratch bytes: grow each worker's memory for its share up front */

@@ -7,7 +7,7 @@
 import { DuoError } from "../errors.ts";
 import { parentChannel } from "../runtime.ts";
 import { Bus, CLOSED, DTYPES, EMBED, MATMUL, MATRIX, RESERVE, WRITE } from "./kernels-parallel-bus.ts";
-import { type Matrix, WEIGHT_BYTES } from "./kernels.ts";
+import { type Matrix, matrixBytes } from "./kernels.ts";
 import { createWasmKernels, type WasmKernels } from "./kernels-wasm.ts";
 
 export interface WorkerInit {
@@ -24,7 +24,8 @@ interface Slice {
   first: number;
   count: number;
   cols: number;
-  eb: number;
+  /** bytes of one row (whole blocks of the dtype) */
+  rowBytes: number;
 }
 
 const channel = await parentChannel();
@@ -42,14 +43,14 @@ function handle(k: WasmKernels, bus: Bus, index: number): void {
   switch (a[0]) {
     case MATRIX: {
       const dtype = DTYPES[a[3]!]!, first = bus.slices[2 * index]!, count = bus.slices[2 * index + 1]!, cols = a[2]!;
-      slices.set(a[1]!, { m: count > 0 ? k.matrix(count, cols, dtype) : null, first, count, cols, eb: WEIGHT_BYTES[dtype] });
+      slices.set(a[1]!, { m: count > 0 ? k.matrix(count, cols, dtype) : null, first, count, cols, rowBytes: matrixBytes(1, cols, dtype) });
       return;
     }
     case WRITE: {
-      // the part of elements [e0, e0 + n) that falls in this worker's rows
-      const s = slice(a[1]!), e0 = a[2]!, n = a[3]! / s.eb;
-      const own0 = s.first * s.cols, lo = Math.max(e0, own0), hi = Math.min(e0 + n, own0 + s.count * s.cols);
-      if (lo < hi) k.write(s.m!, lo - own0, bus.u8((lo - e0) * s.eb, (hi - lo) * s.eb));
+      // the part of bytes [b0, b0 + n) that falls in this worker's rows (row edges are block edges)
+      const s = slice(a[1]!), b0 = a[2]!, n = a[3]!;
+      const own0 = s.first * s.rowBytes, lo = Math.max(b0, own0), hi = Math.min(b0 + n, own0 + s.count * s.rowBytes);
+      if (lo < hi) k.write(s.m!, lo - own0, bus.u8(lo - b0, hi - lo));
       return;
     }
     case MATMUL: {

@@ -24,7 +24,7 @@ import { checkInt, DuoError } from "../errors.ts";
 import { runtime, spawnWorker, type WorkerThread } from "../runtime.ts";
 import { align64, Bus, DTYPES, EMBED, MATMUL, MATRIX, RESERVE, WRITE } from "./kernels-parallel-bus.ts";
 import type { WorkerInit, WorkerReply } from "./kernels-parallel-worker.ts";
-import { type Matrix, type ModelKernels, type Vector, WEIGHT_BYTES, type WeightDtype } from "./kernels.ts";
+import { type Matrix, matrixBytes, type ModelKernels, type Vector, WEIGHT_BLOCKS, type WeightDtype } from "./kernels.ts";
 import { createWasmKernels, modelModule, type WasmKernels } from "./kernels-wasm.ts";
 
 export interface ParallelOptions {
@@ -146,13 +146,14 @@ export class ParallelKernels implements ModelKernels {
   matrix(rows: number, cols: number, dtype: WeightDtype): Matrix {
     this.check();
     const n = this.workers.length, base = Math.floor(rows / n), extra = rows % n;
+    const rowBytes = matrixBytes(1, cols, dtype); // whole blocks: a row of a block dtype never splits a block
     const bytes: number[] = [];
     for (let w = 0, first = 0; w < n; w++) {
       const count = base + ((w - this.turn + n) % n < extra ? 1 : 0);
       this.bus.slices[2 * w] = first;
       this.bus.slices[2 * w + 1] = count;
       first += count;
-      bytes.push(align64(count * cols * WEIGHT_BYTES[dtype]));
+      bytes.push(align64(count * rowBytes));
       if (this.used[w]! + bytes[w]! > this.instanceBytes) {
         throw new DuoError("CAPACITY", `a [${rows}, ${cols}] ${dtype} matrix does not fit: model worker ${w} would hold ${this.used[w]! + bytes[w]!} bytes of weights, but its wasm instance holds ${this.instanceBytes}; reserve() before loading, or use more modelThreads`);
       }
@@ -165,17 +166,17 @@ export class ParallelKernels implements ModelKernels {
   }
 
   /** The bytes go through the bus in pieces; each worker copies the part in its rows into its instance. */
-  write(m: Matrix, elementOffset: number, bytes: Uint8Array): void {
+  write(m: Matrix, byteOffset: number, bytes: Uint8Array): void {
     this.check();
-    const w = m as ParMatrix, eb = WEIGHT_BYTES[w.dtype], total = w.rows * w.cols * eb;
-    if (elementOffset < 0 || elementOffset * eb + bytes.length > total || w.written + bytes.length > total || bytes.length % eb !== 0) {
-      throw new DuoError("INVALID_ARGUMENT", `write of ${bytes.length} bytes at element ${elementOffset} overruns a [${w.rows}, ${w.cols}] ${w.dtype} matrix (${total} bytes, ${w.written} written)`);
+    const w = m as ParMatrix, bb = WEIGHT_BLOCKS[w.dtype].bytes, total = matrixBytes(w.rows, w.cols, w.dtype);
+    if (byteOffset < 0 || byteOffset + bytes.length > total || w.written + bytes.length > total || bytes.length % bb !== 0 || byteOffset % bb !== 0) {
+      throw new DuoError("INVALID_ARGUMENT", `write of ${bytes.length} bytes at byte ${byteOffset} overruns a [${w.rows}, ${w.cols}] ${w.dtype} matrix (${total} bytes, ${w.written} written) or splits its ${bb}-byte blocks`);
     }
-    const piece = this.bus.dataBytes - (this.bus.dataBytes % eb);
+    const piece = this.bus.dataBytes - (this.bus.dataBytes % bb);
     for (let done = 0; done < bytes.length; done += piece) {
       const part = bytes.subarray(done, done + piece);
       this.bus.u8(0, part.length).set(part);
-      this.send([WRITE, w.id, elementOffset + done / eb, part.length]);
+      this.send([WRITE, w.id, byteOffset + done, part.length]);
     }
     w.written += bytes.length;
   }

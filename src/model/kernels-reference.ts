@@ -1,10 +1,13 @@
 /**
  * The reference model kernels: plain TypeScript, float64 accumulation, results rounded to f32 once.
- * Every weight is widened to f32 at load (exact for f16/bf16), so this set uses 4 bytes per parameter of JS heap:
- * it is the specification and the tiny-model runner, not a way to run a 7B model.
+ * Every weight is decoded to f32 at load (exact for f16/bf16, and for the quantized types' q·d), so this set uses 4 bytes per
+ * parameter of JS heap: it is the specification (the twin of the wasm kernels' in-register widening and q8_0 / q4_0
+ * dequantization) and the tiny-model runner, not a way to run a 7B model.
  */
 import { bf16BitsToF32, f16BitsToF32 } from "../dtype.ts";
-import type { Matrix, ModelKernels, Vector, WeightDtype } from "./kernels.ts";
+import { type Matrix, type ModelKernels, type Vector, WEIGHT_BLOCKS, type WeightDtype } from "./kernels.ts";
+import { dequantizeQ4_K, dequantizeQ6_K } from "./kquants.ts";
+import { dequantizeQ4_0, dequantizeQ8_0 } from "./tensor-types.ts";
 
 class RefMatrix implements Matrix {
   constructor(readonly rows: number, readonly cols: number, readonly dtype: WeightDtype, readonly data: Float32Array) {}
@@ -31,10 +34,15 @@ export class ReferenceKernels implements ModelKernels {
     return new RefMatrix(rows, cols, dtype, new Float32Array(rows * cols));
   }
 
-  write(m: Matrix, elementOffset: number, bytes: Uint8Array): void {
+  write(m: Matrix, byteOffset: number, bytes: Uint8Array): void {
     const { data, dtype } = m as RefMatrix;
+    const b = WEIGHT_BLOCKS[dtype], elementOffset = (byteOffset / b.bytes) * b.elements;
     const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-    if (dtype === "f32") for (let i = 0; i < bytes.length / 4; i++) data[elementOffset + i] = view.getFloat32(i * 4, true);
+    if (dtype === "q8_0") data.set(dequantizeQ8_0(bytes), elementOffset);
+    else if (dtype === "q4_0") data.set(dequantizeQ4_0(bytes), elementOffset);
+    else if (dtype === "q4_k") data.set(dequantizeQ4_K(bytes), elementOffset);
+    else if (dtype === "q6_k") data.set(dequantizeQ6_K(bytes), elementOffset);
+    else if (dtype === "f32") for (let i = 0; i < bytes.length / 4; i++) data[elementOffset + i] = view.getFloat32(i * 4, true);
     else {
       const widen = dtype === "bf16" ? bf16BitsToF32 : f16BitsToF32;
       for (let i = 0; i < bytes.length / 2; i++) data[elementOffset + i] = widen(view.getUint16(i * 2, true));

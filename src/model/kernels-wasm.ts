@@ -3,12 +3,12 @@
  * thread, synchronous calls. Memory layout, managed here: [C stack + data | weights (bump-allocated, 64-byte
  * aligned, never freed) | scratch]; the scratch area holds the inputs and outputs of one kernel call and starts where
  * the weights end. Matrices keep their file dtype (2 bytes per parameter for f16/bf16, rows packed in groups of 8
- * for the kernels: pack_u16 in kernels.c), so a model fits when its weights plus the scratch of one prefill chunk
- * stay under the 4 GiB of a wasm32 memory.
+ * for the kernels: pack_u16 in kernels.c; the quantized types' blocks as in the file), so a model fits
+ * when its weights plus the scratch of one prefill chunk stay under the 4 GiB of a wasm32 memory.
  */
 import { DuoError } from "../errors.ts";
 import { readUrl } from "../runtime.ts";
-import { type Matrix, type ModelKernels, type Vector, WEIGHT_BYTES, type WeightDtype } from "./kernels.ts";
+import { type Matrix, matrixBytes, type ModelKernels, type Vector, type WeightDtype } from "./kernels.ts";
 
 const PAGE = 65536;
 const MAX_PAGES = 65536; // 4 GiB, the module's declared maximum
@@ -20,9 +20,17 @@ interface Exports {
   matmul_f32(y: number, x: number, w: number, b: number, T: number, nin: number, nout: number): void;
   matmul_bf16(y: number, x: number, w: number, b: number, T: number, nin: number, nout: number): void;
   matmul_f16(y: number, x: number, w: number, b: number, T: number, nin: number, nout: number): void;
+  matmul_q8_0(y: number, x: number, w: number, b: number, T: number, nin: number, nout: number): void;
+  matmul_q4_0(y: number, x: number, w: number, b: number, T: number, nin: number, nout: number): void;
+  matmul_q4_k(y: number, x: number, w: number, b: number, T: number, nin: number, nout: number): void;
+  matmul_q6_k(y: number, x: number, w: number, b: number, T: number, nin: number, nout: number): void;
   embed_f32(y: number, ids: number, table: number, T: number, n: number): void;
   embed_bf16(y: number, ids: number, table: number, T: number, n: number): void;
   embed_f16(y: number, ids: number, table: number, T: number, n: number): void;
+  embed_q8_0(y: number, ids: number, table: number, T: number, n: number): void;
+  embed_q4_0(y: number, ids: number, table: number, T: number, n: number): void;
+  embed_q4_k(y: number, ids: number, table: number, T: number, n: number): void;
+  embed_q6_k(y: number, ids: number, table: number, T: number, n: number): void;
   rmsnorm(y: number, x: number, w: number, T: number, n: number, eps: number): void;
   rope(x: number, cos: number, sin: number, T: number, H: number, D: number): void;
   swiglu(y: number, g: number, u: number, n: number): void;
@@ -106,18 +114,18 @@ export class WasmKernels implements ModelKernels {
   }
 
   matrix(rows: number, cols: number, dtype: WeightDtype): Matrix {
-    return new WasmMatrix(rows, cols, dtype, this.alloc(rows * cols * WEIGHT_BYTES[dtype]));
+    return new WasmMatrix(rows, cols, dtype, this.alloc(matrixBytes(rows, cols, dtype)));
   }
 
-  /** Each element is written once; when the last byte lands, f16/bf16 rows are packed (wasm/model/kernels.c). */
-  write(m: Matrix, elementOffset: number, bytes: Uint8Array): void {
-    const w = m as WasmMatrix, eb = WEIGHT_BYTES[w.dtype], total = w.rows * w.cols * eb;
-    if (elementOffset < 0 || elementOffset * eb + bytes.length > total || w.written + bytes.length > total) {
-      throw new DuoError("INVALID_ARGUMENT", `write of ${bytes.length} bytes at element ${elementOffset} overruns a [${w.rows}, ${w.cols}] ${w.dtype} matrix (${total} bytes, ${w.written} written)`);
+  /** Each byte is written once; when the last byte lands, f16/bf16 rows are packed (wasm/model/kernels.c). */
+  write(m: Matrix, byteOffset: number, bytes: Uint8Array): void {
+    const w = m as WasmMatrix, total = matrixBytes(w.rows, w.cols, w.dtype);
+    if (byteOffset < 0 || byteOffset + bytes.length > total || w.written + bytes.length > total) {
+      throw new DuoError("INVALID_ARGUMENT", `write of ${bytes.length} bytes at byte ${byteOffset} overruns a [${w.rows}, ${w.cols}] ${w.dtype} matrix (${total} bytes, ${w.written} written)`);
     }
-    new Uint8Array(this.ex.memory.buffer).set(bytes, w.ptr + elementOffset * eb);
+    new Uint8Array(this.ex.memory.buffer).set(bytes, w.ptr + byteOffset);
     w.written += bytes.length;
-    if (w.written === total && eb === 2) this.ex.pack_u16(w.ptr, w.rows, w.cols);
+    if (w.written === total && (w.dtype === "f16" || w.dtype === "bf16")) this.ex.pack_u16(w.ptr, w.rows, w.cols);
   }
 
   vector(data: Float32Array): Vector {
@@ -129,7 +137,8 @@ export class WasmKernels implements ModelKernels {
   matmul(y: Float32Array, x: Float32Array, w: Matrix, T: number, bias?: Vector): void {
     const m = w as WasmMatrix;
     const [px, py] = this.scratch(x, y.length);
-    const fn = m.dtype === "f32" ? this.ex.matmul_f32 : m.dtype === "bf16" ? this.ex.matmul_bf16 : this.ex.matmul_f16;
+    const e = this.ex;
+    const fn = { f32: e.matmul_f32, bf16: e.matmul_bf16, f16: e.matmul_f16, q8_0: e.matmul_q8_0, q4_0: e.matmul_q4_0, q4_k: e.matmul_q4_k, q6_k: e.matmul_q6_k }[m.dtype];
     fn(py, px, m.ptr, bias ? (bias as WasmVector).ptr : 0, T, m.cols, m.rows);
     this.out(y, py);
   }
@@ -155,7 +164,8 @@ export class WasmKernels implements ModelKernels {
   embed(y: Float32Array, ids: Int32Array, table: Matrix): void {
     const m = table as WasmMatrix;
     const [pi, py] = this.scratch(ids, y.length);
-    const fn = m.dtype === "f32" ? this.ex.embed_f32 : m.dtype === "bf16" ? this.ex.embed_bf16 : this.ex.embed_f16;
+    const e = this.ex;
+    const fn = { f32: e.embed_f32, bf16: e.embed_bf16, f16: e.embed_f16, q8_0: e.embed_q8_0, q4_0: e.embed_q4_0, q4_k: e.embed_q4_k, q6_k: e.embed_q6_k }[m.dtype];
     fn(py, pi, m.ptr, ids.length, m.cols);
     this.out(y, py);
   }

@@ -4,15 +4,32 @@
  * (C + SIMD128 in wasm/model/, one instance in the calling thread, kernels-wasm.ts) and `wasm-parallel` (the same
  * kernels in N workers, each holding a slice of the rows of every matrix: kernels-parallel.ts).
  *
- * Weights live inside the kernel set: large matrices keep the file's dtype (f32, f16 or bf16) in the wasm memory
- * and are widened to f32 inside the kernel; the reference set widens them to f32 at load. Small weights (norms,
+ * Weights live inside the kernel set: large matrices keep the file's dtype (f32, f16, bf16, or llama.cpp's Q8_0 /
+ * Q4_0 / Q4_K / Q6_K blocks) in the wasm memory and are widened / dequantized to f32 inside the kernel; the reference set decodes
+ * them to f32 at load. Small weights (norms,
  * biases) are f32 vectors. Activations are host Float32Arrays, row-major, one row per token.
  */
 import { DuoError } from "../errors.ts";
 import { runtime } from "../runtime.ts";
 
-export type WeightDtype = "f32" | "f16" | "bf16";
-export const WEIGHT_BYTES: Record<WeightDtype, number> = { f32: 4, f16: 2, bf16: 2 };
+export type WeightDtype = "f32" | "f16" | "bf16" | "q8_0" | "q4_0" | "q4_k" | "q6_k";
+/** (elements, bytes) of a weight dtype's block: q8_0 / q4_0 rows are blocks of 32, q4_k / q6_k of 256 (tensor-types.ts) */
+export const WEIGHT_BLOCKS: Record<WeightDtype, { elements: number; bytes: number }> = {
+  f32: { elements: 1, bytes: 4 },
+  f16: { elements: 1, bytes: 2 },
+  bf16: { elements: 1, bytes: 2 },
+  q8_0: { elements: 32, bytes: 34 },
+  q4_0: { elements: 32, bytes: 18 },
+  q4_k: { elements: 256, bytes: 144 },
+  q6_k: { elements: 256, bytes: 210 },
+};
+
+/** Bytes of a [rows, cols] matrix of `dtype` (cols a multiple of the block size). */
+export function matrixBytes(rows: number, cols: number, dtype: WeightDtype): number {
+  const b = WEIGHT_BLOCKS[dtype];
+  if (cols % b.elements !== 0) throw new DuoError("UNSUPPORTED", `a ${dtype} matrix needs rows of a multiple of ${b.elements} elements, got ${cols}`);
+  return (rows * cols / b.elements) * b.bytes;
+}
 export type KernelsName = "reference" | "wasm" | "wasm-parallel";
 export const KERNELS: readonly KernelsName[] = ["reference", "wasm", "wasm-parallel"];
 
@@ -37,8 +54,9 @@ export interface ModelKernels {
   reserve(weightBytes: number, scratchBytes: number): void;
   /** A zeroed matrix; fill it with `write`. */
   matrix(rows: number, cols: number, dtype: WeightDtype): Matrix;
-  /** Copy raw little-endian elements of `m.dtype` into `m`, starting at element `elementOffset` (row-major). */
-  write(m: Matrix, elementOffset: number, bytes: Uint8Array): void;
+  /** Copy raw little-endian bytes of `m.dtype` (row-major, as in the file) into `m` at byte `byteOffset`; each
+   *  write holds whole blocks of the dtype. */
+  write(m: Matrix, byteOffset: number, bytes: Uint8Array): void;
   vector(data: Float32Array): Vector;
   /** y[T, rows] = x[T, cols] · Wᵀ (+ bias[rows]) */
   matmul(y: Float32Array, x: Float32Array, w: Matrix, T: number, bias?: Vector): void;

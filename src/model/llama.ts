@@ -5,7 +5,9 @@
  *   const model = await LlamaModel.load(dir, { pattern: "patterns/Llama-3-8B-...", sparsity: 0.5 });
  *   const logits = await model.forward(ids);            // [vocab] of the last position; continues the sequence
  *   for await (const t of model.generate("Hello", { maxTokens: 32 })) write(t.text);
+ *   const chat = model.session();                       // another sequence (own KV cache) of the same weights
  *
+ * `dir` is a Hugging Face model directory (safetensors) or a llama.cpp GGUF file (or a directory holding one).
  * Per layer, for a chunk of T tokens at absolute positions p0 .. p0+T−1:
  *   h = rmsnorm(x) · q/k/v = h·Wᵀ (+b) · RoPE(q, k) · a = attend(q, k, v) · x += a·Woᵀ
  *   h = rmsnorm(x) · x += down(silu(gate(h)) · up(h))
@@ -23,10 +25,12 @@ import { checkInt, DuoError } from "../errors.ts";
 import type { HeadPattern } from "../pattern/pattern.ts";
 import { HeadSchedule } from "../schedule/schedule.ts";
 import { type ModelConfig, loadConfig } from "./config.ts";
-import { Generation, type GenerateOptions } from "./generate.ts";
+import type { Generation, GenerateOptions } from "./generate.ts";
+import { findGguf, openGguf } from "./gguf.ts";
 import { createModelKernels, type KernelsName, type ModelKernels } from "./kernels.ts";
 import { inverseFrequencies, ropeTables } from "./rope.ts";
-import { openWeights } from "./safetensors.ts";
+import { openWeights, type TensorEntry } from "./safetensors.ts";
+import { Session } from "./session.ts";
 import { TextTokenizer } from "./tokenizer.ts";
 import { checkTensors, loadWeights, type ModelWeights } from "./weights.ts";
 
@@ -86,12 +90,8 @@ async function scheduleFor(o: LoadOptions, cfg: ModelConfig): Promise<{ schedule
 }
 
 export class LlamaModel {
-  /** tokens in the sequence, including a generated token not yet run through the model (see `pending`) */
-  private history: number[] = [];
-  /** the last generated token: part of the sequence, fed with the next forward */
-  private pending: number | null = null;
-  private seq: Sequence;
-  private readonly invFreq: Float64Array;
+  private readonly sessions = new Set<Session>();
+  private readonly main: Session;
   private disposed = false;
 
   private constructor(
@@ -103,25 +103,27 @@ export class LlamaModel {
     readonly kernels: ModelKernels,
     private readonly weights: ModelWeights,
     readonly prefillChunk: number,
+    /** [D/2] RoPE inverse frequencies */
+    private readonly invFreq: Float64Array,
   ) {
-    this.seq = engine.sequence();
-    this.invFreq = inverseFrequencies(config.headDim, config.ropeTheta, config.ropeScaling);
+    this.main = this.session();
   }
 
-  /** Load a Hugging Face model directory (config.json, model.safetensors[.index.json], tokenizer.json). */
+  /** Load a Hugging Face model directory (config.json, model.safetensors[.index.json], tokenizer.json), or a GGUF
+   *  file (llama / qwen2 architecture; F32, F16, BF16, Q8_0 tensors), or a directory holding one GGUF file. */
   static async load(dir: string, options: LoadOptions = {}): Promise<LlamaModel> {
     if (options === null || typeof options !== "object") throw new DuoError("INVALID_ARGUMENT", "LlamaModel.load options must be an object");
     const unknown = Object.keys(options).find((k) => !LOAD_KEYS.includes(k));
     if (unknown) throw new DuoError("INVALID_ARGUMENT", `unknown LlamaModel.load option "${unknown}"; valid options: ${LOAD_KEYS.join(", ")}`);
     dir = dir.replace(/[/\\]+$/, "");
-    const cfg = await loadConfig(dir);
+    const source = await openSource(dir);
+    const cfg = source.config;
     const prefillChunk = checkInt("prefillChunk", options.prefillChunk ?? 512, 1);
     const maxContext = options.maxContext ?? cfg.slidingWindow ?? undefined;
     if (cfg.slidingWindow !== null && maxContext !== undefined && maxContext > cfg.slidingWindow) {
       throw new DuoError("UNSUPPORTED", `this model attends through a sliding window of ${cfg.slidingWindow} tokens, which the engine does not implement; pass maxContext <= ${cfg.slidingWindow} (the two agree up to there)`);
     }
-    const tokenizer = await TextTokenizer.load(dir);
-    const tensors = await openWeights(dir);
+    const { tokenizer, tensors } = source;
     const weightBytes = checkTensors(tensors, cfg);
     const { schedule, pattern } = await scheduleFor(options, cfg);
     const backendName = typeof options.backend === "object" ? options.backend.name : options.backend;
@@ -147,7 +149,9 @@ export class LlamaModel {
       // + 64-byte alignment for each of the at most 4 + 16 per layer tensors
       kernels.reserve(weightBytes + 64 * (4 + 16 * cfg.numLayers), scratchBytes(cfg, prefillChunk));
       const weights = await loadWeights(tensors, cfg, kernels, schedule);
-      return new LlamaModel(cfg, tokenizer, schedule, engine, kernels, weights, prefillChunk);
+      const invFreq = inverseFrequencies(cfg.headDim, cfg.ropeTheta, cfg.ropeScaling);
+      source.ropeFreqFactors?.forEach((f, i) => (invFreq[i]! /= f));
+      return new LlamaModel(cfg, tokenizer, schedule, engine, kernels, weights, prefillChunk, invFreq);
     } catch (e) {
       kernels.dispose();
       await engine?.dispose();
@@ -155,70 +159,43 @@ export class LlamaModel {
     }
   }
 
-  /** Tokens in the model's sequence (prompt and generated). */
+  /** A new sequence of this model, with its own KV cache (freed by session.dispose() or model.dispose()). */
+  session(): Session {
+    this.checkAlive();
+    const s = new Session(this, this.engine.sequence(), (x) => this.sessions.delete(x));
+    this.sessions.add(s);
+    return s;
+  }
+
+  /** Tokens in the default session's sequence (prompt and generated). */
   get tokens(): readonly number[] {
-    return this.history;
+    return this.main.tokens;
   }
 
-  /** The sequence's KV cache bytes (SPEC §4.4): retrieval, streaming, total, full-attention equivalent, allocated. */
+  /** The default session's KV cache bytes (SPEC §4.4). */
   kvBytes(): ReturnType<Sequence["bytes"]> {
-    this.checkAlive();
-    return this.seq.bytes();
+    return this.main.kvBytes();
   }
 
-  /**
-   * Run `ids` through the model after everything before them; returns the logits [vocab] of the last position.
-   * After generate(), the last generated token is fed first (it is part of the sequence, see `tokens`); `ids` may
-   * then be empty. A rejected call (bad ids, past maxContext) leaves the sequence as it was.
-   */
+  /** Session.forward on the default session. */
   async forward(ids: Int32Array | readonly number[]): Promise<Float32Array> {
-    this.checkAlive();
-    const V = this.config.vocabSize;
-    if (ids.length === 0 && this.pending === null) throw new DuoError("INVALID_ARGUMENT", "forward needs at least one token id");
-    ids.forEach((id, i) => {
-      if (!Number.isInteger(id) || id < 0 || id >= V) throw new DuoError("INVALID_ARGUMENT", `token id ${String(id)} at index ${i} is outside the vocabulary [0, ${V})`);
-    });
-    const feed = new Int32Array(ids.length + (this.pending === null ? 0 : 1));
-    if (this.pending !== null) feed[0] = this.pending;
-    feed.set(ids, feed.length - ids.length);
-    const pos = this.seq.length(0);
-    if (pos + feed.length > this.engine.maxContext) {
-      throw new DuoError("CAPACITY", `the sequence holds ${pos} tokens; ${feed.length} more would exceed maxContext = ${this.engine.maxContext}`);
-    }
-    let last: Float32Array | undefined;
-    for (let c = 0; c < feed.length; c += this.prefillChunk) {
-      last = await this.chunk(feed.subarray(c, c + this.prefillChunk), pos + c);
-    }
-    for (const id of ids) this.history.push(id);
-    this.pending = null;
-    return this.logits(last!);
+    return await this.main.forward(ids);
   }
 
-  /** Generate tokens after `prompt` (text, encoded with BOS when the sequence is empty, or ids). Async iterable of
-   *  `{ id, text }`; `stats` fills in as it runs. Continues the sequence like forward; call reset() to start over. */
+  /** Session.generate on the default session. */
   generate(prompt: string | Int32Array | readonly number[], options: GenerateOptions = {}): Generation {
-    this.checkAlive();
-    return new Generation(this, prompt, options);
+    return this.main.generate(prompt, options);
   }
 
-  /** @internal the generation's last token, kept to be fed first by the next forward */
-  setPending(id: number): void {
-    this.history.push(id);
-    this.pending = id;
-  }
-
-  /** Forget the sequence (its cache memory is returned); the model is ready for a new prompt. */
+  /** Forget the default session's sequence (its cache memory is returned); ready for a new prompt. */
   reset(): void {
-    this.checkAlive();
-    this.seq.reset();
-    this.history = [];
-    this.pending = null;
+    this.main.reset();
   }
 
   async dispose(): Promise<void> {
     if (this.disposed) return;
+    for (const s of [...this.sessions]) s.dispose();
     this.disposed = true;
-    this.seq.dispose();
     await this.engine.dispose();
     this.kernels.dispose();
   }
@@ -227,12 +204,21 @@ export class LlamaModel {
     await this.dispose();
   }
 
-  private checkAlive(): void {
+  /** @internal */
+  checkAlive(): void {
     if (this.disposed) throw new DuoError("DISPOSED", "this model has been disposed; load it again");
   }
 
+  /** @internal `feed` (already checked) at positions pos0.. of `seq`, in chunks of prefillChunk; the logits [vocab]
+   *  of the last position. */
+  async run(seq: Sequence, feed: Int32Array, pos0: number): Promise<Float32Array> {
+    let last: Float32Array | undefined;
+    for (let c = 0; c < feed.length; c += this.prefillChunk) last = await this.chunk(seq, feed.subarray(c, c + this.prefillChunk), pos0 + c);
+    return this.logits(last!);
+  }
+
   /** One chunk of T tokens at positions pos0.. through every layer; returns the last row of the residual [hidden]. */
-  private async chunk(ids: Int32Array, pos0: number): Promise<Float32Array> {
+  private async chunk(seq: Sequence, ids: Int32Array, pos0: number): Promise<Float32Array> {
     const { hiddenSize: H, intermediateSize: I, numHeads: Hq, numKvHeads: Hkv, headDim: D, rmsNormEps: eps } = this.config;
     const k = this.kernels, T = ids.length;
     const x = new Float32Array(T * H); // [T, hidden] residual stream
@@ -253,7 +239,7 @@ export class LlamaModel {
       k.matmul(v, h, L.v, T, L.vBias);
       k.rope(q, T, Hq, D, cos, sin);
       k.rope(kk, T, Hkv, D, cos, sin);
-      const a = await this.seq.attend(l, q, kk, v); // [T, Hq, D]
+      const a = await seq.attend(l, q, kk, v); // [T, Hq, D]
       k.matmul(o, a, L.o, T, L.oBias);
       for (let i = 0; i < x.length; i++) x[i]! += o[i]!;
       k.rmsnorm(h, x, L.postNorm, T, eps);
@@ -273,6 +259,17 @@ export class LlamaModel {
     this.kernels.matmul(out, h, this.weights.lmHead, 1);
     return out;
   }
+}
+
+/** The model's config, tokenizer and tensors, from a GGUF file or a Hugging Face directory. */
+async function openSource(path: string): Promise<{ config: ModelConfig; tokenizer: TextTokenizer; tensors: Map<string, TensorEntry>; ropeFreqFactors: Float32Array | null }> {
+  const file = await findGguf(path);
+  if (file !== null) {
+    const g = await openGguf(file);
+    return { ...g, tokenizer: await TextTokenizer.fromJson(g.tokenizer.json, g.tokenizer.config, file) };
+  }
+  const config = await loadConfig(path);
+  return { config, tokenizer: await TextTokenizer.load(path), tensors: await openWeights(path), ropeFreqFactors: null };
 }
 
 /** Bytes of activations one kernel call may need in the wasm scratch area (inputs + outputs, f32). */

@@ -5,12 +5,10 @@
  * at open with a message naming the tensor, never later with a short read.
  * Tensors are read with readRange in bounded chunks: a weight file is never held whole in the JS heap.
  */
-import { f16BitsToF32 } from "../dtype.ts";
 import { DuoError } from "../errors.ts";
 import { exists, fileSize, readRange, readText } from "../runtime.ts";
+import { tensorBytes, toF32 } from "./tensor-types.ts";
 
-export type TensorDtype = "F32" | "F16" | "BF16";
-const ELEMENT_BYTES: Record<TensorDtype, number> = { F32: 4, F16: 2, BF16: 2 };
 /** Largest header we accept (real headers are a few hundred KiB). */
 const MAX_HEADER_BYTES = 100 * 1024 * 1024;
 /** Bytes per readRange call when streaming a tensor. */
@@ -19,16 +17,19 @@ export const READ_CHUNK_BYTES = 64 * 1024 * 1024;
 export interface TensorEntry {
   name: string;
   file: string;
-  /** as written in the header; F32, F16, BF16 are the ones the model runner reads */
+  /** as written in the header; F32, F16, BF16 (and Q8_0, Q4_0 from GGUF) are the ones the model runner reads */
   dtype: string;
+  /** row-major, Hugging Face order: [rows, cols] for a matrix */
   shape: number[];
   /** absolute byte offset of the first element in `file` */
   offset: number;
   byteLength: number;
-}
-
-export function elementBytes(dtype: string): number | undefined {
-  return ELEMENT_BYTES[dtype as TensorDtype];
+  /**
+   * The rows are stored as llama.cpp's converter writes q_proj / k_proj for the llama architecture: within each of
+   * this many heads, RoPE pairs interleaved (file row 2i + j holds Hugging Face row j·D/2 + i). readTensorBytes
+   * undoes it.
+   */
+  interleavedHeads?: number;
 }
 
 function bad(file: string, what: string): DuoError {
@@ -65,10 +66,9 @@ export async function readHeader(file: string): Promise<TensorEntry[]> {
     if (end > dataBytes) {
       throw bad(file, `is truncated or corrupt: tensor "${name}" needs bytes [${begin}, ${end}) of the data section, which has ${dataBytes} bytes (file size ${size}, header ${n} bytes)`);
     }
-    const eb = elementBytes(v.dtype);
-    const count = (shape as number[]).reduce((a, d) => a * d, 1);
-    if (eb !== undefined && count * eb !== end - begin) {
-      throw bad(file, `tensor "${name}" (${v.dtype} [${shape.join(", ")}]) should take ${count * eb} bytes but data_offsets span ${end - begin}`);
+    const bytes = tensorBytes(v.dtype, shape as number[]);
+    if (bytes !== undefined && bytes !== end - begin) {
+      throw bad(file, `tensor "${name}" (${v.dtype} [${shape.join(", ")}]) should take ${bytes} bytes but data_offsets span ${end - begin}`);
     }
     entries.push({ name, file, dtype: v.dtype, shape: shape as number[], offset: dataStart + begin, byteLength: end - begin });
   }
@@ -105,10 +105,12 @@ export async function openWeights(dir: string): Promise<Map<string, TensorEntry>
   return tensors;
 }
 
-/** Read a tensor's raw little-endian bytes in chunks of at most READ_CHUNK_BYTES, handing each to `sink`. */
-export async function streamTensor(t: TensorEntry, sink: (byteOffset: number, bytes: Uint8Array) => void): Promise<void> {
+/** Read a tensor's raw little-endian bytes (as stored: see `interleavedHeads`) in chunks of at most
+ *  READ_CHUNK_BYTES, a multiple of `granule` bytes (a quantized type's block), handing each to `sink`. */
+export async function streamTensor(t: TensorEntry, sink: (byteOffset: number, bytes: Uint8Array) => void, granule = 1): Promise<void> {
+  const chunk = READ_CHUNK_BYTES - (READ_CHUNK_BYTES % granule);
   for (let done = 0; done < t.byteLength;) {
-    const n = Math.min(READ_CHUNK_BYTES, t.byteLength - done);
+    const n = Math.min(chunk, t.byteLength - done);
     const bytes = await readRange(t.file, t.offset + done, n);
     if (bytes.length !== n) throw bad(t.file, `was truncated while reading tensor "${t.name}" (got ${bytes.length} of ${n} bytes at offset ${t.offset + done})`);
     sink(done, bytes);
@@ -116,28 +118,29 @@ export async function streamTensor(t: TensorEntry, sink: (byteOffset: number, by
   }
 }
 
-/** A whole tensor's raw bytes (only for tensors that are small or must be permuted in one piece). */
+/** A whole tensor's raw bytes in Hugging Face row order (only for tensors that are small or must be permuted in
+ *  one piece). */
 export async function readTensorBytes(t: TensorEntry): Promise<Uint8Array> {
-  const out = new Uint8Array(t.byteLength);
-  await streamTensor(t, (off, bytes) => out.set(bytes, off));
+  const raw = new Uint8Array(t.byteLength);
+  await streamTensor(t, (off, bytes) => raw.set(bytes, off));
+  return t.interleavedHeads ? deinterleaveRows(raw, t.shape[0]!, t.interleavedHeads) : raw;
+}
+
+/** Undo llama.cpp's RoPE row interleave: per head of D = rows/heads rows, file row 2i + j -> row j·D/2 + i. */
+function deinterleaveRows(raw: Uint8Array, rows: number, heads: number): Uint8Array {
+  const D = rows / heads, half = D / 2, rowBytes = raw.length / rows, out = new Uint8Array(raw.length);
+  for (let h = 0; h < heads; h++) {
+    for (let i = 0; i < half; i++) {
+      for (let j = 0; j < 2; j++) {
+        const from = (h * D + 2 * i + j) * rowBytes, to = (h * D + j * half + i) * rowBytes;
+        out.set(raw.subarray(from, from + rowBytes), to);
+      }
+    }
+  }
   return out;
 }
 
-/** A tensor widened to f32 (F32, F16 or BF16 in the file). */
+/** A tensor decoded to f32 (any TensorDtype in the file). */
 export async function readTensorF32(t: TensorEntry): Promise<Float32Array> {
   return toF32(await readTensorBytes(t), t.dtype, t.name);
-}
-
-/** Raw little-endian elements of `dtype` -> f32 (exact for all three). */
-export function toF32(bytes: Uint8Array, dtype: string, name: string): Float32Array {
-  const n = bytes.length / (elementBytes(dtype) ?? 1);
-  const out = new Float32Array(n);
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  if (dtype === "F32") for (let i = 0; i < n; i++) out[i] = view.getFloat32(i * 4, true);
-  else if (dtype === "BF16") {
-    const bits = new Uint32Array(out.buffer);
-    for (let i = 0; i < n; i++) bits[i] = view.getUint16(i * 2, true) << 16;
-  } else if (dtype === "F16") for (let i = 0; i < n; i++) out[i] = f16BitsToF32(view.getUint16(i * 2, true));
-  else throw new DuoError("UNSUPPORTED", `tensor "${name}" has dtype ${dtype}; supported weight dtypes are F32, F16, BF16`);
-  return out;
 }

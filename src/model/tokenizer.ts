@@ -40,18 +40,23 @@ export class TextTokenizer {
     const json = await readJson(path);
     const cfgPath = `${dir}/tokenizer_config.json`;
     const config = (await exists(cfgPath)) ? await readJson(cfgPath) : {};
+    const jinja = `${dir}/chat_template.jinja`;
+    return await TextTokenizer.fromJson(json, config, path, (await exists(jinja)) ? await readText(jinja) : undefined);
+  }
+
+  /** From the contents of tokenizer.json and tokenizer_config.json (`where` names their source in errors); the chat
+   *  template is the config's, else `template`. */
+  static async fromJson(json: Record<string, unknown>, config: Record<string, unknown>, where: string, template?: string): Promise<TextTokenizer> {
     const { Tokenizer } = await import("@huggingface/tokenizers");
     let tok: HfTokenizer;
     try {
       tok = new Tokenizer(json, config) as unknown as HfTokenizer;
     } catch (e) {
-      throw new DuoError("UNSUPPORTED", `${path}: @huggingface/tokenizers cannot build this tokenizer (${(e as Error).message})`, { cause: e });
+      throw new DuoError("UNSUPPORTED", `${where}: @huggingface/tokenizers cannot build this tokenizer (${(e as Error).message})`, { cause: e });
     }
-    let template: unknown = config.chat_template;
-    if (Array.isArray(template)) template = template.find((t) => t?.name === "default")?.template ?? template[0]?.template;
-    const jinja = `${dir}/chat_template.jinja`;
-    if (typeof template !== "string" && (await exists(jinja))) template = await readText(jinja);
-    return new TextTokenizer(tok, config, typeof template === "string" ? template : undefined);
+    let t: unknown = config.chat_template;
+    if (Array.isArray(t)) t = t.find((x) => x?.name === "default")?.template ?? t[0]?.template;
+    return new TextTokenizer(tok, config, typeof t === "string" ? t : template);
   }
 
   /** Token ids of `text`; `addSpecialTokens` adds what the tokenizer's post-processor adds (usually BOS). */

@@ -2,7 +2,9 @@
  * The tensors a Llama-family checkpoint must have, checked against config.json, then streamed into the kernel set.
  * Attention projections of a layer whose head schedule is not already "retrieval heads first" are permuted once
  * here (SPEC §2, src/schedule/permute.ts): q rows in blocks of G·D, k/v rows in blocks of D, o columns in blocks
- * of G·D, q/k/v biases like their rows, never the o bias.
+ * of G·D, q/k/v biases like their rows, never the o bias. A permuted Q8_0 / Q4_0 matrix is decoded, permuted and
+ * quantized again, which gives its bytes back whenever G·D is a multiple of 32 (whole blocks move); a permuted
+ * Q4_K / Q6_K matrix is held decoded, as f32.
  */
 import { f32ToBf16Bits, f32ToF16Bits } from "../dtype.ts";
 import { DuoError } from "../errors.ts";
@@ -10,7 +12,8 @@ import { type AttentionWeights, permuteAttentionWeights } from "../schedule/perm
 import type { HeadSchedule } from "../schedule/schedule.ts";
 import type { ModelConfig } from "./config.ts";
 import type { Matrix, ModelKernels, Vector, WeightDtype } from "./kernels.ts";
-import { elementBytes, readTensorF32, streamTensor, type TensorEntry } from "./safetensors.ts";
+import { readTensorBytes, readTensorF32, streamTensor, type TensorEntry } from "./safetensors.ts";
+import { BLOCKS, quantizeQ4_0, quantizeQ8_0, TENSOR_DTYPES, type TensorDtype } from "./tensor-types.ts";
 
 export interface LayerWeights {
   inputNorm: Vector; // [hidden]
@@ -39,7 +42,8 @@ export interface ModelWeights {
   lmHead: Matrix;
 }
 
-const DTYPES: Record<string, WeightDtype> = { F32: "f32", F16: "f16", BF16: "bf16" };
+const DTYPES: Record<TensorDtype, WeightDtype> = { F32: "f32", F16: "f16", BF16: "bf16", Q8_0: "q8_0", Q4_0: "q4_0", Q4_K: "q4_k", Q6_K: "q6_k" };
+const dtypeOf = (t: TensorEntry) => DTYPES[t.dtype as TensorDtype];
 
 /** name → expected shape, for every tensor the config implies. */
 export function expectedTensors(cfg: ModelConfig): Map<string, number[]> {
@@ -86,23 +90,30 @@ export function checkTensors(tensors: Map<string, TensorEntry>, cfg: ModelConfig
     if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
       throw new DuoError("SHAPE_MISMATCH", `tensor "${name}" has shape [${t.shape.join(", ")}] but config.json implies [${shape.join(", ")}] (${cfgShape})`);
     }
-    if (!DTYPES[t.dtype]) throw new DuoError("UNSUPPORTED", `tensor "${name}" has dtype ${t.dtype}; supported weight dtypes are F32, F16, BF16`);
+    const dt = dtypeOf(t);
+    if (!dt || (shape.length === 1 && BLOCKS[t.dtype as TensorDtype].elements > 1)) {
+      throw new DuoError("UNSUPPORTED", `${t.file}: tensor "${name}" has dtype ${t.dtype}; supported weight dtypes are ${shape.length === 1 ? "F32, F16, BF16 for vectors" : TENSOR_DTYPES.join(", ")}`);
+    }
     bytes += shape.length === 1 ? shape[0]! * 4 : t.byteLength;
   }
   return bytes;
 }
 
 async function matrix(k: ModelKernels, t: TensorEntry): Promise<Matrix> {
-  const m = k.matrix(t.shape[0]!, t.shape[1]!, DTYPES[t.dtype]!);
-  const eb = elementBytes(t.dtype)!;
-  await streamTensor(t, (off, bytes) => k.write(m, off / eb, bytes));
+  const m = k.matrix(t.shape[0]!, t.shape[1]!, dtypeOf(t)!);
+  if (t.interleavedHeads) k.write(m, 0, await readTensorBytes(t)); // rows reordered in one piece
+  else await streamTensor(t, (off, bytes) => k.write(m, off, bytes), BLOCKS[t.dtype as TensorDtype].bytes);
   return m;
 }
 
-/** An f32 host matrix narrowed back to `dtype` (exact for values that came from that dtype). */
+/** An f32 host matrix narrowed back to `dtype` (exact for values that came from that dtype); K-quants, which have no
+ *  quantizer here, stay f32. */
 function matrixFrom(k: ModelKernels, data: Float32Array, rows: number, cols: number, dtype: WeightDtype): Matrix {
+  if (dtype === "q4_k" || dtype === "q6_k") dtype = "f32";
   const m = k.matrix(rows, cols, dtype);
   if (dtype === "f32") k.write(m, 0, new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+  else if (dtype === "q8_0") k.write(m, 0, quantizeQ8_0(data));
+  else if (dtype === "q4_0") k.write(m, 0, quantizeQ4_0(data));
   else {
     const narrow = dtype === "bf16" ? f32ToBf16Bits : f32ToF16Bits;
     k.write(m, 0, new Uint8Array(Uint16Array.from(data, narrow).buffer));
@@ -141,7 +152,7 @@ export async function loadWeights(tensors: Map<string, TensorEntry>, cfg: ModelC
         w.vBias = await f32(`${a}v_proj.bias`);
       }
       const r = permuteAttentionWeights(w, perm, shape);
-      const dt = (name: string) => DTYPES[get(`${a}${name}.weight`).dtype]!;
+      const dt = (name: string) => dtypeOf(get(`${a}${name}.weight`))!;
       const H = cfg.hiddenSize, qRows = cfg.numHeads * cfg.headDim, kvRows = cfg.numKvHeads * cfg.headDim;
       q = matrixFrom(k, r.q, qRows, H, dt("q_proj"));
       kk = matrixFrom(k, r.k, kvRows, H, dt("k_proj"));

@@ -1,5 +1,6 @@
 // Model kernels for the Llama-family runner (src/model/kernels-wasm.ts): matmul y = x·Wᵀ for row-major W in f32,
-// f16 or bf16 (widened to f32 in registers), RMSNorm, RoPE (rotate-half), SwiGLU, embedding lookup.
+// f16 or bf16 (widened to f32 in registers) or llama.cpp's Q8_0 / Q4_0 / Q4_K / Q6_K blocks (decoded in registers),
+// RMSNorm, RoPE (rotate-half), SwiGLU, embedding lookup.
 // f16/bf16 matrices are packed once after loading (pack_u16). One instance per model, in the calling thread; the TS side owns the memory layout (weights, then scratch for the
 // activations of one call) and passes byte addresses as u32. No libc: freestanding, SIMD128, f32 accumulation.
 // The reference twin, with float64 accumulation, is src/model/kernels-reference.ts.
@@ -147,6 +148,172 @@ static inline float hsum(v128_t v) {
 MATMUL(matmul_f32, float, ld8_f32, w1_f32)
 MATMUL(matmul_bf16, uint16_t, ld8_bf16, w1_bf16)
 MATMUL(matmul_f16, uint16_t, ld8_f16, w1_f16)
+
+// -------------------------------------------------------------------------------------------------------------
+// llama.cpp's quantized types (ggml-common.h), read in place (unaligned v128 loads), 32 weights at a time:
+//   Q8_0  34 bytes per 32: f16 d, 32 int8 q:   weight i = q[i]·d
+//   Q4_0  18 bytes per 32: f16 d, 16 bytes qs: weight i = ((qs[i] & 15) − 8)·d, weight 16 + i = ((qs[i] >> 4) − 8)·d
+//   Q4_K, Q6_K  144 / 210 bytes per 256: sub-blocks of 32 with their own scales, decoded to f32 exactly as
+//         src/model/kquants.ts (its comment gives the layouts), in the same f32 operations.
+// A loader gives the k-th run of 32 weights of a row as 8 f32x4 and a multiplier: (q, d) for Q8_0 / Q4_0, whose dot
+// product with x is Σ q·x in f32 then times d (q·x is exact); (weights, 1) for the K-quants.
+
+// An f16 as f32, in scalar code (cheaper here than a SIMD round trip): exponent+mantissa moved into place and
+// rescaled by 2^112, exact for normals and subnormals; Inf/NaN scales (not valid quantized blocks) are not handled.
+static inline float half_at(const uint8_t* p) {
+  const uint32_t h = (uint32_t)p[0] | (uint32_t)p[1] << 8;
+  union { uint32_t u; float f; } m = {(h & 0x7fff) << 13};
+  union { float f; uint32_t u; } r = {m.f * 0x1p112f};
+  r.u |= (h & 0x8000) << 16;
+  return r.f;
+}
+
+// 32 int8 (a = elements 0..15, b = 16..31) -> 8 f32x4 in element order.
+static inline void widen32(v128_t a, v128_t b, v128_t v[8]) {
+  const v128_t h[4] = {wasm_i16x8_extend_low_i8x16(a), wasm_i16x8_extend_high_i8x16(a), wasm_i16x8_extend_low_i8x16(b),
+                       wasm_i16x8_extend_high_i8x16(b)};
+  for (int i = 0; i < 4; i++) {
+    v[2 * i] = wasm_f32x4_convert_i32x4(wasm_i32x4_extend_low_i16x8(h[i]));
+    v[2 * i + 1] = wasm_f32x4_convert_i32x4(wasm_i32x4_extend_high_i16x8(h[i]));
+  }
+}
+
+static inline float ld_q8_0(const uint8_t* row, int k, v128_t v[8]) {
+  const uint8_t* blk = row + (uintptr_t)k * 34;
+  widen32(wasm_v128_load(blk + 2), wasm_v128_load(blk + 18), v);
+  return half_at(blk);
+}
+
+static inline float ld_q4_0(const uint8_t* row, int k, v128_t v[8]) {
+  const uint8_t* blk = row + (uintptr_t)k * 18;
+  const v128_t qs = wasm_v128_load(blk + 2), eight = wasm_i8x16_splat(8);
+  const v128_t lo = wasm_i8x16_sub(wasm_v128_and(qs, wasm_i8x16_splat(15)), eight);
+  widen32(lo, wasm_i8x16_sub(wasm_u8x16_shr(qs, 4), eight), v);
+  return half_at(blk);
+}
+
+// Q4_K sub-block j: nibbles of qs[32·(j/2) ..] (low for even j, high for odd), (scale, min) 6-bit from the 12 bytes.
+static inline float ld_q4_k(const uint8_t* row, int k, v128_t v[8]) {
+  const uint8_t* blk = row + (uintptr_t)(k >> 3) * 144;
+  const uint8_t* s = blk + 4;
+  const int j = k & 7;
+  const int sc = j < 4 ? s[j] & 63 : (s[j + 4] & 15) | (s[j - 4] >> 6) << 4;
+  const int m = j < 4 ? s[j + 4] & 63 : (s[j + 4] >> 4) | (s[j] >> 6) << 4;
+  const v128_t d1 = wasm_f32x4_splat(half_at(blk) * (float)sc), m1 = wasm_f32x4_splat(half_at(blk + 2) * (float)m);
+  const uint8_t* qs = blk + 16 + 32 * (j >> 1);
+  v128_t a = wasm_v128_load(qs), b = wasm_v128_load(qs + 16);
+  if (j & 1) a = wasm_u8x16_shr(a, 4), b = wasm_u8x16_shr(b, 4);
+  else a = wasm_v128_and(a, wasm_i8x16_splat(15)), b = wasm_v128_and(b, wasm_i8x16_splat(15));
+  widen32(a, b, v);
+  for (int i = 0; i < 8; i++) v[i] = wasm_f32x4_sub(wasm_f32x4_mul(v[i], d1), m1);
+  return 1.0f;
+}
+
+// Q6_K sub-block j: half h = j/4 of the 256, group g = j%4: low nibbles of ql[64h + 32(g&1) ..] (high nibbles for
+// g >= 2), bits 2g..2g+1 of qh[128 + 32h ..]; scales[8h + 2g] for its first 16 weights, [8h + 2g + 1] for the rest.
+static inline float ld_q6_k(const uint8_t* row, int k, v128_t v[8]) {
+  const uint8_t* blk = row + (uintptr_t)(k >> 3) * 210;
+  const int j = k & 7, h = j >> 2, g = j & 3;
+  const uint8_t* ql = blk + 64 * h + 32 * (g & 1);
+  const uint8_t* qh = blk + 128 + 32 * h;
+  const int8_t* sc = (const int8_t*)(blk + 192 + 8 * h + 2 * g);
+  v128_t la = wasm_v128_load(ql), lb = wasm_v128_load(ql + 16);
+  if (g >= 2) la = wasm_u8x16_shr(la, 4), lb = wasm_u8x16_shr(lb, 4);
+  else la = wasm_v128_and(la, wasm_i8x16_splat(15)), lb = wasm_v128_and(lb, wasm_i8x16_splat(15));
+  const v128_t three = wasm_i8x16_splat(3), off = wasm_i8x16_splat(32);
+  const v128_t ha = wasm_v128_and(wasm_u8x16_shr(wasm_v128_load(qh), 2 * g), three);
+  const v128_t hb = wasm_v128_and(wasm_u8x16_shr(wasm_v128_load(qh + 16), 2 * g), three);
+  widen32(wasm_i8x16_sub(wasm_v128_or(la, wasm_i8x16_shl(ha, 4)), off), wasm_i8x16_sub(wasm_v128_or(lb, wasm_i8x16_shl(hb, 4)), off), v);
+  const float d = half_at(blk + 208);
+  const v128_t s0 = wasm_f32x4_splat(d * (float)sc[0]), s1 = wasm_f32x4_splat(d * (float)sc[1]);
+  for (int i = 0; i < 4; i++) v[i] = wasm_f32x4_mul(v[i], s0), v[4 + i] = wasm_f32x4_mul(v[4 + i], s1);
+  return 1.0f;
+}
+
+// Σ over 8 vectors of x·q, two chains.
+static inline v128_t dot32(const float* x, const v128_t q[8]) {
+  v128_t e = wasm_f32x4_mul(wasm_v128_load(x), q[0]), o = wasm_f32x4_mul(wasm_v128_load(x + 4), q[1]);
+  for (int i = 2; i < 8; i += 2) {
+    FMA(e, wasm_v128_load(x + 4 * i), q[i]);
+    FMA(o, wasm_v128_load(x + 4 * i + 4), q[i + 1]);
+  }
+  return wasm_f32x4_add(e, o);
+}
+
+// y[T, nout] = x[T, nin] · W[nout, nin]ᵀ (+ b) for quantized W (nin a multiple of the block, rows of ROW(nin)
+// bytes): the blocking of MATMUL above, tiles of 4 tokens x 2 rows sharing each widened run of 32 weights.
+#define MATMUL_Q(NAME, ROW, LD)                                                                                   \
+  EXPORT void NAME(float* y, const float* x, const uint8_t* w, const float* b, int T, int nin, int nout) {      \
+    const int nk = nin / 32;                                                                                    \
+    const uintptr_t row = ROW(nin);                                                                             \
+    for (int t0 = 0; t0 < T; t0 += TB) {                                                                        \
+      const int t1 = t0 + TB < T ? t0 + TB : T;                                                                 \
+      for (int o = 0; o < nout; o += 2) {                                                                       \
+        const int two = o + 1 < nout;                                                                           \
+        const uint8_t* w0 = w + (uintptr_t)o * row;                                                             \
+        const uint8_t* w1 = two ? w0 + row : w0;                                                                \
+        const float b0 = b ? b[o] : 0.0f, b1 = b && two ? b[o + 1] : 0.0f;                                      \
+        int t = t0;                                                                                             \
+        for (; t + 4 <= t1; t += 4) {                                                                           \
+          v128_t acc[4][2];                                                                                     \
+          for (int j = 0; j < 4; j++) acc[j][0] = acc[j][1] = wasm_f32x4_splat(0);                              \
+          for (int k = 0; k < nk; k++) {                                                                        \
+            v128_t p[8], q[8];                                                                                  \
+            const v128_t d0 = wasm_f32x4_splat(LD(w0, k, p)), d1 = wasm_f32x4_splat(LD(w1, k, q));              \
+            for (int j = 0; j < 4; j++) {                                                                       \
+              const float* xj = x + (uintptr_t)(t + j) * nin + k * 32;                                          \
+              FMA(acc[j][0], dot32(xj, p), d0);                                                                 \
+              FMA(acc[j][1], dot32(xj, q), d1);                                                                 \
+            }                                                                                                   \
+          }                                                                                                     \
+          for (int j = 0; j < 4; j++) {                                                                         \
+            y[(uintptr_t)(t + j) * nout + o] = hsum(acc[j][0]) + b0;                                            \
+            if (two) y[(uintptr_t)(t + j) * nout + o + 1] = hsum(acc[j][1]) + b1;                               \
+          }                                                                                                     \
+        }                                                                                                       \
+        for (; t < t1; t++) { /* single tokens (decode, block tails) */                                        \
+          const float* x0 = x + (uintptr_t)t * nin;                                                             \
+          v128_t a0 = wasm_f32x4_splat(0), a1 = a0;                                                             \
+          for (int k = 0; k < nk; k++) {                                                                        \
+            v128_t p[8], q[8];                                                                                  \
+            const v128_t d0 = wasm_f32x4_splat(LD(w0, k, p)), d1 = wasm_f32x4_splat(LD(w1, k, q));              \
+            FMA(a0, dot32(x0 + k * 32, p), d0);                                                                 \
+            FMA(a1, dot32(x0 + k * 32, q), d1);                                                                 \
+          }                                                                                                     \
+          y[(uintptr_t)t * nout + o] = hsum(a0) + b0;                                                           \
+          if (two) y[(uintptr_t)t * nout + o + 1] = hsum(a1) + b1;                                              \
+        }                                                                                                       \
+      }                                                                                                         \
+    }                                                                                                           \
+  }
+
+#define ROW_Q8_0(n) ((uintptr_t)(n) / 32 * 34)
+#define ROW_Q4_0(n) ((uintptr_t)(n) / 32 * 18)
+#define ROW_Q4_K(n) ((uintptr_t)(n) / 256 * 144)
+#define ROW_Q6_K(n) ((uintptr_t)(n) / 256 * 210)
+
+MATMUL_Q(matmul_q8_0, ROW_Q8_0, ld_q8_0)
+MATMUL_Q(matmul_q4_0, ROW_Q4_0, ld_q4_0)
+MATMUL_Q(matmul_q4_k, ROW_Q4_K, ld_q4_k)
+MATMUL_Q(matmul_q6_k, ROW_Q6_K, ld_q6_k)
+
+// Embedding rows of a quantized table: y[t, :] = decoded table[ids[t], :].
+#define EMBED_Q(NAME, ROW, LD)                                                                                    \
+  EXPORT void NAME(float* y, const int32_t* ids, const uint8_t* table, int T, int n) {                          \
+    for (int t = 0; t < T; t++) {                                                                               \
+      const uint8_t* r = table + (uintptr_t)ids[t] * ROW(n);                                                    \
+      for (int k = 0; k < n / 32; k++) {                                                                        \
+        v128_t v[8];                                                                                            \
+        const v128_t d = wasm_f32x4_splat(LD(r, k, v));                                                         \
+        for (int i = 0; i < 8; i++) wasm_v128_store(y + (uintptr_t)t * n + k * 32 + 4 * i, wasm_f32x4_mul(v[i], d)); \
+      }                                                                                                         \
+    }                                                                                                           \
+  }
+
+EMBED_Q(embed_q8_0, ROW_Q8_0, ld_q8_0)
+EMBED_Q(embed_q4_0, ROW_Q4_0, ld_q4_0)
+EMBED_Q(embed_q4_k, ROW_Q4_K, ld_q4_k)
+EMBED_Q(embed_q6_k, ROW_Q6_K, ld_q6_k)
 
 // -------------------------------------------------------------------------------------------------------------
 // embedding lookup: y[t, :] = table[ids[t], :] widened to f32
