@@ -15,8 +15,8 @@ import assert from "node:assert/strict";
 import { ReferenceBackend } from "../src/backend/reference.ts";
 import type { AttendOp, Backend, Op, Segment } from "../src/backend/types.ts";
 import { createWasmBackend, probeWasm } from "../src/backend/wasm.ts";
-import { bytesPerElement, type KvDtype } from "../src/dtype.ts";
-import { bufferBytes, type KvLayout, TILE_ROWS } from "../src/backend/layout.ts";
+import { type KvDtype } from "../src/dtype.ts";
+import { kvBufferBytes, type KvLayout, TILE_ROWS } from "../src/backend/layout.ts";
 import { randomArray } from "./helpers/random.ts";
 
 const probe = await probeWasm({});
@@ -63,7 +63,7 @@ function makeData(c: Case, seed: number): Data {
  *  buffer holding both (whole 64-row tiles). */
 function store(b: Backend, shard: number, c: Case, d: Data, capacityRows: number, rowOf: (p: number) => number, layout: KvLayout = c.layout ?? "NHD") {
   const rowsHeld = layout === "T64" ? Math.ceil(capacityRows / TILE_ROWS) * TILE_ROWS : capacityRows;
-  const bytes = bufferBytes(layout, rowsHeld, 2, c.D, bytesPerElement(c.dtype));
+  const bytes = kvBufferBytes(layout, rowsHeld, 2, c.D, c.dtype);
   const k = b.alloc(shard, bytes), v = layout === "T64" ? k : b.alloc(shard, bytes);
   const N = c.ctx + c.T;
   const rows = Int32Array.from({ length: N }, (_, p) => rowOf(p));

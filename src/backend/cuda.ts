@@ -9,7 +9,7 @@
  * TypeScript checks what C cannot: the lengths of the arrays it is handed. The library checks every value (heads,
  * slots, rows, positions, handles, capacity) before it touches the device, so a rejected call changes nothing.
  */
-import { KV_DTYPES } from "../dtype.ts";
+import { FLOAT_DTYPES } from "../dtype.ts";
 import { checkInt, checkOneOf, DuoError, type DuoErrorCode } from "../errors.ts";
 import type { LoadedLibrary } from "../../ffi/load.ts";
 import type { DuoLibrary } from "../../ffi/symbols.ts";
@@ -88,7 +88,7 @@ function shape(what: string, got: number, want: string): DuoError {
 export class CudaBackend implements Backend {
   readonly name = "cuda" as const;
   readonly shards = 1;
-  readonly dtypes = KV_DTYPES;
+  readonly dtypes = FLOAT_DTYPES; // no int8 / int4 kernels in cuda/ yet: the engine refuses them with the list
 
   /** The CUDA kernels read token-major pages (cuda/include/duo.h). */
   pageLayout(): KvLayout {
@@ -172,7 +172,7 @@ export class CudaBackend implements Backend {
     const { APPEND, DTYPE } = this.abi;
     const p = this.appendParams;
     p[APPEND.DST] = op.dst;
-    p[APPEND.DTYPE] = DTYPE[checkOneOf("append dtype", op.dtype, KV_DTYPES)];
+    p[APPEND.DTYPE] = DTYPE[checkOneOf("append dtype", op.dtype, FLOAT_DTYPES)];
     p[APPEND.ROW_HEADS] = op.rowHeads;
     p[APPEND.HEAD_DIM] = op.headDim;
     p[APPEND.TOKENS] = T;
@@ -200,7 +200,7 @@ export class CudaBackend implements Backend {
       const row = segs.subarray(i * SEG.FIELDS, (i + 1) * SEG.FIELDS);
       row[SEG.K] = s.k;
       row[SEG.V] = s.v;
-      row[SEG.DTYPE] = DTYPE[checkOneOf(`segment ${i} dtype`, s.dtype, KV_DTYPES)];
+      row[SEG.DTYPE] = DTYPE[checkOneOf(`segment ${i} dtype`, s.dtype, FLOAT_DTYPES)];
       row[SEG.ROW_HEADS] = s.rowHeads;
       row[SEG.ROW_START] = s.rowStart;
       row[SEG.ROW_COUNT] = s.rowCount;

@@ -1,22 +1,45 @@
 /**
  * The reference backend: plain TypeScript, float64 accumulation. It is the specification in code — every fast
  * kernel (wasm, cuda) is tested against it. Clarity over speed.
+ *
+ * Quantized KV (int8, int4; always NHD): an append quantizes each head row into its record (src/quant.ts), and
+ * attention reads each record back through the codec's dequantization before the float64 arithmetic.
  */
-import { bf16BitsToF32, bytesPerElement, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits, type KvDtype, KV_DTYPES } from "../dtype.ts";
+import { bf16BitsToF32, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits, type FloatDtype, headBytes, isQuantized, type KvDtype, KV_DTYPES } from "../dtype.ts";
 import { DuoError } from "../errors.ts";
-import { bufferRows, checkSharedBuffer, checkTileable, kvIndex, type KvLayout, segmentLayouts, tileable } from "./layout.ts";
+import { checkQuantHeadDim, dequantizeRecord, quantizeRecord } from "../quant.ts";
+import { type BufferLayout, checkSharedBuffer, checkTileable, kvBufferRows, kvIndex, type KvLayout, segmentLayouts, tileable } from "./layout.ts";
 import type { AppendOp, AttendOp, Backend, BackendMemory, Handle, Op, Segment } from "./types.ts";
 
-/** Read element `i` of a KV buffer of `dtype`. */
-function load(view: DataView, dtype: KvDtype, i: number): number {
+/** Read element `i` of a KV buffer of a float dtype. */
+function load(view: DataView, dtype: FloatDtype, i: number): number {
   if (dtype === "f32") return view.getFloat32(i * 4, true);
   const bits = view.getUint16(i * 2, true);
   return dtype === "f16" ? f16BitsToF32(bits) : bf16BitsToF32(bits);
 }
 
-function store(view: DataView, dtype: KvDtype, i: number, x: number): void {
+function store(view: DataView, dtype: FloatDtype, i: number, x: number): void {
   if (dtype === "f32") view.setFloat32(i * 4, x, true);
   else view.setUint16(i * 2, dtype === "f16" ? f32ToF16Bits(x) : f32ToBf16Bits(x), true);
+}
+
+/** Head `j` of row `r` of a KV buffer (`rows` rows of `heads` heads, `layout`) as D numbers in `out`. */
+function loadRow(view: DataView, dtype: KvDtype, layout: BufferLayout, heads: number, rows: number, D: number, r: number, j: number, out: Float64Array): void {
+  if (isQuantized(dtype)) {
+    const bytes = new Uint8Array(view.buffer, view.byteOffset, view.byteLength);
+    const row = new Float32Array(D);
+    dequantizeRecord(dtype, bytes, (r * heads + j) * headBytes(dtype, D), D, row);
+    out.set(row);
+    return;
+  }
+  for (let d = 0; d < D; d++) out[d] = load(view, dtype, kvIndex(layout, heads, rows, D, r, j, d));
+}
+
+/** Quantized buffers are token-major only: throw UNSUPPORTED, naming `what`, for any other layout. */
+function checkQuantLayout(dtype: KvDtype, layout: string, what: string): void {
+  if (isQuantized(dtype) && layout !== "NHD") {
+    throw new DuoError("UNSUPPORTED", `${what}: ${dtype} KV is stored token-major ("NHD", one record per head row), got layout "${layout}"`);
+  }
 }
 
 /**
@@ -70,8 +93,8 @@ export class ReferenceBackend implements Backend {
     this.bytes = new Array<number>(shards).fill(0);
   }
 
-  pageLayout(_dtype: KvDtype, headDim: number, pageRows: number, _group: number): KvLayout {
-    return this.pages === "T64" && tileable(pageRows, headDim) ? "T64" : "NHD";
+  pageLayout(dtype: KvDtype, headDim: number, pageRows: number, _group: number): KvLayout {
+    return this.pages === "T64" && !isQuantized(dtype) && tileable(pageRows, headDim) ? "T64" : "NHD";
   }
 
   alloc(shard: number, bytes: number): Handle {
@@ -116,16 +139,22 @@ export class ReferenceBackend implements Backend {
 
   private append(op: AppendOp): void {
     const dst = this.view(op.dst);
-    const D = op.headDim, layout = op.layout ?? "NHD";
-    const capacityRows = bufferRows(layout, dst.byteLength, op.rowHeads, D, bytesPerElement(op.dtype));
+    const D = op.headDim, layout = op.layout ?? "NHD", dtype = op.dtype;
+    checkQuantLayout(dtype, layout, `append to buffer ${op.dst}`);
+    if (isQuantized(dtype)) checkQuantHeadDim(dtype, D, "append dtype");
+    const capacityRows = kvBufferRows(layout, dst.byteLength, op.rowHeads, D, dtype);
     if (layout !== "NHD") checkTileable(capacityRows, D, `append to buffer ${op.dst}`, layout);
+    for (const row of op.rows) {
+      if (row >= capacityRows) throw new DuoError("CAPACITY", `append: row ${row} is past the buffer's ${capacityRows} rows`);
+    }
+    const bytes = new Uint8Array(dst.buffer);
     for (let t = 0; t < op.rows.length; t++) {
       const row = op.rows[t]!;
       if (row < 0) continue;
-      if (row >= capacityRows) throw new DuoError("CAPACITY", `append: row ${row} is past the buffer's ${capacityRows} rows`);
       for (let j = 0; j < op.rowHeads; j++) {
         const src = (t * op.srcHeads + op.heads[j]!) * D;
-        for (let d = 0; d < D; d++) store(dst, op.dtype, kvIndex(layout, op.rowHeads, capacityRows, D, row, j, d), op.src[src + d]!);
+        if (isQuantized(dtype)) quantizeRecord(dtype, op.src.subarray(src, src + D), D, bytes, (row * op.rowHeads + j) * headBytes(dtype, D));
+        else for (let d = 0; d < D; d++) store(dst, dtype, kvIndex(layout, op.rowHeads, capacityRows, D, row, j, d), op.src[src + d]!);
       }
     }
   }
@@ -135,7 +164,8 @@ export class ReferenceBackend implements Backend {
     const scale = 1 / Math.sqrt(D);
     const keys = op.segments.map((s) => {
       const k = this.view(s.k), v = this.view(s.v), lay = segmentLayouts(s.layout);
-      const rows = bufferRows(s.layout ?? "NHD", k.byteLength, s.rowHeads, D, bytesPerElement(s.dtype));
+      checkQuantLayout(s.dtype, s.layout ?? "NHD", `segment over buffers ${s.k}/${s.v}`);
+      const rows = kvBufferRows(s.layout ?? "NHD", k.byteLength, s.rowHeads, D, s.dtype);
       if (s.layout === "T64") {
         checkSharedBuffer(s.k, s.v, `segment over buffers ${s.k}/${s.v}`);
         checkTileable(rows, D, `segment over buffer ${s.k}`, s.layout);
@@ -146,7 +176,7 @@ export class ReferenceBackend implements Backend {
       return { s, k, v, lay, rows };
     });
     const scores: number[] = [];
-    const acc = new Float64Array(D);
+    const acc = new Float64Array(D), x = new Float64Array(D);
     for (let j = 0; j < op.qHeads.length; j++) {
       const slot = op.kvSlots[j]!;
       for (let g = 0; g < G; g++) {
@@ -160,10 +190,9 @@ export class ReferenceBackend implements Backend {
           for (const { s, k, lay, rows } of keys) {
             for (let r = 0; r < s.rowCount; r++) {
               if (!visible(segmentPosition(s, r), qt, op.window)) continue;
+              loadRow(k, s.dtype, lay.k, s.rowHeads, rows, D, s.rowStart + r, slot, x);
               let dot = 0;
-              for (let d = 0; d < D; d++) {
-                dot += op.q[qBase + d]! * load(k, s.dtype, kvIndex(lay.k, s.rowHeads, rows, D, s.rowStart + r, slot, d));
-              }
+              for (let d = 0; d < D; d++) dot += op.q[qBase + d]! * x[d]!;
               dot *= scale;
               scores.push(dot);
               if (dot > m) m = dot;
@@ -177,7 +206,8 @@ export class ReferenceBackend implements Backend {
               if (!visible(segmentPosition(s, r), qt, op.window)) continue;
               const w = Math.exp(scores[i++]! - m);
               sum += w;
-              for (let d = 0; d < D; d++) acc[d]! += w * load(v, s.dtype, kvIndex(lay.v, s.rowHeads, rows, D, s.rowStart + r, slot, d));
+              loadRow(v, s.dtype, lay.v, s.rowHeads, rows, D, s.rowStart + r, slot, x);
+              for (let d = 0; d < D; d++) acc[d]! += w * x[d]!;
             }
           }
           for (let d = 0; d < D; d++) op.out[qBase + d] = sum > 0 ? acc[d]! / sum : 0;

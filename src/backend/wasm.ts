@@ -10,10 +10,10 @@
  * has one, larger ones and those that meet a busy lane as messages; the worker keeps them all in order.
  * Every op is validated here before it leaves, so a rejected op never reaches a kernel.
  */
-import { bytesPerElement, KV_DTYPES, type KvDtype } from "../dtype.ts";
+import { isQuantized, KV_DTYPES, type KvDtype } from "../dtype.ts";
 import { checkInt, checkOneOf, DuoError } from "../errors.ts";
 import { readUrl, runtime, spawnWorker, type WorkerThread } from "../runtime.ts";
-import { bufferBytes, bufferRows, checkSharedBuffer, checkTileable, type KvLayout, tileable } from "./layout.ts";
+import { checkSharedBuffer, checkTileable, kvBufferBytes, kvBufferRows, type KvLayout, tileable } from "./layout.ts";
 import type { BackendOptions } from "./registry.ts";
 import type { AppendOp, AttendOp, Backend, BackendMemory, BackendProbe, Handle, Op, Segment } from "./types.ts";
 import { type AttendResult, type ExecAttend, type ExecOp, type FromWorker, type ToWorker, WasmExec } from "./wasm-exec.ts";
@@ -245,9 +245,10 @@ export class WasmBackend implements Backend {
   }
 
   /** Tiled pages where the fast tiled kernels apply: bf16 or f16 KV, G = 4 decode (head dim a multiple of 8, pages a
-   *  multiple of 64 rows); token-major otherwise (wasm/src/attend.c). */
+   *  multiple of 64 rows); token-major otherwise (wasm/src/attend.c). Quantized KV is always token-major: a record
+   *  (values + scale) per head row, dequantized block by block inside attention (wasm/src/quant.h). */
   pageLayout(dtype: KvDtype, headDim: number, pageRows: number, group: number): KvLayout {
-    return dtype !== "f32" && group === 4 && tileable(pageRows, headDim) ? "T64" : "NHD";
+    return (dtype === "f16" || dtype === "bf16") && group === 4 && tileable(pageRows, headDim) ? "T64" : "NHD";
   }
 
   alloc(shard: number, bytes: number): Handle {
@@ -347,7 +348,7 @@ export class WasmBackend implements Backend {
   private checkAppend(shard: number, op: AppendOp, at: string): void {
     checkDtype(op.dtype, at);
     checkHeadDim(op.headDim, at);
-    const layout = checkOneOf(`${at} layout`, op.layout ?? "NHD", ["NHD", "K64", "V64"] as const);
+    const layout = checkOneOf(`${at} layout`, op.layout ?? "NHD", isQuantized(op.dtype) ? ["NHD"] as const : ["NHD", "K64", "V64"] as const);
     checkInt(`${at} rowHeads`, op.rowHeads, 0);
     checkInt(`${at} srcHeads`, op.srcHeads, 0);
     const dst = this.buffer(shard, op.dst);
@@ -361,7 +362,7 @@ export class WasmBackend implements Backend {
     for (const h of op.heads) {
       if (h < 0 || h >= op.srcHeads) throw new DuoError("INVALID_ARGUMENT", `${at}: heads entry ${h} is outside the ${op.srcHeads} source heads`);
     }
-    const capacityRows = bufferRows(layout, dst.bytes, op.rowHeads, op.headDim, bytesPerElement(op.dtype));
+    const capacityRows = kvBufferRows(layout, dst.bytes, op.rowHeads, op.headDim, op.dtype);
     if (layout !== "NHD" && capacityRows !== Infinity) checkTileable(capacityRows, op.headDim, `${at}: buffer ${op.dst}`, layout);
     for (const r of op.rows) {
       if (r >= capacityRows) throw new DuoError("CAPACITY", `${at}: row ${r} is past the buffer's ${capacityRows} rows`);
@@ -400,11 +401,12 @@ export class WasmBackend implements Backend {
       if (slot < 0 || slot >= s.rowHeads) throw new DuoError("INVALID_ARGUMENT", `${at}: kvSlots entry ${slot} is outside the segment's ${s.rowHeads} row heads`);
     }
     if (layout === "T64") checkSharedBuffer(s.k, s.v, `${at}: a segment`);
-    const es = bytesPerElement(s.dtype), end = bufferBytes(layout, start + count, s.rowHeads, op.headDim, es);
+    if (isQuantized(s.dtype) && layout !== "NHD") throw new DuoError("UNSUPPORTED", `${at}: ${s.dtype} segments are token-major ("NHD"), got "${layout}"`);
+    const end = kvBufferBytes(layout, start + count, s.rowHeads, op.headDim, s.dtype);
     for (const [name, h] of [["k", s.k], ["v", s.v]] as const) {
       const b = this.buffer(shard, h);
       if (end > b.bytes) throw new DuoError("SHAPE_MISMATCH", `${at}: segment rows ${start}..${start + count - 1} of ${s.rowHeads} × ${op.headDim} ${s.dtype} (${layout}) need ${end} bytes of ${name} buffer ${h}, which has ${b.bytes}`);
-      if (layout === "T64") checkTileable(bufferRows(layout, b.bytes, s.rowHeads, op.headDim, es), op.headDim, `${at}: ${name} buffer ${h}`, layout);
+      if (layout === "T64") checkTileable(kvBufferRows(layout, b.bytes, s.rowHeads, op.headDim, s.dtype), op.headDim, `${at}: ${name} buffer ${h}`, layout);
     }
     if (typeof s.positions === "number") checkInt(`${at} segment positions`, s.positions, -(2 ** 31), 2 ** 31 - 1 - count);
     else if (!(s.positions instanceof Int32Array) || s.positions.length !== count) {

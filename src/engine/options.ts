@@ -1,7 +1,8 @@
 /** The options of DuoAttention.create, validated and with defaults filled in. */
 import { type BackendChoice, BACKEND_CHOICES, type BackendOptions } from "../backend/registry.ts";
 import type { Backend } from "../backend/types.ts";
-import { KV_DTYPES, type KvDtype } from "../dtype.ts";
+import { isQuantized, KV_DTYPES, type KvDtype } from "../dtype.ts";
+import { checkQuantHeadDim } from "../quant.ts";
 import { checkInt, checkOneOf, DuoError } from "../errors.ts";
 import { HeadSchedule } from "../schedule/schedule.ts";
 import { checkShape, type ModelShape } from "../shape.ts";
@@ -15,7 +16,8 @@ export interface DuoAttentionOptions extends BackendOptions {
   sinkSize?: number;
   /** recent tokens every streaming head keeps (default 256) */
   recentSize?: number;
-  /** KV storage dtype (default "bf16", as the upstream models) */
+  /** KV storage dtype (default "bf16", as the upstream models); "int8" / "int4" quantize each token's head on append
+   *  (src/quant.ts: int4 is upstream's KV4 codec, and needs an even headDim) */
   kvDtype?: KvDtype;
   /** "auto" (default): cuda, then wasm, then reference; or a Backend instance to share one between engines */
   backend?: BackendChoice | Backend;
@@ -50,6 +52,8 @@ export function resolveOptions(o: DuoAttentionOptions): ResolvedOptions {
   }
   const schedule = o.heads instanceof HeadSchedule ? o.heads : HeadSchedule.fromMask(o.heads);
   schedule.checkShape(o.shape.numLayers, o.shape.numKvHeads);
+  const kvDtype = checkOneOf("kvDtype", o.kvDtype ?? "bf16", KV_DTYPES);
+  if (isQuantized(kvDtype)) checkQuantHeadDim(kvDtype, o.shape.headDim);
   const backend = o.backend ?? "auto";
   if (typeof backend === "string") checkOneOf("backend", backend, BACKEND_CHOICES);
   return {
@@ -58,7 +62,7 @@ export function resolveOptions(o: DuoAttentionOptions): ResolvedOptions {
     schedule,
     sinkSize: checkInt("sinkSize", o.sinkSize ?? 64, 0),
     recentSize: checkInt("recentSize", o.recentSize ?? 256, 0),
-    kvDtype: checkOneOf("kvDtype", o.kvDtype ?? "bf16", KV_DTYPES),
+    kvDtype,
     backend,
     prefill: checkOneOf("prefill", o.prefill ?? "upstream", PREFILL_MODES),
     maxContext: checkInt("maxContext", o.maxContext ?? 1 << 20, 1),
