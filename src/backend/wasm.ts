@@ -42,7 +42,7 @@ export function wasmKernels(kernels: WasmBackendOptions["kernels"] = "auto"): Wa
 }
 
 /** The most a shard may hold: its wasm32 memory less a reserve for the kernels' scratch and the arena's headers. */
-const MAX_SHARD_BYTES = WASM32_BYTES - RESERVE_BYTES;
+export const MAX_SHARD_BYTES = WASM32_BYTES - RESERVE_BYTES;
 
 /** One memory domain: a duo.wasm instance in this thread, or a worker holding one. */
 interface Shard {
