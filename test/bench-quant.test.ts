@@ -66,3 +66,12 @@ test("accuracy: int8 beats int4 everywhere; on random data int8 keeps cosine > 0
     assert.ok(get("outliers", "int4", heads).relErr > get("random", "int4", heads).relErr, heads);
   }
 });
+
+test("duo pattern --kv-dtype int4: the memory rows count 68-byte records (Llama-3-8B at 50 %: 34 KiB full, 17 KiB Duo per token)", { skip: skipNoPatterns }, async () => {
+  const { patternCommand } = await import("../src/cli/pattern.ts");
+  const { patternPath } = await import("./helpers/patterns.ts");
+  const out = await patternCommand([patternPath("Llama-3-8B-Instruct-Gradient-1048k"), "--sparsity", "0.5", "--kv-dtype", "int4", "--context", "1000000"]);
+  assert.match(out, /KV cache, int4 \(68 bytes per head and token: 64 bytes of codes \+ f16 scale \+ f16 min\)/);
+  assert.match(out, /per token, once S \+ R = 384 tokens are held\s+34\.0 KiB\s+17\.0 KiB\s+0\.500/);
+  await assert.rejects(patternCommand([patternPath("Llama-3-8B-Instruct-Gradient-1048k"), "--kv-dtype", "int3"]), isDuo("INVALID_ARGUMENT", /--kv-dtype must be one of "f32", "f16", "bf16", "int8", "int4"/));
+});
