@@ -75,3 +75,37 @@ test("duo pattern --kv-dtype int4: the memory rows count 68-byte records (Llama-
   assert.match(out, /per token, once S \+ R = 384 tokens are held\s+34\.0 KiB\s+17\.0 KiB\s+0\.500/);
   await assert.rejects(patternCommand([patternPath("Llama-3-8B-Instruct-Gradient-1048k"), "--kv-dtype", "int3"]), isDuo("INVALID_ARGUMENT", /--kv-dtype must be one of "f32", "f16", "bf16", "int8", "int4"/));
 });
+
+test("model runner with kvDtype int8 / int4 (reference and wasm): logits stay close to an f32 cache, kvBytes() counts the records", async () => {
+  const { LlamaModel } = await import("../src/model/llama.ts");
+  const { writeTinyModel } = await import("./helpers/tiny-model.ts");
+  const m = writeTinyModel({ dtype: "f32", seed: 5, headDim: 16 });
+  try {
+    const ids = Array.from({ length: 12 }, (_, i) => (i * 7 + 3) % 40);
+    const run = async (kvDtype: "f32" | "int8" | "int4", backend: "reference" | "wasm") => {
+      const model = await LlamaModel.load(m.dir, { backend, kvDtype, prefillChunk: 5, threads: 0 });
+      try {
+        const prefill = await model.forward(ids), step = await model.forward([9]);
+        return { logits: [prefill, step], bytes: model.kvBytes().total };
+      } finally {
+        await model.dispose();
+      }
+    };
+    const cos = (a: Float32Array, b: Float32Array) => {
+      let ab = 0, aa = 0, bb = 0;
+      for (let i = 0; i < a.length; i++) { ab += a[i]! * b[i]!; aa += a[i]! ** 2; bb += b[i]! ** 2; }
+      return ab / Math.sqrt(aa * bb);
+    };
+    const f32 = await run("f32", "reference");
+    for (const backend of ["reference", ...(wasm.usable ? ["wasm" as const] : [])] as const) {
+      for (const [dtype, min] of [["int8", 0.9999], ["int4", 0.99]] as const) {
+        const q = await run(dtype, backend);
+        for (const [i, l] of q.logits.entries()) assert.ok(cos(l, f32.logits[i]!) > min, `${backend} ${dtype} call ${i}: cosine ${cos(l, f32.logits[i]!)}`);
+        // 13 tokens x 2 layers x 2 KV heads x K and V, one record each: D + 4 (int8) or D/2 + 4 (int4) bytes, D = 16
+        assert.equal(q.bytes, 13 * 2 * 2 * 2 * (dtype === "int8" ? 20 : 12), `${backend} ${dtype} kvBytes`);
+      }
+    }
+  } finally {
+    m.dispose();
+  }
+});
