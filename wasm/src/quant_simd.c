@@ -2,9 +2,10 @@
  * k_dequant with SIMD128 (quant.h has the record formats; quant_scalar.c is the twin).
  *  int8: 8 codes per sign-extending load, widened to two f32 vectors, times the scale.
  *  int4: the record's 16 possible values (f16(f16(q * s) + z), q = 0..15) are computed once per record, 4 lanes at a
- *        time, and split into 4 byte planes (plane k = byte k of each value); every 32 codes then become their f32
- *        values with 4 byte-table lookups per 16 codes and a byte interleave: ~1 op per element and exact, where the
- *        f16 arithmetic per element would take ~12. The per-record table uses the f16 rounding bit trick, exact while
+ *        time, and split into byte planes (plane k = byte k of each value); every 32 codes then become their f32
+ *        values with 3 byte-table lookups per 16 codes and a byte interleave: ~1 op per element and exact, where the
+ *        f16 arithmetic per element would take ~12. The values are f16 numbers (and +-Inf), whose f32 form has 13 zero
+ *        low bits: byte 0 is always 0, so plane 0 is the zero vector and needs no lookup. The per-record table uses the f16 rounding bit trick, exact while
  *        every intermediate is 0 or an f16 normal below 65504 (s == 0 or s >= 2^-14, and 15 s + |z| small enough); a
  *        record outside that (tiny or huge ranges) gets its table from the scalar q_int4_table.
  */
@@ -19,8 +20,8 @@ ALWAYS_INLINE VF round16(VF x) {
   return VI_AND(b, VI_SPLAT((int32_t)0xffffe000));
 }
 
-/* The byte planes of a record's table: plane k, byte q = byte k of the f32 lut[q]. */
-static void int4_planes(const uint8_t *meta, VI *p0, VI *p1, VI *p2, VI *p3) {
+/* The byte planes 1..3 of a record's table: plane k, byte q = byte k of the f32 lut[q] (plane 0 is zero). */
+static void int4_planes(const uint8_t *meta, VI *p1, VI *p2, VI *p3) {
   const uint32_t sb = (uint32_t)meta[0] | (uint32_t)meta[1] << 8, zb = (uint32_t)meta[2] | (uint32_t)meta[3] << 8;
   const float s = q_f16_to_f32(sb), z = q_f16_to_f32(zb);
   VF l0, l1, l2, l3;
@@ -37,20 +38,19 @@ static void int4_planes(const uint8_t *meta, VI *p0, VI *p1, VI *p2, VI *p3) {
     q_int4_table(sb, zb, lut);
     l0 = VF_LOAD(lut); l1 = VF_LOAD(lut + 4); l2 = VF_LOAD(lut + 8); l3 = VF_LOAD(lut + 12);
   }
-  /* bytes 0 and 1 of values 0..7 (from l0, l1) and 8..15 (l2, l3), then bytes 2 and 3 */
-  VI a = VI8_SHUFFLE(l0, l1, 0, 4, 8, 12, 16, 20, 24, 28, 1, 5, 9, 13, 17, 21, 25, 29);
-  VI b = VI8_SHUFFLE(l2, l3, 0, 4, 8, 12, 16, 20, 24, 28, 1, 5, 9, 13, 17, 21, 25, 29);
+  /* byte 1 of values 0..7 (from l0, l1) and 8..15 (l2, l3), then bytes 2 and 3 */
+  VI a = VI8_SHUFFLE(l0, l1, 1, 5, 9, 13, 17, 21, 25, 29, 1, 5, 9, 13, 17, 21, 25, 29);
+  VI b = VI8_SHUFFLE(l2, l3, 1, 5, 9, 13, 17, 21, 25, 29, 1, 5, 9, 13, 17, 21, 25, 29);
   VI c = VI8_SHUFFLE(l0, l1, 2, 6, 10, 14, 18, 22, 26, 30, 3, 7, 11, 15, 19, 23, 27, 31);
   VI d = VI8_SHUFFLE(l2, l3, 2, 6, 10, 14, 18, 22, 26, 30, 3, 7, 11, 15, 19, 23, 27, 31);
-  *p0 = VI8_SHUFFLE(a, b, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23);
-  *p1 = VI8_SHUFFLE(a, b, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
+  *p1 = VI8_SHUFFLE(a, b, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23);
   *p2 = VI8_SHUFFLE(c, d, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23);
   *p3 = VI8_SHUFFLE(c, d, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
 }
 
 /* 16 codes (one per byte of idx) -> their 16 f32 values at dst. */
-ALWAYS_INLINE void lookup16(float *dst, VI idx, VI p0, VI p1, VI p2, VI p3) {
-  VI b0 = VI8_LOOKUP(p0, idx), b1 = VI8_LOOKUP(p1, idx), b2 = VI8_LOOKUP(p2, idx), b3 = VI8_LOOKUP(p3, idx);
+ALWAYS_INLINE void lookup16(float *dst, VI idx, VI p1, VI p2, VI p3) {
+  VI b0 = VF_ZERO, b1 = VI8_LOOKUP(p1, idx), b2 = VI8_LOOKUP(p2, idx), b3 = VI8_LOOKUP(p3, idx);
   VI lo01 = VI8_SHUFFLE(b0, b1, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
   VI hi01 = VI8_SHUFFLE(b0, b1, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
   VI lo23 = VI8_SHUFFLE(b2, b3, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
@@ -71,23 +71,23 @@ ALWAYS_INLINE VI codes(VI x, int high) {
 
 static void dequant_int4(float *dst, const uint8_t *src, uint32_t stride, int n, int D) {
   for (int i = 0; i < n; i++, src += stride, dst += D) {
-    VI p0, p1, p2, p3;
-    int4_planes(src + D / 2, &p0, &p1, &p2, &p3);
+    VI p1, p2, p3;
+    int4_planes(src + D / 2, &p1, &p2, &p3);
     int d = 0;
     for (; d + 32 <= D; d += 32) {
       VI x = VF_LOAD(src + d / 2);
-      lookup16(dst + d, codes(x, 0), p0, p1, p2, p3);
-      lookup16(dst + d + 16, codes(x, 1), p0, p1, p2, p3);
+      lookup16(dst + d, codes(x, 0), p1, p2, p3);
+      lookup16(dst + d + 16, codes(x, 1), p1, p2, p3);
     }
     if (d + 16 <= D) {
-      lookup16(dst + d, codes(VI_LOAD64(src + d / 2), 0), p0, p1, p2, p3);
+      lookup16(dst + d, codes(VI_LOAD64(src + d / 2), 0), p1, p2, p3);
       d += 16;
     }
     if (d < D) { /* 4, 8 or 12 elements left: through a 16-element scratch row */
       uint8_t tail[8] = {0};
       float out[16];
       __builtin_memcpy(tail, src + d / 2, (uint32_t)(D - d) / 2);
-      lookup16(out, codes(VI_LOAD64(tail), 0), p0, p1, p2, p3);
+      lookup16(out, codes(VI_LOAD64(tail), 0), p1, p2, p3);
       __builtin_memcpy(dst + d, out, (uint32_t)(D - d) * 4);
     }
   }
