@@ -7,9 +7,10 @@
  */
 import { bf16BitsToF32, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits, type FloatDtype, headBytes, isQuantized, type KvDtype, KV_DTYPES } from "../dtype.ts";
 import { DuoError } from "../errors.ts";
-import { checkQuantHeadDim, dequantizeRecord, quantizeRecord } from "../quant.ts";
-import { type BufferLayout, checkSharedBuffer, checkTileable, kvBufferRows, kvIndex, type KvLayout, segmentLayouts, tileable } from "./layout.ts";
-import type { AppendOp, AttendOp, Backend, BackendMemory, Handle, Op, Segment } from "./types.ts";
+import { dequantizeRecord, quantizeRecord } from "../quant.ts";
+import { type BufferLayout, kvBufferRows, kvIndex, type KvLayout, segmentLayouts, tileable } from "./layout.ts";
+import type { AppendOp, AttendOp, Backend, BackendCapabilities, BackendMemory, Handle, Op, Segment } from "./types.ts";
+import { checkOps } from "./validate.ts";
 
 /** Read element `i` of a KV buffer of a float dtype. */
 function load(view: DataView, dtype: FloatDtype, i: number): number {
@@ -33,13 +34,6 @@ function loadRow(view: DataView, dtype: KvDtype, layout: BufferLayout, heads: nu
     return;
   }
   for (let d = 0; d < D; d++) out[d] = load(view, dtype, kvIndex(layout, heads, rows, D, r, j, d));
-}
-
-/** Quantized buffers are token-major only: throw UNSUPPORTED, naming `what`, for any other layout. */
-function checkQuantLayout(dtype: KvDtype, layout: string, what: string): void {
-  if (isQuantized(dtype) && layout !== "NHD") {
-    throw new DuoError("UNSUPPORTED", `${what}: ${dtype} KV is stored token-major ("NHD", one record per head row), got layout "${layout}"`);
-  }
 }
 
 /**
@@ -81,7 +75,8 @@ export function visible(p: number, t: number, window: AttendOp["window"]): boole
 export class ReferenceBackend implements Backend {
   readonly name = "reference" as const;
   readonly shards: number;
-  readonly dtypes = KV_DTYPES;
+  /** Any head dim; both page layouts (it reads whatever the fast backends write). */
+  readonly capabilities: BackendCapabilities = { dtypes: KV_DTYPES, headDims: { multipleOf: 1 }, layouts: ["NHD", "T64"] };
   private buffers = new Map<Handle, DataView>();
   private next = 1;
   private bytes: number[];
@@ -121,6 +116,7 @@ export class ReferenceBackend implements Backend {
   }
 
   async run(_shard: number, ops: Op[]): Promise<void> {
+    checkOps(ops, this.capabilities, (h) => this.view(h).byteLength);
     for (const op of ops) {
       if (op.kind === "append") this.append(op);
       else this.attend(op);
@@ -140,13 +136,7 @@ export class ReferenceBackend implements Backend {
   private append(op: AppendOp): void {
     const dst = this.view(op.dst);
     const D = op.headDim, layout = op.layout ?? "NHD", dtype = op.dtype;
-    checkQuantLayout(dtype, layout, `append to buffer ${op.dst}`);
-    if (isQuantized(dtype)) checkQuantHeadDim(dtype, D, "append dtype");
     const capacityRows = kvBufferRows(layout, dst.byteLength, op.rowHeads, D, dtype);
-    if (layout !== "NHD") checkTileable(capacityRows, D, `append to buffer ${op.dst}`, layout);
-    for (const row of op.rows) {
-      if (row >= capacityRows) throw new DuoError("CAPACITY", `append: row ${row} is past the buffer's ${capacityRows} rows`);
-    }
     const bytes = new Uint8Array(dst.buffer);
     for (let t = 0; t < op.rows.length; t++) {
       const row = op.rows[t]!;
@@ -164,15 +154,7 @@ export class ReferenceBackend implements Backend {
     const scale = 1 / Math.sqrt(D);
     const keys = op.segments.map((s) => {
       const k = this.view(s.k), v = this.view(s.v), lay = segmentLayouts(s.layout);
-      checkQuantLayout(s.dtype, s.layout ?? "NHD", `segment over buffers ${s.k}/${s.v}`);
       const rows = kvBufferRows(s.layout ?? "NHD", k.byteLength, s.rowHeads, D, s.dtype);
-      if (s.layout === "T64") {
-        checkSharedBuffer(s.k, s.v, `segment over buffers ${s.k}/${s.v}`);
-        checkTileable(rows, D, `segment over buffer ${s.k}`, s.layout);
-        if (s.rowStart + s.rowCount > rows) {
-          throw new DuoError("SHAPE_MISMATCH", `segment rows ${s.rowStart}..${s.rowStart + s.rowCount - 1} are past the ${rows} rows of T64 buffer ${s.k}`);
-        }
-      }
       return { s, k, v, lay, rows };
     });
     const scores: number[] = [];

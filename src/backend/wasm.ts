@@ -8,15 +8,16 @@
  * allocations reach a worker as messages ahead of any later run, and a worker-side failure rejects the next run.
  * Small runs (a decode step's) go through a shared lane (wasm-lane.ts: SharedArrayBuffer + Atomics) where the runtime
  * has one, larger ones and those that meet a busy lane as messages; the worker keeps them all in order.
- * Every op is validated here before it leaves, so a rejected op never reaches a kernel.
+ * Every op is validated (validate.ts) before it leaves, so a rejected op never reaches a kernel.
  */
-import { isQuantized, KV_DTYPES, type KvDtype } from "../dtype.ts";
+import { KV_DTYPES, type KvDtype } from "../dtype.ts";
 import { checkInt, checkOneOf, DuoError } from "../errors.ts";
 import { readUrl, runtime, spawnWorker, type WorkerThread } from "../runtime.ts";
-import { checkSharedBuffer, checkTileable, kvBufferBytes, kvBufferRows, type KvLayout, tileable } from "./layout.ts";
+import { type KvLayout, tileable } from "./layout.ts";
 import type { BackendOptions } from "./registry.ts";
-import type { AppendOp, AttendOp, Backend, BackendMemory, BackendProbe, Handle, Op, Segment } from "./types.ts";
-import { type AttendResult, type ExecAttend, type ExecOp, type FromWorker, type ToWorker, WasmExec } from "./wasm-exec.ts";
+import type { AppendOp, AttendOp, Backend, BackendCapabilities, BackendMemory, BackendProbe, Handle, Op } from "./types.ts";
+import { checkOp } from "./validate.ts";
+import { type AttendResult, type ExecOp, type FromWorker, type ToWorker, WasmExec } from "./wasm-exec.ts";
 import { CLOSED, DONE, Lane, laneUsable, REQ, STATUS, waitChange } from "./wasm-lane.ts";
 
 /** wasm32 memory limit of one shard, and what is kept back for the module's data, stack and per-op scratch. */
@@ -40,6 +41,9 @@ export function wasmKernels(kernels: WasmBackendOptions["kernels"] = "auto"): Wa
   const k = checkOneOf("kernels", kernels, ["auto", "simd", "relaxed", "scalar"] as const);
   return k === "auto" ? (runtime().wasmRelaxedSimd ? "relaxed" : "simd") : k;
 }
+
+/** What wasm/src implements: every dtype, head dims in 4-lane vectors, token-major and tiled pages (attend.c). */
+export const WASM_CAPABILITIES: BackendCapabilities = { dtypes: KV_DTYPES, headDims: { multipleOf: 4 }, layouts: ["NHD", "T64"] };
 
 /** The most a shard may hold: its wasm32 memory less a reserve for the kernels' scratch and the arena's headers. */
 export const MAX_SHARD_BYTES = WASM32_BYTES - RESERVE_BYTES;
@@ -116,7 +120,7 @@ class WorkerShard implements Shard {
   }
 
   /** Post a request and wait for its reply; the worker is ref'd while any reply is outstanding. */
-  private request<T>(m: DistributiveOmit<ToWorker, "seq"> & { id: number }, transfer: Transferable[] = []): Promise<T> {
+  private request<T>(m: DistributiveOmit<ToWorker, "seq"> & { id: number }, transfer: ArrayBuffer[] = []): Promise<T> {
     if (this.failure) return Promise.reject(this.failure);
     return this.expect<T>((id) => {
       m.id = id;
@@ -139,7 +143,7 @@ class WorkerShard implements Shard {
   }
 
   /** Send a message: the current sequence number when it was taken by expect(), else the next one. */
-  private post(m: DistributiveOmit<ToWorker, "seq">, transfer: Transferable[] = []): void {
+  private post(m: DistributiveOmit<ToWorker, "seq">, transfer: ArrayBuffer[] = []): void {
     const seq = "id" in m ? m.id : ++this.seq;
     this.worker.post({ ...m, seq } as ToWorker, transfer);
     if (this.lane) Atomics.notify(this.lane.ctl, REQ); // end the worker's hold on the lane (wasm-worker.ts)
@@ -224,7 +228,7 @@ interface BufferInfo {
 
 export class WasmBackend implements Backend {
   readonly name = "wasm" as const;
-  readonly dtypes = KV_DTYPES;
+  readonly capabilities = WASM_CAPABILITIES;
   readonly shards: number;
   /** true when the shards are workers */
   readonly workers: boolean;
@@ -334,84 +338,13 @@ export class WasmBackend implements Backend {
     return b;
   }
 
-  /** Validate an op against the shapes and buffers it names; return what travels to the executor. */
+  /** Validate an op against the capabilities and the buffers it names (validate.ts); return what travels to the
+   *  executor. */
   private check(shard: number, op: Op, i: number): ExecOp {
-    const at = `ops[${i}] (${op?.kind})`;
-    if (op?.kind === "append") {
-      this.checkAppend(shard, op, at);
-      return this.workers ? packAppend(op) : op;
-    }
-    if (op?.kind === "attend") return this.checkAttend(shard, op, at);
-    throw new DuoError("INVALID_ARGUMENT", `ops[${i}].kind must be "append" or "attend", got ${JSON.stringify((op as { kind?: unknown })?.kind)}`);
-  }
-
-  private checkAppend(shard: number, op: AppendOp, at: string): void {
-    checkDtype(op.dtype, at);
-    checkHeadDim(op.headDim, at);
-    const layout = checkOneOf(`${at} layout`, op.layout ?? "NHD", isQuantized(op.dtype) ? ["NHD"] as const : ["NHD", "K64", "V64"] as const);
-    checkInt(`${at} rowHeads`, op.rowHeads, 0);
-    checkInt(`${at} srcHeads`, op.srcHeads, 0);
-    const dst = this.buffer(shard, op.dst);
-    const T = op.rows.length;
-    if (op.src.length !== T * op.srcHeads * op.headDim) {
-      throw new DuoError("SHAPE_MISMATCH", `${at}: src has ${op.src.length} floats, expected rows.length × srcHeads × headDim = ${T} × ${op.srcHeads} × ${op.headDim}`);
-    }
-    if (op.heads.length !== op.rowHeads) {
-      throw new DuoError("SHAPE_MISMATCH", `${at}: heads has ${op.heads.length} entries, expected rowHeads = ${op.rowHeads}`);
-    }
-    for (const h of op.heads) {
-      if (h < 0 || h >= op.srcHeads) throw new DuoError("INVALID_ARGUMENT", `${at}: heads entry ${h} is outside the ${op.srcHeads} source heads`);
-    }
-    const capacityRows = kvBufferRows(layout, dst.bytes, op.rowHeads, op.headDim, op.dtype);
-    if (layout !== "NHD" && capacityRows !== Infinity) checkTileable(capacityRows, op.headDim, `${at}: buffer ${op.dst}`, layout);
-    for (const r of op.rows) {
-      if (r >= capacityRows) throw new DuoError("CAPACITY", `${at}: row ${r} is past the buffer's ${capacityRows} rows`);
-    }
-  }
-
-  private checkAttend(shard: number, op: AttendOp, at: string): ExecAttend {
-    checkHeadDim(op.headDim, at);
-    const T = checkInt(`${at} T`, op.T, 0), Hq = checkInt(`${at} numHeads`, op.numHeads, 0);
-    const G = checkInt(`${at} group`, op.group, 1), D = op.headDim;
-    const qPos0 = checkInt(`${at} qPos0`, op.qPos0, 0, 2 ** 31 - 1 - T);
-    if (op.q.length !== T * Hq * D) throw new DuoError("SHAPE_MISMATCH", `${at}: q has ${op.q.length} floats, expected T × numHeads × headDim = ${T} × ${Hq} × ${D}`);
-    if (op.out.length !== T * Hq * D) throw new DuoError("SHAPE_MISMATCH", `${at}: out has ${op.out.length} floats, expected T × numHeads × headDim = ${T} × ${Hq} × ${D}`);
-    if (op.lse && op.lse.length !== T * Hq) throw new DuoError("SHAPE_MISMATCH", `${at}: lse has ${op.lse.length} floats, expected T × numHeads = ${T} × ${Hq}`);
-    if (op.kvSlots.length !== op.qHeads.length) {
-      throw new DuoError("SHAPE_MISMATCH", `${at}: kvSlots has ${op.kvSlots.length} entries, qHeads ${op.qHeads.length}; they must match`);
-    }
-    for (const h of op.qHeads) {
-      if (h < 0 || (h + 1) * G > Hq) throw new DuoError("INVALID_ARGUMENT", `${at}: qHeads entry ${h} selects query heads ${h * G}..${h * G + G - 1}, outside the ${Hq} query heads`);
-    }
-    if (op.window !== null) {
-      checkInt(`${at} window.sink`, op.window?.sink, 0, 2 ** 31 - 1);
-      checkInt(`${at} window.recent`, op.window?.recent, 0, 2 ** 31 - 1);
-    }
-    if (op.qHeads.length > 0 && T > 0) for (const s of op.segments) this.checkSegment(shard, s, op, at);
+    checkOp(op, i, this.capabilities, (h) => this.buffer(shard, h).bytes);
+    if (op.kind === "append") return this.workers ? packAppend(op) : op;
     const { out: _out, lse, ...rest } = op;
-    return { ...rest, lse: lse !== undefined, qPos0 };
-  }
-
-  private checkSegment(shard: number, s: Segment, op: AttendOp, at: string): void {
-    checkDtype(s.dtype, at);
-    const layout = checkOneOf(`${at} segment layout`, s.layout ?? "NHD", ["NHD", "T64"] as const);
-    checkInt(`${at} segment rowHeads`, s.rowHeads, 1);
-    const start = checkInt(`${at} segment rowStart`, s.rowStart, 0), count = checkInt(`${at} segment rowCount`, s.rowCount, 0);
-    for (const slot of op.kvSlots) {
-      if (slot < 0 || slot >= s.rowHeads) throw new DuoError("INVALID_ARGUMENT", `${at}: kvSlots entry ${slot} is outside the segment's ${s.rowHeads} row heads`);
-    }
-    if (layout === "T64") checkSharedBuffer(s.k, s.v, `${at}: a segment`);
-    if (isQuantized(s.dtype) && layout !== "NHD") throw new DuoError("UNSUPPORTED", `${at}: ${s.dtype} segments are token-major ("NHD"), got "${layout}"`);
-    const end = kvBufferBytes(layout, start + count, s.rowHeads, op.headDim, s.dtype);
-    for (const [name, h] of [["k", s.k], ["v", s.v]] as const) {
-      const b = this.buffer(shard, h);
-      if (end > b.bytes) throw new DuoError("SHAPE_MISMATCH", `${at}: segment rows ${start}..${start + count - 1} of ${s.rowHeads} × ${op.headDim} ${s.dtype} (${layout}) need ${end} bytes of ${name} buffer ${h}, which has ${b.bytes}`);
-      if (layout === "T64") checkTileable(kvBufferRows(layout, b.bytes, s.rowHeads, op.headDim, s.dtype), op.headDim, `${at}: ${name} buffer ${h}`, layout);
-    }
-    if (typeof s.positions === "number") checkInt(`${at} segment positions`, s.positions, -(2 ** 31), 2 ** 31 - 1 - count);
-    else if (!(s.positions instanceof Int32Array) || s.positions.length !== count) {
-      throw new DuoError("SHAPE_MISMATCH", `${at}: segment positions must be a number or an Int32Array of rowCount = ${count} entries`);
-    }
+    return { ...rest, lse: lse !== undefined };
   }
 }
 
@@ -437,15 +370,6 @@ function packAppend(op: AppendOp): AppendOp {
   return { ...op, src, srcHeads: H, heads: Int32Array.from({ length: H }, (_, j) => j), rows };
 }
 
-function checkDtype(dtype: KvDtype, at: string): void {
-  if (!KV_DTYPES.includes(dtype)) throw new DuoError("UNSUPPORTED", `${at}: dtype must be one of ${KV_DTYPES.map((d) => `"${d}"`).join(", ")}, got ${JSON.stringify(dtype)}`);
-}
-
-function checkHeadDim(headDim: number, at: string): void {
-  checkInt(`${at} headDim`, headDim, 1);
-  if (headDim % 4 !== 0) throw new DuoError("UNSUPPORTED", `${at}: the wasm kernels need headDim to be a multiple of 4, got ${headDim}`);
-}
-
 /** Copy an attend's compact result into the rows of the caller's out/lse that belong to its query heads. */
 function scatter(op: AttendOp, r: AttendResult): void {
   const { T, numHeads: Hq, headDim: D, group: G } = op;
@@ -459,10 +383,22 @@ function scatter(op: AttendOp, r: AttendResult): void {
   }
 }
 
-/** Where the .wasm files are: wasm/dist when running from the TypeScript sources, beside this module when bundled. */
-function wasmUrl(kernels: WasmKernels): URL {
+/** Where the .wasm files are: wasm/dist when running from the TypeScript sources, beside this module when bundled;
+ *  null where this module has no URL (workerd gives bundled modules none). */
+function wasmUrl(kernels: WasmKernels): URL | null {
   const file = KERNEL_FILES[kernels];
-  return import.meta.url.endsWith(".ts") ? new URL(`../../wasm/dist/${file}`, import.meta.url) : new URL(`./${file}`, import.meta.url);
+  const here = import.meta.url as string | undefined;
+  if (typeof here !== "string") return null;
+  return here.endsWith(".ts") ? new URL(`../../wasm/dist/${file}`, here) : new URL(`./${file}`, here);
+}
+
+/** What to do when the kernels cannot be found by URL: pass them compiled, the way each kind of platform can. */
+function passModuleHint(kernels: WasmKernels): string {
+  const file = KERNEL_FILES[kernels];
+  return `pass the compiled kernels as wasmModule: \`import wasmModule from "duo-attention/${file}"\` where the platform compiles ` +
+    `.wasm imports (Cloudflare Workers / wrangler, bundlers with a wasm-module rule), or \`wasmModule: await WebAssembly.compileStreaming(fetch(url))\` ` +
+    `with the URL where you serve ${file} (it ships in the package's dist/)` +
+    (kernels === "relaxed" ? "; duo.wasm, the plain-SIMD build, also works where relaxed SIMD does not" : "");
 }
 
 function workerUrl(): URL {
@@ -489,9 +425,13 @@ export function loadWasmModule(opts: WasmBackendOptions = {}): Promise<WebAssemb
   let m = compiled.get(kernels);
   if (!m) {
     const url = wasmUrl(kernels);
+    if (!url) {
+      return Promise.reject(new DuoError("BACKEND_UNAVAILABLE", `the wasm backend cannot locate ${KERNEL_FILES[kernels]} in this runtime (${runtime().name}: this module has no URL and no file access); ${passModuleHint(kernels)}`));
+    }
     m = readUrl(url).then((bytes) => WebAssembly.compile(bytes as BufferSource)).catch((e: Error) => {
       compiled.delete(kernels);
-      throw new DuoError("BACKEND_UNAVAILABLE", `cannot load ${url.href}: ${e.message}`, { cause: e });
+      const hint = runtime().fs ? "" : `; ${passModuleHint(kernels)}`;
+      throw new DuoError("BACKEND_UNAVAILABLE", `cannot load ${url.href}: ${e.message}${hint}`, { cause: e });
     });
     compiled.set(kernels, m);
   }
