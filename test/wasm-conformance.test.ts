@@ -23,7 +23,7 @@ import { createWasmBackend, probeWasm } from "../src/backend/wasm.ts";
 import { type KvDtype } from "../src/dtype.ts";
 import { kvBufferBytes, type KvLayout, TILE_ROWS } from "../src/backend/layout.ts";
 import { roundTrip } from "../src/quant.ts";
-import { randomArray } from "./helpers/random.ts";
+import { randomArray, rng } from "./helpers/random.ts";
 
 const probe = await probeWasm({});
 const skip = probe.usable ? false : `skipped: wasm backend not usable here (${probe.reason})`;
@@ -388,6 +388,12 @@ test("int8 and int4 dequantization is exact in every build: a query that sees on
     (d) => 65000 * Math.cos(d), (d) => 60000 + d, (d) => -65000 + 0.5 * d, (d) => 1000 * Math.sin(3 * d), // near f16's top
     (d) => (d % 2 ? 7 : -7), (d) => 0,
   ];
+  // and 400 random rows of random scale (1e-3 .. 1e4) and offset: every f16 rounding of the int4 tables, ties included
+  const r = rng(4242);
+  for (let i = 0; i < 400; i++) {
+    const scale = 10 ** (r() * 7 - 3), offset = (r() * 2 - 1) * scale * 3, seed = r();
+    rows.push((d) => offset + scale * ((Math.sin(d * 12.9898 + seed * 78.233) * 43758.5453) % 1));
+  }
   for (const dtype of QDTYPES) for (const D of [128, 44]) {
     const N = rows.length, H = 1;
     const V = new Float32Array(N * D).map((_, i) => rows[Math.floor(i / D)]!(i % D)), K = new Float32Array(N * D).fill(0.5);
