@@ -33,7 +33,8 @@ ALWAYS_INLINE void int4_planes(const uint8_t *meta, VI *p1, VI *p2, VI *p3) {
   const float s = VF_LANE(vs, 0), z = VF_LANE(vz, 0); /* an f16 Inf/NaN comes out >= 65536: the scalar table */
   VF l0, l1, l2, l3;
   if ((s == 0.0f || s >= 0x1p-14f) && 15.01f * s + __builtin_fabsf(z) <= 65504.0f) {
-    const VF q0 = wasm_f32x4_make(0.0f, 1.0f, 2.0f, 3.0f), four = VF_SPLAT(4.0f);
+    static const float codes0[4] = {0.0f, 1.0f, 2.0f, 3.0f};
+    const VF q0 = VF_LOAD(codes0), four = VF_SPLAT(4.0f);
     const VF q1 = VF_ADD(q0, four), q2 = VF_ADD(q1, four), q3 = VF_ADD(q2, four);
     l0 = round16(VF_ADD(round16(VF_MUL(q0, vs)), vz));
     l1 = round16(VF_ADD(round16(VF_MUL(q1, vs)), vz));
