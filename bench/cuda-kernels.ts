@@ -10,7 +10,7 @@
  */
 import { type CudaBackend, createCudaBackend, probeCuda } from "../src/backend/cuda.ts";
 import type { Handle, Op, Segment } from "../src/backend/types.ts";
-import { bytesPerElement, type KvDtype } from "../src/dtype.ts";
+import { headBytes, type KvDtype } from "../src/dtype.ts";
 import { now, runtime } from "../src/runtime.ts";
 
 const HQ = 32, HKV = 8, D = 128, G = HQ / HKV, PAGE = 1024;
@@ -37,7 +37,7 @@ async function pages(b: CudaBackend, tokens: number, page: number): Promise<{ se
   const segments: Segment[] = [], handles: Handle[] = [];
   for (let p0 = 0; p0 < tokens; p0 += page) {
     const n = Math.min(page, tokens - p0);
-    const [k, v] = [b.alloc(0, page * HKV * D * bytesPerElement(dtype)), b.alloc(0, page * HKV * D * bytesPerElement(dtype))];
+    const [k, v] = [b.alloc(0, page * HKV * headBytes(dtype, D)), b.alloc(0, page * HKV * headBytes(dtype, D))];
     const rows = Int32Array.from({ length: n }, (_, i) => i);
     const ops: Op[] = [k, v].map((dst) => ({ kind: "append", dst, dtype, rowHeads: HKV, headDim: D, src, srcHeads: HKV, heads, rows }));
     await b.run(0, ops);
@@ -72,7 +72,7 @@ if (!probe.usable) {
     for (const ctx of contexts) {
       const { segments, handles } = await pages(b, ctx + 1, PAGE);
       const t = await time(b, 1, ctx, segments, 50);
-      const bytes = 2 * (ctx + 1) * HKV * D * bytesPerElement(dtype);
+      const bytes = 2 * (ctx + 1) * HKV * headBytes(dtype, D);
       rows.push({ kind: "decode", dtype, context: ctx, deviceUs: 1e3 * t.deviceMs, wallUs: 1e3 * t.wallMs,
         deviceGBps: bytes / t.deviceMs / 1e6, wallGBps: bytes / t.wallMs / 1e6 });
       for (const h of handles) b.free(0, h);

@@ -20,8 +20,8 @@
 import type { Op, Segment } from "../src/backend/types.ts";
 import { createWasmBackend, type WasmBackend } from "../src/backend/wasm.ts";
 import { measureWasmCeilings, type WasmCeilings } from "../src/backend/wasm-ceilings.ts";
-import { bytesPerElement, type KvDtype } from "../src/dtype.ts";
-import { bufferBytes } from "../src/backend/layout.ts";
+import { headBytes, type KvDtype } from "../src/dtype.ts";
+import { kvBufferBytes } from "../src/backend/layout.ts";
 import { enableRelaxedSimd, runtime } from "../src/runtime.ts";
 
 const HQ = 32, HKV = 8, D = 128, G = HQ / HKV, PAGE = 1024;
@@ -53,7 +53,7 @@ async function fill(b: WasmBackend, dtype: KvDtype, pages: number): Promise<Shar
   for (let s = 0; s < b.shards; s++) {
     const heads = Array.from({ length: HKV }, (_, h) => h).filter((h) => h % b.shards === s);
     const n = heads.length, tiled = b.pageLayout(dtype, D, PAGE, G) === "T64";
-    const bytes = bufferBytes(tiled ? "T64" : "NHD", PAGE, n, D, bytesPerElement(dtype));
+    const bytes = kvBufferBytes(tiled ? "T64" : "NHD", PAGE, n, D, dtype);
     const src = new Float32Array(PAGE * HKV * D).map(rand);
     const c: ShardCache = { heads, k: [], v: [] };
     for (let p = 0; p < pages; p++) {
@@ -149,9 +149,9 @@ for (const { threads, b, ceilings, best } of setups) {
   for (const dtype of dtypes) {
     for (const context of contexts) {
       const ms = best.get(`${dtype} ${context}`)!;
-      const kvBytes = 2 * context * HKV * D * bytesPerElement(dtype);
+      const kvBytes = 2 * context * HKV * headBytes(dtype, D);
       const gbps = kvBytes / (ms * 1e6);
-      const limit = Math.min(ceilings.readGBps, ceilings.gflops / ((2 * G) / bytesPerElement(dtype)));
+      const limit = Math.min(ceilings.readGBps, ceilings.gflops / ((2 * G * D) / headBytes(dtype, D)));
       const row: Row = { runtime: `${rt.name} ${rt.version}`, workers: threads, dtype, context, ms, gbps, limitGbps: limit, ratio: gbps / limit, ceilings: ceilings };
       rows.push(row);
       if (json) console.log(JSON.stringify(row));

@@ -1,12 +1,30 @@
 /**
  * KV storage dtypes and exact f32 <-> f16 / bf16 conversion (round to nearest, ties to even).
  * Written without Float16Array: Node 20 does not have it.
+ *
+ * The float dtypes store each element on its own; the quantized ones (int8, int4: src/quant.ts) store each head's D
+ * values of a token as one record with its scale (and min), so their unit of storage is the head row (headBytes).
  */
-export type KvDtype = "f32" | "f16" | "bf16";
-export const KV_DTYPES: readonly KvDtype[] = ["f32", "f16", "bf16"];
+export type FloatDtype = "f32" | "f16" | "bf16";
+export type QuantDtype = "int8" | "int4";
+export type KvDtype = FloatDtype | QuantDtype;
+export const FLOAT_DTYPES: readonly FloatDtype[] = ["f32", "f16", "bf16"];
+export const KV_DTYPES: readonly KvDtype[] = ["f32", "f16", "bf16", "int8", "int4"];
 
-export function bytesPerElement(dtype: KvDtype): number {
+export function isQuantized(dtype: KvDtype): dtype is QuantDtype {
+  return dtype === "int8" || dtype === "int4";
+}
+
+export function bytesPerElement(dtype: FloatDtype): number {
   return dtype === "f32" ? 4 : 2;
+}
+
+/** Bytes one head's D values of one token take in a KV buffer: D elements, or a quantized record (src/quant.ts:
+ *  int8 = D bytes + an f32 scale, int4 = D/2 bytes + an f16 scale + an f16 min). */
+export function headBytes(dtype: KvDtype, D: number): number {
+  if (dtype === "int8") return D + 4;
+  if (dtype === "int4") return D / 2 + 4;
+  return D * bytesPerElement(dtype);
 }
 
 const f32 = new Float32Array(1);

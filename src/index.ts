@@ -1,7 +1,8 @@
 /** duo-attention: DuoAttention (retrieval + streaming heads) for TypeScript. The package root. */
 import "./api-globals.ts";
 export { DuoError, type DuoErrorCode } from "./errors.ts";
-export { type KvDtype } from "./dtype.ts";
+export { type KvDtype, KV_DTYPES, headBytes } from "./dtype.ts";
+export { quantizeRecord, dequantizeRecord, roundTrip as quantizeRoundTrip } from "./quant.ts";
 export { type ModelShape } from "./shape.ts";
 export { HeadSchedule } from "./schedule/schedule.ts";
 export { runtime, type RuntimeInfo } from "./runtime.ts";

@@ -259,6 +259,17 @@ export async function parentChannel(): Promise<{ post(message: unknown, transfer
   };
 }
 
+/** Bytes of memory the OS reports available right now, or null where the runtime cannot tell (`duo bench capacity`). */
+export async function freeMemory(): Promise<number | null> {
+  try {
+    if (typeof g.Deno?.systemMemoryInfo === "function") return g.Deno.systemMemoryInfo().available ?? null;
+    if (runtime().fs) return (await import("node:os")).freemem();
+  } catch {
+    // not permitted or not implemented here
+  }
+  return null;
+}
+
 /** The 1-minute load average (runnable processes), or null where the runtime cannot tell (benchmarks report it). */
 export async function loadAverage(): Promise<number | null> {
   try {

@@ -46,7 +46,9 @@ test("every backend refuses the same bad ops with the same DuoError, and a refus
       ["segment past its buffer", { ...good, segments: [{ ...good.segments[0]!, rowStart: 2, rowCount: 3 }] }, "SHAPE_MISMATCH", /segment 0: rows 2\.\.4 .* need 320 bytes of k buffer/],
       ["kv slot outside the rows", { ...good, kvSlots: Int32Array.of(2) }, "INVALID_ARGUMENT", /kvSlots entry 2 is outside the segment's 2 row heads/],
       ["query head outside numHeads", { ...good, qHeads: Int32Array.of(2) }, "INVALID_ARGUMENT", /qHeads entry 2 selects query heads 2\.\.2, outside the 2 query heads/],
-      ["unknown dtype", append({ dtype: "f8" }), "UNSUPPORTED", /dtype must be one of "f32", "f16", "bf16", got "f8"/],
+      ["unknown dtype", append({ dtype: "f8" }), "UNSUPPORTED", /dtype must be one of "f32", "f16", "bf16", "int8", "int4", got "f8"/],
+      ["int4 append into a tiled half", append({ dtype: "int4", layout: "K64" }), "INVALID_ARGUMENT", /layout must be one of "NHD", got "K64"/],
+      ["int8 segment declared tiled", { ...good, segments: [{ ...good.segments[0]!, dtype: "int8", layout: "T64", v: k }] }, "INVALID_ARGUMENT", /segment 0 layout must be one of "NHD", got "T64"/],
       ["append past the buffer", append({ rows: Int32Array.of(4) }), "CAPACITY", /row 4 is past the buffer's 4 rows/],
       ["append source head out of range", append({ heads: Int32Array.of(0, 2) }), "INVALID_ARGUMENT", /heads entry 2 is outside the 2 source heads/],
       ["unknown handle", append({ dst: 999 }), "INVALID_ARGUMENT", /unknown buffer handle 999/],
@@ -69,6 +71,9 @@ test("each backend declares its head dims once: the declaration refuses an engin
   assert.equal(unsupported("cuda", CUDA_CAPABILITIES, { dtype: "f16", headDim: 96 }),
     "the cuda backend cannot run this engine: its kernels take head dims 64 or 128, not 96 (shape.headDim)");
   assert.equal(unsupported("reference", new ReferenceBackend().capabilities, { dtype: "f32", headDim: 66 }), null);
+  assert.equal(unsupported("wasm", WASM_CAPABILITIES, { dtype: "int4", headDim: 128 }), null);
+  assert.equal(unsupported("cuda", CUDA_CAPABILITIES, { dtype: "int4", headDim: 128 }),
+    "the cuda backend cannot run this engine: it stores KV as f32, f16, bf16, not int4 (kvDtype)");
 });
 
 test("DuoAttention.create refuses a head dim the backend does not run, before the first attend", { skip: !wasmUsable && "skipped: wasm backend not usable here" }, async () => {

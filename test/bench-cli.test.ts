@@ -30,7 +30,12 @@ test("bench cli: options parse with defaults; bad input is INVALID_ARGUMENT nami
   invalid(["train"], /must be one of "decode", "prefill", "all"/);
   invalid(["decode", "--contexts", "8192,abc"], /--contexts takes positive token counts/);
   invalid(["decode", "--contexts", "0"], /--contexts takes positive token counts/);
-  invalid(["decode", "--kv-dtype", "int4"], /--kv-dtype must be one of "f32", "f16", "bf16"/);
+  invalid(["decode", "--kv-dtype", "int2"], /--kv-dtype must be one of "f32", "f16", "bf16", "int8", "int4"/);
+  assert.deepEqual(parseBenchArgs(["decode", "--kv-dtype", "bf16,int4"]).dtypes, ["bf16", "int4"]);
+  const cap = parseBenchArgs(["capacity", "--memory", "512M"]);
+  assert.equal(cap.what, "capacity");
+  assert.equal(cap.memory, 512 * 2 ** 20);
+  invalid(["capacity", "--memory", "lots"], /--memory takes a byte count of at least 1 MiB/);
   invalid(["decode", "--backend", "tpu"], /--backend must be one of/);
   invalid(["decode", "--sparsity", "1.5"], /--sparsity must be a number in \[0, 1\]/);
   invalid(["decode", "--layers", "0"], /--layers must be an integer >= 1/);

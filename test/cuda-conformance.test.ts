@@ -15,7 +15,7 @@ import { type CudaBackendOptions, createCudaBackend } from "../src/backend/cuda.
 import { cudaTarget } from "./helpers/cuda-target.ts";
 import { ReferenceBackend } from "../src/backend/reference.ts";
 import type { AttendOp, Backend, Handle, Op, Segment } from "../src/backend/types.ts";
-import { bf16BitsToF32, bytesPerElement, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits, type KvDtype, roundToDtype } from "../src/dtype.ts";
+import { bf16BitsToF32, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits, headBytes, type KvDtype, roundToDtype } from "../src/dtype.ts";
 import { rng as uniform } from "./helpers/random.ts";
 
 const { library, label, skip } = cudaTarget;
@@ -62,8 +62,7 @@ function makeData(seed: number, ctx: number, T: number, D: number, G: number): D
  * (explicit positions). Returns the segments and the handles.
  */
 async function build(b: Backend, d: Data, D: number, dtype: KvDtype, seed: number): Promise<{ segments: Segment[]; handles: Handle[] }> {
-  const e = bytesPerElement(dtype);
-  const rowBytes = 2 * D * e;
+  const rowBytes = 2 * headBytes(dtype, D);
   const store = [b.alloc(0, Math.max(1, d.ctx) * rowBytes), b.alloc(0, Math.max(1, d.ctx) * rowBytes)];
   const ring = [b.alloc(0, d.T * rowBytes), b.alloc(0, d.T * rowBytes)];
   const r = rng(seed ^ 0x5eed);
@@ -188,7 +187,7 @@ async function conformance(dtype: KvDtype, D: number, G: number) {
       const ref = new ReferenceBackend();
       try {
         const bc = await build(cuda, d, D, dtype, seed), br = await build(ref, d, D, dtype, seed);
-        const rowBytes = 2 * D * bytesPerElement(dtype);
+        const rowBytes = 2 * headBytes(dtype, D);
         const sizes = [Math.max(1, c.ctx), Math.max(1, c.ctx), c.T, c.T].map((rows) => rows * rowBytes);
         await sameBytes(cuda, ref, bc.handles, br.handles, sizes, `${label} append`);
         const op = (segments: Segment[]): AttendOp => ({
@@ -257,7 +256,7 @@ test(`cuda (${label}): 60 single-token steps over a ring of S + R rows (sinks ke
   const d = makeData(99, 0, steps, D, G);
   const backends = [await cudaBackend(), new ReferenceBackend()];
   try {
-    const rowBytes = 2 * D * bytesPerElement(dtype);
+    const rowBytes = 2 * headBytes(dtype, D);
     const rings = backends.map((b) => [b.alloc(0, (S + R) * rowBytes), b.alloc(0, (S + R) * rowBytes)]);
     const own = backends.map((b) => [b.alloc(0, rowBytes), b.alloc(0, rowBytes)]);
     const ringPos = new Int32Array(S + R);

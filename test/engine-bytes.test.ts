@@ -28,9 +28,10 @@ async function grow(name: PatternName, Hkv: number, sparsity: number, dtype: KvD
       T += n;
     }
     // SPEC.md §4.4, written out here: 2 · b · D · Σ_l [ nRet[l] · T + nStr[l] · min(T, S+R) ]
-    const b = dtype === "f32" ? 4 : 2;
+    // (b · D = the bytes of one head's K or V of a token; int8: D + an f32 scale, int4: D/2 + f16 scale + f16 min)
+    const bD = { f32: 4 * D, f16: 2 * D, bf16: 2 * D, int8: D + 4, int4: D / 2 + 4 }[dtype];
     const nRet = heads.counts().reduce((a, c) => a + c, 0), nStr = L * Hkv - nRet;
-    seen.push({ T, bytes: seq.bytes(), want: { retrieval: 2 * b * D * nRet * T, streaming: 2 * b * D * nStr * Math.min(T, S + R), full: 2 * b * D * L * Hkv * T } });
+    seen.push({ T, bytes: seq.bytes(), want: { retrieval: 2 * bD * nRet * T, streaming: 2 * bD * nStr * Math.min(T, S + R), full: 2 * bD * L * Hkv * T } });
   }
   await duo.dispose();
   return { seen, heads };
@@ -60,4 +61,21 @@ test("f16 storage holds exactly half of f32", { skip: skipNoPatterns }, async ()
   const a = await grow(name, Hkv, s, "f16", [700]), b = await grow(name, Hkv, s, "f32", [700]);
   assert.equal(a.seen[0]!.bytes.total * 2, b.seen[0]!.bytes.total);
   assert.equal(a.seen[0]!.bytes.allocated * 2, b.seen[0]!.bytes.allocated);
+});
+
+test("int8 and int4 caches: bytes() is the §4.4 formula with each record's scale (and min), kv.ts agrees", { skip: skipNoPatterns }, async () => {
+  const [name, Hkv, s] = cases[0]!;
+  for (const dtype of ["int8", "int4"] as const) {
+    const { seen, heads } = await grow(name, Hkv, s, dtype, [1, 321, 700]);
+    for (const { T, bytes, want } of seen) {
+      assert.equal(bytes.retrieval, want.retrieval, `${dtype} T=${T} retrieval`);
+      assert.equal(bytes.streaming, want.streaming, `${dtype} T=${T} streaming`);
+      assert.equal(bytes.fullAttention, want.full, `${dtype} T=${T} full`);
+      assert.equal(bytes.total, kvBytes(heads, { headDim: 128, context: T, sinkSize: 64, recentSize: 256, dtype }), `${dtype} T=${T}: kv.ts`);
+      assert.ok(bytes.allocated >= bytes.total);
+    }
+  }
+  // int4 at D = 128 holds 68 bytes where bf16 holds 256 (upstream's 3.76x)
+  const a = await grow(name, Hkv, s, "int4", [700]), b = await grow(name, Hkv, s, "bf16", [700]);
+  assert.equal(a.seen[0]!.bytes.total * 256, b.seen[0]!.bytes.total * 68);
 });

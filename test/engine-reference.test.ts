@@ -3,7 +3,8 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { DuoAttention } from "../src/engine/duo.ts";
 import { ReferenceBackend } from "../src/backend/reference.ts";
-import { roundToDtype, type KvDtype } from "../src/dtype.ts";
+import { isQuantized, roundToDtype, type KvDtype } from "../src/dtype.ts";
+import { roundTrip } from "../src/quant.ts";
 import { causal, compare, maskedAttention, upstreamVisible, windowVisible } from "./helpers/attention.ts";
 import { randomArray, rng } from "./helpers/random.ts";
 
@@ -16,9 +17,12 @@ interface Case {
 async function runCase(c: Case, seed: number): Promise<{ got: Float32Array; want: Float64Array; N: number }> {
   const N = c.chunks.reduce((a, b) => a + b, 0);
   const q = randomArray(N * c.Hq * c.D, seed);
-  // Stored K/V are rounded to the storage dtype: the oracle sees the same rounded values.
-  const k = roundToDtype(randomArray(N * c.Hkv * c.D, seed + 1), c.dtype);
-  const v = roundToDtype(randomArray(N * c.Hkv * c.D, seed + 2), c.dtype);
+  // Stored K/V are rounded to the storage dtype: the oracle sees the same rounded values. Quantized: the engine gets
+  // the raw values (re-quantizing decoded values is not the identity) and the oracle each head's row through the
+  // codec and back (src/quant.ts).
+  const raw = (s: number) => (isQuantized(c.dtype) ? randomArray(N * c.Hkv * c.D, s) : roundToDtype(randomArray(N * c.Hkv * c.D, s), c.dtype));
+  const stored = (x: Float32Array) => (isQuantized(c.dtype) ? roundTrip(c.dtype, x, c.D) : x);
+  const k = raw(seed + 1), v = raw(seed + 2);
   const backend = new ReferenceBackend(c.shards ?? 1);
   const duo = await DuoAttention.create({
     shape: { numLayers: 1, numHeads: c.Hq, numKvHeads: c.Hkv, headDim: c.D }, heads: [c.mask],
@@ -36,7 +40,7 @@ async function runCase(c: Case, seed: number): Promise<{ got: Float32Array; want
     pos += T;
   }
   const stream = c.mode === "window" ? windowVisible(c.S, c.R) : upstreamVisible(c.S, c.R, (t) => starts[t]!);
-  const want = maskedAttention(q, k, v, N, c.Hq, c.Hkv, c.D, [...Array(N).keys()], (h) => (c.mask[h] ? causal : stream));
+  const want = maskedAttention(q, stored(k), stored(v), N, c.Hq, c.Hkv, c.D, [...Array(N).keys()], (h) => (c.mask[h] ? causal : stream));
   await duo.dispose();
   return { got, want, N };
 }
@@ -47,11 +51,11 @@ function assertClose(got: Float32Array, want: Float64Array, what: string): void 
   assert.equal(bad, -1, `${what}: first bad index ${bad} (got ${got[bad]}, want ${want[bad]}), max abs err ${maxAbs}`);
 }
 
-test("retrieval heads = full causal attention, streaming heads = the mode's mask (GQA G=1,4,8; f32/f16/bf16)", async () => {
+test("retrieval heads = full causal attention, streaming heads = the mode's mask (GQA G=1,4,8; f32/f16/bf16/int8/int4)", async () => {
   const r = rng(7);
   let seed = 100;
   for (const [Hq, Hkv] of [[4, 4], [8, 2], [8, 1]] as const) {
-    for (const dtype of ["f32", "f16", "bf16"] as const) {
+    for (const dtype of ["f32", "f16", "bf16", "int8", "int4"] as const) {
       for (const mode of ["upstream", "window"] as const) {
         const mask = Array.from({ length: Hkv }, (_, h) => (Hkv === 1 ? r() < 0.5 : h % 2 === 0));
         const c: Case = { Hq, Hkv, D: 16, S: 3, R: 6, chunks: [7, 9, 1, 12, 1, 1, 1], mode, dtype, mask };

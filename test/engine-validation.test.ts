@@ -20,7 +20,8 @@ test("create rejects bad options with the valid choices named", async () => {
   await assert.rejects(make({ heads: [[true, 1], [true, false]] }), isDuo("INVALID_ARGUMENT", /\[0\]\[1\] is 1; use true/));
   await assert.rejects(make({ sinkSize: -1 }), isDuo("INVALID_ARGUMENT", /sinkSize must be an integer >= 0, got -1/));
   await assert.rejects(make({ recentSize: 2.5 }), isDuo("INVALID_ARGUMENT", /recentSize/));
-  await assert.rejects(make({ kvDtype: "int8" }), isDuo("INVALID_ARGUMENT", /kvDtype must be one of "f32", "f16", "bf16"/));
+  await assert.rejects(make({ kvDtype: "int2" }), isDuo("INVALID_ARGUMENT", /kvDtype must be one of "f32", "f16", "bf16", "int8", "int4"/));
+  await assert.rejects(make({ kvDtype: "int4", shape: { ...shape, headDim: 7 } }), isDuo("UNSUPPORTED", /"int4" packs two values per byte: headDim must be even, got 7; use "int8"/));
   await assert.rejects(make({ prefill: "dense" }), isDuo("INVALID_ARGUMENT", /"upstream", "window"/));
   await assert.rejects(make({ backend: "tpu" }), isDuo("INVALID_ARGUMENT", /backend must be one of "auto", "cuda", "wasm"/));
   await assert.rejects(make({ maxContext: 0 }), isDuo("INVALID_ARGUMENT", /maxContext/));
@@ -155,4 +156,33 @@ test("sequences are isolated; reset empties one and returns its memory", async (
   assert.deepEqual(b.bytes(), { retrieval: 0, streaming: 0, total: 0, fullAttention: 0, allocated: 0 });
   assert.deepEqual(await b.attend(0, ...args(1)), outA, "a reset sequence behaves like a new one");
   await duo.dispose();
+});
+
+test("a quantized cache refuses non-finite K/V (int4 also values past f16 range) and stays as it was", async () => {
+  for (const kvDtype of ["int8", "int4"] as const) {
+    const duo = await make({ kvDtype });
+    const seq = duo.sequence();
+    const q = randomArray(2 * 4 * 8, 1), k = randomArray(2 * 2 * 8, 2), v = randomArray(2 * 2 * 8, 3);
+    await seq.attend(0, q, k, v);
+    const before = { len: seq.length(0), bytes: seq.bytes() };
+    const bad = k.slice();
+    bad[5] = NaN;
+    await assert.rejects(seq.attend(0, q, bad, v), isDuo("INVALID_ARGUMENT", new RegExp(`k\\[5\\] is NaN: a kvDtype "${kvDtype}" cache holds finite values`)));
+    if (kvDtype === "int4") {
+      const big = v.slice();
+      big[3] = 1e5;
+      await assert.rejects(seq.attend(0, q, k, big), isDuo("INVALID_ARGUMENT", /v\[3\] is 100000: .*magnitude at most 65504/));
+    }
+    assert.deepEqual({ len: seq.length(0), bytes: seq.bytes() }, before);
+    await duo.dispose();
+  }
+});
+
+test("a backend without quantized kernels (cuda today) refuses int8 / int4, naming the dtypes it stores", async () => {
+  const { CUDA_CAPABILITIES } = await import("../src/backend/cuda.ts");
+  assert.deepEqual(CUDA_CAPABILITIES.dtypes, ["f32", "f16", "bf16"]);
+  const floatOnly = Object.assign(new ReferenceBackend(), { capabilities: { ...new ReferenceBackend().capabilities, dtypes: CUDA_CAPABILITIES.dtypes } });
+  for (const kvDtype of ["int8", "int4"]) {
+    await assert.rejects(make({ kvDtype, backend: floatOnly }), isDuo("UNSUPPORTED", new RegExp(`it stores KV as f32, f16, bf16, not ${kvDtype} \\(kvDtype\\)`)));
+  }
 });

@@ -1,17 +1,21 @@
 // Which keys does each query see? Probed end to end through the engine: every key is the same vector (equal
 // scores), and the value of position p is the one-hot e_p, so the output of a query is 1/|visible| on exactly its
-// visible positions. Head 0 is a retrieval head, head 1 a streaming head.
+// visible positions. Head 0 is a retrieval head, head 1 a streaming head. The int8 / int4 caches must see exactly the
+// same keys: a constant key row and a one-hot value row survive both codecs (0 and 1 are exact), so quantization
+// cannot change which keys are visible.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { DuoAttention } from "../src/engine/duo.ts";
+import type { KvDtype } from "../src/dtype.ts";
+import { probeWasm } from "../src/backend/wasm.ts";
 import { upstreamVisible, windowVisible, type Visible } from "./helpers/attention.ts";
 
 const D = 128; // one-hot values need D > number of tokens
 
-async function probe(mode: "upstream" | "window", S: number, R: number, chunks: number[], pageSize = 7): Promise<Map<number, number[][]>> {
+async function probe(mode: "upstream" | "window", S: number, R: number, chunks: number[], pageSize = 7, kvDtype: KvDtype = "f32", backend: "reference" | "wasm" = "reference"): Promise<Map<number, number[][]>> {
   const duo = await DuoAttention.create({
     shape: { numLayers: 1, numHeads: 2, numKvHeads: 2, headDim: D },
-    heads: [[true, false]], sinkSize: S, recentSize: R, kvDtype: "f32", backend: "reference", prefill: mode, pageSize,
+    heads: [[true, false]], sinkSize: S, recentSize: R, kvDtype, backend, prefill: mode, pageSize, threads: 0,
   });
   const seq = duo.sequence();
   const seen = new Map<number, number[][]>();
@@ -96,4 +100,23 @@ for (const mode of ["upstream", "window"] as const) {
       }
     }
   });
+}
+
+const wasmSkip = (await probeWasm({})).usable ? false : "skipped: wasm backend not usable here";
+
+for (const kvDtype of ["int8", "int4"] as const) {
+  for (const backend of ["reference", "wasm"] as const) {
+    test(`${kvDtype} cache on ${backend}: the same visible keys in both modes (worked example and part of the grid)`, { skip: backend === "wasm" && wasmSkip }, async () => {
+      for (const mode of ["upstream", "window"] as const) {
+        for (const [S, R, chunks] of [[4, 8, [16, 16, 8, 1, 1]], ...grid.slice(0, 3), grid[6]!] as [number, number, number[]][]) {
+          const seen = await probe(mode, S, R, chunks, 3, kvDtype, backend);
+          const rule = mode === "window" ? windowVisible(S, R) : upstreamVisible(S, R, chunkStartOf(chunks));
+          for (const [t, [ret, str]] of seen) {
+            assert.deepEqual(str, expectSet(rule, t), `${mode} S=${S} R=${R} chunks=${chunks}: streaming query ${t}`);
+            assert.deepEqual(ret, range(0, t), `${mode}: retrieval query ${t}`);
+          }
+        }
+      }
+    });
+  }
 }

@@ -10,14 +10,20 @@
 // query-tile boundaries; causal prefill over pages; rows with no visible key; ops with no heads; the SIMD build
 // in this thread and in two workers (both shards at once), and the scalar twins. Tiled (T64) buffers: the same grid,
 // plus blocks off the tile boundary and tiled + token-major segments in one call, Inf/NaN in masked rows.
+// Quantized KV (int8, int4; token-major records): the reference quantizes with src/quant.ts and reads the records back
+// through it, the kernels quantize on append and dequantize block by block inside attention (wasm/src/quant.h); the
+// append writes the very same bytes, so the same f32-vs-float64 tolerance applies. Grid: decode over pages / one
+// segment / past a chunk, the ring in both modes, causal prefill, rows with no visible key, rows that stress the int4
+// table; each on the default (relaxed) build, duo.wasm, the scalar twins and two workers.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { ReferenceBackend } from "../src/backend/reference.ts";
 import type { AttendOp, Backend, Op, Segment } from "../src/backend/types.ts";
 import { createWasmBackend, probeWasm } from "../src/backend/wasm.ts";
-import { bytesPerElement, type KvDtype } from "../src/dtype.ts";
-import { bufferBytes, type KvLayout, TILE_ROWS } from "../src/backend/layout.ts";
-import { randomArray } from "./helpers/random.ts";
+import { type KvDtype } from "../src/dtype.ts";
+import { kvBufferBytes, type KvLayout, TILE_ROWS } from "../src/backend/layout.ts";
+import { roundTrip } from "../src/quant.ts";
+import { randomArray, rng } from "./helpers/random.ts";
 
 const probe = await probeWasm({});
 const skip = probe.usable ? false : `skipped: wasm backend not usable here (${probe.reason})`;
@@ -40,9 +46,12 @@ interface Case {
   window: { sink: number; recent: number } | null;
   /** the stores' layout (default NHD); "mixed" always puts its second half in an NHD buffer */
   layout?: KvLayout;
+  /** rows that stress the codecs: tiny key ranges (f16-subnormal int4 scales: the scalar table), constant keys,
+   *  value rows up to ±1000 */
+  extreme?: boolean;
 }
 
-const caseName = (c: Case) => `${c.dtype} G=${c.G} D=${c.D} ctx=${c.ctx} T=${c.T} ${c.store} ${c.layout ?? "NHD"} ${c.window ? `window ${c.window.sink}+${c.window.recent}` : "no window"}`;
+const caseName = (c: Case) => `${c.extreme ? "extreme " : ""}${c.dtype} G=${c.G} D=${c.D} ctx=${c.ctx} T=${c.T} ${c.store} ${c.layout ?? "NHD"} ${c.window ? `window ${c.window.sink}+${c.window.recent}` : "no window"}`;
 
 interface Data {
   K: Float32Array; // [ctx + T, KVH, D]
@@ -52,18 +61,27 @@ interface Data {
 
 function makeData(c: Case, seed: number): Data {
   const N = c.ctx + c.T;
-  return {
+  const d = {
     K: randomArray(N * KVH * c.D, seed, 1),
     V: randomArray(N * KVH * c.D, seed + 1, 1),
     q: randomArray(c.T * KVH * c.G * c.D, seed + 2, 3), // scaled up: softmax far from uniform
   };
+  if (c.extreme) {
+    for (let r = 0; r < N * KVH; r++) {
+      const k = d.K.subarray(r * c.D, (r + 1) * c.D), v = d.V.subarray(r * c.D, (r + 1) * c.D);
+      if (r % 3 === 0) k.forEach((x, i) => (k[i] = x * 1e-4));
+      if (r % 5 === 0) k.fill(0.375);
+      if (r % 4 === 1) v.forEach((x, i) => (v[i] = x * (r % 8 === 1 ? 1000 : 100)));
+    }
+  }
+  return d;
 }
 
 /** Append the K/V of `positions` (host token indices) into rows `rows` of a fresh pair of buffers, or of one tiled
  *  buffer holding both (whole 64-row tiles). */
 function store(b: Backend, shard: number, c: Case, d: Data, capacityRows: number, rowOf: (p: number) => number, layout: KvLayout = c.layout ?? "NHD") {
   const rowsHeld = layout === "T64" ? Math.ceil(capacityRows / TILE_ROWS) * TILE_ROWS : capacityRows;
-  const bytes = bufferBytes(layout, rowsHeld, 2, c.D, bytesPerElement(c.dtype));
+  const bytes = kvBufferBytes(layout, rowsHeld, 2, c.D, c.dtype);
   const k = b.alloc(shard, bytes), v = layout === "T64" ? k : b.alloc(shard, bytes);
   const N = c.ctx + c.T;
   const rows = Int32Array.from({ length: N }, (_, p) => rowOf(p));
@@ -312,5 +330,105 @@ test("the scalar twins (duo-scalar.wasm) agree with the reference on the same ki
     cases.push({ dtype, G: 1, D: 40, ctx: 50, T: 13, store: "big", window: null, layout: "T64" });
   }
   await conform(cases, [{ name: "wasm-scalar", b, shard: 0 }]);
+  await b.dispose();
+});
+
+const QDTYPES: KvDtype[] = ["int8", "int4"];
+
+/** The quantized grid: the shapes of the float grids above, token-major, plus rows that stress the codecs. */
+function quantCases(): Case[] {
+  const cases: Case[] = [];
+  for (const dtype of QDTYPES) {
+    for (const G of [1, 4, 8]) for (const D of [64, 128, 36]) cases.push({ dtype, G, D, ctx: 200, T: 1, store: "pages", window: null });
+    cases.push({ dtype, G: 4, D: 128, ctx: 2100, T: 1, store: "big", window: null });
+    for (const T of [3, 13, 33]) for (const window of [null, { sink: S, recent: R }]) cases.push({ dtype, G: 4, D: 64, ctx: 50, T, store: "ring", window });
+    cases.push({ dtype, G: 4, D: 128, ctx: 90, T: 37, store: "pages", window: null });
+    cases.push({ dtype, G: 8, D: 36, ctx: 60, T: 9, store: "pages", window: { sink: 3, recent: 20 } });
+    cases.push({ dtype, G: 4, D: 64, ctx: 20, T: 8, store: "future", window: null });
+    for (const D of [128, 44]) cases.push({ dtype, G: 4, D, ctx: 150, T: 1, store: "big", window: null, extreme: true });
+    cases.push({ dtype, G: 1, D: 64, ctx: 40, T: 12, store: "ring", window: null, extreme: true });
+  }
+  return cases;
+}
+
+test("int8 and int4 caches: append writes the reference's record bytes, and attention matches it, on the default (relaxed), duo.wasm and scalar builds", { skip }, async () => {
+  const builds = [
+    { name: "wasm", b: await createWasmBackend({ threads: 0 }), shard: 0 },
+    { name: "wasm simd", b: await createWasmBackend({ threads: 0, kernels: "simd" }), shard: 0 },
+    { name: "wasm-scalar", b: await createWasmBackend({ threads: 0, kernels: "scalar" }), shard: 0 },
+  ];
+  const cases = quantCases();
+  const worst = await conform(cases, builds);
+  // the bytes themselves: one store of random and extreme rows, read back from every build
+  const ref = new ReferenceBackend();
+  for (const dtype of QDTYPES) {
+    for (const extreme of [false, true]) {
+      const c: Case = { dtype, G: 1, D: 44, ctx: 30, T: 1, store: "big", window: null, extreme }, d = makeData(c, 77);
+      const bytes = kvBufferBytes("NHD", 31, 2, c.D, dtype);
+      const read = async (b: Backend) => {
+        const s = store(b, 0, c, d, 31, (p) => p);
+        await b.run(0, s.ops);
+        const got = [await b.read(0, s.k, 0, bytes), await b.read(0, s.v, 0, bytes)];
+        b.free(0, s.k);
+        b.free(0, s.v);
+        return got;
+      };
+      const want = await read(ref);
+      for (const { name, b } of builds) assert.deepEqual(await read(b), want, `${name} ${dtype}${extreme ? " extreme" : ""}: record bytes differ from src/quant.ts`);
+    }
+  }
+  for (const { b } of builds) await b.dispose();
+  assert.ok(worst.nmse <= MAX_NMSE, `worst NMSE ${worst.nmse.toExponential(2)}, max abs err ${worst.maxAbs.toExponential(2)}`);
+});
+
+test("int8 and int4 dequantization is exact in every build: a query that sees only key t returns value row t as src/quant.ts decodes it", { skip }, async () => {
+  // window {sink 0, recent 0}: query t (position t) sees exactly the key at position t, with weight 1.
+  const rows: ((d: number) => number)[] = [
+    (d) => Math.sin(d), (d) => 0.25, (d) => 1e-5 * Math.cos(d), (d) => 3e-4 + 1e-6 * d, // tiny ranges: scalar tables
+    (d) => 65000 * Math.cos(d), (d) => 60000 + d, (d) => -65000 + 0.5 * d, (d) => 1000 * Math.sin(3 * d), // near f16's top
+    (d) => (d % 2 ? 7 : -7), (d) => 0,
+  ];
+  // and 400 random rows of random scale (1e-3 .. 1e4) and offset: every f16 rounding of the int4 tables, ties included
+  const r = rng(4242);
+  for (let i = 0; i < 400; i++) {
+    const scale = 10 ** (r() * 7 - 3), offset = (r() * 2 - 1) * scale * 3, seed = r();
+    rows.push((d) => offset + scale * ((Math.sin(d * 12.9898 + seed * 78.233) * 43758.5453) % 1));
+  }
+  for (const dtype of QDTYPES) for (const D of [128, 44]) {
+    const N = rows.length, H = 1;
+    const V = new Float32Array(N * D).map((_, i) => rows[Math.floor(i / D)]!(i % D)), K = new Float32Array(N * D).fill(0.5);
+    const want = roundTrip(dtype as "int8" | "int4", V, D);
+    for (const kernels of ["auto", "simd", "scalar"] as const) {
+      const b = await createWasmBackend({ threads: 0, kernels });
+      const bytes = kvBufferBytes("NHD", N, H, D, dtype), k = b.alloc(0, bytes), v = b.alloc(0, bytes);
+      const all = Int32Array.from({ length: N }, (_, i) => i), out = new Float32Array(N * D);
+      await b.run(0, [
+        { kind: "append", dst: k, dtype, rowHeads: H, headDim: D, src: K, srcHeads: H, heads: Int32Array.of(0), rows: all },
+        { kind: "append", dst: v, dtype, rowHeads: H, headDim: D, src: V, srcHeads: H, heads: Int32Array.of(0), rows: all },
+        { kind: "attend", q: new Float32Array(N * D).fill(0.1), T: N, numHeads: H, headDim: D, group: 1, qHeads: Int32Array.of(0),
+          kvSlots: Int32Array.of(0), segments: [{ k, v, dtype, rowHeads: H, rowStart: 0, rowCount: N, positions: 0 }], qPos0: 0,
+          window: { sink: 0, recent: 0 }, out },
+      ]);
+      for (let i = 0; i < N * D; i++) {
+        assert.ok(Object.is(out[i], want[i]) || out[i] === want[i], `${kernels} ${dtype} D=${D} row ${Math.floor(i / D)} d=${i % D}: ${out[i]} vs ${want[i]} decoded by src/quant.ts`);
+      }
+      await b.dispose();
+    }
+  }
+});
+
+test("int8 and int4 caches on two workers: both shards at once agree with the reference", { skip }, async () => {
+  const b = await createWasmBackend({ threads: 2 });
+  const ref = new ReferenceBackend();
+  const cases: Case[] = [
+    { dtype: "int4", G: 4, D: 128, ctx: 300, T: 1, store: "pages", window: null },
+    { dtype: "int8", G: 4, D: 128, ctx: 60, T: 13, store: "ring", window: { sink: S, recent: R } },
+    { dtype: "int8", G: 8, D: 36, ctx: 100, T: 5, store: "pages", window: null },
+    { dtype: "int4", G: 1, D: 64, ctx: 40, T: 12, store: "ring", window: null },
+  ];
+  const data = cases.map((c, i) => makeData(c, 900 + i));
+  const want = await Promise.all(cases.map((c, i) => runCase(ref, 0, c, data[i]!)));
+  const got = await Promise.all(cases.map((c, i) => runCase(b, i % 2, c, data[i]!)));
+  cases.forEach((c, i) => check(`wasm shard ${i % 2}`, c, got[i]!, want[i]!));
   await b.dispose();
 });

@@ -15,11 +15,11 @@ source "$here/toolchain.sh"
 cflags=(--target=wasm32 -O3 -fno-unroll-loops -std=c11 -ffreestanding -fvisibility=hidden -mbulk-memory -Wall -Wextra -Werror)
 ldflags=(--target=wasm32 -nostdlib -Wl,--no-entry -Wl,--export-dynamic -Wl,--strip-all
   -Wl,--max-memory=4294967296 -Wl,-z,stack-size=262144)
-shared=(alloc.c append.c attend.c merge.c)
+shared=(alloc.c append.c attend.c merge.c quant.c)
 
 build() { # name, extra cflags, twin suffix
   local name=$1 flags=$2 twin=$3 objs=()
-  for src in "${shared[@]}" attend_$twin.c convert_$twin.c bench_$twin.c; do
+  for src in "${shared[@]}" attend_$twin.c convert_$twin.c quant_$twin.c bench_$twin.c; do
     # shellcheck disable=SC2086
     "$CC" "${cflags[@]}" $flags -c "$here/src/$src" -o "$obj/$name-${src%.c}.o"
     objs+=("$obj/$name-${src%.c}.o")

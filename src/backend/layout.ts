@@ -16,6 +16,7 @@
  * segment has k === v, that one buffer. A T64 buffer holds a whole number of 64-row blocks, D is a multiple of 8, and
  * it is as large as an NHD K buffer and V buffer together (bufferBytes).
  */
+import { headBytes, isQuantized, type KvDtype } from "../dtype.ts";
 import { DuoError } from "../errors.ts";
 
 export type KvLayout = "NHD" | "T64";
@@ -41,6 +42,18 @@ export function bufferBytes(layout: BufferLayout | KvLayout, rows: number, heads
 /** Rows a buffer of `bytes` bytes holds in `layout` (Infinity when a row has no bytes). */
 export function bufferRows(layout: BufferLayout | KvLayout, bytes: number, heads: number, D: number, elementBytes: number): number {
   const rowBytes = bufferBytes(layout, 1, heads, D, elementBytes);
+  return rowBytes === 0 ? Infinity : Math.floor(bytes / rowBytes);
+}
+
+/** Bytes of a KV buffer of `dtype`: as bufferBytes, and for the quantized dtypes (always NHD: a record per head row,
+ *  src/quant.ts) rows · heads · headBytes. */
+export function kvBufferBytes(layout: BufferLayout | KvLayout, rows: number, heads: number, D: number, dtype: KvDtype): number {
+  return isQuantized(dtype) ? rows * heads * headBytes(dtype, D) : bufferBytes(layout, rows, heads, D, headBytes(dtype, D) / D);
+}
+
+/** Rows a KV buffer of `bytes` bytes of `dtype` holds (Infinity when a row has no bytes). */
+export function kvBufferRows(layout: BufferLayout | KvLayout, bytes: number, heads: number, D: number, dtype: KvDtype): number {
+  const rowBytes = kvBufferBytes(layout, 1, heads, D, dtype);
   return rowBytes === 0 ? Infinity : Math.floor(bytes / rowBytes);
 }
 

@@ -1,23 +1,39 @@
 /**
  * The reference backend: plain TypeScript, float64 accumulation. It is the specification in code — every fast
  * kernel (wasm, cuda) is tested against it. Clarity over speed.
+ *
+ * Quantized KV (int8, int4; always NHD): an append quantizes each head row into its record (src/quant.ts), and
+ * attention reads each record back through the codec's dequantization before the float64 arithmetic.
  */
-import { bf16BitsToF32, bytesPerElement, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits, type KvDtype, KV_DTYPES } from "../dtype.ts";
+import { bf16BitsToF32, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits, type FloatDtype, headBytes, isQuantized, type KvDtype, KV_DTYPES } from "../dtype.ts";
 import { DuoError } from "../errors.ts";
-import { bufferRows, kvIndex, type KvLayout, segmentLayouts, tileable } from "./layout.ts";
+import { dequantizeRecord, quantizeRecord } from "../quant.ts";
+import { type BufferLayout, kvBufferRows, kvIndex, type KvLayout, segmentLayouts, tileable } from "./layout.ts";
 import type { AppendOp, AttendOp, Backend, BackendCapabilities, BackendMemory, Handle, Op, Segment } from "./types.ts";
 import { checkOps } from "./validate.ts";
 
-/** Read element `i` of a KV buffer of `dtype`. */
-function load(view: DataView, dtype: KvDtype, i: number): number {
+/** Read element `i` of a KV buffer of a float dtype. */
+function load(view: DataView, dtype: FloatDtype, i: number): number {
   if (dtype === "f32") return view.getFloat32(i * 4, true);
   const bits = view.getUint16(i * 2, true);
   return dtype === "f16" ? f16BitsToF32(bits) : bf16BitsToF32(bits);
 }
 
-function store(view: DataView, dtype: KvDtype, i: number, x: number): void {
+function store(view: DataView, dtype: FloatDtype, i: number, x: number): void {
   if (dtype === "f32") view.setFloat32(i * 4, x, true);
   else view.setUint16(i * 2, dtype === "f16" ? f32ToF16Bits(x) : f32ToBf16Bits(x), true);
+}
+
+/** Head `j` of row `r` of a KV buffer (`rows` rows of `heads` heads, `layout`) as D numbers in `out`. */
+function loadRow(view: DataView, dtype: KvDtype, layout: BufferLayout, heads: number, rows: number, D: number, r: number, j: number, out: Float64Array): void {
+  if (isQuantized(dtype)) {
+    const bytes = new Uint8Array(view.buffer, view.byteOffset, view.byteLength);
+    const row = new Float32Array(D);
+    dequantizeRecord(dtype, bytes, (r * heads + j) * headBytes(dtype, D), D, row);
+    out.set(row);
+    return;
+  }
+  for (let d = 0; d < D; d++) out[d] = load(view, dtype, kvIndex(layout, heads, rows, D, r, j, d));
 }
 
 /**
@@ -72,8 +88,8 @@ export class ReferenceBackend implements Backend {
     this.bytes = new Array<number>(shards).fill(0);
   }
 
-  pageLayout(_dtype: KvDtype, headDim: number, pageRows: number, _group: number): KvLayout {
-    return this.pages === "T64" && tileable(pageRows, headDim) ? "T64" : "NHD";
+  pageLayout(dtype: KvDtype, headDim: number, pageRows: number, _group: number): KvLayout {
+    return this.pages === "T64" && !isQuantized(dtype) && tileable(pageRows, headDim) ? "T64" : "NHD";
   }
 
   alloc(shard: number, bytes: number): Handle {
@@ -119,14 +135,16 @@ export class ReferenceBackend implements Backend {
 
   private append(op: AppendOp): void {
     const dst = this.view(op.dst);
-    const D = op.headDim, layout = op.layout ?? "NHD";
-    const capacityRows = bufferRows(layout, dst.byteLength, op.rowHeads, D, bytesPerElement(op.dtype));
+    const D = op.headDim, layout = op.layout ?? "NHD", dtype = op.dtype;
+    const capacityRows = kvBufferRows(layout, dst.byteLength, op.rowHeads, D, dtype);
+    const bytes = new Uint8Array(dst.buffer);
     for (let t = 0; t < op.rows.length; t++) {
       const row = op.rows[t]!;
       if (row < 0) continue;
       for (let j = 0; j < op.rowHeads; j++) {
         const src = (t * op.srcHeads + op.heads[j]!) * D;
-        for (let d = 0; d < D; d++) store(dst, op.dtype, kvIndex(layout, op.rowHeads, capacityRows, D, row, j, d), op.src[src + d]!);
+        if (isQuantized(dtype)) quantizeRecord(dtype, op.src.subarray(src, src + D), D, bytes, (row * op.rowHeads + j) * headBytes(dtype, D));
+        else for (let d = 0; d < D; d++) store(dst, dtype, kvIndex(layout, op.rowHeads, capacityRows, D, row, j, d), op.src[src + d]!);
       }
     }
   }
@@ -136,11 +154,11 @@ export class ReferenceBackend implements Backend {
     const scale = 1 / Math.sqrt(D);
     const keys = op.segments.map((s) => {
       const k = this.view(s.k), v = this.view(s.v), lay = segmentLayouts(s.layout);
-      const rows = bufferRows(s.layout ?? "NHD", k.byteLength, s.rowHeads, D, bytesPerElement(s.dtype));
+      const rows = kvBufferRows(s.layout ?? "NHD", k.byteLength, s.rowHeads, D, s.dtype);
       return { s, k, v, lay, rows };
     });
     const scores: number[] = [];
-    const acc = new Float64Array(D);
+    const acc = new Float64Array(D), x = new Float64Array(D);
     for (let j = 0; j < op.qHeads.length; j++) {
       const slot = op.kvSlots[j]!;
       for (let g = 0; g < G; g++) {
@@ -154,10 +172,9 @@ export class ReferenceBackend implements Backend {
           for (const { s, k, lay, rows } of keys) {
             for (let r = 0; r < s.rowCount; r++) {
               if (!visible(segmentPosition(s, r), qt, op.window)) continue;
+              loadRow(k, s.dtype, lay.k, s.rowHeads, rows, D, s.rowStart + r, slot, x);
               let dot = 0;
-              for (let d = 0; d < D; d++) {
-                dot += op.q[qBase + d]! * load(k, s.dtype, kvIndex(lay.k, s.rowHeads, rows, D, s.rowStart + r, slot, d));
-              }
+              for (let d = 0; d < D; d++) dot += op.q[qBase + d]! * x[d]!;
               dot *= scale;
               scores.push(dot);
               if (dot > m) m = dot;
@@ -171,7 +188,8 @@ export class ReferenceBackend implements Backend {
               if (!visible(segmentPosition(s, r), qt, op.window)) continue;
               const w = Math.exp(scores[i++]! - m);
               sum += w;
-              for (let d = 0; d < D; d++) acc[d]! += w * load(v, s.dtype, kvIndex(lay.v, s.rowHeads, rows, D, s.rowStart + r, slot, d));
+              loadRow(v, s.dtype, lay.v, s.rowHeads, rows, D, s.rowStart + r, slot, x);
+              for (let d = 0; d < D; d++) acc[d]! += w * x[d]!;
             }
           }
           for (let d = 0; d < D; d++) op.out[qBase + d] = sum > 0 ? acc[d]! / sum : 0;

@@ -18,7 +18,8 @@
  * Cache tensors: a KV buffer holds rows of `rowHeads` heads × `headDim` elements of `dtype`, token-major ("NHD": row r,
  *  head j, element d at element index (r · rowHeads + j) · headDim + d) unless an op says "T64" (tiled: layout.ts).
  *  The cache asks the backend which layout it wants for its retrieval pages (`pageLayout`); rings and staging rows
- *  are always NHD.
+ *  are always NHD. Quantized dtypes (int8, int4) are NHD only, with one record of headBytes(dtype, headDim) bytes per
+ *  row and head in place of the elements (src/quant.ts): record (r, j) at byte (r · rowHeads + j) · headBytes.
  */
 import type { KvDtype } from "../dtype.ts";
 import type { BufferLayout, KvLayout } from "./layout.ts";

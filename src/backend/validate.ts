@@ -8,10 +8,12 @@
  *    names, before any kernel runs; a rejected run changes nothing. Array lengths must be exact: a longer array is
  *    as much a caller's mistake as a shorter one. Values a kernel indexes with (heads, slots, rows, positions) are
  *    checked here too, so a C kernel never reads out of bounds on a JS caller's word.
+ * Quantized dtypes (int8, int4: src/quant.ts) are token-major only, int4 with an even head dim.
  */
-import { bytesPerElement, type KvDtype } from "../dtype.ts";
+import { isQuantized, type KvDtype } from "../dtype.ts";
 import { checkInt, checkOneOf, DuoError } from "../errors.ts";
-import { type BufferLayout, bufferBytes, bufferRows, checkSharedBuffer, checkTileable, type KvLayout } from "./layout.ts";
+import { checkQuantHeadDim } from "../quant.ts";
+import { type BufferLayout, checkSharedBuffer, checkTileable, kvBufferBytes, kvBufferRows, type KvLayout } from "./layout.ts";
 import type { AppendOp, AttendOp, BackendCapabilities, Handle, Op, Segment } from "./types.ts";
 
 /** What an engine needs of its backend. */
@@ -68,9 +70,9 @@ function checkHeadDim(D: number, caps: BackendCapabilities, at: string): void {
   if (!headDimOk(caps, D)) throw new DuoError("UNSUPPORTED", `${at}: the kernels take head dims ${headDimsText(caps)}, got ${D}`);
 }
 
-/** The buffer layouts of `caps`: NHD, and the two halves of T64 where the kernels tile. */
-function bufferLayouts(caps: BackendCapabilities): BufferLayout[] {
-  return caps.layouts.includes("T64") ? ["NHD", "K64", "V64"] : ["NHD"];
+/** The buffer layouts of `caps` for `dtype`: NHD, and the two halves of T64 where the kernels tile a float dtype. */
+function bufferLayouts(caps: BackendCapabilities, dtype: KvDtype): BufferLayout[] {
+  return caps.layouts.includes("T64") && !isQuantized(dtype) ? ["NHD", "K64", "V64"] : ["NHD"];
 }
 
 /** Throw SHAPE_MISMATCH unless typed array `a` has exactly `want` elements (`how`: the formula, for the message). */
@@ -83,7 +85,8 @@ function length(name: string, a: unknown, want: number, how: string, at: string)
 function checkAppend(op: AppendOp, at: string, caps: BackendCapabilities, sizeOf: BufferSize): void {
   checkDtype(op.dtype, caps, at);
   checkHeadDim(op.headDim, caps, at);
-  const layout = checkOneOf(`${at} layout`, op.layout ?? "NHD", bufferLayouts(caps));
+  if (isQuantized(op.dtype)) checkQuantHeadDim(op.dtype, op.headDim, `${at} dtype`);
+  const layout = checkOneOf(`${at} layout`, op.layout ?? "NHD", bufferLayouts(caps, op.dtype));
   checkInt(`${at} rowHeads`, op.rowHeads, 0);
   checkInt(`${at} srcHeads`, op.srcHeads, 0);
   if (!(op.rows instanceof Int32Array)) throw new DuoError("INVALID_ARGUMENT", `${at}: rows must be an Int32Array (one destination row per source token)`);
@@ -94,7 +97,7 @@ function checkAppend(op: AppendOp, at: string, caps: BackendCapabilities, sizeOf
     if (h < 0 || h >= op.srcHeads) throw new DuoError("INVALID_ARGUMENT", `${at}: heads entry ${h} is outside the ${op.srcHeads} source heads`);
   }
   const bytes = sizeOf(op.dst);
-  const capacityRows = bufferRows(layout, bytes, op.rowHeads, op.headDim, bytesPerElement(op.dtype));
+  const capacityRows = kvBufferRows(layout, bytes, op.rowHeads, op.headDim, op.dtype);
   if (layout !== "NHD" && capacityRows !== Infinity) checkTileable(capacityRows, op.headDim, `${at}: buffer ${op.dst}`, layout);
   for (const r of op.rows) {
     if (r >= capacityRows) throw new DuoError("CAPACITY", `${at}: row ${r} is past the buffer's ${capacityRows} rows`);
@@ -123,18 +126,18 @@ function checkAttend(op: AttendOp, at: string, caps: BackendCapabilities, sizeOf
 
 function checkSegment(s: Segment, at: string, op: AttendOp, caps: BackendCapabilities, sizeOf: BufferSize): void {
   checkDtype(s.dtype, caps, at);
-  const layout: KvLayout = checkOneOf(`${at} layout`, s.layout ?? "NHD", caps.layouts);
+  const layout: KvLayout = checkOneOf(`${at} layout`, s.layout ?? "NHD", isQuantized(s.dtype) ? ["NHD"] : caps.layouts);
   checkInt(`${at} rowHeads`, s.rowHeads, 1);
   const start = checkInt(`${at} rowStart`, s.rowStart, 0), count = checkInt(`${at} rowCount`, s.rowCount, 0);
   for (const slot of op.kvSlots) {
     if (slot < 0 || slot >= s.rowHeads) throw new DuoError("INVALID_ARGUMENT", `${at}: kvSlots entry ${slot} is outside the segment's ${s.rowHeads} row heads`);
   }
   if (layout === "T64") checkSharedBuffer(s.k, s.v, at);
-  const es = bytesPerElement(s.dtype), end = bufferBytes(layout, start + count, s.rowHeads, op.headDim, es);
+  const end = kvBufferBytes(layout, start + count, s.rowHeads, op.headDim, s.dtype);
   for (const [name, h] of [["k", s.k], ["v", s.v]] as const) {
     const bytes = sizeOf(h);
     if (end > bytes) throw new DuoError("SHAPE_MISMATCH", `${at}: rows ${start}..${start + count - 1} of ${s.rowHeads} × ${op.headDim} ${s.dtype} (${layout}) need ${end} bytes of ${name} buffer ${h}, which has ${bytes}`);
-    if (layout === "T64") checkTileable(bufferRows(layout, bytes, s.rowHeads, op.headDim, es), op.headDim, `${at}: ${name} buffer ${h}`, layout);
+    if (layout === "T64") checkTileable(kvBufferRows(layout, bytes, s.rowHeads, op.headDim, s.dtype), op.headDim, `${at}: ${name} buffer ${h}`, layout);
   }
   if (typeof s.positions === "number") checkInt(`${at} positions`, s.positions, -(2 ** 31), 2 ** 31 - 1 - count);
   else if (!(s.positions instanceof Int32Array) || s.positions.length !== count) {

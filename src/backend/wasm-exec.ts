@@ -4,12 +4,12 @@
  * runs in this thread (threads: 0) and inside every worker (wasm-worker.ts); ops reaching it are already validated by
  * the backend (wasm.ts), which owns the handle table and the byte accounting.
  */
-import { bytesPerElement, type KvDtype } from "../dtype.ts";
+import type { KvDtype } from "../dtype.ts";
 import { DuoError, type DuoErrorCode } from "../errors.ts";
-import { type BufferLayout, bufferRows, type KvLayout } from "./layout.ts";
+import { type BufferLayout, type KvLayout, kvBufferRows } from "./layout.ts";
 import type { AppendOp, AttendOp, Handle } from "./types.ts";
 
-export const DUO_API_VERSION = 3;
+export const DUO_API_VERSION = 4;
 
 /** The exports of duo.wasm / duo-scalar.wasm (wasm/src/duo.h). Pointers are u32 byte offsets. */
 export interface DuoExports {
@@ -51,9 +51,9 @@ export type FromWorker =
   | { id: number; ok: true; value: unknown }
   | { id: number; ok: false; code: DuoErrorCode; message: string };
 
-const DTYPE_CODE: Record<KvDtype, number> = { f32: 0, f16: 1, bf16: 2 };
+const DTYPE_CODE: Record<KvDtype, number> = { f32: 0, f16: 1, bf16: 2, int8: 3, int4: 4 };
 /** Segment flag: its buffers may hold Inf/NaN, so the kernels take the exact paths (wasm/src/duo.h). */
-const DUO_NONFINITE = 4;
+const DUO_NONFINITE = 8;
 /** Host rows are copied into wasm memory in pieces of at most this many bytes. */
 const PIECE_BYTES = 4 << 20;
 const SEGMENT_INTS = 10;
@@ -166,7 +166,7 @@ export class WasmExec {
     const dst = this.buffer(op.dst);
     const D = op.headDim, T = op.rows.length, rowFloats = op.srcHeads * D, layout = op.layout ?? "NHD";
     if (op.rowHeads === 0 || T === 0) return;
-    const capacity = layout === "NHD" ? 0 : bufferRows(layout, dst.bytes, op.rowHeads, D, bytesPerElement(op.dtype));
+    const capacity = layout === "NHD" ? 0 : kvBufferRows(layout, dst.bytes, op.rowHeads, D, op.dtype);
     const kept: number[] = [];
     for (let t = 0; t < T; t++) if (op.rows[t]! >= 0) kept.push(t);
     const per = Math.max(1, Math.floor(PIECE_BYTES / Math.max(1, rowFloats * 4)));
@@ -210,7 +210,7 @@ export class WasmExec {
       const dtype = DTYPE_CODE[s.dtype] | (k.nonfinite || v.nonfinite ? DUO_NONFINITE : 0);
       const numeric = typeof s.positions === "number";
       if (!numeric) new Int32Array(mem, base + posAt[i]!, s.rowCount).set(s.positions as Int32Array);
-      const layout = s.layout ?? "NHD", rows = layout === "NHD" ? 0 : bufferRows(layout, k.bytes, s.rowHeads, D, bytesPerElement(s.dtype));
+      const layout = s.layout ?? "NHD", rows = layout === "NHD" ? 0 : kvBufferRows(layout, k.bytes, s.rowHeads, D, s.dtype);
       segInts.set([k.ptr, v.ptr, dtype, s.rowHeads, s.rowStart, s.rowCount, numeric ? 0 : base + posAt[i]!,
         numeric ? (s.positions as number) : 0, LAYOUT_CODE[layout], rows], i * SEGMENT_INTS);
     });

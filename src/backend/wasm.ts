@@ -46,7 +46,7 @@ export function wasmKernels(kernels: WasmBackendOptions["kernels"] = "auto"): Wa
 export const WASM_CAPABILITIES: BackendCapabilities = { dtypes: KV_DTYPES, headDims: { multipleOf: 4 }, layouts: ["NHD", "T64"] };
 
 /** The most a shard may hold: its wasm32 memory less a reserve for the kernels' scratch and the arena's headers. */
-const MAX_SHARD_BYTES = WASM32_BYTES - RESERVE_BYTES;
+export const MAX_SHARD_BYTES = WASM32_BYTES - RESERVE_BYTES;
 
 /** One memory domain: a duo.wasm instance in this thread, or a worker holding one. */
 interface Shard {
@@ -249,9 +249,10 @@ export class WasmBackend implements Backend {
   }
 
   /** Tiled pages where the fast tiled kernels apply: bf16 or f16 KV, G = 4 decode (head dim a multiple of 8, pages a
-   *  multiple of 64 rows); token-major otherwise (wasm/src/attend.c). */
+   *  multiple of 64 rows); token-major otherwise (wasm/src/attend.c). Quantized KV is always token-major: a record
+   *  (values + scale) per head row, dequantized block by block inside attention (wasm/src/quant.h). */
   pageLayout(dtype: KvDtype, headDim: number, pageRows: number, group: number): KvLayout {
-    return dtype !== "f32" && group === 4 && tileable(pageRows, headDim) ? "T64" : "NHD";
+    return (dtype === "f16" || dtype === "bf16") && group === 4 && tileable(pageRows, headDim) ? "T64" : "NHD";
   }
 
   alloc(shard: number, bytes: number): Handle {

@@ -18,8 +18,8 @@
  *               "window": causal and p < S or p ≥ t − R), then write the tokens that survive into the ring.
  * Attending before the ring write matters: a chunk longer than R would otherwise evict keys its own early queries see.
  */
-import { bytesPerElement, type KvDtype } from "../dtype.ts";
-import { bufferBytes, type BufferLayout, type KvLayout, segmentLayouts } from "../backend/layout.ts";
+import { headBytes, type KvDtype } from "../dtype.ts";
+import { type BufferLayout, kvBufferBytes, type KvLayout, segmentLayouts } from "../backend/layout.ts";
 import type { Backend, Handle, Op, Segment } from "../backend/types.ts";
 import type { ShardHeads } from "../schedule/shard.ts";
 
@@ -105,7 +105,7 @@ export class LayerShard {
 
   /** Bytes of one page buffer: an NHD page has a K and a V buffer of this size, a T64 page one holding both. */
   private get pageBytes(): number {
-    return bufferBytes(this.pageLayout, this.geo.pageRows, this.heads.retrieval.length, this.geo.headDim, bytesPerElement(this.geo.dtype));
+    return kvBufferBytes(this.pageLayout, this.geo.pageRows, this.heads.retrieval.length, this.geo.headDim, this.geo.dtype);
   }
   private get ringBytes(): number {
     return (this.geo.sinkSize + this.geo.recentSize) * this.stagingBytes(1);
@@ -113,7 +113,7 @@ export class LayerShard {
 
   /** Bytes of staging this shard needs for a call of T tokens. */
   stagingBytes(T: number): number {
-    return T * this.heads.streaming.length * this.geo.headDim * bytesPerElement(this.geo.dtype);
+    return T * this.heads.streaming.length * headBytes(this.geo.dtype, this.geo.headDim);
   }
 
   /**

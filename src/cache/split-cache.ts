@@ -4,7 +4,7 @@
  * from that layer's own length. When the retrieval pages of a layer are striped over several shards, each shard
  * attends into a partial (out, lse) and `finish` merges them (src/cache/merge.ts).
  */
-import { bytesPerElement } from "../dtype.ts";
+import { headBytes } from "../dtype.ts";
 import type { Backend, Op } from "../backend/types.ts";
 import type { ShardHeads } from "../schedule/shard.ts";
 import { type CacheGeometry, type CallTensors, LayerShard, type Partial, type Staging } from "./layer-shard.ts";
@@ -12,7 +12,8 @@ import { mergePartials } from "./merge.ts";
 
 /** Byte accounting of a sequence's KV (SPEC.md §4.4). */
 export interface KvBytes {
-  /** K and V held for retrieval heads: 2·b·D·Σ_l nRet[l]·T_l */
+  /** K and V held for retrieval heads: 2·b·D·Σ_l nRet[l]·T_l, where b·D = headBytes (dtype.ts): D elements, or a
+   *  quantized record with its scale (and min) for int8 / int4 */
   retrieval: number;
   /** K and V held for streaming heads: 2·b·D·Σ_l nStr[l]·min(T_l, S + R) */
   streaming: number;
@@ -91,7 +92,7 @@ export class SplitKVCache {
 
   bytes(): KvBytes {
     const { headDim: D, numKvHeads, sinkSize: S, recentSize: R } = this.geo;
-    const perHeadToken = 2 * bytesPerElement(this.geo.dtype) * D;
+    const perHeadToken = 2 * headBytes(this.geo.dtype, D);
     let retrieval = 0, streaming = 0, fullAttention = 0, allocated = 0;
     this.layers.forEach((shards, l) => {
       const T = this.lengths[l]!;

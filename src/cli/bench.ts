@@ -13,6 +13,8 @@ import { parseBenchArgs, USAGE } from "./bench/options.ts";
 import { type BenchRecord, jsonLine, record } from "./bench/record.ts";
 import { capacityTable, ceilingLine, decodeTable, peerTable, prefillTable, targetLines } from "./bench/report.ts";
 import { runBench } from "./bench/run.ts";
+import { accuracyCommand } from "./bench/accuracy.ts";
+import { capacityCommand } from "./bench/capacity-budget.ts";
 import { runPaperSuite } from "./bench/suite.ts";
 import { isTTY, write } from "./io.ts";
 
@@ -22,6 +24,8 @@ export async function main(argv: string[]): Promise<number> {
     write(USAGE);
     return 0;
   }
+  if (o.what === "capacity") return capacityCommand(o);
+  if (o.what === "accuracy") return accuracyCommand(o);
   const cases = await resolveCases({ shape: o.shape, pattern: o.pattern, sparsity: o.sparsity });
   const backend = await createBackend(o.backend, o.threads === undefined ? {} : { threads: o.threads });
   const rt = runtime();

@@ -2,6 +2,7 @@
  * `duo pattern <dir|url>`: load a head pattern, choose its retrieval heads (sparsify), and show the schedule as a
  * table with KV-memory figures (SPEC.md §4.4), as SPEC.md §1.6's hex mask, or as JSON.
  */
+import { bytesPerElement, headBytes, isQuantized, KV_DTYPES, type KvDtype } from "../dtype.ts";
 import { checkOneOf, DuoError } from "../errors.ts";
 import { loadPattern } from "../pattern/io.ts";
 import { checkPatternShape, type HeadPattern } from "../pattern/pattern.ts";
@@ -17,7 +18,6 @@ import { COMPARE_USAGE, compareCommand } from "./pattern-compare.ts";
 const FORMATS = ["table", "hex", "json"] as const;
 const DEFAULT_CONTEXT = 131072;
 const NATURAL_THRESHOLD = 0.5;
-const BYTES_F16 = 2;
 
 const USAGE = `usage: duo pattern <dir|url> [options]
   Load a head pattern directory (full_attention_heads.tsv + config.json, local or http(s)), choose the
@@ -28,6 +28,8 @@ const USAGE = `usage: duo pattern <dir|url> [options]
   --sink n           sink tokens S (default: config.json's sink_size)
   --recent n         recent tokens R (default: config.json's recent_size)
   --context T        context length for the KV-memory rows (default ${DEFAULT_CONTEXT})
+  --kv-dtype d       KV storage of the memory rows: ${KV_DTYPES.join(" | ")} (default f16; int8 / int4 count each
+                     token's per-head scale, and int4's min)
   --model name       model preset, checked against the pattern's shape (default: from the directory name);
                      one of ${Object.keys(PRESETS).join(", ")}
   --head-dim D       head dimension when no preset applies (default 128)
@@ -43,7 +45,7 @@ export async function main(argv: string[]): Promise<number> {
 /** What `duo pattern ...argv` prints; throws DuoError on bad input. */
 export async function patternCommand(argv: string[]): Promise<string> {
   const args = parseArgs(argv, {
-    values: ["sparsity", "threshold", "tie-break", "sink", "recent", "context", "model", "head-dim", "compare", "format"],
+    values: ["sparsity", "threshold", "tie-break", "sink", "recent", "context", "model", "head-dim", "kv-dtype", "compare", "format"],
     flags: ["help"],
   });
   if (args.flags.has("help")) return USAGE;
@@ -63,6 +65,7 @@ export async function patternCommand(argv: string[]): Promise<string> {
   const recent = numberArg(args, "recent", { min: 0, integer: true });
   const context = numberArg(args, "context", { min: 0, integer: true }) ?? DEFAULT_CONTEXT;
   const headDimArg = numberArg(args, "head-dim", { min: 1, integer: true });
+  const kvDtype = checkOneOf("--kv-dtype", args.values.get("kv-dtype") ?? "f16", KV_DTYPES);
   const modelArg = args.values.get("model");
   const preset = modelArg !== undefined ? getPreset(modelArg) : presetForPattern(source);
 
@@ -87,7 +90,7 @@ export async function patternCommand(argv: string[]): Promise<string> {
     : `threshold ${NATURAL_THRESHOLD}, the natural one (gates >= ${NATURAL_THRESHOLD}); no --sparsity or --threshold given`;
   return renderTable({
     pattern, schedule, preset, modelArg, headDim: headDimArg ?? preset?.headDim ?? 128, headDimGiven: headDimArg !== undefined,
-    selection, sinkSize, recentSize, windowFrom: sink === undefined && recent === undefined ? "config.json" : "options", context,
+    selection, sinkSize, recentSize, windowFrom: sink === undefined && recent === undefined ? "config.json" : "options", context, kvDtype,
   });
 }
 
@@ -101,6 +104,7 @@ interface TableInput {
   selection: string;
   sinkSize: number;
   recentSize: number;
+  kvDtype: KvDtype;
   windowFrom: string;
   context: number;
 }
@@ -126,7 +130,7 @@ function renderTable(t: TableInput): string {
     ["total", `${s.retrievalHeads}/${total}`, ""],
   ], "rrl");
 
-  const o = { headDim: t.headDim, sinkSize: t.sinkSize, recentSize: t.recentSize, bytesPerElem: BYTES_F16 };
+  const o = { headDim: t.headDim, sinkSize: t.sinkSize, recentSize: t.recentSize, dtype: t.kvDtype };
   // Per token once the streaming windows are full: the marginal cost of one more token.
   const window = t.sinkSize + t.recentSize;
   const duoPerToken = kvBytes(s, { ...o, context: window + 1 }) - kvBytes(s, { ...o, context: window });
@@ -134,11 +138,17 @@ function renderTable(t: TableInput): string {
   const duoAt = kvBytes(s, { ...o, context: t.context }), fullAt = fullKvBytes(s, { ...o, context: t.context });
   const ratio = (a: number, b: number) => (b === 0 ? "-" : (a / b).toFixed(3));
   const memory = columns([
-    [`KV cache, f16 (${BYTES_F16} bytes per element)`, "full attention", "DuoAttention", "Duo/full"],
+    [`KV cache, ${storageLabel(t.kvDtype, t.headDim)}`, "full attention", "DuoAttention", "Duo/full"],
     [`per token, once S + R = ${window} tokens are held`, formatBytes(fullPerToken), formatBytes(duoPerToken), ratio(duoPerToken, fullPerToken)],
     [`at ${t.context} tokens`, formatBytes(fullAt), formatBytes(duoAt), ratio(duoAt, fullAt)],
   ], "lrrr");
   return [header, "", layers, "", memory, ""].join("\n");
+}
+
+/** How a dtype stores one head's K (or V) of a token, for the memory table's header. */
+function storageLabel(dtype: KvDtype, D: number): string {
+  if (!isQuantized(dtype)) return `${dtype} (${bytesPerElement(dtype)} bytes per element)`;
+  return `${dtype} (${headBytes(dtype, D)} bytes per head and token: ${dtype === "int8" ? `${D} codes + f32 scale` : `${D / 2} bytes of codes + f16 scale + f16 min`})`;
 }
 
 /** Rows padded into aligned columns ("l"/"r" per column), two spaces apart, trailing spaces trimmed. */

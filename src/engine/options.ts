@@ -1,7 +1,8 @@
 /** The options of DuoAttention.create, validated and with defaults filled in. */
 import { type BackendChoice, BACKEND_CHOICES, type BackendOptions } from "../backend/registry.ts";
 import type { Backend } from "../backend/types.ts";
-import { KV_DTYPES, type KvDtype } from "../dtype.ts";
+import { isQuantized, KV_DTYPES, type KvDtype } from "../dtype.ts";
+import { checkQuantHeadDim } from "../quant.ts";
 import { checkInt, checkOneOf, DuoError } from "../errors.ts";
 import { checkPatternShape, type HeadPattern } from "../pattern/pattern.ts";
 import { sparsify } from "../pattern/sparsify.ts";
@@ -24,7 +25,8 @@ export interface DuoAttentionOptions extends BackendOptions {
   sinkSize?: number;
   /** recent tokens every streaming head keeps (default: the pattern's recent_size, else 256) */
   recentSize?: number;
-  /** KV storage dtype (default "bf16", as the upstream models) */
+  /** KV storage dtype (default "bf16", as the upstream models); "int8" / "int4" quantize each token's head on append
+   *  (src/quant.ts: int4 is upstream's KV4 codec, and needs an even headDim) */
   kvDtype?: KvDtype;
   /** "auto" (default): cuda, then wasm, then reference; or a Backend instance to share one between engines */
   backend?: BackendChoice | Backend;
@@ -70,6 +72,8 @@ export function resolveOptions(o: DuoAttentionOptions): ResolvedOptions {
     throw new DuoError("INVALID_ARGUMENT", "heads is required: a HeadSchedule (sparsify(pattern, ...)) or a boolean mask [layer][kvHead], true = retrieval; or give a pattern (loadPattern) and a sparsity");
   }
   schedule.checkShape(o.shape.numLayers, o.shape.numKvHeads);
+  const kvDtype = checkOneOf("kvDtype", o.kvDtype ?? "bf16", KV_DTYPES);
+  if (isQuantized(kvDtype)) checkQuantHeadDim(kvDtype, o.shape.headDim);
   const backend = o.backend ?? "auto";
   if (typeof backend === "string") checkOneOf("backend", backend, BACKEND_CHOICES);
   return {
@@ -78,7 +82,7 @@ export function resolveOptions(o: DuoAttentionOptions): ResolvedOptions {
     schedule,
     sinkSize: checkInt("sinkSize", o.sinkSize ?? pattern?.sinkSize ?? DEFAULT_SINK, 0),
     recentSize: checkInt("recentSize", o.recentSize ?? pattern?.recentSize ?? DEFAULT_RECENT, 0),
-    kvDtype: checkOneOf("kvDtype", o.kvDtype ?? "bf16", KV_DTYPES),
+    kvDtype,
     backend,
     prefill: checkOneOf("prefill", o.prefill ?? "upstream", PREFILL_MODES),
     maxContext: checkInt("maxContext", o.maxContext ?? 1 << 20, 1),

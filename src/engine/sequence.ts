@@ -1,7 +1,9 @@
 /** One sequence of a DuoAttention engine: its own split KV cache, advanced one attention call at a time. */
 import type { CallTensors, Staging } from "../cache/layer-shard.ts";
 import type { SplitKVCache, KvBytes } from "../cache/split-cache.ts";
+import { isQuantized } from "../dtype.ts";
 import { checkInt, DuoError } from "../errors.ts";
+import { INT4_MAX_ABS } from "../quant.ts";
 import { callTokens } from "./call-shape.ts";
 import type { DuoAttention } from "./duo.ts";
 
@@ -47,6 +49,7 @@ export class Sequence {
       if (a !== null && !(a instanceof Float32Array)) throw new DuoError("INVALID_ARGUMENT", `${name} must be a Float32Array, got ${describe(a)}`);
     }
     const T = callTokens(q, k, v, { numHeads, numKvHeads, headDim: D });
+    if (isQuantized(this.engine.kvDtype)) checkQuantizable(this.engine.kvDtype, k, v);
     const cached = this.cache.length(layer);
     if (cached + T > this.engine.maxContext) {
       throw new DuoError("CAPACITY", `layer ${layer} holds ${cached} tokens; ${T} more would exceed maxContext = ${this.engine.maxContext}`);
@@ -116,6 +119,18 @@ export class Sequence {
   private checkAlive(): void {
     this.engine.checkAlive();
     if (this.disposed) throw new DuoError("DISPOSED", "this sequence has been disposed; call duo.sequence() for a new one");
+  }
+}
+
+/** A quantized cache stores finite values only (and int4, whose min is an f16, magnitudes up to 65504): src/quant.ts. */
+function checkQuantizable(dtype: "int8" | "int4", k: Float32Array, v: Float32Array): void {
+  const max = dtype === "int4" ? INT4_MAX_ABS : Infinity;
+  for (const [name, a] of [["k", k], ["v", v]] as const) {
+    for (let i = 0; i < a.length; i++) {
+      if (!(Math.abs(a[i]!) <= max)) {
+        throw new DuoError("INVALID_ARGUMENT", `${name}[${i}] is ${a[i]}: a kvDtype "${dtype}" cache holds ${dtype === "int4" ? "finite values of magnitude at most 65504 (its min is an f16)" : "finite values"}; use "f32" for others`);
+      }
+    }
   }
 }
 

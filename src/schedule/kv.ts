@@ -3,7 +3,10 @@
  *   KV(T)   = 2 · elem · D · Σ_l [ nRet[l] · T + nStr[l] · min(T, S+R) ]     (2 = K and V)
  *   full(T) = 2 · elem · D · numLayers · numKvHeads · T
  * elem = bytes per stored element (2 for f16/bf16, 4 for f32). The ratio tends to the retrieval fraction as T grows.
+ * With `dtype` given, elem · D is headBytes(dtype, D) (src/dtype.ts): for int8 / int4 a record per token and head,
+ * its scale (and min) included — the formula extended for quantized caches.
  */
+import { headBytes, type KvDtype } from "../dtype.ts";
 import { checkInt, DuoError } from "../errors.ts";
 import type { HeadSchedule } from "./schedule.ts";
 
@@ -15,6 +18,13 @@ export interface KvBytesOptions {
   recentSize: number;
   /** default 2 (f16 / bf16) */
   bytesPerElem?: number;
+  /** the storage dtype; overrides bytesPerElem (the only way to describe int8 / int4) */
+  dtype?: KvDtype;
+}
+
+/** Bytes of one head's K (or V) of one token: elem · D, or the dtype's record. */
+function headTokenBytes(D: number, o: { bytesPerElem?: number; dtype?: KvDtype }): number {
+  return o.dtype !== undefined ? headBytes(o.dtype, D) : elem(o.bytesPerElem) * D;
 }
 
 function elem(bytesPerElem: number | undefined): number {
@@ -31,14 +41,14 @@ export function kvBytes(schedule: HeadSchedule, o: KvBytesOptions): number {
   const window = checkInt("sinkSize", o.sinkSize, 0) + checkInt("recentSize", o.recentSize, 0);
   const nRet = schedule.retrievalHeads;
   const nStr = schedule.numLayers * schedule.numKvHeads - nRet;
-  return 2 * elem(o.bytesPerElem) * D * (nRet * T + nStr * Math.min(T, window));
+  return 2 * headTokenBytes(D, o) * (nRet * T + nStr * Math.min(T, window));
 }
 
 /** Bytes of K and V that full attention holds after `context` tokens. */
 export function fullKvBytes(
   dims: { numLayers: number; numKvHeads: number },
-  o: { headDim: number; context: number; bytesPerElem?: number },
+  o: { headDim: number; context: number; bytesPerElem?: number; dtype?: KvDtype },
 ): number {
   const heads = checkInt("numLayers", dims.numLayers, 1) * checkInt("numKvHeads", dims.numKvHeads, 1);
-  return 2 * elem(o.bytesPerElem) * checkInt("headDim", o.headDim, 1) * heads * checkInt("context", o.context, 0);
+  return 2 * headTokenBytes(checkInt("headDim", o.headDim, 1), o) * heads * checkInt("context", o.context, 0);
 }

@@ -1,7 +1,9 @@
-/* duo_append: copy token rows into a KV buffer (plain bulk copies for f32, k_convert for f16/bf16); tiled buffers get
+/* duo_append: copy token rows into a KV buffer (plain bulk copies for f32, k_convert for f16/bf16, k_quantize for the
+ * records of int8/int4); tiled buffers get
  * each converted row scattered into its tile (duo.h). */
 #include "duo.h"
 #include "kernels.h"
+#include "quant.h"
 
 /* Convert one row (D floats) into its tile, 8 elements at a time. K64: element d at +d*8; V64: 8-element runs,
  * run d/8 at +(d/8)*64*8. Returns the number of Inf/NaN values written. */
@@ -24,7 +26,7 @@ static int32_t tile_append(uint8_t *base, uint32_t at, const float *s, int32_t l
 int32_t duo_append(uint32_t dst, int32_t dtype, int32_t row_heads, int32_t head_dim, uint32_t src, int32_t src_heads,
                    uint32_t heads, uint32_t rows, int32_t n, int32_t layout, int32_t buffer_rows) {
   const int tiled = layout != DUO_NHD;
-  if (dtype < DUO_F32 || dtype > DUO_BF16 || row_heads < 0 || head_dim <= 0 || head_dim % 4 || src_heads < 0 || n < 0 ||
+  if (dtype < DUO_F32 || dtype > DUO_INT4 || (is_quantized(dtype) && layout != DUO_NHD) || row_heads < 0 || head_dim <= 0 || head_dim % 4 || src_heads < 0 || n < 0 ||
       layout < DUO_NHD || layout > DUO_V64 || (tiled && (head_dim % 8 || buffer_rows <= 0 || buffer_rows % DUO_TILE)))
     return DUO_E_ARG;
   const int32_t *hs = (const int32_t *)(uintptr_t)heads, *rs = (const int32_t *)(uintptr_t)rows;
@@ -41,6 +43,11 @@ int32_t duo_append(uint32_t dst, int32_t dtype, int32_t row_heads, int32_t head_
       if (tiled) {
         uint32_t at = tile_row_start(layout, (uint32_t)rs[t], (uint32_t)j, blocks, D);
         nonfinite += tile_append((uint8_t *)(uintptr_t)dst, at, s, layout, dtype, D);
+        j++;
+        continue;
+      }
+      if (is_quantized(dtype)) { /* one record per head */
+        nonfinite += k_quantize((uint8_t *)(uintptr_t)(dst + ((uint32_t)rs[t] * row_heads + j) * kv_head_bytes(dtype, D)), s, dtype, (int)D);
         j++;
         continue;
       }

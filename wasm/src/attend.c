@@ -15,7 +15,8 @@
  *
  * Mode "m4" (M a multiple of 4) vectorises across query vectors; decode with G not a multiple of 4 runs "m1" (one
  * query vector at a time, vectorised across keys). f16 blocks, and bf16 blocks shared by M >= 16 query vectors, are
- * widened to f32 once per block and head (k_widen).
+ * widened to f32 once per block and head (k_widen); int8 / int4 blocks (token-major records, quant.h) are dequantized
+ * the same way (k_dequant): BK rows of one head into L1-resident f32 rows, read from the packed records every time.
  *
  * Tiled segments (T64, duo.h): G = 4 decode over bf16 or f16 tiles is the "eo" fast path (k_scores_k64, k_pv_v64:
  * both walk their tile front to back, and the accumulators hold each 8 elements as even/odd halves, put back in order
@@ -35,6 +36,7 @@
 #include "duo.h"
 #include "kernels.h"
 #include "math.h"
+#include "quant.h"
 
 #define BK 64      /* key rows per block */
 #define CHUNK 1024 /* rows per partial state (split-KV chunk); a multiple of BK */
@@ -206,30 +208,31 @@ static void run_tile(const tile_ctx *c, int j, uint32_t row0, int r0, int n, int
 /* Whether the current segment takes the eo fast path (its blocks on tile boundaries; run_block falls back for others). */
 static int eo_segment(const tile_ctx *c) {
   const duo_segment *sg = c->sg;
-  return sg->layout == DUO_T64 && c->p->eo && (sg->dtype & DUO_DTYPE_MASK) != DUO_F32 && !(sg->dtype & DUO_NONFINITE);
+  const int dt = sg->dtype & DUO_DTYPE_MASK;
+  return sg->layout == DUO_T64 && c->p->eo && (dt == DUO_F16 || dt == DUO_BF16) && !(sg->dtype & DUO_NONFINITE);
 }
 
 /* One block of n rows starting at segment row r0, for KV heads [j0, j1) of the call. */
 static void run_block(const tile_ctx *c, int r0, int n, int cls, int j0, int j1) {
   const plan *p = c->p;
   const duo_segment *sg = c->sg;
-  const int D = p->D, M = p->M, dt0 = sg->dtype & DUO_DTYPE_MASK, es = dt0 == DUO_F32 ? 4 : 2;
+  const int D = p->D, M = p->M, dt0 = sg->dtype & DUO_DTYPE_MASK, es = dt0 == DUO_F32 ? 4 : 2, quant = is_quantized(dt0);
   const int guard = sg->dtype & DUO_NONFINITE, tiled = sg->layout == DUO_T64;
-  const uint32_t row0 = (uint32_t)(sg->row_start + r0);
-  const uint32_t stride = (uint32_t)sg->row_heads * D * es, first = row0 * stride;
+  const uint32_t row0 = (uint32_t)(sg->row_start + r0), hb = kv_head_bytes(dt0, (uint32_t)D);
+  const uint32_t stride = (uint32_t)sg->row_heads * hb, first = row0 * stride;
   float *s = WS(c, s), *alpha = WS(c, alpha);
   if (eo_segment(c) && row0 % DUO_TILE == 0) {
     for (int j = j0; j < j1; j++)
       run_tile(c, j, row0, r0, n, cls);
     return;
   }
-  const int widen = tiled || p->eo || dt0 == DUO_F16 || (dt0 == DUO_BF16 && M >= 16);
+  const int widen = tiled || quant || p->eo || dt0 == DUO_F16 || (dt0 == DUO_BF16 && M >= 16);
   if (!tiled) {
     touch(sg->k + first, (uint32_t)n * stride);
     touch(sg->v + first, (uint32_t)n * stride);
   }
   for (int j = j0; j < j1; j++) {
-    uint32_t off = (row0 * sg->row_heads + c->slots[j]) * D * es;
+    uint32_t off = (row0 * sg->row_heads + c->slots[j]) * hb;
     const uint8_t *k = (const uint8_t *)(uintptr_t)(sg->k + off), *v = (const uint8_t *)(uintptr_t)(sg->v + off);
     float *qp = WS(c, qp) + j * M * D, *acc = WS(c, pacc) + j * M * D, *mx = WS(c, pm) + j * M, *l = WS(c, pl) + j * M;
     const int kdt = widen ? DUO_F32 : dt0, vdt = (widen ? DUO_F32 : dt0) | guard;
@@ -244,6 +247,10 @@ static void run_block(const tile_ctx *c, int r0, int n, int cls, int j0, int j1)
         k_widen_v64(WS(c, vw) + i * D, (const uint8_t *)(uintptr_t)(sg->v + vt), sg->dtype, i0, m, D, p->eo);
         i += m;
       }
+    } else if (quant) { /* this block's records of head j, dequantized into the workspace (quant.h) */
+      k_dequant(WS(c, kw), k, stride, dt0, n, D);
+      k_dequant(WS(c, vw), v, stride, dt0, n, D);
+      if (p->eo) to_even_odd(WS(c, vw), n, D);
     } else if (widen) {
       uint8_t *rows = (uint8_t *)WS(c, rows);
       if (tiled) untile(rows, sg->k, DUO_K64, seg_blocks(sg), (uint32_t)c->slots[j], row0, n, D, (uint32_t)es);
@@ -332,7 +339,7 @@ int32_t duo_attend(uint32_t q, int32_t t, int32_t num_heads, int32_t head_dim, i
   const duo_segment *segs = (const duo_segment *)(uintptr_t)segments;
   for (int si = 0; si < n_segments; si++) {
     const duo_segment *sg = &segs[si];
-    if (sg->layout != DUO_NHD && (sg->layout != DUO_T64 || D % 8 || sg->buffer_rows <= 0 || sg->buffer_rows % DUO_TILE ||
+    if (sg->layout != DUO_NHD && (sg->layout != DUO_T64 || D % 8 || is_quantized(sg->dtype) || sg->buffer_rows <= 0 || sg->buffer_rows % DUO_TILE ||
                                   sg->row_start < 0 || sg->row_count > sg->buffer_rows - sg->row_start))
       return DUO_E_ARG;
     if (sg->layout == DUO_T64 && eo_capable(t, G, D)) p.eo = 1;

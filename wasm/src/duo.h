@@ -4,7 +4,8 @@
  * status (0 ok, negative = error). No imports, no libc: the module is built with clang --target=wasm32 -nostdlib.
  *
  * Tensor layouts (row-major, "NHD", unless a KV buffer is tiled; src/backend/layout.ts has the same formulas):
- *   KV buffer     NHD: [rows][row_heads][head_dim] of dtype  element (r*row_heads + j)*head_dim + d
+ *   KV buffer     NHD: [rows][row_heads][head_dim] of dtype  element (r*row_heads + j)*head_dim + d; for DUO_INT8 /
+ *                 DUO_INT4 [rows][row_heads] records of kv_head_bytes(dtype, head_dim) bytes (quant.h)
  *                 T64 (tiled): K and V in one buffer of `buffer_rows` rows (a multiple of 64) cut into 64-row
  *                 blocks, head by head: block b of head j is a K64 tile then a V64 tile (each 64 x head_dim), the K
  *                 tile at element ((j*(buffer_rows/64) + b)*2)*64*head_dim and its V tile 64*head_dim after it;
@@ -19,7 +20,7 @@
 #define DUO_H
 #include <stdint.h>
 
-#define DUO_API_VERSION 3
+#define DUO_API_VERSION 4
 #define DUO_EXPORT __attribute__((visibility("default")))
 
 enum { DUO_OK = 0, DUO_E_ARG = -1 };
@@ -27,8 +28,9 @@ enum { DUO_OK = 0, DUO_E_ARG = -1 };
 /* KV storage dtypes, and a flag for segments whose buffers may hold Inf/NaN (duo_append reports when it writes one).
  * Without the flag f16 is widened with a multiply that is exact for finite values only, and a masked key's value row
  * is multiplied by a zero weight; with it, f16 is widened exactly and zero weights never touch a value (0 * Inf would
- * be NaN where the reference skips the key). */
-enum { DUO_F32 = 0, DUO_F16 = 1, DUO_BF16 = 2, DUO_DTYPE_MASK = 3, DUO_NONFINITE = 4 };
+ * be NaN where the reference skips the key). DUO_INT8 / DUO_INT4 are the quantized records of quant.h (NHD only;
+ * the flag marks records that decode to Inf). */
+enum { DUO_F32 = 0, DUO_F16 = 1, DUO_BF16 = 2, DUO_INT8 = 3, DUO_INT4 = 4, DUO_DTYPE_MASK = 7, DUO_NONFINITE = 8 };
 
 /* Buffer layouts (duo_append: NHD, or the K64 / V64 halves of a T64 buffer) and segment layouts (duo_segment.layout:
  * NHD, or T64 with k == v, the one buffer holding both). */
@@ -52,7 +54,8 @@ DUO_EXPORT uint32_t duo_alloc(uint32_t bytes);
 DUO_EXPORT void duo_free(uint32_t ptr);
 
 /* Append rows: for token t < n with rows[t] >= 0 and dst head j < row_heads, convert
- * src[(t*src_heads + heads[j])*head_dim + d] (f32) into dst row rows[t], head j (round to nearest even), dst in
+ * src[(t*src_heads + heads[j])*head_dim + d] (f32) into dst row rows[t], head j (round to nearest even; DUO_INT8 and
+ * DUO_INT4 quantize each head's row into its record, NHD only, int4 with head_dim % 4 == 0), dst in
  * `layout` (DUO_NHD, DUO_K64 or DUO_V64; tiled layouts need head_dim % 8 == 0 and the buffer's row count,
  * buffer_rows, a multiple of 64 above every rows[t]; NHD ignores it). Bad arguments write nothing.
  * Returns the number of Inf/NaN values written, or DUO_E_ARG. */

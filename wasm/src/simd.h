@@ -46,6 +46,31 @@ typedef v128_t VI;
 #define VI_EQ(a, b)         wasm_i32x4_eq(a, b)
 #define VI_GT_U(a, b)       wasm_u32x4_gt(a, b)
 
+/* Byte-lane and widening ops of the quantized-KV kernels (quant_simd.c). Plain-C meaning, for ports (a, b, t, x: 16
+ * bytes; c0..c15 compile-time constants in 0..31):
+ *   VI8_SHUFFLE(a, b, c0..c15)  r[i] = c_i < 16 ? a[c_i] : b[c_i - 16]             (i8x16.shuffle; NEON tbl2)
+ *   VI8_LOOKUP(t, x)            r[i] = t[x[i]], for x[i] < 16 only                 (pshufb, NEON tbl1; the relaxed build's
+ *                               i8x16.relaxed_swizzle is one pshufb, i8x16.swizzle adds a fix-up for x[i] >= 16)
+ *   VI8_SHR(a, n)               r[i] = (uint8_t)a[i] >> n
+ *   VI8_SPLAT(x)                r[i] = (uint8_t)x
+ *   VI_LOAD64(p)                r[0..7] = p[0..7], r[8..15] = 0
+ *   VI16_LOAD8(p)               16-bit lanes r[i] = (int16_t)(int8_t)p[i], i < 8   (sign-extending load)
+ *   VI32_LO16(a), VI32_HI16(a)  32-bit lanes r[i] = (int32_t)a16[i] (lanes 0..3), a16[4 + i] (lanes 4..7)
+ *   VF_FROM_I32(a)              f32 lanes r[i] = (float)a32[i]                     (cvtdq2ps, exact for |a| < 2^24) */
+#define VI8_SHUFFLE(a, b, ...) wasm_i8x16_shuffle(a, b, __VA_ARGS__)
+#ifdef __wasm_relaxed_simd__
+#define VI8_LOOKUP(t, x)       wasm_i8x16_relaxed_swizzle(t, x)
+#else
+#define VI8_LOOKUP(t, x)       wasm_i8x16_swizzle(t, x)
+#endif
+#define VI8_SHR(a, n)          wasm_u8x16_shr(a, n)
+#define VI8_SPLAT(x)           wasm_i8x16_splat(x)
+#define VI_LOAD64(p)           wasm_v128_load64_zero(p)
+#define VI16_LOAD8(p)          wasm_i16x8_load8x8(p)
+#define VI32_LO16(a)           wasm_i32x4_extend_low_i16x8(a)
+#define VI32_HI16(a)           wasm_i32x4_extend_high_i16x8(a)
+#define VF_FROM_I32(a)         wasm_f32x4_convert_i32x4(a)
+
 /* Horizontal: the 4 lane sums of 4 vectors as one vector [sum a, sum b, sum c, sum d]. */
 static inline VF vf_sum4(VF a, VF b, VF c, VF d) {
   VF ab = VF_ADD(wasm_i32x4_shuffle(a, b, 0, 4, 1, 5), wasm_i32x4_shuffle(a, b, 2, 6, 3, 7)); /* a0+a2 b0+b2 a1+a3 b1+b3 */

@@ -20,7 +20,7 @@ export interface CapacityResult {
   bytesPerToken: number;
   /** the backend's total memory (Infinity when it reports no limit) */
   capacityBytes: number;
-  /** computed largest context (Infinity when unbounded) */
+  /** computed largest context (Infinity when unbounded, NaN when the memory is too small to measure the growth) */
   tokens: number;
   /** filled until CAPACITY: the largest context every layer reached (null when not demonstrated) */
   filled: number | null;
@@ -54,19 +54,27 @@ export async function capacity(h: Harness, c: ShapeCase, dtype: KvDtype, mode: M
     }
   };
   try {
-    await fillAll(probeA, FILL_CHUNK);
-    const a = shards.map((s) => b.memory(s).allocated);
-    await fillAll(probeB, FILL_CHUNK);
-    const grown = shards.map((s) => b.memory(s).allocated);
-    const growth = shards.map((s) => (grown[s]! - a[s]!) / (probeB - probeA));
-    const perShard = shards.map((s) => (growth[s]! > 0 ? probeB + (caps[s]! - grown[s]!) / growth[s]! : Infinity));
-    // Retrieval pages are allocated whole: only complete pages of tokens fit.
-    const tokens = Math.floor(Math.min(...perShard) / page) * page;
+    // A budget smaller than the probes (filled anyway when demonstrating) leaves the growth unknown: NaN.
+    let growth = shards.map(() => NaN), tokens = NaN;
+    try {
+      await fillAll(probeA, FILL_CHUNK);
+      const a = shards.map((s) => b.memory(s).allocated);
+      await fillAll(probeB, FILL_CHUNK);
+      const grown = shards.map((s) => b.memory(s).allocated);
+      growth = shards.map((s) => (grown[s]! - a[s]!) / (probeB - probeA));
+      const perShard = shards.map((s) => (growth[s]! > 0 ? probeB + (caps[s]! - grown[s]!) / growth[s]! : Infinity));
+      // Retrieval pages are allocated whole: only complete pages of tokens fit.
+      tokens = Math.floor(Math.min(...perShard) / page) * page;
+    } catch (e) {
+      if (!(demonstrate && e instanceof DuoError && e.code === "CAPACITY")) throw e;
+    }
     let filled: number | null = null;
-    if (demonstrate && Number.isFinite(tokens)) {
+    if (demonstrate && !(tokens === Infinity)) {
       h.note(`capacity ${c.shape.name} ${dtype} ${mode}: filling all ${L} layers until the backend is full (computed: ${Math.floor(tokens)} tokens)`);
-      // Steps of FILL_CHUNK, then halve the step after each refusal (a refused call changes nothing) down to 64.
-      for (let chunk = FILL_CHUNK; chunk >= 64; chunk /= 2) {
+      // Steps of one page, round robin over the layers, then halve the step after each refusal (a refused call changes
+      // nothing) down to 64: a layer runs at most one page ahead of the others when the memory runs out (steps of
+      // FILL_CHUNK let the first layers take 4 pages each that the last ones then lack).
+      for (let chunk = Math.min(page, FILL_CHUNK); chunk >= 64; chunk /= 2) {
         try {
           for (;;) await fillAll(shortest() + chunk, chunk);
         } catch (e) {
@@ -79,7 +87,7 @@ export async function capacity(h: Harness, c: ShapeCase, dtype: KvDtype, mode: M
       mode,
       bytesPerToken: growth.reduce((x, y) => x + y, 0),
       capacityBytes: caps.reduce((x, y) => x + y, 0),
-      tokens: Number.isFinite(tokens) ? Math.floor(tokens) : Infinity,
+      tokens: Number.isNaN(tokens) ? NaN : Number.isFinite(tokens) ? Math.floor(tokens) : Infinity,
       filled,
     };
   } finally {

@@ -5,7 +5,7 @@
  * to the whole model by KV bytes (per-layer work is proportional to the bytes a layer reads).
  */
 import { SyntheticInputs } from "../../demo/stack.ts";
-import { bytesPerElement, type KvDtype } from "../../dtype.ts";
+import { headBytes, type KvDtype } from "../../dtype.ts";
 import { DuoAttention } from "../../engine/duo.ts";
 import type { Sequence } from "../../engine/sequence.ts";
 import { DuoError } from "../../errors.ts";
@@ -36,7 +36,7 @@ export function decodeBytesFor(c: ShapeCase, mode: Mode, dtype: KvDtype, context
   const ret = ls.reduce((a, l) => a + counts[l]!, 0);
   return decodeBytes({
     retrievalHeads: ret, streamingHeads: ls.length * s.numKvHeads - ret, context, headDim: c.shape.headDim,
-    bytesPerElem: bytesPerElement(dtype), sinkSize: c.sinkSize, recentSize: c.recentSize,
+    bytesPerElem: headBytes(dtype, c.shape.headDim) / c.shape.headDim, sinkSize: c.sinkSize, recentSize: c.recentSize,
   });
 }
 
@@ -46,7 +46,7 @@ export function decodeBytesFor(c: ShapeCase, mode: Mode, dtype: KvDtype, context
  * sharding allows; below the plain byte ratio when layers have retrieval-head counts that do not split evenly.
  */
 export function criticalBytes(plan: DuoAttention["plan"], c: ShapeCase, dtype: KvDtype, context: number): number {
-  const perHeadToken = 2 * c.shape.headDim * bytesPerElement(dtype), ring = Math.min(context, c.sinkSize + c.recentSize);
+  const perHeadToken = 2 * headBytes(dtype, c.shape.headDim), ring = Math.min(context, c.sinkSize + c.recentSize);
   // Retrieval pages are striped over the shards (each holds 1/pageStride of every retrieval head); rings are whole.
   return plan.reduce((sum, shards) => sum + Math.max(...shards.map((h) => ((h.retrieval.length * context) / h.pageStride + h.streaming.length * ring) * perHeadToken)), 0);
 }
@@ -175,7 +175,7 @@ async function measureGroup(
       kvBytes: modelBytes,
       criticalBytes: criticalBytes(lane.engine.plan, c, dtype, meanContext),
       gbps: gbps(measuredBytes, t.ms),
-      limitGbps: h.ceilings ? limitGbps(h.ceilings, decodeFlopPerByte(c.shape.numHeads / c.shape.numKvHeads, bytesPerElement(dtype))) : null,
+      limitGbps: h.ceilings ? limitGbps(h.ceilings, decodeFlopPerByte(c.shape.numHeads / c.shape.numKvHeads, headBytes(dtype, c.shape.headDim) / c.shape.headDim)) : null,
       // What the backend reserved (whole pages, rings), scaled like the time when only some layers are filled.
       allocated: lane.seq.bytes().allocated * (modelBytes / measuredBytes),
       samples: t.samples,

@@ -5,12 +5,18 @@ import { checkOneOf, DuoError } from "../../errors.ts";
 import { PRESETS } from "../../schedule/presets.ts";
 import { numberArg, parseArgs } from "../args.ts";
 
-export const WHATS = ["decode", "prefill", "all"] as const;
+export const WHATS = ["decode", "prefill", "all", "capacity", "accuracy"] as const;
 export const SUITES = ["paper"] as const;
 export const CAPACITY_MODES = ["computed", "fill"] as const;
 
 export const USAGE = `usage: duo bench <decode|prefill|all> [options]
        duo bench --suite paper [--out DIR] [options]
+       duo bench capacity [--memory BYTES] [--shape name] [--pattern DIR] [--sparsity s]
+         tokens that fit in one budget for full / Duo attention with bf16 and int4 caches, each filled until CAPACITY
+         (wasm), and the same as a formula for 80 GB and 141 GB GPUs beside the paper's 3.3M
+       duo bench accuracy [--contexts T] [--shape name]
+         attention-output error of int8 / int4 caches against bf16 (and f32), random and outlier-channel keys,
+         retrieval and streaming heads
   Attention benchmarks: full attention vs DuoAttention on the same backend, the machine's ceilings in this
   runtime, and peers (plain TypeScript, onnxruntime-web, onnxruntime-node) for full-attention decode.
   --backend b          ${BACKEND_CHOICES.join(" | ")} (default auto)
@@ -27,6 +33,7 @@ export const USAGE = `usage: duo bench <decode|prefill|all> [options]
   --capacity m         ${CAPACITY_MODES.join(" | ")}: compute the largest context from allocation growth (default),
                        or also fill every layer until the backend's memory is full (slow: it writes all of it)
   --budget ms          time budget per measurement (default 1500)
+  --memory BYTES       capacity: the budget (512M, 2G, 1.5GiB; K/M/G = 1024-based; default: free memory - 1 GiB)
   --no-peers           skip the peers
   --json               one JSON line per measurement instead of tables
   --out DIR            --suite paper: where results.jsonl, results.md and the SVG plots go (default ./bench-out)
@@ -47,6 +54,8 @@ export interface BenchOptions {
   dtypes: KvDtype[];
   capacity: (typeof CAPACITY_MODES)[number] | undefined;
   budgetMs: number;
+  /** capacity: the memory budget in bytes */
+  memory: number | undefined;
   peers: boolean;
   json: boolean;
   out: string;
@@ -67,7 +76,7 @@ export function parseTokenList(name: string, raw: string): number[] {
 
 export function parseBenchArgs(argv: readonly string[]): BenchOptions {
   const args = parseArgs(argv, {
-    values: ["suite", "backend", "threads", "shape", "pattern", "sparsity", "contexts", "prefill-contexts", "chunk", "layers", "kv-dtype", "capacity", "budget", "out"],
+    values: ["suite", "backend", "threads", "shape", "pattern", "sparsity", "contexts", "prefill-contexts", "chunk", "layers", "kv-dtype", "capacity", "budget", "out", "memory"],
     flags: ["json", "no-peers", "help"],
   });
   const help = args.flags.has("help");
@@ -100,8 +109,17 @@ export function parseBenchArgs(argv: readonly string[]): BenchOptions {
     dtypes: [...new Set(dtypes)],
     capacity: args.values.has("capacity") ? checkOneOf("--capacity", args.values.get("capacity"), CAPACITY_MODES) : undefined,
     budgetMs: numberArg(args, "budget", { min: 1, max: 600000 }) ?? 1500,
+    memory: args.values.has("memory") ? parseBytes("--memory", args.values.get("memory")!) : undefined,
     peers: !args.flags.has("no-peers"),
     json: args.flags.has("json"),
     out,
   };
+}
+
+/** "512M", "2G", "1.5GiB", "1000000" → bytes (K/M/G are 1024-based), at least 1 MiB. */
+export function parseBytes(name: string, raw: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*([kmg]?)(?:i?b)?$/i.exec(raw.trim());
+  const n = m ? Math.floor(Number(m[1]) * 1024 ** " kmg".indexOf((m[2] || " ").toLowerCase())) : NaN;
+  if (!Number.isSafeInteger(n) || n < 1 << 20) throw new DuoError("INVALID_ARGUMENT", `${name} takes a byte count of at least 1 MiB (512M, 2G, 1.5GiB), got ${JSON.stringify(raw)}`);
+  return n;
 }
