@@ -13,7 +13,7 @@ import assert from "node:assert/strict";
 import { type CudaBackendOptions, createCudaBackend } from "../src/backend/cuda.ts";
 import { ReferenceBackend } from "../src/backend/reference.ts";
 import type { AttendOp, Backend, Handle, Op, Segment } from "../src/backend/types.ts";
-import { bytesPerElement, type KvDtype } from "../src/dtype.ts";
+import { bytesPerElement, type FloatDtype } from "../src/dtype.ts";
 import { cudaTarget } from "./helpers/cuda-target.ts";
 import { rng } from "./helpers/random.ts";
 
@@ -21,7 +21,7 @@ const { library, label, skip } = cudaTarget;
 const cudaBackend = (opts: CudaBackendOptions = {}) => createCudaBackend({ cudaLibrary: library, ...opts });
 
 /** One segment's keys: positions [N] and K / V [N, KVH, D] f32 (rounded to `dtype` on append). */
-interface Keys { dtype: KvDtype; positions: Int32Array; K: Float32Array; V: Float32Array }
+interface Keys { dtype: FloatDtype; positions: Int32Array; K: Float32Array; V: Float32Array }
 interface Case {
   T: number; G: number; KVH: number; D: number; qPos0: number; window: AttendOp["window"]; splits: number;
   keys: Keys[]; q: Float32Array; // q [T, KVH * G, D]
@@ -90,7 +90,7 @@ function range(a: number, b: number): Int32Array {
 }
 
 /** One segment of random keys at `positions` (KVH heads of D). */
-function keys(u: ReturnType<typeof uniform>, dtype: KvDtype, positions: Int32Array, KVH: number, D: number): Keys {
+function keys(u: ReturnType<typeof uniform>, dtype: FloatDtype, positions: Int32Array, KVH: number, D: number): Keys {
   return { dtype, positions, K: u(positions.length * KVH * D), V: u(positions.length * KVH * D) };
 }
 
@@ -98,7 +98,7 @@ test(`cuda (${label}): a non-finite value in a key row masked for some or all qu
   const bad: string[] = [];
   // [dtype, T, G, window, positions whose V row is huge]: T * G <= 16 runs the CUDA-core kernel, more the
   // tensor-core kernel (f16 / bf16); 1e6 is Inf once stored as f16, and Inf itself for f32 / bf16.
-  const cases: [KvDtype, number, number, AttendOp["window"], (ctx: number) => number[]][] = [
+  const cases: [FloatDtype, number, number, AttendOp["window"], (ctx: number) => number[]][] = [
     ["f32", 1, 4, null, (ctx) => [ctx + 5]], // a future key in the decode token's tile
     ["f32", 4, 1, null, (ctx) => [ctx + 1]], // the causal diagonal: visible to tokens 1.., masked for token 0
     ["f16", 1, 4, null, (ctx) => [ctx + 9]],
