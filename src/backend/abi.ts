@@ -9,7 +9,7 @@
  */
 import { bytesPerElement, type KvDtype } from "../dtype.ts";
 import { type BufferLayout, bufferRows, type KvLayout } from "./layout.ts";
-import type { Segment } from "./types.ts";
+import type { AttendOp, Segment } from "./types.ts";
 
 /** DUO_API_VERSION of wasm/src/duo.h: what duo.wasm and the native library must report. */
 export const DUO_API_VERSION = 4;
@@ -59,4 +59,18 @@ export function packSegment(words: Int32Array, i: number, s: Segment, D: number,
 export function putPtr(words: Int32Array, at: number, ptr: number): void {
   words[at] = ptr % 2 ** 32 | 0;
   words[at + 1] = Math.floor(ptr / 2 ** 32) | 0;
+}
+
+/** Copy a duo_attend result, compact out [T][J*G][D] and lse [T][J*G] for the op's J = qHeads.length KV heads, into
+ *  the rows of the caller's out [T][numHeads][D] and lse [T][numHeads] that belong to its query heads. */
+export function scatterCompact(op: AttendOp, out: Float32Array, lse: Float32Array | null): void {
+  const { T, numHeads: Hq, headDim: D, group: G } = op;
+  const J = op.qHeads.length;
+  for (let t = 0; t < T; t++) {
+    for (let j = 0; j < J; j++) {
+      const src = (t * J + j) * G, dst = t * Hq + op.qHeads[j]! * G;
+      op.out.set(out.subarray(src * D, (src + G) * D), dst * D);
+      if (op.lse && lse) op.lse.set(lse.subarray(src, src + G), dst);
+    }
+  }
 }

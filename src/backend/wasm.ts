@@ -10,12 +10,14 @@
  * has one, larger ones and those that meet a busy lane as messages; the worker keeps them all in order.
  * Every op is validated here before it leaves, so a rejected op never reaches a kernel.
  */
-import { bytesPerElement, KV_DTYPES, type KvDtype } from "../dtype.ts";
+import { KV_DTYPES, type KvDtype } from "../dtype.ts";
 import { checkInt, checkOneOf, DuoError } from "../errors.ts";
 import { readUrl, runtime, spawnWorker, type WorkerThread } from "../runtime.ts";
-import { bufferBytes, bufferRows, checkSharedBuffer, checkTileable, type KvLayout, tileable } from "./layout.ts";
+import { type KvLayout, tileable } from "./layout.ts";
+import { checkAppend, checkAttend } from "./validate.ts";
+import { scatterCompact } from "./abi.ts";
 import type { BackendOptions } from "./registry.ts";
-import type { AppendOp, AttendOp, Backend, BackendMemory, BackendProbe, Handle, Op, Segment } from "./types.ts";
+import type { AppendOp, AttendOp, Backend, BackendMemory, BackendProbe, Handle, Op } from "./types.ts";
 import { type AttendResult, type ExecAttend, type ExecOp, type FromWorker, type ToWorker, WasmExec } from "./wasm-exec.ts";
 import { CLOSED, DONE, Lane, laneUsable, REQ, STATUS, waitChange } from "./wasm-lane.ts";
 
@@ -298,7 +300,7 @@ export class WasmBackend implements Backend {
     const exec = ops.map((op, i) => this.check(shard, op, i));
     const results = await this.impl[shard]!.run(exec);
     ops.forEach((op, i) => {
-      if (op.kind === "attend") scatter(op, results[i]!);
+      if (op.kind === "attend") scatterCompact(op, results[i]!.out, results[i]!.lse);
     });
   }
 
@@ -336,80 +338,17 @@ export class WasmBackend implements Backend {
   /** Validate an op against the shapes and buffers it names; return what travels to the executor. */
   private check(shard: number, op: Op, i: number): ExecOp {
     const at = `ops[${i}] (${op?.kind})`;
+    const bufferOf = (h: Handle) => this.buffer(shard, h);
     if (op?.kind === "append") {
-      this.checkAppend(shard, op, at);
+      checkAppend(op, at, bufferOf, "wasm");
       return this.workers ? packAppend(op) : op;
     }
-    if (op?.kind === "attend") return this.checkAttend(shard, op, at);
+    if (op?.kind === "attend") {
+      const qPos0 = checkAttend(op, at, bufferOf, "wasm");
+      const { out: _out, lse, ...rest } = op;
+      return { ...rest, lse: lse !== undefined, qPos0 };
+    }
     throw new DuoError("INVALID_ARGUMENT", `ops[${i}].kind must be "append" or "attend", got ${JSON.stringify((op as { kind?: unknown })?.kind)}`);
-  }
-
-  private checkAppend(shard: number, op: AppendOp, at: string): void {
-    checkDtype(op.dtype, at);
-    checkHeadDim(op.headDim, at);
-    const layout = checkOneOf(`${at} layout`, op.layout ?? "NHD", ["NHD", "K64", "V64"] as const);
-    checkInt(`${at} rowHeads`, op.rowHeads, 0);
-    checkInt(`${at} srcHeads`, op.srcHeads, 0);
-    const dst = this.buffer(shard, op.dst);
-    const T = op.rows.length;
-    if (op.src.length !== T * op.srcHeads * op.headDim) {
-      throw new DuoError("SHAPE_MISMATCH", `${at}: src has ${op.src.length} floats, expected rows.length × srcHeads × headDim = ${T} × ${op.srcHeads} × ${op.headDim}`);
-    }
-    if (op.heads.length !== op.rowHeads) {
-      throw new DuoError("SHAPE_MISMATCH", `${at}: heads has ${op.heads.length} entries, expected rowHeads = ${op.rowHeads}`);
-    }
-    for (const h of op.heads) {
-      if (h < 0 || h >= op.srcHeads) throw new DuoError("INVALID_ARGUMENT", `${at}: heads entry ${h} is outside the ${op.srcHeads} source heads`);
-    }
-    const capacityRows = bufferRows(layout, dst.bytes, op.rowHeads, op.headDim, bytesPerElement(op.dtype));
-    if (layout !== "NHD" && capacityRows !== Infinity) checkTileable(capacityRows, op.headDim, `${at}: buffer ${op.dst}`, layout);
-    for (const r of op.rows) {
-      if (r >= capacityRows) throw new DuoError("CAPACITY", `${at}: row ${r} is past the buffer's ${capacityRows} rows`);
-    }
-  }
-
-  private checkAttend(shard: number, op: AttendOp, at: string): ExecAttend {
-    checkHeadDim(op.headDim, at);
-    const T = checkInt(`${at} T`, op.T, 0), Hq = checkInt(`${at} numHeads`, op.numHeads, 0);
-    const G = checkInt(`${at} group`, op.group, 1), D = op.headDim;
-    const qPos0 = checkInt(`${at} qPos0`, op.qPos0, 0, 2 ** 31 - 1 - T);
-    if (op.q.length !== T * Hq * D) throw new DuoError("SHAPE_MISMATCH", `${at}: q has ${op.q.length} floats, expected T × numHeads × headDim = ${T} × ${Hq} × ${D}`);
-    if (op.out.length !== T * Hq * D) throw new DuoError("SHAPE_MISMATCH", `${at}: out has ${op.out.length} floats, expected T × numHeads × headDim = ${T} × ${Hq} × ${D}`);
-    if (op.lse && op.lse.length !== T * Hq) throw new DuoError("SHAPE_MISMATCH", `${at}: lse has ${op.lse.length} floats, expected T × numHeads = ${T} × ${Hq}`);
-    if (op.kvSlots.length !== op.qHeads.length) {
-      throw new DuoError("SHAPE_MISMATCH", `${at}: kvSlots has ${op.kvSlots.length} entries, qHeads ${op.qHeads.length}; they must match`);
-    }
-    for (const h of op.qHeads) {
-      if (h < 0 || (h + 1) * G > Hq) throw new DuoError("INVALID_ARGUMENT", `${at}: qHeads entry ${h} selects query heads ${h * G}..${h * G + G - 1}, outside the ${Hq} query heads`);
-    }
-    if (op.window !== null) {
-      checkInt(`${at} window.sink`, op.window?.sink, 0, 2 ** 31 - 1);
-      checkInt(`${at} window.recent`, op.window?.recent, 0, 2 ** 31 - 1);
-    }
-    if (op.qHeads.length > 0 && T > 0) for (const s of op.segments) this.checkSegment(shard, s, op, at);
-    const { out: _out, lse, ...rest } = op;
-    return { ...rest, lse: lse !== undefined, qPos0 };
-  }
-
-  private checkSegment(shard: number, s: Segment, op: AttendOp, at: string): void {
-    checkDtype(s.dtype, at);
-    const layout = checkOneOf(`${at} segment layout`, s.layout ?? "NHD", ["NHD", "T64"] as const);
-    checkInt(`${at} segment rowHeads`, s.rowHeads, 1);
-    const start = checkInt(`${at} segment rowStart`, s.rowStart, 0), count = checkInt(`${at} segment rowCount`, s.rowCount, 0);
-    for (const slot of op.kvSlots) {
-      if (slot < 0 || slot >= s.rowHeads) throw new DuoError("INVALID_ARGUMENT", `${at}: kvSlots entry ${slot} is outside the segment's ${s.rowHeads} row heads`);
-    }
-    if (layout === "T64") checkSharedBuffer(s.k, s.v, `${at}: a segment`);
-    const es = bytesPerElement(s.dtype), end = bufferBytes(layout, start + count, s.rowHeads, op.headDim, es);
-    for (const [name, h] of [["k", s.k], ["v", s.v]] as const) {
-      const b = this.buffer(shard, h);
-      if (end > b.bytes) throw new DuoError("SHAPE_MISMATCH", `${at}: segment rows ${start}..${start + count - 1} of ${s.rowHeads} × ${op.headDim} ${s.dtype} (${layout}) need ${end} bytes of ${name} buffer ${h}, which has ${b.bytes}`);
-      if (layout === "T64") checkTileable(bufferRows(layout, b.bytes, s.rowHeads, op.headDim, es), op.headDim, `${at}: ${name} buffer ${h}`, layout);
-    }
-    if (typeof s.positions === "number") checkInt(`${at} segment positions`, s.positions, -(2 ** 31), 2 ** 31 - 1 - count);
-    else if (!(s.positions instanceof Int32Array) || s.positions.length !== count) {
-      throw new DuoError("SHAPE_MISMATCH", `${at}: segment positions must be a number or an Int32Array of rowCount = ${count} entries`);
-    }
   }
 }
 
@@ -433,28 +372,6 @@ function packAppend(op: AppendOp): AppendOp {
     i++;
   }
   return { ...op, src, srcHeads: H, heads: Int32Array.from({ length: H }, (_, j) => j), rows };
-}
-
-function checkDtype(dtype: KvDtype, at: string): void {
-  if (!KV_DTYPES.includes(dtype)) throw new DuoError("UNSUPPORTED", `${at}: dtype must be one of ${KV_DTYPES.map((d) => `"${d}"`).join(", ")}, got ${JSON.stringify(dtype)}`);
-}
-
-function checkHeadDim(headDim: number, at: string): void {
-  checkInt(`${at} headDim`, headDim, 1);
-  if (headDim % 4 !== 0) throw new DuoError("UNSUPPORTED", `${at}: the wasm kernels need headDim to be a multiple of 4, got ${headDim}`);
-}
-
-/** Copy an attend's compact result into the rows of the caller's out/lse that belong to its query heads. */
-function scatter(op: AttendOp, r: AttendResult): void {
-  const { T, numHeads: Hq, headDim: D, group: G } = op;
-  const J = op.qHeads.length;
-  for (let t = 0; t < T; t++) {
-    for (let j = 0; j < J; j++) {
-      const src = (t * J + j) * G, dst = t * Hq + op.qHeads[j]! * G;
-      op.out.set(r.out.subarray(src * D, (src + G) * D), dst * D);
-      if (op.lse && r.lse) op.lse.set(r.lse.subarray(src, src + G), dst);
-    }
-  }
 }
 
 /** Where the .wasm files are: wasm/dist when running from the TypeScript sources, beside this module when bundled. */

@@ -1,0 +1,36 @@
+/*
+ * The native library's exports beyond wasm/src/duo.h (whose ops it exports under the same names and signatures):
+ * host memory, threads, the chosen instruction set and error messages. ffi/symbols.ts (NATIVE_SYMBOLS) declares the
+ * same table for bun:ffi, Deno.dlopen and koffi.
+ *
+ * Memory: duo_alloc blocks are 64-byte aligned and zero-filled, from the host (mmap for large blocks, so that their
+ * pages are committed lazily), counted (duo_memory) and registered: every op that names a buffer (duo_append's dst,
+ * a segment's k and v) must name the address duo_alloc gave, and the op is refused unless the rows it touches lie
+ * inside that block. Refused calls return DUO_E_* before writing anything; duo_last_error() then says why.
+ */
+#ifndef DUO_HOST_H
+#define DUO_HOST_H
+#include "../../wasm/src/duo.h"
+
+#define DUO_MAX_THREADS 256
+
+/* The message of the calling thread's last refused call ("" when none). */
+DUO_EXPORT const char *duo_last_error(void);
+/* The instruction set the kernels run with: "avx512", "avx2", "sse41", "neon" or "scalar" (chosen once, at load, from
+ * the CPU; the environment variable DUO_NATIVE_ISA may name a lower one that the CPU supports, for tests). */
+DUO_EXPORT const char *duo_isa(void);
+/* Threads for the calls that follow (1 .. DUO_MAX_THREADS): heads and KV rows of duo_attend, and the benchmark
+ * ceilings, are split over them. Returns the previous count, or DUO_E_ARG. */
+DUO_EXPORT int32_t duo_threads(int32_t n);
+
+/* *out = address of a fresh block of `bytes` (> 0). DUO_E_CAPACITY when the host has no memory. */
+DUO_EXPORT int32_t duo_alloc(uint64_t bytes, uint64_t *out);
+/* Free a block (its address as duo_alloc gave it); DUO_E_HANDLE for anything else. */
+DUO_EXPORT int32_t duo_free(uint64_t block);
+/* out[0] = bytes in live blocks, out[1] = live blocks. */
+DUO_EXPORT int32_t duo_memory(double *out);
+/* Copy bytes [offset, offset + bytes) of a block out to host memory, or into it from host memory. */
+DUO_EXPORT int32_t duo_read(uint64_t block, uint64_t offset, uint64_t bytes, void *dst);
+DUO_EXPORT int32_t duo_write(uint64_t block, uint64_t offset, uint64_t bytes, const void *src);
+
+#endif
