@@ -173,6 +173,12 @@ export const NATIVE_SYMBOLS = {
   duo_last_error: { args: [], result: "cstring" },
   // const char* duo_isa(void)
   duo_isa: { args: [], result: "cstring" },
+  duo_select_isa: {
+    args: [
+      "buffer", // const char* name (NUL-terminated; NULL or "": the best this CPU runs)
+    ],
+    result: "i32",
+  },
   duo_threads: {
     args: [
       "i32", // int32_t n

@@ -5,6 +5,7 @@
  * symbol suffixed (duo_attend_avx2, k_pv_m4_avx2, ...); KERNELS(s) declares one set and its table.
  */
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,19 +57,22 @@ static int choices(choice *c) {
 }
 #endif
 
-static const isa_kernels *chosen;
+static const isa_kernels *_Atomic chosen;
 
-/* The best set the CPU runs, or the one DUO_NATIVE_ISA names when the CPU runs it too. */
-__attribute__((constructor)) static void choose(void) {
+int32_t duo_select_isa(const char *name) {
   choice c[4];
   const int n = choices(c);
-  const char *want = getenv("DUO_NATIVE_ISA");
-  chosen = NULL;
-  for (int i = 0; i < n && !chosen; i++)
-    if (c[i].ok && (!want || !*want || strcmp(want, c[i].k->name) == 0)) chosen = c[i].k;
-  if (!chosen) /* a name this CPU or build lacks: the best one (duo_isa() shows which) */
-    for (int i = 0; i < n && !chosen; i++)
-      if (c[i].ok) chosen = c[i].k;
+  for (int i = 0; i < n; i++)
+    if (c[i].ok && (!name || !*name || strcmp(name, c[i].k->name) == 0)) {
+      chosen = c[i].k;
+      return DUO_OK;
+    }
+  return fail(DUO_E_UNSUPPORTED, "duo_select_isa: \"%s\" is not an instruction set this build has and this CPU runs", name);
+}
+
+/* At load: the best set the CPU runs, or the one DUO_NATIVE_ISA names when the CPU runs it too. */
+__attribute__((constructor)) static void choose(void) {
+  if (duo_select_isa(getenv("DUO_NATIVE_ISA")) != DUO_OK) duo_select_isa(NULL);
 }
 
 const isa_kernels *isa(void) { return chosen; }

@@ -19,6 +19,9 @@ DUO_EXPORT const char *duo_last_error(void);
 /* The instruction set the kernels run with: "avx512", "avx2", "sse41", "neon" or "scalar" (chosen once, at load, from
  * the CPU; the environment variable DUO_NATIVE_ISA may name a lower one that the CPU supports, for tests). */
 DUO_EXPORT const char *duo_isa(void);
+/* Switch the kernels to the instruction set `name` (NULL or "": the best), process-wide; DUO_E_UNSUPPORTED when this
+ * build lacks it or the CPU does not run it (the choice stays). For tests and benchmarks of every set. */
+DUO_EXPORT int32_t duo_select_isa(const char *name);
 /* Threads for the calls that follow (1 .. DUO_MAX_THREADS): heads and KV rows of duo_attend, and the benchmark
  * ceilings, are split over them. Returns the previous count, or DUO_E_ARG. */
 DUO_EXPORT int32_t duo_threads(int32_t n);

@@ -227,3 +227,10 @@ export class NativeBackend implements Backend {
     return b;
   }
 }
+
+/** Switch the library's kernels to one instruction set, process-wide ("" = the best this CPU runs); false when this
+ *  build or CPU lacks it. For tests and benchmarks that compare the sets (native/src/host.h duo_select_isa). */
+export async function selectNativeIsa(name: string, opts: BackendOptions = {}): Promise<boolean> {
+  const { lib } = await load(opts);
+  return lib.duo_select_isa(new TextEncoder().encode(`${name}\0`)) === STATUS.OK;
+}
