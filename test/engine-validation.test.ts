@@ -22,7 +22,7 @@ test("create rejects bad options with the valid choices named", async () => {
   await assert.rejects(make({ recentSize: 2.5 }), isDuo("INVALID_ARGUMENT", /recentSize/));
   await assert.rejects(make({ kvDtype: "int8" }), isDuo("INVALID_ARGUMENT", /kvDtype must be one of "f32", "f16", "bf16"/));
   await assert.rejects(make({ prefill: "dense" }), isDuo("INVALID_ARGUMENT", /"upstream", "window"/));
-  await assert.rejects(make({ backend: "tpu" }), isDuo("INVALID_ARGUMENT", /backend must be one of "auto", "cuda", "wasm"/));
+  await assert.rejects(make({ backend: "tpu" }), isDuo("INVALID_ARGUMENT", /backend must be one of "auto", "cuda", "native", "wasm"/));
   await assert.rejects(make({ maxContext: 0 }), isDuo("INVALID_ARGUMENT", /maxContext/));
   await assert.rejects(make({ heads: undefined }), isDuo("INVALID_ARGUMENT", /heads is required/));
 });

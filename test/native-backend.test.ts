@@ -156,7 +156,7 @@ test("alloc zero-fills, append writes the bytes the wasm build writes, memory() 
   b.free(0, h);
   assert.equal(b.memory(0).allocated, before);
   assert.equal(b.memory(0).capacity, Infinity);
-  assert.ok(b.measure("read", 1 << 20, 2) > 0 && b.measure("mad", 1000, 2) > 0);
+  assert.ok((await b.measure(0, "read", 1 << 20, 2)) > 0 && (await b.measure(0, "mad", 1000, 2)) > 0);
   await b.dispose();
   await w.dispose();
 });

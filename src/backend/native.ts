@@ -63,6 +63,8 @@ export class NativeBackend implements Backend {
   private nextHandle = 1;
   private allocated = 0;
   private disposed = false;
+  /** blocks the read ceiling streams, by size */
+  private readonly benchBlocks = new Map<number, number>();
   /** a block for explicit positions (segments name them by address) */
   private scratch: Block | null = null;
   // Small argument arrays, reused: passed whole on every call, never as cached pointers.
@@ -129,21 +131,34 @@ export class NativeBackend implements Backend {
     }
   }
 
-  /** Milliseconds for `reps` calls of a ceiling kernel over this backend's threads: "read" streams `amount` bytes (a
-   *  multiple of 64, split over the threads), "mad" runs `amount` steps of 96 FLOP on every thread. */
-  measure(kind: "read" | "mad", amount: number, reps: number): number {
-    if (this.disposed) throw new DuoError("DISPOSED", "native backend: used after dispose()");
+  /** The build that runs the kernels (for the ceilings: wasm-ceilings.ts). */
+  get kernels(): string {
+    return `native ${this.isa}`;
+  }
+  /** Every thread runs all multiply-add steps of a "mad" measure. */
+  get madThreads(): number {
+    return this.threads;
+  }
+
+  /** Milliseconds for `reps` calls of a ceiling kernel over this backend's threads (bench/wasm-kernels.ts,
+   *  wasm-ceilings.ts): "read" streams `amount` bytes (a multiple of 64, split over the threads), "mad" runs `amount`
+   *  steps of 96 FLOP on every thread. */
+  async measure(shard: number, kind: "read" | "mad", amount: number, reps: number): Promise<number> {
+    this.live(shard);
     this.lib.duo_threads(this.threads);
     let ptr = 0;
-    if (kind === "read") {
-      ptr = this.allocBlock(amount);
-      this.check(this.lib.duo_write(ptr, 0, amount, new Float32Array(amount / 4).fill(1)), "duo_write");
+    if (kind === "read") { // filled once per size and kept: callers time the whole call
+      ptr = this.benchBlocks.get(amount) ?? 0;
+      if (!ptr) {
+        ptr = this.allocBlock(amount);
+        this.check(this.lib.duo_write(ptr, 0, amount, new Float32Array(amount / 4).fill(1)), "duo_write");
+        this.benchBlocks.set(amount, ptr);
+      }
     }
     let sink = 0;
     const t0 = performance.now();
     for (let i = 0; i < reps; i++) sink += kind === "read" ? this.lib.duo_bench_read(ptr, amount) : this.lib.duo_bench_mad(amount);
     const ms = performance.now() - t0;
-    if (ptr) this.lib.duo_free(ptr);
     if (Number.isNaN(sink)) throw new DuoError("BACKEND_UNAVAILABLE", "benchmark kernel returned NaN");
     return ms;
   }
@@ -155,6 +170,8 @@ export class NativeBackend implements Backend {
     this.blocks.clear();
     if (this.scratch) this.lib.duo_free(this.scratch.ptr);
     this.scratch = null;
+    for (const ptr of this.benchBlocks.values()) this.lib.duo_free(ptr);
+    this.benchBlocks.clear();
     this.allocated = 0;
   }
 
