@@ -1,17 +1,28 @@
 // Which keys does each query see? Probed end to end through the engine: every key is the same vector (equal
 // scores), and the value of position p is the one-hot e_p, so the output of a query is 1/|visible| on exactly its
-// visible positions. Head 0 is a retrieval head, head 1 a streaming head.
+// visible positions. Head 0 is a retrieval head, head 1 a streaming head. The same probe runs on the reference backend
+// and, where it loads, on the native backend with 1 and 2 threads in f32, f16 and bf16 (one-hot values and the weights
+// 1/n are exact or within 1e-6 in every dtype).
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { DuoAttention } from "../src/engine/duo.ts";
+import { probeNative } from "../src/backend/native.ts";
+import type { KvDtype } from "../src/dtype.ts";
 import { upstreamVisible, windowVisible, type Visible } from "./helpers/attention.ts";
 
 const D = 128; // one-hot values need D > number of tokens
 
-async function probe(mode: "upstream" | "window", S: number, R: number, chunks: number[], pageSize = 7): Promise<Map<number, number[][]>> {
+interface On {
+  backend: "reference" | "native";
+  kvDtype: KvDtype;
+  threads?: number;
+}
+
+async function probe(mode: "upstream" | "window", S: number, R: number, chunks: number[], pageSize = 7,
+  on: On = { backend: "reference", kvDtype: "f32" }): Promise<Map<number, number[][]>> {
   const duo = await DuoAttention.create({
     shape: { numLayers: 1, numHeads: 2, numKvHeads: 2, headDim: D },
-    heads: [[true, false]], sinkSize: S, recentSize: R, kvDtype: "f32", backend: "reference", prefill: mode, pageSize,
+    heads: [[true, false]], sinkSize: S, recentSize: R, prefill: mode, pageSize, ...on,
   });
   const seq = duo.sequence();
   const seen = new Map<number, number[][]>();
@@ -85,10 +96,18 @@ const grid: [number, number, number[]][] = [
   [5, 7, [30, 30, 2, 1]], // chunks much longer than the ring
 ];
 
-for (const mode of ["upstream", "window"] as const) {
-  test(`${mode} mode: visible keys over a grid of S, R and chunkings`, async () => {
+const native = await probeNative({});
+const ons: [On, string | false][] = [
+  [{ backend: "reference", kvDtype: "f32" }, false],
+  ...[1, 2].flatMap((threads) => (["f32", "f16", "bf16"] as const).map((kvDtype): [On, string | false] =>
+    [{ backend: "native", kvDtype, threads }, native.usable ? false : `skipped: native backend not usable here (${native.reason})`])),
+];
+
+for (const mode of ["upstream", "window"] as const) for (const [on, skip] of ons) {
+  const where = on.backend === "reference" ? "" : ` (native, ${on.threads} thread(s), ${on.kvDtype})`;
+  test(`${mode} mode: visible keys over a grid of S, R and chunkings${where}`, { skip }, async () => {
     for (const [S, R, chunks] of grid) {
-      const seen = await probe(mode, S, R, chunks, 3);
+      const seen = await probe(mode, S, R, chunks, 3, on);
       const rule = mode === "window" ? windowVisible(S, R) : upstreamVisible(S, R, chunkStartOf(chunks));
       for (const [t, [ret, str]] of seen) {
         assert.deepEqual(str, expectSet(rule, t), `S=${S} R=${R} chunks=${chunks}: streaming query ${t}`);
