@@ -62,15 +62,18 @@ interface Spec<S extends SymbolTable> {
   defaultPath(): string;
   /** what builds it, for the messages */
   build: string;
+  /** the reason when the default path has no library */
+  notBuilt(): string;
 }
 
 const CUDA: Spec<typeof SYMBOLS> = {
   symbols: SYMBOLS, version: DUO_API_VERSION, option: "cudaLibrary", envVar: "DUO_CUDA_LIB", defaultPath: defaultLibraryPath,
-  build: "npm run build:cuda",
+  build: "npm run build:cuda", notBuilt: () => "library not built (npm run build:cuda)",
 };
 const NATIVE: Spec<typeof NATIVE_SYMBOLS> = {
   symbols: NATIVE_SYMBOLS, version: NATIVE_API_VERSION, option: "nativeLibrary", envVar: "DUO_NATIVE_LIB",
-  defaultPath: defaultNativePath, build: "bash native/build.sh",
+  defaultPath: defaultNativePath, build: "npm run build:native",
+  notBuilt: () => `library not built for ${hostTarget()} (npm run build:native, which needs clang-19 and lld-19)`,
 };
 
 const opened = new Map<string, Promise<LoadedLibrary<unknown>>>();
@@ -113,7 +116,7 @@ async function open<S extends SymbolTable>(spec: Spec<S>, path: string, source: 
       throw new DuoError("BACKEND_UNAVAILABLE", "koffi not installed (npm install koffi)", { cause });
     }
     if (/no such file|not found|cannot open shared object/i.test(msg)) {
-      const reason = source === "the default build location" ? `library not built for ${hostTarget()} (${spec.build})`
+      const reason = source === "the default build location" ? spec.notBuilt()
         : `library not found at ${path} (from ${source})`;
       throw new DuoError("BACKEND_UNAVAILABLE", reason, { cause });
     }

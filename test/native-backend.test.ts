@@ -67,7 +67,7 @@ test("a library of another API version: BACKEND_UNAVAILABLE naming both versions
   const built = spawnSync(cc!, ["-shared", "-fPIC", "-o", join(dir, "libduo.so"), join(dir, "stub.c")]);
   assert.equal(built.status, 0, String(built.stderr));
   await assert.rejects(createNativeBackend({ nativeLibrary: join(dir, "libduo.so") }),
-    isDuo("BACKEND_UNAVAILABLE", "C API version 3", `needs ${DUO_API_VERSION}`, "bash native/build.sh"));
+    isDuo("BACKEND_UNAVAILABLE", "C API version 3", `needs ${DUO_API_VERSION}`, "npm run build:native"));
 });
 
 test("C ABI: bad arguments are refused with a status and a reason, and write nothing", { skip }, async () => {
