@@ -9,12 +9,13 @@
  *                 which user-space addresses are on x86-64 and aarch64)
  *   "buffer"      a pointer to the bytes of a typed array (or null), taken at call time on every call; the library
  *                 never keeps it (no cached pointers: Bun's ptr() goes stale once a caller is JIT-compiled)
- *   "f64", "f32"  double, float (results only)
+ *   "f32"         float
+ *   "f64"         double (result only)
  *   "cstring"     const char* owned by the library (result only; copied into a JS string)
  * The C prototype is written beside every argument. Constants below mirror the enums of duo.h (test/cuda-abi.test.ts
  * compares them with the header).
  */
-export type ArgType = "i32" | "u32" | "u64" | "buffer";
+export type ArgType = "i32" | "u32" | "u64" | "f32" | "buffer";
 export type ResultType = "i32" | "u32" | "f32" | "f64" | "cstring" | "void";
 export interface SymbolDef {
   readonly args: readonly ArgType[];
@@ -272,5 +273,69 @@ export const NATIVE_SYMBOLS = {
       "i32", // int32_t iters
     ],
     result: "f32",
+  },
+  duo_model_pack: {
+    args: [
+      "u64", // uint64_t w (a block: [rows, cols] of 16-bit elements)
+      "i32", // int32_t rows
+      "i32", // int32_t cols
+    ],
+    result: "i32",
+  },
+  duo_model_matmul: {
+    args: [
+      "buffer", // float* y [T][nout]
+      "buffer", // const float* x [T][nin]
+      "u64", // uint64_t w (a block: [nout, nin] of dtype)
+      "buffer", // const float* bias [nout] (or NULL)
+      "i32", // int32_t T
+      "i32", // int32_t nin
+      "i32", // int32_t nout
+      "i32", // int32_t dtype
+    ],
+    result: "i32",
+  },
+  duo_model_embed: {
+    args: [
+      "buffer", // float* y [T][cols]
+      "buffer", // const int32_t* ids [T]
+      "u64", // uint64_t table (a block: [rows, cols] of dtype)
+      "i32", // int32_t T
+      "i32", // int32_t rows
+      "i32", // int32_t cols
+      "i32", // int32_t dtype
+    ],
+    result: "i32",
+  },
+  duo_model_rmsnorm: {
+    args: [
+      "buffer", // float* y [T][n]
+      "buffer", // const float* x [T][n]
+      "buffer", // const float* w [n]
+      "i32", // int32_t T
+      "i32", // int32_t n
+      "f32", // float eps
+    ],
+    result: "i32",
+  },
+  duo_model_rope: {
+    args: [
+      "buffer", // float* x [T][heads][head_dim] (in place)
+      "buffer", // const float* cos [T][head_dim / 2]
+      "buffer", // const float* sin [T][head_dim / 2]
+      "i32", // int32_t T
+      "i32", // int32_t heads
+      "i32", // int32_t head_dim
+    ],
+    result: "i32",
+  },
+  duo_model_swiglu: {
+    args: [
+      "buffer", // float* y [n]
+      "buffer", // const float* gate [n]
+      "buffer", // const float* up [n]
+      "i32", // int32_t n
+    ],
+    result: "i32",
   },
 } as const satisfies SymbolTable;

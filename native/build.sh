@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the native CPU library, native/dist/linux-<arch>/libduo.so, from the SAME C sources as the wasm build
-# (wasm/src: the drivers append.c, attend.c, merge.c and the *_simd.c / *_scalar.c twins) plus native/src (the
-# dispatcher, host memory, thread pool). The sources are compiled once per instruction set, every symbol suffixed
+# (wasm/src: the drivers append.c, attend.c, merge.c and the *_simd.c / *_scalar.c twins; wasm/model/kernels.c, the
+# model kernels) plus native/src (the dispatcher, host memory, thread pool). The sources are compiled once per instruction set, every symbol suffixed
 # with its name (-Dk_pv_m4=k_pv_m4_avx2, ...), and native/src/dispatch.c picks one set at load from the CPU:
 #   x86-64:  avx512 (-march=x86-64-v4), avx2 (x86-64-v3: AVX2 + FMA), sse41 (x86-64-v2), scalar (x86-64)
 #   aarch64: neon, scalar
@@ -36,6 +36,10 @@ cflags=(-O3 -fPIC -std=c11 -fvisibility=hidden -ffp-contract=off -Wall -Wextra -
 names=$(sed -nE 's/^(void|int|float|int32_t|uint32_t) (k_[a-z0-9_]+)\(.*/\2/p' "$src/kernels.h"
         sed -nE 's/^DUO_EXPORT [a-z0-9_]+ \*?(duo_[a-z0-9_]+)\(.*/\1/p' "$src/duo.h")
 
+# The model kernels (wasm/model/kernels.c): its exports and the MATMUL / EMBED instances.
+model="$root/wasm/model/kernels.c"
+model_names=$(sed -nE 's/^EXPORT void ([a-z0-9_]+)\(.*/\1/p; s/^(MATMUL|EMBED)\(([a-z0-9_]+),.*/\2/p' "$model")
+
 objs=()
 for set in "${sets[@]}"; do
   IFS=: read -r name march twin <<<"$set"
@@ -45,6 +49,12 @@ for set in "${sets[@]}"; do
     "$CC" "${cflags[@]}" "-march=$march" "${renames[@]}" -c "$src/$f" -o "$obj/$name-${f%.c}.o"
     objs+=("$obj/$name-${f%.c}.o")
   done
+  if [[ $twin == simd ]]; then # the model kernels have no scalar twin: SIMD sets only
+    renames=()
+    for n in $model_names; do renames+=("-D$n=${n}_$name"); done
+    "$CC" "${cflags[@]}" "-march=$march" "${renames[@]}" -c "$model" -o "$obj/$name-model.o"
+    objs+=("$obj/$name-model.o")
+  fi
 done
 for f in "$here"/src/*.c; do
   b="$(basename "$f" .c)"
@@ -57,9 +67,9 @@ done
 # The other architecture's SIMD mapping compiles too (no link: no cross libc here).
 other=aarch64-linux-gnu
 [[ "$arch" == linux-arm64 ]] && other=x86_64-linux-gnu
-for f in attend_simd.c convert_simd.c bench_simd.c attend.c; do
+for f in "$src/attend_simd.c" "$src/convert_simd.c" "$src/bench_simd.c" "$src/attend.c" "$model"; do
   "$CC" --target=$other -ffreestanding -std=c11 -Wall -Wextra -Werror $([[ $other == x86* ]] && echo -march=x86-64-v3) \
-    -fsyntax-only "$src/$f"
+    -fsyntax-only "$f"
 done
 
 if ((check)); then

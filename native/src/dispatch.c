@@ -11,7 +11,26 @@
 #include <string.h>
 #include "internal.h"
 
-#define KERNELS(s)                                                                                                   \
+/* The model kernels of a SIMD set (wasm/model/kernels.c; the f32/f16/bf16 entry points take typed pointers, called
+ * here through void pointers of the same representation). */
+#define MODEL_KERNELS(s)                                                                                             \
+  void pack_u16_##s(uint16_t *, int, int);                                                                           \
+  void matmul_f32_##s(float *, const float *, const float *, const float *, int, int, int);                          \
+  void matmul_f16_##s(float *, const float *, const uint16_t *, const float *, int, int, int);                       \
+  void matmul_bf16_##s(float *, const float *, const uint16_t *, const float *, int, int, int);                      \
+  void embed_f32_##s(float *, const int32_t *, const float *, int, int);                                             \
+  void embed_f16_##s(float *, const int32_t *, const uint16_t *, int, int);                                          \
+  void embed_bf16_##s(float *, const int32_t *, const uint16_t *, int, int);                                         \
+  void rmsnorm_##s(float *, const float *, const float *, int, int, float);                                          \
+  void rope_##s(float *, const float *, const float *, int, int, int);                                               \
+  void swiglu_##s(float *, const float *, const float *, int);                                                       \
+  static const model_kernels model_##s = {                                                                           \
+      pack_u16_##s,                                                                                                  \
+      {(matmul_fn *)matmul_f32_##s, (matmul_fn *)matmul_f16_##s, (matmul_fn *)matmul_bf16_##s},                     \
+      {(embed_fn *)embed_f32_##s, (embed_fn *)embed_f16_##s, (embed_fn *)embed_bf16_##s},                           \
+      rmsnorm_##s, rope_##s, swiglu_##s};
+
+#define KERNELS(s, model)                                                                                            \
   __typeof__(duo_append) duo_append_##s;                                                                             \
   __typeof__(duo_attend) duo_attend_##s;                                                                             \
   __typeof__(duo_attend_workspace) duo_attend_workspace_##s;                                                         \
@@ -20,9 +39,9 @@
   __typeof__(duo_bench_mad) duo_bench_mad_##s;                                                                       \
   static const isa_kernels kernels_##s = {#s,                    duo_append_##s,     duo_attend_##s,                 \
                                           duo_attend_workspace_##s, duo_merge_##s, duo_bench_read_##s,               \
-                                          duo_bench_mad_##s};
+                                          duo_bench_mad_##s, model};
 
-KERNELS(scalar)
+KERNELS(scalar, NULL)
 
 /* A kernel set and whether this CPU runs it; best first. */
 typedef struct {
@@ -31,9 +50,12 @@ typedef struct {
 } choice;
 
 #if defined(__x86_64__)
-KERNELS(sse41)
-KERNELS(avx2)
-KERNELS(avx512)
+MODEL_KERNELS(sse41)
+MODEL_KERNELS(avx2)
+MODEL_KERNELS(avx512)
+KERNELS(sse41, &model_sse41)
+KERNELS(avx2, &model_avx2)
+KERNELS(avx512, &model_avx512)
 /* x86-64-v4 / v3 / v2: the levels build.sh compiles the sets for (-march). */
 static int choices(choice *c) {
   __builtin_cpu_init();
@@ -44,7 +66,8 @@ static int choices(choice *c) {
   return 4;
 }
 #elif defined(__aarch64__)
-KERNELS(neon)
+MODEL_KERNELS(neon)
+KERNELS(neon, &model_neon)
 static int choices(choice *c) {
   c[0] = (choice){&kernels_neon, 1};
   c[1] = (choice){&kernels_scalar, 1};

@@ -36,4 +36,19 @@ DUO_EXPORT int32_t duo_memory(double *out);
 DUO_EXPORT int32_t duo_read(uint64_t block, uint64_t offset, uint64_t bytes, void *dst);
 DUO_EXPORT int32_t duo_write(uint64_t block, uint64_t offset, uint64_t bytes, const void *src);
 
+/* Model kernels (wasm/model/kernels.c, SIMD sets only: DUO_E_UNSUPPORTED on "scalar"). Weights are blocks of
+ * duo_alloc holding a row-major [rows, cols] matrix of dtype (DUO_F32, DUO_F16, DUO_BF16); a 16-bit matrix is packed
+ * in place once it is written (duo_model_pack). Activations are host arrays, one row per token. */
+DUO_EXPORT int32_t duo_model_pack(uint64_t w, int32_t rows, int32_t cols);
+/* y[T, nout] = x[T, nin] . W[nout, nin]^T (+ bias[nout], or NULL); output rows split over the threads. */
+DUO_EXPORT int32_t duo_model_matmul(float *y, const float *x, uint64_t w, const float *bias, int32_t T, int32_t nin,
+                                    int32_t nout, int32_t dtype);
+/* y[T, cols] = table[ids[t]] widened to f32 (ids checked against rows). */
+DUO_EXPORT int32_t duo_model_embed(float *y, const int32_t *ids, uint64_t table, int32_t T, int32_t rows, int32_t cols,
+                                   int32_t dtype);
+DUO_EXPORT int32_t duo_model_rmsnorm(float *y, const float *x, const float *w, int32_t T, int32_t n, float eps);
+DUO_EXPORT int32_t duo_model_rope(float *x, const float *cos, const float *sin, int32_t T, int32_t heads,
+                                  int32_t head_dim);
+DUO_EXPORT int32_t duo_model_swiglu(float *y, const float *gate, const float *up, int32_t n);
+
 #endif

@@ -3,6 +3,18 @@
 #define DUO_NATIVE_INTERNAL_H
 #include "host.h"
 
+/* One build of the model kernels (wasm/model/kernels.c), in the SIMD sets only. */
+typedef void matmul_fn(float *y, const float *x, const void *w, const float *b, int T, int nin, int nout);
+typedef void embed_fn(float *y, const int32_t *ids, const void *table, int T, int n);
+typedef struct {
+  void (*pack_u16)(uint16_t *w, int rows, int cols);
+  matmul_fn *matmul[3]; /* by dtype: DUO_F32, DUO_F16, DUO_BF16 */
+  embed_fn *embed[3];
+  void (*rmsnorm)(float *y, const float *x, const float *w, int T, int n, float eps);
+  void (*rope)(float *x, const float *cos, const float *sin, int T, int H, int D);
+  void (*swiglu)(float *y, const float *g, const float *u, int n);
+} model_kernels;
+
 /* One build of the wasm/src drivers and kernels (native/build.sh compiles them once per instruction set, every
  * symbol suffixed with the set's name). The types are those of duo.h's prototypes. */
 typedef struct {
@@ -13,6 +25,7 @@ typedef struct {
   __typeof__(duo_merge) *merge;
   __typeof__(duo_bench_read) *bench_read;
   __typeof__(duo_bench_mad) *bench_mad;
+  const model_kernels *model; /* NULL for the scalar set */
 } isa_kernels;
 
 /* The kernels chosen at load (dispatch.c). */

@@ -1,7 +1,8 @@
 /**
- * The model math (everything but attention, which the engine does) behind one small interface, with two
- * implementations: `reference` (plain TS, float64 accumulation — the specification, kernels-reference.ts) and
- * `wasm` (C + SIMD128 in wasm/model/, one instance in the calling thread, kernels-wasm.ts).
+ * The model math (everything but attention, which the engine does) behind one small interface, with three
+ * implementations: `reference` (plain TS, float64 accumulation — the specification, kernels-reference.ts),
+ * `wasm` (C + SIMD128 in wasm/model/, one instance in the calling thread, kernels-wasm.ts) and `native` (the same C
+ * compiled for this CPU in libduo.so, matmul rows over threads, kernels-native.ts).
  *
  * Weights live inside the kernel set: large matrices keep the file's dtype (f32, f16 or bf16) in the wasm memory
  * and are widened to f32 inside the kernel; the reference set widens them to f32 at load. Small weights (norms,
@@ -12,8 +13,8 @@ import { runtime } from "../runtime.ts";
 
 export type WeightDtype = "f32" | "f16" | "bf16";
 export const WEIGHT_BYTES: Record<WeightDtype, number> = { f32: 4, f16: 2, bf16: 2 };
-export type KernelsName = "reference" | "wasm";
-export const KERNELS: readonly KernelsName[] = ["reference", "wasm"];
+export type KernelsName = "reference" | "wasm" | "native";
+export const KERNELS: readonly KernelsName[] = ["reference", "wasm", "native"];
 
 /** A row-major weight matrix [rows, cols] held by a kernel set. */
 export interface Matrix {
@@ -53,10 +54,12 @@ export interface ModelKernels {
   dispose(): void;
 }
 
-/** A kernel set by name; "auto" = wasm where this runtime has WASM SIMD, else reference. */
-export async function createModelKernels(name: KernelsName | "auto", opts: { wasmModule?: WebAssembly.Module } = {}): Promise<ModelKernels> {
+/** A kernel set by name; "auto" = wasm where this runtime has WASM SIMD, else reference (native by name, or by the
+ *  model runner when its attention backend is native). */
+export async function createModelKernels(name: KernelsName | "auto", opts: { wasmModule?: WebAssembly.Module; nativeLibrary?: string; threads?: number } = {}): Promise<ModelKernels> {
   if (name === "auto") name = runtime().wasmSimd ? "wasm" : "reference";
   if (name === "reference") return new (await import("./kernels-reference.ts")).ReferenceKernels();
   if (name === "wasm") return await (await import("./kernels-wasm.ts")).createWasmKernels(opts.wasmModule);
+  if (name === "native") return await (await import("./kernels-native.ts")).createNativeKernels(opts);
   throw new DuoError("INVALID_ARGUMENT", `model kernels must be one of ${["auto", ...KERNELS].map((k) => `"${k}"`).join(", ")}, got ${JSON.stringify(name)}`);
 }

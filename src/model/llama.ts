@@ -33,7 +33,8 @@ import { checkTensors, loadWeights, type ModelWeights } from "./weights.ts";
 export interface LoadOptions {
   /** attention backend of the engine (default "auto"); "reference" also runs the model math on the reference kernels */
   backend?: BackendChoice | Backend;
-  /** model math: "auto" (default: reference with backend "reference", else wasm where WASM SIMD exists) */
+  /** model math: "auto" (default: reference with backend "reference", native with backend "native", else wasm where
+   *  WASM SIMD exists) */
   kernels?: KernelsName | "auto";
   /** a head pattern directory / URL, or a loaded HeadPattern; sparsified with `sparsity` */
   pattern?: string | URL | HeadPattern;
@@ -49,13 +50,15 @@ export interface LoadOptions {
   maxContext?: number;
   /** prompt tokens per forward pass (default 512) */
   prefillChunk?: number;
-  /** wasm attention backend: worker count */
+  /** wasm attention backend: worker count; native: threads of the attention and the model math */
   threads?: number;
+  /** native: path of libduo.so (default: $DUO_NATIVE_LIB, then native/dist/<os>-<arch>/) */
+  nativeLibrary?: string;
   /** a precompiled duo-model.wasm (edge runtimes, bundlers) */
   modelWasm?: WebAssembly.Module;
 }
 
-const LOAD_KEYS = ["backend", "kernels", "pattern", "sparsity", "heads", "sinkSize", "recentSize", "kvDtype", "prefill", "maxContext", "prefillChunk", "threads", "modelWasm"];
+const LOAD_KEYS = ["backend", "kernels", "pattern", "sparsity", "heads", "sinkSize", "recentSize", "kvDtype", "prefill", "maxContext", "prefillChunk", "threads", "nativeLibrary", "modelWasm"];
 
 async function scheduleFor(o: LoadOptions, cfg: ModelConfig): Promise<HeadSchedule> {
   if (o.pattern !== undefined && o.heads !== undefined) throw new DuoError("INVALID_ARGUMENT", "pass either pattern (+ sparsity) or heads, not both");
@@ -115,7 +118,8 @@ export class LlamaModel {
     const weightBytes = checkTensors(tensors, cfg);
     const schedule = await scheduleFor(options, cfg);
     const backendName = typeof options.backend === "object" ? options.backend.name : options.backend;
-    const kernels = await createModelKernels(options.kernels ?? (backendName === "reference" ? "reference" : "auto"), { wasmModule: options.modelWasm });
+    const kernels = await createModelKernels(options.kernels ?? (backendName === "reference" ? "reference" : backendName === "native" ? "native" : "auto"),
+      { wasmModule: options.modelWasm, nativeLibrary: options.nativeLibrary, threads: options.threads });
     let engine: DuoAttention | undefined;
     try {
       // Retrieval heads first in every layer, as the weights will be permuted.

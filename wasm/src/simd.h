@@ -15,7 +15,8 @@
  *  - VF_MAX(a, b) is wasm's pmax, b > a ? b : a (a NaN in b is ignored, a NaN in a kept).
  *  - VF_SELECT(m, a, b) is a bitwise select with all-ones / all-zeros lanes in m.
  *  - VF_MAD(acc, a, b) = acc + a*b, fused or not (the benchmark ceiling uses the same macro).
- *  - VI_NARROW_U16 saturates signed i32 to u16; VI_GT_U compares unsigned.
+ *  - VI_NARROW_U16 saturates signed i32 to u16; VI_GT_U compares unsigned, VI_GT signed; VI_FROM_F32 truncates
+ *    (values in i32 range only); VF_ROUND rounds to nearest even; VF_MIN's NaN handling is the mapping's own.
  */
 #ifndef DUO_SIMD_H
 #define DUO_SIMD_H

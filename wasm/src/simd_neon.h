@@ -39,6 +39,11 @@ typedef float32x4_t VI;
 #define VI_EQ(a, b)         N_F(vceqq_u32(N_U(a), N_U(b)))
 #define VI_GT_U(a, b)       N_F(vcgtq_u32(N_U(a), N_U(b)))
 #define VI_LANE(x, i)       vgetq_lane_s32(N_S(x), i)
+#define VI_GT(a, b)         N_F(vcgtq_s32(N_S(a), N_S(b)))
+#define VI_FROM_F32(x)      vreinterpretq_f32_s32(vcvtq_s32_f32(x))
+#define VF_MIN(a, b)        vminq_f32(a, b)
+#define VF_DIV(a, b)        vdivq_f32(a, b)
+#define VF_ROUND(x)         vrndnq_f32(x)
 
 #define VF_ZIP_LO32(a, b)   vzip1q_f32(a, b)
 #define VF_ZIP_HI32(a, b)   vzip2q_f32(a, b)

@@ -47,6 +47,11 @@ typedef v128_t VI;
 
 #define VI_SUB(a, b)        wasm_i32x4_sub(a, b)
 #define VI_LANE(x, i)       wasm_i32x4_extract_lane(x, i)
+#define VI_GT(a, b)         wasm_i32x4_gt(a, b)
+#define VI_FROM_F32(x)      wasm_i32x4_trunc_sat_f32x4(x)
+#define VF_MIN(a, b)        wasm_f32x4_min(a, b)
+#define VF_DIV(a, b)        wasm_f32x4_div(a, b)
+#define VF_ROUND(x)         wasm_f32x4_nearest(x)
 
 /* Lane moves (simd.h names them for every mapping) */
 #define VF_ZIP_LO32(a, b)   wasm_i32x4_shuffle(a, b, 0, 4, 1, 5)

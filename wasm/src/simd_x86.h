@@ -43,6 +43,11 @@ typedef __m128 VI;
 #define VI_GT_U(a, b)       X_F(_mm_cmpgt_epi32(_mm_xor_si128(X_I(a), _mm_set1_epi32((int32_t)0x80000000)), \
                                                 _mm_xor_si128(X_I(b), _mm_set1_epi32((int32_t)0x80000000))))
 #define VI_LANE(x, i)       _mm_extract_epi32(X_I(x), i)
+#define VI_GT(a, b)         X_F(_mm_cmpgt_epi32(X_I(a), X_I(b)))
+#define VI_FROM_F32(x)      X_F(_mm_cvttps_epi32(x)) /* in range only: no saturation */
+#define VF_MIN(a, b)        _mm_min_ps(a, b)
+#define VF_DIV(a, b)        _mm_div_ps(a, b)
+#define VF_ROUND(x)         _mm_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
 
 #define VF_ZIP_LO32(a, b)   _mm_unpacklo_ps(a, b)
 #define VF_ZIP_HI32(a, b)   _mm_unpackhi_ps(a, b)
