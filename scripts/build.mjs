@@ -1,9 +1,17 @@
 #!/usr/bin/env node
-// npm artifact: ESM bundles (esbuild, es2022, bun:ffi and node:* left external) + .d.ts (tsc) + the .wasm files.
+// npm artifact (run by `npm run build` and by `prepack`, so `npm pack` / `npm publish` always ship a fresh dist/):
+//   dist/index.js, cli.js, model.js  Node, Bun, Deno: ESM, split into shared chunks; the CUDA backend, its FFI and
+//                                    node:* built-ins are reached only at run time (no top-level await anywhere, so
+//                                    `require("duo-attention")` works too, through Node's require(esm))
+//   dist/wasm.js                     browsers, edge runtimes, bundlers (`duo-attention/wasm`): one file, with
+//                                    src/backend/cuda-absent.ts in place of the CUDA backend, so it reaches no FFI
+//                                    module, and no node:, bun: or npm import at all
+//   dist/wasm-worker.js              the wasm backend's worker (loaded by URL beside either entry): one file
+//   dist/*.wasm, dist/ffi/*.js, dist/types/ (tsc declarations)
 // dnt is not used: it is published only on JSR, which these machines cannot reach (README "Building").
 import { build } from "esbuild";
 import { spawnSync } from "node:child_process";
-import { cpSync, existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 
 const root = resolve(import.meta.dirname, "..");
@@ -11,39 +19,48 @@ const dist = join(root, "dist");
 rmSync(dist, { recursive: true, force: true });
 mkdirSync(dist, { recursive: true });
 
-// Public entry points (package.json "exports") and internal ones that are loaded by URL at run time.
-const entries = {
-  index: "src/index.ts",
-  cli: "src/cli/main.ts",
-  wasm: "src/wasm-entry.ts",
-  model: "src/model/index.ts",
-  "wasm-worker": "src/backend/wasm-worker.ts",
-};
-const present = Object.fromEntries(Object.entries(entries).filter(([, f]) => existsSync(join(root, f))));
-await build({
-  entryPoints: present,
-  outdir: dist,
+const common = {
   bundle: true,
-  splitting: true,
   format: "esm",
   platform: "neutral",
   target: "es2022",
   mainFields: ["module", "main"],
-  external: ["bun:ffi", "node:*", "koffi", "tsx", "tsx/*", "onnxruntime-node", "onnxruntime-web", "@huggingface/*"],
   logLevel: "warning",
   absWorkingDir: root,
+};
+
+// Node, Bun and Deno entries (package.json "exports" "." "./model" "./cli").
+await build({
+  ...common,
+  entryPoints: { index: "src/index.ts", cli: "src/cli/main.ts", model: "src/model/index.ts" },
+  outdir: dist,
+  splitting: true,
+  external: ["bun:ffi", "node:*", "koffi", "tsx", "tsx/*", "onnxruntime-node", "onnxruntime-web", "@huggingface/*"],
 });
-for (const dir of ["wasm/dist"]) {
-  if (!existsSync(join(root, dir))) continue;
-  for (const f of readdirSync(join(root, dir))) if (f.endsWith(".wasm")) cpSync(join(root, dir, f), join(dist, f));
-}
+
+// The browser/edge entry and the worker: nothing external, so a bundle that cannot be resolved fails here, not in a
+// user's wrangler or Vite build.
+const cudaAbsent = {
+  name: "cuda-absent",
+  setup(b) {
+    b.onResolve({ filter: /\/cuda\.ts$/ }, (args) =>
+      args.importer.endsWith(join("src", "backend", "registry.ts")) ? { path: join(root, "src/backend/cuda-absent.ts") } : undefined);
+  },
+};
+await build({ ...common, entryPoints: { wasm: "src/wasm-entry.ts" }, outdir: dist, plugins: [cudaAbsent] });
+await build({ ...common, entryPoints: { "wasm-worker": "src/backend/wasm-worker.ts" }, outdir: dist });
+
+for (const f of readdirSync(join(root, "wasm/dist"))) if (f.endsWith(".wasm")) cpSync(join(root, "wasm/dist", f), join(dist, f));
+
 // The FFI bindings are loaded by path at run time (one per runtime); ship them bundled beside the entry points.
-const ffi = ["bun", "deno", "node"].map((r) => `ffi/${r}.ts`).filter((f) => existsSync(join(root, f)));
-if (ffi.length) {
-  await build({ entryPoints: ffi, outdir: join(dist, "ffi"), bundle: true, format: "esm", platform: "neutral", target: "es2022", external: ["bun:ffi", "node:*", "koffi"], logLevel: "warning", absWorkingDir: root });
-}
+await build({
+  ...common,
+  entryPoints: ["bun", "deno", "node"].map((r) => `ffi/${r}.ts`),
+  outdir: join(dist, "ffi"),
+  external: ["bun:ffi", "node:*", "koffi"],
+});
 
 const tsc = spawnSync(join(root, "node_modules/.bin/tsc"), ["-p", "tsconfig.build.json"], { cwd: root, stdio: "inherit" });
 if (tsc.status !== 0) process.exit(tsc.status ?? 1);
-writeFileSync(join(dist, "BUILD"), `built ${new Date().toISOString()} from ${Object.keys(present).join(", ")}\n`);
+writeFileSync(join(dist, "BUILD"), `built ${new Date().toISOString()}\n`);
 console.log(`dist/: ${readdirSync(dist).join(" ")}`);

@@ -48,8 +48,18 @@ const RELAXED_SIMD_PROBE = new Uint8Array([
   253, 133, 2, 11,
 ]);
 
-// Node 20 has no navigator.hardwareConcurrency; ask node:os once, at load.
-const nodeCores: number = detectName() === "node" ? (await import("node:os")).availableParallelism() : 0;
+/**
+ * A Node built-in module (Node >= 20.16, Bun, Deno all have process.getBuiltinModule). Asked for by name at run time
+ * rather than imported, so that no module of the package has a top-level await (require() of the package works) and
+ * a bundle for a browser or edge runtime holds no `node:` import to resolve.
+ */
+function builtin<T>(name: string): T {
+  const get = g.process?.getBuiltinModule;
+  if (typeof get !== "function") {
+    throw new Error(`${name} is not available in this runtime (${detectName()}): it needs process.getBuiltinModule (Node >= 20.16, Bun, Deno)`);
+  }
+  return get(name) as T;
+}
 
 let cached: RuntimeInfo | undefined;
 
@@ -59,8 +69,9 @@ export function runtime(): RuntimeInfo {
   const wasm = typeof g.WebAssembly?.validate === "function";
   const version = name === "deno" ? g.Deno.version.deno : name === "bun" ? g.Bun.version
     : name === "node" ? g.process.versions.node : (g.navigator?.userAgent ?? "");
+  // Node 20 has no navigator.hardwareConcurrency: ask node:os
   let cores = Number(g.navigator?.hardwareConcurrency) || 0;
-  if (!cores) cores = nodeCores;
+  if (!cores && name === "node") cores = builtin<typeof import("node:os")>("node:os").availableParallelism();
   cached = {
     name,
     version: String(version),
@@ -86,7 +97,7 @@ export async function enableRelaxedSimd(): Promise<boolean> {
   const g2 = g as { WebAssembly?: typeof WebAssembly };
   if (!g2.WebAssembly || WebAssembly.validate(RELAXED_SIMD_PROBE)) return Boolean(g2.WebAssembly);
   if (detectName() !== "node") return false;
-  (await import("node:v8")).setFlagsFromString("--experimental-wasm-relaxed-simd");
+  builtin<typeof import("node:v8")>("node:v8").setFlagsFromString("--experimental-wasm-relaxed-simd");
   cached = undefined;
   return WebAssembly.validate(RELAXED_SIMD_PROBE);
 }
@@ -103,7 +114,7 @@ export function env(name: string): string | undefined {
 
 async function fs(): Promise<typeof import("node:fs/promises")> {
   if (!runtime().fs) throw new Error(`files cannot be read by path in this runtime (${runtime().name})`);
-  return await import("node:fs/promises");
+  return builtin<typeof import("node:fs/promises")>("node:fs/promises");
 }
 
 export async function readBytes(path: string): Promise<Uint8Array> {
@@ -145,6 +156,11 @@ export async function exists(path: string): Promise<boolean> {
     return false;
   }
 }
+/** Names of the directories directly inside `path`, sorted. */
+export async function listDirs(path: string): Promise<string[]> {
+  const entries = await (await fs()).readdir(path, { withFileTypes: true });
+  return entries.filter((e) => e.isDirectory()).map((e) => e.name).sort();
+}
 /** Monotonic milliseconds. */
 export function now(): number {
   return performance.now();
@@ -161,7 +177,7 @@ export async function readUrl(url: URL): Promise<Uint8Array> {
 /** A worker thread running an ES module, with one message API everywhere (node:worker_threads in Node, Bun and Deno,
  *  which can unref it; a web Worker elsewhere). */
 export interface WorkerThread {
-  post(message: unknown, transfer?: Transferable[]): void;
+  post(message: unknown, transfer?: ArrayBuffer[]): void;
   onMessage(fn: (message: unknown) => void): void;
   /** an uncaught error in the worker, or its unexpected exit */
   onError(fn: (error: Error) => void): void;
@@ -180,7 +196,7 @@ export interface WorkerThread {
 export async function spawnWorker(url: URL): Promise<WorkerThread> {
   const name = runtime().name;
   if (name === "node" || name === "bun") {
-    const { Worker } = await import("node:worker_threads");
+    const { Worker } = builtin<typeof import("node:worker_threads")>("node:worker_threads");
     let tsx: string | undefined;
     if (name === "node" && url.pathname.endsWith(".ts")) {
       try {
@@ -215,10 +231,10 @@ export async function spawnWorker(url: URL): Promise<WorkerThread> {
 }
 
 /** Inside a worker started by spawnWorker: the channel to the thread that started it. */
-export async function parentChannel(): Promise<{ post(message: unknown, transfer?: Transferable[]): void; onMessage(fn: (message: unknown) => void): void }> {
+export async function parentChannel(): Promise<{ post(message: unknown, transfer?: ArrayBuffer[]): void; onMessage(fn: (message: unknown) => void): void }> {
   const name = runtime().name;
   if (name === "node" || name === "bun") {
-    const { parentPort } = await import("node:worker_threads");
+    const { parentPort } = builtin<typeof import("node:worker_threads")>("node:worker_threads");
     if (!parentPort) throw new Error("parentChannel(): not running in a worker thread");
     return { post: (m, transfer) => parentPort.postMessage(m, transfer as never), onMessage: (fn) => void parentPort.on("message", fn) };
   }
@@ -232,7 +248,7 @@ export async function parentChannel(): Promise<{ post(message: unknown, transfer
 export async function loadAverage(): Promise<number | null> {
   try {
     if (typeof g.Deno?.loadavg === "function") return g.Deno.loadavg()[0] ?? null;
-    if (runtime().fs) return (await import("node:os")).loadavg()[0] ?? null;
+    if (runtime().fs) return builtin<typeof import("node:os")>("node:os").loadavg()[0] ?? null;
   } catch {
     // not permitted or not implemented here
   }

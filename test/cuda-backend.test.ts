@@ -52,7 +52,7 @@ test("cuda: append rounds like the reference, the later of two tokens for one ro
       await ref.run(0, [op(hr, [2, -1, 0, 2])]);
       assert.deepEqual(await cuda.read(0, hc, 0, bytes), await ref.read(0, hr, 0, bytes), dtype);
       const before = await cuda.read(0, hc, 0, bytes);
-      await assert.rejects(cuda.run(0, [op(hc, [1, 3, -1, -1])]), rejectsWith("CAPACITY", /rows\[1\] = 3 is past the buffer's 3 rows/));
+      await assert.rejects(cuda.run(0, [op(hc, [1, 3, -1, -1])]), rejectsWith("CAPACITY", /ops\[0\] \(append\): row 3 is past the buffer's 3 rows/));
       assert.deepEqual(await cuda.read(0, hc, 0, bytes), before, "a rejected append wrote nothing");
     }
   } finally {
@@ -71,8 +71,8 @@ test("cuda: handles of another backend, bad shapes and head dims are rejected wi
       segments: [{ k: h, v: h, dtype: "f32", rowHeads: 1, rowStart: 0, rowCount: 1, positions: 0 }], qPos0: 0, window: null,
       out: new Float32Array(headDim),
     }]);
-    await assert.rejects(attend(96, new Float32Array(96)), rejectsWith("UNSUPPORTED", /head_dim must be 64 or 128/));
-    await assert.rejects(attend(64, new Float32Array(10)), rejectsWith("SHAPE_MISMATCH", /attend q has length 10/));
+    await assert.rejects(attend(96, new Float32Array(96)), rejectsWith("UNSUPPORTED", /the kernels take head dims 64 or 128, got 96/));
+    await assert.rejects(attend(64, new Float32Array(10)), rejectsWith("SHAPE_MISMATCH", /q has 10 floats, expected T × numHeads × headDim = 1 × 1 × 64 = 64/));
   } finally {
     await a.dispose();
     await b.dispose();

@@ -37,10 +37,10 @@ test("attend rejects bad calls and the cache is exactly as before", async () => 
   const [q2, k2, v2] = call(2, 9);
   await assert.rejects(seq.attend(2, q2, k2, v2), isDuo("INVALID_ARGUMENT", /layer must be an integer in \[0, 1\], got 2/));
   await assert.rejects(seq.attend(-1, q2, k2, v2), isDuo("INVALID_ARGUMENT", /layer/));
-  await assert.rejects(seq.attend(0, q2, k2.subarray(1), v2), isDuo("SHAPE_MISMATCH", /k has 31 elements.*multiple of 16/));
-  await assert.rejects(seq.attend(0, q2, k2, v2.subarray(16)), isDuo("SHAPE_MISMATCH", /v has 16 elements; it must match k/));
-  await assert.rejects(seq.attend(0, q2.subarray(32), k2, v2), isDuo("SHAPE_MISMATCH", /q has 32 elements; for T=2 tokens/));
-  await assert.rejects(seq.attend(0, new Float32Array(0), new Float32Array(0), new Float32Array(0)), isDuo("SHAPE_MISMATCH", /T ≥ 1/));
+  await assert.rejects(seq.attend(0, q2, k2.subarray(1), v2), isDuo("SHAPE_MISMATCH", /^k has 31 elements; for T=2 tokens \(as q and v have\) it must be \[T, numKvHeads=2, headDim=8\] = 32$/));
+  await assert.rejects(seq.attend(0, q2, k2, v2.subarray(16)), isDuo("SHAPE_MISMATCH", /^v has 16 elements; for T=2 tokens \(as q and k have\)/));
+  await assert.rejects(seq.attend(0, q2.subarray(16), k2, v2), isDuo("SHAPE_MISMATCH", /^q has 48 elements; for T=2 tokens \(as k and v have\) it must be \[T, numHeads=4, headDim=8\] = 64$/));
+  await assert.rejects(seq.attend(0, new Float32Array(0), new Float32Array(0), new Float32Array(0)), isDuo("SHAPE_MISMATCH", /^this call has no tokens \(q, k and v are empty\); pass T >= 1 tokens/));
   await assert.rejects(seq.attend(0, Array.from(q2) as unknown as Float32Array, k2, v2), isDuo("INVALID_ARGUMENT", /q must be a Float32Array, got Array/));
   const [q8, k8, v8] = call(8, 3);
   await assert.rejects(seq.attend(0, q8, k8, v8), isDuo("CAPACITY", /holds 5 tokens; 8 more would exceed maxContext = 12/));
@@ -50,6 +50,26 @@ test("attend rejects bad calls and the cache is exactly as before", async () => 
   const fresh = (await make()).sequence();
   await fresh.attend(0, q, k, v);
   assert.deepEqual(await seq.attend(0, q2, k2, v2), await fresh.attend(0, q2, k2, v2));
+  await duo.dispose();
+});
+
+test("a wrong shape names the tensor that is wrong, also k and v with the query heads' count (GQA)", async () => {
+  const duo = await make(); // 4 query heads, 2 KV heads, head dim 8
+  const seq = duo.sequence();
+  const q = randomArray(2 * 4 * 8, 1), k = randomArray(2 * 2 * 8, 2), v = randomArray(2 * 2 * 8, 3);
+  const asQ = (s: number) => randomArray(2 * 4 * 8, s); // [2, 4, 8]: k or v given every query head
+  await assert.rejects(seq.attend(0, q, asQ(4), v), isDuo("SHAPE_MISMATCH",
+    /^k has 64 elements; for T=2 tokens \(as q and v have\) it must be \[T, numKvHeads=2, headDim=8\] = 32 \(it holds numHeads=4 heads per token; k and v carry the 2 KV heads, each shared by 2 query heads\)$/));
+  await assert.rejects(seq.attend(0, q, k, asQ(5)), isDuo("SHAPE_MISMATCH", /^v has 64 elements; for T=2 tokens \(as q and k have\).*\(it holds numHeads=4 heads/));
+  await assert.rejects(seq.attend(0, q, asQ(4), asQ(5)), isDuo("SHAPE_MISMATCH",
+    /^q, k and v all have 64 elements, but k and v carry numKvHeads=2 heads per token where q carries numHeads=4 .*: for T tokens they must be q \[T, numHeads=4, headDim=8\], k and v \[T, numKvHeads=2, headDim=8\]$/));
+  await assert.rejects(seq.attend(0, randomArray(2 * 2 * 8, 6), k, v), isDuo("SHAPE_MISMATCH", /^q, k and v all have 32 elements, but k and v carry/), "q with the KV heads' count");
+  await assert.rejects(seq.attend(0, q, k.subarray(3), v.subarray(5)), isDuo("SHAPE_MISMATCH", /^k has 29 elements; .*; v has 27 elements; for T=2 tokens \(as q has\)/));
+  await assert.rejects(seq.attend(0, q.subarray(1), k.subarray(3), v.subarray(5)), isDuo("SHAPE_MISMATCH", /^q, k, v disagree on the number of tokens T: q has 63 elements \(not a whole number of 4 × 8 rows\); k has 29/));
+  await assert.rejects(seq.fill(0, k, v.subarray(16)), isDuo("SHAPE_MISMATCH", /^k, v disagree on the number of tokens T: k has 32 elements \(T = 2\); v has 16 elements \(T = 1\)/));
+  await assert.rejects(seq.fill(0, new Float32Array(0), new Float32Array(0)), isDuo("SHAPE_MISMATCH", /^this call has no tokens \(k and v are empty\); pass T >= 1 tokens: k and v \[T, numKvHeads=2, headDim=8\]$/));
+  assert.equal(seq.length(0), 0, "nothing was stored");
+  assert.equal((await seq.attend(0, q, k, v)).length, 64);
   await duo.dispose();
 });
 

@@ -172,7 +172,7 @@ test("bad ops are DuoErrors with codes and leave the buffers untouched", { skip 
   await b.run(0, [append({}), good]);
   const snapshot = await b.read(0, k, 0, 4 * 2 * D * 4);
   const cases: [string, Op, DuoErrorCode, string][] = [
-    ["head dim not a multiple of 4", { ...good, headDim: 6, q: new Float32Array(12), out: new Float32Array(12) }, "UNSUPPORTED", "the native kernels need headDim to be a multiple of 4"],
+    ["head dim not a multiple of 4", { ...good, headDim: 6, q: new Float32Array(12), out: new Float32Array(12) }, "UNSUPPORTED", "head dims that are multiples of 4, got 6"],
     ["segment past its buffer", { ...good, segments: [{ ...good.segments[0]!, rowStart: 2, rowCount: 3 }] }, "SHAPE_MISMATCH", "need"],
     ["kv slot outside the rows", { ...good, kvSlots: Int32Array.of(2) }, "INVALID_ARGUMENT", "kvSlots"],
     ["append past the buffer", append({ rows: Int32Array.of(4) }), "CAPACITY", "row 4 is past the buffer's 4 rows"],

@@ -32,7 +32,7 @@ test("duo pattern exits non-zero with one error line on bad input", { skip: skip
   assert.equal(unknown.code, 2);
   assert.match(unknown.stderr, /^duo pattern: unknown option --colour; valid options: --sparsity <value>, .*--format <value>, --help\n$/);
   assert.equal(missing.code, 1);
-  assert.match(missing.stderr, /^duo pattern: pattern directory .*-nope does not exist; a pattern directory holds full_attention_heads.tsv and config.json\n$/);
+  assert.match(missing.stderr, /^duo pattern: pattern directory .*-nope does not exist; a pattern directory holds full_attention_heads.tsv and config.json \(upstream: attn_patterns\/<model>\/<setting>\/\)\n$/);
   for (const r of [badValue, unknown, missing]) assert.equal(r.stdout, "");
 });
 

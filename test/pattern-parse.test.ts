@@ -197,7 +197,7 @@ test("loadPattern reads a pattern over http from a local server", { skip: skipNo
   try {
     const port = (server.address() as { port: number }).port;
     const name = "Llama-3-8B-Instruct-Gradient-1048k";
-    const url = `http://127.0.0.1:${port}/${name}`;
+    const url = `http://127.0.0.1:${port}/${patternPath(name).slice(root.length + 1)}`; // the setting folder
     const remote = await loadPattern(url);
     const local = await loadPattern(patternPath(name));
     assert.deepEqual(Array.from(remote.gates), Array.from(local.gates));

@@ -147,7 +147,7 @@ test("bad ops are DuoErrors with codes and leave the buffers untouched", { skip 
   await b.run(0, [append({}), good]);
   const snapshot = await b.read(0, k, 0, 4 * 2 * D * 4);
   const cases: [string, Op, DuoErrorCode, string][] = [
-    ["head dim not a multiple of 4", { ...good, headDim: 6, q: new Float32Array(12), out: new Float32Array(12) }, "UNSUPPORTED", "multiple of 4"],
+    ["head dim not a multiple of 4", { ...good, headDim: 6, q: new Float32Array(12), out: new Float32Array(12) }, "UNSUPPORTED", "multiples of 4"],
     ["wrong q length", { ...good, q: new Float32Array(3) }, "SHAPE_MISMATCH", "q has 3 floats"],
     ["wrong lse length", { ...good, lse: new Float32Array(5) }, "SHAPE_MISMATCH", "lse has 5"],
     ["segment past its buffer", { ...good, segments: [{ ...good.segments[0]!, rowStart: 2, rowCount: 3 }] }, "SHAPE_MISMATCH", "need"],

@@ -6,16 +6,17 @@
  * passed to every call as they are; the library copies what it needs and has written `out` / `lse` when it returns.
  * The FFI itself (bun:ffi, Deno.dlopen, koffi) lives in ffi/ and is imported on first use.
  *
- * TypeScript checks what C cannot: the lengths of the arrays it is handed. The library checks every value (heads,
- * slots, rows, positions, handles, capacity) before it touches the device, so a rejected call changes nothing.
+ * Every op is checked first as every backend checks it (validate.ts: exact array lengths, heads, slots, rows, buffer
+ * bounds); the library checks every value again before it touches the device, so a rejected call changes nothing.
  */
 import { KV_DTYPES } from "../dtype.ts";
-import { checkInt, checkOneOf, DuoError, type DuoErrorCode } from "../errors.ts";
+import { checkInt, DuoError, type DuoErrorCode } from "../errors.ts";
 import type { LoadedLibrary } from "../../ffi/load.ts";
 import type { DuoLibrary } from "../../ffi/symbols.ts";
 import type { BackendOptions } from "./registry.ts";
 import type { KvLayout } from "./layout.ts";
-import type { AppendOp, AttendOp, Backend, BackendMemory, BackendProbe, Handle, Op } from "./types.ts";
+import type { AppendOp, AttendOp, Backend, BackendCapabilities, BackendMemory, BackendProbe, Handle, Op } from "./types.ts";
+import { checkOps } from "./validate.ts";
 
 export interface CudaBackendOptions extends BackendOptions {
   /** split-KV key chunks per KV head: 0 = automatic (default), 1 = off, n = at most n (tests and benchmarks) */
@@ -75,26 +76,19 @@ function statusError(lib: DuoLibrary, status: number, S: typeof import("../../ff
   return new DuoError(code, `cuda backend: ${lib.duo_last_error()} (status ${status})`);
 }
 
-function nhdOnly(layout: string | undefined, what: string): void {
-  if (layout !== undefined && layout !== "NHD") {
-    throw new DuoError("UNSUPPORTED", `cuda backend: ${what} has layout ${JSON.stringify(layout)}; the CUDA kernels read "NHD" only (pageLayout says so)`);
-  }
-}
-
-function shape(what: string, got: number, want: string): DuoError {
-  return new DuoError("SHAPE_MISMATCH", `cuda backend: ${what} has length ${got}, expected ${want}`);
-}
+/** The head dims cuda/src instantiates its kernels for (attend.cu), every dtype, token-major pages only (duo.h). */
+export const CUDA_CAPABILITIES: BackendCapabilities = { dtypes: KV_DTYPES, headDims: [64, 128], layouts: ["NHD"] };
 
 export class CudaBackend implements Backend {
   readonly name = "cuda" as const;
   readonly shards = 1;
-  readonly dtypes = KV_DTYPES;
+  readonly capabilities = CUDA_CAPABILITIES;
 
-  /** The CUDA kernels read token-major pages (cuda/include/duo.h). */
   pageLayout(): KvLayout {
     return "NHD";
   }
-  private readonly handles = new Set<Handle>();
+  /** handle → bytes, of the buffers this backend allocated and has not freed */
+  private readonly handles = new Map<Handle, number>();
   private disposed = false;
   // Small argument arrays, reused: they are passed whole on every call (never as cached pointers).
   private readonly handleOut = new Uint32Array(1);
@@ -116,7 +110,7 @@ export class CudaBackend implements Backend {
     checkInt("bytes", bytes, 0);
     this.check(this.lib.duo_alloc(bytes, this.handleOut));
     const h = this.handleOut[0]!;
-    this.handles.add(h);
+    this.handles.set(h, bytes);
     return h;
   }
 
@@ -144,6 +138,7 @@ export class CudaBackend implements Backend {
 
   async run(shard: number, ops: Op[]): Promise<void> {
     this.live(shard);
+    checkOps(ops, this.capabilities, (h) => this.owned(h));
     for (const op of ops) {
       if (op.kind === "append") this.append(op);
       else this.attend(op);
@@ -153,7 +148,7 @@ export class CudaBackend implements Backend {
   async dispose(): Promise<void> {
     if (this.disposed) return;
     this.disposed = true;
-    for (const h of this.handles) this.lib.duo_free(h);
+    for (const h of this.handles.keys()) this.lib.duo_free(h);
     this.handles.clear();
   }
 
@@ -163,19 +158,13 @@ export class CudaBackend implements Backend {
   }
 
   private append(op: AppendOp): void {
-    this.owned(op.dst);
-    nhdOnly(op.layout, "append");
-    const T = op.rows.length;
-    if (op.heads.length !== op.rowHeads) throw shape("append heads", op.heads.length, `rowHeads = ${op.rowHeads}`);
-    const n = T * op.srcHeads * op.headDim;
-    if (op.src.length < n) throw shape("append src", op.src.length, `>= T * srcHeads * headDim = ${n}`);
     const { APPEND, DTYPE } = this.abi;
     const p = this.appendParams;
     p[APPEND.DST] = op.dst;
-    p[APPEND.DTYPE] = DTYPE[checkOneOf("append dtype", op.dtype, KV_DTYPES)];
+    p[APPEND.DTYPE] = DTYPE[op.dtype];
     p[APPEND.ROW_HEADS] = op.rowHeads;
     p[APPEND.HEAD_DIM] = op.headDim;
-    p[APPEND.TOKENS] = T;
+    p[APPEND.TOKENS] = op.rows.length;
     p[APPEND.SRC_HEADS] = op.srcHeads;
     this.check(this.lib.duo_append(p, op.src, op.heads, op.rows));
   }
@@ -183,24 +172,15 @@ export class CudaBackend implements Backend {
   private attend(op: AttendOp): void {
     const { T, numHeads: Hq, headDim: D } = op;
     const nkv = op.qHeads.length;
-    if (op.kvSlots.length !== nkv) throw shape("attend kvSlots", op.kvSlots.length, `qHeads.length = ${nkv}`);
-    const n = T * Hq * D;
-    if (op.q.length < n) throw shape("attend q", op.q.length, `>= T * numHeads * headDim = ${n}`);
-    if (op.out.length < n) throw shape("attend out", op.out.length, `>= T * numHeads * headDim = ${n}`);
-    if (op.lse && op.lse.length < T * Hq) throw shape("attend lse", op.lse.length, `>= T * numHeads = ${T * Hq}`);
-
     const { ATTEND, SEG, DTYPE } = this.abi;
     const segs = new Int32Array(op.segments.length * SEG.FIELDS);
     const explicit: Int32Array[] = [];
     let npos = 0;
     op.segments.forEach((s, i) => {
-      nhdOnly(s.layout, `segment ${i}`);
-      this.owned(s.k);
-      this.owned(s.v);
       const row = segs.subarray(i * SEG.FIELDS, (i + 1) * SEG.FIELDS);
       row[SEG.K] = s.k;
       row[SEG.V] = s.v;
-      row[SEG.DTYPE] = DTYPE[checkOneOf(`segment ${i} dtype`, s.dtype, KV_DTYPES)];
+      row[SEG.DTYPE] = DTYPE[s.dtype];
       row[SEG.ROW_HEADS] = s.rowHeads;
       row[SEG.ROW_START] = s.rowStart;
       row[SEG.ROW_COUNT] = s.rowCount;
@@ -208,9 +188,8 @@ export class CudaBackend implements Backend {
         row[SEG.POS0] = s.positions;
         row[SEG.POS_INDEX] = -1;
       } else {
-        if (s.positions.length < s.rowCount) throw shape(`segment ${i} positions`, s.positions.length, `>= rowCount = ${s.rowCount}`);
         row[SEG.POS_INDEX] = npos;
-        explicit.push(s.positions.subarray(0, s.rowCount));
+        explicit.push(s.positions);
         npos += s.rowCount;
       }
     });
@@ -249,10 +228,13 @@ export class CudaBackend implements Backend {
     if (shard !== 0) throw new DuoError("INVALID_ARGUMENT", `cuda backend: shard must be 0 (it has 1 shard), got ${shard}`);
   }
 
-  private owned(h: Handle): void {
-    if (!this.handles.has(h)) {
+  /** The byte size of buffer `h`; throws INVALID_ARGUMENT unless this backend allocated it and has not freed it. */
+  private owned(h: Handle): number {
+    const bytes = this.handles.get(h);
+    if (bytes === undefined) {
       throw new DuoError("INVALID_ARGUMENT", `cuda backend: buffer handle ${h} was not allocated by this backend (or was freed)`);
     }
+    return bytes;
   }
 }
 

@@ -20,8 +20,12 @@ import type { NativeLibrary } from "../../ffi/symbols.ts";
 import { DTYPE_CODE, LAYOUT_CODE, packSegment, scatterCompact, SEGMENT_WORDS, STATUS } from "./abi.ts";
 import { bufferRows, type KvLayout, tileable } from "./layout.ts";
 import type { BackendOptions } from "./registry.ts";
-import type { AppendOp, AttendOp, Backend, BackendMemory, BackendProbe, Handle, Op } from "./types.ts";
-import { checkAppend, checkAttend } from "./validate.ts";
+import type { AppendOp, AttendOp, Backend, BackendCapabilities, BackendMemory, BackendProbe, Handle, Op } from "./types.ts";
+import { checkOps } from "./validate.ts";
+
+/** The wasm/src kernels compiled natively implement what they do in wasm: every dtype, head dims in 4-lane vectors,
+ *  token-major and tiled pages. */
+export const NATIVE_CAPABILITIES: BackendCapabilities = { dtypes: KV_DTYPES, headDims: { multipleOf: 4 }, layouts: ["NHD", "T64"] };
 
 /** A buffer holds less than 4 GiB: the kernels' offsets inside one buffer are 32-bit (wasm/src/duo.h). */
 const MAX_BUFFER_BYTES = 2 ** 32 - 64;
@@ -56,7 +60,7 @@ export async function createNativeBackend(opts: BackendOptions = {}): Promise<Na
 export class NativeBackend implements Backend {
   readonly name = "native" as const;
   readonly shards = 1;
-  readonly dtypes: readonly KvDtype[] = KV_DTYPES;
+  readonly capabilities = NATIVE_CAPABILITIES;
   /** the instruction set the library's kernels run with ("avx512", "avx2", "sse41", "neon", "scalar") */
   readonly isa: string;
   private readonly blocks = new Map<Handle, Block>();
@@ -117,13 +121,7 @@ export class NativeBackend implements Backend {
 
   async run(shard: number, ops: Op[]): Promise<void> {
     this.live(shard);
-    const bufferOf = (h: Handle) => this.block(h);
-    ops.forEach((op, i) => {
-      const at = `ops[${i}] (${op?.kind})`;
-      if (op?.kind === "append") checkAppend(op, at, bufferOf, "native");
-      else if (op?.kind === "attend") checkAttend(op, at, bufferOf, "native");
-      else throw new DuoError("INVALID_ARGUMENT", `ops[${i}].kind must be "append" or "attend", got ${JSON.stringify((op as { kind?: unknown })?.kind)}`);
-    });
+    checkOps(ops, this.capabilities, (h) => this.block(h).bytes);
     this.lib.duo_threads(this.threads);
     for (const op of ops) {
       if (op.kind === "append") this.append(op);

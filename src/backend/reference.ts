@@ -4,8 +4,9 @@
  */
 import { bf16BitsToF32, bytesPerElement, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits, type KvDtype, KV_DTYPES } from "../dtype.ts";
 import { DuoError } from "../errors.ts";
-import { bufferRows, checkSharedBuffer, checkTileable, kvIndex, type KvLayout, segmentLayouts, tileable } from "./layout.ts";
-import type { AppendOp, AttendOp, Backend, BackendMemory, Handle, Op, Segment } from "./types.ts";
+import { bufferRows, kvIndex, type KvLayout, segmentLayouts, tileable } from "./layout.ts";
+import type { AppendOp, AttendOp, Backend, BackendCapabilities, BackendMemory, Handle, Op, Segment } from "./types.ts";
+import { checkOps } from "./validate.ts";
 
 /** Read element `i` of a KV buffer of `dtype`. */
 function load(view: DataView, dtype: KvDtype, i: number): number {
@@ -58,7 +59,8 @@ export function visible(p: number, t: number, window: AttendOp["window"]): boole
 export class ReferenceBackend implements Backend {
   readonly name = "reference" as const;
   readonly shards: number;
-  readonly dtypes = KV_DTYPES;
+  /** Any head dim; both page layouts (it reads whatever the fast backends write). */
+  readonly capabilities: BackendCapabilities = { dtypes: KV_DTYPES, headDims: { multipleOf: 1 }, layouts: ["NHD", "T64"] };
   private buffers = new Map<Handle, DataView>();
   private next = 1;
   private bytes: number[];
@@ -98,6 +100,7 @@ export class ReferenceBackend implements Backend {
   }
 
   async run(_shard: number, ops: Op[]): Promise<void> {
+    checkOps(ops, this.capabilities, (h) => this.view(h).byteLength);
     for (const op of ops) {
       if (op.kind === "append") this.append(op);
       else this.attend(op);
@@ -118,11 +121,9 @@ export class ReferenceBackend implements Backend {
     const dst = this.view(op.dst);
     const D = op.headDim, layout = op.layout ?? "NHD";
     const capacityRows = bufferRows(layout, dst.byteLength, op.rowHeads, D, bytesPerElement(op.dtype));
-    if (layout !== "NHD") checkTileable(capacityRows, D, `append to buffer ${op.dst}`, layout);
     for (let t = 0; t < op.rows.length; t++) {
       const row = op.rows[t]!;
       if (row < 0) continue;
-      if (row >= capacityRows) throw new DuoError("CAPACITY", `append: row ${row} is past the buffer's ${capacityRows} rows`);
       for (let j = 0; j < op.rowHeads; j++) {
         const src = (t * op.srcHeads + op.heads[j]!) * D;
         for (let d = 0; d < D; d++) store(dst, op.dtype, kvIndex(layout, op.rowHeads, capacityRows, D, row, j, d), op.src[src + d]!);
@@ -136,13 +137,6 @@ export class ReferenceBackend implements Backend {
     const keys = op.segments.map((s) => {
       const k = this.view(s.k), v = this.view(s.v), lay = segmentLayouts(s.layout);
       const rows = bufferRows(s.layout ?? "NHD", k.byteLength, s.rowHeads, D, bytesPerElement(s.dtype));
-      if (s.layout === "T64") {
-        checkSharedBuffer(s.k, s.v, `segment over buffers ${s.k}/${s.v}`);
-        checkTileable(rows, D, `segment over buffer ${s.k}`, s.layout);
-        if (s.rowStart + s.rowCount > rows) {
-          throw new DuoError("SHAPE_MISMATCH", `segment rows ${s.rowStart}..${s.rowStart + s.rowCount - 1} are past the ${rows} rows of T64 buffer ${s.k}`);
-        }
-      }
       return { s, k, v, lay, rows };
     });
     const scores: number[] = [];

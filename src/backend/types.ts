@@ -11,6 +11,9 @@
  *  - `run(shard, ops)` executes a list of ops on one shard, in order, and resolves when all are done; host arrays
  *    named `out` are filled before it resolves. Different shards may run concurrently (Promise.all).
  *  - Ops are plain objects that can be posted to a worker or flattened for FFI as they are.
+ *  - Every backend checks a run's ops with validate.ts `checkOps` (against its `capabilities` and its buffers' sizes)
+ *    before any kernel runs, so every backend refuses the same ops with the same DuoError and a refused run changes
+ *    nothing.
  *
  * Cache tensors: a KV buffer holds rows of `rowHeads` heads × `headDim` elements of `dtype`, token-major ("NHD": row r,
  *  head j, element d at element index (r · rowHeads + j) · headDim + d) unless an op says "T64" (tiled: layout.ts).
@@ -97,12 +100,25 @@ export interface BackendMemory {
   capacity: number;
 }
 
+/**
+ * What a backend's kernels implement, declared once per backend. DuoAttention.create refuses an engine the backend
+ * cannot run (validate.ts `unsupported`), and every op is checked against it before a kernel sees it (`checkOps`).
+ */
+export interface BackendCapabilities {
+  /** KV storage dtypes */
+  readonly dtypes: readonly KvDtype[];
+  /** head dims: the sizes the kernels are built for, or every positive multiple of `multipleOf` */
+  readonly headDims: readonly number[] | { readonly multipleOf: number };
+  /** cache buffer layouts the kernels read and write (layout.ts); "NHD" always, "T64" where the kernels tile */
+  readonly layouts: readonly KvLayout[];
+}
+
 export interface Backend {
   readonly name: BackendName;
   /** independent memory domains; the cache spreads heads over them */
   readonly shards: number;
-  /** KV storage dtypes this backend implements */
-  readonly dtypes: readonly KvDtype[];
+  /** what the kernels implement: dtypes, head dims, layouts */
+  readonly capabilities: BackendCapabilities;
   /** The layout this backend reads fastest for retrieval pages of `pageRows` rows, read by `group` query heads per KV
    *  head (every backend accepts "NHD"). */
   pageLayout(dtype: KvDtype, headDim: number, pageRows: number, group: number): KvLayout;

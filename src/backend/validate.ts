@@ -1,53 +1,115 @@
 /**
- * Op validation shared by the backends that run the C kernels (wasm.ts, native.ts): every shape, index and buffer
- * extent an op names is checked here, before it leaves for a kernel, so that a rejected op changes nothing and the
- * error names what was wrong and what is valid. The buffers are looked up through the backend (`bufferOf`), which
- * throws for an unknown handle.
+ * Checks shared by every backend, so that each refuses the same input with the same words.
+ *
+ *  - `unsupported(caps, needs)`: can a backend with these capabilities (types.ts, declared once per backend) run an
+ *    engine of this KV dtype and head dim? DuoAttention.create asks it before anything is allocated, and
+ *    `backend: "auto"` passes over a backend that cannot.
+ *  - `checkOps(ops, caps, sizeOf)`: every op of a run, against the capabilities and the byte sizes of the buffers it
+ *    names, before any kernel runs; a rejected run changes nothing. Array lengths must be exact: a longer array is
+ *    as much a caller's mistake as a shorter one. Values a kernel indexes with (heads, slots, rows, positions) are
+ *    checked here too, so a C kernel never reads out of bounds on a JS caller's word.
  */
-import { bytesPerElement, KV_DTYPES, type KvDtype } from "../dtype.ts";
+import { bytesPerElement, type KvDtype } from "../dtype.ts";
 import { checkInt, checkOneOf, DuoError } from "../errors.ts";
-import { bufferBytes, bufferRows, checkSharedBuffer, checkTileable } from "./layout.ts";
-import type { AppendOp, AttendOp, Handle, Segment } from "./types.ts";
+import { type BufferLayout, bufferBytes, bufferRows, checkSharedBuffer, checkTileable, type KvLayout } from "./layout.ts";
+import type { AppendOp, AttendOp, BackendCapabilities, Handle, Op, Segment } from "./types.ts";
 
-/** A backend's buffer by handle (throws INVALID_ARGUMENT when it has none by that handle). */
-export type BufferOf = (h: Handle) => { bytes: number };
+/** What an engine needs of its backend. */
+export interface EngineNeeds {
+  dtype: KvDtype;
+  headDim: number;
+}
 
-export function checkAppend(op: AppendOp, at: string, bufferOf: BufferOf, backend: string): void {
-  checkDtype(op.dtype, at);
-  checkHeadDim(op.headDim, at, backend);
-  const layout = checkOneOf(`${at} layout`, op.layout ?? "NHD", ["NHD", "K64", "V64"] as const);
+/** The head dims of `caps` in words, to follow "head dims": "64 or 128", "that are multiples of 4". */
+export function headDimsText(caps: BackendCapabilities): string {
+  const h = caps.headDims;
+  if ("multipleOf" in h) return h.multipleOf === 1 ? "of any size" : `that are multiples of ${h.multipleOf}`;
+  return h.length === 1 ? String(h[0]) : `${h.slice(0, -1).join(", ")} or ${h[h.length - 1]}`;
+}
+
+function headDimOk(caps: BackendCapabilities, D: number): boolean {
+  const h = caps.headDims;
+  return "multipleOf" in h ? D % h.multipleOf === 0 : h.includes(D);
+}
+
+/** Why a backend named `name` with `caps` cannot run an engine of `needs`, in words; null when it can. */
+export function unsupported(name: string, caps: BackendCapabilities, needs: EngineNeeds): string | null {
+  const why: string[] = [];
+  if (!headDimOk(caps, needs.headDim)) why.push(`its kernels take head dims ${headDimsText(caps)}, not ${needs.headDim} (shape.headDim)`);
+  if (!caps.dtypes.includes(needs.dtype)) why.push(`it stores KV as ${caps.dtypes.join(", ")}, not ${needs.dtype} (kvDtype)`);
+  return why.length ? `the ${name} backend cannot run this engine: ${why.join("; and ")}` : null;
+}
+
+/** Byte size of buffer `h` of the shard being run; throws INVALID_ARGUMENT for a handle the shard does not hold. */
+export type BufferSize = (h: Handle) => number;
+
+/** Check every op of one run; the message names the op (`ops[i] (kind)`) and the field that is wrong. */
+export function checkOps(ops: readonly Op[], caps: BackendCapabilities, sizeOf: BufferSize): void {
+  if (!Array.isArray(ops)) throw new DuoError("INVALID_ARGUMENT", `ops must be an array of append / attend ops, got ${typeof ops}`);
+  ops.forEach((op, i) => checkOp(op, i, caps, sizeOf));
+}
+
+/** Check one op, ops[i] of its run. */
+export function checkOp(op: Op, i: number, caps: BackendCapabilities, sizeOf: BufferSize): void {
+  const at = `ops[${i}] (${op?.kind})`;
+  if (op?.kind === "append") checkAppend(op, at, caps, sizeOf);
+  else if (op?.kind === "attend") checkAttend(op, at, caps, sizeOf);
+  else throw new DuoError("INVALID_ARGUMENT", `ops[${i}].kind must be "append" or "attend", got ${JSON.stringify((op as { kind?: unknown })?.kind)}`);
+}
+
+function checkDtype(dtype: KvDtype, caps: BackendCapabilities, at: string): void {
+  if (!caps.dtypes.includes(dtype)) {
+    throw new DuoError("UNSUPPORTED", `${at}: dtype must be one of ${caps.dtypes.map((d) => `"${d}"`).join(", ")}, got ${JSON.stringify(dtype)}`);
+  }
+}
+
+function checkHeadDim(D: number, caps: BackendCapabilities, at: string): void {
+  checkInt(`${at} headDim`, D, 1);
+  if (!headDimOk(caps, D)) throw new DuoError("UNSUPPORTED", `${at}: the kernels take head dims ${headDimsText(caps)}, got ${D}`);
+}
+
+/** The buffer layouts of `caps`: NHD, and the two halves of T64 where the kernels tile. */
+function bufferLayouts(caps: BackendCapabilities): BufferLayout[] {
+  return caps.layouts.includes("T64") ? ["NHD", "K64", "V64"] : ["NHD"];
+}
+
+/** Throw SHAPE_MISMATCH unless typed array `a` has exactly `want` elements (`how`: the formula, for the message). */
+function length(name: string, a: unknown, want: number, how: string, at: string): void {
+  const n = ArrayBuffer.isView(a) ? (a as Float32Array).length : NaN;
+  const unit = a instanceof Float32Array ? "floats" : "entries";
+  if (n !== want) throw new DuoError("SHAPE_MISMATCH", `${at}: ${name} has ${Number.isNaN(n) ? "no" : n} ${unit}, expected ${how} = ${want}`);
+}
+
+function checkAppend(op: AppendOp, at: string, caps: BackendCapabilities, sizeOf: BufferSize): void {
+  checkDtype(op.dtype, caps, at);
+  checkHeadDim(op.headDim, caps, at);
+  const layout = checkOneOf(`${at} layout`, op.layout ?? "NHD", bufferLayouts(caps));
   checkInt(`${at} rowHeads`, op.rowHeads, 0);
   checkInt(`${at} srcHeads`, op.srcHeads, 0);
-  const dst = bufferOf(op.dst);
+  if (!(op.rows instanceof Int32Array)) throw new DuoError("INVALID_ARGUMENT", `${at}: rows must be an Int32Array (one destination row per source token)`);
   const T = op.rows.length;
-  if (op.src.length !== T * op.srcHeads * op.headDim) {
-    throw new DuoError("SHAPE_MISMATCH", `${at}: src has ${op.src.length} floats, expected rows.length × srcHeads × headDim = ${T} × ${op.srcHeads} × ${op.headDim}`);
-  }
-  if (op.heads.length !== op.rowHeads) {
-    throw new DuoError("SHAPE_MISMATCH", `${at}: heads has ${op.heads.length} entries, expected rowHeads = ${op.rowHeads}`);
-  }
+  length("src", op.src, T * op.srcHeads * op.headDim, `rows.length × srcHeads × headDim = ${T} × ${op.srcHeads} × ${op.headDim}`, at);
+  length("heads", op.heads, op.rowHeads, "rowHeads", at);
   for (const h of op.heads) {
     if (h < 0 || h >= op.srcHeads) throw new DuoError("INVALID_ARGUMENT", `${at}: heads entry ${h} is outside the ${op.srcHeads} source heads`);
   }
-  const capacityRows = bufferRows(layout, dst.bytes, op.rowHeads, op.headDim, bytesPerElement(op.dtype));
+  const bytes = sizeOf(op.dst);
+  const capacityRows = bufferRows(layout, bytes, op.rowHeads, op.headDim, bytesPerElement(op.dtype));
   if (layout !== "NHD" && capacityRows !== Infinity) checkTileable(capacityRows, op.headDim, `${at}: buffer ${op.dst}`, layout);
   for (const r of op.rows) {
     if (r >= capacityRows) throw new DuoError("CAPACITY", `${at}: row ${r} is past the buffer's ${capacityRows} rows`);
   }
 }
 
-/** Check an attend op; returns its qPos0. */
-export function checkAttend(op: AttendOp, at: string, bufferOf: BufferOf, backend: string): number {
-  checkHeadDim(op.headDim, at, backend);
+function checkAttend(op: AttendOp, at: string, caps: BackendCapabilities, sizeOf: BufferSize): void {
+  checkHeadDim(op.headDim, caps, at);
   const T = checkInt(`${at} T`, op.T, 0), Hq = checkInt(`${at} numHeads`, op.numHeads, 0);
   const G = checkInt(`${at} group`, op.group, 1), D = op.headDim;
-  const qPos0 = checkInt(`${at} qPos0`, op.qPos0, 0, 2 ** 31 - 1 - T);
-  if (op.q.length !== T * Hq * D) throw new DuoError("SHAPE_MISMATCH", `${at}: q has ${op.q.length} floats, expected T × numHeads × headDim = ${T} × ${Hq} × ${D}`);
-  if (op.out.length !== T * Hq * D) throw new DuoError("SHAPE_MISMATCH", `${at}: out has ${op.out.length} floats, expected T × numHeads × headDim = ${T} × ${Hq} × ${D}`);
-  if (op.lse && op.lse.length !== T * Hq) throw new DuoError("SHAPE_MISMATCH", `${at}: lse has ${op.lse.length} floats, expected T × numHeads = ${T} × ${Hq}`);
-  if (op.kvSlots.length !== op.qHeads.length) {
-    throw new DuoError("SHAPE_MISMATCH", `${at}: kvSlots has ${op.kvSlots.length} entries, qHeads ${op.qHeads.length}; they must match`);
-  }
+  checkInt(`${at} qPos0`, op.qPos0, 0, 2 ** 31 - 1 - T);
+  length("q", op.q, T * Hq * D, `T × numHeads × headDim = ${T} × ${Hq} × ${D}`, at);
+  length("out", op.out, T * Hq * D, `T × numHeads × headDim = ${T} × ${Hq} × ${D}`, at);
+  if (op.lse !== undefined) length("lse", op.lse, T * Hq, `T × numHeads = ${T} × ${Hq}`, at);
+  length("kvSlots", op.kvSlots, op.qHeads?.length, "qHeads.length", at);
   for (const h of op.qHeads) {
     if (h < 0 || (h + 1) * G > Hq) throw new DuoError("INVALID_ARGUMENT", `${at}: qHeads entry ${h} selects query heads ${h * G}..${h * G + G - 1}, outside the ${Hq} query heads`);
   }
@@ -55,36 +117,27 @@ export function checkAttend(op: AttendOp, at: string, bufferOf: BufferOf, backen
     checkInt(`${at} window.sink`, op.window?.sink, 0, 2 ** 31 - 1);
     checkInt(`${at} window.recent`, op.window?.recent, 0, 2 ** 31 - 1);
   }
-  if (op.qHeads.length > 0 && T > 0) for (const s of op.segments) checkSegment(s, op, at, bufferOf);
-  return qPos0;
+  if (!Array.isArray(op.segments)) throw new DuoError("INVALID_ARGUMENT", `${at}: segments must be an array`);
+  if (op.qHeads.length > 0 && T > 0) op.segments.forEach((s, i) => checkSegment(s, `${at} segment ${i}`, op, caps, sizeOf));
 }
 
-function checkSegment(s: Segment, op: AttendOp, at: string, bufferOf: BufferOf): void {
-  checkDtype(s.dtype, at);
-  const layout = checkOneOf(`${at} segment layout`, s.layout ?? "NHD", ["NHD", "T64"] as const);
-  checkInt(`${at} segment rowHeads`, s.rowHeads, 1);
-  const start = checkInt(`${at} segment rowStart`, s.rowStart, 0), count = checkInt(`${at} segment rowCount`, s.rowCount, 0);
+function checkSegment(s: Segment, at: string, op: AttendOp, caps: BackendCapabilities, sizeOf: BufferSize): void {
+  checkDtype(s.dtype, caps, at);
+  const layout: KvLayout = checkOneOf(`${at} layout`, s.layout ?? "NHD", caps.layouts);
+  checkInt(`${at} rowHeads`, s.rowHeads, 1);
+  const start = checkInt(`${at} rowStart`, s.rowStart, 0), count = checkInt(`${at} rowCount`, s.rowCount, 0);
   for (const slot of op.kvSlots) {
     if (slot < 0 || slot >= s.rowHeads) throw new DuoError("INVALID_ARGUMENT", `${at}: kvSlots entry ${slot} is outside the segment's ${s.rowHeads} row heads`);
   }
-  if (layout === "T64") checkSharedBuffer(s.k, s.v, `${at}: a segment`);
+  if (layout === "T64") checkSharedBuffer(s.k, s.v, at);
   const es = bytesPerElement(s.dtype), end = bufferBytes(layout, start + count, s.rowHeads, op.headDim, es);
   for (const [name, h] of [["k", s.k], ["v", s.v]] as const) {
-    const b = bufferOf(h);
-    if (end > b.bytes) throw new DuoError("SHAPE_MISMATCH", `${at}: segment rows ${start}..${start + count - 1} of ${s.rowHeads} × ${op.headDim} ${s.dtype} (${layout}) need ${end} bytes of ${name} buffer ${h}, which has ${b.bytes}`);
-    if (layout === "T64") checkTileable(bufferRows(layout, b.bytes, s.rowHeads, op.headDim, es), op.headDim, `${at}: ${name} buffer ${h}`, layout);
+    const bytes = sizeOf(h);
+    if (end > bytes) throw new DuoError("SHAPE_MISMATCH", `${at}: rows ${start}..${start + count - 1} of ${s.rowHeads} × ${op.headDim} ${s.dtype} (${layout}) need ${end} bytes of ${name} buffer ${h}, which has ${bytes}`);
+    if (layout === "T64") checkTileable(bufferRows(layout, bytes, s.rowHeads, op.headDim, es), op.headDim, `${at}: ${name} buffer ${h}`, layout);
   }
-  if (typeof s.positions === "number") checkInt(`${at} segment positions`, s.positions, -(2 ** 31), 2 ** 31 - 1 - count);
+  if (typeof s.positions === "number") checkInt(`${at} positions`, s.positions, -(2 ** 31), 2 ** 31 - 1 - count);
   else if (!(s.positions instanceof Int32Array) || s.positions.length !== count) {
-    throw new DuoError("SHAPE_MISMATCH", `${at}: segment positions must be a number or an Int32Array of rowCount = ${count} entries`);
+    throw new DuoError("SHAPE_MISMATCH", `${at}: positions must be a number or an Int32Array of rowCount = ${count} entries`);
   }
-}
-
-export function checkDtype(dtype: KvDtype, at: string): void {
-  if (!KV_DTYPES.includes(dtype)) throw new DuoError("UNSUPPORTED", `${at}: dtype must be one of ${KV_DTYPES.map((d) => `"${d}"`).join(", ")}, got ${JSON.stringify(dtype)}`);
-}
-
-export function checkHeadDim(headDim: number, at: string, backend: string): void {
-  checkInt(`${at} headDim`, headDim, 1);
-  if (headDim % 4 !== 0) throw new DuoError("UNSUPPORTED", `${at}: the ${backend} kernels need headDim to be a multiple of 4, got ${headDim}`);
 }

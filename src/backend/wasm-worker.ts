@@ -20,7 +20,7 @@ const arrived = new Map<number, ToWorker | "lane">();
 let next = 1;
 let draining = false;
 
-function reply(id: number, value: unknown, transfer: Transferable[] = []): void {
+function reply(id: number, value: unknown, transfer: ArrayBuffer[] = []): void {
   if (deferred) return fail(id, deferred);
   channel.post({ id, ok: true, value } satisfies FromWorker, transfer);
 }
@@ -115,7 +115,7 @@ async function handle(m: ToWorker): Promise<void> {
     case "run":
       try {
         const results = exec.run(m.ops);
-        const transfer: Transferable[] = [];
+        const transfer: ArrayBuffer[] = [];
         for (const r of results) if (r) transfer.push(r.out.buffer as ArrayBuffer, ...(r.lse ? [r.lse.buffer as ArrayBuffer] : []));
         reply(m.id, results, transfer);
       } catch (e) {

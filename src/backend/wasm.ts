@@ -8,17 +8,17 @@
  * allocations reach a worker as messages ahead of any later run, and a worker-side failure rejects the next run.
  * Small runs (a decode step's) go through a shared lane (wasm-lane.ts: SharedArrayBuffer + Atomics) where the runtime
  * has one, larger ones and those that meet a busy lane as messages; the worker keeps them all in order.
- * Every op is validated here before it leaves, so a rejected op never reaches a kernel.
+ * Every op is validated (validate.ts) before it leaves, so a rejected op never reaches a kernel.
  */
 import { KV_DTYPES, type KvDtype } from "../dtype.ts";
 import { checkInt, checkOneOf, DuoError } from "../errors.ts";
 import { readUrl, runtime, spawnWorker, type WorkerThread } from "../runtime.ts";
 import { type KvLayout, tileable } from "./layout.ts";
-import { checkAppend, checkAttend } from "./validate.ts";
-import { scatterCompact } from "./abi.ts";
 import type { BackendOptions } from "./registry.ts";
-import type { AppendOp, AttendOp, Backend, BackendMemory, BackendProbe, Handle, Op } from "./types.ts";
-import { type AttendResult, type ExecAttend, type ExecOp, type FromWorker, type ToWorker, WasmExec } from "./wasm-exec.ts";
+import type { AppendOp, AttendOp, Backend, BackendCapabilities, BackendMemory, BackendProbe, Handle, Op } from "./types.ts";
+import { checkOp } from "./validate.ts";
+import { scatterCompact } from "./abi.ts";
+import { type AttendResult, type ExecOp, type FromWorker, type ToWorker, WasmExec } from "./wasm-exec.ts";
 import { CLOSED, DONE, Lane, laneUsable, REQ, STATUS, waitChange } from "./wasm-lane.ts";
 
 /** wasm32 memory limit of one shard, and what is kept back for the module's data, stack and per-op scratch. */
@@ -42,6 +42,9 @@ export function wasmKernels(kernels: WasmBackendOptions["kernels"] = "auto"): Wa
   const k = checkOneOf("kernels", kernels, ["auto", "simd", "relaxed", "scalar"] as const);
   return k === "auto" ? (runtime().wasmRelaxedSimd ? "relaxed" : "simd") : k;
 }
+
+/** What wasm/src implements: every dtype, head dims in 4-lane vectors, token-major and tiled pages (attend.c). */
+export const WASM_CAPABILITIES: BackendCapabilities = { dtypes: KV_DTYPES, headDims: { multipleOf: 4 }, layouts: ["NHD", "T64"] };
 
 /** The most a shard may hold: its wasm32 memory less a reserve for the kernels' scratch and the arena's headers. */
 const MAX_SHARD_BYTES = WASM32_BYTES - RESERVE_BYTES;
@@ -118,7 +121,7 @@ class WorkerShard implements Shard {
   }
 
   /** Post a request and wait for its reply; the worker is ref'd while any reply is outstanding. */
-  private request<T>(m: DistributiveOmit<ToWorker, "seq"> & { id: number }, transfer: Transferable[] = []): Promise<T> {
+  private request<T>(m: DistributiveOmit<ToWorker, "seq"> & { id: number }, transfer: ArrayBuffer[] = []): Promise<T> {
     if (this.failure) return Promise.reject(this.failure);
     return this.expect<T>((id) => {
       m.id = id;
@@ -141,7 +144,7 @@ class WorkerShard implements Shard {
   }
 
   /** Send a message: the current sequence number when it was taken by expect(), else the next one. */
-  private post(m: DistributiveOmit<ToWorker, "seq">, transfer: Transferable[] = []): void {
+  private post(m: DistributiveOmit<ToWorker, "seq">, transfer: ArrayBuffer[] = []): void {
     const seq = "id" in m ? m.id : ++this.seq;
     this.worker.post({ ...m, seq } as ToWorker, transfer);
     if (this.lane) Atomics.notify(this.lane.ctl, REQ); // end the worker's hold on the lane (wasm-worker.ts)
@@ -226,7 +229,7 @@ interface BufferInfo {
 
 export class WasmBackend implements Backend {
   readonly name = "wasm" as const;
-  readonly dtypes = KV_DTYPES;
+  readonly capabilities = WASM_CAPABILITIES;
   readonly shards: number;
   /** true when the shards are workers */
   readonly workers: boolean;
@@ -335,20 +338,13 @@ export class WasmBackend implements Backend {
     return b;
   }
 
-  /** Validate an op against the shapes and buffers it names; return what travels to the executor. */
+  /** Validate an op against the capabilities and the buffers it names (validate.ts); return what travels to the
+   *  executor. */
   private check(shard: number, op: Op, i: number): ExecOp {
-    const at = `ops[${i}] (${op?.kind})`;
-    const bufferOf = (h: Handle) => this.buffer(shard, h);
-    if (op?.kind === "append") {
-      checkAppend(op, at, bufferOf, "wasm");
-      return this.workers ? packAppend(op) : op;
-    }
-    if (op?.kind === "attend") {
-      const qPos0 = checkAttend(op, at, bufferOf, "wasm");
-      const { out: _out, lse, ...rest } = op;
-      return { ...rest, lse: lse !== undefined, qPos0 };
-    }
-    throw new DuoError("INVALID_ARGUMENT", `ops[${i}].kind must be "append" or "attend", got ${JSON.stringify((op as { kind?: unknown })?.kind)}`);
+    checkOp(op, i, this.capabilities, (h) => this.buffer(shard, h).bytes);
+    if (op.kind === "append") return this.workers ? packAppend(op) : op;
+    const { out: _out, lse, ...rest } = op;
+    return { ...rest, lse: lse !== undefined };
   }
 }
 
@@ -374,10 +370,22 @@ function packAppend(op: AppendOp): AppendOp {
   return { ...op, src, srcHeads: H, heads: Int32Array.from({ length: H }, (_, j) => j), rows };
 }
 
-/** Where the .wasm files are: wasm/dist when running from the TypeScript sources, beside this module when bundled. */
-function wasmUrl(kernels: WasmKernels): URL {
+/** Where the .wasm files are: wasm/dist when running from the TypeScript sources, beside this module when bundled;
+ *  null where this module has no URL (workerd gives bundled modules none). */
+function wasmUrl(kernels: WasmKernels): URL | null {
   const file = KERNEL_FILES[kernels];
-  return import.meta.url.endsWith(".ts") ? new URL(`../../wasm/dist/${file}`, import.meta.url) : new URL(`./${file}`, import.meta.url);
+  const here = import.meta.url as string | undefined;
+  if (typeof here !== "string") return null;
+  return here.endsWith(".ts") ? new URL(`../../wasm/dist/${file}`, here) : new URL(`./${file}`, here);
+}
+
+/** What to do when the kernels cannot be found by URL: pass them compiled, the way each kind of platform can. */
+function passModuleHint(kernels: WasmKernels): string {
+  const file = KERNEL_FILES[kernels];
+  return `pass the compiled kernels as wasmModule: \`import wasmModule from "duo-attention/${file}"\` where the platform compiles ` +
+    `.wasm imports (Cloudflare Workers / wrangler, bundlers with a wasm-module rule), or \`wasmModule: await WebAssembly.compileStreaming(fetch(url))\` ` +
+    `with the URL where you serve ${file} (it ships in the package's dist/)` +
+    (kernels === "relaxed" ? "; duo.wasm, the plain-SIMD build, also works where relaxed SIMD does not" : "");
 }
 
 function workerUrl(): URL {
@@ -404,9 +412,13 @@ export function loadWasmModule(opts: WasmBackendOptions = {}): Promise<WebAssemb
   let m = compiled.get(kernels);
   if (!m) {
     const url = wasmUrl(kernels);
+    if (!url) {
+      return Promise.reject(new DuoError("BACKEND_UNAVAILABLE", `the wasm backend cannot locate ${KERNEL_FILES[kernels]} in this runtime (${runtime().name}: this module has no URL and no file access); ${passModuleHint(kernels)}`));
+    }
     m = readUrl(url).then((bytes) => WebAssembly.compile(bytes as BufferSource)).catch((e: Error) => {
       compiled.delete(kernels);
-      throw new DuoError("BACKEND_UNAVAILABLE", `cannot load ${url.href}: ${e.message}`, { cause: e });
+      const hint = runtime().fs ? "" : `; ${passModuleHint(kernels)}`;
+      throw new DuoError("BACKEND_UNAVAILABLE", `cannot load ${url.href}: ${e.message}${hint}`, { cause: e });
     });
     compiled.set(kernels, m);
   }

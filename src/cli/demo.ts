@@ -10,7 +10,7 @@ import { decode, fillTo, prefill, SyntheticInputs } from "../demo/stack.ts";
 import { KV_DTYPES, type KvDtype } from "../dtype.ts";
 import { DuoAttention } from "../engine/duo.ts";
 import type { Sequence } from "../engine/sequence.ts";
-import { PREFILL_MODES } from "../engine/options.ts";
+import { DEFAULT_RECENT, DEFAULT_SINK, PREFILL_MODES } from "../engine/options.ts";
 import { checkOneOf, DuoError } from "../errors.ts";
 import { loadPattern } from "../pattern/io.ts";
 import { checkPatternShape } from "../pattern/pattern.ts";
@@ -39,7 +39,7 @@ const USAGE = `usage: duo demo [options]
   --steps n            timed decode steps per context, the fastest reported (default 3)
   --kv-dtype d         ${KV_DTYPES.join(" | ")} (default bf16)
   --prefill m          ${PREFILL_MODES.join(" | ")} (default upstream)
-  --sink n, --recent n sink and recent tokens (default 64, 256)
+  --sink n, --recent n sink and recent tokens (default: the pattern's config.json values, else 64, 256)
 `;
 
 interface Row {
@@ -73,22 +73,26 @@ export async function main(argv: string[]): Promise<number> {
   const steps = numberArg(args, "steps", { min: 1, integer: true }) ?? 3;
   const kvDtype = checkOneOf("--kv-dtype", args.values.get("kv-dtype") ?? "bf16", KV_DTYPES) as KvDtype;
   const mode = checkOneOf("--prefill", args.values.get("prefill") ?? "upstream", PREFILL_MODES) as PrefillMode;
-  const sinkSize = numberArg(args, "sink", { min: 0, integer: true }) ?? 64;
-  const recentSize = numberArg(args, "recent", { min: 0, integer: true }) ?? 256;
+  const sinkArg = numberArg(args, "sink", { min: 0, integer: true });
+  const recentArg = numberArg(args, "recent", { min: 0, integer: true });
 
-  // The head schedule: a published pattern, or a synthetic one with the same per-layer unevenness.
+  // The head schedule: a published pattern (whose config.json gives S and R unless --sink / --recent do), or a
+  // synthetic one with the same per-layer unevenness.
   let schedule: HeadSchedule, source: string;
+  let window = { sinkSize: sinkArg ?? DEFAULT_SINK, recentSize: recentArg ?? DEFAULT_RECENT };
   const patternArg = args.values.get("pattern");
   if (patternArg) {
     const pattern = await loadPattern(patternArg);
     checkPatternShape(pattern, shape);
     schedule = sparsify(pattern, { sparsity });
+    window = { sinkSize: sinkArg ?? pattern.sinkSize, recentSize: recentArg ?? pattern.recentSize };
     source = `published pattern ${patternArg}, sparsity ${sparsity} (numpy seed-42 tie-break)`;
   } else {
     schedule = syntheticSchedule(shape.numLayers, shape.numKvHeads, 1 - sparsity, 42);
     source = `synthetic schedule (no --pattern given): ${Math.round((1 - sparsity) * 100)}% retrieval, uneven per layer like the published ones`;
   }
   const counts = schedule.counts();
+  const { sinkSize, recentSize } = window;
 
   // Full attention and DuoAttention each get a backend of their own with the same memory cap, split over its
   // workers (the wasm backend's shards; other backends ignore the cap), so neither's cache crowds the other's.

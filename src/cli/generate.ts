@@ -80,12 +80,13 @@ export async function main(argv: string[]): Promise<number> {
     const s = run.stats, kv = model.kvBytes(), cfg = model.config;
     const rate = (n: number, ms: number) => (ms > 0 ? `${(n / (ms / 1000)).toFixed(1)} tokens/s` : "-");
     const retrieval = model.schedule.retrievalHeads, total = cfg.numLayers * cfg.numKvHeads;
+    const windowFrom = pattern !== undefined && options.sinkSize === undefined && options.recentSize === undefined ? " (the pattern's config.json)" : "";
     write(
       [
         `prefill: ${s.promptTokens} tokens in ${s.prefillMs.toFixed(1)} ms (${rate(s.promptTokens, s.prefillMs)})`,
         `decode: ${s.decodeSteps} tokens in ${s.decodeMs.toFixed(1)} ms (${rate(s.decodeSteps, s.decodeMs)}); ${s.generatedTokens} generated, stopped by ${s.stopReason}${s.seed !== null ? `, seed ${s.seed}` : ""}`,
         `KV cache: ${formatBytes(kv.total)} (retrieval ${formatBytes(kv.retrieval)} + streaming ${formatBytes(kv.streaming)}; full attention: ${formatBytes(kv.fullAttention)}; allocated ${formatBytes(kv.allocated)})`,
-        `heads: ${retrieval}/${total} KV heads retrieval, S=${model.engine.sinkSize} R=${model.engine.recentSize}, kv ${model.engine.kvDtype}; attention: ${model.engine.backendName} backend, model math: ${model.kernels.name} kernels`,
+        `heads: ${retrieval}/${total} KV heads retrieval, S=${model.engine.sinkSize} R=${model.engine.recentSize}${windowFrom}, kv ${model.engine.kvDtype}; attention: ${model.engine.backendName} backend, model math: ${model.kernels.name} kernels`,
         "",
       ].join("\n"),
       "stderr",

@@ -12,7 +12,8 @@ export const MODEL_VALUES = ["model", "backend", "kernels", "sink", "recent", "k
 export const MODEL_USAGE = `  --model DIR          Hugging Face model directory (config.json, model.safetensors[.index.json], tokenizer.json)
   --backend b          attention backend: ${BACKEND_CHOICES.join(" | ")} (default auto)
   --kernels k          model math: auto | ${KERNELS.join(" | ")} (default: reference with --backend reference, else wasm)
-  --sink S, --recent R streaming heads keep S sink + R recent tokens (default 64, 256)
+  --sink S, --recent R streaming heads keep S sink + R recent tokens (default: the pattern's config.json
+                       sink_size and recent_size, else 64, 256)
   --kv-dtype d         KV cache storage: ${KV_DTYPES.join(" | ")} (default bf16)
   --prefill m          streaming-head prefill: ${PREFILL_MODES.join(" | ")} (default upstream)
   --prefill-chunk C    prompt tokens per forward pass (default 512)

@@ -72,11 +72,14 @@ export async function main(argv: string[]): Promise<number> {
     try {
       const hay = haystackIds(model.tokenizer, text, Math.max(...lengths));
       const cfg = model.config;
-      meta = {
-        model: dir, architecture: cfg.architecture, haystack, sinkSize: model.engine.sinkSize, recentSize: model.engine.recentSize,
-        kvDtype: model.engine.kvDtype, prefill: model.engine.prefill, prefillChunk: model.prefillChunk, maxTokens,
-        attentionBackend: model.engine.backendName, kernels: model.kernels.name,
-      };
+      // The window is the DuoAttention run's (full attention keeps every token whatever S and R say).
+      if (method === "duo" || !("model" in meta)) {
+        meta = {
+          model: dir, architecture: cfg.architecture, haystack, sinkSize: model.engine.sinkSize, recentSize: model.engine.recentSize,
+          kvDtype: model.engine.kvDtype, prefill: model.engine.prefill, prefillChunk: model.prefillChunk, maxTokens,
+          attentionBackend: model.engine.backendName, kernels: model.kernels.name,
+        };
+      }
       write(`${method}: ${model.schedule.retrievalHeads}/${cfg.numLayers * cfg.numKvHeads} retrieval KV heads\n`, "stderr");
       const cells = await runNiah(model, hay, { lengths, depths, maxTokens }, (c) => {
         write(`  ${method} length ${c.length} depth ${c.depth}: score ${c.score.toFixed(3)} rouge1 ${c.rouge1.toFixed(2)} ${JSON.stringify(c.response.slice(0, 60))}\n`, "stderr");

@@ -54,13 +54,10 @@ export class DuoAttention {
 
   static async create(options: DuoAttentionOptions): Promise<DuoAttention> {
     const o = resolveOptions(options);
-    const owns = typeof o.backend === "string";
-    const backend = await createBackend(o.backend, options);
-    if (!backend.dtypes.includes(o.kvDtype)) {
-      if (owns) await backend.dispose();
-      throw new DuoError("UNSUPPORTED", `the ${backend.name} backend stores KV as ${backend.dtypes.join(", ")}; kvDtype "${o.kvDtype}" is not one of them`);
-    }
-    return new DuoAttention(o, backend, owns);
+    // The backend's own declaration of what it runs decides: an engine it cannot run is refused here, before
+    // anything is allocated, not at the first attend.
+    const backend = await createBackend(o.backend, options, { dtype: o.kvDtype, headDim: o.shape.headDim });
+    return new DuoAttention(o, backend, typeof o.backend === "string");
   }
 
   get backendName(): BackendName {

@@ -2,6 +2,7 @@
 import type { CallTensors, Staging } from "../cache/layer-shard.ts";
 import type { SplitKVCache, KvBytes } from "../cache/split-cache.ts";
 import { checkInt, DuoError } from "../errors.ts";
+import { callTokens } from "./call-shape.ts";
 import type { DuoAttention } from "./duo.ts";
 
 export class Sequence {
@@ -45,15 +46,7 @@ export class Sequence {
     for (const [name, a] of [["q", q], ["k", k], ["v", v]] as [string, unknown][]) {
       if (a !== null && !(a instanceof Float32Array)) throw new DuoError("INVALID_ARGUMENT", `${name} must be a Float32Array, got ${describe(a)}`);
     }
-    const kvRow = numKvHeads * D;
-    if (k.length === 0 || k.length % kvRow !== 0) {
-      throw new DuoError("SHAPE_MISMATCH", `k has ${k.length} elements; it must be [T, numKvHeads=${numKvHeads}, headDim=${D}] with T ≥ 1 (a multiple of ${kvRow})`);
-    }
-    const T = k.length / kvRow;
-    if (v.length !== k.length) throw new DuoError("SHAPE_MISMATCH", `v has ${v.length} elements; it must match k: [T=${T}, ${numKvHeads}, ${D}] = ${k.length}`);
-    if (q !== null && q.length !== T * numHeads * D) {
-      throw new DuoError("SHAPE_MISMATCH", `q has ${q.length} elements; for T=${T} tokens it must be [T, numHeads=${numHeads}, headDim=${D}] = ${T * numHeads * D}`);
-    }
+    const T = callTokens(q, k, v, { numHeads, numKvHeads, headDim: D });
     const cached = this.cache.length(layer);
     if (cached + T > this.engine.maxContext) {
       throw new DuoError("CAPACITY", `layer ${layer} holds ${cached} tokens; ${T} more would exceed maxContext = ${this.engine.maxContext}`);

@@ -1,4 +1,5 @@
 /** duo-attention/model: the Llama-family model runner (also exported from the package root). */
+import "../api-globals.ts";
 export { LlamaModel, type LoadOptions } from "./llama.ts";
 export { Generation, type GenerateOptions, type GeneratedToken, type GenerationStats } from "./generate.ts";
 export { type SamplingOptions, Sampler, Prng } from "./sampler.ts";

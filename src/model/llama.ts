@@ -42,7 +42,9 @@ export interface LoadOptions {
   sparsity?: number;
   /** explicit mask [layer][kvHead] in the model's head order, true = retrieval (instead of a pattern) */
   heads?: HeadSchedule | readonly (readonly boolean[])[];
+  /** sink tokens S of a streaming head (default: the pattern's config.json sink_size, else 64) */
   sinkSize?: number;
+  /** recent tokens R of a streaming head (default: the pattern's config.json recent_size, else 256) */
   recentSize?: number;
   kvDtype?: KvDtype;
   prefill?: PrefillMode;
@@ -54,16 +56,18 @@ export interface LoadOptions {
   threads?: number;
   /** native: path of libduo.so (default: $DUO_NATIVE_LIB, then native/dist/<os>-<arch>/) */
   nativeLibrary?: string;
+  /** backend "auto": refuse rather than fall back to the reference backend (BackendOptions.strict) */
+  strict?: boolean;
   /** a precompiled duo-model.wasm (edge runtimes, bundlers) */
   modelWasm?: WebAssembly.Module;
 }
 
-const LOAD_KEYS = ["backend", "kernels", "pattern", "sparsity", "heads", "sinkSize", "recentSize", "kvDtype", "prefill", "maxContext", "prefillChunk", "threads", "nativeLibrary", "modelWasm"];
+const LOAD_KEYS = ["backend", "kernels", "pattern", "sparsity", "heads", "sinkSize", "recentSize", "kvDtype", "prefill", "maxContext", "prefillChunk", "threads", "nativeLibrary", "strict", "modelWasm"];
 
-async function scheduleFor(o: LoadOptions, cfg: ModelConfig): Promise<HeadSchedule> {
+/** The head schedule in the model's order, and the pattern it came from (whose config.json gives the window). */
+async function scheduleFor(o: LoadOptions, cfg: ModelConfig): Promise<{ schedule: HeadSchedule; pattern?: HeadPattern }> {
   if (o.pattern !== undefined && o.heads !== undefined) throw new DuoError("INVALID_ARGUMENT", "pass either pattern (+ sparsity) or heads, not both");
   if (o.sparsity !== undefined && o.pattern === undefined) throw new DuoError("INVALID_ARGUMENT", "sparsity needs a pattern (a head-pattern directory, URL or HeadPattern)");
-  let s: HeadSchedule;
   if (o.pattern !== undefined) {
     const { loadPattern } = await import("../pattern/io.ts");
     const { sparsify } = await import("../pattern/sparsify.ts");
@@ -71,11 +75,12 @@ async function scheduleFor(o: LoadOptions, cfg: ModelConfig): Promise<HeadSchedu
     if (pattern.numLayers !== cfg.numLayers || pattern.numKvHeads !== cfg.numKvHeads) {
       throw new DuoError("SHAPE_MISMATCH", `the head pattern${pattern.source ? ` ${pattern.source}` : ""} is ${pattern.numLayers} layers x ${pattern.numKvHeads} KV heads, but the model has ${cfg.numLayers} layers x ${cfg.numKvHeads} KV heads`);
     }
-    s = sparsify(pattern, { sparsity: o.sparsity ?? 0.5 });
-  } else if (o.heads !== undefined) s = o.heads instanceof HeadSchedule ? o.heads : HeadSchedule.fromMask(o.heads);
-  else s = HeadSchedule.full(cfg.numLayers, cfg.numKvHeads);
+    return { schedule: sparsify(pattern, { sparsity: o.sparsity ?? 0.5 }), pattern };
+  }
+  const s = o.heads === undefined ? HeadSchedule.full(cfg.numLayers, cfg.numKvHeads)
+    : o.heads instanceof HeadSchedule ? o.heads : HeadSchedule.fromMask(o.heads);
   s.checkShape(cfg.numLayers, cfg.numKvHeads, "the head mask");
-  return s;
+  return { schedule: s };
 }
 
 export class LlamaModel {
@@ -116,7 +121,7 @@ export class LlamaModel {
     const tokenizer = await TextTokenizer.load(dir);
     const tensors = await openWeights(dir);
     const weightBytes = checkTensors(tensors, cfg);
-    const schedule = await scheduleFor(options, cfg);
+    const { schedule, pattern } = await scheduleFor(options, cfg);
     const backendName = typeof options.backend === "object" ? options.backend.name : options.backend;
     const kernels = await createModelKernels(options.kernels ?? (backendName === "reference" ? "reference" : backendName === "native" ? "native" : "auto"),
       { wasmModule: options.modelWasm, nativeLibrary: options.nativeLibrary, threads: options.threads });
@@ -127,13 +132,14 @@ export class LlamaModel {
       engine = await DuoAttention.create({
         shape: { numLayers: cfg.numLayers, numHeads: cfg.numHeads, numKvHeads: cfg.numKvHeads, headDim: cfg.headDim },
         heads: permuted,
-        sinkSize: options.sinkSize,
-        recentSize: options.recentSize,
+        sinkSize: options.sinkSize ?? pattern?.sinkSize,
+        recentSize: options.recentSize ?? pattern?.recentSize,
         kvDtype: options.kvDtype,
         backend: options.backend,
         prefill: options.prefill,
         maxContext,
         threads: options.threads,
+        strict: options.strict,
       });
       // + 64-byte alignment for each of the at most 4 + 16 per layer tensors
       kernels.reserve(weightBytes + 64 * (4 + 16 * cfg.numLayers), scratchBytes(cfg, prefillChunk));

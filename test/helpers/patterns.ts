@@ -1,8 +1,10 @@
 /**
  * Where the published head patterns are (test data, never copied into the repo): $DUO_PATTERNS_DIR, else
- * ../shared/patterns beside the repository. Tests that need them skip with SKIP_NO_PATTERNS when neither exists.
+ * ../shared/patterns beside the repository; one folder per model, holding the two files or (upstream's
+ * attn_patterns/<model>/<setting>/ layout) one setting folder that does. Tests that need them skip with
+ * SKIP_NO_PATTERNS when neither exists.
  */
-import { existsSync } from "node:fs";
+import { existsSync, readdirSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { env } from "../../src/runtime.ts";
 
@@ -18,9 +20,17 @@ export type PatternName = (typeof PATTERN_NAMES)[number];
 
 export const SKIP_NO_PATTERNS = "skipped: published patterns not found; set DUO_PATTERNS_DIR";
 
+/** The folder under `modelDir` that holds full_attention_heads.tsv: itself or its first setting folder. */
+function filesDir(modelDir: string): string | undefined {
+  if (existsSync(`${modelDir}/full_attention_heads.tsv`)) return modelDir;
+  if (!existsSync(modelDir)) return undefined;
+  const setting = readdirSync(modelDir).sort().find((s) => existsSync(`${modelDir}/${s}/full_attention_heads.tsv`));
+  return setting === undefined ? undefined : `${modelDir}/${setting}`;
+}
+
 function find(): string | undefined {
   const candidates = [env("DUO_PATTERNS_DIR"), fileURLToPath(new URL("../../../shared/patterns", import.meta.url).href)];
-  return candidates.find((d) => d && existsSync(`${d}/${PATTERN_NAMES[0]}/full_attention_heads.tsv`));
+  return candidates.find((d) => d && filesDir(`${d}/${PATTERN_NAMES[0]}`) !== undefined);
 }
 
 /** The patterns directory, or undefined when the data is not here. */
@@ -29,8 +39,9 @@ export const patternsDir: string | undefined = find();
 /** For test(name, { skip: skipNoPatterns }, fn). */
 export const skipNoPatterns: string | false = patternsDir ? false : SKIP_NO_PATTERNS;
 
-/** Path of one published pattern directory (call only from tests that skip without the data). */
+/** Path of the folder holding one published pattern's files (call only from tests that skip without the data). */
 export function patternPath(name: PatternName): string {
-  if (!patternsDir) throw new Error(SKIP_NO_PATTERNS);
-  return `${patternsDir}/${name}`;
+  const dir = patternsDir && filesDir(`${patternsDir}/${name}`);
+  if (!dir) throw new Error(SKIP_NO_PATTERNS);
+  return dir;
 }

@@ -37,7 +37,8 @@ export async function defaultPatternDir(preset: string): Promise<string | null> 
   const name = Object.entries(PATTERN_PRESETS).find(([, p]) => p === preset)?.[0];
   if (!name) return null;
   for (const base of [env("DUO_PATTERNS_DIR"), "../shared/patterns"]) {
-    if (base && await exists(`${base}/${name}/full_attention_heads.tsv`)) return `${base}/${name}`;
+    // the model's folder: the files themselves, or upstream's setting folder inside (loadPattern takes either)
+    if (base && await exists(`${base}/${name}`)) return `${base}/${name}`;
   }
   return null;
 }

@@ -111,9 +111,11 @@ export interface SteppedTask {
  * order rotated from call to call) before call i + 1 of any. A slow spell of a shared machine then falls on all
  * tasks within the same second instead of on whichever whole run it hit (on a 2-vCPU VM, an 8K-token prefill of one
  * layer timed as whole runs took 10.1 s in one run and 14.5 s in another). A task's `ms` is the sum over its calls of
- * each call's fastest time over the rounds; `mean` and `min` are over whole rounds.
+ * each call's fastest time over the rounds; `mean` and `min` are over whole rounds. `now` is the clock in ms (tests
+ * pass a scripted one, so that what they assert does not depend on how busy the machine is).
  */
-export async function measureLockstep(tasks: readonly SteppedTask[], rounds: number): Promise<Timing[]> {
+export async function measureLockstep(tasks: readonly SteppedTask[], rounds: number,
+                                      now: () => number = () => performance.now()): Promise<Timing[]> {
   const best = tasks.map((t) => new Float64Array(t.steps).fill(Infinity));
   const totals: number[][] = tasks.map(() => []);
   const steps = Math.max(...tasks.map((t) => t.steps));
@@ -124,9 +126,9 @@ export async function measureLockstep(tasks: readonly SteppedTask[], rounds: num
       for (let k = 0; k < tasks.length; k++) {
         const j = (i + r + k) % tasks.length, t = tasks[j]!;
         if (i >= t.steps) continue;
-        const t0 = performance.now();
+        const t0 = now();
         await t.step(i);
-        const ms = performance.now() - t0;
+        const ms = now() - t0;
         best[j]![i] = Math.min(best[j]![i]!, ms);
         round[j]! += ms;
       }
