@@ -18,20 +18,11 @@ import { createNativeBackend, probeNative } from "../src/backend/native.ts";
 import { createBackend, probeAll } from "../src/backend/registry.ts";
 import type { Op } from "../src/backend/types.ts";
 import { createWasmBackend } from "../src/backend/wasm.ts";
-import { DuoError, type DuoErrorCode } from "../src/errors.ts";
+import { isDuo } from "./helpers/errors.ts";
 import { randomArray } from "./helpers/random.ts";
 
 const probe = await probeNative({});
 const skip = probe.usable ? false : `skipped: native backend not usable here (${probe.reason})`;
-
-function isDuo(code: DuoErrorCode, ...words: string[]) {
-  return (e: unknown) => {
-    assert.ok(e instanceof DuoError, `expected a DuoError, got ${String(e)}`);
-    assert.equal(e.code, code, e.message);
-    for (const w of words) assert.ok(e.message.includes(w), `message ${JSON.stringify(e.message)} lacks ${JSON.stringify(w)}`);
-    return true;
-  };
-}
 
 test("probe names the kernels' instruction set; auto picks native where CUDA is not usable; duo info's probes list it", { skip }, async () => {
   assert.ok(probe.usable && ["avx512", "avx2", "sse41", "neon", "scalar"].includes(probe.isa!), JSON.stringify(probe));
@@ -46,7 +37,7 @@ test("probe names the kernels' instruction set; auto picks native where CUDA is 
 
 test("a missing library: backend \"native\" throws BACKEND_UNAVAILABLE naming the path; auto falls back with the reason", async () => {
   const nativeLibrary = "/nonexistent/dir/libduo.so";
-  await assert.rejects(createBackend("native", { nativeLibrary }), isDuo("BACKEND_UNAVAILABLE", "library not found at /nonexistent/dir/libduo.so"));
+  await assert.rejects(createBackend("native", { nativeLibrary }), isDuo("BACKEND_UNAVAILABLE", /library not found at \/nonexistent\/dir\/libduo\.so/));
   const probes = await probeAll({ nativeLibrary });
   const native = probes.find((p) => p.name === "native")!;
   assert.equal(native.usable, false);
@@ -67,7 +58,7 @@ test("a library of another API version: BACKEND_UNAVAILABLE naming both versions
   const built = spawnSync(cc!, ["-shared", "-fPIC", "-o", join(dir, "libduo.so"), join(dir, "stub.c")]);
   assert.equal(built.status, 0, String(built.stderr));
   await assert.rejects(createNativeBackend({ nativeLibrary: join(dir, "libduo.so") }),
-    isDuo("BACKEND_UNAVAILABLE", "C API version 3", `needs ${DUO_API_VERSION}`, "npm run build:native"));
+    isDuo("BACKEND_UNAVAILABLE", new RegExp(`C API version 3, this package needs ${DUO_API_VERSION} \\(rebuild: npm run build:native\\)`)));
 });
 
 test("C ABI: bad arguments are refused with a status and a reason, and write nothing", { skip }, async () => {
@@ -163,9 +154,9 @@ test("alloc zero-fills, append writes the bytes the wasm build writes, memory() 
 
 test("native specifics: a buffer of 4 GiB or more is UNSUPPORTED, one shard, use after dispose is DISPOSED (the shared bad-op checks: backend-validate.test.ts)", { skip }, async () => {
   const b = await createNativeBackend({ threads: 2 });
-  assert.throws(() => b.alloc(0, 2 ** 33), isDuo("UNSUPPORTED", "less than 4 GiB"));
+  assert.throws(() => b.alloc(0, 2 ** 33), isDuo("UNSUPPORTED", /less than 4 GiB/));
   const k = b.alloc(0, 64);
-  await assert.rejects(b.read(1, k, 0, 8), isDuo("INVALID_ARGUMENT", "shard must be 0"));
+  await assert.rejects(b.read(1, k, 0, 8), isDuo("INVALID_ARGUMENT", /shard must be 0/));
   await b.dispose();
-  await assert.rejects(b.run(0, []), isDuo("DISPOSED"));
+  await assert.rejects(b.run(0, []), isDuo("DISPOSED", /used after dispose/));
 });
