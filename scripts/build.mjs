@@ -4,8 +4,8 @@
 //                                    node:* built-ins are reached only at run time (no top-level await anywhere, so
 //                                    `require("duo-attention")` works too, through Node's require(esm))
 //   dist/wasm.js                     browsers, edge runtimes, bundlers (`duo-attention/wasm`): one file, with
-//                                    src/backend/cuda-absent.ts in place of the CUDA backend, so it reaches no FFI
-//                                    module, and no node:, bun: or npm import at all
+//                                    src/backend/cuda-absent.ts and native-absent.ts in place of the CUDA and native
+//                                    backends, so it reaches no FFI module, and no node:, bun: or npm import at all
 //   dist/wasm-worker.js              the wasm backend's worker (loaded by URL beside either entry): one file
 //   dist/*.wasm, dist/ffi/*.js, dist/types/ (tsc declarations)
 // dnt is not used: it is published only on JSR, which these machines cannot reach (README "Building").
@@ -40,11 +40,11 @@ await build({
 
 // The browser/edge entry and the worker: nothing external, so a bundle that cannot be resolved fails here, not in a
 // user's wrangler or Vite build.
-const cudaAbsent = {
+const cudaAbsent = { // and native-absent.ts for native.ts: the two FFI backends
   name: "cuda-absent",
   setup(b) {
-    b.onResolve({ filter: /\/cuda\.ts$/ }, (args) =>
-      args.importer.endsWith(join("src", "backend", "registry.ts")) ? { path: join(root, "src/backend/cuda-absent.ts") } : undefined);
+    b.onResolve({ filter: /\/(cuda|native)\.ts$/ }, (args) =>
+      args.importer.endsWith(join("src", "backend", "registry.ts")) ? { path: join(root, `src/backend/${args.path.match(/(cuda|native)\.ts$/)[1]}-absent.ts`) } : undefined);
   },
 };
 await build({ ...common, entryPoints: { wasm: "src/wasm-entry.ts" }, outdir: dist, plugins: [cudaAbsent] });
