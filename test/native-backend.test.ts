@@ -160,3 +160,12 @@ test("native specifics: a buffer of 4 GiB or more is UNSUPPORTED, one shard, use
   await b.dispose();
   await assert.rejects(b.run(0, []), isDuo("DISPOSED", /used after dispose/));
 });
+
+test("typed array views (subarrays at a byte offset) reach the library at their offset in every runtime's FFI", { skip }, async () => {
+  const b = await createNativeBackend({ threads: 1 });
+  const D = 8, big = Float32Array.from({ length: 100 }, (_, i) => i);
+  const h = b.alloc(0, D * 4);
+  await b.run(0, [{ kind: "append", dst: h, dtype: "f32", rowHeads: 1, headDim: D, src: big.subarray(16, 16 + D), srcHeads: 1, heads: Int32Array.of(0), rows: new Int32Array(8).subarray(3, 4) }]);
+  assert.deepEqual(Array.from(new Float32Array((await b.read(0, h, 0, D * 4)).buffer)), [16, 17, 18, 19, 20, 21, 22, 23]);
+  await b.dispose();
+});
