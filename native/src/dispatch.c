@@ -37,9 +37,8 @@
   __typeof__(duo_merge) duo_merge_##s;                                                                               \
   __typeof__(duo_bench_read) duo_bench_read_##s;                                                                     \
   __typeof__(duo_bench_mad) duo_bench_mad_##s;                                                                       \
-  static const isa_kernels kernels_##s = {#s,                    duo_append_##s,     duo_attend_##s,                 \
-                                          duo_attend_workspace_##s, duo_merge_##s, duo_bench_read_##s,               \
-                                          duo_bench_mad_##s, model};
+  static const isa_kernels kernels_##s = {#s, duo_append_##s, duo_attend_##s, duo_attend_workspace_##s,             \
+                                          duo_merge_##s, duo_bench_read_##s, duo_bench_mad_##s, model};
 
 KERNELS(scalar, NULL)
 
