@@ -7,6 +7,7 @@
 //                                    src/backend/cuda-absent.ts and native-absent.ts in place of the CUDA and native
 //                                    backends, so it reaches no FFI module, and no node:, bun: or npm import at all
 //   dist/wasm-worker.js              the wasm backend's worker (loaded by URL beside either entry): one file
+//   dist/model-worker.js             the worker of model kernels "wasm-parallel" (likewise)
 //   dist/*.wasm, dist/ffi/*.js, dist/types/ (tsc declarations)
 // dnt is not used: it is published only on JSR, which these machines cannot reach (README "Building").
 import { build } from "esbuild";
@@ -49,6 +50,7 @@ const cudaAbsent = { // and native-absent.ts for native.ts: the two FFI backends
 };
 await build({ ...common, entryPoints: { wasm: "src/wasm-entry.ts" }, outdir: dist, plugins: [cudaAbsent] });
 await build({ ...common, entryPoints: { "wasm-worker": "src/backend/wasm-worker.ts" }, outdir: dist });
+await build({ ...common, entryPoints: { "model-worker": "src/model/kernels-parallel-worker.ts" }, outdir: dist });
 
 for (const f of readdirSync(join(root, "wasm/dist"))) if (f.endsWith(".wasm")) cpSync(join(root, "wasm/dist", f), join(dist, f));
 

@@ -13,6 +13,7 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<CommandMai
   bench: { summary: "attention benchmarks: full vs DuoAttention, machine ceilings, peers; --suite paper writes a report with plots", load: async () => (await import("./bench.ts")).main },
   demo: { summary: "DuoAttention vs full attention on a Llama-3-8B-shaped stack: prefill, decode, memory, correctness", load: async () => (await import("./demo.ts")).main },
   generate: { summary: "generate text with a Llama/Mistral/Qwen2 model (full attention or DuoAttention)", load: async () => (await import("./generate.ts")).main },
+  identify: { summary: "find a model's retrieval heads (gate optimisation or a forward-only score); writes a head pattern", load: async () => (await import("./identify.ts")).main },
   info: { summary: "runtime, capabilities and which backends are usable here", load: async () => (await import("./info.ts")).main },
   niah: { summary: "needle-in-a-haystack: full attention vs DuoAttention over lengths x depths (JSON + SVG heatmap)", load: async () => (await import("./niah.ts")).main },
   pattern: { summary: "load a head pattern, choose retrieval heads, show the schedule and its KV memory", load: async () => (await import("./pattern.ts")).main },

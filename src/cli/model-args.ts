@@ -7,11 +7,12 @@ import { KERNELS } from "../model/kernels.ts";
 import type { LoadOptions } from "../model/llama.ts";
 import { type Args, numberArg } from "./args.ts";
 
-export const MODEL_VALUES = ["model", "backend", "kernels", "sink", "recent", "kv-dtype", "prefill", "prefill-chunk", "max-context", "threads"] as const;
+export const MODEL_VALUES = ["model", "backend", "kernels", "sink", "recent", "kv-dtype", "prefill", "prefill-chunk", "max-context", "threads", "model-threads"] as const;
 
 export const MODEL_USAGE = `  --model DIR          Hugging Face model directory (config.json, model.safetensors[.index.json], tokenizer.json)
   --backend b          attention backend: ${BACKEND_CHOICES.join(" | ")} (default auto)
-  --kernels k          model math: auto | ${KERNELS.join(" | ")} (default: reference with --backend reference, else wasm)
+  --kernels k          model math: auto | ${KERNELS.join(" | ")} (default: reference with --backend reference, else
+                       wasm-parallel for models of 128 MiB and more where workers share memory, else wasm)
   --sink S, --recent R streaming heads keep S sink + R recent tokens (default: the pattern's config.json
                        sink_size and recent_size, else 64, 256)
   --kv-dtype d         KV cache storage: ${KV_DTYPES.join(" | ")} (default bf16)
@@ -19,6 +20,8 @@ export const MODEL_USAGE = `  --model DIR          Hugging Face model directory 
   --prefill-chunk C    prompt tokens per forward pass (default 512)
   --max-context N      most tokens of the sequence (default 1 Mi, or the model's sliding window)
   --threads n          wasm attention backend worker count
+  --model-threads n    kernels wasm-parallel: workers that each hold 1/n of the weights (default: one per core;
+                       0 with auto: the model math stays in this thread)
 `;
 
 /** The model directory and the load options (without the head choice, which each command decides). */
@@ -39,6 +42,7 @@ export function modelOptions(args: Args): { dir: string; options: LoadOptions } 
   options.prefillChunk = numberArg(args, "prefill-chunk", { min: 1, integer: true });
   options.maxContext = numberArg(args, "max-context", { min: 1, integer: true });
   options.threads = numberArg(args, "threads", { min: 0, integer: true });
+  options.modelThreads = numberArg(args, "model-threads", { min: 0, integer: true });
   for (const k of Object.keys(options) as (keyof LoadOptions)[]) if (options[k] === undefined) delete options[k];
   return { dir, options };
 }

@@ -12,6 +12,7 @@ import { getPreset, type ModelPreset, PRESETS, presetForPattern } from "../sched
 import type { HeadSchedule } from "../schedule/schedule.ts";
 import { numberArg, parseArgs } from "./args.ts";
 import { write } from "./io.ts";
+import { COMPARE_USAGE, compareCommand } from "./pattern-compare.ts";
 
 const FORMATS = ["table", "hex", "json"] as const;
 const DEFAULT_CONTEXT = 131072;
@@ -31,7 +32,8 @@ const USAGE = `usage: duo pattern <dir|url> [options]
                      one of ${Object.keys(PRESETS).join(", ")}
   --head-dim D       head dimension when no preset applies (default 128)
   --format f         ${FORMATS.join(" | ")} (default table)
-`;
+
+${COMPARE_USAGE}`;
 
 export async function main(argv: string[]): Promise<number> {
   write(await patternCommand(argv));
@@ -41,10 +43,11 @@ export async function main(argv: string[]): Promise<number> {
 /** What `duo pattern ...argv` prints; throws DuoError on bad input. */
 export async function patternCommand(argv: string[]): Promise<string> {
   const args = parseArgs(argv, {
-    values: ["sparsity", "threshold", "tie-break", "sink", "recent", "context", "model", "head-dim", "format"],
+    values: ["sparsity", "threshold", "tie-break", "sink", "recent", "context", "model", "head-dim", "compare", "format"],
     flags: ["help"],
   });
   if (args.flags.has("help")) return USAGE;
+  if (args.values.has("compare")) return await compareCommand(args.values.get("compare")!, args);
   if (args.positional.length !== 1) {
     throw new DuoError("INVALID_ARGUMENT", `${args.positional.length ? "give one" : "missing the"} pattern directory or URL; ${USAGE.split("\n")[0]}`);
   }

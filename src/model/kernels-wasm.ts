@@ -62,17 +62,20 @@ async function compile(): Promise<WebAssembly.Module> {
   }
 }
 
-export async function createWasmKernels(module?: WebAssembly.Module): Promise<WasmKernels> {
-  if (!module) {
-    compiled ??= compile();
-    try {
-      module = await compiled;
-    } catch (e) {
-      compiled = undefined;
-      throw e;
-    }
+/** The compiled duo-model.wasm: `module` when given, else wasm/dist's (or the bundle's), compiled once per process. */
+export async function modelModule(module?: WebAssembly.Module): Promise<WebAssembly.Module> {
+  if (module) return module;
+  compiled ??= compile();
+  try {
+    return await compiled;
+  } catch (e) {
+    compiled = undefined;
+    throw e;
   }
-  const instance = await WebAssembly.instantiate(module, {});
+}
+
+export async function createWasmKernels(module?: WebAssembly.Module): Promise<WasmKernels> {
+  const instance = await WebAssembly.instantiate(await modelModule(module), {});
   return new WasmKernels(instance.exports as unknown as Exports);
 }
 

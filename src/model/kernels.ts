@@ -1,8 +1,9 @@
 /**
  * The model math (everything but attention, which the engine does) behind one small interface, with three
- * implementations: `reference` (plain TS, float64 accumulation — the specification, kernels-reference.ts),
- * `wasm` (C + SIMD128 in wasm/model/, one instance in the calling thread, kernels-wasm.ts) and `native` (the same C
- * compiled for this CPU in libduo.so, matmul rows over threads, kernels-native.ts).
+ * implementations: `reference` (plain TS, float64 accumulation — the specification, kernels-reference.ts), `wasm`
+ * (C + SIMD128 in wasm/model/, one instance in the calling thread, kernels-wasm.ts), `wasm-parallel` (the same
+ * kernels in N workers, each holding a slice of the rows of every matrix: kernels-parallel.ts) and `native` (the same
+ * C compiled for this CPU in libduo.so, matmul rows over the library's threads, kernels-native.ts).
  *
  * Weights live inside the kernel set: large matrices keep the file's dtype (f32, f16 or bf16) in the wasm memory
  * and are widened to f32 inside the kernel; the reference set widens them to f32 at load. Small weights (norms,
@@ -13,8 +14,8 @@ import { runtime } from "../runtime.ts";
 
 export type WeightDtype = "f32" | "f16" | "bf16";
 export const WEIGHT_BYTES: Record<WeightDtype, number> = { f32: 4, f16: 2, bf16: 2 };
-export type KernelsName = "reference" | "wasm" | "native";
-export const KERNELS: readonly KernelsName[] = ["reference", "wasm", "native"];
+export type KernelsName = "reference" | "wasm" | "wasm-parallel" | "native";
+export const KERNELS: readonly KernelsName[] = ["reference", "wasm", "wasm-parallel", "native"];
 
 /** A row-major weight matrix [rows, cols] held by a kernel set. */
 export interface Matrix {
@@ -54,12 +55,44 @@ export interface ModelKernels {
   dispose(): void;
 }
 
-/** A kernel set by name; "auto" = wasm where this runtime has WASM SIMD, else reference (native by name, or by the
- *  model runner when its attention backend is native). */
-export async function createModelKernels(name: KernelsName | "auto", opts: { wasmModule?: WebAssembly.Module; nativeLibrary?: string; threads?: number } = {}): Promise<ModelKernels> {
-  if (name === "auto") name = runtime().wasmSimd ? "wasm" : "reference";
+export interface ModelKernelsOptions {
+  /** a precompiled duo-model.wasm (edge runtimes, bundlers) */
+  wasmModule?: WebAssembly.Module;
+  /** "wasm-parallel": its worker count (default: one per core); "auto" with 0: no workers */
+  modelThreads?: number;
+  /** "auto": the bytes of weights the model will load (decides whether workers pay off) */
+  weightBytes?: number;
+  /** "native": path of libduo.so (default: $DUO_NATIVE_LIB, then native/dist/<os>-<arch>/) */
+  nativeLibrary?: string;
+  /** "native": threads of the library's matmul (default: one per core) */
+  threads?: number;
+}
+
+/** "auto" picks "wasm-parallel" for models of at least this many bytes of weights. Each matmul's trip to the
+ *  workers and back (7 per layer) costs 11–13 µs on a busy 2-core VM, and over 150 µs when the workers must wait
+ *  for a core (bench/model-parallel.ts): there, 2 workers decoded a 0.16 GB bf16 model 1.6–1.8x as fast as one
+ *  instance, but a 0.055 GB one at 0.4–0.65x. */
+export const PARALLEL_MIN_BYTES = 128 << 20;
+
+/**
+ * A kernel set by name. "auto": reference without WASM SIMD; "wasm-parallel" where this thread may block on shared
+ * memory (parallelUnusable(): never a browser's main thread), there are 2 or more cores (modelThreads, default the
+ * core count) and the model has at least PARALLEL_MIN_BYTES of weights; else "wasm". "native" by name, or by the model
+ * runner when its attention backend is native.
+ */
+export async function createModelKernels(name: KernelsName | "auto", opts: ModelKernelsOptions = {}): Promise<ModelKernels> {
+  if (name === "auto") name = await autoKernels(opts);
   if (name === "reference") return new (await import("./kernels-reference.ts")).ReferenceKernels();
   if (name === "wasm") return await (await import("./kernels-wasm.ts")).createWasmKernels(opts.wasmModule);
+  if (name === "wasm-parallel") return await (await import("./kernels-parallel.ts")).ParallelKernels.create(opts);
   if (name === "native") return await (await import("./kernels-native.ts")).createNativeKernels(opts);
   throw new DuoError("INVALID_ARGUMENT", `model kernels must be one of ${["auto", ...KERNELS].map((k) => `"${k}"`).join(", ")}, got ${JSON.stringify(name)}`);
+}
+
+async function autoKernels(opts: ModelKernelsOptions): Promise<KernelsName> {
+  const rt = runtime();
+  if (!rt.wasmSimd) return "reference";
+  const threads = opts.modelThreads ?? rt.cores;
+  if (threads < 2 || (opts.weightBytes ?? 0) < PARALLEL_MIN_BYTES) return "wasm";
+  return (await import("./kernels-parallel.ts")).parallelUnusable() === null ? "wasm-parallel" : "wasm";
 }

@@ -34,8 +34,12 @@ export interface LoadOptions {
   /** attention backend of the engine (default "auto"); "reference" also runs the model math on the reference kernels */
   backend?: BackendChoice | Backend;
   /** model math: "auto" (default: reference with backend "reference", native with backend "native", else wasm where
-   *  WASM SIMD exists) */
-  kernels?: KernelsName | "auto";
+   *  WASM SIMD exists, wasm-parallel for models of 128 MiB and more where workers can share memory —
+   *  createModelKernels), or a kernel set (the model disposes it) */
+  kernels?: KernelsName | "auto" | ModelKernels;
+  /** kernels "wasm-parallel": worker count (default: one per core; 0 with "auto": the model math stays in this
+   *  thread, as it does with threads: 0) */
+  modelThreads?: number;
   /** a head pattern directory / URL, or a loaded HeadPattern; sparsified with `sparsity` */
   pattern?: string | URL | HeadPattern;
   /** fraction of KV heads that stream (default 0.5; needs `pattern`) */
@@ -62,7 +66,7 @@ export interface LoadOptions {
   modelWasm?: WebAssembly.Module;
 }
 
-const LOAD_KEYS = ["backend", "kernels", "pattern", "sparsity", "heads", "sinkSize", "recentSize", "kvDtype", "prefill", "maxContext", "prefillChunk", "threads", "nativeLibrary", "strict", "modelWasm"];
+const LOAD_KEYS = ["backend", "kernels", "pattern", "sparsity", "heads", "sinkSize", "recentSize", "kvDtype", "prefill", "maxContext", "prefillChunk", "threads", "nativeLibrary", "strict", "modelWasm", "modelThreads"];
 
 /** The head schedule in the model's order, and the pattern it came from (whose config.json gives the window). */
 async function scheduleFor(o: LoadOptions, cfg: ModelConfig): Promise<{ schedule: HeadSchedule; pattern?: HeadPattern }> {
@@ -123,8 +127,11 @@ export class LlamaModel {
     const weightBytes = checkTensors(tensors, cfg);
     const { schedule, pattern } = await scheduleFor(options, cfg);
     const backendName = typeof options.backend === "object" ? options.backend.name : options.backend;
-    const kernels = await createModelKernels(options.kernels ?? (backendName === "reference" ? "reference" : backendName === "native" ? "native" : "auto"),
-      { wasmModule: options.modelWasm, nativeLibrary: options.nativeLibrary, threads: options.threads });
+    const choice = options.kernels ?? (backendName === "reference" ? "reference" : backendName === "native" ? "native" : "auto");
+    const kernels = choice !== null && typeof choice === "object" ? choice : await createModelKernels(choice, {
+      wasmModule: options.modelWasm, weightBytes, modelThreads: options.modelThreads ?? (choice === "auto" && options.threads === 0 ? 0 : undefined),
+      nativeLibrary: options.nativeLibrary, threads: options.threads,
+    });
     let engine: DuoAttention | undefined;
     try {
       // Retrieval heads first in every layer, as the weights will be permuted.

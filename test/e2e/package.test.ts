@@ -42,7 +42,7 @@ test("npm pack ships the built entries, the .wasm files and the declarations, an
   for (const f of ["package.json", "README.md", "dist", "bin", "cuda"]) assert.ok(files.includes(f), `package has ${f}: ${files.join(" ")}`);
   for (const f of ["src", "test", "bench", "wasm", "node_modules"]) assert.ok(!files.includes(f), `package does not ship ${f}`);
   const dist = packedFiles(project, "dist");
-  for (const f of ["index.js", "wasm.js", "wasm-worker.js", "model.js", "cli.js", "duo.wasm", "duo-relaxed.wasm", "types"]) {
+  for (const f of ["index.js", "wasm.js", "wasm-worker.js", "model-worker.js", "model.js", "cli.js", "duo.wasm", "duo-relaxed.wasm", "types"]) {
     assert.ok(dist.includes(f), `dist/ has ${f}`);
   }
   // every path that package.json exports is in the package

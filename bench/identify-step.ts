@@ -1,0 +1,47 @@
+// One `duo identify --method optimize` step against a plain forward of the same tokens (issue 19's target:
+// ≤ 1.5×), on the reference (float64 TypeScript) path: teacher forward + cone student forward + activation-only
+// backward, vs the teacher forward alone. Also the full-sequence student (cone off) for comparison.
+// Run: node --import tsx bench/identify-step.ts [T] (or bun / deno run -A). Shape: 4 layers, hidden 128,
+// 4 query / 2 KV heads of 32, MLP 344; the upstream window scaled by ¼ (S 32, R 64, blocks of 32), 64 labelled rows.
+import { parseConfig } from "../src/model/config.ts";
+import { gateModelFromTensors } from "../src/identify/model.ts";
+import { expectedTensors } from "../src/model/weights.ts";
+import { objective } from "../src/identify/objective.ts";
+import { sampleRows, teacherForward } from "../src/identify/forward.ts";
+import { Random } from "../src/identify/random.ts";
+import { runtime } from "../src/runtime.ts";
+
+const T = Number((globalThis as { Deno?: { args: string[] } }).Deno?.args[0] ?? process.argv[2] ?? 2048);
+const config = parseConfig({ architectures: ["LlamaForCausalLM"], hidden_size: 128, intermediate_size: 344, num_hidden_layers: 4, num_attention_heads: 4, num_key_value_heads: 2, vocab_size: 512, max_position_embeddings: 65536 });
+const r = new Random(1);
+const tensors = new Map<string, Float64Array>();
+for (const [name, shape] of expectedTensors(config)) {
+  const n = shape.reduce((a, b) => a * b, 1), norm = shape.length === 1;
+  tensors.set(name, Float64Array.from({ length: n }, () => (norm ? 1 : (r.next() * 2 - 1) * Math.sqrt(3 / shape[1]!))));
+}
+const model = gateModelFromTensors(config, (n) => tensors.get(n));
+const window = { sink: 32, recent: 64, blockSize: 32 }, nLab = 64;
+const sample = { ids: Int32Array.from({ length: T }, () => r.int(512)), labelStart: T - nLab };
+const gates = Float64Array.from({ length: 8 }, () => 0.3 + 0.6 * r.next());
+
+// On a shared machine a slow spell can land on one variant only: the three run in alternation, round by round,
+// and each keeps its best round, by wall clock and by this process's CPU time (where the runtime reports it).
+const cpu = () => (globalThis as { process?: { cpuUsage?: () => { user: number; system: number } } }).process?.cpuUsage?.();
+const variants = { forward: () => teacherForward(model, sample, null), step: () => objective(model, sample, gates, { window }), full: () => objective(model, sample, gates, { window, cone: false }) };
+const wall: Record<string, number> = {}, cpuMs: Record<string, number> = {};
+const rows = sampleRows(model, sample, window, true);
+variants.step(); // warm-up
+for (let round = 0; round < 4; round++) {
+  for (const [name, fn] of Object.entries(variants)) {
+    const c0 = cpu(), t0 = performance.now();
+    fn();
+    const ms = performance.now() - t0, c1 = cpu();
+    wall[name] = Math.min(wall[name] ?? Infinity, ms);
+    if (c0 && c1) cpuMs[name] = Math.min(cpuMs[name] ?? Infinity, (c1.user + c1.system - c0.user - c0.system) / 1000);
+  }
+}
+const ratios = (t: Record<string, number>) => `plain forward ${t.forward!.toFixed(0)} ms; optimize step (cone) ${t.step!.toFixed(0)} ms = ${(t.step! / t.forward!).toFixed(2)}x; full-sequence student ${t.full!.toFixed(0)} ms = ${(t.full! / t.forward!).toFixed(2)}x`;
+const cone = rows.keys.map((k) => k.length);
+console.log(`${runtime().name} ${runtime().version}, T = ${T}, cone rows per layer ${cone.join("/")} of ${T}; best of 4 alternating rounds`);
+console.log(`wall: ${ratios(wall)}`);
+if (cpuMs.forward !== undefined) console.log(`cpu:  ${ratios(cpuMs)}`);

@@ -1,0 +1,188 @@
+/**
+ * identifyHeads: find a model's retrieval heads, by upstream's gate optimisation or by the forward-only score.
+ *
+ *   const { model, tokenizer } = await loadGateModel(dir);
+ *   const data = passkeySource(new PasskeyDataset(tokenizer, text, { ctxMin: 1000, ctxMax: 4000 }, new Random(42)), 42);
+ *   const run = await identifyHeads(model, { method: "optimize", data, steps: 200, onStep: (s) => log(s.loss) });
+ *   run.gates;          // [layers·Hkv] raw post-step gates (upstream saves these), or rank-mapped scores
+ *
+ * optimize: per step, clamp the gates, draw a fresh sample, teacher forward, cone student forward and backward,
+ * AdamW (optimizer.ts). score: the value-aware deviation averaged over `samples` samples (score.ts).
+ * Everything is float64 TypeScript: the reference, slow on real models (IDENTIFICATION.md §1.5).
+ */
+import { checkInt, checkOneOf, DuoError } from "../errors.ts";
+import { type Sample, sampleRows, teacherForward } from "./forward.ts";
+import type { GateModel } from "./model.ts";
+import { objective, UPSTREAM_REG } from "./objective.ts";
+import { type AdamState, type GateDtype, GateOptimizer, lrFactor, UPSTREAM_LR } from "./optimizer.ts";
+import type { PasskeyDataset } from "./dataset.ts";
+import { Random } from "./random.ts";
+import { DeviationScore, rankGates } from "./score.ts";
+import { checkWindow, type StreamingWindow, UPSTREAM_WINDOW } from "./window.ts";
+
+export const METHODS = ["optimize", "score"] as const;
+export type Method = (typeof METHODS)[number];
+
+/** Where training samples come from: `sample(step)` must be a pure function of the step (for --resume). */
+export interface SampleSource {
+  sample(step: number): Sample;
+}
+
+/** Upstream's order over a PasskeyDataset: a fresh shuffle of its items every epoch, fresh depths and passkeys per
+ *  draw; seeded per epoch and per step, so step s draws the same sample after a resume. */
+export function passkeySource(ds: PasskeyDataset, seed: number): SampleSource {
+  return {
+    sample(step: number): Sample {
+      const n = ds.length, epoch = Math.floor(step / n);
+      const order = new Random((seed ^ 0x5eed0000) + epoch).permutation(n);
+      return ds.sample(order[step % n]!, new Random(seed + 7919 * (step + 1)));
+    },
+  };
+}
+
+export interface StepInfo {
+  step: number;
+  steps: number;
+  loss: number;
+  distill: number;
+  reg: number;
+  lr: number;
+  gateMin: number;
+  gateMax: number;
+  tokens: number;
+  /** seconds of this step, and of its teacher (plain forward) part */
+  seconds: number;
+  teacherSeconds: number;
+  tokensPerSecond: number;
+  etaSeconds: number;
+}
+
+export interface LossPoint {
+  step: number;
+  loss: number;
+  distill: number;
+  reg: number;
+  lr: number;
+  tokens: number;
+}
+
+/** What --resume needs: the step reached, the raw gates and the AdamW moments. */
+export interface IdentifyState {
+  step: number;
+  gates: number[];
+  adam: AdamState;
+  losses: LossPoint[];
+}
+
+export interface IdentifyOptions {
+  method?: Method;
+  data: SampleSource;
+  /** optimize: steps (default 200; upstream 2000) */
+  steps?: number;
+  /** score: samples (default 16) */
+  samples?: number;
+  /** streaming window while identifying (default upstream's S 128, R 256, 128-token blocks) */
+  window?: StreamingWindow;
+  lr?: number;
+  reg?: number;
+  gateDtype?: GateDtype;
+  /** student on the cone only (default true) */
+  cone?: boolean;
+  /** continue from a saved state */
+  resume?: IdentifyState;
+  onStep?: (s: StepInfo) => void;
+  /** called every `checkpointEvery` steps (default 10) and after the last: save it to resume */
+  onCheckpoint?: (s: IdentifyState) => void | Promise<void>;
+  checkpointEvery?: number;
+  /** checked between steps: stop early, keeping the gates of the last finished step */
+  shouldStop?: () => boolean;
+}
+
+export interface IdentifyResult {
+  method: Method;
+  numLayers: number;
+  numKvHeads: number;
+  /** [layers·Hkv]: optimize → the raw gates after the last step; score → rank / (N − 1) */
+  gates: Float64Array;
+  /** score: the raw deviations */
+  scores?: Float64Array;
+  window: StreamingWindow;
+  steps: number;
+  stopped: boolean;
+  losses: LossPoint[];
+  state?: IdentifyState;
+  timings: { seconds: number; teacherSeconds: number; tokens: number };
+}
+
+const yieldToEvents = () => new Promise<void>((r) => setTimeout(r, 0)); // lets a Ctrl-C handler run
+
+export async function identifyHeads(m: GateModel, o: IdentifyOptions): Promise<IdentifyResult> {
+  const method = checkOneOf("method", o.method ?? "optimize", METHODS);
+  const window = checkWindow(o.window ?? UPSTREAM_WINDOW);
+  if (!o.data || typeof o.data.sample !== "function") throw new DuoError("INVALID_ARGUMENT", "identifyHeads needs data: a SampleSource ({ sample(step) }), e.g. passkeySource(dataset, seed)");
+  return method === "score" ? await scoreRun(m, o, window) : await optimizeRun(m, o, window);
+}
+
+async function scoreRun(m: GateModel, o: IdentifyOptions, window: StreamingWindow): Promise<IdentifyResult> {
+  const samples = checkInt("samples", o.samples ?? 16, 1);
+  const score = new DeviationScore(m, window);
+  const t0 = performance.now();
+  let tokens = 0, done = 0;
+  for (; done < samples && !o.shouldStop?.(); done++) {
+    const s0 = performance.now(), s = o.data.sample(done);
+    score.add(s);
+    tokens += s.ids.length;
+    const now = performance.now(), secs = (now - t0) / 1000;
+    o.onStep?.({ step: done + 1, steps: samples, loss: NaN, distill: NaN, reg: NaN, lr: 0, gateMin: NaN, gateMax: NaN, tokens: s.ids.length, seconds: (now - s0) / 1000, teacherSeconds: (now - s0) / 1000, tokensPerSecond: tokens / secs, etaSeconds: (secs / (done + 1)) * (samples - done - 1) });
+    await yieldToEvents();
+  }
+  const scores = score.scores(), seconds = (performance.now() - t0) / 1000;
+  return {
+    method: "score", numLayers: m.config.numLayers, numKvHeads: m.config.numKvHeads, gates: rankGates(scores), scores, window,
+    steps: done, stopped: done < samples, losses: [], timings: { seconds, teacherSeconds: seconds, tokens },
+  };
+}
+
+async function optimizeRun(m: GateModel, o: IdentifyOptions, window: StreamingWindow): Promise<IdentifyResult> {
+  const steps = checkInt("steps", o.steps ?? 200, 1), N = m.config.numLayers * m.config.numKvHeads;
+  const every = checkInt("checkpointEvery", o.checkpointEvery ?? 10, 1);
+  const lr = o.lr ?? UPSTREAM_LR, reg = o.reg ?? UPSTREAM_REG;
+  if (o.resume && (o.resume.gates.length !== N || o.resume.step > steps)) {
+    throw new DuoError("INVALID_ARGUMENT", `the saved state has ${o.resume.gates.length} gates at step ${o.resume.step}; this run needs ${N} gates and at most ${steps} steps (same model, --steps >= the saved step)`);
+  }
+  const opt = new GateOptimizer(N, o.gateDtype ?? "bf16", o.resume?.adam);
+  const gates = o.resume ? Float64Array.from(o.resume.gates) : new Float64Array(N).fill(opt.store(1)); // upstream's initial_value 1.0
+  const losses: LossPoint[] = o.resume ? [...o.resume.losses] : [];
+  const state = (step: number): IdentifyState => ({ step, gates: Array.from(gates), adam: { step: opt.state.step, m: [...opt.state.m], v: [...opt.state.v] }, losses: [...losses] });
+  const t0 = performance.now();
+  const first = o.resume?.step ?? 0;
+  let step = first, tokens = 0, teacherSeconds = 0;
+  for (; step < steps; step++) {
+    if (o.shouldStop?.()) break;
+    const s0 = performance.now();
+    opt.clamp(gates);
+    const s = o.data.sample(step), cone = o.cone ?? true;
+    const rows = sampleRows(m, s, window, cone);
+    const teacher = teacherForward(m, s, rows);
+    const tTeacher = (performance.now() - s0) / 1000;
+    const r = objective(m, s, gates, { window, reg, cone, teacher });
+    const stepLr = lr * lrFactor(step, steps);
+    opt.update(gates, r.grad, stepLr);
+    losses.push({ step, loss: r.loss, distill: r.distill, reg: r.reg, lr: stepLr, tokens: s.ids.length });
+    tokens += s.ids.length;
+    teacherSeconds += tTeacher;
+    const now = performance.now(), secs = (now - t0) / 1000, did = step + 1 - first;
+    let lo = Infinity, hi = -Infinity;
+    for (const g of gates) (lo = Math.min(lo, g)), (hi = Math.max(hi, g));
+    o.onStep?.({ step: step + 1, steps, loss: r.loss, distill: r.distill, reg: r.reg, lr: stepLr, gateMin: lo, gateMax: hi, tokens: s.ids.length, seconds: (now - s0) / 1000, teacherSeconds: tTeacher, tokensPerSecond: tokens / secs, etaSeconds: (secs / did) * (steps - step - 1) });
+    if ((step + 1) % every === 0 && step + 1 < steps) await o.onCheckpoint?.(state(step + 1));
+    await yieldToEvents();
+  }
+  const final = state(step);
+  await o.onCheckpoint?.(final);
+  return {
+    method: "optimize", numLayers: m.config.numLayers, numKvHeads: m.config.numKvHeads, gates: Float64Array.from(gates), window,
+    steps: step, stopped: step < steps, losses, state: final,
+    timings: { seconds: (performance.now() - t0) / 1000, teacherSeconds, tokens },
+  };
+}
