@@ -226,7 +226,7 @@ export const NATIVE_SYMBOLS = {
   duo_append: {
     args: [
       "u64", // void* dst (a block)
-      "i32", // int32_t dtype
+      "i32", // int32_t dtype (KV code: abi.ts DTYPE_CODE)
       "i32", // int32_t row_heads
       "i32", // int32_t head_dim
       "buffer", // const float* src [n][src_heads][head_dim]
@@ -286,12 +286,12 @@ export const NATIVE_SYMBOLS = {
     args: [
       "buffer", // float* y [T][nout]
       "buffer", // const float* x [T][nin]
-      "u64", // uint64_t w (a block: [nout, nin] of dtype)
+      "u64", // uint64_t w (a block: [nout, nin] of dtype; quantized rows in whole blocks)
       "buffer", // const float* bias [nout] (or NULL)
       "i32", // int32_t T
       "i32", // int32_t nin
       "i32", // int32_t nout
-      "i32", // int32_t dtype
+      "i32", // int32_t dtype (weight code, host.h DUO_W_*: kernels-native.ts WEIGHT_CODE)
     ],
     result: "i32",
   },
@@ -303,7 +303,7 @@ export const NATIVE_SYMBOLS = {
       "i32", // int32_t T
       "i32", // int32_t rows
       "i32", // int32_t cols
-      "i32", // int32_t dtype
+      "i32", // int32_t dtype (weight code, host.h DUO_W_*: kernels-native.ts WEIGHT_CODE)
     ],
     result: "i32",
   },
