@@ -106,7 +106,7 @@ test("duo identify: bad model dir, non-Llama architecture, short haystack, conte
     ]);
     const want = [
       /--model .*nope does not exist; give a Hugging Face model directory/,
-      /no config.json \(a Hugging Face model directory needs config.json, model.safetensors and tokenizer.json\)/,
+      /no config.json \(a Hugging Face model directory needs config.json, model.safetensors and tokenizer.json; or pass a .gguf file\)/,
       /architectures \["GPT2LMHeadModel"\] is not supported; supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM/,
       /the haystack text is \d+ tokens, shorter than the requested context of 900 tokens; give a longer --haystack file or lower --ctx-max/,
       /--ctx-max 5000 is over the model's max_position_embeddings \(4096\); lower --ctx-max/,
