@@ -8,6 +8,7 @@ import { DuoError } from "../errors.ts";
 import { runtime } from "../runtime.ts";
 import type { NativeLibrary } from "../../ffi/symbols.ts";
 import { DTYPE_CODE, STATUS } from "../backend/abi.ts";
+import { availableMemory } from "./ram.ts";
 import { type Matrix, type ModelKernels, type Vector, WEIGHT_BYTES, type WeightDtype } from "./kernels.ts";
 
 class NativeMatrix implements Matrix {
@@ -23,12 +24,13 @@ class NativeVector implements Vector {
   }
 }
 
-export async function createNativeKernels(opts: { nativeLibrary?: string; threads?: number } = {}): Promise<NativeKernels> {
+export async function createNativeKernels(opts: { nativeLibrary?: string; threads?: number; memoryBudget?: number } = {}): Promise<NativeKernels> {
   const { lib } = await (await import("../../ffi/load.ts")).loadNativeLibrary(opts.nativeLibrary);
   if (lib.duo_isa() === "scalar") {
     throw new DuoError("BACKEND_UNAVAILABLE", `native model kernels need SIMD, and the library runs the scalar set on this CPU; use kernels "wasm" or "reference"`);
   }
-  return new NativeKernels(lib, Math.max(1, opts.threads ?? runtime().cores));
+  const budget = opts.memoryBudget ?? (await availableMemory()).bytes;
+  return new NativeKernels(lib, Math.max(1, opts.threads ?? runtime().cores), budget);
 }
 
 export class NativeKernels implements ModelKernels {
@@ -37,14 +39,19 @@ export class NativeKernels implements ModelKernels {
   private weightBytes = 0;
   private readonly addr = new Uint32Array(2);
 
-  constructor(private readonly lib: NativeLibrary, readonly threads: number) {}
+  /** @param budget bytes of RAM weights and KV share (LoadOptions.memory); reported as memory().capacity */
+  constructor(private readonly lib: NativeLibrary, readonly threads: number, private readonly budget = Infinity) {}
 
   memory(): { weights: number; capacity: number } {
-    return { weights: this.weightBytes, capacity: Infinity };
+    return { weights: this.weightBytes, capacity: this.budget };
   }
 
-  /** Host memory: nothing to reserve ahead (an allocation the host cannot make is a CAPACITY error then). */
-  reserve(_weightBytes: number, _scratchBytes: number): void {}
+  /** Refuse weights that would not fit in the budget beside those already held (the model loader checks weights +
+   *  KV against it first, src/model/ram.ts; an allocation the host cannot make is a CAPACITY error then). */
+  reserve(weightBytes: number, scratchBytes: number): void {
+    const need = this.weightBytes + weightBytes + scratchBytes;
+    if (need > this.budget) throw new DuoError("CAPACITY", `native model kernels: ${need} bytes of weights and activations do not fit in the memory budget of ${this.budget} bytes`);
+  }
 
   matrix(rows: number, cols: number, dtype: WeightDtype): Matrix {
     const bytes = rows * cols * WEIGHT_BYTES[dtype];
@@ -63,6 +70,19 @@ export class NativeKernels implements ModelKernels {
     }
     this.check(this.lib.duo_write(w.ptr, elementOffset * eb, bytes.length, bytes), "duo_write");
     w.written += bytes.length;
+    if (w.written === w.bytes && eb === 2) this.check(this.lib.duo_model_pack(w.ptr, w.rows, w.cols), "duo_model_pack");
+  }
+
+  /** pread straight into the matrix's block (native/src/file.c); packed like `write` once every byte is in. */
+  readFile(m: Matrix, elementOffset: number, file: string, fileOffset: number, bytes: number): void {
+    const w = m as NativeMatrix, eb = WEIGHT_BYTES[w.dtype];
+    if (elementOffset < 0 || elementOffset * eb + bytes > w.bytes || w.written + bytes > w.bytes) {
+      throw new DuoError("INVALID_ARGUMENT", `read of ${bytes} bytes at element ${elementOffset} overruns a [${w.rows}, ${w.cols}] ${w.dtype} matrix (${w.bytes} bytes, ${w.written} written)`);
+    }
+    const path = new TextEncoder().encode(`${file}\0`);
+    const status = this.lib.duo_read_file(path, fileOffset, bytes, w.ptr, elementOffset * eb);
+    if (status < 0) throw new DuoError("IO", `native model kernels: ${this.lib.duo_last_error() || `duo_read_file status ${status}`}`);
+    w.written += bytes;
     if (w.written === w.bytes && eb === 2) this.check(this.lib.duo_model_pack(w.ptr, w.rows, w.cols), "duo_model_pack");
   }
 

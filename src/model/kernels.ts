@@ -40,6 +40,9 @@ export interface ModelKernels {
   matrix(rows: number, cols: number, dtype: WeightDtype): Matrix;
   /** Copy raw little-endian elements of `m.dtype` into `m`, starting at element `elementOffset` (row-major). */
   write(m: Matrix, elementOffset: number, bytes: Uint8Array): void;
+  /** Optional (native): read `bytes` raw little-endian elements of `m.dtype` from `file` at byte `fileOffset` straight
+   *  into `m` at element `elementOffset`, as `write` would with those bytes, without passing them through the JS heap. */
+  readFile?(m: Matrix, elementOffset: number, file: string, fileOffset: number, bytes: number): void;
   vector(data: Float32Array): Vector;
   /** y[T, rows] = x[T, cols] · Wᵀ (+ bias[rows]) */
   matmul(y: Float32Array, x: Float32Array, w: Matrix, T: number, bias?: Vector): void;
@@ -66,6 +69,9 @@ export interface ModelKernelsOptions {
   nativeLibrary?: string;
   /** "native": threads of the library's matmul (default: one per core) */
   threads?: number;
+  /** "native": bytes of RAM the weights and the KV cache may take together (memory().capacity; default: the RAM
+   *  available when the kernels are created, src/model/ram.ts) */
+  memoryBudget?: number;
 }
 
 /** "auto" picks "wasm-parallel" for models of at least this many bytes of weights. Each matmul's trip to the

@@ -10,7 +10,7 @@ import { type AttentionWeights, permuteAttentionWeights } from "../schedule/perm
 import type { HeadSchedule } from "../schedule/schedule.ts";
 import type { ModelConfig } from "./config.ts";
 import type { Matrix, ModelKernels, Vector, WeightDtype } from "./kernels.ts";
-import { elementBytes, readTensorF32, streamTensor, type TensorEntry } from "./safetensors.ts";
+import { elementBytes, READ_CHUNK_BYTES, readTensorF32, streamTensor, type TensorEntry } from "./safetensors.ts";
 
 export interface LayerWeights {
   inputNorm: Vector; // [hidden]
@@ -92,10 +92,31 @@ export function checkTensors(tensors: Map<string, TensorEntry>, cfg: ModelConfig
   return bytes;
 }
 
-async function matrix(k: ModelKernels, t: TensorEntry): Promise<Matrix> {
+/** Called with the bytes of each piece of the checkpoint once it is loaded (a progress bar sums them). */
+export type LoadProgress = (bytes: number) => void;
+
+/** A matrix read in pieces of READ_CHUNK_BYTES: by the kernels straight from the file where they can (native:
+ *  readFile, no copy in the JS heap), else through the JS heap (streamTensor + write). */
+async function readMatrix(k: ModelKernels, t: TensorEntry, progress?: LoadProgress): Promise<Matrix> {
   const m = k.matrix(t.shape[0]!, t.shape[1]!, DTYPES[t.dtype]!);
   const eb = elementBytes(t.dtype)!;
-  await streamTensor(t, (off, bytes) => k.write(m, off / eb, bytes));
+  if (!k.readFile) {
+    await streamTensor(t, (off, bytes) => {
+      k.write(m, off / eb, bytes);
+      progress?.(bytes.length);
+    });
+    return m;
+  }
+  for (let off = 0; off < t.byteLength; off += READ_CHUNK_BYTES) {
+    const n = Math.min(READ_CHUNK_BYTES, t.byteLength - off);
+    try {
+      k.readFile(m, off / eb, t.file, t.offset + off, n);
+    } catch (e) {
+      throw new DuoError("IO", `${t.file}: reading tensor "${t.name}" (${t.dtype} [${t.shape.join(", ")}]) failed: ${(e as Error).message}`, { cause: e });
+    }
+    progress?.(n);
+    await Promise.resolve(); // let a progress bar redraw between pieces
+  }
   return m;
 }
 
@@ -111,13 +132,19 @@ function matrixFrom(k: ModelKernels, data: Float32Array, rows: number, cols: num
 }
 
 /** Load every weight into `k`. `schedule` (original head order) decides the per-layer head permutation. */
-export async function loadWeights(tensors: Map<string, TensorEntry>, cfg: ModelConfig, k: ModelKernels, schedule: HeadSchedule): Promise<ModelWeights> {
+export async function loadWeights(tensors: Map<string, TensorEntry>, cfg: ModelConfig, k: ModelKernels, schedule: HeadSchedule, progress?: LoadProgress): Promise<ModelWeights> {
   const get = (name: string) => tensors.get(name)!;
   const has = (name: string) => tensors.has(name);
-  const vec = async (name: string) => k.vector(await readTensorF32(get(name)));
+  const read = async (name: string) => {
+    const t = get(name), data = await readTensorF32(t);
+    progress?.(t.byteLength);
+    return data;
+  };
+  const vec = async (name: string) => k.vector(await read(name));
+  const matrix = (t: TensorEntry) => readMatrix(k, t, progress);
   const optVec = async (name: string, wanted: boolean) => (wanted && has(name) ? await vec(name) : undefined);
   const shape = { numLayers: cfg.numLayers, numHeads: cfg.numHeads, numKvHeads: cfg.numKvHeads, headDim: cfg.headDim };
-  const embed = await matrix(k, get("model.embed_tokens.weight"));
+  const embed = await matrix(get("model.embed_tokens.weight"));
   const layers: LayerWeights[] = [];
   for (let l = 0; l < cfg.numLayers; l++) {
     const p = `model.layers.${l}.`, a = `${p}self_attn.`;
@@ -125,15 +152,15 @@ export async function loadWeights(tensors: Map<string, TensorEntry>, cfg: ModelC
     const identity = perm.every((h, i) => h === i);
     let q: Matrix, kk: Matrix, v: Matrix, o: Matrix, qBias: Vector | undefined, kBias: Vector | undefined, vBias: Vector | undefined;
     if (identity) {
-      q = await matrix(k, get(`${a}q_proj.weight`));
-      kk = await matrix(k, get(`${a}k_proj.weight`));
-      v = await matrix(k, get(`${a}v_proj.weight`));
-      o = await matrix(k, get(`${a}o_proj.weight`));
+      q = await matrix(get(`${a}q_proj.weight`));
+      kk = await matrix(get(`${a}k_proj.weight`));
+      v = await matrix(get(`${a}v_proj.weight`));
+      o = await matrix(get(`${a}o_proj.weight`));
       qBias = await optVec(`${a}q_proj.bias`, cfg.qkvBias);
       kBias = await optVec(`${a}k_proj.bias`, cfg.qkvBias);
       vBias = await optVec(`${a}v_proj.bias`, cfg.qkvBias);
     } else {
-      const f32 = async (name: string) => await readTensorF32(get(name));
+      const f32 = read;
       const w: AttentionWeights = { q: await f32(`${a}q_proj.weight`), k: await f32(`${a}k_proj.weight`), v: await f32(`${a}v_proj.weight`), o: await f32(`${a}o_proj.weight`) };
       if (cfg.qkvBias) {
         w.qBias = await f32(`${a}q_proj.bias`);
@@ -156,15 +183,15 @@ export async function loadWeights(tensors: Map<string, TensorEntry>, cfg: ModelC
       q, k: kk, v, o, qBias, kBias, vBias,
       oBias: await optVec(`${a}o_proj.bias`, cfg.oBias),
       postNorm: await vec(`${p}post_attention_layernorm.weight`),
-      gate: await matrix(k, get(`${p}mlp.gate_proj.weight`)),
-      up: await matrix(k, get(`${p}mlp.up_proj.weight`)),
-      down: await matrix(k, get(`${p}mlp.down_proj.weight`)),
+      gate: await matrix(get(`${p}mlp.gate_proj.weight`)),
+      up: await matrix(get(`${p}mlp.up_proj.weight`)),
+      down: await matrix(get(`${p}mlp.down_proj.weight`)),
       gateBias: await optVec(`${p}mlp.gate_proj.bias`, cfg.mlpBias),
       upBias: await optVec(`${p}mlp.up_proj.bias`, cfg.mlpBias),
       downBias: await optVec(`${p}mlp.down_proj.bias`, cfg.mlpBias),
     });
   }
   const norm = await vec("model.norm.weight");
-  const lmHead = cfg.tieWordEmbeddings ? embed : await matrix(k, get("lm_head.weight"));
+  const lmHead = cfg.tieWordEmbeddings ? embed : await matrix(get("lm_head.weight"));
   return { embed, layers, norm, lmHead };
 }
