@@ -11,6 +11,7 @@ export const CAPACITY_MODES = ["computed", "fill"] as const;
 
 export const USAGE = `usage: duo bench <decode|prefill|all> [options]
        duo bench --suite paper [--out DIR] [options]
+       duo bench model [options]   a whole 8B-shaped model (random weights) on native: see duo bench model --help
   Attention benchmarks: full attention vs DuoAttention on the same backend, the machine's ceilings in this
   runtime, and peers (plain TypeScript, onnxruntime-web, onnxruntime-node) for full-attention decode.
   --backend b          ${BACKEND_CHOICES.join(" | ")} (default auto)
