@@ -6,11 +6,11 @@
  */
 import { f32ToBf16Bits, f32ToF16Bits } from "../dtype.ts";
 import { DuoError } from "../errors.ts";
-import { type AttentionWeights, permuteAttentionWeights } from "../schedule/permute.ts";
+import { type AttentionWeights, permuteAttentionWeights, permuteRowBlocks } from "../schedule/permute.ts";
 import type { HeadSchedule } from "../schedule/schedule.ts";
 import type { ModelConfig } from "./config.ts";
 import type { Matrix, ModelKernels, Vector, WeightDtype } from "./kernels.ts";
-import { elementBytes, READ_CHUNK_BYTES, readTensorF32, streamTensor, type TensorEntry } from "./safetensors.ts";
+import { elementBytes, READ_CHUNK_BYTES, readTensorBytes, readTensorF32, streamTensor, type TensorEntry } from "./safetensors.ts";
 
 export interface LayerWeights {
   inputNorm: Vector; // [hidden]
@@ -120,6 +120,35 @@ async function readMatrix(k: ModelKernels, t: TensorEntry, progress?: LoadProgre
   return m;
 }
 
+/** A matrix whose row blocks of `block` rows are read from the file in the order `perm` (block i = file block
+ *  perm[i]), each straight into the kernels (readFile). */
+function readRowBlocks(k: ModelKernels, t: TensorEntry, perm: ArrayLike<number>, block: number, progress?: LoadProgress): Matrix {
+  const m = k.matrix(t.shape[0]!, t.shape[1]!, DTYPES[t.dtype]!);
+  const elems = block * t.shape[1]!, bytes = elems * elementBytes(t.dtype)!;
+  for (let i = 0; i < perm.length; i++) {
+    try {
+      k.readFile!(m, i * elems, t.file, t.offset + perm[i]! * bytes, bytes);
+    } catch (e) {
+      throw new DuoError("IO", `${t.file}: reading tensor "${t.name}" (${t.dtype} [${t.shape.join(", ")}]) failed: ${(e as Error).message}`, { cause: e });
+    }
+  }
+  progress?.(t.byteLength);
+  return m;
+}
+
+/** A matrix whose column blocks of `block` columns are reordered (block i = file block perm[i]) on its raw elements. */
+async function readColumnBlocks(k: ModelKernels, t: TensorEntry, perm: ArrayLike<number>, block: number, progress?: LoadProgress): Promise<Matrix> {
+  const raw = await readTensorBytes(t), out = new Uint8Array(raw.length);
+  const rowBytes = t.shape[1]! * elementBytes(t.dtype)!, blockBytes = block * elementBytes(t.dtype)!;
+  for (let r = 0; r < raw.length; r += rowBytes) {
+    for (let i = 0; i < perm.length; i++) out.set(raw.subarray(r + perm[i]! * blockBytes, r + (perm[i]! + 1) * blockBytes), r + i * blockBytes);
+  }
+  const m = k.matrix(t.shape[0]!, t.shape[1]!, DTYPES[t.dtype]!);
+  k.write(m, 0, out);
+  progress?.(t.byteLength);
+  return m;
+}
+
 /** An f32 host matrix narrowed back to `dtype` (exact for values that came from that dtype). */
 function matrixFrom(k: ModelKernels, data: Float32Array, rows: number, cols: number, dtype: WeightDtype): Matrix {
   const m = k.matrix(rows, cols, dtype);
@@ -151,7 +180,19 @@ export async function loadWeights(tensors: Map<string, TensorEntry>, cfg: ModelC
     const perm = schedule.permutation[l]!;
     const identity = perm.every((h, i) => h === i);
     let q: Matrix, kk: Matrix, v: Matrix, o: Matrix, qBias: Vector | undefined, kBias: Vector | undefined, vBias: Vector | undefined;
-    if (identity) {
+    if (!identity && k.readFile) {
+      // Native: q/k/v rows read in head blocks straight from the file in the new order; o's columns permuted on its
+      // raw elements (one [hidden, Hq·D] copy in the JS heap, no f32 widening); biases as vectors.
+      const G = cfg.numHeads / cfg.numKvHeads, D = cfg.headDim;
+      q = readRowBlocks(k, get(`${a}q_proj.weight`), perm, G * D, progress);
+      kk = readRowBlocks(k, get(`${a}k_proj.weight`), perm, D, progress);
+      v = readRowBlocks(k, get(`${a}v_proj.weight`), perm, D, progress);
+      o = await readColumnBlocks(k, get(`${a}o_proj.weight`), perm, G * D, progress);
+      const bias = async (name: string, block: number) => (cfg.qkvBias ? k.vector(permuteRowBlocks(await read(`${a}${name}.bias`), 1, perm, block)) : undefined);
+      qBias = await bias("q_proj", G * D);
+      kBias = await bias("k_proj", D);
+      vBias = await bias("v_proj", D);
+    } else if (identity) {
       q = await matrix(get(`${a}q_proj.weight`));
       kk = await matrix(get(`${a}k_proj.weight`));
       v = await matrix(get(`${a}v_proj.weight`));
