@@ -33,9 +33,9 @@ function withoutReadFile(k: ModelKernels): ModelKernels {
 const IDS = [1, 7, 42, 9, 3, 77, 5];
 const HEADS = [[false, true], [true, false]]; // layer 1 permuted: its attention weights take the JS path on both
 
-for (const [dtype, shards] of [["bf16", 2], ["f32", 1], ["f16", 3]] as const) {
-  test(`native file read = JS read: ${dtype} weights, ${shards} shard(s), identical logits, progress to the total`, { skip }, async () => {
-    const m = writeTinyModel({ dtype, shards, layers: 2, heads: 4, kvHeads: 2 });
+for (const [dtype, shards, architecture] of [["bf16", 2, "LlamaForCausalLM"], ["f32", 1, "LlamaForCausalLM"], ["f16", 3, "Qwen2ForCausalLM"]] as const) {
+  test(`native file read = JS read: ${architecture}, ${dtype} weights, ${shards} shard(s), identical logits, progress to the total`, { skip }, async () => {
+    const m = writeTinyModel({ dtype, shards, layers: 2, heads: 4, kvHeads: 2, architecture });
     try {
       const seen: [number, number][] = [];
       const direct = await LlamaModel.load(m.dir, { backend: "native", kernels: "native", heads: HEADS, kvDtype: "f32", memory: 1 << 30, onProgress: (a, b) => seen.push([a, b]) });
