@@ -104,3 +104,12 @@ test("native load of a file truncated after its header was read: IO naming the f
     m.dispose();
   }
 });
+
+test("duo info --json reports the memory a native model's weights + KV may take", async () => {
+  const { runCli } = await import("./helpers/cli.ts");
+  const r = await runCli(["info", "--json"]);
+  assert.equal(r.code, 0, r.stderr);
+  const { memory } = JSON.parse(r.stdout) as { memory: { bytes: number; source: string } };
+  assert.ok(Number.isSafeInteger(memory.bytes) && memory.bytes > 0, JSON.stringify(memory));
+  assert.match(memory.source, /MemAvailable|os\.freemem/);
+});

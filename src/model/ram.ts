@@ -8,14 +8,17 @@ import { exists, readText } from "../runtime.ts";
 import { formatBytes } from "../report/table.ts";
 
 /** Bytes of RAM the kernel says a new allocation can take: /proc/meminfo MemAvailable (page cache it may drop
- *  counts as available), else os.freemem(). */
+ *  counts as available), else os.freemem() (through process.getBuiltinModule: no node: import, so the browser
+ *  bundle stays free of them), else unbounded. */
 export async function availableMemory(): Promise<{ bytes: number; source: string }> {
   if (await exists("/proc/meminfo")) {
     const m = /^MemAvailable:\s+(\d+)\s*kB/m.exec(await readText("/proc/meminfo"));
     if (m) return { bytes: Number(m[1]) * 1024, source: "MemAvailable in /proc/meminfo" };
   }
-  const os = await import("node:os");
-  return { bytes: os.freemem(), source: "os.freemem()" };
+  // deno-lint-ignore no-explicit-any
+  const os = (globalThis as any).process?.getBuiltinModule?.("node:os") as { freemem(): number } | undefined;
+  if (os) return { bytes: os.freemem(), source: "os.freemem()" };
+  return { bytes: Infinity, source: "unknown: no /proc/meminfo or os.freemem() in this runtime" };
 }
 
 export interface MemoryNeed {
