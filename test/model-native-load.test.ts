@@ -113,3 +113,17 @@ test("duo info --json reports the memory a native model's weights + KV may take"
   assert.ok(Number.isSafeInteger(memory.bytes) && memory.bytes > 0, JSON.stringify(memory));
   assert.match(memory.source, /MemAvailable|os\.freemem/);
 });
+
+test("duo generate --backend native --memory: a model over the budget is refused before loading", { skip }, async () => {
+  const { runCli } = await import("./helpers/cli.ts");
+  const m = writeTinyModel({ dtype: "bf16", layers: 1 });
+  try {
+    const r = await runCli(["generate", "--model", m.dir, "--backend", "native", "--memory", "4KiB", "--prompt", "hi", "--max-tokens", "1"]);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /the model needs \d+ bytes .* but 4096 bytes \(4\.00 KiB\) are available \(the memory option\); nothing was read/);
+    const ok = await runCli(["generate", "--model", m.dir, "--backend", "native", "--memory", "1GiB", "--prompt", "hi", "--max-tokens", "1"]);
+    assert.equal(ok.code, 0, ok.stderr);
+  } finally {
+    m.dispose();
+  }
+});
