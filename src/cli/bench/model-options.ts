@@ -25,7 +25,7 @@ export const MODEL_USAGE = `usage: duo bench model [options]
   --layers n           run n of the shape's layers, spread over the model (their pattern rows; default all)
   --hidden n, --intermediate n, --vocab n
                        override the shape's sizes (short runs and tests); heads and head_dim stay the shape's
-  --steps n            decode steps timed per point, after one untimed (default 3; the median is reported)
+  --steps n            decode steps timed per point, after one untimed (default 5; the best is reported)
   --threads n          native threads (default: one per core)
 `;
 
@@ -66,7 +66,7 @@ export function parseModelBenchArgs(argv: readonly string[]): ModelBenchOptions 
     hidden: int("hidden"),
     intermediate: int("intermediate"),
     vocab: int("vocab"),
-    steps: int("steps") ?? 3,
+    steps: int("steps") ?? 5,
     threads: int("threads"),
   };
 }
