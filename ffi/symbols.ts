@@ -223,6 +223,16 @@ export const NATIVE_SYMBOLS = {
     ],
     result: "i32",
   },
+  duo_read_file: {
+    args: [
+      "buffer", // const char* path (NUL-terminated UTF-8)
+      "u64", // uint64_t file_offset
+      "u64", // uint64_t bytes
+      "u64", // uint64_t block
+      "u64", // uint64_t block_offset
+    ],
+    result: "i32",
+  },
   duo_append: {
     args: [
       "u64", // void* dst (a block)

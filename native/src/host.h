@@ -35,6 +35,11 @@ DUO_EXPORT int32_t duo_memory(double *out);
 /* Copy bytes [offset, offset + bytes) of a block out to host memory, or into it from host memory. */
 DUO_EXPORT int32_t duo_read(uint64_t block, uint64_t offset, uint64_t bytes, void *dst);
 DUO_EXPORT int32_t duo_write(uint64_t block, uint64_t offset, uint64_t bytes, const void *src);
+/* Read bytes [file_offset, file_offset + bytes) of the file at `path` (NUL-terminated) into a block at block_offset,
+ * with pread (file.c): weights go from disk to the library without a host copy. DUO_E_ARG when the file cannot be
+ * opened or ends early (the message names the path and offsets). */
+DUO_EXPORT int32_t duo_read_file(const char *path, uint64_t file_offset, uint64_t bytes, uint64_t block,
+                                 uint64_t block_offset);
 
 /* Model kernels (wasm/model/kernels.c, SIMD sets only: DUO_E_UNSUPPORTED on "scalar"). Weights are blocks of
  * duo_alloc holding a row-major [rows, cols] matrix of a weight dtype below (the quantized ones as llama.cpp's blocks,

@@ -20,6 +20,7 @@ import { runPaperSuite } from "./bench/suite.ts";
 import { isTTY, write } from "./io.ts";
 
 export async function main(argv: string[]): Promise<number> {
+  if (argv[0] === "model") return (await import("./bench/model.ts")).main(argv.slice(1));
   const o = parseBenchArgs(argv);
   if (o.help) {
     write(USAGE);

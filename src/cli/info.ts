@@ -1,6 +1,8 @@
 /** `duo info`: what this runtime can do and which backends are usable here (and if not, why). */
 import { probeAll } from "../backend/registry.ts";
 import { wasmKernels } from "../backend/wasm.ts";
+import { availableMemory } from "../model/ram.ts";
+import { formatBytes } from "../report/table.ts";
 import { runtime } from "../runtime.ts";
 import { write } from "./io.ts";
 
@@ -8,8 +10,9 @@ export async function main(argv: string[]): Promise<number> {
   const json = argv.includes("--json");
   const rt = runtime();
   const backends = await probeAll();
+  const memory = await availableMemory(); // the default budget of a native model's weights + KV (LoadOptions.memory)
   if (json) {
-    write(JSON.stringify({ runtime: rt, backends }) + "\n");
+    write(JSON.stringify({ runtime: rt, backends, memory }) + "\n");
     return 0;
   }
   const yes = (b: boolean) => (b ? "yes" : "no");
@@ -17,6 +20,7 @@ export async function main(argv: string[]): Promise<number> {
     [
       `runtime: ${rt.name} ${rt.version}`,
       `  cores: ${rt.cores}   wasm: ${yes(rt.wasm)}   wasm simd128: ${yes(rt.wasmSimd)}   relaxed simd: ${yes(rt.wasmRelaxedSimd)}   workers: ${yes(rt.workers)}   SharedArrayBuffer: ${yes(rt.sharedArrayBuffer)}   ffi: ${rt.ffi}`,
+      `  memory for a native model (weights + KV): ${formatBytes(memory.bytes)} (${memory.source})`,
       "backends:",
       ...backends.map((b) => `  ${b.name.padEnd(9)} ${b.usable ? "usable" : `not usable: ${b.reason}`}${b.name === "wasm" && b.usable ? ` (kernels: ${wasmKernels()})` : ""}${"isa" in b && b.usable ? ` (kernels: ${b.isa})` : ""}`),
       "",

@@ -5,9 +5,12 @@ import { KV_DTYPES } from "../dtype.ts";
 import { checkOneOf, DuoError } from "../errors.ts";
 import { KERNELS } from "../model/kernels.ts";
 import type { LoadOptions } from "../model/llama.ts";
+import { formatBytes } from "../report/table.ts";
 import { type Args, numberArg } from "./args.ts";
+import { Progress } from "./progress.ts";
+import { parseSize } from "./size.ts";
 
-export const MODEL_VALUES = ["model", "backend", "kernels", "sink", "recent", "kv-dtype", "prefill", "prefill-chunk", "max-context", "threads", "model-threads"] as const;
+export const MODEL_VALUES = ["model", "backend", "kernels", "sink", "recent", "kv-dtype", "prefill", "prefill-chunk", "max-context", "threads", "model-threads", "memory"] as const;
 
 export const MODEL_USAGE = `  --model DIR          Hugging Face model directory (config.json, model.safetensors[.index.json], tokenizer.json),
                        or a llama.cpp .gguf file, or a directory holding one
@@ -23,6 +26,8 @@ export const MODEL_USAGE = `  --model DIR          Hugging Face model directory 
   --threads n          wasm attention backend worker count
   --model-threads n    kernels wasm-parallel: workers that each hold 1/n of the weights (default: one per core;
                        0 with auto: the model math stays in this thread)
+  --memory size        kernels native: RAM the weights and KV may take, e.g. 20GiB (default: MemAvailable); a model
+                       that does not fit is refused before anything is read
 `;
 
 /** The model directory and the load options (without the head choice, which each command decides). */
@@ -44,6 +49,16 @@ export function modelOptions(args: Args): { dir: string; options: LoadOptions } 
   options.maxContext = numberArg(args, "max-context", { min: 1, integer: true });
   options.threads = numberArg(args, "threads", { min: 0, integer: true });
   options.modelThreads = numberArg(args, "model-threads", { min: 0, integer: true });
+  const memory = args.values.get("memory");
+  if (memory !== undefined) options.memory = parseSize("--memory", memory);
   for (const k of Object.keys(options) as (keyof LoadOptions)[]) if (options[k] === undefined) delete options[k];
+  // A bar on stderr as the weights load (a line per quarter when stderr is not a terminal), for models of 256 MiB+.
+  let bar: Progress | undefined;
+  options.onProgress = (loaded, total) => {
+    if (total < 256 * 2 ** 20) return;
+    bar ??= new Progress("loading weights", total);
+    if (loaded < total) bar.update(loaded, formatBytes(loaded));
+    else bar.done(formatBytes(total));
+  };
   return { dir, options };
 }

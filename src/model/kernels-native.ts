@@ -8,7 +8,8 @@ import { DuoError } from "../errors.ts";
 import { runtime } from "../runtime.ts";
 import type { NativeLibrary } from "../../ffi/symbols.ts";
 import { STATUS } from "../backend/abi.ts";
-import { type Matrix, matrixBytes, type ModelKernels, type Vector, type WeightDtype } from "./kernels.ts";
+import { availableMemory } from "./ram.ts";
+import { type Matrix, matrixBytes, type ModelKernels, type Vector, WEIGHT_BLOCKS, type WeightDtype } from "./kernels.ts";
 
 /** The library's weight dtype codes (native/src/host.h DUO_W_*; not the KV dtype codes of duo.h). */
 export const WEIGHT_CODE: Record<WeightDtype, number> = { f32: 0, f16: 1, bf16: 2, q8_0: 3, q4_0: 4, q4_k: 5, q6_k: 6 };
@@ -26,12 +27,13 @@ class NativeVector implements Vector {
   }
 }
 
-export async function createNativeKernels(opts: { nativeLibrary?: string; threads?: number } = {}): Promise<NativeKernels> {
+export async function createNativeKernels(opts: { nativeLibrary?: string; threads?: number; memoryBudget?: number } = {}): Promise<NativeKernels> {
   const { lib } = await (await import("../../ffi/load.ts")).loadNativeLibrary(opts.nativeLibrary);
   if (lib.duo_isa() === "scalar") {
     throw new DuoError("BACKEND_UNAVAILABLE", `native model kernels need SIMD, and the library runs the scalar set on this CPU; use kernels "wasm" or "reference"`);
   }
-  return new NativeKernels(lib, Math.max(1, opts.threads ?? runtime().cores));
+  const budget = opts.memoryBudget ?? (await availableMemory()).bytes;
+  return new NativeKernels(lib, Math.max(1, opts.threads ?? runtime().cores), budget);
 }
 
 export class NativeKernels implements ModelKernels {
@@ -40,14 +42,19 @@ export class NativeKernels implements ModelKernels {
   private weightBytes = 0;
   private readonly addr = new Uint32Array(2);
 
-  constructor(private readonly lib: NativeLibrary, readonly threads: number) {}
+  /** @param budget bytes of RAM weights and KV share (LoadOptions.memory); reported as memory().capacity */
+  constructor(private readonly lib: NativeLibrary, readonly threads: number, private readonly budget = Infinity) {}
 
   memory(): { weights: number; capacity: number } {
-    return { weights: this.weightBytes, capacity: Infinity };
+    return { weights: this.weightBytes, capacity: this.budget };
   }
 
-  /** Host memory: nothing to reserve ahead (an allocation the host cannot make is a CAPACITY error then). */
-  reserve(_weightBytes: number, _scratchBytes: number): void {}
+  /** Refuse weights that would not fit in the budget beside those already held (the model loader checks weights +
+   *  KV against it first, src/model/ram.ts; an allocation the host cannot make is a CAPACITY error then). */
+  reserve(weightBytes: number, scratchBytes: number): void {
+    const need = this.weightBytes + weightBytes + scratchBytes;
+    if (need > this.budget) throw new DuoError("CAPACITY", `native model kernels: ${need} bytes of weights and activations do not fit in the memory budget of ${this.budget} bytes`);
+  }
 
   matrix(rows: number, cols: number, dtype: WeightDtype): Matrix {
     const bytes = matrixBytes(rows, cols, dtype);
@@ -61,12 +68,33 @@ export class NativeKernels implements ModelKernels {
   /** Each byte is written once; when the last byte lands, f16/bf16 rows are packed (wasm/model/kernels.c). */
   write(m: Matrix, byteOffset: number, bytes: Uint8Array): void {
     const w = m as NativeMatrix;
-    if (byteOffset < 0 || byteOffset + bytes.length > w.bytes || w.written + bytes.length > w.bytes) {
-      throw new DuoError("INVALID_ARGUMENT", `write of ${bytes.length} bytes at byte ${byteOffset} overruns a [${w.rows}, ${w.cols}] ${w.dtype} matrix (${w.bytes} bytes, ${w.written} written)`);
-    }
+    this.checkRange(w, "write", byteOffset, bytes.length);
     this.check(this.lib.duo_write(w.ptr, byteOffset, bytes.length, bytes), "duo_write");
-    w.written += bytes.length;
+    this.landed(w, bytes.length);
+  }
+
+  /** A write or file read of `bytes` at `byteOffset` must hold whole blocks of the dtype inside the matrix. */
+  private checkRange(w: NativeMatrix, what: string, byteOffset: number, bytes: number): void {
+    const bb = WEIGHT_BLOCKS[w.dtype].bytes;
+    if (byteOffset < 0 || byteOffset % bb !== 0 || bytes % bb !== 0 || byteOffset + bytes > w.bytes || w.written + bytes > w.bytes) {
+      throw new DuoError("INVALID_ARGUMENT", `${what} of ${bytes} bytes at byte ${byteOffset} overruns a [${w.rows}, ${w.cols}] ${w.dtype} matrix (${w.bytes} bytes, ${w.written} written) or splits its ${bb}-byte blocks`);
+    }
+  }
+
+  /** Count bytes in; once the matrix is complete, pack f16/bf16 rows for the kernels. */
+  private landed(w: NativeMatrix, bytes: number): void {
+    w.written += bytes;
     if (w.written === w.bytes && (w.dtype === "f16" || w.dtype === "bf16")) this.check(this.lib.duo_model_pack(w.ptr, w.rows, w.cols), "duo_model_pack");
+  }
+
+  /** pread straight into the matrix's block (native/src/file.c); checked and packed like `write`. */
+  readFile(m: Matrix, byteOffset: number, file: string, fileOffset: number, bytes: number): void {
+    const w = m as NativeMatrix;
+    this.checkRange(w, "read", byteOffset, bytes);
+    const path = new TextEncoder().encode(`${file}\0`);
+    const status = this.lib.duo_read_file(path, fileOffset, bytes, w.ptr, byteOffset);
+    if (status < 0) throw new DuoError("IO", `native model kernels: ${this.lib.duo_last_error() || `duo_read_file status ${status}`}`);
+    this.landed(w, bytes);
   }
 
   vector(data: Float32Array): Vector {

@@ -57,6 +57,10 @@ export interface ModelKernels {
   /** Copy raw little-endian bytes of `m.dtype` (row-major, as in the file) into `m` at byte `byteOffset`; each
    *  write holds whole blocks of the dtype. */
   write(m: Matrix, byteOffset: number, bytes: Uint8Array): void;
+  /** Optional (native): read `bytes` raw bytes of `m.dtype` from `file` at byte `fileOffset` straight into `m` at byte
+   *  `byteOffset`, as `write` would with those bytes (whole blocks of the dtype), without passing them through the
+   *  JS heap. */
+  readFile?(m: Matrix, byteOffset: number, file: string, fileOffset: number, bytes: number): void;
   vector(data: Float32Array): Vector;
   /** y[T, rows] = x[T, cols] · Wᵀ (+ bias[rows]) */
   matmul(y: Float32Array, x: Float32Array, w: Matrix, T: number, bias?: Vector): void;
@@ -83,6 +87,9 @@ export interface ModelKernelsOptions {
   nativeLibrary?: string;
   /** "native": threads of the library's matmul (default: one per core) */
   threads?: number;
+  /** "native": bytes of RAM the weights and the KV cache may take together (memory().capacity; default: the RAM
+   *  available when the kernels are created, src/model/ram.ts) */
+  memoryBudget?: number;
 }
 
 /** "auto" picks "wasm-parallel" for models of at least this many bytes of weights. Each matmul's trip to the

@@ -20,19 +20,22 @@ import type { Backend } from "../backend/types.ts";
 import type { PrefillMode } from "../cache/layer-shard.ts";
 import type { KvDtype } from "../dtype.ts";
 import { DuoAttention } from "../engine/duo.ts";
+import { DEFAULT_RECENT, DEFAULT_SINK } from "../engine/options.ts";
 import type { Sequence } from "../engine/sequence.ts";
 import { checkInt, DuoError } from "../errors.ts";
 import type { HeadPattern } from "../pattern/pattern.ts";
+import { kvBytes } from "../schedule/kv.ts";
 import { HeadSchedule } from "../schedule/schedule.ts";
 import { type ModelConfig, loadConfig } from "./config.ts";
 import type { Generation, GenerateOptions } from "./generate.ts";
 import { findGguf, openGguf } from "./gguf.ts";
 import { createModelKernels, type KernelsName, type ModelKernels } from "./kernels.ts";
 import { inverseFrequencies, ropeTables } from "./rope.ts";
+import { availableMemory, checkFits } from "./ram.ts";
 import { openWeights, type TensorEntry } from "./safetensors.ts";
 import { Session } from "./session.ts";
 import { TextTokenizer } from "./tokenizer.ts";
-import { checkTensors, loadWeights, type ModelWeights } from "./weights.ts";
+import { checkTensors, expectedTensors, loadWeights, type ModelWeights } from "./weights.ts";
 
 export interface LoadOptions {
   /** attention backend of the engine (default "auto"); "reference" also runs the model math on the reference kernels */
@@ -68,9 +71,15 @@ export interface LoadOptions {
   strict?: boolean;
   /** a precompiled duo-model.wasm (edge runtimes, bundlers) */
   modelWasm?: WebAssembly.Module;
+  /** kernels "native": bytes of RAM the weights and the KV cache share (default: the RAM available now, /proc/meminfo
+   *  MemAvailable); a model whose weights + KV budget (at maxContext, else one prefill chunk) exceed it is refused
+   *  before anything is read */
+  memory?: number;
+  /** called as the weights load: bytes loaded so far and in all (the CLI draws a progress bar on stderr) */
+  onProgress?: (loaded: number, total: number) => void;
 }
 
-const LOAD_KEYS = ["backend", "kernels", "pattern", "sparsity", "heads", "sinkSize", "recentSize", "kvDtype", "prefill", "maxContext", "prefillChunk", "threads", "nativeLibrary", "strict", "modelWasm", "modelThreads"];
+const LOAD_KEYS = ["backend", "kernels", "pattern", "sparsity", "heads", "sinkSize", "recentSize", "kvDtype", "prefill", "maxContext", "prefillChunk", "threads", "nativeLibrary", "strict", "modelWasm", "modelThreads", "memory", "onProgress"];
 
 /** The head schedule in the model's order, and the pattern it came from (whose config.json gives the window). */
 async function scheduleFor(o: LoadOptions, cfg: ModelConfig): Promise<{ schedule: HeadSchedule; pattern?: HeadPattern }> {
@@ -130,9 +139,12 @@ export class LlamaModel {
     const { schedule, pattern } = await scheduleFor(options, cfg);
     const backendName = typeof options.backend === "object" ? options.backend.name : options.backend;
     const choice = options.kernels ?? (backendName === "reference" ? "reference" : backendName === "native" ? "native" : "auto");
+    const native = choice === "native" || (typeof choice === "object" && choice?.name === "native");
+    let memoryBudget: number | undefined;
+    if (native) memoryBudget = await checkRam(dir, tensors, weightBytes, cfg, schedule, options, pattern, prefillChunk, maxContext);
     const kernels = choice !== null && typeof choice === "object" ? choice : await createModelKernels(choice, {
       wasmModule: options.modelWasm, weightBytes, modelThreads: options.modelThreads ?? (choice === "auto" && options.threads === 0 ? 0 : undefined),
-      nativeLibrary: options.nativeLibrary, threads: options.threads,
+      nativeLibrary: options.nativeLibrary, threads: options.threads, memoryBudget,
     });
     let engine: DuoAttention | undefined;
     try {
@@ -152,7 +164,10 @@ export class LlamaModel {
       });
       // + 64-byte alignment for each of the at most 4 + 16 per layer tensors
       kernels.reserve(weightBytes + 64 * (4 + 16 * cfg.numLayers), scratchBytes(cfg, prefillChunk));
-      const weights = await loadWeights(tensors, cfg, kernels, schedule);
+      let loaded = 0;
+      const total = [...expectedTensors(cfg).keys()].reduce((a, name) => a + tensors.get(name)!.byteLength, 0);
+      const progress = options.onProgress && ((bytes: number) => options.onProgress!((loaded += bytes), total));
+      const weights = await loadWeights(tensors, cfg, kernels, schedule, progress);
       const invFreq = inverseFrequencies(cfg.headDim, cfg.ropeTheta, cfg.ropeScaling);
       source.ropeFreqFactors?.forEach((f, i) => (invFreq[i]! /= f));
       return new LlamaModel(cfg, tokenizer, schedule, engine, kernels, weights, prefillChunk, invFreq);
@@ -169,6 +184,18 @@ export class LlamaModel {
     const s = new Session(this, this.engine.sequence(), (x) => this.sessions.delete(x));
     this.sessions.add(s);
     return s;
+  }
+
+  /** Memory in one budget: weights held by the kernels, the KV cache of every live session (the default one and
+   *  those of session(); allocated bytes), and the budget they share (kernels.memory().capacity: the RAM budget on
+   *  native, Infinity where unbounded). The load's RAM check reserved KV for one sequence only: each further
+   *  session's cache comes out of the same budget. */
+  memory(): { weights: number; kv: number; budget: number } {
+    this.checkAlive();
+    const k = this.kernels.memory();
+    let kv = 0;
+    for (const s of this.sessions) kv += s.kvBytes().allocated;
+    return { weights: k.weights, kv, budget: k.capacity };
   }
 
   /** Tokens in the default session's sequence (prompt and generated). */
@@ -274,6 +301,24 @@ async function openSource(path: string): Promise<{ config: ModelConfig; tokenize
   }
   const config = await loadConfig(path);
   return { config, tokenizer: await TextTokenizer.load(path), tensors: await openWeights(path), ropeFreqFactors: null };
+}
+
+/**
+ * The RAM check of a native load, before anything is read: weights + the KV cache at maxContext (else one prefill
+ * chunk) under the schedule must fit in LoadOptions.memory, else in the RAM available now. Returns the budget.
+ */
+async function checkRam(dir: string, tensors: Map<string, TensorEntry>, weightBytes: number, cfg: ModelConfig, schedule: HeadSchedule,
+  o: LoadOptions, pattern: HeadPattern | undefined, prefillChunk: number, maxContext: number | undefined): Promise<number> {
+  const { budget, source } = o.memory !== undefined ? { budget: checkInt("memory", o.memory, 1), source: "the memory option" }
+    : await availableMemory().then((a) => ({ budget: a.bytes, source: a.source }));
+  const kv = kvBytes(schedule, {
+    headDim: cfg.headDim, context: maxContext ?? prefillChunk, sinkSize: o.sinkSize ?? pattern?.sinkSize ?? DEFAULT_SINK,
+    recentSize: o.recentSize ?? pattern?.recentSize ?? DEFAULT_RECENT, dtype: o.kvDtype ?? "bf16",
+  });
+  let largest: TensorEntry | undefined;
+  for (const t of tensors.values()) if (!largest || t.byteLength > largest.byteLength) largest = t;
+  checkFits({ what: dir, weights: weightBytes, kv, largest: largest && { name: largest.name, file: largest.file, bytes: largest.byteLength } }, budget, source);
+  return budget;
 }
 
 /** Bytes of activations one kernel call may need in the wasm scratch area (inputs + outputs, f32). */

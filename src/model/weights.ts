@@ -4,15 +4,17 @@
  * here (SPEC §2, src/schedule/permute.ts): q rows in blocks of G·D, k/v rows in blocks of D, o columns in blocks
  * of G·D, q/k/v biases like their rows, never the o bias. A permuted Q8_0 / Q4_0 matrix is decoded, permuted and
  * quantized again, which gives its bytes back whenever G·D is a multiple of 32 (whole blocks move); a permuted
- * Q4_K / Q6_K matrix is held decoded, as f32.
+ * Q4_K / Q6_K matrix is held decoded, as f32. Kernels that read files themselves (native: readFile) get every matrix
+ * straight from the file, and permute q/k/v row blocks and o column blocks on raw bytes (any dtype, when o's column
+ * blocks are whole quantization blocks and llama.cpp did not interleave the rows).
  */
 import { f32ToBf16Bits, f32ToF16Bits } from "../dtype.ts";
 import { DuoError } from "../errors.ts";
-import { type AttentionWeights, permuteAttentionWeights } from "../schedule/permute.ts";
+import { type AttentionWeights, permuteAttentionWeights, permuteRowBlocks } from "../schedule/permute.ts";
 import type { HeadSchedule } from "../schedule/schedule.ts";
 import type { ModelConfig } from "./config.ts";
 import type { Matrix, ModelKernels, Vector, WeightDtype } from "./kernels.ts";
-import { readTensorBytes, readTensorF32, streamTensor, type TensorEntry } from "./safetensors.ts";
+import { READ_CHUNK_BYTES, readTensorBytes, readTensorF32, streamTensor, type TensorEntry } from "./safetensors.ts";
 import { BLOCKS, quantizeQ4_0, quantizeQ8_0, TENSOR_DTYPES, type TensorDtype } from "./tensor-types.ts";
 
 export interface LayerWeights {
@@ -99,10 +101,68 @@ export function checkTensors(tensors: Map<string, TensorEntry>, cfg: ModelConfig
   return bytes;
 }
 
-async function matrix(k: ModelKernels, t: TensorEntry): Promise<Matrix> {
+/** Called with the bytes of each piece of the checkpoint once it is loaded (a progress bar sums them). */
+export type LoadProgress = (bytes: number) => void;
+
+/** Bytes of one block of the tensor's dtype (1 element for F32/F16/BF16): reads and writes move whole blocks. */
+const blockBytes = (t: TensorEntry) => BLOCKS[t.dtype as TensorDtype].bytes;
+
+/** kernels.readFile of `bytes` at byte `byteOffset` of `m` from byte `fileOffset` of the tensor's file, naming the
+ *  tensor when it fails. */
+function readPiece(k: ModelKernels, m: Matrix, t: TensorEntry, byteOffset: number, fileOffset: number, bytes: number): void {
+  try {
+    k.readFile!(m, byteOffset, t.file, fileOffset, bytes);
+  } catch (e) {
+    throw new DuoError("IO", `${t.file}: reading tensor "${t.name}" (${t.dtype} [${t.shape.join(", ")}]) failed: ${(e as Error).message}`, { cause: e });
+  }
+}
+
+/** A matrix read in pieces of READ_CHUNK_BYTES (whole blocks): by the kernels straight from the file where they can
+ *  (native: readFile, no copy in the JS heap), else through the JS heap (streamTensor + write). Rows llama.cpp
+ *  interleaved are reordered in one piece in the JS heap. */
+async function readMatrix(k: ModelKernels, t: TensorEntry, progress?: LoadProgress): Promise<Matrix> {
   const m = k.matrix(t.shape[0]!, t.shape[1]!, dtypeOf(t)!);
-  if (t.interleavedHeads) k.write(m, 0, await readTensorBytes(t)); // rows reordered in one piece
-  else await streamTensor(t, (off, bytes) => k.write(m, off, bytes), BLOCKS[t.dtype as TensorDtype].bytes);
+  if (t.interleavedHeads) {
+    k.write(m, 0, await readTensorBytes(t));
+    progress?.(t.byteLength);
+  } else if (!k.readFile) {
+    await streamTensor(t, (off, bytes) => {
+      k.write(m, off, bytes);
+      progress?.(bytes.length);
+    }, blockBytes(t));
+  } else {
+    const chunk = READ_CHUNK_BYTES - (READ_CHUNK_BYTES % blockBytes(t));
+    for (let off = 0; off < t.byteLength; off += chunk) {
+      const n = Math.min(chunk, t.byteLength - off);
+      readPiece(k, m, t, off, t.offset + off, n);
+      progress?.(n);
+      await Promise.resolve(); // let a progress bar redraw between pieces
+    }
+  }
+  return m;
+}
+
+/** A matrix whose row blocks of `block` rows are read from the file in the order `perm` (block i = file block
+ *  perm[i]), each straight into the kernels (readFile). Rows are whole blocks of any dtype, so raw bytes move. */
+function readRowBlocks(k: ModelKernels, t: TensorEntry, perm: ArrayLike<number>, block: number, progress?: LoadProgress): Matrix {
+  const m = k.matrix(t.shape[0]!, t.shape[1]!, dtypeOf(t)!);
+  const bytes = (t.byteLength / t.shape[0]!) * block;
+  for (let i = 0; i < perm.length; i++) readPiece(k, m, t, i * bytes, t.offset + perm[i]! * bytes, bytes);
+  progress?.(t.byteLength);
+  return m;
+}
+
+/** A matrix whose column blocks of `block` columns are reordered (block i = file block perm[i]) on its raw bytes;
+ *  `block` must hold whole blocks of the dtype (canMoveColumns). */
+async function readColumnBlocks(k: ModelKernels, t: TensorEntry, perm: ArrayLike<number>, block: number, progress?: LoadProgress): Promise<Matrix> {
+  const raw = await readTensorBytes(t), out = new Uint8Array(raw.length);
+  const rowBytes = raw.length / t.shape[0]!, colBytes = (rowBytes / t.shape[1]!) * block;
+  for (let r = 0; r < raw.length; r += rowBytes) {
+    for (let i = 0; i < perm.length; i++) out.set(raw.subarray(r + perm[i]! * colBytes, r + (perm[i]! + 1) * colBytes), r + i * colBytes);
+  }
+  const m = k.matrix(t.shape[0]!, t.shape[1]!, dtypeOf(t)!);
+  k.write(m, 0, out);
+  progress?.(t.byteLength);
   return m;
 }
 
@@ -121,30 +181,54 @@ function matrixFrom(k: ModelKernels, data: Float32Array, rows: number, cols: num
   return m;
 }
 
+/** Whether a layer's q/k/v/o can be permuted on their raw bytes: q/k rows not interleaved by llama.cpp (those are
+ *  reordered in the JS heap), and o's column blocks of `oBlock` columns made of whole blocks of its dtype. */
+function rawPermutable(q: TensorEntry, k: TensorEntry, v: TensorEntry, o: TensorEntry, oBlock: number): boolean {
+  return !q.interleavedHeads && !k.interleavedHeads && !v.interleavedHeads && oBlock % BLOCKS[o.dtype as TensorDtype].elements === 0;
+}
+
 /** Load every weight into `k`. `schedule` (original head order) decides the per-layer head permutation. */
-export async function loadWeights(tensors: Map<string, TensorEntry>, cfg: ModelConfig, k: ModelKernels, schedule: HeadSchedule): Promise<ModelWeights> {
+export async function loadWeights(tensors: Map<string, TensorEntry>, cfg: ModelConfig, k: ModelKernels, schedule: HeadSchedule, progress?: LoadProgress): Promise<ModelWeights> {
   const get = (name: string) => tensors.get(name)!;
   const has = (name: string) => tensors.has(name);
-  const vec = async (name: string) => k.vector(await readTensorF32(get(name)));
+  const read = async (name: string) => {
+    const t = get(name), data = await readTensorF32(t);
+    progress?.(t.byteLength);
+    return data;
+  };
+  const vec = async (name: string) => k.vector(await read(name));
+  const matrix = (t: TensorEntry) => readMatrix(k, t, progress);
   const optVec = async (name: string, wanted: boolean) => (wanted && has(name) ? await vec(name) : undefined);
   const shape = { numLayers: cfg.numLayers, numHeads: cfg.numHeads, numKvHeads: cfg.numKvHeads, headDim: cfg.headDim };
-  const embed = await matrix(k, get("model.embed_tokens.weight"));
+  const embed = await matrix(get("model.embed_tokens.weight"));
   const layers: LayerWeights[] = [];
   for (let l = 0; l < cfg.numLayers; l++) {
     const p = `model.layers.${l}.`, a = `${p}self_attn.`;
     const perm = schedule.permutation[l]!;
     const identity = perm.every((h, i) => h === i);
     let q: Matrix, kk: Matrix, v: Matrix, o: Matrix, qBias: Vector | undefined, kBias: Vector | undefined, vBias: Vector | undefined;
-    if (identity) {
-      q = await matrix(k, get(`${a}q_proj.weight`));
-      kk = await matrix(k, get(`${a}k_proj.weight`));
-      v = await matrix(k, get(`${a}v_proj.weight`));
-      o = await matrix(k, get(`${a}o_proj.weight`));
+    const G = cfg.numHeads / cfg.numKvHeads, D = cfg.headDim;
+    if (!identity && k.readFile && rawPermutable(get(`${a}q_proj.weight`), get(`${a}k_proj.weight`), get(`${a}v_proj.weight`), get(`${a}o_proj.weight`), G * D)) {
+      // Native: q/k/v rows read in head blocks straight from the file in the new order; o's columns permuted on its
+      // raw bytes (one [hidden, Hq·D] copy in the JS heap, no f32 widening, no requantizing); biases as vectors.
+      q = readRowBlocks(k, get(`${a}q_proj.weight`), perm, G * D, progress);
+      kk = readRowBlocks(k, get(`${a}k_proj.weight`), perm, D, progress);
+      v = readRowBlocks(k, get(`${a}v_proj.weight`), perm, D, progress);
+      o = await readColumnBlocks(k, get(`${a}o_proj.weight`), perm, G * D, progress);
+      const bias = async (name: string, block: number) => (cfg.qkvBias ? k.vector(permuteRowBlocks(await read(`${a}${name}.bias`), 1, perm, block)) : undefined);
+      qBias = await bias("q_proj", G * D);
+      kBias = await bias("k_proj", D);
+      vBias = await bias("v_proj", D);
+    } else if (identity) {
+      q = await matrix(get(`${a}q_proj.weight`));
+      kk = await matrix(get(`${a}k_proj.weight`));
+      v = await matrix(get(`${a}v_proj.weight`));
+      o = await matrix(get(`${a}o_proj.weight`));
       qBias = await optVec(`${a}q_proj.bias`, cfg.qkvBias);
       kBias = await optVec(`${a}k_proj.bias`, cfg.qkvBias);
       vBias = await optVec(`${a}v_proj.bias`, cfg.qkvBias);
     } else {
-      const f32 = async (name: string) => await readTensorF32(get(name));
+      const f32 = read;
       const w: AttentionWeights = { q: await f32(`${a}q_proj.weight`), k: await f32(`${a}k_proj.weight`), v: await f32(`${a}v_proj.weight`), o: await f32(`${a}o_proj.weight`) };
       if (cfg.qkvBias) {
         w.qBias = await f32(`${a}q_proj.bias`);
@@ -167,15 +251,15 @@ export async function loadWeights(tensors: Map<string, TensorEntry>, cfg: ModelC
       q, k: kk, v, o, qBias, kBias, vBias,
       oBias: await optVec(`${a}o_proj.bias`, cfg.oBias),
       postNorm: await vec(`${p}post_attention_layernorm.weight`),
-      gate: await matrix(k, get(`${p}mlp.gate_proj.weight`)),
-      up: await matrix(k, get(`${p}mlp.up_proj.weight`)),
-      down: await matrix(k, get(`${p}mlp.down_proj.weight`)),
+      gate: await matrix(get(`${p}mlp.gate_proj.weight`)),
+      up: await matrix(get(`${p}mlp.up_proj.weight`)),
+      down: await matrix(get(`${p}mlp.down_proj.weight`)),
       gateBias: await optVec(`${p}mlp.gate_proj.bias`, cfg.mlpBias),
       upBias: await optVec(`${p}mlp.up_proj.bias`, cfg.mlpBias),
       downBias: await optVec(`${p}mlp.down_proj.bias`, cfg.mlpBias),
     });
   }
   const norm = await vec("model.norm.weight");
-  const lmHead = cfg.tieWordEmbeddings ? embed : await matrix(k, get("lm_head.weight"));
+  const lmHead = cfg.tieWordEmbeddings ? embed : await matrix(get("lm_head.weight"));
   return { embed, layers, norm, lmHead };
 }

@@ -17,6 +17,7 @@ export const USAGE = `usage: duo bench <decode|prefill|all> [options]
        duo bench accuracy [--contexts T] [--shape name]
          attention-output error of int8 / int4 caches against bf16 (and f32), random and outlier-channel keys,
          retrieval and streaming heads
+       duo bench model [options]   a whole 8B-shaped model (random weights) on native: see duo bench model --help
   Attention benchmarks: full attention vs DuoAttention on the same backend, the machine's ceilings in this
   runtime, and peers (plain TypeScript, onnxruntime-web, onnxruntime-node) for full-attention decode.
   --backend b          ${BACKEND_CHOICES.join(" | ")} (default auto)
