@@ -1,6 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { readFileSync, truncateSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, truncateSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { probeNative } from "../src/backend/native.ts";
 import { DuoError } from "../src/errors.ts";
@@ -10,7 +11,8 @@ import { LlamaModel } from "../src/model/llama.ts";
 import { openWeights } from "../src/model/safetensors.ts";
 import { HeadSchedule } from "../src/schedule/schedule.ts";
 import { loadWeights } from "../src/model/weights.ts";
-import { writeTinyModel } from "./helpers/tiny-model.ts";
+import { writeRandomModel } from "../src/model/write.ts";
+import { relError, writeTinyModel } from "./helpers/tiny-model.ts";
 
 // The native load path: kernels "native" read every matrix straight from the safetensors file into the library's
 // memory (duo_read_file, native/src/file.c); the JS path (streamTensor + write) stays for the other kernels. Both must
@@ -64,6 +66,65 @@ for (const [dtype, shards, architecture] of [["bf16", 2, "LlamaForCausalLM"], ["
     }
   });
 }
+
+// GGUF on native: matrices read straight from the file in pieces of whole blocks; a permuted layer's q/k/v row blocks
+// and o column blocks move as raw bytes when o's blocks of G·D columns are whole quantization blocks (qwen2: rows not
+// interleaved by llama.cpp; G·D = 32 for q8_0 / q4_0, 256 for q4_k), else through the JS heap (llama: interleaved
+// q/k rows). q8_0 / q4_0 bytes are the same either way (the JS path re-quantizes to the same blocks); the JS path
+// holds a permuted q4_k matrix decoded as f32, so only the matmul's summation order differs there.
+const QWEN = (hidden: number) => ({
+  architectures: ["Qwen2ForCausalLM"], hidden_size: hidden, intermediate_size: 512, num_hidden_layers: 2, num_attention_heads: 4,
+  num_key_value_heads: 2, vocab_size: 300, rope_theta: 1000000, max_position_embeddings: 4096, tie_word_embeddings: true,
+});
+for (const [dtype, shape] of [["q8_0", QWEN(128)], ["q4_0", QWEN(128)], ["q4_k", QWEN(512)], ["q8_0", "tiny"]] as const) {
+  const arch = typeof shape === "string" ? "llama" : "qwen2";
+  test(`native GGUF load, ${arch} ${dtype}, heads permuted: file reads = JS reads`, { skip }, async () => {
+    const dir = mkdtempSync(join(tmpdir(), "duo-native-gguf-"));
+    try {
+      const w = await writeRandomModel(dir, { shape, dtype, format: "gguf", seed: 5 });
+      const opts = { backend: "native" as const, heads: HEADS, kvDtype: "f32" as const, sinkSize: 2, recentSize: 4 };
+      const direct = await LlamaModel.load(w.gguf!, { ...opts, kernels: "native" });
+      const viaJs = await LlamaModel.load(w.gguf!, { ...opts, kernels: withoutReadFile(await createModelKernels("native")) });
+      try {
+        const a = await direct.forward(IDS), b = await viaJs.forward(IDS);
+        assert.ok(a.some((x) => x !== 0));
+        if (dtype === "q4_k") {
+          const { rel, at } = relError(a, b);
+          assert.ok(rel <= 1e-5, `logit ${at}: file ${a[at]} JS ${b[at]} (rel ${rel.toExponential(2)})`);
+        } else assert.deepEqual(a, b);
+      } finally {
+        await direct.dispose();
+        await viaJs.dispose();
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+}
+
+test("memory(): the KV of every live session in one budget with the weights", { skip }, async () => {
+  const m = writeTinyModel({ dtype: "bf16", layers: 2, heads: 4, kvHeads: 2 });
+  try {
+    const model = await LlamaModel.load(m.dir, { backend: "native", kvDtype: "f32", memory: 1 << 30 });
+    try {
+      await model.forward(IDS);
+      const one = model.memory();
+      assert.equal(one.kv, model.kvBytes().allocated);
+      const s = model.session();
+      await s.forward(IDS.slice(0, 3));
+      const two = model.memory();
+      assert.equal(two.kv, one.kv + s.kvBytes().allocated);
+      assert.ok(two.kv > one.kv);
+      s.dispose();
+      assert.equal(model.memory().kv, one.kv);
+      assert.equal(two.weights, one.weights);
+    } finally {
+      await model.dispose();
+    }
+  } finally {
+    m.dispose();
+  }
+});
 
 test("native load refuses a model over the memory budget before reading anything, naming the directory, bytes and largest tensor", { skip }, async () => {
   const m = writeTinyModel({ dtype: "bf16", layers: 2 });
