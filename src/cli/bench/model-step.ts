@@ -1,7 +1,8 @@
 /**
  * One decode step of a Llama-family model over weights held by a kernel set and one engine sequence: the same
- * kernel calls, in the same order, as LlamaModel's forward with T = 1 (src/model/llama.ts), without the tokenizer
- * and generation state, so that `duo bench model` can time a model made in memory with random weights.
+ * kernel calls, in the same order, as LlamaModel's chunk with T = 1 (src/model/llama.ts, what Session.forward runs),
+ * without the tokenizer, config file and sessions a LlamaModel needs, so that `duo bench model` can time a model
+ * made in memory with random weights (no biases, no RoPE frequency factors).
  */
 import type { Sequence } from "../../engine/sequence.ts";
 import type { ModelKernels } from "../../model/kernels.ts";
