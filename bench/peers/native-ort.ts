@@ -7,6 +7,8 @@
  *   node --import tsx bench/peers/native-ort.ts [--shape llama-3-8b] [--sparsity 0.5] [--contexts 4096,16384]
  *     [--threads 1,2] [--dtype f16|f32] [--budget 3000] [--json]
  *   bun bench/peers/native-ort.ts ...          deno run -A bench/peers/native-ort.ts ...
+ *
+ * Under Bun and Deno onnxruntime-node refuses f16 tensors ("not enough space"): use --dtype f32 there.
  */
 import { resolveCase, typicalLayer } from "../../src/cli/bench/cases.ts";
 import { compareNativeOrt, formatRow, type PeerDtype } from "./native-vs-ort.ts";
