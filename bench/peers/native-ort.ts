@@ -27,9 +27,9 @@ const c = await resolveCase(opt("shape", "llama-3-8b"), undefined, Number(opt("s
 const layer = typicalLayer(c.schedule);
 const retrieval = c.schedule.mask[layer]!;
 console.error(`${c.shape.name}, layer ${layer} of ${c.source}: ${retrieval.filter(Boolean).length} of ${retrieval.length} KV heads retrieval, S = ${c.sinkSize}, R = ${c.recentSize}`);
-const rows = await compareNativeOrt({
+await compareNativeOrt({
   shape: c.shape, retrieval, sinkSize: c.sinkSize, recentSize: c.recentSize, dtype: dtype as PeerDtype,
   contexts: opt("contexts", "4096,16384").split(",").map(Number), threads: opt("threads", "1,2").split(",").map(Number),
   budgetMs: Number(opt("budget", "3000")), note: (t) => console.error(t),
+  onRow: (row) => console.log(json ? JSON.stringify({ shape: c.shape.name, layer, ...row }) : formatRow(row).join("\n")),
 });
-for (const row of rows) console.log(json ? JSON.stringify({ shape: c.shape.name, layer, ...row }) : formatRow(row).join("\n"));
