@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { measureLockstep, type SteppedTask } from "../src/cli/bench/measure.ts";
+import { measureInterleaved, measureLockstep, type SteppedTask } from "../src/cli/bench/measure.ts";
 
 /** A scripted clock: calls advance it by the time they say they take, so no assertion depends on machine load. */
 const clock = { ms: 0, now: () => clock.ms };
@@ -41,4 +41,17 @@ test("measureLockstep: a task's time is the sum of each call's fastest round, so
   assert.equal(t!.ms, 4, "sum of per-call minima");
   assert.equal(t!.min, 32, "every whole round held one slow call");
   assert.equal(t!.mean, 32);
+});
+
+test("measureInterleaved: every task runs once per round, in task order, after its beforeEach; median and min over the rounds", async () => {
+  const log: string[] = [];
+  // a takes 5, 1, 3 ms in rounds 0–2 (median 3, min 1); b always 2.
+  const aMs = [5, 1, 3];
+  let ra = 0;
+  const timings = await measureInterleaved([
+    { name: "a", beforeEach: () => void log.push("a:before"), fn: () => { log.push("a"); clock.ms += aMs[ra++]!; } },
+    { name: "b", fn: () => { log.push("b"); clock.ms += 2; } },
+  ], 3, clock.now);
+  assert.deepEqual(log, ["a:before", "a", "b", "a:before", "a", "b", "a:before", "a", "b"]);
+  assert.deepEqual(timings.map((t) => [t.ms, t.min, t.mean, t.samples]), [[3, 1, 3, 3], [2, 2, 2, 3]]);
 });

@@ -1,9 +1,12 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { gqaDecodeModel, ONNX_FLOAT } from "../bench/peers/onnx-graph.ts";
+import { compareNativeOrt, formatRow } from "../bench/peers/native-vs-ort.ts";
 import { loadOrtPeer, type OrtFlavor } from "../bench/peers/ort.ts";
 import { PlainDecode } from "../bench/peers/plain-attention.ts";
+import { probeNative } from "../src/backend/native.ts";
 import { randomData } from "../src/demo/stack.ts";
+import { runtime } from "../src/runtime.ts";
 import { compare, maskedAttention } from "./helpers/attention.ts";
 
 /** Protobuf fields of a message: field number → values (numbers for varint/fixed32, bytes for length-delimited). */
@@ -118,3 +121,29 @@ for (const flavor of ["onnxruntime-node", "onnxruntime-web"] as const) {
     }
   });
 }
+
+const nativeProbe = await probeNative({});
+const nativeOrtSkip = !nativeProbe.usable ? `skipped: native backend not usable here (${nativeProbe.reason})` : await loads("onnxruntime-node");
+
+test("bench peers: native vs onnxruntime-node on a tiny shape: outputs agree, one row per threads × context, ratios from the medians", { skip: nativeOrtSkip }, async () => {
+  // 2 KV heads, one retrieval and one streaming (S + R = 12 < context): Duo reads 40 + 12 token rows, full 2 × 40.
+  const shape = { numLayers: 2, numHeads: 8, numKvHeads: 2, headDim: 16 };
+  // onnxruntime-node's f16 tensors fail under Bun and Deno ("not enough space: expected 256, got 0"): f16 on Node only.
+  for (const dtype of runtime().name === "node" ? (["f32", "f16"] as const) : (["f32"] as const)) {
+    const rows = await compareNativeOrt({ shape, retrieval: [true, false], sinkSize: 4, recentSize: 8, contexts: [40], threads: [1, 2], dtype, budgetMs: 20 });
+    assert.deepEqual(rows.map((r) => [r.threads, r.context, r.dtype]), [[1, 40, dtype], [2, 40, dtype]]);
+    for (const r of rows) {
+      assert.ok(r.maxAbsDiff <= (dtype === "f32" ? 1e-4 : 5e-3), `max |diff| ${r.maxAbsDiff}`);
+      assert.ok(r.rounds >= 20 && r.fullMinMs > 0 && r.duoMinMs > 0 && r.ortMinMs > 0, JSON.stringify(r));
+      assert.ok(r.fullMinMs <= r.fullMs && r.duoMinMs <= r.duoMs && r.ortMinMs <= r.ortMs, JSON.stringify(r));
+      assert.equal(r.byteRatio, 80 / 52);
+      assert.equal(r.fullVsOrt, r.ortMs / r.fullMs);
+      assert.equal(r.ofByteRatio, r.fullMs / r.duoMs / r.byteRatio);
+      assert.equal(r.fullVsOrtBest, r.ortMinMs / r.fullMinMs);
+      const lines = formatRow(r);
+      assert.match(lines[1]!, /native full vs onnxruntime-node: \d+\.\d\dx \(target >= 1\.5x\); fastest rounds \d+\.\d\dx$/);
+      assert.match(lines[2]!, /KV-byte ratio 1\.54x: \d+\.\d\d of it \(target >= 0\.9\); fastest rounds \d+\.\d\d$/);
+    }
+  }
+  await assert.rejects(compareNativeOrt({ shape, retrieval: [true], sinkSize: 4, recentSize: 8, contexts: [40], threads: [1], dtype: "f32", budgetMs: 20 }), /one per KV head \(2\)/);
+});

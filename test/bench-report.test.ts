@@ -80,3 +80,14 @@ test("bench report: decode, peer, prefill and capacity tables compute the ratios
     "capacity llama-3-8b bf16: Duo holds 2.00x the context of full attention (filled; target ≥ 1.90x at 50% retrieval: met)",
   ]);
 });
+
+test("bench report: on the native backend the peer target is onnxruntime-node (its native CPU kernels), not onnxruntime-web", () => {
+  const nat = { ...base, backend: "native" };
+  const peer = (backend: string, ms: number) =>
+    record("decode", { ...base, backend }, { mode: "full", context: 8192, ms, msMeasured: ms / 32, kvBytes: 2e9, shape: "llama-3-8b", kvDtype: "f16", peer: true });
+  const rs = [
+    record("decode", nat, { mode: "full", context: 8192, ms: 100, kvBytes: 2e9, shape: "llama-3-8b", kvDtype: "bf16", layers: 32 }),
+    peer("onnxruntime-web", 400), peer("onnxruntime-node", 130),
+  ];
+  assert.deepEqual(targetLines(rs), ["full-attention decode llama-3-8b: at least 1.30x faster than onnxruntime-node over 1 context(s) (target ≥ 1.5x: NOT met)"]);
+});

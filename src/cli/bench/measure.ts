@@ -75,21 +75,22 @@ export interface InterleavedTask {
 }
 
 /**
- * Time several tasks in alternation: `rounds` tinybench runs of one call per task, in task order, so that load
- * from other processes on a shared machine falls on every task alike and their ratios stay meaningful. Returns
- * each task's median over the rounds.
+ * Time several tasks in alternation: `rounds` rounds of one call per task, in task order, so that load from other
+ * processes on a shared machine falls on every task alike and their ratios stay meaningful. Returns each task's
+ * median over the rounds (`min`: its fastest round). Timed here call by call rather than by tinybench: a Bench
+ * run again after it completed (tinybench 6, iterations 1) did not call its tasks again and returned the first
+ * round's latency, so every "median" was one sample. `now` is the clock in ms (tests pass a scripted one).
  */
-export async function measureInterleaved(tasks: readonly InterleavedTask[], rounds: number): Promise<Timing[]> {
-  const bench = new Bench({ time: 0, iterations: 1, warmup: false, throws: true });
-  for (const t of tasks) bench.add(t.name, async () => void (await t.fn()), t.beforeEach ? { beforeEach: t.beforeEach } : {});
+export async function measureInterleaved(tasks: readonly InterleavedTask[], rounds: number,
+                                         now: () => number = () => performance.now()): Promise<Timing[]> {
   const samples: number[][] = tasks.map(() => []);
   for (let r = 0; r < rounds; r++) {
-    await bench.run();
-    bench.tasks.forEach((task, i) => {
-      const res = task.result;
-      if (res.state !== "completed") throw new DuoError("INVALID_ARGUMENT", `benchmark ${task.name} did not complete: ${res.state}`);
-      samples[i]!.push(res.latency.mean);
-    });
+    for (const [i, t] of tasks.entries()) {
+      await t.beforeEach?.();
+      const t0 = now();
+      await t.fn();
+      samples[i]!.push(now() - t0);
+    }
   }
   return samples.map((s) => {
     const sorted = [...s].sort((a, b) => a - b), mean = s.reduce((a, b) => a + b, 0) / s.length;
