@@ -212,6 +212,17 @@ static int eo_segment(const tile_ctx *c) {
   return sg->layout == DUO_T64 && c->p->eo && (dt == DUO_F16 || dt == DUO_BF16) && !(sg->dtype & DUO_NONFINITE);
 }
 
+/* s[i*M + m] *= the scale of int8 record i (the f32 after its D codes), for i < n, m < M: the kernels read int8 rows
+ * as their codes (kernels.h), so the scores get each key's scale after the dot product, and the weights p each
+ * value's scale before P.V. Versus dequantizing first, this only reassociates one f32 product per term. */
+static void scale_rows(float *s, const uint8_t *rec, uint32_t stride, int D, int n, int M) {
+  for (int i = 0; i < n; i++, rec += stride) {
+    float sc;
+    __builtin_memcpy(&sc, rec + D, 4);
+    for (int m = 0; m < M; m++) s[i * M + m] *= sc;
+  }
+}
+
 /* One block of n rows starting at segment row r0, for KV heads [j0, j1) of the call. */
 static void run_block(const tile_ctx *c, int r0, int n, int cls, int j0, int j1) {
   const plan *p = c->p;
@@ -226,7 +237,10 @@ static void run_block(const tile_ctx *c, int r0, int n, int cls, int j0, int j1)
       run_tile(c, j, row0, r0, n, cls);
     return;
   }
-  const int widen = tiled || quant || p->eo || dt0 == DUO_F16 || (dt0 == DUO_BF16 && M >= 16);
+  /* int8 rows read as codes where few query vectors share them (decode); finite only, as a Inf * 0 weight must not
+   * reach P.V, and not in an eo call (its V accumulators are in even/odd order) */
+  const int codes = dt0 == DUO_INT8 && !guard && !p->eo && M < 16;
+  const int widen = tiled || (quant && !codes) || p->eo || dt0 == DUO_F16 || (dt0 == DUO_BF16 && M >= 16);
   if (!tiled) {
     touch(sg->k + first, (uint32_t)n * stride);
     touch(sg->v + first, (uint32_t)n * stride);
@@ -247,7 +261,7 @@ static void run_block(const tile_ctx *c, int r0, int n, int cls, int j0, int j1)
         k_widen_v64(WS(c, vw) + i * D, (const uint8_t *)(uintptr_t)(sg->v + vt), sg->dtype, i0, m, D, p->eo);
         i += m;
       }
-    } else if (quant) { /* this block's records of head j, dequantized into the workspace (quant.h) */
+    } else if (quant && !codes) { /* this block's records of head j, dequantized into the workspace (quant.h) */
       k_dequant(WS(c, kw), k, stride, dt0, n, D);
       k_dequant(WS(c, vw), v, stride, dt0, n, D);
       if (p->eo) to_even_odd(WS(c, vw), n, D);
@@ -261,14 +275,18 @@ static void run_block(const tile_ctx *c, int r0, int n, int cls, int j0, int j1)
     }
     if (p->m4) {
       k_scores_m4(qp, M, D, kb, bs, kdt, n, s);
+      if (codes) scale_rows(s, k, stride, D, n, M);
       if (cls == PARTIAL) mask_block(c, s, r0, n, M, p->G, 0);
       k_softmax_m4(s, n, M, mx, l, alpha);
+      if (codes) scale_rows(s, v, stride, D, n, M);
       k_pv_m4(acc, alpha, s, M, D, vb, bs, vdt, n);
     } else {
       for (int g = 0; g < M; g++) {
         k_scores_m1(qp + g * D, D, kb, bs, kdt, n, s);
+        if (codes) scale_rows(s, k, stride, D, n, 1);
         if (cls == PARTIAL) mask_block(c, s, r0, n, 1, p->G, g);
         k_softmax_m1(s, n, mx + g, l + g, alpha);
+        if (codes) scale_rows(s, v, stride, D, n, 1);
         k_pv_m1(acc + g * D, *alpha, s, D, vb, bs, vdt, n);
       }
     }
