@@ -240,6 +240,7 @@ static void run_block(const tile_ctx *c, int r0, int n, int cls, int j0, int j1)
   /* int8 rows read as codes where few query vectors share them (decode); finite only, as a Inf * 0 weight must not
    * reach P.V, and not in an eo call (its V accumulators are in even/odd order) */
   const int codes = dt0 == DUO_INT8 && !guard && !p->eo && M < 16;
+  const int k4 = dt0 == DUO_INT4 && p->m4 && M < 16; /* int4 keys: scores straight from the records (quant.h) */
   const int widen = tiled || (quant && !codes) || p->eo || dt0 == DUO_F16 || (dt0 == DUO_BF16 && M >= 16);
   if (!tiled) {
     touch(sg->k + first, (uint32_t)n * stride);
@@ -262,7 +263,7 @@ static void run_block(const tile_ctx *c, int r0, int n, int cls, int j0, int j1)
         i += m;
       }
     } else if (quant && !codes) { /* this block's records of head j, dequantized into the workspace (quant.h) */
-      k_dequant(WS(c, kw), k, stride, dt0, n, D);
+      if (!k4) k_dequant(WS(c, kw), k, stride, dt0, n, D);
       k_dequant(WS(c, vw), v, stride, dt0, n, D);
       if (p->eo) to_even_odd(WS(c, vw), n, D);
     } else if (widen) {
@@ -274,7 +275,8 @@ static void run_block(const tile_ctx *c, int r0, int n, int cls, int j0, int j1)
       if (p->eo) to_even_odd(WS(c, vw), n, D);
     }
     if (p->m4) {
-      k_scores_m4(qp, M, D, kb, bs, kdt, n, s);
+      if (k4) k_scores_int4_m4(qp, M, D, k, stride, n, s);
+      else k_scores_m4(qp, M, D, kb, bs, kdt, n, s);
       if (codes) scale_rows(s, k, stride, D, n, M);
       if (cls == PARTIAL) mask_block(c, s, r0, n, M, p->G, 0);
       k_softmax_m4(s, n, M, mx, l, alpha);

@@ -61,4 +61,8 @@ int k_quantize(uint8_t *dst, const float *src, int dt, int D);
  * above (dt DUO_INT8 or DUO_INT4, D a multiple of 4). */
 void k_dequant(float *dst, const uint8_t *src, uint32_t stride, int dt, int n, int D);
 
+/* s[i*M + m] = query vector m . key i for int4 records (k_scores_m4's contract, kernels.h: M a multiple of 4, queries
+ * in interleaved quads), the key values exactly those k_dequant writes, read from the packed record in registers. */
+void k_scores_int4_m4(const float *qp, int M, int D, const uint8_t *k, uint32_t stride, int n, float *s);
+
 #endif
