@@ -15,8 +15,10 @@
  *
  * Mode "m4" (M a multiple of 4) vectorises across query vectors; decode with G not a multiple of 4 runs "m1" (one
  * query vector at a time, vectorised across keys). f16 blocks, and bf16 blocks shared by M >= 16 query vectors, are
- * widened to f32 once per block and head (k_widen); int8 / int4 blocks (token-major records, quant.h) are dequantized
- * the same way (k_dequant): BK rows of one head into L1-resident f32 rows, read from the packed records every time.
+ * widened to f32 once per block and head (k_widen). Quantized blocks (token-major records, quant.h): in decode
+ * (M < 16) int8 rows are read as codes by the kernels themselves (scale_rows applies each row's scale); int4 blocks,
+ * and int8 blocks shared by many query vectors (prefill), are dequantized (k_dequant): BK rows of one head into
+ * L1-resident f32 rows, read from the packed records every time.
  *
  * Tiled segments (T64, duo.h): G = 4 decode over bf16 or f16 tiles is the "eo" fast path (k_scores_k64, k_pv_v64:
  * both walk their tile front to back, and the accumulators hold each 8 elements as even/odd halves, put back in order
@@ -237,10 +239,10 @@ static void run_block(const tile_ctx *c, int r0, int n, int cls, int j0, int j1)
       run_tile(c, j, row0, r0, n, cls);
     return;
   }
-  /* int8 rows read as codes where few query vectors share them (decode); finite only, as a Inf * 0 weight must not
-   * reach P.V, and not in an eo call (its V accumulators are in even/odd order) */
+  /* int8 rows read as codes where few query vectors share each row (decode, small prefill tiles); not in a segment
+   * flagged DUO_NONFINITE (a record whose code * scale overflows: only the dequantized row has its Inf, and masked
+   * weights must skip it exactly), nor in an eo call (its V accumulators are in even/odd order) */
   const int codes = dt0 == DUO_INT8 && !guard && !p->eo && M < 16;
-  const int k4 = dt0 == DUO_INT4 && p->m4 && M < 16; /* int4 keys: scores straight from the records (quant.h) */
   const int widen = tiled || (quant && !codes) || p->eo || dt0 == DUO_F16 || (dt0 == DUO_BF16 && M >= 16);
   if (!tiled) {
     touch(sg->k + first, (uint32_t)n * stride);
@@ -263,7 +265,7 @@ static void run_block(const tile_ctx *c, int r0, int n, int cls, int j0, int j1)
         i += m;
       }
     } else if (quant && !codes) { /* this block's records of head j, dequantized into the workspace (quant.h) */
-      if (!k4) k_dequant(WS(c, kw), k, stride, dt0, n, D);
+      k_dequant(WS(c, kw), k, stride, dt0, n, D);
       k_dequant(WS(c, vw), v, stride, dt0, n, D);
       if (p->eo) to_even_odd(WS(c, vw), n, D);
     } else if (widen) {
@@ -275,8 +277,7 @@ static void run_block(const tile_ctx *c, int r0, int n, int cls, int j0, int j1)
       if (p->eo) to_even_odd(WS(c, vw), n, D);
     }
     if (p->m4) {
-      if (k4) k_scores_int4_m4(qp, M, D, k, stride, n, s);
-      else k_scores_m4(qp, M, D, kb, bs, kdt, n, s);
+      k_scores_m4(qp, M, D, kb, bs, kdt, n, s);
       if (codes) scale_rows(s, k, stride, D, n, M);
       if (cls == PARTIAL) mask_block(c, s, r0, n, M, p->G, 0);
       k_softmax_m4(s, n, M, mx, l, alpha);

@@ -55,24 +55,17 @@ ALWAYS_INLINE void int4_planes(const uint8_t *meta, VI *p1, VI *p2, VI *p3) {
   *p3 = VI8_SHUFFLE(c, d, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
 }
 
-/* 16 codes (one per byte of idx) -> their 16 f32 values, in x[0..3]. */
-ALWAYS_INLINE void values16(VF *x, VI idx, VI p1, VI p2, VI p3) {
+/* 16 codes (one per byte of idx) -> their 16 f32 values at dst. */
+ALWAYS_INLINE void lookup16(float *dst, VI idx, VI p1, VI p2, VI p3) {
   VI b0 = VF_ZERO, b1 = VI8_LOOKUP(p1, idx), b2 = VI8_LOOKUP(p2, idx), b3 = VI8_LOOKUP(p3, idx);
   VI lo01 = VI8_SHUFFLE(b0, b1, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
   VI hi01 = VI8_SHUFFLE(b0, b1, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
   VI lo23 = VI8_SHUFFLE(b2, b3, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
   VI hi23 = VI8_SHUFFLE(b2, b3, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
-  x[0] = VI8_SHUFFLE(lo01, lo23, 0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23);
-  x[1] = VI8_SHUFFLE(lo01, lo23, 8, 9, 24, 25, 10, 11, 26, 27, 12, 13, 28, 29, 14, 15, 30, 31);
-  x[2] = VI8_SHUFFLE(hi01, hi23, 0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23);
-  x[3] = VI8_SHUFFLE(hi01, hi23, 8, 9, 24, 25, 10, 11, 26, 27, 12, 13, 28, 29, 14, 15, 30, 31);
-}
-
-/* The same, stored at dst. */
-ALWAYS_INLINE void lookup16(float *dst, VI idx, VI p1, VI p2, VI p3) {
-  VF x[4];
-  values16(x, idx, p1, p2, p3);
-  VF_STORE(dst, x[0]); VF_STORE(dst + 4, x[1]); VF_STORE(dst + 8, x[2]); VF_STORE(dst + 12, x[3]);
+  VF_STORE(dst, VI8_SHUFFLE(lo01, lo23, 0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23));
+  VF_STORE(dst + 4, VI8_SHUFFLE(lo01, lo23, 8, 9, 24, 25, 10, 11, 26, 27, 12, 13, 28, 29, 14, 15, 30, 31));
+  VF_STORE(dst + 8, VI8_SHUFFLE(hi01, hi23, 0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23));
+  VF_STORE(dst + 12, VI8_SHUFFLE(hi01, hi23, 8, 9, 24, 25, 10, 11, 26, 27, 12, 13, 28, 29, 14, 15, 30, 31));
 }
 
 /* The codes of 8 packed bytes (in the low half of x), high nibble first: 16 code bytes in element order (the high
@@ -125,39 +118,4 @@ static void dequant_int8(float *dst, const uint8_t *src, uint32_t stride, int n,
 void k_dequant(float *dst, const uint8_t *src, uint32_t stride, int dt, int n, int D) {
   if ((dt & DUO_DTYPE_MASK) == DUO_INT8) dequant_int8(dst, src, stride, n, D);
   else dequant_int4(dst, src, stride, n, D);
-}
-
-/* Scores straight from int4 records: each 16 codes become their exact values in registers (the record's table, as
- * k_dequant) and meet the quad of queries there, so no f32 row is written and read back. A head dim with a 4-, 8- or
- * 12-element tail finishes through a 16-element scratch row. */
-void k_scores_int4_m4(const float *qp, int M, int D, const uint8_t *k, uint32_t stride, int n, float *s) {
-  for (int i = 0; i < n; i++, k += stride) {
-    VI p1, p2, p3;
-    int4_planes(k + D / 2, &p1, &p2, &p3);
-    for (int m = 0; m < M; m += 4) {
-      const float *qq = qp + m * D;
-      VF a0 = VF_ZERO, a1 = VF_ZERO, a2 = VF_ZERO, a3 = VF_ZERO;
-      int d = 0;
-      for (; d + 16 <= D; d += 16) {
-        VF x[4];
-        values16(x, codes(VI_LOAD64(k + d / 2), 0), p1, p2, p3);
-        for (int e = 0; e < 4; e++, qq += 16) {
-          a0 = VF_MAD(a0, VF_LOAD(qq), x[e]); a1 = VF_MAD(a1, VF_LOAD(qq + 4), x[e]);
-          a2 = VF_MAD(a2, VF_LOAD(qq + 8), x[e]); a3 = VF_MAD(a3, VF_LOAD(qq + 12), x[e]);
-        }
-      }
-      if (d < D) {
-        uint8_t tail[8] = {0};
-        float x[16];
-        __builtin_memcpy(tail, k + d / 2, (uint32_t)(D - d) / 2);
-        lookup16(x, codes(VI_LOAD64(tail), 0), p1, p2, p3);
-        for (int e = 0; d < D; d += 4, e += 4, qq += 16) {
-          const VF v = VF_LOAD(x + e);
-          a0 = VF_MAD(a0, VF_LOAD(qq), v); a1 = VF_MAD(a1, VF_LOAD(qq + 4), v);
-          a2 = VF_MAD(a2, VF_LOAD(qq + 8), v); a3 = VF_MAD(a3, VF_LOAD(qq + 12), v);
-        }
-      }
-      VF_STORE(s + i * M + m, vf_sum4(a0, a1, a2, a3));
-    }
-  }
 }
