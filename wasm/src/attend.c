@@ -15,8 +15,10 @@
  *
  * Mode "m4" (M a multiple of 4) vectorises across query vectors; decode with G not a multiple of 4 runs "m1" (one
  * query vector at a time, vectorised across keys). f16 blocks, and bf16 blocks shared by M >= 16 query vectors, are
- * widened to f32 once per block and head (k_widen); int8 / int4 blocks (token-major records, quant.h) are dequantized
- * the same way (k_dequant): BK rows of one head into L1-resident f32 rows, read from the packed records every time.
+ * widened to f32 once per block and head (k_widen). Quantized blocks (token-major records, quant.h): in decode
+ * (M < 16) int8 rows are read as codes by the kernels themselves (scale_rows applies each row's scale); int4 blocks,
+ * and int8 blocks shared by many query vectors (prefill), are dequantized (k_dequant): BK rows of one head into
+ * L1-resident f32 rows, read from the packed records every time.
  *
  * Tiled segments (T64, duo.h): G = 4 decode over bf16 or f16 tiles is the "eo" fast path (k_scores_k64, k_pv_v64:
  * both walk their tile front to back, and the accumulators hold each 8 elements as even/odd halves, put back in order
@@ -212,6 +214,17 @@ static int eo_segment(const tile_ctx *c) {
   return sg->layout == DUO_T64 && c->p->eo && (dt == DUO_F16 || dt == DUO_BF16) && !(sg->dtype & DUO_NONFINITE);
 }
 
+/* s[i*M + m] *= the scale of int8 record i (the f32 after its D codes), for i < n, m < M: the kernels read int8 rows
+ * as their codes (kernels.h), so the scores get each key's scale after the dot product, and the weights p each
+ * value's scale before P.V. Versus dequantizing first, this only reassociates one f32 product per term. */
+static void scale_rows(float *s, const uint8_t *rec, uint32_t stride, int D, int n, int M) {
+  for (int i = 0; i < n; i++, rec += stride) {
+    float sc;
+    __builtin_memcpy(&sc, rec + D, 4);
+    for (int m = 0; m < M; m++) s[i * M + m] *= sc;
+  }
+}
+
 /* One block of n rows starting at segment row r0, for KV heads [j0, j1) of the call. */
 static void run_block(const tile_ctx *c, int r0, int n, int cls, int j0, int j1) {
   const plan *p = c->p;
@@ -226,7 +239,11 @@ static void run_block(const tile_ctx *c, int r0, int n, int cls, int j0, int j1)
       run_tile(c, j, row0, r0, n, cls);
     return;
   }
-  const int widen = tiled || quant || p->eo || dt0 == DUO_F16 || (dt0 == DUO_BF16 && M >= 16);
+  /* int8 rows read as codes where few query vectors share each row (decode, small prefill tiles); not in a segment
+   * flagged DUO_NONFINITE (a record whose code * scale overflows: only the dequantized row has its Inf, and masked
+   * weights must skip it exactly), nor in an eo call (its V accumulators are in even/odd order) */
+  const int codes = dt0 == DUO_INT8 && !guard && !p->eo && M < 16;
+  const int widen = tiled || (quant && !codes) || p->eo || dt0 == DUO_F16 || (dt0 == DUO_BF16 && M >= 16);
   if (!tiled) {
     touch(sg->k + first, (uint32_t)n * stride);
     touch(sg->v + first, (uint32_t)n * stride);
@@ -247,7 +264,7 @@ static void run_block(const tile_ctx *c, int r0, int n, int cls, int j0, int j1)
         k_widen_v64(WS(c, vw) + i * D, (const uint8_t *)(uintptr_t)(sg->v + vt), sg->dtype, i0, m, D, p->eo);
         i += m;
       }
-    } else if (quant) { /* this block's records of head j, dequantized into the workspace (quant.h) */
+    } else if (quant && !codes) { /* this block's records of head j, dequantized into the workspace (quant.h) */
       k_dequant(WS(c, kw), k, stride, dt0, n, D);
       k_dequant(WS(c, vw), v, stride, dt0, n, D);
       if (p->eo) to_even_odd(WS(c, vw), n, D);
@@ -261,14 +278,18 @@ static void run_block(const tile_ctx *c, int r0, int n, int cls, int j0, int j1)
     }
     if (p->m4) {
       k_scores_m4(qp, M, D, kb, bs, kdt, n, s);
+      if (codes) scale_rows(s, k, stride, D, n, M);
       if (cls == PARTIAL) mask_block(c, s, r0, n, M, p->G, 0);
       k_softmax_m4(s, n, M, mx, l, alpha);
+      if (codes) scale_rows(s, v, stride, D, n, M);
       k_pv_m4(acc, alpha, s, M, D, vb, bs, vdt, n);
     } else {
       for (int g = 0; g < M; g++) {
         k_scores_m1(qp + g * D, D, kb, bs, kdt, n, s);
+        if (codes) scale_rows(s, k, stride, D, n, 1);
         if (cls == PARTIAL) mask_block(c, s, r0, n, 1, p->G, g);
         k_softmax_m1(s, n, mx + g, l + g, alpha);
+        if (codes) scale_rows(s, v, stride, D, n, 1);
         k_pv_m1(acc + g * D, *alpha, s, D, vb, bs, vdt, n);
       }
     }

@@ -3,10 +3,12 @@
 #include "kernels.h"
 #include "math.h"
 
-/* Element d of a row, widened exactly (the scalar twin does not need DUO_NONFINITE to be exact). */
+/* Element d of a row, widened exactly (the scalar twin does not need DUO_NONFINITE to be exact); an int8 record's
+ * code as an integer (the driver applies the scale). */
 static float ld(const uint8_t *row, int d, int dt) {
   dt &= DUO_DTYPE_MASK;
   if (dt == DUO_F32) return ((const float *)row)[d];
+  if (dt == DUO_INT8) return (float)(int8_t)row[d];
   uint32_t h = ((const uint16_t *)row)[d];
   if (dt == DUO_BF16) return f32_from_bits(h << 16);
   if ((h & 0x7c00) == 0x7c00) return f32_from_bits((h & 0x8000) << 16 | 0x7f800000 | (h & 0x3ff) << 13); /* Inf/NaN */

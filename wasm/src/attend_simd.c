@@ -14,9 +14,23 @@
 #include "math.h"
 #include "simd.h"
 
-/* Elements [d, d+4) of a row. */
+/* Elements [d, d+4) of a row; an int8 record's codes as integers (the 8-byte load stays inside the record: its 4
+ * scale bytes follow the last code). */
 ALWAYS_INLINE VF ld4(const uint8_t *row, int d, int dt) {
+  if (dt == DUO_INT8) return VF_FROM_I32(VI32_LO16(VI16_LOAD8(row + d)));
   return dt == DUO_F32 ? VF_LOAD(row + 4 * d) : VF_BF16(row + 2 * d);
+}
+
+/* Elements [d, d+8) of a row as two vectors (an int8 row: one load for both). */
+ALWAYS_INLINE void ld8(const uint8_t *row, int d, int dt, VF *lo, VF *hi) {
+  if (dt == DUO_INT8) {
+    VI c = VI16_LOAD8(row + d);
+    *lo = VF_FROM_I32(VI32_LO16(c));
+    *hi = VF_FROM_I32(VI32_HI16(c));
+  } else {
+    *lo = ld4(row, d, dt);
+    *hi = ld4(row, d + 4, dt);
+  }
 }
 
 /* acc + w * x; with `guard`, a zero weight adds exactly 0 even when x is Inf or NaN (the key was masked). */
@@ -61,6 +75,7 @@ ALWAYS_INLINE void scores_m4_impl(const float *qp, int M, int D, const uint8_t *
 }
 void k_scores_m4(const float *qp, int M, int D, const uint8_t *k, uint32_t stride, int dt, int n, float *s) {
   if ((dt & DUO_DTYPE_MASK) == DUO_F32) scores_m4_impl(qp, M, D, k, stride, n, s, DUO_F32);
+  else if ((dt & DUO_DTYPE_MASK) == DUO_INT8) scores_m4_impl(qp, M, D, k, stride, n, s, DUO_INT8);
   else scores_m4_impl(qp, M, D, k, stride, n, s, DUO_BF16);
 }
 
@@ -86,6 +101,7 @@ ALWAYS_INLINE void scores_m1_impl(const float *q, int D, const uint8_t *k, uint3
 }
 void k_scores_m1(const float *q, int D, const uint8_t *k, uint32_t stride, int dt, int n, float *s) {
   if ((dt & DUO_DTYPE_MASK) == DUO_F32) scores_m1_impl(q, D, k, stride, n, s, DUO_F32);
+  else if ((dt & DUO_DTYPE_MASK) == DUO_INT8) scores_m1_impl(q, D, k, stride, n, s, DUO_INT8);
   else scores_m1_impl(q, D, k, stride, n, s, DUO_BF16);
 }
 
@@ -154,7 +170,8 @@ ALWAYS_INLINE void pv_m4_impl(float *acc, const float *alpha, const float *p, in
       const uint8_t *vr = v;
       const float *pi = p + m;
       for (int i = 0; i < n; i++, vr += stride, pi += M) {
-        VF lo = ld4(vr, d, dt), hi = ld4(vr, d + 4, dt), w;
+        VF lo, hi, w;
+        ld8(vr, d, dt, &lo, &hi);
         w = VF_LOAD_SPLAT(pi);     x0 = mad_w(x0, w, lo, guard); y0 = mad_w(y0, w, hi, guard);
         w = VF_LOAD_SPLAT(pi + 1); x1 = mad_w(x1, w, lo, guard); y1 = mad_w(y1, w, hi, guard);
         w = VF_LOAD_SPLAT(pi + 2); x2 = mad_w(x2, w, lo, guard); y2 = mad_w(y2, w, hi, guard);
@@ -182,6 +199,7 @@ void k_pv_m4(float *acc, const float *alpha, const float *p, int M, int D, const
   switch (dt) {
     case DUO_F32: pv_m4_impl(acc, alpha, p, M, D, v, stride, n, DUO_F32, 0); break;
     case DUO_BF16: pv_m4_impl(acc, alpha, p, M, D, v, stride, n, DUO_BF16, 0); break;
+    case DUO_INT8: pv_m4_impl(acc, alpha, p, M, D, v, stride, n, DUO_INT8, 0); break;
     case DUO_F32 | DUO_NONFINITE: pv_m4_impl(acc, alpha, p, M, D, v, stride, n, DUO_F32, 1); break;
     default: pv_m4_impl(acc, alpha, p, M, D, v, stride, n, DUO_BF16, 1); break;
   }
@@ -213,6 +231,7 @@ void k_pv_m1(float *acc, float alpha, const float *p, int D, const uint8_t *v, u
   switch (dt) {
     case DUO_F32: pv_m1_impl(acc, alpha, p, D, v, stride, n, DUO_F32, 0); break;
     case DUO_BF16: pv_m1_impl(acc, alpha, p, D, v, stride, n, DUO_BF16, 0); break;
+    case DUO_INT8: pv_m1_impl(acc, alpha, p, D, v, stride, n, DUO_INT8, 0); break;
     case DUO_F32 | DUO_NONFINITE: pv_m1_impl(acc, alpha, p, D, v, stride, n, DUO_F32, 1); break;
     default: pv_m1_impl(acc, alpha, p, D, v, stride, n, DUO_BF16, 1); break;
   }

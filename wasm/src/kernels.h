@@ -28,7 +28,9 @@ static inline uint32_t tile_row_start(int layout, uint32_t r, uint32_t j, uint32
   return tile_start(layout, r, j, blocks, D) + (layout == DUO_K64 ? (i / 8) * D * 8 + i % 8 : i * 8);
 }
 
-/* s[i*M + m] = qp[m] . key i, for i < n, m < M (M a multiple of 4), dt DUO_F32 or DUO_BF16 (f16 is widened first).
+/* s[i*M + m] = qp[m] . key i, for i < n, m < M (M a multiple of 4), dt DUO_F32 or DUO_BF16 (f16 is widened first),
+ * or DUO_INT8: the rows are int8 records (quant.h) and key i is taken as its codes, unscaled (attend.c multiplies
+ * the scores by the record's scale, and the weights p of k_pv_* likewise, so that decode reads the codes directly).
  * qp holds the M query vectors in quads, each quad interleaved by 4 elements so that one pointer reaches all four:
  * element d of query 4a + b is qp[((a*D/4 + d/4)*4 + b)*4 + d%4]. */
 void k_scores_m4(const float *qp, int M, int D, const uint8_t *k, uint32_t stride, int dt, int n, float *s);
@@ -42,7 +44,7 @@ void k_softmax_m4(float *s, int n, int M, float *mx, float *l, float *alpha);
 void k_softmax_m1(float *s, int n, float *mx, float *l, float *alpha);
 
 /* acc[m][:] <- acc[m][:] * alpha[m] + sum_i p[i*M + m] * value i, for m < M (a multiple of 4), dt DUO_F32 or
- * DUO_BF16, | DUO_NONFINITE to skip zero weights exactly. acc: [M][D]. */
+ * DUO_BF16, | DUO_NONFINITE to skip zero weights exactly, or DUO_INT8 (codes, as for the scores; finite). acc: [M][D]. */
 void k_pv_m4(float *acc, const float *alpha, const float *p, int M, int D, const uint8_t *v, uint32_t stride, int dt,
              int n);
 /* acc[:] <- acc[:] * alpha + sum_i p[i] * value i (one query vector), dt as for k_pv_m4. */

@@ -5,8 +5,12 @@
  *   int4  [D/2 bytes][s: f16][z: f16]          x = f16(f16(q * s) + z)            (upstream's KV4: roundf codes,
  *         byte i = q[2i] << 4 | q[2i + 1]: the even element in the high nibble)     f16 arithmetic dequant)
  * Appends quantize each record (k_quantize, quant.c: the same code in every build: append is not on the decode
- * path). Attention dequantizes a block of records into f32 rows of the workspace right before the f32 kernels use
- * them (k_dequant, the twins quant_simd.c / quant_scalar.c): the cache itself is only ever read as packed bytes.
+ * path). Attention reads the packed bytes only (attend.c run_block): in decode, int8 K and V rows go straight into the
+ * score and P.V kernels as codes, their scale applied per row to the scores and to the weights; int4 blocks (and
+ * prefill's int8 blocks) are dequantized into f32 rows of the workspace right before the f32 kernels use them
+ * (k_dequant, the twins quant_simd.c / quant_scalar.c). int4 keeps its per-record table because the codec
+ * dequantizes in f16 arithmetic (two roundings per value): scale * sum(q c) + min * sum(q) would differ from it by up
+ * to 2^-11 relative, outside the f32 tolerance the conformance tests hold every kernel to.
  * Values must be finite (int4: |x| <= 65504); the engine checks before appending. An int4 record of values close to
  * +-65504 can still decode to Inf (f16(q * s) overflows): k_quantize reports it, like a float append of Inf.
  */
