@@ -46,7 +46,8 @@ const USAGE = `usage: duo identify --model DIR --out DIR [options]
   --samples N          score samples (default ${DEFAULTS.samples})
   --kernels k          score: auto | reference | ${FAST_KERNELS.join(" | ")} (default auto: the fast model kernels —
                        weights in the model's dtype, f32 activations — with attention on the wasm backend, tiled;
-                       reference: the float64 TypeScript path, its twin, ~100x slower). optimize: reference only
+                       reference: the float64 TypeScript path, its twin; 25x slower on a small model). optimize:
+                       reference only
   --threads n          score, fast kernels: workers of the model kernels and of the attention backend (default:
                        one per core; 0: everything in this thread)
   data: upstream's multi-passkey retrieval samples (duo_attn/data.py)
