@@ -151,6 +151,7 @@ export async function main(argv: string[]): Promise<number> {
   }
   let model: GateModel | undefined, fastModel: FastModel | undefined, kernels: ModelKernels | undefined, backend: Backend | undefined, tokenizer: TextTokenizer;
   if (fast) {
+    // weightBytes: "auto" picks workers by model size; 2 bytes a weight (bf16/f16) is the common case, close enough
     kernels = await createModelKernels(kernelsArg as typeof FAST_KERNELS[number] | "auto", { modelThreads: threads, weightBytes: 2 * params });
     try {
       backend = await createBackend(kernels.name === "reference" ? "reference" : "wasm", { threads });
