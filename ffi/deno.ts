@@ -2,7 +2,7 @@
  * Deno.dlopen translation of ffi/symbols.ts ("buffer" parameters take typed arrays or null). Needs --allow-ffi
  * (and --allow-read / --allow-env for the library path lookup).
  */
-import { type Binding, type DuoLibrary, SYMBOLS } from "./symbols.ts";
+import type { Binding, Library, SymbolTable } from "./symbols.ts";
 
 // The part of the Deno namespace used here (src/ and ffi/ are type-checked without Deno's own types by tsc).
 interface DenoFfi {
@@ -14,9 +14,9 @@ interface DenoFfi {
 }
 
 export const binding: Binding = {
-  async open(path: string): Promise<DuoLibrary> {
+  async open<S extends SymbolTable>(path: string, SYMBOLS: S): Promise<Library<S>> {
     const deno = (globalThis as unknown as { Deno: DenoFfi }).Deno;
-    const types = { i32: "i32", u32: "u32", u64: "u64", buffer: "buffer", f64: "f64", cstring: "pointer" } as const;
+    const types = { i32: "i32", u32: "u32", u64: "u64", buffer: "buffer", f32: "f32", f64: "f64", cstring: "pointer", void: "void" } as const;
     const defs = Object.fromEntries(
       Object.entries(SYMBOLS).map(([name, s]) => [name, { parameters: s.args.map((a) => types[a]), result: types[s.result] }]),
     );
@@ -31,6 +31,6 @@ export const binding: Binding = {
         }
         : f;
     }
-    return fns as DuoLibrary;
+    return fns as Library<S>;
   },
 };

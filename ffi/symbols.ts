@@ -1,19 +1,22 @@
 /**
- * The C ABI of libduo_cuda.so (cuda/include/duo.h), declared once in a runtime-neutral vocabulary.
- * ffi/bun.ts (bun:ffi), ffi/deno.ts (Deno.dlopen) and ffi/node.ts (koffi) translate this table; ffi/load.ts picks one.
+ * The C ABIs of the two native libraries, declared once in a runtime-neutral vocabulary: SYMBOLS for libduo_cuda.so
+ * (cuda/include/duo.h) and NATIVE_SYMBOLS for libduo.so, the CPU kernels (wasm/src/duo.h + native/src/host.h).
+ * ffi/bun.ts (bun:ffi), ffi/deno.ts (Deno.dlopen) and ffi/node.ts (koffi) translate a table; ffi/load.ts picks one.
  *
  * Vocabulary
  *   "i32", "u32"  32-bit integers (JS number)
- *   "u64"         byte counts and offsets (JS number; exact below 2^53)
+ *   "u64"         byte counts and offsets, and addresses in the library's memory (JS number; exact below 2^53,
+ *                 which user-space addresses are on x86-64 and aarch64)
  *   "buffer"      a pointer to the bytes of a typed array (or null), taken at call time on every call; the library
  *                 never keeps it (no cached pointers: Bun's ptr() goes stale once a caller is JIT-compiled)
+ *   "f32"         float
  *   "f64"         double (result only)
  *   "cstring"     const char* owned by the library (result only; copied into a JS string)
  * The C prototype is written beside every argument. Constants below mirror the enums of duo.h (test/cuda-abi.test.ts
  * compares them with the header).
  */
-export type ArgType = "i32" | "u32" | "u64" | "buffer";
-export type ResultType = "i32" | "f64" | "cstring";
+export type ArgType = "i32" | "u32" | "u64" | "f32" | "buffer";
+export type ResultType = "i32" | "u32" | "f32" | "f64" | "cstring" | "void";
 export interface SymbolDef {
   readonly args: readonly ArgType[];
   readonly result: ResultType;
@@ -96,21 +99,22 @@ export const SYMBOLS = {
 } as const satisfies Record<string, SymbolDef>;
 
 export type SymbolName = keyof typeof SYMBOLS;
+export type SymbolTable = Readonly<Record<string, SymbolDef>>;
 
 type ArgValue<T> = T extends "buffer" ? ArrayBufferView | null : number;
-type ResultValue<T> = T extends "cstring" ? string : number;
+type ResultValue<T> = T extends "cstring" ? string : T extends "void" ? void : number;
 type Args<A> = { -readonly [I in keyof A]: ArgValue<A[I]> };
 
-/** The library as each runtime binding returns it: one JS function per symbol, plus close(). */
-export type DuoLibrary = {
-  readonly [K in SymbolName]: (
-    ...args: Args<(typeof SYMBOLS)[K]["args"]>
-  ) => ResultValue<(typeof SYMBOLS)[K]["result"]>;
+/** A library as each runtime binding returns it: one JS function per symbol of its table, plus close(). */
+export type Library<S extends SymbolTable> = {
+  readonly [K in keyof S]: (...args: Args<S[K]["args"]>) => ResultValue<S[K]["result"]>;
 } & { close(): void };
+export type DuoLibrary = Library<typeof SYMBOLS>;
+export type NativeLibrary = Library<typeof NATIVE_SYMBOLS>;
 
 /** What ffi/bun.ts, ffi/deno.ts and ffi/node.ts export. */
 export interface Binding {
-  open(path: string): Promise<DuoLibrary>;
+  open<S extends SymbolTable>(path: string, symbols: S): Promise<Library<S>>;
 }
 
 // ---- constants of duo.h ----
@@ -158,3 +162,180 @@ export const SEG = {
   POS_INDEX: 7,
   FIELDS: 8,
 } as const;
+
+// ---- libduo.so: the CPU kernels (wasm/src/duo.h ops, native/src/host.h memory and threads) ----
+
+/** Its constants (DUO_API_VERSION, status, dtype and layout codes, the segment words) are src/backend/abi.ts's:
+ *  one wire format for the wasm and native builds. Addresses ("u64") are those duo_alloc gave. */
+export const NATIVE_SYMBOLS = {
+  // int32_t duo_api_version(void)
+  duo_api_version: { args: [], result: "i32" },
+  // const char* duo_last_error(void)
+  duo_last_error: { args: [], result: "cstring" },
+  // const char* duo_isa(void)
+  duo_isa: { args: [], result: "cstring" },
+  duo_select_isa: {
+    args: [
+      "buffer", // const char* name (NUL-terminated; NULL or "": the best this CPU runs)
+    ],
+    result: "i32",
+  },
+  duo_threads: {
+    args: [
+      "i32", // int32_t n
+    ],
+    result: "i32",
+  },
+  duo_alloc: {
+    args: [
+      "u64", // uint64_t bytes
+      "buffer", // uint64_t* out: the block's address
+    ],
+    result: "i32",
+  },
+  duo_free: {
+    args: [
+      "u64", // uint64_t block
+    ],
+    result: "i32",
+  },
+  duo_memory: {
+    args: [
+      "buffer", // double* out: [bytes in live blocks, live blocks]
+    ],
+    result: "i32",
+  },
+  duo_read: {
+    args: [
+      "u64", // uint64_t block
+      "u64", // uint64_t offset
+      "u64", // uint64_t bytes
+      "buffer", // void* dst
+    ],
+    result: "i32",
+  },
+  duo_write: {
+    args: [
+      "u64", // uint64_t block
+      "u64", // uint64_t offset
+      "u64", // uint64_t bytes
+      "buffer", // const void* src
+    ],
+    result: "i32",
+  },
+  duo_append: {
+    args: [
+      "u64", // void* dst (a block)
+      "i32", // int32_t dtype (KV code: abi.ts DTYPE_CODE)
+      "i32", // int32_t row_heads
+      "i32", // int32_t head_dim
+      "buffer", // const float* src [n][src_heads][head_dim]
+      "i32", // int32_t src_heads
+      "buffer", // const int32_t* heads [row_heads]
+      "buffer", // const int32_t* rows [n]
+      "i32", // int32_t n
+      "i32", // int32_t layout
+      "i32", // int32_t buffer_rows
+    ],
+    result: "i32",
+  },
+  duo_attend: {
+    args: [
+      "buffer", // const float* q [t][num_heads][head_dim]
+      "i32", // int32_t t
+      "i32", // int32_t num_heads
+      "i32", // int32_t head_dim
+      "i32", // int32_t group
+      "i32", // int32_t n_heads
+      "buffer", // const int32_t* q_heads [n_heads]
+      "buffer", // const int32_t* kv_slots [n_heads]
+      "buffer", // const duo_segment* segments [n_segments] (SEGMENT_WORDS i32 each)
+      "i32", // int32_t n_segments
+      "i32", // int32_t q_pos0
+      "i32", // int32_t windowed
+      "i32", // int32_t sink
+      "i32", // int32_t recent
+      "buffer", // float* out [t][n_heads * group][head_dim]
+      "buffer", // float* lse [t][n_heads * group] (or NULL)
+      "buffer", // void* work (NULL: the library keeps its own)
+    ],
+    result: "i32",
+  },
+  duo_bench_read: {
+    args: [
+      "u64", // const void* ptr (a block)
+      "u32", // uint32_t bytes
+    ],
+    result: "f32",
+  },
+  duo_bench_mad: {
+    args: [
+      "i32", // int32_t iters
+    ],
+    result: "f32",
+  },
+  duo_model_pack: {
+    args: [
+      "u64", // uint64_t w (a block: [rows, cols] of 16-bit elements)
+      "i32", // int32_t rows
+      "i32", // int32_t cols
+    ],
+    result: "i32",
+  },
+  duo_model_matmul: {
+    args: [
+      "buffer", // float* y [T][nout]
+      "buffer", // const float* x [T][nin]
+      "u64", // uint64_t w (a block: [nout, nin] of dtype; quantized rows in whole blocks)
+      "buffer", // const float* bias [nout] (or NULL)
+      "i32", // int32_t T
+      "i32", // int32_t nin
+      "i32", // int32_t nout
+      "i32", // int32_t dtype (weight code, host.h DUO_W_*: kernels-native.ts WEIGHT_CODE)
+    ],
+    result: "i32",
+  },
+  duo_model_embed: {
+    args: [
+      "buffer", // float* y [T][cols]
+      "buffer", // const int32_t* ids [T]
+      "u64", // uint64_t table (a block: [rows, cols] of dtype)
+      "i32", // int32_t T
+      "i32", // int32_t rows
+      "i32", // int32_t cols
+      "i32", // int32_t dtype (weight code, host.h DUO_W_*: kernels-native.ts WEIGHT_CODE)
+    ],
+    result: "i32",
+  },
+  duo_model_rmsnorm: {
+    args: [
+      "buffer", // float* y [T][n]
+      "buffer", // const float* x [T][n]
+      "buffer", // const float* w [n]
+      "i32", // int32_t T
+      "i32", // int32_t n
+      "f32", // float eps
+    ],
+    result: "i32",
+  },
+  duo_model_rope: {
+    args: [
+      "buffer", // float* x [T][heads][head_dim] (in place)
+      "buffer", // const float* cos [T][head_dim / 2]
+      "buffer", // const float* sin [T][head_dim / 2]
+      "i32", // int32_t T
+      "i32", // int32_t heads
+      "i32", // int32_t head_dim
+    ],
+    result: "i32",
+  },
+  duo_model_swiglu: {
+    args: [
+      "buffer", // float* y [n]
+      "buffer", // const float* gate [n]
+      "buffer", // const float* up [n]
+      "i32", // int32_t n
+    ],
+    result: "i32",
+  },
+} as const satisfies SymbolTable;

@@ -4,8 +4,9 @@
 //                                    node:* built-ins are reached only at run time (no top-level await anywhere, so
 //                                    `require("duo-attention")` works too, through Node's require(esm))
 //   dist/wasm.js                     browsers, edge runtimes, bundlers (`duo-attention/wasm`): one file, with
-//                                    src/backend/cuda-absent.ts in place of the CUDA backend, so it reaches no FFI
-//                                    module, and no node:, bun: or npm import at all
+//                                    src/backend/cuda-absent.ts and native-absent.ts in place of the CUDA and native
+//                                    backends (and the model worker without the native model kernels), so it
+//                                    reaches no FFI module, and no node:, bun: or npm import at all
 //   dist/wasm-worker.js              the wasm backend's worker (loaded by URL beside either entry): one file
 //   dist/model-worker.js             the worker of model kernels "wasm-parallel" (likewise)
 //   dist/*.wasm, dist/ffi/*.js, dist/types/ (tsc declarations)
@@ -41,16 +42,18 @@ await build({
 
 // The browser/edge entry and the worker: nothing external, so a bundle that cannot be resolved fails here, not in a
 // user's wrangler or Vite build.
-const cudaAbsent = {
-  name: "cuda-absent",
+// The FFI modules (cuda.ts and native.ts from the registry, kernels-native.ts from the model kernels) become their
+// *-absent.ts stand-ins here, which throw BACKEND_UNAVAILABLE saying why.
+const ffiAbsent = {
+  name: "ffi-absent",
   setup(b) {
-    b.onResolve({ filter: /\/cuda\.ts$/ }, (args) =>
-      args.importer.endsWith(join("src", "backend", "registry.ts")) ? { path: join(root, "src/backend/cuda-absent.ts") } : undefined);
+    b.onResolve({ filter: /\/(cuda|native|kernels-native)\.ts$/ }, (args) =>
+      /(backend[\\/]registry|model[\\/]kernels)\.ts$/.test(args.importer) ? { path: join(args.resolveDir, args.path.replace(/\.ts$/, "-absent.ts")) } : undefined);
   },
 };
-await build({ ...common, entryPoints: { wasm: "src/wasm-entry.ts" }, outdir: dist, plugins: [cudaAbsent] });
+await build({ ...common, entryPoints: { wasm: "src/wasm-entry.ts" }, outdir: dist, plugins: [ffiAbsent] });
 await build({ ...common, entryPoints: { "wasm-worker": "src/backend/wasm-worker.ts" }, outdir: dist });
-await build({ ...common, entryPoints: { "model-worker": "src/model/kernels-parallel-worker.ts" }, outdir: dist });
+await build({ ...common, entryPoints: { "model-worker": "src/model/kernels-parallel-worker.ts" }, outdir: dist, plugins: [ffiAbsent] });
 
 for (const f of readdirSync(join(root, "wasm/dist"))) if (f.endsWith(".wasm")) cpSync(join(root, "wasm/dist", f), join(dist, f));
 

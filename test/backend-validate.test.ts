@@ -9,7 +9,8 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { CUDA_CAPABILITIES } from "../src/backend/cuda.ts";
 import { NullBackend } from "../src/backend/null.ts";
-import { createBackend } from "../src/backend/registry.ts";
+import { createNativeBackend } from "../src/backend/native.ts";
+import { createBackend, probeBackend } from "../src/backend/registry.ts";
 import { ReferenceBackend } from "../src/backend/reference.ts";
 import type { AttendOp, Backend, Op } from "../src/backend/types.ts";
 import { unsupported } from "../src/backend/validate.ts";
@@ -20,10 +21,12 @@ import { isDuo } from "./helpers/errors.ts";
 import { randomArray } from "./helpers/random.ts";
 
 const wasmUsable = (await probeWasm({})).usable;
+const nativeUsable = (await probeBackend("native")).usable;
 
 /** The backends that run here without a device; each checks ops with validate.ts. */
 async function backends(): Promise<Backend[]> {
-  return [new ReferenceBackend(), new NullBackend(), ...(wasmUsable ? [await createWasmBackend({ threads: 0 })] : [])];
+  return [new ReferenceBackend(), new NullBackend(), ...(wasmUsable ? [await createWasmBackend({ threads: 0 })] : []),
+    ...(nativeUsable ? [await createNativeBackend({ threads: 2 })] : [])];
 }
 
 test("every backend refuses the same bad ops with the same DuoError, and a refused run changes no buffer", async () => {
@@ -109,7 +112,7 @@ test('backend "auto" says once why it falls back to the reference backend, and r
     // A usable faster backend is taken without a word.
     if (wasmUsable) {
       const fine = await createBackend("auto", { cudaLibrary: "/nonexistent/libduo_cuda.so", threads: 0 }, { dtype: "bf16", headDim: 64 });
-      assert.equal(fine.name, "wasm");
+      assert.equal(fine.name, nativeUsable ? "native" : "wasm"); // auto order: cuda, native, wasm
       await fine.dispose();
       assert.equal(warnings.length, 1);
     }

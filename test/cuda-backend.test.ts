@@ -46,7 +46,7 @@ test(`cuda (${label}): buffers are zero-filled, counted by memory(), readable in
 test(`cuda (${label}): append rounds like the reference, the later of two tokens for one row wins, rows past the end change nothing`, { skip }, async () => {
   const [cuda, ref] = [await cudaBackend(), new ReferenceBackend()];
   try {
-    const D = 8, src = Float32Array.from({ length: 4 * 2 * D }, (_, i) => Math.sin(i) * 1000 + 1 / 3);
+    const D = 64, src = Float32Array.from({ length: 4 * 2 * D }, (_, i) => Math.sin(i) * 1000 + 1 / 3);
     for (const dtype of ["f32", "f16", "bf16"] as const) {
       const bytes = 3 * D * (dtype === "f32" ? 4 : 2);
       const [hc, hr] = [cuda.alloc(0, bytes), ref.alloc(0, bytes)];
@@ -71,7 +71,7 @@ test(`cuda (${label}): append stores NaN as NaN (sign and payload unspecified), 
   try {
     // quiet, negative, signalling and payload NaNs; +-Inf; the largest f16 below the rounding edge, and past it
     const bits = [0x7fc00000, 0xffc00000, 0x7f800001, 0xff812345, 0x7fbfffff, 0x7f800000, 0xff800000, 0x477fe000, 0x47800000, 0xc7800000];
-    const D = 16, src = new Float32Array(D);
+    const D = 64, src = new Float32Array(D); // the CUDA kernels take head dims 64 and 128
     new Uint32Array(src.buffer).set(bits);
     for (const dtype of ["f32", "f16", "bf16"] as const) {
       const bytes = D * (dtype === "f32" ? 4 : 2);

@@ -27,7 +27,7 @@ test("duo demo: bad arguments give one clear error line and a non-zero exit", as
   const cases: [string[], RegExp][] = [
     [["--pattern", "/no/such/pattern-dir"], /pattern directory .*does not exist/],
     [["--contexts", "4096,-5"], /--contexts must be positive integers/],
-    [["--backend", "tpu"], /--backend must be one of "auto", "cuda", "wasm"/],
+    [["--backend", "tpu"], /--backend must be one of "auto", "cuda", "native", "wasm"/],
     [["--memory", "lots"], /--memory must be a size like 2.5GiB/],
     [["--frobnicate"], /unknown option --frobnicate; valid options:/],
   ];

@@ -23,7 +23,7 @@ test("create rejects bad options with the valid choices named", async () => {
   await assert.rejects(make({ kvDtype: "int2" }), isDuo("INVALID_ARGUMENT", /kvDtype must be one of "f32", "f16", "bf16", "int8", "int4"/));
   await assert.rejects(make({ kvDtype: "int4", shape: { ...shape, headDim: 7 } }), isDuo("UNSUPPORTED", /"int4" packs two values per byte: headDim must be even, got 7; use "int8"/));
   await assert.rejects(make({ prefill: "dense" }), isDuo("INVALID_ARGUMENT", /"upstream", "window"/));
-  await assert.rejects(make({ backend: "tpu" }), isDuo("INVALID_ARGUMENT", /backend must be one of "auto", "cuda", "wasm"/));
+  await assert.rejects(make({ backend: "tpu" }), isDuo("INVALID_ARGUMENT", /backend must be one of "auto", "cuda", "native", "wasm"/));
   await assert.rejects(make({ maxContext: 0 }), isDuo("INVALID_ARGUMENT", /maxContext/));
   await assert.rejects(make({ heads: undefined }), isDuo("INVALID_ARGUMENT", /heads is required/));
 });

@@ -1,21 +1,31 @@
 // Which keys does each query see? Probed end to end through the engine: every key is the same vector (equal
 // scores), and the value of position p is the one-hot e_p, so the output of a query is 1/|visible| on exactly its
-// visible positions. Head 0 is a retrieval head, head 1 a streaming head. The int8 / int4 caches must see exactly the
-// same keys: a constant key row and a one-hot value row survive both codecs (0 and 1 are exact), so quantization
+// visible positions. Head 0 is a retrieval head, head 1 a streaming head. The same probe runs on the reference backend
+// and, where it loads, on the native backend with 1 and 2 threads in f32, f16 and bf16 (one-hot values and the weights
+// 1/n are exact or within 1e-6 in every dtype). The int8 / int4 caches must see exactly the same keys (reference, wasm
+// and native): a constant key row and a one-hot value row survive both codecs (0 and 1 are exact), so quantization
 // cannot change which keys are visible.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { DuoAttention } from "../src/engine/duo.ts";
-import type { KvDtype } from "../src/dtype.ts";
+import { probeNative } from "../src/backend/native.ts";
 import { probeWasm } from "../src/backend/wasm.ts";
+import type { KvDtype } from "../src/dtype.ts";
 import { upstreamVisible, windowVisible, type Visible } from "./helpers/attention.ts";
 
 const D = 128; // one-hot values need D > number of tokens
 
-async function probe(mode: "upstream" | "window", S: number, R: number, chunks: number[], pageSize = 7, kvDtype: KvDtype = "f32", backend: "reference" | "wasm" = "reference"): Promise<Map<number, number[][]>> {
+interface On {
+  backend: "reference" | "wasm" | "native";
+  kvDtype: KvDtype;
+  threads?: number;
+}
+
+async function probe(mode: "upstream" | "window", S: number, R: number, chunks: number[], pageSize = 7,
+  on: On = { backend: "reference", kvDtype: "f32" }): Promise<Map<number, number[][]>> {
   const duo = await DuoAttention.create({
     shape: { numLayers: 1, numHeads: 2, numKvHeads: 2, headDim: D },
-    heads: [[true, false]], sinkSize: S, recentSize: R, kvDtype, backend, prefill: mode, pageSize, threads: 0,
+    heads: [[true, false]], sinkSize: S, recentSize: R, prefill: mode, pageSize, threads: 0, ...on,
   });
   const seq = duo.sequence();
   const seen = new Map<number, number[][]>();
@@ -89,10 +99,18 @@ const grid: [number, number, number[]][] = [
   [5, 7, [30, 30, 2, 1]], // chunks much longer than the ring
 ];
 
-for (const mode of ["upstream", "window"] as const) {
-  test(`${mode} mode: visible keys over a grid of S, R and chunkings`, async () => {
+const native = await probeNative({});
+const ons: [On, string | false][] = [
+  [{ backend: "reference", kvDtype: "f32" }, false],
+  ...[1, 2].flatMap((threads) => (["f32", "f16", "bf16"] as const).map((kvDtype): [On, string | false] =>
+    [{ backend: "native", kvDtype, threads }, native.usable ? false : `skipped: native backend not usable here (${native.reason})`])),
+];
+
+for (const mode of ["upstream", "window"] as const) for (const [on, skip] of ons) {
+  const where = on.backend === "reference" ? "" : ` (native, ${on.threads} thread(s), ${on.kvDtype})`;
+  test(`${mode} mode: visible keys over a grid of S, R and chunkings${where}`, { skip }, async () => {
     for (const [S, R, chunks] of grid) {
-      const seen = await probe(mode, S, R, chunks, 3);
+      const seen = await probe(mode, S, R, chunks, 3, on);
       const rule = mode === "window" ? windowVisible(S, R) : upstreamVisible(S, R, chunkStartOf(chunks));
       for (const [t, [ret, str]] of seen) {
         assert.deepEqual(str, expectSet(rule, t), `S=${S} R=${R} chunks=${chunks}: streaming query ${t}`);
@@ -102,14 +120,18 @@ for (const mode of ["upstream", "window"] as const) {
   });
 }
 
-const wasmSkip = (await probeWasm({})).usable ? false : "skipped: wasm backend not usable here";
+const quantSkip = {
+  reference: false,
+  wasm: (await probeWasm({})).usable ? false : "skipped: wasm backend not usable here",
+  native: native.usable ? false : `skipped: native backend not usable here (${native.reason})`,
+} as const;
 
 for (const kvDtype of ["int8", "int4"] as const) {
-  for (const backend of ["reference", "wasm"] as const) {
-    test(`${kvDtype} cache on ${backend}: the same visible keys in both modes (worked example and part of the grid)`, { skip: backend === "wasm" && wasmSkip }, async () => {
+  for (const backend of ["reference", "wasm", "native"] as const) {
+    test(`${kvDtype} cache on ${backend}: the same visible keys in both modes (worked example and part of the grid)`, { skip: quantSkip[backend] }, async () => {
       for (const mode of ["upstream", "window"] as const) {
         for (const [S, R, chunks] of [[4, 8, [16, 16, 8, 1, 1]], ...grid.slice(0, 3), grid[6]!] as [number, number, number[]][]) {
-          const seen = await probe(mode, S, R, chunks, 3, kvDtype, backend);
+          const seen = await probe(mode, S, R, chunks, 3, { backend, kvDtype, threads: backend === "native" ? 2 : 0 });
           const rule = mode === "window" ? windowVisible(S, R) : upstreamVisible(S, R, chunkStartOf(chunks));
           for (const [t, [ret, str]] of seen) {
             assert.deepEqual(str, expectSet(rule, t), `${mode} S=${S} R=${R} chunks=${chunks}: streaming query ${t}`);

@@ -11,12 +11,15 @@ import { openWeights, readTensorBytes, readTensorF32 } from "../src/model/safete
 import { TextTokenizer } from "../src/model/tokenizer.ts";
 import { randomGgufHeader, type WriteDtype, writeRandomModel, type WriteModelOptions } from "../src/model/write.ts";
 import { runtime } from "../src/runtime.ts";
+import { probeNative } from "../src/backend/native.ts";
 import { relError, tokenizerJson } from "./helpers/tiny-model.ts";
 
 // GGUF files (llama.cpp's format) beside safetensors: the writer's twin files hold the same weights and give the
 // same logits; the tokenizer comes from the GGUF metadata; bad files fail at load naming the file and the tensor.
 
 const simd = runtime().wasmSimd;
+/** The kernel sets the twin files run through: reference, wasm where SIMD runs, native where libduo.so loads. */
+const twinKernels: ("reference" | "wasm" | "native")[] = ["reference", ...(simd ? ["wasm" as const] : []), ...((await probeNative({})).usable ? ["native" as const] : [])];
 
 async function withDir(run: (dir: string) => Promise<void>): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), "duo-gguf-"));
@@ -37,7 +40,7 @@ async function rejects(path: string, code: DuoErrorCode, pattern: RegExp, option
 }
 
 /** The same prompt through the safetensors directory and the GGUF file; logits after the prompt and 3 decode steps. */
-async function twinLogits(dir: string, gguf: string, kernels: "reference" | "wasm"): Promise<{ st: Float32Array[]; gg: Float32Array[]; ids: number[] }> {
+async function twinLogits(dir: string, gguf: string, kernels: "reference" | "wasm" | "native"): Promise<{ st: Float32Array[]; gg: Float32Array[]; ids: number[] }> {
   const out: Float32Array[][] = [];
   let ids: number[] = [];
   for (const path of [dir, gguf]) {
@@ -68,7 +71,7 @@ const QWEN_SHAPE = {
   num_key_value_heads: 2, vocab_size: 300, rope_theta: 1000000, max_position_embeddings: 4096, tie_word_embeddings: true,
 };
 
-test("GGUF and safetensors of the same random weights give the same logits (llama with Llama 3.1 RoPE, qwen2; f32, f16, bf16, q8_0, q4_0, q4_k)", async () => {
+test("GGUF and safetensors of the same random weights give the same logits (llama with Llama 3.1 RoPE, qwen2; f32, f16, bf16, q8_0, q4_0, q4_k; reference, wasm and native kernels)", async () => {
   const cases: [WriteModelOptions["shape"], WriteDtype, ("gpt2" | "llama")?][] = [
     ["tiny", "f32"], ["tiny", "f16"], ["tiny", "bf16", "llama"], ["tiny", "q8_0"], ["tiny", "q4_0"], [K_SHAPE, "q4_k"], [QWEN_SHAPE, "bf16"],
     [QWEN_SHAPE, "q8_0"],
@@ -76,7 +79,7 @@ test("GGUF and safetensors of the same random weights give the same logits (llam
   for (const [shape, dtype, tokenizer] of cases) {
     await withDir(async (dir) => {
       const w = await writeRandomModel(dir, { shape, dtype, format: "both", seed: 7, tokenizer });
-      for (const kernels of simd ? (["reference", "wasm"] as const) : (["reference"] as const)) {
+      for (const kernels of twinKernels) {
         const { st, gg } = await twinLogits(dir, w.gguf!, kernels);
         for (let i = 0; i < st.length; i++) {
           const { rel, at } = relError(gg[i]!, st[i]!);

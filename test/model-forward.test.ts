@@ -12,9 +12,11 @@ import { rng } from "./helpers/random.ts";
 
 // model.forward against the float64 oracle of test/helpers/tiny-model.ts (its own RoPE, RMSNorm, attention with
 // the DuoAttention visibility rules, SwiGLU). Tolerance: max |logit − oracle| ≤ 1e-5 · max |oracle| (f32
-// activations and KV; measured ≈ 2e-7 with the reference kernels, ≈ 4e-7 with the wasm kernels).
+// activations and KV; measured ≈ 2e-7 with the reference kernels, ≈ 4e-7 with the wasm kernels). The native model
+// kernels (the wasm C in libduo.so), where the library loads, run every case too.
 const TOL = 1e-5;
-const KERNELS = ["reference", ...(runtime().wasmSimd ? ["wasm" as const] : [])] as const;
+const KERNELS = ["reference", ...(runtime().wasmSimd ? ["wasm" as const] : []),
+  ...((await probeBackend("native")).usable ? ["native" as const] : [])] as const;
 
 function prompt(n: number, seed: number, vocab: number): number[] {
   const r = rng(seed);
@@ -140,6 +142,10 @@ test("DuoAttention changes the logits (the streaming masks are applied), and a p
 });
 
 const wasmBackend = await probeBackend("wasm");
+const nativeBackend = await probeBackend("native");
+test("DuoAttention through the native attention backend (2 threads) matches the oracle", { skip: nativeBackend.usable ? false : `skipped: native backend not usable: ${nativeBackend.reason}` }, async () => {
+  await check(DUO_SPEC, { backend: "native", threads: 2, heads: MASK, sinkSize: 2, recentSize: 4, prefillChunk: 5 }, 23, 2, "duo-native-backend", { heads: MASK, mode: "upstream" });
+});
 test("DuoAttention through the wasm attention backend matches the oracle", { skip: wasmBackend.usable ? false : `skipped: wasm attention backend not usable: ${wasmBackend.reason}` }, async () => {
   await check(DUO_SPEC, { backend: "wasm", threads: 0, heads: MASK, sinkSize: 2, recentSize: 4, prefillChunk: 5 }, 23, 2, "duo-wasm-backend", { heads: MASK, mode: "upstream" });
 });

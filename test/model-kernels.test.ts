@@ -7,11 +7,14 @@ import { inverseFrequencies, ropeTables } from "../src/model/rope.ts";
 import { dequantizeQ4_K, dequantizeQ6_K } from "../src/model/kquants.ts";
 import { dequantizeQ4_0, dequantizeQ8_0, quantizeQ4_0, quantizeQ8_0 } from "../src/model/tensor-types.ts";
 import { runtime } from "../src/runtime.ts";
+import { probeNative, selectNativeIsa } from "../src/backend/native.ts";
 import { rng } from "./helpers/random.ts";
 
-// Conformance of the WASM SIMD model kernels against the reference kernels (float64 accumulation), plus checks of
+// Conformance of the WASM SIMD and the native model kernels (the same C, libduo.so) against the reference kernels (float64 accumulation), plus checks of
 // the reference kernels themselves against float64 loops written here.
 const skip = runtime().wasmSimd ? false : "skipped: this runtime has no WebAssembly SIMD";
+const native = await probeNative({});
+const skips = { wasm: skip, native: native.usable ? false : `skipped: native backend not usable here (${native.reason})` };
 
 function data(n: number, seed: number, scale = 1): Float32Array {
   const r = rng(seed);
@@ -25,8 +28,8 @@ function asDtype(values: Float32Array, dtype: WeightDtype): { bytes: Uint8Array;
   return { bytes: new Uint8Array(bits.buffer), stored: Float32Array.from(bits, dtype === "bf16" ? bf16BitsToF32 : f16BitsToF32) };
 }
 
-async function both(): Promise<[ModelKernels, ModelKernels]> {
-  return [await createModelKernels("reference"), await createModelKernels("wasm")];
+async function both(name: "wasm" | "native"): Promise<[ModelKernels, ModelKernels]> {
+  return [await createModelKernels("reference"), await createModelKernels(name, { threads: 2 })];
 }
 
 test("reference matmul is x·Wᵀ + b in float64 (f32 result)", async () => {
@@ -46,35 +49,93 @@ test("reference matmul is x·Wᵀ + b in float64 (f32 result)", async () => {
   }
 });
 
-test("wasm matmul matches the reference for f32, bf16 and f16 weights, odd shapes, with and without bias", { skip }, async () => {
-  const [ref, wasm] = await both();
-  let worst = 0, cases = 0;
-  for (const dtype of ["f32", "bf16", "f16"] as const) {
-    for (const [T, nin, nout] of [[1, 1, 1], [1, 8, 3], [3, 7, 5], [4, 16, 2], [5, 37, 9], [37, 64, 11], [70, 24, 6]] as const) {
-      for (const withBias of [false, true]) {
-        const seed = 100 * cases++;
-        const x = data(T * nin, seed + 1), { bytes, stored } = asDtype(data(nout * nin, seed + 2), dtype), b = data(nout, seed + 3);
-        const mr = ref.matrix(nout, nin, dtype), mw = wasm.matrix(nout, nin, dtype);
-        ref.write(mr, 0, bytes);
-        wasm.write(mw, 0, bytes);
-        const yr = new Float32Array(T * nout), yw = new Float32Array(T * nout);
-        ref.matmul(yr, x, mr, T, withBias ? ref.vector(b) : undefined);
-        wasm.matmul(yw, x, mw, T, withBias ? wasm.vector(b) : undefined);
-        for (let t = 0; t < T; t++) {
-          for (let o = 0; o < nout; o++) {
-            let mag = withBias ? Math.abs(b[o]!) : 0;
-            for (let i = 0; i < nin; i++) mag += Math.abs(x[t * nin + i]! * stored[o * nin + i]!);
-            const err = Math.abs(yw[t * nout + o]! - yr[t * nout + o]!) / mag;
-            worst = Math.max(worst, err);
-            // f32 accumulation over nin <= 64 terms: |error| <= 1e-6 · (|b| + Σ|x·w|)
-            assert.ok(err <= 1e-6, `${dtype} T=${T} nin=${nin} nout=${nout} bias=${withBias}: y[${t}][${o}] wasm ${yw[t * nout + o]} ref ${yr[t * nout + o]} (error ${err.toExponential(2)} of Σ|x·w|)`);
+for (const name of ["wasm", "native"] as const) {
+  // native: 2 threads, so that matmul splits its rows (and for T > 1 gathers them back)
+  const threadsNote = name === "native" ? " (2 threads: rows split)" : "";
+  test(`${name} matmul matches the reference for f32, bf16 and f16 weights, odd shapes, with and without bias${threadsNote}`, { skip: skips[name] }, async () => {
+    const [ref, fast] = await both(name);
+    let worst = 0, cases = 0;
+    for (const dtype of ["f32", "bf16", "f16"] as const) {
+      for (const [T, nin, nout] of [[1, 1, 1], [1, 8, 3], [3, 7, 5], [4, 16, 2], [5, 37, 9], [37, 64, 11], [70, 24, 6]] as const) {
+        for (const withBias of [false, true]) {
+          const seed = 100 * cases++;
+          const x = data(T * nin, seed + 1), { bytes, stored } = asDtype(data(nout * nin, seed + 2), dtype), b = data(nout, seed + 3);
+          const mr = ref.matrix(nout, nin, dtype), mw = fast.matrix(nout, nin, dtype);
+          ref.write(mr, 0, bytes);
+          fast.write(mw, 0, bytes);
+          const yr = new Float32Array(T * nout), yw = new Float32Array(T * nout);
+          ref.matmul(yr, x, mr, T, withBias ? ref.vector(b) : undefined);
+          fast.matmul(yw, x, mw, T, withBias ? fast.vector(b) : undefined);
+          for (let t = 0; t < T; t++) {
+            for (let o = 0; o < nout; o++) {
+              let mag = withBias ? Math.abs(b[o]!) : 0;
+              for (let i = 0; i < nin; i++) mag += Math.abs(x[t * nin + i]! * stored[o * nin + i]!);
+              const err = Math.abs(yw[t * nout + o]! - yr[t * nout + o]!) / mag;
+              worst = Math.max(worst, err);
+              // f32 accumulation over nin <= 64 terms: |error| <= 1e-6 · (|b| + Σ|x·w|)
+              assert.ok(err <= 1e-6, `${dtype} T=${T} nin=${nin} nout=${nout} bias=${withBias}: y[${t}][${o}] ${name} ${yw[t * nout + o]} ref ${yr[t * nout + o]} (error ${err.toExponential(2)} of Σ|x·w|)`);
+            }
           }
         }
       }
     }
-  }
-  assert.ok(cases === 42, `ran ${cases} cases; worst error ${worst.toExponential(2)} of Σ|x·w|`);
-});
+    assert.ok(cases === 42, `ran ${cases} cases; worst error ${worst.toExponential(2)} of Σ|x·w|`);
+  });
+
+  test(`${name} embedding lookup widens every f16 and bf16 bit pattern exactly`, { skip: skips[name] }, async () => {
+    const [, fast] = await both(name);
+    for (const dtype of ["f16", "bf16"] as const) {
+      const widen = dtype === "f16" ? f16BitsToF32 : bf16BitsToF32;
+      // 65536 patterns as a [8192, 8] table; row r holds patterns 8r .. 8r+7 (SIMD path), then a [65536, 1] table (scalar tail).
+      for (const cols of [8, 1]) {
+        const rows = 65536 / cols;
+        const table = fast.matrix(rows, cols, dtype);
+        const bits = Uint16Array.from({ length: 65536 }, (_, i) => i);
+        fast.write(table, 0, new Uint8Array(bits.buffer));
+        const ids = Int32Array.from({ length: rows }, (_, i) => i);
+        const y = new Float32Array(65536);
+        fast.embed(y, ids, table);
+        let bad = 0, first = -1;
+        for (let h = 0; h < 65536; h++) {
+          const want = widen(h);
+          const ok = Number.isNaN(want) ? Number.isNaN(y[h]!) : Object.is(y[h], Math.fround(want));
+          if (!ok && bad++ === 0) first = h;
+        }
+        assert.equal(bad, 0, `${dtype} cols=${cols}: ${bad} patterns widened wrongly, first 0x${first.toString(16)} -> ${y[first]} (want ${widen(first)})`);
+      }
+    }
+  });
+
+  test(`${name} rmsnorm, rope and swiglu match the reference`, { skip: skips[name] }, async () => {
+    const [ref, fast] = await both(name);
+    for (const [T, n] of [[1, 3], [4, 32], [7, 37]] as const) {
+      const x = data(T * n, T + n, 3), w = data(n, 7);
+      const yr = new Float32Array(T * n), yw = new Float32Array(T * n);
+      ref.rmsnorm(yr, x, ref.vector(w), T, 1e-5);
+      fast.rmsnorm(yw, x, fast.vector(w), T, 1e-5);
+      yr.forEach((v, i) => assert.ok(Math.abs(yw[i]! - v) <= 1e-6 * Math.abs(v) + 1e-7, `rmsnorm T=${T} n=${n} [${i}]: ${name} ${yw[i]} ref ${v}`));
+    }
+    const inv = inverseFrequencies(12, 10000, { type: "none" });
+    for (const [T, heads, D] of [[1, 1, 2], [3, 4, 8], [5, 3, 12]] as const) {
+      const { cos, sin } = ropeTables(inv.subarray(0, D / 2), 1000, T);
+      const xr = data(T * heads * D, D + heads), xw = xr.slice();
+      ref.rope(xr, T, heads, D, cos, sin);
+      fast.rope(xw, T, heads, D, cos, sin);
+      xr.forEach((v, i) => assert.ok(Math.abs(xw[i]! - v) <= 1e-6, `rope T=${T} H=${heads} D=${D} [${i}]: ${name} ${xw[i]} ref ${v}`));
+    }
+    // silu over [-120, 120]: past the clamp of the fast exp on both sides.
+    const n = 4099, g = Float32Array.from({ length: n }, (_, i) => -120 + (240 * i) / (n - 1)), u = data(n, 9);
+    const sr = new Float32Array(n), sw = new Float32Array(n);
+    ref.swiglu(sr, g, u);
+    fast.swiglu(sw, g, u);
+    sr.forEach((v, i) => {
+      const err = Math.abs(sw[i]! - v);
+      // exp by a degree-7 polynomial after range reduction, then one division: within 1e-6 relative; below
+      // g = -88 the fast exp is clamped and silu(g)·u is < 1e-30 instead of ~0
+      assert.ok(err <= 1e-6 * Math.abs(v) + 1e-30, `swiglu g=${g[i]} u=${u[i]}: ${name} ${sw[i]} ref ${v} (error ${err.toExponential(2)})`);
+    });
+  });
+}
 
 test("Q8_0 codec: ggml's rounding (d = max|x|/127 as f16, q = round half away from zero), exact decode, stable re-quantization", () => {
   // One block: max |x| = 127 gives d = 1; ±2.5 rounds away from zero (roundf), 0.49 to 0.
@@ -118,45 +179,6 @@ test("Q4_0 codec: ggml's rounding (d = the largest-magnitude value / −8 as f16
   assert.deepEqual(quantizeQ4_0(back), b);
 });
 
-test("wasm Q8_0 and Q4_0 matmul and embedding (dequantized in registers) match the reference (decoded at load)", { skip }, async () => {
-  const [ref, wasm] = await both();
-  let cases = 0;
-  for (const [dtype, quantize, decode, blockBytes] of [["q8_0", quantizeQ8_0, dequantizeQ8_0, 34], ["q4_0", quantizeQ4_0, dequantizeQ4_0, 18]] as const) {
-  for (const [T, nin, nout] of [[1, 32, 1], [1, 64, 3], [3, 96, 5], [4, 32, 2], [37, 160, 9], [70, 64, 6]] as const) {
-    for (const withBias of [false, true]) {
-      const seed = 1000 + 10 * cases++;
-      const x = data(T * nin, seed + 1), bytes = quantize(data(nout * nin, seed + 2)), stored = decode(bytes), b = data(nout, seed + 3);
-      const mr = ref.matrix(nout, nin, dtype), mw = wasm.matrix(nout, nin, dtype);
-      // written in two pieces of whole blocks, as the loader streams a tensor
-      const cut = blockBytes * Math.floor(bytes.length / (2 * blockBytes));
-      for (const [m, k] of [[mr, ref], [mw, wasm]] as const) {
-        k.write(m, 0, bytes.subarray(0, cut));
-        k.write(m, cut, bytes.subarray(cut));
-      }
-      const yr = new Float32Array(T * nout), yw = new Float32Array(T * nout);
-      ref.matmul(yr, x, mr, T, withBias ? ref.vector(b) : undefined);
-      wasm.matmul(yw, x, mw, T, withBias ? wasm.vector(b) : undefined);
-      for (let t = 0; t < T; t++) {
-        for (let o = 0; o < nout; o++) {
-          let mag = withBias ? Math.abs(b[o]!) : 0;
-          for (let i = 0; i < nin; i++) mag += Math.abs(x[t * nin + i]! * stored[o * nin + i]!);
-          const err = Math.abs(yw[t * nout + o]! - yr[t * nout + o]!) / mag;
-          // f32 accumulation over nin <= 160 terms: |error| <= 2e-6 · (|b| + Σ|x·w|)
-          assert.ok(err <= 2e-6, `${dtype} T=${T} nin=${nin} nout=${nout} bias=${withBias}: y[${t}][${o}] wasm ${yw[t * nout + o]} ref ${yr[t * nout + o]} (error ${err.toExponential(2)})`);
-        }
-      }
-      if (T === 37) {
-        const ids = Int32Array.from({ length: 5 }, (_, i) => (i * 7) % nout), er = new Float32Array(5 * nin), ew = new Float32Array(5 * nin);
-        ref.embed(er, ids, mr);
-        wasm.embed(ew, ids, mw);
-        assert.deepEqual(ew, er, `${dtype} embedding rows decode exactly`);
-      }
-    }
-  }
-  }
-  assert.equal(cases, 24);
-});
-
 /** Random K-quant blocks for `n` weights: random bytes, with the f16 scales set to finite values around `scale`. */
 function kBlocks(dtype: "q4_k" | "q6_k", n: number, seed: number): Uint8Array {
   const size = dtype === "q4_k" ? 144 : 210, out = new Uint8Array((n / 256) * size), r = rng(seed);
@@ -190,85 +212,110 @@ test("K-quants decode as ggml: Q4_K (d·scale)·q − dmin·min with 6-bit scale
   assert.equal(y6[64 + 16], 0.5 * 7 * -9);
 });
 
-test("wasm Q4_K and Q6_K matmul and embedding (decoded in registers) equal the reference's decode", { skip }, async () => {
-  const [ref, wasm] = await both();
-  for (const dtype of ["q4_k", "q6_k"] as const) {
-    for (const [T, nin, nout] of [[1, 256, 3], [5, 512, 4], [37, 256, 5]] as const) {
-      const x = data(T * nin, nin + T), bytes = kBlocks(dtype, nout * nin, T + nout);
-      const stored = dtype === "q4_k" ? dequantizeQ4_K(bytes) : dequantizeQ6_K(bytes);
-      const mr = ref.matrix(nout, nin, dtype), mw = wasm.matrix(nout, nin, dtype);
-      ref.write(mr, 0, bytes);
-      wasm.write(mw, 0, bytes);
-      const yr = new Float32Array(T * nout), yw = new Float32Array(T * nout);
-      ref.matmul(yr, x, mr, T);
-      wasm.matmul(yw, x, mw, T);
-      for (let i = 0; i < yr.length; i++) {
-        const t = Math.floor(i / nout), o = i % nout;
-        let mag = 0;
-        for (let k = 0; k < nin; k++) mag += Math.abs(x[t * nin + k]! * stored[o * nin + k]!);
-        // f32 accumulation over 512 terms at most: |error| <= 4e-6 · Σ|x·w|
-        assert.ok(Math.abs(yw[i]! - yr[i]!) <= 4e-6 * mag, `${dtype} T=${T} nin=${nin} y[${t}][${o}]: wasm ${yw[i]} ref ${yr[i]}`);
+for (const name of ["wasm", "native"] as const) {
+  const threadsNote = name === "native" ? " (2 threads: rows split)" : "";
+  test(`${name} Q8_0 and Q4_0 matmul and embedding (dequantized in registers) match the reference (decoded at load)${threadsNote}`, { skip: skips[name] }, async () => {
+    const [ref, fast] = await both(name);
+    let cases = 0;
+    for (const [dtype, quantize, decode, blockBytes] of [["q8_0", quantizeQ8_0, dequantizeQ8_0, 34], ["q4_0", quantizeQ4_0, dequantizeQ4_0, 18]] as const) {
+    for (const [T, nin, nout] of [[1, 32, 1], [1, 64, 3], [3, 96, 5], [4, 32, 2], [37, 160, 9], [70, 64, 6]] as const) {
+      for (const withBias of [false, true]) {
+        const seed = 1000 + 10 * cases++;
+        const x = data(T * nin, seed + 1), bytes = quantize(data(nout * nin, seed + 2)), stored = decode(bytes), b = data(nout, seed + 3);
+        const mr = ref.matrix(nout, nin, dtype), mw = fast.matrix(nout, nin, dtype);
+        // written in two pieces of whole blocks, as the loader streams a tensor
+        const cut = blockBytes * Math.floor(bytes.length / (2 * blockBytes));
+        for (const [m, k] of [[mr, ref], [mw, fast]] as const) {
+          k.write(m, 0, bytes.subarray(0, cut));
+          k.write(m, cut, bytes.subarray(cut));
+        }
+        const yr = new Float32Array(T * nout), yw = new Float32Array(T * nout);
+        ref.matmul(yr, x, mr, T, withBias ? ref.vector(b) : undefined);
+        fast.matmul(yw, x, mw, T, withBias ? fast.vector(b) : undefined);
+        for (let t = 0; t < T; t++) {
+          for (let o = 0; o < nout; o++) {
+            let mag = withBias ? Math.abs(b[o]!) : 0;
+            for (let i = 0; i < nin; i++) mag += Math.abs(x[t * nin + i]! * stored[o * nin + i]!);
+            const err = Math.abs(yw[t * nout + o]! - yr[t * nout + o]!) / mag;
+            // f32 accumulation over nin <= 160 terms: |error| <= 2e-6 · (|b| + Σ|x·w|)
+            assert.ok(err <= 2e-6, `${dtype} T=${T} nin=${nin} nout=${nout} bias=${withBias}: y[${t}][${o}] ${name} ${yw[t * nout + o]} ref ${yr[t * nout + o]} (error ${err.toExponential(2)})`);
+          }
+        }
+        if (T === 37) {
+          const ids = Int32Array.from({ length: 5 }, (_, i) => (i * 7) % nout), er = new Float32Array(5 * nin), ew = new Float32Array(5 * nin);
+          ref.embed(er, ids, mr);
+          fast.embed(ew, ids, mw);
+          assert.deepEqual(ew, er, `${dtype} embedding rows decode exactly`);
+        }
       }
-      const ids = Int32Array.from({ length: nout }, (_, i) => nout - 1 - i), er = new Float32Array(nout * nin), ew = new Float32Array(nout * nin);
-      ref.embed(er, ids, mr);
-      wasm.embed(ew, ids, mw);
-      assert.deepEqual(ew, er, `${dtype}: the wasm decode gives the reference's bits`);
     }
-  }
-});
-
-test("wasm embedding lookup widens every f16 and bf16 bit pattern exactly", { skip }, async () => {
-  const [, wasm] = await both();
-  for (const dtype of ["f16", "bf16"] as const) {
-    const widen = dtype === "f16" ? f16BitsToF32 : bf16BitsToF32;
-    // 65536 patterns as a [8192, 8] table; row r holds patterns 8r .. 8r+7 (SIMD path), then a [65536, 1] table (scalar tail).
-    for (const cols of [8, 1]) {
-      const rows = 65536 / cols;
-      const table = wasm.matrix(rows, cols, dtype);
-      const bits = Uint16Array.from({ length: 65536 }, (_, i) => i);
-      wasm.write(table, 0, new Uint8Array(bits.buffer));
-      const ids = Int32Array.from({ length: rows }, (_, i) => i);
-      const y = new Float32Array(65536);
-      wasm.embed(y, ids, table);
-      let bad = 0, first = -1;
-      for (let h = 0; h < 65536; h++) {
-        const want = widen(h);
-        const ok = Number.isNaN(want) ? Number.isNaN(y[h]!) : Object.is(y[h], Math.fround(want));
-        if (!ok && bad++ === 0) first = h;
-      }
-      assert.equal(bad, 0, `${dtype} cols=${cols}: ${bad} patterns widened wrongly, first 0x${first.toString(16)} -> ${y[first]} (want ${widen(first)})`);
     }
-  }
-});
-
-test("wasm rmsnorm, rope and swiglu match the reference", { skip }, async () => {
-  const [ref, wasm] = await both();
-  for (const [T, n] of [[1, 3], [4, 32], [7, 37]] as const) {
-    const x = data(T * n, T + n, 3), w = data(n, 7);
-    const yr = new Float32Array(T * n), yw = new Float32Array(T * n);
-    ref.rmsnorm(yr, x, ref.vector(w), T, 1e-5);
-    wasm.rmsnorm(yw, x, wasm.vector(w), T, 1e-5);
-    yr.forEach((v, i) => assert.ok(Math.abs(yw[i]! - v) <= 1e-6 * Math.abs(v) + 1e-7, `rmsnorm T=${T} n=${n} [${i}]: wasm ${yw[i]} ref ${v}`));
-  }
-  const inv = inverseFrequencies(12, 10000, { type: "none" });
-  for (const [T, heads, D] of [[1, 1, 2], [3, 4, 8], [5, 3, 12]] as const) {
-    const { cos, sin } = ropeTables(inv.subarray(0, D / 2), 1000, T);
-    const xr = data(T * heads * D, D + heads), xw = xr.slice();
-    ref.rope(xr, T, heads, D, cos, sin);
-    wasm.rope(xw, T, heads, D, cos, sin);
-    xr.forEach((v, i) => assert.ok(Math.abs(xw[i]! - v) <= 1e-6, `rope T=${T} H=${heads} D=${D} [${i}]: wasm ${xw[i]} ref ${v}`));
-  }
-  // silu over [-120, 120]: past the clamp of the wasm exp on both sides.
-  const n = 4099, g = Float32Array.from({ length: n }, (_, i) => -120 + (240 * i) / (n - 1)), u = data(n, 9);
-  const sr = new Float32Array(n), sw = new Float32Array(n);
-  ref.swiglu(sr, g, u);
-  wasm.swiglu(sw, g, u);
-  sr.forEach((v, i) => {
-    const err = Math.abs(sw[i]! - v);
-    // exp by a degree-7 polynomial after range reduction, then one division: within 1e-6 relative; below
-    // g = -88 the wasm exp is clamped and silu(g)·u is < 1e-30 instead of ~0
-    assert.ok(err <= 1e-6 * Math.abs(v) + 1e-30, `swiglu g=${g[i]} u=${u[i]}: wasm ${sw[i]} ref ${v} (error ${err.toExponential(2)})`);
+    assert.equal(cases, 24);
   });
+
+  test(`${name} Q4_K and Q6_K matmul and embedding (decoded in registers) equal the reference's decode${threadsNote}`, { skip: skips[name] }, async () => {
+    const [ref, fast] = await both(name);
+    for (const dtype of ["q4_k", "q6_k"] as const) {
+      for (const [T, nin, nout] of [[1, 256, 3], [5, 512, 4], [37, 256, 5]] as const) {
+        const x = data(T * nin, nin + T), bytes = kBlocks(dtype, nout * nin, T + nout);
+        const stored = dtype === "q4_k" ? dequantizeQ4_K(bytes) : dequantizeQ6_K(bytes);
+        const mr = ref.matrix(nout, nin, dtype), mw = fast.matrix(nout, nin, dtype);
+        ref.write(mr, 0, bytes);
+        fast.write(mw, 0, bytes);
+        const yr = new Float32Array(T * nout), yw = new Float32Array(T * nout);
+        ref.matmul(yr, x, mr, T);
+        fast.matmul(yw, x, mw, T);
+        for (let i = 0; i < yr.length; i++) {
+          const t = Math.floor(i / nout), o = i % nout;
+          let mag = 0;
+          for (let k = 0; k < nin; k++) mag += Math.abs(x[t * nin + k]! * stored[o * nin + k]!);
+          // f32 accumulation over 512 terms at most: |error| <= 4e-6 · Σ|x·w|
+          assert.ok(Math.abs(yw[i]! - yr[i]!) <= 4e-6 * mag, `${dtype} T=${T} nin=${nin} y[${t}][${o}]: ${name} ${yw[i]} ref ${yr[i]}`);
+        }
+        const ids = Int32Array.from({ length: nout }, (_, i) => nout - 1 - i), er = new Float32Array(nout * nin), ew = new Float32Array(nout * nin);
+        ref.embed(er, ids, mr);
+        fast.embed(ew, ids, mw);
+        assert.deepEqual(ew, er, `${dtype}: the ${name} decode gives the reference's bits`);
+      }
+    }
+  });
+}
+
+test("native: every SIMD instruction set this CPU runs gives the reference's Q8_0 / Q4_0 / Q4_K / Q6_K matmul and embedding", { skip: skips.native }, async () => {
+  const ref = await createModelKernels("reference");
+  const ran: string[] = [];
+  try {
+    for (const isa of ["avx512", "avx2", "sse41", "neon"]) {
+      if (!(await selectNativeIsa(isa))) continue;
+      ran.push(isa);
+      const fast = await createModelKernels("native", { threads: 2 });
+      for (const [dtype, nin] of [["q8_0", 96], ["q4_0", 96], ["q4_k", 512], ["q6_k", 256]] as const) {
+        const T = 5, nout = 6, x = data(T * nin, nin + 1);
+        const bytes = dtype === "q8_0" ? quantizeQ8_0(data(nout * nin, 3)) : dtype === "q4_0" ? quantizeQ4_0(data(nout * nin, 4)) : kBlocks(dtype, nout * nin, 5);
+        const mr = ref.matrix(nout, nin, dtype), mw = fast.matrix(nout, nin, dtype);
+        ref.write(mr, 0, bytes);
+        fast.write(mw, 0, bytes);
+        const yr = new Float32Array(T * nout), yw = new Float32Array(T * nout), er = new Float32Array(2 * nin), ew = new Float32Array(2 * nin);
+        ref.matmul(yr, x, mr, T);
+        fast.matmul(yw, x, mw, T);
+        const stored = ({ q8_0: dequantizeQ8_0, q4_0: dequantizeQ4_0, q4_k: dequantizeQ4_K, q6_k: dequantizeQ6_K })[dtype](bytes);
+        yr.forEach((v, i) => {
+          const t = Math.floor(i / nout), o = i % nout;
+          let mag = 0;
+          for (let k = 0; k < nin; k++) mag += Math.abs(x[t * nin + k]! * stored[o * nin + k]!);
+          // f32 accumulation over 512 terms at most: |error| <= 4e-6 · Σ|x·w|
+          assert.ok(Math.abs(yw[i]! - v) <= 4e-6 * mag, `${isa} ${dtype} y[${t}][${o}]: ${yw[i]} vs ${v}`);
+        });
+        ref.embed(er, Int32Array.of(5, 0), mr);
+        fast.embed(ew, Int32Array.of(5, 0), mw);
+        assert.deepEqual(ew, er, `${isa} ${dtype}: embedding rows decode to the reference's bits`);
+      }
+      fast.dispose();
+    }
+  } finally {
+    await selectNativeIsa("");
+  }
+  assert.ok(ran.length >= 1, "at least one SIMD set ran");
 });
 
 test("reference rope rotates pairs (i, i + D/2) at absolute positions", async () => {

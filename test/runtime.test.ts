@@ -14,7 +14,7 @@ test("runtime is detected with its capabilities", () => {
 
 test("every backend probe answers usable or says why not", async () => {
   const probes = await probeAll();
-  assert.deepEqual(probes.map((p) => p.name), ["cuda", "wasm", "reference", "null"]);
+  assert.deepEqual(probes.map((p) => p.name), ["cuda", "native", "wasm", "reference", "null"]);
   for (const p of probes) if (!p.usable) assert.ok(p.reason && p.reason.length > 5, `${p.name} gives no reason`);
   assert.equal(probes.find((p) => p.name === "reference")!.usable, true);
 });

@@ -18,6 +18,7 @@ import { createWasmBackend, loadWasmModule, probeWasm, type WasmKernels } from "
 import { instantiate } from "../src/backend/wasm-exec.ts";
 import { f16BitsToF32, f32ToBf16Bits, f32ToF16Bits, type KvDtype } from "../src/dtype.ts";
 import { bufferBytes } from "../src/backend/layout.ts";
+import { SEGMENT_WORDS } from "../src/backend/abi.ts";
 import { randomArray, rng } from "./helpers/random.ts";
 
 const probe = await probeWasm({});
@@ -134,11 +135,11 @@ for (const kernels of ["simd", "relaxed", "scalar"] as WasmKernels[]) {
     assert.equal(append(64, 64), -1, "row 64 of a 64-row buffer would land in the next head's tiles");
     assert.ok(untouched(), "a refused append wrote into the buffer");
     assert.equal(append(63, 64), 0, "row 63 of a 64-row buffer");
-    // one T64 segment of rows [10, 10 + count) over a buffer of `rows` rows: 10 i32 fields (duo.h duo_segment)
-    const seg = ex.duo_alloc(40) >>> 0, q = ex.duo_alloc(4 * D * 4) >>> 0, out = ex.duo_alloc(4 * D * 4) >>> 0;
+    // one T64 segment of rows [10, 10 + count) over a buffer of `rows` rows: 14 i32 words (duo.h duo_segment)
+    const seg = ex.duo_alloc(SEGMENT_WORDS * 4) >>> 0, q = ex.duo_alloc(4 * D * 4) >>> 0, out = ex.duo_alloc(4 * D * 4) >>> 0;
     const work = ex.duo_alloc(ex.duo_attend_workspace(1, 4, 1, D)) >>> 0;
     const attend = (count: number, rows: number) => {
-      new Int32Array(ex.memory.buffer, seg, 10).set([buf, buf, 2, H, 10, count, 0, 10, 1, rows]);
+      new Int32Array(ex.memory.buffer, seg, SEGMENT_WORDS).set([buf, 0, buf, 0, 0, 0, 2, H, 10, count, 10, 1, rows, 0]);
       return ex.duo_attend(q, 1, 4, D, 4, 1, ints, ints, seg, 1, 80, 0, 0, 0, out, 0, work);
     };
     assert.equal(attend(54, 96), -1, "buffer_rows 96 is not whole tiles");

@@ -1,7 +1,8 @@
 /**
  * Backend selection. One function answers both "is it usable here?" (probe) and "give me one" (create).
- * Order for "auto": cuda (library loads + device present) -> wasm -> reference. A backend that cannot be used, or
- * cannot run the engine asked for (validate.ts `unsupported`), says why; when none can, the error lists every reason.
+ * Order for "auto": cuda (library loads + device present) -> native (the CPU library of this host loads, API version
+ * checked) -> wasm -> reference. A backend that cannot be used, or cannot run the engine asked for (validate.ts
+ * `unsupported`), says why; when none can, the error lists every reason.
  * "auto" never lands on the reference backend silently: it warns once with the reasons, or refuses with `strict`.
  */
 import { DuoError } from "../errors.ts";
@@ -11,10 +12,11 @@ import type { Backend, BackendName, BackendProbe } from "./types.ts";
 import { type EngineNeeds, unsupported } from "./validate.ts";
 
 export type BackendChoice = BackendName | "auto";
-export const BACKEND_CHOICES: readonly BackendChoice[] = ["auto", "cuda", "wasm", "reference", "null"];
+export const BACKEND_CHOICES: readonly BackendChoice[] = ["auto", "cuda", "native", "wasm", "reference", "null"];
 
 export interface BackendOptions {
-  /** wasm: worker count (default: the number of cores; 0 = run in this thread) */
+  /** wasm: worker count (default: the number of cores; 0 = run in this thread); native: threads of the library's
+   *  pool (default: the number of cores; 0 counts as 1) */
   threads?: number;
   /** wasm: bytes each worker (shard) may hold, below its 4 GiB wasm32 limit — to leave room, or to cap a benchmark */
   memoryLimit?: number;
@@ -23,6 +25,8 @@ export interface BackendOptions {
   sharedLane?: boolean;
   /** wasm: a precompiled module (edge runtimes, bundlers) instead of reading wasm/dist from disk */
   wasmModule?: WebAssembly.Module;
+  /** native: path of libduo.so (default: $DUO_NATIVE_LIB, then native/dist/<os>-<arch>/) */
+  nativeLibrary?: string;
   /** cuda: path of libduo_cuda.so (default: $DUO_CUDA_LIB, then cuda/build/) */
   cudaLibrary?: string;
   /** cuda: device ordinal */
@@ -39,13 +43,15 @@ export async function probeBackend(name: BackendName, opts: BackendOptions = {})
       return { name, usable: true };
     case "wasm":
       return (await import("./wasm.ts")).probeWasm(opts);
+    case "native":
+      return (await import("./native.ts")).probeNative(opts);
     case "cuda":
       return (await import("./cuda.ts")).probeCuda(opts);
   }
 }
 
 export async function probeAll(opts: BackendOptions = {}): Promise<BackendProbe[]> {
-  return Promise.all((["cuda", "wasm", "reference", "null"] as const).map((n) => probeBackend(n, opts)));
+  return Promise.all((["cuda", "native", "wasm", "reference", "null"] as const).map((n) => probeBackend(n, opts)));
 }
 
 /**
@@ -64,7 +70,7 @@ export async function createBackend(choice: BackendChoice | Backend, opts: Backe
   }
   if (choice === "reference") return new ReferenceBackend();
   if (choice === "null") return new NullBackend();
-  const order: BackendName[] = choice === "auto" ? ["cuda", "wasm", "reference"] : [choice];
+  const order: BackendName[] = choice === "auto" ? ["cuda", "native", "wasm", "reference"] : [choice];
   const reasons: string[] = [];
   for (const name of order) {
     if (name === "reference") return referenceFallback(reasons, opts.strict === true);
@@ -76,6 +82,7 @@ export async function createBackend(choice: BackendChoice | Backend, opts: Backe
     let backend: Backend;
     try {
       if (name === "wasm") backend = await (await import("./wasm.ts")).createWasmBackend(opts);
+      else if (name === "native") backend = await (await import("./native.ts")).createNativeBackend(opts);
       else backend = await (await import("./cuda.ts")).createCudaBackend(opts);
     } catch (e) {
       if (choice !== "auto") throw e;

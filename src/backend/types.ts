@@ -24,7 +24,7 @@
 import type { KvDtype } from "../dtype.ts";
 import type { BufferLayout, KvLayout } from "./layout.ts";
 
-export type BackendName = "reference" | "wasm" | "cuda" | "null";
+export type BackendName = "reference" | "wasm" | "native" | "cuda" | "null";
 export type Handle = number;
 
 /** Copy rows of a host f32 tensor into a KV buffer, rounding to the buffer's dtype (RNE). */

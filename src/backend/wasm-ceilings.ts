@@ -1,13 +1,23 @@
 /**
- * The machine's two ceilings as the wasm backend sees them, measured by duo.wasm kernels in the backend's own
- * workers (same runtime, same thread count as the attention kernels they are compared with, ANCHORS §4):
+ * The machine's two ceilings as a kernel backend sees them, measured by its own ceiling kernels (duo.wasm in the wasm
+ * backend's workers; libduo.so's over the native backend's threads): same runtime, same thread count as the attention
+ * kernels they are compared with (ANCHORS §4):
  *  - streaming-read bandwidth: a SIMD sum over 256 MiB per shard (well past any cache), all shards at once;
  *  - multiply-add throughput: a register-resident loop of independent f32x4 multiply-add chains (2 FLOP per lane),
  *    issued with the same VF_MAD as the attention kernels of the loaded build: mul + add in duo.wasm, the fused
  *    relaxed_madd in duo-relaxed.wasm (wasm/src/simd.h).
  * Each is the best of a few trials after a warm-up of short calls (V8 only tiers wasm up after many calls).
  */
-import type { WasmBackend } from "./wasm.ts";
+/** What the ceilings are measured on: WasmBackend, or NativeBackend (one shard whose `threads` each run the mad
+ *  steps, and share the read bytes). */
+export interface CeilingKernels {
+  readonly shards: number;
+  /** the build that measures (its multiply-add is the kernels') */
+  readonly kernels: string;
+  /** threads of one shard that each run all `amount` multiply-add steps (native; 1 for wasm) */
+  readonly madThreads?: number;
+  measure(shard: number, kind: "read" | "mad", amount: number, reps: number): Promise<number>;
+}
 
 export interface WasmCeilings {
   /** streaming-read bandwidth of all shards together, GB/s (1e9 bytes) */
@@ -26,7 +36,7 @@ const MAD_STEPS = 10_000_000;
 const MAD_FLOP_PER_STEP = 96;
 
 /** Best wall time (ms) over `trials` of every shard running `reps` calls at once. */
-async function best(b: WasmBackend, kind: "read" | "mad", amount: number, reps: number, trials: number): Promise<number> {
+async function best(b: CeilingKernels, kind: "read" | "mad", amount: number, reps: number, trials: number): Promise<number> {
   let ms = Infinity;
   for (let i = 0; i < trials; i++) {
     const t0 = performance.now();
@@ -36,15 +46,15 @@ async function best(b: WasmBackend, kind: "read" | "mad", amount: number, reps: 
   return ms;
 }
 
-export async function measureWasmCeilings(b: WasmBackend, trials = 3): Promise<WasmCeilings> {
+export async function measureWasmCeilings(b: CeilingKernels, trials = 3): Promise<WasmCeilings> {
   await best(b, "read", 64 * 1024, 200, 1);
   await best(b, "mad", 1000, 200, 1);
   const readMs = await best(b, "read", READ_BYTES, 4, trials);
   const madMs = await best(b, "mad", MAD_STEPS, 2, trials);
   return {
     readGBps: (b.shards * READ_BYTES * 4) / (readMs * 1e6),
-    gflops: (b.shards * MAD_STEPS * 2 * MAD_FLOP_PER_STEP) / (madMs * 1e6),
-    workers: b.shards,
+    gflops: (b.shards * (b.madThreads ?? 1) * MAD_STEPS * 2 * MAD_FLOP_PER_STEP) / (madMs * 1e6),
+    workers: b.shards * (b.madThreads ?? 1),
     kernels: b.kernels,
   };
 }

@@ -4,12 +4,12 @@
  * runs in this thread (threads: 0) and inside every worker (wasm-worker.ts); ops reaching it are already validated by
  * the backend (wasm.ts), which owns the handle table and the byte accounting.
  */
-import type { KvDtype } from "../dtype.ts";
 import { DuoError, type DuoErrorCode } from "../errors.ts";
-import { type BufferLayout, type KvLayout, kvBufferRows } from "./layout.ts";
+import { kvBufferRows } from "./layout.ts";
+import { DTYPE_CODE, DUO_API_VERSION, LAYOUT_CODE, packSegment, SEGMENT_WORDS } from "./abi.ts";
 import type { AppendOp, AttendOp, Handle } from "./types.ts";
 
-export const DUO_API_VERSION = 4;
+export { DUO_API_VERSION };
 
 /** The exports of duo.wasm / duo-scalar.wasm (wasm/src/duo.h). Pointers are u32 byte offsets. */
 export interface DuoExports {
@@ -51,14 +51,8 @@ export type FromWorker =
   | { id: number; ok: true; value: unknown }
   | { id: number; ok: false; code: DuoErrorCode; message: string };
 
-const DTYPE_CODE: Record<KvDtype, number> = { f32: 0, f16: 1, bf16: 2, int8: 3, int4: 4 };
-/** Segment flag: its buffers may hold Inf/NaN, so the kernels take the exact paths (wasm/src/duo.h). */
-const DUO_NONFINITE = 8;
 /** Host rows are copied into wasm memory in pieces of at most this many bytes. */
 const PIECE_BYTES = 4 << 20;
-const SEGMENT_INTS = 10;
-/** Layout codes of duo.h: buffers (duo_append) and segments (duo_segment.layout; T64 = 1). */
-const LAYOUT_CODE: Record<BufferLayout | KvLayout, number> = { NHD: 0, K64: 1, V64: 2, T64: 1 };
 
 export async function instantiate(module: WebAssembly.Module): Promise<DuoExports> {
   const instance = await WebAssembly.instantiate(module, {});
@@ -198,21 +192,18 @@ export class WasmExec {
     const segs = op.segments.map((s) => ({ s, k: this.buffer(s.k), v: this.buffer(s.v) }));
     const per = Math.max(1, Math.min(T, Math.floor(PIECE_BYTES / (Hq * D * 4))));
     const lay = new Layout();
-    const segAt = lay.take(segs.length * SEGMENT_INTS * 4);
+    const segAt = lay.take(segs.length * SEGMENT_WORDS * 4);
     const posAt = segs.map(({ s }) => (typeof s.positions === "number" ? -1 : lay.take(s.positions.length * 4)));
     const qHeadsAt = lay.take(J * 4), slotsAt = lay.take(J * 4);
     const qAt = lay.take(per * Hq * D * 4), outAt = lay.take(per * J * G * D * 4), lseAt = lay.take(per * J * G * 4);
     const workAt = lay.take(this.ex.duo_attend_workspace(per, G, J, D) >>> 0);
     const base = this.ensureScratch(lay.bytes);
     const mem = this.ex.memory.buffer;
-    const segInts = new Int32Array(mem, base + segAt, segs.length * SEGMENT_INTS);
+    const segWords = new Int32Array(mem, base + segAt, segs.length * SEGMENT_WORDS);
     segs.forEach(({ s, k, v }, i) => {
-      const dtype = DTYPE_CODE[s.dtype] | (k.nonfinite || v.nonfinite ? DUO_NONFINITE : 0);
       const numeric = typeof s.positions === "number";
       if (!numeric) new Int32Array(mem, base + posAt[i]!, s.rowCount).set(s.positions as Int32Array);
-      const layout = s.layout ?? "NHD", rows = layout === "NHD" ? 0 : kvBufferRows(layout, k.bytes, s.rowHeads, D, s.dtype);
-      segInts.set([k.ptr, v.ptr, dtype, s.rowHeads, s.rowStart, s.rowCount, numeric ? 0 : base + posAt[i]!,
-        numeric ? (s.positions as number) : 0, LAYOUT_CODE[layout], rows], i * SEGMENT_INTS);
+      packSegment(segWords, i, s, D, { k: k.ptr, v: v.ptr, kBytes: k.bytes, positions: numeric ? 0 : base + posAt[i]!, nonfinite: k.nonfinite || v.nonfinite });
     });
     new Int32Array(mem, base + qHeadsAt, J).set(op.qHeads);
     new Int32Array(mem, base + slotsAt, J).set(op.kvSlots);

@@ -17,6 +17,7 @@ import { type KvLayout, tileable } from "./layout.ts";
 import type { BackendOptions } from "./registry.ts";
 import type { AppendOp, AttendOp, Backend, BackendCapabilities, BackendMemory, BackendProbe, Handle, Op } from "./types.ts";
 import { checkOp } from "./validate.ts";
+import { scatterCompact } from "./abi.ts";
 import { type AttendResult, type ExecOp, type FromWorker, type ToWorker, WasmExec } from "./wasm-exec.ts";
 import { CLOSED, DONE, Lane, laneUsable, REQ, STATUS, waitChange } from "./wasm-lane.ts";
 
@@ -303,7 +304,7 @@ export class WasmBackend implements Backend {
     const exec = ops.map((op, i) => this.check(shard, op, i));
     const results = await this.impl[shard]!.run(exec);
     ops.forEach((op, i) => {
-      if (op.kind === "attend") scatter(op, results[i]!);
+      if (op.kind === "attend") scatterCompact(op, results[i]!.out, results[i]!.lse);
     });
   }
 
@@ -368,19 +369,6 @@ function packAppend(op: AppendOp): AppendOp {
     i++;
   }
   return { ...op, src, srcHeads: H, heads: Int32Array.from({ length: H }, (_, j) => j), rows };
-}
-
-/** Copy an attend's compact result into the rows of the caller's out/lse that belong to its query heads. */
-function scatter(op: AttendOp, r: AttendResult): void {
-  const { T, numHeads: Hq, headDim: D, group: G } = op;
-  const J = op.qHeads.length;
-  for (let t = 0; t < T; t++) {
-    for (let j = 0; j < J; j++) {
-      const src = (t * J + j) * G, dst = t * Hq + op.qHeads[j]! * G;
-      op.out.set(r.out.subarray(src * D, (src + G) * D), dst * D);
-      if (op.lse && r.lse) op.lse.set(r.lse.subarray(src, src + G), dst);
-    }
-  }
 }
 
 /** Where the .wasm files are: wasm/dist when running from the TypeScript sources, beside this module when bundled;

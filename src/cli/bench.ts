@@ -4,6 +4,7 @@
  * Tables on stdout (progress on stderr), or one JSON line per measurement with --json; `--suite paper` reruns the
  * paper's efficiency study and writes JSON lines, a markdown report and SVG plots.
  */
+import type { NativeBackend } from "../backend/native.ts";
 import { createBackend } from "../backend/registry.ts";
 import { loadAverage, runtime } from "../runtime.ts";
 import { resolveCases, type ShapeCase } from "./bench/cases.ts";
@@ -33,7 +34,7 @@ export async function main(argv: string[]): Promise<number> {
   try {
     const h: Harness = {
       backend,
-      base: { backend: backend.name, runtime: `${rt.name} ${rt.version}`, threads: backend.name === "wasm" ? backend.shards : 1 },
+      base: { backend: backend.name, runtime: `${rt.name} ${rt.version}`, threads: backend.name === "wasm" ? backend.shards : backend.name === "native" ? (backend as NativeBackend).threads : 1 },
       ceilings: null,
       budgetMs: o.budgetMs,
       records: [],

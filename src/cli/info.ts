@@ -18,7 +18,7 @@ export async function main(argv: string[]): Promise<number> {
       `runtime: ${rt.name} ${rt.version}`,
       `  cores: ${rt.cores}   wasm: ${yes(rt.wasm)}   wasm simd128: ${yes(rt.wasmSimd)}   relaxed simd: ${yes(rt.wasmRelaxedSimd)}   workers: ${yes(rt.workers)}   SharedArrayBuffer: ${yes(rt.sharedArrayBuffer)}   ffi: ${rt.ffi}`,
       "backends:",
-      ...backends.map((b) => `  ${b.name.padEnd(9)} ${b.usable ? "usable" : `not usable: ${b.reason}`}${b.name === "wasm" && b.usable ? ` (kernels: ${wasmKernels()})` : ""}`),
+      ...backends.map((b) => `  ${b.name.padEnd(9)} ${b.usable ? "usable" : `not usable: ${b.reason}`}${b.name === "wasm" && b.usable ? ` (kernels: ${wasmKernels()})` : ""}${"isa" in b && b.usable ? ` (kernels: ${b.isa})` : ""}`),
       "",
     ].join("\n"),
   );

@@ -1,13 +1,13 @@
 /**
- * The model math (everything but attention, which the engine does) behind one small interface, with three
+ * The model math (everything but attention, which the engine does) behind one small interface, with four
  * implementations: `reference` (plain TS, float64 accumulation — the specification, kernels-reference.ts), `wasm`
- * (C + SIMD128 in wasm/model/, one instance in the calling thread, kernels-wasm.ts) and `wasm-parallel` (the same
- * kernels in N workers, each holding a slice of the rows of every matrix: kernels-parallel.ts).
+ * (C + SIMD128 in wasm/model/, one instance in the calling thread, kernels-wasm.ts), `wasm-parallel` (the same
+ * kernels in N workers, each holding a slice of the rows of every matrix: kernels-parallel.ts) and `native` (the same
+ * C compiled for this CPU in libduo.so, matmul rows over the library's threads, kernels-native.ts).
  *
  * Weights live inside the kernel set: large matrices keep the file's dtype (f32, f16, bf16, or llama.cpp's Q8_0 /
- * Q4_0 / Q4_K / Q6_K blocks) in the wasm memory and are widened / dequantized to f32 inside the kernel; the reference set decodes
- * them to f32 at load. Small weights (norms,
- * biases) are f32 vectors. Activations are host Float32Arrays, row-major, one row per token.
+ * Q4_0 / Q4_K / Q6_K blocks) in the wasm memory or the native library's blocks and are widened / dequantized to f32
+ * inside the kernel; the reference set decodes them to f32 at load. Small weights (norms, biases) are f32 vectors. Activations are host Float32Arrays, row-major, one row per token.
  */
 import { DuoError } from "../errors.ts";
 import { runtime } from "../runtime.ts";
@@ -30,8 +30,8 @@ export function matrixBytes(rows: number, cols: number, dtype: WeightDtype): num
   if (cols % b.elements !== 0) throw new DuoError("UNSUPPORTED", `a ${dtype} matrix needs rows of a multiple of ${b.elements} elements, got ${cols}`);
   return (rows * cols / b.elements) * b.bytes;
 }
-export type KernelsName = "reference" | "wasm" | "wasm-parallel";
-export const KERNELS: readonly KernelsName[] = ["reference", "wasm", "wasm-parallel"];
+export type KernelsName = "reference" | "wasm" | "wasm-parallel" | "native";
+export const KERNELS: readonly KernelsName[] = ["reference", "wasm", "wasm-parallel", "native"];
 
 /** A row-major weight matrix [rows, cols] held by a kernel set. */
 export interface Matrix {
@@ -79,6 +79,10 @@ export interface ModelKernelsOptions {
   modelThreads?: number;
   /** "auto": the bytes of weights the model will load (decides whether workers pay off) */
   weightBytes?: number;
+  /** "native": path of libduo.so (default: $DUO_NATIVE_LIB, then native/dist/<os>-<arch>/) */
+  nativeLibrary?: string;
+  /** "native": threads of the library's matmul (default: one per core) */
+  threads?: number;
 }
 
 /** "auto" picks "wasm-parallel" for models of at least this many bytes of weights. Each matmul's trip to the
@@ -90,13 +94,15 @@ export const PARALLEL_MIN_BYTES = 128 << 20;
 /**
  * A kernel set by name. "auto": reference without WASM SIMD; "wasm-parallel" where this thread may block on shared
  * memory (parallelUnusable(): never a browser's main thread), there are 2 or more cores (modelThreads, default the
- * core count) and the model has at least PARALLEL_MIN_BYTES of weights; else "wasm".
+ * core count) and the model has at least PARALLEL_MIN_BYTES of weights; else "wasm". "native" by name, or by the model
+ * runner when its attention backend is native.
  */
 export async function createModelKernels(name: KernelsName | "auto", opts: ModelKernelsOptions = {}): Promise<ModelKernels> {
   if (name === "auto") name = await autoKernels(opts);
   if (name === "reference") return new (await import("./kernels-reference.ts")).ReferenceKernels();
   if (name === "wasm") return await (await import("./kernels-wasm.ts")).createWasmKernels(opts.wasmModule);
   if (name === "wasm-parallel") return await (await import("./kernels-parallel.ts")).ParallelKernels.create(opts);
+  if (name === "native") return await (await import("./kernels-native.ts")).createNativeKernels(opts);
   throw new DuoError("INVALID_ARGUMENT", `model kernels must be one of ${["auto", ...KERNELS].map((k) => `"${k}"`).join(", ")}, got ${JSON.stringify(name)}`);
 }
 

@@ -37,9 +37,9 @@ import { checkTensors, loadWeights, type ModelWeights } from "./weights.ts";
 export interface LoadOptions {
   /** attention backend of the engine (default "auto"); "reference" also runs the model math on the reference kernels */
   backend?: BackendChoice | Backend;
-  /** model math: "auto" (default: reference with backend "reference", else wasm where WASM SIMD exists, wasm-parallel
-   *  for models of 128 MiB and more where workers can share memory — createModelKernels), or a kernel set (the
-   *  model disposes it) */
+  /** model math: "auto" (default: reference with backend "reference", native with backend "native", else wasm where
+   *  WASM SIMD exists, wasm-parallel for models of 128 MiB and more where workers can share memory —
+   *  createModelKernels), or a kernel set (the model disposes it) */
   kernels?: KernelsName | "auto" | ModelKernels;
   /** kernels "wasm-parallel": worker count (default: one per core; 0 with "auto": the model math stays in this
    *  thread, as it does with threads: 0) */
@@ -60,15 +60,17 @@ export interface LoadOptions {
   maxContext?: number;
   /** prompt tokens per forward pass (default 512) */
   prefillChunk?: number;
-  /** wasm attention backend: worker count */
+  /** wasm attention backend: worker count; native: threads of the attention and the model math */
   threads?: number;
+  /** native: path of libduo.so (default: $DUO_NATIVE_LIB, then native/dist/<os>-<arch>/) */
+  nativeLibrary?: string;
   /** backend "auto": refuse rather than fall back to the reference backend (BackendOptions.strict) */
   strict?: boolean;
   /** a precompiled duo-model.wasm (edge runtimes, bundlers) */
   modelWasm?: WebAssembly.Module;
 }
 
-const LOAD_KEYS = ["backend", "kernels", "pattern", "sparsity", "heads", "sinkSize", "recentSize", "kvDtype", "prefill", "maxContext", "prefillChunk", "threads", "strict", "modelWasm", "modelThreads"];
+const LOAD_KEYS = ["backend", "kernels", "pattern", "sparsity", "heads", "sinkSize", "recentSize", "kvDtype", "prefill", "maxContext", "prefillChunk", "threads", "nativeLibrary", "strict", "modelWasm", "modelThreads"];
 
 /** The head schedule in the model's order, and the pattern it came from (whose config.json gives the window). */
 async function scheduleFor(o: LoadOptions, cfg: ModelConfig): Promise<{ schedule: HeadSchedule; pattern?: HeadPattern }> {
@@ -127,9 +129,11 @@ export class LlamaModel {
     const weightBytes = checkTensors(tensors, cfg);
     const { schedule, pattern } = await scheduleFor(options, cfg);
     const backendName = typeof options.backend === "object" ? options.backend.name : options.backend;
-    const choice = options.kernels ?? (backendName === "reference" ? "reference" : "auto");
-    const kernels = choice !== null && typeof choice === "object" ? choice : await createModelKernels(choice,
-      { wasmModule: options.modelWasm, weightBytes, modelThreads: options.modelThreads ?? (choice === "auto" && options.threads === 0 ? 0 : undefined) });
+    const choice = options.kernels ?? (backendName === "reference" ? "reference" : backendName === "native" ? "native" : "auto");
+    const kernels = choice !== null && typeof choice === "object" ? choice : await createModelKernels(choice, {
+      wasmModule: options.modelWasm, weightBytes, modelThreads: options.modelThreads ?? (choice === "auto" && options.threads === 0 ? 0 : undefined),
+      nativeLibrary: options.nativeLibrary, threads: options.threads,
+    });
     let engine: DuoAttention | undefined;
     try {
       // Retrieval heads first in every layer, as the weights will be permuted.

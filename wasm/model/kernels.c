@@ -2,19 +2,21 @@
 // f16 or bf16 (widened to f32 in registers) or llama.cpp's Q8_0 / Q4_0 / Q4_K / Q6_K blocks (decoded in registers),
 // RMSNorm, RoPE (rotate-half), SwiGLU, embedding lookup.
 // f16/bf16 matrices are packed once after loading (pack_u16). One instance per model, in the calling thread; the TS side owns the memory layout (weights, then scratch for the
-// activations of one call) and passes byte addresses as u32. No libc: freestanding, SIMD128, f32 accumulation.
+// activations of one call) and passes byte addresses as u32. No libc: freestanding, f32 accumulation, written with
+// the SIMD macros of wasm/src/simd.h: native/build.sh compiles this file per instruction set too (libduo.so's model
+// kernels, native/src/model.c).
 // The reference twin, with float64 accumulation, is src/model/kernels-reference.ts.
 #include <stdint.h>
-#include <wasm_simd128.h>
+#include "../src/simd.h"
 
 #define EXPORT __attribute__((visibility("default")))
 
 // -------------------------------------------------------------------------------------------------------------
 // widening loads: 8 consecutive weights -> two f32x4 (lo = elements 0..3, hi = 4..7)
 
-static inline void ld8_f32(const float* p, v128_t* lo, v128_t* hi) {
-  *lo = wasm_v128_load(p);
-  *hi = wasm_v128_load(p + 4);
+static inline void ld8_f32(const float* p, VF* lo, VF* hi) {
+  *lo = VF_LOAD(p);
+  *hi = VF_LOAD(p + 4);
 }
 
 // Packed 16-bit weights: pack_u16 (below) stores each full group of 8 elements of a row as [0,4,1,5,2,6,3,7], so
@@ -22,27 +24,27 @@ static inline void ld8_f32(const float* p, v128_t* lo, v128_t* hi) {
 // gives elements 0..3 (low halves) and 4..7 (high halves) in order, without the two widening extends.
 
 // bf16 is the top half of an f32: low halves shift up by 16, high halves are masked.
-static inline void ld8_bf16(const uint16_t* p, v128_t* lo, v128_t* hi) {
-  v128_t h = wasm_v128_load(p);
-  *lo = wasm_i32x4_shl(h, 16);
-  *hi = wasm_v128_and(h, wasm_i32x4_splat((int)0xffff0000));
+static inline void ld8_bf16(const uint16_t* p, VF* lo, VF* hi) {
+  VF h = VF_LOAD(p);
+  *lo = VI_SHL(h, 16);
+  *hi = VI_AND(h, VI_SPLAT((int)0xffff0000));
 }
 
 // f16 bits (one per u32 lane) -> f32: move exponent+mantissa into place and rescale by 2^112, which is exact for
 // normals and subnormals; exponent 31 (Inf/NaN) gets the f32 all-ones exponent; the sign is copied.
-static inline v128_t f16x4_to_f32(v128_t h) {
-  v128_t sign = wasm_i32x4_shl(wasm_v128_and(h, wasm_i32x4_splat(0x8000)), 16);
-  v128_t em = wasm_v128_and(h, wasm_i32x4_splat(0x7fff));
-  v128_t f = wasm_f32x4_mul(wasm_i32x4_shl(em, 13), wasm_f32x4_splat(0x1p112f));
-  v128_t special = wasm_i32x4_gt(em, wasm_i32x4_splat(0x7bff));
-  f = wasm_v128_or(f, wasm_v128_and(special, wasm_i32x4_splat(0x7f800000)));
-  return wasm_v128_or(f, sign);
+static inline VF f16x4_to_f32(VF h) {
+  VF sign = VI_SHL(VI_AND(h, VI_SPLAT(0x8000)), 16);
+  VF em = VI_AND(h, VI_SPLAT(0x7fff));
+  VF f = VF_MUL(VI_SHL(em, 13), VF_SPLAT(0x1p112f));
+  VF special = VI_GT(em, VI_SPLAT(0x7bff));
+  f = VI_OR(f, VI_AND(special, VI_SPLAT(0x7f800000)));
+  return VI_OR(f, sign);
 }
 
-static inline void ld8_f16(const uint16_t* p, v128_t* lo, v128_t* hi) {
-  v128_t h = wasm_v128_load(p);
-  *lo = f16x4_to_f32(wasm_v128_and(h, wasm_i32x4_splat(0xffff)));
-  *hi = f16x4_to_f32(wasm_u32x4_shr(h, 16));
+static inline void ld8_f16(const uint16_t* p, VF* lo, VF* hi) {
+  VF h = VF_LOAD(p);
+  *lo = f16x4_to_f32(VI_AND(h, VI_SPLAT(0xffff)));
+  *hi = f16x4_to_f32(VI_SHR(h, 16));
 }
 
 // In place on a row-major [rows, cols] matrix of 16-bit elements: every full group of 8 of each row to the packed
@@ -52,8 +54,8 @@ EXPORT void pack_u16(uint16_t* w, int rows, int cols) {
   for (int r = 0; r < rows; r++) {
     uint16_t* row = w + (uintptr_t)r * cols;
     for (int k = 0; k < c8; k += 8) {
-      v128_t v = wasm_v128_load(row + k);
-      wasm_v128_store(row + k, wasm_i8x16_shuffle(v, v, 0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15));
+      VI v = VF_LOAD(row + k);
+      VF_STORE(row + k, VI_ZIP_LO16(v, VF_SWAP64(v))); /* 16-bit lanes 0 4 1 5 2 6 3 7 */
     }
   }
 }
@@ -64,15 +66,15 @@ static inline float w1_bf16(const uint16_t* p) {
   return v.f;
 }
 static inline float w1_f16(const uint16_t* p) {
-  return wasm_f32x4_extract_lane(f16x4_to_f32(wasm_i32x4_splat(*p)), 0);
+  return VF_LANE(f16x4_to_f32(VI_SPLAT(*p)), 0);
 }
 
-static inline float hsum(v128_t v) {
-  return wasm_f32x4_extract_lane(v, 0) + wasm_f32x4_extract_lane(v, 1) + wasm_f32x4_extract_lane(v, 2) +
-         wasm_f32x4_extract_lane(v, 3);
+static inline float hsum(VF v) {
+  return VF_LANE(v, 0) + VF_LANE(v, 1) + VF_LANE(v, 2) +
+         VF_LANE(v, 3);
 }
 
-#define FMA(acc, a, b) acc = wasm_f32x4_add(acc, wasm_f32x4_mul(a, b))
+#define FMA(acc, a, b) acc = VF_MAD(acc, a, b)
 
 // -------------------------------------------------------------------------------------------------------------
 // matmul: y[T, nout] = x[T, nin] · W[nout, nin]ᵀ (+ b[nout]); b = 0 means no bias.
@@ -96,19 +98,19 @@ static inline float hsum(v128_t v) {
         for (; t + 4 <= t1; t += 4) {                                                                           \
           const float* x0 = x + (uintptr_t)t * nin;                                                             \
           const float *x1 = x0 + nin, *x2 = x1 + nin, *x3 = x2 + nin;                                           \
-          v128_t a00 = wasm_f32x4_splat(0), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00,   \
+          VF a00 = VF_SPLAT(0), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00,   \
                  a31 = a00;                                                                                     \
           for (int k = 0; k < k8; k += 8) {                                                                     \
-            v128_t p0, p1, q0, q1;                                                                              \
+            VF p0, p1, q0, q1;                                                                              \
             LD8(w0 + k, &p0, &p1);                                                                              \
             LD8(w1 + k, &q0, &q1);                                                                              \
-            v128_t u = wasm_v128_load(x0 + k), v = wasm_v128_load(x0 + k + 4);                                  \
+            VF u = VF_LOAD(x0 + k), v = VF_LOAD(x0 + k + 4);                                  \
             FMA(a00, u, p0); FMA(a00, v, p1); FMA(a01, u, q0); FMA(a01, v, q1);                                 \
-            u = wasm_v128_load(x1 + k), v = wasm_v128_load(x1 + k + 4);                                         \
+            u = VF_LOAD(x1 + k), v = VF_LOAD(x1 + k + 4);                                         \
             FMA(a10, u, p0); FMA(a10, v, p1); FMA(a11, u, q0); FMA(a11, v, q1);                                 \
-            u = wasm_v128_load(x2 + k), v = wasm_v128_load(x2 + k + 4);                                         \
+            u = VF_LOAD(x2 + k), v = VF_LOAD(x2 + k + 4);                                         \
             FMA(a20, u, p0); FMA(a20, v, p1); FMA(a21, u, q0); FMA(a21, v, q1);                                 \
-            u = wasm_v128_load(x3 + k), v = wasm_v128_load(x3 + k + 4);                                         \
+            u = VF_LOAD(x3 + k), v = VF_LOAD(x3 + k + 4);                                         \
             FMA(a30, u, p0); FMA(a30, v, p1); FMA(a31, u, q0); FMA(a31, v, q1);                                 \
           }                                                                                                     \
           float s[4][2] = {{hsum(a00), hsum(a01)}, {hsum(a10), hsum(a11)}, {hsum(a20), hsum(a21)},              \
@@ -125,15 +127,15 @@ static inline float hsum(v128_t v) {
         }                                                                                                       \
         for (; t < t1; t++) { /* single tokens (decode, block tails): two accumulators per row */              \
           const float* x0 = x + (uintptr_t)t * nin;                                                             \
-          v128_t a0 = wasm_f32x4_splat(0), a1 = a0, c0 = a0, c1 = a0;                                           \
+          VF a0 = VF_SPLAT(0), a1 = a0, c0 = a0, c1 = a0;                                           \
           for (int k = 0; k < k8; k += 8) {                                                                     \
-            v128_t p0, p1, q0, q1;                                                                              \
+            VF p0, p1, q0, q1;                                                                              \
             LD8(w0 + k, &p0, &p1);                                                                              \
             LD8(w1 + k, &q0, &q1);                                                                              \
-            v128_t u = wasm_v128_load(x0 + k), v = wasm_v128_load(x0 + k + 4);                                  \
+            VF u = VF_LOAD(x0 + k), v = VF_LOAD(x0 + k + 4);                                  \
             FMA(a0, u, p0); FMA(a1, v, p1); FMA(c0, u, q0); FMA(c1, v, q1);                                     \
           }                                                                                                     \
-          float s0 = hsum(wasm_f32x4_add(a0, a1)), s1 = hsum(wasm_f32x4_add(c0, c1));                           \
+          float s0 = hsum(VF_ADD(a0, a1)), s1 = hsum(VF_ADD(c0, c1));                           \
           for (int k = k8; k < nin; k++) {                                                                      \
             s0 += x0[k] * W1(w0 + k);                                                                           \
             s1 += x0[k] * W1(w1 + k);                                                                           \
@@ -150,7 +152,7 @@ MATMUL(matmul_bf16, uint16_t, ld8_bf16, w1_bf16)
 MATMUL(matmul_f16, uint16_t, ld8_f16, w1_f16)
 
 // -------------------------------------------------------------------------------------------------------------
-// llama.cpp's quantized types (ggml-common.h), read in place (unaligned v128 loads), 32 weights at a time:
+// llama.cpp's quantized types (ggml-common.h), read in place (unaligned 16-byte loads), 32 weights at a time:
 //   Q8_0  34 bytes per 32: f16 d, 32 int8 q:   weight i = q[i]·d
 //   Q4_0  18 bytes per 32: f16 d, 16 bytes qs: weight i = ((qs[i] & 15) − 8)·d, weight 16 + i = ((qs[i] >> 4) − 8)·d
 //   Q4_K, Q6_K  144 / 210 bytes per 256: sub-blocks of 32 with their own scales, decoded to f32 exactly as
@@ -169,75 +171,75 @@ static inline float half_at(const uint8_t* p) {
 }
 
 // 32 int8 (a = elements 0..15, b = 16..31) -> 8 f32x4 in element order.
-static inline void widen32(v128_t a, v128_t b, v128_t v[8]) {
-  const v128_t h[4] = {wasm_i16x8_extend_low_i8x16(a), wasm_i16x8_extend_high_i8x16(a), wasm_i16x8_extend_low_i8x16(b),
-                       wasm_i16x8_extend_high_i8x16(b)};
+static inline void widen32(VI a, VI b, VF v[8]) {
+  const VI h[4] = {VI16_LO8(a), VI16_HI8(a), VI16_LO8(b), VI16_HI8(b)};
   for (int i = 0; i < 4; i++) {
-    v[2 * i] = wasm_f32x4_convert_i32x4(wasm_i32x4_extend_low_i16x8(h[i]));
-    v[2 * i + 1] = wasm_f32x4_convert_i32x4(wasm_i32x4_extend_high_i16x8(h[i]));
+    v[2 * i] = VF_FROM_I32(VI32_LO16(h[i]));
+    v[2 * i + 1] = VF_FROM_I32(VI32_HI16(h[i]));
   }
 }
 
-static inline float ld_q8_0(const uint8_t* row, int k, v128_t v[8]) {
+static inline float ld_q8_0(const uint8_t* row, int k, VF v[8]) {
   const uint8_t* blk = row + (uintptr_t)k * 34;
-  widen32(wasm_v128_load(blk + 2), wasm_v128_load(blk + 18), v);
+  widen32(VF_LOAD(blk + 2), VF_LOAD(blk + 18), v);
   return half_at(blk);
 }
 
-static inline float ld_q4_0(const uint8_t* row, int k, v128_t v[8]) {
+static inline float ld_q4_0(const uint8_t* row, int k, VF v[8]) {
   const uint8_t* blk = row + (uintptr_t)k * 18;
-  const v128_t qs = wasm_v128_load(blk + 2), eight = wasm_i8x16_splat(8);
-  const v128_t lo = wasm_i8x16_sub(wasm_v128_and(qs, wasm_i8x16_splat(15)), eight);
-  widen32(lo, wasm_i8x16_sub(wasm_u8x16_shr(qs, 4), eight), v);
+  const VI qs = VF_LOAD(blk + 2), eight = VI8_SPLAT(8);
+  const VI lo = VI8_SUB(VI_AND(qs, VI8_SPLAT(15)), eight);
+  widen32(lo, VI8_SUB(VI8_SHR(qs, 4), eight), v);
   return half_at(blk);
 }
 
 // Q4_K sub-block j: nibbles of qs[32·(j/2) ..] (low for even j, high for odd), (scale, min) 6-bit from the 12 bytes.
-static inline float ld_q4_k(const uint8_t* row, int k, v128_t v[8]) {
+static inline float ld_q4_k(const uint8_t* row, int k, VF v[8]) {
   const uint8_t* blk = row + (uintptr_t)(k >> 3) * 144;
   const uint8_t* s = blk + 4;
   const int j = k & 7;
   const int sc = j < 4 ? s[j] & 63 : (s[j + 4] & 15) | (s[j - 4] >> 6) << 4;
   const int m = j < 4 ? s[j + 4] & 63 : (s[j + 4] >> 4) | (s[j] >> 6) << 4;
-  const v128_t d1 = wasm_f32x4_splat(half_at(blk) * (float)sc), m1 = wasm_f32x4_splat(half_at(blk + 2) * (float)m);
+  const VF d1 = VF_SPLAT(half_at(blk) * (float)sc), m1 = VF_SPLAT(half_at(blk + 2) * (float)m);
   const uint8_t* qs = blk + 16 + 32 * (j >> 1);
-  v128_t a = wasm_v128_load(qs), b = wasm_v128_load(qs + 16);
-  if (j & 1) a = wasm_u8x16_shr(a, 4), b = wasm_u8x16_shr(b, 4);
-  else a = wasm_v128_and(a, wasm_i8x16_splat(15)), b = wasm_v128_and(b, wasm_i8x16_splat(15));
+  VI a = VF_LOAD(qs), b = VF_LOAD(qs + 16);
+  if (j & 1) a = VI8_SHR(a, 4), b = VI8_SHR(b, 4);
+  else a = VI_AND(a, VI8_SPLAT(15)), b = VI_AND(b, VI8_SPLAT(15));
   widen32(a, b, v);
-  for (int i = 0; i < 8; i++) v[i] = wasm_f32x4_sub(wasm_f32x4_mul(v[i], d1), m1);
+  for (int i = 0; i < 8; i++) v[i] = VF_SUB(VF_MUL(v[i], d1), m1);
   return 1.0f;
 }
 
 // Q6_K sub-block j: half h = j/4 of the 256, group g = j%4: low nibbles of ql[64h + 32(g&1) ..] (high nibbles for
 // g >= 2), bits 2g..2g+1 of qh[128 + 32h ..]; scales[8h + 2g] for its first 16 weights, [8h + 2g + 1] for the rest.
-static inline float ld_q6_k(const uint8_t* row, int k, v128_t v[8]) {
+static inline float ld_q6_k(const uint8_t* row, int k, VF v[8]) {
   const uint8_t* blk = row + (uintptr_t)(k >> 3) * 210;
   const int j = k & 7, h = j >> 2, g = j & 3;
   const uint8_t* ql = blk + 64 * h + 32 * (g & 1);
   const uint8_t* qh = blk + 128 + 32 * h;
   const int8_t* sc = (const int8_t*)(blk + 192 + 8 * h + 2 * g);
-  v128_t la = wasm_v128_load(ql), lb = wasm_v128_load(ql + 16);
-  if (g >= 2) la = wasm_u8x16_shr(la, 4), lb = wasm_u8x16_shr(lb, 4);
-  else la = wasm_v128_and(la, wasm_i8x16_splat(15)), lb = wasm_v128_and(lb, wasm_i8x16_splat(15));
-  const v128_t three = wasm_i8x16_splat(3), off = wasm_i8x16_splat(32);
-  const v128_t ha = wasm_v128_and(wasm_u8x16_shr(wasm_v128_load(qh), 2 * g), three);
-  const v128_t hb = wasm_v128_and(wasm_u8x16_shr(wasm_v128_load(qh + 16), 2 * g), three);
-  widen32(wasm_i8x16_sub(wasm_v128_or(la, wasm_i8x16_shl(ha, 4)), off), wasm_i8x16_sub(wasm_v128_or(lb, wasm_i8x16_shl(hb, 4)), off), v);
+  VI la = VF_LOAD(ql), lb = VF_LOAD(ql + 16);
+  if (g >= 2) la = VI8_SHR(la, 4), lb = VI8_SHR(lb, 4);
+  else la = VI_AND(la, VI8_SPLAT(15)), lb = VI_AND(lb, VI8_SPLAT(15));
+  const VI three = VI8_SPLAT(3), off = VI8_SPLAT(32);
+  const VI ha = VI_AND(VI8_SHR(VF_LOAD(qh), 2 * g), three);
+  const VI hb = VI_AND(VI8_SHR(VF_LOAD(qh + 16), 2 * g), three);
+  /* the 2 high bits into bits 4..5 of each byte: a 32-bit shift, since no byte (<= 3) carries into the next */
+  widen32(VI8_SUB(VI_OR(la, VI_SHL(ha, 4)), off), VI8_SUB(VI_OR(lb, VI_SHL(hb, 4)), off), v);
   const float d = half_at(blk + 208);
-  const v128_t s0 = wasm_f32x4_splat(d * (float)sc[0]), s1 = wasm_f32x4_splat(d * (float)sc[1]);
-  for (int i = 0; i < 4; i++) v[i] = wasm_f32x4_mul(v[i], s0), v[4 + i] = wasm_f32x4_mul(v[4 + i], s1);
+  const VF s0 = VF_SPLAT(d * (float)sc[0]), s1 = VF_SPLAT(d * (float)sc[1]);
+  for (int i = 0; i < 4; i++) v[i] = VF_MUL(v[i], s0), v[4 + i] = VF_MUL(v[4 + i], s1);
   return 1.0f;
 }
 
 // Σ over 8 vectors of x·q, two chains.
-static inline v128_t dot32(const float* x, const v128_t q[8]) {
-  v128_t e = wasm_f32x4_mul(wasm_v128_load(x), q[0]), o = wasm_f32x4_mul(wasm_v128_load(x + 4), q[1]);
+static inline VF dot32(const float* x, const VF q[8]) {
+  VF e = VF_MUL(VF_LOAD(x), q[0]), o = VF_MUL(VF_LOAD(x + 4), q[1]);
   for (int i = 2; i < 8; i += 2) {
-    FMA(e, wasm_v128_load(x + 4 * i), q[i]);
-    FMA(o, wasm_v128_load(x + 4 * i + 4), q[i + 1]);
+    FMA(e, VF_LOAD(x + 4 * i), q[i]);
+    FMA(o, VF_LOAD(x + 4 * i + 4), q[i + 1]);
   }
-  return wasm_f32x4_add(e, o);
+  return VF_ADD(e, o);
 }
 
 // y[T, nout] = x[T, nin] · W[nout, nin]ᵀ (+ b) for quantized W (nin a multiple of the block, rows of ROW(nin)
@@ -255,11 +257,11 @@ static inline v128_t dot32(const float* x, const v128_t q[8]) {
         const float b0 = b ? b[o] : 0.0f, b1 = b && two ? b[o + 1] : 0.0f;                                      \
         int t = t0;                                                                                             \
         for (; t + 4 <= t1; t += 4) {                                                                           \
-          v128_t acc[4][2];                                                                                     \
-          for (int j = 0; j < 4; j++) acc[j][0] = acc[j][1] = wasm_f32x4_splat(0);                              \
+          VF acc[4][2];                                                                                     \
+          for (int j = 0; j < 4; j++) acc[j][0] = acc[j][1] = VF_SPLAT(0);                              \
           for (int k = 0; k < nk; k++) {                                                                        \
-            v128_t p[8], q[8];                                                                                  \
-            const v128_t d0 = wasm_f32x4_splat(LD(w0, k, p)), d1 = wasm_f32x4_splat(LD(w1, k, q));              \
+            VF p[8], q[8];                                                                                  \
+            const VF d0 = VF_SPLAT(LD(w0, k, p)), d1 = VF_SPLAT(LD(w1, k, q));              \
             for (int j = 0; j < 4; j++) {                                                                       \
               const float* xj = x + (uintptr_t)(t + j) * nin + k * 32;                                          \
               FMA(acc[j][0], dot32(xj, p), d0);                                                                 \
@@ -273,10 +275,10 @@ static inline v128_t dot32(const float* x, const v128_t q[8]) {
         }                                                                                                       \
         for (; t < t1; t++) { /* single tokens (decode, block tails) */                                        \
           const float* x0 = x + (uintptr_t)t * nin;                                                             \
-          v128_t a0 = wasm_f32x4_splat(0), a1 = a0;                                                             \
+          VF a0 = VF_SPLAT(0), a1 = a0;                                                             \
           for (int k = 0; k < nk; k++) {                                                                        \
-            v128_t p[8], q[8];                                                                                  \
-            const v128_t d0 = wasm_f32x4_splat(LD(w0, k, p)), d1 = wasm_f32x4_splat(LD(w1, k, q));              \
+            VF p[8], q[8];                                                                                  \
+            const VF d0 = VF_SPLAT(LD(w0, k, p)), d1 = VF_SPLAT(LD(w1, k, q));              \
             FMA(a0, dot32(x0 + k * 32, p), d0);                                                                 \
             FMA(a1, dot32(x0 + k * 32, q), d1);                                                                 \
           }                                                                                                     \
@@ -303,9 +305,9 @@ MATMUL_Q(matmul_q6_k, ROW_Q6_K, ld_q6_k)
     for (int t = 0; t < T; t++) {                                                                               \
       const uint8_t* r = table + (uintptr_t)ids[t] * ROW(n);                                                    \
       for (int k = 0; k < n / 32; k++) {                                                                        \
-        v128_t v[8];                                                                                            \
-        const v128_t d = wasm_f32x4_splat(LD(r, k, v));                                                         \
-        for (int i = 0; i < 8; i++) wasm_v128_store(y + (uintptr_t)t * n + k * 32 + 4 * i, wasm_f32x4_mul(v[i], d)); \
+        VF v[8];                                                                                            \
+        const VF d = VF_SPLAT(LD(r, k, v));                                                         \
+        for (int i = 0; i < 8; i++) VF_STORE(y + (uintptr_t)t * n + k * 32 + 4 * i, VF_MUL(v[i], d)); \
       }                                                                                                         \
     }                                                                                                           \
   }
@@ -325,10 +327,10 @@ EMBED_Q(embed_q6_k, ROW_Q6_K, ld_q6_k)
       const WT* row = table + (uintptr_t)ids[t] * n;                                                            \
       float* out = y + (uintptr_t)t * n;                                                                        \
       for (int i = 0; i < n8; i += 8) {                                                                         \
-        v128_t lo, hi;                                                                                          \
+        VF lo, hi;                                                                                          \
         LD8(row + i, &lo, &hi);                                                                                 \
-        wasm_v128_store(out + i, lo);                                                                           \
-        wasm_v128_store(out + i + 4, hi);                                                                       \
+        VF_STORE(out + i, lo);                                                                           \
+        VF_STORE(out + i + 4, hi);                                                                       \
       }                                                                                                         \
       for (int i = n8; i < n; i++) out[i] = W1(row + i);                                                        \
     }                                                                                                           \
@@ -346,17 +348,17 @@ EXPORT void rmsnorm(float* y, const float* x, const float* w, int T, int n, floa
   for (int t = 0; t < T; t++) {
     const float* xr = x + (uintptr_t)t * n;
     float* yr = y + (uintptr_t)t * n;
-    v128_t acc = wasm_f32x4_splat(0);
+    VF acc = VF_SPLAT(0);
     for (int i = 0; i < n4; i += 4) {
-      v128_t v = wasm_v128_load(xr + i);
+      VF v = VF_LOAD(xr + i);
       FMA(acc, v, v);
     }
     float ss = hsum(acc);
     for (int i = n4; i < n; i++) ss += xr[i] * xr[i];
     const float r = 1.0f / __builtin_sqrtf(ss / (float)n + eps);
-    const v128_t rv = wasm_f32x4_splat(r);
+    const VF rv = VF_SPLAT(r);
     for (int i = 0; i < n4; i += 4) {
-      wasm_v128_store(yr + i, wasm_f32x4_mul(wasm_f32x4_mul(wasm_v128_load(xr + i), rv), wasm_v128_load(w + i)));
+      VF_STORE(yr + i, VF_MUL(VF_MUL(VF_LOAD(xr + i), rv), VF_LOAD(w + i)));
     }
     for (int i = n4; i < n; i++) yr[i] = xr[i] * r * w[i];
   }
@@ -373,10 +375,10 @@ EXPORT void rope(float* x, const float* cos, const float* sin, int T, int H, int
     for (int h = 0; h < H; h++) {
       float* p = x + ((uintptr_t)t * H + h) * D;
       for (int i = 0; i < h4; i += 4) {
-        v128_t a = wasm_v128_load(p + i), b = wasm_v128_load(p + half + i);
-        v128_t cv = wasm_v128_load(c + i), sv = wasm_v128_load(s + i);
-        wasm_v128_store(p + i, wasm_f32x4_sub(wasm_f32x4_mul(a, cv), wasm_f32x4_mul(b, sv)));
-        wasm_v128_store(p + half + i, wasm_f32x4_add(wasm_f32x4_mul(b, cv), wasm_f32x4_mul(a, sv)));
+        VF a = VF_LOAD(p + i), b = VF_LOAD(p + half + i);
+        VF cv = VF_LOAD(c + i), sv = VF_LOAD(s + i);
+        VF_STORE(p + i, VF_SUB(VF_MUL(a, cv), VF_MUL(b, sv)));
+        VF_STORE(p + half + i, VF_ADD(VF_MUL(b, cv), VF_MUL(a, sv)));
       }
       for (int i = h4; i < half; i++) {
         const float a = p[i], b = p[half + i];
@@ -393,30 +395,30 @@ EXPORT void rope(float* x, const float* cos, const float* sin, int T, int H, int
 // (truncation error < 3e-9 relative, below f32 rounding), 2^n built in the exponent bits. x is clamped to
 // [-87.3, 88] so that 2^n stays a normal f32; silu needs nothing outside that range.
 
-static inline v128_t exp4(v128_t x) {
-  x = wasm_f32x4_min(wasm_f32x4_max(x, wasm_f32x4_splat(-87.3f)), wasm_f32x4_splat(88.0f));
-  const v128_t n = wasm_f32x4_nearest(wasm_f32x4_mul(x, wasm_f32x4_splat(1.44269504088896341f)));
-  v128_t r = wasm_f32x4_sub(x, wasm_f32x4_mul(n, wasm_f32x4_splat(0.693359375f)));
-  r = wasm_f32x4_sub(r, wasm_f32x4_mul(n, wasm_f32x4_splat(-2.12194440e-4f)));
-  v128_t p = wasm_f32x4_splat(1.0f / 5040);
-  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), wasm_f32x4_splat(1.0f / 720));
-  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), wasm_f32x4_splat(1.0f / 120));
-  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), wasm_f32x4_splat(1.0f / 24));
-  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), wasm_f32x4_splat(1.0f / 6));
-  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), wasm_f32x4_splat(0.5f));
-  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), wasm_f32x4_splat(1.0f));
-  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), wasm_f32x4_splat(1.0f));
-  const v128_t scale = wasm_i32x4_shl(wasm_i32x4_add(wasm_i32x4_trunc_sat_f32x4(n), wasm_i32x4_splat(127)), 23);
-  return wasm_f32x4_mul(p, scale);
+static inline VF exp4(VF x) {
+  x = VF_MIN(VF_MAX(x, VF_SPLAT(-87.3f)), VF_SPLAT(88.0f));
+  const VF n = VF_ROUND(VF_MUL(x, VF_SPLAT(1.44269504088896341f)));
+  VF r = VF_SUB(x, VF_MUL(n, VF_SPLAT(0.693359375f)));
+  r = VF_SUB(r, VF_MUL(n, VF_SPLAT(-2.12194440e-4f)));
+  VF p = VF_SPLAT(1.0f / 5040);
+  p = VF_ADD(VF_MUL(p, r), VF_SPLAT(1.0f / 720));
+  p = VF_ADD(VF_MUL(p, r), VF_SPLAT(1.0f / 120));
+  p = VF_ADD(VF_MUL(p, r), VF_SPLAT(1.0f / 24));
+  p = VF_ADD(VF_MUL(p, r), VF_SPLAT(1.0f / 6));
+  p = VF_ADD(VF_MUL(p, r), VF_SPLAT(0.5f));
+  p = VF_ADD(VF_MUL(p, r), VF_SPLAT(1.0f));
+  p = VF_ADD(VF_MUL(p, r), VF_SPLAT(1.0f));
+  const VF scale = VI_SHL(VI_ADD(VI_FROM_F32(n), VI_SPLAT(127)), 23);
+  return VF_MUL(p, scale);
 }
 
-static inline v128_t swiglu4(v128_t g, v128_t u) {
-  const v128_t e = exp4(wasm_f32x4_neg(g));
-  return wasm_f32x4_mul(wasm_f32x4_div(g, wasm_f32x4_add(wasm_f32x4_splat(1.0f), e)), u);
+static inline VF swiglu4(VF g, VF u) {
+  const VF e = exp4(VF_SUB(VF_ZERO, g));
+  return VF_MUL(VF_DIV(g, VF_ADD(VF_SPLAT(1.0f), e)), u);
 }
 
 EXPORT void swiglu(float* y, const float* g, const float* u, int n) {
   const int n4 = n & ~3;
-  for (int i = 0; i < n4; i += 4) wasm_v128_store(y + i, swiglu4(wasm_v128_load(g + i), wasm_v128_load(u + i)));
-  for (int i = n4; i < n; i++) y[i] = wasm_f32x4_extract_lane(swiglu4(wasm_f32x4_splat(g[i]), wasm_f32x4_splat(u[i])), 0);
+  for (int i = 0; i < n4; i += 4) VF_STORE(y + i, swiglu4(VF_LOAD(g + i), VF_LOAD(u + i)));
+  for (int i = n4; i < n; i++) y[i] = VF_LANE(swiglu4(VF_SPLAT(g[i]), VF_SPLAT(u[i])), 0);
 }

@@ -23,13 +23,13 @@ static int32_t tile_append(uint8_t *base, uint32_t at, const float *s, int32_t l
   return nonfinite;
 }
 
-int32_t duo_append(uint32_t dst, int32_t dtype, int32_t row_heads, int32_t head_dim, uint32_t src, int32_t src_heads,
-                   uint32_t heads, uint32_t rows, int32_t n, int32_t layout, int32_t buffer_rows) {
+int32_t duo_append(void *dst, int32_t dtype, int32_t row_heads, int32_t head_dim, const float *src, int32_t src_heads,
+                   const int32_t *heads, const int32_t *rows, int32_t n, int32_t layout, int32_t buffer_rows) {
   const int tiled = layout != DUO_NHD;
   if (dtype < DUO_F32 || dtype > DUO_INT4 || (is_quantized(dtype) && layout != DUO_NHD) || row_heads < 0 || head_dim <= 0 || head_dim % 4 || src_heads < 0 || n < 0 ||
       layout < DUO_NHD || layout > DUO_V64 || (tiled && (head_dim % 8 || buffer_rows <= 0 || buffer_rows % DUO_TILE)))
     return DUO_E_ARG;
-  const int32_t *hs = (const int32_t *)(uintptr_t)heads, *rs = (const int32_t *)(uintptr_t)rows;
+  const int32_t *hs = heads, *rs = rows;
   if (tiled) /* a row past the buffer would land in the next head's tiles: refuse before writing anything */
     for (int32_t t = 0; t < n; t++)
       if (rs[t] >= buffer_rows) return DUO_E_ARG;
@@ -39,10 +39,10 @@ int32_t duo_append(uint32_t dst, int32_t dtype, int32_t row_heads, int32_t head_
   for (int32_t t = 0; t < n; t++) {
     if (rs[t] < 0) continue;
     for (int32_t j = 0; j < row_heads;) {
-      const float *s = (const float *)(uintptr_t)(src + ((uint32_t)t * src_heads + hs[j]) * D * 4);
+      const float *s = src + ((uint32_t)t * src_heads + hs[j]) * D;
       if (tiled) {
         uint32_t at = tile_row_start(layout, (uint32_t)rs[t], (uint32_t)j, blocks, D);
-        nonfinite += tile_append((uint8_t *)(uintptr_t)dst, at, s, layout, dtype, D);
+        nonfinite += tile_append((uint8_t *)dst, at, s, layout, dtype, D);
         j++;
         continue;
       }
@@ -53,7 +53,7 @@ int32_t duo_append(uint32_t dst, int32_t dtype, int32_t row_heads, int32_t head_
       }
       int32_t len = 1; /* a run of consecutive source heads is one contiguous copy */
       while (j + len < row_heads && hs[j + len] == hs[j] + len) len++;
-      uint8_t *d = (uint8_t *)(uintptr_t)(dst + ((uint32_t)rs[t] * row_heads + j) * D * es);
+      uint8_t *d = (uint8_t *)dst + ((uint32_t)rs[t] * row_heads + j) * D * es;
       if (dtype == DUO_F32) {
         __builtin_memcpy(d, s, len * D * 4);
         nonfinite += k_nonfinite(s, (int)(len * D));

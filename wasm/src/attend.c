@@ -150,9 +150,9 @@ static void mask_block(const tile_ctx *c, float *s, int r0, int n, int M, int G,
 static volatile uint32_t touched;
 
 /* Read one word of every 64-byte line of [p, p + bytes): pulls the lines into cache at streaming speed. */
-static void touch(uint32_t p, uint32_t bytes) {
+static void touch(duo_ptr p, uint32_t bytes) {
   uint32_t t = 0;
-  for (uint32_t a = p & ~63u; a < p + bytes; a += 64) t += *(const uint32_t *)(uintptr_t)a;
+  for (duo_ptr a = p & ~(duo_ptr)63; a < p + bytes; a += 64) t += *(const uint32_t *)(uintptr_t)a;
   touched = t;
 }
 
@@ -161,7 +161,7 @@ static uint32_t seg_blocks(const duo_segment *sg) { return (uint32_t)sg->buffer_
 
 /* Rows [row0, row0 + n) of head `slot` of a tiled buffer of `blocks` 64-row blocks, copied out into token-major rows
  * of D elements of es bytes. */
-static void untile(uint8_t *dst, uint32_t buf, int layout, uint32_t blocks, uint32_t slot, uint32_t row0, int n, int D,
+static void untile(uint8_t *dst, duo_ptr buf, int layout, uint32_t blocks, uint32_t slot, uint32_t row0, int n, int D,
                    uint32_t es) {
   const uint8_t *b = (const uint8_t *)(uintptr_t)buf;
   for (int i = 0; i < n; i++, dst += (uint32_t)D * es) {
@@ -328,15 +328,15 @@ static void run_consecutive(const tile_ctx *c) {
   if (recent0 < end) run_rows(c, (int)recent0, (int)end);
 }
 
-int32_t duo_attend(uint32_t q, int32_t t, int32_t num_heads, int32_t head_dim, int32_t group, int32_t n_heads,
-                   uint32_t q_heads, uint32_t kv_slots, uint32_t segments, int32_t n_segments, int32_t q_pos0,
-                   int32_t windowed, int32_t sink, int32_t recent, uint32_t out, uint32_t lse, uint32_t work) {
+int32_t duo_attend(const float *q, int32_t t, int32_t num_heads, int32_t head_dim, int32_t group, int32_t n_heads,
+                   const int32_t *q_heads, const int32_t *kv_slots, const duo_segment *segments, int32_t n_segments,
+                   int32_t q_pos0, int32_t windowed, int32_t sink, int32_t recent, float *out, float *lse, void *work) {
   const int D = head_dim, G = group, J = n_heads;
-  if (t < 0 || D <= 0 || D % 4 || G <= 0 || J < 0 || n_segments < 0 || (work & 15)) return DUO_E_ARG;
+  if (t < 0 || D <= 0 || D % 4 || G <= 0 || J < 0 || n_segments < 0 || ((uintptr_t)work & 15)) return DUO_E_ARG;
   if (t == 0 || J == 0) return DUO_OK;
   plan p = make_plan(t, G, J, D);
-  const int32_t *qh = (const int32_t *)(uintptr_t)q_heads;
-  const duo_segment *segs = (const duo_segment *)(uintptr_t)segments;
+  const int32_t *qh = q_heads;
+  const duo_segment *segs = segments;
   for (int si = 0; si < n_segments; si++) {
     const duo_segment *sg = &segs[si];
     if (sg->layout != DUO_NHD && (sg->layout != DUO_T64 || D % 8 || is_quantized(sg->dtype) || sg->buffer_rows <= 0 || sg->buffer_rows % DUO_TILE ||
@@ -344,10 +344,10 @@ int32_t duo_attend(uint32_t q, int32_t t, int32_t num_heads, int32_t head_dim, i
       return DUO_E_ARG;
     if (sg->layout == DUO_T64 && eo_capable(t, G, D)) p.eo = 1;
   }
-  const float *qf = (const float *)(uintptr_t)q;
-  float *of = (float *)(uintptr_t)out, *lf = (float *)(uintptr_t)lse;
+  const float *qf = q;
+  float *of = out, *lf = lse;
   const float scale = (float)LOG2E / __builtin_sqrtf((float)D);
-  tile_ctx c = {&p, (uint8_t *)(uintptr_t)work, (const int32_t *)(uintptr_t)kv_slots, 0, 0, 0, sink, recent, windowed};
+  tile_ctx c = {&p, (uint8_t *)work, kv_slots, 0, 0, 0, sink, recent, windowed};
   const int JM = J * p.M;
   for (int t0 = 0; t0 < t; t0 += p.BQ) {
     const int rows = t - t0 < p.BQ ? t - t0 : p.BQ;

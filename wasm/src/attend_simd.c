@@ -220,10 +220,10 @@ void k_pv_m1(float *acc, float alpha, const float *p, int D, const uint8_t *v, u
 
 /* 4 vectors -> their transpose: out[k] = [a[k] b[k] c[k] d[k]]. */
 ALWAYS_INLINE void transpose4(VF a, VF b, VF c, VF d, VF *out) {
-  VF t0 = wasm_i32x4_shuffle(a, b, 0, 4, 1, 5), t1 = wasm_i32x4_shuffle(a, b, 2, 6, 3, 7);
-  VF t2 = wasm_i32x4_shuffle(c, d, 0, 4, 1, 5), t3 = wasm_i32x4_shuffle(c, d, 2, 6, 3, 7);
-  out[0] = wasm_i64x2_shuffle(t0, t2, 0, 2); out[1] = wasm_i64x2_shuffle(t0, t2, 1, 3);
-  out[2] = wasm_i64x2_shuffle(t1, t3, 0, 2); out[3] = wasm_i64x2_shuffle(t1, t3, 1, 3);
+  VF t0 = VF_ZIP_LO32(a, b), t1 = VF_ZIP_HI32(a, b);
+  VF t2 = VF_ZIP_LO32(c, d), t3 = VF_ZIP_HI32(c, d);
+  out[0] = VF_CAT_LO64(t0, t2); out[1] = VF_CAT_HI64(t0, t2);
+  out[2] = VF_CAT_LO64(t1, t3); out[3] = VF_CAT_HI64(t1, t3);
 }
 
 /* 4 query vectors x 2 halves: the running sums of the tiled kernels, 8 registers (V8 keeps 15 XMM registers). */
@@ -304,7 +304,7 @@ void k_pv_v64(float *acc, const float *alpha, const float *p, int D, const uint8
 /* 4 16-bit elements (low 64 bits of a vector, or high with `high`) of dtype dt widened to f32: bf16 by a shift,
  * f16 by the multiply of VF_F16_FAST, or exactly (Inf/NaN included) with dt | DUO_NONFINITE. */
 ALWAYS_INLINE VF widen4(VI c, int high, int dt) {
-  VI u = high ? wasm_u32x4_extend_high_u16x8(c) : wasm_u32x4_extend_low_u16x8(c);
+  VI u = high ? VI_WIDEN_HI_U16(c) : VI_WIDEN_LO_U16(c);
   if ((dt & DUO_DTYPE_MASK) == DUO_BF16) return VI_SHL(u, 16);
   VI b = VI_AND(VI_SRA(VI_SHL(u, 16), 3), VI_SPLAT((int32_t)0x8fffffff)); /* = VI_F16_BITS */
   VF x = VF_MUL(b, VF_SPLAT(0x1p112f));
@@ -320,10 +320,10 @@ ALWAYS_INLINE void widen_k64_impl(float *dst, const uint8_t *kt, int i0, int n, 
     const uint8_t *col = kt + (uint32_t)g * D * 16;
     for (int d = 0; d < D; d += 4, col += 64) {
       VI a0 = VF_LOAD(col), a1 = VF_LOAD(col + 16), a2 = VF_LOAD(col + 32), a3 = VF_LOAD(col + 48);
-      VI b0 = wasm_i16x8_shuffle(a0, a1, 0, 8, 1, 9, 2, 10, 3, 11), b1 = wasm_i16x8_shuffle(a0, a1, 4, 12, 5, 13, 6, 14, 7, 15);
-      VI b2 = wasm_i16x8_shuffle(a2, a3, 0, 8, 1, 9, 2, 10, 3, 11), b3 = wasm_i16x8_shuffle(a2, a3, 4, 12, 5, 13, 6, 14, 7, 15);
-      VI c[4] = {wasm_i32x4_shuffle(b0, b2, 0, 4, 1, 5), wasm_i32x4_shuffle(b0, b2, 2, 6, 3, 7),
-                 wasm_i32x4_shuffle(b1, b3, 0, 4, 1, 5), wasm_i32x4_shuffle(b1, b3, 2, 6, 3, 7)}; /* rows 2k, 2k + 1 */
+      VI b0 = VI_ZIP_LO16(a0, a1), b1 = VI_ZIP_HI16(a0, a1);
+      VI b2 = VI_ZIP_LO16(a2, a3), b3 = VI_ZIP_HI16(a2, a3);
+      VI c[4] = {VF_ZIP_LO32(b0, b2), VF_ZIP_HI32(b0, b2),
+                 VF_ZIP_LO32(b1, b3), VF_ZIP_HI32(b1, b3)}; /* rows 2k, 2k + 1 */
       for (int k = 0; k < 4; k++) {
         int r = g * 8 + 2 * k - i0;
         if (r >= 0 && r < n) VF_STORE(dst + r * D + d, widen4(c[k], 0, dt));
@@ -348,7 +348,7 @@ ALWAYS_INLINE void widen_v64_impl(float *dst, const uint8_t *vt, int i0, int n, 
     for (int i = 0; i < n; i++, vr += 16, o += D) {
       VI x = VF_LOAD(vr);
       if (even_odd) { /* the even elements are the low halves of the 4 lanes, the odd ones the high halves */
-        VI ev = wasm_i16x8_shuffle(x, x, 0, 2, 4, 6, 1, 3, 5, 7);
+        VI ev = VI_EVEN_ODD16(x);
         VF_STORE(o, widen4(ev, 0, dt));
         VF_STORE(o + 4, widen4(ev, 1, dt));
       } else {

@@ -1,8 +1,8 @@
 /* Scalar twins of bench_simd.c: the same sums and the same 48 lanes of mul+add chains per step, one lane at a time. */
 #include "duo.h"
 
-float duo_bench_read(uint32_t ptr, uint32_t bytes) {
-  const float *p = (const float *)(uintptr_t)ptr;
+float duo_bench_read(const void *ptr, uint32_t bytes) {
+  const float *p = (const float *)ptr;
   const uint32_t n = bytes / 4;
   float a = 0.0f, b = 0.0f, c = 0.0f, d = 0.0f;
   for (uint32_t i = 0; i < n; i += 4) { a += p[i]; b += p[i + 1]; c += p[i + 2]; d += p[i + 3]; }

@@ -3,8 +3,8 @@
 #include "simd.h"
 
 /* Streaming read: 64 bytes per step into 4 independent sums. */
-float duo_bench_read(uint32_t ptr, uint32_t bytes) {
-  const float *p = (const float *)(uintptr_t)ptr;
+float duo_bench_read(const void *ptr, uint32_t bytes) {
+  const float *p = (const float *)ptr;
   const uint32_t n = bytes / 4;
   VF a = VF_ZERO, b = VF_ZERO, c = VF_ZERO, d = VF_ZERO;
   for (uint32_t i = 0; i < n; i += 16) {

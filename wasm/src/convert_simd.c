@@ -21,7 +21,7 @@ ALWAYS_INLINE VI bf16_bits(VI b) {
 ALWAYS_INLINE VI f16_bits(VI b) {
   VI sign = VI_AND(b, VI_SPLAT((int32_t)0x80000000)), a = VI_AND(b, VI_SPLAT(0x7fffffff));
   VI big = VF_SELECT(VI_GT_U(a, VI_SPLAT(0x7f800000)), VI_SPLAT(0x7e00), VI_SPLAT(0x7c00));
-  VI sub = wasm_i32x4_sub(VF_ADD(a, VF_SPLAT(0.5f)), VI_SPLAT(0x3f000000));
+  VI sub = VI_SUB(VF_ADD(a, VF_SPLAT(0.5f)), VI_SPLAT(0x3f000000));
   VI odd = VI_AND(VI_SHR(a, 13), VI_SPLAT(1));
   VI nrm = VI_SHR(VI_ADD(VI_ADD(a, VI_SPLAT((int32_t)0xc8000fff)), odd), 13);
   VI h = VF_SELECT(VI_GT_U(a, VI_SPLAT(0x477fffff)), big, VF_SELECT(VI_GT_U(VI_SPLAT(0x38800000), a), sub, nrm));
@@ -32,8 +32,8 @@ ALWAYS_INLINE VI f16_bits(VI b) {
 ALWAYS_INLINE VI nonfinite(VI x, int32_t e) { return VI_EQ(VI_AND(x, VI_SPLAT(e)), VI_SPLAT(e)); }
 
 ALWAYS_INLINE int lane_total(VI c) {
-  return -(wasm_i32x4_extract_lane(c, 0) + wasm_i32x4_extract_lane(c, 1) + wasm_i32x4_extract_lane(c, 2) +
-           wasm_i32x4_extract_lane(c, 3));
+  return -(VI_LANE(c, 0) + VI_LANE(c, 1) + VI_LANE(c, 2) +
+           VI_LANE(c, 3));
 }
 
 int k_convert(uint8_t *dst, const float *src, int dt, int n) {
@@ -45,13 +45,13 @@ int k_convert(uint8_t *dst, const float *src, int dt, int n) {
     if (dt == DUO_BF16) { lo = bf16_bits(lo); hi = bf16_bits(hi); }
     else { lo = f16_bits(lo); hi = f16_bits(hi); }
     count = VI_ADD(count, VI_ADD(nonfinite(lo, e), nonfinite(hi, e)));
-    wasm_v128_store(dst, wasm_u16x8_narrow_i32x4(lo, hi));
+    VF_STORE(dst, VI_NARROW_U16(lo, hi));
   }
   if (i < n) { /* n is a multiple of 4: one group of 4 left */
     VI x = VF_LOAD(src + i);
     x = dt == DUO_BF16 ? bf16_bits(x) : f16_bits(x);
     count = VI_ADD(count, nonfinite(x, e));
-    wasm_v128_store64_lane(dst, wasm_u16x8_narrow_i32x4(x, x), 0);
+    VI_STORE64(dst, VI_NARROW_U16(x, x));
   }
   return lane_total(count);
 }

@@ -1,7 +1,10 @@
 /*
- * duo.wasm C ABI: the WebAssembly twin of the CUDA library's duo.h. Every export has the duo_ prefix; pointers are
- * u32 byte offsets into this module's own memory (the TypeScript side adds `>>> 0`); functions that can fail return a
- * status (0 ok, negative = error). No imports, no libc: the module is built with clang --target=wasm32 -nostdlib.
+ * The C ABI of the CPU kernels, one header for every build of wasm/src: duo.wasm (wasm32, pointers are u32 byte
+ * offsets into the module's own memory; the TypeScript side adds `>>> 0`) and the native library (native/build.sh:
+ * the same sources per instruction set behind one dispatcher, pointers are host addresses). Every export has the duo_
+ * prefix; functions that can fail return a status (0 ok, negative = error, DUO_E_*). Pointers inside structs are
+ * duo_ptr (64 bits in every build), so that one segment layout serves wasm, native and (next) CUDA device offsets.
+ * The wasm build has no imports and no libc: clang --target=wasm32 -nostdlib.
  *
  * Tensor layouts (row-major, "NHD", unless a KV buffer is tiled; src/backend/layout.ts has the same formulas):
  *   KV buffer     NHD: [rows][row_heads][head_dim] of dtype  element (r*row_heads + j)*head_dim + d; for DUO_INT8 /
@@ -15,15 +18,21 @@
  *   queries q     [t][num_heads][head_dim] f32              query head h*group + g reads KV head h
  *   output  out   [t][n_heads*group][head_dim] f32          compact: only the n_heads KV heads of this call
  *   lse           [t][n_heads*group] f32                    natural log-sum-exp of the scaled scores
+ * Byte offsets inside one buffer are 32-bit (a buffer holds less than 4 GiB); the memory as a whole is not limited
+ * in the native build.
  */
 #ifndef DUO_H
 #define DUO_H
 #include <stdint.h>
 
-#define DUO_API_VERSION 4
+#define DUO_API_VERSION 5
 #define DUO_EXPORT __attribute__((visibility("default")))
 
-enum { DUO_OK = 0, DUO_E_ARG = -1 };
+/* Status codes, numbered as in cuda/include/duo.h. */
+enum { DUO_OK = 0, DUO_E_ARG = -1, DUO_E_HANDLE = -2, DUO_E_CAPACITY = -3, DUO_E_UNSUPPORTED = -4, DUO_E_INTERNAL = -7 };
+
+/* A byte address in the library's memory: a wasm32 offset or a native pointer, 64 bits wide in every build. */
+typedef uint64_t duo_ptr;
 
 /* KV storage dtypes, and a flag for segments whose buffers may hold Inf/NaN (duo_append reports when it writes one).
  * Without the flag f16 is widened with a multiply that is exact for finite values only, and a masked key's value row
@@ -36,22 +45,27 @@ enum { DUO_F32 = 0, DUO_F16 = 1, DUO_BF16 = 2, DUO_INT8 = 3, DUO_INT4 = 4, DUO_D
  * NHD, or T64 with k == v, the one buffer holding both). */
 enum { DUO_NHD = 0, DUO_K64 = 1, DUO_V64 = 2, DUO_T64 = 1, DUO_TILE = 64 };
 
-/* One run of cached rows, 10 i32 fields (the TypeScript side writes them as an Int32Array). */
+/* One run of cached rows, 56 bytes = 14 i32 words (the TypeScript side writes them as an Int32Array, pointers as
+ * low and high words: src/backend/abi.ts). */
 typedef struct {
-  uint32_t k, v;       /* K and V buffers (the same buffer for T64) */
-  int32_t dtype;       /* DUO_F32, DUO_F16 or DUO_BF16, | DUO_NONFINITE */
+  duo_ptr k, v;        /* K and V buffers (the same buffer for T64) */
+  duo_ptr positions;   /* i32[row_count]: absolute position of each row, or 0: rows hold pos0, pos0 + 1, ... */
+  int32_t dtype;       /* DUO_F32 .. DUO_INT4, | DUO_NONFINITE */
   int32_t row_heads;   /* heads per row */
   int32_t row_start;   /* first row of the run */
   int32_t row_count;   /* rows in the run */
-  uint32_t positions;  /* i32[row_count]: absolute position of each row, or 0: rows hold pos0, pos0 + 1, ... */
   int32_t pos0;
   int32_t layout;      /* DUO_NHD or DUO_T64 */
   int32_t buffer_rows; /* T64: rows the buffer holds (a multiple of 64, at least row_start + row_count); NHD: unused */
+  int32_t reserved;    /* 0 */
 } duo_segment;
 
-/* Allocator: 64-byte aligned, zero-filled blocks; grows memory (up to 4 GiB). Returns 0 when memory cannot grow. */
+#ifdef __wasm__
+/* Allocator: 64-byte aligned, zero-filled blocks; grows memory (up to 4 GiB). Returns 0 when memory cannot grow.
+ * (The native build has its own, native/src/host.h.) */
 DUO_EXPORT uint32_t duo_alloc(uint32_t bytes);
 DUO_EXPORT void duo_free(uint32_t ptr);
+#endif
 
 /* Append rows: for token t < n with rows[t] >= 0 and dst head j < row_heads, convert
  * src[(t*src_heads + heads[j])*head_dim + d] (f32) into dst row rows[t], head j (round to nearest even; DUO_INT8 and
@@ -59,29 +73,30 @@ DUO_EXPORT void duo_free(uint32_t ptr);
  * `layout` (DUO_NHD, DUO_K64 or DUO_V64; tiled layouts need head_dim % 8 == 0 and the buffer's row count,
  * buffer_rows, a multiple of 64 above every rows[t]; NHD ignores it). Bad arguments write nothing.
  * Returns the number of Inf/NaN values written, or DUO_E_ARG. */
-DUO_EXPORT int32_t duo_append(uint32_t dst, int32_t dtype, int32_t row_heads, int32_t head_dim, uint32_t src,
-                              int32_t src_heads, uint32_t heads, uint32_t rows, int32_t n, int32_t layout,
+DUO_EXPORT int32_t duo_append(void *dst, int32_t dtype, int32_t row_heads, int32_t head_dim, const float *src,
+                              int32_t src_heads, const int32_t *heads, const int32_t *rows, int32_t n, int32_t layout,
                               int32_t buffer_rows);
 
 /* Attention of n_heads KV heads (q_heads[j]: the caller's index of KV head j, kv_slots[j]: its head slot in the
  * segments' rows) for t query rows at absolute positions q_pos0 .. q_pos0 + t - 1 over n_segments segments.
  * Visibility (src/backend/types.ts AttendOp): p <= q and, when windowed, p < sink || p >= q - recent.
- * Rows without a visible key get zeros and lse = -Inf. work: duo_attend_workspace(...) bytes, 16-byte aligned. */
-DUO_EXPORT int32_t duo_attend(uint32_t q, int32_t t, int32_t num_heads, int32_t head_dim, int32_t group,
-                              int32_t n_heads, uint32_t q_heads, uint32_t kv_slots, uint32_t segments,
-                              int32_t n_segments, int32_t q_pos0, int32_t windowed, int32_t sink, int32_t recent,
-                              uint32_t out, uint32_t lse, uint32_t work);
+ * Rows without a visible key get zeros and lse = -Inf; lse may be NULL. work: duo_attend_workspace(...) bytes,
+ * 16-byte aligned (the native library keeps a workspace per thread and ignores it: pass NULL). */
+DUO_EXPORT int32_t duo_attend(const float *q, int32_t t, int32_t num_heads, int32_t head_dim, int32_t group,
+                              int32_t n_heads, const int32_t *q_heads, const int32_t *kv_slots,
+                              const duo_segment *segments, int32_t n_segments, int32_t q_pos0, int32_t windowed,
+                              int32_t sink, int32_t recent, float *out, float *lse, void *work);
 DUO_EXPORT uint32_t duo_attend_workspace(int32_t t, int32_t group, int32_t n_heads, int32_t head_dim);
 
 /* Merge two attention states over disjoint key sets (FlashInfer merge_state, reference.ts mergeState):
  * lse = log(e^lse_a + e^lse_b), o = o_a e^(lse_a - lse) + o_b e^(lse_b - lse); both -Inf gives o = 0, lse = -Inf.
  * o*: [n][head_dim] f32, lse*: [n] f32; o/lse may alias a. */
-DUO_EXPORT void duo_merge(uint32_t o, uint32_t lse, uint32_t o_a, uint32_t lse_a, uint32_t o_b, uint32_t lse_b,
-                          int32_t n, int32_t head_dim);
+DUO_EXPORT void duo_merge(float *o, float *lse, const float *o_a, const float *lse_a, const float *o_b,
+                          const float *lse_b, int32_t n, int32_t head_dim);
 
 /* Machine ceilings for the benchmarks: a streaming f32 sum over `bytes` (multiple of 64) and `iters` steps of a
  * register-resident multiply-add loop (48 lanes x (mul + add) = 96 FLOP per step). Results defeat dead-code removal. */
-DUO_EXPORT float duo_bench_read(uint32_t ptr, uint32_t bytes);
+DUO_EXPORT float duo_bench_read(const void *ptr, uint32_t bytes);
 DUO_EXPORT float duo_bench_mad(int32_t iters);
 
 DUO_EXPORT int32_t duo_api_version(void);

@@ -33,7 +33,7 @@ static inline float exp2_f32(float x) {
   return p * f32_from_bits((f32_bits(t) + (127u - 0x4b400000u)) << 23);
 }
 
-#ifdef __wasm_simd128__
+#if defined(__wasm_simd128__) || defined(__SSE4_1__) || defined(__ARM_NEON) /* the targets simd.h maps */
 #include "simd.h"
 static inline VF vf_exp2(VF x) {
   x = VF_MAX(x, VF_SPLAT(-127.0f));

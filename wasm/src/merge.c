@@ -4,11 +4,8 @@
 #include "kernels.h"
 #include "math.h"
 
-void duo_merge(uint32_t o, uint32_t lse, uint32_t o_a, uint32_t lse_a, uint32_t o_b, uint32_t lse_b, int32_t n,
+void duo_merge(float *out, float *ls, const float *oa, const float *la, const float *ob, const float *lb, int32_t n,
                int32_t head_dim) {
-  float *out = (float *)(uintptr_t)o, *ls = (float *)(uintptr_t)lse;
-  const float *oa = (const float *)(uintptr_t)o_a, *la = (const float *)(uintptr_t)lse_a;
-  const float *ob = (const float *)(uintptr_t)o_b, *lb = (const float *)(uintptr_t)lse_b;
   for (int32_t i = 0; i < n; i++) {
     double a = la[i], b = lb[i], m = a > b ? a : b;
     float *y = out + (uint32_t)i * head_dim;

@@ -20,7 +20,7 @@ export const USAGE = `usage: duo bench <decode|prefill|all> [options]
   Attention benchmarks: full attention vs DuoAttention on the same backend, the machine's ceilings in this
   runtime, and peers (plain TypeScript, onnxruntime-web, onnxruntime-node) for full-attention decode.
   --backend b          ${BACKEND_CHOICES.join(" | ")} (default auto)
-  --threads n          wasm workers, also used for the ceilings and onnxruntime (default: one per core)
+  --threads n          wasm workers or native threads, also used for the ceilings and onnxruntime (default: one per core)
   --shape name         model preset (default: llama-3-8b and llama-2-7b); one of ${Object.keys(PRESETS).join(", ")}
   --pattern DIR|URL    head pattern (default: the shape's published pattern from $DUO_PATTERNS_DIR or
                        ../shared/patterns; else a synthetic schedule with the same unevenness)

@@ -145,7 +145,8 @@ export function capacityTable(rs: readonly BenchRecord[], o: TableOptions = {}):
 export function ceilingLine(rs: readonly BenchRecord[]): string {
   const c = rs.find((r) => r.kind === "ceiling");
   if (!c) return "ceilings: not measured";
-  return `ceilings (${c.workers} worker(s), wasm SIMD in this runtime, ${c.kernels ?? "simd"} kernels): streaming read ${num(c.readGBps)!.toFixed(1)} GB/s, multiply-add ${num(c.gflops)!.toFixed(1)} GFLOP/s`;
+  const by = String(c.kernels ?? "").startsWith("native") ? "the native library" : "wasm SIMD in this runtime";
+  return `ceilings (${c.workers} worker(s), ${by}, ${c.kernels ?? "simd"} kernels): streaming read ${num(c.readGBps)!.toFixed(1)} GB/s, multiply-add ${num(c.gflops)!.toFixed(1)} GFLOP/s`;
 }
 
 /**

@@ -1,0 +1,77 @@
+/**
+ * Model-kernel micro-benchmark of the native library (libduo.so: wasm/model/kernels.c compiled for this CPU, output
+ * rows split over threads): y = x·Wᵀ with bf16 weights of the Llama-3-8B MLP shape (W [14336, 4096]), against the
+ * ceilings the same library measures in the same run with the same thread count:
+ *   decode GEMV (one token): achieved weight-read GB/s ÷ the streaming-read ceiling      (target ≥ 0.80)
+ *   prefill GEMM (512 tokens): achieved GFLOP/s ÷ the multiply-add ceiling                (target ≥ 0.60)
+ * Each figure is the best of `--rounds` rounds (shared machines swing by ±30 %); each round measures the ceilings,
+ * then the GEMV and the GEMM, for every thread count in turn.
+ *
+ *   node --import tsx bench/native-matmul.ts [--threads 1,2] [--rounds 3] [--prefill 512] [--json]
+ *   bun bench/native-matmul.ts ...          deno run -A bench/native-matmul.ts ...
+ */
+import { createNativeBackend } from "../src/backend/native.ts";
+import { measureWasmCeilings } from "../src/backend/wasm-ceilings.ts";
+import { f32ToBf16Bits } from "../src/dtype.ts";
+import { createNativeKernels } from "../src/model/kernels-native.ts";
+import { runtime } from "../src/runtime.ts";
+
+const NOUT = 14336, NIN = 4096;
+const args = (globalThis as { process?: { argv: string[] }; Deno?: { args: string[] } });
+const argv = args.Deno?.args ?? args.process?.argv.slice(2) ?? [];
+const opt = (name: string, dflt: string) => {
+  const i = argv.indexOf(`--${name}`);
+  return i >= 0 && argv[i + 1] ? argv[i + 1]! : dflt;
+};
+const threadCounts = opt("threads", "1,2").split(",").map(Number);
+const rounds = Number(opt("rounds", "3"));
+const T = Number(opt("prefill", "512"));
+const json = argv.includes("--json");
+
+let seed = 777;
+const rand = () => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32) * 2 - 1;
+
+const setups = [];
+for (const threads of threadCounts) {
+  const k = await createNativeKernels({ threads });
+  const w = k.matrix(NOUT, NIN, "bf16");
+  const bits = new Uint16Array(NOUT * NIN);
+  for (let i = 0; i < bits.length; i++) bits[i] = f32ToBf16Bits(rand() * 0.05);
+  k.write(w, 0, new Uint8Array(bits.buffer));
+  const b = await createNativeBackend({ threads });
+  setups.push({ threads, k, w, b, read: 0, gflops: 0, gemvMs: Infinity, gemmMs: Infinity });
+}
+const x1 = new Float32Array(NIN).map(rand), y1 = new Float32Array(NOUT);
+const xT = new Float32Array(T * NIN).map(rand), yT = new Float32Array(T * NOUT);
+for (let round = 0; round < rounds; round++) {
+  for (const s of setups) {
+    const c = await measureWasmCeilings(s.b, 1);
+    s.read = Math.max(s.read, c.readGBps);
+    s.gflops = Math.max(s.gflops, c.gflops);
+    s.k.matmul(y1, x1, s.w, 1);
+    for (let i = 0; i < 10; i++) {
+      const t0 = performance.now();
+      s.k.matmul(y1, x1, s.w, 1);
+      s.gemvMs = Math.min(s.gemvMs, performance.now() - t0);
+    }
+    const t0 = performance.now();
+    s.k.matmul(yT, xT, s.w, T);
+    s.gemmMs = Math.min(s.gemmMs, performance.now() - t0);
+  }
+}
+const rt = runtime();
+for (const s of setups) {
+  const gemvGBps = (NOUT * NIN * 2) / (s.gemvMs * 1e6), gemmGflops = (2 * T * NOUT * NIN) / (s.gemmMs * 1e6);
+  const row = {
+    runtime: `${rt.name} ${rt.version}`, isa: s.b.isa, threads: s.threads, readGBps: s.read, madGflops: s.gflops,
+    gemvMs: s.gemvMs, gemvGBps, gemvOfRead: gemvGBps / s.read, gemmMs: s.gemmMs, gemmGflops, gemmOfMad: gemmGflops / s.gflops,
+  };
+  if (json) console.log(JSON.stringify(row));
+  else {
+    console.log(`${row.runtime}, native ${row.isa}, ${s.threads} thread(s): read ${s.read.toFixed(1)} GB/s, mad ${s.gflops.toFixed(1)} GFLOP/s (best of ${rounds})`);
+    console.log(`  GEMV bf16 [${NOUT}, ${NIN}] x 1:   ${s.gemvMs.toFixed(2)} ms  ${gemvGBps.toFixed(2)} GB/s = ${row.gemvOfRead.toFixed(2)} of read (target ≥ 0.80: ${row.gemvOfRead >= 0.8 ? "met" : "NOT met"})`);
+    console.log(`  GEMM bf16 [${NOUT}, ${NIN}] x ${T}: ${s.gemmMs.toFixed(0)} ms  ${gemmGflops.toFixed(1)} GFLOP/s = ${row.gemmOfMad.toFixed(2)} of mad (target ≥ 0.60: ${row.gemmOfMad >= 0.6 ? "met" : "NOT met"})`);
+  }
+  s.k.dispose();
+  await s.b.dispose();
+}

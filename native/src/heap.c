@@ -1,0 +1,144 @@
+/*
+ * Host memory for KV buffers: 64-byte aligned, zero-filled blocks (aligned_alloc + memset below 1 MiB, mmap above:
+ * fresh pages are zero and committed on first touch, as wasm memory is), counted for duo_memory, and registered in an
+ * open-addressing table (block address -> bytes) so that ops can check the buffers they name (host.h).
+ */
+#define _GNU_SOURCE /* MAP_ANONYMOUS under -std=c11 */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include "internal.h"
+
+#define MMAP_FROM (1u << 20)
+#define TOMB 1u /* a freed slot: lookups walk past it */
+
+typedef struct {
+  uint64_t block, bytes;
+} slot;
+
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static slot *tab;
+static uint64_t cap, used, live_blocks, live_bytes; /* used counts tombstones too */
+
+static uint64_t hash(uint64_t b) { return ((b >> 6) * 0x9E3779B97F4A7C15ull) >> 17; }
+
+static slot *find(uint64_t block) {
+  if (!cap || block <= TOMB) return NULL;
+  for (uint64_t i = hash(block) & (cap - 1);; i = (i + 1) & (cap - 1)) {
+    if (tab[i].block == block) return &tab[i];
+    if (tab[i].block == 0) return NULL;
+  }
+}
+
+static void put(slot *t, uint64_t c, uint64_t block, uint64_t bytes) {
+  uint64_t i = hash(block) & (c - 1);
+  while (t[i].block > TOMB) i = (i + 1) & (c - 1);
+  t[i] = (slot){block, bytes};
+}
+
+/* Keep the table at most half full (tombstones included): rehash into twice the live count. */
+static int reserve(void) {
+  if ((used + 1) * 2 <= cap) return 1;
+  uint64_t c = 1024;
+  while (c < (live_blocks + 1) * 4) c *= 2;
+  slot *t = calloc(c, sizeof *t);
+  if (!t) return 0;
+  for (uint64_t i = 0; i < cap; i++)
+    if (tab[i].block > TOMB) put(t, c, tab[i].block, tab[i].bytes);
+  free(tab);
+  tab = t;
+  cap = c;
+  used = live_blocks;
+  return 1;
+}
+
+static void release(void *p, uint64_t bytes) {
+  if (bytes >= MMAP_FROM) munmap(p, bytes);
+  else free(p);
+}
+
+int32_t duo_alloc(uint64_t bytes, uint64_t *out) {
+  if (!out) return fail(DUO_E_ARG, "duo_alloc: out is NULL");
+  if (bytes == 0) return fail(DUO_E_ARG, "duo_alloc: bytes must be > 0");
+  uint64_t size = (bytes + 63) & ~63ull;
+  void *p;
+  if (size >= MMAP_FROM) {
+    p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) p = NULL;
+  } else {
+    p = aligned_alloc(64, size);
+    if (p) memset(p, 0, size);
+  }
+  if (!p) return fail(DUO_E_CAPACITY, "duo_alloc: the host has no %llu bytes to give", (unsigned long long)bytes);
+  pthread_mutex_lock(&mu);
+  if (!reserve()) {
+    pthread_mutex_unlock(&mu);
+    release(p, size);
+    return fail(DUO_E_CAPACITY, "duo_alloc: no memory for the block table");
+  }
+  put(tab, cap, (uint64_t)(uintptr_t)p, size);
+  used++;
+  live_blocks++;
+  live_bytes += size;
+  pthread_mutex_unlock(&mu);
+  *out = (uint64_t)(uintptr_t)p;
+  return DUO_OK;
+}
+
+int32_t duo_free(uint64_t block) {
+  pthread_mutex_lock(&mu);
+  slot *s = find(block);
+  if (!s) {
+    pthread_mutex_unlock(&mu);
+    return fail(DUO_E_HANDLE, "duo_free: 0x%llx is not a live block of duo_alloc", (unsigned long long)block);
+  }
+  uint64_t size = s->bytes;
+  s->block = TOMB;
+  s->bytes = 0;
+  live_blocks--;
+  live_bytes -= size;
+  pthread_mutex_unlock(&mu);
+  release((void *)(uintptr_t)block, size);
+  return DUO_OK;
+}
+
+uint64_t heap_block_bytes(uint64_t block) {
+  pthread_mutex_lock(&mu);
+  slot *s = find(block);
+  uint64_t bytes = s ? s->bytes : 0;
+  pthread_mutex_unlock(&mu);
+  return bytes;
+}
+
+int32_t duo_memory(double *out) {
+  if (!out) return fail(DUO_E_ARG, "duo_memory: out is NULL");
+  pthread_mutex_lock(&mu);
+  out[0] = (double)live_bytes;
+  out[1] = (double)live_blocks;
+  pthread_mutex_unlock(&mu);
+  return DUO_OK;
+}
+
+/* The range [offset, offset + bytes) of a live block, or a refusal naming `what`. */
+static int32_t range(const char *what, uint64_t block, uint64_t offset, uint64_t bytes, const void *host) {
+  uint64_t size = heap_block_bytes(block);
+  if (!size) return fail(DUO_E_HANDLE, "%s: 0x%llx is not a live block of duo_alloc", what, (unsigned long long)block);
+  if (offset > size || bytes > size - offset)
+    return fail(DUO_E_ARG, "%s: bytes [%llu, %llu) are outside the block's %llu", what, (unsigned long long)offset,
+                (unsigned long long)(offset + bytes), (unsigned long long)size);
+  if (bytes && !host) return fail(DUO_E_ARG, "%s: the host pointer is NULL", what);
+  return DUO_OK;
+}
+
+int32_t duo_read(uint64_t block, uint64_t offset, uint64_t bytes, void *dst) {
+  int32_t rc = range("duo_read", block, offset, bytes, dst);
+  if (rc == DUO_OK && bytes) memcpy(dst, (const uint8_t *)(uintptr_t)block + offset, bytes);
+  return rc;
+}
+
+int32_t duo_write(uint64_t block, uint64_t offset, uint64_t bytes, const void *src) {
+  int32_t rc = range("duo_write", block, offset, bytes, src);
+  if (rc == DUO_OK && bytes) memcpy((uint8_t *)(uintptr_t)block + offset, src, bytes);
+  return rc;
+}

@@ -1,0 +1,57 @@
+/*
+ * The native library's exports beyond wasm/src/duo.h (whose ops it exports under the same names and signatures):
+ * host memory, threads, the chosen instruction set and error messages. ffi/symbols.ts (NATIVE_SYMBOLS) declares the
+ * same table for bun:ffi, Deno.dlopen and koffi.
+ *
+ * Memory: duo_alloc blocks are 64-byte aligned and zero-filled, from the host (mmap for large blocks, so that their
+ * pages are committed lazily), counted (duo_memory) and registered: every op that names a buffer (duo_append's dst,
+ * a segment's k and v) must name the address duo_alloc gave, and the op is refused unless the rows it touches lie
+ * inside that block. Refused calls return DUO_E_* before writing anything; duo_last_error() then says why.
+ */
+#ifndef DUO_HOST_H
+#define DUO_HOST_H
+#include "../../wasm/src/duo.h"
+
+#define DUO_MAX_THREADS 256
+
+/* The message of the calling thread's last refused call ("" when none). */
+DUO_EXPORT const char *duo_last_error(void);
+/* The instruction set the kernels run with: "avx512", "avx2", "sse41", "neon" or "scalar" (chosen once, at load, from
+ * the CPU; the environment variable DUO_NATIVE_ISA may name a lower one that the CPU supports, for tests). */
+DUO_EXPORT const char *duo_isa(void);
+/* Switch the kernels to the instruction set `name` (NULL or "": the best), process-wide; DUO_E_UNSUPPORTED when this
+ * build lacks it or the CPU does not run it (the choice stays). For tests and benchmarks of every set. */
+DUO_EXPORT int32_t duo_select_isa(const char *name);
+/* Threads for the calls that follow (1 .. DUO_MAX_THREADS): heads and KV rows of duo_attend, and the benchmark
+ * ceilings, are split over them. Returns the previous count, or DUO_E_ARG. */
+DUO_EXPORT int32_t duo_threads(int32_t n);
+
+/* *out = address of a fresh block of `bytes` (> 0). DUO_E_CAPACITY when the host has no memory. */
+DUO_EXPORT int32_t duo_alloc(uint64_t bytes, uint64_t *out);
+/* Free a block (its address as duo_alloc gave it); DUO_E_HANDLE for anything else. */
+DUO_EXPORT int32_t duo_free(uint64_t block);
+/* out[0] = bytes in live blocks, out[1] = live blocks. */
+DUO_EXPORT int32_t duo_memory(double *out);
+/* Copy bytes [offset, offset + bytes) of a block out to host memory, or into it from host memory. */
+DUO_EXPORT int32_t duo_read(uint64_t block, uint64_t offset, uint64_t bytes, void *dst);
+DUO_EXPORT int32_t duo_write(uint64_t block, uint64_t offset, uint64_t bytes, const void *src);
+
+/* Model kernels (wasm/model/kernels.c, SIMD sets only: DUO_E_UNSUPPORTED on "scalar"). Weights are blocks of
+ * duo_alloc holding a row-major [rows, cols] matrix of a weight dtype below (the quantized ones as llama.cpp's blocks,
+ * cols a multiple of the block: 32 for Q8_0 / Q4_0, 256 for Q4_K / Q6_K); a 16-bit matrix is packed in place once it
+ * is written (duo_model_pack). Activations are host arrays, one row per token. The codes are the model's own (the KV
+ * dtypes of duo.h are another list): src/model/kernels-native.ts has the same table. */
+enum { DUO_W_F32 = 0, DUO_W_F16 = 1, DUO_W_BF16 = 2, DUO_W_Q8_0 = 3, DUO_W_Q4_0 = 4, DUO_W_Q4_K = 5, DUO_W_Q6_K = 6, DUO_W_COUNT = 7 };
+DUO_EXPORT int32_t duo_model_pack(uint64_t w, int32_t rows, int32_t cols);
+/* y[T, nout] = x[T, nin] . W[nout, nin]^T (+ bias[nout], or NULL); output rows split over the threads. */
+DUO_EXPORT int32_t duo_model_matmul(float *y, const float *x, uint64_t w, const float *bias, int32_t T, int32_t nin,
+                                    int32_t nout, int32_t dtype);
+/* y[T, cols] = table[ids[t]] widened to f32 (ids checked against rows). */
+DUO_EXPORT int32_t duo_model_embed(float *y, const int32_t *ids, uint64_t table, int32_t T, int32_t rows, int32_t cols,
+                                   int32_t dtype);
+DUO_EXPORT int32_t duo_model_rmsnorm(float *y, const float *x, const float *w, int32_t T, int32_t n, float eps);
+DUO_EXPORT int32_t duo_model_rope(float *x, const float *cos, const float *sin, int32_t T, int32_t heads,
+                                  int32_t head_dim);
+DUO_EXPORT int32_t duo_model_swiglu(float *y, const float *gate, const float *up, int32_t n);
+
+#endif

@@ -1,0 +1,51 @@
+/* What the native library's own files share: the kernels of one instruction set, the heap, the pool, errors. */
+#ifndef DUO_NATIVE_INTERNAL_H
+#define DUO_NATIVE_INTERNAL_H
+#include "host.h"
+
+/* One build of the model kernels (wasm/model/kernels.c), in the SIMD sets only. */
+typedef void matmul_fn(float *y, const float *x, const void *w, const float *b, int T, int nin, int nout);
+typedef void embed_fn(float *y, const int32_t *ids, const void *table, int T, int n);
+typedef struct {
+  void (*pack_u16)(uint16_t *w, int rows, int cols);
+  matmul_fn *matmul[DUO_W_COUNT]; /* by weight dtype (host.h DUO_W_*) */
+  embed_fn *embed[DUO_W_COUNT];
+  void (*rmsnorm)(float *y, const float *x, const float *w, int T, int n, float eps);
+  void (*rope)(float *x, const float *cos, const float *sin, int T, int H, int D);
+  void (*swiglu)(float *y, const float *g, const float *u, int n);
+} model_kernels;
+
+/* One build of the wasm/src drivers and kernels (native/build.sh compiles them once per instruction set, every
+ * symbol suffixed with the set's name). The types are those of duo.h's prototypes. */
+typedef struct {
+  const char *name;
+  __typeof__(duo_append) *append;
+  __typeof__(duo_attend) *attend;
+  __typeof__(duo_attend_workspace) *attend_workspace;
+  __typeof__(duo_merge) *merge;
+  __typeof__(duo_bench_read) *bench_read;
+  __typeof__(duo_bench_mad) *bench_mad;
+  const model_kernels *model; /* NULL for the scalar set */
+} isa_kernels;
+
+/* The kernels chosen at load (dispatch.c). */
+const isa_kernels *isa(void);
+
+/* Bytes of the live block at `block`, or 0 when no block starts there (heap.c). */
+uint64_t heap_block_bytes(uint64_t block);
+
+/* Run fn(ctx, i) for i < n on up to `threads` threads (the caller is one of them); returns when all are done. */
+typedef void (*pool_fn)(void *ctx, int task);
+void pool_run(int threads, int n, pool_fn fn, void *ctx);
+/* The thread count set by duo_threads. */
+int pool_threads(void);
+
+/* Record the calling thread's last error (printf format) and return `status`. */
+int32_t fail(int32_t status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Threaded attention over already validated arguments (attend_mt.c). */
+int32_t attend_mt(const float *q, int32_t t, int32_t num_heads, int32_t head_dim, int32_t group, int32_t n_heads,
+                  const int32_t *q_heads, const int32_t *kv_slots, const duo_segment *segments, int32_t n_segments,
+                  int32_t q_pos0, int32_t windowed, int32_t sink, int32_t recent, float *out, float *lse);
+
+#endif

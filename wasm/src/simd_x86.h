@@ -1,0 +1,83 @@
+/*
+ * The SIMD mapping for x86-64 (simd.h picks it under -msse4.1). One type for VF and VI (__m128): the integer macros
+ * cast, which costs nothing. Built three times by native/build.sh: SSE4.1 (x86-64-v2), AVX2 + FMA (VEX encoding,
+ * VF_MAD one vfmadd), AVX-512VL (EVEX: 32 vector registers, so the 4x8 accumulator blocks never spill).
+ */
+#ifndef DUO_SIMD_X86_H
+#define DUO_SIMD_X86_H
+#include <immintrin.h>
+
+typedef __m128 VF;
+typedef __m128 VI;
+
+#define X_I(x)              _mm_castps_si128(x)
+#define X_F(x)              _mm_castsi128_ps(x)
+
+#define VF_LOAD(p)          _mm_loadu_ps((const float *)(const void *)(p))
+#define VF_STORE(p, x)      _mm_storeu_ps((float *)(void *)(p), x)
+#define VF_LOAD_SPLAT(p)    _mm_set1_ps(*(const float *)(const void *)(p))
+#define VF_SPLAT(x)         _mm_set1_ps(x)
+#define VF_ZERO             _mm_setzero_ps()
+#define VF_ADD(a, b)        _mm_add_ps(a, b)
+#define VF_SUB(a, b)        _mm_sub_ps(a, b)
+#define VF_MUL(a, b)        _mm_mul_ps(a, b)
+#ifdef __FMA__
+#define VF_MAD(acc, a, b)   _mm_fmadd_ps(a, b, acc)
+#else
+#define VF_MAD(acc, a, b)   _mm_add_ps(acc, _mm_mul_ps(a, b))
+#endif
+#define VF_MAX(a, b)        _mm_max_ps(b, a) /* maxps gives its second operand when unordered: pmax */
+#define VF_EQ(a, b)         _mm_cmpeq_ps(a, b)
+#define VF_SELECT(m, a, b)  _mm_or_ps(_mm_and_ps(m, a), _mm_andnot_ps(m, b))
+#define VF_LANE(x, i)       _mm_cvtss_f32(_mm_shuffle_ps(x, x, _MM_SHUFFLE(i, i, i, i)))
+
+#define VI_SPLAT(x)         X_F(_mm_set1_epi32(x))
+#define VI_ADD(a, b)        X_F(_mm_add_epi32(X_I(a), X_I(b)))
+#define VI_SUB(a, b)        X_F(_mm_sub_epi32(X_I(a), X_I(b)))
+#define VI_SHL(a, n)        X_F(_mm_slli_epi32(X_I(a), n))
+#define VI_SHR(a, n)        X_F(_mm_srli_epi32(X_I(a), n))
+#define VI_SRA(a, n)        X_F(_mm_srai_epi32(X_I(a), n))
+#define VI_AND(a, b)        _mm_and_ps(a, b)
+#define VI_OR(a, b)         _mm_or_ps(a, b)
+#define VI_EQ(a, b)         X_F(_mm_cmpeq_epi32(X_I(a), X_I(b)))
+#define VI_GT_U(a, b)       X_F(_mm_cmpgt_epi32(_mm_xor_si128(X_I(a), _mm_set1_epi32((int32_t)0x80000000)), \
+                                                _mm_xor_si128(X_I(b), _mm_set1_epi32((int32_t)0x80000000))))
+#define VI_LANE(x, i)       _mm_extract_epi32(X_I(x), i)
+#define VI_GT(a, b)         X_F(_mm_cmpgt_epi32(X_I(a), X_I(b)))
+#define VI_FROM_F32(x)      X_F(_mm_cvttps_epi32(x)) /* in range only: no saturation */
+#define VF_MIN(a, b)        _mm_min_ps(a, b)
+#define VF_DIV(a, b)        _mm_div_ps(a, b)
+#define VF_ROUND(x)         _mm_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+
+#define VF_ZIP_LO32(a, b)   _mm_unpacklo_ps(a, b)
+#define VF_ZIP_HI32(a, b)   _mm_unpackhi_ps(a, b)
+#define VF_CAT_LO64(a, b)   _mm_movelh_ps(a, b)
+#define VF_CAT_HI64(a, b)   _mm_movehl_ps(b, a)
+#define VF_SWAP64(a)        _mm_shuffle_ps(a, a, _MM_SHUFFLE(1, 0, 3, 2))
+#define VF_SWAP32(a)        _mm_shuffle_ps(a, a, _MM_SHUFFLE(2, 3, 0, 1))
+#define VI_ZIP_LO16(a, b)   X_F(_mm_unpacklo_epi16(X_I(a), X_I(b)))
+#define VI_ZIP_HI16(a, b)   X_F(_mm_unpackhi_epi16(X_I(a), X_I(b)))
+#define VI_EVEN_ODD16(x)    X_F(_mm_shuffle_epi8(X_I(x), _mm_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15)))
+#define VI_WIDEN_LO_U16(x)  X_F(_mm_cvtepu16_epi32(X_I(x)))
+#define VI_WIDEN_HI_U16(x)  X_F(_mm_unpackhi_epi16(X_I(x), _mm_setzero_si128()))
+#define VI_LOAD_U16X4(p)    X_F(_mm_cvtepu16_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(p))))
+#define VI_LOAD_I16X4(p)    X_F(_mm_cvtepi16_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(p))))
+#define VI_NARROW_U16(a, b) X_F(_mm_packus_epi32(X_I(a), X_I(b)))
+#define VI_STORE64(p, x)    _mm_storel_epi64((__m128i *)(void *)(p), X_I(x))
+
+/* Byte lanes and widening (simd.h gives their plain-C meaning). SSE has no byte shift: a 16-bit shift, then the bits
+ * that crossed in from the neighbouring byte are masked off. */
+#define VI8_SHUFFLE(a, b, ...) X_F((__m128i)__builtin_shufflevector((__v16qi)X_I(a), (__v16qi)X_I(b), __VA_ARGS__))
+#define VI8_LOOKUP(t, x)    X_F(_mm_shuffle_epi8(X_I(t), X_I(x)))
+#define VI8_SHR(a, n)       X_F(_mm_and_si128(_mm_srl_epi16(X_I(a), _mm_cvtsi32_si128(n)), _mm_set1_epi8((char)(0xff >> (n)))))
+#define VI8_SUB(a, b)       X_F(_mm_sub_epi8(X_I(a), X_I(b)))
+#define VI8_SPLAT(x)        X_F(_mm_set1_epi8((char)(x)))
+#define VI_LOAD64(p)        X_F(_mm_loadl_epi64((const __m128i *)(const void *)(p)))
+#define VI16_LOAD8(p)       X_F(_mm_cvtepi8_epi16(_mm_loadl_epi64((const __m128i *)(const void *)(p))))
+#define VI16_LO8(a)         X_F(_mm_cvtepi8_epi16(X_I(a)))
+#define VI16_HI8(a)         X_F(_mm_cvtepi8_epi16(_mm_unpackhi_epi64(X_I(a), X_I(a))))
+#define VI32_LO16(a)        X_F(_mm_cvtepi16_epi32(X_I(a)))
+#define VI32_HI16(a)        X_F(_mm_cvtepi16_epi32(_mm_unpackhi_epi64(X_I(a), X_I(a))))
+#define VF_FROM_I32(a)      _mm_cvtepi32_ps(X_I(a))
+
+#endif
