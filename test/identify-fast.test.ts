@@ -8,7 +8,7 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { createBackend } from "../src/backend/registry.ts";
+import { createBackend, probeBackend } from "../src/backend/registry.ts";
 import type { Backend } from "../src/backend/types.ts";
 import { parseConfig } from "../src/model/config.ts";
 import { createModelKernels, type KernelsName } from "../src/model/kernels.ts";
@@ -22,6 +22,7 @@ import { type TinySpec, writeTinyModel } from "./helpers/tiny-model.ts";
 import { rng } from "./helpers/random.ts";
 
 const TOL = 1e-5;
+const native = await probeBackend("native");
 
 function tiny(spec: TinySpec): GateModel {
   const m = writeTinyModel(spec);
@@ -33,8 +34,8 @@ function tiny(spec: TinySpec): GateModel {
 }
 
 /** Fast-path scores of `m` on kernels `kn` with attention on `backend` (threads = workers of the wasm backend). */
-async function fastScores(m: GateModel, kn: KernelsName, backend: "wasm" | "reference", threads: number, data: (s: number) => Sample, samples: number, window: StreamingWindow): Promise<Float64Array> {
-  const kernels = await createModelKernels(kn, { modelThreads: threads });
+async function fastScores(m: GateModel, kn: KernelsName, backend: "wasm" | "native" | "reference", threads: number, data: (s: number) => Sample, samples: number, window: StreamingWindow): Promise<Float64Array> {
+  const kernels = await createModelKernels(kn, { modelThreads: threads, threads });
   const b: Backend = await createBackend(backend, { threads });
   try {
     return (await identifyHeadsFast(fastModelFromGate(m, kernels), b, { method: "score", data: { sample: data }, samples, window })).scores!;
@@ -59,7 +60,7 @@ test("identify fast score: the planted model's scores match float64 within 1e-5 
   const model = plantedModel(), window = { sink: 4, recent: 16, blockSize: 8 }, T = 64;
   const data = (s: number) => recallSample(3000 + s, T);
   const ref = (await identifyHeads(model, { method: "score", data: { sample: data }, samples: 2, window })).scores!;
-  const cases: [KernelsName, "wasm" | "reference", number][] = [["wasm", "wasm", 0], ["reference", "reference", 0]];
+  const cases: [KernelsName, "wasm" | "native" | "reference", number][] = [["wasm", "wasm", 0], ["reference", "reference", 0]];
   for (const [kn, backend, threads] of cases) {
     const fast = await fastScores(model, kn, backend, threads, data, 2, window);
     assertSameScores(fast, ref, `planted, kernels ${kn}, backend ${backend}`);
@@ -86,6 +87,20 @@ for (const [name, spec, window] of RANDOM) {
     assertSameScores(await fastScores(m, threads ? "wasm-parallel" : "wasm", "wasm", threads, data, 2, window), ref, name);
   });
 }
+
+test("identify fast score: native kernels and native backend (2 threads) match float64 within 1e-5 of the top", { skip: native.usable ? false : `native not usable here (${native.reason})` }, async () => {
+  const model = plantedModel(), window = { sink: 4, recent: 16, blockSize: 8 }, T = 64;
+  const data = (s: number) => recallSample(3000 + s, T);
+  const ref = (await identifyHeads(model, { method: "score", data: { sample: data }, samples: 2, window })).scores!;
+  assertSameScores(await fastScores(model, "native", "native", 2, data, 2, window), ref, "planted, native");
+  const m = tiny({ layers: 3, heads: 4, kvHeads: 2, attentionBias: true, mlpBias: true, seed: 21 }), window0 = { sink: 2, recent: 5, blockSize: 0 };
+  const data0 = (s: number): Sample => {
+    const r = rng(100 + s);
+    return { ids: Int32Array.from({ length: 48 }, () => 3 + Math.floor(r() * 250)), labelStart: 38 };
+  };
+  const ref0 = (await identifyHeads(m, { method: "score", data: { sample: data0 }, samples: 2, window: window0 })).scores!;
+  assertSameScores(await fastScores(m, "native", "native", 2, data0, 2, window0), ref0, "random GQA, token mask, native");
+});
 
 test("identify fast: optimize is refused on the fast kernels, naming the float64 path", async () => {
   const m = tiny({ layers: 1, heads: 2, kvHeads: 2, seed: 5 }), kernels = await createModelKernels("wasm");

@@ -46,6 +46,7 @@ const USAGE = `usage: duo identify --model DIR --out DIR [options]
   --samples N          score samples (default ${DEFAULTS.samples})
   --kernels k          score: auto | reference | ${FAST_KERNELS.join(" | ")} (default auto: the fast model kernels —
                        weights in the model's dtype, f32 activations — with attention on the wasm backend, tiled;
+                       native: native kernels and the native attention backend;
                        reference: the float64 TypeScript path, its twin; 25x slower on a small model). optimize:
                        reference only
   --threads n          score, fast kernels: workers of the model kernels and of the attention backend (default:
@@ -152,9 +153,10 @@ export async function main(argv: string[]): Promise<number> {
   let model: GateModel | undefined, fastModel: FastModel | undefined, kernels: ModelKernels | undefined, backend: Backend | undefined, tokenizer: TextTokenizer;
   if (fast) {
     // weightBytes: "auto" picks workers by model size; 2 bytes a weight (bf16/f16) is the common case, close enough
-    kernels = await createModelKernels(kernelsArg as typeof FAST_KERNELS[number] | "auto", { modelThreads: threads, weightBytes: 2 * params });
+    kernels = await createModelKernels(kernelsArg as typeof FAST_KERNELS[number] | "auto", { modelThreads: threads, threads, weightBytes: 2 * params });
     try {
-      backend = await createBackend(kernels.name === "reference" ? "reference" : "wasm", { threads });
+      // attention on the backend of the kernels' kind (native with native; reference with reference; else wasm)
+      backend = await createBackend(kernels.name === "reference" || kernels.name === "native" ? kernels.name : "wasm", { threads });
       fastModel = await loadFastModel(dir, kernels);
       tokenizer = await TextTokenizer.load(dir);
     } catch (e) {
