@@ -1,6 +1,8 @@
 // One `duo identify --method optimize` step against a plain forward of the same tokens (issue 19's target:
 // ≤ 1.5×), on the reference (float64 TypeScript) path: teacher forward + cone student forward + activation-only
 // backward, vs the teacher forward alone. Also the full-sequence student (cone off) for comparison.
+// Then one `--method score` sample on the float64 path against the fast path (wasm model kernels + wasm attention
+// backend, both in this thread: fast-score.ts), the speed-up the fast path buys at this shape.
 // Run: node --import tsx bench/identify-step.ts [T] (or bun / deno run -A). Shape: 4 layers, hidden 128,
 // 4 query / 2 KV heads of 32, MLP 344; the upstream window scaled by ¼ (S 32, R 64, blocks of 32), 64 labelled rows.
 import { parseConfig } from "../src/model/config.ts";
@@ -10,6 +12,11 @@ import { objective } from "../src/identify/objective.ts";
 import { sampleRows, teacherForward } from "../src/identify/forward.ts";
 import { Random } from "../src/identify/random.ts";
 import { runtime } from "../src/runtime.ts";
+import { createBackend } from "../src/backend/registry.ts";
+import { createModelKernels } from "../src/model/kernels.ts";
+import { fastModelFromGate } from "../src/identify/fast-model.ts";
+import { FastDeviationScore } from "../src/identify/fast-score.ts";
+import { DeviationScore } from "../src/identify/score.ts";
 
 const T = Number((globalThis as { Deno?: { args: string[] } }).Deno?.args[0] ?? process.argv[2] ?? 2048);
 const config = parseConfig({ architectures: ["LlamaForCausalLM"], hidden_size: 128, intermediate_size: 344, num_hidden_layers: 4, num_attention_heads: 4, num_key_value_heads: 2, vocab_size: 512, max_position_embeddings: 65536 });
@@ -45,3 +52,19 @@ const cone = rows.keys.map((k) => k.length);
 console.log(`${runtime().name} ${runtime().version}, T = ${T}, cone rows per layer ${cone.join("/")} of ${T}; best of 4 alternating rounds`);
 console.log(`wall: ${ratios(wall)}`);
 if (cpuMs.forward !== undefined) console.log(`cpu:  ${ratios(cpuMs)}`);
+
+// score: one sample each, alternating, best of 3
+const kernels = await createModelKernels("wasm"), backend = await createBackend("wasm", { threads: 0 });
+const fast = new FastDeviationScore(fastModelFromGate(model, kernels), backend, window), ref = new DeviationScore(model, window);
+const score: Record<string, number> = {};
+await fast.add(sample); // warm-up
+for (let round = 0; round < 3; round++) {
+  for (const [name, fn] of Object.entries({ float64: async () => ref.add(sample), fast: async () => await fast.add(sample) })) {
+    const t0 = performance.now();
+    await fn();
+    score[name] = Math.min(score[name] ?? Infinity, performance.now() - t0);
+  }
+}
+console.log(`score, one sample: float64 ${score.float64!.toFixed(0)} ms; fast (wasm kernels + wasm backend, one thread) ${score.fast!.toFixed(0)} ms = ${(score.float64! / score.fast!).toFixed(1)}x faster`);
+kernels.dispose();
+await backend.dispose();

@@ -6,7 +6,7 @@
 import { checkOneOf, DuoError } from "../errors.ts";
 import { PasskeyDataset } from "../identify/dataset.ts";
 import { generatedHaystack } from "../identify/haystack.ts";
-import { identifyHeads, type IdentifyState, METHODS, passkeySource } from "../identify/identify.ts";
+import { identifyHeads, type IdentifyOptions, type IdentifyState, METHODS, passkeySource } from "../identify/identify.ts";
 import { loadGateModel } from "../identify/model.ts";
 import { GATE_DTYPES, UPSTREAM_LR } from "../identify/optimizer.ts";
 import { UPSTREAM_REG } from "../identify/objective.ts";
@@ -14,17 +14,28 @@ import { readState, writeIdentifyOutput, writeState } from "../identify/output.t
 import { Random } from "../identify/random.ts";
 import { loadConfig } from "../model/config.ts";
 import { expectedTensors } from "../model/weights.ts";
+import { createBackend } from "../backend/registry.ts";
+import type { Backend } from "../backend/types.ts";
+import { createModelKernels, KERNELS, type ModelKernels } from "../model/kernels.ts";
+import { TextTokenizer } from "../model/tokenizer.ts";
+import { type FastModel, loadFastModel } from "../identify/fast-model.ts";
+import { identifyHeadsFast } from "../identify/identify.ts";
+import type { GateModel } from "../identify/model.ts";
 import { exists, makeDir, readText } from "../runtime.ts";
 import { type Args, numberArg, parseArgs } from "./args.ts";
 import { write } from "./io.ts";
+
+/** the fast kernel sets score runs on (kernels.ts); "reference" here names the float64 path instead */
+const FAST_KERNELS = KERNELS.filter((k) => k !== "reference");
 
 const DEFAULTS = { steps: 200, samples: 16, ctxMin: 1000, ctxMax: 4000, lengths: 10, passkeys: 10, passkeyWords: 32, depths: 1000, sink: 128, recent: 256, block: 128, seed: 42, maxMemoryGiB: 4 };
 
 const USAGE = `usage: duo identify --model DIR --out DIR [options]
   Find the retrieval heads of a Llama-family model (Llama, Mistral, Qwen2): by DuoAttention's gate optimisation
   (upstream's duo_attn/train.py) or by a forward-only score. Writes DIR/full_attention_heads.tsv + config.json (upstream's format:
-  duo pattern, loadPattern, upstream and kvpress read it) and DIR/identify.json. Computes in float64 TypeScript
-  (the reference): exact, and slow on real models; CPU-scaled defaults are marked "upstream: ...".
+  duo pattern, loadPattern, upstream and kvpress read it) and DIR/identify.json. optimize computes in float64
+  TypeScript (the reference: exact, slow on real models); score runs on the fast kernels by default (--kernels).
+  CPU-scaled defaults are marked "upstream: ...".
   --model DIR          Hugging Face model directory (config.json, model.safetensors[.index.json], tokenizer.json)
   --out DIR            output pattern directory
   --method m           ${METHODS.join(" | ")} (default optimize). optimize: the upstream objective (distillation
@@ -33,6 +44,13 @@ const USAGE = `usage: duo identify --model DIR --out DIR [options]
                        forward only, gates = rank/(N−1) (select with --sparsity, not a threshold)
   --steps N            optimize steps (default ${DEFAULTS.steps}; upstream 2000; the schedule scales with N)
   --samples N          score samples (default ${DEFAULTS.samples})
+  --kernels k          score: auto | reference | ${FAST_KERNELS.join(" | ")} (default auto: the fast model kernels —
+                       weights in the model's dtype, f32 activations — with attention on the wasm backend, tiled;
+                       native: native kernels and the native attention backend;
+                       reference: the float64 TypeScript path, its twin; 25x slower on a small model). optimize:
+                       reference only
+  --threads n          score, fast kernels: workers of the model kernels and of the attention backend (default:
+                       one per core; 0: everything in this thread)
   data: upstream's multi-passkey retrieval samples (duo_attn/data.py)
   --haystack FILE      text the needles are hidden in (default: a built-in generated haystack; the output says so)
   --ctx-min N, --ctx-max N   haystack tokens per sample (default ${DEFAULTS.ctxMin}, ${DEFAULTS.ctxMax}; upstream 1000, 32000)
@@ -51,7 +69,7 @@ const USAGE = `usage: duo identify --model DIR --out DIR [options]
   --resume             continue from --out's identify-state.json (same arguments)
 `;
 
-const VALUES = ["model", "out", "method", "steps", "samples", "haystack", "ctx-min", "ctx-max", "lengths", "passkeys", "passkey-words", "seed", "sink", "recent", "block", "lr", "reg", "gate-dtype", "max-memory"];
+const VALUES = ["model", "out", "method", "kernels", "threads", "steps", "samples", "haystack", "ctx-min", "ctx-max", "lengths", "passkeys", "passkey-words", "seed", "sink", "recent", "block", "lr", "reg", "gate-dtype", "max-memory"];
 
 function int(args: Args, name: string, fallback: number, min = 1, max?: number): number {
   return numberArg(args, name, { min, max, integer: true }) ?? fallback;
@@ -105,6 +123,12 @@ export async function main(argv: string[]): Promise<number> {
   const lr = numberArg(args, "lr", { min: 0 }) ?? UPSTREAM_LR, reg = numberArg(args, "reg", { min: 0 }) ?? UPSTREAM_REG;
   const maxMemory = (numberArg(args, "max-memory", { min: 0 }) ?? DEFAULTS.maxMemoryGiB) * 2 ** 30;
   const resume = args.flags.has("resume");
+  const kernelsArg = checkOneOf("--kernels", args.values.get("kernels") ?? "auto", ["auto", "reference", ...FAST_KERNELS] as const);
+  if (method === "optimize" && kernelsArg !== "auto" && kernelsArg !== "reference") {
+    throw new DuoError("INVALID_ARGUMENT", `--method optimize runs on the float64 reference only; drop --kernels ${kernelsArg} (or pass --kernels reference), or use --method score`);
+  }
+  const fast = method === "score" && kernelsArg !== "reference";
+  const threads = numberArg(args, "threads", { min: 0, integer: true });
   if (resume && method !== "optimize") throw new DuoError("INVALID_ARGUMENT", "--resume applies to --method optimize (score runs have no optimiser state)");
 
   if (!(await exists(dir))) throw new DuoError("IO", `--model ${dir} does not exist; give a Hugging Face model directory (config.json, model.safetensors, tokenizer.json)`);
@@ -120,66 +144,91 @@ export async function main(argv: string[]): Promise<number> {
   const perToken = 2 * c.hiddenSize + 2 * (c.numHeads + c.numKvHeads) * c.headDim + 2 * c.intermediateSize +
     c.numLayers * (3 * c.hiddenSize + (3 * c.numHeads + 2 * c.numKvHeads) * c.headDim + 2 * c.intermediateSize + c.numHeads);
   const bytes = 8 * (params + perToken * (ctxMax + 64 * data.passkeys * 2));
-  if (8 * params > maxMemory) {
+  if (!fast && 8 * params > maxMemory) {
     throw new DuoError("CAPACITY", `the model's weights alone take ${(8 * params / 2 ** 30).toFixed(1)} GiB in float64, over --max-memory ${(maxMemory / 2 ** 30).toFixed(1)} GiB; raise --max-memory if this machine has the memory (identification computes in float64)`);
   }
-  if (bytes > maxMemory) {
+  if (!fast && bytes > maxMemory) {
     throw new DuoError("CAPACITY", `a ${ctxMax}-token context needs about ${(bytes / 2 ** 30).toFixed(1)} GiB (float64 weights and activations), over --max-memory ${(maxMemory / 2 ** 30).toFixed(1)} GiB; lower --ctx-max (or raise --max-memory)`);
   }
-  const { model, tokenizer } = await loadGateModel(dir);
-  const haystackFile = args.values.get("haystack");
-  let text: string;
-  if (haystackFile !== undefined) {
+  let model: GateModel | undefined, fastModel: FastModel | undefined, kernels: ModelKernels | undefined, backend: Backend | undefined, tokenizer: TextTokenizer;
+  if (fast) {
+    // weightBytes: "auto" picks workers by model size; 2 bytes a weight (bf16/f16) is the common case, close enough
+    kernels = await createModelKernels(kernelsArg as typeof FAST_KERNELS[number] | "auto", { modelThreads: threads, threads, weightBytes: 2 * params });
     try {
-      text = await readText(haystackFile);
+      // attention on the backend of the kernels' kind (native with native; reference with reference; else wasm)
+      backend = await createBackend(kernels.name === "reference" || kernels.name === "native" ? kernels.name : "wasm", { threads });
+      fastModel = await loadFastModel(dir, kernels);
+      tokenizer = await TextTokenizer.load(dir);
     } catch (e) {
-      throw new DuoError("IO", `cannot read --haystack ${haystackFile}: ${(e as Error).message}`, { cause: e });
+      kernels.dispose();
+      await backend?.dispose();
+      throw e;
     }
-  } else text = generatedHaystack(tokenizer, ctxMax, seed);
-  const haystackName = haystackFile ?? "built-in generated haystack (seeded pseudo-prose; give --haystack FILE for real text)";
-  const dataset = new PasskeyDataset(tokenizer, text, data, new Random(seed));
-  const source = passkeySource(dataset, seed);
-  const runArgs = { method, model: dir, steps, samples, haystack: haystackFile ?? "generated", context_length_min: ctxMin, context_length_max: ctxMax, context_lengths_num_intervals: data.lengths, num_passkeys: data.passkeys, passkey_length: data.passkeyWords, pad_upstream: data.pad, seed, block_size: window.blockSize, lr, reg_weight: reg, gate_dtype: gateDtype, initial_value: 1.0, supervision: "distill" };
-  const fingerprint = JSON.stringify({ c: [c.architecture, c.numLayers, c.numKvHeads, c.hiddenSize], ...runArgs, window });
-  await makeDir(out);
-  let state: IdentifyState | undefined;
-  if (resume) state = await readState(out, fingerprint);
-  const hash = await sha256(dataset.haystack);
-  const report = {
-    model: { dir, architecture: c.architecture, layers: c.numLayers, heads: c.numHeads, kvHeads: c.numKvHeads },
-    engine: "reference (float64 TypeScript)",
-    data: { haystack: haystackName, haystackTokens: dataset.haystack.length, haystackSha256: hash, ...data, seed },
-    arguments: runArgs,
-  };
-  write(`duo identify: ${method} on ${dir} (${c.numLayers} layers x ${c.numKvHeads} KV heads); haystack: ${haystackName}${state ? `; resuming at step ${state.step}` : ""}\n`, "stderr");
-
-  let stop = false;
-  const off = onInterrupt(() => {
-    stop = true;
-    write("\nduo identify: stopping after this step (Ctrl-C again to quit at once)\n", "stderr");
-  });
+  } else ({ model, tokenizer } = await loadGateModel(dir));
   try {
-    const run = await identifyHeads(model, {
-      method, data: source, steps, samples, window, lr, reg, gateDtype, resume: state, shouldStop: () => stop,
-      onStep: (s) => {
-        const what = method === "optimize"
-          ? `step ${s.step}/${s.steps}  loss ${s.loss.toExponential(3)}  gates [${s.gateMin.toFixed(3)}, ${s.gateMax.toFixed(3)}]`
-          : `sample ${s.step}/${s.steps}`;
-        const cost = method === "optimize" ? `  step/forward ${(s.seconds / s.teacherSeconds).toFixed(2)}` : "";
-        write(`  ${what}  ${s.tokens} tokens  ${s.tokensPerSecond.toFixed(0)} tok/s${cost}  ETA ${duration(s.etaSeconds)}\n`, "stderr");
-      },
-      onCheckpoint: async (st) => {
-        await writeState(out, st, fingerprint);
-        await writeIdentifyOutput(out, { method, numLayers: c.numLayers, numKvHeads: c.numKvHeads, gates: Float64Array.from(st.gates), window, steps: st.step, stopped: st.step < steps, losses: st.losses, timings: { seconds: (performance.now() - t0) / 1000, teacherSeconds: NaN, tokens: NaN } }, runArgs, report);
-      },
-    });
-    await writeIdentifyOutput(out, run, runArgs, { ...report, seconds: (performance.now() - t0) / 1000 });
-    const order = Array.from(run.gates.keys()).sort((a, b) => run.gates[b]! - run.gates[a]!).slice(0, Math.min(8, run.gates.length));
-    const top = order.map((i) => `L${Math.floor(i / c.numKvHeads)}h${i % c.numKvHeads}`).join(" ");
-    write(`${run.stopped ? "stopped" : "done"}: ${run.steps} ${method === "optimize" ? "steps" : "samples"} in ${duration(run.timings.seconds)}; wrote ${out}/full_attention_heads.tsv, config.json, identify.json\n` +
-      `haystack: ${haystackName}\ntop heads: ${top}\n`);
-    return run.stopped ? 130 : 0;
+    return await identifyInto(out);
   } finally {
-    off();
+    kernels?.dispose();
+    await backend?.dispose();
+  }
+
+  // the run itself, between loading (above) and freeing the fast kernels and backend (the finally above)
+  async function identifyInto(out: string): Promise<number> {
+    const haystackFile = args.values.get("haystack");
+    let text: string;
+    if (haystackFile !== undefined) {
+      try {
+        text = await readText(haystackFile);
+      } catch (e) {
+        throw new DuoError("IO", `cannot read --haystack ${haystackFile}: ${(e as Error).message}`, { cause: e });
+      }
+    } else text = generatedHaystack(tokenizer, ctxMax, seed);
+    const haystackName = haystackFile ?? "built-in generated haystack (seeded pseudo-prose; give --haystack FILE for real text)";
+    const dataset = new PasskeyDataset(tokenizer, text, data, new Random(seed));
+    const source = passkeySource(dataset, seed);
+    const runArgs = { method, model: dir, steps, samples, haystack: haystackFile ?? "generated", context_length_min: ctxMin, context_length_max: ctxMax, context_lengths_num_intervals: data.lengths, num_passkeys: data.passkeys, passkey_length: data.passkeyWords, pad_upstream: data.pad, seed, block_size: window.blockSize, lr, reg_weight: reg, gate_dtype: gateDtype, initial_value: 1.0, supervision: "distill" };
+    const fingerprint = JSON.stringify({ c: [c.architecture, c.numLayers, c.numKvHeads, c.hiddenSize], ...runArgs, window });
+    await makeDir(out);
+    let state: IdentifyState | undefined;
+    if (resume) state = await readState(out, fingerprint);
+    const hash = await sha256(dataset.haystack);
+    const report = {
+      model: { dir, architecture: c.architecture, layers: c.numLayers, heads: c.numHeads, kvHeads: c.numKvHeads },
+      engine: fast ? `model kernels ${kernels!.name}, attention backend ${backend!.name} (${backend!.shards} shard${backend!.shards === 1 ? "" : "s"}), f32` : "reference (float64 TypeScript)",
+      data: { haystack: haystackName, haystackTokens: dataset.haystack.length, haystackSha256: hash, ...data, seed },
+      arguments: runArgs,
+    };
+    write(`duo identify: ${method} on ${dir} (${c.numLayers} layers x ${c.numKvHeads} KV heads) on ${report.engine}; haystack: ${haystackName}${state ? `; resuming at step ${state.step}` : ""}\n`, "stderr");
+
+    let stop = false;
+    const off = onInterrupt(() => {
+      stop = true;
+      write("\nduo identify: stopping after this step (Ctrl-C again to quit at once)\n", "stderr");
+    });
+    try {
+      const options: IdentifyOptions = {
+        method, data: source, steps, samples, window, lr, reg, gateDtype, resume: state, shouldStop: () => stop,
+        onStep: (s) => {
+          const what = method === "optimize"
+            ? `step ${s.step}/${s.steps}  loss ${s.loss.toExponential(3)}  gates [${s.gateMin.toFixed(3)}, ${s.gateMax.toFixed(3)}]`
+            : `sample ${s.step}/${s.steps}`;
+          const cost = method === "optimize" ? `  step/forward ${(s.seconds / s.teacherSeconds).toFixed(2)}` : "";
+          write(`  ${what}  ${s.tokens} tokens  ${s.tokensPerSecond.toFixed(0)} tok/s${cost}  ETA ${duration(s.etaSeconds)}\n`, "stderr");
+        },
+        onCheckpoint: async (st) => {
+          await writeState(out, st, fingerprint);
+          await writeIdentifyOutput(out, { method, numLayers: c.numLayers, numKvHeads: c.numKvHeads, gates: Float64Array.from(st.gates), window, steps: st.step, stopped: st.step < steps, losses: st.losses, timings: { seconds: (performance.now() - t0) / 1000, teacherSeconds: NaN, tokens: NaN } }, runArgs, report);
+        },
+      };
+      const run = fast ? await identifyHeadsFast(fastModel!, backend!, options) : await identifyHeads(model!, options);
+      await writeIdentifyOutput(out, run, runArgs, { ...report, seconds: (performance.now() - t0) / 1000 });
+      const order = Array.from(run.gates.keys()).sort((a, b) => run.gates[b]! - run.gates[a]!).slice(0, Math.min(8, run.gates.length));
+      const top = order.map((i) => `L${Math.floor(i / c.numKvHeads)}h${i % c.numKvHeads}`).join(" ");
+      write(`${run.stopped ? "stopped" : "done"}: ${run.steps} ${method === "optimize" ? "steps" : "samples"} in ${duration(run.timings.seconds)}; wrote ${out}/full_attention_heads.tsv, config.json, identify.json\n` +
+        `haystack: ${haystackName}\ntop heads: ${top}\n`);
+      return run.stopped ? 130 : 0;
+    } finally {
+      off();
+    }
   }
 }

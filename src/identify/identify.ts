@@ -8,9 +8,14 @@
  *
  * optimize: per step, clamp the gates, draw a fresh sample, teacher forward, cone student forward and backward,
  * AdamW (optimizer.ts). score: the value-aware deviation averaged over `samples` samples (score.ts).
- * Everything is float64 TypeScript: the reference, slow on real models (IDENTIFICATION.md §1.5).
+ * identifyHeads computes in float64 TypeScript: the reference, slow on real models (IDENTIFICATION.md §1.5);
+ * identifyHeadsFast runs `score` on a ModelKernels set and an attention backend (fast-score.ts), its twin.
  */
 import { checkInt, checkOneOf, DuoError } from "../errors.ts";
+import type { Backend } from "../backend/types.ts";
+import type { ModelConfig } from "../model/config.ts";
+import type { FastModel } from "./fast-model.ts";
+import { FastDeviationScore } from "./fast-score.ts";
 import { type Sample, sampleRows, teacherForward } from "./forward.ts";
 import type { GateModel } from "./model.ts";
 import { objective, UPSTREAM_REG } from "./objective.ts";
@@ -120,17 +125,34 @@ export async function identifyHeads(m: GateModel, o: IdentifyOptions): Promise<I
   const method = checkOneOf("method", o.method ?? "optimize", METHODS);
   const window = checkWindow(o.window ?? UPSTREAM_WINDOW);
   if (!o.data || typeof o.data.sample !== "function") throw new DuoError("INVALID_ARGUMENT", "identifyHeads needs data: a SampleSource ({ sample(step) }), e.g. passkeySource(dataset, seed)");
-  return method === "score" ? await scoreRun(m, o, window) : await optimizeRun(m, o, window);
+  return method === "score" ? await scoreRun(m.config, new DeviationScore(m, window), o, window) : await optimizeRun(m, o, window);
 }
 
-async function scoreRun(m: GateModel, o: IdentifyOptions, window: StreamingWindow): Promise<IdentifyResult> {
+/**
+ * `score` on the fast kernels (fast-score.ts): the model's weights in a ModelKernels set (fast-model.ts), attention
+ * on `backend`. Same result shape as identifyHeads; `optimize` still runs on the float64 path only.
+ */
+export async function identifyHeadsFast(m: FastModel, backend: Backend, o: IdentifyOptions): Promise<IdentifyResult> {
+  const method = checkOneOf("method", o.method ?? "score", METHODS);
+  if (method !== "score") throw new DuoError("UNSUPPORTED", `method "${method}" runs on the float64 reference only (identifyHeads with a GateModel; --kernels reference); the fast kernels run "score"`);
+  if (!o.data || typeof o.data.sample !== "function") throw new DuoError("INVALID_ARGUMENT", "identifyHeadsFast needs data: a SampleSource ({ sample(step) }), e.g. passkeySource(dataset, seed)");
+  const window = checkWindow(o.window ?? UPSTREAM_WINDOW);
+  return await scoreRun(m.config, new FastDeviationScore(m, backend, window), o, window);
+}
+
+/** What scoreRun accumulates samples into: score.ts (float64) or fast-score.ts. */
+interface Scorer {
+  add(s: Sample): void | Promise<void>;
+  scores(): Float64Array;
+}
+
+async function scoreRun(c: ModelConfig, score: Scorer, o: IdentifyOptions, window: StreamingWindow): Promise<IdentifyResult> {
   const samples = checkInt("samples", o.samples ?? 16, 1);
-  const score = new DeviationScore(m, window);
   const t0 = performance.now();
   let tokens = 0, done = 0;
   for (; done < samples && !o.shouldStop?.(); done++) {
     const s0 = performance.now(), s = o.data.sample(done);
-    score.add(s);
+    await score.add(s);
     tokens += s.ids.length;
     const now = performance.now(), secs = (now - t0) / 1000;
     o.onStep?.({ step: done + 1, steps: samples, loss: NaN, distill: NaN, reg: NaN, lr: 0, gateMin: NaN, gateMax: NaN, tokens: s.ids.length, seconds: (now - s0) / 1000, teacherSeconds: (now - s0) / 1000, tokensPerSecond: tokens / secs, etaSeconds: (secs / (done + 1)) * (samples - done - 1) });
@@ -138,7 +160,7 @@ async function scoreRun(m: GateModel, o: IdentifyOptions, window: StreamingWindo
   }
   const scores = score.scores(), seconds = (performance.now() - t0) / 1000;
   return {
-    method: "score", numLayers: m.config.numLayers, numKvHeads: m.config.numKvHeads, gates: rankGates(scores), scores, window,
+    method: "score", numLayers: c.numLayers, numKvHeads: c.numKvHeads, gates: rankGates(scores), scores, window,
     steps: done, stopped: done < samples, losses: [], timings: { seconds, teacherSeconds: seconds, tokens },
   };
 }
