@@ -14,7 +14,7 @@ import { readState, writeIdentifyOutput, writeState } from "../identify/output.t
 import { Random } from "../identify/random.ts";
 import { loadConfig } from "../model/config.ts";
 import { expectedTensors } from "../model/weights.ts";
-import { createBackend } from "../backend/registry.ts";
+import { createBackend, probeBackend } from "../backend/registry.ts";
 import type { Backend } from "../backend/types.ts";
 import { createModelKernels, KERNELS, type ModelKernels } from "../model/kernels.ts";
 import { TextTokenizer } from "../model/tokenizer.ts";
@@ -44,9 +44,10 @@ const USAGE = `usage: duo identify --model DIR --out DIR [options]
                        forward only, gates = rank/(N−1) (select with --sparsity, not a threshold)
   --steps N            optimize steps (default ${DEFAULTS.steps}; upstream 2000; the schedule scales with N)
   --samples N          score samples (default ${DEFAULTS.samples})
-  --kernels k          score: auto | reference | ${FAST_KERNELS.join(" | ")} (default auto: the fast model kernels —
-                       weights in the model's dtype, f32 activations — with attention on the wasm backend, tiled;
-                       native: native kernels and the native attention backend;
+  --kernels k          score: auto | reference | ${FAST_KERNELS.join(" | ")} (default auto: native where its library
+                       loads, else wasm / wasm-parallel — the fast model kernels, weights in the model's dtype, f32
+                       activations; native: native kernels and the native attention backend; the wasm sets: attention
+                       on the wasm backend, tiled;
                        reference: the float64 TypeScript path, its twin; 25x slower on a small model). optimize:
                        reference only
   --threads n          score, fast kernels: workers of the model kernels and of the attention backend (default:
@@ -152,8 +153,11 @@ export async function main(argv: string[]): Promise<number> {
   }
   let model: GateModel | undefined, fastModel: FastModel | undefined, kernels: ModelKernels | undefined, backend: Backend | undefined, tokenizer: TextTokenizer;
   if (fast) {
-    // weightBytes: "auto" picks workers by model size; 2 bytes a weight (bf16/f16) is the common case, close enough
-    kernels = await createModelKernels(kernelsArg as typeof FAST_KERNELS[number] | "auto", { modelThreads: threads, threads, weightBytes: 2 * params });
+    // auto: native where its library loads (the fastest here: a 0.5B model's score sample took 81-84 s of CPU on
+    // native against ~107 s on wasm-parallel), else the model runner's own rule; weightBytes: that rule picks workers
+    // by model size, and 2 bytes a weight (bf16/f16) is the common case, close enough
+    const choice = kernelsArg === "auto" && (await probeBackend("native", { threads })).usable ? "native" : kernelsArg;
+    kernels = await createModelKernels(choice as typeof FAST_KERNELS[number] | "auto", { modelThreads: threads, threads, weightBytes: 2 * params });
     try {
       // attention on the backend of the kernels' kind (native with native; reference with reference; else wasm)
       backend = await createBackend(kernels.name === "reference" || kernels.name === "native" ? kernels.name : "wasm", { threads });
