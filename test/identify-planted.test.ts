@@ -11,8 +11,7 @@ import { objective } from "../src/identify/objective.ts";
 import { teacherForward } from "../src/identify/forward.ts";
 import { makePattern } from "../src/pattern/pattern.ts";
 import { sparsify } from "../src/pattern/sparsify.ts";
-import { LlamaModel } from "../src/model/llama.ts";
-import { answerToken, DECOY, exactMatch, plantedModel, recallSample, TRUE_RETRIEVAL, writePlantedModel } from "./helpers/planted-model.ts";
+import { DECOY, engineExactMatch as engineExactMatchOf, exactMatch, plantedModel, recallSample, TRUE_RETRIEVAL, writePlantedModel } from "./helpers/planted-model.ts";
 import { rng } from "./helpers/random.ts";
 
 const T = 64, N = 16, window = { sink: 4, recent: 16, blockSize: 8 };
@@ -110,24 +109,7 @@ test("identify score on the planted model: same top heads and decoy low; its doc
  *  4 sink + 16 recent tokens — inference-time semantics, not the identification mask. */
 async function engineExactMatch(dir: string, retrieval: boolean[]): Promise<number> {
   const heads = [0, 1].map((l) => retrieval.slice(l * 8, l * 8 + 8));
-  const llm = await LlamaModel.load(dir, { backend: "reference", heads, sinkSize: 4, recentSize: 16, prefillChunk: 8, kvDtype: "f32" });
-  let ok = 0, total = 0;
-  try {
-    for (const s of evalSamples) {
-      llm.reset();
-      await llm.forward(s.ids.subarray(0, s.labelStart));
-      for (let i = 0; i < s.answers.length; i++) {
-        const logits = await llm.forward([s.ids[s.labelStart + i]!]);
-        let best = 0;
-        for (let c = 1; c < logits.length; c++) if (logits[c]! > logits[best]!) best = c;
-        ok += best === answerToken(s.answers[i]!) ? 1 : 0;
-        total++;
-      }
-    }
-  } finally {
-    await llm.dispose();
-  }
-  return ok / total;
+  return await engineExactMatchOf(dir, evalSamples, { backend: "reference", heads, sinkSize: 4, recentSize: 16, prefillChunk: 8, kvDtype: "f32" });
 }
 
 test("planted model through the inference engine: the identified heads keep exact match, dropping any one of them loses exact match", async () => {

@@ -6,8 +6,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { probeWasm } from "../src/backend/wasm.ts";
 import type { KvDtype } from "../src/dtype.ts";
-import { LlamaModel } from "../src/model/llama.ts";
-import { answerToken, recallSample, TRUE_RETRIEVAL, writePlantedModel } from "./helpers/planted-model.ts";
+import { engineExactMatch, recallSample, TRUE_RETRIEVAL, writePlantedModel } from "./helpers/planted-model.ts";
 
 const wasmUsable = (await probeWasm({})).usable;
 const samples = [0, 1, 2, 3].map((i) => recallSample(700 + i, 128));
@@ -15,24 +14,7 @@ const samples = [0, 1, 2, 3].map((i) => recallSample(700 + i, 128));
 /** Fraction of queries answered exactly: prompt prefilled in chunks of 16, each query then decoded. */
 async function exactMatch(dir: string, kvDtype: KvDtype, backend: "reference" | "wasm"): Promise<number> {
   const heads = [0, 1].map((l) => Array.from({ length: 8 }, (_, h) => TRUE_RETRIEVAL.includes(l * 8 + h)));
-  const llm = await LlamaModel.load(dir, { backend, heads, sinkSize: 4, recentSize: 16, prefillChunk: 16, kvDtype, threads: 0 });
-  let ok = 0, total = 0;
-  try {
-    for (const s of samples) {
-      llm.reset();
-      await llm.forward(s.ids.subarray(0, s.labelStart));
-      for (let i = 0; i < s.answers.length; i++) {
-        const logits = await llm.forward([s.ids[s.labelStart + i]!]);
-        let best = 0;
-        for (let c = 1; c < logits.length; c++) if (logits[c]! > logits[best]!) best = c;
-        ok += best === answerToken(s.answers[i]!) ? 1 : 0;
-        total++;
-      }
-    }
-  } finally {
-    await llm.dispose();
-  }
-  return ok / total;
+  return await engineExactMatch(dir, samples, { backend, heads, sinkSize: 4, recentSize: 16, prefillChunk: 16, kvDtype, threads: 0 });
 }
 
 test("planted retrieval model with DuoAttention: exact match 1 with f32, int8 and int4 KV, on reference and wasm", async () => {

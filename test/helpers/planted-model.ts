@@ -15,6 +15,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseConfig } from "../../src/model/config.ts";
+import { LlamaModel, type LoadOptions } from "../../src/model/llama.ts";
 import { gateModelFromTensors, type GateModel } from "../../src/identify/model.ts";
 import type { Sample } from "../../src/identify/forward.ts";
 import { rng } from "./random.ts";
@@ -183,4 +184,27 @@ export function exactMatch(hidden: Float64Array, answers: number[]): number {
     if (right) ok++;
   });
   return ok / answers.length;
+}
+
+/** Through the inference engine: the fraction of answer tokens the written planted model (`dir`) predicts greedily,
+ *  each sample's prompt prefilled, then each answer token decoded after the one before it. */
+export async function engineExactMatch(dir: string, samples: readonly RecallSample[], options: LoadOptions): Promise<number> {
+  const llm = await LlamaModel.load(dir, options);
+  let ok = 0, total = 0;
+  try {
+    for (const s of samples) {
+      llm.reset();
+      await llm.forward(s.ids.subarray(0, s.labelStart));
+      for (let i = 0; i < s.answers.length; i++) {
+        const logits = await llm.forward([s.ids[s.labelStart + i]!]);
+        let best = 0;
+        for (let c = 1; c < logits.length; c++) if (logits[c]! > logits[best]!) best = c;
+        ok += best === answerToken(s.answers[i]!) ? 1 : 0;
+        total++;
+      }
+    }
+  } finally {
+    await llm.dispose();
+  }
+  return ok / total;
 }
