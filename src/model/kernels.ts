@@ -11,18 +11,12 @@
  */
 import { DuoError } from "../errors.ts";
 import { runtime } from "../runtime.ts";
+import { BLOCKS, TENSOR_DTYPES, type TensorDtype } from "./tensor-types.ts";
 
-export type WeightDtype = "f32" | "f16" | "bf16" | "q8_0" | "q4_0" | "q4_k" | "q6_k";
-/** (elements, bytes) of a weight dtype's block: q8_0 / q4_0 rows are blocks of 32, q4_k / q6_k of 256 (tensor-types.ts) */
-export const WEIGHT_BLOCKS: Record<WeightDtype, { elements: number; bytes: number }> = {
-  f32: { elements: 1, bytes: 4 },
-  f16: { elements: 1, bytes: 2 },
-  bf16: { elements: 1, bytes: 2 },
-  q8_0: { elements: 32, bytes: 34 },
-  q4_0: { elements: 32, bytes: 18 },
-  q4_k: { elements: 256, bytes: 144 },
-  q6_k: { elements: 256, bytes: 210 },
-};
+export type WeightDtype = Lowercase<TensorDtype>;
+/** (elements, bytes) of a weight dtype's block: the file's tensor types (tensor-types.ts BLOCKS), lower-cased: q8_0 /
+ *  q4_0 rows are blocks of 32, q4_k / q6_k of 256 */
+export const WEIGHT_BLOCKS = Object.fromEntries(TENSOR_DTYPES.map((t) => [t.toLowerCase(), BLOCKS[t]])) as Record<WeightDtype, { elements: number; bytes: number }>;
 
 /** Bytes of a [rows, cols] matrix of `dtype` (cols a multiple of the block size). */
 export function matrixBytes(rows: number, cols: number, dtype: WeightDtype): number {
