@@ -13,7 +13,8 @@
  *   (cd bench/peers/llama-cpp && npm install)
  *   node --import tsx bench/peers/llama-cpp/bench.ts [--shape llama-3-180m] [--threads 1,2] [--dtypes bf16,f16]
  *        [--prompt 512] [--decode 128] [--steps 64] [--rounds 2] [--out DIR] [--json]
- * Our model math runs in one wasm thread; `threads` is llama.cpp's thread count and our attention worker count.
+ * Ours loads with backend "auto" (native where its library loads: attention and model math on the native library's
+ * threads, else wasm); `threads` is llama.cpp's thread count and ours.
  */
 import { existsSync } from "node:fs";
 import { tmpdir } from "node:os";
