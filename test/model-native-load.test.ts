@@ -102,6 +102,24 @@ for (const [dtype, shape] of [["q8_0", QWEN(128)], ["q4_0", QWEN(128)], ["q4_k",
   });
 }
 
+test("backend auto, kernels auto: where the native library loads, the model math runs on it too, with the logits of an explicit native load", { skip }, async () => {
+  const m = writeTinyModel({ dtype: "bf16", layers: 2, heads: 4, kvHeads: 2 });
+  try {
+    const auto = await LlamaModel.load(m.dir, { kvDtype: "f32" });
+    const explicit = await LlamaModel.load(m.dir, { backend: "native", kvDtype: "f32" });
+    const wasm = await LlamaModel.load(m.dir, { backend: "wasm", kvDtype: "f32", threads: 0 });
+    try {
+      assert.equal(auto.kernels.name, "native");
+      assert.equal(wasm.kernels.name, "wasm", "an explicit non-native backend keeps the model math off native");
+      assert.deepEqual(await auto.forward(IDS), await explicit.forward(IDS));
+    } finally {
+      await Promise.all([auto.dispose(), explicit.dispose(), wasm.dispose()]);
+    }
+  } finally {
+    m.dispose();
+  }
+});
+
 test("memory(): the KV of every live session in one budget with the weights", { skip }, async () => {
   const m = writeTinyModel({ dtype: "bf16", layers: 2, heads: 4, kvHeads: 2 });
   try {

@@ -15,7 +15,7 @@
  * Heads are permuted at load so that each layer's retrieval heads come first (weights.ts); the engine is given the
  * permuted mask, so nothing is permuted back.
  */
-import type { BackendChoice } from "../backend/registry.ts";
+import { type BackendChoice, probeBackend } from "../backend/registry.ts";
 import type { Backend } from "../backend/types.ts";
 import type { PrefillMode } from "../cache/layer-shard.ts";
 import type { KvDtype } from "../dtype.ts";
@@ -40,7 +40,8 @@ import { checkTensors, expectedTensors, loadWeights, type ModelWeights } from ".
 export interface LoadOptions {
   /** attention backend of the engine (default "auto"); "reference" also runs the model math on the reference kernels */
   backend?: BackendChoice | Backend;
-  /** model math: "auto" (default: reference with backend "reference", native with backend "native", else wasm where
+  /** model math: "auto" (default: reference with backend "reference", native with backend "native" — or with backend
+   *  "auto" where the native library loads —, else wasm where
    *  WASM SIMD exists, wasm-parallel for models of 128 MiB and more where workers can share memory —
    *  createModelKernels), or a kernel set (the model disposes it) */
   kernels?: KernelsName | "auto" | ModelKernels;
@@ -138,7 +139,11 @@ export class LlamaModel {
     const weightBytes = checkTensors(tensors, cfg);
     const { schedule, pattern } = await scheduleFor(options, cfg);
     const backendName = typeof options.backend === "object" ? options.backend.name : options.backend;
-    const choice = options.kernels ?? (backendName === "reference" ? "reference" : backendName === "native" ? "native" : "auto");
+    let choice = options.kernels ?? (backendName === "reference" ? "reference" : backendName === "native" ? "native" : "auto");
+    // backend "auto" picks native where its library loads (cuda -> native -> wasm): the model math goes there too,
+    // rather than to wasm beside a native attention backend
+    if (choice === "auto" && (backendName === undefined || backendName === "auto") &&
+        (await probeBackend("native", { nativeLibrary: options.nativeLibrary })).usable) choice = "native";
     const native = choice === "native" || (typeof choice === "object" && choice?.name === "native");
     let memoryBudget: number | undefined;
     if (native) memoryBudget = await checkRam(dir, tensors, weightBytes, cfg, schedule, options, pattern, prefillChunk, maxContext);
