@@ -42,9 +42,13 @@ static inline VF f16x4_to_f32(VF h) {
 }
 
 static inline void ld8_f16(const uint16_t* p, VF* lo, VF* hi) {
+#ifdef VF_LD8_F16_PACKED
+  VF_LD8_F16_PACKED(p, lo, hi); /* a hardware conversion where the SIMD set has one (x86 F16C) */
+#else
   VF h = VF_LOAD(p);
   *lo = f16x4_to_f32(VI_AND(h, VI_SPLAT(0xffff)));
   *hi = f16x4_to_f32(VI_SHR(h, 16));
+#endif
 }
 
 // In place on a row-major [rows, cols] matrix of 16-bit elements: every full group of 8 of each row to the packed

@@ -80,4 +80,16 @@ typedef __m128 VI;
 #define VI32_HI16(a)        X_F(_mm_cvtepi16_epi32(_mm_unpackhi_epi64(X_I(a), X_I(a))))
 #define VF_FROM_I32(a)      _mm_cvtepi32_ps(X_I(a))
 
+/* Optional: 8 f16 packed as pack_u16 leaves them (u32 lane i = element i low, element i + 4 high) -> f32 elements 0..3
+ * (lo) and 4..7 (hi), exactly, with F16C (the AVX2 and AVX-512 sets): one byte shuffle puts elements 0..3 in the low
+ * half and 4..7 in the high half, then two vcvtph2ps. Sets without it widen with integer operations (model kernels). */
+#ifdef __F16C__
+#define VF_LD8_F16_PACKED(p, lo, hi) do { \
+    __m128i h_ = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(const void *)(p)), \
+                                  _mm_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15)); \
+    *(lo) = _mm_cvtph_ps(h_); \
+    *(hi) = _mm_cvtph_ps(_mm_unpackhi_epi64(h_, h_)); \
+  } while (0)
+#endif
+
 #endif
