@@ -13,6 +13,7 @@
  * Then dev[l, g] += mean over labelled rows of ‖(A_full − A_str)[:, group g] · W_oᵀ‖₂, one matmul per KV head.
  */
 import type { Backend, Handle, Op, Segment } from "../backend/types.ts";
+import { attentionInputs, layerOutput } from "../model/layer.ts";
 import { ropeTables } from "../model/rope.ts";
 import type { Sample } from "./forward.ts";
 import type { FastModel } from "./fast-model.ts";
@@ -44,30 +45,19 @@ export class FastDeviationScore {
     const gate = new Float32Array(T * I), up = new Float32Array(T * I); // [T, I]
     const str = new Float32Array(nLab * W), delta = new Float32Array(nLab * W), dy = new Float32Array(nLab * H);
     const { cos, sin } = ropeTables(this.m.invFreq, 0, T);
+    const qkv = { h, q, k, v }, mlp = { h, o: y, gate, up }, heads = { Hq, Hkv, D };
     // per shard: K and V buffers [T, its heads, D] f32, reused by every layer
     const bufs = this.heads.map((hs, shard) => ({ k: this.backend.alloc(shard, T * hs.length * D * 4), v: this.backend.alloc(shard, T * hs.length * D * 4) }));
     try {
       kn.embed(x, s.ids, this.m.embed);
       for (let l = 0; l < this.m.layers.length; l++) {
         const L = this.m.layers[l]!;
-        kn.rmsnorm(h, x, L.inputNorm, T, eps);
-        kn.matmul(q, h, L.q, T, L.qBias);
-        kn.matmul(k, h, L.k, T, L.kBias);
-        kn.matmul(v, h, L.v, T, L.vBias);
-        kn.rope(q, T, Hq, D, cos, sin);
-        kn.rope(k, T, Hkv, D, cos, sin);
+        attentionInputs(kn, L, x, T, eps, heads, cos, sin, qkv);
         await this.attend(bufs, q, k, v, o, str, T, ls);
         for (let i = 0; i < nLab * W; i++) delta[i] = o[ls * W + i]! - str[i]!;
         this.deviation(l, delta, dy, nLab);
         if (l === this.m.layers.length - 1) break; // the score reads attention only: the last MLP is not needed
-        kn.matmul(y, o, L.o, T, L.oBias);
-        for (let i = 0; i < x.length; i++) x[i]! += y[i]!;
-        kn.rmsnorm(h, x, L.postNorm, T, eps);
-        kn.matmul(gate, h, L.gate, T, L.gateBias);
-        kn.matmul(up, h, L.up, T, L.upBias);
-        kn.swiglu(gate, gate, up);
-        kn.matmul(y, gate, L.down, T, L.downBias);
-        for (let i = 0; i < x.length; i++) x[i]! += y[i]!;
+        layerOutput(kn, L, x, o, T, eps, mlp);
       }
     } finally {
       bufs.forEach((b, shard) => (this.backend.free(shard, b.k), this.backend.free(shard, b.v)));

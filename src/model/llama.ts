@@ -30,6 +30,7 @@ import { type ModelConfig, loadConfig } from "./config.ts";
 import type { Generation, GenerateOptions } from "./generate.ts";
 import { findGguf, openGguf } from "./gguf.ts";
 import { createModelKernels, type KernelsName, type ModelKernels } from "./kernels.ts";
+import { attentionInputs, layerOutput } from "./layer.ts";
 import { inverseFrequencies, ropeTables } from "./rope.ts";
 import { availableMemory, checkFits } from "./ram.ts";
 import { openWeights, type TensorEntry } from "./safetensors.ts";
@@ -267,23 +268,12 @@ export class LlamaModel {
     const up = new Float32Array(T * I); // [T, I]
     k.embed(x, ids, this.weights.embed);
     const { cos, sin } = ropeTables(this.invFreq, pos0, T); // [T, D/2]
+    const qkv = { h, q, k: kk, v }, mlp = { h, o, gate, up }, heads = { Hq, Hkv, D };
     for (let l = 0; l < this.weights.layers.length; l++) {
       const L = this.weights.layers[l]!;
-      k.rmsnorm(h, x, L.inputNorm, T, eps);
-      k.matmul(q, h, L.q, T, L.qBias);
-      k.matmul(kk, h, L.k, T, L.kBias);
-      k.matmul(v, h, L.v, T, L.vBias);
-      k.rope(q, T, Hq, D, cos, sin);
-      k.rope(kk, T, Hkv, D, cos, sin);
+      attentionInputs(k, L, x, T, eps, heads, cos, sin, qkv);
       const a = await seq.attend(l, q, kk, v); // [T, Hq, D]
-      k.matmul(o, a, L.o, T, L.oBias);
-      for (let i = 0; i < x.length; i++) x[i]! += o[i]!;
-      k.rmsnorm(h, x, L.postNorm, T, eps);
-      k.matmul(gate, h, L.gate, T, L.gateBias);
-      k.matmul(up, h, L.up, T, L.upBias);
-      k.swiglu(gate, gate, up);
-      k.matmul(o, gate, L.down, T, L.downBias);
-      for (let i = 0; i < x.length; i++) x[i]! += o[i]!;
+      layerOutput(k, L, x, a, T, eps, mlp);
     }
     return x.slice((T - 1) * H);
   }

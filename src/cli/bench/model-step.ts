@@ -7,6 +7,7 @@
 import type { Sequence } from "../../engine/sequence.ts";
 import type { ModelKernels } from "../../model/kernels.ts";
 import type { RopeScaling } from "../../model/config.ts";
+import { attentionInputs, layerOutput } from "../../model/layer.ts";
 import { inverseFrequencies, ropeTables } from "../../model/rope.ts";
 import type { ModelWeights } from "../../model/weights.ts";
 import type { RandomShape } from "./model-random.ts";
@@ -39,23 +40,12 @@ export class DecodeStep {
     const { kernels: k, w, x, h, q, v, o, gate, up, eps } = this;
     k.embed(x, Int32Array.of(id), w.embed);
     const { cos, sin } = ropeTables(this.invFreq, pos, 1);
+    const qkv = { h, q, k: this.k, v }, mlp = { h, o, gate, up }, heads = { Hq, Hkv, D };
     for (let l = 0; l < w.layers.length; l++) {
       const L = w.layers[l]!;
-      k.rmsnorm(h, x, L.inputNorm, 1, eps);
-      k.matmul(q, h, L.q, 1);
-      k.matmul(this.k, h, L.k, 1);
-      k.matmul(v, h, L.v, 1);
-      k.rope(q, 1, Hq, D, cos, sin);
-      k.rope(this.k, 1, Hkv, D, cos, sin);
+      attentionInputs(k, L, x, 1, eps, heads, cos, sin, qkv);
       const a = await seq.attend(l, q, this.k, v); // [1, Hq, D]
-      k.matmul(o, a, L.o, 1);
-      for (let i = 0; i < x.length; i++) x[i]! += o[i]!;
-      k.rmsnorm(h, x, L.postNorm, 1, eps);
-      k.matmul(gate, h, L.gate, 1);
-      k.matmul(up, h, L.up, 1);
-      k.swiglu(gate, gate, up);
-      k.matmul(o, gate, L.down, 1);
-      for (let i = 0; i < x.length; i++) x[i]! += o[i]!;
+      layerOutput(k, L, x, a, 1, eps, mlp);
     }
     k.rmsnorm(h, x, w.norm, 1, eps);
     k.matmul(this.logits, h, w.lmHead, 1);
