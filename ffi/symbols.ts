@@ -96,6 +96,100 @@ export const SYMBOLS = {
   },
   // double duo_last_device_ms(void)
   duo_last_device_ms: { args: [], result: "f64" },
+  // ---- the model math on the device (duo.h: f32 tensors are a handle + an element offset) ----
+  duo_upload: {
+    args: [
+      "u32", // uint32_t handle
+      "u64", // uint64_t offset (bytes)
+      "u64", // uint64_t bytes
+      "buffer", // const void* src
+    ],
+    result: "i32",
+  },
+  duo_model_embed: {
+    args: [
+      "u32", // uint32_t y: [T, cols] f32
+      "u64", // uint64_t y_off (elements)
+      "buffer", // const int32_t* ids [T]
+      "i32", // int32_t T
+      "u32", // uint32_t table: [rows, cols] of dtype
+      "i32", // int32_t rows
+      "i32", // int32_t cols
+      "i32", // int32_t dtype (WEIGHT)
+    ],
+    result: "i32",
+  },
+  duo_model_matmul: {
+    args: [
+      "u32", // uint32_t y: [T, rows] f32
+      "u64", // uint64_t y_off
+      "u32", // uint32_t x: [T, cols] f32
+      "u64", // uint64_t x_off
+      "u32", // uint32_t w: [rows, cols] of dtype
+      "i32", // int32_t dtype (WEIGHT)
+      "u32", // uint32_t bias: [rows] f32, or 0
+      "i32", // int32_t T
+      "i32", // int32_t cols
+      "i32", // int32_t rows
+    ],
+    result: "i32",
+  },
+  duo_model_rmsnorm: {
+    args: [
+      "u32", // uint32_t y: [T, n] f32
+      "u64", // uint64_t y_off
+      "u32", // uint32_t x: [T, n] f32
+      "u64", // uint64_t x_off
+      "u32", // uint32_t w: [n] f32
+      "i32", // int32_t T
+      "i32", // int32_t n
+      "f32", // float eps
+    ],
+    result: "i32",
+  },
+  duo_model_rope: {
+    args: [
+      "u32", // uint32_t x: [T, heads, head_dim] f32, in place
+      "u64", // uint64_t x_off
+      "buffer", // const float* cos [T, head_dim / 2]
+      "buffer", // const float* sin [T, head_dim / 2]
+      "i32", // int32_t T
+      "i32", // int32_t heads
+      "i32", // int32_t head_dim
+    ],
+    result: "i32",
+  },
+  duo_model_swiglu: {
+    args: [
+      "u32", // uint32_t y: [n] f32
+      "u64", // uint64_t y_off
+      "u32", // uint32_t gate: [n] f32
+      "u64", // uint64_t gate_off
+      "u32", // uint32_t up: [n] f32
+      "u64", // uint64_t up_off
+      "u64", // uint64_t n
+    ],
+    result: "i32",
+  },
+  duo_model_add: {
+    args: [
+      "u32", // uint32_t y: [n] f32
+      "u64", // uint64_t y_off
+      "u32", // uint32_t x: [n] f32
+      "u64", // uint64_t x_off
+      "u64", // uint64_t n
+    ],
+    result: "i32",
+  },
+  duo_model_argmax: {
+    args: [
+      "u32", // uint32_t x: [n] f32
+      "u64", // uint64_t x_off
+      "i32", // int32_t n
+      "buffer", // int32_t* out [1]
+    ],
+    result: "i32",
+  },
 } as const satisfies Record<string, SymbolDef>;
 
 export type SymbolName = keyof typeof SYMBOLS;
@@ -119,7 +213,7 @@ export interface Binding {
 
 // ---- constants of duo.h ----
 
-export const DUO_API_VERSION = 1;
+export const DUO_API_VERSION = 2;
 
 export const STATUS = {
   OK: 0,
@@ -133,6 +227,9 @@ export const STATUS = {
 } as const;
 
 export const DTYPE = { f32: 0, f16: 1, bf16: 2 } as const;
+
+/** enum duo_weight_dtype: the weight element types of the model kernels */
+export const WEIGHT = { F32: 0, F16: 1, BF16: 2, Q8_0: 3 } as const;
 
 export const APPEND = { DST: 0, DTYPE: 1, ROW_HEADS: 2, HEAD_DIM: 3, TOKENS: 4, SRC_HEADS: 5, PARAMS: 6 } as const;
 

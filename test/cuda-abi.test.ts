@@ -3,7 +3,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readText } from "../src/runtime.ts";
-import { APPEND, ATTEND, DTYPE, DUO_API_VERSION, SEG, STATUS, SYMBOLS } from "../ffi/symbols.ts";
+import { APPEND, ATTEND, DTYPE, DUO_API_VERSION, SEG, STATUS, SYMBOLS, WEIGHT } from "../ffi/symbols.ts";
 
 const header = await readText(decodeURIComponent(new URL("../cuda/include/duo.h", import.meta.url).pathname));
 const enums = new Map([...header.matchAll(/\b(DUO_[A-Z0-9_]+)\s*=\s*(-?\d+)/g)].map((m) => [m[1]!, Number(m[2])]));
@@ -11,7 +11,7 @@ const enums = new Map([...header.matchAll(/\b(DUO_[A-Z0-9_]+)\s*=\s*(-?\d+)/g)].
 function vocabulary(cType: string): string {
   const t = cType.replace(/\s+/g, " ").trim();
   if (t.includes("*")) return /^const char ?\*$/.test(t) ? "cstring" : "buffer";
-  return ({ int32_t: "i32", uint32_t: "u32", uint64_t: "u64", double: "f64" } as Record<string, string>)[t] ?? `C type ${t}`;
+  return ({ int32_t: "i32", uint32_t: "u32", uint64_t: "u64", float: "f32", double: "f64" } as Record<string, string>)[t] ?? `C type ${t}`;
 }
 
 test("ffi/symbols.ts declares every duo.h function with the same argument and result types", () => {
@@ -38,6 +38,7 @@ test("ffi/symbols.ts constants equal the enums of duo.h", () => {
     ["DUO_APPEND_", APPEND],
     ["DUO_ATTEND_", ATTEND],
     ["DUO_SEG_", SEG],
+    ["DUO_W_", WEIGHT],
   ];
   for (const [prefix, table] of groups) {
     for (const [key, value] of Object.entries(table)) assert.equal(value, enums.get(prefix + key), prefix + key);

@@ -23,7 +23,7 @@ extern "C" {
 #define DUO_API __attribute__((visibility("default")))
 
 /* Bumped on any change of a prototype, enum value or semantics below. */
-enum { DUO_API_VERSION = 1 };
+enum { DUO_API_VERSION = 2 };
 
 enum duo_status {
   DUO_OK = 0,
@@ -130,6 +130,65 @@ DUO_API int32_t duo_attend(const int32_t* params, const float* q, const int32_t*
 
 /* Device milliseconds of the kernels of the last duo_append or duo_attend (CUDA events), or -1 when unknown. */
 DUO_API double duo_last_device_ms(void);
+
+/* ---- The model math on the device (src/model/kernels-cuda.ts) ----
+ * The model kernels of a Llama-family decoder, so that a forward pass keeps every activation on the device and only
+ * what the caller reads (logits, or the argmax token) crosses back.
+ *  - An f32 device tensor is a buffer handle plus a uint64_t element offset into it (a view: several tensors may
+ *    share one buffer); its length is implied by the shapes of the call and must lie inside the buffer
+ *    (DUO_ERR_CAPACITY otherwise). Outputs may be their inputs where a prototype says so, and must not otherwise
+ *    overlap an input (DUO_ERR_ARGUMENT).
+ *  - A weight matrix [rows, cols] is a whole buffer of enum duo_weight_dtype, row-major as in the model file; f32
+ *    vectors (norms, biases) are whole buffers too. A bias handle of 0 means no bias (handles start at 1).
+ *  - The kernels are queued on the context's stream and the call returns without waiting for them; duo_read (and
+ *    duo_model_argmax) wait. Host arrays (ids, cos, sin) are copied through pinned staging before the call returns.
+ *  - matmul is a plain CUDA kernel with f32 accumulation (cuda/src/kernel_model.cu). On hardware the intended fast
+ *    path is cuBLASLt (bf16 / f16 weights, f32 accumulation), which is not written yet; the emulation build
+ *    (cuda/emu) could not run it. */
+
+/* Weight element types of the model kernels (0..2 are the KV dtypes' codes). */
+enum duo_weight_dtype {
+  DUO_W_F32 = 0,
+  DUO_W_F16 = 1,
+  DUO_W_BF16 = 2,
+  DUO_W_Q8_0 = 3 /* llama.cpp Q8_0: blocks of 32 elements, an f16 scale d then 32 int8 q (34 bytes), element = q*d */
+};
+
+/* Copy `bytes` of host memory into a buffer at byte `offset` through pinned staging, in stream order: returns once
+ * src has been copied out (the caller may reuse it), without waiting for the device; later kernels see the bytes.
+ * Weights are uploaded once this way. */
+DUO_API int32_t duo_upload(uint32_t handle, uint64_t offset, uint64_t bytes, const void* src);
+
+/* y [T, cols] f32 (y, y_off) = rows ids[t] of table [rows, cols] of dtype, widened to f32.
+ *   ids [T] host int32, each in [0, rows); dtype: enum duo_weight_dtype (Q8_0: cols a multiple of 32) */
+DUO_API int32_t duo_model_embed(uint32_t y, uint64_t y_off, const int32_t* ids, int32_t T, uint32_t table,
+                                int32_t rows, int32_t cols, int32_t dtype);
+
+/* y [T, rows] (y, y_off) = x [T, cols] (x, x_off) . W^T + bias, f32 accumulation.
+ *   w [rows, cols] of dtype (enum duo_weight_dtype; Q8_0: cols a multiple of 32); bias [rows] f32, or handle 0 */
+DUO_API int32_t duo_model_matmul(uint32_t y, uint64_t y_off, uint32_t x, uint64_t x_off, uint32_t w, int32_t dtype,
+                                 uint32_t bias, int32_t T, int32_t cols, int32_t rows);
+
+/* y [T, n] = x [T, n] * (1 / sqrt(mean(x^2) + eps)) * w [n], per row (w: a buffer of n f32). y may be x. */
+DUO_API int32_t duo_model_rmsnorm(uint32_t y, uint64_t y_off, uint32_t x, uint64_t x_off, uint32_t w, int32_t T,
+                                  int32_t n, float eps);
+
+/* RoPE, rotate-half (NeoX) layout, in place on x [T, heads, head_dim]: with h = head_dim / 2, for i < h
+ * (x[i], x[i+h]) <- (x[i] cos - x[i+h] sin, x[i+h] cos + x[i] sin).
+ *   cos, sin [T, head_dim / 2] host f32 tables (the model's frequencies and scaling are in them); head_dim even */
+DUO_API int32_t duo_model_rope(uint32_t x, uint64_t x_off, const float* cos, const float* sin, int32_t T,
+                               int32_t heads, int32_t head_dim);
+
+/* y [n] = silu(gate [n]) * up [n], silu(g) = g / (1 + e^-g). y may be gate or up. */
+DUO_API int32_t duo_model_swiglu(uint32_t y, uint64_t y_off, uint32_t gate, uint64_t gate_off, uint32_t up,
+                                 uint64_t up_off, uint64_t n);
+
+/* y [n] += x [n] (the residual add). y may be x. */
+DUO_API int32_t duo_model_add(uint32_t y, uint64_t y_off, uint32_t x, uint64_t x_off, uint64_t n);
+
+/* out[0] = index of the largest of x [n] (n >= 1): the first on ties, NaN never wins, 0 when every element is NaN.
+ * Waits for the queued work (the one value crosses back). */
+DUO_API int32_t duo_model_argmax(uint32_t x, uint64_t x_off, int32_t n, int32_t* out);
 
 #ifdef __cplusplus
 }

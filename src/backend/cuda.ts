@@ -68,12 +68,13 @@ export async function createCudaBackend(opts: CudaBackendOptions): Promise<Backe
   return new CudaBackend(lib, symbols, splits);
 }
 
-function statusError(lib: DuoLibrary, status: number, S: typeof import("../../ffi/symbols.ts").STATUS): DuoError {
+/** The DuoError of a failed library call: its code from the status, its message the library's (`who` in front). */
+export function statusError(lib: DuoLibrary, status: number, S: typeof import("../../ffi/symbols.ts").STATUS, who = "cuda backend"): DuoError {
   const code: DuoErrorCode = status === S.ERR_CAPACITY ? "CAPACITY"
     : status === S.ERR_UNSUPPORTED ? "UNSUPPORTED"
     : status === S.ERR_ARGUMENT || status === S.ERR_HANDLE ? "INVALID_ARGUMENT"
     : "BACKEND_UNAVAILABLE";
-  return new DuoError(code, `cuda backend: ${lib.duo_last_error()} (status ${status})`);
+  return new DuoError(code, `${who}: ${lib.duo_last_error()} (status ${status})`);
 }
 
 /** The head dims cuda/src instantiates its kernels for (attend.cu), every dtype, token-major pages only (duo.h). */
@@ -165,6 +166,13 @@ export class CudaBackend implements Backend {
     }
     this.handles.clear();
     if (first) throw new DuoError(first.code, `cuda backend: dispose() could not free ${failed.length} buffer(s): ${failed.join("; ")}`);
+  }
+
+  /** The model math on this backend's device (src/model/kernels-cuda.ts): weights and activations in device memory,
+   *  on the same library and context as the attention buffers. The caller disposes it. */
+  async modelKernels(_opts: object = {}): Promise<import("../model/kernels-cuda.ts").CudaKernels> {
+    this.live(0);
+    return new (await import("../model/kernels-cuda.ts")).CudaKernels(this.lib, this.abi);
   }
 
   /** Device milliseconds of the kernels of the last op (CUDA events), or -1 when unknown: for benchmarks. */
