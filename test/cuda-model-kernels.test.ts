@@ -92,12 +92,14 @@ function rejects(code: string, pattern: RegExp) {
   };
 }
 
-test(`cuda model kernels (${label}): matmul = reference for f32, f16, bf16 and q8_0 weights, odd shapes, more than one token tile, with and without bias`, { skip }, () =>
+test(`cuda model kernels (${label}): matmul = reference for f32, f16, bf16 and q8_0 weights, odd shapes, more than one token tile, aligned and unaligned x, with and without bias`, { skip }, () =>
   withSets((s) => {
     let cases = 0;
     for (const dtype of ["f32", "f16", "bf16", "q8_0"] as const) {
-      const shapes = dtype === "q8_0" ? [[1, 64, 5], [11, 32, 9]] : [[1, 1, 1], [1, 37, 9], [3, 64, 17], [11, 40, 3]];
-      for (const [T, cols, rows] of shapes as [number, number, number][]) {
+      // [T, cols, rows, element offset of x]: cols a multiple of 8 with x 16-byte aligned take the kernel's vector loads
+      const shapes = dtype === "q8_0" ? [[1, 64, 5, 0], [11, 32, 9, 1]]
+        : [[1, 1, 1, 0], [1, 37, 9, 0], [3, 64, 17, 0], [3, 64, 17, 1], [11, 40, 3, 0], [11, 40, 3, 2]];
+      for (const [T, cols, rows, xOffset] of shapes as [number, number, number, number][]) {
         for (const withBias of [false, true]) {
           const seed = 100 * ++cases;
           const x = randomArray(T * cols, seed), w = randomArray(rows * cols, seed + 1), b = randomArray(rows, seed + 2);
@@ -105,16 +107,19 @@ test(`cuda model kernels (${label}): matmul = reference for f32, f16, bf16 and q
           const yr = new Float32Array(T * rows);
           s.ref.matmul(yr, x, mr, T, withBias ? s.ref.vector(b) : undefined);
           const Y = poisoned(s.cuda, T * rows);
-          s.cuda.matmul(Y, device(s.cuda, x), mc, T, withBias ? s.cuda.vector(b) : undefined);
+          const X = s.cuda.view(device(s.cuda, new Float32Array(xOffset + x.length)), xOffset, x.length);
+          s.cuda.upload(X, x);
+          s.cuda.matmul(Y, X, mc, T, withBias ? s.cuda.vector(b) : undefined);
           const yc = readView(s.cuda, Y, `matmul ${dtype}`);
           for (let t = 0; t < T; t++) {
             for (let o = 0; o < rows; o++) {
               let mag = withBias ? Math.abs(b[o]!) : 0;
               for (let i = 0; i < cols; i++) mag += Math.abs(x[t * cols + i]! * ws[o * cols + i]!);
-              // each lane sums cols/32 products, 32 lane sums and the bias follow: (cols/32 + 34)·u·(|b| + Σ|x·w|)
-              const tol = (Math.ceil(cols / 32) + 34) * U * mag;
+              // a lane sums at most max(cols/32, 8·cols/256) products (scalar / vector loads), then 32 lane sums and
+              // the bias: (that + 34)·u·(|b| + Σ|x·w|)
+              const tol = (Math.max(Math.ceil(cols / 32), 8 * Math.ceil(cols / 256)) + 34) * U * mag;
               const i = t * rows + o;
-              assert.ok(Math.abs(yc[i]! - yr[i]!) <= tol, `${dtype} T=${T} cols=${cols} rows=${rows} bias=${withBias}: y[${t}][${o}] cuda ${yc[i]} ref ${yr[i]} (tolerance ${tol})`);
+              assert.ok(Math.abs(yc[i]! - yr[i]!) <= tol, `${dtype} T=${T} cols=${cols} rows=${rows} x at +${xOffset} bias=${withBias}: y[${t}][${o}] cuda ${yc[i]} ref ${yr[i]} (tolerance ${tol})`);
             }
           }
         }

@@ -2,7 +2,8 @@
 // of src/model/kernels-reference.ts, which accumulates in f64; these accumulate in f32).
 //
 // These are plain, correct CUDA kernels, not tuned ones: matmul is one warp per output row reading the weight row
-// once for up to MM_TOKENS tokens (a GEMV for decode, a re-read of the weights every MM_TOKENS tokens for prefill).
+// once for up to MM_TOKENS tokens (a GEMV for decode, a re-read of the weights every MM_TOKENS tokens for prefill),
+// with 16-byte loads where rows are aligned.
 // On hardware the intended fast path for matmul is cuBLASLt (bf16 / f16 weights, f32 accumulation), which is not
 // written yet; the emulation build (cuda/emu) cannot run cuBLASLt, and it runs these kernels unchanged.
 #include <cuda_bf16.h>
@@ -10,6 +11,7 @@
 
 #include <cmath>
 
+#include "dtype.cuh"
 #include "duo.h"
 #include "kernels.h"
 #include "model_kernels.h"
@@ -22,15 +24,25 @@ constexpr int Q8_BLOCK_BYTES = 34;  // an f16 scale d, then 32 int8 q: element =
 
 // Element i (row-major flat index) of a weight matrix of dtype DT, as f32.
 template <int DT> struct Weight;
+// load8: elements i .. i+7 (i a multiple of 8, so one 16-byte-aligned vector load in a 256-byte-aligned buffer).
 template <> struct Weight<DUO_W_F32> {
   __device__ static float at(const void* w, int64_t i) { return static_cast<const float*>(w)[i]; }
+  __device__ static void load8(const void* w, int64_t i, float* out) {
+    Dtype<float>::load8(static_cast<const float*>(w) + i, out);
+  }
 };
 template <> struct Weight<DUO_W_F16> {
   __device__ static float at(const void* w, int64_t i) { return __half2float(static_cast<const __half*>(w)[i]); }
+  __device__ static void load8(const void* w, int64_t i, float* out) {
+    Dtype<__half>::load8(static_cast<const __half*>(w) + i, out);
+  }
 };
 template <> struct Weight<DUO_W_BF16> {
   __device__ static float at(const void* w, int64_t i) {
     return __bfloat162float(static_cast<const __nv_bfloat16*>(w)[i]);
+  }
+  __device__ static void load8(const void* w, int64_t i, float* out) {
+    Dtype<__nv_bfloat16>::load8(static_cast<const __nv_bfloat16*>(w) + i, out);
   }
 };
 template <> struct Weight<DUO_W_Q8_0> {
@@ -66,9 +78,10 @@ constexpr int MM_WARPS = THREADS / 32;  // output rows per block: one per warp
 constexpr int MM_TOKENS = 8;            // tokens per pass over a weight row
 
 // Block (bx, by): output rows [bx * MM_WARPS, +MM_WARPS), token tiles by, by + gridDim.y, ... of MM_TOKENS tokens.
-// Lane l of warp w sums k = l, l + 32, ... of row o = bx * MM_WARPS + w for each token of the tile; the 32 lane sums
-// of every (row, token) are added in lane order by one thread after a barrier.
-template <int DT>
+// Lane l of warp w sums k = l, l + 32, ... of row o = bx * MM_WARPS + w for each token of the tile (VEC: k = 8l .. 8l+7,
+// then 8l + 256 .., with 16-byte loads of weights and x: cols a multiple of 8 and x 16-byte aligned); the 32 lane
+// sums of every (row, token) are added in lane order by one thread after a barrier.
+template <int DT, bool VEC>
 __global__ void __launch_bounds__(THREADS) matmul_kernel(float* __restrict__ y, const float* __restrict__ x,
                                                           const void* __restrict__ w, const float* __restrict__ bias,
                                                           int T, int cols, int rows) {
@@ -83,11 +96,26 @@ __global__ void __launch_bounds__(THREADS) matmul_kernel(float* __restrict__ y, 
     if (o < rows) {
       const int64_t wrow = static_cast<int64_t>(o) * cols;
       const float* xt = x + static_cast<int64_t>(t0) * cols;
-      for (int k = lane; k < cols; k += 32) {
-        const float wk = Weight<DT>::at(w, wrow + k);
+      if constexpr (VEC) {
+        for (int k = 8 * lane; k < cols; k += 256) {
+          float wv[8];
+          Weight<DT>::load8(w, wrow + k, wv);
 #pragma unroll
-        for (int j = 0; j < MM_TOKENS; ++j) {
-          if (j < nt) acc[j] = fmaf(xt[static_cast<int64_t>(j) * cols + k], wk, acc[j]);
+          for (int j = 0; j < MM_TOKENS; ++j) {
+            if (j >= nt) continue;
+            float xv[8];
+            Dtype<float>::load8(xt + static_cast<int64_t>(j) * cols + k, xv);
+#pragma unroll
+            for (int e = 0; e < 8; ++e) acc[j] = fmaf(xv[e], wv[e], acc[j]);
+          }
+        }
+      } else {
+        for (int k = lane; k < cols; k += 32) {
+          const float wk = Weight<DT>::at(w, wrow + k);
+#pragma unroll
+          for (int j = 0; j < MM_TOKENS; ++j) {
+            if (j < nt) acc[j] = fmaf(xt[static_cast<int64_t>(j) * cols + k], wk, acc[j]);
+          }
         }
       }
     }
@@ -202,12 +230,19 @@ __global__ void __launch_bounds__(THREADS) argmax_kernel(const float* __restrict
   if (tid == 0) *out = idx[0] < 0 ? 0 : idx[0];
 }
 
+// The vector loads when every row of x and of W starts 16-byte aligned (Q8_0 blocks are 34 bytes: never).
 template <int DT>
 cudaError_t matmul(float* y, const float* x, const void* w, const float* bias, int T, int cols, int rows,
                    cudaStream_t s) {
   const int tiles = (T + MM_TOKENS - 1) / MM_TOKENS;
   const dim3 grid((rows + MM_WARPS - 1) / MM_WARPS, tiles < 65535 ? tiles : 65535);
-  DUO_LAUNCH(matmul_kernel<DT>, grid, THREADS, 0, s, y, x, w, bias, T, cols, rows);
+  if constexpr (DT != DUO_W_Q8_0) {
+    if (cols % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0) {
+      DUO_LAUNCH((matmul_kernel<DT, true>), grid, THREADS, 0, s, y, x, w, bias, T, cols, rows);
+      return cudaGetLastError();
+    }
+  }
+  DUO_LAUNCH((matmul_kernel<DT, false>), grid, THREADS, 0, s, y, x, w, bias, T, cols, rows);
   return cudaGetLastError();
 }
 
