@@ -4,7 +4,8 @@
 # benchmark peers (copy bandwidth, SDPA); compute-sanitizer for the memcheck step; no Node, Bun, Deno or npm.
 #   bash cuda/gpu-check.sh [LOGDIR]        (LOGDIR: default $OUT, else a new temporary folder)
 # Steps: device and toolchain; build libduo_cuda.so; quick conformance grid (gpu_check.py --quick); the cases beyond
-# the grid with a 150-configuration fuzz and element offsets past 2^31 (gpu_cases.py); the benchmarks (gpu_check.py
+# the grid with a 150-configuration fuzz and element offsets past 2^31 (gpu_cases.py); the model kernels' conformance
+# at Llama-3-8B shapes and their matmul GB/s (model_check.py --bench); the benchmarks (gpu_check.py
 # --no-conformance); the quick grid under compute-sanitizer memcheck. Output is unbuffered and copied to
 # LOGDIR/<step>.log as it goes, so a run cut short still leaves its logs; LOGDIR/summary.log has one line per step.
 # Exit status: 0 every step passed, 1 a check failed or timed out, 2 no device or toolchain, 3 the build failed.
@@ -56,6 +57,7 @@ python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.i
 step build 150 env NVCC="$nvcc" bash cuda/build.sh || exit 3
 step quick 40 python3 cuda/tools/gpu_check.py --quick --no-bench
 step cases 60 python3 cuda/tools/gpu_cases.py --fuzz 150 --big-offsets
+step model 45 python3 cuda/tools/model_check.py --bench
 step bench 100 python3 cuda/tools/gpu_check.py --no-conformance
 if command -v compute-sanitizer >/dev/null; then
   step memcheck 60 compute-sanitizer --tool memcheck --print-limit 10 python3 cuda/tools/gpu_check.py --quick --no-bench
