@@ -74,8 +74,9 @@ test(`cuda model (${label}): a tiny Llama through the CUDA backend and CUDA mode
       const scale = lr.reduce((a, v) => Math.max(a, Math.abs(v)), 0);
       let worst = 0;
       for (let i = 0; i < lr.length; i++) worst = Math.max(worst, Math.abs(lc[i]! - lr[i]!));
-      // f32 accumulation (CUDA) against f64 (reference) through two layers: within 1e-4 of the largest logit
-      assert.ok(worst <= 1e-4 * scale, `step ${step}: logits differ by ${worst} (largest |logit| ${scale})`);
+      // f32 accumulation (CUDA) against f64 (reference) through two layers: within 1e-5 of the largest logit (the
+      // emulation build: about 4e-7)
+      assert.ok(worst <= 1e-5 * scale, `step ${step}: logits differ by ${worst} (largest |logit| ${scale})`);
       const next = argmax(lr), sorted = [...lr].sort((a, b) => b - a);
       // the greedy choice is decided: the reference's top two are further apart than the two runs' logits
       assert.ok(sorted[0]! - sorted[1]! > 2 * worst, `step ${step}: top-2 margin ${sorted[0]! - sorted[1]!} within the error ${worst}; pick another seed`);

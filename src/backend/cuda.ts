@@ -170,7 +170,7 @@ export class CudaBackend implements Backend {
 
   /** The model math on this backend's device (src/model/kernels-cuda.ts): weights and activations in device memory,
    *  on the same library and context as the attention buffers. The caller disposes it. */
-  async modelKernels(_opts: object = {}): Promise<import("../model/kernels-cuda.ts").CudaKernels> {
+  async modelKernels(): Promise<import("../model/kernels-cuda.ts").CudaKernels> {
     this.live(0);
     return new (await import("../model/kernels-cuda.ts")).CudaKernels(this.lib, this.abi);
   }
