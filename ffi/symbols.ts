@@ -229,7 +229,7 @@ export const STATUS = {
 export const DTYPE = { f32: 0, f16: 1, bf16: 2 } as const;
 
 /** enum duo_weight_dtype: the weight element types of the model kernels */
-export const WEIGHT = { F32: 0, F16: 1, BF16: 2, Q8_0: 3 } as const;
+export const WEIGHT = { F32: 0, F16: 1, BF16: 2, Q8_0: 3, Q4_0: 4, Q4_K: 5, Q6_K: 6 } as const;
 
 export const APPEND = { DST: 0, DTYPE: 1, ROW_HEADS: 2, HEAD_DIM: 3, TOKENS: 4, SRC_HEADS: 5, PARAMS: 6 } as const;
 

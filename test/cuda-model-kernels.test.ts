@@ -12,11 +12,12 @@ import { CudaActivations, type CudaKernels } from "../src/model/kernels-cuda.ts"
 import { ReferenceKernels } from "../src/model/kernels-reference.ts";
 import type { Matrix, Vector, WeightDtype } from "../src/model/kernels.ts";
 import { inverseFrequencies, ropeTables } from "../src/model/rope.ts";
-import { dequantizeQ8_0, quantizeQ8_0 } from "../src/model/tensor-types.ts";
+import { dequantizeQ4_K, dequantizeQ6_K } from "../src/model/kquants.ts";
+import { dequantizeQ4_0, dequantizeQ8_0, quantizeQ4_0, quantizeQ8_0 } from "../src/model/tensor-types.ts";
 import { loadLibrary } from "../ffi/load.ts";
 import { STATUS } from "../ffi/symbols.ts";
 import { cudaTarget } from "./helpers/cuda-target.ts";
-import { randomArray } from "./helpers/random.ts";
+import { randomArray, rng } from "./helpers/random.ts";
 
 const { library, label, skip } = cudaTarget;
 const U = 2 ** -24; // f32 unit roundoff
@@ -39,10 +40,13 @@ async function withSets(body: (s: Sets) => void | Promise<void>): Promise<void> 
   }
 }
 
-/** Raw little-endian bytes of `values` in `dtype` (what a model file holds). */
+/** Raw little-endian bytes of `values` in `dtype` (what a model file holds). The K-quants have no quantizer: their
+ *  blocks are random bytes with finite f16 scales (seeded by the values' length). */
 function bytesOf(values: Float32Array, dtype: WeightDtype): Uint8Array {
   if (dtype === "f32") return new Uint8Array(values.slice().buffer);
   if (dtype === "q8_0") return quantizeQ8_0(values);
+  if (dtype === "q4_0") return quantizeQ4_0(values);
+  if (dtype === "q4_k" || dtype === "q6_k") return kBlocks(dtype, values.length);
   return new Uint8Array(Uint16Array.from(values, dtype === "bf16" ? f32ToBf16Bits : f32ToF16Bits).buffer);
 }
 
@@ -50,7 +54,22 @@ function bytesOf(values: Float32Array, dtype: WeightDtype): Uint8Array {
 function stored(values: Float32Array, dtype: WeightDtype): Float32Array {
   if (dtype === "f32") return values;
   if (dtype === "q8_0") return dequantizeQ8_0(quantizeQ8_0(values));
+  if (dtype === "q4_0") return dequantizeQ4_0(quantizeQ4_0(values));
+  if (dtype === "q4_k") return dequantizeQ4_K(kBlocks(dtype, values.length));
+  if (dtype === "q6_k") return dequantizeQ6_K(kBlocks(dtype, values.length));
   return Float32Array.from(Uint16Array.from(values, dtype === "bf16" ? f32ToBf16Bits : f32ToF16Bits), dtype === "bf16" ? bf16BitsToF32 : f16BitsToF32);
+}
+
+/** Random Q4_K / Q6_K blocks for n weights: random bytes, f16 scales set to finite values (d > 0, dmin < 0 for Q4_K). */
+function kBlocks(dtype: "q4_k" | "q6_k", n: number): Uint8Array {
+  const size = dtype === "q4_k" ? 144 : 210, out = new Uint8Array((n / 256) * size), r = rng(n);
+  for (let i = 0; i < out.length; i++) out[i] = Math.floor(r() * 256);
+  const v = new DataView(out.buffer);
+  for (let o = 0; o < out.length; o += size) {
+    if (dtype === "q4_k") v.setUint16(o, f32ToF16Bits(0.002 * (r() + 0.1)), true), v.setUint16(o + 2, f32ToF16Bits(-0.01 * r()), true);
+    else v.setUint16(o + 208, f32ToF16Bits(0.0003 * (r() - 0.5)), true);
+  }
+  return out;
 }
 
 /** The same matrix in both sets. */
@@ -92,12 +111,13 @@ function rejects(code: string, pattern: RegExp) {
   };
 }
 
-test(`cuda model kernels (${label}): matmul = reference for f32, f16, bf16 and q8_0 weights, odd shapes, more than one token tile, aligned and unaligned x, with and without bias`, { skip }, () =>
+test(`cuda model kernels (${label}): matmul = reference for f32, f16, bf16, q8_0, q4_0, q4_k and q6_k weights, odd shapes, more than one token tile, aligned and unaligned x, with and without bias`, { skip }, () =>
   withSets((s) => {
     let cases = 0;
-    for (const dtype of ["f32", "f16", "bf16", "q8_0"] as const) {
+    for (const dtype of ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_k", "q6_k"] as const) {
       // [T, cols, rows, element offset of x]: cols a multiple of 8 with x 16-byte aligned take the kernel's vector loads
-      const shapes = dtype === "q8_0" ? [[1, 64, 5, 0], [11, 32, 9, 1]]
+      const shapes = dtype === "q8_0" || dtype === "q4_0" ? [[1, 64, 5, 0], [11, 32, 9, 1]]
+        : dtype === "q4_k" || dtype === "q6_k" ? [[1, 512, 3, 0], [9, 256, 5, 1]]
         : [[1, 1, 1, 0], [1, 37, 9, 0], [3, 64, 17, 0], [3, 64, 17, 1], [11, 40, 3, 0], [11, 40, 3, 2]];
       for (const [T, cols, rows, xOffset] of shapes as [number, number, number, number][]) {
         for (const withBias of [false, true]) {
@@ -127,10 +147,10 @@ test(`cuda model kernels (${label}): matmul = reference for f32, f16, bf16 and q
     }
   }));
 
-test(`cuda model kernels (${label}): embed = reference (exact) for f32, f16, bf16 and q8_0 tables, repeated ids`, { skip }, () =>
+test(`cuda model kernels (${label}): embed = reference (the same bits) for f32, f16, bf16, q8_0, q4_0, q4_k and q6_k tables, repeated ids`, { skip }, () =>
   withSets((s) => {
-    const rows = 7, cols = 64, ids = Int32Array.from([3, 0, 6, 3, 1]);
-    for (const dtype of ["f32", "f16", "bf16", "q8_0"] as const) {
+    const rows = 7, cols = 256, ids = Int32Array.from([3, 0, 6, 3, 1]);
+    for (const dtype of ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_k", "q6_k"] as const) {
       const [mc, mr] = matrices(s, randomArray(rows * cols, 7, 3), rows, cols, dtype);
       const yr = new Float32Array(ids.length * cols);
       s.ref.embed(yr, ids, mr);
@@ -255,7 +275,7 @@ test(`cuda model kernels (${label}): bad arguments are refused with a DuoError n
     assert.throws(() => s.cuda.argmax(s.cuda.view(x, 0, 0)), rejects("INVALID_ARGUMENT", /duo_model_argmax: n must be >= 1, got 0/));
     unchanged();
     // weights and views
-    assert.throws(() => s.cuda.matrix(2, 32, "q4_0"), rejects("UNSUPPORTED", /q4_0 weights are not implemented; they take f32, f16, bf16, q8_0/));
+    assert.throws(() => s.cuda.matrix(2, 32, "q4_k"), rejects("UNSUPPORTED", /a q4_k matrix needs rows of a multiple of 256 elements, got 32/));
     assert.throws(() => s.cuda.write(w, 4 * 32 * 4 - 4, new Uint8Array(8)), rejects("INVALID_ARGUMENT", /overruns a \[4, 32\] f32 matrix/));
     assert.throws(() => s.cuda.view(Y, 4, 5), rejects("INVALID_ARGUMENT", /view \[4, 9\) is past the end of activations of length 8/));
     const gone = device(s.cuda, new Float32Array(64));
@@ -268,7 +288,7 @@ test(`cuda model kernels (${label}): bad arguments are refused with a DuoError n
     assert.equal(lib.duo_model_add(Y.handle, Y.offset, x.handle, 0, 14), STATUS.ERR_CAPACITY);
     assert.match(lib.duo_last_error(), /duo_model_add: y: elements \[5, 19\) are past the end of buffer \d+ \(18 f32 elements\)/);
     assert.equal(lib.duo_model_matmul(Y.handle, Y.offset, x.handle, 0, (w as unknown as { handle: number }).handle, 7, 0, 2, 32, 4), STATUS.ERR_ARGUMENT);
-    assert.match(lib.duo_last_error(), /dtype must be 0 \(f32\), 1 \(f16\), 2 \(bf16\) or 3 \(q8_0\), got 7/);
+    assert.match(lib.duo_last_error(), /dtype must be 0 \(f32\), 1 \(f16\), 2 \(bf16\), 3 \(q8_0\), 4 \(q4_0\), 5 \(q4_k\) or 6 \(q6_k\), got 7/);
     unchanged();
   }));
 

@@ -151,7 +151,12 @@ enum duo_weight_dtype {
   DUO_W_F32 = 0,
   DUO_W_F16 = 1,
   DUO_W_BF16 = 2,
-  DUO_W_Q8_0 = 3 /* llama.cpp Q8_0: blocks of 32 elements, an f16 scale d then 32 int8 q (34 bytes), element = q*d */
+  /* llama.cpp's block types (ggml-common.h), decoded as src/model/tensor-types.ts and kquants.ts do; cols a
+   * multiple of the block: */
+  DUO_W_Q8_0 = 3, /* 32 elements in 34 bytes: f16 d, 32 int8 q; element = q * d */
+  DUO_W_Q4_0 = 4, /* 32 elements in 18 bytes: f16 d, 16 bytes of nibbles; element = (q - 8) * d */
+  DUO_W_Q4_K = 5, /* 256 elements in 144 bytes: f16 d, f16 dmin, 6-bit (scale, min) x 8, nibbles */
+  DUO_W_Q6_K = 6  /* 256 elements in 210 bytes: low nibbles, 2-bit highs, 16 int8 scales, f16 d */
 };
 
 /* Copy `bytes` of host memory into a buffer at byte `offset` through pinned staging, in stream order: returns once
@@ -160,12 +165,12 @@ enum duo_weight_dtype {
 DUO_API int32_t duo_upload(uint32_t handle, uint64_t offset, uint64_t bytes, const void* src);
 
 /* y [T, cols] f32 (y, y_off) = rows ids[t] of table [rows, cols] of dtype, widened to f32.
- *   ids [T] host int32, each in [0, rows); dtype: enum duo_weight_dtype (Q8_0: cols a multiple of 32) */
+ *   ids [T] host int32, each in [0, rows); dtype: enum duo_weight_dtype */
 DUO_API int32_t duo_model_embed(uint32_t y, uint64_t y_off, const int32_t* ids, int32_t T, uint32_t table,
                                 int32_t rows, int32_t cols, int32_t dtype);
 
 /* y [T, rows] (y, y_off) = x [T, cols] (x, x_off) . W^T + bias, f32 accumulation.
- *   w [rows, cols] of dtype (enum duo_weight_dtype; Q8_0: cols a multiple of 32); bias [rows] f32, or handle 0 */
+ *   w [rows, cols] of dtype (enum duo_weight_dtype); bias [rows] f32, or handle 0 */
 DUO_API int32_t duo_model_matmul(uint32_t y, uint64_t y_off, uint32_t x, uint64_t x_off, uint32_t w, int32_t dtype,
                                  uint32_t bias, int32_t T, int32_t cols, int32_t rows);
 

@@ -19,8 +19,14 @@
 namespace {
 
 constexpr int THREADS = 256;
-constexpr int Q8_BLOCK = 32;        // q8_0: 32 elements per block
-constexpr int Q8_BLOCK_BYTES = 34;  // an f16 scale d, then 32 int8 q: element = q * d
+// llama.cpp's block types (ggml-common.h; decoded as src/model/tensor-types.ts and kquants.ts do, step by step in
+// f32, so embed gives the reference's bits):
+constexpr int Q8_BLOCK_BYTES = 34;   // q8_0, 32 elements: f16 d, 32 int8 q; element = q * d
+constexpr int Q4_BLOCK_BYTES = 18;   // q4_0, 32 elements: f16 d, 16 bytes of nibbles (low: 0..15, high: 16..31); (q - 8) * d
+constexpr int Q4K_BLOCK_BYTES = 144; // q4_k, 256: f16 d, f16 dmin, 12 bytes of 6-bit (scale, min), 128 bytes of nibbles
+constexpr int Q6K_BLOCK_BYTES = 210; // q6_k, 256: 128 bytes low nibbles, 64 bytes 2-bit highs, 16 int8 scales, f16 d
+
+__device__ float f16_at(const unsigned char* p) { return __half2float(*reinterpret_cast<const __half*>(p)); }
 
 // Element i (row-major flat index) of a weight matrix of dtype DT, as f32.
 template <int DT> struct Weight;
@@ -45,11 +51,43 @@ template <> struct Weight<DUO_W_BF16> {
     Dtype<__nv_bfloat16>::load8(static_cast<const __nv_bfloat16*>(w) + i, out);
   }
 };
+// Block sizes are even, so every f16 field is 2-byte aligned in a 256-byte-aligned buffer.
 template <> struct Weight<DUO_W_Q8_0> {
   __device__ static float at(const void* w, int64_t i) {
-    const unsigned char* block = static_cast<const unsigned char*>(w) + (i / Q8_BLOCK) * Q8_BLOCK_BYTES;
-    const float d = __half2float(*reinterpret_cast<const __half*>(block));  // 2-byte aligned: blocks are 34 bytes
-    return static_cast<float>(reinterpret_cast<const signed char*>(block + 2)[i % Q8_BLOCK]) * d;
+    const unsigned char* block = static_cast<const unsigned char*>(w) + (i / 32) * Q8_BLOCK_BYTES;
+    return static_cast<float>(reinterpret_cast<const signed char*>(block + 2)[i % 32]) * f16_at(block);
+  }
+};
+template <> struct Weight<DUO_W_Q4_0> {
+  __device__ static float at(const void* w, int64_t i) {
+    const unsigned char* block = static_cast<const unsigned char*>(w) + (i / 32) * Q4_BLOCK_BYTES;
+    const int j = static_cast<int>(i % 32), byte = block[2 + (j & 15)];
+    return static_cast<float>((j < 16 ? byte & 15 : byte >> 4) - 8) * f16_at(block);
+  }
+};
+template <> struct Weight<DUO_W_Q4_K> {
+  // (d * scale_j) * q - dmin * min_j, each product and the difference rounded to f32 (no fused multiply-add)
+  __device__ static float at(const void* w, int64_t i) {
+    const unsigned char* b = static_cast<const unsigned char*>(w) + (i / 256) * Q4K_BLOCK_BYTES;
+    const int within = static_cast<int>(i % 256), j = within / 32, l = within % 32;
+    const unsigned char* s = b + 4;  // ggml's get_scale_min_k4
+    const int sc = j < 4 ? s[j] & 63 : (s[j + 4] & 15) | ((s[j - 4] >> 6) << 4);
+    const int mn = j < 4 ? s[j + 4] & 63 : (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+    const float d1 = __fmul_rn(f16_at(b), static_cast<float>(sc)), m1 = __fmul_rn(f16_at(b + 2), static_cast<float>(mn));
+    const int q = (b[16 + 32 * (j >> 1) + l] >> ((j & 1) * 4)) & 15;
+    return __fsub_rn(__fmul_rn(d1, static_cast<float>(q)), m1);
+  }
+};
+template <> struct Weight<DUO_W_Q6_K> {
+  // (d * scale) * (q - 32): element 128 h + 32 g + l of the block takes nibble g / 2 of ql[64 h + l + 32 (g & 1)], bits
+  // 2g of qh[32 h + l], scale 8 h + l / 16 + 2 g
+  __device__ static float at(const void* w, int64_t i) {
+    const unsigned char* b = static_cast<const unsigned char*>(w) + (i / 256) * Q6K_BLOCK_BYTES;
+    const int within = static_cast<int>(i % 256), h = within / 128, g = (within % 128) / 32, l = within % 32;
+    const int low = (b[64 * h + l + 32 * (g & 1)] >> ((g >> 1) * 4)) & 15;
+    const int high = (b[128 + 32 * h + l] >> (2 * g)) & 3;
+    const int scale = reinterpret_cast<const signed char*>(b + 192)[8 * h + l / 16 + 2 * g];
+    return __fmul_rn(__fmul_rn(f16_at(b + 208), static_cast<float>(scale)), static_cast<float>((low | (high << 4)) - 32));
   }
 };
 
@@ -230,13 +268,14 @@ __global__ void __launch_bounds__(THREADS) argmax_kernel(const float* __restrict
   if (tid == 0) *out = idx[0] < 0 ? 0 : idx[0];
 }
 
-// The vector loads when every row of x and of W starts 16-byte aligned (Q8_0 blocks are 34 bytes: never).
+// The vector loads for f32 / f16 / bf16 weights when every row of x and of W starts 16-byte aligned; the block types
+// are read element by element.
 template <int DT>
 cudaError_t matmul(float* y, const float* x, const void* w, const float* bias, int T, int cols, int rows,
                    cudaStream_t s) {
   const int tiles = (T + MM_TOKENS - 1) / MM_TOKENS;
   const dim3 grid((rows + MM_WARPS - 1) / MM_WARPS, tiles < 65535 ? tiles : 65535);
-  if constexpr (DT != DUO_W_Q8_0) {
+  if constexpr (DT == DUO_W_F32 || DT == DUO_W_F16 || DT == DUO_W_BF16) {
     if (cols % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0) {
       DUO_LAUNCH((matmul_kernel<DT, true>), grid, THREADS, 0, s, y, x, w, bias, T, cols, rows);
       return cudaGetLastError();
@@ -262,7 +301,10 @@ cudaError_t launch_model_embed(float* y, const int32_t* ids, const void* table, 
     case DUO_W_F32: return embed<DUO_W_F32>(y, ids, table, T, cols, max_blocks, s);
     case DUO_W_F16: return embed<DUO_W_F16>(y, ids, table, T, cols, max_blocks, s);
     case DUO_W_BF16: return embed<DUO_W_BF16>(y, ids, table, T, cols, max_blocks, s);
-    default: return embed<DUO_W_Q8_0>(y, ids, table, T, cols, max_blocks, s);
+    case DUO_W_Q8_0: return embed<DUO_W_Q8_0>(y, ids, table, T, cols, max_blocks, s);
+    case DUO_W_Q4_0: return embed<DUO_W_Q4_0>(y, ids, table, T, cols, max_blocks, s);
+    case DUO_W_Q4_K: return embed<DUO_W_Q4_K>(y, ids, table, T, cols, max_blocks, s);
+    default: return embed<DUO_W_Q6_K>(y, ids, table, T, cols, max_blocks, s);
   }
 }
 
@@ -273,7 +315,10 @@ cudaError_t launch_model_matmul(float* y, const float* x, const void* w, int dty
     case DUO_W_F32: return matmul<DUO_W_F32>(y, x, w, bias, T, cols, rows, s);
     case DUO_W_F16: return matmul<DUO_W_F16>(y, x, w, bias, T, cols, rows, s);
     case DUO_W_BF16: return matmul<DUO_W_BF16>(y, x, w, bias, T, cols, rows, s);
-    default: return matmul<DUO_W_Q8_0>(y, x, w, bias, T, cols, rows, s);
+    case DUO_W_Q8_0: return matmul<DUO_W_Q8_0>(y, x, w, bias, T, cols, rows, s);
+    case DUO_W_Q4_0: return matmul<DUO_W_Q4_0>(y, x, w, bias, T, cols, rows, s);
+    case DUO_W_Q4_K: return matmul<DUO_W_Q4_K>(y, x, w, bias, T, cols, rows, s);
+    default: return matmul<DUO_W_Q6_K>(y, x, w, bias, T, cols, rows, s);
   }
 }
 

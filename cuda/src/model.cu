@@ -17,12 +17,23 @@ constexpr uint64_t STAGING_CHUNK = 8ull << 20;  // duo_upload copies through pin
 
 int max_blocks() { return BLOCKS_PER_SM * (ctx().sm_count > 0 ? ctx().sm_count : 1); }
 
-bool weight_dtype_valid(int32_t d) { return d >= DUO_W_F32 && d <= DUO_W_Q8_0; }
+bool weight_dtype_valid(int32_t d) { return d >= DUO_W_F32 && d <= DUO_W_Q6_K; }
 
-// Bytes of a [rows, cols] matrix of a weight dtype (cols already checked against the Q8_0 block).
-uint64_t weight_bytes(int32_t dtype, int64_t rows, int64_t cols) {
-  if (dtype == DUO_W_Q8_0) return static_cast<uint64_t>(rows) * (cols / 32) * 34;
-  return static_cast<uint64_t>(rows) * cols * (dtype == DUO_W_F32 ? 4 : 2);
+// (elements, bytes) of one block of a weight dtype: a row holds whole blocks.
+struct Block {
+  int elements;
+  int bytes;
+};
+Block weight_block(int32_t dtype) {
+  switch (dtype) {
+    case DUO_W_F32: return {1, 4};
+    case DUO_W_F16:
+    case DUO_W_BF16: return {1, 2};
+    case DUO_W_Q8_0: return {32, 34};
+    case DUO_W_Q4_0: return {32, 18};
+    case DUO_W_Q4_K: return {256, 144};
+    default: return {256, 210};  // DUO_W_Q6_K
+  }
 }
 
 // An f32 tensor of `count` elements at element `offset` of buffer `handle`.
@@ -62,15 +73,19 @@ int32_t check_overlap(const char* fn, const char* a_name, const Tensor& a, const
 int32_t matrix(const char* fn, const char* what, uint32_t handle, int32_t dtype, int32_t rows, int32_t cols,
                const void** out) {
   if (!weight_dtype_valid(dtype)) {
-    return fail(DUO_ERR_ARGUMENT, "%s: dtype must be 0 (f32), 1 (f16), 2 (bf16) or 3 (q8_0), got %d", fn, dtype);
+    return fail(DUO_ERR_ARGUMENT,
+                "%s: dtype must be 0 (f32), 1 (f16), 2 (bf16), 3 (q8_0), 4 (q4_0), 5 (q4_k) or 6 (q6_k), got %d", fn,
+                dtype);
   }
   if (rows < 1 || cols < 1) return fail(DUO_ERR_ARGUMENT, "%s: %s must be at least 1 x 1, got %d x %d", fn, what, rows, cols);
-  if (dtype == DUO_W_Q8_0 && cols % 32 != 0) {
-    return fail(DUO_ERR_ARGUMENT, "%s: a q8_0 %s needs cols a multiple of 32, got %d", fn, what, cols);
+  const Block blk = weight_block(dtype);
+  if (cols % blk.elements != 0) {
+    return fail(DUO_ERR_ARGUMENT, "%s: %s of dtype %d needs cols a multiple of %d, got %d", fn, what, dtype,
+                blk.elements, cols);
   }
   Buffer* b = nullptr;
   DUO_TRY(lookup(handle, fn, what, &b));
-  const uint64_t need = weight_bytes(dtype, rows, cols);
+  const uint64_t need = static_cast<uint64_t>(rows) * (cols / blk.elements) * blk.bytes;
   if (b->bytes < need) {
     return fail(DUO_ERR_CAPACITY, "%s: %s [%d, %d] needs %llu bytes, buffer %u has %llu", fn, what, rows, cols,
                 (unsigned long long)need, handle, (unsigned long long)b->bytes);

@@ -4,7 +4,7 @@ cuda/gpu-check.sh; the TypeScript twin is test/cuda-model-kernels.test.ts, which
 
 Drives the C API of cuda/include/duo.h through ctypes (enum values read from the header) and
   1. conformance against float64 numpy on random data, outputs NaN-poisoned inside a larger buffer: matmul (f32, f16,
-     bf16, q8_0 weights; decode and prefill shapes, x aligned and not) within (max(cols/32, 8 cols/256) + 34) u
+     bf16, q8_0 weights; q4_0 / q4_k / q6_k as random blocks; decode and prefill shapes, x aligned and not) within (max(cols/32, 8 cols/256) + 34) u
      sum|x w| per element (u = 2^-24, the kernel's f32 summation bound), embed exact, rmsnorm within 8u relative,
      RoPE within 4u (|a| + |b|), SwiGLU within 1e-6 relative (+1e-30), add exact, argmax exact;
   2. with --bench: the weight bytes per second of decode GEMVs (one token) at Llama-3-8B shapes in bf16, and of a
@@ -27,7 +27,8 @@ import numpy as np
 CUDA_DIR = Path(__file__).resolve().parent.parent
 HEADER = CUDA_DIR / "include" / "duo.h"
 C = {m.group(1): int(m.group(2)) for m in re.finditer(r"\b(DUO_[A-Z0-9_]+)\s*=\s*(-?\d+)", HEADER.read_text())}
-WEIGHT = {"f32": C["DUO_W_F32"], "f16": C["DUO_W_F16"], "bf16": C["DUO_W_BF16"], "q8_0": C["DUO_W_Q8_0"]}
+WEIGHT = {name: C[f"DUO_W_{name.upper()}"] for name in ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_k", "q6_k"]}
+BLOCK = {"q8_0": 32, "q4_0": 32, "q4_k": 256, "q6_k": 256}  # elements per block of the block types
 U = 2.0**-24
 PAD = 5  # poisoned f32 elements on each side of every output
 
@@ -110,12 +111,56 @@ def weight_bytes(w, dtype):
     if dtype == "bf16":
         b = to_bf16_bits(w)
         return b, (b.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
-    blocks = w.astype(np.float32).reshape(-1, 32)  # q8_0: f16 scale, then 32 int8
-    d = (np.abs(blocks).max(axis=1) / 127).astype(np.float16)
-    safe = np.where(d == 0, 1, d.astype(np.float32))
-    q = np.clip(np.rint(blocks / safe[:, None]), -127, 127).astype(np.int8)
-    raw = np.concatenate([d.view(np.uint8).reshape(-1, 2), q.view(np.uint8)], axis=1)
-    return raw, (q.astype(np.float64) * d.astype(np.float64)[:, None]).reshape(w.shape)
+    if dtype == "q8_0":  # f16 scale, then 32 int8
+        blocks = w.astype(np.float32).reshape(-1, 32)
+        d = (np.abs(blocks).max(axis=1) / 127).astype(np.float16)
+        safe = np.where(d == 0, 1, d.astype(np.float32))
+        q = np.clip(np.rint(blocks / safe[:, None]), -127, 127).astype(np.int8)
+        raw = np.concatenate([d.view(np.uint8).reshape(-1, 2), q.view(np.uint8)], axis=1)
+        return raw, (q.astype(np.float64) * d.astype(np.float64)[:, None]).reshape(w.shape)
+    return random_blocks(dtype, w.size, w.shape)
+
+
+def f16(raw, at):
+    """The f16 at byte `at` of every block row of raw, as float32."""
+    return raw[:, at:at + 2].copy().view(np.float16)[:, 0].astype(np.float32)
+
+
+def random_blocks(dtype, n, shape):
+    """Random q4_0 / q4_k / q6_k blocks for n weights (random bytes, finite f16 scales) and their values, decoded as
+    src/model/tensor-types.ts and kquants.ts do (f32 rounding at each step)."""
+    rng = np.random.default_rng(n)
+    size = {"q4_0": 18, "q4_k": 144, "q6_k": 210}[dtype]
+    raw = rng.integers(0, 256, (n // BLOCK[dtype], size), dtype=np.uint8)
+    scale_at = {"q4_0": [0], "q4_k": [0, 2], "q6_k": [208]}[dtype]
+    for at, lo, hi in zip(scale_at, [0.001, -0.01], [0.01, 0]):
+        raw[:, at:at + 2] = rng.uniform(lo, hi, len(raw)).astype(np.float16).view(np.uint8).reshape(-1, 2)
+    f32 = np.float32
+    if dtype == "q4_0":
+        qs = raw[:, 2:].astype(np.int32)
+        vals = np.concatenate([qs & 15, qs >> 4], axis=1).astype(f32) - 8
+        vals = vals * f16(raw, 0)[:, None]
+    elif dtype == "q4_k":
+        d, dmin, s = f16(raw, 0), f16(raw, 2), raw[:, 4:16].astype(np.int32)
+        parts = []
+        for j in range(8):
+            sc = s[:, j] & 63 if j < 4 else (s[:, j + 4] & 15) | ((s[:, j - 4] >> 6) << 4)
+            mn = s[:, j + 4] & 63 if j < 4 else (s[:, j + 4] >> 4) | ((s[:, j] >> 6) << 4)
+            d1, m1 = (d * sc.astype(f32)).astype(f32), (dmin * mn.astype(f32)).astype(f32)
+            q = (raw[:, 16 + 32 * (j >> 1):48 + 32 * (j >> 1)].astype(np.int32) >> (4 * (j & 1))) & 15
+            parts.append(((d1[:, None] * q.astype(f32)).astype(f32) - m1[:, None]).astype(f32))
+        vals = np.concatenate(parts, axis=1)
+    else:
+        d, sc = f16(raw, 208), raw[:, 192:208].view(np.int8).astype(f32)
+        vals = np.empty((len(raw), 256), f32)
+        for h in range(2):
+            for g in range(4):
+                for l in range(32):
+                    low = (raw[:, 64 * h + l + 32 * (g & 1)].astype(np.int32) >> (4 * (g >> 1))) & 15
+                    high = (raw[:, 128 + 32 * h + l].astype(np.int32) >> (2 * g)) & 3
+                    ds = (d * sc[:, 8 * h + l // 16 + 2 * g]).astype(f32)
+                    vals[:, 128 * h + 32 * g + l] = ds * ((low | (high << 4)) - 32).astype(f32)
+    return raw, vals.astype(np.float64).reshape(shape)
 
 
 def check(failures, ok, what):
@@ -127,12 +172,12 @@ def check(failures, ok, what):
 def conformance(lib, quick, failures):
     rng = np.random.default_rng(1)
     rand = lambda *shape, scale=1.0: (rng.uniform(-scale, scale, shape)).astype(np.float32)
-    shapes = [(1, 64, 40, 0), (11, 72, 33, 1), (3, 40, 9, 0)]
+    shapes = [(1, 64, 40, 0), (11, 72, 33, 1), (3, 40, 9, 0), (2, 256, 7, 1)]
     if not quick:
         shapes += [(1, 4096, 4096, 0), (1, 4096, 1000, 3), (64, 4096, 512, 0), (9, 14336, 64, 0)]
     for dtype in WEIGHT:
         for T, cols, rows, xoff in shapes:
-            if dtype == "q8_0" and cols % 32:
+            if cols % BLOCK.get(dtype, 1):
                 continue
             x, w, b = rand(T, cols), rand(rows, cols), rand(rows)
             raw, wv = weight_bytes(w, dtype)
@@ -149,7 +194,7 @@ def conformance(lib, quick, failures):
             check(failures, bool(np.all(err <= 1)), f"matmul {dtype} T={T} cols={cols} rows={rows} x at +{xoff} (worst {err.max():.2f} of the bound)")
             lib.free_all()
     for dtype in WEIGHT:  # embed: exact
-        rows, cols, ids = 50, 128, np.array([3, 0, 49, 3], np.int32)
+        rows, cols, ids = 50, 256, np.array([3, 0, 49, 3], np.int32)
         raw, wv = weight_bytes(rand(rows, cols, scale=3), dtype)
         hy, yoff = lib.poisoned(len(ids) * cols)
         lib.call("duo_model_embed", hy, yoff, ids.ctypes.data, len(ids), lib.buffer(raw), rows, cols, WEIGHT[dtype])

@@ -2,8 +2,9 @@
  * The CUDA model kernels: the model math of a Llama-family decoder on the device (cuda/src/kernel_model.cu, the
  * duo_model_* functions of cuda/include/duo.h), on the cuda backend's context (one process, one device), through ffi/.
  *
- * Weights are device buffers in their file dtype (f32, f16, bf16 or Q8_0; uploaded once through pinned staging with
- * duo_upload); vectors (norms, biases) are f32 buffers. Activations are f32 device buffers: a CudaActivations is a
+ * Weights are device buffers in their file dtype (f32, f16, bf16, or llama.cpp's Q8_0 / Q4_0 / Q4_K / Q6_K blocks,
+ * decoded inside the kernels; uploaded once through pinned staging with duo_upload); vectors (norms, biases) are f32
+ * buffers. Activations are f32 device buffers: a CudaActivations is a
  * buffer handle plus an element offset, so views share their root's buffer. Every op is queued on the device's stream
  * and returns at once; only download() and argmax() wait, and only what they read crosses back to the host (the
  * RoPE tables and token ids go the other way, staged by the library).
@@ -12,14 +13,14 @@
  * before anything is queued, so a refused call changes nothing.
  */
 import { DuoError } from "../errors.ts";
-import type { DuoLibrary } from "../../ffi/symbols.ts";
+import { type DuoLibrary, WEIGHT } from "../../ffi/symbols.ts";
 import { statusError } from "../backend/cuda.ts";
 import { type ActivationKernels, type Activations, type Matrix, matrixBytes, type Vector, WEIGHT_BLOCKS, type WeightDtype } from "./kernels.ts";
 
 type Abi = typeof import("../../ffi/symbols.ts");
 
-/** The weight dtypes the CUDA kernels read (enum duo_weight_dtype), with their codes. */
-const WEIGHT_CODE: Partial<Record<WeightDtype, number>> = { f32: 0, f16: 1, bf16: 2, q8_0: 3 };
+/** enum duo_weight_dtype: every weight dtype of the model files (WEIGHT in ffi/symbols.ts). */
+const WEIGHT_CODE: Record<WeightDtype, number> = { f32: WEIGHT.F32, f16: WEIGHT.F16, bf16: WEIGHT.BF16, q8_0: WEIGHT.Q8_0, q4_0: WEIGHT.Q4_0, q4_k: WEIGHT.Q4_K, q6_k: WEIGHT.Q6_K };
 
 /** Elements [offset, offset + length) of the f32 device buffer `handle`; `root` is false for a view. */
 export class CudaActivations implements Activations {
@@ -62,9 +63,6 @@ export class CudaKernels implements ActivationKernels {
 
   matrix(rows: number, cols: number, dtype: WeightDtype): Matrix {
     this.live();
-    if (WEIGHT_CODE[dtype] === undefined) {
-      throw new DuoError("UNSUPPORTED", `cuda model kernels: ${dtype} weights are not implemented; they take ${Object.keys(WEIGHT_CODE).join(", ")}`);
-    }
     const bytes = matrixBytes(rows, cols, dtype);
     const m = new CudaMatrix(rows, cols, dtype, this.alloc(bytes), bytes);
     this.weightBytes += bytes;
@@ -134,7 +132,7 @@ export class CudaKernels implements ActivationKernels {
     need("matmul y", Y, T * m.rows, `[${T}, ${m.rows}]`);
     if (bias && bias.length !== m.rows) throw new DuoError("INVALID_ARGUMENT", `cuda model kernels: matmul bias has ${bias.length} elements, the matrix ${m.rows} rows`);
     const b = bias ? (bias as CudaVector).handle : 0;
-    this.check(this.lib.duo_model_matmul(Y.handle, Y.offset, X.handle, X.offset, m.handle, WEIGHT_CODE[m.dtype]!, b, T, m.cols, m.rows));
+    this.check(this.lib.duo_model_matmul(Y.handle, Y.offset, X.handle, X.offset, m.handle, WEIGHT_CODE[m.dtype], b, T, m.cols, m.rows));
   }
 
   rmsnorm(y: Activations, x: Activations, w: Vector, T: number, eps: number): void {
@@ -172,7 +170,7 @@ export class CudaKernels implements ActivationKernels {
   embed(y: Activations, ids: Int32Array, table: Matrix): void {
     const Y = this.act(y, "embed y"), m = table as CudaMatrix;
     need("embed y", Y, ids.length * m.cols, `[${ids.length}, ${m.cols}]`);
-    this.check(this.lib.duo_model_embed(Y.handle, Y.offset, ids, ids.length, m.handle, m.rows, m.cols, WEIGHT_CODE[m.dtype]!));
+    this.check(this.lib.duo_model_embed(Y.handle, Y.offset, ids, ids.length, m.handle, m.rows, m.cols, WEIGHT_CODE[m.dtype]));
   }
 
   /** The index of the largest of x (first on ties; NaN never wins; 0 when all are NaN): one int32 crosses back. */

@@ -27,6 +27,10 @@ struct alignas(8) float2 { float x, y; };
 struct alignas(16) float4 { float x, y, z, w; };
 struct alignas(16) uint4 { unsigned x, y, z, w; };
 inline float2 make_float2(float x, float y) { return float2{x, y}; }
+// Rounded single-precision products and differences that are never fused into an FMA (the host build does not fuse:
+// x86-64 without -mfma, and g++ in ISO mode does not contract).
+inline float __fmul_rn(float a, float b) { return a * b; }
+inline float __fsub_rn(float a, float b) { return a - b; }
 // CUDA's device overloads of min / max for int.
 inline int min(int a, int b) { return a < b ? a : b; }
 inline int max(int a, int b) { return a > b ? a : b; }
