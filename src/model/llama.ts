@@ -30,13 +30,14 @@ import { type ModelConfig, loadConfig } from "./config.ts";
 import type { Generation, GenerateOptions } from "./generate.ts";
 import { findGguf, openGguf } from "./gguf.ts";
 import { createModelKernels, type KernelsName, type ModelKernels } from "./kernels.ts";
-import { attentionInputs, layerOutput } from "./layer.ts";
+import { decoderLayer, logitsOf } from "./layer.ts";
 import { inverseFrequencies, ropeTables } from "./rope.ts";
 import { availableMemory, checkFits } from "./ram.ts";
 import { openWeights, type TensorEntry } from "./safetensors.ts";
 import { Session } from "./session.ts";
 import { TextTokenizer } from "./tokenizer.ts";
 import { checkTensors, expectedTensors, loadWeights, type ModelWeights } from "./weights.ts";
+import { Workspace } from "./workspace.ts";
 
 export interface LoadOptions {
   /** attention backend of the engine (default "auto"); "reference" also runs the model math on the reference kernels */
@@ -106,6 +107,9 @@ export class LlamaModel {
   private readonly sessions = new Set<Session>();
   private readonly main: Session;
   private disposed = false;
+  /** the activations of one pass (prefillChunk rows), made at the first pass; passes take turns on it */
+  private workspace: Workspace | undefined;
+  private turn: Promise<void> = Promise.resolve();
 
   private constructor(
     readonly config: ModelConfig,
@@ -234,6 +238,7 @@ export class LlamaModel {
     for (const s of [...this.sessions]) s.dispose();
     this.disposed = true;
     await this.engine.dispose();
+    this.workspace = undefined; // its memory goes with the kernel set's
     this.kernels.dispose();
   }
 
@@ -249,41 +254,34 @@ export class LlamaModel {
   /** @internal `feed` (already checked) at positions pos0.. of `seq`, in chunks of prefillChunk; the logits [vocab]
    *  of the last position. */
   async run(seq: Sequence, feed: Int32Array, pos0: number): Promise<Float32Array> {
-    let last: Float32Array | undefined;
-    for (let c = 0; c < feed.length; c += this.prefillChunk) last = await this.chunk(seq, feed.subarray(c, c + this.prefillChunk), pos0 + c);
-    return this.logits(last!);
-  }
-
-  /** One chunk of T tokens at positions pos0.. through every layer; returns the last row of the residual [hidden]. */
-  private async chunk(seq: Sequence, ids: Int32Array, pos0: number): Promise<Float32Array> {
-    const { hiddenSize: H, intermediateSize: I, numHeads: Hq, numKvHeads: Hkv, headDim: D, rmsNormEps: eps } = this.config;
-    const k = this.kernels, T = ids.length;
-    const x = new Float32Array(T * H); // [T, hidden] residual stream
-    const h = new Float32Array(T * H); // [T, hidden] normed
-    const q = new Float32Array(T * Hq * D); // [T, Hq, D]
-    const kk = new Float32Array(T * Hkv * D); // [T, Hkv, D]
-    const v = new Float32Array(T * Hkv * D); // [T, Hkv, D]
-    const o = new Float32Array(T * H); // [T, hidden]
-    const gate = new Float32Array(T * I); // [T, I]
-    const up = new Float32Array(T * I); // [T, I]
-    k.embed(x, ids, this.weights.embed);
-    const { cos, sin } = ropeTables(this.invFreq, pos0, T); // [T, D/2]
-    const qkv = { h, q, k: kk, v }, mlp = { h, o, gate, up }, heads = { Hq, Hkv, D };
-    for (let l = 0; l < this.weights.layers.length; l++) {
-      const L = this.weights.layers[l]!;
-      attentionInputs(k, L, x, T, eps, heads, cos, sin, qkv);
-      const a = await seq.attend(l, q, kk, v); // [T, Hq, D]
-      layerOutput(k, L, x, a, T, eps, mlp);
+    // One pass at a time: every session shares the workspace (and the kernel set computes one call at a time anyway).
+    const before = this.turn;
+    let done!: () => void;
+    this.turn = new Promise((r) => (done = r));
+    await before;
+    try {
+      this.checkAlive();
+      this.workspace ??= new Workspace(this.kernels, this.config, this.prefillChunk);
+      let T = 0;
+      for (let c = 0; c < feed.length; c += this.prefillChunk) T = await this.chunk(seq, feed.subarray(c, c + this.prefillChunk), pos0 + c);
+      const ws = this.workspace;
+      return logitsOf(this.kernels, ws, ws.pass(T), T - 1, this.weights.norm, this.weights.lmHead, this.config.rmsNormEps, new Float32Array(this.config.vocabSize));
+    } finally {
+      done();
     }
-    return x.slice((T - 1) * H);
   }
 
-  private logits(last: Float32Array): Float32Array {
-    const h = new Float32Array(last.length);
-    this.kernels.rmsnorm(h, last, this.weights.norm, 1, this.config.rmsNormEps);
-    const out = new Float32Array(this.config.vocabSize);
-    this.kernels.matmul(out, h, this.weights.lmHead, 1);
-    return out;
+  /** One chunk of T tokens at positions pos0.. through every layer, leaving its residual in the workspace; returns T. */
+  private async chunk(seq: Sequence, ids: Int32Array, pos0: number): Promise<number> {
+    const { numHeads: Hq, numKvHeads: Hkv, headDim: D, rmsNormEps: eps } = this.config;
+    const k = this.kernels, T = ids.length, ws = this.workspace!, s = ws.pass(T);
+    k.embed(s.x, ids, this.weights.embed);
+    const { cos, sin } = ropeTables(this.invFreq, pos0, T); // [T, D/2]
+    const heads = { Hq, Hkv, D };
+    for (let l = 0; l < this.weights.layers.length; l++) {
+      await decoderLayer(k, this.weights.layers[l]!, ws, s, T, eps, heads, cos, sin, (q, kk, v) => seq.attend(l, q, kk, v));
+    }
+    return T;
   }
 }
 
@@ -316,9 +314,7 @@ async function checkRam(dir: string, tensors: Map<string, TensorEntry>, weightBy
   return budget;
 }
 
-/** Bytes of activations one kernel call may need in the wasm scratch area (inputs + outputs, f32). */
+/** Bytes of activations a pass of `chunk` tokens holds (the workspace) plus one call's host inputs (RoPE tables, ids). */
 function scratchBytes(cfg: ModelConfig, chunk: number): number {
-  const { hiddenSize: H, intermediateSize: I, numHeads, headDim: D, vocabSize: V } = cfg;
-  const widest = Math.max(numHeads * D, I, H);
-  return 4 * Math.max(chunk * (H + widest), 3 * chunk * I, chunk * (numHeads * D + D), H + V) + 4 * 64;
+  return Workspace.bytes(cfg, chunk) + 4 * chunk * (cfg.headDim + 1) + 4 * 64;
 }
