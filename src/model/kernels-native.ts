@@ -31,11 +31,15 @@ class NativeVector implements Vector {
 
 export async function createNativeKernels(opts: { nativeLibrary?: string; threads?: number; memoryBudget?: number } = {}): Promise<NativeKernels> {
   const { lib } = await (await import("../../ffi/load.ts")).loadNativeLibrary(opts.nativeLibrary);
+  return await nativeKernelsOn(lib, opts.threads ?? runtime().cores, opts.memoryBudget);
+}
+
+/** The model kernels of a loaded library (the native backend's own, NativeBackend.modelKernels). */
+export async function nativeKernelsOn(lib: NativeLibrary, threads: number, memoryBudget?: number): Promise<NativeKernels> {
   if (lib.duo_isa() === "scalar") {
     throw new DuoError("BACKEND_UNAVAILABLE", `native model kernels need SIMD, and the library runs the scalar set on this CPU; use kernels "wasm" or "reference"`);
   }
-  const budget = opts.memoryBudget ?? (await availableMemory()).bytes;
-  return new NativeKernels(lib, Math.max(1, opts.threads ?? runtime().cores), budget);
+  return new NativeKernels(lib, Math.max(1, threads), memoryBudget ?? (await availableMemory()).bytes);
 }
 
 export class NativeKernels extends HostActivationKernels implements ModelKernels {

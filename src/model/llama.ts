@@ -15,7 +15,7 @@
  * Heads are permuted at load so that each layer's retrieval heads come first (weights.ts); the engine is given the
  * permuted mask, so nothing is permuted back.
  */
-import { type BackendChoice, probeBackend } from "../backend/registry.ts";
+import type { BackendChoice } from "../backend/registry.ts";
 import type { Backend } from "../backend/types.ts";
 import type { PrefillMode } from "../cache/layer-shard.ts";
 import type { KvDtype } from "../dtype.ts";
@@ -29,7 +29,7 @@ import { HeadSchedule } from "../schedule/schedule.ts";
 import { type ModelConfig, loadConfig } from "./config.ts";
 import type { Generation, GenerateOptions } from "./generate.ts";
 import { findGguf, openGguf } from "./gguf.ts";
-import { createModelKernels, type KernelsName, type ModelKernels } from "./kernels.ts";
+import { createModelKernels, type KernelsName, type ModelKernels, type ModelKernelsOptions } from "./kernels.ts";
 import { decoderLayer, logitsOf } from "./layer.ts";
 import { inverseFrequencies, ropeTables } from "./rope.ts";
 import { availableMemory, checkFits } from "./ram.ts";
@@ -42,10 +42,10 @@ import { Workspace } from "./workspace.ts";
 export interface LoadOptions {
   /** attention backend of the engine (default "auto"); "reference" also runs the model math on the reference kernels */
   backend?: BackendChoice | Backend;
-  /** model math: "auto" (default: reference with backend "reference", native with backend "native" — or with backend
-   *  "auto" where the native library loads —, else wasm where
-   *  WASM SIMD exists, wasm-parallel for models of 128 MiB and more where workers can share memory —
-   *  createModelKernels), or a kernel set (the model disposes it) */
+  /** model math: "auto" (default: the attention backend's own, Backend.modelKernels — reference on reference, the
+   *  library's on native, duo-model.wasm on wasm (in this thread, or wasm-parallel for models of 128 MiB and more
+   *  where workers can share memory), the device's on cuda), a kernel set by name, or a kernel set (the model
+   *  disposes it) */
   kernels?: KernelsName | "auto" | ModelKernels;
   /** kernels "wasm-parallel": worker count (default: one per core; 0 with "auto": the model math stays in this
    *  thread, as it does with threads: 0) */
@@ -143,20 +143,8 @@ export class LlamaModel {
     const { tokenizer, tensors } = source;
     const weightBytes = checkTensors(tensors, cfg);
     const { schedule, pattern } = await scheduleFor(options, cfg);
-    const backendName = typeof options.backend === "object" ? options.backend.name : options.backend;
-    let choice = options.kernels ?? (backendName === "reference" ? "reference" : backendName === "native" ? "native" : "auto");
-    // backend "auto" picks native where its library loads (cuda -> native -> wasm): the model math goes there too,
-    // rather than to wasm beside a native attention backend
-    if (choice === "auto" && (backendName === undefined || backendName === "auto") &&
-        (await probeBackend("native", { nativeLibrary: options.nativeLibrary })).usable) choice = "native";
-    const native = choice === "native" || (typeof choice === "object" && choice?.name === "native");
-    let memoryBudget: number | undefined;
-    if (native) memoryBudget = await checkRam(dir, tensors, weightBytes, cfg, schedule, options, pattern, prefillChunk, maxContext);
-    const kernels = choice !== null && typeof choice === "object" ? choice : await createModelKernels(choice, {
-      wasmModule: options.modelWasm, weightBytes, modelThreads: options.modelThreads ?? (choice === "auto" && options.threads === 0 ? 0 : undefined),
-      nativeLibrary: options.nativeLibrary, threads: options.threads, memoryBudget,
-    });
     let engine: DuoAttention | undefined;
+    let kernels: ModelKernels | undefined;
     try {
       // Retrieval heads first in every layer, as the weights will be permuted.
       const permuted = schedule.retrieval.map((r) => Array.from({ length: cfg.numKvHeads }, (_, j) => j < r.length));
@@ -172,6 +160,19 @@ export class LlamaModel {
         threads: options.threads,
         strict: options.strict,
       });
+      // The model math runs where attention does (Backend.modelKernels), unless a kernel set is named or given.
+      const choice = options.kernels ?? "auto";
+      const backend = engine.backend;
+      const native = typeof choice === "object" ? choice.name === "native" : choice === "native" || (choice === "auto" && backend.name === "native");
+      const memoryBudget = native ? await checkRam(dir, tensors, weightBytes, cfg, schedule, options, pattern, prefillChunk, maxContext) : undefined;
+      const opts: ModelKernelsOptions = {
+        wasmModule: options.modelWasm, weightBytes, modelThreads: options.modelThreads ?? (choice === "auto" && options.threads === 0 ? 0 : undefined),
+        nativeLibrary: options.nativeLibrary, threads: options.threads, memoryBudget,
+      };
+      kernels = typeof choice === "object" ? choice
+        : choice !== "auto" ? await createModelKernels(choice, opts)
+        : backend.modelKernels ? await backend.modelKernels(opts)
+        : await createModelKernels("auto", opts);
       // + 64-byte alignment for each of the at most 4 + 16 per layer tensors
       kernels.reserve(weightBytes + 64 * (4 + 16 * cfg.numLayers), scratchBytes(cfg, prefillChunk));
       let loaded = 0;
@@ -182,7 +183,7 @@ export class LlamaModel {
       source.ropeFreqFactors?.forEach((f, i) => (invFreq[i]! /= f));
       return new LlamaModel(cfg, tokenizer, schedule, engine, kernels, weights, prefillChunk, invFreq);
     } catch (e) {
-      kernels.dispose();
+      kernels?.dispose();
       await engine?.dispose();
       throw e;
     }
