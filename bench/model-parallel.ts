@@ -106,7 +106,7 @@ try {
   }
   // what one matmul costs beyond its arithmetic: a [1, 8] matrix, best of 5 runs of 2000 calls
   for (const m of models) {
-    const k = m.model.kernels, w = k.matrix(1, 8, "f32"), x = new Float32Array(8), y = new Float32Array(1);
+    const k = m.model.kernels, w = k.matrix(1, 8, "f32"), x = k.activations(8), y = k.activations(1);
     k.write(w, 0, new Uint8Array(32));
     let best = Infinity;
     for (let r = 0; r < 5; r++) {

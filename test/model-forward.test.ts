@@ -24,11 +24,13 @@ function prompt(n: number, seed: number, vocab: number): number[] {
 }
 
 /** Prefill `ids` (chunked by the model), then feed `decode` one token at a time; compare every call's logits. */
-async function check(spec: TinySpec, load: LoadOptions, n: number, decode: number, label: string, oracle: { heads?: boolean[][]; mode?: "upstream" | "window" } = {}) {
+async function check(spec: TinySpec, load: LoadOptions, n: number, decode: number, label: string, oracle: { heads?: boolean[][]; mode?: "upstream" | "window" } = {},
+                     kernelSets: readonly (LoadOptions["kernels"])[] = KERNELS) {
   const m = writeTinyModel(spec);
   try {
-    for (const kernels of KERNELS) {
-      const model = await LlamaModel.load(m.dir, { backend: "reference", kvDtype: "f32", ...load, kernels });
+    for (const kernels of kernelSets) {
+      const model = await LlamaModel.load(m.dir, { backend: "reference", kvDtype: "f32", ...load, ...(kernels === undefined ? {} : { kernels }) });
+      if (kernels === undefined) assert.equal(model.kernels.name, load.backend === "wasm" ? "wasm" : load.backend, "the model math runs on the attention backend's own kernels");
       try {
         const ids = prompt(n + decode, spec.seed ?? 1, m.vocab);
         const C = model.prefillChunk;
@@ -149,3 +151,10 @@ test("DuoAttention through the native attention backend (2 threads) matches the 
 test("DuoAttention through the wasm attention backend matches the oracle", { skip: wasmBackend.usable ? false : `skipped: wasm attention backend not usable: ${wasmBackend.reason}` }, async () => {
   await check(DUO_SPEC, { backend: "wasm", threads: 0, heads: MASK, sinkSize: 2, recentSize: 4, prefillChunk: 5 }, 23, 2, "duo-wasm-backend", { heads: MASK, mode: "upstream" });
 });
+
+// One code path: with no kernels option the model math comes from the attention backend (Backend.modelKernels).
+for (const [backend, probe] of [["reference", { usable: true, reason: "" }], ["wasm", wasmBackend], ["native", nativeBackend]] as const) {
+  test(`backend ${backend} alone: the model math runs on its own kernels and matches the oracle`, { skip: probe.usable ? false : `skipped: ${backend} backend not usable: ${probe.reason}` }, async () => {
+    await check(DUO_SPEC, { backend, threads: backend === "wasm" ? 0 : 2, heads: MASK, sinkSize: 2, recentSize: 4, prefillChunk: 5 }, 23, 2, `duo-${backend}-alone`, { heads: MASK, mode: "upstream" }, [undefined]);
+  });
+}

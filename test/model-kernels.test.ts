@@ -2,13 +2,14 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { bf16BitsToF32, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits } from "../src/dtype.ts";
 import { DuoError } from "../src/errors.ts";
-import { createModelKernels, type ModelKernels, type WeightDtype } from "../src/model/kernels.ts";
+import { createModelKernels, type KernelsName, type WeightDtype } from "../src/model/kernels.ts";
 import { inverseFrequencies, ropeTables } from "../src/model/rope.ts";
 import { dequantizeQ4_K, dequantizeQ6_K } from "../src/model/kquants.ts";
 import { dequantizeQ4_0, dequantizeQ8_0, quantizeQ4_0, quantizeQ8_0 } from "../src/model/tensor-types.ts";
 import { runtime } from "../src/runtime.ts";
 import { probeNative, selectNativeIsa } from "../src/backend/native.ts";
 import { rng } from "./helpers/random.ts";
+import { type HostOps, hostOps } from "./helpers/host-kernels.ts";
 
 // Conformance of the WASM SIMD and the native model kernels (the same C, libduo.so) against the reference kernels (float64 accumulation), plus checks of
 // the reference kernels themselves against float64 loops written here.
@@ -28,12 +29,13 @@ function asDtype(values: Float32Array, dtype: WeightDtype): { bytes: Uint8Array;
   return { bytes: new Uint8Array(bits.buffer), stored: Float32Array.from(bits, dtype === "bf16" ? bf16BitsToF32 : f16BitsToF32) };
 }
 
-async function both(name: "wasm" | "native"): Promise<[ModelKernels, ModelKernels]> {
-  return [await createModelKernels("reference"), await createModelKernels(name, { threads: 2 })];
+/** The reference set and `name`'s, driven with host arrays (each op uploads, runs, downloads). */
+async function both(name: "wasm" | "native"): Promise<[HostOps, HostOps]> {
+  return [hostOps(await createModelKernels("reference")), hostOps(await createModelKernels(name, { threads: 2 }))];
 }
 
 test("reference matmul is x·Wᵀ + b in float64 (f32 result)", async () => {
-  const k = await createModelKernels("reference");
+  const k = hostOps(await createModelKernels("reference"));
   const T = 3, nin = 5, nout = 4;
   const x = data(T * nin, 1), w = data(nout * nin, 2), b = data(nout, 3);
   const m = k.matrix(nout, nin, "f32");
@@ -282,13 +284,13 @@ for (const name of ["wasm", "native"] as const) {
 }
 
 test("native: every SIMD instruction set this CPU runs gives the reference's Q8_0 / Q4_0 / Q4_K / Q6_K matmul and embedding", { skip: skips.native }, async () => {
-  const ref = await createModelKernels("reference");
+  const ref = hostOps(await createModelKernels("reference"));
   const ran: string[] = [];
   try {
     for (const isa of ["avx512", "avx2", "sse41", "neon"]) {
       if (!(await selectNativeIsa(isa))) continue;
       ran.push(isa);
-      const fast = await createModelKernels("native", { threads: 2 });
+      const fast = hostOps(await createModelKernels("native", { threads: 2 }));
       for (const [dtype, nin] of [["q8_0", 96], ["q4_0", 96], ["q4_k", 512], ["q6_k", 256]] as const) {
         const T = 5, nout = 6, x = data(T * nin, nin + 1);
         const bytes = dtype === "q8_0" ? quantizeQ8_0(data(nout * nin, 3)) : dtype === "q4_0" ? quantizeQ4_0(data(nout * nin, 4)) : kBlocks(dtype, nout * nin, 5);
@@ -319,7 +321,7 @@ test("native: every SIMD instruction set this CPU runs gives the reference's Q8_
 });
 
 test("reference rope rotates pairs (i, i + D/2) at absolute positions", async () => {
-  const k = await createModelKernels("reference");
+  const k = hostOps(await createModelKernels("reference"));
   const D = 4, inv = inverseFrequencies(D, 100, { type: "none" }); // [1, 0.1]
   const { cos, sin } = ropeTables(inv, 7, 1);
   const x = Float32Array.from([1, 2, 3, 4]);
@@ -352,3 +354,48 @@ test("wasm kernels refuse more than 4 GiB with the bytes needed and available", 
     return true;
   });
 });
+
+for (const name of ["reference", "wasm", "native"] as const satisfies readonly KernelsName[]) {
+  const why = name === "reference" ? false : skips[name];
+  test(`${name} activations: views compute on their slice, add is the residual sum, release gives zeroed memory back, short or foreign buffers are refused`, { skip: why }, async () => {
+    const k = await createModelKernels(name, { threads: 2 }), other = await createModelKernels(name === "wasm" ? "reference" : "wasm");
+    const n = 12, x = data(2 * n, 1), y = data(2 * n, 2);
+    const X = k.activations(2 * n), Y = k.activations(2 * n);
+    k.upload(X, x);
+    k.upload(Y, y);
+    k.add(k.view(Y, n, n), k.view(X, n, n)); // second rows only
+    const got = new Float32Array(2 * n);
+    k.download(Y, got);
+    for (let i = 0; i < 2 * n; i++) assert.equal(got[i], i < n ? y[i] : Math.fround(y[i]! + x[i]!), `y[${i}]`);
+    // a matmul into a view writes that view's rows only
+    const w = k.matrix(n, n, "f32");
+    k.write(w, 0, new Uint8Array(data(n * n, 3).buffer));
+    k.matmul(k.view(Y, 0, n), k.view(X, n, n), w, 1);
+    k.download(Y, got);
+    for (let i = n; i < 2 * n; i++) assert.equal(got[i], Math.fround(y[i]! + x[i]!), `rows past the view keep their values: y[${i}]`);
+    // too short: refused, nothing written
+    const before = got.slice();
+    assert.throws(() => k.matmul(k.view(Y, 0, n - 1), X, w, 1), isDuoError("INVALID_ARGUMENT", /matmul: y \[T=1, 12\] holds 11 elements, it needs at least 12/));
+    assert.throws(() => k.rmsnorm(Y, X, k.vector(data(n, 4)), 3, 1e-5), isDuoError("INVALID_ARGUMENT", /rmsnorm: x \[T=3, 12\] holds 24 elements/));
+    k.download(Y, got);
+    assert.deepEqual(got, before);
+    // another set's activations (a host array for wasm; wasm memory for the host sets)
+    const foreign = other.activations(2 * n);
+    assert.throws(() => k.add(Y, foreign), isDuoError("INVALID_ARGUMENT", /activations/));
+    k.release(Y);
+    k.release(X);
+    const Z = k.activations(2 * n);
+    k.download(Z, got);
+    assert.ok(got.every((v) => v === 0), "fresh activations are zeroed, also where released ones were");
+    k.dispose();
+    other.dispose();
+  });
+}
+
+function isDuoError(code: string, message: RegExp) {
+  return (e: unknown) => {
+    assert.ok(e instanceof DuoError && e.code === code, String(e));
+    assert.match(e.message, message);
+    return true;
+  };
+}

@@ -13,6 +13,7 @@
  * Ops are validated here (validate.ts) and again by the library against its block table, so a rejected op writes
  * nothing; a library refusal becomes a DuoError with duo_last_error's message.
  */
+import { createModelKernels, type ModelKernels, type ModelKernelsOptions } from "../model/kernels.ts";
 import { KV_DTYPES, type KvDtype } from "../dtype.ts";
 import { checkInt, DuoError, type DuoErrorCode } from "../errors.ts";
 import { runtime } from "../runtime.ts";
@@ -76,6 +77,13 @@ export class NativeBackend implements Backend {
 
   constructor(private readonly lib: NativeLibrary, readonly threads: number) {
     this.isa = lib.duo_isa();
+  }
+
+  /** The model kernels of this library with this backend's threads (NativeKernels); on a CPU where the library runs
+   *  its scalar set, the wasm ones (the native model kernels need SIMD). */
+  async modelKernels(options: ModelKernelsOptions = {}): Promise<ModelKernels> {
+    if (this.isa === "scalar") return await createModelKernels("auto", options);
+    return await (await import("../model/kernels-native.ts")).nativeKernelsOn(this.lib, options.threads ?? this.threads, options.memoryBudget);
   }
 
   /** The same rule as wasm (the same kernels): tiled pages where the G = 4 bf16/f16 decode fast path applies. */

@@ -5,6 +5,7 @@
  * Quantized KV (int8, int4; always NHD): an append quantizes each head row into its record (src/quant.ts), and
  * attention reads each record back through the codec's dequantization before the float64 arithmetic.
  */
+import type { ModelKernels } from "../model/kernels.ts";
 import { bf16BitsToF32, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits, type FloatDtype, headBytes, isQuantized, type KvDtype, KV_DTYPES } from "../dtype.ts";
 import { DuoError } from "../errors.ts";
 import { dequantizeRecord, quantizeRecord } from "../quant.ts";
@@ -86,6 +87,11 @@ export class ReferenceBackend implements Backend {
   constructor(shards = 1, private readonly pages: KvLayout = "NHD") {
     this.shards = shards;
     this.bytes = new Array<number>(shards).fill(0);
+  }
+
+  /** The reference model kernels (float64 accumulation), the specification the fast sets are checked against. */
+  async modelKernels(): Promise<ModelKernels> {
+    return new (await import("../model/kernels-reference.ts")).ReferenceKernels();
   }
 
   pageLayout(dtype: KvDtype, headDim: number, pageRows: number, _group: number): KvLayout {

@@ -22,6 +22,7 @@
  *  row and head in place of the elements (src/quant.ts): record (r, j) at byte (r · rowHeads + j) · headBytes.
  */
 import type { KvDtype } from "../dtype.ts";
+import type { ModelKernels, ModelKernelsOptions } from "../model/kernels.ts";
 import type { BufferLayout, KvLayout } from "./layout.ts";
 
 export type BackendName = "reference" | "wasm" | "native" | "cuda" | "null";
@@ -130,6 +131,11 @@ export interface Backend {
   memory(shard: number): BackendMemory;
   /** Read back bytes of a buffer (tests and debugging). */
   read(shard: number, h: Handle, byteOffset: number, byteLength: number): Promise<Uint8Array>;
+  /** The model math where this backend computes (src/model/kernels.ts: weights, activations and the model ops as
+   *  one kernel set): the reference kernels on reference, duo-model.wasm in this thread or its workers on wasm, the
+   *  same library and threads on native, the same device and stream on cuda. The model runner takes its kernels from
+   *  here unless told otherwise, so one code path runs on every backend. Absent on backends without model math. */
+  modelKernels?(options?: ModelKernelsOptions): Promise<ModelKernels>;
   dispose(): Promise<void>;
 }
 

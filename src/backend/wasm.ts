@@ -10,6 +10,7 @@
  * has one, larger ones and those that meet a busy lane as messages; the worker keeps them all in order.
  * Every op is validated (validate.ts) before it leaves, so a rejected op never reaches a kernel.
  */
+import { createModelKernels, type ModelKernels, type ModelKernelsOptions } from "../model/kernels.ts";
 import { KV_DTYPES, type KvDtype } from "../dtype.ts";
 import { checkInt, checkOneOf, DuoError } from "../errors.ts";
 import { readUrl, runtime, spawnWorker, type WorkerThread } from "../runtime.ts";
@@ -247,6 +248,13 @@ export class WasmBackend implements Backend {
     this.shards = impl.length;
     this.workers = workers;
     this.accounted = impl.map(() => 0);
+  }
+
+  /** duo-model.wasm beside the attention shards: in this thread, or split over model workers for models of
+   *  PARALLEL_MIN_BYTES and more where this thread may block (createModelKernels "auto"); the reference kernels where
+   *  this runtime lacks WASM SIMD. */
+  async modelKernels(options: ModelKernelsOptions = {}): Promise<ModelKernels> {
+    return await createModelKernels("auto", options);
   }
 
   /** Tiled pages where the fast tiled kernels apply: bf16 or f16 KV, G = 4 decode (head dim a multiple of 8, pages a

@@ -33,12 +33,12 @@ export class SplitKVCache {
 
   constructor(
     backend: Backend,
-    plan: readonly (readonly ShardHeads[])[],
+    placement: readonly (readonly ShardHeads[])[],
     private readonly geo: CacheGeometry,
   ) {
-    this.layers = plan.map((shards) => shards.map((heads, s) => new LayerShard(backend, s, heads, geo)));
-    this.lengths = new Int32Array(plan.length);
-    this.retrievalQueryHeads = plan.map((shards) => {
+    this.layers = placement.map((shards) => shards.map((heads, s) => new LayerShard(backend, s, heads, geo)));
+    this.lengths = new Int32Array(placement.length);
+    this.retrievalQueryHeads = placement.map((shards) => {
       const ret = shards[0]?.retrieval ?? new Int32Array(0), G = geo.group;
       return Int32Array.from({ length: ret.length * G }, (_, i) => ret[Math.floor(i / G)]! * G + (i % G));
     });
@@ -69,7 +69,7 @@ export class SplitKVCache {
    * The ops of a call, per shard (after `reserve`), and `finish`, to call once they have run: it merges the shards'
    * partial results for the retrieval heads into x.out.
    */
-  plan(layer: number, x: CallTensors, staging: readonly (Staging | null)[]): { ops: Op[][]; finish: () => void } {
+  callOps(layer: number, x: CallTensors, staging: readonly (Staging | null)[]): { ops: Op[][]; finish: () => void } {
     const shards = this.layers[layer]!;
     const ret = shards[0]!.heads.retrieval;
     const striped = x.out !== null && ret.length > 0 && shards.length > 1;

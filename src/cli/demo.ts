@@ -212,7 +212,7 @@ function capacityLine(backend: Backend, full: DuoAttention, duo: DuoAttention): 
     const ring = (e.sinkSize + e.recentSize) * perHeadToken;
     const nRet = e.schedule.retrievalHeads;
     return Math.min(...cap.map((c, s) => {
-      const nStr = e.plan.reduce((a, layer) => a + layer[s]!.streaming.length, 0);
+      const nStr = e.placement.reduce((a, layer) => a + layer[s]!.streaming.length, 0);
       return nRet === 0 ? Infinity : Math.floor(((c - nStr * ring) * backend.shards) / (nRet * perHeadToken));
     }));
   };

@@ -26,7 +26,7 @@ export class DuoAttention {
   readonly prefill: PrefillMode;
   readonly maxContext: number;
   /** [layer][shard]: the heads (and, for retrieval heads, which pages) each backend shard holds */
-  readonly plan: readonly (readonly ShardHeads[])[];
+  readonly placement: readonly (readonly ShardHeads[])[];
   readonly backend: Backend;
   private readonly ownsBackend: boolean;
   private readonly geo: CacheGeometry;
@@ -48,7 +48,7 @@ export class DuoAttention {
       numHeads: o.shape.numHeads, numKvHeads: o.shape.numKvHeads, headDim: o.shape.headDim, group: o.group,
       sinkSize: o.sinkSize, recentSize: o.recentSize, dtype: o.kvDtype, pageRows: o.pageSize, mode: o.prefill,
     };
-    this.plan = shardHeads(o.schedule, backend.shards);
+    this.placement = shardHeads(o.schedule, backend.shards);
     this.staging = new Array(backend.shards).fill(null);
   }
 
@@ -67,7 +67,7 @@ export class DuoAttention {
   /** A new sequence with its own, empty split KV cache. */
   sequence(): Sequence {
     this.checkAlive();
-    const seq = new Sequence(this, new SplitKVCache(this.backend, this.plan, this.geo), (s) => this.sequences.delete(s));
+    const seq = new Sequence(this, new SplitKVCache(this.backend, this.placement, this.geo), (s) => this.sequences.delete(s));
     this.sequences.add(seq);
     return seq;
   }

@@ -70,7 +70,7 @@ export class Sequence {
         undo();
         throw e;
       }
-      const { ops, finish } = this.cache.plan(layer, x, staging);
+      const { ops, finish } = this.cache.callOps(layer, x, staging);
       try {
         await Promise.all(ops.map((list, s) => (list.length ? this.engine.backend.run(s, list) : undefined)));
       } catch (e) {

@@ -13,7 +13,9 @@
  * Then dev[l, g] += mean over labelled rows of ‖(A_full − A_str)[:, group g] · W_oᵀ‖₂, one matmul per KV head.
  */
 import type { Backend, Handle, Op, Segment } from "../backend/types.ts";
-import { attentionInputs, layerOutput } from "../model/layer.ts";
+import type { Activations } from "../model/kernels.ts";
+import { attentionInputs, hostQkv, layerOutput } from "../model/layer.ts";
+import { Workspace } from "../model/workspace.ts";
 import { ropeTables } from "../model/rope.ts";
 import type { Sample } from "./forward.ts";
 import type { FastModel } from "./fast-model.ts";
@@ -37,30 +39,34 @@ export class FastDeviationScore {
   }
 
   async add(s: Sample): Promise<void> {
-    const { hiddenSize: H, intermediateSize: I, numHeads: Hq, numKvHeads: Hkv, headDim: D, rmsNormEps: eps } = this.m.config;
+    const { hiddenSize: H, numHeads: Hq, numKvHeads: Hkv, headDim: D, rmsNormEps: eps } = this.m.config;
     const kn = this.m.kernels, T = s.ids.length, ls = s.labelStart, nLab = T - ls, W = Hq * D;
-    const x = new Float32Array(T * H), h = new Float32Array(T * H), y = new Float32Array(T * H); // [T, hidden]
-    const q = new Float32Array(T * W), o = new Float32Array(T * W); // [T, Hq, D]
-    const k = new Float32Array(T * Hkv * D), v = new Float32Array(T * Hkv * D); // [T, Hkv, D]
-    const gate = new Float32Array(T * I), up = new Float32Array(T * I); // [T, I]
-    const str = new Float32Array(nLab * W), delta = new Float32Array(nLab * W), dy = new Float32Array(nLab * H);
+    const o = new Float32Array(T * W); // [T, Hq, D] host: full attention
+    const str = new Float32Array(nLab * W), delta = new Float32Array(nLab * W); // [nLab, Hq, D] host
     const { cos, sin } = ropeTables(this.m.invFreq, 0, T);
-    const qkv = { h, q, k, v }, mlp = { h, o: y, gate, up }, heads = { Hq, Hkv, D };
+    const heads = { Hq, Hkv, D };
+    const ws = new Workspace(kn, this.m.config, T), a = ws.pass(T);
+    const masked = kn.activations(nLab * W), dy = kn.activations(nLab * H); // [nLab, Hq, D], [nLab, hidden]
     // per shard: K and V buffers [T, its heads, D] f32, reused by every layer
     const bufs = this.heads.map((hs, shard) => ({ k: this.backend.alloc(shard, T * hs.length * D * 4), v: this.backend.alloc(shard, T * hs.length * D * 4) }));
     try {
-      kn.embed(x, s.ids, this.m.embed);
+      kn.embed(a.x, s.ids, this.m.embed);
       for (let l = 0; l < this.m.layers.length; l++) {
         const L = this.m.layers[l]!;
-        attentionInputs(kn, L, x, T, eps, heads, cos, sin, qkv);
+        attentionInputs(kn, L, a, T, eps, heads, cos, sin);
+        const { q, k, v } = hostQkv(kn, ws, a, T);
         await this.attend(bufs, q, k, v, o, str, T, ls);
         for (let i = 0; i < nLab * W; i++) delta[i] = o[ls * W + i]! - str[i]!;
-        this.deviation(l, delta, dy, nLab);
+        this.deviation(l, delta, masked, dy, nLab);
         if (l === this.m.layers.length - 1) break; // the score reads attention only: the last MLP is not needed
-        layerOutput(kn, L, x, o, T, eps, mlp);
+        kn.upload(a.a, o);
+        layerOutput(kn, L, a, T, eps);
       }
     } finally {
       bufs.forEach((b, shard) => (this.backend.free(shard, b.k), this.backend.free(shard, b.v)));
+      kn.release(dy);
+      kn.release(masked);
+      ws.release();
     }
     this.samples++;
   }
@@ -94,18 +100,21 @@ export class FastDeviationScore {
     }));
   }
 
-  /** sum[l, g] += mean_t ‖W_o[:, group g] · delta[t, group g]‖₂, delta [nLab, Hq, D] */
-  private deviation(l: number, delta: Float32Array, dy: Float32Array, nLab: number): void {
+  /** sum[l, g] += mean_t ‖W_o[:, group g] · delta[t, group g]‖₂, delta [nLab, Hq, D] host; masked [nLab, Hq, D] and
+   *  dy [nLab, hidden] activations of the kernel set */
+  private deviation(l: number, delta: Float32Array, masked: Activations, dy: Activations, nLab: number): void {
     const { hiddenSize: H, numHeads: Hq, numKvHeads: Hkv, headDim: D } = this.m.config, GD = (Hq / Hkv) * D, W = Hq * D;
-    const masked = new Float32Array(nLab * W);
+    const kn = this.m.kernels, host = new Float32Array(nLab * W), out = new Float32Array(nLab * H);
     for (let g = 0; g < Hkv; g++) {
-      masked.fill(0);
-      for (let t = 0; t < nLab; t++) masked.set(delta.subarray(t * W + g * GD, t * W + (g + 1) * GD), t * W + g * GD);
-      this.m.kernels.matmul(dy, masked, this.m.layers[l]!.o, nLab);
+      host.fill(0);
+      for (let t = 0; t < nLab; t++) host.set(delta.subarray(t * W + g * GD, t * W + (g + 1) * GD), t * W + g * GD);
+      kn.upload(masked, host);
+      kn.matmul(dy, masked, this.m.layers[l]!.o, nLab);
+      kn.download(dy, out);
       let acc = 0;
       for (let t = 0; t < nLab; t++) {
         let n2 = 0;
-        for (let i = t * H; i < (t + 1) * H; i++) n2 += dy[i]! * dy[i]!;
+        for (let i = t * H; i < (t + 1) * H; i++) n2 += out[i]! * out[i]!;
         acc += Math.sqrt(n2);
       }
       this.sum[l * Hkv + g]! += acc / nLab;

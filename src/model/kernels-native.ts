@@ -1,15 +1,17 @@
 /**
  * The native model kernels: wasm/model/kernels.c compiled for this CPU inside libduo.so (native/build.sh, SIMD sets;
  * native/src/model.c), through ffi/. Matrices are blocks of the library in their file dtype (f16/bf16 packed in place
- * once written, as in the wasm build; Q8_0 / Q4_0 / Q4_K / Q6_K blocks as in the file), so weights are not limited to 4 GiB; vectors and activations stay host
- * Float32Arrays handed to every call. matmul splits its output rows over the library's threads.
+ * once written, as in the wasm build; Q8_0 / Q4_0 / Q4_K / Q6_K blocks as in the file), so weights are not limited to 4 GiB; vectors and activations
+ * (host-activations.ts) stay host Float32Arrays handed to every call. matmul splits its output rows over the library's threads.
  */
 import { DuoError } from "../errors.ts";
 import { runtime } from "../runtime.ts";
 import type { NativeLibrary } from "../../ffi/symbols.ts";
 import { STATUS } from "../backend/abi.ts";
 import { availableMemory } from "./ram.ts";
-import { type Matrix, matrixBytes, type ModelKernels, type Vector, WEIGHT_BLOCKS, type WeightDtype } from "./kernels.ts";
+import { hostArray, HostActivationKernels } from "./host-activations.ts";
+import { checkElementwise, checkEmbed, checkMatmul, checkRmsnorm, checkRope } from "./kernel-checks.ts";
+import { type Activations, type Matrix, matrixBytes, type ModelKernels, type Vector, WEIGHT_BLOCKS, type WeightDtype } from "./kernels.ts";
 
 /** The library's weight dtype codes (native/src/host.h DUO_W_*; not the KV dtype codes of duo.h). */
 export const WEIGHT_CODE: Record<WeightDtype, number> = { f32: 0, f16: 1, bf16: 2, q8_0: 3, q4_0: 4, q4_k: 5, q6_k: 6 };
@@ -29,21 +31,27 @@ class NativeVector implements Vector {
 
 export async function createNativeKernels(opts: { nativeLibrary?: string; threads?: number; memoryBudget?: number } = {}): Promise<NativeKernels> {
   const { lib } = await (await import("../../ffi/load.ts")).loadNativeLibrary(opts.nativeLibrary);
+  return await nativeKernelsOn(lib, opts.threads ?? runtime().cores, opts.memoryBudget);
+}
+
+/** The model kernels of a loaded library (the native backend's own, NativeBackend.modelKernels). */
+export async function nativeKernelsOn(lib: NativeLibrary, threads: number, memoryBudget?: number): Promise<NativeKernels> {
   if (lib.duo_isa() === "scalar") {
     throw new DuoError("BACKEND_UNAVAILABLE", `native model kernels need SIMD, and the library runs the scalar set on this CPU; use kernels "wasm" or "reference"`);
   }
-  const budget = opts.memoryBudget ?? (await availableMemory()).bytes;
-  return new NativeKernels(lib, Math.max(1, opts.threads ?? runtime().cores), budget);
+  return new NativeKernels(lib, Math.max(1, threads), memoryBudget ?? (await availableMemory()).bytes);
 }
 
-export class NativeKernels implements ModelKernels {
+export class NativeKernels extends HostActivationKernels implements ModelKernels {
   readonly name = "native" as const;
   private readonly matrices = new Set<NativeMatrix>();
   private weightBytes = 0;
   private readonly addr = new Uint32Array(2);
 
   /** @param budget bytes of RAM weights and KV share (LoadOptions.memory); reported as memory().capacity */
-  constructor(private readonly lib: NativeLibrary, readonly threads: number, private readonly budget = Infinity) {}
+  constructor(private readonly lib: NativeLibrary, readonly threads: number, private readonly budget = Infinity) {
+    super();
+  }
 
   memory(): { weights: number; capacity: number } {
     return { weights: this.weightBytes, capacity: this.budget };
@@ -102,27 +110,32 @@ export class NativeKernels implements ModelKernels {
     return new NativeVector(data.slice());
   }
 
-  matmul(y: Float32Array, x: Float32Array, w: Matrix, T: number, bias?: Vector): void {
+  matmul(y: Activations, x: Activations, w: Matrix, T: number, bias?: Vector): void {
+    checkMatmul(y, x, w, T, bias);
     const m = w as NativeMatrix;
     this.lib.duo_threads(this.threads);
-    this.check(this.lib.duo_model_matmul(y, x, m.ptr, bias ? (bias as NativeVector).data : null, T, m.cols, m.rows, WEIGHT_CODE[m.dtype]), "duo_model_matmul");
+    this.check(this.lib.duo_model_matmul(hostArray(y, this.name), hostArray(x, this.name), m.ptr, bias ? (bias as NativeVector).data : null, T, m.cols, m.rows, WEIGHT_CODE[m.dtype]), "duo_model_matmul");
   }
 
-  rmsnorm(y: Float32Array, x: Float32Array, w: Vector, T: number, eps: number): void {
-    this.check(this.lib.duo_model_rmsnorm(y, x, (w as NativeVector).data, T, w.length, eps), "duo_model_rmsnorm");
+  rmsnorm(y: Activations, x: Activations, w: Vector, T: number, eps: number): void {
+    checkRmsnorm(y, x, w, T);
+    this.check(this.lib.duo_model_rmsnorm(hostArray(y, this.name), hostArray(x, this.name), (w as NativeVector).data, T, w.length, eps), "duo_model_rmsnorm");
   }
 
-  rope(x: Float32Array, T: number, heads: number, headDim: number, cos: Float32Array, sin: Float32Array): void {
-    this.check(this.lib.duo_model_rope(x, cos, sin, T, heads, headDim), "duo_model_rope");
+  rope(x: Activations, T: number, heads: number, headDim: number, cos: Float32Array, sin: Float32Array): void {
+    checkRope(x, T, heads, headDim, cos, sin);
+    this.check(this.lib.duo_model_rope(hostArray(x, this.name), cos, sin, T, heads, headDim), "duo_model_rope");
   }
 
-  swiglu(y: Float32Array, gate: Float32Array, up: Float32Array): void {
-    this.check(this.lib.duo_model_swiglu(y, gate, up, y.length), "duo_model_swiglu");
+  swiglu(y: Activations, gate: Activations, up: Activations): void {
+    checkElementwise("swiglu", y, gate, up);
+    this.check(this.lib.duo_model_swiglu(hostArray(y, this.name), hostArray(gate, this.name), hostArray(up, this.name), y.length), "duo_model_swiglu");
   }
 
-  embed(y: Float32Array, ids: Int32Array, table: Matrix): void {
+  embed(y: Activations, ids: Int32Array, table: Matrix): void {
+    checkEmbed(y, ids, table);
     const m = table as NativeMatrix;
-    this.check(this.lib.duo_model_embed(y, ids, m.ptr, ids.length, m.rows, m.cols, WEIGHT_CODE[m.dtype]), "duo_model_embed");
+    this.check(this.lib.duo_model_embed(hostArray(y, this.name), ids, m.ptr, ids.length, m.rows, m.cols, WEIGHT_CODE[m.dtype]), "duo_model_embed");
   }
 
   dispose(): void {

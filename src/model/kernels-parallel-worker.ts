@@ -7,7 +7,7 @@
 import { DuoError } from "../errors.ts";
 import { parentChannel } from "../runtime.ts";
 import { Bus, CLOSED, DTYPES, EMBED, MATMUL, MATRIX, RESERVE, WRITE } from "./kernels-parallel-bus.ts";
-import { type Matrix, matrixBytes } from "./kernels.ts";
+import { type Activations, type Matrix, matrixBytes } from "./kernels.ts";
 import { createWasmKernels, type WasmKernels } from "./kernels-wasm.ts";
 
 export interface WorkerInit {
@@ -30,6 +30,17 @@ interface Slice {
 
 const channel = await parentChannel();
 const slices = new Map<number, Slice>();
+/** this worker's input and output activations, grown to the largest call so far */
+let io: { x: Activations; y: Activations } | null = null;
+
+/** Activations for a call's input x [n] and output y [m] (the first n and m elements of io's). */
+function buffers(k: WasmKernels, n: number, m: number): { x: Activations; y: Activations } {
+  if (!io || io.x.length < n || io.y.length < m) {
+    if (io) (k.release(io.y), k.release(io.x));
+    io = { x: k.activations(Math.max(n, io?.x.length ?? 0)), y: k.activations(Math.max(m, io?.y.length ?? 0)) };
+  }
+  return { x: k.view(io.x, 0, n), y: k.view(io.y, 0, m) };
+}
 
 function slice(id: number): Slice {
   const s = slices.get(id);
@@ -56,12 +67,11 @@ function handle(k: WasmKernels, bus: Bus, index: number): void {
     case MATMUL: {
       const s = slice(a[1]!), T = a[2]!, out = a[3]!, rows = a[4]!;
       if (s.count === 0) return;
-      const x = bus.f32(0, T * s.cols);
-      if (T === 1) return k.matmul(bus.f32(out + 4 * s.first, s.count), x, s.m!, 1);
-      const y = new Float32Array(T * s.count); // [T, count], scattered into y [T, rows] at column `first`
+      const { x, y } = buffers(k, T * s.cols, T * s.count); // y [T, count], scattered into [T, rows] at column `first`
+      k.upload(x, bus.f32(0, T * s.cols));
       k.matmul(y, x, s.m!, T);
-      const all = bus.f32(out, T * rows);
-      for (let t = 0; t < T; t++) all.set(y.subarray(t * s.count, (t + 1) * s.count), t * rows + s.first);
+      const mine = k.f32(y), all = bus.f32(out, T * rows);
+      for (let t = 0; t < T; t++) all.set(mine.subarray(t * s.count, (t + 1) * s.count), t * rows + s.first);
       return;
     }
     case EMBED: {
@@ -69,10 +79,10 @@ function handle(k: WasmKernels, bus: Bus, index: number): void {
       const ids = bus.i32(0, T), mine: number[] = [];
       for (let t = 0; t < T; t++) if (ids[t]! >= s.first && ids[t]! < s.first + s.count) mine.push(t);
       if (mine.length === 0) return;
-      const y = new Float32Array(mine.length * s.cols);
+      const { y } = buffers(k, 0, mine.length * s.cols);
       k.embed(y, Int32Array.from(mine, (t) => ids[t]! - s.first), s.m!);
-      const all = bus.f32(out, T * s.cols);
-      mine.forEach((t, i) => all.set(y.subarray(i * s.cols, (i + 1) * s.cols), t * s.cols));
+      const rows = k.f32(y), all = bus.f32(out, T * s.cols);
+      mine.forEach((t, i) => all.set(rows.subarray(i * s.cols, (i + 1) * s.cols), t * s.cols));
       return;
     }
     case RESERVE:

@@ -10,8 +10,8 @@
  * alone), so the results are bit-for-bit those of kernels "wasm": tokens go to the workers in blocks of a multiple
  * of the kernel's 32-token tile when a call does not fit in the bus at once, and a bias is added here, one f32
  * addition per output as in the kernel. Embedding tables are split by rows too (a tied lm_head is the same matrix);
- * each worker writes the rows of the tokens it holds. RMSNorm, RoPE and SwiGLU are small: they run in this
- * thread's own instance, which also holds the vectors.
+ * each worker writes the rows of the tokens it holds. RMSNorm, RoPE, SwiGLU and the residual add are small: they run in
+ * this thread's own instance, which also holds the vectors and the activations.
  *
  * The remainder rows of a matrix (rows % N) go to the workers in turn across matrices, so the workers' shares stay
  * within one row of each other; weights are written through the bus in pieces, straight into each worker's slice.
@@ -24,7 +24,8 @@ import { checkInt, DuoError } from "../errors.ts";
 import { runtime, spawnWorker, type WorkerThread } from "../runtime.ts";
 import { align64, Bus, DTYPES, EMBED, MATMUL, MATRIX, RESERVE, WRITE } from "./kernels-parallel-bus.ts";
 import type { WorkerInit, WorkerReply } from "./kernels-parallel-worker.ts";
-import { type Matrix, matrixBytes, type ModelKernels, type Vector, WEIGHT_BLOCKS, type WeightDtype } from "./kernels.ts";
+import { checkEmbed, checkMatmul } from "./kernel-checks.ts";
+import { type Activations, type Matrix, matrixBytes, type ModelKernels, type Vector, WEIGHT_BLOCKS, type WeightDtype } from "./kernels.ts";
 import { createWasmKernels, modelModule, type WasmKernels } from "./kernels-wasm.ts";
 
 export interface ParallelOptions {
@@ -186,46 +187,76 @@ export class ParallelKernels implements ModelKernels {
     return new ParVector(data.length, this.local.vector(data), data.slice());
   }
 
-  matmul(y: Float32Array, x: Float32Array, w: Matrix, T: number, bias?: Vector): void {
+  /** Activations live in this thread's own instance (the small ops run there on them in place); a matmul or an
+   *  embedding lookup carries them through the bus. */
+  activations(length: number): Activations {
     this.check();
+    return this.local.activations(length);
+  }
+
+  view(a: Activations, offset: number, length: number): Activations {
+    return this.local.view(a, offset, length);
+  }
+
+  release(a: Activations): void {
+    this.local.release(a);
+  }
+
+  upload(a: Activations, src: Float32Array): void {
+    this.local.upload(a, src);
+  }
+
+  download(a: Activations, dst: Float32Array): void {
+    this.local.download(a, dst);
+  }
+
+  matmul(y: Activations, x: Activations, w: Matrix, T: number, bias?: Vector): void {
+    this.check();
+    checkMatmul(y, x, w, T, bias);
     const m = w as ParMatrix, { rows, cols } = m;
     const block = this.tokenBlock(T, 4 * (cols + rows), `a matmul with ${cols} inputs and ${rows} outputs`);
     for (let t0 = 0; t0 < T; t0 += block) {
       const n = Math.min(block, T - t0), out = align64(4 * n * cols);
-      this.bus.f32(0, n * cols).set(x.subarray(t0 * cols, (t0 + n) * cols));
+      this.bus.f32(0, n * cols).set(this.local.f32(x).subarray(t0 * cols, (t0 + n) * cols));
       this.send([MATMUL, m.id, n, out, rows]);
-      y.set(this.bus.f32(out, n * rows), t0 * rows);
+      this.local.f32(y).set(this.bus.f32(out, n * rows), t0 * rows);
     }
     if (bias) {
-      const b = (bias as ParVector).data;
-      for (let t = 0; t < T; t++) for (let o = 0; o < rows; o++) y[t * rows + o]! += b[o]!;
+      const b = (bias as ParVector).data, Y = this.local.f32(y);
+      for (let t = 0; t < T; t++) for (let o = 0; o < rows; o++) Y[t * rows + o]! += b[o]!;
     }
   }
 
-  rmsnorm(y: Float32Array, x: Float32Array, w: Vector, T: number, eps: number): void {
+  rmsnorm(y: Activations, x: Activations, w: Vector, T: number, eps: number): void {
     this.check();
     this.local.rmsnorm(y, x, (w as ParVector).local, T, eps);
   }
 
-  rope(x: Float32Array, T: number, heads: number, headDim: number, cos: Float32Array, sin: Float32Array): void {
+  rope(x: Activations, T: number, heads: number, headDim: number, cos: Float32Array, sin: Float32Array): void {
     this.check();
     this.local.rope(x, T, heads, headDim, cos, sin);
   }
 
-  swiglu(y: Float32Array, gate: Float32Array, up: Float32Array): void {
+  swiglu(y: Activations, gate: Activations, up: Activations): void {
     this.check();
     this.local.swiglu(y, gate, up);
   }
 
-  embed(y: Float32Array, ids: Int32Array, table: Matrix): void {
+  add(y: Activations, x: Activations): void {
     this.check();
+    this.local.add(y, x);
+  }
+
+  embed(y: Activations, ids: Int32Array, table: Matrix): void {
+    this.check();
+    checkEmbed(y, ids, table);
     const m = table as ParMatrix, T = ids.length;
     const block = this.tokenBlock(T, 4 * (1 + m.cols), `an embedding lookup of ${m.cols} columns`);
     for (let t0 = 0; t0 < T; t0 += block) {
       const n = Math.min(block, T - t0), out = align64(4 * n);
       this.bus.i32(0, n).set(ids.subarray(t0, t0 + n));
       this.send([EMBED, m.id, n, out]);
-      y.set(this.bus.f32(out, n * m.cols), t0 * m.cols);
+      this.local.f32(y).set(this.bus.f32(out, n * m.cols), t0 * m.cols);
     }
   }
 

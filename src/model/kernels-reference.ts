@@ -5,7 +5,9 @@
  * dequantization) and the tiny-model runner, not a way to run a 7B model.
  */
 import { bf16BitsToF32, f16BitsToF32 } from "../dtype.ts";
-import { type Matrix, type ModelKernels, type Vector, WEIGHT_BLOCKS, type WeightDtype } from "./kernels.ts";
+import { hostArray, HostActivationKernels } from "./host-activations.ts";
+import { checkElementwise, checkEmbed, checkMatmul, checkRmsnorm, checkRope } from "./kernel-checks.ts";
+import { type Activations, type Matrix, type ModelKernels, type Vector, WEIGHT_BLOCKS, type WeightDtype } from "./kernels.ts";
 import { dequantizeQ4_K, dequantizeQ6_K } from "./kquants.ts";
 import { dequantizeQ4_0, dequantizeQ8_0 } from "./tensor-types.ts";
 
@@ -19,7 +21,7 @@ class RefVector implements Vector {
   }
 }
 
-export class ReferenceKernels implements ModelKernels {
+export class ReferenceKernels extends HostActivationKernels implements ModelKernels {
   readonly name = "reference" as const;
   private weightBytes = 0;
 
@@ -54,7 +56,9 @@ export class ReferenceKernels implements ModelKernels {
     return new RefVector(data.slice());
   }
 
-  matmul(y: Float32Array, x: Float32Array, w: Matrix, T: number, bias?: Vector): void {
+  matmul(ya: Activations, xa: Activations, w: Matrix, T: number, bias?: Vector): void {
+    checkMatmul(ya, xa, w, T, bias);
+    const y = hostArray(ya, this.name), x = hostArray(xa, this.name);
     const { data: W, rows, cols } = w as RefMatrix;
     const b = (bias as RefVector | undefined)?.data;
     for (let t = 0; t < T; t++) {
@@ -68,7 +72,9 @@ export class ReferenceKernels implements ModelKernels {
     }
   }
 
-  rmsnorm(y: Float32Array, x: Float32Array, w: Vector, T: number, eps: number): void {
+  rmsnorm(ya: Activations, xa: Activations, w: Vector, T: number, eps: number): void {
+    checkRmsnorm(ya, xa, w, T);
+    const y = hostArray(ya, this.name), x = hostArray(xa, this.name);
     const W = (w as RefVector).data, n = W.length;
     for (let t = 0; t < T; t++) {
       let ss = 0;
@@ -78,8 +84,9 @@ export class ReferenceKernels implements ModelKernels {
     }
   }
 
-  rope(x: Float32Array, T: number, heads: number, headDim: number, cos: Float32Array, sin: Float32Array): void {
-    const half = headDim / 2;
+  rope(xa: Activations, T: number, heads: number, headDim: number, cos: Float32Array, sin: Float32Array): void {
+    checkRope(xa, T, heads, headDim, cos, sin);
+    const x = hostArray(xa, this.name), half = headDim / 2;
     for (let t = 0; t < T; t++) {
       for (let h = 0; h < heads; h++) {
         const base = (t * heads + h) * headDim;
@@ -93,12 +100,15 @@ export class ReferenceKernels implements ModelKernels {
     }
   }
 
-  swiglu(y: Float32Array, gate: Float32Array, up: Float32Array): void {
+  swiglu(ya: Activations, ga: Activations, ua: Activations): void {
+    checkElementwise("swiglu", ya, ga, ua);
+    const y = hostArray(ya, this.name), gate = hostArray(ga, this.name), up = hostArray(ua, this.name);
     for (let i = 0; i < y.length; i++) y[i] = (gate[i]! / (1 + Math.exp(-gate[i]!))) * up[i]!;
   }
 
-  embed(y: Float32Array, ids: Int32Array, table: Matrix): void {
-    const { data, cols } = table as RefMatrix;
+  embed(ya: Activations, ids: Int32Array, table: Matrix): void {
+    checkEmbed(ya, ids, table);
+    const y = hostArray(ya, this.name), { data, cols } = table as RefMatrix;
     for (let t = 0; t < ids.length; t++) y.set(data.subarray(ids[t]! * cols, (ids[t]! + 1) * cols), t * cols);
   }
 

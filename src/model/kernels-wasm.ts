@@ -1,14 +1,15 @@
 /**
  * The WASM SIMD model kernels (wasm/model/kernels.c → wasm/dist/duo-model.wasm): one instance in the calling
- * thread, synchronous calls. Memory layout, managed here: [C stack + data | weights (bump-allocated, 64-byte
- * aligned, never freed) | scratch]; the scratch area holds the inputs and outputs of one kernel call and starts where
- * the weights end. Matrices keep their file dtype (2 bytes per parameter for f16/bf16, rows packed in groups of 8
+ * thread, synchronous calls. Memory layout, managed here: [C stack + data | weights and activations (bump-allocated,
+ * 64-byte aligned; weights never freed, the topmost released activations given back) | scratch]; the scratch area
+ * holds a call's host inputs (RoPE tables, token ids) and starts at the top. Matrices keep their file dtype (2 bytes per parameter for f16/bf16, rows packed in groups of 8
  * for the kernels: pack_u16 in kernels.c; the quantized types' blocks as in the file), so a model fits
  * when its weights plus the scratch of one prefill chunk stay under the 4 GiB of a wasm32 memory.
  */
 import { DuoError } from "../errors.ts";
 import { readUrl } from "../runtime.ts";
-import { type Matrix, matrixBytes, type ModelKernels, type Vector, type WeightDtype } from "./kernels.ts";
+import { checkElementwise, checkEmbed, checkMatmul, checkRmsnorm, checkRope } from "./kernel-checks.ts";
+import { type Activations, type Matrix, matrixBytes, type ModelKernels, type Vector, type WeightDtype } from "./kernels.ts";
 
 const PAGE = 65536;
 const MAX_PAGES = 65536; // 4 GiB, the module's declared maximum
@@ -44,6 +45,10 @@ class WasmMatrix implements Matrix {
 }
 class WasmVector implements Vector {
   constructor(readonly length: number, readonly ptr: number) {}
+}
+/** f32 elements at byte `ptr` of the instance's memory. */
+class WasmActivations implements Activations {
+  constructor(readonly owner: WasmKernels, readonly ptr: number, readonly length: number) {}
 }
 
 const align = (n: number) => Math.ceil(n / ALIGN) * ALIGN;
@@ -91,6 +96,10 @@ export class WasmKernels implements ModelKernels {
   readonly name = "wasm" as const;
   private top: number;
   private readonly base: number;
+  /** activations() blocks, oldest first; the freed ones at the top are popped */
+  private readonly live: { a: WasmActivations; end: number; freed: boolean }[] = [];
+  /** bytes of matrices and vectors (64-byte aligned) */
+  private weightBytes = 0;
   private disposed = false;
 
   constructor(private readonly ex: Exports) {
@@ -98,7 +107,7 @@ export class WasmKernels implements ModelKernels {
   }
 
   memory(): { weights: number; capacity: number } {
-    return { weights: this.top - this.base, capacity: MAX_PAGES * PAGE - this.base };
+    return { weights: this.weightBytes, capacity: MAX_PAGES * PAGE - this.base };
   }
 
   reserve(weightBytes: number, scratchBytes: number): void {
@@ -114,7 +123,9 @@ export class WasmKernels implements ModelKernels {
   }
 
   matrix(rows: number, cols: number, dtype: WeightDtype): Matrix {
-    return new WasmMatrix(rows, cols, dtype, this.alloc(matrixBytes(rows, cols, dtype)));
+    const bytes = matrixBytes(rows, cols, dtype);
+    this.weightBytes += align(bytes);
+    return new WasmMatrix(rows, cols, dtype, this.alloc(bytes));
   }
 
   /** Each byte is written once; when the last byte lands, f16/bf16 rows are packed (wasm/model/kernels.c). */
@@ -130,44 +141,89 @@ export class WasmKernels implements ModelKernels {
 
   vector(data: Float32Array): Vector {
     const ptr = this.alloc(data.length * 4);
+    this.weightBytes += align(data.length * 4);
     new Float32Array(this.ex.memory.buffer, ptr, data.length).set(data);
     return new WasmVector(data.length, ptr);
   }
 
-  matmul(y: Float32Array, x: Float32Array, w: Matrix, T: number, bias?: Vector): void {
-    const m = w as WasmMatrix;
-    const [px, py] = this.scratch(x, y.length);
-    const e = this.ex;
+  /** Activations live above the weights, bump-allocated from the top; release() gives back the topmost ones. */
+  activations(length: number): Activations {
+    const ptr = this.alloc(length * 4);
+    new Float32Array(this.ex.memory.buffer, ptr, length).fill(0);
+    const a = new WasmActivations(this, ptr, length);
+    this.live.push({ a, end: this.top, freed: false });
+    return a;
+  }
+
+  view(a: Activations, offset: number, length: number): Activations {
+    const w = this.own(a);
+    if (offset < 0 || length < 0 || offset + length > w.length) throw new DuoError("INVALID_ARGUMENT", `a view of elements [${offset}, ${offset + length}) overruns activations of ${w.length}`);
+    return new WasmActivations(this, w.ptr + 4 * offset, length);
+  }
+
+  release(a: Activations): void {
+    const block = this.live.find((b) => b.a === a);
+    if (!block) throw new DuoError("INVALID_ARGUMENT", "release() takes activations made by activations() of this kernel set, not a view, once");
+    block.freed = true;
+    for (let b = this.live.at(-1); b?.freed && b.end === this.top; b = this.live.at(-1)) {
+      this.live.pop();
+      this.top = b.a.ptr;
+    }
+  }
+
+  upload(a: Activations, src: Float32Array): void {
+    const w = this.own(a);
+    if (src.length > w.length) throw new DuoError("INVALID_ARGUMENT", `upload of ${src.length} elements into activations of ${w.length}`);
+    this.f32(w).set(src);
+  }
+
+  download(a: Activations, dst: Float32Array): void {
+    const w = this.own(a);
+    if (dst.length > w.length) throw new DuoError("INVALID_ARGUMENT", `download of ${dst.length} elements from activations of ${w.length}`);
+    dst.set(this.f32(w).subarray(0, dst.length));
+  }
+
+  /** @internal The elements of `a` as a view of the wasm memory (valid until the memory grows). */
+  f32(a: Activations): Float32Array {
+    const w = this.own(a);
+    return new Float32Array(this.ex.memory.buffer, w.ptr, w.length);
+  }
+
+  matmul(y: Activations, x: Activations, w: Matrix, T: number, bias?: Vector): void {
+    checkMatmul(y, x, w, T, bias);
+    const m = w as WasmMatrix, e = this.ex;
     const fn = { f32: e.matmul_f32, bf16: e.matmul_bf16, f16: e.matmul_f16, q8_0: e.matmul_q8_0, q4_0: e.matmul_q4_0, q4_k: e.matmul_q4_k, q6_k: e.matmul_q6_k }[m.dtype];
-    fn(py, px, m.ptr, bias ? (bias as WasmVector).ptr : 0, T, m.cols, m.rows);
-    this.out(y, py);
+    fn(this.own(y).ptr, this.own(x).ptr, m.ptr, bias ? (bias as WasmVector).ptr : 0, T, m.cols, m.rows);
   }
 
-  rmsnorm(y: Float32Array, x: Float32Array, w: Vector, T: number, eps: number): void {
-    const [px, py] = this.scratch(x, y.length);
-    this.ex.rmsnorm(py, px, (w as WasmVector).ptr, T, w.length, eps);
-    this.out(y, py);
+  rmsnorm(y: Activations, x: Activations, w: Vector, T: number, eps: number): void {
+    checkRmsnorm(y, x, w, T);
+    this.ex.rmsnorm(this.own(y).ptr, this.own(x).ptr, (w as WasmVector).ptr, T, w.length, eps);
   }
 
-  rope(x: Float32Array, T: number, heads: number, headDim: number, cos: Float32Array, sin: Float32Array): void {
-    const [px, pc, ps] = this.scratch(x, cos, sin);
+  rope(x: Activations, T: number, heads: number, headDim: number, cos: Float32Array, sin: Float32Array): void {
+    checkRope(x, T, heads, headDim, cos, sin);
+    const px = this.own(x).ptr, [pc, ps] = this.scratch(cos.subarray(0, (T * headDim) / 2), sin.subarray(0, (T * headDim) / 2));
     this.ex.rope(px, pc, ps, T, heads, headDim);
-    this.out(x, px);
   }
 
-  swiglu(y: Float32Array, gate: Float32Array, up: Float32Array): void {
-    const [pg, pu, py] = this.scratch(gate, up, y.length);
-    this.ex.swiglu(py, pg, pu, y.length);
-    this.out(y, py);
+  swiglu(y: Activations, gate: Activations, up: Activations): void {
+    checkElementwise("swiglu", y, gate, up);
+    this.ex.swiglu(this.own(y).ptr, this.own(gate).ptr, this.own(up).ptr, y.length);
   }
 
-  embed(y: Float32Array, ids: Int32Array, table: Matrix): void {
-    const m = table as WasmMatrix;
-    const [pi, py] = this.scratch(ids, y.length);
-    const e = this.ex;
+  add(y: Activations, x: Activations): void {
+    checkElementwise("add", y, x);
+    const Y = this.f32(y), X = this.f32(x);
+    for (let i = 0; i < Y.length; i++) Y[i]! += X[i]!;
+  }
+
+  embed(y: Activations, ids: Int32Array, table: Matrix): void {
+    checkEmbed(y, ids, table);
+    const m = table as WasmMatrix, e = this.ex;
+    const [pi] = this.scratch(ids);
     const fn = { f32: e.embed_f32, bf16: e.embed_bf16, f16: e.embed_f16, q8_0: e.embed_q8_0, q4_0: e.embed_q4_0, q4_k: e.embed_q4_k, q6_k: e.embed_q6_k }[m.dtype];
-    fn(py, pi, m.ptr, ids.length, m.cols);
-    this.out(y, py);
+    fn(this.own(y).ptr, pi, m.ptr, ids.length, m.cols);
   }
 
   dispose(): void {
@@ -195,27 +251,28 @@ export class WasmKernels implements ModelKernels {
     return ptr;
   }
 
-  /** Lay out the call's inputs (copied in) and output sizes (in elements) in the scratch area; returns addresses. */
-  private scratch<P extends (Float32Array | Int32Array | number)[]>(...parts: P): { [K in keyof P]: number } {
+  /** Copy a call's host inputs (RoPE tables, token ids) into the scratch area above the top; returns addresses. */
+  private scratch<P extends (Float32Array | Int32Array)[]>(...parts: P): { [K in keyof P]: number } {
     if (this.disposed) throw new DuoError("DISPOSED", "these model kernels have been disposed");
     const ptrs: number[] = [];
     let end = this.top;
     for (const p of parts) {
       ptrs.push(end);
-      end = align(end + 4 * (typeof p === "number" ? p : p.length));
+      end = align(end + 4 * p.length);
     }
     if (end > MAX_PAGES * PAGE) {
       throw new DuoError("CAPACITY", `a model kernel call needs ${end - this.top} bytes of scratch but only ${MAX_PAGES * PAGE - this.top} are left in the wasm memory; use a smaller prefillChunk`);
     }
     this.grow(end);
     const buf = this.ex.memory.buffer;
-    parts.forEach((p, i) => {
-      if (typeof p !== "number") new Uint8Array(buf, ptrs[i]!, p.byteLength).set(new Uint8Array(p.buffer, p.byteOffset, p.byteLength));
-    });
+    parts.forEach((p, i) => new Uint8Array(buf, ptrs[i]!, p.byteLength).set(new Uint8Array(p.buffer, p.byteOffset, p.byteLength)));
     return ptrs as { [K in keyof P]: number };
   }
 
-  private out(y: Float32Array, ptr: number): void {
-    y.set(new Float32Array(this.ex.memory.buffer, ptr, y.length));
+  /** `a` as this set's activations, or INVALID_ARGUMENT. */
+  private own(a: Activations): WasmActivations {
+    if (this.disposed) throw new DuoError("DISPOSED", "these model kernels have been disposed");
+    if (a instanceof WasmActivations && a.owner === this) return a;
+    throw new DuoError("INVALID_ARGUMENT", "wasm model kernels compute on their own activations (activations() of this set, or its views); got a host array or another set's");
   }
 }

@@ -7,7 +7,12 @@
  *
  * Weights live inside the kernel set: large matrices keep the file's dtype (f32, f16, bf16, or llama.cpp's Q8_0 /
  * Q4_0 / Q4_K / Q6_K blocks) in the wasm memory or the native library's blocks and are widened / dequantized to f32
- * inside the kernel; the reference set decodes them to f32 at load. Small weights (norms, biases) are f32 vectors. Activations are host Float32Arrays, row-major, one row per token.
+ * inside the kernel; the reference set decodes them to f32 at load. Small weights (norms, biases) are f32 vectors.
+ *
+ * Activations are the kernel set's too (`Activations`): host Float32Arrays on reference, native and wasm-parallel
+ * (its own instance's memory there), regions of the wasm memory on wasm, device memory on cuda. A forward pass is a
+ * sequence of calls on them, in order (a device set queues them on its stream), and only what the caller downloads
+ * comes back to the host: q, k, v for the engine's attention, and the logits (workspace.ts runs a layer so).
  */
 import { DuoError } from "../errors.ts";
 import { runtime } from "../runtime.ts";
@@ -24,8 +29,8 @@ export function matrixBytes(rows: number, cols: number, dtype: WeightDtype): num
   if (cols % b.elements !== 0) throw new DuoError("UNSUPPORTED", `a ${dtype} matrix needs rows of a multiple of ${b.elements} elements, got ${cols}`);
   return (rows * cols / b.elements) * b.bytes;
 }
-export type KernelsName = "reference" | "wasm" | "wasm-parallel" | "native";
-export const KERNELS: readonly KernelsName[] = ["reference", "wasm", "wasm-parallel", "native"];
+export type KernelsName = "reference" | "wasm" | "wasm-parallel" | "native" | "cuda";
+export const KERNELS: readonly KernelsName[] = ["reference", "wasm", "wasm-parallel", "native", "cuda"];
 
 /** A row-major weight matrix [rows, cols] held by a kernel set. */
 export interface Matrix {
@@ -36,6 +41,12 @@ export interface Matrix {
 
 /** An f32 weight vector held by a kernel set. */
 export interface Vector {
+  readonly length: number;
+}
+
+/** f32 activations held by a kernel set, row-major, one row per token. A set accepts only its own (and its views);
+ *  the host sets' are Float32Arrays. */
+export interface Activations {
   readonly length: number;
 }
 
@@ -56,17 +67,29 @@ export interface ModelKernels {
    *  JS heap. */
   readFile?(m: Matrix, byteOffset: number, file: string, fileOffset: number, bytes: number): void;
   vector(data: Float32Array): Vector;
+  /** `length` zeroed f32 activations, held until release() or dispose() */
+  activations(length: number): Activations;
+  /** elements [offset, offset + length) of `a`, sharing its memory (no copy) */
+  view(a: Activations, offset: number, length: number): Activations;
+  /** return the memory of activations made by activations() (not of a view) */
+  release(a: Activations): void;
+  /** host → kernel set: `src` into the first src.length elements of `a` */
+  upload(a: Activations, src: Float32Array): void;
+  /** kernel set → host: the first dst.length elements of `a` into `dst` (after every call queued before it) */
+  download(a: Activations, dst: Float32Array): void;
   /** y[T, rows] = x[T, cols] · Wᵀ (+ bias[rows]) */
-  matmul(y: Float32Array, x: Float32Array, w: Matrix, T: number, bias?: Vector): void;
+  matmul(y: Activations, x: Activations, w: Matrix, T: number, bias?: Vector): void;
   /** y[T, n] = x · rsqrt(mean(x²) + eps) · w, per row */
-  rmsnorm(y: Float32Array, x: Float32Array, w: Vector, T: number, eps: number): void;
+  rmsnorm(y: Activations, x: Activations, w: Vector, T: number, eps: number): void;
   /** In place on x [T, heads, D], rotate-half (NeoX) layout: with h = D/2, for i < h
-   *  (x[i], x[i+h]) ← (x[i]·cos − x[i+h]·sin, x[i+h]·cos + x[i]·sin); cos/sin [T, D/2]. */
-  rope(x: Float32Array, T: number, heads: number, headDim: number, cos: Float32Array, sin: Float32Array): void;
-  /** y[i] = silu(gate[i]) · up[i], silu(g) = g / (1 + e^−g) */
-  swiglu(y: Float32Array, gate: Float32Array, up: Float32Array): void;
+   *  (x[i], x[i+h]) ← (x[i]·cos − x[i+h]·sin, x[i+h]·cos + x[i]·sin); host tables cos/sin [T, D/2]. */
+  rope(x: Activations, T: number, heads: number, headDim: number, cos: Float32Array, sin: Float32Array): void;
+  /** y[i] = silu(gate[i]) · up[i] for i < y.length, silu(g) = g / (1 + e^−g) */
+  swiglu(y: Activations, gate: Activations, up: Activations): void;
+  /** y[i] += x[i] for i < y.length (the residual stream) */
+  add(y: Activations, x: Activations): void;
   /** y[T, cols] = table[ids[t]] (ids already checked against table.rows) */
-  embed(y: Float32Array, ids: Int32Array, table: Matrix): void;
+  embed(y: Activations, ids: Int32Array, table: Matrix): void;
   dispose(): void;
 }
 
@@ -142,6 +165,7 @@ export async function createModelKernels(name: KernelsName | "auto", opts: Model
   if (name === "wasm") return await (await import("./kernels-wasm.ts")).createWasmKernels(opts.wasmModule);
   if (name === "wasm-parallel") return await (await import("./kernels-parallel.ts")).ParallelKernels.create(opts);
   if (name === "native") return await (await import("./kernels-native.ts")).createNativeKernels(opts);
+  if (name === "cuda") throw new DuoError("INVALID_ARGUMENT", `model kernels "cuda" live on a CUDA backend's context: load the model with backend "cuda" (its kernels come with it)`);
   throw new DuoError("INVALID_ARGUMENT", `model kernels must be one of ${["auto", ...KERNELS].map((k) => `"${k}"`).join(", ")}, got ${JSON.stringify(name)}`);
 }
 

@@ -1,49 +1,67 @@
 /**
- * The two halves of a Llama-family decoder layer around attention, on a ModelKernels set: the one definition the model
- * runner (llama.ts), the fast identification score (identify/fast-score.ts) and `duo bench model` (cli/bench/
- * model-step.ts) share. Attention itself is the caller's (the engine's split KV cache, or tiled AttendOps).
+ * A Llama-family decoder layer on a ModelKernels set, around attention: the one definition the model runner
+ * (llama.ts), the fast identification score (identify/fast-score.ts) and `duo bench model` (cli/bench/model-step.ts)
+ * share. Activations stay in the kernel set (workspace.ts); q, k, v go down to the attention engine as host arrays,
+ * and its output comes back up.
  */
-import type { ModelKernels } from "./kernels.ts";
+import type { Matrix, ModelKernels, Vector } from "./kernels.ts";
 import type { LayerWeights } from "./weights.ts";
+import type { PassActivations, Workspace } from "./workspace.ts";
 
-/** Scratch and outputs of attentionInputs, all f32 row-major: h [T, hidden], q [T, Hq, D], k and v [T, Hkv, D]. */
-export interface QkvBuffers {
-  h: Float32Array;
-  q: Float32Array;
-  k: Float32Array;
-  v: Float32Array;
+export interface Heads {
+  Hq: number;
+  Hkv: number;
+  D: number;
 }
 
-/** h = rmsnorm(x)·inputNorm; q, k, v = h·Wᵀ (+ bias); RoPE on q and k (cos/sin [T, D/2]). x [T, hidden] is unchanged. */
-export function attentionInputs(kn: ModelKernels, L: LayerWeights, x: Float32Array, T: number, eps: number,
-                                heads: { Hq: number; Hkv: number; D: number }, cos: Float32Array, sin: Float32Array,
-                                out: QkvBuffers): void {
-  kn.rmsnorm(out.h, x, L.inputNorm, T, eps);
-  kn.matmul(out.q, out.h, L.q, T, L.qBias);
-  kn.matmul(out.k, out.h, L.k, T, L.kBias);
-  kn.matmul(out.v, out.h, L.v, T, L.vBias);
-  kn.rope(out.q, T, heads.Hq, heads.D, cos, sin);
-  kn.rope(out.k, T, heads.Hkv, heads.D, cos, sin);
+/** h = rmsnorm(x)·inputNorm; q, k, v = h·Wᵀ (+ bias); RoPE on q and k (host cos/sin [T, D/2]). x is unchanged. */
+export function attentionInputs(kn: ModelKernels, L: LayerWeights, s: PassActivations, T: number, eps: number, heads: Heads,
+                                cos: Float32Array, sin: Float32Array): void {
+  kn.rmsnorm(s.h, s.x, L.inputNorm, T, eps);
+  kn.matmul(s.q, s.h, L.q, T, L.qBias);
+  kn.matmul(s.k, s.h, L.k, T, L.kBias);
+  kn.matmul(s.v, s.h, L.v, T, L.vBias);
+  kn.rope(s.q, T, heads.Hq, heads.D, cos, sin);
+  kn.rope(s.k, T, heads.Hkv, heads.D, cos, sin);
 }
 
-/** Scratch of layerOutput: h and o [T, hidden], gate and up [T, I]. */
-export interface MlpBuffers {
-  h: Float32Array;
-  o: Float32Array;
-  gate: Float32Array;
-  up: Float32Array;
-}
-
-/** After attention a [T, Hq·D]: x += a·Woᵀ (+ bias), then x += down(silu(gate(h))·up(h)) with h = rmsnorm(x)·postNorm;
- *  in place on the residual x [T, hidden]. */
-export function layerOutput(kn: ModelKernels, L: LayerWeights, x: Float32Array, a: Float32Array, T: number, eps: number,
-                            s: MlpBuffers): void {
-  kn.matmul(s.o, a, L.o, T, L.oBias);
-  for (let i = 0; i < x.length; i++) x[i]! += s.o[i]!;
-  kn.rmsnorm(s.h, x, L.postNorm, T, eps);
+/** After attention s.a [T, Hq·D]: x += a·Woᵀ (+ bias), then x += down(silu(gate(h))·up(h)) with h = rmsnorm(x)·postNorm;
+ *  in place on the residual s.x [T, hidden]. */
+export function layerOutput(kn: ModelKernels, L: LayerWeights, s: PassActivations, T: number, eps: number): void {
+  kn.matmul(s.o, s.a, L.o, T, L.oBias);
+  kn.add(s.x, s.o);
+  kn.rmsnorm(s.h, s.x, L.postNorm, T, eps);
   kn.matmul(s.gate, s.h, L.gate, T, L.gateBias);
   kn.matmul(s.up, s.h, L.up, T, L.upBias);
   kn.swiglu(s.gate, s.gate, s.up);
   kn.matmul(s.o, s.gate, L.down, T, L.downBias);
-  for (let i = 0; i < x.length; i++) x[i]! += s.o[i]!;
+  kn.add(s.x, s.o);
+}
+
+/** q [T, Hq·D], k and v [T, Hkv·D] of the pass as host arrays (views of the workspace's mirrors). */
+export function hostQkv(kn: ModelKernels, ws: Workspace, s: PassActivations, T: number): { q: Float32Array; k: Float32Array; v: Float32Array } {
+  const q = ws.hostQ.subarray(0, s.q.length), k = ws.hostK.subarray(0, s.k.length), v = ws.hostV.subarray(0, s.v.length);
+  kn.download(s.q, q);
+  kn.download(s.k, k);
+  kn.download(s.v, v);
+  return { q, k, v };
+}
+
+/** One whole layer for T rows: attention inputs, `attend` on the host q, k, v (returns [T, Hq·D]), then the output half. */
+export async function decoderLayer(kn: ModelKernels, L: LayerWeights, ws: Workspace, s: PassActivations, T: number, eps: number,
+                                   heads: Heads, cos: Float32Array, sin: Float32Array,
+                                   attend: (q: Float32Array, k: Float32Array, v: Float32Array) => Promise<Float32Array>): Promise<void> {
+  attentionInputs(kn, L, s, T, eps, heads, cos, sin);
+  const { q, k, v } = hostQkv(kn, ws, s, T);
+  kn.upload(s.a, await attend(q, k, v));
+  layerOutput(kn, L, s, T, eps);
+}
+
+/** The logits [vocab] of row `row` of the residual s.x: lm_head(rmsnorm(x[row])·norm), downloaded into `out`. */
+export function logitsOf(kn: ModelKernels, ws: Workspace, s: PassActivations, row: number, norm: Vector, lmHead: Matrix, eps: number, out: Float32Array): Float32Array {
+  const H = ws.dims.hiddenSize;
+  kn.rmsnorm(ws.last, kn.view(s.x, row * H, H), norm, 1, eps);
+  kn.matmul(ws.logits, ws.last, lmHead, 1);
+  kn.download(ws.logits, out);
+  return out;
 }

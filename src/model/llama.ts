@@ -15,7 +15,7 @@
  * Heads are permuted at load so that each layer's retrieval heads come first (weights.ts); the engine is given the
  * permuted mask, so nothing is permuted back.
  */
-import { type BackendChoice, probeBackend } from "../backend/registry.ts";
+import type { BackendChoice } from "../backend/registry.ts";
 import type { Backend } from "../backend/types.ts";
 import type { PrefillMode } from "../cache/layer-shard.ts";
 import type { KvDtype } from "../dtype.ts";
@@ -29,22 +29,23 @@ import { HeadSchedule } from "../schedule/schedule.ts";
 import { type ModelConfig, loadConfig } from "./config.ts";
 import type { Generation, GenerateOptions } from "./generate.ts";
 import { findGguf, openGguf } from "./gguf.ts";
-import { createModelKernels, type KernelsName, type ModelKernels } from "./kernels.ts";
-import { attentionInputs, layerOutput } from "./layer.ts";
+import { createModelKernels, type KernelsName, type ModelKernels, type ModelKernelsOptions } from "./kernels.ts";
+import { decoderLayer, logitsOf } from "./layer.ts";
 import { inverseFrequencies, ropeTables } from "./rope.ts";
 import { availableMemory, checkFits } from "./ram.ts";
 import { openWeights, type TensorEntry } from "./safetensors.ts";
 import { Session } from "./session.ts";
 import { TextTokenizer } from "./tokenizer.ts";
 import { checkTensors, expectedTensors, loadWeights, type ModelWeights } from "./weights.ts";
+import { Workspace } from "./workspace.ts";
 
 export interface LoadOptions {
   /** attention backend of the engine (default "auto"); "reference" also runs the model math on the reference kernels */
   backend?: BackendChoice | Backend;
-  /** model math: "auto" (default: reference with backend "reference", native with backend "native" — or with backend
-   *  "auto" where the native library loads —, else wasm where
-   *  WASM SIMD exists, wasm-parallel for models of 128 MiB and more where workers can share memory —
-   *  createModelKernels), or a kernel set (the model disposes it) */
+  /** model math: "auto" (default: the attention backend's own, Backend.modelKernels — reference on reference, the
+   *  library's on native, duo-model.wasm on wasm (in this thread, or wasm-parallel for models of 128 MiB and more
+   *  where workers can share memory), the device's on cuda), a kernel set by name, or a kernel set (the model
+   *  disposes it) */
   kernels?: KernelsName | "auto" | ModelKernels;
   /** kernels "wasm-parallel": worker count (default: one per core; 0 with "auto": the model math stays in this
    *  thread, as it does with threads: 0) */
@@ -106,6 +107,9 @@ export class LlamaModel {
   private readonly sessions = new Set<Session>();
   private readonly main: Session;
   private disposed = false;
+  /** the activations of one pass (prefillChunk rows), made at the first pass; passes take turns on it */
+  private workspace: Workspace | undefined;
+  private turn: Promise<void> = Promise.resolve();
 
   private constructor(
     readonly config: ModelConfig,
@@ -139,20 +143,8 @@ export class LlamaModel {
     const { tokenizer, tensors } = source;
     const weightBytes = checkTensors(tensors, cfg);
     const { schedule, pattern } = await scheduleFor(options, cfg);
-    const backendName = typeof options.backend === "object" ? options.backend.name : options.backend;
-    let choice = options.kernels ?? (backendName === "reference" ? "reference" : backendName === "native" ? "native" : "auto");
-    // backend "auto" picks native where its library loads (cuda -> native -> wasm): the model math goes there too,
-    // rather than to wasm beside a native attention backend
-    if (choice === "auto" && (backendName === undefined || backendName === "auto") &&
-        (await probeBackend("native", { nativeLibrary: options.nativeLibrary })).usable) choice = "native";
-    const native = choice === "native" || (typeof choice === "object" && choice?.name === "native");
-    let memoryBudget: number | undefined;
-    if (native) memoryBudget = await checkRam(dir, tensors, weightBytes, cfg, schedule, options, pattern, prefillChunk, maxContext);
-    const kernels = choice !== null && typeof choice === "object" ? choice : await createModelKernels(choice, {
-      wasmModule: options.modelWasm, weightBytes, modelThreads: options.modelThreads ?? (choice === "auto" && options.threads === 0 ? 0 : undefined),
-      nativeLibrary: options.nativeLibrary, threads: options.threads, memoryBudget,
-    });
     let engine: DuoAttention | undefined;
+    let kernels: ModelKernels | undefined;
     try {
       // Retrieval heads first in every layer, as the weights will be permuted.
       const permuted = schedule.retrieval.map((r) => Array.from({ length: cfg.numKvHeads }, (_, j) => j < r.length));
@@ -168,6 +160,19 @@ export class LlamaModel {
         threads: options.threads,
         strict: options.strict,
       });
+      // The model math runs where attention does (Backend.modelKernels), unless a kernel set is named or given.
+      const choice = options.kernels ?? "auto";
+      const backend = engine.backend;
+      const native = typeof choice === "object" ? choice.name === "native" : choice === "native" || (choice === "auto" && backend.name === "native");
+      const memoryBudget = native ? await checkRam(dir, tensors, weightBytes, cfg, schedule, options, pattern, prefillChunk, maxContext) : undefined;
+      const opts: ModelKernelsOptions = {
+        wasmModule: options.modelWasm, weightBytes, modelThreads: options.modelThreads ?? (choice === "auto" && options.threads === 0 ? 0 : undefined),
+        nativeLibrary: options.nativeLibrary, threads: options.threads, memoryBudget,
+      };
+      kernels = typeof choice === "object" ? choice
+        : choice !== "auto" ? await createModelKernels(choice, opts)
+        : backend.modelKernels ? await backend.modelKernels(opts)
+        : await createModelKernels("auto", opts);
       // + 64-byte alignment for each of the at most 4 + 16 per layer tensors
       kernels.reserve(weightBytes + 64 * (4 + 16 * cfg.numLayers), scratchBytes(cfg, prefillChunk));
       let loaded = 0;
@@ -178,7 +183,7 @@ export class LlamaModel {
       source.ropeFreqFactors?.forEach((f, i) => (invFreq[i]! /= f));
       return new LlamaModel(cfg, tokenizer, schedule, engine, kernels, weights, prefillChunk, invFreq);
     } catch (e) {
-      kernels.dispose();
+      kernels?.dispose();
       await engine?.dispose();
       throw e;
     }
@@ -234,6 +239,7 @@ export class LlamaModel {
     for (const s of [...this.sessions]) s.dispose();
     this.disposed = true;
     await this.engine.dispose();
+    this.workspace = undefined; // its memory goes with the kernel set's
     this.kernels.dispose();
   }
 
@@ -249,41 +255,34 @@ export class LlamaModel {
   /** @internal `feed` (already checked) at positions pos0.. of `seq`, in chunks of prefillChunk; the logits [vocab]
    *  of the last position. */
   async run(seq: Sequence, feed: Int32Array, pos0: number): Promise<Float32Array> {
-    let last: Float32Array | undefined;
-    for (let c = 0; c < feed.length; c += this.prefillChunk) last = await this.chunk(seq, feed.subarray(c, c + this.prefillChunk), pos0 + c);
-    return this.logits(last!);
-  }
-
-  /** One chunk of T tokens at positions pos0.. through every layer; returns the last row of the residual [hidden]. */
-  private async chunk(seq: Sequence, ids: Int32Array, pos0: number): Promise<Float32Array> {
-    const { hiddenSize: H, intermediateSize: I, numHeads: Hq, numKvHeads: Hkv, headDim: D, rmsNormEps: eps } = this.config;
-    const k = this.kernels, T = ids.length;
-    const x = new Float32Array(T * H); // [T, hidden] residual stream
-    const h = new Float32Array(T * H); // [T, hidden] normed
-    const q = new Float32Array(T * Hq * D); // [T, Hq, D]
-    const kk = new Float32Array(T * Hkv * D); // [T, Hkv, D]
-    const v = new Float32Array(T * Hkv * D); // [T, Hkv, D]
-    const o = new Float32Array(T * H); // [T, hidden]
-    const gate = new Float32Array(T * I); // [T, I]
-    const up = new Float32Array(T * I); // [T, I]
-    k.embed(x, ids, this.weights.embed);
-    const { cos, sin } = ropeTables(this.invFreq, pos0, T); // [T, D/2]
-    const qkv = { h, q, k: kk, v }, mlp = { h, o, gate, up }, heads = { Hq, Hkv, D };
-    for (let l = 0; l < this.weights.layers.length; l++) {
-      const L = this.weights.layers[l]!;
-      attentionInputs(k, L, x, T, eps, heads, cos, sin, qkv);
-      const a = await seq.attend(l, q, kk, v); // [T, Hq, D]
-      layerOutput(k, L, x, a, T, eps, mlp);
+    // One pass at a time: every session shares the workspace (and the kernel set computes one call at a time anyway).
+    const before = this.turn;
+    let done!: () => void;
+    this.turn = new Promise((r) => (done = r));
+    await before;
+    try {
+      this.checkAlive();
+      this.workspace ??= new Workspace(this.kernels, this.config, this.prefillChunk);
+      let T = 0;
+      for (let c = 0; c < feed.length; c += this.prefillChunk) T = await this.chunk(seq, feed.subarray(c, c + this.prefillChunk), pos0 + c);
+      const ws = this.workspace;
+      return logitsOf(this.kernels, ws, ws.pass(T), T - 1, this.weights.norm, this.weights.lmHead, this.config.rmsNormEps, new Float32Array(this.config.vocabSize));
+    } finally {
+      done();
     }
-    return x.slice((T - 1) * H);
   }
 
-  private logits(last: Float32Array): Float32Array {
-    const h = new Float32Array(last.length);
-    this.kernels.rmsnorm(h, last, this.weights.norm, 1, this.config.rmsNormEps);
-    const out = new Float32Array(this.config.vocabSize);
-    this.kernels.matmul(out, h, this.weights.lmHead, 1);
-    return out;
+  /** One chunk of T tokens at positions pos0.. through every layer, leaving its residual in the workspace; returns T. */
+  private async chunk(seq: Sequence, ids: Int32Array, pos0: number): Promise<number> {
+    const { numHeads: Hq, numKvHeads: Hkv, headDim: D, rmsNormEps: eps } = this.config;
+    const k = this.kernels, T = ids.length, ws = this.workspace!, s = ws.pass(T);
+    k.embed(s.x, ids, this.weights.embed);
+    const { cos, sin } = ropeTables(this.invFreq, pos0, T); // [T, D/2]
+    const heads = { Hq, Hkv, D };
+    for (let l = 0; l < this.weights.layers.length; l++) {
+      await decoderLayer(k, this.weights.layers[l]!, ws, s, T, eps, heads, cos, sin, (q, kk, v) => seq.attend(l, q, kk, v));
+    }
+    return T;
   }
 }
 
@@ -316,9 +315,7 @@ async function checkRam(dir: string, tensors: Map<string, TensorEntry>, weightBy
   return budget;
 }
 
-/** Bytes of activations one kernel call may need in the wasm scratch area (inputs + outputs, f32). */
+/** Bytes of activations a pass of `chunk` tokens holds (the workspace) plus one call's host inputs (RoPE tables, ids). */
 function scratchBytes(cfg: ModelConfig, chunk: number): number {
-  const { hiddenSize: H, intermediateSize: I, numHeads, headDim: D, vocabSize: V } = cfg;
-  const widest = Math.max(numHeads * D, I, H);
-  return 4 * Math.max(chunk * (H + widest), 3 * chunk * I, chunk * (numHeads * D + D), H + V) + 4 * 64;
+  return Workspace.bytes(cfg, chunk) + 4 * chunk * (cfg.headDim + 1) + 4 * 64;
 }

@@ -224,7 +224,8 @@ function randomKBlocks(dtype: "Q4_K" | "Q6_K", n: number, rng: Prng, scale: numb
 // ---------------------------------------------------------------------------------------------------------------
 // the writer
 
-interface Plan {
+/** One tensor of a written model: its name, shape, how its random values are drawn, its dtype in each format. */
+interface TensorSlot {
   name: string;
   shape: number[];
   scale: number;
@@ -239,14 +240,14 @@ interface Plan {
 
 const FILE_DTYPE: Record<WriteDtype, TensorDtype> = { f32: "F32", f16: "F16", bf16: "BF16", q8_0: "Q8_0", q4_0: "Q4_0", q4_k: "Q4_K" };
 
-function plan(cfg: ModelConfig, dtype: WriteDtype): Plan[] {
-  const out: Plan[] = [];
+function tensorSlots(cfg: ModelConfig, dtype: WriteDtype): TensorSlot[] {
+  const out: TensorSlot[] = [];
   const vectorDtype: WriteDtype = QUANTIZED(dtype) ? "f32" : dtype;
   for (const [name, shape] of expectedTensors(cfg)) {
     const matrix = shape.length === 2;
     const kind = name.endsWith("layernorm.weight") || name === "model.norm.weight" ? "norm" : name.endsWith(".bias") ? "bias" : name === "model.embed_tokens.weight" ? "embed" : "linear";
     const round = matrix ? dtype : vectorDtype;
-    const p: Plan = {
+    const p: TensorSlot = {
       name, shape, round,
       scale: kind === "norm" ? 0.2 : kind === "bias" ? 0.2 : kind === "embed" ? 1 : Math.sqrt(3 / shape[1]!),
       center: kind === "norm" ? 1 : 0,
@@ -260,11 +261,11 @@ function plan(cfg: ModelConfig, dtype: WriteDtype): Plan[] {
   return out;
 }
 
-/** The safetensors header bytes (JSON padded to 8) for tensors written back to back in `plans` order. */
-function safetensorsHeader(plans: readonly Plan[]): Uint8Array {
+/** The safetensors header bytes (JSON padded to 8) for tensors written back to back in `slots` order. */
+function safetensorsHeader(slots: readonly TensorSlot[]): Uint8Array {
   const header: Record<string, unknown> = { __metadata__: { format: "pt", note: RANDOM_WEIGHTS_NOTE } };
   let offset = 0;
-  for (const p of plans) {
+  for (const p of slots) {
     const n = tensorBytes(p.st, p.shape)!;
     header[p.name] = { dtype: p.st, shape: p.shape, data_offsets: [offset, offset + n] };
     offset += n;
@@ -336,13 +337,13 @@ function ropeFreqDivisors(cfg: ModelConfig): Float32Array | null {
  *  large model's file as a sparse file. */
 export async function randomGgufHeader(shape: WriteModelOptions["shape"], dtype: WriteDtype): Promise<{ header: Uint8Array; fileBytes: number }> {
   const { name, cfg } = resolveShape(shape, dtype);
-  const specs = ggufSpecs(plan(cfg, dtype), ropeFreqDivisors(cfg));
+  const specs = ggufSpecs(tensorSlots(cfg, dtype), ropeFreqDivisors(cfg));
   const { header, offsets } = await ggufHeader(ggufMetadata(cfg, name, dtype, SPM_SHAPES.has(name) ? "llama" : "gpt2"), specs);
   return { header, fileBytes: header.length + offsets.at(-1)! + specs.at(-1)!.byteLength };
 }
 
-function ggufSpecs(plans: readonly Plan[], ropeFreqs: Float32Array | null): GgufTensorSpec[] {
-  const specs: GgufTensorSpec[] = plans.map((p) => ({ name: ggufTensorName(p.name), dtype: p.gguf, shape: p.shape, byteLength: tensorBytes(p.gguf, p.shape)! }));
+function ggufSpecs(slots: readonly TensorSlot[], ropeFreqs: Float32Array | null): GgufTensorSpec[] {
+  const specs: GgufTensorSpec[] = slots.map((p) => ({ name: ggufTensorName(p.name), dtype: p.gguf, shape: p.shape, byteLength: tensorBytes(p.gguf, p.shape)! }));
   if (ropeFreqs) specs.push({ name: "rope_freqs.weight", dtype: "F32", shape: [ropeFreqs.length], byteLength: ropeFreqs.byteLength });
   return specs;
 }
@@ -353,7 +354,7 @@ export async function writeRandomModel(dir: string, options: WriteModelOptions =
   const format = checkOneOf("format", options.format ?? "both", WRITE_FORMATS);
   const { name: shapeName, json, cfg } = resolveShape(options.shape, dtype);
   const seed = options.seed ?? 0;
-  const plans = plan(cfg, dtype);
+  const slots = tensorSlots(cfg, dtype);
   await makeDir(dir);
   const files: string[] = [];
   const tokenizer = checkOneOf("tokenizer", options.tokenizer ?? (SPM_SHAPES.has(shapeName) ? "llama" : "gpt2"), ["gpt2", "llama"] as const);
@@ -369,11 +370,11 @@ export async function writeRandomModel(dir: string, options: WriteModelOptions =
     await writeText(`${dir}/generation_config.json`, JSON.stringify({ bos_token_id: 1, eos_token_id: [2] }));
     await writeText(`${dir}/tokenizer.json`, JSON.stringify(tok.json));
     await writeText(`${dir}/tokenizer_config.json`, JSON.stringify({ ...tok.config, note: RANDOM_WEIGHTS_NOTE }));
-    await writeBytes(stPath, safetensorsHeader(plans));
+    await writeBytes(stPath, safetensorsHeader(slots));
     files.push(`${dir}/config.json`, `${dir}/generation_config.json`, `${dir}/tokenizer.json`, `${dir}/tokenizer_config.json`, stPath);
   }
   if (writeGguf) {
-    const { header, offsets } = await ggufHeader(md, ggufSpecs(plans, ropeFreqs));
+    const { header, offsets } = await ggufHeader(md, ggufSpecs(slots, ropeFreqs));
     ggufOffsets = offsets;
     ggufDataStart = header.length;
     await writeBytes(ggufPath, header);
@@ -390,9 +391,9 @@ export async function writeRandomModel(dir: string, options: WriteModelOptions =
     ggufAt += bytes.length;
   };
 
-  const total = plans.reduce((a, p) => a + tensorBytes(p.st, p.shape)!, 0);
+  const total = slots.reduce((a, p) => a + tensorBytes(p.st, p.shape)!, 0);
   let done = 0;
-  for (const [i, p] of plans.entries()) {
+  for (const [i, p] of slots.entries()) {
     const rng = new Prng(streamSeed(seed, p.name));
     const cols = p.shape.at(-1)!, rows = p.shape.length === 2 ? p.shape[0]! : 1;
     // Interleaved q/k are reordered as a whole (at most heads x D x hidden values); others stream in row blocks.
@@ -415,6 +416,6 @@ export async function writeRandomModel(dir: string, options: WriteModelOptions =
     done += tensorBytes(p.st, p.shape)!;
     options.progress?.(done, total);
   }
-  if (writeGguf && ropeFreqs) await ggufAppend(plans.length, new Uint8Array(ropeFreqs.buffer), true);
+  if (writeGguf && ropeFreqs) await ggufAppend(slots.length, new Uint8Array(ropeFreqs.buffer), true);
   return { dir, config: cfg, files, gguf: writeGguf ? ggufPath : null, bytes: total };
 }

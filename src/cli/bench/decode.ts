@@ -45,10 +45,10 @@ export function decodeBytesFor(c: ShapeCase, mode: Mode, dtype: KvDtype, context
  * its busiest shard's, so Σ over layers of the largest per-shard bytes. Full ÷ Duo of this is the speedup the head
  * sharding allows; below the plain byte ratio when layers have retrieval-head counts that do not split evenly.
  */
-export function criticalBytes(plan: DuoAttention["plan"], c: ShapeCase, dtype: KvDtype, context: number): number {
+export function criticalBytes(placement: DuoAttention["placement"], c: ShapeCase, dtype: KvDtype, context: number): number {
   const perHeadToken = 2 * headBytes(dtype, c.shape.headDim), ring = Math.min(context, c.sinkSize + c.recentSize);
   // Retrieval pages are striped over the shards (each holds 1/pageStride of every retrieval head); rings are whole.
-  return plan.reduce((sum, shards) => sum + Math.max(...shards.map((h) => ((h.retrieval.length * context) / h.pageStride + h.streaming.length * ring) * perHeadToken)), 0);
+  return placement.reduce((sum, shards) => sum + Math.max(...shards.map((h) => ((h.retrieval.length * context) / h.pageStride + h.streaming.length * ring) * perHeadToken)), 0);
 }
 
 export interface DecodeRequest {
@@ -173,7 +173,7 @@ async function measureGroup(
       ms: t.ms * (modelBytes / measuredBytes),
       msMeasured: t.ms,
       kvBytes: modelBytes,
-      criticalBytes: criticalBytes(lane.engine.plan, c, dtype, meanContext),
+      criticalBytes: criticalBytes(lane.engine.placement, c, dtype, meanContext),
       gbps: gbps(measuredBytes, t.ms),
       limitGbps: h.ceilings ? limitGbps(h.ceilings, decodeFlopPerByte(c.shape.numHeads / c.shape.numKvHeads, headBytes(dtype, c.shape.headDim) / c.shape.headDim)) : null,
       // What the backend reserved (whole pages, rings), scaled like the time when only some layers are filled.

@@ -1,0 +1,68 @@
+/**
+ * The activations of a forward pass of up to `rows` tokens, held by a kernel set (kernels.ts `Activations`: the
+ * wasm memory, device memory, or host arrays), made once per model and reused by every chunk, plus the host
+ * mirrors of what crosses to the attention engine: q, k, v down, the attention output up.
+ */
+import type { Activations, ModelKernels } from "./kernels.ts";
+
+export interface LayerDims {
+  hiddenSize: number;
+  intermediateSize: number;
+  numHeads: number;
+  numKvHeads: number;
+  headDim: number;
+  vocabSize: number;
+}
+
+/** One pass's activations, each [T, ·] row-major. */
+export interface PassActivations {
+  x: Activations; // [T, hidden] residual stream
+  h: Activations; // [T, hidden] normed
+  q: Activations; // [T, Hq, D]
+  k: Activations; // [T, Hkv, D]
+  v: Activations; // [T, Hkv, D]
+  a: Activations; // [T, Hq, D] attention output
+  o: Activations; // [T, hidden] a projection's output
+  gate: Activations; // [T, I]
+  up: Activations; // [T, I]
+}
+
+export class Workspace {
+  private readonly all: PassActivations;
+  /** [hidden] the last row normed, and [vocab] its logits */
+  readonly last: Activations;
+  readonly logits: Activations;
+  /** host mirrors [rows, Hq·D], [rows, Hkv·D], [rows, Hkv·D] */
+  readonly hostQ: Float32Array;
+  readonly hostK: Float32Array;
+  readonly hostV: Float32Array;
+
+  constructor(private readonly kn: ModelKernels, readonly dims: LayerDims, readonly rows: number) {
+    const { hiddenSize: H, intermediateSize: I, numHeads: Hq, numKvHeads: Hkv, headDim: D, vocabSize: V } = dims;
+    const f = (n: number) => kn.activations(rows * n);
+    this.all = { x: f(H), h: f(H), q: f(Hq * D), k: f(Hkv * D), v: f(Hkv * D), a: f(Hq * D), o: f(H), gate: f(I), up: f(I) };
+    this.last = kn.activations(H);
+    this.logits = kn.activations(V);
+    this.hostQ = new Float32Array(rows * Hq * D);
+    this.hostK = new Float32Array(rows * Hkv * D);
+    this.hostV = new Float32Array(rows * Hkv * D);
+  }
+
+  /** Bytes of kernel-set activations a workspace of `rows` rows holds (for ModelKernels.reserve). */
+  static bytes(dims: LayerDims, rows: number): number {
+    const { hiddenSize: H, intermediateSize: I, numHeads: Hq, numKvHeads: Hkv, headDim: D, vocabSize: V } = dims;
+    return 4 * (rows * (3 * H + 2 * Hq * D + 2 * Hkv * D + 2 * I) + H + V) + 64 * 11;
+  }
+
+  /** Views of the first T rows (T ≤ rows). */
+  pass(T: number): PassActivations {
+    const { hiddenSize: H, intermediateSize: I, numHeads: Hq, numKvHeads: Hkv, headDim: D } = this.dims;
+    const v = (a: Activations, n: number) => this.kn.view(a, 0, T * n);
+    const s = this.all;
+    return { x: v(s.x, H), h: v(s.h, H), q: v(s.q, Hq * D), k: v(s.k, Hkv * D), v: v(s.v, Hkv * D), a: v(s.a, Hq * D), o: v(s.o, H), gate: v(s.gate, I), up: v(s.up, I) };
+  }
+
+  release(): void {
+    for (const a of [...Object.values(this.all), this.last, this.logits]) this.kn.release(a);
+  }
+}
