@@ -1,73 +1,29 @@
-// A tiny random Llama model run through the CUDA attention backend and the CUDA model kernels (on a GPU or the host
-// emulation build, helpers/cuda-target.ts) gives the reference run's greedy tokens and logits; and a layer's MLP half
-// with the logits runs on device activations alone, as the model runner will run it on the activations contract.
-//
-// The model runner of this branch (llama.ts) still calls the host-array ModelKernels contract, so the CUDA kernel set
-// (which keeps activations on the device) is wrapped here in a host adapter: every op uploads its inputs, runs on the
-// device and downloads its output. That proves the kernels through a whole forward pass; once llama.ts calls the
-// activations contract, this test loads with kernels: await backend.modelKernels() and no adapter.
+// A tiny random Llama model on the CUDA backend (attention, and the model math through Backend.modelKernels, on a GPU
+// or the host emulation build: helpers/cuda-target.ts) gives the reference run's greedy tokens and logits; and a
+// layer's MLP half with the logits runs on device activations alone, only the argmax token crossing back.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { type CudaBackend, createCudaBackend } from "../src/backend/cuda.ts";
-import type { CudaKernels } from "../src/model/kernels-cuda.ts";
-import type { KernelsName, Matrix, ModelKernels, Vector } from "../src/model/kernels.ts";
+import { f32ToBf16Bits } from "../src/dtype.ts";
+import type { Matrix } from "../src/model/kernels.ts";
+import { ReferenceKernels } from "../src/model/kernels-reference.ts";
 import { LlamaModel } from "../src/model/llama.ts";
 import { argmax } from "../src/model/sampler.ts";
-import { f32ToBf16Bits } from "../src/dtype.ts";
-import { ReferenceKernels } from "../src/model/kernels-reference.ts";
 import { cudaTarget } from "./helpers/cuda-target.ts";
 import { randomArray } from "./helpers/random.ts";
 import { writeTinyModel } from "./helpers/tiny-model.ts";
 
 const { library, label, skip } = cudaTarget;
 
-/** The host-array contract over the device kernel set: inputs up, the op on the device, the output down. */
-function hostAdapter(k: CudaKernels): ModelKernels {
-  const up = (src: Float32Array, n: number) => {
-    const a = k.activations(n);
-    k.upload(a, src.subarray(0, n));
-    return a;
-  };
-  const down = (a: ReturnType<CudaKernels["activations"]>, dst: Float32Array, n: number) => {
-    k.download(a, dst.subarray(0, n));
-  };
-  /** run `op` on device copies of `inputs` and an output of `n` elements, then bring the output back into `y` */
-  const run = (y: Float32Array, n: number, inputs: [Float32Array, number][], op: (...a: ReturnType<CudaKernels["activations"]>[]) => void) => {
-    const ins = inputs.map(([src, len]) => up(src, len)), out = k.activations(n);
-    op(out, ...ins);
-    down(out, y, n);
-    for (const a of [out, ...ins]) k.release(a);
-  };
-  return {
-    name: "cuda" as unknown as KernelsName, // the host contract knows no "cuda"; llama.ts only looks for "native"
-    memory: () => k.memory(),
-    reserve: (w, s) => k.reserve(w, s),
-    matrix: (rows, cols, dtype) => k.matrix(rows, cols, dtype),
-    write: (m, off, bytes) => k.write(m, off, bytes),
-    vector: (data) => k.vector(data),
-    dispose: () => k.dispose(),
-    matmul: (y: Float32Array, x: Float32Array, w: Matrix, T: number, bias?: Vector) =>
-      run(y, T * w.rows, [[x, T * w.cols]], (o, i) => k.matmul(o!, i!, w, T, bias)),
-    rmsnorm: (y, x, w, T, eps) => run(y, T * w.length, [[x, T * w.length]], (o, i) => k.rmsnorm(o!, i!, w, T, eps)),
-    rope: (x, T, heads, D, cos, sin) => {
-      const a = up(x, T * heads * D);
-      k.rope(a, T, heads, D, cos, sin);
-      down(a, x, T * heads * D);
-      k.release(a);
-    },
-    swiglu: (y, gate, upv) => run(y, y.length, [[gate, y.length], [upv, y.length]], (o, g, u) => k.swiglu(o!, g!, u!)),
-    embed: (y, ids, table) => run(y, ids.length * table.cols, [], (o) => k.embed(o!, ids, table)),
-  };
-}
-
-test(`cuda model (${label}): a tiny Llama through the CUDA backend and CUDA model kernels gives the reference's greedy tokens for 8 steps`, { skip }, async () => {
+test(`cuda model (${label}): a tiny Llama on the CUDA backend (attention and model math on the device) gives the reference's greedy tokens for 8 steps`, { skip }, async () => {
   // head dim 64 (the CUDA attention kernels take 64 and 128); one streaming KV head per layer with a small window
   const m = writeTinyModel({ layers: 2, hidden: 128, heads: 4, kvHeads: 2, headDim: 64, intermediate: 96, dtype: "bf16", seed: 5 });
   const opts = { kvDtype: "f32" as const, heads: [[true, false], [false, true]], sinkSize: 2, recentSize: 4 };
   const ref = await LlamaModel.load(m.dir, { ...opts, backend: "reference" });
   const backend = (await createCudaBackend({ cudaLibrary: library })) as CudaBackend;
-  const cuda = await LlamaModel.load(m.dir, { ...opts, backend, kernels: hostAdapter(await backend.modelKernels()) });
+  const cuda = await LlamaModel.load(m.dir, { ...opts, backend }); // kernels: the backend's own (Backend.modelKernels)
   try {
+    assert.equal(cuda.kernels.name, "cuda");
     let ids = [1, 30, 71, 12, 99, 5, 140, 8, 77, 23, 61, 4]; // 12 prompt tokens: more than one matmul token tile
     for (let step = 0; step < 8; step++) {
       const [lr, lc] = [await ref.forward(ids), await cuda.forward(ids)];

@@ -261,17 +261,17 @@ test(`cuda model kernels (${label}): bad arguments are refused with a DuoError n
     const [w] = matrices(s, randomArray(4 * 32, 51), 4, 32, "f32");
     const x = device(s.cuda, randomArray(2 * 32, 52)), Y = poisoned(s.cuda, 8);
     const unchanged = () => assert.ok(readView(s.cuda, Y, "refused").every(Number.isNaN), "the output is unchanged");
-    assert.throws(() => s.cuda.matmul(Y, x, w, 3), rejects("INVALID_ARGUMENT", /matmul x \[3, 32\] needs 96 elements, the activations have 64/));
-    assert.throws(() => s.cuda.matmul(s.cuda.view(Y, 0, 4), x, w, 2), rejects("INVALID_ARGUMENT", /matmul y \[2, 4\] needs 8 elements/));
-    assert.throws(() => s.cuda.matmul(Y, x, w, 2, s.cuda.vector(new Float32Array(3))), rejects("INVALID_ARGUMENT", /bias has 3 elements, the matrix 4 rows/));
+    assert.throws(() => s.cuda.matmul(Y, x, w, 3), rejects("INVALID_ARGUMENT", /matmul: x \[T=3, 32\] holds 64 elements, it needs at least 96/));
+    assert.throws(() => s.cuda.matmul(s.cuda.view(Y, 0, 4), x, w, 2), rejects("INVALID_ARGUMENT", /matmul: y \[T=2, 4\] holds 4 elements, it needs at least 8/));
+    assert.throws(() => s.cuda.matmul(Y, x, w, 2, s.cuda.vector(new Float32Array(3))), rejects("INVALID_ARGUMENT", /matmul: the bias has 3 elements, the matrix 4 rows/));
     // y overlapping x (two views of one buffer): the library refuses it
     const shared = device(s.cuda, new Float32Array(80));
     assert.throws(() => s.cuda.matmul(s.cuda.view(shared, 40, 8), s.cuda.view(shared, 0, 64), w, 2), rejects("INVALID_ARGUMENT", /duo_model_matmul: y .* overlaps x .* must be disjoint/));
     assert.throws(() => s.cuda.embed(Y, Int32Array.from([1, 9]), s.cuda.matrix(5, 4, "f32")), rejects("INVALID_ARGUMENT", /duo_model_embed: ids\[1\] must be in \[0, rows = 5\), got 9/));
-    assert.throws(() => s.cuda.rope(Y, 1, 1, 7, new Float32Array(4), new Float32Array(4)), rejects("INVALID_ARGUMENT", /head_dim must be even/));
-    assert.throws(() => s.cuda.rope(Y, 2, 1, 4, new Float32Array(3), new Float32Array(4)), rejects("INVALID_ARGUMENT", /rope cos and sin need 2 x 2 elements, got 3 and 4/));
+    assert.throws(() => s.cuda.rope(Y, 1, 1, 7, new Float32Array(4), new Float32Array(4)), rejects("INVALID_ARGUMENT", /rope: the head dim must be even, got 7/));
+    assert.throws(() => s.cuda.rope(Y, 2, 1, 4, new Float32Array(3), new Float32Array(4)), rejects("INVALID_ARGUMENT", /rope: cos \[T=2, 2\] holds 3 elements, it needs at least 4/));
     assert.throws(() => s.cuda.rmsnorm(Y, x, s.cuda.vector(new Float32Array(8).fill(1)), 1, -1), rejects("INVALID_ARGUMENT", /eps must be finite and >= 0, got -1/));
-    assert.throws(() => s.cuda.swiglu(Y, s.cuda.view(x, 0, 4), x), rejects("INVALID_ARGUMENT", /swiglu gate \[8\] needs 8 elements/));
+    assert.throws(() => s.cuda.swiglu(Y, s.cuda.view(x, 0, 4), x), rejects("INVALID_ARGUMENT", /swiglu: input 1 holds 4 elements, it needs at least 8/));
     assert.throws(() => s.cuda.argmax(s.cuda.view(x, 0, 0)), rejects("INVALID_ARGUMENT", /duo_model_argmax: n must be >= 1, got 0/));
     unchanged();
     // weights and views
@@ -283,10 +283,12 @@ test(`cuda model kernels (${label}): bad arguments are refused with a DuoError n
     s.cuda.release(gone); // twice: nothing
     assert.throws(() => s.cuda.matmul(Y, gone, w, 2), rejects("INVALID_ARGUMENT", /matmul x: activations released/));
     unchanged();
-    // the library checks again what the TypeScript side already checked: ranges past a buffer, dtype codes
+    // the library checks again what the TypeScript side already checked: ranges past a buffer, head dims, dtype codes
     const { lib } = await loadLibrary(library);
     assert.equal(lib.duo_model_add(Y.handle, Y.offset, x.handle, 0, 14), STATUS.ERR_CAPACITY);
     assert.match(lib.duo_last_error(), /duo_model_add: y: elements \[5, 19\) are past the end of buffer \d+ \(18 f32 elements\)/);
+    assert.equal(lib.duo_model_rope(Y.handle, Y.offset, new Float32Array(4), new Float32Array(4), 1, 1, 7), STATUS.ERR_ARGUMENT);
+    assert.match(lib.duo_last_error(), /duo_model_rope: head_dim must be even and >= 2, got 7/);
     assert.equal(lib.duo_model_matmul(Y.handle, Y.offset, x.handle, 0, (w as unknown as { handle: number }).handle, 7, 0, 2, 32, 4), STATUS.ERR_ARGUMENT);
     assert.match(lib.duo_last_error(), /dtype must be 0 \(f32\), 1 \(f16\), 2 \(bf16\), 3 \(q8_0\), 4 \(q4_0\), 5 \(q4_k\) or 6 \(q6_k\), got 7/);
     unchanged();

@@ -1,12 +1,14 @@
 // The model-op grid (test/helpers/model-conformance.ts) on the kernel set of every backend present, taken the way the
 // model runner takes it (Backend.modelKernels): wasm in this thread and over 2 model workers (wasm-parallel), native
-// with 1 and 2 threads (matmul rows split). The reference backend's set is the reference itself.
+// with 1 and 2 threads (matmul rows split), cuda on a GPU or the emulation build. The reference backend's set is the
+// reference itself.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createBackend, probeBackend } from "../src/backend/registry.ts";
 import type { Backend } from "../src/backend/types.ts";
 import type { KernelsName, ModelKernels, ModelKernelsOptions } from "../src/model/kernels.ts";
 import { parallelUnusable } from "../src/model/kernels-parallel.ts";
+import { cudaTarget } from "./helpers/cuda-target.ts";
 import { conformModel, modelCases } from "./helpers/model-conformance.ts";
 
 const wasm = await probeBackend("wasm"), native = await probeBackend("native");
@@ -47,4 +49,8 @@ test("model ops of the native backend, 1 and 2 threads, match the reference kern
     { name: "native 1t", kernels: "native", options: { threads: 1 } },
     { name: "native 2t", kernels: "native", options: { threads: 2 } },
   ]);
+});
+
+test(`model ops of the cuda backend (${cudaTarget.label}) match the reference kernels`, { skip: cudaTarget.skip }, async () => {
+  await grid(await createBackend("cuda", { cudaLibrary: cudaTarget.library }), [{ name: "cuda", kernels: "cuda", options: {} }]);
 });

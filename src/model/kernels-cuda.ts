@@ -15,7 +15,8 @@
 import { DuoError } from "../errors.ts";
 import { type DuoLibrary, WEIGHT } from "../../ffi/symbols.ts";
 import { statusError } from "../backend/cuda.ts";
-import { type ActivationKernels, type Activations, type Matrix, matrixBytes, type Vector, WEIGHT_BLOCKS, type WeightDtype } from "./kernels.ts";
+import { checkElementwise, checkEmbed, checkMatmul, checkRmsnorm, checkRope } from "./kernel-checks.ts";
+import { type Activations, type Matrix, matrixBytes, type ModelKernels, type Vector, WEIGHT_BLOCKS, type WeightDtype } from "./kernels.ts";
 
 type Abi = typeof import("../../ffi/symbols.ts");
 
@@ -35,7 +36,7 @@ class CudaVector implements Vector {
   constructor(readonly handle: number, readonly length: number) {}
 }
 
-export class CudaKernels implements ActivationKernels {
+export class CudaKernels implements ModelKernels {
   readonly name = "cuda" as const;
   /** handle → bytes of every buffer this set allocated (weights and activation roots) and has not freed */
   private readonly buffers = new Map<number, number>();
@@ -125,51 +126,39 @@ export class CudaKernels implements ActivationKernels {
   }
 
   matmul(y: Activations, x: Activations, w: Matrix, T: number, bias?: Vector): void {
-    const m = w as CudaMatrix;
-    const Y = this.act(y, "matmul y"), X = this.act(x, "matmul x");
-    checkLength("matmul T", T);
-    need("matmul x", X, T * m.cols, `[${T}, ${m.cols}]`);
-    need("matmul y", Y, T * m.rows, `[${T}, ${m.rows}]`);
-    if (bias && bias.length !== m.rows) throw new DuoError("INVALID_ARGUMENT", `cuda model kernels: matmul bias has ${bias.length} elements, the matrix ${m.rows} rows`);
+    const m = w as CudaMatrix, Y = this.act(y, "matmul y"), X = this.act(x, "matmul x");
+    checkMatmul(Y, X, m, T, bias);
     const b = bias ? (bias as CudaVector).handle : 0;
     this.check(this.lib.duo_model_matmul(Y.handle, Y.offset, X.handle, X.offset, m.handle, WEIGHT_CODE[m.dtype], b, T, m.cols, m.rows));
   }
 
   rmsnorm(y: Activations, x: Activations, w: Vector, T: number, eps: number): void {
     const Y = this.act(y, "rmsnorm y"), X = this.act(x, "rmsnorm x");
-    checkLength("rmsnorm T", T);
-    need("rmsnorm x", X, T * w.length, `[${T}, ${w.length}]`);
-    need("rmsnorm y", Y, T * w.length, `[${T}, ${w.length}]`);
+    checkRmsnorm(Y, X, w, T);
     this.check(this.lib.duo_model_rmsnorm(Y.handle, Y.offset, X.handle, X.offset, (w as CudaVector).handle, T, w.length, eps));
   }
 
   rope(x: Activations, T: number, heads: number, headDim: number, cos: Float32Array, sin: Float32Array): void {
     const X = this.act(x, "rope x");
-    checkLength("rope T", T);
-    need("rope x", X, T * heads * headDim, `[${T}, ${heads}, ${headDim}]`);
-    const half = Math.floor(headDim / 2);
-    if (cos.length < T * half || sin.length < T * half) {
-      throw new DuoError("INVALID_ARGUMENT", `cuda model kernels: rope cos and sin need ${T} x ${half} elements, got ${cos.length} and ${sin.length}`);
-    }
+    checkRope(X, T, heads, headDim, cos, sin);
     this.check(this.lib.duo_model_rope(X.handle, X.offset, cos, sin, T, heads, headDim));
   }
 
   swiglu(y: Activations, gate: Activations, up: Activations): void {
     const Y = this.act(y, "swiglu y"), G = this.act(gate, "swiglu gate"), U = this.act(up, "swiglu up");
-    need("swiglu gate", G, Y.length, `[${Y.length}]`);
-    need("swiglu up", U, Y.length, `[${Y.length}]`);
+    checkElementwise("swiglu", Y, G, U);
     this.check(this.lib.duo_model_swiglu(Y.handle, Y.offset, G.handle, G.offset, U.handle, U.offset, Y.length));
   }
 
   add(y: Activations, x: Activations): void {
     const Y = this.act(y, "add y"), X = this.act(x, "add x");
-    need("add x", X, Y.length, `[${Y.length}]`);
+    checkElementwise("add", Y, X);
     this.check(this.lib.duo_model_add(Y.handle, Y.offset, X.handle, X.offset, Y.length));
   }
 
   embed(y: Activations, ids: Int32Array, table: Matrix): void {
     const Y = this.act(y, "embed y"), m = table as CudaMatrix;
-    need("embed y", Y, ids.length * m.cols, `[${ids.length}, ${m.cols}]`);
+    checkEmbed(Y, ids, m);
     this.check(this.lib.duo_model_embed(Y.handle, Y.offset, ids, ids.length, m.handle, m.rows, m.cols, WEIGHT_CODE[m.dtype]));
   }
 
@@ -231,9 +220,4 @@ export class CudaKernels implements ActivationKernels {
 
 function checkLength(what: string, n: number): void {
   if (!Number.isSafeInteger(n) || n < 0) throw new DuoError("INVALID_ARGUMENT", `cuda model kernels: ${what} must be an integer >= 0, got ${n}`);
-}
-
-/** Activations `a` must hold at least `n` elements (shape `shape`). */
-function need(what: string, a: CudaActivations, n: number, shape: string): void {
-  if (a.length < n) throw new DuoError("INVALID_ARGUMENT", `cuda model kernels: ${what} ${shape} needs ${n} elements, the activations have ${a.length}`);
 }

@@ -93,44 +93,6 @@ export interface ModelKernels {
   dispose(): void;
 }
 
-/** f32 activations held by a kernel set: host memory (reference, native, wasm-parallel), the wasm memory (wasm),
- *  device memory (cuda). Row-major, one row per token. */
-export interface Activations {
-  readonly length: number;
-}
-
-/**
- * The model-kernel contract with activations held by the kernel set (device memory for CUDA), which replaces the
- * host-array ops of ModelKernels when the sets move onto it; the cuda set (kernels-cuda.ts) implements it already.
- * Weights (matrix / write / readFile / vector / reserve / memory / dispose) are as in ModelKernels.
- */
-export interface ActivationKernels extends Omit<ModelKernels, "name" | "matmul" | "rmsnorm" | "rope" | "swiglu" | "embed"> {
-  readonly name: KernelsName | "cuda";
-  /** `length` zeroed f32 activations, held until release() or dispose() */
-  activations(length: number): Activations;
-  /** elements [offset, offset + length) of `a`, sharing its memory (no copy) */
-  view(a: Activations, offset: number, length: number): Activations;
-  release(a: Activations): void;
-  /** host → kernel set: src into a's first src.length elements */
-  upload(a: Activations, src: Float32Array): void;
-  /** kernel set → host: a's first dst.length elements into dst (waits for queued work) */
-  download(a: Activations, dst: Float32Array): void;
-  /** y[T, rows] = x[T, cols] · Wᵀ (+ bias[rows]) */
-  matmul(y: Activations, x: Activations, w: Matrix, T: number, bias?: Vector): void;
-  /** y[T, n] = x · rsqrt(mean(x²) + eps) · w, per row */
-  rmsnorm(y: Activations, x: Activations, w: Vector, T: number, eps: number): void;
-  /** in place on x [T, heads, D], rotate-half as ModelKernels.rope; cos/sin: host tables [T, D/2] */
-  rope(x: Activations, T: number, heads: number, headDim: number, cos: Float32Array, sin: Float32Array): void;
-  /** y[i] = silu(gate[i]) · up[i] over y.length elements */
-  swiglu(y: Activations, gate: Activations, up: Activations): void;
-  /** y += x over y.length elements */
-  add(y: Activations, x: Activations): void;
-  /** y[T, cols] = table[ids[t]] */
-  embed(y: Activations, ids: Int32Array, table: Matrix): void;
-  /** optional: index of the largest of x (first on ties; NaN never wins) */
-  argmax?(x: Activations): number;
-}
-
 export interface ModelKernelsOptions {
   /** a precompiled duo-model.wasm (edge runtimes, bundlers) */
   wasmModule?: WebAssembly.Module;
