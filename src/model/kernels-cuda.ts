@@ -2,15 +2,17 @@
  * The CUDA model kernels: the model math of a Llama-family decoder on the device (cuda/src/kernel_model.cu, the
  * duo_model_* functions of cuda/include/duo.h), on the cuda backend's context (one process, one device), through ffi/.
  *
+ * CudaBackend.modelKernels() makes it; LlamaModel on backend "cuda" takes it from there.
+ *
  * Weights are device buffers in their file dtype (f32, f16, bf16, or llama.cpp's Q8_0 / Q4_0 / Q4_K / Q6_K blocks,
  * decoded inside the kernels; uploaded once through pinned staging with duo_upload); vectors (norms, biases) are f32
- * buffers. Activations are f32 device buffers: a CudaActivations is a
- * buffer handle plus an element offset, so views share their root's buffer. Every op is queued on the device's stream
- * and returns at once; only download() and argmax() wait, and only what they read crosses back to the host (the
- * RoPE tables and token ids go the other way, staged by the library).
+ * buffers. Activations are f32 device buffers: a CudaActivations is a buffer handle plus an element offset, so views
+ * share their root's buffer. Every op is queued on the device's stream and returns at once; only download() and
+ * argmax() wait, and only what they read crosses back to the host (the RoPE tables and token ids go the other way,
+ * staged by the library).
  *
- * Arguments are checked here (lengths against the shapes, DuoError naming what is wrong) and again by the library,
- * before anything is queued, so a refused call changes nothing.
+ * Arguments are checked here (kernel-checks.ts, as every set checks them) and again by the library, before anything
+ * is queued, so a refused call changes nothing.
  */
 import { DuoError } from "../errors.ts";
 import { type DuoLibrary, WEIGHT } from "../../ffi/symbols.ts";
