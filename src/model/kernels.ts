@@ -90,6 +90,9 @@ export interface ModelKernels {
   add(y: Activations, x: Activations): void;
   /** y[T, cols] = table[ids[t]] (ids already checked against table.rows) */
   embed(y: Activations, ids: Int32Array, table: Matrix): void;
+  /** Optional (cuda): the index of the largest element of x, the first on ties, NaN never winning — greedy decoding
+   *  with one integer crossing back instead of the logits. */
+  argmax?(x: Activations): number;
   dispose(): void;
 }
 
