@@ -3,6 +3,9 @@
 // backward, vs the teacher forward alone. Also the full-sequence student (cone off) for comparison.
 // Then one `--method score` sample on the float64 path against the fast path (wasm model kernels + wasm attention
 // backend, both in this thread: fast-score.ts), the speed-up the fast path buys at this shape.
+// Then the optimize step on the fast kernels (fast-optimize.ts: teacher on the model kernels + attention backend,
+// cone student forward and backward on the backward kernels) against the plain forward on the same kernels and
+// backend (its teacher alone), on native (2 threads) and wasm (one thread): issue 19's target is <= 1.5x.
 // Run: node --import tsx bench/identify-step.ts [T] (or bun / deno run -A). Shape: 4 layers, hidden 128,
 // 4 query / 2 KV heads of 32, MLP 344; the upstream window scaled by ¼ (S 32, R 64, blocks of 32), 64 labelled rows.
 import { parseConfig } from "../src/model/config.ts";
@@ -17,6 +20,9 @@ import { createModelKernels } from "../src/model/kernels.ts";
 import { fastModelFromGate } from "../src/identify/fast-model.ts";
 import { FastDeviationScore } from "../src/identify/fast-score.ts";
 import { DeviationScore } from "../src/identify/score.ts";
+import { createBackwardKernels } from "../src/identify/backward-kernels.ts";
+import { FastObjective, optimizeModelFromGate } from "../src/identify/fast-optimize.ts";
+import { probeBackend } from "../src/backend/registry.ts";
 
 const T = Number((globalThis as { Deno?: { args: string[] } }).Deno?.args[0] ?? process.argv[2] ?? 2048);
 const config = parseConfig({ architectures: ["LlamaForCausalLM"], hidden_size: 128, intermediate_size: 344, num_hidden_layers: 4, num_attention_heads: 4, num_key_value_heads: 2, vocab_size: 512, max_position_embeddings: 65536 });
@@ -68,3 +74,26 @@ for (let round = 0; round < 3; round++) {
 console.log(`score, one sample: float64 ${score.float64!.toFixed(0)} ms; fast (wasm kernels + wasm backend, one thread) ${score.fast!.toFixed(0)} ms = ${(score.float64! / score.fast!).toFixed(1)}x faster`);
 kernels.dispose();
 await backend.dispose();
+
+// optimize on the fast kernels: step vs plain forward, alternating, best of 4
+for (const name of ["native", "wasm"] as const) {
+  if (name === "native" && !(await probeBackend("native")).usable) {
+    console.log("fast optimize, native: skipped (native backend not usable here)");
+    continue;
+  }
+  const kn = await createModelKernels(name, { threads: 2 }), b = await createBackend(name, { threads: name === "native" ? 2 : 0 });
+  const f = new FastObjective(optimizeModelFromGate(model, fastModelFromGate(model, kn)), await createBackwardKernels(kn, { threads: 2 }), b, window);
+  const t: Record<string, number> = {};
+  await f.evaluate(sample, gates); // warm-up
+  for (let round = 0; round < 4; round++) {
+    for (const [what, fn] of Object.entries({ forward: () => f.teacher(sample, null), step: () => f.evaluate(sample, gates) })) {
+      const t0 = performance.now();
+      await fn();
+      t[what] = Math.min(t[what] ?? Infinity, performance.now() - t0);
+    }
+  }
+  const threads = name === "native" ? "2 threads" : "one thread";
+  console.log(`fast optimize, ${name} kernels + ${name} backend (${threads}): plain forward ${t.forward!.toFixed(0)} ms; optimize step (cone) ${t.step!.toFixed(0)} ms = ${(t.step! / t.forward!).toFixed(2)}x`);
+  kn.dispose();
+  await b.dispose();
+}
