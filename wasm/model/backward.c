@@ -52,48 +52,54 @@ static inline float w1_bf16(const uint16_t *p) { return __builtin_bit_cast(float
 static inline float w1_f16(const uint16_t *p) { return VF_LANE(f16x4_to_f32(VI_SPLAT(*p)), 0); }
 
 // -------------------------------------------------------------------------------------------------------------
-// Transposed matmul. Tokens in blocks of TB (the block's dy rows stay in cache while W's column strips stream
-// past); per strip of 8 columns, tiles of 4 tokens x 8 columns keep 8 accumulators in registers over all nout rows
-// of W, each widened group of 8 weights shared by the 4 tokens.
+// Transposed matmul, blocked as a GEMM dx = dy·W with W row-major along dx's columns: tokens in blocks of TB, the
+// reduction over W's rows in chunks of OC, dx's columns in strips of 8. Inside a (token block, row chunk) the dy
+// block [TB, OC] is reused by every strip and the W panel [OC, 8] of a strip by every tile of 4 tokens (both stay
+// in L1); a tile keeps its 4 x 8 sums in 8 registers over the chunk's rows, each widened group of 8 weights shared
+// by the 4 tokens. The first chunk starts from 0 (or dx when accumulating), later ones add to dx.
 
 #define TB 32
+#define OC 128
 
 #define LINEAR_BWD(NAME, WT, LD8, W1)                                                                               \
   EXPORT void NAME(float *dx, const float *dy, const WT *w, int T, int nin, int nout, int k0, int k1, int accumulate) { \
     const int c8 = nin & ~7, kv = k1 < c8 ? k1 : c8;                                                               \
     for (int t0 = 0; t0 < T; t0 += TB) {                                                                           \
       const int t1 = t0 + TB < T ? t0 + TB : T;                                                                    \
-      for (int k = k0; k < kv; k += 8) {                                                                           \
-        int t = t0;                                                                                                \
-        for (; t + 4 <= t1; t += 4) {                                                                              \
-          float *x0 = dx + (uintptr_t)t * nin + k, *x1 = x0 + nin, *x2 = x1 + nin, *x3 = x2 + nin;                 \
-          const float *g0 = dy + (uintptr_t)t * nout, *g1 = g0 + nout, *g2 = g1 + nout, *g3 = g2 + nout;           \
-          VF a00 = VF_ZERO, a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00;           \
-          if (accumulate) {                                                                                        \
-            a00 = VF_LOAD(x0), a01 = VF_LOAD(x0 + 4), a10 = VF_LOAD(x1), a11 = VF_LOAD(x1 + 4);                    \
-            a20 = VF_LOAD(x2), a21 = VF_LOAD(x2 + 4), a30 = VF_LOAD(x3), a31 = VF_LOAD(x3 + 4);                    \
+      for (int o0 = 0; o0 < nout; o0 += OC) {                                                                      \
+        const int o1 = o0 + OC < nout ? o0 + OC : nout, load = o0 > 0 || accumulate;                               \
+        for (int k = k0; k < kv; k += 8) {                                                                         \
+          int t = t0;                                                                                              \
+          for (; t + 4 <= t1; t += 4) {                                                                            \
+            float *x0 = dx + (uintptr_t)t * nin + k, *x1 = x0 + nin, *x2 = x1 + nin, *x3 = x2 + nin;               \
+            const float *g0 = dy + (uintptr_t)t * nout, *g1 = g0 + nout, *g2 = g1 + nout, *g3 = g2 + nout;         \
+            VF a00 = VF_ZERO, a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00;         \
+            if (load) {                                                                                            \
+              a00 = VF_LOAD(x0), a01 = VF_LOAD(x0 + 4), a10 = VF_LOAD(x1), a11 = VF_LOAD(x1 + 4);                  \
+              a20 = VF_LOAD(x2), a21 = VF_LOAD(x2 + 4), a30 = VF_LOAD(x3), a31 = VF_LOAD(x3 + 4);                  \
+            }                                                                                                      \
+            for (int o = o0; o < o1; o++) {                                                                        \
+              VF p0, p1, s;                                                                                        \
+              LD8(w + (uintptr_t)o * nin + k, &p0, &p1);                                                           \
+              s = VF_SPLAT(g0[o]); FMA(a00, s, p0); FMA(a01, s, p1);                                               \
+              s = VF_SPLAT(g1[o]); FMA(a10, s, p0); FMA(a11, s, p1);                                               \
+              s = VF_SPLAT(g2[o]); FMA(a20, s, p0); FMA(a21, s, p1);                                               \
+              s = VF_SPLAT(g3[o]); FMA(a30, s, p0); FMA(a31, s, p1);                                               \
+            }                                                                                                      \
+            VF_STORE(x0, a00); VF_STORE(x0 + 4, a01); VF_STORE(x1, a10); VF_STORE(x1 + 4, a11);                    \
+            VF_STORE(x2, a20); VF_STORE(x2 + 4, a21); VF_STORE(x3, a30); VF_STORE(x3 + 4, a31);                    \
           }                                                                                                        \
-          for (int o = 0; o < nout; o++) {                                                                         \
-            VF p0, p1, s;                                                                                          \
-            LD8(w + (uintptr_t)o * nin + k, &p0, &p1);                                                             \
-            s = VF_SPLAT(g0[o]); FMA(a00, s, p0); FMA(a01, s, p1);                                                 \
-            s = VF_SPLAT(g1[o]); FMA(a10, s, p0); FMA(a11, s, p1);                                                 \
-            s = VF_SPLAT(g2[o]); FMA(a20, s, p0); FMA(a21, s, p1);                                                 \
-            s = VF_SPLAT(g3[o]); FMA(a30, s, p0); FMA(a31, s, p1);                                                 \
+          for (; t < t1; t++) { /* block tails: one token */                                                       \
+            float *x0 = dx + (uintptr_t)t * nin + k;                                                               \
+            const float *g0 = dy + (uintptr_t)t * nout;                                                            \
+            VF a0 = load ? VF_LOAD(x0) : VF_ZERO, a1 = load ? VF_LOAD(x0 + 4) : VF_ZERO;                           \
+            for (int o = o0; o < o1; o++) {                                                                        \
+              VF p0, p1, s = VF_SPLAT(g0[o]);                                                                      \
+              LD8(w + (uintptr_t)o * nin + k, &p0, &p1);                                                           \
+              FMA(a0, s, p0); FMA(a1, s, p1);                                                                      \
+            }                                                                                                      \
+            VF_STORE(x0, a0); VF_STORE(x0 + 4, a1);                                                                \
           }                                                                                                        \
-          VF_STORE(x0, a00); VF_STORE(x0 + 4, a01); VF_STORE(x1, a10); VF_STORE(x1 + 4, a11);                      \
-          VF_STORE(x2, a20); VF_STORE(x2 + 4, a21); VF_STORE(x3, a30); VF_STORE(x3 + 4, a31);                      \
-        }                                                                                                          \
-        for (; t < t1; t++) { /* block tails: one token */                                                         \
-          float *x0 = dx + (uintptr_t)t * nin + k;                                                                 \
-          const float *g0 = dy + (uintptr_t)t * nout;                                                              \
-          VF a0 = accumulate ? VF_LOAD(x0) : VF_ZERO, a1 = accumulate ? VF_LOAD(x0 + 4) : VF_ZERO;                 \
-          for (int o = 0; o < nout; o++) {                                                                         \
-            VF p0, p1, s = VF_SPLAT(g0[o]);                                                                        \
-            LD8(w + (uintptr_t)o * nin + k, &p0, &p1);                                                             \
-            FMA(a0, s, p0); FMA(a1, s, p1);                                                                        \
-          }                                                                                                        \
-          VF_STORE(x0, a0); VF_STORE(x0 + 4, a1);                                                                  \
         }                                                                                                          \
       }                                                                                                            \
       for (int k = k0 > c8 ? k0 : c8; k < k1; k++) { /* the unpacked tail columns */                               \
