@@ -201,21 +201,23 @@ for (const name of ["wasm", "native"] as const) {
   });
 }
 
-test("native: every SIMD instruction set this CPU runs gives the reference's transposed bf16 matmul and attention backward", { skip: skips.native }, async () => {
+test("native: every SIMD instruction set this CPU runs gives the reference's transposed f16 / bf16 matmul and attention backward", { skip: skips.native }, async () => {
   const ran: string[] = [];
   try {
     for (const isa of ["avx512", "avx2", "sse41", "neon"]) {
       if (!(await selectNativeIsa(isa))) continue;
       ran.push(isa);
       const { refModel, fastModel, ref, fast } = await sets("native");
-      const { bytes } = asDtype(randomArray(13 * 40, 1), "bf16");
-      const mr = refModel.matrix(13, 40, "bf16"), mf = fastModel.matrix(13, 40, "bf16");
-      refModel.write(mr, 0, bytes);
-      fastModel.write(mf, 0, bytes);
-      const dy = randomArray(6 * 13, 2), want = poison(6 * 40), got = poison(6 * 40);
-      ref.linearBackward(want, dy, mr, 6, false);
-      fast.linearBackward(got, dy, mf, 6, false);
-      close(got, want, `${isa} bf16 linearBackward`);
+      for (const dtype of ["f16", "bf16"] as const) {
+        const { bytes } = asDtype(randomArray(13 * 40, 1), dtype);
+        const mr = refModel.matrix(13, 40, dtype), mf = fastModel.matrix(13, 40, dtype);
+        refModel.write(mr, 0, bytes);
+        fastModel.write(mf, 0, bytes);
+        const dy = randomArray(6 * 13, 2), want = poison(6 * 40), got = poison(6 * 40);
+        ref.linearBackward(want, dy, mr, 6, false);
+        fast.linearBackward(got, dy, mf, 6, false);
+        close(got, want, `${isa} ${dtype} linearBackward`);
+      }
       const Q = new RowSet(4, 12, 20), P = new RowSet(4, 4, 20), s: AttendShape = { nq: Q.length, nk: P.length, Hq: 4, Hkv: 2, D: 16 };
       const q = randomArray(s.nq * 64, 3), k = randomArray(s.nk * 32, 4), v = randomArray(s.nk * 32, 5), r = windowRanges(Q, P), dO = randomArray(s.nq * 64, 6);
       const o = new Float32Array(s.nq * 64), l = new Float32Array(s.nq * 4);

@@ -1,7 +1,7 @@
 /**
  * `optimize` on the fast kernels (src/identify/fast-optimize.ts: ModelKernels + attention backend + BackwardKernels,
- * f32) against its float64 twin (objective.ts): on random tiny models (MHA and GQA, biases, tied Qwen2, Λ blocks and
- * the token mask) the loss agrees within 1e-5 relative and every gate's dL/dα within 1e-5 of the largest |dL/dα|
+ * f32) against its float64 twin (objective.ts): on random tiny models (MHA and GQA, biases, tied Qwen2, llama3 RoPE
+ * scaling, Λ blocks and the token mask) the loss agrees within 1e-5 relative and every gate's dL/dα within 1e-5 of the largest |dL/dα|
  * (f32 activations against float64; measured ≤ 2e-7 for both), the cone equals the full-sequence student, and identifyHeadsFast's optimize
  * run follows the float64 run's gates.
  */
@@ -58,6 +58,7 @@ const CASES: [string, TinySpec, StreamingWindow][] = [
   ["GQA G=2, biases, Λ blocks of 4", { layers: 3, heads: 4, kvHeads: 2, attentionBias: true, mlpBias: true, seed: 31 }, { sink: 3, recent: 6, blockSize: 4 }],
   ["Qwen2 G=4, tied, token mask", { architecture: "Qwen2ForCausalLM", layers: 2, heads: 4, kvHeads: 1, tie: true, seed: 32 }, { sink: 2, recent: 5, blockSize: 0 }],
   ["MHA, Λ blocks of 4", { layers: 3, heads: 2, kvHeads: 2, seed: 33 }, { sink: 4, recent: 8, blockSize: 4 }],
+  ["GQA G=2, llama3 RoPE scaling, head_dim 16", { layers: 2, hidden: 32, heads: 4, kvHeads: 2, headDim: 16, ropeTheta: 500000, ropeScaling: { rope_type: "llama3", factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 16 }, seed: 34 }, { sink: 3, recent: 6, blockSize: 4 }],
 ];
 
 function assertClose(fast: { loss: number; grad: Float64Array }, ref: { loss: number; grad: Float64Array }, what: string): void {

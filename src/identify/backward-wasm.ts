@@ -33,7 +33,10 @@ interface WasmInternals {
 
 export function wasmBackward(model: ModelKernels): BackwardKernels {
   const inner = model as unknown as WasmInternals;
-  if (typeof inner.ex?.bwd_linear_f32 !== "function" || typeof inner.top !== "number") {
+  if (typeof inner.ex?.memory !== "object" || typeof inner.top !== "number") {
+    throw new DuoError("BACKEND_UNAVAILABLE", "wasm backward kernels: this WasmKernels set does not hold its instance's exports as `ex` and the end of its weights as `top` (kernels-wasm.ts changed: update backward-wasm.ts)");
+  }
+  if (typeof inner.ex.bwd_linear_f32 !== "function") {
     throw new DuoError("BACKEND_UNAVAILABLE", "wasm backward kernels: this duo-model.wasm has no bwd_* exports (rebuild it: bash wasm/model/build.sh)");
   }
   return new WasmBackward(inner);
