@@ -445,4 +445,113 @@ export const NATIVE_SYMBOLS = {
     ],
     result: "i32",
   },
+  // The backward kernels of gate identification (native/src/backward.c; src/identify/backward-kernels.ts).
+  duo_bwd_linear: {
+    args: [
+      "buffer", // float* dx [T][nin] (+)=
+      "buffer", // const float* dy [T][nout]
+      "u64", // uint64_t w (a block: [nout, nin] of dtype f32 / f16 / bf16, 16-bit rows packed)
+      "i32", // int32_t T
+      "i32", // int32_t nin
+      "i32", // int32_t nout
+      "i32", // int32_t dtype (0 f32, 1 f16, 2 bf16)
+      "i32", // int32_t accumulate
+    ],
+    result: "i32",
+  },
+  duo_bwd_rms_inv: {
+    args: [
+      "buffer", // float* rinv [T]
+      "buffer", // const float* x [T][n]
+      "i32", // int32_t T
+      "i32", // int32_t n
+      "f32", // float eps
+    ],
+    result: "i32",
+  },
+  duo_bwd_rmsnorm: {
+    args: [
+      "buffer", // float* dx [T][n] +=
+      "buffer", // const float* dy [T][n]
+      "buffer", // const float* x [T][n]
+      "buffer", // const float* w [n]
+      "buffer", // const float* rinv [T]
+      "i32", // int32_t T
+      "i32", // int32_t n
+    ],
+    result: "i32",
+  },
+  duo_bwd_swiglu: {
+    args: [
+      "buffer", // float* da [n]
+      "buffer", // float* du [n]
+      "buffer", // const float* dm [n]
+      "buffer", // const float* a [n]
+      "buffer", // const float* u [n]
+      "i32", // int32_t n
+    ],
+    result: "i32",
+  },
+  duo_bwd_rope: {
+    args: [
+      "buffer", // float* x [T][heads][head_dim] (in place, rotated by -theta)
+      "buffer", // const float* cos [T][head_dim / 2]
+      "buffer", // const float* sin [T][head_dim / 2]
+      "i32", // int32_t T
+      "i32", // int32_t heads
+      "i32", // int32_t head_dim
+    ],
+    result: "i32",
+  },
+  duo_bwd_attend: {
+    args: [
+      "buffer", // float* out [nq][Hq][D]
+      "buffer", // float* lse [nq][Hq]
+      "buffer", // const float* q [nq][Hq][D]
+      "buffer", // const float* k [nk][Hkv][D]
+      "buffer", // const float* v [nk][Hkv][D]
+      "buffer", // const int32_t* ranges [nq][3]: keys [0, a) and [b, e)
+      "i32", // int32_t nq
+      "i32", // int32_t nk
+      "i32", // int32_t Hq
+      "i32", // int32_t Hkv
+      "i32", // int32_t D
+    ],
+    result: "i32",
+  },
+  duo_bwd_attend_backward: {
+    args: [
+      "buffer", // float* dq [nq][Hq][D] +=
+      "buffer", // float* dk [nk][Hkv][D] +=
+      "buffer", // float* dv [nk][Hkv][D] +=
+      "buffer", // const float* dO [nq][Hq][D]
+      "buffer", // const float* O [nq][Hq][D]
+      "buffer", // const float* lse [nq][Hq]
+      "buffer", // const float* q [nq][Hq][D]
+      "buffer", // const float* k [nk][Hkv][D]
+      "buffer", // const float* v [nk][Hkv][D]
+      "buffer", // const int32_t* ranges [nq][3]
+      "i32", // int32_t nq
+      "i32", // int32_t nk
+      "i32", // int32_t Hq
+      "i32", // int32_t Hkv
+      "i32", // int32_t D
+    ],
+    result: "i32",
+  },
+  duo_bwd_mix: {
+    args: [
+      "buffer", // float* dstr [nq][Hq][D]
+      "buffer", // double* dalpha [Hkv] +=
+      "buffer", // const float* dmix [nq][Hq][D]
+      "buffer", // const float* afull [nq][Hq][D]
+      "buffer", // const float* astr [nq][Hq][D]
+      "buffer", // const float* alpha [Hkv]
+      "i32", // int32_t nq
+      "i32", // int32_t Hq
+      "i32", // int32_t Hkv
+      "i32", // int32_t D
+    ],
+    result: "i32",
+  },
 } as const satisfies SymbolTable;

@@ -39,6 +39,9 @@ names=$(sed -nE 's/^(void|int|float|int32_t|uint32_t) (k_[a-z0-9_]+)\(.*/\2/p' "
 # The model kernels (wasm/model/kernels.c): its exports and the MATMUL / EMBED instances.
 model="$root/wasm/model/kernels.c"
 model_names=$(sed -nE 's/^EXPORT void ([a-z0-9_]+)\(.*/\1/p; s/^(MATMUL|EMBED|MATMUL_Q|EMBED_Q)\(([a-z0-9_]+),.*/\2/p' "$model")
+# The backward kernels of gate identification (wasm/model/backward.c): its exports and LINEAR_BWD instances.
+backward="$root/wasm/model/backward.c"
+backward_names=$(sed -nE 's/^EXPORT void ([a-z0-9_]+)\(.*/\1/p; s/^LINEAR_BWD\(([a-z0-9_]+),.*/\1/p' "$backward")
 
 objs=()
 for set in "${sets[@]}"; do
@@ -54,6 +57,10 @@ for set in "${sets[@]}"; do
     for n in $model_names; do renames+=("-D$n=${n}_$name"); done
     "$CC" "${cflags[@]}" "-march=$march" "${renames[@]}" -c "$model" -o "$obj/$name-model.o"
     objs+=("$obj/$name-model.o")
+    renames=()
+    for n in $backward_names; do renames+=("-D$n=${n}_$name"); done
+    "$CC" "${cflags[@]}" "-march=$march" "${renames[@]}" -c "$backward" -o "$obj/$name-backward.o"
+    objs+=("$obj/$name-backward.o")
   fi
 done
 for f in "$here"/src/*.c; do
@@ -67,7 +74,7 @@ done
 # The other architecture's SIMD mapping compiles too (no link: no cross libc here).
 other=aarch64-linux-gnu
 [[ "$arch" == linux-arm64 ]] && other=x86_64-linux-gnu
-for f in "$src/attend_simd.c" "$src/convert_simd.c" "$src/quant_simd.c" "$src/bench_simd.c" "$src/attend.c" "$model"; do
+for f in "$src/attend_simd.c" "$src/convert_simd.c" "$src/quant_simd.c" "$src/bench_simd.c" "$src/attend.c" "$model" "$backward"; do
   "$CC" --target=$other -ffreestanding -std=c11 -Wall -Wextra -Werror $([[ $other == x86* ]] && echo -march=x86-64-v3) \
     -fsyntax-only "$f"
 done

@@ -33,6 +33,8 @@ export { createModelKernels, type KernelsName, type ModelKernels } from "./model
 export { identifyHeads, identifyHeadsFast, passkeySource, METHODS as IDENTIFY_METHODS, type IdentifyOptions, type IdentifyResult, type IdentifyState, type SampleSource, type StepInfo } from "./identify/identify.ts";
 export { loadGateModel, gateModelFromTensors, type GateModel } from "./identify/model.ts";
 export { loadFastModel, fastModelFromGate, type FastModel } from "./identify/fast-model.ts";
+export { loadOptimizeModel, optimizeModelFromGate, type OptimizeModel } from "./identify/fast-optimize.ts";
+export { createBackwardKernels, type BackwardKernels } from "./identify/backward-kernels.ts";
 export { PasskeyDataset, type PasskeyOptions, type PasskeySample, type DataTokenizer } from "./identify/dataset.ts";
 export { generatedHaystack } from "./identify/haystack.ts";
 export { compareGates, spearman, type GateAgreement } from "./identify/compare.ts";

@@ -16,6 +16,7 @@ import { runCli, runScript } from "./helpers/cli.ts";
 import { patternPath, skipNoPatterns } from "./helpers/patterns.ts";
 import { writeTinyModel } from "./helpers/tiny-model.ts";
 import { rng } from "./helpers/random.ts";
+import { runtime } from "../src/runtime.ts";
 
 // Small enough for the byte-level test tokenizer: 2 needles of 4 words, haystack 700–900 tokens.
 const DATA = ["--ctx-min", "700", "--ctx-max", "900", "--lengths", "3", "--passkeys", "2", "--passkey-words", "4", "--sink", "16", "--recent", "32", "--block", "16"];
@@ -195,4 +196,27 @@ test("examples/identify.ts runs: passkey data, 8 optimize steps, a pattern direc
   assert.equal(r.code, 0, r.stderr);
   assert.equal(r.stdout.match(/^step \d\/8: \d+ tokens, loss \d\.\d{3}e-\d, gates /gm)?.length, 8);
   assert.match(r.stdout, /\nwrote .*: 2 layers x 2 KV heads, gates( [01]\.\d{4}){4}\n$/);
+});
+
+test("duo identify --method optimize --kernels wasm: the fast path's gates follow the float64 run's; wasm-parallel is refused", { skip: runtime().wasmSimd ? false : "skipped: no WebAssembly SIMD" }, async () => {
+  const m = writeTinyModel({ layers: 2, heads: 4, kvHeads: 2, seed: 6 });
+  const out = mkdtempSync(join(tmpdir(), "duo-identify-"));
+  try {
+    const args = ["identify", "--model", m.dir, "--steps", "2", "--gate-dtype", "f32", ...DATA];
+    const ref = await runCli([...args, "--out", join(out, "ref")]);
+    assert.equal(ref.code, 0, ref.stderr);
+    const fast = await runCli([...args, "--out", join(out, "fast"), "--kernels", "wasm"]);
+    assert.equal(fast.code, 0, fast.stderr);
+    assert.match(fast.stderr, /optimize on .* on model kernels wasm, attention backend wasm/);
+    const gates = (dir: string) => JSON.parse(readFileSync(join(out, dir, "identify.json"), "utf8")).gates.flat() as number[];
+    const [g0, g1] = [gates("ref"), gates("fast")];
+    assert.ok(g0.some((g) => g < 1), "the gates moved");
+    g0.forEach((g, i) => assert.ok(Math.abs(g - g1[i]!) <= 1e-3, `gate ${i}: float64 ${g}, wasm ${g1[i]}`));
+    const par = await runCli([...args, "--out", join(out, "par"), "--kernels", "wasm-parallel"]);
+    assert.equal(par.code, 2);
+    assert.match(par.stderr, /--method optimize runs on --kernels native, wasm or reference .*got --kernels wasm-parallel/);
+  } finally {
+    m.dispose();
+    rmSync(out, { recursive: true, force: true });
+  }
 });

@@ -14,6 +14,7 @@ import { parseConfig } from "../src/model/config.ts";
 import { createModelKernels, type KernelsName } from "../src/model/kernels.ts";
 import { gateModelFromTensors, type GateModel } from "../src/identify/model.ts";
 import { fastModelFromGate } from "../src/identify/fast-model.ts";
+import { optimizeModelFromGate } from "../src/identify/fast-optimize.ts";
 import { identifyHeads, identifyHeadsFast } from "../src/identify/identify.ts";
 import type { Sample } from "../src/identify/forward.ts";
 import type { StreamingWindow } from "../src/identify/window.ts";
@@ -102,11 +103,13 @@ test("identify fast score: native kernels and native backend (2 threads) match f
   assertSameScores(await fastScores(m, "native", "native", 2, data0, 2, window0), ref0, "random GQA, token mask, native");
 });
 
-test("identify fast: optimize is refused on the fast kernels, naming the float64 path", async () => {
-  const m = tiny({ layers: 1, heads: 2, kvHeads: 2, seed: 5 }), kernels = await createModelKernels("wasm");
+test("identify fast: optimize needs an OptimizeModel (the norms) and wasm or native kernels, each refusal naming the fix", async () => {
+  const m = tiny({ layers: 1, heads: 2, kvHeads: 2, seed: 5 }), data = { sample: () => ({ ids: Int32Array.of(1, 2), labelStart: 1 }) };
   const b = await createBackend("reference");
+  const kernels = await createModelKernels("wasm"), ref = await createModelKernels("reference");
   try {
-    await assert.rejects(identifyHeadsFast(fastModelFromGate(m, kernels), b, { method: "optimize", data: { sample: () => ({ ids: Int32Array.of(1, 2), labelStart: 1 }) } }), /float64 reference only/);
+    await assert.rejects(identifyHeadsFast(fastModelFromGate(m, kernels), b, { method: "optimize", data }), /needs an OptimizeModel \(optimizeModelFromGate or loadOptimizeModel/);
+    await assert.rejects(identifyHeadsFast(optimizeModelFromGate(m, fastModelFromGate(m, ref)), b, { method: "optimize", data }), /runs on model kernels "wasm" or "native".*--kernels reference/);
   } finally {
     kernels.dispose();
     await b.dispose();

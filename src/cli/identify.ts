@@ -20,6 +20,7 @@ import { createModelKernels, KERNELS, type ModelKernels } from "../model/kernels
 import { TextTokenizer } from "../model/tokenizer.ts";
 import { type FastModel, loadFastModel } from "../identify/fast-model.ts";
 import { identifyHeadsFast } from "../identify/identify.ts";
+import { loadOptimizeModel, type OptimizeModel } from "../identify/fast-optimize.ts";
 import type { GateModel } from "../identify/model.ts";
 import { exists, makeDir, readText } from "../runtime.ts";
 import { type Args, numberArg, parseArgs } from "./args.ts";
@@ -34,7 +35,8 @@ const USAGE = `usage: duo identify --model DIR --out DIR [options]
   Find the retrieval heads of a Llama-family model (Llama, Mistral, Qwen2): by DuoAttention's gate optimisation
   (upstream's duo_attn/train.py) or by a forward-only score. Writes DIR/full_attention_heads.tsv + config.json (upstream's format:
   duo pattern, loadPattern, upstream and kvpress read it) and DIR/identify.json. optimize computes in float64
-  TypeScript (the reference: exact, slow on real models); score runs on the fast kernels by default (--kernels).
+  TypeScript by default (the reference: exact, slow on real models) or on the fast kernels with --kernels native |
+  wasm; score runs on the fast kernels by default (--kernels).
   CPU-scaled defaults are marked "upstream: ...".
   --model DIR          Hugging Face model directory (config.json, model.safetensors[.index.json], tokenizer.json)
   --out DIR            output pattern directory
@@ -49,7 +51,9 @@ const USAGE = `usage: duo identify --model DIR --out DIR [options]
                        activations; native: native kernels and the native attention backend; the wasm sets: attention
                        on the wasm backend, tiled;
                        reference: the float64 TypeScript path, its twin; 25x slower on a small model). optimize:
-                       reference only
+                       auto | reference (default: the float64 path) | native | wasm (f32: the model kernels, the
+                       attention backend for the teacher, the backward kernels of wasm/model/backward.c; weights in
+                       the model's dtype, f32 / f16 / bf16)
   --threads n          score, fast kernels: workers of the model kernels and of the attention backend (default:
                        one per core; 0: everything in this thread)
   data: upstream's multi-passkey retrieval samples (duo_attn/data.py)
@@ -125,10 +129,10 @@ export async function main(argv: string[]): Promise<number> {
   const maxMemory = (numberArg(args, "max-memory", { min: 0 }) ?? DEFAULTS.maxMemoryGiB) * 2 ** 30;
   const resume = args.flags.has("resume");
   const kernelsArg = checkOneOf("--kernels", args.values.get("kernels") ?? "auto", ["auto", "reference", ...FAST_KERNELS] as const);
-  if (method === "optimize" && kernelsArg !== "auto" && kernelsArg !== "reference") {
-    throw new DuoError("INVALID_ARGUMENT", `--method optimize runs on the float64 reference only; drop --kernels ${kernelsArg} (or pass --kernels reference), or use --method score`);
+  if (method === "optimize" && kernelsArg === "wasm-parallel") {
+    throw new DuoError("INVALID_ARGUMENT", `--method optimize runs on --kernels native, wasm or reference (the backward kernels have no worker set); got --kernels ${kernelsArg}`);
   }
-  const fast = method === "score" && kernelsArg !== "reference";
+  const fast = method === "score" ? kernelsArg !== "reference" : kernelsArg === "native" || kernelsArg === "wasm";
   const threads = numberArg(args, "threads", { min: 0, integer: true });
   if (resume && method !== "optimize") throw new DuoError("INVALID_ARGUMENT", "--resume applies to --method optimize (score runs have no optimiser state)");
 
@@ -151,7 +155,7 @@ export async function main(argv: string[]): Promise<number> {
   if (!fast && bytes > maxMemory) {
     throw new DuoError("CAPACITY", `a ${ctxMax}-token context needs about ${(bytes / 2 ** 30).toFixed(1)} GiB (float64 weights and activations), over --max-memory ${(maxMemory / 2 ** 30).toFixed(1)} GiB; lower --ctx-max (or raise --max-memory)`);
   }
-  let model: GateModel | undefined, fastModel: FastModel | undefined, kernels: ModelKernels | undefined, backend: Backend | undefined, tokenizer: TextTokenizer;
+  let model: GateModel | undefined, fastModel: FastModel | undefined, optimizeModel: OptimizeModel | undefined, kernels: ModelKernels | undefined, backend: Backend | undefined, tokenizer: TextTokenizer;
   if (fast) {
     // auto: native where its library loads (the fastest here: a 0.5B model's score sample took 81-84 s of CPU on
     // native against ~107 s on wasm-parallel), else the model runner's own rule; weightBytes: that rule picks workers
@@ -161,7 +165,8 @@ export async function main(argv: string[]): Promise<number> {
     try {
       // attention on the backend of the kernels' kind (native with native; reference with reference; else wasm)
       backend = await createBackend(kernels.name === "reference" || kernels.name === "native" ? kernels.name : "wasm", { threads });
-      fastModel = await loadFastModel(dir, kernels);
+      if (method === "optimize") optimizeModel = await loadOptimizeModel(dir, kernels);
+      else fastModel = await loadFastModel(dir, kernels);
       tokenizer = await TextTokenizer.load(dir);
     } catch (e) {
       kernels.dispose();
@@ -224,7 +229,7 @@ export async function main(argv: string[]): Promise<number> {
           await writeIdentifyOutput(out, { method, numLayers: c.numLayers, numKvHeads: c.numKvHeads, gates: Float64Array.from(st.gates), window, steps: st.step, stopped: st.step < steps, losses: st.losses, timings: { seconds: (performance.now() - t0) / 1000, teacherSeconds: NaN, tokens: NaN } }, runArgs, report);
         },
       };
-      const run = fast ? await identifyHeadsFast(fastModel!, backend!, options) : await identifyHeads(model!, options);
+      const run = fast ? await identifyHeadsFast(optimizeModel ?? fastModel!, backend!, options) : await identifyHeads(model!, options);
       await writeIdentifyOutput(out, run, runArgs, { ...report, seconds: (performance.now() - t0) / 1000 });
       const order = Array.from(run.gates.keys()).sort((a, b) => run.gates[b]! - run.gates[a]!).slice(0, Math.min(8, run.gates.length));
       const top = order.map((i) => `L${Math.floor(i / c.numKvHeads)}h${i % c.numKvHeads}`).join(" ");

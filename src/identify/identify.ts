@@ -9,13 +9,16 @@
  * optimize: per step, clamp the gates, draw a fresh sample, teacher forward, cone student forward and backward,
  * AdamW (optimizer.ts). score: the value-aware deviation averaged over `samples` samples (score.ts).
  * identifyHeads computes in float64 TypeScript: the reference, slow on real models (IDENTIFICATION.md §1.5);
- * identifyHeadsFast runs `score` on a ModelKernels set and an attention backend (fast-score.ts), its twin.
+ * identifyHeadsFast runs both methods on a ModelKernels set and an attention backend (fast-score.ts,
+ * fast-optimize.ts with the backward kernels), its twin.
  */
 import { checkInt, checkOneOf, DuoError } from "../errors.ts";
 import type { Backend } from "../backend/types.ts";
 import type { ModelConfig } from "../model/config.ts";
 import type { FastModel } from "./fast-model.ts";
 import { FastDeviationScore } from "./fast-score.ts";
+import { FastObjective, type OptimizeModel } from "./fast-optimize.ts";
+import { createBackwardKernels } from "./backward-kernels.ts";
 import { type Sample, sampleRows, teacherForward } from "./forward.ts";
 import type { GateModel } from "./model.ts";
 import { objective, UPSTREAM_REG } from "./objective.ts";
@@ -125,19 +128,27 @@ export async function identifyHeads(m: GateModel, o: IdentifyOptions): Promise<I
   const method = checkOneOf("method", o.method ?? "optimize", METHODS);
   const window = checkWindow(o.window ?? UPSTREAM_WINDOW);
   if (!o.data || typeof o.data.sample !== "function") throw new DuoError("INVALID_ARGUMENT", "identifyHeads needs data: a SampleSource ({ sample(step) }), e.g. passkeySource(dataset, seed)");
-  return method === "score" ? await scoreRun(m.config, new DeviationScore(m, window), o, window) : await optimizeRun(m, o, window);
+  return method === "score" ? await scoreRun(m.config, new DeviationScore(m, window), o, window) : await optimizeRun(m.config, o, float64Step(m, window));
 }
 
 /**
- * `score` on the fast kernels (fast-score.ts): the model's weights in a ModelKernels set (fast-model.ts), attention
- * on `backend`. Same result shape as identifyHeads; `optimize` still runs on the float64 path only.
+ * The fast kernels: the model's weights in a ModelKernels set (fast-model.ts), attention on `backend`. `score` runs
+ * fast-score.ts; `optimize` runs fast-optimize.ts and needs an OptimizeModel (optimizeModelFromGate /
+ * loadOptimizeModel: the FastModel plus its norms) and a "wasm" or "native" kernel set, whose backward kernels it
+ * binds. Same result shape as identifyHeads.
  */
-export async function identifyHeadsFast(m: FastModel, backend: Backend, o: IdentifyOptions): Promise<IdentifyResult> {
+export async function identifyHeadsFast(m: FastModel | OptimizeModel, backend: Backend, o: IdentifyOptions): Promise<IdentifyResult> {
   const method = checkOneOf("method", o.method ?? "score", METHODS);
-  if (method !== "score") throw new DuoError("UNSUPPORTED", `method "${method}" runs on the float64 reference only (identifyHeads with a GateModel; --kernels reference); the fast kernels run "score"`);
   if (!o.data || typeof o.data.sample !== "function") throw new DuoError("INVALID_ARGUMENT", "identifyHeadsFast needs data: a SampleSource ({ sample(step) }), e.g. passkeySource(dataset, seed)");
   const window = checkWindow(o.window ?? UPSTREAM_WINDOW);
-  return await scoreRun(m.config, new FastDeviationScore(m, backend, window), o, window);
+  const fast = "fast" in m ? m.fast : m;
+  if (method === "score") return await scoreRun(fast.config, new FastDeviationScore(fast, backend, window), o, window);
+  if (!("fast" in m)) throw new DuoError("INVALID_ARGUMENT", `method "optimize" on the fast kernels needs an OptimizeModel (optimizeModelFromGate or loadOptimizeModel: the model plus its norm weights), got a FastModel`);
+  if (fast.kernels.name !== "wasm" && fast.kernels.name !== "native") {
+    throw new DuoError("UNSUPPORTED", `method "optimize" runs on model kernels "wasm" or "native" (the backward kernels), or on the float64 reference (identifyHeads; --kernels reference); got "${fast.kernels.name}"`);
+  }
+  const f = new FastObjective(m, await createBackwardKernels(fast.kernels), backend, window);
+  return await optimizeRun(fast.config, o, (s, gates, reg, cone) => f.evaluate(s, gates, { reg, cone }));
 }
 
 /** What scoreRun accumulates samples into: score.ts (float64) or fast-score.ts. */
@@ -165,8 +176,22 @@ async function scoreRun(c: ModelConfig, score: Scorer, o: IdentifyOptions, windo
   };
 }
 
-async function optimizeRun(m: GateModel, o: IdentifyOptions, window: StreamingWindow): Promise<IdentifyResult> {
-  const steps = checkInt("steps", o.steps ?? 200, 1), N = m.config.numLayers * m.config.numKvHeads;
+/** One objective evaluation for optimizeRun: loss, dL/dgate, and the seconds of its teacher (plain forward). */
+type StepFn = (s: Sample, gates: Float64Array, reg: number, cone: boolean) => Promise<{ loss: number; distill: number; reg: number; grad: Float64Array; teacherSeconds: number }>;
+
+/** The float64 step (objective.ts), its teacher timed apart. */
+function float64Step(m: GateModel, window: StreamingWindow): StepFn {
+  return async (s, gates, reg, cone) => {
+    const t0 = performance.now(), rows = sampleRows(m, s, window, cone);
+    const teacher = teacherForward(m, s, rows);
+    const teacherSeconds = (performance.now() - t0) / 1000;
+    return { ...objective(m, s, gates, { window, reg, cone, teacher }), teacherSeconds };
+  };
+}
+
+async function optimizeRun(c: ModelConfig, o: IdentifyOptions, evaluate: StepFn): Promise<IdentifyResult> {
+  const window = checkWindow(o.window ?? UPSTREAM_WINDOW);
+  const steps = checkInt("steps", o.steps ?? 200, 1), N = c.numLayers * c.numKvHeads;
   const every = checkInt("checkpointEvery", o.checkpointEvery ?? 10, 1);
   const lr = o.lr ?? UPSTREAM_LR, reg = o.reg ?? UPSTREAM_REG;
   if (o.resume && (o.resume.gates.length !== N || o.resume.step > steps)) {
@@ -183,11 +208,8 @@ async function optimizeRun(m: GateModel, o: IdentifyOptions, window: StreamingWi
     if (o.shouldStop?.()) break;
     const s0 = performance.now();
     opt.clamp(gates);
-    const s = o.data.sample(step), cone = o.cone ?? true;
-    const rows = sampleRows(m, s, window, cone);
-    const teacher = teacherForward(m, s, rows);
-    const tTeacher = (performance.now() - s0) / 1000;
-    const r = objective(m, s, gates, { window, reg, cone, teacher });
+    const s = o.data.sample(step);
+    const r = await evaluate(s, gates, reg, o.cone ?? true), tTeacher = r.teacherSeconds;
     const stepLr = lr * lrFactor(step, steps);
     opt.update(gates, r.grad, stepLr);
     losses.push({ step, loss: r.loss, distill: r.distill, reg: r.reg, lr: stepLr, tokens: s.ids.length });
@@ -203,7 +225,7 @@ async function optimizeRun(m: GateModel, o: IdentifyOptions, window: StreamingWi
   const final = state(step);
   await o.onCheckpoint?.(final);
   return {
-    method: "optimize", numLayers: m.config.numLayers, numKvHeads: m.config.numKvHeads, gates: Float64Array.from(gates), window,
+    method: "optimize", numLayers: c.numLayers, numKvHeads: c.numKvHeads, gates: Float64Array.from(gates), window,
     steps: step, stopped: step < steps, losses, state: final,
     timings: { seconds: (performance.now() - t0) / 1000, teacherSeconds, tokens },
   };

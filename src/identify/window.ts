@@ -83,3 +83,19 @@ export function coneRows(w: StreamingWindow, T: number, nLab: number, numLayers:
   }
   return { queries, keys };
 }
+
+/**
+ * Per query row i of Q, the key rows of P it sees under `w`, as key indices: [0, out[3i]) (sinks) and
+ * [out[3i+1], out[3i+2]) (the local window up to itself), the form the backward kernels take
+ * (backward-kernels.ts `attend`). P must hold every visible key, as coneRows' keys[l] does for queries[l].
+ */
+export function windowKeyRanges(w: StreamingWindow, Q: RowSet, P: RowSet): Int32Array {
+  const out = new Int32Array(3 * Q.length);
+  for (let i = 0; i < Q.length; i++) {
+    const t = Q.position(i), b = windowStart(w, t);
+    out[3 * i] = P.indexOf(Math.min(sinkEnd(w), b));
+    out[3 * i + 1] = P.indexOf(b);
+    out[3 * i + 2] = P.indexOf(t) + 1;
+  }
+  return out;
+}

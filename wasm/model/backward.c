@@ -1,0 +1,319 @@
+// The backward kernels of gate identification (prototypes, shapes and semantics in backward.h; the float64 twin is
+// src/identify/ops.ts + attention.ts + backward.ts). Written with the SIMD macros of wasm/src/simd.h, so that
+// native/build.sh compiles this file per instruction set as it does kernels.c.
+#include <stdint.h>
+#include "../src/math.h"
+#include "../src/simd.h"
+#include "backward.h"
+
+#define EXPORT __attribute__((visibility("default")))
+#define FMA(acc, a, b) acc = VF_MAD(acc, a, b)
+
+static inline float hsum(VF v) { return VF_LANE(v, 0) + VF_LANE(v, 1) + VF_LANE(v, 2) + VF_LANE(v, 3); }
+
+// -------------------------------------------------------------------------------------------------------------
+// Widening loads of 8 weights of a row as kernels.c's matmul reads them: f16 / bf16 groups of 8 are packed
+// [0,4,1,5,2,6,3,7] (pack_u16), so u32 lane i of a 16-byte load holds element i (low half) and i+4 (high half).
+
+static inline void ld8_f32(const float *p, VF *lo, VF *hi) {
+  *lo = VF_LOAD(p);
+  *hi = VF_LOAD(p + 4);
+}
+
+static inline void ld8_bf16(const uint16_t *p, VF *lo, VF *hi) {
+  VF h = VF_LOAD(p);
+  *lo = VI_SHL(h, 16);
+  *hi = VI_AND(h, VI_SPLAT((int)0xffff0000));
+}
+
+// f16 bits (one per u32 lane) -> f32, exact: exponent+mantissa moved into place and rescaled by 2^112; Inf/NaN kept.
+static inline VF f16x4_to_f32(VF h) {
+  VF sign = VI_SHL(VI_AND(h, VI_SPLAT(0x8000)), 16);
+  VF em = VI_AND(h, VI_SPLAT(0x7fff));
+  VF f = VF_MUL(VI_SHL(em, 13), VF_SPLAT(0x1p112f));
+  VF special = VI_GT(em, VI_SPLAT(0x7bff));
+  f = VI_OR(f, VI_AND(special, VI_SPLAT(0x7f800000)));
+  return VI_OR(f, sign);
+}
+
+static inline void ld8_f16(const uint16_t *p, VF *lo, VF *hi) {
+#ifdef VF_LD8_F16_PACKED
+  VF_LD8_F16_PACKED(p, lo, hi);
+#else
+  VF h = VF_LOAD(p);
+  *lo = f16x4_to_f32(VI_AND(h, VI_SPLAT(0xffff)));
+  *hi = f16x4_to_f32(VI_SHR(h, 16));
+#endif
+}
+
+// One element of the unpacked tail of a row.
+static inline float w1_f32(const float *p) { return *p; }
+static inline float w1_bf16(const uint16_t *p) { return __builtin_bit_cast(float, (uint32_t)*p << 16); }
+static inline float w1_f16(const uint16_t *p) { return VF_LANE(f16x4_to_f32(VI_SPLAT(*p)), 0); }
+
+// -------------------------------------------------------------------------------------------------------------
+// Transposed matmul, blocked as a GEMM dx = dy·W with W row-major along dx's columns: tokens in blocks of TB, the
+// reduction over W's rows in chunks of OC, dx's columns in strips of 8. Inside a (token block, row chunk) the dy
+// block [TB, OC] is reused by every strip and the W panel [OC, 8] of a strip by every tile of 4 tokens (both stay
+// in L1); a tile keeps its 4 x 8 sums in 8 registers over the chunk's rows, each widened group of 8 weights shared
+// by the 4 tokens. The first chunk starts from 0 (or dx when accumulating), later ones add to dx.
+
+#define TB 32
+#define OC 128
+
+#define LINEAR_BWD(NAME, WT, LD8, W1)                                                                               \
+  EXPORT void NAME(float *dx, const float *dy, const WT *w, int T, int nin, int nout, int k0, int k1, int accumulate) { \
+    const int c8 = nin & ~7, kv = k1 < c8 ? k1 : c8;                                                               \
+    for (int t0 = 0; t0 < T; t0 += TB) {                                                                           \
+      const int t1 = t0 + TB < T ? t0 + TB : T;                                                                    \
+      for (int o0 = 0; o0 < nout; o0 += OC) {                                                                      \
+        const int o1 = o0 + OC < nout ? o0 + OC : nout, load = o0 > 0 || accumulate;                               \
+        for (int k = k0; k < kv; k += 8) {                                                                         \
+          int t = t0;                                                                                              \
+          for (; t + 4 <= t1; t += 4) {                                                                            \
+            float *x0 = dx + (uintptr_t)t * nin + k, *x1 = x0 + nin, *x2 = x1 + nin, *x3 = x2 + nin;               \
+            const float *g0 = dy + (uintptr_t)t * nout, *g1 = g0 + nout, *g2 = g1 + nout, *g3 = g2 + nout;         \
+            VF a00 = VF_ZERO, a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00;         \
+            if (load) {                                                                                            \
+              a00 = VF_LOAD(x0), a01 = VF_LOAD(x0 + 4), a10 = VF_LOAD(x1), a11 = VF_LOAD(x1 + 4);                  \
+              a20 = VF_LOAD(x2), a21 = VF_LOAD(x2 + 4), a30 = VF_LOAD(x3), a31 = VF_LOAD(x3 + 4);                  \
+            }                                                                                                      \
+            for (int o = o0; o < o1; o++) {                                                                        \
+              VF p0, p1, s;                                                                                        \
+              LD8(w + (uintptr_t)o * nin + k, &p0, &p1);                                                           \
+              s = VF_SPLAT(g0[o]); FMA(a00, s, p0); FMA(a01, s, p1);                                               \
+              s = VF_SPLAT(g1[o]); FMA(a10, s, p0); FMA(a11, s, p1);                                               \
+              s = VF_SPLAT(g2[o]); FMA(a20, s, p0); FMA(a21, s, p1);                                               \
+              s = VF_SPLAT(g3[o]); FMA(a30, s, p0); FMA(a31, s, p1);                                               \
+            }                                                                                                      \
+            VF_STORE(x0, a00); VF_STORE(x0 + 4, a01); VF_STORE(x1, a10); VF_STORE(x1 + 4, a11);                    \
+            VF_STORE(x2, a20); VF_STORE(x2 + 4, a21); VF_STORE(x3, a30); VF_STORE(x3 + 4, a31);                    \
+          }                                                                                                        \
+          for (; t < t1; t++) { /* block tails: one token */                                                       \
+            float *x0 = dx + (uintptr_t)t * nin + k;                                                               \
+            const float *g0 = dy + (uintptr_t)t * nout;                                                            \
+            VF a0 = load ? VF_LOAD(x0) : VF_ZERO, a1 = load ? VF_LOAD(x0 + 4) : VF_ZERO;                           \
+            for (int o = o0; o < o1; o++) {                                                                        \
+              VF p0, p1, s = VF_SPLAT(g0[o]);                                                                      \
+              LD8(w + (uintptr_t)o * nin + k, &p0, &p1);                                                           \
+              FMA(a0, s, p0); FMA(a1, s, p1);                                                                      \
+            }                                                                                                      \
+            VF_STORE(x0, a0); VF_STORE(x0 + 4, a1);                                                                \
+          }                                                                                                        \
+        }                                                                                                          \
+      }                                                                                                            \
+      for (int k = k0 > c8 ? k0 : c8; k < k1; k++) { /* the unpacked tail columns */                               \
+        for (int t = t0; t < t1; t++) {                                                                            \
+          const float *g = dy + (uintptr_t)t * nout;                                                               \
+          float acc = accumulate ? dx[(uintptr_t)t * nin + k] : 0.0f;                                              \
+          for (int o = 0; o < nout; o++) acc += g[o] * W1(w + (uintptr_t)o * nin + k);                             \
+          dx[(uintptr_t)t * nin + k] = acc;                                                                        \
+        }                                                                                                          \
+      }                                                                                                            \
+    }                                                                                                              \
+  }
+
+LINEAR_BWD(bwd_linear_f32, float, ld8_f32, w1_f32)
+LINEAR_BWD(bwd_linear_f16, uint16_t, ld8_f16, w1_f16)
+LINEAR_BWD(bwd_linear_bf16, uint16_t, ld8_bf16, w1_bf16)
+
+// -------------------------------------------------------------------------------------------------------------
+// RMSNorm
+
+// Σ x[i]·y[i] over n, 4 lanes then the tail.
+static inline float dot(const float *x, const float *y, int n) {
+  const int n4 = n & ~3;
+  VF acc = VF_ZERO;
+  for (int i = 0; i < n4; i += 4) FMA(acc, VF_LOAD(x + i), VF_LOAD(y + i));
+  float s = hsum(acc);
+  for (int i = n4; i < n; i++) s += x[i] * y[i];
+  return s;
+}
+
+EXPORT void bwd_rms_inv(float *rinv, const float *x, int T, int n, float eps) {
+  for (int t = 0; t < T; t++) {
+    const float *xr = x + (uintptr_t)t * n;
+    rinv[t] = 1.0f / __builtin_sqrtf(dot(xr, xr, n) / (float)n + eps);
+  }
+}
+
+EXPORT void bwd_rmsnorm(float *dx, const float *dy, const float *x, const float *w, const float *rinv, int T, int n) {
+  const int n4 = n & ~3;
+  for (int t = 0; t < T; t++) {
+    const float *g = dy + (uintptr_t)t * n, *xr = x + (uintptr_t)t * n;
+    float *d = dx + (uintptr_t)t * n;
+    VF acc = VF_ZERO;
+    for (int i = 0; i < n4; i += 4) FMA(acc, VF_MUL(VF_LOAD(w + i), VF_LOAD(g + i)), VF_LOAD(xr + i));
+    float s = hsum(acc);
+    for (int i = n4; i < n; i++) s += w[i] * g[i] * xr[i];
+    const float ri = rinv[t], c = s * ri * ri * ri / (float)n;
+    const VF rv = VF_SPLAT(ri), cv = VF_SPLAT(c);
+    for (int i = 0; i < n4; i += 4) {
+      VF v = VF_SUB(VF_MUL(VF_MUL(VF_LOAD(w + i), VF_LOAD(g + i)), rv), VF_MUL(VF_LOAD(xr + i), cv));
+      VF_STORE(d + i, VF_ADD(VF_LOAD(d + i), v));
+    }
+    for (int i = n4; i < n; i++) d[i] += w[i] * g[i] * ri - xr[i] * c;
+  }
+}
+
+// -------------------------------------------------------------------------------------------------------------
+// SwiGLU: σ(a) = 1 / (1 + 2^(−a·log2 e)), the exponent clamped to [−127, 127] (σ is then 0 or 1 to f32 precision).
+
+static inline VF sigmoid4(VF a) {
+  VF e = VF_MUL(a, VF_SPLAT(-1.4426950408889634f));
+  e = VF_MIN(e, VF_SPLAT(127.0f));
+  return VF_DIV(VF_SPLAT(1.0f), VF_ADD(VF_SPLAT(1.0f), vf_exp2(e)));
+}
+
+static inline void swiglu_bwd4(float *da, float *du, const float *dm, const float *a, const float *u) {
+  const VF av = VF_LOAD(a), g = VF_LOAD(dm), s = sigmoid4(av), one = VF_SPLAT(1.0f);
+  const VF ds = VF_MUL(s, VF_ADD(one, VF_MUL(av, VF_SUB(one, s)))); /* d silu / da */
+  VF_STORE(da, VF_MUL(VF_MUL(g, VF_LOAD(u)), ds));
+  VF_STORE(du, VF_MUL(g, VF_MUL(av, s)));
+}
+
+EXPORT void bwd_swiglu(float *da, float *du, const float *dm, const float *a, const float *u, int n) {
+  const int n4 = n & ~3;
+  for (int i = 0; i < n4; i += 4) swiglu_bwd4(da + i, du + i, dm + i, a + i, u + i);
+  for (int i = n4; i < n; i++) { /* the tail, one lane of a vector each */
+    const VF av = VF_SPLAT(a[i]), s = sigmoid4(av), one = VF_SPLAT(1.0f);
+    const float sg = VF_LANE(s, 0);
+    da[i] = dm[i] * u[i] * VF_LANE(VF_MUL(s, VF_ADD(one, VF_MUL(av, VF_SUB(one, s)))), 0);
+    du[i] = dm[i] * a[i] * sg;
+  }
+}
+
+// -------------------------------------------------------------------------------------------------------------
+// RoPE⁻¹
+
+EXPORT void bwd_rope(float *x, const float *cos, const float *sin, int T, int H, int D) {
+  const int half = D / 2, h4 = half & ~3;
+  for (int t = 0; t < T; t++) {
+    const float *c = cos + (uintptr_t)t * half, *s = sin + (uintptr_t)t * half;
+    for (int h = 0; h < H; h++) {
+      float *p = x + ((uintptr_t)t * H + h) * D;
+      for (int i = 0; i < h4; i += 4) {
+        VF a = VF_LOAD(p + i), b = VF_LOAD(p + half + i), cv = VF_LOAD(c + i), sv = VF_LOAD(s + i);
+        VF_STORE(p + i, VF_ADD(VF_MUL(a, cv), VF_MUL(b, sv)));
+        VF_STORE(p + half + i, VF_SUB(VF_MUL(b, cv), VF_MUL(a, sv)));
+      }
+      for (int i = h4; i < half; i++) {
+        const float a = p[i], b = p[half + i];
+        p[i] = a * c[i] + b * s[i];
+        p[half + i] = b * c[i] - a * s[i];
+      }
+    }
+  }
+}
+
+// -------------------------------------------------------------------------------------------------------------
+// Streaming attention over key ranges (D a multiple of 4, ≤ 256). Scores are taken in log2 units (q·k · log2e/√D)
+// so that the weights are exp2; lse is returned in natural log.
+
+#define DMAX 256
+
+static inline float dotD(const float *a, const float *b, int D) {
+  VF e = VF_ZERO, o = VF_ZERO;
+  int d = 0;
+  for (; d + 8 <= D; d += 8) FMA(e, VF_LOAD(a + d), VF_LOAD(b + d)), FMA(o, VF_LOAD(a + d + 4), VF_LOAD(b + d + 4));
+  if (d < D) FMA(e, VF_LOAD(a + d), VF_LOAD(b + d));
+  return hsum(VF_ADD(e, o));
+}
+
+// y[0..D) += s·x[0..D)
+static inline void axpyD(float *y, float s, const float *x, int D) {
+  const VF sv = VF_SPLAT(s);
+  for (int d = 0; d < D; d += 4) VF_STORE(y + d, VF_MAD(VF_LOAD(y + d), sv, VF_LOAD(x + d)));
+}
+
+EXPORT void bwd_attend(float *out, float *lse, const float *q, const float *k, const float *v, const int32_t *ranges, int nq,
+                       int Hq, int Hkv, int D, int h0, int h1) {
+  const int G = Hq / Hkv;
+  const float scale = (float)(LOG2E / __builtin_sqrt((double)D));
+  VF acc[DMAX / 4];
+  for (int i = 0; i < nq; i++) {
+    const int32_t a = ranges[3 * i], b = ranges[3 * i + 1], e = ranges[3 * i + 2];
+    for (int h = h0; h < h1; h++) {
+      const float *qr = q + ((uintptr_t)i * Hq + h) * D;
+      const int g = h / G;
+      float m = -__builtin_inff(), sum = 0.0f;
+      for (int d = 0; d < D / 4; d++) acc[d] = VF_ZERO;
+      for (int pass = 0; pass < 2; pass++) { /* online softmax over the sinks, then the window */
+        for (int j = pass ? b : 0, end = pass ? e : a; j < end; j++) {
+          const uintptr_t kv = ((uintptr_t)j * Hkv + g) * D;
+          const float s = dotD(qr, k + kv, D) * scale;
+          if (s > m) { /* rescale what was summed so far */
+            const float c = exp2_f32(m - s);
+            sum *= c;
+            for (int d = 0; d < D / 4; d++) acc[d] = VF_MUL(acc[d], VF_SPLAT(c));
+            m = s;
+          }
+          const float p = exp2_f32(s - m);
+          sum += p;
+          const VF pv = VF_SPLAT(p);
+          for (int d = 0; d < D / 4; d++) acc[d] = VF_MAD(acc[d], pv, VF_LOAD(v + kv + 4 * d));
+        }
+      }
+      float *o = out + ((uintptr_t)i * Hq + h) * D;
+      const VF inv = VF_SPLAT(sum > 0 ? 1.0f / sum : 0.0f);
+      for (int d = 0; d < D / 4; d++) VF_STORE(o + 4 * d, VF_MUL(acc[d], inv));
+      lse[(uintptr_t)i * Hq + h] = sum > 0 ? (float)((double)m * LN2 + log_f64((double)sum)) : -__builtin_inff();
+    }
+  }
+}
+
+EXPORT void bwd_attend_backward(float *dq, float *dk, float *dv, const float *dO, const float *O, const float *lse,
+                                const float *q, const float *k, const float *v, const int32_t *ranges, int nq, int Hq,
+                                int Hkv, int D, int g0, int g1) {
+  const int G = Hq / Hkv;
+  const float rs = (float)(1.0 / __builtin_sqrt((double)D)), l2 = (float)LOG2E;
+  for (int i = 0; i < nq; i++) {
+    const int32_t a = ranges[3 * i], b = ranges[3 * i + 1], e = ranges[3 * i + 2];
+    for (int h = g0 * G; h < g1 * G; h++) {
+      const uintptr_t qo = ((uintptr_t)i * Hq + h) * D;
+      const float *g = dO + qo, *qr = q + qo;
+      int zero = 1;
+      for (int d = 0; d < D && zero; d++) zero = g[d] == 0.0f;
+      if (zero) continue; /* outside the cone every term is an exact zero */
+      const float delta = dotD(g, O + qo, D), L = lse[(uintptr_t)i * Hq + h] * l2;
+      float *dqr = dq + qo;
+      for (int pass = 0; pass < 2; pass++) {
+        for (int j = pass ? b : 0, end = pass ? e : a; j < end; j++) {
+          const uintptr_t kv = ((uintptr_t)j * Hkv + h / G) * D;
+          const float p = exp2_f32(dotD(qr, k + kv, D) * rs * l2 - L);
+          const float ds = p * (dotD(g, v + kv, D) - delta) * rs;
+          axpyD(dqr, ds, k + kv, D);
+          axpyD(dk + kv, ds, qr, D);
+          axpyD(dv + kv, p, g, D);
+        }
+      }
+    }
+  }
+}
+
+// -------------------------------------------------------------------------------------------------------------
+// The mix and the fused dα reduction
+
+EXPORT void bwd_mix(float *dstr, double *dalpha, const float *dmix, const float *afull, const float *astr, const float *alpha,
+                    int nq, int Hq, int Hkv, int D) {
+  const int G = Hq / Hkv, D4 = D & ~3;
+  for (int i = 0; i < nq; i++) {
+    for (int h = 0; h < Hq; h++) {
+      const uintptr_t o = ((uintptr_t)i * Hq + h) * D;
+      const float keep = 1.0f - alpha[h / G];
+      const VF kv = VF_SPLAT(keep);
+      VF acc = VF_ZERO;
+      for (int d = 0; d < D4; d += 4) {
+        const VF g = VF_LOAD(dmix + o + d);
+        FMA(acc, g, VF_SUB(VF_LOAD(afull + o + d), VF_LOAD(astr + o + d)));
+        VF_STORE(dstr + o + d, VF_MUL(kv, g));
+      }
+      float s = hsum(acc);
+      for (int d = D4; d < D; d++) {
+        s += dmix[o + d] * (afull[o + d] - astr[o + d]);
+        dstr[o + d] = keep * dmix[o + d];
+      }
+      dalpha[h / G] += (double)s;
+    }
+  }
+}
