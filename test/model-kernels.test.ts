@@ -9,7 +9,7 @@ import { dequantizeQ4_0, dequantizeQ8_0, quantizeQ4_0, quantizeQ8_0 } from "../s
 import { runtime } from "../src/runtime.ts";
 import { probeNative, selectNativeIsa } from "../src/backend/native.ts";
 import { rng } from "./helpers/random.ts";
-import { type HostOps, hostOps } from "./helpers/host-kernels.ts";
+import { type HostOps, hostOps } from "../src/model/host-ops.ts";
 
 // Conformance of the WASM SIMD and the native model kernels (the same C, libduo.so) against the reference kernels (float64 accumulation), plus checks of
 // the reference kernels themselves against float64 loops written here.

@@ -9,7 +9,7 @@
 //   - bad options and writes are DuoErrors; dispose terminates the workers; "auto" picks wasm-parallel only for a
 //     large enough model with workers;
 //   - `duo generate --kernels wasm-parallel --model-threads 2` prints the ids of --kernels wasm, and exits.
-import { hostOps } from "./helpers/host-kernels.ts";
+import { hostOps } from "../src/model/host-ops.ts";
 import { test } from "node:test";
 import { quantizeQ4_0, quantizeQ8_0 } from "../src/model/tensor-types.ts";
 import assert from "node:assert/strict";

@@ -7,26 +7,25 @@ import { DuoError } from "../errors.ts";
 import { STATUS } from "../backend/abi.ts";
 import type { NativeLibrary } from "../../ffi/symbols.ts";
 import type { Matrix, ModelKernels } from "../model/kernels.ts";
-import { WEIGHT_CODE } from "../model/kernels-native.ts";
-import { runtime } from "../runtime.ts";
+import { NativeKernels, WEIGHT_CODE } from "../model/kernels-native.ts";
 import { type AttendShape, type BackwardKernels, checkAttend, checkLinear, checkMix, checkRope, checkRows } from "./backward-kernels.ts";
 
 export async function nativeBackward(model: ModelKernels, threads?: number): Promise<BackwardKernels> {
-  const { lib } = await (await import("../../ffi/load.ts")).loadNativeLibrary();
+  if (!(model instanceof NativeKernels)) throw new DuoError("INVALID_ARGUMENT", `native backward kernels run on a "native" model-kernel set, got "${model.name}"`);
+  const lib = model.library;
   if (typeof (lib as Partial<NativeLibrary>).duo_bwd_linear !== "function") throw new DuoError("BACKEND_UNAVAILABLE", "native backward kernels: libduo.so lacks duo_bwd_* (rebuild: bash native/build.sh)");
-  return new NativeBackward(lib, Math.max(1, threads ?? (model as unknown as { threads?: number }).threads ?? runtime().cores));
+  return new NativeBackward(lib, model, Math.max(1, threads ?? model.threads));
 }
 
 class NativeBackward implements BackwardKernels {
   readonly name = "native" as const;
 
-  constructor(private readonly lib: NativeLibrary, private readonly threads: number) {}
+  constructor(private readonly lib: NativeLibrary, private readonly model: NativeKernels, private readonly threads: number) {}
 
   linearBackward(dx: Float32Array, dy: Float32Array, w: Matrix, T: number, accumulate: boolean): void {
     checkLinear(dx, dy, w, T);
     this.lib.duo_threads(this.threads);
-    const ptr = (w as unknown as { ptr: number }).ptr;
-    this.check(this.lib.duo_bwd_linear(dx, dy, ptr, T, w.cols, w.rows, WEIGHT_CODE[w.dtype], accumulate ? 1 : 0), "duo_bwd_linear");
+    this.check(this.lib.duo_bwd_linear(dx, dy, this.model.matrixAddress(w), T, w.cols, w.rows, WEIGHT_CODE[w.dtype], accumulate ? 1 : 0), "duo_bwd_linear");
   }
 
   rmsInv(rinv: Float32Array, x: Float32Array, T: number, n: number, eps: number): void {

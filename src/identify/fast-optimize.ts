@@ -4,7 +4,8 @@
  *  - the teacher: the plain model forward over all T rows, the model math on a ModelKernels set (src/model/layer.ts)
  *    and full causal attention on an attention backend (tiled AttendOps, as fast-score.ts), recording A_full on the
  *    student's query rows of each layer and the final normed hidden state on the labelled rows;
- *  - the student on the cone rows only (window.ts coneRows): the ModelKernels set's matmul / rmsnorm / RoPE / SwiGLU,
+ *  - the student on the cone rows only (window.ts coneRows): the ModelKernels set's matmul / rmsnorm / RoPE / SwiGLU
+ *    on host arrays (host-ops.ts: as they are on native, through the set's activations on wasm),
  *    and its streaming attention on the backward kernels' own `attend` (BackwardKernels: it keeps the lse the
  *    backward needs; the engine's AttendOp returns none), the mix in TS loops;
  *  - the activation-only backward on BackwardKernels, from dL/dH down to dL/dα with the fused dα reduction.
@@ -13,7 +14,9 @@
 import { DuoError } from "../errors.ts";
 import type { Backend, Handle, Op, Segment } from "../backend/types.ts";
 import type { Vector } from "../model/kernels.ts";
-import { attentionInputs, layerOutput } from "../model/layer.ts";
+import { hostOps } from "../model/host-ops.ts";
+import { attentionInputs, hostQkv, layerOutput } from "../model/layer.ts";
+import { Workspace } from "../model/workspace.ts";
 import { ropeTables } from "../model/rope.ts";
 import { openWeights, readTensorF32 } from "../model/safetensors.ts";
 import type { BackwardKernels } from "./backward-kernels.ts";
@@ -149,28 +152,32 @@ export class FastObjective {
 
   /** The plain model forward over all rows (the plain forward a step is measured against). */
   async teacher(s: Sample, rows: Rows | null): Promise<Teacher> {
-    const { hiddenSize: H, intermediateSize: I, numHeads: Hq, numKvHeads: Hkv, headDim: D, rmsNormEps: eps } = this.m.fast.config;
-    const kn = this.m.fast.kernels, T = s.ids.length, W = Hq * D;
-    const x = new Float32Array(T * H), h = new Float32Array(T * H), y = new Float32Array(T * H);
-    const q = new Float32Array(T * W), o = new Float32Array(T * W), k = new Float32Array(T * Hkv * D), v = new Float32Array(T * Hkv * D);
-    const gate = new Float32Array(T * I), up = new Float32Array(T * I);
+    const { hiddenSize: H, numHeads: Hq, numKvHeads: Hkv, headDim: D, rmsNormEps: eps } = this.m.fast.config;
+    const kn = this.m.fast.kernels, T = s.ids.length, W = Hq * D, ls = s.labelStart, nLab = T - ls;
+    const o = new Float32Array(T * W); // [T, Hq, D] host: full attention
     const { cos, sin } = ropeTables(this.m.fast.invFreq, 0, T);
     const attn: Float32Array[] = [];
+    const ws = new Workspace(kn, this.m.fast.config, T), a = ws.pass(T), normed = kn.activations(nLab * H);
     const bufs = this.heads.map((hs, shard) => ({ k: this.backend.alloc(shard, T * hs.length * D * 4), v: this.backend.alloc(shard, T * hs.length * D * 4) }));
+    const hidden = new Float32Array(nLab * H);
     try {
-      kn.embed(x, s.ids, this.m.fast.embed);
+      kn.embed(a.x, s.ids, this.m.fast.embed);
       for (let l = 0; l < this.m.fast.layers.length; l++) {
         const L = this.m.fast.layers[l]!;
-        attentionInputs(kn, L, x, T, eps, { Hq, Hkv, D }, cos, sin, { h, q, k, v });
+        attentionInputs(kn, L, a, T, eps, { Hq, Hkv, D }, cos, sin);
+        const { q, k, v } = hostQkv(kn, ws, a, T);
         await this.fullAttention(bufs, q, k, v, o, T);
         if (rows) attn.push(gather(o, W, rows.queries[l]!));
-        layerOutput(kn, L, x, o, T, eps, { h, o: y, gate, up });
+        kn.upload(a.a, o);
+        layerOutput(kn, L, a, T, eps);
       }
+      kn.rmsnorm(normed, kn.view(a.x, ls * H, nLab * H), this.m.finalNormVector, nLab, eps);
+      kn.download(normed, hidden);
     } finally {
       bufs.forEach((b, shard) => (this.backend.free(shard, b.k), this.backend.free(shard, b.v)));
+      kn.release(normed);
+      ws.release();
     }
-    const nLab = T - s.labelStart, hidden = new Float32Array(nLab * H);
-    kn.rmsnorm(hidden, x.subarray(s.labelStart * H), this.m.finalNormVector, nLab, eps);
     return { attn, hidden };
   }
 
@@ -192,7 +199,7 @@ export class FastObjective {
 
   /** The student on the cone rows with gates α [layers·Hkv] in [0, 1]. */
   private student(s: Sample, alpha: Float32Array, teacher: Teacher, rows: Rows): { layers: StudentLayer[]; xL: Float32Array; rf: Float32Array; hidden: Float32Array } {
-    const c = this.m.fast.config, kn = this.m.fast.kernels, bk = this.bk;
+    const c = this.m.fast.config, kn = hostOps(this.m.fast.kernels), bk = this.bk;
     const { hiddenSize: H, intermediateSize: I, numHeads: Hq, numKvHeads: Hkv, headDim: D, rmsNormEps: eps } = c, G = Hq / Hkv, W = Hq * D;
     const T = s.ids.length, full = ropeTables(this.m.fast.invFreq, 0, T), half = D / 2;
     const layers: StudentLayer[] = [];

@@ -14,6 +14,7 @@ export function hostArray(a: Activations, set: string): Float32Array {
 
 export abstract class HostActivationKernels {
   abstract readonly name: string;
+  readonly hostActivations = true;
 
   activations(length: number): Activations {
     return new Float32Array(length);

@@ -138,6 +138,17 @@ export class NativeKernels extends HostActivationKernels implements ModelKernels
     this.check(this.lib.duo_model_embed(hostArray(y, this.name), ids, m.ptr, ids.length, m.rows, m.cols, WEIGHT_CODE[m.dtype]), "duo_model_embed");
   }
 
+  /** @internal The library these kernels run on, for kernels that share its blocks (identify/backward-native.ts). */
+  get library(): NativeLibrary {
+    return this.lib;
+  }
+
+  /** @internal The address of one of this set's matrices in the library's memory. */
+  matrixAddress(m: Matrix): number {
+    if (!(m instanceof NativeMatrix) || !this.matrices.has(m)) throw new DuoError("INVALID_ARGUMENT", "a matrix of another kernel set (or a disposed one)");
+    return m.ptr;
+  }
+
   dispose(): void {
     for (const m of this.matrices) this.lib.duo_free(m.ptr);
     this.matrices.clear();

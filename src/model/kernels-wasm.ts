@@ -252,13 +252,13 @@ export class WasmKernels implements ModelKernels {
   }
 
   /** Copy a call's host inputs (RoPE tables, token ids) into the scratch area above the top; returns addresses. */
-  private scratch<P extends (Float32Array | Int32Array)[]>(...parts: P): { [K in keyof P]: number } {
+  private scratch<P extends (Float32Array | Int32Array | Float64Array)[]>(...parts: P): { [K in keyof P]: number } {
     if (this.disposed) throw new DuoError("DISPOSED", "these model kernels have been disposed");
     const ptrs: number[] = [];
     let end = this.top;
     for (const p of parts) {
       ptrs.push(end);
-      end = align(end + 4 * p.length);
+      end = align(end + p.byteLength);
     }
     if (end > MAX_PAGES * PAGE) {
       throw new DuoError("CAPACITY", `a model kernel call needs ${end - this.top} bytes of scratch but only ${MAX_PAGES * PAGE - this.top} are left in the wasm memory; use a smaller prefillChunk`);
@@ -267,6 +267,25 @@ export class WasmKernels implements ModelKernels {
     const buf = this.ex.memory.buffer;
     parts.forEach((p, i) => new Uint8Array(buf, ptrs[i]!, p.byteLength).set(new Uint8Array(p.buffer, p.byteOffset, p.byteLength)));
     return ptrs as { [K in keyof P]: number };
+  }
+
+  /** @internal Kernels outside this set's members that share its instance (identify/backward-wasm.ts): `fn` runs on
+   *  the instance's exports with `arrays` copied into the scratch area (addresses in `ptrs`), and the first `outputs`
+   *  of them are copied back after. */
+  callOnScratch(arrays: (Float32Array | Int32Array | Float64Array)[], outputs: number, fn: (exports: WebAssembly.Exports, ptrs: number[]) => void): void {
+    const ptrs = this.scratch(...arrays);
+    fn(this.ex as unknown as WebAssembly.Exports, ptrs);
+    const buf = this.ex.memory.buffer;
+    for (let i = 0; i < outputs; i++) {
+      const a = arrays[i]!;
+      new Uint8Array(a.buffer, a.byteOffset, a.byteLength).set(new Uint8Array(buf, ptrs[i]!, a.byteLength));
+    }
+  }
+
+  /** The address of a matrix of this set in the wasm memory (callOnScratch's kernels take it). */
+  matrixAddress(m: Matrix): number {
+    if (!(m instanceof WasmMatrix)) throw new DuoError("INVALID_ARGUMENT", "a matrix of another kernel set");
+    return m.ptr;
   }
 
   /** `a` as this set's activations, or INVALID_ARGUMENT. */

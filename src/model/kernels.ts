@@ -52,6 +52,8 @@ export interface Activations {
 
 export interface ModelKernels {
   readonly name: KernelsName;
+  /** true where activations are host Float32Arrays (reference, native: host-activations.ts) */
+  readonly hostActivations?: boolean;
   /** Bytes of weights held, and the most the kernel set can hold (Infinity when unbounded). */
   memory(): { weights: number; capacity: number };
   /** Throw CAPACITY (naming the bytes needed and available) unless `weightBytes` more weights plus

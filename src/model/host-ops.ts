@@ -1,9 +1,11 @@
 /**
- * A kernel set driven with host Float32Arrays: each op uploads its inputs into the set's own activations, runs, and
- * downloads its output (in place for rope). Conformance tests compare sets on the same host data through it; the
- * weight members (matrix, write, vector, …) pass through unchanged.
+ * A kernel set driven with host Float32Arrays, for code that computes on host arrays around the model ops (the fast
+ * identification objective's student and its backward; conformance tests comparing sets on the same host data).
+ * Sets whose activations are host arrays (reference, native) take them as they are; the others get each op's inputs
+ * uploaded into their own activations and its output downloaded (in place for rope). The weight members (matrix,
+ * write, vector, …) pass through unchanged.
  */
-import type { Matrix, ModelKernels, Vector } from "../../src/model/kernels.ts";
+import type { Matrix, ModelKernels, Vector } from "./kernels.ts";
 
 export interface HostOps extends Omit<ModelKernels, "matmul" | "rmsnorm" | "rope" | "swiglu" | "add" | "embed"> {
   matmul(y: Float32Array, x: Float32Array, w: Matrix, T: number, bias?: Vector): void;
@@ -30,7 +32,6 @@ export function hostOps(kn: ModelKernels): HostOps {
     for (const a of [...ins, Y]) kn.release(a);
   };
   const ops = {
-    kernels: kn,
     matmul: (y: Float32Array, x: Float32Array, w: Matrix, T: number, bias?: Vector) => run(y, [x], (Y, X) => kn.matmul(Y, X!, w, T, bias)),
     rmsnorm: (y: Float32Array, x: Float32Array, w: Vector, T: number, eps: number) => run(y, [x], (Y, X) => kn.rmsnorm(Y, X!, w, T, eps)),
     rope: (x: Float32Array, T: number, heads: number, headDim: number, cos: Float32Array, sin: Float32Array) => {
@@ -49,9 +50,11 @@ export function hostOps(kn: ModelKernels): HostOps {
     },
     embed: (y: Float32Array, ids: Int32Array, table: Matrix) => run(y, [], (Y) => kn.embed(Y, ids, table)),
   };
+  const host = kn.hostActivations === true; // its ops take host arrays as they are
   return new Proxy(kn, {
     get(target, p, receiver) {
-      if (p in ops) return ops[p as keyof typeof ops];
+      if (p === "kernels") return kn;
+      if (!host && p in ops) return ops[p as keyof typeof ops];
       const v = Reflect.get(target, p, receiver);
       return typeof v === "function" ? v.bind(target) : v;
     },
