@@ -132,7 +132,7 @@ export const STATUS = {
   ERR_INTERNAL: -7,
 } as const;
 
-export const DTYPE = { f32: 0, f16: 1, bf16: 2 } as const;
+export const DTYPE = { f32: 0, f16: 1, bf16: 2, int8: 3, int4: 4 } as const;
 
 export const APPEND = { DST: 0, DTYPE: 1, ROW_HEADS: 2, HEAD_DIM: 3, TOKENS: 4, SRC_HEADS: 5, PARAMS: 6 } as const;
 

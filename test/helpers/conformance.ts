@@ -209,8 +209,9 @@ export function quantCases(): Case[] {
 /** int8 / int4 dequantization must be exact: with window {sink 0, recent 0} query t sees only the key at position t
  *  (weight 1), so its output is value row t exactly as src/quant.ts decodes the record. Rows: tiny ranges (the int4
  *  scalar tables), values near f16's top, constants, and 400 random rows of random scale (1e-3 .. 1e4) and offset
- *  (every f16 rounding of the int4 tables, ties included); head dims 128 and 44 (a 12-element tail). */
-export async function checkDequantExact(who: string, b: Backend): Promise<void> {
+ *  (every f16 rounding of the int4 tables, ties included); head dims 128 and 44 (a 12-element tail) unless `dims`
+ *  names the backend's (cuda: 128 and 64). */
+export async function checkDequantExact(who: string, b: Backend, dims: readonly number[] = [128, 44]): Promise<void> {
   const rows: ((d: number) => number)[] = [
     (d) => Math.sin(d), (d) => 0.25, (d) => 1e-5 * Math.cos(d), (d) => 3e-4 + 1e-6 * d, // tiny ranges: scalar tables
     (d) => 65000 * Math.cos(d), (d) => 60000 + d, (d) => -65000 + 0.5 * d, (d) => 1000 * Math.sin(3 * d), // near f16's top
@@ -221,7 +222,7 @@ export async function checkDequantExact(who: string, b: Backend): Promise<void> 
     const scale = 10 ** (r() * 7 - 3), offset = (r() * 2 - 1) * scale * 3, seed = r();
     rows.push((d) => offset + scale * ((Math.sin(d * 12.9898 + seed * 78.233) * 43758.5453) % 1));
   }
-  for (const dtype of ["int8", "int4"] as const) for (const D of [128, 44]) {
+  for (const dtype of ["int8", "int4"] as const) for (const D of dims) {
     const N = rows.length, H = 1;
     const V = new Float32Array(N * D).map((_, i) => rows[Math.floor(i / D)]!(i % D)), K = new Float32Array(N * D).fill(0.5);
     const want = roundTrip(dtype, V, D);
