@@ -1,11 +1,14 @@
 // The CUDA kernels against the reference backend (the specification in code), on the same ops and data, on a GPU or on
 // the host emulation build (helpers/cuda-target.ts; the test names say which).
-//   KV append: the buffers' bytes must be identical (f32 -> f16 / bf16 is round-to-nearest-even on both sides).
-//   attend, f32 KV: per element |a - b| <= 1e-5 + 1e-4 |b| and NMSE <= 1e-10.
+//   KV append: the buffers' bytes must be identical (f32 -> f16 / bf16 is round-to-nearest-even on both sides; int8 /
+//     int4 records are src/quant.ts's codecs bit for bit).
+//   attend, f32, int8 and int4 KV: per element |a - b| <= 1e-5 + 1e-4 |b| and NMSE <= 1e-10 (the reference
+//     dequantizes the same records exactly as src/quant.ts says, then float64 attention; the kernel dequantizes into
+//     f32 registers, so only f32 vs float64 arithmetic differs).
 //   attend, f16 / bf16 KV: FlashAttention's rule: max error <= 2 x the max error of a naive attention in the same
 //     precision (q, k, v, scores, probabilities and output rounded to the dtype) + 2 x the dtype's rounding of 0.3.
 // Outputs are poisoned with NaN before every run: covered heads must be written, the others left untouched.
-// Grid: dtype f32/f16/bf16 x head dim 64/128 x G = 1/4/8; per test T < S, T = S + R, T = S + R + 1 from an empty
+// Grid: dtype f32/f16/bf16/int8/int4 x head dim 64/128 x G = 1/4/8 (int8 / int4: G = 1/8); per test T < S, T = S + R, T = S + R + 1 from an empty
 // cache, decode and short and long blocks after a cached context (tensor-core and CUDA-core kernels), both masks,
 // split-KV off / forced / automatic; keys in consecutive pages (numeric positions, row_start > 0) and in a ring with
 // scrambled explicit positions.
@@ -15,7 +18,8 @@ import { type CudaBackendOptions, createCudaBackend } from "../src/backend/cuda.
 import { cudaTarget } from "./helpers/cuda-target.ts";
 import { ReferenceBackend } from "../src/backend/reference.ts";
 import type { AttendOp, Backend, Handle, Op, Segment } from "../src/backend/types.ts";
-import { bf16BitsToF32, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits, headBytes, type KvDtype, roundToDtype } from "../src/dtype.ts";
+import { bf16BitsToF32, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits, headBytes, isQuantized, type KvDtype, roundToDtype } from "../src/dtype.ts";
+import { checkDequantExact, conform, quantCases } from "./helpers/conformance.ts";
 import { rng as uniform } from "./helpers/random.ts";
 
 const { library, label, skip } = cudaTarget;
@@ -199,7 +203,7 @@ async function conformance(dtype: KvDtype, D: number, G: number) {
         await ref.run(0, [or]);
         const o = compare(oc.out, or.out, c.T, Hq, D, covered, `${label} out`);
         const l = compare(oc.lse!, or.lse!, c.T, Hq, 1, covered, `${label} lse`);
-        if (dtype === "f32") {
+        if (dtype === "f32" || isQuantized(dtype)) {
           const ok = (x: number, y: number) => Math.abs(x - y) <= 1e-5 + 1e-4 * Math.abs(y);
           assert.ok(o.nmse <= 1e-10, `${label}: NMSE ${o.nmse} > 1e-10 (max abs ${o.maxAbs})`);
           const bad = firstBad(oc.out, or.out, ok);
@@ -223,13 +227,25 @@ async function conformance(dtype: KvDtype, D: number, G: number) {
   }
 }
 
-for (const dtype of ["f32", "f16", "bf16"] as const) {
+for (const dtype of ["f32", "f16", "bf16", "int8", "int4"] as const) {
   for (const D of [64, 128]) {
-    for (const G of [1, 4, 8]) {
+    for (const G of isQuantized(dtype) ? [1, 8] : [1, 4, 8]) {
       test(`cuda conformance (${label}): ${dtype} KV, head dim ${D}, G = ${G}`, { skip }, () => conformance(dtype, D, G));
     }
   }
 }
+
+test(`cuda conformance (${label}): the shared quantized grid (helpers/conformance.ts quantCases, head dims 64 and 128) and exact int8 / int4 dequantization`, { skip }, async () => {
+  const cuda = await cudaBackend();
+  try {
+    const cases = quantCases().filter((c) => c.D === 64 || c.D === 128);
+    assert.ok(cases.length >= 30, `${cases.length} cases`);
+    await conform(cases, [{ name: `cuda ${label}`, b: cuda, shard: 0 }]);
+    await checkDequantExact(`cuda ${label}`, cuda, [128, 64]);
+  } finally {
+    await cuda.dispose();
+  }
+});
 
 test(`cuda (${label}): a query with no visible key gets zeros and lse = -Infinity`, { skip }, async () => {
   const cuda = await cudaBackend();
