@@ -2,11 +2,13 @@
 """GPU check of libduo_cuda.so for machines with a GPU but without Node, Bun or Deno (run by cuda/gpu-check.sh).
 
 Drives the C API of cuda/include/duo.h through ctypes (the enum values are read from the header itself) and
-  1. conformance: the op grid of test/cuda-conformance.test.ts (dtype f32/f16/bf16 x head dim 64/128 x G = 1/4/8 x
+  1. conformance: the op grid of test/cuda-conformance.test.ts (dtype f32/f16/bf16/int8/int4 x head dim 64/128 x G = 1/4/8 x
      T < S, T = S + R, T = S + R + 1, decode and blocks after a context x causal / window x split-KV off / forced /
      automatic), checked against a float64 numpy twin of src/backend/reference.ts:
-       KV append: bytes identical to numpy's round-to-nearest-even conversion;
-       f32 KV: |a - b| <= 1e-5 + 1e-4 |b| per element and NMSE <= 1e-10;
+       KV append: bytes identical to numpy's round-to-nearest-even conversion, or to the int8 / int4 records of a
+       numpy twin of src/quant.ts;
+       f32, int8 and int4 KV: |a - b| <= 1e-5 + 1e-4 |b| per element and NMSE <= 1e-10 (for int8 / int4 the reference
+       attends over the records' dequantized values);
        f16 / bf16 KV: max error <= 2 x that of a naive attention in the same precision + 2 x the dtype's rounding of
        0.3 (FlashAttention's test rule); outputs are NaN-poisoned, covered heads must be written, others untouched;
   2. benchmarks (PyTorch needed for the peers): decode GB/s of one Llama-3-8B layer (32 query / 8 KV heads, D = 128,
@@ -34,8 +36,14 @@ CUDA_DIR = Path(__file__).resolve().parent.parent
 HEADER = CUDA_DIR / "include" / "duo.h"
 DEFAULT_LIB = CUDA_DIR / "build" / "libduo_cuda.so"
 C = {m.group(1): int(m.group(2)) for m in re.finditer(r"\b(DUO_[A-Z0-9_]+)\s*=\s*(-?\d+)", HEADER.read_text())}
-DTYPE = {"f32": C["DUO_F32"], "f16": C["DUO_F16"], "bf16": C["DUO_BF16"]}
-ELEM = {"f32": 4, "f16": 2, "bf16": 2}
+DTYPE = {"f32": C["DUO_F32"], "f16": C["DUO_F16"], "bf16": C["DUO_BF16"], "int8": C["DUO_INT8"], "int4": C["DUO_INT4"]}
+ELEM = {"f32": 4, "f16": 2, "bf16": 2}  # bytes per element of the float dtypes
+QUANTIZED = ("int8", "int4")
+
+
+def head_bytes(dtype, D):
+    """Bytes of one head's D values of one row: D elements, or an int8 / int4 record (duo.h enum duo_dtype)."""
+    return {"f32": 4 * D, "int8": D + 4, "int4": D // 2 + 4}.get(dtype, 2 * D)
 
 
 class DuoError(Exception):
@@ -171,9 +179,44 @@ def round_bits(x, dtype):
     return (((b + 0x7FFF + ((b >> 16) & 1)) >> 16) & 0xFFFF).astype(np.uint16)
 
 
+def quantize(x, dtype):
+    """f32 values [..., D] -> their int8 / int4 records [..., head_bytes] (uint8), as src/quant.ts writes them."""
+    x = np.asarray(x, np.float32)
+    D = x.shape[-1]
+    if dtype == "int8":
+        amax = np.abs(x).max(axis=-1, keepdims=True)
+        scale = (amax / np.float32(127)).astype(np.float32)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            q = np.where(scale == 0, 0, np.clip(np.rint(x / scale), -127, 127))  # rint: ties to even
+        return np.concatenate([q.astype(np.int8).view(np.uint8), scale.view(np.uint8)], axis=-1)
+    mn, mx = x.min(axis=-1, keepdims=True), x.max(axis=-1, keepdims=True)
+    scale = ((mx - mn) / np.float32(15) + np.float32(1e-8)).astype(np.float32)  # each step rounded to f32
+    v = ((x - mn) / scale).astype(np.float64)  # an f32 quotient
+    q = np.clip(np.floor(v + 0.5), 0, 15).astype(np.uint8)  # roundf of v >= 0 (half away from zero; exact in f64)
+    packed = (q[..., 0::2] << 4) | q[..., 1::2]  # the even element in the high nibble
+    sz = np.concatenate([scale.astype(np.float16), mn.astype(np.float16)], axis=-1)
+    return np.concatenate([packed, np.ascontiguousarray(sz).view(np.uint8)], axis=-1)
+
+
+def dequantize(rec, dtype, D):
+    """int8 / int4 records [..., head_bytes] -> the values attention reads, as f64 (src/quant.ts dequantizeRecord)."""
+    rec = np.ascontiguousarray(rec, np.uint8)
+    if dtype == "int8":
+        scale = rec[..., D:].copy().view(np.float32)
+        return (rec[..., :D].view(np.int8).astype(np.float32) * scale).astype(np.float64)
+    sz = rec[..., D // 2:].copy().view(np.float16)
+    s, z = sz[..., 0:1], sz[..., 1:2]
+    q = np.empty(rec.shape[:-1] + (D,), np.uint8)
+    q[..., 0::2], q[..., 1::2] = rec[..., : D // 2] >> 4, rec[..., : D // 2] & 15
+    with np.errstate(over="ignore"):
+        return (q.astype(np.float16) * s + z).astype(np.float64)  # f16 arithmetic: each step rounded to f16
+
+
 def rounded(x, dtype):
     """What dtype storage holds for f32 values x, as f64."""
     x = np.asarray(x, np.float32)
+    if dtype in QUANTIZED:
+        return dequantize(quantize(x, dtype), dtype, x.shape[-1])
     if dtype == "f32":
         return x.astype(np.float64)
     if dtype == "f16":
@@ -222,7 +265,8 @@ def run_case(duo, rng, dtype, D, G, ctx, T, window, splits):
     Kall = rng.uniform(-1, 1, (P, KVH, D)).astype(np.float32)
     Vall = rng.uniform(-1, 1, (P, KVH, D)).astype(np.float32)
     q = rng.uniform(-3, 3, (T, Hq, D)).astype(np.float32)
-    row_bytes = 2 * D * ELEM[dtype]
+    row_bytes = 2 * head_bytes(dtype, D)
+    stored = (lambda x: quantize(x, dtype)) if dtype in QUANTIZED else (lambda x: round_bits(x, dtype))
     store = [duo.alloc(max(1, ctx) * row_bytes) for _ in range(2)]
     ring = [duo.alloc(T * row_bytes) for _ in range(2)]
     perm = rng.permutation(T)  # ring row r holds token perm[r]
@@ -235,10 +279,10 @@ def run_case(duo, rng, dtype, D, G, ctx, T, window, splits):
         for buf, src in ((ring[0], Kall), (ring[1], Vall)):
             duo.append(buf, dtype, 2, src[ctx:], COVERED, ring_rows)
         # append: exact bytes
-        expect_store = round_bits(Kall[:ctx][:, COVERED], dtype).tobytes()
+        expect_store = stored(Kall[:ctx][:, COVERED]).tobytes()
         if ctx and duo.read(store[0], 0, len(expect_store)).tobytes() != expect_store:
             return False, math.inf, 0, label + " (append bytes differ)"
-        expect_ring = round_bits(Vall[ctx:][perm][:, COVERED], dtype).tobytes()
+        expect_ring = stored(Vall[ctx:][perm][:, COVERED]).tobytes()
         if duo.read(ring[1], 0, len(expect_ring)).tobytes() != expect_ring:
             return False, math.inf, 0, label + " (append bytes differ in the ring)"
         segments = [dict(k=store[0], v=store[1], dtype=dtype, row_heads=2, row_start=p0, row_count=min(PAGE, ctx - p0),
@@ -272,7 +316,7 @@ def run_case(duo, rng, dtype, D, G, ctx, T, window, splits):
         if not np.array_equal(fin, np.isfinite(lse[:, heads])):
             return False, math.inf, 0, label + " (lse -inf where the reference is finite, or the reverse)"
         lse_err = max(lse_err, float(np.abs(lse[:, heads][fin] - ref_lse[fin]).max(initial=0)))
-        if dtype == "f32":
+        if dtype == "f32" or dtype in QUANTIZED:
             ratio = np.abs(got - ref) / (1e-5 + 1e-4 * np.abs(ref))
             f32_ratio = max(f32_ratio, float(ratio.max()))
             if (ratio > 1).any():
@@ -284,7 +328,7 @@ def run_case(duo, rng, dtype, D, G, ctx, T, window, splits):
             naive_lse_err = max(naive_lse_err, float(np.abs(nv_lse[fin] - ref_lse[fin]).max(initial=0)))
             r = rounded(ref, dtype)
             atol = max(atol, 2 * float(np.abs(rounded(rounded(r + 0.3, dtype) - 0.3, dtype) - r).max()))
-    if dtype == "f32":
+    if dtype == "f32" or dtype in QUANTIZED:
         nmse = nmse_num / nmse_den if nmse_den else nmse_num
         ok = nmse <= 1e-10 and lse_err <= 1e-4
         return ok, f32_ratio, 1.0, label + ("" if ok else f" (NMSE {nmse:.2e}, lse error {lse_err:.2e})")
@@ -297,11 +341,11 @@ def conformance(duo, quick):
     rng = np.random.default_rng(2025)
     rows, failures, n = [], [], 0
     splits_cycle = [1, 3, 0]
-    for dtype in ("f32", "f16", "bf16"):
+    for dtype in ("f32", "f16", "bf16", "int8", "int4"):
         for D in (64, 128):
             for G in (1, 4, 8):
                 worst, count = 0.0, 0
-                cases = CASES[::2] if quick else CASES + ([] if dtype == "f32" or G == 8 else BIG_CASES)
+                cases = CASES[::2] if quick else CASES + ([] if dtype in ("f32", "int8", "int4") or G == 8 else BIG_CASES)
                 for ctx, T in cases:
                     for window in (None, (S_, R_)):
                         for splits in ([splits_cycle[n % 3]] if quick else splits_cycle):
