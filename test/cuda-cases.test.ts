@@ -6,10 +6,12 @@
 //     int8 / int4 segments beside them;
 //   - segments not aligned to 64-key tiles around the last token of a 64-row query tile (tok_lo / tok_hi);
 //   - a seeded random fuzz over dtype, head dim, group, context, tokens, window, split-KV and segment cuts.
-// Tolerance: f32, int8 and int4 KV |a - b| <= 1e-5 + 1e-4 |b| (the reference reads the same records: only f32 vs
-// float64 arithmetic differs); with an f16 / bf16 segment in the call |a - b| <= 2e-2 (inputs in [-1, 1], queries in
-// [-3, 3]: the tensor-core kernel rounds q and the probabilities to the KV dtype); lse within 1e-4 / 1e-2; where the
-// reference output is not finite the kernel's must not be finite either.
+// Tolerance: f32 and int8 KV, and int4 KV on the CUDA-core kernel, |a - b| <= 1e-5 + 1e-4 |b| (the reference reads
+// the same records: only f32 vs float64 arithmetic differs); with an f16 / bf16 segment in the call, or an int4 one
+// on the tensor-core kernel (more than 16 packed rows: exact int4 values in f16 stages), |a - b| <= 2e-2 + 1e-3 |b|
+// (inputs in [-1, 1], queries in [-3, 3]: the tensor-core kernel rounds q and the probabilities to f16 / bf16; the
+// relative term covers the int4 rows of +-65504 values that the non-finite test plants); lse within
+// 1e-4 / 1e-2; where the reference output is not finite the kernel's must not be finite either.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { type CudaBackendOptions, createCudaBackend } from "../src/backend/cuda.ts";
@@ -63,8 +65,8 @@ async function disagreement(c: Case): Promise<string> {
   const cuda = await cudaBackend({ splits: c.splits }), ref = new ReferenceBackend();
   try {
     const [a, b] = [await attend(cuda, c), await attend(ref, c)];
-    const low = c.keys.some((k) => k.dtype === "f16" || k.dtype === "bf16");
-    const close = (x: number, y: number) => Math.abs(x - y) <= (low ? 2e-2 : 1e-5 + 1e-4 * Math.abs(y));
+    const low = c.keys.some((k) => k.dtype === "f16" || k.dtype === "bf16" || (k.dtype === "int4" && c.T * c.G > 16));
+    const close = (x: number, y: number) => Math.abs(x - y) <= (low ? 2e-2 + 1e-3 * Math.abs(y) : 1e-5 + 1e-4 * Math.abs(y));
     for (let i = 0; i < b.out.length; i++) {
       const [x, y] = [a.out[i]!, b.out[i]!];
       if (Number.isFinite(y) ? !close(x, y) : Number.isFinite(x)) {
@@ -101,7 +103,7 @@ test(`cuda (${label}): a non-finite value in a key row masked for some or all qu
   // [dtype, T, G, window, positions whose V row is huge]: T * G <= 16 runs the CUDA-core kernel, more the
   // tensor-core kernel (f16 / bf16); 1e6 is Inf once stored as f16, and Inf itself for f32 / bf16; an int4 record of
   // +-65504 (finite input, as the engine admits) decodes to Inf where q = 15: f16(15 * f16(131008 / 15)) overflows.
-  // Quantized caches take the CUDA-core kernel at every T.
+  // int8 caches take the CUDA-core kernel at every T, int4 ones the tensor-core kernel past 16 packed rows.
   const cases: [KvDtype, number, number, AttendOp["window"], (ctx: number) => number[]][] = [
     ["f32", 1, 4, null, (ctx) => [ctx + 5]], // a future key in the decode token's tile
     ["f32", 4, 1, null, (ctx) => [ctx + 1]], // the causal diagonal: visible to tokens 1.., masked for token 0
@@ -111,7 +113,8 @@ test(`cuda (${label}): a non-finite value in a key row masked for some or all qu
     ["f16", 40, 1, { sink: 4, recent: 8 }, () => [18]], // in the window's gap, in the tile of the visible sinks
     ["bf16", 3, 2, { sink: 4, recent: 8 }, () => [18]], // (18: in the CUDA-core kernel's step with sink 2)
     ["int4", 1, 4, null, (ctx) => [ctx + 5]],
-    ["int4", 40, 4, null, (ctx) => [ctx + 20]], // the causal diagonal over 160 packed rows
+    ["int4", 40, 4, null, (ctx) => [ctx + 20]], // the diagonal of the tensor-core kernel: Inf in its f16 stage
+    ["int4", 40, 1, { sink: 4, recent: 8 }, () => [18]], // in the window's gap, in the tile of the visible sinks
     ["int4", 3, 2, { sink: 4, recent: 8 }, () => [18]],
   ];
   let seed = 1;

@@ -1,7 +1,8 @@
 // An int8 / int4 DuoAttention engine on the CUDA backend (a GPU or the host emulation build: helpers/cuda-target.ts)
 // against the same engine on the reference backend: prefill chunks and decode steps through retrieval pages and the
 // streaming ring, outputs within the f32 tolerance (|a - b| <= 1e-5 + 1e-4 |b|: both read the same records, see
-// cuda-conformance.test.ts), bytes() equal to SPEC §4.4's formula with each record's bytes, and the library's
+// cuda-conformance.test.ts) except int4 prefill chunks, which take the tensor-core kernel (f16 queries and
+// probabilities: |a - b| <= 2e-2 as in cuda-cases.test.ts), bytes() equal to SPEC §4.4's formula with each record's bytes, and the library's
 // memory().allocated counting exactly the buffers the reference backend holds for the same cache.
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -25,9 +26,10 @@ for (const kvDtype of ["int8", "int4"] as const) {
         for (let l = 0; l < L; l++) {
           const q = randomArray(n * H * D, seed++, 3), k = randomArray(n * Hkv * D, seed++, 1), v = randomArray(n * Hkv * D, seed++, 1);
           const [a, b] = [await sc.attend(l, q, k, v), await sr.attend(l, q, k, v)];
+          const f16 = kvDtype === "int4" && n * (H / Hkv) > 16; // attend.cu: the tensor-core kernel
           for (let i = 0; i < b.length; i++) {
             const e = Math.abs(a[i]! - b[i]!);
-            assert.ok(e <= 1e-5 + 1e-4 * Math.abs(b[i]!), `T=${T} +${n} layer ${l} out[${i}]: ${a[i]} vs reference ${b[i]}`);
+            assert.ok(e <= (f16 ? 2e-2 : 1e-5 + 1e-4 * Math.abs(b[i]!)), `T=${T} +${n} layer ${l} out[${i}]: ${a[i]} vs reference ${b[i]}`);
           }
         }
         T += n;

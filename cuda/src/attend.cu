@@ -178,10 +178,10 @@ int32_t attend(const int32_t* P, const float* q, const int32_t* q_heads, const i
   for (int dt = 0; dt < DUO_DTYPES; ++dt) {
     const int n = plan.ntiles[dt];
     if (n == 0) continue;
-    // f32, int8 and int4 caches take the CUDA-core kernel at every query length: the tensor-core kernel's operands
-    // are f16 / bf16, which f32 and int8 values do not fit, and its cp.async tiles are 16-byte runs of elements, which
-    // records of head_dim / 2 + 4 bytes are not (a simpler path for quantized prefill: f32 accuracy, not its speed).
-    const bool tensor_cores = (dt == DUO_F16 || dt == DUO_BF16) && M > 2 * DECODE_MAX_ROWS;
+    // Query blocks go to the tensor-core kernel, whose operands are f16 / bf16: f16 and bf16 caches, and int4 ones
+    // (every int4 value is an f16 value: dequantized exactly into its f16 stages). f32 and int8 values are not f16
+    // values: those caches take the CUDA-core kernel at every query length (f32 accuracy, not the mma's speed).
+    const bool tensor_cores = (dt == DUO_F16 || dt == DUO_BF16 || dt == DUO_INT4) && M > 2 * DECODE_MAX_ROWS;
     plan.kernel_rows[dt] = tensor_cores ? 0 : std::min(DECODE_MAX_ROWS, pow2_at_least(M));
     const int rows = tensor_cores ? PREFILL_ROWS : plan.kernel_rows[dt];
     plan.row_groups[dt] = (M + rows - 1) / rows;

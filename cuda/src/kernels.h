@@ -91,7 +91,7 @@ constexpr int PREFILL_ROWS = 64;
 // dtype: enum duo_dtype; head_dim: 64 or 128; rows: 1, 2, 4 or 8 (packed rows per CTA); grid = (row groups, nkv,
 // splits).
 cudaError_t launch_decode(const AttendArgs& a, int dtype, int head_dim, int rows, dim3 grid, cudaStream_t s);
-// dtype: DUO_F16 or DUO_BF16; grid = (ceil(M / PREFILL_ROWS), nkv, splits).
+// dtype: DUO_F16, DUO_BF16 or DUO_INT4 (dequantized into f16 stages); grid = (ceil(M / PREFILL_ROWS), nkv, splits).
 cudaError_t launch_prefill(const AttendArgs& a, int dtype, int head_dim, dim3 grid, cudaStream_t s);
 // out[r] = merge over `splits` partials of row r (r < rows = nkv * M), the log-sum-exp merge of reference mergeState.
 cudaError_t launch_merge(const float* part_o, const float* part_lse, float* out, float* lse, int64_t rows, int splits,
