@@ -5,6 +5,9 @@
 //     rule. For f16/bf16 KV the reference reads the same rounded buffers, so the only difference left is f32 vs float64
 //     arithmetic and the same tolerance applies to every dtype. For int8/int4 KV the reference quantizes with
 //     src/quant.ts and the kernels write the very same record bytes, so again only the arithmetic differs.
+//   CUDA (test/cuda-conformance.test.ts) runs the quantized grid too, at its head dims 64 and 128, with this tolerance
+//     wherever its CUDA-core kernel runs (int8 always, int4 up to 16 packed query rows; int4 blocks beyond take the
+//     f16 tensor-core kernel and are held to the f16 rule there) and checkDequantExact at head dims 128 and 64.
 //   Outputs and lse are poisoned with NaN before every run: covered query heads must all be written, the query heads of
 //     the uncovered KV head must still be NaN afterwards.
 import assert from "node:assert/strict";
