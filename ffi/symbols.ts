@@ -119,7 +119,7 @@ export interface Binding {
 
 // ---- constants of duo.h ----
 
-export const DUO_API_VERSION = 1;
+export const DUO_API_VERSION = 2;
 
 export const STATUS = {
   OK: 0,

@@ -24,8 +24,8 @@ extern "C" {
 
 #define DUO_API __attribute__((visibility("default")))
 
-/* Bumped on any change of a prototype, enum value or semantics below. */
-enum { DUO_API_VERSION = 1 };
+/* Bumped on any change of a prototype, enum value or semantics below (2: the int8 / int4 dtypes). */
+enum { DUO_API_VERSION = 2 };
 
 enum duo_status {
   DUO_OK = 0,
