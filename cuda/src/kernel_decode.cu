@@ -1,5 +1,5 @@
-// Split-KV attention on CUDA cores (flash-decoding): decode and short query blocks, and every f32, int8 and int4 KV
-// launch (quantized caches take this kernel at every query length: see attend.cu).
+// Split-KV attention on CUDA cores (flash-decoding): decode and short query blocks of every dtype, and every f32 and
+// int8 KV launch (their values are not f16 / bf16 values for the tensor-core kernel: see attend.cu).
 //
 // Grid (row groups, KV heads, key chunks). A CTA takes ROWS packed query rows of one KV head (the G query heads of
 // a token share every K/V load: GQA packing) and one chunk of the tile table. Its 128 threads split into KP groups
