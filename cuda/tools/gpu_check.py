@@ -13,7 +13,8 @@ Drives the C API of cuda/include/duo.h through ctypes (the enum values are read 
        f16 / bf16 KV: max error <= 2 x that of a naive attention in the same precision + 2 x the dtype's rounding of
        0.3 (FlashAttention's test rule); outputs are NaN-poisoned, covered heads must be written, others untouched;
   2. benchmarks (PyTorch needed for the peers): decode GB/s of one Llama-3-8B layer (32 query / 8 KV heads, D = 128,
-     bf16, pages of 1024 rows) at 16K and 128K against a device-to-device copy measured in the same run; one
+     bf16, pages of 1024 rows) at 16K and 128K against a device-to-device copy measured in the same run, and of int8 /
+     int4 caches of the same layer against the bf16 time and the byte ratio; int4 causal prefill at 8K; one
      retrieval KV head at 128K; a Duo layer (4 retrieval + 4 streaming heads, S = 64, R = 256) against the full layer
      and against the byte ratio; causal prefill TFLOP/s (D = 128, 8K and 16K tokens) against each PyTorch SDPA backend.
 Kernel times are the library's CUDA-event times (duo_last_device_ms), median of repeated calls.
@@ -377,19 +378,21 @@ def median_ms(fn, reps):
 
 
 class PagedStore:
-    """KV pages of the retrieval store: `pages` K and V buffers of 1024 rows x heads x 128 bf16, random contents."""
+    """KV pages of the retrieval store: K and V buffers of 1024 rows x heads x 128 values of `dtype` (bf16, or int8 /
+    int4 records), random contents."""
 
-    def __init__(self, duo, rng, tokens, heads, D=128, page=1024):
+    def __init__(self, duo, rng, tokens, heads, D=128, page=1024, dtype="bf16"):
         self.duo, self.segments, self.handles = duo, [], []
-        image = round_bits(rng.uniform(-1, 1, (page, heads, D)).astype(np.float32), "bf16")
+        x = rng.uniform(-1, 1, (page, heads, D)).astype(np.float32)
+        image = quantize(x, dtype) if dtype in QUANTIZED else round_bits(x, dtype)
         for p0 in range(0, tokens, page):
             k, v = duo.alloc(image.nbytes), duo.alloc(image.nbytes)
             duo.write(k, 0, image)
             duo.write(v, 0, image)
             self.handles += [k, v]
-            self.segments.append(dict(k=k, v=v, dtype="bf16", row_heads=heads, row_start=0,
+            self.segments.append(dict(k=k, v=v, dtype=dtype, row_heads=heads, row_start=0,
                                       row_count=min(page, tokens - p0), positions=p0))
-        self.bytes = 2 * tokens * heads * D * 2
+        self.bytes = 2 * tokens * heads * head_bytes(dtype, D)
 
     def free(self):
         for h in self.handles:
@@ -443,6 +446,16 @@ def benchmarks(duo, torch, quick):
         emit(rows, (f"decode, full layer (8 KV heads), {ctx // 1024}K", f"{1e3 * full_ms[ctx]:8.1f} us {gbs:7.0f} GB/s",
                      of_copy(gbs)))
         store.free()
+    # int8 / int4 caches of the same layer: time against bf16's, beside the byte ratio (decode reads every byte once)
+    for dtype, ctxs in (("int4", (16384, 131072)), ("int8", (131072,))):
+        for ctx in ctxs:
+            store = PagedStore(duo, rng, ctx + 1, 8, dtype=dtype)
+            ms = decode_ms(duo, store, q, G, range(8), ctx, reps=reps)
+            gbs = store.bytes / ms / 1e6
+            ratio = head_bytes(dtype, D) / head_bytes("bf16", D)
+            emit(rows, (f"decode, full layer {dtype}, {ctx // 1024}K", f"{1e3 * ms:8.1f} us {gbs:7.0f} GB/s",
+                         f"{ms / full_ms[ctx]:4.2f}x bf16 time; bytes {ratio:4.2f}x ({ms / full_ms[ctx] / ratio:4.2f}x of that)"))
+            store.free()
     ctx = 131072
     store = PagedStore(duo, rng, ctx + 1, 1)
     ms = decode_ms(duo, store, q, G, [0], ctx, reps=reps)
@@ -470,13 +483,21 @@ def benchmarks(duo, torch, quick):
         out = np.zeros_like(qT)
         idx = np.arange(8, dtype=np.int32)
 
-        def once():
-            duo.attend(qT, G, idx, idx, kv.segments, 0, None, 0, out, None)
-            return duo.device_ms()
-        ms = median_ms(once, 3 if quick else 10)
+        def once_on(segments):
+            def once():
+                duo.attend(qT, G, idx, idx, segments, 0, None, 0, out, None)
+                return duo.device_ms()
+            return once
+        ms = median_ms(once_on(kv.segments), 3 if quick else 10)
         kv.free()
         emit(rows, (f"prefill causal {T // 1024}K, duo (bf16, tensor cores)", f"{flops / ms / 1e9:8.1f} TFLOP/s",
                      f"{ms:7.2f} ms"))
+        if T == 8192:  # int4 records dequantized into the f16 stages of the same kernel
+            kv = PagedStore(duo, rng, T, 8, page=T, dtype="int4")
+            ms4 = median_ms(once_on(kv.segments), 3 if quick else 10)
+            kv.free()
+            emit(rows, (f"prefill causal {T // 1024}K, duo (int4, tensor cores)", f"{flops / ms4 / 1e9:8.1f} TFLOP/s",
+                         f"{ms4:7.2f} ms ({ms4 / ms:4.2f}x bf16)"))
         for name, res in sdpa(torch, T, Hq, 8, D, 3 if quick else 10):
             ok = isinstance(res, float)
             emit(rows, (f"prefill causal {T // 1024}K, torch SDPA {name}",
