@@ -226,7 +226,7 @@ export const STATUS = {
   ERR_INTERNAL: -7,
 } as const;
 
-export const DTYPE = { f32: 0, f16: 1, bf16: 2 } as const;
+export const DTYPE = { f32: 0, f16: 1, bf16: 2, int8: 3, int4: 4 } as const;
 
 /** enum duo_weight_dtype: the weight element types of the model kernels */
 export const WEIGHT = { F32: 0, F16: 1, BF16: 2, Q8_0: 3, Q4_0: 4, Q4_K: 5, Q6_K: 6 } as const;

@@ -75,8 +75,10 @@ test("each backend declares its head dims once: the declaration refuses an engin
     "the cuda backend cannot run this engine: its kernels take head dims 64 or 128, not 96 (shape.headDim)");
   assert.equal(unsupported("reference", new ReferenceBackend().capabilities, { dtype: "f32", headDim: 66 }), null);
   assert.equal(unsupported("wasm", WASM_CAPABILITIES, { dtype: "int4", headDim: 128 }), null);
-  assert.equal(unsupported("cuda", CUDA_CAPABILITIES, { dtype: "int4", headDim: 128 }),
-    "the cuda backend cannot run this engine: it stores KV as f32, f16, bf16, not int4 (kvDtype)");
+  assert.equal(unsupported("cuda", CUDA_CAPABILITIES, { dtype: "int4", headDim: 128 }), null);
+  assert.equal(unsupported("cuda", CUDA_CAPABILITIES, { dtype: "int8", headDim: 64 }), null);
+  assert.equal(unsupported("cuda", CUDA_CAPABILITIES, { dtype: "int4", headDim: 96 }),
+    "the cuda backend cannot run this engine: its kernels take head dims 64 or 128, not 96 (shape.headDim)");
 });
 
 test("DuoAttention.create refuses a head dim the backend does not run, before the first attend", { skip: !wasmUsable && "skipped: wasm backend not usable here" }, async () => {

@@ -43,9 +43,9 @@ test("ffi/symbols.ts constants equal the enums of duo.h", () => {
   for (const [prefix, table] of groups) {
     for (const [key, value] of Object.entries(table)) assert.equal(value, enums.get(prefix + key), prefix + key);
   }
-  assert.deepEqual(DTYPE, { f32: enums.get("DUO_F32"), f16: enums.get("DUO_F16"), bf16: enums.get("DUO_BF16") });
+  assert.deepEqual(DTYPE, { f32: enums.get("DUO_F32"), f16: enums.get("DUO_F16"), bf16: enums.get("DUO_BF16"), int8: enums.get("DUO_INT8"), int4: enums.get("DUO_INT4") });
   // every enum of the header is mirrored
-  const mirrored = new Set(["DUO_API_VERSION", "DUO_F32", "DUO_F16", "DUO_BF16"]);
+  const mirrored = new Set(["DUO_API_VERSION", "DUO_F32", "DUO_F16", "DUO_BF16", "DUO_INT8", "DUO_INT4"]);
   for (const [prefix, table] of groups) for (const key of Object.keys(table)) mirrored.add(prefix + key);
   assert.deepEqual([...enums.keys()].filter((k) => !mirrored.has(k)), []);
 });

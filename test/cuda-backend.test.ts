@@ -8,7 +8,8 @@ import { cudaTarget } from "./helpers/cuda-target.ts";
 import { ReferenceBackend } from "../src/backend/reference.ts";
 import { DuoError } from "../src/errors.ts";
 import type { AppendOp } from "../src/backend/types.ts";
-import { bf16BitsToF32, f16BitsToF32 } from "../src/dtype.ts";
+import { bf16BitsToF32, f16BitsToF32, headBytes } from "../src/dtype.ts";
+import { quantizeRecord } from "../src/quant.ts";
 
 const { library, label, skip } = cudaTarget;
 /** The backend on the library the tests run on (see helpers/cuda-target.ts). */
@@ -90,6 +91,48 @@ test(`cuda (${label}): append stores NaN as NaN (sign and payload unspecified), 
   } finally {
     await cuda.dispose();
     await ref.dispose();
+  }
+});
+
+test(`cuda (${label}): append writes int8 / int4 records byte for byte as src/quant.ts (ties, a signed-zero min, constant rows, +-65504), refuses rows past the end`, { skip }, async () => {
+  const cuda = await cudaBackend();
+  try {
+    for (const D of [64, 128]) {
+      // row kinds, one per source token (2 heads each, the second head is the first times -3 plus 1)
+      const kinds: ((d: number) => number)[] = [
+        (d) => (d === 0 ? 127 : (d % 8) - 3.5), // int8: scale 1, codes at .5 ties (RNE: -4, -2, 0, 2)
+        (d) => (d === 0 ? 0 : d === 1 ? 15 : ((d * 7) % 15) + 0.5), // int4: scale 1 (+1e-8 vanishes), ties (roundf: up)
+        (d) => (d === 1 ? -0 : d % 5), // min is a zero of both signs (+0 first): the record keeps -0
+        () => 0.375, () => 0, // constant rows: int4 scale 1e-8, int8 scale 0
+        (d) => (d % 2 ? 65504 : -65504), (d) => Math.sin(d) * 1e-3, (d) => Math.cos(d * 1.3) * 50 + 7,
+      ];
+      const N = kinds.length, src = new Float32Array(N * 2 * D);
+      for (let t = 0; t < N; t++) for (let d = 0; d < D; d++) {
+        const x = kinds[t]!(d);
+        src[(t * 2) * D + d] = x;
+        src[(t * 2 + 1) * D + d] = d === 1 && t === 2 ? -0 : x * -3 + 1;
+      }
+      for (const dtype of ["int8", "int4"] as const) {
+        const hb = headBytes(dtype, D), rows = N + 1, bytes = rows * 2 * hb;
+        const h = cuda.alloc(0, bytes);
+        // token t -> row N - t (row 0 is never written); the heads swap places in the row
+        const op = (r: number[]): AppendOp => ({ kind: "append", dst: h, dtype, rowHeads: 2, headDim: D, src, srcHeads: 2, heads: Int32Array.of(1, 0), rows: Int32Array.from(r) });
+        await cuda.run(0, [op(kinds.map((_, t) => N - t))]);
+        const want = new Uint8Array(bytes);
+        for (let t = 0; t < N; t++) for (let j = 0; j < 2; j++) {
+          const head = 1 - j;
+          quantizeRecord(dtype, src.subarray((t * 2 + head) * D, (t * 2 + head + 1) * D), D, want, ((N - t) * 2 + j) * hb);
+        }
+        const got = await cuda.read(0, h, 0, bytes);
+        const k = got.findIndex((b, i) => b !== want[i]);
+        assert.equal(k, -1, `${dtype} D=${D}: byte ${k} (row ${Math.floor(k / (2 * hb))}, head ${Math.floor(k / hb) % 2}, offset ${k % hb}) is ${got[k]}, src/quant.ts writes ${want[k]}`);
+        await assert.rejects(cuda.run(0, [op([rows, 0, -1, -1, -1, -1, -1, -1])]), rejectsWith("CAPACITY", new RegExp(`row ${rows} is past the buffer's ${rows} rows`)));
+        assert.deepEqual(await cuda.read(0, h, 0, bytes), got, "a rejected append wrote nothing");
+        cuda.free(0, h);
+      }
+    }
+  } finally {
+    await cuda.dispose();
   }
 });
 

@@ -1,11 +1,17 @@
 // The CUDA kernels against the reference backend (the specification in code), on the same ops and data, on a GPU or on
 // the host emulation build (helpers/cuda-target.ts; the test names say which).
-//   KV append: the buffers' bytes must be identical (f32 -> f16 / bf16 is round-to-nearest-even on both sides).
-//   attend, f32 KV: per element |a - b| <= 1e-5 + 1e-4 |b| and NMSE <= 1e-10.
+//   KV append: the buffers' bytes must be identical (f32 -> f16 / bf16 is round-to-nearest-even on both sides; int8 /
+//     int4 records are src/quant.ts's codecs bit for bit).
+//   attend, f32 and int8 KV, and int4 KV on the CUDA-core kernel (T x G <= 16 packed rows): per element
+//     |a - b| <= 1e-5 + 1e-4 |b| and NMSE <= 1e-10 (the reference dequantizes the same records exactly as src/quant.ts
+//     says, then float64 attention; the kernel dequantizes into f32 registers, so only f32 vs float64 arithmetic
+//     differs).
 //   attend, f16 / bf16 KV: FlashAttention's rule: max error <= 2 x the max error of a naive attention in the same
 //     precision (q, k, v, scores, probabilities and output rounded to the dtype) + 2 x the dtype's rounding of 0.3.
+//     int4 KV on the tensor-core kernel (more than 16 packed rows) is held to the f16 rule over the dequantized values
+//     (every int4 value is an f16 value: the kernel dequantizes exactly into f16 and then is the f16 kernel).
 // Outputs are poisoned with NaN before every run: covered heads must be written, the others left untouched.
-// Grid: dtype f32/f16/bf16 x head dim 64/128 x G = 1/4/8; per test T < S, T = S + R, T = S + R + 1 from an empty
+// Grid: dtype f32/f16/bf16 x head dim 64/128 x G = 1/4/8, int8 / int4 x (64, G = 8), (128, G = 1 and 4); per test T < S, T = S + R, T = S + R + 1 from an empty
 // cache, decode and short and long blocks after a cached context (tensor-core and CUDA-core kernels), both masks,
 // split-KV off / forced / automatic; keys in consecutive pages (numeric positions, row_start > 0) and in a ring with
 // scrambled explicit positions.
@@ -15,7 +21,9 @@ import { type CudaBackendOptions, createCudaBackend } from "../src/backend/cuda.
 import { cudaTarget } from "./helpers/cuda-target.ts";
 import { ReferenceBackend } from "../src/backend/reference.ts";
 import type { AttendOp, Backend, Handle, Op, Segment } from "../src/backend/types.ts";
-import { bf16BitsToF32, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits, headBytes, type KvDtype, roundToDtype } from "../src/dtype.ts";
+import { bf16BitsToF32, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits, headBytes, isQuantized, type KvDtype, roundToDtype } from "../src/dtype.ts";
+import { checkDequantExact, conform, quantCases } from "./helpers/conformance.ts";
+import { roundTrip } from "../src/quant.ts";
 import { rng as uniform } from "./helpers/random.ts";
 
 const { library, label, skip } = cudaTarget;
@@ -91,10 +99,12 @@ async function build(b: Backend, d: Data, D: number, dtype: KvDtype, seed: numbe
 }
 
 /** Naive attention in the KV dtype (FlashAttention's "same precision" baseline): everything rounded to the dtype. */
-function naive(d: Data, D: number, G: number, dtype: KvDtype, window: AttendOp["window"]): { out: Float32Array; lse: Float32Array } {
+/** An int4 cache in it: K and V as the records decode them, the arithmetic in f16. */
+function naive(d: Data, D: number, G: number, kv: KvDtype, window: AttendOp["window"]): { out: Float32Array; lse: Float32Array } {
   const Hq = KVH * G, P = d.ctx + d.T, scale = 1 / Math.sqrt(D);
   const out = new Float32Array(d.T * Hq * D).fill(NaN), lse = new Float32Array(d.T * Hq).fill(NaN);
-  const [q, K, V] = [d.q, d.K, d.V].map((a) => roundToDtype(Float32Array.from(a), dtype)) as [Float32Array, Float32Array, Float32Array];
+  const dtype: KvDtype = kv === "int4" ? "f16" : kv;
+  const [q, K, V] = [d.q, d.K, d.V].map((a, i) => roundToDtype(i > 0 && kv === "int4" ? roundTrip("int4", a, D) : Float32Array.from(a), dtype)) as [Float32Array, Float32Array, Float32Array];
   for (const kvh of COVERED) {
     for (let g = 0; g < G; g++) {
       const h = kvh * G + g;
@@ -199,7 +209,8 @@ async function conformance(dtype: KvDtype, D: number, G: number) {
         await ref.run(0, [or]);
         const o = compare(oc.out, or.out, c.T, Hq, D, covered, `${label} out`);
         const l = compare(oc.lse!, or.lse!, c.T, Hq, 1, covered, `${label} lse`);
-        if (dtype === "f32") {
+        const tensorCores = dtype !== "f32" && dtype !== "int8" && c.T * G > 16; // attend.cu's choice of kernel
+        if (!tensorCores && (dtype === "f32" || isQuantized(dtype))) {
           const ok = (x: number, y: number) => Math.abs(x - y) <= 1e-5 + 1e-4 * Math.abs(y);
           assert.ok(o.nmse <= 1e-10, `${label}: NMSE ${o.nmse} > 1e-10 (max abs ${o.maxAbs})`);
           const bad = firstBad(oc.out, or.out, ok);
@@ -210,7 +221,8 @@ async function conformance(dtype: KvDtype, D: number, G: number) {
           const no = compare(nv.out, or.out, c.T, Hq, D, covered, `${label} naive`);
           const nl = compare(nv.lse, or.lse!, c.T, Hq, 1, covered, `${label} naive lse`);
           let atol = 0;
-          for (const y of or.out) if (!Number.isNaN(y)) atol = Math.max(atol, 2 * Math.abs(rnd(rnd(rnd(y, dtype) + 0.3, dtype) - 0.3, dtype) - rnd(y, dtype)));
+          const low: KvDtype = dtype === "int4" ? "f16" : dtype;
+          for (const y of or.out) if (!Number.isNaN(y)) atol = Math.max(atol, 2 * Math.abs(rnd(rnd(rnd(y, low) + 0.3, low) - 0.3, low) - rnd(y, low)));
           assert.ok(o.maxAbs <= 2 * no.maxAbs + atol,
             `${label}: max abs ${o.maxAbs} > 2 x naive ${no.maxAbs} + ${atol} (NMSE ${o.nmse}); ${firstBad(oc.out, or.out, (x, y) => Math.abs(x - y) <= 2 * no.maxAbs + atol)}`);
           assert.ok(l.maxAbs <= 2 * nl.maxAbs + 1e-3, `${label}: lse max abs ${l.maxAbs} > 2 x naive ${nl.maxAbs} + 1e-3`);
@@ -223,13 +235,27 @@ async function conformance(dtype: KvDtype, D: number, G: number) {
   }
 }
 
-for (const dtype of ["f32", "f16", "bf16"] as const) {
+for (const dtype of ["f32", "f16", "bf16", "int8", "int4"] as const) {
   for (const D of [64, 128]) {
-    for (const G of [1, 4, 8]) {
+    for (const G of isQuantized(dtype) ? (D === 64 ? [8] : [1, 4]) : [1, 4, 8]) { // quantized: fewer (the shared grid has G 1/4/8)
       test(`cuda conformance (${label}): ${dtype} KV, head dim ${D}, G = ${G}`, { skip }, () => conformance(dtype, D, G));
     }
   }
 }
+
+test(`cuda conformance (${label}): the shared quantized grid (helpers/conformance.ts quantCases: head dims 64 and 128, int4 on the CUDA-core kernel) and exact int8 / int4 dequantization`, { skip }, async () => {
+  const cuda = await cudaBackend();
+  try {
+    // the grid's f32 tolerance: int4 query blocks of more than 16 packed rows take the tensor-core kernel (f16 rule,
+    // the int4 tests above)
+    const cases = quantCases().filter((c) => (c.D === 64 || c.D === 128) && (c.dtype === "int8" || c.T * c.G <= 16));
+    assert.ok(cases.length >= 25, `${cases.length} cases`);
+    await conform(cases, [{ name: `cuda ${label}`, b: cuda, shard: 0 }]);
+    await checkDequantExact(`cuda ${label}`, cuda, [128, 64]);
+  } finally {
+    await cuda.dispose();
+  }
+});
 
 test(`cuda (${label}): a query with no visible key gets zeros and lse = -Infinity`, { skip }, async () => {
   const cuda = await cudaBackend();

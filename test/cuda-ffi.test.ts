@@ -109,7 +109,10 @@ test("duo_append checks params, heads and rows before touching the device", { sk
   const src = new Float32Array(2 * 3 * 64);
   set(7);
   assert.equal(l.duo_append(p, src, new Int32Array([0, 1]), new Int32Array([0, 1])), STATUS.ERR_ARGUMENT);
-  assert.match(l.duo_last_error(), /dtype must be 0 \(f32\), 1 \(f16\) or 2 \(bf16\), got 7/);
+  assert.match(l.duo_last_error(), /dtype must be 0 \(f32\), 1 \(f16\), 2 \(bf16\), 3 \(int8\) or 4 \(int4\), got 7/);
+  p.set([77, 4, 2, 63, 2, 3]); // int4 with an odd head dim
+  assert.equal(l.duo_append(p, src, new Int32Array([0, 1]), new Int32Array([0, 1])), STATUS.ERR_UNSUPPORTED);
+  assert.match(l.duo_last_error(), /int4 packs two values per byte: head_dim must be even, got 63/);
   set(1);
   assert.equal(l.duo_append(p, src, new Int32Array([1, 5]), new Int32Array([0, 1])), STATUS.ERR_ARGUMENT);
   assert.match(l.duo_last_error(), /heads\[1\] must be in \[0, src_heads = 3\), got 5/);
@@ -133,7 +136,7 @@ test("duo_attend checks params, q_heads, kv_slots, the segment table and positio
   r = attend(l, { kvSlots: new Int32Array([0, 2]) });
   assert.match(r.message, /segment 0: kv_slots must be in \[0, row_heads = 2\), got 2/);
   r = attend(l, { segments: segmentTable([goodSegments[0]!, [3, 4, 5, 2, 0, 3, 0, 0]]) });
-  assert.match(r.message, /segment 1: dtype must be 0 \(f32\), 1 \(f16\) or 2 \(bf16\), got 5/);
+  assert.match(r.message, /segment 1: dtype must be 0 \(f32\), 1 \(f16\), 2 \(bf16\), 3 \(int8\) or 4 \(int4\), got 5/);
   r = attend(l, { segments: segmentTable([goodSegments[0]!, [3, 4, 2, 2, 0, 4, 0, 0]]) });
   assert.match(r.message, /segment 1: positions \[0, 0 \+ 4\) are past the 3 positions given/);
   r = attend(l, { positions: null });

@@ -2,23 +2,25 @@
 // scores), and the value of position p is the one-hot e_p, so the output of a query is 1/|visible| on exactly its
 // visible positions. Head 0 is a retrieval head, head 1 a streaming head. The same probe runs on the reference backend
 // and, where it loads, on the native backend with 1 and 2 threads in f32, f16 and bf16 (one-hot values and the weights
-// 1/n are exact or within 1e-6 in every dtype). The int8 / int4 caches must see exactly the same keys (reference, wasm
-// and native): a constant key row and a one-hot value row survive both codecs (0 and 1 are exact), so quantization
-// cannot change which keys are visible.
+// 1/n are exact or within 1e-6 in every dtype). The int8 / int4 caches must see exactly the same keys (reference, wasm,
+// native and cuda, on a GPU or the emulation build): a constant key row and a one-hot value row survive both codecs
+// (0 and 1 are exact), so quantization cannot change which keys are visible.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { DuoAttention } from "../src/engine/duo.ts";
 import { probeNative } from "../src/backend/native.ts";
 import { probeWasm } from "../src/backend/wasm.ts";
 import type { KvDtype } from "../src/dtype.ts";
+import { cudaTarget } from "./helpers/cuda-target.ts";
 import { upstreamVisible, windowVisible, type Visible } from "./helpers/attention.ts";
 
 const D = 128; // one-hot values need D > number of tokens
 
 interface On {
-  backend: "reference" | "wasm" | "native";
+  backend: "reference" | "wasm" | "native" | "cuda";
   kvDtype: KvDtype;
   threads?: number;
+  cudaLibrary?: string;
 }
 
 async function probe(mode: "upstream" | "window", S: number, R: number, chunks: number[], pageSize = 7,
@@ -124,14 +126,16 @@ const quantSkip = {
   reference: false,
   wasm: (await probeWasm({})).usable ? false : "skipped: wasm backend not usable here",
   native: native.usable ? false : `skipped: native backend not usable here (${native.reason})`,
+  cuda: cudaTarget.skip,
 } as const;
 
 for (const kvDtype of ["int8", "int4"] as const) {
-  for (const backend of ["reference", "wasm", "native"] as const) {
-    test(`${kvDtype} cache on ${backend}: the same visible keys in both modes (worked example and part of the grid)`, { skip: quantSkip[backend] }, async () => {
+  for (const backend of ["reference", "wasm", "native", "cuda"] as const) {
+    const where = backend === "cuda" ? `cuda (${cudaTarget.label})` : backend;
+    test(`${kvDtype} cache on ${where}: the same visible keys in both modes (worked example and part of the grid)`, { skip: quantSkip[backend] }, async () => {
       for (const mode of ["upstream", "window"] as const) {
         for (const [S, R, chunks] of [[4, 8, [16, 16, 8, 1, 1]], ...grid.slice(0, 3), grid[6]!] as [number, number, number[]][]) {
-          const seen = await probe(mode, S, R, chunks, 3, { backend, kvDtype, threads: backend === "native" ? 2 : 0 });
+          const seen = await probe(mode, S, R, chunks, 3, { backend, kvDtype, threads: backend === "native" ? 2 : 0, cudaLibrary: cudaTarget.library });
           const rule = mode === "window" ? windowVisible(S, R) : upstreamVisible(S, R, chunkStartOf(chunks));
           for (const [t, [ret, str]] of seen) {
             assert.deepEqual(str, expectSet(rule, t), `${mode} S=${S} R=${R} chunks=${chunks}: streaming query ${t}`);

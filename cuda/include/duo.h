@@ -8,7 +8,9 @@
  *    not retained after the call returns (outputs are complete when it returns).
  *  - Arrays of scalar parameters and the segment table are flat int32 arrays whose field indices are the enums
  *    below, so they cross any FFI as an Int32Array.
- *  - KV buffers are token-major ("NHD"): row r, head j, element d at element index (r * row_heads + j) * head_dim + d.
+ *  - KV buffers are token-major ("NHD"): row r, head j, element d at element index (r * row_heads + j) * head_dim + d;
+ *    a quantized buffer (DUO_INT8, DUO_INT4) holds one record of b = head_dim + 4 (int8) or head_dim / 2 + 4 (int4)
+ *    bytes per row and head instead, record (r, j) at byte (r * row_heads + j) * b (enum duo_dtype below).
  *  - One process drives one device (duo_init); calls are serialised by a lock.
  */
 #ifndef DUO_H
@@ -22,7 +24,8 @@ extern "C" {
 
 #define DUO_API __attribute__((visibility("default")))
 
-/* Bumped on any change of a prototype, enum value or semantics below. */
+/* Bumped on any change of a prototype, enum value or semantics below (2: the model kernels and duo_upload; the
+ * int8 / int4 dtypes). */
 enum { DUO_API_VERSION = 2 };
 
 enum duo_status {
@@ -36,7 +39,14 @@ enum duo_status {
   DUO_ERR_INTERNAL = -7     /* a host allocation failure or another caught C++ exception */
 };
 
-enum duo_dtype { DUO_F32 = 0, DUO_F16 = 1, DUO_BF16 = 2 };
+/* KV dtypes. The quantized ones store each head's head_dim values of a row as one record (src/quant.ts, bit for bit):
+ *   DUO_INT8  head_dim int8 codes, then an f32 scale (head_dim + 4 bytes)       x = q * scale
+ *             amax = max |x|, scale = amax / 127, q = clamp(rne(x / scale), -127, 127) (0 when scale is 0)
+ *   DUO_INT4  head_dim / 2 bytes, then f16 s and f16 z (head_dim / 2 + 4 bytes)  x = f16(f16(q * s) + z)
+ *             upstream's KV4 codec: scale = (max - min) / 15 + 1e-8 (f32), q = clamp(roundf((x - min) / scale), 0, 15),
+ *             s = f16(scale), z = f16(min); byte i = q[2i] << 4 | q[2i + 1]; head_dim even
+ * Appends quantize each record; attention dequantizes inside the kernels (no dequantized copy of a cache is made). */
+enum duo_dtype { DUO_F32 = 0, DUO_F16 = 1, DUO_BF16 = 2, DUO_INT8 = 3, DUO_INT4 = 4 };
 
 /* duo_append scalar parameters: int32_t params[DUO_APPEND_PARAMS]. */
 enum duo_append_param {
@@ -106,7 +116,9 @@ DUO_API int32_t duo_write(uint32_t handle, uint64_t offset, uint64_t bytes, cons
 
 /*
  * Copy rows of a host f32 tensor into a KV buffer, rounding to its dtype (round to nearest even; a NaN stays a NaN,
- * its sign and payload unspecified: f16 / bf16 get the GPU's canonical NaN 0x7FFF).
+ * its sign and payload unspecified: f16 / bf16 get the GPU's canonical NaN 0x7FFF), or quantizing each head's values
+ * into its record (DUO_INT8, DUO_INT4: the values must be finite, and within +-65504 for int4; records of other
+ * values are unspecified).
  *   src   [T, src_heads, head_dim] f32
  *   heads [row_heads]: destination head j takes src head heads[j]
  *   rows  [T]: token t goes to row rows[t], or nowhere when rows[t] == -1; when two tokens name one row the later wins

@@ -1,4 +1,5 @@
-// duo_append: validate, gather the kept tokens' selected heads into pinned memory, upload, convert on the device.
+// duo_append: validate, gather the kept tokens' selected heads into pinned memory, upload, convert (or quantize into
+// int8 / int4 records) on the device.
 #include <algorithm>
 #include <cstring>
 #include <utility>
@@ -17,10 +18,14 @@ int32_t append(const int32_t* P, const float* src, const int32_t* heads, const i
   const int32_t dst = P[DUO_APPEND_DST], dtype = P[DUO_APPEND_DTYPE], row_heads = P[DUO_APPEND_ROW_HEADS],
                 D = P[DUO_APPEND_HEAD_DIM], T = P[DUO_APPEND_TOKENS], src_heads = P[DUO_APPEND_SRC_HEADS];
   if (!dtype_valid(dtype)) {
-    return fail(DUO_ERR_ARGUMENT, "%s: dtype must be 0 (f32), 1 (f16) or 2 (bf16), got %d", FN, dtype);
+    return fail(DUO_ERR_ARGUMENT, "%s: dtype must be 0 (f32), 1 (f16), 2 (bf16), 3 (int8) or 4 (int4), got %d", FN,
+                dtype);
   }
   if (row_heads < 1) return fail(DUO_ERR_ARGUMENT, "%s: row_heads must be >= 1, got %d", FN, row_heads);
   if (D < 1) return fail(DUO_ERR_ARGUMENT, "%s: head_dim must be >= 1, got %d", FN, D);
+  if (dtype == DUO_INT4 && D % 2 != 0) {
+    return fail(DUO_ERR_UNSUPPORTED, "%s: int4 packs two values per byte: head_dim must be even, got %d", FN, D);
+  }
   if (T < 0) return fail(DUO_ERR_ARGUMENT, "%s: tokens must be >= 0, got %d", FN, T);
   if (src_heads < 1) return fail(DUO_ERR_ARGUMENT, "%s: src_heads must be >= 1, got %d", FN, src_heads);
   if (T == 0) return DUO_OK;
@@ -38,7 +43,7 @@ int32_t append(const int32_t* P, const float* src, const int32_t* heads, const i
   Context& c = ctx();
   Buffer* b = nullptr;
   DUO_TRY(lookup(static_cast<uint32_t>(dst), FN, "dst", &b));
-  const uint64_t row_bytes = static_cast<uint64_t>(row_heads) * D * dtype_bytes(dtype);
+  const uint64_t row_bytes = static_cast<uint64_t>(row_heads) * head_bytes(dtype, D);
   const uint64_t capacity = b->bytes / row_bytes;
 
   // (row, token) of every kept token; when tokens share a row the later one wins, as if written in order.
@@ -81,7 +86,7 @@ int32_t append(const int32_t* P, const float* src, const int32_t* heads, const i
   DUO_CUDA(cudaEventRecord(c.upload_done, c.stream));
   DUO_CUDA(cudaEventRecord(c.t0, c.stream));
   DUO_CUDA(launch_append(reinterpret_cast<const float*>(dev), reinterpret_cast<const int32_t*>(dev + off_rows), b->ptr,
-                         dtype, static_cast<int64_t>(n), static_cast<int64_t>(row_elems), c.stream));
+                         dtype, static_cast<int64_t>(n), static_cast<int64_t>(row_elems), D, c.stream));
   DUO_CUDA(cudaEventRecord(c.t1, c.stream));
   c.timing_valid = true;
   return DUO_OK;

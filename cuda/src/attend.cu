@@ -21,12 +21,12 @@ namespace {
 constexpr const char* FN = "duo_attend";
 
 struct Plan {
-  std::vector<SegmentDesc> segments[3];  // per dtype; first_tile counts from the dtype's first tile
-  int ntiles[3] = {0, 0, 0};             // tiles of those segments
-  int kernel_rows[3] = {0, 0, 0}; // CUDA-core rows per CTA, or 0 for the tensor-core kernel
-  int row_groups[3] = {0, 0, 0};
-  int splits[3] = {0, 0, 0};
-  int tiles_per_split[3] = {0, 0, 0};
+  std::vector<SegmentDesc> segments[DUO_DTYPES];  // per dtype; first_tile counts from the dtype's first tile
+  int ntiles[DUO_DTYPES] = {};                    // tiles of those segments
+  int kernel_rows[DUO_DTYPES] = {};               // CUDA-core rows per CTA, or 0 for the tensor-core kernel
+  int row_groups[DUO_DTYPES] = {};
+  int splits[DUO_DTYPES] = {};
+  int tiles_per_split[DUO_DTYPES] = {};
 };
 
 int pow2_at_least(int n) {
@@ -52,7 +52,8 @@ int32_t validate_segment(const int32_t* s, int i, int32_t npos, int32_t max_slot
   const int32_t dtype = s[DUO_SEG_DTYPE], heads = s[DUO_SEG_ROW_HEADS], start = s[DUO_SEG_ROW_START],
                 count = s[DUO_SEG_ROW_COUNT], pos0 = s[DUO_SEG_POS0], pidx = s[DUO_SEG_POS_INDEX];
   if (!dtype_valid(dtype)) {
-    return fail(DUO_ERR_ARGUMENT, "%s: segment %d: dtype must be 0 (f32), 1 (f16) or 2 (bf16), got %d", FN, i, dtype);
+    return fail(DUO_ERR_ARGUMENT, "%s: segment %d: dtype must be 0 (f32), 1 (f16), 2 (bf16), 3 (int8) or 4 (int4), got %d",
+                FN, i, dtype);
   }
   if (heads < 1) return fail(DUO_ERR_ARGUMENT, "%s: segment %d: row_heads must be >= 1, got %d", FN, i, heads);
   if (max_slot >= heads) {
@@ -91,12 +92,12 @@ int32_t plan_segments(const int32_t* seg, int32_t nseg, const int32_t* positions
     DUO_TRY(lookup(static_cast<uint32_t>(s[DUO_SEG_K]), FN, what, &kb));
     snprintf(what, sizeof what, "segment %d v", i);
     DUO_TRY(lookup(static_cast<uint32_t>(s[DUO_SEG_V]), FN, what, &vb));
-    const uint64_t need = (static_cast<uint64_t>(start) + count) * heads * D * dtype_bytes(dtype);
+    const uint64_t need = (static_cast<uint64_t>(start) + count) * heads * head_bytes(dtype, D);
     if (need > kb->bytes || need > vb->bytes) {
       return fail(DUO_ERR_CAPACITY,
                   "%s: segment %d: rows [%d, %d) of %d heads x %d %s need %llu bytes; the k / v buffers hold %llu / "
                   "%llu",
-                  FN, i, start, start + count, heads, D, dtype == DUO_F32 ? "f32" : dtype == DUO_F16 ? "f16" : "bf16",
+                  FN, i, start, start + count, heads, D, dtype_name(dtype),
                   (unsigned long long)need, (unsigned long long)kb->bytes, (unsigned long long)vb->bytes);
     }
     if (count == 0) continue;
@@ -174,10 +175,13 @@ int32_t attend(const int32_t* P, const float* q, const int32_t* q_heads, const i
 
   int total_splits = 0;
   size_t ntiles = 0, nsegs = 0;
-  for (int dt = 0; dt < 3; ++dt) {
+  for (int dt = 0; dt < DUO_DTYPES; ++dt) {
     const int n = plan.ntiles[dt];
     if (n == 0) continue;
-    const bool tensor_cores = dt != DUO_F32 && M > 2 * DECODE_MAX_ROWS;
+    // Query blocks go to the tensor-core kernel, whose operands are f16 / bf16: f16 and bf16 caches, and int4 ones
+    // (every int4 value is an f16 value: dequantized exactly into its f16 stages). f32 and int8 values are not f16
+    // values: those caches take the CUDA-core kernel at every query length (f32 accuracy, not the mma's speed).
+    const bool tensor_cores = (dt == DUO_F16 || dt == DUO_BF16 || dt == DUO_INT4) && M > 2 * DECODE_MAX_ROWS;
     plan.kernel_rows[dt] = tensor_cores ? 0 : std::min(DECODE_MAX_ROWS, pow2_at_least(M));
     const int rows = tensor_cores ? PREFILL_ROWS : plan.kernel_rows[dt];
     plan.row_groups[dt] = (M + rows - 1) / rows;
@@ -233,11 +237,11 @@ int32_t attend(const int32_t* P, const float* q, const int32_t* q_heads, const i
     }
   }
   memcpy(up + off_slots, kv_slots, nkv * sizeof(int32_t));
-  int tile_offset[3] = {0, 0, 0};  // the tiles of dtype dt start at tile_offset[dt]
+  int tile_offset[DUO_DTYPES] = {};  // the tiles of dtype dt start at tile_offset[dt]
   {
     SegmentDesc* dst = reinterpret_cast<SegmentDesc*>(up + off_segs);
     int at = 0;
-    for (int dt = 0; dt < 3; ++dt) {
+    for (int dt = 0; dt < DUO_DTYPES; ++dt) {
       tile_offset[dt] = at;
       for (SegmentDesc d : plan.segments[dt]) {
         d.first_tile += at;
@@ -274,7 +278,7 @@ int32_t attend(const int32_t* P, const float* q, const int32_t* q_heads, const i
   a.recent = window ? recent : -1;
   a.scale_log2 = static_cast<float>(1.4426950408889634 / std::sqrt(static_cast<double>(D)));
   int split_base = 0;
-  for (int dt = 0; dt < 3; ++dt) {
+  for (int dt = 0; dt < DUO_DTYPES; ++dt) {
     if (plan.ntiles[dt] == 0) continue;
     a.tiles = tiles + tile_offset[dt];
     a.ntiles = plan.ntiles[dt];

@@ -52,5 +52,21 @@ int32_t reserve_scratch(size_t bytes, void** out);
 // Round `n` up to a multiple of 256 bytes (sub-buffers of the staging areas stay aligned for vector loads).
 inline size_t align256(size_t n) { return (n + 255) & ~static_cast<size_t>(255); }
 
-inline size_t dtype_bytes(int32_t dtype) { return dtype == DUO_F32 ? 4 : 2; }
-inline bool dtype_valid(int32_t dtype) { return dtype == DUO_F32 || dtype == DUO_F16 || dtype == DUO_BF16; }
+// KV dtypes: enum duo_dtype, DUO_F32 .. DUO_INT4.
+constexpr int DUO_DTYPES = 5;
+inline bool dtype_valid(int32_t dtype) { return dtype >= DUO_F32 && dtype <= DUO_INT4; }
+inline bool dtype_quantized(int32_t dtype) { return dtype == DUO_INT8 || dtype == DUO_INT4; }
+inline const char* dtype_name(int32_t dtype) {
+  static const char* const names[DUO_DTYPES] = {"f32", "f16", "bf16", "int8", "int4"};
+  return dtype_valid(dtype) ? names[dtype] : "?";
+}
+// Bytes of one head's head_dim values of one row in a KV buffer of `dtype` (duo.h: a record for int8 / int4).
+inline uint64_t head_bytes(int32_t dtype, int32_t head_dim) {
+  const uint64_t D = static_cast<uint64_t>(head_dim);
+  switch (dtype) {
+    case DUO_F32: return 4 * D;
+    case DUO_INT8: return D + 4;
+    case DUO_INT4: return D / 2 + 4;
+    default: return 2 * D;
+  }
+}

@@ -1,10 +1,14 @@
-// Split-KV attention on CUDA cores (flash-decoding): decode and short query blocks, and every f32 KV launch.
+// Split-KV attention on CUDA cores (flash-decoding): decode and short query blocks of every dtype, and every f32 and
+// int8 KV launch (their values are not f16 / bf16 values for the tensor-core kernel: see attend.cu).
 //
 // Grid (row groups, KV heads, key chunks). A CTA takes ROWS packed query rows of one KV head (the G query heads of
 // a token share every K/V load: GQA packing) and one chunk of the tile table. Its 128 threads split into KP groups
 // of TPK threads; a group holds one key at a time, each thread 8 of its D elements. Every group keeps its own online
 // softmax state (running max m, sum l, accumulator) in base 2; the groups are merged through shared memory at the
 // end, and the CTA writes one normalised partial (o, lse) per row for the split-KV merge.
+// int8 / int4 caches: each thread reads its 8 values of a key's record (4 or 8 packed bytes and the record's scale,
+// dtype.cuh) and dequantizes them into the same registers an f32 row would fill, so the arithmetic after the load is
+// the f32 path's and no dequantized copy of the cache exists anywhere.
 #include <cmath>
 #include <climits>
 
@@ -29,7 +33,7 @@ __global__ void __launch_bounds__(THREADS) decode_kernel(const AttendArgs a) {
   const int li = threadIdx.x % TPK;  // which 8 elements of D
   const int gi = threadIdx.x / TPK;  // which key group
   const int slot = a.kv_slots[j];
-  const int64_t kv_offset = static_cast<int64_t>(slot) * D + li * VEC;
+  [[maybe_unused]] const int64_t kv_offset = static_cast<int64_t>(slot) * D + li * VEC;
 
   // Queries of this CTA's rows, pre-scaled into base 2. Rows past M repeat the last row's token and read zeros;
   // their results are not written.
@@ -65,9 +69,9 @@ __global__ void __launch_bounds__(THREADS) decode_kernel(const AttendArgs a) {
   for (int ti = t_begin; ti < t_end; ++ti) {
     const KeyTile tile = a.tiles[ti];  // the same for every thread: control flow below is uniform per CTA
     if (tile_masked(tile.pos_min, tile.pos_max, tok_lo, tok_hi, a.sink, a.recent)) continue;
-    const KV* kb = static_cast<const KV*>(tile.k);
-    const KV* vb = static_cast<const KV*>(tile.v);
-    const int64_t row_stride = static_cast<int64_t>(tile.row_heads) * D;
+    [[maybe_unused]] const KV* kb = static_cast<const KV*>(tile.k);
+    [[maybe_unused]] const KV* vb = static_cast<const KV*>(tile.v);
+    [[maybe_unused]] const int64_t row_stride = static_cast<int64_t>(tile.row_heads) * D;
     for (int r0 = 0; r0 < tile.rows; r0 += KP * KB) {
       float kx[KB][VEC], vx[KB][VEC];
       int32_t pos[KB];
@@ -75,9 +79,16 @@ __global__ void __launch_bounds__(THREADS) decode_kernel(const AttendArgs a) {
       for (int b = 0; b < KB; ++b) {
         const int r = r0 + gi + b * KP;
         if (r < tile.rows) {
-          const int64_t off = (static_cast<int64_t>(tile.row0) + r) * row_stride + kv_offset;
-          Dtype<KV>::load8(kb + off, kx[b]);
-          Dtype<KV>::load8(vb + off, vx[b]);
+          if constexpr (IsQuantized<KV>::value) {
+            // record (row, slot) of the K and the V buffer
+            const int64_t at = ((static_cast<int64_t>(tile.row0) + r) * tile.row_heads + slot) * Dtype<KV>::head_bytes(D);
+            Dtype<KV>::template load8<D>(static_cast<const uint8_t*>(tile.k) + at, li, kx[b]);
+            Dtype<KV>::template load8<D>(static_cast<const uint8_t*>(tile.v) + at, li, vx[b]);
+          } else {
+            const int64_t off = (static_cast<int64_t>(tile.row0) + r) * row_stride + kv_offset;
+            Dtype<KV>::load8(kb + off, kx[b]);
+            Dtype<KV>::load8(vb + off, vx[b]);
+          }
           pos[b] = tile.pos_index < 0 ? tile.pos0 + r : a.positions[tile.pos_index + r];
         } else {
 #pragma unroll
@@ -194,18 +205,29 @@ cudaError_t launch_decode(const AttendArgs& a, int dtype, int head_dim, int rows
   switch (dtype) {
     case DUO_F32: return launch_dim<float>(a, head_dim, rows, grid, s);
     case DUO_F16: return launch_dim<__half>(a, head_dim, rows, grid, s);
+    case DUO_INT8: return launch_dim<Int8Record>(a, head_dim, rows, grid, s);
+    case DUO_INT4: return launch_dim<Int4Record>(a, head_dim, rows, grid, s);
     default: return launch_dim<__nv_bfloat16>(a, head_dim, rows, grid, s);
   }
 }
 
+namespace {
+template <typename KV>
+const void* kernel_for_dim(int head_dim, int rows) {
+  return head_dim == 64 ? kernel_for<KV, 64>(rows) : kernel_for<KV, 128>(rows);
+}
+}  // namespace
+
 int decode_blocks_per_sm(int dtype, int head_dim, int rows) {
-  static int known[3][2][4];  // [dtype][D = 64, 128][rows = 1, 2, 4, 8]; 0 = not yet asked (calls hold the API lock)
+  static int known[5][2][4];  // [dtype][D = 64, 128][rows = 1, 2, 4, 8]; 0 = not yet asked (calls hold the API lock)
   const int r = rows == 1 ? 0 : rows == 2 ? 1 : rows == 4 ? 2 : 3;
   int& n = known[dtype][head_dim == 128][r];
   if (n == 0) {
-    const void* k = dtype == DUO_F32 ? (head_dim == 64 ? kernel_for<float, 64>(rows) : kernel_for<float, 128>(rows))
-                    : dtype == DUO_F16 ? (head_dim == 64 ? kernel_for<__half, 64>(rows) : kernel_for<__half, 128>(rows))
-                    : (head_dim == 64 ? kernel_for<__nv_bfloat16, 64>(rows) : kernel_for<__nv_bfloat16, 128>(rows));
+    const void* k = dtype == DUO_F32    ? kernel_for_dim<float>(head_dim, rows)
+                    : dtype == DUO_F16  ? kernel_for_dim<__half>(head_dim, rows)
+                    : dtype == DUO_INT8 ? kernel_for_dim<Int8Record>(head_dim, rows)
+                    : dtype == DUO_INT4 ? kernel_for_dim<Int4Record>(head_dim, rows)
+                                        : kernel_for_dim<__nv_bfloat16>(head_dim, rows);
     if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, k, THREADS, 0) != cudaSuccess || n < 1) n = 1;
   }
   return n;

@@ -7,6 +7,11 @@
 // double-buffered shared-memory stage (the next tile streams in while the current one is computed). Each warp owns
 // 16 rows: S = Q K^T (m16n8k16, Q rounded to the KV dtype as FlashAttention does), mask, online softmax in base 2
 // in registers, O += P V with P rounded to the KV dtype and V read through ldmatrix.trans.
+// int4 caches (STORE = Int4Record, KV = __half): every value the codec can decode, f16(f16(q * s) + z), is an f16
+// value, so the records are dequantized exactly into the f16 shared-memory stage as they are loaded (plain 32-bit
+// loads: a record of D / 2 + 4 bytes is not a run of 16-byte chunks for cp.async), and the rest of the kernel is the
+// f16 one: the same accuracy as an f16 cache holding the dequantized values. No dequantized copy exists outside the
+// CTA's two stages. int8 values are not f16 values (and may exceed its range): int8 takes the CUDA-core kernel.
 //
 // Fragment layouts (PTX ISA, mma.m16n8k16 .f16/.bf16), lane = 4 * groupID + tig:
 //   A (16x16, row): reg0 = A[g][2t..2t+1], reg1 = A[g+8][2t..], reg2 = A[g][2t+8..], reg3 = A[g+8][2t+8..]
@@ -78,7 +83,22 @@ __device__ void exact_pv_tile(float (&o)[D / 8][4], const float (&s)[BN / 8][4],
   }
 }
 
-template <typename KV, int D>
+// 8 values of an int4 record (elements 8 * cc .. 8 * cc + 7) as 8 f16 in memory order: exact (see the top).
+template <int D>
+__device__ uint4 dequant8_f16(const uint8_t* rec, int cc) {
+  float x[8];
+  Dtype<Int4Record>::load8<D>(rec, cc, x);
+  uint4 u;
+  u.x = Dtype<__half>::pack2(x[0], x[1]);
+  u.y = Dtype<__half>::pack2(x[2], x[3]);
+  u.z = Dtype<__half>::pack2(x[4], x[5]);
+  u.w = Dtype<__half>::pack2(x[6], x[7]);
+  return u;
+}
+
+// KV: the f16 / bf16 type of the shared-memory stages and the mma; STORE: what the cache buffers hold (KV itself, or
+// Int4Record with KV = __half).
+template <typename KV, int D, typename STORE = KV>
 __global__ void __launch_bounds__(THREADS, 3) prefill_kernel(const AttendArgs a) {
   constexpr int LDS = D + PAD;  // shared row stride (elements)
   constexpr int CPR = D / 8;    // 16-byte chunks per K/V row
@@ -133,15 +153,32 @@ __global__ void __launch_bounds__(THREADS, 3) prefill_kernel(const AttendArgs a)
   };
   auto load_tile = [&](int ti, int stage) {
     const KeyTile t = a.tiles[ti];
-    const KV* kb = static_cast<const KV*>(t.k);
-    const KV* vb = static_cast<const KV*>(t.v);
-    const int64_t row_stride = static_cast<int64_t>(t.row_heads) * D;
-    for (int c = threadIdx.x; c < BN * CPR; c += THREADS) {
-      const int r = c / CPR, cc = c % CPR;
-      const bool ok = r < t.rows;
-      const int64_t off = ok ? (static_cast<int64_t>(t.row0) + r) * row_stride + static_cast<int64_t>(slot) * D + cc * 8 : 0;
-      cp_async16(ks + (stage * BN + r) * LDS + cc * 8, kb + off, ok ? 16 : 0);
-      cp_async16(vs + (stage * BN + r) * LDS + cc * 8, vb + off, ok ? 16 : 0);
+    if constexpr (IsQuantized<STORE>::value) {
+      // synchronous loads, dequantized into the stage; rows past the tile are zeros, as cp.async fills them
+      const uint8_t* kb = static_cast<const uint8_t*>(t.k);
+      const uint8_t* vb = static_cast<const uint8_t*>(t.v);
+      for (int c = threadIdx.x; c < BN * CPR; c += THREADS) {
+        const int r = c / CPR, cc = c % CPR;
+        uint4 kw{}, vw{};  // zeros
+        if (r < t.rows) {
+          const int64_t at = ((static_cast<int64_t>(t.row0) + r) * t.row_heads + slot) * Dtype<STORE>::head_bytes(D);
+          kw = dequant8_f16<D>(kb + at, cc);
+          vw = dequant8_f16<D>(vb + at, cc);
+        }
+        *reinterpret_cast<uint4*>(ks + (stage * BN + r) * LDS + cc * 8) = kw;
+        *reinterpret_cast<uint4*>(vs + (stage * BN + r) * LDS + cc * 8) = vw;
+      }
+    } else {
+      const KV* kb = static_cast<const KV*>(t.k);
+      const KV* vb = static_cast<const KV*>(t.v);
+      const int64_t row_stride = static_cast<int64_t>(t.row_heads) * D;
+      for (int c = threadIdx.x; c < BN * CPR; c += THREADS) {
+        const int r = c / CPR, cc = c % CPR;
+        const bool ok = r < t.rows;
+        const int64_t off = ok ? (static_cast<int64_t>(t.row0) + r) * row_stride + static_cast<int64_t>(slot) * D + cc * 8 : 0;
+        cp_async16(ks + (stage * BN + r) * LDS + cc * 8, kb + off, ok ? 16 : 0);
+        cp_async16(vs + (stage * BN + r) * LDS + cc * 8, vb + off, ok ? 16 : 0);
+      }
     }
     for (int r = threadIdx.x; r < BN; r += THREADS) {
       ps[stage * BN + r] = r >= t.rows ? INT_MAX : t.pos_index < 0 ? t.pos0 + r : a.positions[t.pos_index + r];
@@ -259,43 +296,62 @@ __global__ void __launch_bounds__(THREADS, 3) prefill_kernel(const AttendArgs a)
   }
 }
 
-template <typename KV, int D>
+template <typename KV, int D, typename STORE>
 cudaError_t launch(const AttendArgs& a, dim3 grid, cudaStream_t s) {
-  DUO_LAUNCH((prefill_kernel<KV, D>), grid, THREADS, smem_bytes<D>(), s, a);
+  DUO_LAUNCH((prefill_kernel<KV, D, STORE>), grid, THREADS, smem_bytes<D>(), s, a);
   return cudaGetLastError();
 }
 
-template <typename KV, int D>
+template <typename KV, int D, typename STORE>
 cudaError_t configure() {
-  return cudaFuncSetAttribute(prefill_kernel<KV, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+  return cudaFuncSetAttribute(prefill_kernel<KV, D, STORE>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                               static_cast<int>(smem_bytes<D>()));
+}
+
+// The kernel for a cache dtype (DUO_F16, DUO_BF16 or DUO_INT4) and head dim.
+const void* kernel_for(int dtype, int head_dim) {
+  const bool d64 = head_dim == 64;
+  switch (dtype) {
+    case DUO_F16:
+      return d64 ? reinterpret_cast<const void*>(prefill_kernel<__half, 64, __half>)
+                 : reinterpret_cast<const void*>(prefill_kernel<__half, 128, __half>);
+    case DUO_INT4:
+      return d64 ? reinterpret_cast<const void*>(prefill_kernel<__half, 64, Int4Record>)
+                 : reinterpret_cast<const void*>(prefill_kernel<__half, 128, Int4Record>);
+    default:
+      return d64 ? reinterpret_cast<const void*>(prefill_kernel<__nv_bfloat16, 64, __nv_bfloat16>)
+                 : reinterpret_cast<const void*>(prefill_kernel<__nv_bfloat16, 128, __nv_bfloat16>);
+  }
 }
 
 }  // namespace
 
 cudaError_t launch_prefill(const AttendArgs& a, int dtype, int head_dim, dim3 grid, cudaStream_t s) {
-  if (dtype == DUO_F16) return head_dim == 64 ? launch<__half, 64>(a, grid, s) : launch<__half, 128>(a, grid, s);
-  return head_dim == 64 ? launch<__nv_bfloat16, 64>(a, grid, s) : launch<__nv_bfloat16, 128>(a, grid, s);
+  const bool d64 = head_dim == 64;
+  if (dtype == DUO_F16) return d64 ? launch<__half, 64, __half>(a, grid, s) : launch<__half, 128, __half>(a, grid, s);
+  if (dtype == DUO_INT4) {
+    return d64 ? launch<__half, 64, Int4Record>(a, grid, s) : launch<__half, 128, Int4Record>(a, grid, s);
+  }
+  return d64 ? launch<__nv_bfloat16, 64, __nv_bfloat16>(a, grid, s)
+             : launch<__nv_bfloat16, 128, __nv_bfloat16>(a, grid, s);
 }
 
 cudaError_t configure_kernels() {
   cudaError_t e = cudaSuccess;
-  if (e == cudaSuccess) e = configure<__half, 64>();
-  if (e == cudaSuccess) e = configure<__half, 128>();
-  if (e == cudaSuccess) e = configure<__nv_bfloat16, 64>();
-  if (e == cudaSuccess) e = configure<__nv_bfloat16, 128>();
+  if (e == cudaSuccess) e = configure<__half, 64, __half>();
+  if (e == cudaSuccess) e = configure<__half, 128, __half>();
+  if (e == cudaSuccess) e = configure<__nv_bfloat16, 64, __nv_bfloat16>();
+  if (e == cudaSuccess) e = configure<__nv_bfloat16, 128, __nv_bfloat16>();
+  if (e == cudaSuccess) e = configure<__half, 64, Int4Record>();
+  if (e == cudaSuccess) e = configure<__half, 128, Int4Record>();
   return e;
 }
 
 int prefill_blocks_per_sm(int dtype, int head_dim) {
-  static int known[2][2];  // [f16, bf16][D = 64, 128]; 0 = not yet asked (calls hold the API lock)
-  int& n = known[dtype == DUO_BF16][head_dim == 128];
+  static int known[3][2];  // [f16, bf16, int4][D = 64, 128]; 0 = not yet asked (calls hold the API lock)
+  int& n = known[dtype == DUO_F16 ? 0 : dtype == DUO_BF16 ? 1 : 2][head_dim == 128];
   if (n == 0) {
-    const void* k = dtype == DUO_F16
-                        ? (head_dim == 64 ? reinterpret_cast<const void*>(prefill_kernel<__half, 64>)
-                                          : reinterpret_cast<const void*>(prefill_kernel<__half, 128>))
-                        : (head_dim == 64 ? reinterpret_cast<const void*>(prefill_kernel<__nv_bfloat16, 64>)
-                                          : reinterpret_cast<const void*>(prefill_kernel<__nv_bfloat16, 128>));
+    const void* k = kernel_for(dtype, head_dim);
     const size_t smem = head_dim == 64 ? smem_bytes<64>() : smem_bytes<128>();
     if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, k, THREADS, smem) != cudaSuccess || n < 1) n = 1;
   }

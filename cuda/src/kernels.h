@@ -91,7 +91,7 @@ constexpr int PREFILL_ROWS = 64;
 // dtype: enum duo_dtype; head_dim: 64 or 128; rows: 1, 2, 4 or 8 (packed rows per CTA); grid = (row groups, nkv,
 // splits).
 cudaError_t launch_decode(const AttendArgs& a, int dtype, int head_dim, int rows, dim3 grid, cudaStream_t s);
-// dtype: DUO_F16 or DUO_BF16; grid = (ceil(M / PREFILL_ROWS), nkv, splits).
+// dtype: DUO_F16, DUO_BF16 or DUO_INT4 (dequantized into f16 stages); grid = (ceil(M / PREFILL_ROWS), nkv, splits).
 cudaError_t launch_prefill(const AttendArgs& a, int dtype, int head_dim, dim3 grid, cudaStream_t s);
 // out[r] = merge over `splits` partials of row r (r < rows = nkv * M), the log-sum-exp merge of reference mergeState.
 cudaError_t launch_merge(const float* part_o, const float* part_lse, float* out, float* lse, int64_t rows, int splits,
@@ -99,9 +99,10 @@ cudaError_t launch_merge(const float* part_o, const float* part_lse, float* out,
 // tiles[segs[i].first_tile + j] = tile j of segment i, for the n segments (positions: the explicit positions).
 cudaError_t launch_expand_tiles(const SegmentDesc* segs, int n, const int32_t* positions, KeyTile* tiles,
                                 cudaStream_t s);
-// dst[rows[i]] = src[i] for n rows of row_elems f32 values each, converted to dtype.
+// dst[rows[i]] = src[i] for n rows of row_elems = row_heads * head_dim f32 values each, converted to dtype; for
+// DUO_INT8 / DUO_INT4 each head's head_dim values become one record (dtype.cuh) of destination row rows[i].
 cudaError_t launch_append(const float* src, const int32_t* rows, void* dst, int dtype, int64_t n, int64_t row_elems,
-                          cudaStream_t s);
+                          int head_dim, cudaStream_t s);
 // Blocks of the kernel launch_decode / launch_prefill would run that fit on one SM at once (registers, shared memory
 // and threads: cudaOccupancyMaxActiveBlocksPerMultiprocessor), at least 1; computed once per kernel.
 int decode_blocks_per_sm(int dtype, int head_dim, int rows);

@@ -2,15 +2,19 @@
 """GPU check of libduo_cuda.so for machines with a GPU but without Node, Bun or Deno (run by cuda/gpu-check.sh).
 
 Drives the C API of cuda/include/duo.h through ctypes (the enum values are read from the header itself) and
-  1. conformance: the op grid of test/cuda-conformance.test.ts (dtype f32/f16/bf16 x head dim 64/128 x G = 1/4/8 x
+  1. conformance: the op grid of test/cuda-conformance.test.ts (dtype f32/f16/bf16/int8/int4 x head dim 64/128 x G = 1/4/8 x
      T < S, T = S + R, T = S + R + 1, decode and blocks after a context x causal / window x split-KV off / forced /
      automatic), checked against a float64 numpy twin of src/backend/reference.ts:
-       KV append: bytes identical to numpy's round-to-nearest-even conversion;
-       f32 KV: |a - b| <= 1e-5 + 1e-4 |b| per element and NMSE <= 1e-10;
+       KV append: bytes identical to numpy's round-to-nearest-even conversion, or to the int8 / int4 records of a
+       numpy twin of src/quant.ts;
+       f32 and int8 KV, int4 KV on the CUDA-core kernel (T x G <= 16): |a - b| <= 1e-5 + 1e-4 |b| per element and
+       NMSE <= 1e-10 (for int8 / int4 the reference attends over the records' dequantized values);
+       int4 KV on the tensor-core kernel: the f16 rule below over the dequantized values (they are f16 values);
        f16 / bf16 KV: max error <= 2 x that of a naive attention in the same precision + 2 x the dtype's rounding of
        0.3 (FlashAttention's test rule); outputs are NaN-poisoned, covered heads must be written, others untouched;
   2. benchmarks (PyTorch needed for the peers): decode GB/s of one Llama-3-8B layer (32 query / 8 KV heads, D = 128,
-     bf16, pages of 1024 rows) at 16K and 128K against a device-to-device copy measured in the same run; one
+     bf16, pages of 1024 rows) at 16K and 128K against a device-to-device copy measured in the same run, and of int8 /
+     int4 caches of the same layer against the bf16 time and the byte ratio; int4 causal prefill at 8K; one
      retrieval KV head at 128K; a Duo layer (4 retrieval + 4 streaming heads, S = 64, R = 256) against the full layer
      and against the byte ratio; causal prefill TFLOP/s (D = 128, 8K and 16K tokens) against each PyTorch SDPA backend.
 Kernel times are the library's CUDA-event times (duo_last_device_ms), median of repeated calls.
@@ -34,8 +38,14 @@ CUDA_DIR = Path(__file__).resolve().parent.parent
 HEADER = CUDA_DIR / "include" / "duo.h"
 DEFAULT_LIB = CUDA_DIR / "build" / "libduo_cuda.so"
 C = {m.group(1): int(m.group(2)) for m in re.finditer(r"\b(DUO_[A-Z0-9_]+)\s*=\s*(-?\d+)", HEADER.read_text())}
-DTYPE = {"f32": C["DUO_F32"], "f16": C["DUO_F16"], "bf16": C["DUO_BF16"]}
-ELEM = {"f32": 4, "f16": 2, "bf16": 2}
+DTYPE = {"f32": C["DUO_F32"], "f16": C["DUO_F16"], "bf16": C["DUO_BF16"], "int8": C["DUO_INT8"], "int4": C["DUO_INT4"]}
+ELEM = {"f32": 4, "f16": 2, "bf16": 2}  # bytes per element of the float dtypes
+QUANTIZED = ("int8", "int4")
+
+
+def head_bytes(dtype, D):
+    """Bytes of one head's D values of one row: D elements, or an int8 / int4 record (duo.h enum duo_dtype)."""
+    return {"f32": 4 * D, "int8": D + 4, "int4": D // 2 + 4}.get(dtype, 2 * D)
 
 
 class DuoError(Exception):
@@ -171,9 +181,44 @@ def round_bits(x, dtype):
     return (((b + 0x7FFF + ((b >> 16) & 1)) >> 16) & 0xFFFF).astype(np.uint16)
 
 
+def quantize(x, dtype):
+    """f32 values [..., D] -> their int8 / int4 records [..., head_bytes] (uint8), as src/quant.ts writes them."""
+    x = np.asarray(x, np.float32)
+    D = x.shape[-1]
+    if dtype == "int8":
+        amax = np.abs(x).max(axis=-1, keepdims=True)
+        scale = (amax / np.float32(127)).astype(np.float32)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            q = np.where(scale == 0, 0, np.clip(np.rint(x / scale), -127, 127))  # rint: ties to even
+        return np.concatenate([q.astype(np.int8).view(np.uint8), scale.view(np.uint8)], axis=-1)
+    mn, mx = x.min(axis=-1, keepdims=True), x.max(axis=-1, keepdims=True)
+    scale = ((mx - mn) / np.float32(15) + np.float32(1e-8)).astype(np.float32)  # each step rounded to f32
+    v = ((x - mn) / scale).astype(np.float64)  # an f32 quotient
+    q = np.clip(np.floor(v + 0.5), 0, 15).astype(np.uint8)  # roundf of v >= 0 (half away from zero; exact in f64)
+    packed = (q[..., 0::2] << 4) | q[..., 1::2]  # the even element in the high nibble
+    sz = np.concatenate([scale.astype(np.float16), mn.astype(np.float16)], axis=-1)
+    return np.concatenate([packed, np.ascontiguousarray(sz).view(np.uint8)], axis=-1)
+
+
+def dequantize(rec, dtype, D):
+    """int8 / int4 records [..., head_bytes] -> the values attention reads, as f64 (src/quant.ts dequantizeRecord)."""
+    rec = np.ascontiguousarray(rec, np.uint8)
+    if dtype == "int8":
+        scale = rec[..., D:].copy().view(np.float32)
+        return (rec[..., :D].view(np.int8).astype(np.float32) * scale).astype(np.float64)
+    sz = rec[..., D // 2:].copy().view(np.float16)
+    s, z = sz[..., 0:1], sz[..., 1:2]
+    q = np.empty(rec.shape[:-1] + (D,), np.uint8)
+    q[..., 0::2], q[..., 1::2] = rec[..., : D // 2] >> 4, rec[..., : D // 2] & 15
+    with np.errstate(over="ignore"):
+        return (q.astype(np.float16) * s + z).astype(np.float64)  # f16 arithmetic: each step rounded to f16
+
+
 def rounded(x, dtype):
     """What dtype storage holds for f32 values x, as f64."""
     x = np.asarray(x, np.float32)
+    if dtype in QUANTIZED:
+        return dequantize(quantize(x, dtype), dtype, x.shape[-1])
     if dtype == "f32":
         return x.astype(np.float64)
     if dtype == "f16":
@@ -222,7 +267,8 @@ def run_case(duo, rng, dtype, D, G, ctx, T, window, splits):
     Kall = rng.uniform(-1, 1, (P, KVH, D)).astype(np.float32)
     Vall = rng.uniform(-1, 1, (P, KVH, D)).astype(np.float32)
     q = rng.uniform(-3, 3, (T, Hq, D)).astype(np.float32)
-    row_bytes = 2 * D * ELEM[dtype]
+    row_bytes = 2 * head_bytes(dtype, D)
+    stored = (lambda x: quantize(x, dtype)) if dtype in QUANTIZED else (lambda x: round_bits(x, dtype))
     store = [duo.alloc(max(1, ctx) * row_bytes) for _ in range(2)]
     ring = [duo.alloc(T * row_bytes) for _ in range(2)]
     perm = rng.permutation(T)  # ring row r holds token perm[r]
@@ -235,10 +281,10 @@ def run_case(duo, rng, dtype, D, G, ctx, T, window, splits):
         for buf, src in ((ring[0], Kall), (ring[1], Vall)):
             duo.append(buf, dtype, 2, src[ctx:], COVERED, ring_rows)
         # append: exact bytes
-        expect_store = round_bits(Kall[:ctx][:, COVERED], dtype).tobytes()
+        expect_store = stored(Kall[:ctx][:, COVERED]).tobytes()
         if ctx and duo.read(store[0], 0, len(expect_store)).tobytes() != expect_store:
             return False, math.inf, 0, label + " (append bytes differ)"
-        expect_ring = round_bits(Vall[ctx:][perm][:, COVERED], dtype).tobytes()
+        expect_ring = stored(Vall[ctx:][perm][:, COVERED]).tobytes()
         if duo.read(ring[1], 0, len(expect_ring)).tobytes() != expect_ring:
             return False, math.inf, 0, label + " (append bytes differ in the ring)"
         segments = [dict(k=store[0], v=store[1], dtype=dtype, row_heads=2, row_start=p0, row_count=min(PAGE, ctx - p0),
@@ -253,6 +299,10 @@ def run_case(duo, rng, dtype, D, G, ctx, T, window, splits):
             duo.free(h)
 
     pos = np.arange(P)
+    # f32 accuracy from the CUDA-core kernel; the tensor-core kernel (f16 / bf16, and int4 query blocks of more than 16
+    # packed rows: attend.cu) rounds q and the probabilities to f16 / bf16
+    exact = dtype in ("f32", "int8") or (dtype == "int4" and T * G <= 16)
+    low = "f16" if dtype == "int4" else dtype
     err = naive_err = lse_err = naive_lse_err = atol = nmse_num = nmse_den = f32_ratio = 0.0
     for kvh in range(KVH):
         heads = slice(kvh * G, kvh * G + G)
@@ -272,19 +322,19 @@ def run_case(duo, rng, dtype, D, G, ctx, T, window, splits):
         if not np.array_equal(fin, np.isfinite(lse[:, heads])):
             return False, math.inf, 0, label + " (lse -inf where the reference is finite, or the reverse)"
         lse_err = max(lse_err, float(np.abs(lse[:, heads][fin] - ref_lse[fin]).max(initial=0)))
-        if dtype == "f32":
+        if exact:
             ratio = np.abs(got - ref) / (1e-5 + 1e-4 * np.abs(ref))
             f32_ratio = max(f32_ratio, float(ratio.max()))
             if (ratio > 1).any():
                 i = tuple(int(x) for x in np.argwhere(ratio > 1)[0])
                 return False, f32_ratio, 1.0, label + f" (first bad element {i}: {got[i]} vs {ref[i]})"
         else:
-            nv, nv_lse = attention(rounded(q[:, heads], dtype), K, V, pos, ctx, window, low=dtype)
+            nv, nv_lse = attention(rounded(q[:, heads], low), K, V, pos, ctx, window, low=low)
             naive_err = max(naive_err, float(np.abs(nv - ref).max()))
             naive_lse_err = max(naive_lse_err, float(np.abs(nv_lse[fin] - ref_lse[fin]).max(initial=0)))
-            r = rounded(ref, dtype)
-            atol = max(atol, 2 * float(np.abs(rounded(rounded(r + 0.3, dtype) - 0.3, dtype) - r).max()))
-    if dtype == "f32":
+            r = rounded(ref, low)
+            atol = max(atol, 2 * float(np.abs(rounded(rounded(r + 0.3, low) - 0.3, low) - r).max()))
+    if exact:
         nmse = nmse_num / nmse_den if nmse_den else nmse_num
         ok = nmse <= 1e-10 and lse_err <= 1e-4
         return ok, f32_ratio, 1.0, label + ("" if ok else f" (NMSE {nmse:.2e}, lse error {lse_err:.2e})")
@@ -297,11 +347,11 @@ def conformance(duo, quick):
     rng = np.random.default_rng(2025)
     rows, failures, n = [], [], 0
     splits_cycle = [1, 3, 0]
-    for dtype in ("f32", "f16", "bf16"):
+    for dtype in ("f32", "f16", "bf16", "int8", "int4"):
         for D in (64, 128):
             for G in (1, 4, 8):
                 worst, count = 0.0, 0
-                cases = CASES[::2] if quick else CASES + ([] if dtype == "f32" or G == 8 else BIG_CASES)
+                cases = CASES[::2] if quick else CASES + ([] if dtype in ("f32", "int8", "int4") or G == 8 else BIG_CASES)
                 for ctx, T in cases:
                     for window in (None, (S_, R_)):
                         for splits in ([splits_cycle[n % 3]] if quick else splits_cycle):
@@ -328,19 +378,21 @@ def median_ms(fn, reps):
 
 
 class PagedStore:
-    """KV pages of the retrieval store: `pages` K and V buffers of 1024 rows x heads x 128 bf16, random contents."""
+    """KV pages of the retrieval store: K and V buffers of 1024 rows x heads x 128 values of `dtype` (bf16, or int8 /
+    int4 records), random contents."""
 
-    def __init__(self, duo, rng, tokens, heads, D=128, page=1024):
+    def __init__(self, duo, rng, tokens, heads, D=128, page=1024, dtype="bf16"):
         self.duo, self.segments, self.handles = duo, [], []
-        image = round_bits(rng.uniform(-1, 1, (page, heads, D)).astype(np.float32), "bf16")
+        x = rng.uniform(-1, 1, (page, heads, D)).astype(np.float32)
+        image = quantize(x, dtype) if dtype in QUANTIZED else round_bits(x, dtype)
         for p0 in range(0, tokens, page):
             k, v = duo.alloc(image.nbytes), duo.alloc(image.nbytes)
             duo.write(k, 0, image)
             duo.write(v, 0, image)
             self.handles += [k, v]
-            self.segments.append(dict(k=k, v=v, dtype="bf16", row_heads=heads, row_start=0,
+            self.segments.append(dict(k=k, v=v, dtype=dtype, row_heads=heads, row_start=0,
                                       row_count=min(page, tokens - p0), positions=p0))
-        self.bytes = 2 * tokens * heads * D * 2
+        self.bytes = 2 * tokens * heads * head_bytes(dtype, D)
 
     def free(self):
         for h in self.handles:
@@ -394,6 +446,16 @@ def benchmarks(duo, torch, quick):
         emit(rows, (f"decode, full layer (8 KV heads), {ctx // 1024}K", f"{1e3 * full_ms[ctx]:8.1f} us {gbs:7.0f} GB/s",
                      of_copy(gbs)))
         store.free()
+    # int8 / int4 caches of the same layer: time against bf16's, beside the byte ratio (decode reads every byte once)
+    for dtype, ctxs in (("int4", (16384, 131072)), ("int8", (131072,))):
+        for ctx in ctxs:
+            store = PagedStore(duo, rng, ctx + 1, 8, dtype=dtype)
+            ms = decode_ms(duo, store, q, G, range(8), ctx, reps=reps)
+            gbs = store.bytes / ms / 1e6
+            ratio = head_bytes(dtype, D) / head_bytes("bf16", D)
+            emit(rows, (f"decode, full layer {dtype}, {ctx // 1024}K", f"{1e3 * ms:8.1f} us {gbs:7.0f} GB/s",
+                         f"{ms / full_ms[ctx]:4.2f}x bf16 time; bytes {ratio:4.2f}x ({ms / full_ms[ctx] / ratio:4.2f}x of that)"))
+            store.free()
     ctx = 131072
     store = PagedStore(duo, rng, ctx + 1, 1)
     ms = decode_ms(duo, store, q, G, [0], ctx, reps=reps)
@@ -421,13 +483,21 @@ def benchmarks(duo, torch, quick):
         out = np.zeros_like(qT)
         idx = np.arange(8, dtype=np.int32)
 
-        def once():
-            duo.attend(qT, G, idx, idx, kv.segments, 0, None, 0, out, None)
-            return duo.device_ms()
-        ms = median_ms(once, 3 if quick else 10)
+        def once_on(segments):
+            def once():
+                duo.attend(qT, G, idx, idx, segments, 0, None, 0, out, None)
+                return duo.device_ms()
+            return once
+        ms = median_ms(once_on(kv.segments), 3 if quick else 10)
         kv.free()
         emit(rows, (f"prefill causal {T // 1024}K, duo (bf16, tensor cores)", f"{flops / ms / 1e9:8.1f} TFLOP/s",
                      f"{ms:7.2f} ms"))
+        if T == 8192:  # int4 records dequantized into the f16 stages of the same kernel
+            kv = PagedStore(duo, rng, T, 8, page=T, dtype="int4")
+            ms4 = median_ms(once_on(kv.segments), 3 if quick else 10)
+            kv.free()
+            emit(rows, (f"prefill causal {T // 1024}K, duo (int4, tensor cores)", f"{flops / ms4 / 1e9:8.1f} TFLOP/s",
+                         f"{ms4:7.2f} ms ({ms4 / ms:4.2f}x bf16)"))
         for name, res in sdpa(torch, T, Hq, 8, D, 3 if quick else 10):
             ok = isinstance(res, float)
             emit(rows, (f"prefill causal {T // 1024}K, torch SDPA {name}",

@@ -9,7 +9,7 @@
  * Every op is checked first as every backend checks it (validate.ts: exact array lengths, heads, slots, rows, buffer
  * bounds); the library checks every value again before it touches the device, so a rejected call changes nothing.
  */
-import { FLOAT_DTYPES, type FloatDtype } from "../dtype.ts";
+import { KV_DTYPES } from "../dtype.ts";
 import { checkInt, DuoError, type DuoErrorCode } from "../errors.ts";
 import type { LoadedLibrary } from "../../ffi/load.ts";
 import type { DuoLibrary } from "../../ffi/symbols.ts";
@@ -77,9 +77,10 @@ export function statusError(lib: DuoLibrary, status: number, S: typeof import(".
   return new DuoError(code, `${who}: ${lib.duo_last_error()} (status ${status})`);
 }
 
-/** The head dims cuda/src instantiates its kernels for (attend.cu), every dtype, token-major pages only (duo.h). */
-// No int8 / int4 kernels in cuda/ yet: the engine refuses them, naming these dtypes.
-export const CUDA_CAPABILITIES: BackendCapabilities = { dtypes: FLOAT_DTYPES, headDims: [64, 128], layouts: ["NHD"] };
+/** The head dims cuda/src instantiates its kernels for (attend.cu), every dtype (int8 / int4: the records of
+ *  src/quant.ts, quantized on append and dequantized inside the attention kernels; both head dims are even, as int4
+ *  needs), token-major pages only (duo.h). */
+export const CUDA_CAPABILITIES: BackendCapabilities = { dtypes: KV_DTYPES, headDims: [64, 128], layouts: ["NHD"] };
 
 export class CudaBackend implements Backend {
   readonly name = "cuda" as const;
@@ -184,7 +185,7 @@ export class CudaBackend implements Backend {
     const { APPEND, DTYPE } = this.abi;
     const p = this.appendParams;
     p[APPEND.DST] = op.dst;
-    p[APPEND.DTYPE] = DTYPE[op.dtype as FloatDtype]; // checkOps admitted only CUDA_CAPABILITIES.dtypes
+    p[APPEND.DTYPE] = DTYPE[op.dtype];
     p[APPEND.ROW_HEADS] = op.rowHeads;
     p[APPEND.HEAD_DIM] = op.headDim;
     p[APPEND.TOKENS] = op.rows.length;
@@ -203,7 +204,7 @@ export class CudaBackend implements Backend {
       const row = segs.subarray(i * SEG.FIELDS, (i + 1) * SEG.FIELDS);
       row[SEG.K] = s.k;
       row[SEG.V] = s.v;
-      row[SEG.DTYPE] = DTYPE[s.dtype as FloatDtype];
+      row[SEG.DTYPE] = DTYPE[s.dtype];
       row[SEG.ROW_HEADS] = s.rowHeads;
       row[SEG.ROW_START] = s.rowStart;
       row[SEG.ROW_COUNT] = s.rowCount;

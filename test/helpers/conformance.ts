@@ -5,6 +5,9 @@
 //     rule. For f16/bf16 KV the reference reads the same rounded buffers, so the only difference left is f32 vs float64
 //     arithmetic and the same tolerance applies to every dtype. For int8/int4 KV the reference quantizes with
 //     src/quant.ts and the kernels write the very same record bytes, so again only the arithmetic differs.
+//   CUDA (test/cuda-conformance.test.ts) runs the quantized grid too, at its head dims 64 and 128, with this tolerance
+//     wherever its CUDA-core kernel runs (int8 always, int4 up to 16 packed query rows; int4 blocks beyond take the
+//     f16 tensor-core kernel and are held to the f16 rule there) and checkDequantExact at head dims 128 and 64.
 //   Outputs and lse are poisoned with NaN before every run: covered query heads must all be written, the query heads of
 //     the uncovered KV head must still be NaN afterwards.
 import assert from "node:assert/strict";
@@ -209,8 +212,9 @@ export function quantCases(): Case[] {
 /** int8 / int4 dequantization must be exact: with window {sink 0, recent 0} query t sees only the key at position t
  *  (weight 1), so its output is value row t exactly as src/quant.ts decodes the record. Rows: tiny ranges (the int4
  *  scalar tables), values near f16's top, constants, and 400 random rows of random scale (1e-3 .. 1e4) and offset
- *  (every f16 rounding of the int4 tables, ties included); head dims 128 and 44 (a 12-element tail). */
-export async function checkDequantExact(who: string, b: Backend): Promise<void> {
+ *  (every f16 rounding of the int4 tables, ties included); head dims 128 and 44 (a 12-element tail) unless `dims`
+ *  names the backend's (cuda: 128 and 64). */
+export async function checkDequantExact(who: string, b: Backend, dims: readonly number[] = [128, 44]): Promise<void> {
   const rows: ((d: number) => number)[] = [
     (d) => Math.sin(d), (d) => 0.25, (d) => 1e-5 * Math.cos(d), (d) => 3e-4 + 1e-6 * d, // tiny ranges: scalar tables
     (d) => 65000 * Math.cos(d), (d) => 60000 + d, (d) => -65000 + 0.5 * d, (d) => 1000 * Math.sin(3 * d), // near f16's top
@@ -221,7 +225,7 @@ export async function checkDequantExact(who: string, b: Backend): Promise<void> 
     const scale = 10 ** (r() * 7 - 3), offset = (r() * 2 - 1) * scale * 3, seed = r();
     rows.push((d) => offset + scale * ((Math.sin(d * 12.9898 + seed * 78.233) * 43758.5453) % 1));
   }
-  for (const dtype of ["int8", "int4"] as const) for (const D of [128, 44]) {
+  for (const dtype of ["int8", "int4"] as const) for (const D of dims) {
     const N = rows.length, H = 1;
     const V = new Float32Array(N * D).map((_, i) => rows[Math.floor(i / D)]!(i % D)), K = new Float32Array(N * D).fill(0.5);
     const want = roundTrip(dtype, V, D);
