@@ -26,7 +26,8 @@ int k_quantize(uint8_t *dst, const float *src, int dt, int D) {
   }
   float mn = src[0], mx = src[0];
   for (int d = 1; d < D; d++) {
-    mn = src[d] < mn ? src[d] : mn;
+    /* Math.min's order (src/quant.ts): -0 is below +0, so a min that is a zero of both signs is stored as -0 */
+    mn = src[d] < mn || (src[d] == mn && __builtin_signbit(src[d])) ? src[d] : mn;
     mx = src[d] > mx ? src[d] : mx;
   }
   const float scale = (mx - mn) / 15.0f + 1e-8f; /* the f32 scale codes with; the record keeps its f16 rounding */
