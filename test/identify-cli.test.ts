@@ -102,6 +102,8 @@ test("duo identify: bad model dir, non-Llama architecture, short haystack, conte
       runCli(["identify", "--model", gpt.dir, "--out", out]),
       runCli(["identify", "--model", ok.dir, "--out", out, ...DATA, "--haystack", hay]),
       runCli(["identify", "--model", ok.dir, "--out", out, "--ctx-max", "5000"]),
+      runCli(["identify", "--model", ok.dir, "--out", out, ...DATA, "--kernels", "reference", "--max-memory", "0.001"]),
+      runCli(["identify", "--model", ok.dir, "--out", out, ...DATA, "--kernels", "reference", "--max-memory", "0.00001"]),
       runCli(["identify", "--model", ok.dir, "--out", out, ...DATA, "--max-memory", "0.001"]),
       runCli(["identify", "--model", ok.dir, "--out", out, ...DATA, "--max-memory", "0.00001"]),
     ]);
@@ -113,6 +115,8 @@ test("duo identify: bad model dir, non-Llama architecture, short haystack, conte
       /--ctx-max 5000 is over the model's max_position_embeddings \(4096\); lower --ctx-max/,
       /a 900-token context needs about .* GiB \(float64 weights and activations\), over --max-memory .*; lower --ctx-max/,
       /the model's weights alone take .* GiB in float64, over --max-memory .*; raise --max-memory if this machine has the memory/,
+      /a 900-token context needs about .* GiB \(f32 activations, weights in the file's dtype\), over --max-memory .*; lower --ctx-max/,
+      /the model's weights alone take .* GiB in the fast kernels, over --max-memory .*; raise --max-memory if this machine has the memory/,
     ];
     runs.forEach((r, i) => {
       assert.equal(r.code, i === 3 ? 2 : 1, `${i}: ${r.stderr}`); // a bad argument exits 2, the rest 1

@@ -17,6 +17,7 @@ import { expectedTensors } from "../model/weights.ts";
 import { createBackend, probeBackend } from "../backend/registry.ts";
 import type { Backend } from "../backend/types.ts";
 import { createModelKernels, KERNELS, type ModelKernels } from "../model/kernels.ts";
+import { runtime } from "../runtime.ts";
 import { TextTokenizer } from "../model/tokenizer.ts";
 import { type FastModel, loadFastModel } from "../identify/fast-model.ts";
 import { identifyHeadsFast } from "../identify/identify.ts";
@@ -34,9 +35,9 @@ const DEFAULTS = { steps: 200, samples: 16, ctxMin: 1000, ctxMax: 4000, lengths:
 const USAGE = `usage: duo identify --model DIR --out DIR [options]
   Find the retrieval heads of a Llama-family model (Llama, Mistral, Qwen2): by DuoAttention's gate optimisation
   (upstream's duo_attn/train.py) or by a forward-only score. Writes DIR/full_attention_heads.tsv + config.json (upstream's format:
-  duo pattern, loadPattern, upstream and kvpress read it) and DIR/identify.json. optimize computes in float64
-  TypeScript by default (the reference: exact, slow on real models) or on the fast kernels with --kernels native |
-  wasm; score runs on the fast kernels by default (--kernels).
+  duo pattern, loadPattern, upstream and kvpress read it) and DIR/identify.json. Both methods run on the fast kernels
+  by default (native where its library loads, else wasm); --kernels reference computes in float64 TypeScript (the
+  reference: exact, slow on real models).
   CPU-scaled defaults are marked "upstream: ...".
   --model DIR          Hugging Face model directory (config.json, model.safetensors[.index.json], tokenizer.json)
   --out DIR            output pattern directory
@@ -51,9 +52,10 @@ const USAGE = `usage: duo identify --model DIR --out DIR [options]
                        activations; native: native kernels and the native attention backend; the wasm sets: attention
                        on the wasm backend, tiled;
                        reference: the float64 TypeScript path, its twin; 25x slower on a small model). optimize:
-                       auto | reference (default: the float64 path) | native | wasm (f32: the model kernels, the
-                       attention backend for the teacher, the backward kernels of wasm/model/backward.c; weights in
-                       the model's dtype, f32 / f16 / bf16)
+                       auto | reference (the float64 path) | native | wasm (f32: the model kernels, the attention
+                       backend for the teacher, the backward kernels of wasm/model/backward.c; weights in the model's
+                       dtype, f32 / f16 / bf16; default auto: native where its library loads, else wasm, else — or
+                       for a head dim that is not a multiple of 4 up to 256 — the float64 path)
   --threads n          score, fast kernels: workers of the model kernels and of the attention backend (default:
                        one per core; 0: everything in this thread)
   data: upstream's multi-passkey retrieval samples (duo_attn/data.py)
@@ -132,13 +134,18 @@ export async function main(argv: string[]): Promise<number> {
   if (method === "optimize" && kernelsArg === "wasm-parallel") {
     throw new DuoError("INVALID_ARGUMENT", `--method optimize runs on --kernels native, wasm or reference (the backward kernels have no worker set); got --kernels ${kernelsArg}`);
   }
-  const fast = method === "score" ? kernelsArg !== "reference" : kernelsArg === "native" || kernelsArg === "wasm";
   const threads = numberArg(args, "threads", { min: 0, integer: true });
   if (resume && method !== "optimize") throw new DuoError("INVALID_ARGUMENT", "--resume applies to --method optimize (score runs have no optimiser state)");
 
   if (!(await exists(dir))) throw new DuoError("IO", `--model ${dir} does not exist; give a Hugging Face model directory (config.json, model.safetensors, tokenizer.json)`);
   const t0 = performance.now();
   const c = await loadConfig(dir); // a non-Llama architecture fails here, naming the supported ones
+  // optimize, auto: the fast kernels (native where its library loads, else wasm) where they run this model's heads,
+  // else the float64 path
+  const nativeUsable = kernelsArg === "auto" && (await probeBackend("native", { threads })).usable;
+  const fastHeads = c.headDim % 4 === 0 && c.headDim <= 256 && runtime().wasmSimd;
+  const fast = method === "score" ? kernelsArg !== "reference"
+    : kernelsArg === "native" || kernelsArg === "wasm" || (kernelsArg === "auto" && fastHeads);
   if (ctxMax > c.maxPositionEmbeddings) {
     throw new DuoError("CAPACITY", `--ctx-max ${ctxMax} is over the model's max_position_embeddings (${c.maxPositionEmbeddings}); lower --ctx-max`);
   }
@@ -148,19 +155,21 @@ export async function main(argv: string[]): Promise<number> {
   for (const [name, shape] of expectedTensors(c)) if (name !== "lm_head.weight") params += shape.reduce((a, b) => a * b, 1);
   const perToken = 2 * c.hiddenSize + 2 * (c.numHeads + c.numKvHeads) * c.headDim + 2 * c.intermediateSize +
     c.numLayers * (3 * c.hiddenSize + (3 * c.numHeads + 2 * c.numKvHeads) * c.headDim + 2 * c.intermediateSize + c.numHeads);
-  const bytes = 8 * (params + perToken * (ctxMax + 64 * data.passkeys * 2));
-  if (!fast && 8 * params > maxMemory) {
-    throw new DuoError("CAPACITY", `the model's weights alone take ${(8 * params / 2 ** 30).toFixed(1)} GiB in float64, over --max-memory ${(maxMemory / 2 ** 30).toFixed(1)} GiB; raise --max-memory if this machine has the memory (identification computes in float64)`);
+  // the float64 path: 8 bytes a weight and an activation; the fast kernels: about 2 (bf16 / f16 files) and 4 (f32)
+  const [wb, ab, how] = fast ? [2, 4, "f32 activations, weights in the file's dtype"] : [8, 8, "float64 weights and activations"];
+  const bytes = wb * params + ab * perToken * (ctxMax + 64 * data.passkeys * 2);
+  if (wb * params > maxMemory) {
+    throw new DuoError("CAPACITY", `the model's weights alone take ${(wb * params / 2 ** 30).toFixed(1)} GiB ${fast ? "in the fast kernels" : "in float64"}, over --max-memory ${(maxMemory / 2 ** 30).toFixed(1)} GiB; raise --max-memory if this machine has the memory`);
   }
-  if (!fast && bytes > maxMemory) {
-    throw new DuoError("CAPACITY", `a ${ctxMax}-token context needs about ${(bytes / 2 ** 30).toFixed(1)} GiB (float64 weights and activations), over --max-memory ${(maxMemory / 2 ** 30).toFixed(1)} GiB; lower --ctx-max (or raise --max-memory)`);
+  if (bytes > maxMemory) {
+    throw new DuoError("CAPACITY", `a ${ctxMax}-token context needs about ${(bytes / 2 ** 30).toFixed(1)} GiB (${how}), over --max-memory ${(maxMemory / 2 ** 30).toFixed(1)} GiB; lower --ctx-max (or raise --max-memory)`);
   }
   let model: GateModel | undefined, fastModel: FastModel | undefined, optimizeModel: OptimizeModel | undefined, kernels: ModelKernels | undefined, backend: Backend | undefined, tokenizer: TextTokenizer;
   if (fast) {
     // auto: native where its library loads (the fastest here: a 0.5B model's score sample took 81-84 s of CPU on
     // native against ~107 s on wasm-parallel), else the model runner's own rule; weightBytes: that rule picks workers
     // by model size, and 2 bytes a weight (bf16/f16) is the common case, close enough
-    const choice = kernelsArg === "auto" && (await probeBackend("native", { threads })).usable ? "native" : kernelsArg;
+    const choice = nativeUsable ? "native" : kernelsArg === "auto" && method === "optimize" ? "wasm" : kernelsArg;
     kernels = await createModelKernels(choice as typeof FAST_KERNELS[number] | "auto", { modelThreads: threads, threads, weightBytes: 2 * params });
     try {
       // attention on the backend of the kernels' kind (native with native; reference with reference; else wasm)
