@@ -6,7 +6,11 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { identifyHeads } from "../src/identify/identify.ts";
+import { identifyHeads, identifyHeadsFast } from "../src/identify/identify.ts";
+import { fastModelFromGate } from "../src/identify/fast-model.ts";
+import { optimizeModelFromGate } from "../src/identify/fast-optimize.ts";
+import { createBackend, probeBackend } from "../src/backend/registry.ts";
+import { createModelKernels } from "../src/model/kernels.ts";
 import { objective } from "../src/identify/objective.ts";
 import { teacherForward } from "../src/identify/forward.ts";
 import { makePattern } from "../src/pattern/pattern.ts";
@@ -83,6 +87,25 @@ test("identify optimize on the planted model: the true retrieval heads on top, t
   const beaten = random().filter((x) => x < em).length / random().length;
   assert.ok(beaten >= 0.95, `beats ${beaten * 100}% of random masks (their exact match: ${random().join(" ")})`);
 });
+
+// The same check on the fast kernels (f32, backward kernels of wasm/model/backward.c): what `duo identify` runs by default.
+for (const name of ["native", "wasm"] as const) {
+  const probe = await probeBackend(name);
+  test(`identify optimize on the fast ${name} kernels, planted model: the true retrieval heads above 0.5, the decoy low, the 50% mask keeps exact match`, { skip: probe.usable ? false : `skipped: ${name} not usable: ${probe.reason}` }, async () => {
+    const kernels = await createModelKernels(name, { threads: 2 }), backend = await createBackend(name, { threads: name === "wasm" ? 0 : 2 });
+    try {
+      const m = optimizeModelFromGate(model, fastModelFromGate(model, kernels));
+      const run = await identifyHeadsFast(m, backend, { method: "optimize", data: { sample: (s) => recallSample(1000 + s, T) }, steps: 60, window });
+      assert.deepEqual(Array.from(run.gates.keys()).filter((i) => run.gates[i]! >= 0.5), TRUE_RETRIEVAL);
+      assert.ok(run.gates[DECOY]! < 0.1, `decoy gate ${run.gates[DECOY]}`);
+      const em = deployedExactMatch(maskAt50(run.gates));
+      assert.ok(em >= 0.99 * full, `exact match ${em} vs full ${full}`);
+    } finally {
+      kernels.dispose();
+      await backend.dispose();
+    }
+  });
+}
 
 test("identify score on the planted model: same top heads and decoy low; its documented weakness: rank gates, not a natural threshold", async () => {
   const run = await identifyHeads(model, { method: "score", data: { sample: (s) => recallSample(3000 + s, T) }, samples: 4, window });
