@@ -92,4 +92,32 @@ typedef __m128 VI;
   } while (0)
 #endif
 
+/* Optional: 8-lane f32 vectors (VW, 256 bits) in the AVX2 and AVX-512 sets, for the tiled decode kernels
+ * (attend_simd.c uses them where VW_EO16 is defined). With 4-lane vectors one thread's multiply-adds run at about the
+ * speed DRAM delivers bf16 (2 bytes per 8 FLOP at G = 4), so decode from DRAM was compute-bound; 8 lanes halve that.
+ * VW_EO16(p, f16): the 8 16-bit elements at p (16 bytes, bf16, or f16 with f16 != 0) as f32 in even/odd order
+ * [x0 x2 x4 x6 x1 x3 x5 x7]: bf16 by one 16-byte broadcast load and one byte shuffle that puts each element in the
+ * top half of its lane; f16 by a byte shuffle and vcvtph2ps (exact, Inf/NaN included). */
+#ifdef __AVX2__
+typedef __m256 VW;
+#define VW_ZERO             _mm256_setzero_ps()
+#define VW_LOAD(p)          _mm256_loadu_ps((const float *)(const void *)(p))
+#define VW_STORE(p, x)      _mm256_storeu_ps((float *)(void *)(p), x)
+#define VW_LOAD_SPLAT(p)    _mm256_broadcast_ss((const float *)(const void *)(p))
+#define VW_ADD(a, b)        _mm256_add_ps(a, b)
+#define VW_MUL(a, b)        _mm256_mul_ps(a, b)
+#define VW_MAD(acc, a, b)   _mm256_fmadd_ps(a, b, acc)
+#define VW_PREFETCH(p)      _mm_prefetch((const char *)(const void *)(p), _MM_HINT_T0)
+#define VW_ZIP_LO32(a, b)   _mm256_unpacklo_ps(a, b) /* the VF_* lane ops of the same name, in each 128-bit half */
+#define VW_ZIP_HI32(a, b)   _mm256_unpackhi_ps(a, b)
+#define VW_CAT_LO64(a, b)   _mm256_shuffle_ps(a, b, _MM_SHUFFLE(1, 0, 1, 0))
+#define VW_CAT_HI64(a, b)   _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 2, 3, 2))
+#define VW_EO16(p, f16)     ((f16) ? _mm256_cvtph_ps(_mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(const void *)(p)), \
+                                       _mm_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15))) \
+                                   : _mm256_castsi256_ps(_mm256_shuffle_epi8( \
+                                       _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)(p))), \
+                                       _mm256_setr_epi8(-1, -1, 0, 1, -1, -1, 4, 5, -1, -1, 8, 9, -1, -1, 12, 13, \
+                                                        -1, -1, 2, 3, -1, -1, 6, 7, -1, -1, 10, 11, -1, -1, 14, 15))))
+#endif
+
 #endif
