@@ -405,6 +405,71 @@ void k_pv_v64(float *acc, const float *alpha, const float *p, int D, const uint8
   else pv_v64_impl(acc, alpha, p, D, vt, n, DUO_BF16);
 }
 
+#ifdef K_INT4_FUSED
+/* The table of the int4 record whose scale and min (f16) are at meta: lut[q] = f16(f16(q * s) + z) (quant.h). q * s is
+ * exact in f32 (4 bits times 11), and rounding the f32 sum of two f16 values to f16 equals rounding the exact sum
+ * (24 >= 2 * 11 + 2 bits: double rounding is innocuous), so two hardware f32 -> f16 roundings give the codec's values,
+ * Inf and subnormals included. */
+ALWAYS_INLINE VZ int4_table(const uint8_t *meta) {
+  const VF sz = VZ_F16X2(meta);
+  return VZ_F16_ROUND(VZ_ADD(VZ_F16_ROUND(VZ_MUL(VZ_IOTA, VZ_SPLAT_LANE(sz, 0))), VZ_SPLAT_LANE(sz, 1)));
+}
+
+void k_scores_int4(const float *qz, int D, const uint8_t *k, uint32_t stride, int n, float *s) {
+  const float *q0 = qz, *q1 = q0 + D, *q2 = q1 + D, *q3 = q2 + D;
+  for (int i = 0; i < n; i++, k += stride) {
+    const VZ lut = int4_table(k + D / 2);
+    VZ e0 = VZ_ZERO, e1 = VZ_ZERO, e2 = VZ_ZERO, e3 = VZ_ZERO, o0 = VZ_ZERO, o1 = VZ_ZERO, o2 = VZ_ZERO, o3 = VZ_ZERO;
+    for (int d = 0; d < D; d += 32) {
+      const VZI c = VZ_CODES16(k + d / 2); /* byte b: element 2b in the high nibble, 2b + 1 in the low one */
+      const VZ x = VZ_LOOKUP16(VZ_SHR4(c), lut), y = VZ_LOOKUP16(c, lut);
+      e0 = VZ_MAD(e0, VZ_LOAD(q0 + d), x); o0 = VZ_MAD(o0, VZ_LOAD(q0 + d + 16), y);
+      e1 = VZ_MAD(e1, VZ_LOAD(q1 + d), x); o1 = VZ_MAD(o1, VZ_LOAD(q1 + d + 16), y);
+      e2 = VZ_MAD(e2, VZ_LOAD(q2 + d), x); o2 = VZ_MAD(o2, VZ_LOAD(q2 + d + 16), y);
+      e3 = VZ_MAD(e3, VZ_LOAD(q3 + d), x); o3 = VZ_MAD(o3, VZ_LOAD(q3 + d + 16), y);
+    }
+    VF_STORE(s + i * 4, VZ_SUM4(VZ_ADD(e0, o0), VZ_ADD(e1, o1), VZ_ADD(e2, o2), VZ_ADD(e3, o3)));
+  }
+}
+
+/* 32 accumulator elements of one vector: natural order <-> the even/odd order of a chunk of looked-up values. */
+#define EO_EVEN VZ_IDX(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30)
+#define EO_ODD  VZ_IDX(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31)
+#define EO_LO   VZ_IDX(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23)
+#define EO_HI   VZ_IDX(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31)
+
+void k_pv_int4(float *acc, const float *alpha, const float *p, int D, const uint8_t *v, uint32_t stride, int n) {
+  float luts[64 * 16] __attribute__((aligned(64))); /* [n][16]: the tables, built once for all chunks */
+  for (int i = 0; i < n; i++) VZ_STORE(luts + i * 16, int4_table(v + (uint32_t)i * stride + D / 2));
+  const VZ al0 = VZ_LOAD_SPLAT(alpha), al1 = VZ_LOAD_SPLAT(alpha + 1);
+  const VZ al2 = VZ_LOAD_SPLAT(alpha + 2), al3 = VZ_LOAD_SPLAT(alpha + 3);
+  float *c0 = acc, *c1 = c0 + D, *c2 = c1 + D, *c3 = c2 + D;
+  for (int d = 0; d < D; d += 32) {
+    VZ l, h;
+#define EO_IN(c, al, e, o) (l = VZ_MUL(VZ_LOAD(c + d), al), h = VZ_MUL(VZ_LOAD(c + d + 16), al), \
+                            e = VZ_PERM2(l, EO_EVEN, h), o = VZ_PERM2(l, EO_ODD, h))
+    VZ e0, e1, e2, e3, o0, o1, o2, o3;
+    EO_IN(c0, al0, e0, o0); EO_IN(c1, al1, e1, o1); EO_IN(c2, al2, e2, o2); EO_IN(c3, al3, e3, o3);
+    const uint8_t *vr = v + d / 2;
+    const float *pi = p;
+    for (int i = 0; i < n; i++, vr += stride, pi += 4) {
+      const VZ lut = VZ_LOAD(luts + i * 16);
+      const VZI c = VZ_CODES16(vr);
+      const VZ x = VZ_LOOKUP16(VZ_SHR4(c), lut), y = VZ_LOOKUP16(c, lut);
+      VZ w;
+      w = VZ_LOAD_SPLAT(pi);     e0 = VZ_MAD(e0, w, x); o0 = VZ_MAD(o0, w, y);
+      w = VZ_LOAD_SPLAT(pi + 1); e1 = VZ_MAD(e1, w, x); o1 = VZ_MAD(o1, w, y);
+      w = VZ_LOAD_SPLAT(pi + 2); e2 = VZ_MAD(e2, w, x); o2 = VZ_MAD(o2, w, y);
+      w = VZ_LOAD_SPLAT(pi + 3); e3 = VZ_MAD(e3, w, x); o3 = VZ_MAD(o3, w, y);
+    }
+#define EO_OUT(c, e, o) (VZ_STORE(c + d, VZ_PERM2(e, EO_LO, o)), VZ_STORE(c + d + 16, VZ_PERM2(e, EO_HI, o)))
+    EO_OUT(c0, e0, o0); EO_OUT(c1, e1, o1); EO_OUT(c2, e2, o2); EO_OUT(c3, e3, o3);
+#undef EO_IN
+#undef EO_OUT
+  }
+}
+#endif
+
 /* 4 16-bit elements (low 64 bits of a vector, or high with `high`) of dtype dt widened to f32: bf16 by a shift,
  * f16 by the multiply of VF_F16_FAST, or exactly (Inf/NaN included) with dt | DUO_NONFINITE. */
 ALWAYS_INLINE VF widen4(VI c, int high, int dt) {

@@ -120,4 +120,43 @@ typedef __m256 VW;
                                                         -1, -1, 2, 3, -1, -1, 6, 7, -1, -1, 10, 11, -1, -1, 14, 15))))
 #endif
 
+/* Optional: 16-lane f32 vectors (VZ, 512 bits) in the AVX-512 set, for the fused int4 decode kernels (attend_simd.c,
+ * kernels.h K_INT4_FUSED). An int4 record has 16 possible values, so one VZ holds its whole table and one vpermps
+ * (VZ_LOOKUP16) turns 16 codes into their values exactly.
+ *   VZ_CODES16(p)         the 16 bytes at p, one per 32-bit lane (zero-extended)
+ *   VZ_LOOKUP16(i, t)     r[k] = t[i[k] & 15] (only the low 4 bits of each lane index)
+ *   VZ_SHR4(i)            i >> 4 per 32-bit lane (a byte's high nibble)
+ *   VZ_F16_ROUND(x)       x rounded to the nearest f16 (ties to even; overflow to Inf, f16 subnormals exact) as f32
+ *   VZ_F16X2(p)           the f16 pair at p as f32 [p[0], p[1], 0, 0] (VF)
+ *   VZ_PERM2(a, i, b)     r[k] = (i[k] < 16 ? a : b)[i[k] & 15]  (vpermt2ps)
+ *   VZ_SUM4(a, b, c, d)   [sum a, sum b, sum c, sum d] as a VF */
+#ifdef __AVX512F__
+typedef __m512 VZ;
+typedef __m512i VZI;
+#define VZ_ZERO             _mm512_setzero_ps()
+#define VZ_LOAD(p)          _mm512_loadu_ps((const float *)(const void *)(p))
+#define VZ_STORE(p, x)      _mm512_storeu_ps((float *)(void *)(p), x)
+#define VZ_LOAD_SPLAT(p)    _mm512_set1_ps(*(const float *)(const void *)(p))
+#define VZ_SPLAT_LANE(x, i) _mm512_permutexvar_ps(_mm512_set1_epi32(i), _mm512_castps128_ps512(x))
+#define VZ_ADD(a, b)        _mm512_add_ps(a, b)
+#define VZ_MUL(a, b)        _mm512_mul_ps(a, b)
+#define VZ_MAD(acc, a, b)   _mm512_fmadd_ps(a, b, acc)
+#define VZ_IOTA             _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
+#define VZ_CODES16(p)       _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(p)))
+#define VZ_LOOKUP16(i, t)   _mm512_permutexvar_ps(i, t)
+#define VZ_SHR4(i)          _mm512_srli_epi32(i, 4)
+#define VZ_F16_ROUND(x)     _mm512_cvtph_ps(_mm512_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC))
+#define VZ_F16X2(p)         _mm_cvtph_ps(_mm_cvtsi32_si128(*(const int32_t *)(const void *)(p)))
+#define VZ_PERM2(a, i, b)   _mm512_permutex2var_ps(a, i, b)
+#define VZ_IDX(...)         _mm512_setr_epi32(__VA_ARGS__)
+static inline __m128 vz_sum4(__m512 a, __m512 b, __m512 c, __m512 d) {
+  __m512 ab = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b)); /* a0+a2 b0+b2 a1+a3 b1+b3 per 128 */
+  __m512 cd = _mm512_add_ps(_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
+  __m512 u = _mm512_add_ps(_mm512_shuffle_ps(ab, cd, _MM_SHUFFLE(1, 0, 1, 0)), _mm512_shuffle_ps(ab, cd, _MM_SHUFFLE(3, 2, 3, 2)));
+  __m256 v = _mm256_add_ps(_mm512_castps512_ps256(u), _mm512_extractf32x8_ps(u, 1));
+  return _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+}
+#define VZ_SUM4(a, b, c, d) vz_sum4(a, b, c, d)
+#endif
+
 #endif
