@@ -415,22 +415,44 @@ ALWAYS_INLINE VZ int4_table(const uint8_t *meta) {
   return VZ_F16_ROUND(VZ_ADD(VZ_F16_ROUND(VZ_MUL(VZ_IOTA, VZ_SPLAT_LANE(sz, 0))), VZ_SPLAT_LANE(sz, 1)));
 }
 
+/* One chunk of record r (its codes at kr, its table lut) into the 4 sums a[r*4 + h]. */
+#define SCORE_CHUNK(r, kr, lut) do {                                                                \
+    const VZI c_ = VZ_CODES16((kr) + d / 2); /* byte b: element 2b in the high nibble, 2b + 1 low */ \
+    const VZ x_ = VZ_LOOKUP16(VZ_SHR4(c_), lut), y_ = VZ_LOOKUP16(c_, lut);                         \
+    a[r * 4] = VZ_MAD(VZ_MAD(a[r * 4], qe0, x_), qo0, y_);                                          \
+    a[r * 4 + 1] = VZ_MAD(VZ_MAD(a[r * 4 + 1], qe1, x_), qo1, y_);                                  \
+    a[r * 4 + 2] = VZ_MAD(VZ_MAD(a[r * 4 + 2], qe2, x_), qo2, y_);                                  \
+    a[r * 4 + 3] = VZ_MAD(VZ_MAD(a[r * 4 + 3], qe3, x_), qo3, y_);                                  \
+  } while (0)
+
+/* 4 records at a time: each chunk of the 4 query vectors is loaded once for all four, and their 16 sums finish in one
+ * vector (VZ_QUAD, VZ_LANES4). A last group of fewer records reads its first record again in the missing places (those
+ * sums are dropped), so that every group runs the same code. */
 void k_scores_int4(const float *qz, int D, const uint8_t *k, uint32_t stride, int n, float *s) {
   const float *q0 = qz, *q1 = q0 + D, *q2 = q1 + D, *q3 = q2 + D;
-  for (int i = 0; i < n; i++, k += stride) {
-    const VZ lut = int4_table(k + D / 2);
-    VZ e0 = VZ_ZERO, e1 = VZ_ZERO, e2 = VZ_ZERO, e3 = VZ_ZERO, o0 = VZ_ZERO, o1 = VZ_ZERO, o2 = VZ_ZERO, o3 = VZ_ZERO;
+  for (int i = 0; i < n; i += 4) {
+    const int m = n - i < 4 ? n - i : 4;
+    const uint8_t *k0 = k + (uint32_t)i * stride, *k1 = k0 + (m > 1 ? stride : 0);
+    const uint8_t *k2 = k0 + (m > 2 ? 2 * stride : 0), *k3 = k0 + (m > 3 ? 3 * stride : 0);
+    const VZ l0 = int4_table(k0 + D / 2), l1 = int4_table(k1 + D / 2), l2 = int4_table(k2 + D / 2), l3 = int4_table(k3 + D / 2);
+    VZ a[16];
+    for (int r = 0; r < 16; r++) a[r] = VZ_ZERO;
     for (int d = 0; d < D; d += 32) {
-      const VZI c = VZ_CODES16(k + d / 2); /* byte b: element 2b in the high nibble, 2b + 1 in the low one */
-      const VZ x = VZ_LOOKUP16(VZ_SHR4(c), lut), y = VZ_LOOKUP16(c, lut);
-      e0 = VZ_MAD(e0, VZ_LOAD(q0 + d), x); o0 = VZ_MAD(o0, VZ_LOAD(q0 + d + 16), y);
-      e1 = VZ_MAD(e1, VZ_LOAD(q1 + d), x); o1 = VZ_MAD(o1, VZ_LOAD(q1 + d + 16), y);
-      e2 = VZ_MAD(e2, VZ_LOAD(q2 + d), x); o2 = VZ_MAD(o2, VZ_LOAD(q2 + d + 16), y);
-      e3 = VZ_MAD(e3, VZ_LOAD(q3 + d), x); o3 = VZ_MAD(o3, VZ_LOAD(q3 + d + 16), y);
+      const VZ qe0 = VZ_LOAD(q0 + d), qo0 = VZ_LOAD(q0 + d + 16), qe1 = VZ_LOAD(q1 + d), qo1 = VZ_LOAD(q1 + d + 16);
+      const VZ qe2 = VZ_LOAD(q2 + d), qo2 = VZ_LOAD(q2 + d + 16), qe3 = VZ_LOAD(q3 + d), qo3 = VZ_LOAD(q3 + d + 16);
+      SCORE_CHUNK(0, k0, l0); SCORE_CHUNK(1, k1, l1); SCORE_CHUNK(2, k2, l2); SCORE_CHUNK(3, k3, l3);
     }
-    VF_STORE(s + i * 4, VZ_SUM4(VZ_ADD(e0, o0), VZ_ADD(e1, o1), VZ_ADD(e2, o2), VZ_ADD(e3, o3)));
+    const VZ sums = VZ_LANES4(VZ_QUAD(a[0], a[1], a[2], a[3]), VZ_QUAD(a[4], a[5], a[6], a[7]),
+                              VZ_QUAD(a[8], a[9], a[10], a[11]), VZ_QUAD(a[12], a[13], a[14], a[15]));
+    if (m == 4) VZ_STORE(s + i * 4, sums);
+    else {
+      float t[16];
+      VZ_STORE(t, sums);
+      __builtin_memcpy(s + i * 4, t, sizeof(float) * 4 * m);
+    }
   }
 }
+#undef SCORE_CHUNK
 
 /* 32 accumulator elements of one vector: natural order <-> the even/odd order of a chunk of looked-up values. */
 #define EO_EVEN VZ_IDX(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30)

@@ -129,7 +129,7 @@ typedef __m256 VW;
  *   VZ_F16_ROUND(x)       x rounded to the nearest f16 (ties to even; overflow to Inf, f16 subnormals exact) as f32
  *   VZ_F16X2(p)           the f16 pair at p as f32 [p[0], p[1], 0, 0] (VF)
  *   VZ_PERM2(a, i, b)     r[k] = (i[k] < 16 ? a : b)[i[k] & 15]  (vpermt2ps)
- *   VZ_SUM4(a, b, c, d)   [sum a, sum b, sum c, sum d] as a VF */
+ *   VZ_QUAD, VZ_LANES4    horizontal sums (below) */
 #ifdef __AVX512F__
 typedef __m512 VZ;
 typedef __m512i VZI;
@@ -149,14 +149,21 @@ typedef __m512i VZI;
 #define VZ_F16X2(p)         _mm_cvtph_ps(_mm_cvtsi32_si128(*(const int32_t *)(const void *)(p)))
 #define VZ_PERM2(a, i, b)   _mm512_permutex2var_ps(a, i, b)
 #define VZ_IDX(...)         _mm512_setr_epi32(__VA_ARGS__)
-static inline __m128 vz_sum4(__m512 a, __m512 b, __m512 c, __m512 d) {
+/* Horizontal sums, 4 vectors x 4 at a time: vz_quad(a, b, c, d) leaves [sum a, sum b, sum c, sum d] as partial sums in
+ * each 128-bit lane (4 lane ops, 3 adds); vz_lanes4(u0..u3) adds up the 4 lanes of 4 such vectors: lanes 4k..4k+3 of
+ * the result are the sums of u_k (4 lane ops, 3 adds). */
+static inline __m512 vz_quad(__m512 a, __m512 b, __m512 c, __m512 d) {
   __m512 ab = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b)); /* a0+a2 b0+b2 a1+a3 b1+b3 per 128 */
   __m512 cd = _mm512_add_ps(_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
-  __m512 u = _mm512_add_ps(_mm512_shuffle_ps(ab, cd, _MM_SHUFFLE(1, 0, 1, 0)), _mm512_shuffle_ps(ab, cd, _MM_SHUFFLE(3, 2, 3, 2)));
-  __m256 v = _mm256_add_ps(_mm512_castps512_ps256(u), _mm512_extractf32x8_ps(u, 1));
-  return _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  return _mm512_add_ps(_mm512_shuffle_ps(ab, cd, _MM_SHUFFLE(1, 0, 1, 0)), _mm512_shuffle_ps(ab, cd, _MM_SHUFFLE(3, 2, 3, 2)));
 }
-#define VZ_SUM4(a, b, c, d) vz_sum4(a, b, c, d)
+static inline __m512 vz_lanes4(__m512 u0, __m512 u1, __m512 u2, __m512 u3) {
+  __m512 x = _mm512_add_ps(_mm512_shuffle_f32x4(u0, u1, _MM_SHUFFLE(1, 0, 1, 0)), _mm512_shuffle_f32x4(u0, u1, _MM_SHUFFLE(3, 2, 3, 2)));
+  __m512 y = _mm512_add_ps(_mm512_shuffle_f32x4(u2, u3, _MM_SHUFFLE(1, 0, 1, 0)), _mm512_shuffle_f32x4(u2, u3, _MM_SHUFFLE(3, 2, 3, 2)));
+  return _mm512_add_ps(_mm512_shuffle_f32x4(x, y, _MM_SHUFFLE(2, 0, 2, 0)), _mm512_shuffle_f32x4(x, y, _MM_SHUFFLE(3, 1, 3, 1)));
+}
+#define VZ_QUAD(a, b, c, d)     vz_quad(a, b, c, d)
+#define VZ_LANES4(a, b, c, d)   vz_lanes4(a, b, c, d)
 #endif
 
 #endif
