@@ -410,6 +410,17 @@ void k_pv_v64(float *acc, const float *alpha, const float *p, int D, const uint8
  * exact in f32 (4 bits times 11), and rounding the f32 sum of two f16 values to f16 equals rounding the exact sum
  * (24 >= 2 * 11 + 2 bits: double rounding is innocuous), so two hardware f32 -> f16 roundings give the codec's values,
  * Inf and subnormals included. */
+/* The first and last line of a record (D/2 + 4 bytes: all of it up to D = 248), INT4_AHEAD_ROWS records further on:
+ * the same head's records in the driver's next block (attend.c BK = 64 rows), asked for in L2 while this block
+ * computes, so that the driver's touch of that block finds them there (without it, each block's records came in only
+ * when touched, a stall per block). One process on the shared VM, 16K-32K tokens: 0.71-0.86x the time. */
+#define INT4_AHEAD_ROWS 64
+ALWAYS_INLINE void int4_prefetch(const uint8_t *rec, uint32_t stride, int D) {
+  const uint8_t *r = rec + INT4_AHEAD_ROWS * stride;
+  VZ_PREFETCH_L2(r);
+  VZ_PREFETCH_L2(r + D / 2 + 3);
+}
+
 ALWAYS_INLINE VZ int4_table(const uint8_t *meta) {
   const VF sz = VZ_F16X2(meta);
   return VZ_F16_ROUND(VZ_ADD(VZ_F16_ROUND(VZ_MUL(VZ_IOTA, VZ_SPLAT_LANE(sz, 0))), VZ_SPLAT_LANE(sz, 1)));
@@ -435,6 +446,7 @@ void k_scores_int4(const float *qz, int D, const uint8_t *k, uint32_t stride, in
     const uint8_t *k0 = k + (uint32_t)i * stride, *k1 = k0 + (m > 1 ? stride : 0);
     const uint8_t *k2 = k0 + (m > 2 ? 2 * stride : 0), *k3 = k0 + (m > 3 ? 3 * stride : 0);
     const VZ l0 = int4_table(k0 + D / 2), l1 = int4_table(k1 + D / 2), l2 = int4_table(k2 + D / 2), l3 = int4_table(k3 + D / 2);
+    int4_prefetch(k0, stride, D); int4_prefetch(k1, stride, D); int4_prefetch(k2, stride, D); int4_prefetch(k3, stride, D);
     VZ a[16];
     for (int r = 0; r < 16; r++) a[r] = VZ_ZERO;
     for (int d = 0; d < D; d += 32) {
@@ -462,7 +474,10 @@ void k_scores_int4(const float *qz, int D, const uint8_t *k, uint32_t stride, in
 
 void k_pv_int4(float *acc, const float *alpha, const float *p, int D, const uint8_t *v, uint32_t stride, int n) {
   float luts[64 * 16] __attribute__((aligned(64))); /* [n][16]: the tables, built once for all chunks */
-  for (int i = 0; i < n; i++) VZ_STORE(luts + i * 16, int4_table(v + (uint32_t)i * stride + D / 2));
+  for (int i = 0; i < n; i++) {
+    VZ_STORE(luts + i * 16, int4_table(v + (uint32_t)i * stride + D / 2));
+    int4_prefetch(v + (uint32_t)i * stride, stride, D);
+  }
   const VZ al0 = VZ_LOAD_SPLAT(alpha), al1 = VZ_LOAD_SPLAT(alpha + 1);
   const VZ al2 = VZ_LOAD_SPLAT(alpha + 2), al3 = VZ_LOAD_SPLAT(alpha + 3);
   float *c0 = acc, *c1 = c0 + D, *c2 = c1 + D, *c3 = c2 + D;
