@@ -395,13 +395,113 @@ ALWAYS_INLINE void pv_v64_impl(float *acc, const float *alpha, const float *p, i
 }
 #endif
 
+#ifdef VZ_BF16_EVEN
+/* bf16 tiles in 16-lane vectors (the AVX-512 set; f16 keeps the 8-lane kernels). One 64-byte load is 4 consecutive
+ * 16-byte runs of a tile, each run 8 bf16 in 4 32-bit lanes: a shift and a mask give its even and odd elements as f32
+ * (VZ_BF16_EVEN / ODD), so every lane of a vector carries its own (run, element) and the multiplier must match it:
+ * REP4 repeats each of 4 floats over a 128-bit lane. Per 64 bytes: 2 integer ops and 8 multiply-adds of 16 lanes,
+ * where the 8-lane kernels issue 4 byte shuffles and 16 multiply-adds of 8 lanes. */
+#define REP4(h) VZ_IDX(h, h, h, h, 4 + h, 4 + h, 4 + h, 4 + h, 8 + h, 8 + h, 8 + h, 8 + h, 12 + h, 12 + h, 12 + h, 12 + h)
+
+/* Two 8-row groups at a time (16 rows; rows up to the next multiple of 16 are written, n <= 64). A 64-byte load of a
+ * K64 group is columns d..d+3 of its 8 rows: even rows in the even parts, odd rows in the odd. Query h's elements
+ * d..d+3 (q4 + d*4, [d][h]) are repeated over the 4 runs (REP4) once per call into qr [D/4][query]. Each sum then
+ * holds 4 columns' partial sums of 4 rows, added up across the 128-bit lanes at the end (VZ_LANES4: [query][row]),
+ * and transposed to s[row*4 + query]. */
+static void scores_k64_z(const float *q4, int D, const uint8_t *kt, int n, float *s) {
+  VZ qr[D];
+  for (int d = 0; d < D; d += 4) {
+    const VZ q = VZ_LOAD(q4 + d * 4);
+    qr[d] = VZ_PERM(REP4(0), q); qr[d + 1] = VZ_PERM(REP4(1), q); qr[d + 2] = VZ_PERM(REP4(2), q); qr[d + 3] = VZ_PERM(REP4(3), q);
+  }
+  const VZI to_rows = VZ_IDX(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15); /* [query][row] -> [row][query] */
+  const VZI lo = VZ_IDX(0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
+  const VZI hi = VZ_IDX(8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31);
+  for (int r = 0; r < n; r += 16, kt += 32 * D, s += 64) {
+    VZ e[8], o[8]; /* [group * 4 + query] */
+    for (int k = 0; k < 8; k++) e[k] = o[k] = VZ_ZERO;
+    const uint8_t *ka = kt, *kb = kt + 16 * D;
+    for (int d = 0; d < D; d += 4, ka += 64, kb += 64) {
+      VZ_PREFETCH(ka + PREFETCH_AHEAD);
+      VZ_PREFETCH(kb + PREFETCH_AHEAD);
+      const VZ w0 = qr[d], w1 = qr[d + 1], w2 = qr[d + 2], w3 = qr[d + 3];
+      const VZ x = VZ_LOAD(ka), y = VZ_LOAD(kb);
+      const VZ xe = VZ_BF16_EVEN(x), xo = VZ_BF16_ODD(x), ye = VZ_BF16_EVEN(y), yo = VZ_BF16_ODD(y);
+      e[0] = VZ_MAD(e[0], w0, xe); o[0] = VZ_MAD(o[0], w0, xo); e[4] = VZ_MAD(e[4], w0, ye); o[4] = VZ_MAD(o[4], w0, yo);
+      e[1] = VZ_MAD(e[1], w1, xe); o[1] = VZ_MAD(o[1], w1, xo); e[5] = VZ_MAD(e[5], w1, ye); o[5] = VZ_MAD(o[5], w1, yo);
+      e[2] = VZ_MAD(e[2], w2, xe); o[2] = VZ_MAD(o[2], w2, xo); e[6] = VZ_MAD(e[6], w2, ye); o[6] = VZ_MAD(o[6], w2, yo);
+      e[3] = VZ_MAD(e[3], w3, xe); o[3] = VZ_MAD(o[3], w3, xo); e[7] = VZ_MAD(e[7], w3, ye); o[7] = VZ_MAD(o[7], w3, yo);
+    }
+    for (int g = 0; g < 2; g++) { /* rows 8g .. 8g + 7 */
+      const VZ ev = VZ_PERM(to_rows, VZ_LANES4(e[4 * g], e[4 * g + 1], e[4 * g + 2], e[4 * g + 3])); /* rows 0 2 4 6 */
+      const VZ od = VZ_PERM(to_rows, VZ_LANES4(o[4 * g], o[4 * g + 1], o[4 * g + 2], o[4 * g + 3])); /* rows 1 3 5 7 */
+      VZ_STORE(s + 32 * g, VZ_PERM2(ev, lo, od));
+      VZ_STORE(s + 32 * g + 16, VZ_PERM2(ev, hi, od));
+    }
+  }
+}
+
+/* Two 8-column groups at a time; a 64-byte load is 4 rows of one group. The weights of 4 rows for query h, each
+ * repeated over its row's 128-bit lane, are built once per call (REP4; rows >= n get weight 0: the tile's rows past n
+ * are finite, the segment being unflagged). Each sum holds 4 rows' partial sums of 4 even (or odd) columns; the old
+ * accumulator, times alpha, starts in lane 0, and the 4 lanes are added up at the end: the even/odd order of acc. */
+static void pv_v64_z(float *acc, const float *alpha, const float *p, int D, const uint8_t *vt, int n) {
+  VZ w[16 * 4]; /* [row quad][query] */
+  const int quads = (n + 3) / 4;
+  for (int r = 0; r < quads; r++) {
+    const int left = n - 4 * r;
+    const VZ pq = VZ_LOAD_MASKED(left >= 4 ? 0xffffu : (1u << (4 * left)) - 1, p + 16 * r); /* [row][query] */
+    w[4 * r] = VZ_PERM(REP4(0), pq); w[4 * r + 1] = VZ_PERM(REP4(1), pq);
+    w[4 * r + 2] = VZ_PERM(REP4(2), pq); w[4 * r + 3] = VZ_PERM(REP4(3), pq);
+  }
+  for (int d = 0; d < D; d += 16, vt += 32 * DUO_TILE) {
+    VZ e[8], o[8]; /* [group * 4 + query] */
+    for (int g = 0; g < 2; g++)
+      for (int h = 0; h < 4; h++) {
+        const float *c = acc + h * D + d + 8 * g;
+        const VZ al = VZ_LOAD_SPLAT(alpha + h);
+        e[4 * g + h] = VZ_MUL(VZ_LOAD_MASKED(0xf, c), al);
+        o[4 * g + h] = VZ_MUL(VZ_LOAD_MASKED(0xf, c + 4), al);
+      }
+    const uint8_t *va = vt, *vb = vt + 16 * DUO_TILE;
+    for (int r = 0; r < quads; r++, va += 64, vb += 64) {
+      VZ_PREFETCH(va + PREFETCH_AHEAD);
+      VZ_PREFETCH(vb + PREFETCH_AHEAD);
+      const VZ x = VZ_LOAD(va), y = VZ_LOAD(vb);
+      const VZ xe = VZ_BF16_EVEN(x), xo = VZ_BF16_ODD(x), ye = VZ_BF16_EVEN(y), yo = VZ_BF16_ODD(y);
+      const VZ *wr = w + 4 * r;
+      e[0] = VZ_MAD(e[0], wr[0], xe); o[0] = VZ_MAD(o[0], wr[0], xo); e[4] = VZ_MAD(e[4], wr[0], ye); o[4] = VZ_MAD(o[4], wr[0], yo);
+      e[1] = VZ_MAD(e[1], wr[1], xe); o[1] = VZ_MAD(o[1], wr[1], xo); e[5] = VZ_MAD(e[5], wr[1], ye); o[5] = VZ_MAD(o[5], wr[1], yo);
+      e[2] = VZ_MAD(e[2], wr[2], xe); o[2] = VZ_MAD(o[2], wr[2], xo); e[6] = VZ_MAD(e[6], wr[2], ye); o[6] = VZ_MAD(o[6], wr[2], yo);
+      e[3] = VZ_MAD(e[3], wr[3], xe); o[3] = VZ_MAD(o[3], wr[3], xo); e[7] = VZ_MAD(e[7], wr[3], ye); o[7] = VZ_MAD(o[7], wr[3], yo);
+    }
+    for (int g = 0; g < 2; g++) {
+      const VZ se = VZ_LANES4(e[4 * g], e[4 * g + 1], e[4 * g + 2], e[4 * g + 3]); /* [query][4 even columns] */
+      const VZ so = VZ_LANES4(o[4 * g], o[4 * g + 1], o[4 * g + 2], o[4 * g + 3]);
+      float *c = acc + d + 8 * g;
+      VF_STORE(c, VZ_LANE128(se, 0)); VF_STORE(c + 4, VZ_LANE128(so, 0));
+      VF_STORE(c + D, VZ_LANE128(se, 1)); VF_STORE(c + D + 4, VZ_LANE128(so, 1));
+      VF_STORE(c + 2 * D, VZ_LANE128(se, 2)); VF_STORE(c + 2 * D + 4, VZ_LANE128(so, 2));
+      VF_STORE(c + 3 * D, VZ_LANE128(se, 3)); VF_STORE(c + 3 * D + 4, VZ_LANE128(so, 3));
+    }
+  }
+}
+#undef REP4
+#endif
+
 void k_scores_k64(const float *q4, int D, const uint8_t *kt, int dt, int n, float *s) {
   if ((dt & DUO_DTYPE_MASK) == DUO_F16) scores_k64_impl(q4, D, kt, n, s, DUO_F16);
+#ifdef VZ_BF16_EVEN
+  else if (D % 16 == 0) scores_k64_z(q4, D, kt, n, s);
+#endif
   else scores_k64_impl(q4, D, kt, n, s, DUO_BF16);
 }
 
 void k_pv_v64(float *acc, const float *alpha, const float *p, int D, const uint8_t *vt, int dt, int n) {
   if ((dt & DUO_DTYPE_MASK) == DUO_F16) pv_v64_impl(acc, alpha, p, D, vt, n, DUO_F16);
+#ifdef VZ_BF16_EVEN
+  else if (D % 16 == 0) pv_v64_z(acc, alpha, p, D, vt, n);
+#endif
   else pv_v64_impl(acc, alpha, p, D, vt, n, DUO_BF16);
 }
 

@@ -129,7 +129,11 @@ typedef __m256 VW;
  *   VZ_F16_ROUND(x)       x rounded to the nearest f16 (ties to even; overflow to Inf, f16 subnormals exact) as f32
  *   VZ_F16X2(p)           the f16 pair at p as f32 [p[0], p[1], 0, 0] (VF)
  *   VZ_PERM2(a, i, b)     r[k] = (i[k] < 16 ? a : b)[i[k] & 15]  (vpermt2ps)
- *   VZ_PREFETCH_L2(p)     ask for the line at p in L2 (prefetcht1)
+ *   VZ_PREFETCH_L2(p)     ask for the line at p in L2 (prefetcht1); VZ_PREFETCH(p): in L1 (prefetcht0)
+ *   VZ_LOAD_MASKED(m, p)  r[k] = bit k of m ? p[k] : 0 (masked-off lanes read nothing)
+ *   VZ_PERM(i, x)         r[k] = x[i[k] & 15]
+ *   VZ_BF16_EVEN(x), VZ_BF16_ODD(x)  the even / odd bf16 elements of each 32-bit lane of x as f32 (<< 16, & 0xffff0000)
+ *   VZ_LANE128(x, i)      128-bit lane i of x as a VF
  *   VZ_QUAD, VZ_LANES4    horizontal sums (below) */
 #ifdef __AVX512F__
 typedef __m512 VZ;
@@ -150,6 +154,12 @@ typedef __m512i VZI;
 #define VZ_F16X2(p)         _mm_cvtph_ps(_mm_cvtsi32_si128(*(const int32_t *)(const void *)(p)))
 #define VZ_PERM2(a, i, b)   _mm512_permutex2var_ps(a, i, b)
 #define VZ_PREFETCH_L2(p)   _mm_prefetch((const char *)(const void *)(p), _MM_HINT_T1)
+#define VZ_PREFETCH(p)      _mm_prefetch((const char *)(const void *)(p), _MM_HINT_T0)
+#define VZ_LOAD_MASKED(m, p) _mm512_maskz_loadu_ps((__mmask16)(m), (const float *)(const void *)(p))
+#define VZ_PERM(i, x)       _mm512_permutexvar_ps(i, x)
+#define VZ_BF16_EVEN(x)     _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_castps_si512(x), 16))
+#define VZ_BF16_ODD(x)      _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32((int32_t)0xffff0000)))
+#define VZ_LANE128(x, i)    _mm512_extractf32x4_ps(x, i)
 #define VZ_IDX(...)         _mm512_setr_epi32(__VA_ARGS__)
 /* Horizontal sums, 4 vectors x 4 at a time: vz_quad(a, b, c, d) leaves [sum a, sum b, sum c, sum d] as partial sums in
  * each 128-bit lane (4 lane ops, 3 adds); vz_lanes4(u0..u3) adds up the 4 lanes of 4 such vectors: lanes 4k..4k+3 of
