@@ -12,9 +12,9 @@
  * (--dtypes bf16,int4,int8): decode time ≤ 1.15 × (KV bytes ÷ bf16's) × bf16's time for int4, ≤ 0.55 × for int8.
  *
  * The multiply-add ceiling kernel issues 4-lane vectors (wasm/src/bench_simd.c), as do most kernels; the native
- * library's tiled bf16/f16 decode kernels issue 8-lane ones on AVX2 / AVX-512 and its int4 decode kernels 16-lane
- * ones on AVX-512 (attend_simd.c), so for those the FLOP ceiling is the measured one × 2 or × 4 (two FMA pipes of
- * every width on the x86 cores these sets target); the line says which ceiling bounds each case.
+ * library's tiled decode kernels issue 8-lane ones on AVX2 (bf16, f16) and AVX-512 (f16), 16-lane ones on AVX-512
+ * (bf16, and the int4 kernels), attend_simd.c, so for those the FLOP ceiling is the measured one × 2 or × 4 (two FMA
+ * pipes of every width on the x86 cores these sets target); the line says which ceiling bounds each case.
  *
  * Machines shared with other jobs make single timings swing by ±30 %, so every figure is the best of `--rounds`
  * rounds (default 5), and each round measures, for every worker count in turn, the ceilings and then every decode
@@ -53,8 +53,9 @@ const TARGET = backendName === "native" ? { ratio: 0.85, scale: 1.8 } : { ratio:
 /** How many times wider than the ceiling kernel's 4 lanes the decode kernels of `dtype` multiply-add (see above). */
 const madWidth = (kernels: string, dtype: KvDtype): number => {
   if (backendName !== "native") return 1;
-  if (dtype === "int4") return /avx512/.test(kernels) ? 4 : 1;
-  return (dtype === "bf16" || dtype === "f16") && /avx2|avx512/.test(kernels) ? 2 : 1;
+  const avx512 = /avx512/.test(kernels), avx2 = /avx2/.test(kernels);
+  if (dtype === "int4" || dtype === "bf16") return avx512 ? 4 : avx2 && dtype === "bf16" ? 2 : 1;
+  return dtype === "f16" && (avx512 || avx2) ? 2 : 1;
 };
 type KernelBackend = WasmBackend | NativeBackend;
 

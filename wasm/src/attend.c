@@ -18,7 +18,8 @@
  * widened to f32 once per block and head (k_widen). Quantized blocks (token-major records, quant.h): in decode
  * (M < 16) int8 rows are read as codes by the kernels themselves (scale_rows applies each row's scale); int4 blocks,
  * and int8 blocks shared by many query vectors (prefill), are dequantized (k_dequant): BK rows of one head into
- * L1-resident f32 rows, read from the packed records every time.
+ * L1-resident f32 rows, read from the packed records every time. In builds with the fused quantized kernels (AVX-512:
+ * kernels.h K_QUANT_FUSED), G = 4 decode reads int4 and int8 records with those instead (k_scores_quant, k_pv_quant).
  *
  * Tiled segments (T64, duo.h): G = 4 decode over bf16 or f16 tiles is the "eo" fast path (k_scores_k64, k_pv_v64:
  * both walk their tile front to back, and the accumulators hold each 8 elements as even/odd halves, put back in order
@@ -49,16 +50,16 @@ enum { SKIP, FULL, PARTIAL };
 typedef struct {
   int T, G, J, D, BQ, M, m4;
   int eo; /* the tiled fast path is on for this call (duo_attend sets it: eo-capable and some segment is T64) */
-  int z;  /* the fused int4 kernels serve this shape (int4_fused) */
+  int z;  /* the fused quantized kernels serve this shape (quant_fused) */
   uint32_t qp, tacc, pacc, tm, tl, pm, pl, alpha, s, kw, vw, rows, q4, qz, end; /* workspace offsets in bytes */
 } plan;
 
 /* G = 4 decode with D % 8 == 0: the shape the tiled kernels serve. */
 static int eo_capable(int T, int G, int D) { return T == 1 && G == 4 && D % 8 == 0; }
 
-/* G = 4 decode with D % 32 == 0, where the build has the fused int4 kernels (kernels.h K_INT4_FUSED). */
-static int int4_fused(int T, int G, int D) {
-#ifdef K_INT4_FUSED
+/* G = 4 decode with D % 32 == 0, where the build has the fused quantized kernels (kernels.h K_QUANT_FUSED). */
+static int quant_fused(int T, int G, int D) {
+#ifdef K_QUANT_FUSED
   return T == 1 && G == 4 && D % 32 == 0;
 #else
   (void)T; (void)G; (void)D;
@@ -97,7 +98,7 @@ static plan make_plan(int T, int G, int J, int D) {
   p.eo = 0;
   p.q4 = o;
   if (eo_capable(T, G, D)) o += align64((uint32_t)J * D * 4 * 4); /* [J][D][4 vectors] */
-  p.z = int4_fused(T, G, D);
+  p.z = quant_fused(T, G, D);
   p.qz = o;
   if (p.z) o += align64((uint32_t)J * 4 * D * 4); /* [J][4 vectors][D], chunks in even/odd order (kernels.h) */
   p.end = o;
@@ -257,8 +258,8 @@ static void run_block(const tile_ctx *c, int r0, int n, int cls, int j0, int j1)
    * flagged DUO_NONFINITE (a record whose code * scale overflows: only the dequantized row has its Inf, and masked
    * weights must skip it exactly), nor in an eo call (its V accumulators are in even/odd order) */
   const int codes = dt0 == DUO_INT8 && !guard && !p->eo && M < 16;
-  /* int4 records read by the fused kernels (where the build has them) unless flagged or in an eo call, as for int8 */
-  const int fused = dt0 == DUO_INT4 && !guard && !p->eo && p->z;
+  /* records read by the fused kernels where the build has them (p->z), under the same conditions as int8 codes */
+  const int fused = quant && !guard && !p->eo && p->z;
   const int widen = tiled || (quant && !codes && !fused) || p->eo || dt0 == DUO_F16 || (dt0 == DUO_BF16 && M >= 16);
   if (!tiled) {
     touch(sg->k + first, (uint32_t)n * stride);
@@ -292,12 +293,14 @@ static void run_block(const tile_ctx *c, int r0, int n, int cls, int j0, int j1)
       k_widen(WS(c, vw), tiled ? rows : v, tiled ? (uint32_t)D * es : stride, sg->dtype, n, D);
       if (p->eo) to_even_odd(WS(c, vw), n, D);
     }
-#ifdef K_INT4_FUSED
+#ifdef K_QUANT_FUSED
     if (fused) {
-      k_scores_int4(WS(c, qz) + j * 4 * D, D, k, stride, n, s);
+      k_scores_quant(WS(c, qz) + j * 4 * D, D, k, stride, dt0, n, s);
+      if (codes) scale_rows(s, k, stride, D, n, 4);
       if (cls == PARTIAL) mask_block(c, s, r0, n, 4, p->G, 0);
       k_softmax_m4(s, n, 4, mx, l, alpha);
-      k_pv_int4(acc, alpha, s, D, v, stride, n);
+      if (codes) scale_rows(s, v, stride, D, n, 4);
+      k_pv_quant(acc, alpha, s, D, v, stride, dt0, n);
       continue;
     }
 #endif
@@ -415,7 +418,7 @@ int32_t duo_attend(const float *q, int32_t t, int32_t num_heads, int32_t head_di
             for (int d = 0; d < D; d++) dst[m * D + d] = src[d] * scale;
           if (p.eo) /* the same query for the tiled kernels (kernels.h): q4[j][d][g] */
             for (int d = 0; d < D; d++) WS(&c, q4)[((uint32_t)j * D + d) * 4 + g] = src[d] * scale;
-          if (p.z) /* and for the fused int4 kernels: qz[j][g][chunk of 32 in even/odd order] */
+          if (p.z) /* and for the fused quantized kernels: qz[j][g][chunk of 32 in even/odd order] */
             for (int d = 0; d < D; d++) WS(&c, qz)[((uint32_t)j * 4 + g) * D + d / 32 * 32 + d % 2 * 16 + d % 32 / 2] = src[d] * scale;
         }
     reset_state(WS(&c, tacc), WS(&c, tm), WS(&c, tl), JM, D);

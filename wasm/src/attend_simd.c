@@ -13,6 +13,7 @@
 #include "kernels.h"
 #include "math.h"
 #include "simd.h"
+#include "quant.h"
 
 /* Elements [d, d+4) of a row; an int8 record's codes as integers (the 8-byte load stays inside the record: its 4
  * scale bytes follow the last code). */
@@ -505,31 +506,50 @@ void k_pv_v64(float *acc, const float *alpha, const float *p, int D, const uint8
   else pv_v64_impl(acc, alpha, p, D, vt, n, DUO_BF16);
 }
 
-#ifdef K_INT4_FUSED
+#ifdef K_QUANT_FUSED
 /* The table of the int4 record whose scale and min (f16) are at meta: lut[q] = f16(f16(q * s) + z) (quant.h). q * s is
  * exact in f32 (4 bits times 11), and rounding the f32 sum of two f16 values to f16 equals rounding the exact sum
  * (24 >= 2 * 11 + 2 bits: double rounding is innocuous), so two hardware f32 -> f16 roundings give the codec's values,
  * Inf and subnormals included. */
-/* The first and last line of a record (D/2 + 4 bytes: all of it up to D = 248), INT4_AHEAD_ROWS records further on:
- * the same head's records in the driver's next block (attend.c BK = 64 rows), asked for in L2 while this block
- * computes, so that the driver's touch of that block finds them there (without it, each block's records came in only
- * when touched, a stall per block). One process on the shared VM, 16K-32K tokens: 0.71-0.86x the time. */
-#define INT4_AHEAD_ROWS 64
-ALWAYS_INLINE void int4_prefetch(const uint8_t *rec, uint32_t stride, int D) {
-  const uint8_t *r = rec + INT4_AHEAD_ROWS * stride;
-  VZ_PREFETCH_L2(r);
-  VZ_PREFETCH_L2(r + D / 2 + 3);
-}
-
 ALWAYS_INLINE VZ int4_table(const uint8_t *meta) {
   const VF sz = VZ_F16X2(meta);
   return VZ_F16_ROUND(VZ_ADD(VZ_F16_ROUND(VZ_MUL(VZ_IOTA, VZ_SPLAT_LANE(sz, 0))), VZ_SPLAT_LANE(sz, 1)));
 }
 
-/* One chunk of record r (its codes at kr, its table lut) into the 4 sums a[r*4 + h]. */
+/* Elements [d, d + 32) of a record as two vectors, the even elements (x) and the odd ones (y):
+ *  int4: 16 bytes, byte b = element 2b in the high nibble and 2b + 1 in the low one, looked up in the record's table;
+ *  int8: 32 codes sign-extended to 16-bit lanes (element 2b in the low half of 32-bit lane b), split by shifts and
+ *        converted: the codes themselves (the driver applies the record's scale, kernels.h). */
+ALWAYS_INLINE void chunk32(const uint8_t *rec, int d, int dt, VZ lut, VZ *x, VZ *y) {
+  if (dt == DUO_INT4) {
+    const VZI c = VZ_CODES16(rec + d / 2);
+    *x = VZ_LOOKUP16(VZ_SHR4(c), lut);
+    *y = VZ_LOOKUP16(c, lut);
+  } else {
+    const VZI c = VZ_I8X32(rec + d);
+    *x = VZ_FROM_I32(VZ_SRA16(VZ_SHL16(c)));
+    *y = VZ_FROM_I32(VZ_SRA16(c));
+  }
+}
+
+/* The record's table (int4; unused for int8). */
+ALWAYS_INLINE VZ table(const uint8_t *rec, int D, int dt) { return dt == DUO_INT4 ? int4_table(rec + D / 2) : VZ_ZERO; }
+
+/* The first and last line of a record (all of it while it spans at most two), QUANT_AHEAD_ROWS records further on: the
+ * same head's records in the driver's next block (attend.c BK = 64 rows), asked for in L2 while this block computes,
+ * so that the driver's touch of that block finds them there (without it, each block's records came in only when
+ * touched, a stall per block). int4, one process on the shared VM, 16K-32K tokens: 0.71-0.86x the time. */
+#define QUANT_AHEAD_ROWS 64
+ALWAYS_INLINE void quant_prefetch(const uint8_t *rec, uint32_t stride, int D, int dt) {
+  const uint8_t *r = rec + QUANT_AHEAD_ROWS * stride;
+  VZ_PREFETCH_L2(r);
+  VZ_PREFETCH_L2(r + kv_head_bytes(dt, (uint32_t)D) - 1);
+}
+
+/* One chunk of record r into the 4 sums a[r*4 + h]. */
 #define SCORE_CHUNK(r, kr, lut) do {                                                                \
-    const VZI c_ = VZ_CODES16((kr) + d / 2); /* byte b: element 2b in the high nibble, 2b + 1 low */ \
-    const VZ x_ = VZ_LOOKUP16(VZ_SHR4(c_), lut), y_ = VZ_LOOKUP16(c_, lut);                         \
+    VZ x_, y_;                                                                                      \
+    chunk32(kr, d, dt, lut, &x_, &y_);                                                              \
     a[r * 4] = VZ_MAD(VZ_MAD(a[r * 4], qe0, x_), qo0, y_);                                          \
     a[r * 4 + 1] = VZ_MAD(VZ_MAD(a[r * 4 + 1], qe1, x_), qo1, y_);                                  \
     a[r * 4 + 2] = VZ_MAD(VZ_MAD(a[r * 4 + 2], qe2, x_), qo2, y_);                                  \
@@ -539,14 +559,15 @@ ALWAYS_INLINE VZ int4_table(const uint8_t *meta) {
 /* 4 records at a time: each chunk of the 4 query vectors is loaded once for all four, and their 16 sums finish in one
  * vector (VZ_QUAD, VZ_LANES4). A last group of fewer records reads its first record again in the missing places (those
  * sums are dropped), so that every group runs the same code. */
-void k_scores_int4(const float *qz, int D, const uint8_t *k, uint32_t stride, int n, float *s) {
+ALWAYS_INLINE void scores_quant_impl(const float *qz, int D, const uint8_t *k, uint32_t stride, int n, float *s, int dt) {
   const float *q0 = qz, *q1 = q0 + D, *q2 = q1 + D, *q3 = q2 + D;
   for (int i = 0; i < n; i += 4) {
     const int m = n - i < 4 ? n - i : 4;
     const uint8_t *k0 = k + (uint32_t)i * stride, *k1 = k0 + (m > 1 ? stride : 0);
     const uint8_t *k2 = k0 + (m > 2 ? 2 * stride : 0), *k3 = k0 + (m > 3 ? 3 * stride : 0);
-    const VZ l0 = int4_table(k0 + D / 2), l1 = int4_table(k1 + D / 2), l2 = int4_table(k2 + D / 2), l3 = int4_table(k3 + D / 2);
-    int4_prefetch(k0, stride, D); int4_prefetch(k1, stride, D); int4_prefetch(k2, stride, D); int4_prefetch(k3, stride, D);
+    const VZ l0 = table(k0, D, dt), l1 = table(k1, D, dt), l2 = table(k2, D, dt), l3 = table(k3, D, dt);
+    quant_prefetch(k0, stride, D, dt); quant_prefetch(k1, stride, D, dt);
+    quant_prefetch(k2, stride, D, dt); quant_prefetch(k3, stride, D, dt);
     VZ a[16];
     for (int r = 0; r < 16; r++) a[r] = VZ_ZERO;
     for (int d = 0; d < D; d += 32) {
@@ -565,18 +586,23 @@ void k_scores_int4(const float *qz, int D, const uint8_t *k, uint32_t stride, in
   }
 }
 #undef SCORE_CHUNK
+void k_scores_quant(const float *qz, int D, const uint8_t *k, uint32_t stride, int dt, int n, float *s) {
+  if ((dt & DUO_DTYPE_MASK) == DUO_INT4) scores_quant_impl(qz, D, k, stride, n, s, DUO_INT4);
+  else scores_quant_impl(qz, D, k, stride, n, s, DUO_INT8);
+}
 
-/* 32 accumulator elements of one vector: natural order <-> the even/odd order of a chunk of looked-up values. */
+/* 32 accumulator elements of one vector: natural order <-> the even/odd order of a chunk. */
 #define EO_EVEN VZ_IDX(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30)
 #define EO_ODD  VZ_IDX(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31)
 #define EO_LO   VZ_IDX(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23)
 #define EO_HI   VZ_IDX(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31)
 
-void k_pv_int4(float *acc, const float *alpha, const float *p, int D, const uint8_t *v, uint32_t stride, int n) {
-  float luts[64 * 16] __attribute__((aligned(64))); /* [n][16]: the tables, built once for all chunks */
+ALWAYS_INLINE void pv_quant_impl(float *acc, const float *alpha, const float *p, int D, const uint8_t *v, uint32_t stride,
+                                 int n, int dt) {
+  float luts[64 * 16] __attribute__((aligned(64))); /* int4: [n][16], the tables, built once for all chunks */
   for (int i = 0; i < n; i++) {
-    VZ_STORE(luts + i * 16, int4_table(v + (uint32_t)i * stride + D / 2));
-    int4_prefetch(v + (uint32_t)i * stride, stride, D);
+    if (dt == DUO_INT4) VZ_STORE(luts + i * 16, int4_table(v + (uint32_t)i * stride + D / 2));
+    quant_prefetch(v + (uint32_t)i * stride, stride, D, dt);
   }
   const VZ al0 = VZ_LOAD_SPLAT(alpha), al1 = VZ_LOAD_SPLAT(alpha + 1);
   const VZ al2 = VZ_LOAD_SPLAT(alpha + 2), al3 = VZ_LOAD_SPLAT(alpha + 3);
@@ -587,13 +613,11 @@ void k_pv_int4(float *acc, const float *alpha, const float *p, int D, const uint
                             e = VZ_PERM2(l, EO_EVEN, h), o = VZ_PERM2(l, EO_ODD, h))
     VZ e0, e1, e2, e3, o0, o1, o2, o3;
     EO_IN(c0, al0, e0, o0); EO_IN(c1, al1, e1, o1); EO_IN(c2, al2, e2, o2); EO_IN(c3, al3, e3, o3);
-    const uint8_t *vr = v + d / 2;
+    const uint8_t *vr = v;
     const float *pi = p;
     for (int i = 0; i < n; i++, vr += stride, pi += 4) {
-      const VZ lut = VZ_LOAD(luts + i * 16);
-      const VZI c = VZ_CODES16(vr);
-      const VZ x = VZ_LOOKUP16(VZ_SHR4(c), lut), y = VZ_LOOKUP16(c, lut);
-      VZ w;
+      VZ x, y, w;
+      chunk32(vr, d, dt, dt == DUO_INT4 ? VZ_LOAD(luts + i * 16) : VZ_ZERO, &x, &y);
       w = VZ_LOAD_SPLAT(pi);     e0 = VZ_MAD(e0, w, x); o0 = VZ_MAD(o0, w, y);
       w = VZ_LOAD_SPLAT(pi + 1); e1 = VZ_MAD(e1, w, x); o1 = VZ_MAD(o1, w, y);
       w = VZ_LOAD_SPLAT(pi + 2); e2 = VZ_MAD(e2, w, x); o2 = VZ_MAD(o2, w, y);
@@ -604,6 +628,10 @@ void k_pv_int4(float *acc, const float *alpha, const float *p, int D, const uint
 #undef EO_IN
 #undef EO_OUT
   }
+}
+void k_pv_quant(float *acc, const float *alpha, const float *p, int D, const uint8_t *v, uint32_t stride, int dt, int n) {
+  if ((dt & DUO_DTYPE_MASK) == DUO_INT4) pv_quant_impl(acc, alpha, p, D, v, stride, n, DUO_INT4);
+  else pv_quant_impl(acc, alpha, p, D, v, stride, n, DUO_INT8);
 }
 #endif
 

@@ -120,10 +120,12 @@ typedef __m256 VW;
                                                         -1, -1, 2, 3, -1, -1, 6, 7, -1, -1, 10, 11, -1, -1, 14, 15))))
 #endif
 
-/* Optional: 16-lane f32 vectors (VZ, 512 bits) in the AVX-512 set, for the fused int4 decode kernels (attend_simd.c,
- * kernels.h K_INT4_FUSED). An int4 record has 16 possible values, so one VZ holds its whole table and one vpermps
+/* Optional: 16-lane f32 vectors (VZ, 512 bits) in the AVX-512 set, for the fused int4 / int8 decode kernels and the bf16
+ * tiled ones (attend_simd.c, kernels.h K_QUANT_FUSED). An int4 record has 16 possible values, so one VZ holds its whole table and one vpermps
  * (VZ_LOOKUP16) turns 16 codes into their values exactly.
  *   VZ_CODES16(p)         the 16 bytes at p, one per 32-bit lane (zero-extended)
+ *   VZ_I8X32(p)           the 32 signed bytes at p as 16-bit lanes (sign-extended): byte 2k low, 2k + 1 high in lane k
+ *   VZ_SHL16(i), VZ_SRA16(i)  per 32-bit lane: i << 16, i >> 16 (arithmetic); VZ_FROM_I32(i): (float) per lane
  *   VZ_LOOKUP16(i, t)     r[k] = t[i[k] & 15] (only the low 4 bits of each lane index)
  *   VZ_SHR4(i)            i >> 4 per 32-bit lane (a byte's high nibble)
  *   VZ_F16_ROUND(x)       x rounded to the nearest f16 (ties to even; overflow to Inf, f16 subnormals exact) as f32
@@ -148,6 +150,10 @@ typedef __m512i VZI;
 #define VZ_MAD(acc, a, b)   _mm512_fmadd_ps(a, b, acc)
 #define VZ_IOTA             _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
 #define VZ_CODES16(p)       _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(p)))
+#define VZ_I8X32(p)         _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(const void *)(p)))
+#define VZ_SHL16(i)         _mm512_slli_epi32(i, 16)
+#define VZ_SRA16(i)         _mm512_srai_epi32(i, 16)
+#define VZ_FROM_I32(i)      _mm512_cvtepi32_ps(i)
 #define VZ_LOOKUP16(i, t)   _mm512_permutexvar_ps(i, t)
 #define VZ_SHR4(i)          _mm512_srli_epi32(i, 4)
 #define VZ_F16_ROUND(x)     _mm512_cvtph_ps(_mm512_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC))
