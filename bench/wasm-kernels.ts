@@ -13,8 +13,8 @@
  *
  * The multiply-add ceiling kernel issues 4-lane vectors (wasm/src/bench_simd.c), as do most kernels; the native
  * library's tiled decode kernels issue 8-lane ones on AVX2 (bf16, f16) and AVX-512 (f16), 16-lane ones on AVX-512
- * (bf16, and the int4 kernels), attend_simd.c, so for those the FLOP ceiling is the measured one × 2 or × 4 (two FMA
- * pipes of every width on the x86 cores these sets target); the line says which ceiling bounds each case.
+ * (bf16, and the int4 / int8 kernels), attend_simd.c, so for those the FLOP ceiling is the measured one × 2 or × 4 (two
+ * FMA pipes of every width on the x86 cores these sets target); the line says which ceiling bounds each case.
  *
  * Machines shared with other jobs make single timings swing by ±30 %, so every figure is the best of `--rounds`
  * rounds (default 5), and each round measures, for every worker count in turn, the ceilings and then every decode
@@ -54,7 +54,7 @@ const TARGET = backendName === "native" ? { ratio: 0.85, scale: 1.8 } : { ratio:
 const madWidth = (kernels: string, dtype: KvDtype): number => {
   if (backendName !== "native") return 1;
   const avx512 = /avx512/.test(kernels), avx2 = /avx2/.test(kernels);
-  if (dtype === "int4" || dtype === "bf16") return avx512 ? 4 : avx2 && dtype === "bf16" ? 2 : 1;
+  if (dtype === "int4" || dtype === "int8" || dtype === "bf16") return avx512 ? 4 : avx2 && dtype === "bf16" ? 2 : 1;
   return dtype === "f16" && (avx512 || avx2) ? 2 : 1;
 };
 type KernelBackend = WasmBackend | NativeBackend;
