@@ -109,8 +109,35 @@ void k_scores_m1(const float *q, int D, const uint8_t *k, uint32_t stride, int d
 /* A max that is -Inf for an empty row becomes 0 for the subtraction, so no -Inf - -Inf = NaN appears. */
 ALWAYS_INLINE VF finite_or_zero(VF mx) { return VF_SELECT(VF_EQ(mx, VF_SPLAT(-__builtin_inff())), VF_ZERO, mx); }
 
+#ifdef VZ_EXP2_READY
+/* One quad (M = 4, decode) in 16-lane vectors, 4 rows per vector (AVX-512: the kernels around it went 16-lane and this
+ * step became a tenth of a quantized decode): the same maxima, exp2 polynomial and sums as below, the 4 row groups of
+ * a vector folded at the end. Rows past n are read as -Inf (masked loads) and written back unchanged. */
+static void softmax_quad_z(float *s, int n, float *mx, float *l, float *alpha) {
+  const VZ ninf = VZ_SPLAT(-__builtin_inff());
+  VZ t = ninf;
+  for (int i = 0; i < n; i += 4) t = VZ_MAX(t, VZ_LOAD_OR(ninf, n - i >= 4 ? 0xffffu : (1u << (4 * (n - i))) - 1, s + 4 * i));
+  const VF old = VF_LOAD(mx), top = VF_MAX(old, VZ_FOLD_MAX4(t)), sub = finite_or_zero(top);
+  const VZ subz = VZ_REP128(sub);
+  VZ sum = VZ_ZERO;
+  for (int i = 0; i < n; i += 4) {
+    const unsigned m = n - i >= 4 ? 0xffffu : (1u << (4 * (n - i))) - 1;
+    const VZ p = vz_exp2(VZ_SUB(VZ_LOAD_OR(ninf, m, s + 4 * i), subz));
+    VZ_STORE_MASKED(s + 4 * i, m, p);
+    sum = VZ_ADD(sum, p);
+  }
+  const VF a = vf_exp2(VF_SUB(old, sub));
+  VF_STORE(alpha, a);
+  VF_STORE(l, VF_ADD(VF_MUL(VF_LOAD(l), a), VZ_FOLD_ADD4(sum)));
+  VF_STORE(mx, top);
+}
+#endif
+
 /* Two running maxes and two running sums per quad halve the dependency chains of the reductions. */
 void k_softmax_m4(float *s, int n, int M, float *mx, float *l, float *alpha) {
+#ifdef VZ_EXP2_READY
+  if (M == 4) { softmax_quad_z(s, n, mx, l, alpha); return; }
+#endif
   for (int m = 0; m < M; m += 4) {
     VF old = VF_LOAD(mx + m), t0 = old, t1 = old;
     int i = 0;

@@ -166,6 +166,38 @@ typedef __m512i VZI;
 #define VZ_BF16_EVEN(x)     _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_castps_si512(x), 16))
 #define VZ_BF16_ODD(x)      _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32((int32_t)0xffff0000)))
 #define VZ_LANE128(x, i)    _mm512_extractf32x4_ps(x, i)
+#define VZ_SPLAT(x)         _mm512_set1_ps(x)
+#define VZ_SUB(a, b)        _mm512_sub_ps(a, b)
+#define VZ_MAX(a, b)        _mm512_max_ps(b, a) /* pmax, as VF_MAX */
+#define VZ_LOAD_OR(d, m, p) _mm512_mask_loadu_ps(d, (__mmask16)(m), (const float *)(const void *)(p))
+#define VZ_STORE_MASKED(p, m, x) _mm512_mask_storeu_ps((float *)(void *)(p), (__mmask16)(m), x)
+#define VZ_REP128(x)        _mm512_broadcast_f32x4(x)
+static inline __m128 vz_fold_max4(__m512 x) { /* VF_MAX over the 4 128-bit lanes, lane by lane */
+  __m256 h = _mm256_max_ps(_mm512_extractf32x8_ps(x, 1), _mm512_castps512_ps256(x));
+  return _mm_max_ps(_mm256_extractf128_ps(h, 1), _mm256_castps256_ps128(h));
+}
+static inline __m128 vz_fold_add4(__m512 x) {
+  __m256 h = _mm256_add_ps(_mm512_castps512_ps256(x), _mm512_extractf32x8_ps(x, 1));
+  return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+}
+#define VZ_FOLD_MAX4(x)     vz_fold_max4(x)
+#define VZ_FOLD_ADD4(x)     vz_fold_add4(x)
+/* vf_exp2 (math.h) in 16 lanes: the same clamp, rounding, polynomial and exponent. */
+static inline __m512 vz_exp2(__m512 x) {
+  x = _mm512_max_ps(x, _mm512_set1_ps(-127.0f));
+  const __m512 t = _mm512_add_ps(x, _mm512_set1_ps(12582912.0f));
+  const __m512 f = _mm512_sub_ps(x, _mm512_sub_ps(t, _mm512_set1_ps(12582912.0f)));
+  __m512 p = _mm512_set1_ps(1.535335614e-04f);
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.339887502e-03f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.618437849e-03f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.550332367e-02f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.402264774e-01f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.931471825e-01f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+  const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_castps_si512(t), _mm512_set1_epi32((int32_t)(127u - 0x4b400000u))), 23);
+  return _mm512_mul_ps(p, _mm512_castsi512_ps(e));
+}
+#define VZ_EXP2_READY 1
 #define VZ_IDX(...)         _mm512_setr_epi32(__VA_ARGS__)
 /* Horizontal sums, 4 vectors x 4 at a time: vz_quad(a, b, c, d) leaves [sum a, sum b, sum c, sum d] as partial sums in
  * each 128-bit lane (4 lane ops, 3 adds); vz_lanes4(u0..u3) adds up the 4 lanes of 4 such vectors: lanes 4k..4k+3 of
