@@ -562,15 +562,16 @@ ALWAYS_INLINE void chunk32(const uint8_t *rec, int d, int dt, VZ lut, VZ *x, VZ 
 /* The record's table (int4; unused for int8). */
 ALWAYS_INLINE VZ table(const uint8_t *rec, int D, int dt) { return dt == DUO_INT4 ? int4_table(rec + D / 2) : VZ_ZERO; }
 
-/* The first and last line of a record (all of it while it spans at most two), QUANT_AHEAD_ROWS records further on: the
- * same head's records in the driver's next block (attend.c BK = 64 rows), asked for in L2 while this block computes,
- * so that the driver's touch of that block finds them there (without it, each block's records came in only when
- * touched, a stall per block). int4, one process on the shared VM, 16K-32K tokens: 0.71-0.86x the time. */
+/* Every line of a record QUANT_AHEAD_ROWS records further on: the same head's record in the driver's next block
+ * (attend.c BK = 64 rows), asked for in L2 while this block computes. The driver does not touch these blocks (it would
+ * read every head's records, each thread all of them), so this is what brings them in: without it (and with the
+ * touch), int4, one process on the shared VM, 16K-32K tokens took 1.2-1.4x the time. */
 #define QUANT_AHEAD_ROWS 64
 ALWAYS_INLINE void quant_prefetch(const uint8_t *rec, uint32_t stride, int D, int dt) {
   const uint8_t *r = rec + QUANT_AHEAD_ROWS * stride;
-  VZ_PREFETCH_L2(r);
-  VZ_PREFETCH_L2(r + kv_head_bytes(dt, (uint32_t)D) - 1);
+  const uint32_t bytes = kv_head_bytes(dt, (uint32_t)D);
+  for (uint32_t o = 0; o < bytes; o += 64) VZ_PREFETCH_L2(r + o);
+  VZ_PREFETCH_L2(r + bytes - 1);
 }
 
 /* One chunk of record r into the 4 sums a[r*4 + h]. */
