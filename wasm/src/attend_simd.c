@@ -266,13 +266,14 @@ void k_pv_m1(float *acc, float alpha, const float *p, int D, const uint8_t *v, u
 }
 
 #ifdef VW_EO16
-/* The tiled kernels in 8-lane vectors (VW: the AVX2 and AVX-512 sets, simd_x86.h), the 4-lane ones after #else.
- * From DRAM the one-thread decode was the sum of its compute and its memory time, not the larger: the 4-lane kernels
- * ran at 11.5 GB/s over KV in cache, about the read bandwidth of one core, and nothing asked for lines ahead of them.
- * The 8-lane kernels run at ~21 GB/s from cache, and each asks for the line PREFETCH_AHEAD bytes ahead of its read
- * position (the walk is one front-to-back stream: K tile, V tile, next head's K tile, ...). Measured in one process
- * (2-vCPU Xeon VM, shared): one layer of Llama-3-8B, bf16, 64K tokens, 0.60-0.79x the time of the 4-lane kernels;
- * prefetching 1 KiB or 4 KiB ahead measured within noise of 2 KiB. */
+/* The tiled kernels in 8-lane vectors (VW: the AVX2 and AVX-512 sets, simd_x86.h), the 4-lane ones after #else
+ * (and bf16 in 16 lanes on AVX-512, below). From DRAM the one-thread decode was the sum of its compute and its memory
+ * time, not the larger: the 4-lane kernels ran at 11.5 GB/s over KV in cache, about the read bandwidth of one core,
+ * and nothing asked for lines ahead of them. The 8-lane kernels run at ~21 GB/s from cache (bf16 in 16 lanes ~26), and
+ * each asks for the line PREFETCH_AHEAD bytes ahead of its read position (the walk is one front-to-back stream: K
+ * tile, V tile, next head's K tile, ...). Measured in one process (2-vCPU Xeon VM, shared): one layer of Llama-3-8B,
+ * bf16, 64K tokens, 0.46-0.53x the time of the 4-lane kernels; 1 KiB or 4 KiB ahead instead of 2 KiB: 1.12x and 1.06x
+ * the time at 64K tokens (huge pages, a quiet spell), 4 KiB 0.95x at 16K (KV in L3). */
 #define PREFETCH_AHEAD 2048
 
 /* One column of a group's 8 rows is one vector (rows in even/odd order), of a group's 8 rows is one vector (rows in even/odd order),
