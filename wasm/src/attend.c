@@ -259,7 +259,11 @@ static void run_block(const tile_ctx *c, int r0, int n, int cls, int j0, int j1)
    * weights must skip it exactly), nor in an eo call (its V accumulators are in even/odd order) */
   const int codes = dt0 == DUO_INT8 && !guard && !p->eo && M < 16;
   /* records read by the fused kernels where the build has them (p->z), under the same conditions as int8 codes */
+#ifdef K_QUANT_FUSED
   const int fused = quant && !guard && !p->eo && p->z;
+#else
+  const int fused = 0;
+#endif
   const int widen = tiled || (quant && !codes && !fused) || p->eo || dt0 == DUO_F16 || (dt0 == DUO_BF16 && M >= 16);
   if (!tiled && !fused) { /* the fused kernels ask for their own head's next block instead (attend_simd.c): a touch
                             * reads every head's records, twice over when native threads split the heads */
@@ -419,8 +423,10 @@ int32_t duo_attend(const float *q, int32_t t, int32_t num_heads, int32_t head_di
             for (int d = 0; d < D; d++) dst[m * D + d] = src[d] * scale;
           if (p.eo) /* the same query for the tiled kernels (kernels.h): q4[j][d][g] */
             for (int d = 0; d < D; d++) WS(&c, q4)[((uint32_t)j * D + d) * 4 + g] = src[d] * scale;
+#ifdef K_QUANT_FUSED
           if (p.z) /* and for the fused quantized kernels: qz[j][g][chunk of 32 in even/odd order] */
             for (int d = 0; d < D; d++) WS(&c, qz)[((uint32_t)j * 4 + g) * D + d / 32 * 32 + d % 2 * 16 + d % 32 / 2] = src[d] * scale;
+#endif
         }
     reset_state(WS(&c, tacc), WS(&c, tm), WS(&c, tl), JM, D);
     for (int si = 0; si < n_segments; si++) {
