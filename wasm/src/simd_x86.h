@@ -184,7 +184,7 @@ static inline __m128 vz_fold_add4(__m512 x) {
 #define VZ_FOLD_ADD4(x)     vz_fold_add4(x)
 /* vf_exp2 (math.h) in 16 lanes: the same clamp, rounding, polynomial and exponent. */
 static inline __m512 vz_exp2(__m512 x) {
-  x = _mm512_max_ps(x, _mm512_set1_ps(-127.0f));
+  x = _mm512_max_ps(_mm512_set1_ps(-127.0f), x); /* as VF_MAX(x, -127): a NaN stays NaN */
   const __m512 t = _mm512_add_ps(x, _mm512_set1_ps(12582912.0f));
   const __m512 f = _mm512_sub_ps(x, _mm512_sub_ps(t, _mm512_set1_ps(12582912.0f)));
   __m512 p = _mm512_set1_ps(1.535335614e-04f);
