@@ -49,6 +49,7 @@ const tiledCases = (): Case[] => {
   }
   for (const dtype of DTYPES) {
     cases.push({ dtype, G: 4, D: 128, ctx: 2100, T: 1, store: "big", window: null, layout: T64 });
+    cases.push({ dtype, G: 4, D: 128, ctx: 203, T: 1, store: "big", window: null, layout: T64 }); // a last tile of 11 rows
     cases.push({ dtype, G: 4, D: 64, ctx: 70, T: 1, store: "ring", window: { sink: S, recent: R }, layout: T64 });
     cases.push({ dtype, G: 4, D: 128, ctx: 90, T: 37, store: "pages", window: null, layout: T64 });
     cases.push({ dtype, G: 4, D: 64, ctx: 20, T: 8, store: "future", window: null, layout: T64 });

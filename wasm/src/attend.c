@@ -18,7 +18,8 @@
  * widened to f32 once per block and head (k_widen). Quantized blocks (token-major records, quant.h): in decode
  * (M < 16) int8 rows are read as codes by the kernels themselves (scale_rows applies each row's scale); int4 blocks,
  * and int8 blocks shared by many query vectors (prefill), are dequantized (k_dequant): BK rows of one head into
- * L1-resident f32 rows, read from the packed records every time.
+ * L1-resident f32 rows, read from the packed records every time. In builds with the fused quantized kernels (AVX-512:
+ * kernels.h K_QUANT_FUSED), G = 4 decode reads int4 and int8 records with those instead (k_scores_quant, k_pv_quant).
  *
  * Tiled segments (T64, duo.h): G = 4 decode over bf16 or f16 tiles is the "eo" fast path (k_scores_k64, k_pv_v64:
  * both walk their tile front to back, and the accumulators hold each 8 elements as even/odd halves, put back in order
@@ -49,11 +50,22 @@ enum { SKIP, FULL, PARTIAL };
 typedef struct {
   int T, G, J, D, BQ, M, m4;
   int eo; /* the tiled fast path is on for this call (duo_attend sets it: eo-capable and some segment is T64) */
-  uint32_t qp, tacc, pacc, tm, tl, pm, pl, alpha, s, kw, vw, rows, q4, end; /* workspace offsets in bytes */
+  int z;  /* the fused quantized kernels serve this shape (quant_fused) */
+  uint32_t qp, tacc, pacc, tm, tl, pm, pl, alpha, s, kw, vw, rows, q4, qz, end; /* workspace offsets in bytes */
 } plan;
 
 /* G = 4 decode with D % 8 == 0: the shape the tiled kernels serve. */
 static int eo_capable(int T, int G, int D) { return T == 1 && G == 4 && D % 8 == 0; }
+
+/* G = 4 decode with D % 32 == 0, where the build has the fused quantized kernels (kernels.h K_QUANT_FUSED). */
+static int quant_fused(int T, int G, int D) {
+#ifdef K_QUANT_FUSED
+  return T == 1 && G == 4 && D % 32 == 0;
+#else
+  (void)T; (void)G; (void)D;
+  return 0;
+#endif
+}
 
 static uint32_t align64(uint32_t x) { return (x + 63u) & ~63u; }
 
@@ -86,6 +98,9 @@ static plan make_plan(int T, int G, int J, int D) {
   p.eo = 0;
   p.q4 = o;
   if (eo_capable(T, G, D)) o += align64((uint32_t)J * D * 4 * 4); /* [J][D][4 vectors] */
+  p.z = quant_fused(T, G, D);
+  p.qz = o;
+  if (p.z) o += align64((uint32_t)J * 4 * D * 4); /* [J][4 vectors][D], chunks in even/odd order (kernels.h) */
   p.end = o;
   return p;
 }
@@ -243,8 +258,15 @@ static void run_block(const tile_ctx *c, int r0, int n, int cls, int j0, int j1)
    * flagged DUO_NONFINITE (a record whose code * scale overflows: only the dequantized row has its Inf, and masked
    * weights must skip it exactly), nor in an eo call (its V accumulators are in even/odd order) */
   const int codes = dt0 == DUO_INT8 && !guard && !p->eo && M < 16;
-  const int widen = tiled || (quant && !codes) || p->eo || dt0 == DUO_F16 || (dt0 == DUO_BF16 && M >= 16);
-  if (!tiled) {
+  /* records read by the fused kernels where the build has them (p->z), under the same conditions as int8 codes */
+#ifdef K_QUANT_FUSED
+  const int fused = quant && !guard && !p->eo && p->z;
+#else
+  const int fused = 0;
+#endif
+  const int widen = tiled || (quant && !codes && !fused) || p->eo || dt0 == DUO_F16 || (dt0 == DUO_BF16 && M >= 16);
+  if (!tiled && !fused) { /* the fused kernels ask for their own head's next block instead (attend_simd.c): a touch
+                            * reads every head's records, twice over when native threads split the heads */
     touch(sg->k + first, (uint32_t)n * stride);
     touch(sg->v + first, (uint32_t)n * stride);
   }
@@ -264,7 +286,7 @@ static void run_block(const tile_ctx *c, int r0, int n, int cls, int j0, int j1)
         k_widen_v64(WS(c, vw) + i * D, (const uint8_t *)(uintptr_t)(sg->v + vt), sg->dtype, i0, m, D, p->eo);
         i += m;
       }
-    } else if (quant && !codes) { /* this block's records of head j, dequantized into the workspace (quant.h) */
+    } else if (quant && !codes && !fused) { /* this block's records of head j, dequantized into the workspace (quant.h) */
       k_dequant(WS(c, kw), k, stride, dt0, n, D);
       k_dequant(WS(c, vw), v, stride, dt0, n, D);
       if (p->eo) to_even_odd(WS(c, vw), n, D);
@@ -276,6 +298,17 @@ static void run_block(const tile_ctx *c, int r0, int n, int cls, int j0, int j1)
       k_widen(WS(c, vw), tiled ? rows : v, tiled ? (uint32_t)D * es : stride, sg->dtype, n, D);
       if (p->eo) to_even_odd(WS(c, vw), n, D);
     }
+#ifdef K_QUANT_FUSED
+    if (fused) {
+      k_scores_quant(WS(c, qz) + j * 4 * D, D, k, stride, dt0, n, s);
+      if (codes) scale_rows(s, k, stride, D, n, 4);
+      if (cls == PARTIAL) mask_block(c, s, r0, n, 4, p->G, 0);
+      k_softmax_m4(s, n, 4, mx, l, alpha);
+      if (codes) scale_rows(s, v, stride, D, n, 4);
+      k_pv_quant(acc, alpha, s, D, v, stride, dt0, n);
+      continue;
+    }
+#endif
     if (p->m4) {
       k_scores_m4(qp, M, D, kb, bs, kdt, n, s);
       if (codes) scale_rows(s, k, stride, D, n, M);
@@ -390,6 +423,10 @@ int32_t duo_attend(const float *q, int32_t t, int32_t num_heads, int32_t head_di
             for (int d = 0; d < D; d++) dst[m * D + d] = src[d] * scale;
           if (p.eo) /* the same query for the tiled kernels (kernels.h): q4[j][d][g] */
             for (int d = 0; d < D; d++) WS(&c, q4)[((uint32_t)j * D + d) * 4 + g] = src[d] * scale;
+#ifdef K_QUANT_FUSED
+          if (p.z) /* and for the fused quantized kernels: qz[j][g][chunk of 32 in even/odd order] */
+            for (int d = 0; d < D; d++) WS(&c, qz)[((uint32_t)j * 4 + g) * D + d / 32 * 32 + d % 2 * 16 + d % 32 / 2] = src[d] * scale;
+#endif
         }
     reset_state(WS(&c, tacc), WS(&c, tm), WS(&c, tl), JM, D);
     for (int si = 0; si < n_segments; si++) {

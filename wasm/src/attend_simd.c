@@ -13,6 +13,7 @@
 #include "kernels.h"
 #include "math.h"
 #include "simd.h"
+#include "quant.h"
 
 /* Elements [d, d+4) of a row; an int8 record's codes as integers (the 8-byte load stays inside the record: its 4
  * scale bytes follow the last code). */
@@ -108,8 +109,35 @@ void k_scores_m1(const float *q, int D, const uint8_t *k, uint32_t stride, int d
 /* A max that is -Inf for an empty row becomes 0 for the subtraction, so no -Inf - -Inf = NaN appears. */
 ALWAYS_INLINE VF finite_or_zero(VF mx) { return VF_SELECT(VF_EQ(mx, VF_SPLAT(-__builtin_inff())), VF_ZERO, mx); }
 
+#ifdef VZ_EXP2_READY
+/* One quad (M = 4, decode) in 16-lane vectors, 4 rows per vector (AVX-512: the kernels around it went 16-lane and this
+ * step became a tenth of a quantized decode): the same maxima, exp2 polynomial and sums as below, the 4 row groups of
+ * a vector folded at the end. Rows past n are read as -Inf (masked loads) and written back unchanged. */
+static void softmax_quad_z(float *s, int n, float *mx, float *l, float *alpha) {
+  const VZ ninf = VZ_SPLAT(-__builtin_inff());
+  VZ t = ninf;
+  for (int i = 0; i < n; i += 4) t = VZ_MAX(t, VZ_LOAD_OR(ninf, n - i >= 4 ? 0xffffu : (1u << (4 * (n - i))) - 1, s + 4 * i));
+  const VF old = VF_LOAD(mx), top = VF_MAX(old, VZ_FOLD_MAX4(t)), sub = finite_or_zero(top);
+  const VZ subz = VZ_REP128(sub);
+  VZ sum = VZ_ZERO;
+  for (int i = 0; i < n; i += 4) {
+    const unsigned m = n - i >= 4 ? 0xffffu : (1u << (4 * (n - i))) - 1;
+    const VZ p = vz_exp2(VZ_SUB(VZ_LOAD_OR(ninf, m, s + 4 * i), subz));
+    VZ_STORE_MASKED(s + 4 * i, m, p);
+    sum = VZ_ADD(sum, p);
+  }
+  const VF a = vf_exp2(VF_SUB(old, sub));
+  VF_STORE(alpha, a);
+  VF_STORE(l, VF_ADD(VF_MUL(VF_LOAD(l), a), VZ_FOLD_ADD4(sum)));
+  VF_STORE(mx, top);
+}
+#endif
+
 /* Two running maxes and two running sums per quad halve the dependency chains of the reductions. */
 void k_softmax_m4(float *s, int n, int M, float *mx, float *l, float *alpha) {
+#ifdef VZ_EXP2_READY
+  if (M == 4) { softmax_quad_z(s, n, mx, l, alpha); return; }
+#endif
   for (int m = 0; m < M; m += 4) {
     VF old = VF_LOAD(mx + m), t0 = old, t1 = old;
     int i = 0;
@@ -237,6 +265,89 @@ void k_pv_m1(float *acc, float alpha, const float *p, int D, const uint8_t *v, u
   }
 }
 
+#ifdef VW_EO16
+/* The tiled kernels in 8-lane vectors (VW: the AVX2 and AVX-512 sets, simd_x86.h), the 4-lane ones after #else
+ * (and bf16 in 16 lanes on AVX-512, below). From DRAM the one-thread decode was the sum of its compute and its memory
+ * time, not the larger: the 4-lane kernels ran at 11.5 GB/s over KV in cache, about the read bandwidth of one core,
+ * and nothing asked for lines ahead of them. The 8-lane kernels run at ~21 GB/s from cache (bf16 in 16 lanes ~26), and
+ * each asks for the line PREFETCH_AHEAD bytes ahead of its read position (the walk is one front-to-back stream: K
+ * tile, V tile, next head's K tile, ...). Measured in one process (2-vCPU Xeon VM, shared): one layer of Llama-3-8B,
+ * bf16, 64K tokens, 0.46-0.53x the time of the 4-lane kernels; 1 KiB or 4 KiB ahead instead of 2 KiB: 1.12x and 1.06x
+ * the time at 64K tokens (huge pages, a quiet spell), 4 KiB 0.95x at 16K (KV in L3). */
+#define PREFETCH_AHEAD 2048
+
+/* One column of a group's 8 rows is one vector (rows in even/odd order), of a group's 8 rows is one vector (rows in even/odd order),
+ * times each query's element d broadcast; two sets of 4 sums (even and odd columns) keep 8 multiply-adds in flight.
+ * The 4 sums of 8 rows then transpose, in each 128-bit half, into the rows' 4 scores: s[i*4 + h]. */
+ALWAYS_INLINE void scores_k64_impl(const float *q4, int D, const uint8_t *kt, int n, float *s, int dt) {
+  const int f16 = dt == DUO_F16;
+  for (int r = 0; r < n; r += 8, kt += 16 * D, s += 32) {
+    VW a0 = VW_ZERO, a1 = VW_ZERO, a2 = VW_ZERO, a3 = VW_ZERO, b0 = VW_ZERO, b1 = VW_ZERO, b2 = VW_ZERO, b3 = VW_ZERO;
+    const uint8_t *kr = kt;
+    const float *qq = q4;
+    for (int d = 0; d < D; d += 4, kr += 64, qq += 16) { /* D % 8 == 0 on the tiled path */
+      VW_PREFETCH(kr + PREFETCH_AHEAD);
+      VW x = VW_EO16(kr, f16), y = VW_EO16(kr + 16, f16);
+      a0 = VW_MAD(a0, VW_LOAD_SPLAT(qq), x);     a1 = VW_MAD(a1, VW_LOAD_SPLAT(qq + 1), x);
+      a2 = VW_MAD(a2, VW_LOAD_SPLAT(qq + 2), x); a3 = VW_MAD(a3, VW_LOAD_SPLAT(qq + 3), x);
+      b0 = VW_MAD(b0, VW_LOAD_SPLAT(qq + 4), y); b1 = VW_MAD(b1, VW_LOAD_SPLAT(qq + 5), y);
+      b2 = VW_MAD(b2, VW_LOAD_SPLAT(qq + 6), y); b3 = VW_MAD(b3, VW_LOAD_SPLAT(qq + 7), y);
+      x = VW_EO16(kr + 32, f16), y = VW_EO16(kr + 48, f16);
+      a0 = VW_MAD(a0, VW_LOAD_SPLAT(qq + 8), x);  a1 = VW_MAD(a1, VW_LOAD_SPLAT(qq + 9), x);
+      a2 = VW_MAD(a2, VW_LOAD_SPLAT(qq + 10), x); a3 = VW_MAD(a3, VW_LOAD_SPLAT(qq + 11), x);
+      b0 = VW_MAD(b0, VW_LOAD_SPLAT(qq + 12), y); b1 = VW_MAD(b1, VW_LOAD_SPLAT(qq + 13), y);
+      b2 = VW_MAD(b2, VW_LOAD_SPLAT(qq + 14), y); b3 = VW_MAD(b3, VW_LOAD_SPLAT(qq + 15), y);
+    }
+    a0 = VW_ADD(a0, b0); a1 = VW_ADD(a1, b1); a2 = VW_ADD(a2, b2); a3 = VW_ADD(a3, b3);
+    VW t0 = VW_ZIP_LO32(a0, a1), t1 = VW_ZIP_HI32(a0, a1), t2 = VW_ZIP_LO32(a2, a3), t3 = VW_ZIP_HI32(a2, a3);
+    /* low halves: rows 0, 2, 4, 6; high halves: rows 1, 3, 5, 7 */
+    VW_STORE(s, VW_CAT_LO64(t0, t2));      /* rows 0, 1 */
+    VW_STORE(s + 8, VW_CAT_HI64(t0, t2));  /* rows 2, 3 */
+    VW_STORE(s + 16, VW_CAT_LO64(t1, t3)); /* rows 4, 5 */
+    VW_STORE(s + 24, VW_CAT_HI64(t1, t3)); /* rows 6, 7 */
+  }
+}
+
+/* A row of an 8-column group is one vector, already in the accumulators' even/odd order; two groups at a time (8 sums
+ * in flight) share each broadcast weight. Each sum runs over the rows in order, as in the 4-lane kernel. */
+ALWAYS_INLINE void pv_v64_impl(float *acc, const float *alpha, const float *p, int D, const uint8_t *vt, int n, int dt) {
+  const int f16 = dt == DUO_F16;
+  const VW al0 = VW_LOAD_SPLAT(alpha), al1 = VW_LOAD_SPLAT(alpha + 1);
+  const VW al2 = VW_LOAD_SPLAT(alpha + 2), al3 = VW_LOAD_SPLAT(alpha + 3);
+  float *c0 = acc, *c1 = c0 + D, *c2 = c1 + D, *c3 = c2 + D;
+  int d = 0;
+  for (; d + 16 <= D; d += 16, vt += 32 * DUO_TILE) {
+    VW x0 = VW_MUL(VW_LOAD(c0 + d), al0), x1 = VW_MUL(VW_LOAD(c1 + d), al1);
+    VW x2 = VW_MUL(VW_LOAD(c2 + d), al2), x3 = VW_MUL(VW_LOAD(c3 + d), al3);
+    VW y0 = VW_MUL(VW_LOAD(c0 + d + 8), al0), y1 = VW_MUL(VW_LOAD(c1 + d + 8), al1);
+    VW y2 = VW_MUL(VW_LOAD(c2 + d + 8), al2), y3 = VW_MUL(VW_LOAD(c3 + d + 8), al3);
+    const uint8_t *vr = vt;
+    const float *pi = p;
+    for (int i = 0; i < n; i++, vr += 16, pi += 4) {
+      if (!(i & 3)) { VW_PREFETCH(vr + PREFETCH_AHEAD); VW_PREFETCH(vr + 16 * DUO_TILE + PREFETCH_AHEAD); }
+      VW u = VW_EO16(vr, f16), v = VW_EO16(vr + 16 * DUO_TILE, f16), w;
+      w = VW_LOAD_SPLAT(pi);     x0 = VW_MAD(x0, w, u); y0 = VW_MAD(y0, w, v);
+      w = VW_LOAD_SPLAT(pi + 1); x1 = VW_MAD(x1, w, u); y1 = VW_MAD(y1, w, v);
+      w = VW_LOAD_SPLAT(pi + 2); x2 = VW_MAD(x2, w, u); y2 = VW_MAD(y2, w, v);
+      w = VW_LOAD_SPLAT(pi + 3); x3 = VW_MAD(x3, w, u); y3 = VW_MAD(y3, w, v);
+    }
+    VW_STORE(c0 + d, x0); VW_STORE(c1 + d, x1); VW_STORE(c2 + d, x2); VW_STORE(c3 + d, x3);
+    VW_STORE(c0 + d + 8, y0); VW_STORE(c1 + d + 8, y1); VW_STORE(c2 + d + 8, y2); VW_STORE(c3 + d + 8, y3);
+  }
+  if (d < D) { /* a head dim that is an odd multiple of 8 ends with one group */
+    VW x0 = VW_MUL(VW_LOAD(c0 + d), al0), x1 = VW_MUL(VW_LOAD(c1 + d), al1);
+    VW x2 = VW_MUL(VW_LOAD(c2 + d), al2), x3 = VW_MUL(VW_LOAD(c3 + d), al3);
+    const uint8_t *vr = vt;
+    const float *pi = p;
+    for (int i = 0; i < n; i++, vr += 16, pi += 4) {
+      VW u = VW_EO16(vr, f16);
+      x0 = VW_MAD(x0, VW_LOAD_SPLAT(pi), u); x1 = VW_MAD(x1, VW_LOAD_SPLAT(pi + 1), u);
+      x2 = VW_MAD(x2, VW_LOAD_SPLAT(pi + 2), u); x3 = VW_MAD(x3, VW_LOAD_SPLAT(pi + 3), u);
+    }
+    VW_STORE(c0 + d, x0); VW_STORE(c1 + d, x1); VW_STORE(c2 + d, x2); VW_STORE(c3 + d, x3);
+  }
+}
+#else
 /* 4 vectors -> their transpose: out[k] = [a[k] b[k] c[k] d[k]]. */
 ALWAYS_INLINE void transpose4(VF a, VF b, VF c, VF d, VF *out) {
   VF t0 = VF_ZIP_LO32(a, b), t1 = VF_ZIP_HI32(a, b);
@@ -293,10 +404,6 @@ ALWAYS_INLINE void scores_k64_impl(const float *q4, int D, const uint8_t *kt, in
     VF_STORE(s + 4, t[0]); VF_STORE(s + 12, t[1]); VF_STORE(s + 20, t[2]); VF_STORE(s + 28, t[3]);
   }
 }
-void k_scores_k64(const float *q4, int D, const uint8_t *kt, int dt, int n, float *s) {
-  if ((dt & DUO_DTYPE_MASK) == DUO_F16) scores_k64_impl(q4, D, kt, n, s, DUO_F16);
-  else scores_k64_impl(q4, D, kt, n, s, DUO_BF16);
-}
 
 /* 4 query vectors x 8 elements of acc (as even/odd halves) stay in registers down the n rows of one 8-column group,
  * which lie one after another in the V64 tile: one 16-byte load per row. */
@@ -315,10 +422,247 @@ ALWAYS_INLINE void pv_v64_impl(float *acc, const float *alpha, const float *p, i
     VF_STORE(c2 + d, a.e2); VF_STORE(c2 + d + 4, a.o2); VF_STORE(c3 + d, a.e3); VF_STORE(c3 + d + 4, a.o3);
   }
 }
+#endif
+
+#ifdef VZ_BF16_EVEN
+/* bf16 tiles in 16-lane vectors (the AVX-512 set; f16 keeps the 8-lane kernels). One 64-byte load is 4 consecutive
+ * 16-byte runs of a tile, each run 8 bf16 in 4 32-bit lanes: a shift and a mask give its even and odd elements as f32
+ * (VZ_BF16_EVEN / ODD), so every lane of a vector carries its own (run, element) and the multiplier must match it:
+ * REP4 repeats each of 4 floats over a 128-bit lane. Per 64 bytes: 2 integer ops and 8 multiply-adds of 16 lanes,
+ * where the 8-lane kernels issue 4 byte shuffles and 16 multiply-adds of 8 lanes. */
+#define REP4(h) VZ_IDX(h, h, h, h, 4 + h, 4 + h, 4 + h, 4 + h, 8 + h, 8 + h, 8 + h, 8 + h, 12 + h, 12 + h, 12 + h, 12 + h)
+
+/* Two 8-row groups at a time (16 rows; rows up to the next multiple of 16 are written, n <= 64). A 64-byte load of a
+ * K64 group is columns d..d+3 of its 8 rows: even rows in the even parts, odd rows in the odd. Query h's elements
+ * d..d+3 (q4 + d*4, [d][h]) are repeated over the 4 runs (REP4) once per call into qr [D/4][query]. Each sum then
+ * holds 4 columns' partial sums of 4 rows, added up across the 128-bit lanes at the end (VZ_LANES4: [query][row]),
+ * and transposed to s[row*4 + query]. */
+static void scores_k64_z(const float *q4, int D, const uint8_t *kt, int n, float *s) {
+  VZ qr[D];
+  for (int d = 0; d < D; d += 4) {
+    const VZ q = VZ_LOAD(q4 + d * 4);
+    qr[d] = VZ_PERM(REP4(0), q); qr[d + 1] = VZ_PERM(REP4(1), q); qr[d + 2] = VZ_PERM(REP4(2), q); qr[d + 3] = VZ_PERM(REP4(3), q);
+  }
+  const VZI to_rows = VZ_IDX(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15); /* [query][row] -> [row][query] */
+  const VZI lo = VZ_IDX(0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
+  const VZI hi = VZ_IDX(8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31);
+  for (int r = 0; r < n; r += 16, kt += 32 * D, s += 64) {
+    VZ e[8], o[8]; /* [group * 4 + query] */
+    for (int k = 0; k < 8; k++) e[k] = o[k] = VZ_ZERO;
+    const uint8_t *ka = kt, *kb = kt + 16 * D;
+    for (int d = 0; d < D; d += 4, ka += 64, kb += 64) {
+      VZ_PREFETCH(ka + PREFETCH_AHEAD);
+      VZ_PREFETCH(kb + PREFETCH_AHEAD);
+      const VZ w0 = qr[d], w1 = qr[d + 1], w2 = qr[d + 2], w3 = qr[d + 3];
+      const VZ x = VZ_LOAD(ka), y = VZ_LOAD(kb);
+      const VZ xe = VZ_BF16_EVEN(x), xo = VZ_BF16_ODD(x), ye = VZ_BF16_EVEN(y), yo = VZ_BF16_ODD(y);
+      e[0] = VZ_MAD(e[0], w0, xe); o[0] = VZ_MAD(o[0], w0, xo); e[4] = VZ_MAD(e[4], w0, ye); o[4] = VZ_MAD(o[4], w0, yo);
+      e[1] = VZ_MAD(e[1], w1, xe); o[1] = VZ_MAD(o[1], w1, xo); e[5] = VZ_MAD(e[5], w1, ye); o[5] = VZ_MAD(o[5], w1, yo);
+      e[2] = VZ_MAD(e[2], w2, xe); o[2] = VZ_MAD(o[2], w2, xo); e[6] = VZ_MAD(e[6], w2, ye); o[6] = VZ_MAD(o[6], w2, yo);
+      e[3] = VZ_MAD(e[3], w3, xe); o[3] = VZ_MAD(o[3], w3, xo); e[7] = VZ_MAD(e[7], w3, ye); o[7] = VZ_MAD(o[7], w3, yo);
+    }
+    for (int g = 0; g < 2; g++) { /* rows 8g .. 8g + 7 */
+      const VZ ev = VZ_PERM(to_rows, VZ_LANES4(e[4 * g], e[4 * g + 1], e[4 * g + 2], e[4 * g + 3])); /* rows 0 2 4 6 */
+      const VZ od = VZ_PERM(to_rows, VZ_LANES4(o[4 * g], o[4 * g + 1], o[4 * g + 2], o[4 * g + 3])); /* rows 1 3 5 7 */
+      VZ_STORE(s + 32 * g, VZ_PERM2(ev, lo, od));
+      VZ_STORE(s + 32 * g + 16, VZ_PERM2(ev, hi, od));
+    }
+  }
+}
+
+/* Two 8-column groups at a time; a 64-byte load is 4 rows of one group. The weights of 4 rows for query h, each
+ * repeated over its row's 128-bit lane, are built once per call (REP4; rows >= n get weight 0: the tile's rows past n
+ * are finite, the segment being unflagged). Each sum holds 4 rows' partial sums of 4 even (or odd) columns; the old
+ * accumulator, times alpha, starts in lane 0, and the 4 lanes are added up at the end: the even/odd order of acc. */
+static void pv_v64_z(float *acc, const float *alpha, const float *p, int D, const uint8_t *vt, int n) {
+  VZ w[16 * 4]; /* [row quad][query] */
+  const int quads = (n + 3) / 4;
+  for (int r = 0; r < quads; r++) {
+    const int left = n - 4 * r;
+    const VZ pq = VZ_LOAD_MASKED(left >= 4 ? 0xffffu : (1u << (4 * left)) - 1, p + 16 * r); /* [row][query] */
+    w[4 * r] = VZ_PERM(REP4(0), pq); w[4 * r + 1] = VZ_PERM(REP4(1), pq);
+    w[4 * r + 2] = VZ_PERM(REP4(2), pq); w[4 * r + 3] = VZ_PERM(REP4(3), pq);
+  }
+  for (int d = 0; d < D; d += 16, vt += 32 * DUO_TILE) {
+    VZ e[8], o[8]; /* [group * 4 + query] */
+    for (int g = 0; g < 2; g++)
+      for (int h = 0; h < 4; h++) {
+        const float *c = acc + h * D + d + 8 * g;
+        const VZ al = VZ_LOAD_SPLAT(alpha + h);
+        e[4 * g + h] = VZ_MUL(VZ_LOAD_MASKED(0xf, c), al);
+        o[4 * g + h] = VZ_MUL(VZ_LOAD_MASKED(0xf, c + 4), al);
+      }
+    const uint8_t *va = vt, *vb = vt + 16 * DUO_TILE;
+    for (int r = 0; r < quads; r++, va += 64, vb += 64) {
+      VZ_PREFETCH(va + PREFETCH_AHEAD);
+      VZ_PREFETCH(vb + PREFETCH_AHEAD);
+      const VZ x = VZ_LOAD(va), y = VZ_LOAD(vb);
+      const VZ xe = VZ_BF16_EVEN(x), xo = VZ_BF16_ODD(x), ye = VZ_BF16_EVEN(y), yo = VZ_BF16_ODD(y);
+      const VZ *wr = w + 4 * r;
+      e[0] = VZ_MAD(e[0], wr[0], xe); o[0] = VZ_MAD(o[0], wr[0], xo); e[4] = VZ_MAD(e[4], wr[0], ye); o[4] = VZ_MAD(o[4], wr[0], yo);
+      e[1] = VZ_MAD(e[1], wr[1], xe); o[1] = VZ_MAD(o[1], wr[1], xo); e[5] = VZ_MAD(e[5], wr[1], ye); o[5] = VZ_MAD(o[5], wr[1], yo);
+      e[2] = VZ_MAD(e[2], wr[2], xe); o[2] = VZ_MAD(o[2], wr[2], xo); e[6] = VZ_MAD(e[6], wr[2], ye); o[6] = VZ_MAD(o[6], wr[2], yo);
+      e[3] = VZ_MAD(e[3], wr[3], xe); o[3] = VZ_MAD(o[3], wr[3], xo); e[7] = VZ_MAD(e[7], wr[3], ye); o[7] = VZ_MAD(o[7], wr[3], yo);
+    }
+    for (int g = 0; g < 2; g++) {
+      const VZ se = VZ_LANES4(e[4 * g], e[4 * g + 1], e[4 * g + 2], e[4 * g + 3]); /* [query][4 even columns] */
+      const VZ so = VZ_LANES4(o[4 * g], o[4 * g + 1], o[4 * g + 2], o[4 * g + 3]);
+      float *c = acc + d + 8 * g;
+      VF_STORE(c, VZ_LANE128(se, 0)); VF_STORE(c + 4, VZ_LANE128(so, 0));
+      VF_STORE(c + D, VZ_LANE128(se, 1)); VF_STORE(c + D + 4, VZ_LANE128(so, 1));
+      VF_STORE(c + 2 * D, VZ_LANE128(se, 2)); VF_STORE(c + 2 * D + 4, VZ_LANE128(so, 2));
+      VF_STORE(c + 3 * D, VZ_LANE128(se, 3)); VF_STORE(c + 3 * D + 4, VZ_LANE128(so, 3));
+    }
+  }
+}
+#undef REP4
+#endif
+
+void k_scores_k64(const float *q4, int D, const uint8_t *kt, int dt, int n, float *s) {
+  if ((dt & DUO_DTYPE_MASK) == DUO_F16) scores_k64_impl(q4, D, kt, n, s, DUO_F16);
+#ifdef VZ_BF16_EVEN
+  else if (D % 16 == 0) scores_k64_z(q4, D, kt, n, s);
+#endif
+  else scores_k64_impl(q4, D, kt, n, s, DUO_BF16);
+}
+
 void k_pv_v64(float *acc, const float *alpha, const float *p, int D, const uint8_t *vt, int dt, int n) {
   if ((dt & DUO_DTYPE_MASK) == DUO_F16) pv_v64_impl(acc, alpha, p, D, vt, n, DUO_F16);
+#ifdef VZ_BF16_EVEN
+  else if (D % 16 == 0) pv_v64_z(acc, alpha, p, D, vt, n);
+#endif
   else pv_v64_impl(acc, alpha, p, D, vt, n, DUO_BF16);
 }
+
+#ifdef K_QUANT_FUSED
+/* The table of the int4 record whose scale and min (f16) are at meta: lut[q] = f16(f16(q * s) + z) (quant.h). q * s is
+ * exact in f32 (4 bits times 11), and rounding the f32 sum of two f16 values to f16 equals rounding the exact sum
+ * (24 >= 2 * 11 + 2 bits: double rounding is innocuous), so two hardware f32 -> f16 roundings give the codec's values,
+ * Inf and subnormals included. */
+ALWAYS_INLINE VZ int4_table(const uint8_t *meta) {
+  const VF sz = VZ_F16X2(meta);
+  return VZ_F16_ROUND(VZ_ADD(VZ_F16_ROUND(VZ_MUL(VZ_IOTA, VZ_SPLAT_LANE(sz, 0))), VZ_SPLAT_LANE(sz, 1)));
+}
+
+/* Elements [d, d + 32) of a record as two vectors, the even elements (x) and the odd ones (y):
+ *  int4: 16 bytes, byte b = element 2b in the high nibble and 2b + 1 in the low one, looked up in the record's table;
+ *  int8: 32 codes sign-extended to 16-bit lanes (element 2b in the low half of 32-bit lane b), split by shifts and
+ *        converted: the codes themselves (the driver applies the record's scale, kernels.h). */
+ALWAYS_INLINE void chunk32(const uint8_t *rec, int d, int dt, VZ lut, VZ *x, VZ *y) {
+  if (dt == DUO_INT4) {
+    const VZI c = VZ_CODES16(rec + d / 2);
+    *x = VZ_LOOKUP16(VZ_SHR4(c), lut);
+    *y = VZ_LOOKUP16(c, lut);
+  } else {
+    const VZI c = VZ_I8X32(rec + d);
+    *x = VZ_FROM_I32(VZ_SRA16(VZ_SHL16(c)));
+    *y = VZ_FROM_I32(VZ_SRA16(c));
+  }
+}
+
+/* The record's table (int4; unused for int8). */
+ALWAYS_INLINE VZ table(const uint8_t *rec, int D, int dt) { return dt == DUO_INT4 ? int4_table(rec + D / 2) : VZ_ZERO; }
+
+/* Every line of a record QUANT_AHEAD_ROWS records further on: the same head's record in the driver's next block
+ * (attend.c BK = 64 rows), asked for in L2 while this block computes. The driver does not touch these blocks (it would
+ * read every head's records, each thread all of them), so this is what brings them in: without it (and with the
+ * touch), int4, one process on the shared VM, 16K-32K tokens took 1.2-1.4x the time. */
+#define QUANT_AHEAD_ROWS 64
+ALWAYS_INLINE void quant_prefetch(const uint8_t *rec, uint32_t stride, int D, int dt) {
+  const uint8_t *r = rec + QUANT_AHEAD_ROWS * stride;
+  const uint32_t bytes = kv_head_bytes(dt, (uint32_t)D);
+  for (uint32_t o = 0; o < bytes; o += 64) VZ_PREFETCH_L2(r + o);
+  VZ_PREFETCH_L2(r + bytes - 1);
+}
+
+/* One chunk of record r into the 4 sums a[r*4 + h]. */
+#define SCORE_CHUNK(r, kr, lut) do {                                                                \
+    VZ x_, y_;                                                                                      \
+    chunk32(kr, d, dt, lut, &x_, &y_);                                                              \
+    a[r * 4] = VZ_MAD(VZ_MAD(a[r * 4], qe0, x_), qo0, y_);                                          \
+    a[r * 4 + 1] = VZ_MAD(VZ_MAD(a[r * 4 + 1], qe1, x_), qo1, y_);                                  \
+    a[r * 4 + 2] = VZ_MAD(VZ_MAD(a[r * 4 + 2], qe2, x_), qo2, y_);                                  \
+    a[r * 4 + 3] = VZ_MAD(VZ_MAD(a[r * 4 + 3], qe3, x_), qo3, y_);                                  \
+  } while (0)
+
+/* 4 records at a time: each chunk of the 4 query vectors is loaded once for all four, and their 16 sums finish in one
+ * vector (VZ_QUAD, VZ_LANES4). A last group of fewer records reads its first record again in the missing places (those
+ * sums are dropped), so that every group runs the same code. */
+ALWAYS_INLINE void scores_quant_impl(const float *qz, int D, const uint8_t *k, uint32_t stride, int n, float *s, int dt) {
+  const float *q0 = qz, *q1 = q0 + D, *q2 = q1 + D, *q3 = q2 + D;
+  for (int i = 0; i < n; i += 4) {
+    const int m = n - i < 4 ? n - i : 4;
+    const uint8_t *k0 = k + (uint32_t)i * stride, *k1 = k0 + (m > 1 ? stride : 0);
+    const uint8_t *k2 = k0 + (m > 2 ? 2 * stride : 0), *k3 = k0 + (m > 3 ? 3 * stride : 0);
+    const VZ l0 = table(k0, D, dt), l1 = table(k1, D, dt), l2 = table(k2, D, dt), l3 = table(k3, D, dt);
+    quant_prefetch(k0, stride, D, dt); quant_prefetch(k1, stride, D, dt);
+    quant_prefetch(k2, stride, D, dt); quant_prefetch(k3, stride, D, dt);
+    VZ a[16];
+    for (int r = 0; r < 16; r++) a[r] = VZ_ZERO;
+    for (int d = 0; d < D; d += 32) {
+      const VZ qe0 = VZ_LOAD(q0 + d), qo0 = VZ_LOAD(q0 + d + 16), qe1 = VZ_LOAD(q1 + d), qo1 = VZ_LOAD(q1 + d + 16);
+      const VZ qe2 = VZ_LOAD(q2 + d), qo2 = VZ_LOAD(q2 + d + 16), qe3 = VZ_LOAD(q3 + d), qo3 = VZ_LOAD(q3 + d + 16);
+      SCORE_CHUNK(0, k0, l0); SCORE_CHUNK(1, k1, l1); SCORE_CHUNK(2, k2, l2); SCORE_CHUNK(3, k3, l3);
+    }
+    const VZ sums = VZ_LANES4(VZ_QUAD(a[0], a[1], a[2], a[3]), VZ_QUAD(a[4], a[5], a[6], a[7]),
+                              VZ_QUAD(a[8], a[9], a[10], a[11]), VZ_QUAD(a[12], a[13], a[14], a[15]));
+    if (m == 4) VZ_STORE(s + i * 4, sums);
+    else {
+      float t[16];
+      VZ_STORE(t, sums);
+      __builtin_memcpy(s + i * 4, t, sizeof(float) * 4 * m);
+    }
+  }
+}
+#undef SCORE_CHUNK
+void k_scores_quant(const float *qz, int D, const uint8_t *k, uint32_t stride, int dt, int n, float *s) {
+  if ((dt & DUO_DTYPE_MASK) == DUO_INT4) scores_quant_impl(qz, D, k, stride, n, s, DUO_INT4);
+  else scores_quant_impl(qz, D, k, stride, n, s, DUO_INT8);
+}
+
+/* 32 accumulator elements of one vector: natural order <-> the even/odd order of a chunk. */
+#define EO_EVEN VZ_IDX(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30)
+#define EO_ODD  VZ_IDX(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31)
+#define EO_LO   VZ_IDX(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23)
+#define EO_HI   VZ_IDX(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31)
+
+ALWAYS_INLINE void pv_quant_impl(float *acc, const float *alpha, const float *p, int D, const uint8_t *v, uint32_t stride,
+                                 int n, int dt) {
+  float luts[64 * 16] __attribute__((aligned(64))); /* int4: [n][16], the tables, built once for all chunks */
+  for (int i = 0; i < n; i++) {
+    if (dt == DUO_INT4) VZ_STORE(luts + i * 16, int4_table(v + (uint32_t)i * stride + D / 2));
+    quant_prefetch(v + (uint32_t)i * stride, stride, D, dt);
+  }
+  const VZ al0 = VZ_LOAD_SPLAT(alpha), al1 = VZ_LOAD_SPLAT(alpha + 1);
+  const VZ al2 = VZ_LOAD_SPLAT(alpha + 2), al3 = VZ_LOAD_SPLAT(alpha + 3);
+  float *c0 = acc, *c1 = c0 + D, *c2 = c1 + D, *c3 = c2 + D;
+  for (int d = 0; d < D; d += 32) {
+    VZ l, h;
+#define EO_IN(c, al, e, o) (l = VZ_MUL(VZ_LOAD(c + d), al), h = VZ_MUL(VZ_LOAD(c + d + 16), al), \
+                            e = VZ_PERM2(l, EO_EVEN, h), o = VZ_PERM2(l, EO_ODD, h))
+    VZ e0, e1, e2, e3, o0, o1, o2, o3;
+    EO_IN(c0, al0, e0, o0); EO_IN(c1, al1, e1, o1); EO_IN(c2, al2, e2, o2); EO_IN(c3, al3, e3, o3);
+    const uint8_t *vr = v;
+    const float *pi = p;
+    for (int i = 0; i < n; i++, vr += stride, pi += 4) {
+      VZ x, y, w;
+      chunk32(vr, d, dt, dt == DUO_INT4 ? VZ_LOAD(luts + i * 16) : VZ_ZERO, &x, &y);
+      w = VZ_LOAD_SPLAT(pi);     e0 = VZ_MAD(e0, w, x); o0 = VZ_MAD(o0, w, y);
+      w = VZ_LOAD_SPLAT(pi + 1); e1 = VZ_MAD(e1, w, x); o1 = VZ_MAD(o1, w, y);
+      w = VZ_LOAD_SPLAT(pi + 2); e2 = VZ_MAD(e2, w, x); o2 = VZ_MAD(o2, w, y);
+      w = VZ_LOAD_SPLAT(pi + 3); e3 = VZ_MAD(e3, w, x); o3 = VZ_MAD(o3, w, y);
+    }
+#define EO_OUT(c, e, o) (VZ_STORE(c + d, VZ_PERM2(e, EO_LO, o)), VZ_STORE(c + d + 16, VZ_PERM2(e, EO_HI, o)))
+    EO_OUT(c0, e0, o0); EO_OUT(c1, e1, o1); EO_OUT(c2, e2, o2); EO_OUT(c3, e3, o3);
+#undef EO_IN
+#undef EO_OUT
+  }
+}
+void k_pv_quant(float *acc, const float *alpha, const float *p, int D, const uint8_t *v, uint32_t stride, int dt, int n) {
+  if ((dt & DUO_DTYPE_MASK) == DUO_INT4) pv_quant_impl(acc, alpha, p, D, v, stride, n, DUO_INT4);
+  else pv_quant_impl(acc, alpha, p, D, v, stride, n, DUO_INT8);
+}
+#endif
 
 /* 4 16-bit elements (low 64 bits of a vector, or high with `high`) of dtype dt widened to f32: bf16 by a shift,
  * f16 by the multiply of VF_F16_FAST, or exactly (Inf/NaN included) with dt | DUO_NONFINITE. */

@@ -2,12 +2,17 @@
 #include "duo.h"
 #include "simd.h"
 
-/* Streaming read: 64 bytes per step into 4 independent sums. */
+/* Streaming read: 64 bytes per step into 4 independent sums. Where the decode kernels ask for lines ahead of their
+ * reads (the native x86 sets: attend_simd.c PREFETCH_AHEAD), so does the ceiling, or decode from DRAM would outrun
+ * it: one core streamed 256 MiB at 12.9 GB/s without, and decoded one layer at 16.1 GB/s with (shared VM). */
 float duo_bench_read(const void *ptr, uint32_t bytes) {
   const float *p = (const float *)ptr;
   const uint32_t n = bytes / 4;
   VF a = VF_ZERO, b = VF_ZERO, c = VF_ZERO, d = VF_ZERO;
   for (uint32_t i = 0; i < n; i += 16) {
+#ifdef VW_PREFETCH
+    VW_PREFETCH(p + i + 512); /* 2 KiB ahead */
+#endif
     a = VF_ADD(a, VF_LOAD(p + i)); b = VF_ADD(b, VF_LOAD(p + i + 4));
     c = VF_ADD(c, VF_LOAD(p + i + 8)); d = VF_ADD(d, VF_LOAD(p + i + 12));
   }

@@ -92,4 +92,128 @@ typedef __m128 VI;
   } while (0)
 #endif
 
+/* Optional: 8-lane f32 vectors (VW, 256 bits) in the AVX2 and AVX-512 sets, for the tiled decode kernels
+ * (attend_simd.c uses them where VW_EO16 is defined). With 4-lane vectors one thread's multiply-adds run at about the
+ * speed DRAM delivers bf16 (2 bytes per 8 FLOP at G = 4), so decode from DRAM was compute-bound; 8 lanes halve that.
+ * VW_EO16(p, f16): the 8 16-bit elements at p (16 bytes, bf16, or f16 with f16 != 0) as f32 in even/odd order
+ * [x0 x2 x4 x6 x1 x3 x5 x7]: bf16 by one 16-byte broadcast load and one byte shuffle that puts each element in the
+ * top half of its lane; f16 by a byte shuffle and vcvtph2ps (exact, Inf/NaN included). */
+#ifdef __AVX2__
+typedef __m256 VW;
+#define VW_ZERO             _mm256_setzero_ps()
+#define VW_LOAD(p)          _mm256_loadu_ps((const float *)(const void *)(p))
+#define VW_STORE(p, x)      _mm256_storeu_ps((float *)(void *)(p), x)
+#define VW_LOAD_SPLAT(p)    _mm256_broadcast_ss((const float *)(const void *)(p))
+#define VW_ADD(a, b)        _mm256_add_ps(a, b)
+#define VW_MUL(a, b)        _mm256_mul_ps(a, b)
+#define VW_MAD(acc, a, b)   _mm256_fmadd_ps(a, b, acc)
+#define VW_PREFETCH(p)      _mm_prefetch((const char *)(const void *)(p), _MM_HINT_T0)
+#define VW_ZIP_LO32(a, b)   _mm256_unpacklo_ps(a, b) /* the VF_* lane ops of the same name, in each 128-bit half */
+#define VW_ZIP_HI32(a, b)   _mm256_unpackhi_ps(a, b)
+#define VW_CAT_LO64(a, b)   _mm256_shuffle_ps(a, b, _MM_SHUFFLE(1, 0, 1, 0))
+#define VW_CAT_HI64(a, b)   _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 2, 3, 2))
+#define VW_EO16(p, f16)     ((f16) ? _mm256_cvtph_ps(_mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(const void *)(p)), \
+                                       _mm_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15))) \
+                                   : _mm256_castsi256_ps(_mm256_shuffle_epi8( \
+                                       _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)(p))), \
+                                       _mm256_setr_epi8(-1, -1, 0, 1, -1, -1, 4, 5, -1, -1, 8, 9, -1, -1, 12, 13, \
+                                                        -1, -1, 2, 3, -1, -1, 6, 7, -1, -1, 10, 11, -1, -1, 14, 15))))
+#endif
+
+/* Optional: 16-lane f32 vectors (VZ, 512 bits) in the AVX-512 set, for the fused int4 / int8 decode kernels and the bf16
+ * tiled ones (attend_simd.c, kernels.h K_QUANT_FUSED). An int4 record has 16 possible values, so one VZ holds its whole table and one vpermps
+ * (VZ_LOOKUP16) turns 16 codes into their values exactly.
+ *   VZ_CODES16(p)         the 16 bytes at p, one per 32-bit lane (zero-extended)
+ *   VZ_I8X32(p)           the 32 signed bytes at p as 16-bit lanes (sign-extended): byte 2k low, 2k + 1 high in lane k
+ *   VZ_SHL16(i), VZ_SRA16(i)  per 32-bit lane: i << 16, i >> 16 (arithmetic); VZ_FROM_I32(i): (float) per lane
+ *   VZ_LOOKUP16(i, t)     r[k] = t[i[k] & 15] (only the low 4 bits of each lane index)
+ *   VZ_SHR4(i)            i >> 4 per 32-bit lane (a byte's high nibble)
+ *   VZ_F16_ROUND(x)       x rounded to the nearest f16 (ties to even; overflow to Inf, f16 subnormals exact) as f32
+ *   VZ_F16X2(p)           the f16 pair at p as f32 [p[0], p[1], 0, 0] (VF)
+ *   VZ_PERM2(a, i, b)     r[k] = (i[k] < 16 ? a : b)[i[k] & 15]  (vpermt2ps)
+ *   VZ_PREFETCH_L2(p)     ask for the line at p in L2 (prefetcht1); VZ_PREFETCH(p): in L1 (prefetcht0)
+ *   VZ_LOAD_MASKED(m, p)  r[k] = bit k of m ? p[k] : 0 (masked-off lanes read nothing)
+ *   VZ_PERM(i, x)         r[k] = x[i[k] & 15]
+ *   VZ_BF16_EVEN(x), VZ_BF16_ODD(x)  the even / odd bf16 elements of each 32-bit lane of x as f32 (<< 16, & 0xffff0000)
+ *   VZ_LANE128(x, i)      128-bit lane i of x as a VF
+ *   VZ_QUAD, VZ_LANES4    horizontal sums (below) */
+#ifdef __AVX512F__
+typedef __m512 VZ;
+typedef __m512i VZI;
+#define VZ_ZERO             _mm512_setzero_ps()
+#define VZ_LOAD(p)          _mm512_loadu_ps((const float *)(const void *)(p))
+#define VZ_STORE(p, x)      _mm512_storeu_ps((float *)(void *)(p), x)
+#define VZ_LOAD_SPLAT(p)    _mm512_set1_ps(*(const float *)(const void *)(p))
+#define VZ_SPLAT_LANE(x, i) _mm512_permutexvar_ps(_mm512_set1_epi32(i), _mm512_castps128_ps512(x))
+#define VZ_ADD(a, b)        _mm512_add_ps(a, b)
+#define VZ_MUL(a, b)        _mm512_mul_ps(a, b)
+#define VZ_MAD(acc, a, b)   _mm512_fmadd_ps(a, b, acc)
+#define VZ_IOTA             _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
+#define VZ_CODES16(p)       _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(p)))
+#define VZ_I8X32(p)         _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(const void *)(p)))
+#define VZ_SHL16(i)         _mm512_slli_epi32(i, 16)
+#define VZ_SRA16(i)         _mm512_srai_epi32(i, 16)
+#define VZ_FROM_I32(i)      _mm512_cvtepi32_ps(i)
+#define VZ_LOOKUP16(i, t)   _mm512_permutexvar_ps(i, t)
+#define VZ_SHR4(i)          _mm512_srli_epi32(i, 4)
+#define VZ_F16_ROUND(x)     _mm512_cvtph_ps(_mm512_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC))
+#define VZ_F16X2(p)         _mm_cvtph_ps(_mm_cvtsi32_si128(*(const int32_t *)(const void *)(p)))
+#define VZ_PERM2(a, i, b)   _mm512_permutex2var_ps(a, i, b)
+#define VZ_PREFETCH_L2(p)   _mm_prefetch((const char *)(const void *)(p), _MM_HINT_T1)
+#define VZ_PREFETCH(p)      _mm_prefetch((const char *)(const void *)(p), _MM_HINT_T0)
+#define VZ_LOAD_MASKED(m, p) _mm512_maskz_loadu_ps((__mmask16)(m), (const float *)(const void *)(p))
+#define VZ_PERM(i, x)       _mm512_permutexvar_ps(i, x)
+#define VZ_BF16_EVEN(x)     _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_castps_si512(x), 16))
+#define VZ_BF16_ODD(x)      _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32((int32_t)0xffff0000)))
+#define VZ_LANE128(x, i)    _mm512_extractf32x4_ps(x, i)
+#define VZ_SPLAT(x)         _mm512_set1_ps(x)
+#define VZ_SUB(a, b)        _mm512_sub_ps(a, b)
+#define VZ_MAX(a, b)        _mm512_max_ps(b, a) /* pmax, as VF_MAX */
+#define VZ_LOAD_OR(d, m, p) _mm512_mask_loadu_ps(d, (__mmask16)(m), (const float *)(const void *)(p))
+#define VZ_STORE_MASKED(p, m, x) _mm512_mask_storeu_ps((float *)(void *)(p), (__mmask16)(m), x)
+#define VZ_REP128(x)        _mm512_broadcast_f32x4(x)
+static inline __m128 vz_fold_max4(__m512 x) { /* VF_MAX over the 4 128-bit lanes, lane by lane */
+  __m256 h = _mm256_max_ps(_mm512_extractf32x8_ps(x, 1), _mm512_castps512_ps256(x));
+  return _mm_max_ps(_mm256_extractf128_ps(h, 1), _mm256_castps256_ps128(h));
+}
+static inline __m128 vz_fold_add4(__m512 x) {
+  __m256 h = _mm256_add_ps(_mm512_castps512_ps256(x), _mm512_extractf32x8_ps(x, 1));
+  return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+}
+#define VZ_FOLD_MAX4(x)     vz_fold_max4(x)
+#define VZ_FOLD_ADD4(x)     vz_fold_add4(x)
+/* vf_exp2 (math.h) in 16 lanes: the same clamp, rounding, polynomial and exponent. */
+static inline __m512 vz_exp2(__m512 x) {
+  x = _mm512_max_ps(_mm512_set1_ps(-127.0f), x); /* as VF_MAX(x, -127): a NaN stays NaN */
+  const __m512 t = _mm512_add_ps(x, _mm512_set1_ps(12582912.0f));
+  const __m512 f = _mm512_sub_ps(x, _mm512_sub_ps(t, _mm512_set1_ps(12582912.0f)));
+  __m512 p = _mm512_set1_ps(1.535335614e-04f);
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.339887502e-03f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.618437849e-03f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.550332367e-02f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.402264774e-01f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.931471825e-01f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+  const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_castps_si512(t), _mm512_set1_epi32((int32_t)(127u - 0x4b400000u))), 23);
+  return _mm512_mul_ps(p, _mm512_castsi512_ps(e));
+}
+#define VZ_EXP2_READY 1
+#define VZ_IDX(...)         _mm512_setr_epi32(__VA_ARGS__)
+/* Horizontal sums, 4 vectors x 4 at a time: vz_quad(a, b, c, d) leaves [sum a, sum b, sum c, sum d] as partial sums in
+ * each 128-bit lane (4 lane ops, 3 adds); vz_lanes4(u0..u3) adds up the 4 lanes of 4 such vectors: lanes 4k..4k+3 of
+ * the result are the sums of u_k (4 lane ops, 3 adds). */
+static inline __m512 vz_quad(__m512 a, __m512 b, __m512 c, __m512 d) {
+  __m512 ab = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b)); /* a0+a2 b0+b2 a1+a3 b1+b3 per 128 */
+  __m512 cd = _mm512_add_ps(_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
+  return _mm512_add_ps(_mm512_shuffle_ps(ab, cd, _MM_SHUFFLE(1, 0, 1, 0)), _mm512_shuffle_ps(ab, cd, _MM_SHUFFLE(3, 2, 3, 2)));
+}
+static inline __m512 vz_lanes4(__m512 u0, __m512 u1, __m512 u2, __m512 u3) {
+  __m512 x = _mm512_add_ps(_mm512_shuffle_f32x4(u0, u1, _MM_SHUFFLE(1, 0, 1, 0)), _mm512_shuffle_f32x4(u0, u1, _MM_SHUFFLE(3, 2, 3, 2)));
+  __m512 y = _mm512_add_ps(_mm512_shuffle_f32x4(u2, u3, _MM_SHUFFLE(1, 0, 1, 0)), _mm512_shuffle_f32x4(u2, u3, _MM_SHUFFLE(3, 2, 3, 2)));
+  return _mm512_add_ps(_mm512_shuffle_f32x4(x, y, _MM_SHUFFLE(2, 0, 2, 0)), _mm512_shuffle_f32x4(x, y, _MM_SHUFFLE(3, 1, 3, 1)));
+}
+#define VZ_QUAD(a, b, c, d)     vz_quad(a, b, c, d)
+#define VZ_LANES4(a, b, c, d)   vz_lanes4(a, b, c, d)
+#endif
+
 #endif
