@@ -56,7 +56,7 @@ for (const name of ["wasm", "native"] as const) {
     const [ref, fast] = await both(name);
     let worst = 0, cases = 0;
     for (const dtype of ["f32", "bf16", "f16"] as const) {
-      for (const [T, nin, nout] of [[1, 1, 1], [1, 8, 3], [3, 7, 5], [4, 16, 2], [5, 37, 9], [37, 64, 11], [70, 24, 6]] as const) {
+      for (const [T, nin, nout] of [[1, 1, 1], [1, 8, 3], [3, 7, 5], [4, 16, 2], [5, 37, 9], [37, 64, 11], [70, 24, 6], [9, 45, 10]] as const) {
         for (const withBias of [false, true]) {
           const seed = 100 * cases++;
           const x = data(T * nin, seed + 1), { bytes, stored } = asDtype(data(nout * nin, seed + 2), dtype), b = data(nout, seed + 3);
@@ -79,7 +79,7 @@ for (const name of ["wasm", "native"] as const) {
         }
       }
     }
-    assert.ok(cases === 42, `ran ${cases} cases; worst error ${worst.toExponential(2)} of Σ|x·w|`);
+    assert.ok(cases === 48, `ran ${cases} cases; worst error ${worst.toExponential(2)} of Σ|x·w|`);
   });
 
   test(`${name} embedding lookup widens every f16 and bf16 bit pattern exactly`, { skip: skips[name] }, async () => {

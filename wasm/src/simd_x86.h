@@ -92,4 +92,42 @@ typedef __m128 VI;
   } while (0)
 #endif
 
+/* Optional, AVX-512 (BW) only: 16-lane vectors for the prefill tiles of the model kernels (wasm/model/kernels.c, VW_*;
+ * the 4-lane macros above stay what every other kernel uses). vw_ld32_*(p, lo, hi) give the 32 weights of a run that
+ * starts on a group of 8 as f32 in element order (lo = 0..15, hi = 16..31), so x is read as it is: f32 two loads;
+ * packed bf16 (pack_u16: each group of 8 as 0 4 1 5 2 6 3 7) one word permute that puts element i in the high half
+ * of u32 lane i and element 16 + i in its low half, then a mask (lo) and a shift (hi): 3 uops per 32 (two masked
+ * permutes were 4: clang turns the zero mask into an AND); packed f16 one word permute back to element order, then
+ * two vcvtph2ps. */
+#ifdef __AVX512BW__
+typedef __m512 VW;
+#define VW_LANES            16
+#define VW_ZERO             _mm512_setzero_ps()
+#define VW_LOAD(p)          _mm512_loadu_ps((const float *)(const void *)(p))
+#define VW_MAD(acc, a, b)   _mm512_fmadd_ps(a, b, acc)
+#define VW_HSUM(v)          _mm512_reduce_add_ps(v)
+/* word of a packed run holding element e: group e / 8, then 0 2 4 6 1 3 5 7 within it */
+#define VW_P_(e)            (((e) & ~7) | ((e) & 4 ? (((e) & 3) << 1) | 1 : ((e) & 3) << 1))
+#define VW_P2_(e)           VW_P_((e) + 16), VW_P_(e)
+#define VW_P8_(e)           VW_P2_(e), VW_P2_((e) + 1), VW_P2_((e) + 2), VW_P2_((e) + 3)
+static const uint16_t vw_bf16_order_[32] __attribute__((aligned(64))) = {VW_P8_(0), VW_P8_(4), VW_P8_(8), VW_P8_(12)};
+#define VW_P8N_(e)          VW_P_(e), VW_P_((e) + 1), VW_P_((e) + 2), VW_P_((e) + 3), VW_P_((e) + 4), VW_P_((e) + 5), \
+                            VW_P_((e) + 6), VW_P_((e) + 7)
+static const uint16_t vw_f16_order_[32] __attribute__((aligned(64))) = {VW_P8N_(0), VW_P8N_(8), VW_P8N_(16), VW_P8N_(24)};
+static inline void vw_ld32_f32(const float *p, VW *lo, VW *hi) {
+  *lo = VW_LOAD(p);
+  *hi = VW_LOAD(p + 16);
+}
+static inline void vw_ld32_bf16(const uint16_t *p, VW *lo, VW *hi) {
+  const __m512i v = _mm512_permutexvar_epi16(_mm512_load_si512((const void *)vw_bf16_order_), _mm512_loadu_si512((const void *)p));
+  *lo = _mm512_castsi512_ps(_mm512_and_si512(v, _mm512_set1_epi32((int)0xffff0000)));
+  *hi = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+}
+static inline void vw_ld32_f16(const uint16_t *p, VW *lo, VW *hi) {
+  const __m512i v = _mm512_permutexvar_epi16(_mm512_load_si512((const void *)vw_f16_order_), _mm512_loadu_si512((const void *)p));
+  *lo = _mm512_cvtph_ps(_mm512_castsi512_si256(v));
+  *hi = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(v, 1));
+}
+#endif
+
 #endif
