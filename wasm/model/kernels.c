@@ -84,9 +84,9 @@ static inline float hsum(VF v) {
 // matmul: y[T, nout] = x[T, nin] · W[nout, nin]ᵀ (+ b[nout]); b = 0 means no bias.
 // Tokens are processed in blocks of TB (their x rows stay in cache while all of W streams past once per block);
 // inside a block, tiles of 4 tokens x 2 weight rows share each widened weight vector. k runs 8 at a time, the
-// tail (nin % 8) in scalar code. Where the SIMD set has 16-lane vectors (VW_LANES: AVX-512), tiles of WT_T tokens x
-// WT_R rows take 32 weights per step in 16 lanes first (the prefill GEMM: 4x the lanes per multiply-add), and the
-// row-pair tiles take what is left (decode's single token, the last tokens of a block, the last rows).
+// tail (nin % 8) in scalar code. Where the SIMD set has 16-lane vectors (VW_LANES: AVX-512), rows go WT_R at a time
+// in tiles of WT_T tokens, then one token at a time (decode), 32 weights per step in 16 lanes: 4x the lanes per
+// multiply-add; the row pairs take the last nout % WT_R rows.
 
 #define TB 32
 
@@ -150,33 +150,38 @@ static inline float hsum(VF v) {
   }
 
 #ifdef VW_LANES
-// A tile of WT_T tokens [t, t + WT_T) x WT_R rows [o, o + WT_R): 16 accumulators of 16 lanes, the widened 32 weights
-// of each row shared by the WT_T tokens, each x vector by the WT_R rows (24 + 2 of the 32 registers). Runs of 32
-// start on a group of 8, so they are whole packed groups; the rest of the row's groups go 8 at a time (LD8, 4 lanes)
-// and its last nin % 8 weights one by one, as in the pair tiles.
+// A tile of NT tokens [t, t + NT) x WT_R rows [o, o + WT_R): NT x WT_R accumulators of 16 lanes, the widened 32
+// weights of each row shared by the NT tokens, each x vector by the WT_R rows (NT = 4: 16 + 8 + 2 of the 32
+// registers). One token (decode) keeps a second accumulator per row for the upper 16 weights, so that 8 chains of
+// one multiply-add per step hide its latency. Runs of 32 start on a group of 8, so they are whole packed groups; the
+// rest of the row's groups go 8 at a time (LD8, 4 lanes) and its last nin % 8 weights one by one, as in the pairs.
 #define WT_T 4
 #define WT_R 4
-#define MATMUL_WIDE(NAME, WT, LDW, LD8, W1)                                                                       \
+#define MATMUL_WIDE(NAME, WT, LDW, LD8, W1, NT)                                                                   \
   static inline void NAME(float* y, const float* x, const WT* w, const float* b, int nin, int nout, int o, int t) { \
     const int k32 = nin & ~31, k8 = nin & ~7;                                                                   \
     const float* xt = x + (uintptr_t)t * nin;                                                                   \
     const WT* wo = w + (uintptr_t)o * nin;                                                                      \
-    VW acc[WT_T][WT_R];                                                                                         \
-    for (int i = 0; i < WT_T; i++)                                                                              \
-      for (int r = 0; r < WT_R; r++) acc[i][r] = VW_ZERO;                                                       \
+    VW acc[NT][WT_R], acc2[NT][WT_R];                                                                           \
+    for (int i = 0; i < NT; i++)                                                                                \
+      for (int r = 0; r < WT_R; r++) acc[i][r] = acc2[i][r] = VW_ZERO;                                          \
     for (int k = 0; k < k32; k += 32) {                                                                         \
       VW lo[WT_R], hi[WT_R];                                                                                    \
       for (int r = 0; r < WT_R; r++) LDW(wo + (uintptr_t)r * nin + k, &lo[r], &hi[r]);                          \
-      for (int i = 0; i < WT_T; i++) {                                                                          \
+      for (int i = 0; i < NT; i++) {                                                                            \
         const VW u = VW_LOAD(xt + (uintptr_t)i * nin + k), v = VW_LOAD(xt + (uintptr_t)i * nin + k + 16);       \
-        for (int r = 0; r < WT_R; r++) acc[i][r] = VW_MAD(VW_MAD(acc[i][r], u, lo[r]), v, hi[r]);               \
+        for (int r = 0; r < WT_R; r++) {                                                                        \
+          acc[i][r] = VW_MAD(acc[i][r], u, lo[r]);                                                              \
+          if (NT == 1) acc2[i][r] = VW_MAD(acc2[i][r], v, hi[r]);                                               \
+          else acc[i][r] = VW_MAD(acc[i][r], v, hi[r]);                                                         \
+        }                                                                                                       \
       }                                                                                                         \
     }                                                                                                           \
-    for (int i = 0; i < WT_T; i++) {                                                                            \
+    for (int i = 0; i < NT; i++) {                                                                              \
       const float* xi = xt + (uintptr_t)i * nin;                                                                \
       for (int r = 0; r < WT_R; r++) {                                                                          \
         const WT* wr = wo + (uintptr_t)r * nin;                                                                 \
-        float s = VW_HSUM(acc[i][r]);                                                                           \
+        float s = VW_HSUM(NT == 1 ? VW_ADD(acc[i][r], acc2[i][r]) : acc[i][r]);                                  \
         if (k8 > k32) {                                                                                         \
           VF a = VF_SPLAT(0);                                                                                   \
           for (int k = k32; k < k8; k += 8) {                                                                   \
@@ -192,26 +197,27 @@ static inline float hsum(VF v) {
       }                                                                                                         \
     }                                                                                                           \
   }
-// Rows [o, o + WT_R) of a token block: wide tiles, then the block's last tokens in row pairs.
-#define MATMUL_WIDE_ROWS(WIDE, PAIR)                                                                              \
+// Rows [o, o + WT_R) of a token block [t0, t1): tiles of WT_T tokens, then one token at a time.
+#define MATMUL_WIDE_ROWS(WIDE, WIDE1)                                                                             \
   for (; o + WT_R <= nout; o += WT_R) {                                                                         \
     int t = t0;                                                                                                 \
     for (; t + WT_T <= t1; t += WT_T) WIDE(y, x, w, b, nin, nout, o, t);                                        \
-    for (int r = 0; r < WT_R; r += 2) PAIR(y, x, w, b, nin, nout, o + r, t, t1);                                \
+    for (; t < t1; t++) WIDE1(y, x, w, b, nin, nout, o, t);                                                     \
   }
 #else
-#define MATMUL_WIDE(NAME, WT, LDW, LD8, W1)
-#define MATMUL_WIDE_ROWS(WIDE, PAIR)
+#define MATMUL_WIDE(NAME, WT, LDW, LD8, W1, NT)
+#define MATMUL_WIDE_ROWS(WIDE, WIDE1)
 #endif
 
 #define MATMUL(NAME, WT, LDW, LD8, W1)                                                                            \
   MATMUL_PAIR(NAME##_pair, WT, LD8, W1)                                                                         \
-  MATMUL_WIDE(NAME##_wide, WT, LDW, LD8, W1)                                                                    \
+  MATMUL_WIDE(NAME##_wide, WT, LDW, LD8, W1, WT_T)                                                              \
+  MATMUL_WIDE(NAME##_wide1, WT, LDW, LD8, W1, 1)                                                                \
   EXPORT void NAME(float* y, const float* x, const WT* w, const float* b, int T, int nin, int nout) {           \
     for (int t0 = 0; t0 < T; t0 += TB) {                                                                        \
       const int t1 = t0 + TB < T ? t0 + TB : T;                                                                 \
       int o = 0;                                                                                                \
-      if (t1 - t0 >= 4) { MATMUL_WIDE_ROWS(NAME##_wide, NAME##_pair) }                                          \
+      MATMUL_WIDE_ROWS(NAME##_wide, NAME##_wide1)                                                               \
       for (; o < nout; o += 2) NAME##_pair(y, x, w, b, nin, nout, o, t0, t1);                                   \
     }                                                                                                           \
   }

@@ -105,6 +105,7 @@ typedef __m512 VW;
 #define VW_ZERO             _mm512_setzero_ps()
 #define VW_LOAD(p)          _mm512_loadu_ps((const float *)(const void *)(p))
 #define VW_MAD(acc, a, b)   _mm512_fmadd_ps(a, b, acc)
+#define VW_ADD(a, b)        _mm512_add_ps(a, b)
 #define VW_HSUM(v)          _mm512_reduce_add_ps(v)
 /* word of a packed run holding element e: group e / 8, then 0 2 4 6 1 3 5 7 within it */
 #define VW_P_(e)            (((e) & ~7) | ((e) & 4 ? (((e) & 3) << 1) | 1 : ((e) & 3) << 1))
