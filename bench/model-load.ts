@@ -1,11 +1,14 @@
 /**
  * Load speed of the native backend against the disk: LlamaModel.load (backend and kernels "native": every matrix
- * pread straight into the library's memory, native/src/file.c) timed against `cat FILES > /dev/null` of the same
- * checkpoint files, in alternation, `--rounds` times. Prints GB/s of each (checkpoint bytes ÷ seconds) and the ratio
- * load ÷ cat per round and for the best of each (target ≥ 0.7). Both read from the page cache once the first round
- * has warmed it (the machine's RAM must hold the files: a 1-2 GB model); `--cold` drops nothing, it only reports the
- * first round apart. The model is written by `duo make-model` when `--model` is not given (random bf16 weights, in a
- * temporary directory deleted afterwards).
+ * pread straight into the library's memory, 16-bit rows packed as they land, native/src/file.c) timed against
+ * `cat FILES > /dev/null` of the same checkpoint files, in alternation, `--rounds` times; both read from the page
+ * cache once the first cat has warmed it (the machine's RAM must hold the files: a 1-2 GB model). Prints GB/s of
+ * each (checkpoint bytes ÷ seconds), the ratio load ÷ cat (target ≥ 0.7), the part of the load between its first and
+ * last progress call (the weights; the rest is config, tokenizer and engine), and the first write to as many bytes of
+ * fresh memory, one byte per page: a load copies into fresh pages, cat into one small buffer, so where the host makes
+ * page faults dear (a VM whose host backs guest memory lazily) that figure, not the copy, bounds the load. The model
+ * is written by `duo make-model`'s code when `--model` is not given (random weights, in a temporary directory deleted
+ * afterwards).
  *
  *   node --import tsx bench/model-load.ts [--model DIR] [--shape llama-3-1b] [--dtype bf16] [--rounds 3] [--threads N]
  *   bun bench/model-load.ts ...          deno run -A bench/model-load.ts ...

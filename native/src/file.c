@@ -1,14 +1,18 @@
 /*
  * Weights straight from disk: duo_read_file preads a byte range of a checkpoint (a safetensors tensor) into a block of
  * duo_alloc, so a 16 GB model is read once, by the kernel, into the memory that keeps it: no second copy passes
- * through the JS heap. The range is split over the pool's threads (the first touch of fresh pages, zeroing them,
- * costs as much as the copy from the page cache, and parallelizes). Each thread reads its part in pieces of about
+ * through the JS heap. The range is split over the pool's threads (the copies from the page cache run in parallel;
+ * the page faults of the fresh block may not, see below). Each thread reads its part in pieces of about
  * 1 MiB; with pack_cols > 0 (a 16-bit matrix in whole rows) each piece is packed for the model kernels (pack_u16)
  * right after its pread, while it is still in the core's L2: a separate pack pass over the whole matrix would read
- * and write it from DRAM once more (it took a sixth of a bf16 load's time). No MADV_HUGEPAGE: with THP defrag
- * "madvise" the faults then compact memory synchronously, which made loads 2-10x slower on a busy host. A file that
- * ends early is refused naming the path and both offsets; the block keeps whatever bytes were read (the caller frees
- * it: a half-read weight is never used).
+ * and write it from DRAM once more (it took a sixth of a bf16 load's time). What bounds the read is the first touch of
+ * the fresh pages: on the Firecracker VM this was measured on, 1.1-1.5 GB/s however many threads fault (the host
+ * backs guest memory as it is first touched), against 3-7 GB/s for `cat` of the same cached file into one small
+ * buffer (bench/model-load.ts). Neither MAP_POPULATE (the same faults, in one thread) nor MADV_HUGEPAGE (2 MiB
+ * faults were 2-9x slower there: the host still backs them 4 KiB at a time, and THP defrag "madvise" may compact
+ * synchronously) helps; only pages already in the page cache (a file mapping) would, and 16-bit matrices are
+ * rewritten (packed), so they cannot stay there. A file that ends early is refused naming the path and both
+ * offsets; the block keeps whatever bytes were read (the caller frees it: a half-read weight is never used).
  */
 #define _GNU_SOURCE /* pread, posix_fadvise, O_CLOEXEC under -std=c11 */
 #include <errno.h>
