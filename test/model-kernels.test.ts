@@ -86,8 +86,9 @@ for (const name of ["wasm", "native"] as const) {
     const [, fast] = await both(name);
     for (const dtype of ["f16", "bf16"] as const) {
       const widen = dtype === "f16" ? f16BitsToF32 : bf16BitsToF32;
-      // 65536 patterns as a [8192, 8] table; row r holds patterns 8r .. 8r+7 (SIMD path), then a [65536, 1] table (scalar tail).
-      for (const cols of [8, 1]) {
+      // 65536 patterns as a [8192, 8] table; row r holds patterns 8r .. 8r+7 (SIMD path), as a [2048, 32] table (packed
+      // 32 at a time where the set has 16 lanes), then a [65536, 1] table (scalar tail).
+      for (const cols of [8, 32, 1]) {
         const rows = 65536 / cols;
         const table = fast.matrix(rows, cols, dtype);
         const bits = Uint16Array.from({ length: 65536 }, (_, i) => i);

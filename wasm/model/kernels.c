@@ -57,7 +57,11 @@ EXPORT void pack_u16(uint16_t* w, int rows, int cols) {
   const int c8 = cols & ~7;
   for (int r = 0; r < rows; r++) {
     uint16_t* row = w + (uintptr_t)r * cols;
-    for (int k = 0; k < c8; k += 8) {
+    int k = 0;
+#ifdef VW_LANES
+    for (; k + 32 <= c8; k += 32) vw_pack32_u16(row + k); /* 4 groups per permute (the native load packs as it reads) */
+#endif
+    for (; k < c8; k += 8) {
       VI v = VF_LOAD(row + k);
       VF_STORE(row + k, VI_ZIP_LO16(v, VF_SWAP64(v))); /* 16-bit lanes 0 4 1 5 2 6 3 7 */
     }

@@ -115,6 +115,14 @@ static const uint16_t vw_bf16_order_[32] __attribute__((aligned(64))) = {VW_P8_(
 #define VW_P8N_(e)          VW_P_(e), VW_P_((e) + 1), VW_P_((e) + 2), VW_P_((e) + 3), VW_P_((e) + 4), VW_P_((e) + 5), \
                             VW_P_((e) + 6), VW_P_((e) + 7)
 static const uint16_t vw_f16_order_[32] __attribute__((aligned(64))) = {VW_P8N_(0), VW_P8N_(8), VW_P8N_(16), VW_P8N_(24)};
+/* pack_u16 of 32 elements (4 groups of 8) in place: packed word q holds element 8 (q / 8) + (q even ? q % 8 / 2 : 4 + q % 8 / 2) */
+#define VW_Q_(q)            (((q) & ~7) | ((q) & 1 ? 4 + (((q) & 7) >> 1) : ((q) & 7) >> 1))
+#define VW_Q8_(q)           VW_Q_(q), VW_Q_((q) + 1), VW_Q_((q) + 2), VW_Q_((q) + 3), VW_Q_((q) + 4), VW_Q_((q) + 5), \
+                            VW_Q_((q) + 6), VW_Q_((q) + 7)
+static const uint16_t vw_pack_order_[32] __attribute__((aligned(64))) = {VW_Q8_(0), VW_Q8_(8), VW_Q8_(16), VW_Q8_(24)};
+static inline void vw_pack32_u16(uint16_t *p) {
+  _mm512_storeu_si512((void *)p, _mm512_permutexvar_epi16(_mm512_load_si512((const void *)vw_pack_order_), _mm512_loadu_si512((const void *)p)));
+}
 static inline void vw_ld32_f32(const float *p, VW *lo, VW *hi) {
   *lo = VW_LOAD(p);
   *hi = VW_LOAD(p + 16);
