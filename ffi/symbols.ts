@@ -327,6 +327,7 @@ export const NATIVE_SYMBOLS = {
       "u64", // uint64_t bytes
       "u64", // uint64_t block
       "u64", // uint64_t block_offset
+      "i32", // int32_t pack_cols (0: as is; > 0: whole rows of a 16-bit matrix, packed for the model kernels)
     ],
     result: "i32",
   },

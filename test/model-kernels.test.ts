@@ -58,7 +58,7 @@ for (const name of ["wasm", "native"] as const) {
     const [ref, fast] = await both(name);
     let worst = 0, cases = 0;
     for (const dtype of ["f32", "bf16", "f16"] as const) {
-      for (const [T, nin, nout] of [[1, 1, 1], [1, 8, 3], [3, 7, 5], [4, 16, 2], [5, 37, 9], [37, 64, 11], [70, 24, 6]] as const) {
+      for (const [T, nin, nout] of [[1, 1, 1], [1, 8, 3], [3, 7, 5], [4, 16, 2], [5, 37, 9], [37, 64, 11], [70, 24, 6], [9, 45, 10]] as const) {
         for (const withBias of [false, true]) {
           const seed = 100 * cases++;
           const x = data(T * nin, seed + 1), { bytes, stored } = asDtype(data(nout * nin, seed + 2), dtype), b = data(nout, seed + 3);
@@ -81,15 +81,16 @@ for (const name of ["wasm", "native"] as const) {
         }
       }
     }
-    assert.ok(cases === 42, `ran ${cases} cases; worst error ${worst.toExponential(2)} of Σ|x·w|`);
+    assert.ok(cases === 48, `ran ${cases} cases; worst error ${worst.toExponential(2)} of Σ|x·w|`);
   });
 
   test(`${name} embedding lookup widens every f16 and bf16 bit pattern exactly`, { skip: skips[name] }, async () => {
     const [, fast] = await both(name);
     for (const dtype of ["f16", "bf16"] as const) {
       const widen = dtype === "f16" ? f16BitsToF32 : bf16BitsToF32;
-      // 65536 patterns as a [8192, 8] table; row r holds patterns 8r .. 8r+7 (SIMD path), then a [65536, 1] table (scalar tail).
-      for (const cols of [8, 1]) {
+      // 65536 patterns as a [8192, 8] table; row r holds patterns 8r .. 8r+7 (SIMD path), as a [2048, 32] table (packed
+      // 32 at a time where the set has 16 lanes), then a [65536, 1] table (scalar tail).
+      for (const cols of [8, 32, 1]) {
         const rows = 65536 / cols;
         const table = fast.matrix(rows, cols, dtype);
         const bits = Uint16Array.from({ length: 65536 }, (_, i) => i);

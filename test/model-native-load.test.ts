@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, rmSync, truncateSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, truncateSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { probeNative } from "../src/backend/native.ts";
@@ -101,6 +101,56 @@ for (const [dtype, shape] of [["q8_0", QWEN(128)], ["q4_0", QWEN(128)], ["q4_k",
     }
   });
 }
+
+// readFile packs a range of whole rows of a 16-bit matrix as it lands, piece by piece (about 1 MiB) on every thread
+// (native/src/file.c); other ranges are packed once the matrix is complete. Either way the kernels must see what
+// write() + the final pack give: embed() widens every row back to f32 in element order.
+test("native readFile of a 16-bit matrix in whole rows (packed per piece, 2 threads) or in pieces of rows = write()", { skip }, async () => {
+  const dir = mkdtempSync(join(tmpdir(), "duo-native-pack-"));
+  const k = await createModelKernels("native", { threads: 2, memoryBudget: 1 << 30 });
+  try {
+    // [2100, 4101]: 17.2 MB, so two 8 MiB parts and several pieces each; 4101 columns leave a tail of 5 unpacked
+    const rows = 2100, cols = 4101, head = 24;
+    const bits = new Uint16Array(rows * cols);
+    for (let i = 0; i < bits.length; i++) bits[i] = (Math.imul(i, 2654435761) >>> 16) & 0x7f7f; // finite in f16 and bf16
+    const file = join(dir, "w.bin");
+    writeFileSync(file, Buffer.concat([Buffer.alloc(head, 7), Buffer.from(bits.buffer)]));
+    const ids = Int32Array.from({ length: rows }, (_, i) => i);
+    for (const dtype of ["bf16", "f16"] as const) {
+      const want = k.matrix(rows, cols, dtype);
+      k.write(want, 0, new Uint8Array(bits.buffer));
+      const whole = k.matrix(rows, cols, dtype);
+      k.readFile!(whole, 0, file, head, bits.byteLength);
+      const blocks = k.matrix(rows, cols, dtype); // row blocks in reverse order, as a head permutation reads them
+      const rb = 700 * cols * 2;
+      for (let b = 2; b >= 0; b--) k.readFile!(blocks, b * rb, file, head + b * rb, rb);
+      const pieces = k.matrix(rows, cols, dtype); // pieces that split rows: packed when the last lands
+      const half = (bits.byteLength / 2) & ~1;
+      k.readFile!(pieces, 0, file, head, half);
+      k.readFile!(pieces, half, file, head + half, bits.byteLength - half);
+      const y = (m: typeof want) => {
+        const out = new Float32Array(rows * cols);
+        k.embed(out, ids, m);
+        return out;
+      };
+      const ref = y(want);
+      assert.ok(ref.some((v) => v !== 0));
+      for (const [name, m] of [["whole", whole], ["row blocks", blocks], ["pieces", pieces]] as const) {
+        const got = y(m);
+        const bad = got.findIndex((v, i) => !Object.is(v, ref[i]));
+        assert.equal(bad, -1, `${dtype} ${name}: element ${bad} is ${got[bad]}, write() gives ${ref[bad]}`);
+      }
+      // one matrix read partly in whole rows (packed as read) and partly in a piece of a row cannot be packed once
+      const mixed = k.matrix(rows, cols, dtype);
+      k.readFile!(mixed, 0, file, head, cols * 2);
+      k.readFile!(mixed, cols * 2, file, head + cols * 2, 2);
+      assert.throws(() => k.readFile!(mixed, cols * 2 + 2, file, head + cols * 2 + 2, bits.byteLength - cols * 2 - 2), /partly read in whole rows/);
+    }
+  } finally {
+    k.dispose();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
 
 test("backend auto, kernels auto: where the native library loads, the model math runs on it too, with the logits of an explicit native load", { skip }, async () => {
   const m = writeTinyModel({ dtype: "bf16", layers: 2, heads: 4, kvHeads: 2 });

@@ -36,10 +36,12 @@ DUO_EXPORT int32_t duo_memory(double *out);
 DUO_EXPORT int32_t duo_read(uint64_t block, uint64_t offset, uint64_t bytes, void *dst);
 DUO_EXPORT int32_t duo_write(uint64_t block, uint64_t offset, uint64_t bytes, const void *src);
 /* Read bytes [file_offset, file_offset + bytes) of the file at `path` (NUL-terminated) into a block at block_offset,
- * with pread (file.c): weights go from disk to the library without a host copy. DUO_E_ARG when the file cannot be
- * opened or ends early (the message names the path and offsets). */
+ * with pread (file.c): weights go from disk to the library without a host copy. pack_cols > 0: the range is whole
+ * rows of a 16-bit matrix of pack_cols columns (block_offset and bytes multiples of 2 * pack_cols), packed as they
+ * land, as duo_model_pack packs them; 0: the bytes as they are. DUO_E_ARG when the file cannot be opened or ends
+ * early (the message names the path and offsets), or the range splits a row. */
 DUO_EXPORT int32_t duo_read_file(const char *path, uint64_t file_offset, uint64_t bytes, uint64_t block,
-                                 uint64_t block_offset);
+                                 uint64_t block_offset, int32_t pack_cols);
 
 /* Model kernels (wasm/model/kernels.c, SIMD sets only: DUO_E_UNSUPPORTED on "scalar"). Weights are blocks of
  * duo_alloc holding a row-major [rows, cols] matrix of a weight dtype below (the quantized ones as llama.cpp's blocks,

@@ -19,6 +19,8 @@ export const WEIGHT_CODE: Record<WeightDtype, number> = { f32: 0, f16: 1, bf16: 
 class NativeMatrix implements Matrix {
   /** bytes written so far; a 16-bit matrix is packed for the kernels once all of it has been written */
   written = 0;
+  /** bytes of a 16-bit matrix that readFile packed as they landed (whole rows); the rest is packed at the end */
+  packed = 0;
   constructor(readonly rows: number, readonly cols: number, readonly dtype: WeightDtype, readonly ptr: number, readonly bytes: number) {}
 }
 
@@ -89,20 +91,28 @@ export class NativeKernels extends HostActivationKernels implements ModelKernels
     }
   }
 
-  /** Count bytes in; once the matrix is complete, pack f16/bf16 rows for the kernels. */
-  private landed(w: NativeMatrix, bytes: number): void {
+  /** Count bytes in (`packed` of them already packed by readFile); once the matrix is complete, pack the f16/bf16
+   *  rows nobody packed yet. Packing is all or nothing: a 16-bit matrix is written whole, or read in whole rows. */
+  private landed(w: NativeMatrix, bytes: number, packed = 0): void {
     w.written += bytes;
-    if (w.written === w.bytes && (w.dtype === "f16" || w.dtype === "bf16")) this.check(this.lib.duo_model_pack(w.ptr, w.rows, w.cols), "duo_model_pack");
+    w.packed += packed;
+    if (w.written !== w.bytes || (w.dtype !== "f16" && w.dtype !== "bf16") || w.packed === w.bytes) return;
+    if (w.packed) throw new DuoError("INVALID_ARGUMENT", `a [${w.rows}, ${w.cols}] ${w.dtype} matrix was partly read in whole rows (packed as read) and partly written or read in pieces of rows; use one or the other`);
+    this.check(this.lib.duo_model_pack(w.ptr, w.rows, w.cols), "duo_model_pack");
   }
 
-  /** pread straight into the matrix's block (native/src/file.c); checked and packed like `write`. */
+  /** pread straight into the matrix's block (native/src/file.c); checked like `write`. A range of whole rows of a
+   *  16-bit matrix is packed as it lands (each 1 MiB piece while it is in cache), other ranges when complete. */
   readFile(m: Matrix, byteOffset: number, file: string, fileOffset: number, bytes: number): void {
     const w = m as NativeMatrix;
     this.checkRange(w, "read", byteOffset, bytes);
+    const rowBytes = 2 * w.cols;
+    const packCols = (w.dtype === "f16" || w.dtype === "bf16") && byteOffset % rowBytes === 0 && bytes % rowBytes === 0 ? w.cols : 0;
     const path = new TextEncoder().encode(`${file}\0`);
-    const status = this.lib.duo_read_file(path, fileOffset, bytes, w.ptr, byteOffset);
+    this.lib.duo_threads(this.threads);
+    const status = this.lib.duo_read_file(path, fileOffset, bytes, w.ptr, byteOffset, packCols);
     if (status < 0) throw new DuoError("IO", `native model kernels: ${this.lib.duo_last_error() || `duo_read_file status ${status}`}`);
-    this.landed(w, bytes);
+    this.landed(w, bytes, packCols ? bytes : 0);
   }
 
   vector(data: Float32Array): Vector {

@@ -117,9 +117,10 @@ function readPiece(k: ModelKernels, m: Matrix, t: TensorEntry, byteOffset: numbe
   }
 }
 
-/** A matrix read in pieces of READ_CHUNK_BYTES (whole blocks): by the kernels straight from the file where they can
- *  (native: readFile, no copy in the JS heap), else through the JS heap (streamTensor + write). Rows llama.cpp
- *  interleaved are reordered in one piece in the JS heap. */
+/** A matrix read in pieces of about READ_CHUNK_BYTES: by the kernels straight from the file where they can (native:
+ *  readFile, no copy in the JS heap; pieces of whole rows, which the native kernels pack as they land), else through
+ *  the JS heap (streamTensor + write, pieces of whole blocks). Rows llama.cpp interleaved are reordered in one piece
+ *  in the JS heap. */
 async function readMatrix(k: ModelKernels, t: TensorEntry, progress?: LoadProgress): Promise<Matrix> {
   const m = k.matrix(t.shape[0]!, t.shape[1]!, dtypeOf(t)!);
   if (t.interleavedHeads) {
@@ -131,7 +132,7 @@ async function readMatrix(k: ModelKernels, t: TensorEntry, progress?: LoadProgre
       progress?.(bytes.length);
     }, blockBytes(t));
   } else {
-    const chunk = READ_CHUNK_BYTES - (READ_CHUNK_BYTES % blockBytes(t));
+    const rowBytes = t.byteLength / t.shape[0]!, chunk = Math.max(rowBytes, READ_CHUNK_BYTES - (READ_CHUNK_BYTES % rowBytes));
     for (let off = 0; off < t.byteLength; off += chunk) {
       const n = Math.min(chunk, t.byteLength - off);
       readPiece(k, m, t, off, t.offset + off, n);

@@ -57,7 +57,11 @@ EXPORT void pack_u16(uint16_t* w, int rows, int cols) {
   const int c8 = cols & ~7;
   for (int r = 0; r < rows; r++) {
     uint16_t* row = w + (uintptr_t)r * cols;
-    for (int k = 0; k < c8; k += 8) {
+    int k = 0;
+#ifdef VZ_LANES
+    for (; k + 32 <= c8; k += 32) vz_pack32_u16(row + k); /* 4 groups per permute (the native load packs as it reads) */
+#endif
+    for (; k < c8; k += 8) {
       VI v = VF_LOAD(row + k);
       VF_STORE(row + k, VI_ZIP_LO16(v, VF_SWAP64(v))); /* 16-bit lanes 0 4 1 5 2 6 3 7 */
     }
@@ -84,76 +88,147 @@ static inline float hsum(VF v) {
 // matmul: y[T, nout] = x[T, nin] · W[nout, nin]ᵀ (+ b[nout]); b = 0 means no bias.
 // Tokens are processed in blocks of TB (their x rows stay in cache while all of W streams past once per block);
 // inside a block, tiles of 4 tokens x 2 weight rows share each widened weight vector. k runs 8 at a time, the
-// tail (nin % 8) in scalar code.
+// tail (nin % 8) in scalar code. Where the SIMD set has 16-lane vectors (VZ_LANES: AVX-512), rows go WT_R at a time
+// in tiles of WT_T tokens, then one token at a time (decode), 32 weights per step in 16 lanes: 4x the lanes per
+// multiply-add; the row pairs take the last nout % WT_R rows.
 
 #define TB 32
 
-#define MATMUL(NAME, WT, LD8, W1)                                                                                 \
-  EXPORT void NAME(float* y, const float* x, const WT* w, const float* b, int T, int nin, int nout) {           \
+// Rows o, o + 1 (o + 1 < nout, else o alone) for tokens [t0, t1).
+#define MATMUL_PAIR(NAME, WT, LD8, W1)                                                                            \
+  static inline void NAME(float* y, const float* x, const WT* w, const float* b, int nin, int nout, int o,      \
+                          int t0, int t1) {                                                                     \
     const int k8 = nin & ~7;                                                                                    \
-    for (int t0 = 0; t0 < T; t0 += TB) {                                                                        \
-      const int t1 = t0 + TB < T ? t0 + TB : T;                                                                 \
-      for (int o = 0; o < nout; o += 2) {                                                                       \
-        const int two = o + 1 < nout;                                                                           \
-        const WT* w0 = w + (uintptr_t)o * nin;                                                                  \
-        const WT* w1 = two ? w0 + nin : w0;                                                                     \
-        const float b0 = b ? b[o] : 0.0f, b1 = b && two ? b[o + 1] : 0.0f;                                      \
-        int t = t0;                                                                                             \
-        for (; t + 4 <= t1; t += 4) {                                                                           \
-          const float* x0 = x + (uintptr_t)t * nin;                                                             \
-          const float *x1 = x0 + nin, *x2 = x1 + nin, *x3 = x2 + nin;                                           \
-          VF a00 = VF_SPLAT(0), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00,   \
-                 a31 = a00;                                                                                     \
-          for (int k = 0; k < k8; k += 8) {                                                                     \
-            VF p0, p1, q0, q1;                                                                              \
-            LD8(w0 + k, &p0, &p1);                                                                              \
-            LD8(w1 + k, &q0, &q1);                                                                              \
-            VF u = VF_LOAD(x0 + k), v = VF_LOAD(x0 + k + 4);                                  \
-            FMA(a00, u, p0); FMA(a00, v, p1); FMA(a01, u, q0); FMA(a01, v, q1);                                 \
-            u = VF_LOAD(x1 + k), v = VF_LOAD(x1 + k + 4);                                         \
-            FMA(a10, u, p0); FMA(a10, v, p1); FMA(a11, u, q0); FMA(a11, v, q1);                                 \
-            u = VF_LOAD(x2 + k), v = VF_LOAD(x2 + k + 4);                                         \
-            FMA(a20, u, p0); FMA(a20, v, p1); FMA(a21, u, q0); FMA(a21, v, q1);                                 \
-            u = VF_LOAD(x3 + k), v = VF_LOAD(x3 + k + 4);                                         \
-            FMA(a30, u, p0); FMA(a30, v, p1); FMA(a31, u, q0); FMA(a31, v, q1);                                 \
-          }                                                                                                     \
-          float s[4][2] = {{hsum(a00), hsum(a01)}, {hsum(a10), hsum(a11)}, {hsum(a20), hsum(a21)},              \
-                           {hsum(a30), hsum(a31)}};                                                             \
-          const float* xs[4] = {x0, x1, x2, x3};                                                                \
-          for (int j = 0; j < 4; j++) {                                                                         \
-            for (int k = k8; k < nin; k++) {                                                                    \
-              s[j][0] += xs[j][k] * W1(w0 + k);                                                                 \
-              s[j][1] += xs[j][k] * W1(w1 + k);                                                                 \
-            }                                                                                                   \
-            y[(uintptr_t)(t + j) * nout + o] = s[j][0] + b0;                                                    \
-            if (two) y[(uintptr_t)(t + j) * nout + o + 1] = s[j][1] + b1;                                       \
-          }                                                                                                     \
-        }                                                                                                       \
-        for (; t < t1; t++) { /* single tokens (decode, block tails): two accumulators per row */              \
-          const float* x0 = x + (uintptr_t)t * nin;                                                             \
-          VF a0 = VF_SPLAT(0), a1 = a0, c0 = a0, c1 = a0;                                           \
-          for (int k = 0; k < k8; k += 8) {                                                                     \
-            VF p0, p1, q0, q1;                                                                              \
-            LD8(w0 + k, &p0, &p1);                                                                              \
-            LD8(w1 + k, &q0, &q1);                                                                              \
-            VF u = VF_LOAD(x0 + k), v = VF_LOAD(x0 + k + 4);                                  \
-            FMA(a0, u, p0); FMA(a1, v, p1); FMA(c0, u, q0); FMA(c1, v, q1);                                     \
-          }                                                                                                     \
-          float s0 = hsum(VF_ADD(a0, a1)), s1 = hsum(VF_ADD(c0, c1));                           \
-          for (int k = k8; k < nin; k++) {                                                                      \
-            s0 += x0[k] * W1(w0 + k);                                                                           \
-            s1 += x0[k] * W1(w1 + k);                                                                           \
-          }                                                                                                     \
-          y[(uintptr_t)t * nout + o] = s0 + b0;                                                                 \
-          if (two) y[(uintptr_t)t * nout + o + 1] = s1 + b1;                                                    \
-        }                                                                                                       \
+    const int two = o + 1 < nout;                                                                               \
+    const WT* w0 = w + (uintptr_t)o * nin;                                                                      \
+    const WT* w1 = two ? w0 + nin : w0;                                                                         \
+    const float b0 = b ? b[o] : 0.0f, b1 = b && two ? b[o + 1] : 0.0f;                                          \
+    int t = t0;                                                                                                 \
+    for (; t + 4 <= t1; t += 4) {                                                                               \
+      const float* x0 = x + (uintptr_t)t * nin;                                                                 \
+      const float *x1 = x0 + nin, *x2 = x1 + nin, *x3 = x2 + nin;                                               \
+      VF a00 = VF_SPLAT(0), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00;        \
+      for (int k = 0; k < k8; k += 8) {                                                                         \
+        VF p0, p1, q0, q1;                                                                                      \
+        LD8(w0 + k, &p0, &p1);                                                                                  \
+        LD8(w1 + k, &q0, &q1);                                                                                  \
+        VF u = VF_LOAD(x0 + k), v = VF_LOAD(x0 + k + 4);                                                        \
+        FMA(a00, u, p0); FMA(a00, v, p1); FMA(a01, u, q0); FMA(a01, v, q1);                                     \
+        u = VF_LOAD(x1 + k), v = VF_LOAD(x1 + k + 4);                                                           \
+        FMA(a10, u, p0); FMA(a10, v, p1); FMA(a11, u, q0); FMA(a11, v, q1);                                     \
+        u = VF_LOAD(x2 + k), v = VF_LOAD(x2 + k + 4);                                                           \
+        FMA(a20, u, p0); FMA(a20, v, p1); FMA(a21, u, q0); FMA(a21, v, q1);                                     \
+        u = VF_LOAD(x3 + k), v = VF_LOAD(x3 + k + 4);                                                           \
+        FMA(a30, u, p0); FMA(a30, v, p1); FMA(a31, u, q0); FMA(a31, v, q1);                                     \
       }                                                                                                         \
+      float s[4][2] = {{hsum(a00), hsum(a01)}, {hsum(a10), hsum(a11)}, {hsum(a20), hsum(a21)},                  \
+                       {hsum(a30), hsum(a31)}};                                                                 \
+      const float* xs[4] = {x0, x1, x2, x3};                                                                    \
+      for (int j = 0; j < 4; j++) {                                                                             \
+        for (int k = k8; k < nin; k++) {                                                                        \
+          s[j][0] += xs[j][k] * W1(w0 + k);                                                                     \
+          s[j][1] += xs[j][k] * W1(w1 + k);                                                                     \
+        }                                                                                                       \
+        y[(uintptr_t)(t + j) * nout + o] = s[j][0] + b0;                                                        \
+        if (two) y[(uintptr_t)(t + j) * nout + o + 1] = s[j][1] + b1;                                           \
+      }                                                                                                         \
+    }                                                                                                           \
+    for (; t < t1; t++) { /* single tokens (decode, block tails): two accumulators per row */                  \
+      const float* x0 = x + (uintptr_t)t * nin;                                                                 \
+      VF a0 = VF_SPLAT(0), a1 = a0, c0 = a0, c1 = a0;                                                           \
+      for (int k = 0; k < k8; k += 8) {                                                                         \
+        VF p0, p1, q0, q1;                                                                                      \
+        LD8(w0 + k, &p0, &p1);                                                                                  \
+        LD8(w1 + k, &q0, &q1);                                                                                  \
+        VF u = VF_LOAD(x0 + k), v = VF_LOAD(x0 + k + 4);                                                        \
+        FMA(a0, u, p0); FMA(a1, v, p1); FMA(c0, u, q0); FMA(c1, v, q1);                                         \
+      }                                                                                                         \
+      float s0 = hsum(VF_ADD(a0, a1)), s1 = hsum(VF_ADD(c0, c1));                                               \
+      for (int k = k8; k < nin; k++) {                                                                          \
+        s0 += x0[k] * W1(w0 + k);                                                                               \
+        s1 += x0[k] * W1(w1 + k);                                                                               \
+      }                                                                                                         \
+      y[(uintptr_t)t * nout + o] = s0 + b0;                                                                     \
+      if (two) y[(uintptr_t)t * nout + o + 1] = s1 + b1;                                                        \
     }                                                                                                           \
   }
 
-MATMUL(matmul_f32, float, ld8_f32, w1_f32)
-MATMUL(matmul_bf16, uint16_t, ld8_bf16, w1_bf16)
-MATMUL(matmul_f16, uint16_t, ld8_f16, w1_f16)
+#ifdef VZ_LANES
+// A tile of NT tokens [t, t + NT) x WT_R rows [o, o + WT_R): NT x WT_R accumulators of 16 lanes, the widened 32
+// weights of each row shared by the NT tokens, each x vector by the WT_R rows (NT = 4: 16 + 8 + 2 of the 32
+// registers). One token (decode) keeps a second accumulator per row for the upper 16 weights, so that 8 chains of
+// one multiply-add per step hide its latency. Runs of 32 start on a group of 8, so they are whole packed groups; the
+// rest of the row's groups go 8 at a time (LD8, 4 lanes) and its last nin % 8 weights one by one, as in the pairs.
+#define WT_T 4
+#define WT_R 4
+#define MATMUL_WIDE(NAME, WT, LDW, LD8, W1, NT)                                                                   \
+  static inline void NAME(float* y, const float* x, const WT* w, const float* b, int nin, int nout, int o, int t) { \
+    const int k32 = nin & ~31, k8 = nin & ~7;                                                                   \
+    const float* xt = x + (uintptr_t)t * nin;                                                                   \
+    const WT* wo = w + (uintptr_t)o * nin;                                                                      \
+    VZ acc[NT][WT_R], acc2[NT][WT_R];                                                                           \
+    for (int i = 0; i < NT; i++)                                                                                \
+      for (int r = 0; r < WT_R; r++) acc[i][r] = acc2[i][r] = VZ_ZERO;                                          \
+    for (int k = 0; k < k32; k += 32) {                                                                         \
+      VZ lo[WT_R], hi[WT_R];                                                                                    \
+      for (int r = 0; r < WT_R; r++) LDW(wo + (uintptr_t)r * nin + k, &lo[r], &hi[r]);                          \
+      for (int i = 0; i < NT; i++) {                                                                            \
+        const VZ u = VZ_LOAD(xt + (uintptr_t)i * nin + k), v = VZ_LOAD(xt + (uintptr_t)i * nin + k + 16);       \
+        for (int r = 0; r < WT_R; r++) {                                                                        \
+          acc[i][r] = VZ_MAD(acc[i][r], u, lo[r]);                                                              \
+          if (NT == 1) acc2[i][r] = VZ_MAD(acc2[i][r], v, hi[r]);                                               \
+          else acc[i][r] = VZ_MAD(acc[i][r], v, hi[r]);                                                         \
+        }                                                                                                       \
+      }                                                                                                         \
+    }                                                                                                           \
+    for (int i = 0; i < NT; i++) {                                                                              \
+      const float* xi = xt + (uintptr_t)i * nin;                                                                \
+      for (int r = 0; r < WT_R; r++) {                                                                          \
+        const WT* wr = wo + (uintptr_t)r * nin;                                                                 \
+        float s = VZ_HSUM(NT == 1 ? VZ_ADD(acc[i][r], acc2[i][r]) : acc[i][r]);                                  \
+        if (k8 > k32) {                                                                                         \
+          VF a = VF_SPLAT(0);                                                                                   \
+          for (int k = k32; k < k8; k += 8) {                                                                   \
+            VF p0, p1;                                                                                          \
+            LD8(wr + k, &p0, &p1);                                                                              \
+            FMA(a, VF_LOAD(xi + k), p0);                                                                        \
+            FMA(a, VF_LOAD(xi + k + 4), p1);                                                                    \
+          }                                                                                                     \
+          s += hsum(a);                                                                                         \
+        }                                                                                                       \
+        for (int k = k8; k < nin; k++) s += xi[k] * W1(wr + k);                                                 \
+        y[(uintptr_t)(t + i) * nout + o + r] = s + (b ? b[o + r] : 0.0f);                                      \
+      }                                                                                                         \
+    }                                                                                                           \
+  }
+// Rows [o, o + WT_R) of a token block [t0, t1): tiles of WT_T tokens, then one token at a time.
+#define MATMUL_WIDE_ROWS(WIDE, WIDE1)                                                                             \
+  for (; o + WT_R <= nout; o += WT_R) {                                                                         \
+    int t = t0;                                                                                                 \
+    for (; t + WT_T <= t1; t += WT_T) WIDE(y, x, w, b, nin, nout, o, t);                                        \
+    for (; t < t1; t++) WIDE1(y, x, w, b, nin, nout, o, t);                                                     \
+  }
+#else
+#define MATMUL_WIDE(NAME, WT, LDW, LD8, W1, NT)
+#define MATMUL_WIDE_ROWS(WIDE, WIDE1)
+#endif
+
+#define MATMUL(NAME, WT, LDW, LD8, W1)                                                                            \
+  MATMUL_PAIR(NAME##_pair, WT, LD8, W1)                                                                         \
+  MATMUL_WIDE(NAME##_wide, WT, LDW, LD8, W1, WT_T)                                                              \
+  MATMUL_WIDE(NAME##_wide1, WT, LDW, LD8, W1, 1)                                                                \
+  EXPORT void NAME(float* y, const float* x, const WT* w, const float* b, int T, int nin, int nout) {           \
+    for (int t0 = 0; t0 < T; t0 += TB) {                                                                        \
+      const int t1 = t0 + TB < T ? t0 + TB : T;                                                                 \
+      int o = 0;                                                                                                \
+      MATMUL_WIDE_ROWS(NAME##_wide, NAME##_wide1)                                                               \
+      for (; o < nout; o += 2) NAME##_pair(y, x, w, b, nin, nout, o, t0, t1);                                   \
+    }                                                                                                           \
+  }
+
+MATMUL(matmul_f32, float, vz_ld32_f32, ld8_f32, w1_f32)
+MATMUL(matmul_bf16, uint16_t, vz_ld32_bf16, ld8_bf16, w1_bf16)
+MATMUL(matmul_f16, uint16_t, vz_ld32_f16, ld8_f16, w1_f16)
 
 // -------------------------------------------------------------------------------------------------------------
 // llama.cpp's quantized types (ggml-common.h), read in place (unaligned 16-byte loads), 32 weights at a time:

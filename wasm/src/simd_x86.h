@@ -216,4 +216,46 @@ static inline __m512 vz_lanes4(__m512 u0, __m512 u1, __m512 u2, __m512 u3) {
 #define VZ_LANES4(a, b, c, d)   vz_lanes4(a, b, c, d)
 #endif
 
+/* Optional, AVX-512 (BW) only: 16-lane tiles of the model kernels' matmul (wasm/model/kernels.c), on the VZ type
+ * above plus VZ_LANES, VZ_HSUM and the vz_* loads below (the 4-lane macros stay what every other kernel uses). vz_ld32_*(p, lo, hi) give the 32 weights of a run that
+ * starts on a group of 8 as f32 in element order (lo = 0..15, hi = 16..31), so x is read as it is: f32 two loads;
+ * packed bf16 (pack_u16: each group of 8 as 0 4 1 5 2 6 3 7) one word permute that puts element i in the high half
+ * of u32 lane i and element 16 + i in its low half, then a mask (lo) and a shift (hi): 3 uops per 32 (two masked
+ * permutes were 4: clang turns the zero mask into an AND); packed f16 one word permute back to element order, then
+ * two vcvtph2ps. */
+#ifdef __AVX512BW__
+#define VZ_LANES            16
+#define VZ_HSUM(v)          _mm512_reduce_add_ps(v)
+/* word of a packed run holding element e: group e / 8, then 0 2 4 6 1 3 5 7 within it */
+#define VZ_P_(e)            (((e) & ~7) | ((e) & 4 ? (((e) & 3) << 1) | 1 : ((e) & 3) << 1))
+#define VZ_P2_(e)           VZ_P_((e) + 16), VZ_P_(e)
+#define VZ_P8_(e)           VZ_P2_(e), VZ_P2_((e) + 1), VZ_P2_((e) + 2), VZ_P2_((e) + 3)
+static const uint16_t vz_bf16_order_[32] __attribute__((aligned(64))) = {VZ_P8_(0), VZ_P8_(4), VZ_P8_(8), VZ_P8_(12)};
+#define VZ_P8N_(e)          VZ_P_(e), VZ_P_((e) + 1), VZ_P_((e) + 2), VZ_P_((e) + 3), VZ_P_((e) + 4), VZ_P_((e) + 5), \
+                            VZ_P_((e) + 6), VZ_P_((e) + 7)
+static const uint16_t vz_f16_order_[32] __attribute__((aligned(64))) = {VZ_P8N_(0), VZ_P8N_(8), VZ_P8N_(16), VZ_P8N_(24)};
+/* pack_u16 of 32 elements (4 groups of 8) in place: packed word q holds element 8 (q / 8) + (q even ? q % 8 / 2 : 4 + q % 8 / 2) */
+#define VZ_Q_(q)            (((q) & ~7) | ((q) & 1 ? 4 + (((q) & 7) >> 1) : ((q) & 7) >> 1))
+#define VZ_Q8_(q)           VZ_Q_(q), VZ_Q_((q) + 1), VZ_Q_((q) + 2), VZ_Q_((q) + 3), VZ_Q_((q) + 4), VZ_Q_((q) + 5), \
+                            VZ_Q_((q) + 6), VZ_Q_((q) + 7)
+static const uint16_t vz_pack_order_[32] __attribute__((aligned(64))) = {VZ_Q8_(0), VZ_Q8_(8), VZ_Q8_(16), VZ_Q8_(24)};
+static inline void vz_pack32_u16(uint16_t *p) {
+  _mm512_storeu_si512((void *)p, _mm512_permutexvar_epi16(_mm512_load_si512((const void *)vz_pack_order_), _mm512_loadu_si512((const void *)p)));
+}
+static inline void vz_ld32_f32(const float *p, VZ *lo, VZ *hi) {
+  *lo = VZ_LOAD(p);
+  *hi = VZ_LOAD(p + 16);
+}
+static inline void vz_ld32_bf16(const uint16_t *p, VZ *lo, VZ *hi) {
+  const __m512i v = _mm512_permutexvar_epi16(_mm512_load_si512((const void *)vz_bf16_order_), _mm512_loadu_si512((const void *)p));
+  *lo = _mm512_castsi512_ps(_mm512_and_si512(v, _mm512_set1_epi32((int)0xffff0000)));
+  *hi = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+}
+static inline void vz_ld32_f16(const uint16_t *p, VZ *lo, VZ *hi) {
+  const __m512i v = _mm512_permutexvar_epi16(_mm512_load_si512((const void *)vz_f16_order_), _mm512_loadu_si512((const void *)p));
+  *lo = _mm512_cvtph_ps(_mm512_castsi512_si256(v));
+  *hi = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(v, 1));
+}
+#endif
+
 #endif

@@ -1,0 +1,98 @@
+/**
+ * Load speed of the native backend against the disk: LlamaModel.load (backend and kernels "native": every matrix
+ * pread straight into the library's memory, 16-bit rows packed as they land, native/src/file.c) timed against
+ * `cat FILES > /dev/null` of the same checkpoint files, in alternation, `--rounds` times; both read from the page
+ * cache once the first cat has warmed it (the machine's RAM must hold the files: a 1-2 GB model). Prints GB/s of
+ * each (checkpoint bytes ÷ seconds), the ratio load ÷ cat (target ≥ 0.7), the part of the load between its first and
+ * last progress call (the weights; the rest is config, tokenizer and engine), and the first write to as many bytes of
+ * fresh memory, one byte per page: a load copies into fresh pages, cat into one small buffer, so where the host makes
+ * page faults dear (a VM whose host backs guest memory lazily) that figure, not the copy, bounds the load. The model
+ * is written by `duo make-model`'s code when `--model` is not given (random weights, in a temporary directory deleted
+ * afterwards).
+ *
+ *   node --import tsx bench/model-load.ts [--model DIR] [--shape llama-3-1b] [--dtype bf16] [--rounds 3] [--threads N]
+ *   bun bench/model-load.ts ...          deno run -A bench/model-load.ts ...
+ */
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, readdirSync, rmSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { LlamaModel } from "../src/model/llama.ts";
+import { RANDOM_WEIGHTS_NOTE, type WriteDtype, writeRandomModel } from "../src/model/write.ts";
+import { runtime } from "../src/runtime.ts";
+
+const args = (globalThis as { process?: { argv: string[] }; Deno?: { args: string[] } });
+const argv = args.Deno?.args ?? args.process?.argv.slice(2) ?? [];
+const opt = (name: string, dflt: string) => {
+  const i = argv.indexOf(`--${name}`);
+  return i >= 0 && argv[i + 1] ? argv[i + 1]! : dflt;
+};
+const rounds = Number(opt("rounds", "3"));
+const threads = argv.includes("--threads") ? Number(opt("threads", "2")) : undefined;
+
+let dir = opt("model", "");
+let tmp: string | undefined;
+if (!dir) {
+  tmp = mkdtempSync(join(tmpdir(), "duo-load-bench-"));
+  const shape = opt("shape", "llama-3-1b"), dtype = opt("dtype", "bf16") as WriteDtype;
+  console.log(`writing a ${shape} ${dtype} model to ${tmp} (${RANDOM_WEIGHTS_NOTE})`);
+  await writeRandomModel(tmp, { shape, dtype, format: "safetensors" });
+  dir = tmp;
+}
+
+try {
+  const files = readdirSync(dir).filter((f) => f.endsWith(".safetensors")).map((f) => join(dir, f));
+  const bytes = files.reduce((s, f) => s + statSync(f).size, 0);
+  const gb = bytes / 1e9;
+  const rt = runtime();
+  console.log(`${rt.name} ${rt.version}: ${files.length} file(s), ${gb.toFixed(2)} GB; load = LlamaModel.load(backend native${threads ? `, ${threads} threads` : ""}), cat = cat FILES > /dev/null`);
+
+  const cat = () => {
+    const t0 = performance.now();
+    const r = spawnSync("sh", ["-c", `cat ${files.map((f) => `'${f}'`).join(" ")} > /dev/null`]);
+    if (r.status !== 0) throw new Error(`cat failed: ${r.stderr}`);
+    return (performance.now() - t0) / 1000;
+  };
+  // The load's seconds, and the part of them between its first and last progress call (the weights, less the first
+  // piece): what the rest (config, tokenizer, engine) costs shows as the difference.
+  let weightsS = 0;
+  const load = async () => {
+    let first = 0, last = 0;
+    const t0 = performance.now();
+    const m = await LlamaModel.load(dir, {
+      backend: "native", kernels: "native", threads, maxContext: 1024,
+      onProgress: () => (last = performance.now(), first ||= last),
+    });
+    const s = (performance.now() - t0) / 1000;
+    weightsS = (last - first) / 1000;
+    await m.dispose();
+    return s;
+  };
+
+  // The first write to fresh memory, one byte per 4 KiB page of as many bytes as the checkpoint: what the page
+  // faults alone cost (a load copies into fresh memory; cat reuses one small buffer). In a VM whose host backs guest
+  // memory lazily this, not the copy, bounds the load.
+  const firstTouch = () => {
+    const t0 = performance.now();
+    for (let left = bytes; left > 0; left -= 2 ** 30) {
+      const b = new Uint8Array(Math.min(left, 2 ** 30));
+      for (let i = 0; i < b.length; i += 4096) b[i] = 1;
+    }
+    return (performance.now() - t0) / 1000;
+  };
+
+  cat(); // warm the page cache
+  let bestCat = Infinity, bestLoad = Infinity, bestTouch = Infinity;
+  for (let r = 0; r < rounds; r++) {
+    const c = cat(), l = await load(), f = firstTouch();
+    bestCat = Math.min(bestCat, c);
+    bestLoad = Math.min(bestLoad, l);
+    bestTouch = Math.min(bestTouch, f);
+    console.log(`round ${r + 1}: cat ${(gb / c).toFixed(2)} GB/s (${c.toFixed(2)} s), load ${(gb / l).toFixed(2)} GB/s (${l.toFixed(2)} s; weights ${weightsS.toFixed(2)} s of it), ` +
+      `first touch of fresh memory ${(gb / f).toFixed(2)} GB/s (${f.toFixed(2)} s); load/cat ${(c / l).toFixed(2)}`);
+  }
+  console.log(`best of ${rounds}: cat ${(gb / bestCat).toFixed(2)} GB/s, load ${(gb / bestLoad).toFixed(2)} GB/s, first touch ${(gb / bestTouch).toFixed(2)} GB/s; ` +
+    `load/cat ${(bestCat / bestLoad).toFixed(2)} (target ≥ 0.7), load/first touch ${(bestTouch / bestLoad).toFixed(2)}`);
+} finally {
+  if (tmp) rmSync(tmp, { recursive: true, force: true });
+}
