@@ -280,7 +280,7 @@ export class LlamaModel {
     const { cos, sin } = ropeTables(this.invFreq, pos0, T); // [T, D/2]
     const heads = { Hq, Hkv, D };
     for (let l = 0; l < this.weights.layers.length; l++) {
-      await decoderLayer(k, this.weights.layers[l]!, ws, s, T, eps, heads, cos, sin, (q, kk, v) => seq.attend(l, q, kk, v));
+      await decoderLayer(k, this.weights.layers[l]!, ws, s, T, eps, heads, cos, sin, seq, l);
     }
     return T;
   }
