@@ -78,11 +78,15 @@ export class Generation implements AsyncIterable<GeneratedToken> {
     const text = new TextStream(this.session.model.tokenizer);
     const s = this.stats;
     s.promptTokens = ids.length;
+    // Greedy on a kernel set with argmax (cuda): the next token is chosen where the logits are, and only its id
+    // crosses back; otherwise the logits come to the sampler.
+    const onKernels = this.sampler.greedy && this.session.model.greedyOnKernels;
+    const next = async (feed: Int32Array | readonly number[]) =>
+      onKernels ? await this.session.forwardGreedy(feed) : this.sampler.sample(await this.session.forward(feed));
     let t0 = now();
-    let logits = await this.session.forward(ids);
+    let id = await next(ids);
     s.prefillMs = now() - t0;
     for (;;) {
-      const id = this.sampler.sample(logits);
       this.session.accept(id);
       if (this.stop.has(id)) {
         s.stopReason = "stop";
@@ -96,7 +100,7 @@ export class Generation implements AsyncIterable<GeneratedToken> {
         break;
       }
       t0 = now();
-      logits = await this.session.forward([]);
+      id = await next([]);
       s.decodeMs += now() - t0;
       s.decodeSteps++;
     }

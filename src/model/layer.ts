@@ -75,9 +75,14 @@ function device(a: Activations) {
 
 /** The logits [vocab] of row `row` of the residual s.x: lm_head(rmsnorm(x[row])·norm), downloaded into `out`. */
 export function logitsOf(kn: ModelKernels, ws: Workspace, s: PassActivations, row: number, norm: Vector, lmHead: Matrix, eps: number, out: Float32Array): Float32Array {
+  kn.download(logitsOn(kn, ws, s, row, norm, lmHead, eps), out);
+  return out;
+}
+
+/** The same logits, left in the kernel set (ws.logits [vocab]): for its argmax. */
+export function logitsOn(kn: ModelKernels, ws: Workspace, s: PassActivations, row: number, norm: Vector, lmHead: Matrix, eps: number): Activations {
   const H = ws.dims.hiddenSize;
   kn.rmsnorm(ws.last, kn.view(s.x, row * H, H), norm, 1, eps);
   kn.matmul(ws.logits, ws.last, lmHead, 1);
-  kn.download(ws.logits, out);
-  return out;
+  return ws.logits;
 }
