@@ -134,7 +134,7 @@ test(`cuda (${label}): bad device tensors are refused (unknown handle, past the 
   }
 });
 
-test(`cuda (${label}): the library checks device tensor handles and offsets itself (64-bit offsets), before any copy`, { skip }, async () => {
+test(`cuda (${label}): the library checks device tensor handles and offsets itself (64-bit offsets), and writes device out / lse as host ones`, { skip }, async () => {
   const backend = (await createCudaBackend({ cudaLibrary: library })) as CudaBackend; // initialises the library
   const { lib } = await loadLibrary(library);
   const kn = await backend.modelKernels();
@@ -172,6 +172,36 @@ test(`cuda (${label}): the library checks device tensor handles and offsets itse
     a[APPEND.SRC_OFF_LO] = Hq * D - D;
     assert.equal(lib.duo_append(a, null, Int32Array.of(0), Int32Array.of(0)), STATUS.OK);
     assert.equal(lib.duo_append(a, new Float32Array(D), Int32Array.of(0), Int32Array.of(0)), STATUS.ERR_ARGUMENT); // both
+
+    // device out and lse give what host out and lse get (the covered query heads only); and with no visible key
+    // (an empty segment), zeros and lse = -inf in the covered rows, the others untouched
+    const full = kn.activations(2 * Hq * D + 2 * Hq), before = randomArray(2 * Hq * D + 2 * Hq, 9);
+    const [o2, l2] = [kn.view(full, 0, 2 * Hq * D), kn.view(full, 2 * Hq * D, 2 * Hq)];
+    kn.upload(qa, randomArray(Hq * D, 10, 2));
+    const withLse = (T2: number, rows: number, out: Float32Array | null, lse: Float32Array | null, dev: boolean) => {
+      const p2 = Int32Array.from(p);
+      p2[ATTEND.TOKENS] = T2;
+      p2[ATTEND.NUM_HEADS] = 2 * Hq; // two KV heads' worth of query heads; the call covers KV head 1 only
+      p2[ATTEND.Q_BUF] = 0;
+      const s2 = Int32Array.from(seg);
+      s2[SEG.ROW_COUNT] = rows;
+      if (dev) {
+        [p2[ATTEND.OUT_BUF], p2[ATTEND.OUT_OFF_LO], p2[ATTEND.LSE_BUF], p2[ATTEND.LSE_OFF_LO]] = [o2.handle, o2.offset, l2.handle, l2.offset];
+      }
+      return lib.duo_attend(p2, randomArray(T2 * 2 * Hq * D, 11, 2), Int32Array.of(1), Int32Array.of(0), s2, null, out, lse);
+    };
+    for (const rows of [1, 0]) {
+      kn.upload(full, before);
+      const [oh, lh] = [before.slice(0, 2 * Hq * D), before.slice(2 * Hq * D)];
+      assert.equal(withLse(1, rows, oh, lh, false), STATUS.OK);
+      assert.equal(withLse(1, rows, null, null, true), STATUS.OK);
+      const got = new Float32Array(2 * Hq * D + 2 * Hq);
+      kn.download(full, got);
+      assert.deepEqual(got.subarray(0, 2 * Hq * D), oh, `${rows} rows: out`);
+      assert.deepEqual(got.subarray(2 * Hq * D), lh, `${rows} rows: lse`);
+      assert.deepEqual(got.subarray(0, Hq * D), before.subarray(0, Hq * D), "query heads 0..1 are not covered: untouched");
+      if (rows === 0) assert.deepEqual([...lh.subarray(Hq)], [-Infinity, -Infinity]);
+    }
     backend.free(0, kv);
   } finally {
     kn.dispose();
