@@ -140,7 +140,8 @@ DUO_API int32_t duo_write(uint32_t handle, uint64_t offset, uint64_t bytes, cons
  * its sign and payload unspecified: f16 / bf16 get the GPU's canonical NaN 0x7FFF), or quantizing each head's values
  * into its record (DUO_INT8, DUO_INT4: the values must be finite, and within +-65504 for int4; records of other
  * values are unspecified).
- *   src   [T, src_heads, head_dim] f32
+ *   src   [T, src_heads, head_dim] f32, or NULL with a device tensor (params DUO_APPEND_SRC_BUF, gathered on the
+ *         device; tokens x src_heads < 2^31)
  *   heads [row_heads]: destination head j takes src head heads[j]
  *   rows  [T]: token t goes to row rows[t], or nowhere when rows[t] == -1; when two tokens name one row the later wins
  */
@@ -148,13 +149,14 @@ DUO_API int32_t duo_append(const int32_t* params, const float* src, const int32_
 
 /*
  * Attention of the query heads of some KV heads over the union of the segments' rows.
- *   q         [T, Hq, D] f32
+ *   q         [T, Hq, D] f32, or NULL with a device tensor (params DUO_ATTEND_Q_BUF)
  *   q_heads   [kv_heads]: KV head j serves query heads q_heads[j]*G .. q_heads[j]*G + G-1
  *   kv_slots  [kv_heads]: the head slot of KV head j within every segment's rows
  *   segments  [n_segments][DUO_SEG_FIELDS]
  *   positions [n_positions]: explicit row positions referenced by DUO_SEG_POS_INDEX (may be NULL when unused)
- *   out       [T, Hq, D] f32: only the rows of the covered query heads are written
- *   lse       [T, Hq] f32 natural log-sum-exp of the scaled scores, or NULL
+ *   out       [T, Hq, D] f32: only the rows of the covered query heads are written; or NULL with a device tensor
+ *             (params DUO_ATTEND_OUT_BUF): then written in stream order, and the call does not wait for the kernels
+ *   lse       [T, Hq] f32 natural log-sum-exp of the scaled scores, or NULL (a device tensor with a device out)
  * Query token t (position qpos0 + t) sees a key at position p iff p <= qpos0 + t and, with a window,
  * (p < sink || p >= qpos0 + t - recent). Scale 1/sqrt(D); a row with no visible key gets zeros and lse = -inf.
  */
