@@ -121,6 +121,11 @@ test(`cuda (${label}): bad device tensors are refused (unknown handle, past the 
       assert.equal(seq.length(0), 1, `${what}: the cache is unchanged`);
     }
     await assert.rejects(seq.attendInto(0, q, k, v, kn.view(out, 0, H * D - 1)), /out has 255 elements/);
+    // the backend's own check of an op: a device out and lse must not overlap
+    const ol = kn.activations(H * D + H);
+    const op = { kind: "attend" as const, q, T: 1, numHeads: H, headDim: D, group: 2, qHeads: Int32Array.of(0), kvSlots: Int32Array.of(0), segments: [], qPos0: 0, window: null, out: kn.view(ol, 0, H * D), lse: kn.view(ol, H * D - 1, H) };
+    await assert.rejects(backend.run(0, [op]), /out \(elements \[0, 256\) of buffer \d+\) and lse \(elements \[255, 259\)\) overlap/);
+    await backend.run(0, [{ ...op, lse: kn.view(ol, H * D, H) }]);
     const released = kn.activations(Hkv * D);
     kn.release(released);
     await assert.rejects(seq.attendInto(0, q, released, v, out), /device tensor buffer \d+ is neither/);
@@ -165,6 +170,15 @@ test(`cuda (${label}): the library checks device tensor handles and offsets itse
     assert.equal(call(qa.handle, 0, 1, outa.handle), STATUS.ERR_CAPACITY); // offset 2^32: the high word counts
     assert.match(lib.duo_last_error(), /elements \[4294967296, 4294967424\) are past the end/);
     assert.equal(call(qa.handle, 0, 0, 0), STATUS.ERR_ARGUMENT); // out: neither a host array nor a device tensor
+    [p[ATTEND.LSE_BUF], p[ATTEND.LSE_OFF_LO]] = [outa.handle, Hq * D - 1]; // lse's first element is out's last
+    assert.equal(call(qa.handle, 0, 0, outa.handle), STATUS.ERR_CAPACITY); // and past the end
+    const both = kn.activations(Hq * D + Hq);
+    [p[ATTEND.LSE_BUF], p[ATTEND.LSE_OFF_LO]] = [both.handle, Hq * D - 1];
+    assert.equal(call(qa.handle, 0, 0, both.handle), STATUS.ERR_ARGUMENT);
+    assert.match(lib.duo_last_error(), /out and lse overlap/);
+    p[ATTEND.LSE_OFF_LO] = Hq * D;
+    assert.equal(call(qa.handle, 0, 0, both.handle), STATUS.OK);
+    p[ATTEND.LSE_BUF] = 0;
     const a = new Int32Array(APPEND.PARAMS);
     Object.entries({ DST: kv, DTYPE: DTYPE.f32, ROW_HEADS: 1, HEAD_DIM: D, TOKENS: 1, SRC_HEADS: 1, SRC_BUF: qa.handle, SRC_OFF_LO: Hq * D - D + 1 })
       .forEach(([f, x]) => (a[APPEND[f as keyof typeof APPEND]] = x));
@@ -182,7 +196,7 @@ test(`cuda (${label}): the library checks device tensor handles and offsets itse
       const p2 = Int32Array.from(p);
       p2[ATTEND.TOKENS] = T2;
       p2[ATTEND.NUM_HEADS] = 2 * Hq; // two KV heads' worth of query heads; the call covers KV head 1 only
-      p2[ATTEND.Q_BUF] = 0;
+      [p2[ATTEND.Q_BUF], p2[ATTEND.OUT_BUF], p2[ATTEND.LSE_BUF]] = [0, 0, 0];
       const s2 = Int32Array.from(seg);
       s2[SEG.ROW_COUNT] = rows;
       if (dev) {

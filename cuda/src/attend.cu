@@ -217,6 +217,11 @@ int32_t attend(const int32_t* P, const float* q, const int32_t* q_heads, const i
   if (lse_buf) {
     DUO_TRY(device_f32(FN, "lse", lse_buf, param_offset(P, DUO_ATTEND_LSE_OFF_LO), static_cast<uint64_t>(T) * Hq,
                        &dev_lse));
+    const uint64_t lse_elems = static_cast<uint64_t>(T) * Hq;
+    const uintptr_t o = reinterpret_cast<uintptr_t>(dev_out), l = reinterpret_cast<uintptr_t>(dev_lse);
+    if (l < o + 4 * qo_elems && o < l + 4 * lse_elems) {
+      return fail(DUO_ERR_ARGUMENT, "%s: the device tensors out and lse overlap; they must be disjoint", FN);
+    }
   }
   Plan plan;
   DUO_TRY(plan_segments(seg, nseg, positions, D, qpos0, qpos0 + T - 1, window ? sink : -1, window ? recent : -1, plan));

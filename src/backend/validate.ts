@@ -116,6 +116,11 @@ function checkDeviceTensor(name: string, a: DeviceTensor, want: number, how: str
   }
 }
 
+/** Do two device tensors share elements? */
+function overlap(a: DeviceTensor, b: DeviceTensor): boolean {
+  return a.handle === b.handle && a.length > 0 && b.length > 0 && a.offset < b.offset + b.length && b.offset < a.offset + a.length;
+}
+
 function checkAppend(op: AppendOp<OpTensor>, at: string, caps: BackendCapabilities, sizeOf: BufferSize, device: DeviceCheck): void {
   checkDtype(op.dtype, caps, at);
   checkHeadDim(op.headDim, caps, at);
@@ -148,6 +153,9 @@ function checkAttend(op: AttendOp<OpTensor>, at: string, caps: BackendCapabiliti
   if (op.lse !== undefined) {
     tensor("lse", op.lse, T * Hq, `T × numHeads = ${T} × ${Hq}`, at, device);
     if (isDeviceTensor(op.lse) !== isDeviceTensor(op.out)) throw new DuoError("INVALID_ARGUMENT", `${at}: out and lse must both be host arrays or both device tensors`);
+    if (isDeviceTensor(op.out) && isDeviceTensor(op.lse) && overlap(op.out, op.lse)) {
+      throw new DuoError("INVALID_ARGUMENT", `${at}: out (elements [${op.out.offset}, ${op.out.offset + op.out.length}) of buffer ${op.out.handle}) and lse (elements [${op.lse.offset}, ${op.lse.offset + op.lse.length})) overlap; they must be disjoint`);
+    }
   }
   length("kvSlots", op.kvSlots, op.qHeads?.length, "qHeads.length", at);
   for (const h of op.qHeads) {
