@@ -141,6 +141,7 @@ int32_t no_keys_on_device(const int32_t* q_heads, int32_t nkv, int32_t T, int32_
   DUO_CUDA(launch_move_rows(nullptr, nullptr, out, idx, static_cast<int64_t>(nkv) * T, static_cast<int64_t>(G) * D, 0.f,
                             c.stream));
   if (lse) DUO_CUDA(launch_move_rows(nullptr, nullptr, lse, idx, static_cast<int64_t>(nkv) * T, G, -INFINITY, c.stream));
+  c.timing_valid = false;  // no attention kernel ran (as on the host path)
   return DUO_OK;
 }
 

@@ -6,6 +6,7 @@
  * attention output in place (Sequence.attendInto on device tensors); elsewhere q, k, v go down to the engine as host
  * arrays, and its output comes back up.
  */
+import type { DeviceTensor } from "../backend/types.ts";
 import { isDeviceTensor } from "../backend/validate.ts";
 import type { Sequence } from "../engine/sequence.ts";
 import { DuoError } from "../errors.ts";
@@ -68,7 +69,7 @@ export async function decoderLayer(kn: ModelKernels, L: LayerWeights, ws: Worksp
 }
 
 /** Activations of a set that attendsIn the backend: device tensors (CudaActivations), as that promise says. */
-function device(a: Activations) {
+function device(a: Activations): DeviceTensor {
   if (!isDeviceTensor(a)) throw new DuoError("INVALID_ARGUMENT", `the model kernels' activations are not device tensors, though the kernel set says it attends in the engine's backend`);
   return a;
 }
