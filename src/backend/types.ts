@@ -9,7 +9,8 @@
  *
  * Ops
  *  - `run(shard, ops)` executes a list of ops on one shard, in order, and resolves when all are done; host arrays
- *    named `out` are filled before it resolves. Different shards may run concurrently (Promise.all).
+ *    named `out` are filled before it resolves (a DeviceTensor `out`: in the backend's stream order). Different
+ *    shards may run concurrently (Promise.all).
  *  - Ops are plain objects that can be posted to a worker or flattened for FFI as they are.
  *  - Every backend checks a run's ops with validate.ts `checkOps` (against its `capabilities` and its buffers' sizes)
  *    before any kernel runs, so every backend refuses the same ops with the same DuoError and a refused run changes
