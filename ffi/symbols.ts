@@ -75,7 +75,7 @@ export const SYMBOLS = {
   duo_append: {
     args: [
       "buffer", // const int32_t* params [APPEND.PARAMS]
-      "buffer", // const float* src [T, src_heads, head_dim]
+      "buffer", // const float* src [T, src_heads, head_dim] (NULL with a device tensor src)
       "buffer", // const int32_t* heads [row_heads]
       "buffer", // const int32_t* rows [T]
     ],
@@ -84,12 +84,12 @@ export const SYMBOLS = {
   duo_attend: {
     args: [
       "buffer", // const int32_t* params [ATTEND.PARAMS]
-      "buffer", // const float* q [T, Hq, D]
+      "buffer", // const float* q [T, Hq, D] (NULL with a device tensor q)
       "buffer", // const int32_t* q_heads [kv_heads]
       "buffer", // const int32_t* kv_slots [kv_heads]
       "buffer", // const int32_t* segments [n_segments][SEG.FIELDS]
       "buffer", // const int32_t* positions [n_positions] (or NULL)
-      "buffer", // float* out [T, Hq, D]
+      "buffer", // float* out [T, Hq, D] (NULL with a device tensor out)
       "buffer", // float* lse [T, Hq] (or NULL)
     ],
     result: "i32",
@@ -213,7 +213,7 @@ export interface Binding {
 
 // ---- constants of duo.h ----
 
-export const DUO_API_VERSION = 2;
+export const DUO_API_VERSION = 3;
 
 export const STATUS = {
   OK: 0,
@@ -231,7 +231,8 @@ export const DTYPE = { f32: 0, f16: 1, bf16: 2, int8: 3, int4: 4 } as const;
 /** enum duo_weight_dtype: the weight element types of the model kernels */
 export const WEIGHT = { F32: 0, F16: 1, BF16: 2, Q8_0: 3, Q4_0: 4, Q4_K: 5, Q6_K: 6 } as const;
 
-export const APPEND = { DST: 0, DTYPE: 1, ROW_HEADS: 2, HEAD_DIM: 3, TOKENS: 4, SRC_HEADS: 5, PARAMS: 6 } as const;
+/** SRC_BUF / *_BUF: a device tensor's buffer (0: the host array argument), its element offset in two words (LO, HI) */
+export const APPEND = { DST: 0, DTYPE: 1, ROW_HEADS: 2, HEAD_DIM: 3, TOKENS: 4, SRC_HEADS: 5, SRC_BUF: 6, SRC_OFF_LO: 7, SRC_OFF_HI: 8, PARAMS: 9 } as const;
 
 export const ATTEND = {
   TOKENS: 0,
@@ -245,7 +246,16 @@ export const ATTEND = {
   SINK: 8,
   RECENT: 9,
   SPLITS: 10,
-  PARAMS: 11,
+  Q_BUF: 11,
+  Q_OFF_LO: 12,
+  Q_OFF_HI: 13,
+  OUT_BUF: 14,
+  OUT_OFF_LO: 15,
+  OUT_OFF_HI: 16,
+  LSE_BUF: 17,
+  LSE_OFF_LO: 18,
+  LSE_OFF_HI: 19,
+  PARAMS: 20,
 } as const;
 
 export const SEG = {

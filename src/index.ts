@@ -7,7 +7,7 @@ export { type ModelShape } from "./shape.ts";
 export { HeadSchedule } from "./schedule/schedule.ts";
 export { runtime, type RuntimeInfo } from "./runtime.ts";
 export { createBackend, probeAll, probeBackend, type BackendChoice, type BackendOptions } from "./backend/registry.ts";
-export type { Backend, BackendCapabilities, BackendName, BackendProbe } from "./backend/types.ts";
+export type { Backend, BackendCapabilities, BackendName, BackendProbe, DeviceTensor, OpTensor } from "./backend/types.ts";
 export { DuoAttention } from "./engine/duo.ts";
 export { Sequence } from "./engine/sequence.ts";
 export type { DuoAttentionOptions } from "./engine/options.ts";

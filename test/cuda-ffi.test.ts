@@ -119,7 +119,7 @@ test("duo_append checks params, heads and rows before touching the device", { sk
   assert.equal(l.duo_append(p, src, new Int32Array([1, 2]), new Int32Array([0, -2])), STATUS.ERR_ARGUMENT);
   assert.match(l.duo_last_error(), /rows\[1\] must be a row >= 0 or -1 \(skip\), got -2/);
   assert.equal(l.duo_append(p, null, new Int32Array([1, 2]), new Int32Array([0, 1])), STATUS.ERR_ARGUMENT);
-  assert.match(l.duo_last_error(), /src, heads and rows must not be NULL/);
+  assert.match(l.duo_last_error(), /src must be a host array with params\[DUO_APPEND_SRC_BUF\] = 0, or NULL with a device tensor there; got NULL with buffer 0/);
 });
 
 test("duo_attend checks params, q_heads, kv_slots, the segment table and positions before touching the device", { skip: notBuilt }, () => {

@@ -105,7 +105,7 @@ test("a backend run that fails late (after its buffers were reserved) leaves the
         failNext = false;
         throw new DuoError("CAPACITY", "worker could not grow its memory");
       }
-      return await inner.run(shard, ops);
+      return await (inner as Backend).run(shard, ops);
     },
   });
   const duo = await make({ backend: flaky, pageSize: 2 });

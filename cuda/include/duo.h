@@ -12,6 +12,15 @@
  *    a quantized buffer (DUO_INT8, DUO_INT4) holds one record of b = head_dim + 4 (int8) or head_dim / 2 + 4 (int4)
  *    bytes per row and head instead, record (r, j) at byte (r * row_heads + j) * b (enum duo_dtype below).
  *  - One process drives one device (duo_init); calls are serialised by a lock.
+ *  - Device tensors (API 3): duo_append's src and duo_attend's q, out and lse may instead be f32 elements of a buffer
+ *    (a handle and a uint64_t element offset in the params, the host argument NULL), e.g. the model kernels'
+ *    activations: the call then copies nothing between host and device for them (gathers and scatters run on the
+ *    device), and with a device out it returns without waiting for the kernels (stream order, as the model kernels).
+ *    Checked like every tensor: a live handle, elements inside the buffer (DUO_ERR_CAPACITY otherwise). The values
+ *    are not read on the host: the int4 / int8 finiteness rule of duo_append is the caller's to keep (records of
+ *    other values are unspecified, as for host src). A decode step captured as a CUDA graph is not provided: the
+ *    calls stage host arrays (segment table, positions, ids, RoPE tables) through pinned memory per call and look
+ *    handles up on the host; a graph needs those tables device-resident and updated by kernels (cuda/emu/README.md).
  */
 #ifndef DUO_H
 #define DUO_H
@@ -25,8 +34,8 @@ extern "C" {
 #define DUO_API __attribute__((visibility("default")))
 
 /* Bumped on any change of a prototype, enum value or semantics below (2: the model kernels and duo_upload; the
- * int8 / int4 dtypes). */
-enum { DUO_API_VERSION = 2 };
+ * int8 / int4 dtypes; 3: device tensors for duo_append's src and duo_attend's q / out / lse). */
+enum { DUO_API_VERSION = 3 };
 
 enum duo_status {
   DUO_OK = 0,
@@ -56,7 +65,10 @@ enum duo_append_param {
   DUO_APPEND_HEAD_DIM = 3,  /* elements per head */
   DUO_APPEND_TOKENS = 4,    /* T: tokens in src */
   DUO_APPEND_SRC_HEADS = 5, /* heads per src token */
-  DUO_APPEND_PARAMS = 6
+  DUO_APPEND_SRC_BUF = 6,    /* 0: src is the host array; else src is NULL and this buffer holds it (a device tensor) */
+  DUO_APPEND_SRC_OFF_LO = 7, /* the device tensor's uint64_t element offset: low 32 bits */
+  DUO_APPEND_SRC_OFF_HI = 8, /*   and high 32 bits */
+  DUO_APPEND_PARAMS = 9
 };
 
 /* duo_attend scalar parameters: int32_t params[DUO_ATTEND_PARAMS]. */
@@ -72,7 +84,16 @@ enum duo_attend_param {
   DUO_ATTEND_SINK = 8,      /* window: keys at positions < sink stay visible; -1 = no window (causal only) */
   DUO_ATTEND_RECENT = 9,    /* window: keys at positions >= t - recent stay visible; -1 = no window */
   DUO_ATTEND_SPLITS = 10,   /* split-KV: 0 = automatic, 1 = off, n = at most n key chunks per KV head */
-  DUO_ATTEND_PARAMS = 11
+  DUO_ATTEND_Q_BUF = 11,    /* device tensors (0: the host array argument; else that argument is NULL), each with */
+  DUO_ATTEND_Q_OFF_LO = 12, /*   a uint64_t element offset in two words (low, high) */
+  DUO_ATTEND_Q_OFF_HI = 13,
+  DUO_ATTEND_OUT_BUF = 14,  /* out and lse are both host arrays or both device tensors (lse may be absent: 0 / NULL) */
+  DUO_ATTEND_OUT_OFF_LO = 15,
+  DUO_ATTEND_OUT_OFF_HI = 16,
+  DUO_ATTEND_LSE_BUF = 17,
+  DUO_ATTEND_LSE_OFF_LO = 18,
+  DUO_ATTEND_LSE_OFF_HI = 19,
+  DUO_ATTEND_PARAMS = 20
 };
 
 /* One row of the segment table: int32_t segments[n][DUO_SEG_FIELDS]. A segment is rows
@@ -119,7 +140,8 @@ DUO_API int32_t duo_write(uint32_t handle, uint64_t offset, uint64_t bytes, cons
  * its sign and payload unspecified: f16 / bf16 get the GPU's canonical NaN 0x7FFF), or quantizing each head's values
  * into its record (DUO_INT8, DUO_INT4: the values must be finite, and within +-65504 for int4; records of other
  * values are unspecified).
- *   src   [T, src_heads, head_dim] f32
+ *   src   [T, src_heads, head_dim] f32, or NULL with a device tensor (params DUO_APPEND_SRC_BUF, gathered on the
+ *         device; tokens x src_heads < 2^31)
  *   heads [row_heads]: destination head j takes src head heads[j]
  *   rows  [T]: token t goes to row rows[t], or nowhere when rows[t] == -1; when two tokens name one row the later wins
  */
@@ -127,13 +149,14 @@ DUO_API int32_t duo_append(const int32_t* params, const float* src, const int32_
 
 /*
  * Attention of the query heads of some KV heads over the union of the segments' rows.
- *   q         [T, Hq, D] f32
+ *   q         [T, Hq, D] f32, or NULL with a device tensor (params DUO_ATTEND_Q_BUF)
  *   q_heads   [kv_heads]: KV head j serves query heads q_heads[j]*G .. q_heads[j]*G + G-1
  *   kv_slots  [kv_heads]: the head slot of KV head j within every segment's rows
  *   segments  [n_segments][DUO_SEG_FIELDS]
  *   positions [n_positions]: explicit row positions referenced by DUO_SEG_POS_INDEX (may be NULL when unused)
- *   out       [T, Hq, D] f32: only the rows of the covered query heads are written
- *   lse       [T, Hq] f32 natural log-sum-exp of the scaled scores, or NULL
+ *   out       [T, Hq, D] f32: only the rows of the covered query heads are written; or NULL with a device tensor
+ *             (params DUO_ATTEND_OUT_BUF): then written in stream order, and the call does not wait for the kernels
+ *   lse       [T, Hq] f32 natural log-sum-exp of the scaled scores, or NULL (a device tensor with a device out)
  * Query token t (position qpos0 + t) sees a key at position p iff p <= qpos0 + t and, with a window,
  * (p < sink || p >= qpos0 + t - recent). Scale 1/sqrt(D); a row with no visible key gets zeros and lse = -inf.
  */

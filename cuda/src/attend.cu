@@ -117,6 +117,34 @@ int32_t plan_segments(const int32_t* seg, int32_t nseg, const int32_t* positions
   return DUO_OK;
 }
 
+// idx[j * T + t] = t * groups + q_heads[j]: for packed row j * T + t of the kernels (G query heads of KV head j at
+// token t), its row in a [T, groups = Hq / G] view of q / out (rows of G * D floats) or lse (rows of G floats).
+void group_rows(int32_t* idx, const int32_t* q_heads, int32_t nkv, int32_t T, int32_t groups) {
+  for (int j = 0; j < nkv; ++j) {
+    for (int t = 0; t < T; ++t) idx[static_cast<size_t>(j) * T + t] = t * groups + q_heads[j];
+  }
+}
+
+// A device out (and lse) of a call that sees no key: zeros and lse = -inf in the covered rows, on the device.
+int32_t no_keys_on_device(const int32_t* q_heads, int32_t nkv, int32_t T, int32_t G, int32_t Hq, int32_t D, float* out,
+                          float* lse) {
+  Context& c = ctx();
+  const size_t bytes = align256(static_cast<size_t>(nkv) * T * sizeof(int32_t));
+  char* up = nullptr;
+  char* dev = nullptr;
+  DUO_TRY(reserve_pinned_up(bytes, reinterpret_cast<void**>(&up)));
+  DUO_TRY(reserve_scratch(bytes, reinterpret_cast<void**>(&dev)));
+  group_rows(reinterpret_cast<int32_t*>(up), q_heads, nkv, T, Hq / G);
+  DUO_CUDA(cudaMemcpyAsync(dev, up, bytes, cudaMemcpyHostToDevice, c.stream));
+  DUO_CUDA(cudaEventRecord(c.upload_done, c.stream));
+  const int32_t* idx = reinterpret_cast<const int32_t*>(dev);
+  DUO_CUDA(launch_move_rows(nullptr, nullptr, out, idx, static_cast<int64_t>(nkv) * T, static_cast<int64_t>(G) * D, 0.f,
+                            c.stream));
+  if (lse) DUO_CUDA(launch_move_rows(nullptr, nullptr, lse, idx, static_cast<int64_t>(nkv) * T, G, -INFINITY, c.stream));
+  c.timing_valid = false;  // no attention kernel ran (as on the host path)
+  return DUO_OK;
+}
+
 int32_t attend(const int32_t* P, const float* q, const int32_t* q_heads, const int32_t* kv_slots,
                const int32_t* seg, const int32_t* positions, float* out, float* lse) {
   if (!P) return fail(DUO_ERR_ARGUMENT, "%s: params is NULL (expected int32_t[%d])", FN, DUO_ATTEND_PARAMS);
@@ -124,6 +152,8 @@ int32_t attend(const int32_t* P, const float* q, const int32_t* q_heads, const i
                 G = P[DUO_ATTEND_GROUP], nkv = P[DUO_ATTEND_KV_HEADS], nseg = P[DUO_ATTEND_SEGMENTS],
                 npos = P[DUO_ATTEND_POSITIONS], qpos0 = P[DUO_ATTEND_QPOS0], sink = P[DUO_ATTEND_SINK],
                 recent = P[DUO_ATTEND_RECENT], requested = P[DUO_ATTEND_SPLITS];
+  const uint32_t q_buf = static_cast<uint32_t>(P[DUO_ATTEND_Q_BUF]), out_buf = static_cast<uint32_t>(P[DUO_ATTEND_OUT_BUF]),
+                 lse_buf = static_cast<uint32_t>(P[DUO_ATTEND_LSE_BUF]);
   if (T < 0) return fail(DUO_ERR_ARGUMENT, "%s: tokens must be >= 0, got %d", FN, T);
   if (D != 64 && D != 128) {
     return fail(DUO_ERR_UNSUPPORTED, "%s: head_dim must be 64 or 128 (the sizes the kernels are built for), got %d",
@@ -151,8 +181,18 @@ int32_t attend(const int32_t* P, const float* q, const int32_t* q_heads, const i
     return fail(DUO_ERR_ARGUMENT, "%s: tokens x group must be < 2^31, got %d x %d", FN, T, G);
   }
   if (T == 0 || nkv == 0) return DUO_OK;
-  if (!q || !q_heads || !kv_slots || !out) {
-    return fail(DUO_ERR_ARGUMENT, "%s: q, q_heads, kv_slots and out must not be NULL", FN);
+  if (!q_heads || !kv_slots) return fail(DUO_ERR_ARGUMENT, "%s: q_heads and kv_slots must not be NULL", FN);
+  if ((q != nullptr) == (q_buf != 0)) {
+    return fail(DUO_ERR_ARGUMENT, "%s: q must be a host array with params[DUO_ATTEND_Q_BUF] = 0, or NULL with a device "
+                "tensor there; got %s with buffer %u", FN, q ? "a host array" : "NULL", q_buf);
+  }
+  if ((out != nullptr) == (out_buf != 0)) {
+    return fail(DUO_ERR_ARGUMENT, "%s: out must be a host array with params[DUO_ATTEND_OUT_BUF] = 0, or NULL with a "
+                "device tensor there; got %s with buffer %u", FN, out ? "a host array" : "NULL", out_buf);
+  }
+  if ((lse != nullptr && out_buf != 0) || (lse_buf != 0 && out_buf == 0)) {
+    return fail(DUO_ERR_ARGUMENT, "%s: out and lse must both be host arrays or both device tensors (lse may be absent)",
+                FN);
   }
   if (nseg > 0 && !seg) return fail(DUO_ERR_ARGUMENT, "%s: segments is NULL for %d segments", FN, nseg);
   if (npos > 0 && !positions) return fail(DUO_ERR_ARGUMENT, "%s: positions is NULL for %d positions", FN, npos);
@@ -170,6 +210,20 @@ int32_t attend(const int32_t* P, const float* q, const int32_t* q_heads, const i
   DUO_TRY(require_init(FN));
   Context& c = ctx();
   const int32_t M = T * G;
+  // Device tensors [T, Hq, D] (q, out) and [T, Hq] (lse); with a device out the call does not wait for the kernels.
+  float *dev_q = nullptr, *dev_out = nullptr, *dev_lse = nullptr;
+  const uint64_t qo_elems = static_cast<uint64_t>(T) * Hq * D;
+  if (q_buf) DUO_TRY(device_f32(FN, "q", q_buf, param_offset(P, DUO_ATTEND_Q_OFF_LO), qo_elems, &dev_q));
+  if (out_buf) DUO_TRY(device_f32(FN, "out", out_buf, param_offset(P, DUO_ATTEND_OUT_OFF_LO), qo_elems, &dev_out));
+  if (lse_buf) {
+    DUO_TRY(device_f32(FN, "lse", lse_buf, param_offset(P, DUO_ATTEND_LSE_OFF_LO), static_cast<uint64_t>(T) * Hq,
+                       &dev_lse));
+    const uint64_t lse_elems = static_cast<uint64_t>(T) * Hq;
+    const uintptr_t o = reinterpret_cast<uintptr_t>(dev_out), l = reinterpret_cast<uintptr_t>(dev_lse);
+    if (l < o + 4 * qo_elems && o < l + 4 * lse_elems) {
+      return fail(DUO_ERR_ARGUMENT, "%s: the device tensors out and lse overlap; they must be disjoint", FN);
+    }
+  }
   Plan plan;
   DUO_TRY(plan_segments(seg, nseg, positions, D, qpos0, qpos0 + T - 1, window ? sink : -1, window ? recent : -1, plan));
 
@@ -196,6 +250,7 @@ int32_t attend(const int32_t* P, const float* q, const int32_t* q_heads, const i
   }
 
   const size_t rows_out = static_cast<size_t>(nkv) * M;  // packed output rows
+  if (ntiles == 0 && dev_out) return no_keys_on_device(q_heads, nkv, T, G, Hq, D, dev_out, dev_lse);
   if (ntiles == 0) {  // no key is visible to any query: zeros and lse = -inf
     for (int j = 0; j < nkv; ++j) {
       for (int t = 0; t < T; ++t) {
@@ -208,12 +263,15 @@ int32_t attend(const int32_t* P, const float* q, const int32_t* q_heads, const i
     return DUO_OK;
   }
 
-  // Upload area: q [nkv][M][D] | kv_slots [nkv] | segment descriptors | positions [npos].
+  // Upload area: q [nkv][M][D] | kv_slots [nkv] | segment descriptors | positions [npos] | with a device q or out,
+  // group_rows [nkv * T] (a device q is gathered into the first area on the device, not uploaded).
+  const bool on_device = dev_q || dev_out;
   const size_t q_bytes = rows_out * D * sizeof(float);
   const size_t off_slots = align256(q_bytes);
   const size_t off_segs = off_slots + align256(nkv * sizeof(int32_t));
   const size_t off_pos = off_segs + align256(nsegs * sizeof(SegmentDesc));
-  const size_t up_bytes = off_pos + align256(static_cast<size_t>(npos) * sizeof(int32_t));
+  const size_t off_idx = off_pos + align256(static_cast<size_t>(npos) * sizeof(int32_t));
+  const size_t up_bytes = off_idx + (on_device ? align256(static_cast<size_t>(nkv) * T * sizeof(int32_t)) : 0);
   // Device: upload mirror | tiles | partials (only with more than one split) | out [nkv][M][D] | lse [nkv][M].
   const size_t tiles_bytes = align256(ntiles * sizeof(KeyTile));
   const size_t part_o_bytes = total_splits > 1 ? align256(total_splits * rows_out * D * sizeof(float)) : 0;
@@ -227,10 +285,12 @@ int32_t attend(const int32_t* P, const float* q, const int32_t* q_heads, const i
   DUO_TRY(reserve_pinned_up(up_bytes, reinterpret_cast<void**>(&up)));
   DUO_TRY(reserve_scratch(up_bytes + tiles_bytes + part_o_bytes + part_lse_bytes + out_o_bytes + out_lse_bytes,
                           reinterpret_cast<void**>(&dev)));
-  DUO_TRY(reserve_pinned_down(out_o_bytes + out_lse_bytes, reinterpret_cast<void**>(&down)));
+  if (!dev_out) DUO_TRY(reserve_pinned_down(out_o_bytes + out_lse_bytes, reinterpret_cast<void**>(&down)));
 
   float* up_q = reinterpret_cast<float*>(up);
-  for (int j = 0; j < nkv; ++j) {
+  if (on_device) group_rows(reinterpret_cast<int32_t*>(up + off_idx), q_heads, nkv, T, Hq / G);
+  const int32_t* dev_idx = reinterpret_cast<const int32_t*>(dev + off_idx);
+  for (int j = 0; j < nkv && !dev_q; ++j) {
     for (int t = 0; t < T; ++t) {
       const size_t src = (static_cast<size_t>(t) * Hq + static_cast<size_t>(q_heads[j]) * G) * D;
       memcpy(up_q + (static_cast<size_t>(j) * M + static_cast<size_t>(t) * G) * D, q + src, sizeof(float) * G * D);
@@ -251,8 +311,13 @@ int32_t attend(const int32_t* P, const float* q, const int32_t* q_heads, const i
     }
   }
   if (npos > 0) memcpy(up + off_pos, positions, npos * sizeof(int32_t));
-  DUO_CUDA(cudaMemcpyAsync(dev, up, up_bytes, cudaMemcpyHostToDevice, c.stream));
+  const size_t from = dev_q ? off_slots : 0;  // a device q is gathered below instead
+  DUO_CUDA(cudaMemcpyAsync(dev + from, up + from, up_bytes - from, cudaMemcpyHostToDevice, c.stream));
   DUO_CUDA(cudaEventRecord(c.upload_done, c.stream));
+  if (dev_q) {
+    DUO_CUDA(launch_move_rows(dev_q, dev_idx, reinterpret_cast<float*>(dev), nullptr, static_cast<int64_t>(nkv) * T,
+                              static_cast<int64_t>(G) * D, 0.f, c.stream));
+  }
 
   KeyTile* tiles = reinterpret_cast<KeyTile*>(dev + up_bytes);
   char* after_tiles = dev + up_bytes + tiles_bytes;
@@ -296,6 +361,14 @@ int32_t attend(const int32_t* P, const float* q, const int32_t* q_heads, const i
   DUO_CUDA(cudaEventRecord(c.t1, c.stream));
   c.timing_valid = true;
 
+  if (dev_out) {  // scatter into the caller's device tensors; stream order, no wait
+    DUO_CUDA(launch_move_rows(out_o, nullptr, dev_out, dev_idx, static_cast<int64_t>(nkv) * T,
+                              static_cast<int64_t>(G) * D, 0.f, c.stream));
+    if (dev_lse) {
+      DUO_CUDA(launch_move_rows(out_lse, nullptr, dev_lse, dev_idx, static_cast<int64_t>(nkv) * T, G, 0.f, c.stream));
+    }
+    return DUO_OK;
+  }
   DUO_CUDA(cudaMemcpyAsync(down, out_o, rows_out * D * sizeof(float), cudaMemcpyDeviceToHost, c.stream));
   if (lse) {
     DUO_CUDA(cudaMemcpyAsync(down + out_o_bytes, out_lse, rows_out * sizeof(float), cudaMemcpyDeviceToHost, c.stream));

@@ -58,6 +58,19 @@ int32_t lookup(uint32_t handle, const char* fn, const char* what, Buffer** out) 
   return DUO_OK;
 }
 
+int32_t device_f32(const char* fn, const char* what, uint32_t handle, uint64_t offset, uint64_t count, float** out) {
+  Buffer* b = nullptr;
+  DUO_TRY(lookup(handle, fn, what, &b));
+  const uint64_t elems = b->bytes / 4;
+  if (offset > elems || count > elems - offset) {
+    return fail(DUO_ERR_CAPACITY, "%s: %s: elements [%llu, %llu) are past the end of buffer %u (%llu f32 elements)", fn,
+                what, (unsigned long long)offset, (unsigned long long)(offset + count), handle,
+                (unsigned long long)elems);
+  }
+  *out = static_cast<float*>(b->ptr) + offset;
+  return DUO_OK;
+}
+
 namespace {
 size_t grown(size_t cap, size_t bytes) { return bytes > cap + cap / 2 ? bytes : cap + cap / 2; }
 

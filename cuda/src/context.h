@@ -41,6 +41,15 @@ int32_t require_init(const char* fn);
 // The buffer behind `handle`, or DUO_ERR_HANDLE naming `what` (e.g. "segment 2 k").
 int32_t lookup(uint32_t handle, const char* fn, const char* what, Buffer** out);
 
+// A device tensor: f32 elements [offset, offset + count) of buffer `handle` (duo.h); DUO_ERR_HANDLE for an unknown
+// handle, DUO_ERR_CAPACITY when the elements pass the buffer's end, each naming `what`.
+int32_t device_f32(const char* fn, const char* what, uint32_t handle, uint64_t offset, uint64_t count, float** out);
+
+// The uint64_t element offset of a device tensor from its two params words (low at p[lo], high at p[lo + 1]).
+inline uint64_t param_offset(const int32_t* p, int lo) {
+  return static_cast<uint64_t>(static_cast<uint32_t>(p[lo])) | static_cast<uint64_t>(static_cast<uint32_t>(p[lo + 1])) << 32;
+}
+
 // Page-locked host staging of at least `bytes`. The upload buffer is handed out only after the previous copy from
 // it finished (so callers may overwrite it at once).
 int32_t reserve_pinned_up(size_t bytes, void** out);

@@ -103,6 +103,11 @@ cudaError_t launch_expand_tiles(const SegmentDesc* segs, int n, const int32_t* p
 // DUO_INT8 / DUO_INT4 each head's head_dim values become one record (dtype.cuh) of destination row rows[i].
 cudaError_t launch_append(const float* src, const int32_t* rows, void* dst, int dtype, int64_t n, int64_t row_elems,
                           int head_dim, cudaStream_t s);
+// Row moves of device tensors (append's src gather, attend's q gather and out / lse scatter): for r < n,
+// dst row (dst_rows ? dst_rows[r] : r) = src row (src_rows ? src_rows[r] : r), rows of len f32 each; with src NULL,
+// the dst rows are filled with `fill` instead.
+cudaError_t launch_move_rows(const float* src, const int32_t* src_rows, float* dst, const int32_t* dst_rows, int64_t n,
+                             int64_t len, float fill, cudaStream_t s);
 // Blocks of the kernel launch_decode / launch_prefill would run that fit on one SM at once (registers, shared memory
 // and threads: cudaOccupancyMaxActiveBlocksPerMultiprocessor), at least 1; computed once per kernel.
 int decode_blocks_per_sm(int dtype, int head_dim, int rows);

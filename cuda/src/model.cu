@@ -45,15 +45,9 @@ struct Tensor {
 };
 
 int32_t tensor(const char* fn, const char* what, uint32_t handle, uint64_t offset, uint64_t count, Tensor* out) {
-  Buffer* b = nullptr;
-  DUO_TRY(lookup(handle, fn, what, &b));
-  const uint64_t elems = b->bytes / 4;
-  if (offset > elems || count > elems - offset) {
-    return fail(DUO_ERR_CAPACITY, "%s: %s: elements [%llu, %llu) are past the end of buffer %u (%llu f32 elements)", fn,
-                what, (unsigned long long)offset, (unsigned long long)(offset + count), handle,
-                (unsigned long long)elems);
-  }
-  *out = Tensor{handle, offset, count, static_cast<float*>(b->ptr) + offset};
+  float* ptr = nullptr;
+  DUO_TRY(device_f32(fn, what, handle, offset, count, &ptr));
+  *out = Tensor{handle, offset, count, ptr};
   return DUO_OK;
 }
 

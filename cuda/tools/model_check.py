@@ -7,6 +7,9 @@ Drives the C API of cuda/include/duo.h through ctypes (enum values read from the
      bf16, q8_0 weights; q4_0 / q4_k / q6_k as random blocks; decode and prefill shapes, x aligned and not) within (max(cols/32, 8 cols/256) + 34) u
      sum|x w| per element (u = 2^-24, the kernel's f32 summation bound), embed exact, rmsnorm within 8u relative,
      RoPE within 4u (|a| + |b|), SwiGLU within 1e-6 relative (+1e-30), add exact, argmax exact;
+  1b. device tensors (duo.h API 3): duo_append from a device src writes the host src's bytes, and duo_attend with
+     device q / out / lse (at offsets inside NaN-poisoned buffers, no wait before the read) gives the host call's
+     outputs bit for bit, decode and prefill shapes, split-KV on;
   2. with --bench: the weight bytes per second of decode GEMVs (one token) at Llama-3-8B shapes in bf16, and of a
      512-token prefill matmul, host wall time over repeated calls ended by a read (compare with the copy bandwidth
      gpu_check.py prints in the same run).
@@ -49,6 +52,8 @@ SIGNATURES = {  # as in duo.h
     "duo_model_swiglu": ([U32, U64, U32, U64, U32, U64, U64], I32),
     "duo_model_add": ([U32, U64, U32, U64, U64], I32),
     "duo_model_argmax": ([U32, U64, I32, P], I32),
+    "duo_append": ([P, P, P, P], I32),
+    "duo_attend": ([P, P, P, P, P, P, P, P], I32),
 }
 
 
@@ -251,6 +256,45 @@ def conformance(lib, quick, failures):
         lib.free_all()
 
 
+def device_tensors(lib, failures):
+    rng = np.random.default_rng(2)
+    D, rows, Hkv, Hq, G = 64, 200, 2, 8, 2
+    i32 = lambda *v: np.array(v, np.int32)
+    ptr = lambda a: None if a is None else a.ctypes.data
+    k_src = rng.uniform(-1, 1, (rows, Hkv, D)).astype(np.float32)
+    kv = [lib.buffer(np.zeros(rows * D, np.float32)) for _ in range(2)]  # one head per row, f32
+    src_h, src_off = lib.buffer(np.concatenate([np.full(3, np.nan, np.float32), k_src.ravel()])), 3
+    for i, device in enumerate([False, True]):
+        p = np.zeros(C["DUO_APPEND_PARAMS"], np.int32)
+        for f, v in dict(DST=kv[i], DTYPE=C["DUO_F32"], ROW_HEADS=1, HEAD_DIM=D, TOKENS=rows, SRC_HEADS=Hkv).items():
+            p[C[f"DUO_APPEND_{f}"]] = v
+        if device:
+            p[C["DUO_APPEND_SRC_BUF"]], p[C["DUO_APPEND_SRC_OFF_LO"]] = src_h, src_off
+        lib.call("duo_append", ptr(p), None if device else ptr(k_src), ptr(i32(1)), ptr(np.arange(rows, dtype=np.int32)))
+    a, b = (np.empty(rows * D, np.float32) for _ in kv)
+    for h, x in zip(kv, (a, b)):
+        lib.call("duo_read", h, 0, x.nbytes, x.ctypes.data)
+    a, b = a.view(np.uint32), b.view(np.uint32)
+    check(failures, np.array_equal(a, b), "device tensors: append from a device src writes the host src's values")
+    seg = i32(kv[0], kv[0], C["DUO_F32"], 1, 0, rows, 0, -1)
+    for T in [1, 5, 40]:
+        q = rng.uniform(-2, 2, (T, Hq, D)).astype(np.float32)
+        p = np.zeros(C["DUO_ATTEND_PARAMS"], np.int32)
+        for f, v in dict(TOKENS=T, NUM_HEADS=Hq, HEAD_DIM=D, GROUP=G, KV_HEADS=1, SEGMENTS=1, QPOS0=rows - T, SINK=-1,
+                         RECENT=-1, SPLITS=0).items():
+            p[C[f"DUO_ATTEND_{f}"]] = v
+        out, lse = np.full(T * Hq * D, np.nan, np.float32), np.full(T * Hq, np.nan, np.float32)
+        lib.call("duo_attend", ptr(p), ptr(q), ptr(i32(2)), ptr(i32(0)), ptr(seg), None, ptr(out), ptr(lse))
+        qh, qo = lib.buffer(np.concatenate([np.zeros(7, np.float32), q.ravel()])), 7
+        (oh, oo), (lh, lo) = lib.poisoned(T * Hq * D), lib.poisoned(T * Hq)
+        for f, v in dict(Q_BUF=qh, Q_OFF_LO=qo, OUT_BUF=oh, OUT_OFF_LO=oo, LSE_BUF=lh, LSE_OFF_LO=lo).items():
+            p[C[f"DUO_ATTEND_{f}"]] = v
+        lib.call("duo_attend", ptr(p), None, ptr(i32(2)), ptr(i32(0)), ptr(seg), None, None, None)
+        same = np.array_equal(lib.read(oh, oo, T * Hq * D, "out").view(np.uint32), out.view(np.uint32)) and \
+            np.array_equal(lib.read(lh, lo, T * Hq, "lse").view(np.uint32), lse.view(np.uint32))
+        check(failures, same, f"device tensors: attend T={T} with device q / out / lse equals the host call bit for bit")
+
+
 def bench(lib):
     """Weight GB/s of bf16 matmuls at Llama-3-8B shapes: host wall time of `reps` queued calls ended by a read."""
     rng = np.random.default_rng(2)
@@ -288,6 +332,7 @@ def main():
     failures = []
     print("model_check: conformance", flush=True)
     conformance(lib, args.quick, failures)
+    device_tensors(lib, failures)
     if args.bench:
         print("model_check: bench", flush=True)
         bench(lib)

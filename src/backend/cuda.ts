@@ -4,6 +4,9 @@
  * One shard (one device). Buffers are device buffers behind the library's u32 handles; ops map one to one onto
  * duo_append and duo_attend, whose flat int32 parameter arrays and segment table are filled here. Host arrays are
  * passed to every call as they are; the library copies what it needs and has written `out` / `lse` when it returns.
+ * Ops may name device tensors instead (types.ts DeviceTensor: the activations of this backend's model kernels, or a
+ * buffer of its own): they stay on the device, and a device `out` is written in stream order (a later download or
+ * argmax waits for it).
  * The FFI itself (bun:ffi, Deno.dlopen, koffi) lives in ffi/ and is imported on first use.
  *
  * Every op is checked first as every backend checks it (validate.ts: exact array lengths, heads, slots, rows, buffer
@@ -15,8 +18,8 @@ import type { LoadedLibrary } from "../../ffi/load.ts";
 import type { DuoLibrary } from "../../ffi/symbols.ts";
 import type { BackendOptions } from "./registry.ts";
 import type { KvLayout } from "./layout.ts";
-import type { AppendOp, AttendOp, Backend, BackendCapabilities, BackendMemory, BackendProbe, Handle, Op } from "./types.ts";
-import { checkOps } from "./validate.ts";
+import type { AppendOp, AttendOp, Backend, BackendCapabilities, BackendMemory, BackendProbe, Handle, Op, OpTensor } from "./types.ts";
+import { checkOps, isDeviceTensor } from "./validate.ts";
 
 export interface CudaBackendOptions extends BackendOptions {
   /** split-KV key chunks per KV head: 0 = automatic (default), 1 = off, n = at most n (tests and benchmarks) */
@@ -79,8 +82,8 @@ export function statusError(lib: DuoLibrary, status: number, S: typeof import(".
 
 /** The head dims cuda/src instantiates its kernels for (attend.cu), every dtype (int8 / int4: the records of
  *  src/quant.ts, quantized on append and dequantized inside the attention kernels; both head dims are even, as int4
- *  needs), token-major pages only (duo.h). */
-export const CUDA_CAPABILITIES: BackendCapabilities = { dtypes: KV_DTYPES, headDims: [64, 128], layouts: ["NHD"] };
+ *  needs), token-major pages only (duo.h); device tensors for append src and attend q / out / lse. */
+export const CUDA_CAPABILITIES: BackendCapabilities = { dtypes: KV_DTYPES, headDims: [64, 128], layouts: ["NHD"], deviceTensors: true };
 
 export class CudaBackend implements Backend {
   readonly name = "cuda" as const;
@@ -92,6 +95,8 @@ export class CudaBackend implements Backend {
   }
   /** handle → bytes, of the buffers this backend allocated and has not freed */
   private readonly handles = new Map<Handle, number>();
+  /** the model kernel sets made on this backend: their activations are device tensors its ops may name */
+  private readonly kernelSets: import("../model/kernels-cuda.ts").CudaKernels[] = [];
   private disposed = false;
   // Small argument arrays, reused: they are passed whole on every call (never as cached pointers).
   private readonly handleOut = new Uint32Array(1);
@@ -143,9 +148,9 @@ export class CudaBackend implements Backend {
     return dst;
   }
 
-  async run(shard: number, ops: Op[]): Promise<void> {
+  async run(shard: number, ops: Op<OpTensor>[]): Promise<void> {
     this.live(shard);
-    checkOps(ops, this.capabilities, (h) => this.owned(h));
+    checkOps(ops, this.capabilities, (h) => this.owned(h), (h) => this.tensorBytes(h));
     for (const op of ops) {
       if (op.kind === "append") this.append(op);
       else this.attend(op);
@@ -173,7 +178,9 @@ export class CudaBackend implements Backend {
    *  on the same library and context as the attention buffers. The caller disposes it. */
   async modelKernels(): Promise<import("../model/kernels-cuda.ts").CudaKernels> {
     this.live(0);
-    return new (await import("../model/kernels-cuda.ts")).CudaKernels(this.lib, this.abi);
+    const kernels = new (await import("../model/kernels-cuda.ts")).CudaKernels(this.lib, this.abi, this);
+    this.kernelSets.push(kernels);
+    return kernels;
   }
 
   /** Device milliseconds of the kernels of the last op (CUDA events), or -1 when unknown: for benchmarks. */
@@ -181,19 +188,20 @@ export class CudaBackend implements Backend {
     return this.lib.duo_last_device_ms();
   }
 
-  private append(op: AppendOp): void {
+  private append(op: AppendOp<OpTensor>): void {
     const { APPEND, DTYPE } = this.abi;
     const p = this.appendParams;
+    const src = this.tensorParams(op.src, p, APPEND.SRC_BUF);
     p[APPEND.DST] = op.dst;
     p[APPEND.DTYPE] = DTYPE[op.dtype];
     p[APPEND.ROW_HEADS] = op.rowHeads;
     p[APPEND.HEAD_DIM] = op.headDim;
     p[APPEND.TOKENS] = op.rows.length;
     p[APPEND.SRC_HEADS] = op.srcHeads;
-    this.check(this.lib.duo_append(p, op.src, op.heads, op.rows));
+    this.check(this.lib.duo_append(p, src, op.heads, op.rows));
   }
 
-  private attend(op: AttendOp): void {
+  private attend(op: AttendOp<OpTensor>): void {
     const { T, numHeads: Hq, headDim: D } = op;
     const nkv = op.qHeads.length;
     const { ATTEND, SEG, DTYPE } = this.abi;
@@ -240,7 +248,32 @@ export class CudaBackend implements Backend {
     p[ATTEND.SINK] = op.window ? op.window.sink : -1;
     p[ATTEND.RECENT] = op.window ? op.window.recent : -1;
     p[ATTEND.SPLITS] = this.splits;
-    this.check(this.lib.duo_attend(p, op.q, op.qHeads, op.kvSlots, segs, positions, op.out, op.lse ?? null));
+    const q = this.tensorParams(op.q, p, ATTEND.Q_BUF), out = this.tensorParams(op.out, p, ATTEND.OUT_BUF);
+    const lse = op.lse === undefined ? (p[ATTEND.LSE_BUF] = 0, null) : this.tensorParams(op.lse, p, ATTEND.LSE_BUF);
+    this.check(this.lib.duo_attend(p, q, op.qHeads, op.kvSlots, segs, positions, out, lse));
+  }
+
+  /** Params words [at, at + 3) = (buffer, offset low, offset high) of a device tensor, or buffer 0 for a host array;
+   *  returns the host argument (null for a device tensor). */
+  private tensorParams(x: OpTensor, p: Int32Array, at: number): Float32Array | null {
+    if (!isDeviceTensor(x)) {
+      p[at] = 0;
+      return x;
+    }
+    p[at] = x.handle;
+    p[at + 1] = x.offset % 2 ** 32; // the Int32Array stores the low 32 bits as they are
+    p[at + 2] = Math.floor(x.offset / 2 ** 32);
+    return null;
+  }
+
+  /** The byte size of a buffer a device tensor names: one of this backend's, or of a model kernel set made on it. */
+  private tensorBytes(h: Handle): number {
+    for (const k of this.kernelSets) {
+      const bytes = k.bufferBytes(h);
+      if (bytes !== undefined) return bytes;
+    }
+    if (this.handles.has(h)) return this.handles.get(h)!;
+    throw new DuoError("INVALID_ARGUMENT", `cuda backend: device tensor buffer ${h} is neither this backend's nor of a live model kernel set made on it (CudaBackend.modelKernels)`);
   }
 
   private check(status: number): void {

@@ -9,7 +9,8 @@
  *
  * Ops
  *  - `run(shard, ops)` executes a list of ops on one shard, in order, and resolves when all are done; host arrays
- *    named `out` are filled before it resolves. Different shards may run concurrently (Promise.all).
+ *    named `out` are filled before it resolves (a DeviceTensor `out`: in the backend's stream order). Different
+ *    shards may run concurrently (Promise.all).
  *  - Ops are plain objects that can be posted to a worker or flattened for FFI as they are.
  *  - Every backend checks a run's ops with validate.ts `checkOps` (against its `capabilities` and its buffers' sizes)
  *    before any kernel runs, so every backend refuses the same ops with the same DuoError and a refused run changes
@@ -28,16 +29,34 @@ import type { BufferLayout, KvLayout } from "./layout.ts";
 export type BackendName = "reference" | "wasm" | "native" | "cuda" | "null";
 export type Handle = number;
 
-/** Copy rows of a host f32 tensor into a KV buffer, rounding to the buffer's dtype (RNE). */
-export interface AppendOp {
+/**
+ * f32 elements [offset, offset + length) of a buffer in the backend's own memory, in place of a host Float32Array in
+ * an op (AppendOp.src, AttendOp.q / out / lse) on a backend with `capabilities.deviceTensors`: the model kernels'
+ * activations (CudaActivations) are one, so q / k / v and the attention output of a model on the device never cross
+ * to the host. `handle` is a buffer of that backend's library (its own, or its model kernels'); `offset` counts
+ * elements (a safe integer: it may pass 2^32). Its values are never read on the host.
+ */
+export interface DeviceTensor {
+  readonly handle: Handle;
+  readonly offset: number;
+  readonly length: number;
+}
+
+/** A tensor of an op: a host array, or a device tensor where the backend takes them. */
+export type OpTensor = Float32Array | DeviceTensor;
+
+/** Copy rows of an f32 tensor into a KV buffer, rounding to the buffer's dtype (RNE). `X`: what its tensor may be
+ *  (host arrays only by default: what a backend without `deviceTensors` gets, checkOps having refused the rest). */
+export interface AppendOp<X extends OpTensor = Float32Array> {
   kind: "append";
   dst: Handle;
   dtype: KvDtype;
   /** heads per row in dst */
   rowHeads: number;
   headDim: number;
-  /** [T, srcHeads, headDim] f32: the host K or V of a call (post-RoPE keys), in the caller's head order */
-  src: Float32Array;
+  /** [T, srcHeads, headDim] f32: the K or V of a call (post-RoPE keys), in the caller's head order (host, or a
+   *  DeviceTensor) */
+  src: X;
   srcHeads: number;
   /** for each dst head j (length rowHeads): which src head to copy */
   heads: Int32Array;
@@ -71,10 +90,10 @@ export interface Segment {
  * Softmax in f32 or better with scale = 1/sqrt(headDim), over visible keys only; a row with no visible key writes
  * zeros and lse = -Infinity. Output rows of query heads not covered by this op are left untouched.
  */
-export interface AttendOp {
+export interface AttendOp<X extends OpTensor = Float32Array> {
   kind: "attend";
-  /** [T, numHeads, headDim] f32 host queries (post-RoPE), the caller's head order */
-  q: Float32Array;
+  /** [T, numHeads, headDim] f32 queries (post-RoPE), the caller's head order (host, or a DeviceTensor) */
+  q: X;
   T: number;
   numHeads: number;
   headDim: number;
@@ -87,13 +106,15 @@ export interface AttendOp {
   segments: Segment[];
   qPos0: number;
   window: { sink: number; recent: number } | null;
-  /** [T, numHeads, headDim] f32 host output: rows of the covered query heads are written */
-  out: Float32Array;
+  /** [T, numHeads, headDim] f32 output: rows of the covered query heads are written (host, or a DeviceTensor; out
+   *  and lse are both host or both device tensors) */
+  out: X;
   /** optional [T, numHeads] f32: the natural-log-sum-exp of the scaled scores of each covered row */
-  lse?: Float32Array;
+  lse?: X;
 }
 
-export type Op = AppendOp | AttendOp;
+/** An op with host tensors; `Op<OpTensor>`: one that may name device tensors (what the cache hands to `run`). */
+export type Op<X extends OpTensor = Float32Array> = AppendOp<X> | AttendOp<X>;
 
 export interface BackendMemory {
   /** bytes reserved on this shard right now */
@@ -113,6 +134,8 @@ export interface BackendCapabilities {
   readonly headDims: readonly number[] | { readonly multipleOf: number };
   /** cache buffer layouts the kernels read and write (layout.ts); "NHD" always, "T64" where the kernels tile */
   readonly layouts: readonly KvLayout[];
+  /** ops may name DeviceTensors for append src and attend q / out / lse (cuda); absent: host Float32Arrays only */
+  readonly deviceTensors?: boolean;
 }
 
 export interface Backend {
@@ -127,7 +150,9 @@ export interface Backend {
   /** Allocate `bytes` on `shard`, zero-filled. Throws DuoError("CAPACITY") when it does not fit. */
   alloc(shard: number, bytes: number): Handle;
   free(shard: number, h: Handle): void;
-  run(shard: number, ops: Op[]): Promise<void>;
+  /** Ops naming DeviceTensors reach only a backend with `capabilities.deviceTensors`; every other refuses them in
+   *  checkOps, so its implementation sees host arrays (declared as `run(shard, ops: Op[])`). */
+  run(shard: number, ops: Op<OpTensor>[]): Promise<void>;
   memory(shard: number): BackendMemory;
   /** Read back bytes of a buffer (tests and debugging). */
   read(shard: number, h: Handle, byteOffset: number, byteLength: number): Promise<Uint8Array>;

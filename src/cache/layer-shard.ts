@@ -20,7 +20,7 @@
  */
 import { headBytes, type KvDtype } from "../dtype.ts";
 import { type BufferLayout, kvBufferBytes, type KvLayout, segmentLayouts } from "../backend/layout.ts";
-import type { Backend, Handle, Op, Segment } from "../backend/types.ts";
+import type { Backend, Handle, Op, OpTensor, Segment } from "../backend/types.ts";
 import type { ShardHeads } from "../schedule/shard.ts";
 
 export type PrefillMode = "upstream" | "window";
@@ -53,12 +53,12 @@ interface Page extends KV {
   full: Segment | null;
 }
 
-/** The host tensors of one call. */
+/** The tensors of one call: host arrays, or device tensors on a backend that takes them (passed into the ops whole). */
 export interface CallTensors {
-  q: Float32Array; // [T, Hq, D]
-  k: Float32Array; // [T, Hkv, D]
-  v: Float32Array; // [T, Hkv, D]
-  out: Float32Array | null; // [T, Hq, D], or null to store K/V without attending
+  q: OpTensor; // [T, Hq, D]
+  k: OpTensor; // [T, Hkv, D]
+  v: OpTensor; // [T, Hkv, D]
+  out: OpTensor | null; // [T, Hq, D], or null to store K/V without attending
   T: number;
 }
 
@@ -162,11 +162,11 @@ export class LayerShard {
    * only stores K/V (no attention, no staging): what `Sequence.fill` does. `partial` is where the retrieval heads'
    * result goes when this shard holds only some of their pages (null: straight into x.out).
    */
-  ops(cached: number, x: CallTensors, staging: Staging | null, partial: Partial | null): Op[] {
+  ops(cached: number, x: CallTensors, staging: Staging | null, partial: Partial | null): Op<OpTensor>[] {
     const { headDim: D, numHeads, numKvHeads, group, dtype } = this.geo;
     const T = x.T;
-    const ops: Op[] = [];
-    const append = (dst: Handle, src: Float32Array, heads: Int32Array, rows: Int32Array, layout: BufferLayout = "NHD"): void => {
+    const ops: Op<OpTensor>[] = [];
+    const append = (dst: Handle, src: OpTensor, heads: Int32Array, rows: Int32Array, layout: BufferLayout = "NHD"): void => {
       ops.push({ kind: "append", dst, dtype, rowHeads: heads.length, headDim: D, src, srcHeads: numKvHeads, heads, rows, layout });
     };
 

@@ -5,7 +5,7 @@
  * attends into a partial (out, lse) and `finish` merges them (src/cache/merge.ts).
  */
 import { headBytes } from "../dtype.ts";
-import type { Backend, Op } from "../backend/types.ts";
+import type { Backend, Op, OpTensor } from "../backend/types.ts";
 import type { ShardHeads } from "../schedule/shard.ts";
 import { type CacheGeometry, type CallTensors, LayerShard, type Partial, type Staging } from "./layer-shard.ts";
 import { mergePartials } from "./merge.ts";
@@ -69,7 +69,7 @@ export class SplitKVCache {
    * The ops of a call, per shard (after `reserve`), and `finish`, to call once they have run: it merges the shards'
    * partial results for the retrieval heads into x.out.
    */
-  callOps(layer: number, x: CallTensors, staging: readonly (Staging | null)[]): { ops: Op[][]; finish: () => void } {
+  callOps(layer: number, x: CallTensors, staging: readonly (Staging | null)[]): { ops: Op<OpTensor>[][]; finish: () => void } {
     const shards = this.layers[layer]!;
     const ret = shards[0]!.heads.retrieval;
     const striped = x.out !== null && ret.length > 0 && shards.length > 1;
@@ -79,7 +79,8 @@ export class SplitKVCache {
       : null;
     const ops = shards.map((ls, s) => ls.ops(this.lengths[layer]!, x, staging[s] ?? null, partials?.[s] ?? null));
     const finish = () => {
-      if (partials) mergePartials(x.out!, partials, this.retrievalQueryHeads[layer]!, x.T, Hq, D);
+      // Striped shards merge on the host: Sequence refuses device tensors on a backend of more than one shard.
+      if (partials) mergePartials(x.out as Float32Array, partials, this.retrievalQueryHeads[layer]!, x.T, Hq, D);
     };
     return { ops, finish };
   }

@@ -15,18 +15,23 @@ export interface CallDims {
   headDim: number;
 }
 
+/** What a length check needs of a tensor: a host array, or a device tensor (backend/types.ts). */
+export interface Sized {
+  readonly length: number;
+}
+
 interface Tensor {
   name: "q" | "k" | "v";
-  a: Float32Array;
+  a: Sized;
   heads: number;
   /** the T this tensor's length implies, or null when it is not a whole number of rows >= 1 */
   T: number | null;
 }
 
 /** T of a call; `q` is null for fill (k and v only). Throws SHAPE_MISMATCH naming every wrong tensor. */
-export function callTokens(q: Float32Array | null, k: Float32Array, v: Float32Array, dims: CallDims): number {
+export function callTokens(q: Sized | null, k: Sized, v: Sized, dims: CallDims): number {
   const { numHeads: Hq, numKvHeads: Hkv, headDim: D } = dims;
-  const rows = (a: Float32Array, heads: number) => (a.length > 0 && a.length % (heads * D) === 0 ? a.length / (heads * D) : null);
+  const rows = (a: Sized, heads: number) => (a.length > 0 && a.length % (heads * D) === 0 ? a.length / (heads * D) : null);
   const all: Tensor[] = [
     ...(q ? [{ name: "q" as const, a: q, heads: Hq }] : []),
     { name: "k" as const, a: k, heads: Hkv },

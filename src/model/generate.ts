@@ -78,11 +78,16 @@ export class Generation implements AsyncIterable<GeneratedToken> {
     const text = new TextStream(this.session.model.tokenizer);
     const s = this.stats;
     s.promptTokens = ids.length;
+    // Greedy on a kernel set with argmax (cuda): the next token is chosen where the logits are, and only its id
+    // crosses back; otherwise the logits come to the sampler.
+    const onKernels = this.sampler.greedy && this.session.model.greedyOnKernels;
+    const forward = async (feed: Int32Array | readonly number[]): Promise<number | Float32Array> =>
+      onKernels ? await this.session.forwardGreedy(feed) : await this.session.forward(feed);
     let t0 = now();
-    let logits = await this.session.forward(ids);
+    let result = await forward(ids);
     s.prefillMs = now() - t0;
     for (;;) {
-      const id = this.sampler.sample(logits);
+      const id = typeof result === "number" ? result : this.sampler.sample(result);
       this.session.accept(id);
       if (this.stop.has(id)) {
         s.stopReason = "stop";
@@ -96,7 +101,7 @@ export class Generation implements AsyncIterable<GeneratedToken> {
         break;
       }
       t0 = now();
-      logits = await this.session.forward([]);
+      result = await forward([]);
       s.decodeMs += now() - t0;
       s.decodeSteps++;
     }

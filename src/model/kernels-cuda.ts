@@ -16,7 +16,8 @@
  */
 import { DuoError } from "../errors.ts";
 import { type DuoLibrary, WEIGHT } from "../../ffi/symbols.ts";
-import { statusError } from "../backend/cuda.ts";
+import { type CudaBackend, statusError } from "../backend/cuda.ts";
+import type { Backend, DeviceTensor } from "../backend/types.ts";
 import { checkElementwise, checkEmbed, checkMatmul, checkRmsnorm, checkRope } from "./kernel-checks.ts";
 import { type Activations, type Matrix, matrixBytes, type ModelKernels, type Vector, WEIGHT_BLOCKS, type WeightDtype } from "./kernels.ts";
 
@@ -25,8 +26,9 @@ type Abi = typeof import("../../ffi/symbols.ts");
 /** enum duo_weight_dtype: every weight dtype of the model files (WEIGHT in ffi/symbols.ts). */
 const WEIGHT_CODE: Record<WeightDtype, number> = { f32: WEIGHT.F32, f16: WEIGHT.F16, bf16: WEIGHT.BF16, q8_0: WEIGHT.Q8_0, q4_0: WEIGHT.Q4_0, q4_k: WEIGHT.Q4_K, q6_k: WEIGHT.Q6_K };
 
-/** Elements [offset, offset + length) of the f32 device buffer `handle`; `root` is false for a view. */
-export class CudaActivations implements Activations {
+/** Elements [offset, offset + length) of the f32 device buffer `handle`; `root` is false for a view. A DeviceTensor
+ *  (backend/types.ts): the cuda backend's ops take it as it is. */
+export class CudaActivations implements Activations, DeviceTensor {
   constructor(readonly handle: number, readonly offset: number, readonly length: number, readonly root: boolean) {}
 }
 
@@ -48,8 +50,22 @@ export class CudaKernels implements ModelKernels {
   private readonly memOut = new Float64Array(3);
   private readonly argmaxOut = new Int32Array(1);
 
-  /** `lib` must be initialised on its device (the cuda backend's createCudaBackend did so). */
-  constructor(private readonly lib: DuoLibrary, private readonly abi: Abi) {}
+  /** Activations crossed between host and device (upload / download calls): the device-path tests read them. */
+  readonly transfers = { uploads: 0, downloads: 0 };
+
+  /** `lib` must be initialised on its device (the cuda backend's createCudaBackend did so); `backend`: the one that
+   *  made this set, whose ops take its activations as device tensors. */
+  constructor(private readonly lib: DuoLibrary, private readonly abi: Abi, private readonly backend: CudaBackend) {}
+
+  /** Attention on `backend` reads and writes these activations where they are: it is the backend that made them. */
+  attendsIn(backend: Backend): boolean {
+    return backend === this.backend && !this.disposed;
+  }
+
+  /** @internal the bytes of buffer `h` while this set holds it (the cuda backend checks device tensors with it) */
+  bufferBytes(h: number): number | undefined {
+    return this.buffers.get(h);
+  }
 
   /** Weights held; capacity: the bytes this process holds on the device plus the device's free bytes. */
   memory(): { weights: number; capacity: number } {
@@ -118,12 +134,14 @@ export class CudaKernels implements ModelKernels {
   upload(a: Activations, src: Float32Array): void {
     const x = this.act(a, "upload to");
     if (src.length > x.length) throw new DuoError("INVALID_ARGUMENT", `cuda model kernels: upload of ${src.length} elements into activations of length ${x.length}`);
+    this.transfers.uploads++;
     this.check(this.lib.duo_upload(x.handle, x.offset * 4, src.length * 4, src));
   }
 
   download(a: Activations, dst: Float32Array): void {
     const x = this.act(a, "download from");
     if (dst.length > x.length) throw new DuoError("INVALID_ARGUMENT", `cuda model kernels: download of ${dst.length} elements from activations of length ${x.length}`);
+    this.transfers.downloads++;
     this.check(this.lib.duo_read(x.handle, x.offset * 4, dst.length * 4, dst));
   }
 

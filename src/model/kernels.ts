@@ -92,6 +92,10 @@ export interface ModelKernels {
   add(y: Activations, x: Activations): void;
   /** y[T, cols] = table[ids[t]] (ids already checked against table.rows) */
   embed(y: Activations, ids: Int32Array, table: Matrix): void;
+  /** Optional (cuda): true when attention on `backend` takes this set's activations as they are (device tensors of
+   *  the same device: backend/types.ts DeviceTensor), so the model passes q, k, v and the attention output without
+   *  download / upload. */
+  attendsIn?(backend: import("../backend/types.ts").Backend): boolean;
   /** Optional (cuda): the index of the largest element of x, the first on ties, NaN never winning — greedy decoding
    *  with one integer crossing back instead of the logits. */
   argmax?(x: Activations): number;

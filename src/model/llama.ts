@@ -30,7 +30,7 @@ import { type ModelConfig, loadConfig } from "./config.ts";
 import type { Generation, GenerateOptions } from "./generate.ts";
 import { findGguf, openGguf } from "./gguf.ts";
 import { createModelKernels, type KernelsName, type ModelKernels, type ModelKernelsOptions } from "./kernels.ts";
-import { decoderLayer, logitsOf } from "./layer.ts";
+import { decoderLayer, logitsOf, logitsOn } from "./layer.ts";
 import { inverseFrequencies, ropeTables } from "./rope.ts";
 import { availableMemory, checkFits } from "./ram.ts";
 import { openWeights, type TensorEntry } from "./safetensors.ts";
@@ -255,6 +255,26 @@ export class LlamaModel {
   /** @internal `feed` (already checked) at positions pos0.. of `seq`, in chunks of prefillChunk; the logits [vocab]
    *  of the last position. */
   async run(seq: Sequence, feed: Int32Array, pos0: number): Promise<Float32Array> {
+    return await this.pass(seq, feed, pos0, (ws, T) =>
+      logitsOf(this.kernels, ws, ws.pass(T), T - 1, this.weights.norm, this.weights.lmHead, this.config.rmsNormEps, new Float32Array(this.config.vocabSize)));
+  }
+
+  /** @internal `run`, then the greedy next token (the largest logit, the first on ties) by the kernel set's argmax:
+   *  one integer crosses back instead of the logits. Only where the set has argmax (`greedyOnKernels`). */
+  async runGreedy(seq: Sequence, feed: Int32Array, pos0: number): Promise<number> {
+    const argmax = this.kernels.argmax;
+    if (!argmax) throw new DuoError("UNSUPPORTED", `the ${this.kernels.name} model kernels have no argmax; take the logits of run()`);
+    return await this.pass(seq, feed, pos0, (ws, T) =>
+      argmax.call(this.kernels, logitsOn(this.kernels, ws, ws.pass(T), T - 1, this.weights.norm, this.weights.lmHead, this.config.rmsNormEps)));
+  }
+
+  /** @internal true when greedy decoding can take the next token from the kernel set (ModelKernels.argmax). */
+  get greedyOnKernels(): boolean {
+    return this.kernels.argmax !== undefined;
+  }
+
+  /** The passes of `feed` through every layer, then `finish` on the workspace and the last chunk's T. */
+  private async pass<R>(seq: Sequence, feed: Int32Array, pos0: number, finish: (ws: Workspace, T: number) => R): Promise<R> {
     // One pass at a time: every session shares the workspace (and the kernel set computes one call at a time anyway).
     const before = this.turn;
     let done!: () => void;
@@ -265,8 +285,7 @@ export class LlamaModel {
       this.workspace ??= new Workspace(this.kernels, this.config, this.prefillChunk);
       let T = 0;
       for (let c = 0; c < feed.length; c += this.prefillChunk) T = await this.chunk(seq, feed.subarray(c, c + this.prefillChunk), pos0 + c);
-      const ws = this.workspace;
-      return logitsOf(this.kernels, ws, ws.pass(T), T - 1, this.weights.norm, this.weights.lmHead, this.config.rmsNormEps, new Float32Array(this.config.vocabSize));
+      return finish(this.workspace, T);
     } finally {
       done();
     }
@@ -280,7 +299,7 @@ export class LlamaModel {
     const { cos, sin } = ropeTables(this.invFreq, pos0, T); // [T, D/2]
     const heads = { Hq, Hkv, D };
     for (let l = 0; l < this.weights.layers.length; l++) {
-      await decoderLayer(k, this.weights.layers[l]!, ws, s, T, eps, heads, cos, sin, (q, kk, v) => seq.attend(l, q, kk, v));
+      await decoderLayer(k, this.weights.layers[l]!, ws, s, T, eps, heads, cos, sin, seq, l);
     }
     return T;
   }

@@ -45,6 +45,23 @@ export class Session {
    * then be empty. A rejected call (bad ids, past maxContext) leaves the sequence as it was.
    */
   async forward(ids: Int32Array | readonly number[]): Promise<Float32Array> {
+    const { feed, pos } = this.feed(ids);
+    const logits = await this.model.run(this.seq, feed, pos);
+    this.fed(ids);
+    return logits;
+  }
+
+  /** @internal forward, returning the greedy next token (the largest logit, the first on ties) instead of the
+   *  logits: on kernel sets with argmax (model.greedyOnKernels) only that id crosses back from the device. */
+  async forwardGreedy(ids: Int32Array | readonly number[]): Promise<number> {
+    const { feed, pos } = this.feed(ids);
+    const id = await this.model.runGreedy(this.seq, feed, pos);
+    this.fed(ids);
+    return id;
+  }
+
+  /** The ids a forward of `ids` runs (the pending token first) and their first position, after checking them. */
+  private feed(ids: Int32Array | readonly number[]): { feed: Int32Array; pos: number } {
     this.checkAlive();
     const V = this.model.config.vocabSize;
     if (ids.length === 0 && this.pending === null) throw new DuoError("INVALID_ARGUMENT", "forward needs at least one token id");
@@ -57,10 +74,13 @@ export class Session {
     const pos = this.seq.length(0);
     const max = this.model.engine.maxContext;
     if (pos + feed.length > max) throw new DuoError("CAPACITY", `the sequence holds ${pos} tokens; ${feed.length} more would exceed maxContext = ${max}`);
-    const logits = await this.model.run(this.seq, feed, pos);
+    return { feed, pos };
+  }
+
+  /** A forward of `ids` has run: they join the history, and the pending token was fed. */
+  private fed(ids: Int32Array | readonly number[]): void {
     for (const id of ids) this.history.push(id);
     this.pending = null;
-    return logits;
   }
 
   /** Generate tokens after `prompt` (text, encoded with BOS when the sequence is empty, or ids). Async iterable of

@@ -32,7 +32,7 @@ export class DecodeStep {
     const { cos, sin } = ropeTables(this.invFreq, pos, 1);
     const heads = { Hq, Hkv, D };
     for (let l = 0; l < w.layers.length; l++) {
-      await decoderLayer(k, w.layers[l]!, ws, s, 1, eps, heads, cos, sin, (q, kk, v) => seq.attend(l, q, kk, v));
+      await decoderLayer(k, w.layers[l]!, ws, s, 1, eps, heads, cos, sin, seq, l);
     }
     return logitsOf(k, ws, s, 0, w.norm, w.lmHead, eps, this.logits);
   }
