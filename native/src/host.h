@@ -42,6 +42,16 @@ DUO_EXPORT int32_t duo_write(uint64_t block, uint64_t offset, uint64_t bytes, co
  * early (the message names the path and offsets), or the range splits a row. */
 DUO_EXPORT int32_t duo_read_file(const char *path, uint64_t file_offset, uint64_t bytes, uint64_t block,
                                  uint64_t block_offset, int32_t pack_cols);
+/* Map the whole file at `path` read-only (map.c): out[0] = the mapping's address (its handle), out[1] = the file's
+ * bytes. DUO_E_ARG when it cannot be opened or is empty, DUO_E_CAPACITY when it cannot be mapped. */
+DUO_EXPORT int32_t duo_map_file(const char *path, uint64_t *out);
+/* *out = a live, read-only block that is bytes [offset, offset + bytes) of the mapping `map` (at map + offset, any
+ * alignment), its pages read into memory now; ops that read blocks accept it, ops that write one refuse it; duo_free
+ * releases it, and it is not counted in duo_memory (its pages are the file's page cache). DUO_E_ARG when the range
+ * is not inside the file or the file was truncated since it was mapped (both messages name the path). */
+DUO_EXPORT int32_t duo_map_view(uint64_t map, uint64_t offset, uint64_t bytes, uint64_t *out);
+/* Drop the handle of a mapping: it is unmapped once its last view is freed too. DUO_E_HANDLE for anything else. */
+DUO_EXPORT int32_t duo_unmap(uint64_t map);
 
 /* Model kernels (wasm/model/kernels.c, SIMD sets only: DUO_E_UNSUPPORTED on "scalar"). Weights are blocks of
  * duo_alloc holding a row-major [rows, cols] matrix of a weight dtype below (the quantized ones as llama.cpp's blocks,

@@ -1,0 +1,151 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { existsSync, mkdtempSync, readFileSync, rmSync, truncateSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { loadNativeLibrary } from "../ffi/load.ts";
+import { STATUS } from "../src/backend/abi.ts";
+import { probeNative } from "../src/backend/native.ts";
+import { DuoError } from "../src/errors.ts";
+import { parseConfig } from "../src/model/config.ts";
+import { createModelKernels } from "../src/model/kernels.ts";
+import type { NativeKernels } from "../src/model/kernels-native.ts";
+import { LlamaModel } from "../src/model/llama.ts";
+import { openWeights } from "../src/model/safetensors.ts";
+import { loadWeights } from "../src/model/weights.ts";
+import { writeRandomModel } from "../src/model/write.ts";
+import { HeadSchedule } from "../src/schedule/schedule.ts";
+import { writeTinyModel } from "./helpers/tiny-model.ts";
+
+// Mapped weights (native/src/map.c): the native kernels use f32 and llama.cpp-block tensors as read-only views of the
+// mapped checkpoint instead of copies. The kernels run on the same bytes either way, so the logits must be identical.
+
+const native = await probeNative({});
+const skip = native.usable ? false : `skipped: native backend not usable here (${native.reason})`;
+const procMaps = existsSync("/proc/self/maps");
+/** Whether this process has `file` mapped (Linux: /proc/self/maps names every mapped file). */
+const isMapped = (file: string) => readFileSync("/proc/self/maps", "utf8").includes(file);
+
+const IDS = [1, 7, 42, 9, 3, 77, 5];
+const HEADS = [[false, true], [true, false]]; // layer 1 permuted: its q/k/v/o are copies (reordered), the rest mapped
+
+const QWEN = {
+  architectures: ["Qwen2ForCausalLM"], hidden_size: 512, intermediate_size: 512, num_hidden_layers: 2, num_attention_heads: 4,
+  num_key_value_heads: 2, vocab_size: 300, rope_theta: 1000000, max_position_embeddings: 4096, tie_word_embeddings: true,
+};
+const MODELS = [["f32", "safetensors", "tiny"], ["q8_0", "gguf", "tiny"], ["q4_0", "gguf", "tiny"], ["q4_k", "gguf", QWEN]] as const;
+
+for (const [dtype, format, shape] of MODELS) {
+  test(`mapped = copied: ${format} ${dtype}, identical logits, same weight bytes, unmapped on dispose`, { skip }, async () => {
+    const dir = mkdtempSync(join(tmpdir(), "duo-mmap-"));
+    try {
+      const w = await writeRandomModel(dir, { shape, dtype, format, seed: 3 });
+      const path = format === "gguf" ? w.gguf! : dir;
+      const file = format === "gguf" ? w.gguf! : join(dir, "model.safetensors");
+      const opts = { backend: "native" as const, kernels: "native" as const, heads: HEADS, kvDtype: "f32" as const, sinkSize: 2, recentSize: 4 };
+      const mapped = await LlamaModel.load(path, opts);
+      const copied = await LlamaModel.load(path, { ...opts, mmap: false });
+      try {
+        if (procMaps) assert.ok(isMapped(file), "the checkpoint is mapped while the model lives");
+        const km = (mapped.kernels as NativeKernels).memory(), kc = (copied.kernels as NativeKernels).memory();
+        assert.ok(km.mapped > 0 && km.mapped < km.weights, JSON.stringify(km));
+        assert.equal(kc.mapped, 0);
+        assert.equal(km.weights, kc.weights);
+        const a = await mapped.forward(IDS), b = await copied.forward(IDS);
+        assert.ok(a.some((x) => x !== 0));
+        assert.deepEqual(a, b);
+      } finally {
+        await copied.dispose();
+        await mapped.dispose();
+      }
+      if (procMaps) assert.ok(!isMapped(file), "dispose unmaps the checkpoint");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+}
+
+test("a file truncated after its header was read is refused at load: IO naming the file and the tensor, no mapping left", { skip }, async () => {
+  const dir = mkdtempSync(join(tmpdir(), "duo-mmap-trunc-"));
+  const k = await createModelKernels("native", { memoryBudget: 1 << 30 });
+  try {
+    await writeRandomModel(dir, { shape: "tiny", dtype: "f32", format: "safetensors" });
+    const cfg = parseConfig(JSON.parse(readFileSync(join(dir, "config.json"), "utf8")));
+    const tensors = await openWeights(dir); // validated against the whole file
+    const file = join(dir, "model.safetensors");
+    const last = [...tensors.values()].filter((t) => t.shape.length === 2).reduce((a, t) => (t.offset > a.offset ? t : a));
+    truncateSync(file, last.offset + 1);
+    await assert.rejects(loadWeights(tensors, cfg, k, HeadSchedule.full(cfg.numLayers, cfg.numKvHeads)), (e: unknown) => {
+      assert.ok(e instanceof DuoError && e.code === "IO", String(e));
+      assert.ok(e.message.startsWith(`${file}: mapping tensor "${last.name}"`), e.message);
+      assert.match(e.message, /truncated/);
+      return true;
+    });
+  } finally {
+    k.dispose();
+    rmSync(dir, { recursive: true, force: true });
+  }
+  if (procMaps) assert.ok(!isMapped(join(dir, "model.safetensors")));
+});
+
+test("C ABI: a view of a mapped file is a live read-only block at any alignment; out-of-file, truncated and written views are refused", { skip }, async () => {
+  const { lib } = await loadNativeLibrary();
+  const dir = mkdtempSync(join(tmpdir(), "duo-mmap-abi-"));
+  const file = join(dir, "w.bin"), path = new TextEncoder().encode(`${file}\0`);
+  const data = Uint8Array.from({ length: 3 * 4096 + 100 }, (_, i) => (i * 7 + 3) & 255);
+  writeFileSync(file, data);
+  const out = new Uint32Array(4), addr = new Uint32Array(2);
+  const u64 = (a: Uint32Array, i = 0) => a[i]! + a[i + 1]! * 2 ** 32;
+  try {
+    assert.equal(lib.duo_map_file(new TextEncoder().encode(`${join(dir, "none")}\0`), out), STATUS.E_ARG);
+    assert.match(lib.duo_last_error(), /cannot open .*none/);
+    assert.equal(lib.duo_map_file(path, out), STATUS.OK);
+    const map = u64(out), size = u64(out, 2);
+    assert.equal(size, data.length);
+    const memBefore = new Float64Array(2);
+    lib.duo_memory(memBefore);
+
+    // A view at an odd offset reads back the file's bytes; it is not counted in duo_memory; writes are refused.
+    assert.equal(lib.duo_map_view(map, 4093, 4099, addr), STATUS.OK);
+    const view = u64(addr);
+    assert.equal(view, map + 4093);
+    const got = new Uint8Array(4099);
+    assert.equal(lib.duo_read(view, 0, got.length, got), STATUS.OK);
+    assert.deepEqual(got, data.subarray(4093, 4093 + 4099));
+    const mem = new Float64Array(2);
+    lib.duo_memory(mem);
+    assert.deepEqual(mem, memBefore);
+    assert.equal(lib.duo_write(view, 0, 4, new Uint8Array(4)), STATUS.E_HANDLE);
+    assert.match(lib.duo_last_error(), /read-only view of a mapped file/);
+    assert.equal(lib.duo_read_file(path, 0, 4, view, 0, 0), STATUS.E_HANDLE);
+    assert.equal(lib.duo_model_pack(view, 1, 32), STATUS.E_HANDLE);
+    assert.equal(lib.duo_map_view(map, 4093, 8, addr), STATUS.E_ARG, "a second block at the same address");
+
+    // Outside the file: refused naming the path.
+    assert.equal(lib.duo_map_view(map, data.length - 10, 11, addr), STATUS.E_ARG);
+    assert.ok(lib.duo_last_error().includes(file), lib.duo_last_error());
+    assert.equal(lib.duo_map_view(map, 0, 0, addr), STATUS.E_ARG);
+
+    // The handle dropped while a view lives: the view still reads; no new views; a second unmap is refused.
+    assert.equal(lib.duo_unmap(map), STATUS.OK);
+    assert.equal(lib.duo_read(view, 0, got.length, got), STATUS.OK);
+    assert.deepEqual(got, data.subarray(4093, 4093 + 4099));
+    assert.equal(lib.duo_map_view(map, 0, 8, addr), STATUS.E_HANDLE);
+    assert.equal(lib.duo_unmap(map), STATUS.E_HANDLE);
+    if (procMaps) assert.ok(isMapped(file));
+    assert.equal(lib.duo_free(view), STATUS.OK);
+    if (procMaps) assert.ok(!isMapped(file), "the last view freed unmaps the file");
+    assert.equal(lib.duo_free(view), STATUS.E_HANDLE);
+
+    // Truncated after mapping, before the view's pages were read: the populate fails (no SIGBUS), naming the path.
+    assert.equal(lib.duo_map_file(path, out), STATUS.OK);
+    truncateSync(file, 4096);
+    assert.equal(lib.duo_map_view(u64(out), 4096, 8192, addr), STATUS.E_ARG);
+    assert.match(lib.duo_last_error(), /ends inside bytes \[4096, 12288\) \(the file was truncated after it was mapped\)/);
+    assert.ok(lib.duo_last_error().includes(file));
+    assert.equal(lib.duo_unmap(u64(out)), STATUS.OK);
+    if (procMaps) assert.ok(!isMapped(file));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
