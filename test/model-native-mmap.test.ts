@@ -149,3 +149,58 @@ test("C ABI: a view of a mapped file is a live read-only block at any alignment;
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test("C ABI: the model kernels and the backward kernels take a view at the file's alignment as they take a copy", { skip }, async () => {
+  const { lib } = await loadNativeLibrary();
+  const dir = mkdtempSync(join(tmpdir(), "duo-mmap-kernels-"));
+  const file = join(dir, "w.bin");
+  // An f32 [nout, nin] matrix at byte 12 (4-byte aligned only, as safetensors may place it) and a Q8_0 one at byte 7
+  // after it (no alignment at all): random bytes for Q8_0 with its f16 scales kept small and finite.
+  const nout = 6, nin = 64, T = 3, f32Bytes = nout * nin * 4, q8Bytes = nout * (nin / 32) * 34;
+  const w = Float32Array.from({ length: nout * nin }, (_, i) => Math.sin(i * 0.37));
+  const q8 = Uint8Array.from({ length: q8Bytes }, (_, i) => (i * 31 + 5) & 255);
+  for (let b = 0; b < q8Bytes; b += 34) q8.set([0x00, 0x2c], b); // f16 0.0625
+  const f32At = 12, q8At = f32At + f32Bytes + 7;
+  const bytes = new Uint8Array(q8At + q8Bytes);
+  bytes.set(new Uint8Array(w.buffer), f32At);
+  bytes.set(q8, q8At);
+  writeFileSync(file, bytes);
+  const out = new Uint32Array(4), addr = new Uint32Array(2);
+  const u64 = (a: Uint32Array, i = 0) => a[i]! + a[i + 1]! * 2 ** 32;
+  const copyOf = (src: Uint8Array) => {
+    assert.equal(lib.duo_alloc(src.length, addr), STATUS.OK);
+    const block = u64(addr);
+    assert.equal(lib.duo_write(block, 0, src.length, src), STATUS.OK);
+    return block;
+  };
+  const x = Float32Array.from({ length: T * nin }, (_, i) => Math.cos(i * 0.11)), dy = Float32Array.from({ length: T * nout }, (_, i) => 1 - i * 0.1);
+  try {
+    assert.equal(lib.duo_map_file(new TextEncoder().encode(`${file}\0`), out), STATUS.OK);
+    const map = u64(out);
+    for (const [dtype, at, n] of [[0, f32At, f32Bytes], [3, q8At, q8Bytes]] as const) {
+      assert.equal(lib.duo_map_view(map, at, n, addr), STATUS.OK);
+      const view = u64(addr), copy = copyOf(bytes.subarray(at, at + n));
+      const ya = new Float32Array(T * nout), yb = new Float32Array(T * nout);
+      assert.equal(lib.duo_model_matmul(ya, x, view, null, T, nin, nout, dtype), STATUS.OK, lib.duo_last_error());
+      assert.equal(lib.duo_model_matmul(yb, x, copy, null, T, nin, nout, dtype), STATUS.OK);
+      assert.ok(ya.some((v) => v !== 0));
+      assert.deepEqual(ya, yb);
+      const ea = new Float32Array(2 * nin), eb = new Float32Array(2 * nin), ids = Int32Array.of(5, 1);
+      assert.equal(lib.duo_model_embed(ea, ids, view, 2, nout, nin, dtype), STATUS.OK, lib.duo_last_error());
+      assert.equal(lib.duo_model_embed(eb, ids, copy, 2, nout, nin, dtype), STATUS.OK);
+      assert.deepEqual(ea, eb);
+      if (dtype === 0) { // the backward kernels take f32 / 16-bit weights
+        const da = new Float32Array(T * nin), db = new Float32Array(T * nin);
+        assert.equal(lib.duo_bwd_linear(da, dy, view, T, nin, nout, 0, 0), STATUS.OK, lib.duo_last_error());
+        assert.equal(lib.duo_bwd_linear(db, dy, copy, T, nin, nout, 0, 0), STATUS.OK);
+        assert.ok(da.some((v) => v !== 0));
+        assert.deepEqual(da, db);
+      }
+      assert.equal(lib.duo_free(view), STATUS.OK);
+      assert.equal(lib.duo_free(copy), STATUS.OK);
+    }
+    assert.equal(lib.duo_unmap(map), STATUS.OK);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
