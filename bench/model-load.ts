@@ -6,7 +6,8 @@
  * file, native/src/map.c; 16-bit ones and rows llama.cpp interleaved are still read or copied) and "copied" (mmap
  * false: every matrix pread straight into the library's memory, 16-bit rows packed as they land, native/src/file.c).
  * Prints GB/s of each (checkpoint bytes ÷ seconds), the ratios load ÷ cat (target ≥ 0.7), the part of the load between
- * its first and last progress call (the weights; the rest is config, tokenizer and engine), and the first write to as
+ * its first and last progress call and its GB/s (the weights after the first tensor; the rest is config, tokenizer and
+ * engine, a fixed cost that a small model shows and a 16 GB one does not), and the first write to as
  * many bytes of fresh memory, one byte per page: a copy goes into fresh pages, cat into one small buffer, so where the
  * host makes page faults dear (a VM whose host backs guest memory lazily) that figure, not the copy, bounds a copied
  * load. The model is written by `duo make-model`'s code when `--model` is not given (random weights, in a temporary
@@ -57,17 +58,18 @@ try {
     return (performance.now() - t0) / 1000;
   };
   // The load's seconds, and the part of them between its first and last progress call (the weights, less the first
-  // piece): what the rest (config, tokenizer, engine) costs shows as the difference.
-  let weightsS = 0;
+  // piece) with the bytes loaded in it: what the rest (config, tokenizer, engine) costs shows as the difference.
+  let weightsS = 0, weightsGb = 0;
   const load = async (mmap: boolean) => {
-    let first = 0, last = 0;
+    let first = 0, last = 0, firstBytes = 0, lastBytes = 0;
     const t0 = performance.now();
     const m = await LlamaModel.load(dir, {
       backend: "native", kernels: "native", threads, maxContext: 1024, mmap,
-      onProgress: () => (last = performance.now(), first ||= last),
+      onProgress: (loaded) => (last = performance.now(), lastBytes = loaded, first ||= (firstBytes = loaded, last)),
     });
     const s = (performance.now() - t0) / 1000;
     weightsS = (last - first) / 1000;
+    weightsGb = (lastBytes - firstBytes) / 1e9;
     await m.dispose();
     return s;
   };
@@ -89,14 +91,14 @@ try {
   const gbs = (s: number) => `${(gb / s).toFixed(2)} GB/s (${s.toFixed(2)} s)`;
   for (let r = 0; r < rounds; r++) {
     const c = cat();
-    const mapped = await load(true), mappedWeights = weightsS;
-    const copied = await load(false), copiedWeights = weightsS;
+    const mapped = await load(true), mappedWeights = `${weightsS.toFixed(2)} s of it (${(weightsGb / weightsS).toFixed(2)} GB/s)`;
+    const copied = await load(false), copiedWeights = `${weightsS.toFixed(2)} s (${(weightsGb / weightsS).toFixed(2)} GB/s)`;
     const f = firstTouch();
     bestCat = Math.min(bestCat, c);
     bestMapped = Math.min(bestMapped, mapped);
     bestCopied = Math.min(bestCopied, copied);
     bestTouch = Math.min(bestTouch, f);
-    console.log(`round ${r + 1}: cat ${gbs(c)}, mapped ${gbs(mapped)}, weights ${mappedWeights.toFixed(2)} s of it; copied ${gbs(copied)}, weights ${copiedWeights.toFixed(2)} s; ` +
+    console.log(`round ${r + 1}: cat ${gbs(c)}, mapped ${gbs(mapped)}, weights ${mappedWeights}; copied ${gbs(copied)}, weights ${copiedWeights}; ` +
       `first touch of fresh memory ${gbs(f)}; load/cat mapped ${(c / mapped).toFixed(2)}, copied ${(c / copied).toFixed(2)}`);
   }
   console.log(`best of ${rounds}: cat ${(gb / bestCat).toFixed(2)} GB/s, mapped ${(gb / bestMapped).toFixed(2)} GB/s, copied ${(gb / bestCopied).toFixed(2)} GB/s, first touch ${(gb / bestTouch).toFixed(2)} GB/s; ` +
