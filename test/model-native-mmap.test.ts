@@ -137,6 +137,22 @@ test("C ABI: a view of a mapped file is a live read-only block at any alignment;
     if (procMaps) assert.ok(!isMapped(file), "the last view freed unmaps the file");
     assert.equal(lib.duo_free(view), STATUS.E_HANDLE);
 
+    // Many views (the block table grows past its first 1024 slots with views in it), each its own live block.
+    assert.equal(lib.duo_map_file(path, out), STATUS.OK);
+    const views: number[] = [];
+    for (let i = 0; i < 1500; i++) {
+      assert.equal(lib.duo_map_view(u64(out), i, 1, addr), STATUS.OK);
+      views.push(u64(addr));
+    }
+    const one = new Uint8Array(1);
+    for (const i of [0, 777, 1499]) {
+      assert.equal(lib.duo_read(views[i]!, 0, 1, one), STATUS.OK);
+      assert.equal(one[0], data[i]);
+    }
+    assert.equal(lib.duo_unmap(u64(out)), STATUS.OK);
+    for (const v of views) assert.equal(lib.duo_free(v), STATUS.OK);
+    if (procMaps) assert.ok(!isMapped(file));
+
     // Truncated after mapping, before the view's pages were read: the populate fails (no SIGBUS), naming the path.
     assert.equal(lib.duo_map_file(path, out), STATUS.OK);
     truncateSync(file, 4096);

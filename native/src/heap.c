@@ -35,6 +35,7 @@ typedef struct {
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static slot *tab;
 static uint64_t cap, used, live_blocks, live_bytes; /* used counts tombstones too */
+static uint64_t live_views;                         /* views of mapped files: in the table, not in duo_memory */
 
 static uint64_t hash(uint64_t b) { return ((b >> 6) * 0x9E3779B97F4A7C15ull) >> 17; }
 
@@ -56,7 +57,7 @@ static void put(slot *t, uint64_t c, uint64_t block, uint64_t bytes, uint64_t ow
 static int reserve(void) {
   if ((used + 1) * 2 <= cap) return 1;
   uint64_t c = 1024;
-  while (c < (live_blocks + 1) * 4) c *= 2;
+  while (c < (live_blocks + live_views + 1) * 4) c *= 2;
   slot *t = calloc(c, sizeof *t);
   if (!t) return 0;
   for (uint64_t i = 0; i < cap; i++)
@@ -64,7 +65,7 @@ static int reserve(void) {
   free(tab);
   tab = t;
   cap = c;
-  used = live_blocks;
+  used = live_blocks + live_views;
   return 1;
 }
 
@@ -130,7 +131,9 @@ int32_t duo_free(uint64_t block) {
   s->block = TOMB;
   s->bytes = 0;
   s->owner = 0;
-  if (!owner) {
+  if (owner) {
+    live_views--;
+  } else {
     live_blocks--;
     live_bytes -= size;
   }
@@ -152,6 +155,7 @@ int32_t heap_register_view(uint64_t block, uint64_t bytes, uint64_t owner) {
   }
   put(tab, cap, block, bytes, owner);
   used++;
+  live_views++;
   pthread_mutex_unlock(&mu);
   return DUO_OK;
 }
