@@ -1,7 +1,8 @@
 /**
  * Load speed of the native backend against the disk: LlamaModel.load (backend and kernels "native") timed against
  * `cat FILES > /dev/null` of the same checkpoint files, in alternation, `--rounds` times; both read from the page
- * cache once the first cat has warmed it (the machine's RAM must hold the files: a 1-2 GB model). Two loads each
+ * cache once the first cat has warmed it (the machine's RAM must hold the files: a 1-2 GB model), or with --cold each
+ * from the disk (the files' pages evicted before every cat and load). Two loads each
  * round: "mapped" (the default, LoadOptions.mmap: f32 and llama.cpp-block tensors are read-only views of the mapped
  * file, native/src/map.c; 16-bit ones and rows llama.cpp interleaved are still read or copied) and "copied" (mmap
  * false: every matrix pread straight into the library's memory, 16-bit rows packed as they land, native/src/file.c).
@@ -14,7 +15,7 @@
  * directory deleted afterwards; --format gguf writes a GGUF file, for q8_0 / q4_0 / q4_k).
  *
  *   node --import tsx bench/model-load.ts [--model DIR|FILE.gguf] [--shape llama-3-1b] [--dtype bf16] [--format safetensors]
- *                                         [--rounds 3] [--threads N]
+ *                                         [--rounds 3] [--threads N] [--cold]
  *   bun bench/model-load.ts ...          deno run -A bench/model-load.ts ...
  */
 import { spawnSync } from "node:child_process";
@@ -32,6 +33,9 @@ const opt = (name: string, dflt: string) => {
   return i >= 0 && argv[i + 1] ? argv[i + 1]! : dflt;
 };
 const rounds = Number(opt("rounds", "3"));
+/** --cold: evict the checkpoint's pages from the page cache before every cat and load (GNU dd iflag=nocache count=0:
+ *  this file's pages only, not the machine's whole cache), so each reads the disk */
+const cold = argv.includes("--cold");
 const threads = argv.includes("--threads") ? Number(opt("threads", "2")) : undefined;
 
 let dir = opt("model", "");
@@ -49,9 +53,17 @@ try {
   const bytes = files.reduce((s, f) => s + statSync(f).size, 0);
   const gb = bytes / 1e9;
   const rt = runtime();
-  console.log(`${rt.name} ${rt.version}: ${files.length} file(s), ${gb.toFixed(2)} GB; load = LlamaModel.load(backend native${threads ? `, ${threads} threads` : ""}), mapped (mmap true) and copied (mmap false); cat = cat FILES > /dev/null`);
+  console.log(`${rt.name} ${rt.version}: ${files.length} file(s), ${gb.toFixed(2)} GB; load = LlamaModel.load(backend native${threads ? `, ${threads} threads` : ""}), mapped (mmap true) and copied (mmap false); cat = cat FILES > /dev/null${cold ? "; each from a cold cache (--cold)" : ""}`);
 
+  const evict = () => {
+    if (!cold) return;
+    for (const f of files) {
+      const r = spawnSync("dd", [`if=${f}`, "iflag=nocache", "count=0", "status=none"]);
+      if (r.status !== 0) throw new Error(`evicting ${f} from the page cache (dd iflag=nocache) failed: ${r.stderr}`);
+    }
+  };
   const cat = () => {
+    evict();
     const t0 = performance.now();
     const r = spawnSync("sh", ["-c", `cat ${files.map((f) => `'${f}'`).join(" ")} > /dev/null`]);
     if (r.status !== 0) throw new Error(`cat failed: ${r.stderr}`);
@@ -62,6 +74,7 @@ try {
   let weightsS = 0, weightsGb = 0;
   const load = async (mmap: boolean) => {
     let first = 0, last = 0, firstBytes = 0, lastBytes = 0;
+    evict();
     const t0 = performance.now();
     const m = await LlamaModel.load(dir, {
       backend: "native", kernels: "native", threads, maxContext: 1024, mmap,
