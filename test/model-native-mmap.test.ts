@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync, mkdtempSync, readFileSync, rmSync, truncateSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, truncateSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { loadNativeLibrary } from "../ffi/load.ts";
@@ -64,6 +64,27 @@ for (const [dtype, format, shape] of MODELS) {
     }
   });
 }
+
+test("mapped = copied over 3 safetensors shards: each file mapped once while the model lives, all unmapped on dispose", { skip }, async () => {
+  const m = writeTinyModel({ dtype: "f32", shards: 3, layers: 2, heads: 4, kvHeads: 2 });
+  try {
+    const files = readdirSync(m.dir).filter((f) => f.endsWith(".safetensors")).map((f) => join(m.dir, f));
+    assert.equal(files.length, 3);
+    const opts = { backend: "native" as const, kernels: "native" as const, heads: HEADS, kvDtype: "f32" as const };
+    const mapped = await LlamaModel.load(m.dir, opts), copied = await LlamaModel.load(m.dir, { ...opts, mmap: false });
+    try {
+      if (procMaps) for (const f of files) assert.ok(isMapped(f), f);
+      assert.ok((mapped.kernels as NativeKernels).memory().mapped > 0);
+      assert.deepEqual(await mapped.forward(IDS), await copied.forward(IDS));
+    } finally {
+      await copied.dispose();
+      await mapped.dispose();
+    }
+    if (procMaps) for (const f of files) assert.ok(!isMapped(f), f);
+  } finally {
+    m.dispose();
+  }
+});
 
 test("a file truncated after its header was read is refused at load: IO naming the file and the tensor, no mapping left", { skip }, async () => {
   const dir = mkdtempSync(join(tmpdir(), "duo-mmap-trunc-"));
