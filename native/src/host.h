@@ -7,6 +7,8 @@
  * pages are committed lazily), counted (duo_memory) and registered: every op that names a buffer (duo_append's dst,
  * a segment's k and v) must name the address duo_alloc gave, and the op is refused unless the rows it touches lie
  * inside that block. Refused calls return DUO_E_* before writing anything; duo_last_error() then says why.
+ * A view of a mapped file (duo_map_view) is a live block too, read-only: ops that read it take it, ops that write a
+ * block (duo_write, duo_read_file, duo_append's dst, duo_model_pack) refuse it with DUO_E_HANDLE.
  */
 #ifndef DUO_HOST_H
 #define DUO_HOST_H
@@ -28,9 +30,10 @@ DUO_EXPORT int32_t duo_threads(int32_t n);
 
 /* *out = address of a fresh block of `bytes` (> 0). DUO_E_CAPACITY when the host has no memory. */
 DUO_EXPORT int32_t duo_alloc(uint64_t bytes, uint64_t *out);
-/* Free a block (its address as duo_alloc gave it); DUO_E_HANDLE for anything else. */
+/* Free a block (its address as duo_alloc or duo_map_view gave it); DUO_E_HANDLE for anything else. */
 DUO_EXPORT int32_t duo_free(uint64_t block);
-/* out[0] = bytes in live blocks, out[1] = live blocks. */
+/* out[0] = bytes in live blocks of duo_alloc, out[1] = those blocks (views of mapped files are not counted: their
+ * pages are the file's page cache). */
 DUO_EXPORT int32_t duo_memory(double *out);
 /* Copy bytes [offset, offset + bytes) of a block out to host memory, or into it from host memory. */
 DUO_EXPORT int32_t duo_read(uint64_t block, uint64_t offset, uint64_t bytes, void *dst);

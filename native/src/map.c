@@ -150,7 +150,7 @@ int32_t duo_map_view(uint64_t map, uint64_t offset, uint64_t bytes, uint64_t *ou
     return rc;
   }
   m->refs++; /* the view's reference, taken before the lock drops: a concurrent duo_unmap cannot unmap under us */
-  char path[512];
+  char path[4096];
   snprintf(path, sizeof path, "%s", m->path);
   pthread_mutex_unlock(&mu);
 
