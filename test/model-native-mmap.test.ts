@@ -43,6 +43,7 @@ for (const [dtype, format, shape] of MODELS) {
       const path = format === "gguf" ? w.gguf! : dir;
       const file = format === "gguf" ? w.gguf! : join(dir, "model.safetensors");
       const opts = { backend: "native" as const, kernels: "native" as const, heads: HEADS, kvDtype: "f32" as const, sinkSize: 2, recentSize: 4 };
+      await assert.rejects(LlamaModel.load(path, { ...opts, mmap: "no" as unknown as boolean }), /option mmap must be true or false, got "no"/);
       const mapped = await LlamaModel.load(path, opts);
       const copied = await LlamaModel.load(path, { ...opts, mmap: false });
       try {

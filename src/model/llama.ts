@@ -138,6 +138,7 @@ export class LlamaModel {
     if (options === null || typeof options !== "object") throw new DuoError("INVALID_ARGUMENT", "LlamaModel.load options must be an object");
     const unknown = Object.keys(options).find((k) => !LOAD_KEYS.includes(k));
     if (unknown) throw new DuoError("INVALID_ARGUMENT", `unknown LlamaModel.load option "${unknown}"; valid options: ${LOAD_KEYS.join(", ")}`);
+    if (options.mmap !== undefined && typeof options.mmap !== "boolean") throw new DuoError("INVALID_ARGUMENT", `LlamaModel.load option mmap must be true or false, got ${JSON.stringify(options.mmap)}`);
     dir = dir.replace(/[/\\]+$/, "");
     const source = await openSource(dir);
     const cfg = source.config;

@@ -4,9 +4,11 @@
  * here (SPEC §2, src/schedule/permute.ts): q rows in blocks of G·D, k/v rows in blocks of D, o columns in blocks
  * of G·D, q/k/v biases like their rows, never the o bias. A permuted Q8_0 / Q4_0 matrix is decoded, permuted and
  * quantized again, which gives its bytes back whenever G·D is a multiple of 32 (whole blocks move); a permuted
- * Q4_K / Q6_K matrix is held decoded, as f32. Kernels that read files themselves (native: readFile) get every matrix
- * straight from the file, and permute q/k/v row blocks and o column blocks on raw bytes (any dtype, when o's column
- * blocks are whole quantization blocks and llama.cpp did not interleave the rows).
+ * Q4_K / Q6_K matrix is held decoded, as f32. Kernels that map files (native: mapFile, LoadOptions.mmap) use the
+ * matrices stored in their own layout (f32, Q8_0, Q4_0, Q4_K, Q6_K) in the file's order as read-only views of the
+ * file. Kernels that read files themselves (native: readFile) get every other matrix straight from the file, and
+ * permute q/k/v row blocks and o column blocks on raw bytes (any dtype, when o's column blocks are whole quantization
+ * blocks and llama.cpp did not interleave the rows).
  */
 import { f32ToBf16Bits, f32ToF16Bits } from "../dtype.ts";
 import { DuoError } from "../errors.ts";
