@@ -1,16 +1,21 @@
 /**
- * Load speed of the native backend against the disk: LlamaModel.load (backend and kernels "native": every matrix
- * pread straight into the library's memory, 16-bit rows packed as they land, native/src/file.c) timed against
+ * Load speed of the native backend against the disk: LlamaModel.load (backend and kernels "native") timed against
  * `cat FILES > /dev/null` of the same checkpoint files, in alternation, `--rounds` times; both read from the page
- * cache once the first cat has warmed it (the machine's RAM must hold the files: a 1-2 GB model). Prints GB/s of
- * each (checkpoint bytes ÷ seconds), the ratio load ÷ cat (target ≥ 0.7), the part of the load between its first and
- * last progress call (the weights; the rest is config, tokenizer and engine), and the first write to as many bytes of
- * fresh memory, one byte per page: a load copies into fresh pages, cat into one small buffer, so where the host makes
- * page faults dear (a VM whose host backs guest memory lazily) that figure, not the copy, bounds the load. The model
- * is written by `duo make-model`'s code when `--model` is not given (random weights, in a temporary directory deleted
- * afterwards).
+ * cache once the first cat has warmed it (the machine's RAM must hold the files: a 1-2 GB model), or with --cold each
+ * from the disk (the files' pages evicted before every cat and load). Two loads each
+ * round: "mapped" (the default, LoadOptions.mmap: f32 and llama.cpp-block tensors are read-only views of the mapped
+ * file, native/src/map.c; 16-bit ones and rows llama.cpp interleaved are still read or copied) and "copied" (mmap
+ * false: every matrix pread straight into the library's memory, 16-bit rows packed as they land, native/src/file.c).
+ * Prints GB/s of each (checkpoint bytes ÷ seconds), the ratios load ÷ cat (target ≥ 0.7), the part of the load between
+ * its first and last progress call and its GB/s (the weights after the first tensor; the rest is config, tokenizer and
+ * engine, a fixed cost that a small model shows and a 16 GB one does not), and the first write to as
+ * many bytes of fresh memory, one byte per page: a copy goes into fresh pages, cat into one small buffer, so where the
+ * host makes page faults dear (a VM whose host backs guest memory lazily) that figure, not the copy, bounds a copied
+ * load. The model is written by `duo make-model`'s code when `--model` is not given (random weights, in a temporary
+ * directory deleted afterwards; --format gguf writes a GGUF file, for q8_0 / q4_0 / q4_k).
  *
- *   node --import tsx bench/model-load.ts [--model DIR] [--shape llama-3-1b] [--dtype bf16] [--rounds 3] [--threads N]
+ *   node --import tsx bench/model-load.ts [--model DIR|FILE.gguf] [--shape llama-3-1b] [--dtype bf16] [--format safetensors]
+ *                                         [--rounds 3] [--threads N] [--cold]
  *   bun bench/model-load.ts ...          deno run -A bench/model-load.ts ...
  */
 import { spawnSync } from "node:child_process";
@@ -28,43 +33,56 @@ const opt = (name: string, dflt: string) => {
   return i >= 0 && argv[i + 1] ? argv[i + 1]! : dflt;
 };
 const rounds = Number(opt("rounds", "3"));
+/** --cold: evict the checkpoint's pages from the page cache before every cat and load (GNU dd iflag=nocache count=0:
+ *  this file's pages only, not the machine's whole cache), so each reads the disk */
+const cold = argv.includes("--cold");
 const threads = argv.includes("--threads") ? Number(opt("threads", "2")) : undefined;
 
 let dir = opt("model", "");
 let tmp: string | undefined;
 if (!dir) {
   tmp = mkdtempSync(join(tmpdir(), "duo-load-bench-"));
-  const shape = opt("shape", "llama-3-1b"), dtype = opt("dtype", "bf16") as WriteDtype;
-  console.log(`writing a ${shape} ${dtype} model to ${tmp} (${RANDOM_WEIGHTS_NOTE})`);
-  await writeRandomModel(tmp, { shape, dtype, format: "safetensors" });
-  dir = tmp;
+  const shape = opt("shape", "llama-3-1b"), dtype = opt("dtype", "bf16") as WriteDtype, format = opt("format", "safetensors") as "safetensors" | "gguf";
+  console.log(`writing a ${shape} ${dtype} ${format} model to ${tmp} (${RANDOM_WEIGHTS_NOTE})`);
+  const w = await writeRandomModel(tmp, { shape, dtype, format });
+  dir = w.gguf ?? tmp;
 }
 
 try {
-  const files = readdirSync(dir).filter((f) => f.endsWith(".safetensors")).map((f) => join(dir, f));
+  const files = dir.endsWith(".gguf") ? [dir] : readdirSync(dir).filter((f) => f.endsWith(".safetensors")).map((f) => join(dir, f));
   const bytes = files.reduce((s, f) => s + statSync(f).size, 0);
   const gb = bytes / 1e9;
   const rt = runtime();
-  console.log(`${rt.name} ${rt.version}: ${files.length} file(s), ${gb.toFixed(2)} GB; load = LlamaModel.load(backend native${threads ? `, ${threads} threads` : ""}), cat = cat FILES > /dev/null`);
+  console.log(`${rt.name} ${rt.version}: ${files.length} file(s), ${gb.toFixed(2)} GB; load = LlamaModel.load(backend native${threads ? `, ${threads} threads` : ""}), mapped (mmap true) and copied (mmap false); cat = cat FILES > /dev/null${cold ? "; each from a cold cache (--cold)" : ""}`);
 
+  const evict = () => {
+    if (!cold) return;
+    for (const f of files) {
+      const r = spawnSync("dd", [`if=${f}`, "iflag=nocache", "count=0", "status=none"]);
+      if (r.status !== 0) throw new Error(`evicting ${f} from the page cache (dd iflag=nocache) failed: ${r.stderr}`);
+    }
+  };
   const cat = () => {
+    evict();
     const t0 = performance.now();
     const r = spawnSync("sh", ["-c", `cat ${files.map((f) => `'${f}'`).join(" ")} > /dev/null`]);
     if (r.status !== 0) throw new Error(`cat failed: ${r.stderr}`);
     return (performance.now() - t0) / 1000;
   };
   // The load's seconds, and the part of them between its first and last progress call (the weights, less the first
-  // piece): what the rest (config, tokenizer, engine) costs shows as the difference.
-  let weightsS = 0;
-  const load = async () => {
-    let first = 0, last = 0;
+  // piece) with the bytes loaded in it: what the rest (config, tokenizer, engine) costs shows as the difference.
+  let weightsS = 0, weightsGb = 0;
+  const load = async (mmap: boolean) => {
+    let first = 0, last = 0, firstBytes = 0, lastBytes = 0;
+    evict();
     const t0 = performance.now();
     const m = await LlamaModel.load(dir, {
-      backend: "native", kernels: "native", threads, maxContext: 1024,
-      onProgress: () => (last = performance.now(), first ||= last),
+      backend: "native", kernels: "native", threads, maxContext: 1024, mmap,
+      onProgress: (loaded) => (last = performance.now(), lastBytes = loaded, first ||= (firstBytes = loaded, last)),
     });
     const s = (performance.now() - t0) / 1000;
     weightsS = (last - first) / 1000;
+    weightsGb = (lastBytes - firstBytes) / 1e9;
     await m.dispose();
     return s;
   };
@@ -82,17 +100,22 @@ try {
   };
 
   cat(); // warm the page cache
-  let bestCat = Infinity, bestLoad = Infinity, bestTouch = Infinity;
+  let bestCat = Infinity, bestMapped = Infinity, bestCopied = Infinity, bestTouch = Infinity;
+  const gbs = (s: number) => `${(gb / s).toFixed(2)} GB/s (${s.toFixed(2)} s)`;
   for (let r = 0; r < rounds; r++) {
-    const c = cat(), l = await load(), f = firstTouch();
+    const c = cat();
+    const mapped = await load(true), mappedWeights = `${weightsS.toFixed(2)} s of it (${(weightsGb / weightsS).toFixed(2)} GB/s)`;
+    const copied = await load(false), copiedWeights = `${weightsS.toFixed(2)} s (${(weightsGb / weightsS).toFixed(2)} GB/s)`;
+    const f = firstTouch();
     bestCat = Math.min(bestCat, c);
-    bestLoad = Math.min(bestLoad, l);
+    bestMapped = Math.min(bestMapped, mapped);
+    bestCopied = Math.min(bestCopied, copied);
     bestTouch = Math.min(bestTouch, f);
-    console.log(`round ${r + 1}: cat ${(gb / c).toFixed(2)} GB/s (${c.toFixed(2)} s), load ${(gb / l).toFixed(2)} GB/s (${l.toFixed(2)} s; weights ${weightsS.toFixed(2)} s of it), ` +
-      `first touch of fresh memory ${(gb / f).toFixed(2)} GB/s (${f.toFixed(2)} s); load/cat ${(c / l).toFixed(2)}`);
+    console.log(`round ${r + 1}: cat ${gbs(c)}, mapped ${gbs(mapped)}, weights ${mappedWeights}; copied ${gbs(copied)}, weights ${copiedWeights}; ` +
+      `first touch of fresh memory ${gbs(f)}; load/cat mapped ${(c / mapped).toFixed(2)}, copied ${(c / copied).toFixed(2)}`);
   }
-  console.log(`best of ${rounds}: cat ${(gb / bestCat).toFixed(2)} GB/s, load ${(gb / bestLoad).toFixed(2)} GB/s, first touch ${(gb / bestTouch).toFixed(2)} GB/s; ` +
-    `load/cat ${(bestCat / bestLoad).toFixed(2)} (target ≥ 0.7), load/first touch ${(bestTouch / bestLoad).toFixed(2)}`);
+  console.log(`best of ${rounds}: cat ${(gb / bestCat).toFixed(2)} GB/s, mapped ${(gb / bestMapped).toFixed(2)} GB/s, copied ${(gb / bestCopied).toFixed(2)} GB/s, first touch ${(gb / bestTouch).toFixed(2)} GB/s; ` +
+    `load/cat mapped ${(bestCat / bestMapped).toFixed(2)}, copied ${(bestCat / bestCopied).toFixed(2)} (target ≥ 0.7); mapped/copied speed ${(bestCopied / bestMapped).toFixed(2)}x`);
 } finally {
   if (tmp) rmSync(tmp, { recursive: true, force: true });
 }

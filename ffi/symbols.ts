@@ -341,6 +341,28 @@ export const NATIVE_SYMBOLS = {
     ],
     result: "i32",
   },
+  duo_map_file: {
+    args: [
+      "buffer", // const char* path (NUL-terminated UTF-8)
+      "buffer", // uint64_t* out: [the mapping's address (its handle), the file's bytes]
+    ],
+    result: "i32",
+  },
+  duo_map_view: {
+    args: [
+      "u64", // uint64_t map
+      "u64", // uint64_t offset
+      "u64", // uint64_t bytes
+      "buffer", // uint64_t* out: the view's address, a read-only block (duo_free releases it)
+    ],
+    result: "i32",
+  },
+  duo_unmap: {
+    args: [
+      "u64", // uint64_t map
+    ],
+    result: "i32",
+  },
   duo_append: {
     args: [
       "u64", // void* dst (a block)

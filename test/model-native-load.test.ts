@@ -21,11 +21,11 @@ import { relError, writeTinyModel } from "./helpers/tiny-model.ts";
 const native = await probeNative({});
 const skip = native.usable ? false : `skipped: native backend not usable here (${native.reason})`;
 
-/** The same native kernels without the file hook: the loader falls back to reading through the JS heap. */
+/** The same native kernels without the file hooks (read and map): the loader falls back to reading through the JS heap. */
 function withoutReadFile(k: ModelKernels): ModelKernels {
   return new Proxy(k, {
     get: (t, p) => {
-      if (p === "readFile") return undefined;
+      if (p === "readFile" || p === "mapFile") return undefined;
       const v = Reflect.get(t, p, t);
       return typeof v === "function" ? v.bind(t) : v;
     },

@@ -124,8 +124,8 @@ int32_t fail(int32_t status, const char *fmt, ...) {
 int32_t duo_append(void *dst, int32_t dtype, int32_t row_heads, int32_t head_dim, const float *src, int32_t src_heads,
                    const int32_t *heads, const int32_t *rows, int32_t n, int32_t layout, int32_t buffer_rows) {
   last_error[0] = 0;
-  const uint64_t bytes = heap_block_bytes((uint64_t)(uintptr_t)dst);
-  if (!bytes) return fail(DUO_E_HANDLE, "duo_append: dst %p is not a live block of duo_alloc", dst);
+  const uint64_t bytes = heap_owned_bytes((uint64_t)(uintptr_t)dst);
+  if (!bytes) return fail(DUO_E_HANDLE, "duo_append: dst %p is not a live block of duo_alloc (a view of a mapped file is read-only)", dst);
   if (dtype < DUO_F32 || dtype > DUO_INT4) return fail(DUO_E_ARG, "duo_append: dtype must be 0 (f32), 1 (f16), 2 (bf16), 3 (int8) or 4 (int4), got %d", dtype);
   if (layout < DUO_NHD || layout > DUO_V64) return fail(DUO_E_ARG, "duo_append: layout must be 0 (NHD), 1 (K64) or 2 (V64), got %d", layout);
   if (is_quantized(dtype) && layout != DUO_NHD) return fail(DUO_E_ARG, "duo_append: int8 / int4 buffers are token-major (layout 0, NHD) only, got layout %d", layout);

@@ -64,8 +64,9 @@ static void read_part(void *ctx, int i) {
 int32_t duo_read_file(const char *path, uint64_t file_offset, uint64_t bytes, uint64_t block, uint64_t block_offset,
                       int32_t pack_cols) {
   if (!path || !*path) return fail(DUO_E_ARG, "duo_read_file: path is NULL or empty");
-  const uint64_t size = heap_block_bytes(block);
-  if (!size) return fail(DUO_E_HANDLE, "duo_read_file: 0x%llx is not a live block of duo_alloc", (unsigned long long)block);
+  const uint64_t size = heap_owned_bytes(block);
+  if (!size) return fail(DUO_E_HANDLE, "duo_read_file: 0x%llx is not a live block of duo_alloc%s", (unsigned long long)block,
+                         heap_block_bytes(block) ? " (it is a read-only view of a mapped file)" : "");
   if (block_offset > size || bytes > size - block_offset)
     return fail(DUO_E_ARG, "duo_read_file: bytes [%llu, %llu) are outside the block's %llu", (unsigned long long)block_offset,
                 (unsigned long long)(block_offset + bytes), (unsigned long long)size);

@@ -7,6 +7,8 @@
  * pages are committed lazily), counted (duo_memory) and registered: every op that names a buffer (duo_append's dst,
  * a segment's k and v) must name the address duo_alloc gave, and the op is refused unless the rows it touches lie
  * inside that block. Refused calls return DUO_E_* before writing anything; duo_last_error() then says why.
+ * A view of a mapped file (duo_map_view) is a live block too, read-only: ops that read it take it, ops that write a
+ * block (duo_write, duo_read_file, duo_append's dst, duo_model_pack) refuse it with DUO_E_HANDLE.
  */
 #ifndef DUO_HOST_H
 #define DUO_HOST_H
@@ -28,9 +30,10 @@ DUO_EXPORT int32_t duo_threads(int32_t n);
 
 /* *out = address of a fresh block of `bytes` (> 0). DUO_E_CAPACITY when the host has no memory. */
 DUO_EXPORT int32_t duo_alloc(uint64_t bytes, uint64_t *out);
-/* Free a block (its address as duo_alloc gave it); DUO_E_HANDLE for anything else. */
+/* Free a block (its address as duo_alloc or duo_map_view gave it); DUO_E_HANDLE for anything else. */
 DUO_EXPORT int32_t duo_free(uint64_t block);
-/* out[0] = bytes in live blocks, out[1] = live blocks. */
+/* out[0] = bytes in live blocks of duo_alloc, out[1] = those blocks (views of mapped files are not counted: their
+ * pages are the file's page cache). */
 DUO_EXPORT int32_t duo_memory(double *out);
 /* Copy bytes [offset, offset + bytes) of a block out to host memory, or into it from host memory. */
 DUO_EXPORT int32_t duo_read(uint64_t block, uint64_t offset, uint64_t bytes, void *dst);
@@ -42,6 +45,16 @@ DUO_EXPORT int32_t duo_write(uint64_t block, uint64_t offset, uint64_t bytes, co
  * early (the message names the path and offsets), or the range splits a row. */
 DUO_EXPORT int32_t duo_read_file(const char *path, uint64_t file_offset, uint64_t bytes, uint64_t block,
                                  uint64_t block_offset, int32_t pack_cols);
+/* Map the whole file at `path` read-only (map.c): out[0] = the mapping's address (its handle), out[1] = the file's
+ * bytes. DUO_E_ARG when it cannot be opened or is empty, DUO_E_CAPACITY when it cannot be mapped. */
+DUO_EXPORT int32_t duo_map_file(const char *path, uint64_t *out);
+/* *out = a live, read-only block that is bytes [offset, offset + bytes) of the mapping `map` (at map + offset, any
+ * alignment), its pages read into memory now; ops that read blocks accept it, ops that write one refuse it; duo_free
+ * releases it, and it is not counted in duo_memory (its pages are the file's page cache). DUO_E_ARG when the range
+ * is not inside the file or the file was truncated since it was mapped (both messages name the path). */
+DUO_EXPORT int32_t duo_map_view(uint64_t map, uint64_t offset, uint64_t bytes, uint64_t *out);
+/* Drop the handle of a mapping: it is unmapped once its last view is freed too. DUO_E_HANDLE for anything else. */
+DUO_EXPORT int32_t duo_unmap(uint64_t map);
 
 /* Model kernels (wasm/model/kernels.c, SIMD sets only: DUO_E_UNSUPPORTED on "scalar"). Weights are blocks of
  * duo_alloc holding a row-major [rows, cols] matrix of a weight dtype below (the quantized ones as llama.cpp's blocks,

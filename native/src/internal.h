@@ -31,8 +31,16 @@ typedef struct {
 /* The kernels chosen at load (dispatch.c). */
 const isa_kernels *isa(void);
 
-/* Bytes of the live block at `block`, or 0 when no block starts there (heap.c). */
+/* Bytes of the live block at `block` (memory of duo_alloc or a view of a mapped file), or 0 when no block starts
+ * there (heap.c). For ops that only read the block. */
 uint64_t heap_block_bytes(uint64_t block);
+/* The same for blocks this library may write: memory of duo_alloc only (a view of a mapped file gives 0). */
+uint64_t heap_owned_bytes(uint64_t block);
+/* Register [block, block + bytes) of the file mapping at `owner` as a live read-only block (DUO_E_ARG when a live
+ * block already starts there); duo_free unregisters it and calls map_drop(owner). */
+int32_t heap_register_view(uint64_t block, uint64_t bytes, uint64_t owner);
+/* Drop one reference to the mapping at `base`; the last one unmaps it (map.c). */
+void map_drop(uint64_t base);
 
 /* Run fn(ctx, i) for i < n on up to `threads` threads (the caller is one of them); returns when all are done. */
 typedef void (*pool_fn)(void *ctx, int task);

@@ -37,6 +37,7 @@ static int32_t check_weights(const char *fn, uint64_t w, int32_t dtype, int32_t 
 int32_t duo_model_pack(uint64_t w, int32_t rows, int32_t cols) {
   int32_t rc = need_model("duo_model_pack");
   if (rc == DUO_OK) rc = check_weights("duo_model_pack", w, DUO_W_BF16, rows, cols);
+  if (rc == DUO_OK && !heap_owned_bytes(w)) rc = fail(DUO_E_HANDLE, "duo_model_pack: 0x%llx is a read-only view of a mapped file", (unsigned long long)w);
   if (rc == DUO_OK) isa()->model->pack_u16((uint16_t *)(uintptr_t)w, rows, cols);
   return rc;
 }

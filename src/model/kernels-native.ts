@@ -3,6 +3,12 @@
  * native/src/model.c), through ffi/. Matrices are blocks of the library in their file dtype (f16/bf16 packed in place
  * once written, as in the wasm build; Q8_0 / Q4_0 / Q4_K / Q6_K blocks as in the file), so weights are not limited to 4 GiB; vectors and activations
  * (host-activations.ts) stay host Float32Arrays handed to every call. matmul splits its output rows over the library's threads.
+ *
+ * Matrices stored in the kernels' own layout (f32 and the llama.cpp blocks) can instead be read-only views of the
+ * checkpoint file mapped once (mapFile, native/src/map.c): no copy, their pages the file's page cache. They count in
+ * memory().weights like copied ones (they must stay resident to run fast, and the RAM check, src/model/ram.ts, counts
+ * them so: MemAvailable includes the page cache the kernel could drop, so counting them again is the safe side), and
+ * in memory().mapped; the library's duo_memory counts only what it allocated.
  */
 import { DuoError } from "../errors.ts";
 import { runtime } from "../runtime.ts";
@@ -21,6 +27,8 @@ class NativeMatrix implements Matrix {
   written = 0;
   /** bytes of a 16-bit matrix that readFile packed as they landed (whole rows); the rest is packed at the end */
   packed = 0;
+  /** a read-only view of a mapped file (mapFile): never written */
+  mapped = false;
   constructor(readonly rows: number, readonly cols: number, readonly dtype: WeightDtype, readonly ptr: number, readonly bytes: number) {}
 }
 
@@ -48,15 +56,19 @@ export class NativeKernels extends HostActivationKernels implements ModelKernels
   readonly name = "native" as const;
   private readonly matrices = new Set<NativeMatrix>();
   private weightBytes = 0;
+  private mappedBytes = 0;
   private readonly addr = new Uint32Array(2);
+  /** file path -> its mapping (duo_map_file): each checkpoint file is mapped once, unmapped by dispose */
+  private readonly maps = new Map<string, { handle: number; bytes: number }>();
 
   /** @param budget bytes of RAM weights and KV share (LoadOptions.memory); reported as memory().capacity */
   constructor(private readonly lib: NativeLibrary, readonly threads: number, private readonly budget = Infinity) {
     super();
   }
 
-  memory(): { weights: number; capacity: number } {
-    return { weights: this.weightBytes, capacity: this.budget };
+  /** weights: bytes of every weight held (mapped ones too); mapped: those of them that are views of mapped files */
+  memory(): { weights: number; capacity: number; mapped: number } {
+    return { weights: this.weightBytes, capacity: this.budget, mapped: this.mappedBytes };
   }
 
   /** Refuse weights that would not fit in the budget beside those already held (the model loader checks weights +
@@ -85,6 +97,7 @@ export class NativeKernels extends HostActivationKernels implements ModelKernels
 
   /** A write or file read of `bytes` at `byteOffset` must hold whole blocks of the dtype inside the matrix. */
   private checkRange(w: NativeMatrix, what: string, byteOffset: number, bytes: number): void {
+    if (w.mapped) throw new DuoError("INVALID_ARGUMENT", `${what} into a [${w.rows}, ${w.cols}] ${w.dtype} matrix that is a read-only view of a mapped file`);
     const bb = WEIGHT_BLOCKS[w.dtype].bytes;
     if (byteOffset < 0 || byteOffset % bb !== 0 || bytes % bb !== 0 || byteOffset + bytes > w.bytes || w.written + bytes > w.bytes) {
       throw new DuoError("INVALID_ARGUMENT", `${what} of ${bytes} bytes at byte ${byteOffset} overruns a [${w.rows}, ${w.cols}] ${w.dtype} matrix (${w.bytes} bytes, ${w.written} written) or splits its ${bb}-byte blocks`);
@@ -113,6 +126,36 @@ export class NativeKernels extends HostActivationKernels implements ModelKernels
     const status = this.lib.duo_read_file(path, fileOffset, bytes, w.ptr, byteOffset, packCols);
     if (status < 0) throw new DuoError("IO", `native model kernels: ${this.lib.duo_last_error() || `duo_read_file status ${status}`}`);
     this.landed(w, bytes, packCols ? bytes : 0);
+  }
+
+  /** A [rows, cols] matrix that is the bytes of `file` from `fileOffset` on (f32 or a llama.cpp block dtype: the
+   *  kernels read them as stored), mapped read-only and read into memory now by the library's threads. The file is
+   *  mapped once for all its tensors. IO when the range is not inside the file (a truncated file) or the file shrank
+   *  while it was read; the message names the path. */
+  mapFile(rows: number, cols: number, dtype: WeightDtype, file: string, fileOffset: number): Matrix {
+    if (dtype === "f16" || dtype === "bf16") throw new DuoError("INVALID_ARGUMENT", `mapFile: ${dtype} matrices are repacked for the kernels, so they cannot be mapped; valid: f32, q8_0, q4_0, q4_k, q6_k (use readFile)`);
+    const bytes = matrixBytes(rows, cols, dtype);
+    let map = this.maps.get(file);
+    if (!map) {
+      const out = new Uint32Array(4);
+      const status = this.lib.duo_map_file(new TextEncoder().encode(`${file}\0`), out);
+      if (status < 0) throw new DuoError("IO", `native model kernels: ${this.lib.duo_last_error() || `duo_map_file status ${status}`}`);
+      map = { handle: out[0]! + out[1]! * 2 ** 32, bytes: out[2]! + out[3]! * 2 ** 32 };
+      this.maps.set(file, map);
+    }
+    if (fileOffset < 0 || fileOffset + bytes > map.bytes) {
+      throw new DuoError("IO", `${file}: a [${rows}, ${cols}] ${dtype} matrix at bytes [${fileOffset}, ${fileOffset + bytes}) lies beyond the file's ${map.bytes} bytes (the file is truncated)`);
+    }
+    this.lib.duo_threads(this.threads);
+    const status = this.lib.duo_map_view(map.handle, fileOffset, bytes, this.addr);
+    if (status < 0) throw new DuoError("IO", `native model kernels: ${this.lib.duo_last_error() || `duo_map_view status ${status}`}`);
+    const m = new NativeMatrix(rows, cols, dtype, this.addr[0]! + this.addr[1]! * 2 ** 32, bytes);
+    m.written = bytes;
+    m.mapped = true;
+    this.matrices.add(m);
+    this.weightBytes += bytes;
+    this.mappedBytes += bytes;
+    return m;
   }
 
   vector(data: Float32Array): Vector {
@@ -159,10 +202,14 @@ export class NativeKernels extends HostActivationKernels implements ModelKernels
     return m.ptr;
   }
 
+  /** Free every matrix and drop every file mapping (a mapping goes once its last view is freed). */
   dispose(): void {
     for (const m of this.matrices) this.lib.duo_free(m.ptr);
+    for (const map of this.maps.values()) this.lib.duo_unmap(map.handle);
     this.matrices.clear();
+    this.maps.clear();
     this.weightBytes = 0;
+    this.mappedBytes = 0;
   }
 
   private check(status: number, fn: string, code: "INVALID_ARGUMENT" | "CAPACITY" = "INVALID_ARGUMENT"): void {

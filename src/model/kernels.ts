@@ -68,6 +68,9 @@ export interface ModelKernels {
    *  `byteOffset`, as `write` would with those bytes (whole blocks of the dtype), without passing them through the
    *  JS heap. */
   readFile?(m: Matrix, byteOffset: number, file: string, fileOffset: number, bytes: number): void;
+  /** Optional (native): a [rows, cols] matrix of `dtype` that is the file's own bytes from `fileOffset` on, mapped
+   *  read-only (no copy; never written). For the dtypes the kernels read as stored: f32 and the llama.cpp blocks. */
+  mapFile?(rows: number, cols: number, dtype: WeightDtype, file: string, fileOffset: number): Matrix;
   vector(data: Float32Array): Vector;
   /** `length` zeroed f32 activations, held until release() or dispose() */
   activations(length: number): Activations;

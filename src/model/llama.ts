@@ -78,11 +78,17 @@ export interface LoadOptions {
    *  MemAvailable); a model whose weights + KV budget (at maxContext, else one prefill chunk) exceed it is refused
    *  before anything is read */
   memory?: number;
+  /** kernels "native": map the checkpoint files read-only and use the tensors stored in the kernels' own layout (f32,
+   *  Q8_0, Q4_0, Q4_K, Q6_K) in place, their pages the file's page cache, instead of copying them (default true; f16 /
+   *  bf16 are always read, since the kernels repack them). false, like llama.cpp's --no-mmap, copies every tensor:
+   *  for files that may be truncated or rewritten while the model is loaded (a mapped file truncated later crashes
+   *  the process with SIGBUS, native/src/map.c). */
+  mmap?: boolean;
   /** called as the weights load: bytes loaded so far and in all (the CLI draws a progress bar on stderr) */
   onProgress?: (loaded: number, total: number) => void;
 }
 
-const LOAD_KEYS = ["backend", "kernels", "pattern", "sparsity", "heads", "sinkSize", "recentSize", "kvDtype", "prefill", "maxContext", "prefillChunk", "threads", "nativeLibrary", "strict", "modelWasm", "modelThreads", "memory", "onProgress"];
+const LOAD_KEYS = ["backend", "kernels", "pattern", "sparsity", "heads", "sinkSize", "recentSize", "kvDtype", "prefill", "maxContext", "prefillChunk", "threads", "nativeLibrary", "strict", "modelWasm", "modelThreads", "memory", "mmap", "onProgress"];
 
 /** The head schedule in the model's order, and the pattern it came from (whose config.json gives the window). */
 async function scheduleFor(o: LoadOptions, cfg: ModelConfig): Promise<{ schedule: HeadSchedule; pattern?: HeadPattern }> {
@@ -132,6 +138,7 @@ export class LlamaModel {
     if (options === null || typeof options !== "object") throw new DuoError("INVALID_ARGUMENT", "LlamaModel.load options must be an object");
     const unknown = Object.keys(options).find((k) => !LOAD_KEYS.includes(k));
     if (unknown) throw new DuoError("INVALID_ARGUMENT", `unknown LlamaModel.load option "${unknown}"; valid options: ${LOAD_KEYS.join(", ")}`);
+    if (options.mmap !== undefined && typeof options.mmap !== "boolean") throw new DuoError("INVALID_ARGUMENT", `LlamaModel.load option mmap must be true or false, got ${JSON.stringify(options.mmap)}`);
     dir = dir.replace(/[/\\]+$/, "");
     const source = await openSource(dir);
     const cfg = source.config;
@@ -178,7 +185,7 @@ export class LlamaModel {
       let loaded = 0;
       const total = [...expectedTensors(cfg).keys()].reduce((a, name) => a + tensors.get(name)!.byteLength, 0);
       const progress = options.onProgress && ((bytes: number) => options.onProgress!((loaded += bytes), total));
-      const weights = await loadWeights(tensors, cfg, kernels, schedule, progress);
+      const weights = await loadWeights(tensors, cfg, kernels, schedule, progress, options.mmap ?? true);
       const invFreq = inverseFrequencies(cfg.headDim, cfg.ropeTheta, cfg.ropeScaling);
       source.ropeFreqFactors?.forEach((f, i) => (invFreq[i]! /= f));
       return new LlamaModel(cfg, tokenizer, schedule, engine, kernels, weights, prefillChunk, invFreq);

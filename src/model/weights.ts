@@ -4,9 +4,11 @@
  * here (SPEC §2, src/schedule/permute.ts): q rows in blocks of G·D, k/v rows in blocks of D, o columns in blocks
  * of G·D, q/k/v biases like their rows, never the o bias. A permuted Q8_0 / Q4_0 matrix is decoded, permuted and
  * quantized again, which gives its bytes back whenever G·D is a multiple of 32 (whole blocks move); a permuted
- * Q4_K / Q6_K matrix is held decoded, as f32. Kernels that read files themselves (native: readFile) get every matrix
- * straight from the file, and permute q/k/v row blocks and o column blocks on raw bytes (any dtype, when o's column
- * blocks are whole quantization blocks and llama.cpp did not interleave the rows).
+ * Q4_K / Q6_K matrix is held decoded, as f32. Kernels that map files (native: mapFile, LoadOptions.mmap) use the
+ * matrices stored in their own layout (f32, Q8_0, Q4_0, Q4_K, Q6_K) in the file's order as read-only views of the
+ * file. Kernels that read files themselves (native: readFile) get every other matrix straight from the file, and
+ * permute q/k/v row blocks and o column blocks on raw bytes (any dtype, when o's column blocks are whole quantization
+ * blocks and llama.cpp did not interleave the rows).
  */
 import { f32ToBf16Bits, f32ToF16Bits } from "../dtype.ts";
 import { DuoError } from "../errors.ts";
@@ -117,12 +119,27 @@ function readPiece(k: ModelKernels, m: Matrix, t: TensorEntry, byteOffset: numbe
   }
 }
 
-/** A matrix read in pieces of about READ_CHUNK_BYTES: by the kernels straight from the file where they can (native:
- *  readFile, no copy in the JS heap; pieces of whole rows, which the native kernels pack as they land), else through
- *  the JS heap (streamTensor + write, pieces of whole blocks). Rows llama.cpp interleaved are reordered in one piece
- *  in the JS heap. */
-async function readMatrix(k: ModelKernels, t: TensorEntry, progress?: LoadProgress): Promise<Matrix> {
-  const m = k.matrix(t.shape[0]!, t.shape[1]!, dtypeOf(t)!);
+/** Dtypes the kernels read in the file's own layout, so a mapped tensor is used in place (f16/bf16 are repacked). */
+const MAPPABLE = new Set<WeightDtype>(["f32", "q8_0", "q4_0", "q4_k", "q6_k"]);
+
+/** A matrix mapped from the file where the kernels can (native mapFile, `mmap` on, a dtype they read as stored, rows
+ *  in file order), else read in pieces of about READ_CHUNK_BYTES: by the kernels straight from the file where they
+ *  can (native: readFile, no copy in the JS heap; pieces of whole rows, which the native kernels pack as they land),
+ *  else through the JS heap (streamTensor + write, pieces of whole blocks). Rows llama.cpp interleaved are reordered
+ *  in one piece in the JS heap. */
+async function readMatrix(k: ModelKernels, t: TensorEntry, mmap: boolean, progress?: LoadProgress): Promise<Matrix> {
+  const dtype = dtypeOf(t)!;
+  if (mmap && k.mapFile && !t.interleavedHeads && MAPPABLE.has(dtype)) {
+    let m: Matrix;
+    try {
+      m = k.mapFile(t.shape[0]!, t.shape[1]!, dtype, t.file, t.offset);
+    } catch (e) {
+      throw new DuoError("IO", `${t.file}: mapping tensor "${t.name}" (${t.dtype} [${t.shape.join(", ")}], bytes [${t.offset}, ${t.offset + t.byteLength})) failed: ${(e as Error).message}`, { cause: e });
+    }
+    progress?.(t.byteLength);
+    return m;
+  }
+  const m = k.matrix(t.shape[0]!, t.shape[1]!, dtype);
   if (t.interleavedHeads) {
     k.write(m, 0, await readTensorBytes(t));
     progress?.(t.byteLength);
@@ -188,8 +205,9 @@ function rawPermutable(q: TensorEntry, k: TensorEntry, v: TensorEntry, o: Tensor
   return !q.interleavedHeads && !k.interleavedHeads && !v.interleavedHeads && oBlock % BLOCKS[o.dtype as TensorDtype].elements === 0;
 }
 
-/** Load every weight into `k`. `schedule` (original head order) decides the per-layer head permutation. */
-export async function loadWeights(tensors: Map<string, TensorEntry>, cfg: ModelConfig, k: ModelKernels, schedule: HeadSchedule, progress?: LoadProgress): Promise<ModelWeights> {
+/** Load every weight into `k`. `schedule` (original head order) decides the per-layer head permutation; `mmap`
+ *  (LoadOptions.mmap) lets kernels that map files (native) use the tensors stored in their own layout in place. */
+export async function loadWeights(tensors: Map<string, TensorEntry>, cfg: ModelConfig, k: ModelKernels, schedule: HeadSchedule, progress?: LoadProgress, mmap = true): Promise<ModelWeights> {
   const get = (name: string) => tensors.get(name)!;
   const has = (name: string) => tensors.has(name);
   const read = async (name: string) => {
@@ -198,7 +216,7 @@ export async function loadWeights(tensors: Map<string, TensorEntry>, cfg: ModelC
     return data;
   };
   const vec = async (name: string) => k.vector(await read(name));
-  const matrix = (t: TensorEntry) => readMatrix(k, t, progress);
+  const matrix = (t: TensorEntry) => readMatrix(k, t, mmap, progress);
   const optVec = async (name: string, wanted: boolean) => (wanted && has(name) ? await vec(name) : undefined);
   const shape = { numLayers: cfg.numLayers, numHeads: cfg.numHeads, numKvHeads: cfg.numKvHeads, headDim: cfg.headDim };
   const embed = await matrix(get("model.embed_tokens.weight"));
