@@ -25,7 +25,9 @@
 #define DUO_H
 #include <stdint.h>
 
-#define DUO_API_VERSION 5
+/* Bumped on any change of an export's prototype or semantics, here or in native/src/host.h (6: duo_read_file's
+ * pack_cols, duo_map_file / duo_map_view / duo_unmap, the duo_bwd_* backward kernels). */
+#define DUO_API_VERSION 6
 #define DUO_EXPORT __attribute__((visibility("default")))
 
 /* Status codes, numbered as in cuda/include/duo.h. */
