@@ -85,7 +85,8 @@ static inline float hsum(VF v) {
 #define FMA(acc, a, b) acc = VF_MAD(acc, a, b)
 
 // -------------------------------------------------------------------------------------------------------------
-// matmul: y[T, nout] = x[T, nin] · W[nout, nin]ᵀ (+ b[nout]); b = 0 means no bias.
+// matmul: y[T, nout] = x[T, nin] · W[nout, nin]ᵀ (+ b[nout]); b = 0 means no bias. On AVX-512, prefill (T >= 4)
+// goes through the GEMM blocking of MATMUL_PREFILL below for all but the last T % 4 tokens and takes the rest here.
 // Tokens are processed in blocks of TB (their x rows stay in cache while all of W streams past once per block);
 // inside a block, tiles of 4 tokens x 2 weight rows share each widened weight vector. k runs 8 at a time, the
 // tail (nin % 8) in scalar code. Where the SIMD set has 16-lane vectors (VZ_LANES: AVX-512), rows go WT_R at a time
@@ -209,22 +210,19 @@ static inline float hsum(VF v) {
     for (; t < t1; t++) WIDE1(y, x, w, b, nin, nout, o, t);                                                     \
   }
 
-// Prefill (T >= GT_MIN tokens, nin >= 32), cache-blocked as a GEMM: k in chunks of GK, output rows in blocks of GRB
-// (the block's weights, GRB x GK, stay in L2 while every token tile passes), tokens in tiles of NT (12, then 4)
-// whose x chunk is copied once per row block into a stack buffer (NT x GK f32 = 24 KiB: L1) in the lane order of
-// the raw weight loads (vz_x32_*), then tiles of NT tokens x 2 rows: 2·NT accumulators + 4 weight vectors of the 32
-// registers, each widened weight vector shared by NT tokens. Each chunk's dot products are summed across lanes
-// (VZ_QUAD, 4 at a time) and added to y (the first chunk stores); the rest of each row (nin % 32) and the bias come
-// after the last chunk (MATMUL_FINISH). f32 sums in another order than the tiles above: the same tolerance.
-#ifndef GK
+// Prefill on AVX-512 (T >= 4 tokens, nin >= 32), cache-blocked as a GEMM. The 4 x 4 tiles above re-read each
+// token's whole x row (16 KiB at nin 4096) from L2 for every 4 rows, and so wait on L2 at 0.4 of the multiply-add
+// peak. Here: output rows in blocks (at most GRB rows whose weights, all of k, fit in GW bytes: they stay in L2 while
+// every token tile passes), tokens in tiles of 12 (then 4), k in chunks of GK. Each (tile, chunk) copies the tile's
+// x chunk once into a stack buffer ([12][GK] f32 = 24 KiB: L1) in the lane order of the raw weight loads
+// (vz_x32_*: no word permute per weight load), then runs tiles of 12 tokens x 2 rows over it: 24 accumulators + 4
+// weight vectors of the 32 registers, each widened weight vector shared by 12 tokens, each x vector by 2 rows. The
+// accumulators of every row tile of the block are carried between chunks in a stack buffer (ab), so each output is
+// one 16-lane sum over all of k, summed across lanes once; the rest of each row (nin % 32) and the bias come after
+// (MATMUL_FINISH). f32 sums in another order than the tiles above, within the same tolerance.
 #define GK 512
-#endif
-#ifndef GRB
 #define GRB 128
-#endif
-#ifndef GW
 #define GW (1u << 20)
-#endif
 #define GT_MIN 4
 // One chunk [kc, kc + kn) of tokens [t, t + NT) x rows o, o + 1; xp = the tile's packed x, [NT][GK]; ab = the
 // tile's 2·NT accumulators between chunks ([NT][2] VZ), read unless first, written unless last; the last chunk sums
