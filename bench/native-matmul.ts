@@ -5,9 +5,13 @@
  *   decode GEMV (one token): achieved weight-read GB/s ÷ the streaming-read ceiling      (target ≥ 0.80)
  *   prefill GEMM (512 tokens): achieved GFLOP/s ÷ the multiply-add ceiling                (target ≥ 0.60)
  * The multiply-add ceiling is the library's own 4-lane loop (duo_bench_mad) times the width of the tiles the matmul
- * runs: 16-lane on AVX-512 (wasm/model/kernels.c VZ tiles: × 4), 4-lane elsewhere. On the 2-vCPU AMD EPYC these
+ * runs: 16-lane on AVX-512 (wasm/model/kernels.c VZ tiles: × 4), 4-lane elsewhere. On the 2-vCPU VM these
  * figures come from, a standalone FMA loop measured 58.4 / 121.8 / 227.2 GFLOP/s with 128 / 256 / 512-bit vectors,
- * so × 4 is the 512-bit peak within 3 %.
+ * so × 4 is the 512-bit peak within 3 %; a later standalone loop of 12 independent 512-bit chains gave 246 GFLOP/s
+ * beside a × 4 ceiling of 237–257 (the VM's lscpu then: Intel Xeon, KVM, 48 KiB L1d and 2 MiB L2 per core), i.e. two
+ * full 512-bit multiply-adds per cycle, not double-pumped 256-bit units.
+ * On AVX-512 the 512-token GEMM runs kernels.c's MATMUL_PREFILL (k chunks of 512, row blocks kept in L2, tiles of
+ * 12 tokens x 2 rows); the GEMV runs the 1-token tiles.
  * Each figure is the best of `--rounds` rounds (shared machines swing by ±30 %); each round measures the ceilings,
  * then the GEMV and the GEMM, for every thread count in turn.
  *

@@ -84,6 +84,41 @@ for (const name of ["wasm", "native"] as const) {
     assert.ok(cases === 48, `ran ${cases} cases; worst error ${worst.toExponential(2)} of Σ|x·w|`);
   });
 
+  // Native AVX-512 prefill (kernels.c MATMUL_GEMM): k in chunks of 512 carried across chunks, rows in blocks of
+  // 128, tokens in tiles of 12 then 4, from 12 tokens (16-bit weights) or 48 (f32); here 2 full chunks and a part
+  // (1088 of nin = 1100), the last 12 weights as a group of 8 and 4 single ones, 2 row blocks per thread's half of
+  // 261 rows plus the odd last row, and 16 tokens (12 + 4) or 55 (4 x 12 + 4, then 3 single tokens). Elsewhere the
+  // same shapes run the tiles above.
+  if (name === "native") test(`${name} matmul matches the reference across k chunks, row blocks and token tiles (nin 1100, 261 rows)`, { skip: skips[name] }, async () => {
+    const [ref, fast] = await both(name);
+    const nin = 1100, nout = 261;
+    // f32 sums: each output is 16 lanes × 2 accumulators of nin / 32 multiply-adds, a 16-way lane sum, the tail and
+    // the bias: |error| <= (nin / 16 + 20) · 2⁻²⁴ · (|b| + Σ|x·w|)
+    const bound = (nin / 16 + 20) * 2 ** -24;
+    let worst = 0;
+    for (const dtype of ["f32", "bf16", "f16"] as const) {
+      for (const T of [16, 55]) {
+        const x = data(T * nin, T + 1), { bytes, stored } = asDtype(data(nout * nin, T + 2), dtype), b = data(nout, T + 3);
+        const mr = ref.matrix(nout, nin, dtype), mw = fast.matrix(nout, nin, dtype);
+        ref.write(mr, 0, bytes);
+        fast.write(mw, 0, bytes);
+        const yr = new Float32Array(T * nout), yw = new Float32Array(T * nout).fill(NaN);
+        ref.matmul(yr, x, mr, T, ref.vector(b));
+        fast.matmul(yw, x, mw, T, fast.vector(b));
+        for (let t = 0; t < T; t++) {
+          for (let o = 0; o < nout; o++) {
+            let mag = Math.abs(b[o]!);
+            for (let i = 0; i < nin; i++) mag += Math.abs(x[t * nin + i]! * stored[o * nin + i]!);
+            const err = Math.abs(yw[t * nout + o]! - yr[t * nout + o]!) / mag;
+            worst = Math.max(worst, err);
+            assert.ok(err <= bound, `${dtype} T=${T}: y[${t}][${o}] ${name} ${yw[t * nout + o]} ref ${yr[t * nout + o]} (error ${err.toExponential(2)} of Σ|x·w|, bound ${bound.toExponential(2)})`);
+          }
+        }
+      }
+    }
+    assert.ok(worst > 0, "the fast kernels sum in f32: some rounding must show");
+  });
+
   test(`${name} embedding lookup widens every f16 and bf16 bit pattern exactly`, { skip: skips[name] }, async () => {
     const [, fast] = await both(name);
     for (const dtype of ["f16", "bf16"] as const) {

@@ -85,7 +85,8 @@ static inline float hsum(VF v) {
 #define FMA(acc, a, b) acc = VF_MAD(acc, a, b)
 
 // -------------------------------------------------------------------------------------------------------------
-// matmul: y[T, nout] = x[T, nin] · W[nout, nin]ᵀ (+ b[nout]); b = 0 means no bias.
+// matmul: y[T, nout] = x[T, nin] · W[nout, nin]ᵀ (+ b[nout]); b = 0 means no bias. On AVX-512, prefill (T >= GT_MIN)
+// goes through the GEMM blocking of MATMUL_PREFILL below for all but the last T % 4 tokens and takes the rest here.
 // Tokens are processed in blocks of TB (their x rows stay in cache while all of W streams past once per block);
 // inside a block, tiles of 4 tokens x 2 weight rows share each widened weight vector. k runs 8 at a time, the
 // tail (nin % 8) in scalar code. Where the SIMD set has 16-lane vectors (VZ_LANES: AVX-512), rows go WT_R at a time
@@ -208,17 +209,143 @@ static inline float hsum(VF v) {
     for (; t + WT_T <= t1; t += WT_T) WIDE(y, x, w, b, nin, nout, o, t);                                        \
     for (; t < t1; t++) WIDE1(y, x, w, b, nin, nout, o, t);                                                     \
   }
+
+// Prefill on AVX-512 (T >= GT_MIN tokens, nin >= 32), cache-blocked as a GEMM. The 4 x 4 tiles above re-read each
+// token's whole x row (16 KiB at nin 4096) from L2 for every 4 rows, and so wait on L2 at 0.4 of the multiply-add
+// peak. Here: output rows in blocks (at most GRB rows whose weights, all of k, fit in GW bytes: they stay in L2 while
+// every token tile passes), tokens in tiles of 12 (then 4), k in chunks of GK. Each (tile, chunk) copies the tile's
+// x chunk once into a stack buffer ([12][GK] f32 = 24 KiB: L1) in the lane order of the raw weight loads
+// (vz_x32_*: no word permute per weight load), then runs tiles of 12 tokens x 2 rows over it: 24 accumulators + 4
+// weight vectors of the 32 registers, each widened weight vector shared by 12 tokens, each x vector by 2 rows. The
+// accumulators of every row tile of the block are carried between chunks in a stack buffer (ab), so each output is
+// one 16-lane sum over all of k, summed across lanes once; the rest of each row (nin % 32) and the bias come after
+// (MATMUL_FINISH). f32 sums in another order than the tiles above, within the same tolerance.
+#define GK 512
+#define GRB 128
+#define GW (1u << 20)
+// Fewer tokens than this leave the matmul bound by the weight stream, which the 4 x 4 tiles read row after row
+// faster than the chunks here (measured at [14336, 4096]: bf16 / f16 win from 12 tokens, f32 from 48).
+#define GT_MIN(WT) (sizeof(WT) == 4 ? 48 : 12)
+// One chunk [kc, kc + kn) of tokens [t, t + NT) x rows o, o + 1; xp = the tile's packed x, [NT][GK]; ab = the
+// tile's 2·NT accumulators between chunks ([NT][2] VZ), read unless first, written unless last; the last chunk sums
+// each across lanes (VZ_QUAD, 4 at a time) into y.
+#define MATMUL_GEMM_TILE(NAME, WT, LDR, NT)                                                                       \
+  static inline void NAME(float* y, const float* xp, VZ* ab, const WT* w, int nin, int nout, int o, int t,     \
+                          int kc, int kn, int first, int last) {                                                \
+    const WT* w0 = w + (uintptr_t)o * nin + kc;                                                                 \
+    const WT* w1 = w0 + nin;                                                                                    \
+    VZ acc[NT][2];                                                                                              \
+    for (int i = 0; i < NT; i++) acc[i][0] = first ? VZ_ZERO : ab[2 * i], acc[i][1] = first ? VZ_ZERO : ab[2 * i + 1]; \
+    for (int k = 0; k < kn; k += 32) {                                                                          \
+      VZ p0, p1, q0, q1;                                                                                        \
+      LDR(w0 + k, &p0, &p1);                                                                                    \
+      LDR(w1 + k, &q0, &q1);                                                                                    \
+      VZ_PREFETCH_L2(w0 + 2 * (uintptr_t)nin + k); /* the next row tile's weights: L2 does not hold all of */ \
+      VZ_PREFETCH_L2(w1 + 2 * (uintptr_t)nin + k); /* the block once x has streamed past */                   \
+      for (int i = 0; i < NT; i++) {                                                                            \
+        const VZ u = VZ_LOAD(xp + i * GK + k), v = VZ_LOAD(xp + i * GK + k + 16);                               \
+        acc[i][0] = VZ_MAD(acc[i][0], u, p0);                                                                   \
+        acc[i][1] = VZ_MAD(acc[i][1], u, q0);                                                                   \
+        acc[i][0] = VZ_MAD(acc[i][0], v, p1);                                                                   \
+        acc[i][1] = VZ_MAD(acc[i][1], v, q1);                                                                   \
+      }                                                                                                         \
+    }                                                                                                           \
+    if (!last) {                                                                                                \
+      for (int i = 0; i < NT; i++) ab[2 * i] = acc[i][0], ab[2 * i + 1] = acc[i][1];                            \
+      return;                                                                                                   \
+    }                                                                                                           \
+    for (int i = 0; i < NT; i += 2) { /* sums of (t+i, o), (t+i, o+1), (t+i+1, o), (t+i+1, o+1) */              \
+      float s[4];                                                                                               \
+      VF_STORE(s, VZ_FOLD_ADD4(VZ_QUAD(acc[i][0], acc[i][1], acc[i + 1][0], acc[i + 1][1])));                   \
+      float* y0 = y + (uintptr_t)(t + i) * nout + o;                                                            \
+      y0[0] = s[0], y0[1] = s[1], y0[nout] = s[2], y0[nout + 1] = s[3];                                         \
+    }                                                                                                           \
+  }
+// Tokens [0, tn) x rows [0, on) (on even, tn a multiple of 4) of y, from the chunks above: per row block, per token
+// tile, per chunk, the accumulators of the block's tiles kept in ab ([GRB / 2][12][2] VZ: 96 KiB of stack).
+#define MATMUL_GEMM(NAME, WT, LDR, XP)                                                                            \
+  MATMUL_GEMM_TILE(NAME##_12, WT, LDR, 12)                                                                      \
+  MATMUL_GEMM_TILE(NAME##_4, WT, LDR, 4)                                                                        \
+  static void NAME(float* y, const float* x, const WT* w, int nin, int nout, int tn, int on) {                  \
+    const int k32 = nin & ~31;                                                                                  \
+    float xp[12 * GK] __attribute__((aligned(64)));                                                             \
+    VZ ab[GRB / 2 * 24];                                                                                        \
+    /* rows per block: at most GRB, and their weights (all of k) within GW bytes, so that they stay in L2 */     \
+    const int rb_ = (int)(GW / ((uintptr_t)nin * sizeof(WT))) & ~1, rb = rb_ > GRB ? GRB : rb_ < 2 ? 2 : rb_;  \
+    for (int ob = 0; ob < on; ob += rb) {                                                                       \
+      const int oe = ob + rb < on ? ob + rb : on;                                                               \
+      for (int t = 0; t < tn;) {                                                                                \
+        const int nt = t + 12 <= tn ? 12 : 4;                                                                   \
+        for (int kc = 0; kc < k32; kc += GK) {                                                                  \
+          const int kn = k32 - kc < GK ? k32 - kc : GK, first = kc == 0, last = kc + kn == k32;                 \
+          for (int i = 0; i < nt; i++)                                                                          \
+            for (int k = 0; k < kn; k += 32) XP(xp + i * GK + k, x + (uintptr_t)(t + i) * nin + kc + k);        \
+          if (nt == 12)                                                                                         \
+            for (int o = ob; o < oe; o += 2)                                                                    \
+              NAME##_12(y, xp, ab + (o - ob) * 12, w, nin, nout, o, t, kc, kn, first, last);                    \
+          else                                                                                                  \
+            for (int o = ob; o < oe; o += 2)                                                                    \
+              NAME##_4(y, xp, ab + (o - ob) * 12, w, nin, nout, o, t, kc, kn, first, last);                     \
+        }                                                                                                       \
+        t += nt;                                                                                                \
+      }                                                                                                         \
+    }                                                                                                           \
+  }
+// After MATMUL_GEMM: the last nin % 32 weights of each row (8 at a time, then one by one) and the bias.
+#define MATMUL_FINISH(NAME, WT, LD8, W1)                                                                          \
+  static void NAME(float* y, const float* x, const WT* w, const float* b, int nin, int nout, int tn, int on) {  \
+    const int k32 = nin & ~31, k8 = nin & ~7;                                                                   \
+    if (k32 == nin && !b) return;                                                                               \
+    for (int t = 0; t < tn; t++) {                                                                              \
+      const float* xt = x + (uintptr_t)t * nin;                                                                 \
+      for (int o = 0; o < on; o++) {                                                                            \
+        const WT* wr = w + (uintptr_t)o * nin;                                                                  \
+        float s = 0.0f;                                                                                         \
+        if (k8 > k32) {                                                                                         \
+          VF a = VF_SPLAT(0);                                                                                   \
+          for (int k = k32; k < k8; k += 8) {                                                                   \
+            VF p0, p1;                                                                                          \
+            LD8(wr + k, &p0, &p1);                                                                              \
+            FMA(a, VF_LOAD(xt + k), p0);                                                                        \
+            FMA(a, VF_LOAD(xt + k + 4), p1);                                                                    \
+          }                                                                                                     \
+          s = hsum(a);                                                                                          \
+        }                                                                                                       \
+        for (int k = k8; k < nin; k++) s += xt[k] * W1(wr + k);                                                 \
+        y[(uintptr_t)t * nout + o] += s + (b ? b[o] : 0.0f);                                                    \
+      }                                                                                                         \
+    }                                                                                                           \
+  }
+// The tokens and rows the GEMM tiles take (returns tn; 0: none, the tiles above take all).
+#define MATMUL_PREFILL(PREFILL, PAIR, GEMM, FINISH, WT, LDR, XP, LD8, W1)                                         \
+  MATMUL_GEMM(GEMM, WT, LDR, XP)                                                                                \
+  MATMUL_FINISH(FINISH, WT, LD8, W1)                                                                            \
+  static int PREFILL(float* y, const float* x, const WT* w, const float* b, int T, int nin, int nout) {         \
+    const int tn = T & ~3, on = nout & ~1;                                                                      \
+    if (T < (int)GT_MIN(WT) || nin < 32 || on == 0) return 0;                                               \
+    GEMM(y, x, w, nin, nout, tn, on);                                                                           \
+    FINISH(y, x, w, b, nin, nout, tn, on);                                                                      \
+    if (on < nout) PAIR(y, x, w, b, nin, nout, on, 0, tn); /* the odd last row */                               \
+    return tn;                                                                                                  \
+  }
 #else
 #define MATMUL_WIDE(NAME, WT, LDW, LD8, W1, NT)
 #define MATMUL_WIDE_ROWS(WIDE, WIDE1)
+#define MATMUL_PREFILL(PREFILL, PAIR, GEMM, FINISH, WT, LDR, XP, LD8, W1)                                         \
+  static int PREFILL(float* y, const float* x, const WT* w, const float* b, int T, int nin, int nout) {         \
+    (void)y, (void)x, (void)w, (void)b, (void)T, (void)nin, (void)nout;                                         \
+    return 0;                                                                                                   \
+  }
 #endif
 
-#define MATMUL(NAME, WT, LDW, LD8, W1)                                                                            \
+#define MATMUL(NAME, WT, LDW, LD8, W1, LDR, XP)                                                                   \
   MATMUL_PAIR(NAME##_pair, WT, LD8, W1)                                                                         \
   MATMUL_WIDE(NAME##_wide, WT, LDW, LD8, W1, WT_T)                                                              \
   MATMUL_WIDE(NAME##_wide1, WT, LDW, LD8, W1, 1)                                                                \
+  MATMUL_PREFILL(NAME##_prefill, NAME##_pair, NAME##_gemm, NAME##_finish, WT, LDR, XP, LD8, W1)              \
   EXPORT void NAME(float* y, const float* x, const WT* w, const float* b, int T, int nin, int nout) {           \
-    for (int t0 = 0; t0 < T; t0 += TB) {                                                                        \
+    const int tn = NAME##_prefill(y, x, w, b, T, nin, nout);                                                    \
+    for (int t0 = tn; t0 < T; t0 += TB) {                                                                       \
       const int t1 = t0 + TB < T ? t0 + TB : T;                                                                 \
       int o = 0;                                                                                                \
       MATMUL_WIDE_ROWS(NAME##_wide, NAME##_wide1)                                                               \
@@ -226,9 +353,9 @@ static inline float hsum(VF v) {
     }                                                                                                           \
   }
 
-MATMUL(matmul_f32, float, vz_ld32_f32, ld8_f32, w1_f32)
-MATMUL(matmul_bf16, uint16_t, vz_ld32_bf16, ld8_bf16, w1_bf16)
-MATMUL(matmul_f16, uint16_t, vz_ld32_f16, ld8_f16, w1_f16)
+MATMUL(matmul_f32, float, vz_ld32_f32, ld8_f32, w1_f32, vz_ld32_f32, vz_x32_f32)
+MATMUL(matmul_bf16, uint16_t, vz_ld32_bf16, ld8_bf16, w1_bf16, vz_ld32_bf16_raw, vz_x32_bf16)
+MATMUL(matmul_f16, uint16_t, vz_ld32_f16, ld8_f16, w1_f16, vz_ld32_f16_raw, vz_x32_f16)
 
 // -------------------------------------------------------------------------------------------------------------
 // llama.cpp's quantized types (ggml-common.h), read in place (unaligned 16-byte loads), 32 weights at a time:

@@ -256,6 +256,40 @@ static inline void vz_ld32_f16(const uint16_t *p, VZ *lo, VZ *hi) {
   *lo = _mm512_cvtph_ps(_mm512_castsi512_si256(v));
   *hi = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(v, 1));
 }
+/* The prefill tiles' loads (wasm/model/kernels.c MATMUL_GEMM): a dot product may pair x and W in any lane order, so
+ * packed 16-bit weights are widened as they lie (no word permute: 2 uops per 32 bf16, 2 vcvtph2ps per 32 f16) and
+ * the tile's x is permuted once into the same order (vz_x32_*), shared by every row the tile meets. Lane j of
+ * lo / hi holds, for bf16, the high / low half of u32 lane j (packed words 2j + 1 / 2j); for f16, packed word j /
+ * 16 + j. VZ_Q_(q) is the element held by packed word q. f32 rows are not packed: element order, x as it is. */
+#define VZ_QO_(j)           VZ_Q_(2 * (j) + 1)
+#define VZ_QE_(j)           VZ_Q_(2 * (j))
+#define VZ_Q4_(M, j)        M(j), M((j) + 1), M((j) + 2), M((j) + 3)
+#define VZ_Q16_(M, j)       VZ_Q4_(M, j), VZ_Q4_(M, (j) + 4), VZ_Q4_(M, (j) + 8), VZ_Q4_(M, (j) + 12)
+static const int32_t vz_x_bf16_lo_[16] __attribute__((aligned(64))) = {VZ_Q16_(VZ_QO_, 0)};
+static const int32_t vz_x_bf16_hi_[16] __attribute__((aligned(64))) = {VZ_Q16_(VZ_QE_, 0)};
+static const int32_t vz_x_f16_lo_[16] __attribute__((aligned(64))) = {VZ_Q16_(VZ_Q_, 0)};
+static const int32_t vz_x_f16_hi_[16] __attribute__((aligned(64))) = {VZ_Q16_(VZ_Q_, 16)};
+static inline void vz_ld32_bf16_raw(const uint16_t *p, VZ *lo, VZ *hi) {
+  const __m512i v = _mm512_loadu_si512((const void *)p);
+  *lo = _mm512_castsi512_ps(_mm512_and_si512(v, _mm512_set1_epi32((int)0xffff0000)));
+  *hi = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+}
+static inline void vz_ld32_f16_raw(const uint16_t *p, VZ *lo, VZ *hi) {
+  *lo = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)p));
+  *hi = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)(p + 16)));
+}
+/* x[0..31] -> the lane order of the loads above, stored to d[0..31] */
+static inline void vz_x32_perm_(float *d, const float *x, const int32_t *lo, const int32_t *hi) {
+  const __m512 a = VZ_LOAD(x), b = VZ_LOAD(x + 16);
+  _mm512_storeu_ps(d, _mm512_permutex2var_ps(a, _mm512_load_si512((const void *)lo), b));
+  _mm512_storeu_ps(d + 16, _mm512_permutex2var_ps(a, _mm512_load_si512((const void *)hi), b));
+}
+static inline void vz_x32_bf16(float *d, const float *x) { vz_x32_perm_(d, x, vz_x_bf16_lo_, vz_x_bf16_hi_); }
+static inline void vz_x32_f16(float *d, const float *x) { vz_x32_perm_(d, x, vz_x_f16_lo_, vz_x_f16_hi_); }
+static inline void vz_x32_f32(float *d, const float *x) {
+  _mm512_storeu_ps(d, VZ_LOAD(x));
+  _mm512_storeu_ps(d + 16, VZ_LOAD(x + 16));
+}
 #endif
 
 #endif
