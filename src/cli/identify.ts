@@ -18,6 +18,7 @@ import { createBackend, probeBackend } from "../backend/registry.ts";
 import type { Backend } from "../backend/types.ts";
 import { createModelKernels, KERNELS, type ModelKernels } from "../model/kernels.ts";
 import { runtime } from "../runtime.ts";
+import { availableMemory } from "../model/ram.ts";
 import { TextTokenizer } from "../model/tokenizer.ts";
 import { type FastModel, loadFastModel } from "../identify/fast-model.ts";
 import { identifyHeadsFast } from "../identify/identify.ts";
@@ -72,7 +73,8 @@ const USAGE = `usage: duo identify --model DIR --out DIR [options]
   --sink S, --recent R, --block B    (default ${DEFAULTS.sink}, ${DEFAULTS.recent}, ${DEFAULTS.block}; --block 0 = token granular)
   --lr x, --reg x      learning rate, L1 weight (default ${UPSTREAM_LR}, ${UPSTREAM_REG})
   --gate-dtype d       ${GATE_DTYPES.join(" | ")} (default bf16, as upstream; f32 is cleaner)
-  --max-memory GiB     refuse runs whose float64 weights and activations would need more (default ${DEFAULTS.maxMemoryGiB})
+  --max-memory GiB     refuse runs whose weights and activations would need more (default: ${DEFAULTS.maxMemoryGiB} for the
+                       float64 path, the RAM available now for the fast kernels)
   --resume             continue from --out's identify-state.json (same arguments)
 `;
 
@@ -128,7 +130,7 @@ export async function main(argv: string[]): Promise<number> {
   const seed = int(args, "seed", DEFAULTS.seed, 0, 0xffffffff);
   const window = { sink: int(args, "sink", DEFAULTS.sink, 0), recent: int(args, "recent", DEFAULTS.recent), blockSize: int(args, "block", DEFAULTS.block, 0) };
   const lr = numberArg(args, "lr", { min: 0 }) ?? UPSTREAM_LR, reg = numberArg(args, "reg", { min: 0 }) ?? UPSTREAM_REG;
-  const maxMemory = (numberArg(args, "max-memory", { min: 0 }) ?? DEFAULTS.maxMemoryGiB) * 2 ** 30;
+  const maxMemoryArg = numberArg(args, "max-memory", { min: 0 });
   const resume = args.flags.has("resume");
   const kernelsArg = checkOneOf("--kernels", args.values.get("kernels") ?? "auto", ["auto", "reference", ...FAST_KERNELS] as const);
   if (method === "optimize" && kernelsArg === "wasm-parallel") {
@@ -155,9 +157,13 @@ export async function main(argv: string[]): Promise<number> {
   for (const [name, shape] of expectedTensors(c)) if (name !== "lm_head.weight") params += shape.reduce((a, b) => a * b, 1);
   const perToken = 2 * c.hiddenSize + 2 * (c.numHeads + c.numKvHeads) * c.headDim + 2 * c.intermediateSize +
     c.numLayers * (3 * c.hiddenSize + (3 * c.numHeads + 2 * c.numKvHeads) * c.headDim + 2 * c.intermediateSize + c.numHeads);
-  // the float64 path: 8 bytes a weight and an activation; the fast kernels: about 2 (bf16 / f16 files) and 4 (f32)
+  // the float64 path: 8 bytes a weight and an activation; the fast kernels: about 2 (bf16 / f16 files) and 4 (f32),
+  // and the fast score keeps one layer's activations at a time (the workspace, its host mirrors, one layer's K/V)
+  // default: 4 GiB for the float64 path (a guard against runs that would swap), the RAM available now for the fast one
+  const maxMemory = maxMemoryArg !== undefined ? maxMemoryArg * 2 ** 30 : fast ? (await availableMemory()).bytes : DEFAULTS.maxMemoryGiB * 2 ** 30;
   const [wb, ab, how] = fast ? [2, 4, "f32 activations, weights in the file's dtype"] : [8, 8, "float64 weights and activations"];
-  const bytes = wb * params + ab * perToken * (ctxMax + 64 * data.passkeys * 2);
+  const perPass = 2 * (3 * c.hiddenSize + 2 * (c.numHeads + c.numKvHeads) * c.headDim + 2 * c.intermediateSize);
+  const bytes = wb * params + ab * (fast && method === "score" ? perPass : perToken) * (ctxMax + 64 * data.passkeys * 2);
   if (wb * params > maxMemory) {
     throw new DuoError("CAPACITY", `the model's weights alone take ${(wb * params / 2 ** 30).toFixed(1)} GiB ${fast ? "in the fast kernels" : "in float64"}, over --max-memory ${(maxMemory / 2 ** 30).toFixed(1)} GiB; raise --max-memory if this machine has the memory`);
   }
