@@ -5,51 +5,12 @@
 #include "../src/math.h"
 #include "../src/simd.h"
 #include "backward.h"
+#include "widen.h"
 
 #define EXPORT __attribute__((visibility("default")))
 #define FMA(acc, a, b) acc = VF_MAD(acc, a, b)
 
 static inline float hsum(VF v) { return VF_LANE(v, 0) + VF_LANE(v, 1) + VF_LANE(v, 2) + VF_LANE(v, 3); }
-
-// -------------------------------------------------------------------------------------------------------------
-// Widening loads of 8 weights of a row as kernels.c's matmul reads them: f16 / bf16 groups of 8 are packed
-// [0,4,1,5,2,6,3,7] (pack_u16), so u32 lane i of a 16-byte load holds element i (low half) and i+4 (high half).
-
-static inline void ld8_f32(const float *p, VF *lo, VF *hi) {
-  *lo = VF_LOAD(p);
-  *hi = VF_LOAD(p + 4);
-}
-
-static inline void ld8_bf16(const uint16_t *p, VF *lo, VF *hi) {
-  VF h = VF_LOAD(p);
-  *lo = VI_SHL(h, 16);
-  *hi = VI_AND(h, VI_SPLAT((int)0xffff0000));
-}
-
-// f16 bits (one per u32 lane) -> f32, exact: exponent+mantissa moved into place and rescaled by 2^112; Inf/NaN kept.
-static inline VF f16x4_to_f32(VF h) {
-  VF sign = VI_SHL(VI_AND(h, VI_SPLAT(0x8000)), 16);
-  VF em = VI_AND(h, VI_SPLAT(0x7fff));
-  VF f = VF_MUL(VI_SHL(em, 13), VF_SPLAT(0x1p112f));
-  VF special = VI_GT(em, VI_SPLAT(0x7bff));
-  f = VI_OR(f, VI_AND(special, VI_SPLAT(0x7f800000)));
-  return VI_OR(f, sign);
-}
-
-static inline void ld8_f16(const uint16_t *p, VF *lo, VF *hi) {
-#ifdef VF_LD8_F16_PACKED
-  VF_LD8_F16_PACKED(p, lo, hi);
-#else
-  VF h = VF_LOAD(p);
-  *lo = f16x4_to_f32(VI_AND(h, VI_SPLAT(0xffff)));
-  *hi = f16x4_to_f32(VI_SHR(h, 16));
-#endif
-}
-
-// One element of the unpacked tail of a row.
-static inline float w1_f32(const float *p) { return *p; }
-static inline float w1_bf16(const uint16_t *p) { return __builtin_bit_cast(float, (uint32_t)*p << 16); }
-static inline float w1_f16(const uint16_t *p) { return VF_LANE(f16x4_to_f32(VI_SPLAT(*p)), 0); }
 
 // -------------------------------------------------------------------------------------------------------------
 // Transposed matmul, blocked as a GEMM dx = dy·W with W row-major along dx's columns: tokens in blocks of TB, the
