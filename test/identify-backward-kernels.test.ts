@@ -3,7 +3,8 @@
 // float64 ops of src/identify (ops.ts, attention.ts). Tolerance, f32 against float64: every element within
 // 1e-4·|ref| + 1e-5·max|ref| (the sums run in f32 over at most a few hundred terms here). Outputs that a call
 // overwrites are poisoned with NaN first, so an element it fails to write shows; bad shapes throw a DuoError
-// before anything is written.
+// before anything is written. The native kernels flush subnormals (native/src/backward.c: a floor of 2^-126
+// absolute per operation, far below these tolerances at the magnitudes tested).
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { bf16BitsToF32, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits } from "../src/dtype.ts";
@@ -231,4 +232,19 @@ test("native: every SIMD instruction set this CPU runs gives the reference's tra
     await selectNativeIsa("");
   }
   assert.ok(ran.length >= 1, "at least one SIMD set ran");
+});
+
+test("native backward kernels flush subnormals (x86 microcode assists made them ~150x slower) and leave the threads' FP mode as it was: the forward matmul still keeps subnormals", { skip: skips.native }, async () => {
+  const kn = await createModelKernels("native", { threads: 2 }), bk = await createBackwardKernels(kn);
+  const rows = 16, cols = 24, T = 4;
+  const m = kn.matrix(rows, cols, "f32");
+  kn.write(m, 0, new Uint8Array(Float32Array.from({ length: rows * cols }, (_, i) => 0.5 + (i % 7) / 8).buffer));
+  const dy = new Float32Array(T * rows).fill(2 ** -140), dx = new Float32Array(T * cols).fill(NaN);
+  bk.linearBackward(dx, dy, m, T, false);
+  assert.ok(dx.every((v) => v === 0), `a sum of subnormal products is flushed to 0: ${dx.slice(0, 4)}`);
+  // the exact result is below 2^-126 · Σ|w|: the flush is inside the stated absolute floor
+  const x = new Float32Array(T * cols).fill(2 ** -140), y = new Float32Array(T * rows); // subnormal inputs and products
+  kn.matmul(y, x, m, T);
+  assert.ok(y.every((v) => v > 0 && v < 2 ** -126), `after a backward call the forward kernels still compute subnormals (FP mode restored in every thread): ${y.slice(0, 4)}`);
+  kn.dispose();
 });
