@@ -6,6 +6,7 @@ import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import process from "node:process";
 import { argmax } from "../src/model/sampler.ts";
+import { probeBackend } from "../src/backend/registry.ts";
 import { LlamaModel } from "../src/model/llama.ts";
 import { runtime } from "../src/runtime.ts";
 import { writeTinyModel } from "./helpers/tiny-model.ts";
@@ -117,6 +118,11 @@ test("duo make-model writes a random model that duo generate runs, from the dire
     for await (const t of model.generate([1, 40, 50], { maxTokens: 6, greedy: true })) want.push(t.id);
     await model.dispose();
     assert.deepEqual(runs.map((g) => g.stdout.trim().split(" ").map(Number)), [want, want], "the safetensors twin and the GGUF file generate the same ids");
+    if ((await probeBackend("native")).usable) { // Q8_0 weights mapped from the file, or copied with --no-mmap: the same bytes, the same ids
+      const native = ["", "--no-mmap"].map((flag) => duo(["generate", "--model", join(out, "model-q8_0.gguf"), "--prompt-ids", "1,40,50", "--max-tokens", "6", "--print-ids", "--backend", "native", "--kv-dtype", "f32", ...(flag ? [flag] : [])]));
+      for (const g of native) assert.equal(g.status, 0, g.stderr);
+      assert.equal(native[0]!.stdout, native[1]!.stdout);
+    }
     const bad = duo(["make-model", "--out", out, "--dtype", "q5_k"]);
     assert.equal(bad.status, 2);
     assert.match(bad.stderr, /--dtype must be one of "f32", "f16", "bf16", "q8_0", "q4_0", "q4_k", got "q5_k"/);

@@ -8,7 +8,7 @@ import { readText } from "../runtime.ts";
 import { numberArg, parseArgs } from "./args.ts";
 import { formatBytes } from "../report/table.ts";
 import { write } from "./io.ts";
-import { MODEL_USAGE, MODEL_VALUES, modelOptions } from "./model-args.ts";
+import { MODEL_FLAGS, MODEL_USAGE, MODEL_VALUES, modelOptions } from "./model-args.ts";
 
 const USAGE = `usage: duo generate --model DIR [--prompt TEXT | --prompt-file F | --prompt-ids 1,2,3] [options]
   Generate text with a Llama / Mistral / Qwen2 model; without --pattern every head is a retrieval head.
@@ -33,7 +33,7 @@ function parseIds(s: string): number[] {
 export async function main(argv: string[]): Promise<number> {
   const args = parseArgs(argv, {
     values: [...MODEL_VALUES, "pattern", "sparsity", "prompt", "prompt-file", "prompt-ids", "max-tokens", "temperature", "top-p", "top-k", "seed"],
-    flags: ["help", "greedy", "print-ids", "chat"],
+    flags: ["help", "greedy", "print-ids", "chat", ...MODEL_FLAGS],
   });
   if (args.flags.has("help")) {
     write(USAGE);

@@ -11,12 +11,14 @@ import { Progress } from "./progress.ts";
 import { parseSize } from "./size.ts";
 
 export const MODEL_VALUES = ["model", "backend", "kernels", "sink", "recent", "kv-dtype", "prefill", "prefill-chunk", "max-context", "threads", "model-threads", "memory"] as const;
+export const MODEL_FLAGS = ["no-mmap"] as const;
 
 export const MODEL_USAGE = `  --model DIR          Hugging Face model directory (config.json, model.safetensors[.index.json], tokenizer.json),
                        or a llama.cpp .gguf file, or a directory holding one
   --backend b          attention backend: ${BACKEND_CHOICES.join(" | ")} (default auto)
-  --kernels k          model math: auto | ${KERNELS.join(" | ")} (default: reference with --backend reference, else
-                       wasm-parallel for models of 128 MiB and more where workers share memory, else wasm)
+  --kernels k          model math: auto | ${KERNELS.join(" | ")} (default auto: the attention backend's own —
+                       reference, native, cuda, or on wasm wasm-parallel for models of 128 MiB and more where
+                       workers share memory, else wasm)
   --sink S, --recent R streaming heads keep S sink + R recent tokens (default: the pattern's config.json
                        sink_size and recent_size, else 64, 256)
   --kv-dtype d         KV cache storage: ${KV_DTYPES.join(" | ")} (default bf16)
@@ -28,6 +30,8 @@ export const MODEL_USAGE = `  --model DIR          Hugging Face model directory 
                        0 with auto: the model math stays in this thread)
   --memory size        kernels native: RAM the weights and KV may take, e.g. 20GiB (default: MemAvailable); a model
                        that does not fit is refused before anything is read
+  --no-mmap            kernels native: copy every weight instead of mapping the file-layout ones (f32, Q8_0, Q4_0,
+                       Q4_K, Q6_K) read-only from the file
 `;
 
 /** The model directory and the load options (without the head choice, which each command decides). */
@@ -51,6 +55,7 @@ export function modelOptions(args: Args): { dir: string; options: LoadOptions } 
   options.modelThreads = numberArg(args, "model-threads", { min: 0, integer: true });
   const memory = args.values.get("memory");
   if (memory !== undefined) options.memory = parseSize("--memory", memory);
+  if (args.flags.has("no-mmap")) options.mmap = false;
   for (const k of Object.keys(options) as (keyof LoadOptions)[]) if (options[k] === undefined) delete options[k];
   // A bar on stderr as the weights load (a line per quarter when stderr is not a terminal), for models of 256 MiB+.
   let bar: Progress | undefined;

@@ -11,7 +11,7 @@ import { numberArg, parseArgs } from "./args.ts";
 import { renderTable } from "../report/table.ts";
 import { heatmapSvg } from "./heatmap.ts";
 import { write } from "./io.ts";
-import { MODEL_USAGE, MODEL_VALUES, modelOptions } from "./model-args.ts";
+import { MODEL_FLAGS, MODEL_USAGE, MODEL_VALUES, modelOptions } from "./model-args.ts";
 
 const METHODS = ["full", "duo"] as const;
 type Method = (typeof METHODS)[number];
@@ -42,7 +42,7 @@ function parseGrid(name: string, s: string): number[] {
 export async function main(argv: string[]): Promise<number> {
   const args = parseArgs(argv, {
     values: [...MODEL_VALUES, "haystack", "lengths", "depths", "pattern", "sparsity", "methods", "max-tokens", "out"],
-    flags: ["help"],
+    flags: ["help", ...MODEL_FLAGS],
   });
   if (args.flags.has("help")) {
     write(USAGE);
