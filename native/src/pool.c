@@ -51,10 +51,17 @@ void pool_run(int want, int n, pool_fn fn, void *ctx) {
   }
   pthread_mutex_lock(&run_mu);
   pthread_mutex_lock(&mu);
-  while (nworkers < helpers) { /* seen = gen before the start: a new worker waits for the next generation */
-    seen[nworkers] = gen;
-    if (pthread_create(&tid[nworkers], NULL, worker, (void *)(intptr_t)nworkers) != 0) break;
-    nworkers++;
+  /* An explicit stack: the AVX-512 prefill GEMM keeps ~120 KiB of tiles on the stack (wasm/model/kernels.c), more
+   * than musl's 128 KiB default leaves once the frames above it are counted; glibc's default is 8 MiB. */
+  if (nworkers < helpers) {
+    pthread_attr_t attr;
+    const int inited = pthread_attr_init(&attr) == 0, sized = inited && pthread_attr_setstacksize(&attr, 4u << 20) == 0;
+    while (nworkers < helpers) { /* seen = gen before the start: a new worker waits for the next generation */
+      seen[nworkers] = gen;
+      if (pthread_create(&tid[nworkers], sized ? &attr : NULL, worker, (void *)(intptr_t)nworkers) != 0) break;
+      nworkers++;
+    }
+    if (inited) pthread_attr_destroy(&attr);
   }
   if (helpers > nworkers) helpers = nworkers; /* could not start them all: fewer threads, same result */
   job_fn = fn;
