@@ -24,7 +24,7 @@ import type { FastModel } from "./fast-model.ts";
 import { loadFastModel } from "./fast-model.ts";
 import type { Rows, Sample } from "./forward.ts";
 import type { GateModel } from "./model.ts";
-import { UPSTREAM_REG } from "./objective.ts";
+import { distillation, finishGateGradient, gateRegularizer, UPSTREAM_REG } from "./objective.ts";
 import { coneRows, RowSet, type StreamingWindow, windowKeyRanges } from "./window.ts";
 
 /** A FastModel plus the norm weights as host f32 arrays (the backward reads them) and the final norm. */
@@ -127,26 +127,10 @@ export class FastObjective {
     const teacherSeconds = (performance.now() - t0) / 1000;
     const alpha = Float32Array.from(gates, (g) => Math.min(1, Math.max(0, g)));
     const { layers, xL, rf, hidden } = this.student(s, alpha, teacher, rows);
-    let distill = 0, abs = 0;
     const dH = new Float32Array(nLab * H);
-    for (let t = 0; t < nLab; t++) {
-      let row = 0;
-      for (let d = 0; d < H; d++) {
-        const diff = hidden[t * H + d]! - teacher.hidden[t * H + d]!;
-        row += diff * diff;
-        dH[t * H + d] = (2 * diff) / (nLab * H);
-      }
-      distill += row / H;
-    }
-    distill /= nLab;
-    for (const g of gates) abs += Math.abs(g);
-    const reg = lambda * (abs / N);
+    const distill = distillation(hidden, teacher.hidden, nLab, H, dH), reg = gateRegularizer(gates, lambda);
     if (o.gradient === false) return { loss: distill + reg, distill, reg, grad: new Float64Array(0), teacherSeconds };
-    const grad = this.backward(s, alpha, dH, teacher, layers, xL, rf, rows);
-    for (let i = 0; i < N; i++) {
-      const g = gates[i]!;
-      grad[i] = (g >= 0 && g <= 1 ? grad[i]! : 0) + (lambda * Math.sign(g)) / N;
-    }
+    const grad = finishGateGradient(this.backward(s, alpha, dH, teacher, layers, xL, rf, rows), gates, lambda);
     return { loss: distill + reg, distill, reg, grad, teacherSeconds };
   }
 

@@ -36,33 +36,51 @@ export interface ObjectiveResult {
 }
 
 export function objective(m: GateModel, s: Sample, gates: Float64Array, o: ObjectiveOptions): ObjectiveResult {
-  const lambda = o.reg ?? UPSTREAM_REG, N = gates.length, H = m.config.hiddenSize;
+  const lambda = o.reg ?? UPSTREAM_REG, H = m.config.hiddenSize;
   const rows = sampleRows(m, s, o.window, o.cone ?? true);
   const teacher = o.teacher ?? teacherForward(m, s, rows);
   const alpha = gates.map((g) => Math.min(1, Math.max(0, g)));
   const student = studentForward(m, s, alpha, teacher, rows, o.window);
   const nLab = s.ids.length - s.labelStart;
-  let distill = 0, abs = 0;
   const dH = new Float64Array(nLab * H);
+  const distill = distillation(student.hidden, teacher.hidden, nLab, H, dH), reg = gateRegularizer(gates, lambda);
+  const out: ObjectiveResult = { loss: distill + reg, distill, reg, grad: new Float64Array(0), rows, teacher };
+  if (o.gradient === false) return out;
+  const grad = studentBackward(m, s, alpha, dH, teacher, student, rows, o.window, (dx) => (out.dInput = dx));
+  out.grad = finishGateGradient(grad, gates, lambda);
+  return out;
+}
+
+/** The distillation term (SPEC §5.3): mean over the nLab labelled rows of the per-row MSE over the hidden size H of
+ *  student − teacher ([nLab, H] each); writes its gradient dL/dH into dH. Shared by the float64 objective and the
+ *  fast one (fast-optimize.ts). */
+export function distillation(student: ArrayLike<number>, teacher: ArrayLike<number>, nLab: number, H: number, dH: Float32Array | Float64Array): number {
+  let distill = 0;
   for (let t = 0; t < nLab; t++) {
     let row = 0;
     for (let d = 0; d < H; d++) {
-      const diff = student.hidden[t * H + d]! - teacher.hidden[t * H + d]!;
+      const diff = student[t * H + d]! - teacher[t * H + d]!;
       row += diff * diff;
       dH[t * H + d] = (2 * diff) / (nLab * H);
     }
     distill += row / H;
   }
-  distill /= nLab;
+  return distill / nLab;
+}
+
+/** λ · mean |gate| over all gates (upstream's l1_loss: sum / numel). */
+export function gateRegularizer(gates: Float64Array, lambda: number): number {
+  let abs = 0;
   for (const g of gates) abs += Math.abs(g);
-  const reg = lambda * (abs / N);
-  const out: ObjectiveResult = { loss: distill + reg, distill, reg, grad: new Float64Array(0), rows, teacher };
-  if (o.gradient === false) return out;
-  const grad = studentBackward(m, s, alpha, dH, teacher, student, rows, o.window, (dx) => (out.dInput = dx));
+  return lambda * (abs / gates.length);
+}
+
+/** dL/dgate from the distillation's dL/dα: the clamp passes gates in [0, 1], plus the regularizer's λ·sign/N. In place. */
+export function finishGateGradient(grad: Float64Array, gates: Float64Array, lambda: number): Float64Array {
+  const N = gates.length;
   for (let i = 0; i < N; i++) {
     const g = gates[i]!;
     grad[i] = (g >= 0 && g <= 1 ? grad[i]! : 0) + (lambda * Math.sign(g)) / N;
   }
-  out.grad = grad;
-  return out;
+  return grad;
 }

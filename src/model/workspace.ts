@@ -3,16 +3,11 @@
  * wasm memory, device memory, or host arrays), made once per model and reused by every chunk, plus the host
  * mirrors of what crosses to the attention engine: q, k, v down, the attention output up.
  */
+import type { ModelConfig } from "./config.ts";
 import type { Activations, ModelKernels } from "./kernels.ts";
 
-export interface LayerDims {
-  hiddenSize: number;
-  intermediateSize: number;
-  numHeads: number;
-  numKvHeads: number;
-  headDim: number;
-  vocabSize: number;
-}
+/** The sizes a workspace needs: those of a ModelConfig (or of any shape that has them, like the bench's random models). */
+export type LayerDims = Pick<ModelConfig, "hiddenSize" | "intermediateSize" | "numHeads" | "numKvHeads" | "headDim" | "vocabSize">;
 
 /** One pass's activations, each [T, ·] row-major. */
 export interface PassActivations {
