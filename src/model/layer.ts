@@ -46,7 +46,8 @@ export function layerOutput(kn: ModelKernels, L: LayerWeights, s: PassActivation
 
 /** q [T, Hq·D], k and v [T, Hkv·D] of the pass as host arrays (views of the workspace's mirrors). */
 export function hostQkv(kn: ModelKernels, ws: Workspace, s: PassActivations, T: number): { q: Float32Array; k: Float32Array; v: Float32Array } {
-  const q = ws.hostQ.subarray(0, s.q.length), k = ws.hostK.subarray(0, s.k.length), v = ws.hostV.subarray(0, s.v.length);
+  const m = ws.hostMirrors();
+  const q = m.q.subarray(0, s.q.length), k = m.k.subarray(0, s.k.length), v = m.v.subarray(0, s.v.length);
   kn.download(s.q, q);
   kn.download(s.k, k);
   kn.download(s.v, v);

@@ -1,7 +1,8 @@
 /**
  * The activations of a forward pass of up to `rows` tokens, held by a kernel set (kernels.ts `Activations`: the
  * wasm memory, device memory, or host arrays), made once per model and reused by every chunk, plus the host
- * mirrors of what crosses to the attention engine: q, k, v down, the attention output up.
+ * mirrors of what crosses to the attention engine (q, k, v down), made on first use: a set that attends in the
+ * engine's backend (cuda on cuda) never needs them.
  */
 import type { ModelConfig } from "./config.ts";
 import type { Activations, ModelKernels } from "./kernels.ts";
@@ -27,10 +28,7 @@ export class Workspace {
   /** [hidden] the last row normed, and [vocab] its logits */
   readonly last: Activations;
   readonly logits: Activations;
-  /** host mirrors [rows, Hq·D], [rows, Hkv·D], [rows, Hkv·D] */
-  readonly hostQ: Float32Array;
-  readonly hostK: Float32Array;
-  readonly hostV: Float32Array;
+  private mirrors?: { q: Float32Array; k: Float32Array; v: Float32Array };
 
   constructor(private readonly kn: ModelKernels, readonly dims: LayerDims, readonly rows: number) {
     const { hiddenSize: H, intermediateSize: I, numHeads: Hq, numKvHeads: Hkv, headDim: D, vocabSize: V } = dims;
@@ -38,9 +36,12 @@ export class Workspace {
     this.all = { x: f(H), h: f(H), q: f(Hq * D), k: f(Hkv * D), v: f(Hkv * D), a: f(Hq * D), o: f(H), gate: f(I), up: f(I) };
     this.last = kn.activations(H);
     this.logits = kn.activations(V);
-    this.hostQ = new Float32Array(rows * Hq * D);
-    this.hostK = new Float32Array(rows * Hkv * D);
-    this.hostV = new Float32Array(rows * Hkv * D);
+  }
+
+  /** The host mirrors of q [rows, Hq·D], k and v [rows, Hkv·D], allocated on the first call. */
+  hostMirrors(): { q: Float32Array; k: Float32Array; v: Float32Array } {
+    const { numHeads: Hq, numKvHeads: Hkv, headDim: D } = this.dims, rows = this.rows;
+    return this.mirrors ??= { q: new Float32Array(rows * Hq * D), k: new Float32Array(rows * Hkv * D), v: new Float32Array(rows * Hkv * D) };
   }
 
   /** Bytes of kernel-set activations a workspace of `rows` rows holds (for ModelKernels.reserve). */
