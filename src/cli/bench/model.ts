@@ -3,7 +3,9 @@
  * with full attention and with DuoAttention at growing contexts, in one memory budget shared by weights and KV.
  * Per context: decode ms/token (best of --steps) and memory (weights + the KV the backend allocated) of each,
  * until a mode's KV no longer fits beside the weights; then the context each reaches in the budget. A decode step
- * is memory-bound, so Duo's time should follow (weight bytes read + Duo KV) / (weight bytes read + full KV).
+ * is memory-bound, so Duo's time should follow (weight bytes read + Duo KV) / (weight bytes read + full KV), and each
+ * step's bytes (weights read + KV) ÷ its time is compared with the streaming-read bandwidth measured in the same run
+ * by the backend's own ceiling kernels (ceilings.ts).
  * Options: model-options.ts. One mode at a time holds KV (full first, then Duo), grown context by context.
  */
 import { createBackend } from "../../backend/registry.ts";
@@ -19,11 +21,13 @@ import { fullKvBytes, kvBytes } from "../../schedule/kv.ts";
 import { HeadSchedule } from "../../schedule/schedule.ts";
 import { write } from "../io.ts";
 import { Progress } from "../progress.ts";
+import { measureCeilings } from "./ceilings.ts";
 import { resolveCase, spreadLayers } from "./cases.ts";
 import { FILL_CHUNK } from "./decode.ts";
 import { MODEL_USAGE, type ModelBenchOptions, parseModelBenchArgs } from "./model-options.ts";
 import { randomWeightBytes, type RandomShape, randomWeights } from "./model-random.ts";
 import { DecodeStep } from "./model-step.ts";
+import { gbps } from "./roofline.ts";
 
 type Mode = "full" | "duo";
 /** One context of one mode: measured, or past the budget. */
@@ -70,6 +74,8 @@ export async function main(argv: string[]): Promise<number> {
   const backend = await createBackend("native", { threads });
   const kernels = await createModelKernels("native", { threads, memoryBudget: budget });
   try {
+    const { ceilings, why } = await measureCeilings(backend);
+    write((ceilings ? `streaming read ${ceilings.readGBps.toFixed(1)} GB/s with ${ceilings.workers} thread(s) (the native ceiling kernels, this run)` : `read bandwidth not measured: ${why}`) + "\n");
     const bar = new Progress("random weights", w.held);
     let made = 0;
     const weights = randomWeights(kernels, shape, o.weightsDtype, (b) => bar.update((made += b), formatBytes(made)));
@@ -79,7 +85,7 @@ export async function main(argv: string[]): Promise<number> {
     for (const mode of ["full", "duo"] as const) {
       points[mode] = await series(mode, { backend, shape, schedule: schedules[mode], c, o, contexts, step, heldWeights: kernels.memory().weights, budget, kv });
     }
-    write(report(contexts, points, w.readPerToken, kv) + "\n");
+    write(report(contexts, points, w.readPerToken, kv, ceilings?.readGBps) + "\n");
     write([
       `context each reaches in ${formatBytes(budget)} beside ${formatBytes(w.held)} of weights (computed from KV bytes per token): full attention ${reach.full} tokens, DuoAttention ${reach.duo} tokens (${(reach.duo / Math.max(1, reach.full)).toFixed(2)}x)`,
       `largest context measured: full ${largestMeasured(contexts, points.full)}, Duo ${largestMeasured(contexts, points.duo)}`,
@@ -172,15 +178,21 @@ function largestMeasured(contexts: number[], points: Point[]): string {
   return i < 0 ? "none" : `${contexts[i]} tokens`;
 }
 
-function report(contexts: number[], points: Record<Mode, Point[]>, weightRead: number, kv: (mode: Mode, context: number) => number): string {
+/** The table; "GB/s (of read)" is (weight bytes read + KV bytes) per step ÷ its time, and its fraction of `readGBps`. */
+function report(contexts: number[], points: Record<Mode, Point[]>, weightRead: number, kv: (mode: Mode, context: number) => number, readGBps?: number): string {
   const ms = (p: Point) => (p === "does not fit" ? p : p.ms.toFixed(1));
   const mem = (p: Point) => (p === "does not fit" ? "-" : formatBytes(p.memory));
+  const rate = (p: Point, bytes: number) => {
+    if (p === "does not fit") return "-";
+    const g = gbps(bytes, p.ms);
+    return readGBps ? `${g.toFixed(1)} (${(g / readGBps).toFixed(2)})` : g.toFixed(1);
+  };
   return renderTable(
-    ["context", "full ms/token", "full memory", "Duo ms/token", "Duo memory", "Duo/full time", "(W + Duo KV)/(W + full KV)"],
+    ["context", "full ms/token", "full memory", "full GB/s (of read)", "Duo ms/token", "Duo memory", "Duo GB/s (of read)", "Duo/full time", "(W + Duo KV)/(W + full KV)"],
     contexts.map((t, i) => {
       const f = points.full[i]!, d = points.duo[i]!;
       return [
-        String(t), ms(f), mem(f), ms(d), mem(d),
+        String(t), ms(f), mem(f), rate(f, weightRead + kv("full", t)), ms(d), mem(d), rate(d, weightRead + kv("duo", t)),
         f !== "does not fit" && d !== "does not fit" ? (d.ms / f.ms).toFixed(3) : "-",
         ((weightRead + kv("duo", t)) / (weightRead + kv("full", t))).toFixed(3),
       ];
