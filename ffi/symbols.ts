@@ -337,7 +337,6 @@ export const NATIVE_SYMBOLS = {
       "u64", // uint64_t bytes
       "u64", // uint64_t block
       "u64", // uint64_t block_offset
-      "i32", // int32_t pack_cols (0: as is; > 0: whole rows of a 16-bit matrix, packed for the model kernels)
     ],
     result: "i32",
   },
@@ -413,14 +412,6 @@ export const NATIVE_SYMBOLS = {
       "i32", // int32_t iters
     ],
     result: "f32",
-  },
-  duo_model_pack: {
-    args: [
-      "u64", // uint64_t w (a block: [rows, cols] of 16-bit elements)
-      "i32", // int32_t rows
-      "i32", // int32_t cols
-    ],
-    result: "i32",
   },
   duo_model_matmul: {
     args: [
