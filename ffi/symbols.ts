@@ -474,7 +474,7 @@ export const NATIVE_SYMBOLS = {
     args: [
       "buffer", // float* dx [T][nin] (+)=
       "buffer", // const float* dy [T][nout]
-      "u64", // uint64_t w (a block: [nout, nin] of dtype f32 / f16 / bf16, 16-bit rows packed)
+      "u64", // uint64_t w (a block: [nout, nin] of dtype f32 / f16 / bf16, rows as the file stores them)
       "i32", // int32_t T
       "i32", // int32_t nin
       "i32", // int32_t nout
