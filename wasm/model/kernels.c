@@ -2,8 +2,8 @@
 // f16 or bf16 (widened to f32 in registers) or llama.cpp's Q8_0 / Q4_0 / Q4_K / Q6_K blocks (decoded in registers),
 // RMSNorm, RoPE (rotate-half), SwiGLU, embedding lookup.
 // In the wasm build f16/bf16 matrices are packed once after loading (pack_u16); the native build reads them in the
-// file's order (widen.h says why). One instance per model, in the calling thread; the TS side owns the memory layout (weights, then scratch for the
-// activations of one call) and passes byte addresses as u32. No libc: freestanding, f32 accumulation, written with
+// file's order (widen.h says why). One instance per model, in the calling thread; the TS side owns the memory layout
+// (weights, then scratch for the activations of one call) and passes byte addresses as u32. No libc: freestanding, f32 accumulation, written with
 // the SIMD macros of wasm/src/simd.h: native/build.sh compiles this file per instruction set too (libduo.so's model
 // kernels, native/src/model.c).
 // The reference twin, with float64 accumulation, is src/model/kernels-reference.ts.
@@ -168,8 +168,8 @@ static inline float hsum(VF v) {
 // peak. Here: output rows in blocks (at most GRB rows whose weights, all of k, fit in GW bytes: they stay in L2 while
 // every token tile passes), tokens in tiles of 12 (then 4), k in chunks of GK. Each (tile, chunk) copies the tile's
 // x chunk once into a stack buffer ([12][GK] f32 = 24 KiB: L1) in the lane order of the weight loads (XL: bf16's
-// even/odd split of x done once per tile and chunk, not per row), then runs tiles of 12 tokens x 2 rows over it: 24 accumulators + 4
-// weight vectors of the 32 registers, each widened weight vector shared by 12 tokens, each x vector by 2 rows. The
+// even/odd split of x done once per tile and chunk, not per row), then runs tiles of 12 tokens x 2 rows over it: 24
+// accumulators + 4 weight vectors of the 32 registers, each widened weight vector shared by 12 tokens, each x vector by 2 rows. The
 // accumulators of every row tile of the block are carried between chunks in a stack buffer (ab), so each output is
 // one 16-lane sum over all of k, summed across lanes once; the rest of each row (nin % 32) and the bias come after
 // (MATMUL_FINISH). f32 sums in another order than the tiles above, within the same tolerance.
