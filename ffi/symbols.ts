@@ -337,7 +337,6 @@ export const NATIVE_SYMBOLS = {
       "u64", // uint64_t bytes
       "u64", // uint64_t block
       "u64", // uint64_t block_offset
-      "i32", // int32_t pack_cols (0: as is; > 0: whole rows of a 16-bit matrix, packed for the model kernels)
     ],
     result: "i32",
   },
@@ -414,14 +413,6 @@ export const NATIVE_SYMBOLS = {
     ],
     result: "f32",
   },
-  duo_model_pack: {
-    args: [
-      "u64", // uint64_t w (a block: [rows, cols] of 16-bit elements)
-      "i32", // int32_t rows
-      "i32", // int32_t cols
-    ],
-    result: "i32",
-  },
   duo_model_matmul: {
     args: [
       "buffer", // float* y [T][nout]
@@ -483,7 +474,7 @@ export const NATIVE_SYMBOLS = {
     args: [
       "buffer", // float* dx [T][nin] (+)=
       "buffer", // const float* dy [T][nout]
-      "u64", // uint64_t w (a block: [nout, nin] of dtype f32 / f16 / bf16, 16-bit rows packed)
+      "u64", // uint64_t w (a block: [nout, nin] of dtype f32 / f16 / bf16, rows as the file stores them)
       "i32", // int32_t T
       "i32", // int32_t nin
       "i32", // int32_t nout

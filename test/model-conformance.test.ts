@@ -1,9 +1,11 @@
 // The model-op grid (test/helpers/model-conformance.ts) on the kernel set of every backend present, taken the way the
 // model runner takes it (Backend.modelKernels): wasm in this thread and over 2 model workers (wasm-parallel), native
-// with 1 and 2 threads (matmul rows split), cuda on a GPU or the emulation build. The reference backend's set is the
-// reference itself.
+// with 1 and 2 threads (matmul rows split) on every SIMD instruction set this CPU runs (each its own widening of
+// 16-bit rows in file order, wasm/model/widen.h), cuda on a GPU or the emulation build. The reference backend's set
+// is the reference itself.
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { selectNativeIsa } from "../src/backend/native.ts";
 import { createBackend, probeBackend } from "../src/backend/registry.ts";
 import type { Backend } from "../src/backend/types.ts";
 import type { KernelsName, ModelKernels, ModelKernelsOptions } from "../src/model/kernels.ts";
@@ -44,11 +46,21 @@ test("model ops of the wasm backend, in this thread and over 2 model workers, ma
   await grid(await createBackend("wasm", { threads: 0 }), sets);
 });
 
-test("model ops of the native backend, 1 and 2 threads, match the reference kernels", { skip: native.usable ? false : `skipped: native backend not usable: ${native.reason}` }, async () => {
-  await grid(await createBackend("native", { threads: 2 }), [
-    { name: "native 1t", kernels: "native", options: { threads: 1 } },
-    { name: "native 2t", kernels: "native", options: { threads: 2 } },
-  ]);
+test("model ops of the native backend, 1 and 2 threads, on every SIMD set this CPU runs, match the reference kernels", { skip: native.usable ? false : `skipped: native backend not usable: ${native.reason}` }, async () => {
+  const ran: string[] = [];
+  try {
+    for (const isa of ["avx512", "avx2", "sse41", "neon"]) {
+      if (!(await selectNativeIsa(isa))) continue;
+      ran.push(isa);
+      await grid(await createBackend("native", { threads: 2 }), [
+        { name: `native ${isa} 1t`, kernels: "native", options: { threads: 1 } },
+        { name: `native ${isa} 2t`, kernels: "native", options: { threads: 2 } },
+      ]);
+    }
+  } finally {
+    await selectNativeIsa("");
+  }
+  assert.ok(ran.length >= 1, "at least one SIMD set ran");
 });
 
 test(`model ops of the cuda backend (${cudaTarget.label}) match the reference kernels`, { skip: cudaTarget.skip }, async () => {

@@ -40,7 +40,8 @@ for (const [dtype, shards, architecture] of [["bf16", 2, "LlamaForCausalLM"], ["
     const m = writeTinyModel({ dtype, shards, layers: 2, heads: 4, kvHeads: 2, architecture });
     try {
       const seen: [number, number][] = [];
-      const direct = await LlamaModel.load(m.dir, { backend: "native", kernels: "native", heads: HEADS, kvDtype: "f32", memory: 1 << 30, onProgress: (a, b) => seen.push([a, b]) });
+      // mmap false: every matrix read by the library (mapped ones: test/model-native-mmap.test.ts)
+      const direct = await LlamaModel.load(m.dir, { backend: "native", kernels: "native", heads: HEADS, kvDtype: "f32", memory: 1 << 30, mmap: false, onProgress: (a, b) => seen.push([a, b]) });
       assert.ok(direct.kernels.readFile, "the native kernels have the file hook");
       const viaJs = await LlamaModel.load(m.dir, { backend: "native", kernels: withoutReadFile(await createModelKernels("native")), heads: HEADS, kvDtype: "f32" });
       try {
@@ -102,14 +103,14 @@ for (const [dtype, shape] of [["q8_0", QWEN(128)], ["q4_0", QWEN(128)], ["q4_k",
   });
 }
 
-// readFile packs a range of whole rows of a 16-bit matrix as it lands, piece by piece (about 1 MiB) on every thread
-// (native/src/file.c); other ranges are packed once the matrix is complete. Either way the kernels must see what
-// write() + the final pack give: embed() widens every row back to f32 in element order.
-test("native readFile of a 16-bit matrix in whole rows (packed per piece, 2 threads) or in pieces of rows = write()", { skip }, async () => {
+// readFile preads a range of a matrix on every thread (native/src/file.c), the bytes as the file stores them (16-bit
+// rows too: the native kernels read them in file order). Whole, in row blocks out of order, or in pieces that split
+// rows, the kernels must see what write() gives: embed() widens every row back to f32 in element order.
+test("native readFile of a 16-bit matrix whole (2 threads), in row blocks or in pieces of rows = write()", { skip }, async () => {
   const dir = mkdtempSync(join(tmpdir(), "duo-native-pack-"));
   const k = await createModelKernels("native", { threads: 2, memoryBudget: 1 << 30 });
   try {
-    // [2100, 4101]: 17.2 MB, so two 8 MiB parts and several pieces each; 4101 columns leave a tail of 5 unpacked
+    // [2100, 4101]: 17.2 MB, so two 8 MiB parts; 4101 columns leave a row tail of 5 (read one by one by the kernels)
     const rows = 2100, cols = 4101, head = 24;
     const bits = new Uint16Array(rows * cols);
     for (let i = 0; i < bits.length; i++) bits[i] = (Math.imul(i, 2654435761) >>> 16) & 0x7f7f; // finite in f16 and bf16
@@ -124,7 +125,7 @@ test("native readFile of a 16-bit matrix in whole rows (packed per piece, 2 thre
       const blocks = k.matrix(rows, cols, dtype); // row blocks in reverse order, as a head permutation reads them
       const rb = 700 * cols * 2;
       for (let b = 2; b >= 0; b--) k.readFile!(blocks, b * rb, file, head + b * rb, rb);
-      const pieces = k.matrix(rows, cols, dtype); // pieces that split rows: packed when the last lands
+      const pieces = k.matrix(rows, cols, dtype); // pieces that split rows
       const half = (bits.byteLength / 2) & ~1;
       k.readFile!(pieces, 0, file, head, half);
       k.readFile!(pieces, half, file, head + half, bits.byteLength - half);
@@ -140,11 +141,8 @@ test("native readFile of a 16-bit matrix in whole rows (packed per piece, 2 thre
         const bad = got.findIndex((v, i) => !Object.is(v, ref[i]));
         assert.equal(bad, -1, `${dtype} ${name}: element ${bad} is ${got[bad]}, write() gives ${ref[bad]}`);
       }
-      // one matrix read partly in whole rows (packed as read) and partly in a piece of a row cannot be packed once
-      const mixed = k.matrix(rows, cols, dtype);
-      k.readFile!(mixed, 0, file, head, cols * 2);
-      k.readFile!(mixed, cols * 2, file, head + cols * 2, 2);
-      assert.throws(() => k.readFile!(mixed, cols * 2 + 2, file, head + cols * 2 + 2, bits.byteLength - cols * 2 - 2), /partly read in whole rows/);
+      // a read past the matrix's end is refused and writes nothing
+      assert.throws(() => k.readFile!(pieces, 2, file, head, bits.byteLength), /overruns/);
     }
   } finally {
     k.dispose();
@@ -213,7 +211,7 @@ test("native load refuses a model over the memory budget before reading anything
   }
 });
 
-test("native load of a file truncated after its header was read: IO naming the file and the tensor", { skip }, async () => {
+test("native copied load (mmap false) of a file truncated after its header was read: IO naming the file and the tensor", { skip }, async () => {
   const m = writeTinyModel({ dtype: "bf16", layers: 1 });
   const k = await createModelKernels("native", { memoryBudget: 1 << 30 });
   try {
@@ -222,7 +220,7 @@ test("native load of a file truncated after its header was read: IO naming the f
     const file = join(m.dir, "model.safetensors");
     const last = [...tensors.values()].reduce((a, t) => (t.offset > a.offset ? t : a));
     truncateSync(file, last.offset + 1);
-    await assert.rejects(loadWeights(tensors, cfg, k, HeadSchedule.full(cfg.numLayers, cfg.numKvHeads)), (e: unknown) => {
+    await assert.rejects(loadWeights(tensors, cfg, k, HeadSchedule.full(cfg.numLayers, cfg.numKvHeads), undefined, false), (e: unknown) => {
       assert.ok(e instanceof DuoError && e.code === "IO", String(e));
       assert.match(e.message, new RegExp(`^${file.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}: reading tensor "${last.name.replace(/\./g, "\\.")}"`));
       assert.match(e.message, /is truncated|ends at byte/);

@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { loadNativeLibrary } from "../ffi/load.ts";
 import { STATUS } from "../src/backend/abi.ts";
 import { probeNative } from "../src/backend/native.ts";
+import { f32ToBf16Bits } from "../src/dtype.ts";
 import { DuoError } from "../src/errors.ts";
 import { parseConfig } from "../src/model/config.ts";
 import { createModelKernels } from "../src/model/kernels.ts";
@@ -17,8 +18,9 @@ import { writeRandomModel } from "../src/model/write.ts";
 import { HeadSchedule } from "../src/schedule/schedule.ts";
 import { writeTinyModel } from "./helpers/tiny-model.ts";
 
-// Mapped weights (native/src/map.c): the native kernels use f32 and llama.cpp-block tensors as read-only views of the
-// mapped checkpoint instead of copies. The kernels run on the same bytes either way, so the logits must be identical.
+// Mapped weights (native/src/map.c): the native kernels use every tensor whose rows are in file order (f32, f16 and
+// bf16 in file order too, llama.cpp's blocks) as a read-only view of the mapped checkpoint instead of a copy. The
+// kernels run on the same bytes either way, so the logits must be identical.
 
 const native = await probeNative({});
 const skip = native.usable ? false : `skipped: native backend not usable here (${native.reason})`;
@@ -33,7 +35,10 @@ const QWEN = {
   architectures: ["Qwen2ForCausalLM"], hidden_size: 512, intermediate_size: 512, num_hidden_layers: 2, num_attention_heads: 4,
   num_key_value_heads: 2, vocab_size: 300, rope_theta: 1000000, max_position_embeddings: 4096, tie_word_embeddings: true,
 };
-const MODELS = [["f32", "safetensors", "tiny"], ["q8_0", "gguf", "tiny"], ["q4_0", "gguf", "tiny"], ["q4_k", "gguf", QWEN]] as const;
+const MODELS = [
+  ["f32", "safetensors", "tiny"], ["bf16", "safetensors", "tiny"], ["f16", "safetensors", QWEN], ["bf16", "gguf", "tiny"], ["f16", "gguf", "tiny"],
+  ["q8_0", "gguf", "tiny"], ["q4_0", "gguf", "tiny"], ["q4_k", "gguf", QWEN],
+] as const;
 
 for (const [dtype, format, shape] of MODELS) {
   test(`mapped = copied: ${format} ${dtype}, identical logits, same weight bytes, unmapped on dispose`, { skip }, async () => {
@@ -66,8 +71,8 @@ for (const [dtype, format, shape] of MODELS) {
   });
 }
 
-test("mapped = copied over 3 safetensors shards: each file mapped once while the model lives, all unmapped on dispose", { skip }, async () => {
-  const m = writeTinyModel({ dtype: "f32", shards: 3, layers: 2, heads: 4, kvHeads: 2 });
+for (const dtype of ["f32", "bf16", "f16"] as const) test(`mapped = copied over 3 ${dtype} safetensors shards: each file mapped once while the model lives, all unmapped on dispose`, { skip }, async () => {
+  const m = writeTinyModel({ dtype, shards: 3, layers: 2, heads: 4, kvHeads: 2 });
   try {
     const files = readdirSync(m.dir).filter((f) => f.endsWith(".safetensors")).map((f) => join(m.dir, f));
     assert.equal(files.length, 3);
@@ -87,11 +92,11 @@ test("mapped = copied over 3 safetensors shards: each file mapped once while the
   }
 });
 
-test("a file truncated after its header was read is refused at load: IO naming the file and the tensor, no mapping left", { skip }, async () => {
+for (const dtype of ["f32", "bf16"] as const) test(`a ${dtype} file truncated after its header was read is refused at load: IO naming the file and the tensor, no mapping left`, { skip }, async () => {
   const dir = mkdtempSync(join(tmpdir(), "duo-mmap-trunc-"));
   const k = await createModelKernels("native", { memoryBudget: 1 << 30 });
   try {
-    await writeRandomModel(dir, { shape: "tiny", dtype: "f32", format: "safetensors" });
+    await writeRandomModel(dir, { shape: "tiny", dtype, format: "safetensors" });
     const cfg = parseConfig(JSON.parse(readFileSync(join(dir, "config.json"), "utf8")));
     const tensors = await openWeights(dir); // validated against the whole file
     const file = join(dir, "model.safetensors");
@@ -139,8 +144,7 @@ test("C ABI: a view of a mapped file is a live read-only block at any alignment;
     assert.deepEqual(mem, memBefore);
     assert.equal(lib.duo_write(view, 0, 4, new Uint8Array(4)), STATUS.E_HANDLE);
     assert.match(lib.duo_last_error(), /read-only view of a mapped file/);
-    assert.equal(lib.duo_read_file(path, 0, 4, view, 0, 0), STATUS.E_HANDLE);
-    assert.equal(lib.duo_model_pack(view, 1, 32), STATUS.E_HANDLE);
+    assert.equal(lib.duo_read_file(path, 0, 4, view, 0), STATUS.E_HANDLE);
     assert.equal(lib.duo_map_view(map, 4093, 8, addr), STATUS.E_ARG, "a second block at the same address");
 
     // Outside the file: refused naming the path.
@@ -192,16 +196,19 @@ test("C ABI: the model kernels and the backward kernels take a view at the file'
   const { lib } = await loadNativeLibrary();
   const dir = mkdtempSync(join(tmpdir(), "duo-mmap-kernels-"));
   const file = join(dir, "w.bin");
-  // An f32 [nout, nin] matrix at byte 12 (4-byte aligned only, as safetensors may place it) and a Q8_0 one at byte 7
-  // after it (no alignment at all): random bytes for Q8_0 with its f16 scales kept small and finite.
-  const nout = 6, nin = 64, T = 3, f32Bytes = nout * nin * 4, q8Bytes = nout * (nin / 32) * 34;
+  // An f32 [nout, nin] matrix at byte 12 (4-byte aligned only, as safetensors may place it), a Q8_0 one at byte 7
+  // after it (no alignment at all): random bytes for Q8_0 with its f16 scales kept small and finite; then a bf16 one
+  // (2-byte aligned only) in file order.
+  const nout = 6, nin = 64, T = 3, f32Bytes = nout * nin * 4, q8Bytes = nout * (nin / 32) * 34, bf16Bytes = nout * nin * 2;
   const w = Float32Array.from({ length: nout * nin }, (_, i) => Math.sin(i * 0.37));
   const q8 = Uint8Array.from({ length: q8Bytes }, (_, i) => (i * 31 + 5) & 255);
   for (let b = 0; b < q8Bytes; b += 34) q8.set([0x00, 0x2c], b); // f16 0.0625
-  const f32At = 12, q8At = f32At + f32Bytes + 7;
-  const bytes = new Uint8Array(q8At + q8Bytes);
+  const f32At = 12, q8At = f32At + f32Bytes + 7, bf16At = q8At + q8Bytes + 3;
+  assert.equal(bf16At % 4, 2);
+  const bytes = new Uint8Array(bf16At + bf16Bytes);
   bytes.set(new Uint8Array(w.buffer), f32At);
   bytes.set(q8, q8At);
+  bytes.set(new Uint8Array(Uint16Array.from(w, f32ToBf16Bits).buffer), bf16At);
   writeFileSync(file, bytes);
   const out = new Uint32Array(4), addr = new Uint32Array(2);
   const u64 = (a: Uint32Array, i = 0) => a[i]! + a[i + 1]! * 2 ** 32;
@@ -215,7 +222,7 @@ test("C ABI: the model kernels and the backward kernels take a view at the file'
   try {
     assert.equal(lib.duo_map_file(new TextEncoder().encode(`${file}\0`), out), STATUS.OK);
     const map = u64(out);
-    for (const [dtype, at, n] of [[0, f32At, f32Bytes], [3, q8At, q8Bytes]] as const) {
+    for (const [dtype, at, n] of [[0, f32At, f32Bytes], [3, q8At, q8Bytes], [2, bf16At, bf16Bytes]] as const) {
       assert.equal(lib.duo_map_view(map, at, n, addr), STATUS.OK);
       const view = u64(addr), copy = copyOf(bytes.subarray(at, at + n));
       const ya = new Float32Array(T * nout), yb = new Float32Array(T * nout);
@@ -227,10 +234,10 @@ test("C ABI: the model kernels and the backward kernels take a view at the file'
       assert.equal(lib.duo_model_embed(ea, ids, view, 2, nout, nin, dtype), STATUS.OK, lib.duo_last_error());
       assert.equal(lib.duo_model_embed(eb, ids, copy, 2, nout, nin, dtype), STATUS.OK);
       assert.deepEqual(ea, eb);
-      if (dtype === 0) { // the backward kernels take f32 / 16-bit weights
+      if (dtype !== 3) { // the backward kernels take f32 / 16-bit weights
         const da = new Float32Array(T * nin), db = new Float32Array(T * nin);
-        assert.equal(lib.duo_bwd_linear(da, dy, view, T, nin, nout, 0, 0), STATUS.OK, lib.duo_last_error());
-        assert.equal(lib.duo_bwd_linear(db, dy, copy, T, nin, nout, 0, 0), STATUS.OK);
+        assert.equal(lib.duo_bwd_linear(da, dy, view, T, nin, nout, dtype, 0), STATUS.OK, lib.duo_last_error());
+        assert.equal(lib.duo_bwd_linear(db, dy, copy, T, nin, nout, dtype, 0), STATUS.OK);
         assert.ok(da.some((v) => v !== 0));
         assert.deepEqual(da, db);
       }

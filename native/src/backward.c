@@ -1,7 +1,7 @@
 /*
  * The backward kernels of gate identification (wasm/model/backward.c, compiled per SIMD set by native/build.sh with
  * the set's suffix) behind checked entry points, for src/identify/backward-kernels.ts. Weights are the model
- * kernels' blocks (model.c: f32, or f16 / bf16 packed by duo_model_pack); activations are host arrays. The
+ * kernels' blocks (model.c: f32, f16 or bf16 rows as the file stores them); activations are host arrays. The
  * transposed matmul splits dx's columns over the threads, the attention forward its query heads, the attention
  * backward its KV heads (each thread owns its heads' rows of dk and dv: no atomics, the same sums whatever the
  * thread count); the element-wise kernels run in the calling thread. Nothing is written by a refused call.
@@ -97,7 +97,7 @@ typedef struct {
   int32_t T, nin, nout, dtype, accumulate, parts;
 } linear_job;
 
-/* Columns [k0, k1) of part i: multiples of 8 (the packed groups of 16-bit rows), the last part takes the tail. */
+/* Columns [k0, k1) of part i: multiples of 8 (the kernel's groups of 8 weights), the last part takes the tail. */
 static void linear_task(void *ctx, int i) {
   const linear_job *m = ctx;
   const int64_t groups = (m->nin + 7) / 8;
@@ -109,7 +109,7 @@ static void linear_task(void *ctx, int i) {
   restore_fp_mode(mode);
 }
 
-/* dx[T, nin] (+)= dy[T, nout] · W[nout, nin]; W a block of dtype 0 (f32), 1 (f16) or 2 (bf16), 16-bit rows packed. */
+/* dx[T, nin] (+)= dy[T, nout] · W[nout, nin]; W a block of dtype 0 (f32), 1 (f16) or 2 (bf16). */
 DUO_EXPORT int32_t duo_bwd_linear(float *dx, const float *dy, uint64_t w, int32_t T, int32_t nin, int32_t nout,
                                   int32_t dtype, int32_t accumulate) {
   const backward_kernels *k = bwd("duo_bwd_linear");

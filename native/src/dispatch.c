@@ -18,7 +18,6 @@
   void matmul_##t##_##s(float *, const float *, const uint8_t *, const float *, int, int, int);                      \
   void embed_##t##_##s(float *, const int32_t *, const uint8_t *, int, int);
 #define MODEL_KERNELS(s)                                                                                             \
-  void pack_u16_##s(uint16_t *, int, int);                                                                           \
   void matmul_f32_##s(float *, const float *, const float *, const float *, int, int, int);                          \
   void matmul_f16_##s(float *, const float *, const uint16_t *, const float *, int, int, int);                       \
   void matmul_bf16_##s(float *, const float *, const uint16_t *, const float *, int, int, int);                      \
@@ -30,7 +29,6 @@
   void rope_##s(float *, const float *, const float *, int, int, int);                                               \
   void swiglu_##s(float *, const float *, const float *, int);                                                       \
   static const model_kernels model_##s = {                                                                           \
-      pack_u16_##s,                                                                                                  \
       {(matmul_fn *)matmul_f32_##s, (matmul_fn *)matmul_f16_##s, (matmul_fn *)matmul_bf16_##s,                        \
        (matmul_fn *)matmul_q8_0_##s, (matmul_fn *)matmul_q4_0_##s, (matmul_fn *)matmul_q4_k_##s,                     \
        (matmul_fn *)matmul_q6_k_##s},                                                                                \

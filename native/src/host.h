@@ -8,7 +8,7 @@
  * a segment's k and v) must name the address duo_alloc gave, and the op is refused unless the rows it touches lie
  * inside that block. Refused calls return DUO_E_* before writing anything; duo_last_error() then says why.
  * A view of a mapped file (duo_map_view) is a live block too, read-only: ops that read it take it, ops that write a
- * block (duo_write, duo_read_file, duo_append's dst, duo_model_pack) refuse it with DUO_E_HANDLE.
+ * block (duo_write, duo_read_file, duo_append's dst) refuse it with DUO_E_HANDLE.
  */
 #ifndef DUO_HOST_H
 #define DUO_HOST_H
@@ -39,12 +39,11 @@ DUO_EXPORT int32_t duo_memory(double *out);
 DUO_EXPORT int32_t duo_read(uint64_t block, uint64_t offset, uint64_t bytes, void *dst);
 DUO_EXPORT int32_t duo_write(uint64_t block, uint64_t offset, uint64_t bytes, const void *src);
 /* Read bytes [file_offset, file_offset + bytes) of the file at `path` (NUL-terminated) into a block at block_offset,
- * with pread (file.c): weights go from disk to the library without a host copy. pack_cols > 0: the range is whole
- * rows of a 16-bit matrix of pack_cols columns (block_offset and bytes multiples of 2 * pack_cols), packed as they
- * land, as duo_model_pack packs them; 0: the bytes as they are. DUO_E_ARG when the file cannot be opened or ends
- * early (the message names the path and offsets), or the range splits a row. */
+ * with pread (file.c): weights go from disk to the library without a host copy, as they are (every weight dtype's
+ * file layout is the kernels' own). DUO_E_ARG when the file cannot be opened or ends early (the message names the
+ * path and offsets). */
 DUO_EXPORT int32_t duo_read_file(const char *path, uint64_t file_offset, uint64_t bytes, uint64_t block,
-                                 uint64_t block_offset, int32_t pack_cols);
+                                 uint64_t block_offset);
 /* Map the whole file at `path` read-only (map.c): out[0] = the mapping's address (its handle), out[1] = the file's
  * bytes. DUO_E_ARG when it cannot be opened or is empty, DUO_E_CAPACITY when it cannot be mapped. */
 DUO_EXPORT int32_t duo_map_file(const char *path, uint64_t *out);
@@ -58,11 +57,11 @@ DUO_EXPORT int32_t duo_unmap(uint64_t map);
 
 /* Model kernels (wasm/model/kernels.c, SIMD sets only: DUO_E_UNSUPPORTED on "scalar"). Weights are blocks of
  * duo_alloc holding a row-major [rows, cols] matrix of a weight dtype below (the quantized ones as llama.cpp's blocks,
- * cols a multiple of the block: 32 for Q8_0 / Q4_0, 256 for Q4_K / Q6_K); a 16-bit matrix is packed in place once it
- * is written (duo_model_pack). Activations are host arrays, one row per token. The codes are the model's own (the KV
- * dtypes of duo.h are another list): src/model/kernels-native.ts has the same table. */
+ * cols a multiple of the block: 32 for Q8_0 / Q4_0, 256 for Q4_K / Q6_K) in the file's own layout, 16-bit rows too
+ * (wasm/model/widen.h), so a view of a mapped checkpoint (duo_map_view) serves as well as a copy. Activations are
+ * host arrays, one row per token. The codes are the model's own (the KV dtypes of duo.h are another list):
+ * src/model/kernels-native.ts has the same table. */
 enum { DUO_W_F32 = 0, DUO_W_F16 = 1, DUO_W_BF16 = 2, DUO_W_Q8_0 = 3, DUO_W_Q4_0 = 4, DUO_W_Q4_K = 5, DUO_W_Q6_K = 6, DUO_W_COUNT = 7 };
-DUO_EXPORT int32_t duo_model_pack(uint64_t w, int32_t rows, int32_t cols);
 /* y[T, nout] = x[T, nin] . W[nout, nin]^T (+ bias[nout], or NULL); output rows split over the threads. */
 DUO_EXPORT int32_t duo_model_matmul(float *y, const float *x, uint64_t w, const float *bias, int32_t T, int32_t nin,
                                     int32_t nout, int32_t dtype);

@@ -7,7 +7,6 @@
 typedef void matmul_fn(float *y, const float *x, const void *w, const float *b, int T, int nin, int nout);
 typedef void embed_fn(float *y, const int32_t *ids, const void *table, int T, int n);
 typedef struct {
-  void (*pack_u16)(uint16_t *w, int rows, int cols);
   matmul_fn *matmul[DUO_W_COUNT]; /* by weight dtype (host.h DUO_W_*) */
   embed_fn *embed[DUO_W_COUNT];
   void (*rmsnorm)(float *y, const float *x, const float *w, int T, int n, float eps);

@@ -1,10 +1,9 @@
 /*
  * Weights at the speed of the page cache: duo_map_file maps a whole checkpoint read-only (MAP_PRIVATE, PROT_READ),
- * and duo_map_view makes a range of it (one tensor stored in the kernels' own layout: f32, Q8_0, Q4_0, Q4_K, Q6_K) a
- * live block that every op accepts (heap.c registers it), so a matrix needs no copy at all: its pages are the file's
- * pages in the page cache. 16-bit matrices are packed for the kernels (pack_u16), so they cannot stay in the file's
- * layout and are read with duo_read_file (file.c) instead. On the Firecracker VM the load was measured on, writing
- * fresh pages runs at 1.1-3 GB/s, cat of a cached file at 5.6-6.6 GB/s, faulting a file mapping at ~15 GB/s.
+ * and duo_map_view makes a range of it (one tensor: every weight dtype's file layout is the kernels' own, f16 / bf16
+ * rows included, wasm/model/widen.h) a live block that every op accepts (heap.c registers it), so a matrix needs no
+ * copy at all: its pages are the file's pages in the page cache. On the Firecracker VM the load was measured on,
+ * writing fresh pages runs at 1.1-3 GB/s, cat of a cached file at 5.6-6.6 GB/s, faulting a file mapping at ~15 GB/s.
  *
  * Each view is populated when it is made (MADV_POPULATE_READ, split over the pool's threads): the load then reads the
  * disk as a load should, decode never stalls on a page fault, and a file that shrank since it was mapped is an error

@@ -1,8 +1,7 @@
 /*
  * The model kernels (wasm/model/kernels.c, compiled per SIMD set) behind checked entry points: weights are blocks of
- * duo_alloc (a matrix [rows, cols] of f32, f16, bf16 or llama.cpp's Q8_0 / Q4_0 / Q4_K / Q6_K blocks, host.h DUO_W_*;
- * 16-bit matrices packed once by duo_model_pack), activations
- * are host arrays. matmul splits the output rows over the threads (each thread streams its own rows of W, which is
+ * duo_alloc or views of a mapped file (a row-major matrix [rows, cols] of f32, f16, bf16 or llama.cpp's Q8_0 / Q4_0 /
+ * Q4_K / Q6_K blocks, host.h DUO_W_*, every one in the file's own layout: widen.h), activations are host arrays. matmul splits the output rows over the threads (each thread streams its own rows of W, which is
  * what bounds decode); the element-wise kernels run in the calling thread.
  */
 #include <stdlib.h>
@@ -32,14 +31,6 @@ static int32_t check_weights(const char *fn, uint64_t w, int32_t dtype, int32_t 
   if (!bytes) return fail(DUO_E_HANDLE, "%s: 0x%llx is not a live block of duo_alloc", fn, (unsigned long long)w);
   if (want > bytes) return fail(DUO_E_ARG, "%s: [%d, %d] elements need %llu bytes, the block has %llu", fn, rows, cols, (unsigned long long)want, (unsigned long long)bytes);
   return DUO_OK;
-}
-
-int32_t duo_model_pack(uint64_t w, int32_t rows, int32_t cols) {
-  int32_t rc = need_model("duo_model_pack");
-  if (rc == DUO_OK) rc = check_weights("duo_model_pack", w, DUO_W_BF16, rows, cols);
-  if (rc == DUO_OK && !heap_owned_bytes(w)) rc = fail(DUO_E_HANDLE, "duo_model_pack: 0x%llx is a read-only view of a mapped file", (unsigned long long)w);
-  if (rc == DUO_OK) isa()->model->pack_u16((uint16_t *)(uintptr_t)w, rows, cols);
-  return rc;
 }
 
 typedef struct {

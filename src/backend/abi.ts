@@ -12,7 +12,7 @@ import { type BufferLayout, kvBufferRows, type KvLayout } from "./layout.ts";
 import type { AttendOp, Segment } from "./types.ts";
 
 /** DUO_API_VERSION of wasm/src/duo.h: what duo.wasm and the native library must report. */
-export const DUO_API_VERSION = 6;
+export const DUO_API_VERSION = 7;
 
 export const STATUS = { OK: 0, E_ARG: -1, E_HANDLE: -2, E_CAPACITY: -3, E_UNSUPPORTED: -4, E_INTERNAL: -7 } as const;
 

@@ -30,8 +30,8 @@ export const MODEL_USAGE = `  --model DIR          Hugging Face model directory 
                        0 with auto: the model math stays in this thread)
   --memory size        kernels native: RAM the weights and KV may take, e.g. 20GiB (default: MemAvailable); a model
                        that does not fit is refused before anything is read
-  --no-mmap            kernels native: copy every weight instead of mapping the file-layout ones (f32, Q8_0, Q4_0,
-                       Q4_K, Q6_K) read-only from the file
+  --no-mmap            kernels native: copy every weight instead of mapping the checkpoint files read-only and using
+                       their tensors in place
 `;
 
 /** The model directory and the load options (without the head choice, which each command decides). */

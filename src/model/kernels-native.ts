@@ -1,11 +1,12 @@
 /**
  * The native model kernels: wasm/model/kernels.c compiled for this CPU inside libduo.so (native/build.sh, SIMD sets;
- * native/src/model.c), through ffi/. Matrices are blocks of the library in their file dtype (f16/bf16 packed in place
- * once written, as in the wasm build; Q8_0 / Q4_0 / Q4_K / Q6_K blocks as in the file), so weights are not limited to 4 GiB; vectors and activations
+ * native/src/model.c), through ffi/. Matrices are blocks of the library in their file dtype and layout (f32, f16 and
+ * bf16 rows in file order: unlike the wasm build, the native one does not pack 16-bit rows, wasm/model/widen.h; Q8_0 /
+ * Q4_0 / Q4_K / Q6_K blocks as in the file), so weights are not limited to 4 GiB; vectors and activations
  * (host-activations.ts) stay host Float32Arrays handed to every call. matmul splits its output rows over the library's threads.
  *
- * Matrices stored in the kernels' own layout (f32 and the llama.cpp blocks) can instead be read-only views of the
- * checkpoint file mapped once (mapFile, native/src/map.c): no copy, their pages the file's page cache. They count in
+ * Since every dtype is used as stored, a matrix can instead be a read-only view of the checkpoint file mapped once
+ * (mapFile, native/src/map.c): no copy, its pages the file's page cache. Mapped matrices count in
  * memory().weights like copied ones (they must stay resident to run fast, and the RAM check, src/model/ram.ts, counts
  * them so: MemAvailable includes the page cache the kernel could drop, so counting them again is the safe side), and
  * in memory().mapped; the library's duo_memory counts only what it allocated.
@@ -23,10 +24,8 @@ import { type Activations, type Matrix, matrixBytes, type ModelKernels, type Vec
 export const WEIGHT_CODE: Record<WeightDtype, number> = { f32: 0, f16: 1, bf16: 2, q8_0: 3, q4_0: 4, q4_k: 5, q6_k: 6 };
 
 class NativeMatrix implements Matrix {
-  /** bytes written so far; a 16-bit matrix is packed for the kernels once all of it has been written */
+  /** bytes written so far (each byte is written once) */
   written = 0;
-  /** bytes of a 16-bit matrix that readFile packed as they landed (whole rows); the rest is packed at the end */
-  packed = 0;
   /** a read-only view of a mapped file (mapFile): never written */
   mapped = false;
   constructor(readonly rows: number, readonly cols: number, readonly dtype: WeightDtype, readonly ptr: number, readonly bytes: number) {}
@@ -87,12 +86,12 @@ export class NativeKernels extends HostActivationKernels implements ModelKernels
     return m;
   }
 
-  /** Each byte is written once; when the last byte lands, f16/bf16 rows are packed (wasm/model/kernels.c). */
+  /** Each byte is written once, as the file stores it. */
   write(m: Matrix, byteOffset: number, bytes: Uint8Array): void {
     const w = m as NativeMatrix;
     this.checkRange(w, "write", byteOffset, bytes.length);
     this.check(this.lib.duo_write(w.ptr, byteOffset, bytes.length, bytes), "duo_write");
-    this.landed(w, bytes.length);
+    w.written += bytes.length;
   }
 
   /** A write or file read of `bytes` at `byteOffset` must hold whole blocks of the dtype inside the matrix. */
@@ -104,36 +103,22 @@ export class NativeKernels extends HostActivationKernels implements ModelKernels
     }
   }
 
-  /** Count bytes in (`packed` of them already packed by readFile); once the matrix is complete, pack the f16/bf16
-   *  rows nobody packed yet. Packing is all or nothing: a 16-bit matrix is written whole, or read in whole rows. */
-  private landed(w: NativeMatrix, bytes: number, packed = 0): void {
-    w.written += bytes;
-    w.packed += packed;
-    if (w.written !== w.bytes || (w.dtype !== "f16" && w.dtype !== "bf16") || w.packed === w.bytes) return;
-    if (w.packed) throw new DuoError("INVALID_ARGUMENT", `a [${w.rows}, ${w.cols}] ${w.dtype} matrix was partly read in whole rows (packed as read) and partly written or read in pieces of rows; use one or the other`);
-    this.check(this.lib.duo_model_pack(w.ptr, w.rows, w.cols), "duo_model_pack");
-  }
-
-  /** pread straight into the matrix's block (native/src/file.c); checked like `write`. A range of whole rows of a
-   *  16-bit matrix is packed as it lands (each 1 MiB piece while it is in cache), other ranges when complete. */
+  /** pread straight into the matrix's block (native/src/file.c); checked like `write`. */
   readFile(m: Matrix, byteOffset: number, file: string, fileOffset: number, bytes: number): void {
     const w = m as NativeMatrix;
     this.checkRange(w, "read", byteOffset, bytes);
-    const rowBytes = 2 * w.cols;
-    const packCols = (w.dtype === "f16" || w.dtype === "bf16") && byteOffset % rowBytes === 0 && bytes % rowBytes === 0 ? w.cols : 0;
     const path = new TextEncoder().encode(`${file}\0`);
     this.lib.duo_threads(this.threads);
-    const status = this.lib.duo_read_file(path, fileOffset, bytes, w.ptr, byteOffset, packCols);
+    const status = this.lib.duo_read_file(path, fileOffset, bytes, w.ptr, byteOffset);
     if (status < 0) throw new DuoError("IO", `native model kernels: ${this.lib.duo_last_error() || `duo_read_file status ${status}`}`);
-    this.landed(w, bytes, packCols ? bytes : 0);
+    w.written += bytes;
   }
 
-  /** A [rows, cols] matrix that is the bytes of `file` from `fileOffset` on (f32 or a llama.cpp block dtype: the
-   *  kernels read them as stored), mapped read-only and read into memory now by the library's threads. The file is
-   *  mapped once for all its tensors. IO when the range is not inside the file (a truncated file) or the file shrank
-   *  while it was read; the message names the path. */
+  /** A [rows, cols] matrix that is the bytes of `file` from `fileOffset` on (any weight dtype: the kernels read every
+   *  one as stored), mapped read-only and read into memory now by the library's threads. The file is mapped once for
+   *  all its tensors. IO when the range is not inside the file (a truncated file) or the file shrank while it was
+   *  read; the message names the path. */
   mapFile(rows: number, cols: number, dtype: WeightDtype, file: string, fileOffset: number): Matrix {
-    if (dtype === "f16" || dtype === "bf16") throw new DuoError("INVALID_ARGUMENT", `mapFile: ${dtype} matrices are repacked for the kernels, so they cannot be mapped; valid: f32, q8_0, q4_0, q4_k, q6_k (use readFile)`);
     const bytes = matrixBytes(rows, cols, dtype);
     let map = this.maps.get(file);
     if (!map) {

@@ -69,7 +69,7 @@ export interface ModelKernels {
    *  JS heap. */
   readFile?(m: Matrix, byteOffset: number, file: string, fileOffset: number, bytes: number): void;
   /** Optional (native): a [rows, cols] matrix of `dtype` that is the file's own bytes from `fileOffset` on, mapped
-   *  read-only (no copy; never written). For the dtypes the kernels read as stored: f32 and the llama.cpp blocks. */
+   *  read-only (no copy; never written). Kernels that offer it read every weight dtype as stored. */
   mapFile?(rows: number, cols: number, dtype: WeightDtype, file: string, fileOffset: number): Matrix;
   vector(data: Float32Array): Vector;
   /** `length` zeroed f32 activations, held until release() or dispose() */

@@ -78,9 +78,9 @@ export interface LoadOptions {
    *  MemAvailable); a model whose weights + KV budget (at maxContext, else one prefill chunk) exceed it is refused
    *  before anything is read */
   memory?: number;
-  /** kernels "native": map the checkpoint files read-only and use the tensors stored in the kernels' own layout (f32,
-   *  Q8_0, Q4_0, Q4_K, Q6_K) in place, their pages the file's page cache, instead of copying them (default true; f16 /
-   *  bf16 are always read, since the kernels repack them). false, like llama.cpp's --no-mmap, copies every tensor:
+  /** kernels "native": map the checkpoint files read-only and use their tensors (every type: the native kernels read
+   *  each as stored) in place, their pages the file's page cache, instead of copying them (default true; rows
+   *  reordered at load are copied). false, like llama.cpp's --no-mmap, copies every tensor:
    *  for files that may be truncated or rewritten while the model is loaded (a mapped file truncated later crashes
    *  the process with SIGBUS, native/src/map.c). */
   mmap?: boolean;

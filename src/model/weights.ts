@@ -4,9 +4,8 @@
  * here (SPEC §2, src/schedule/permute.ts): q rows in blocks of G·D, k/v rows in blocks of D, o columns in blocks
  * of G·D, q/k/v biases like their rows, never the o bias. A permuted Q8_0 / Q4_0 matrix is decoded, permuted and
  * quantized again, which gives its bytes back whenever G·D is a multiple of 32 (whole blocks move); a permuted
- * Q4_K / Q6_K matrix is held decoded, as f32. Kernels that map files (native: mapFile, LoadOptions.mmap) use the
- * matrices stored in their own layout (f32, Q8_0, Q4_0, Q4_K, Q6_K) in the file's order as read-only views of the
- * file. Kernels that read files themselves (native: readFile) get every other matrix straight from the file, and
+ * Q4_K / Q6_K matrix is held decoded, as f32. Kernels that map files (native: mapFile, LoadOptions.mmap; they read
+ * every dtype as stored) use the matrices whose rows are in the file's order as read-only views of the file. Kernels that read files themselves (native: readFile) get every other matrix straight from the file, and
  * permute q/k/v row blocks and o column blocks on raw bytes (any dtype, when o's column blocks are whole quantization
  * blocks and llama.cpp did not interleave the rows).
  */
@@ -119,17 +118,13 @@ function readPiece(k: ModelKernels, m: Matrix, t: TensorEntry, byteOffset: numbe
   }
 }
 
-/** Dtypes the kernels read in the file's own layout, so a mapped tensor is used in place (f16/bf16 are repacked). */
-const MAPPABLE = new Set<WeightDtype>(["f32", "q8_0", "q4_0", "q4_k", "q6_k"]);
-
-/** A matrix mapped from the file where the kernels can (native mapFile, `mmap` on, a dtype they read as stored, rows
- *  in file order), else read in pieces of about READ_CHUNK_BYTES: by the kernels straight from the file where they
- *  can (native: readFile, no copy in the JS heap; pieces of whole rows, which the native kernels pack as they land),
- *  else through the JS heap (streamTensor + write, pieces of whole blocks). Rows llama.cpp interleaved are reordered
- *  in one piece in the JS heap. */
+/** A matrix mapped from the file where the kernels can (native mapFile, `mmap` on, rows in file order), else read in
+ *  pieces of about READ_CHUNK_BYTES: by the kernels straight from the file where they can (native: readFile, no copy
+ *  in the JS heap; pieces of whole rows), else through the JS heap (streamTensor + write, pieces of whole blocks).
+ *  Rows llama.cpp interleaved are reordered in one piece in the JS heap. */
 async function readMatrix(k: ModelKernels, t: TensorEntry, mmap: boolean, progress?: LoadProgress): Promise<Matrix> {
   const dtype = dtypeOf(t)!;
-  if (mmap && k.mapFile && !t.interleavedHeads && MAPPABLE.has(dtype)) {
+  if (mmap && k.mapFile && !t.interleavedHeads) {
     let m: Matrix;
     try {
       m = k.mapFile(t.shape[0]!, t.shape[1]!, dtype, t.file, t.offset);

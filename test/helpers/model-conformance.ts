@@ -26,12 +26,13 @@ export interface ModelCase {
 
 export const modelCaseName = (c: ModelCase) => `${c.op} ${c.dtype} T=${c.T} [${c.rows}, ${c.cols}]${c.bias ? " +bias" : ""}`;
 
-/** The grid: every weight dtype the sets hold in matmul and embed (odd row counts, T across the 32-token tile),
- *  biases, and the small ops at odd widths. */
+/** The grid: every weight dtype the sets hold in matmul and embed (odd row counts, T across the 32-token tile and the
+ *  AVX-512 tiles of 4 tokens x 4 rows and 32 columns, a row of 45 = 32 + 8 + 5 columns for the tails), biases, and
+ *  the small ops at odd widths. */
 export function modelCases(): ModelCase[] {
   const cases: ModelCase[] = [];
   for (const dtype of ["f32", "f16", "bf16"] as const) {
-    for (const [T, rows, cols] of [[1, 7, 40], [3, 33, 64], [37, 9, 24], [70, 5, 96]] as const) cases.push({ op: "matmul", dtype, T, rows, cols, bias: T === 3 });
+    for (const [T, rows, cols] of [[1, 7, 40], [3, 33, 64], [9, 6, 45], [37, 9, 24], [70, 5, 96]] as const) cases.push({ op: "matmul", dtype, T, rows, cols, bias: T === 3 });
     cases.push({ op: "embed", dtype, T: 6, rows: 11, cols: 40 });
   }
   for (const dtype of ["q8_0", "q4_0"] as const) {

@@ -1,8 +1,9 @@
 // Model kernels for the Llama-family runner (src/model/kernels-wasm.ts): matmul y = x·Wᵀ for row-major W in f32,
 // f16 or bf16 (widened to f32 in registers) or llama.cpp's Q8_0 / Q4_0 / Q4_K / Q6_K blocks (decoded in registers),
 // RMSNorm, RoPE (rotate-half), SwiGLU, embedding lookup.
-// f16/bf16 matrices are packed once after loading (pack_u16). One instance per model, in the calling thread; the TS side owns the memory layout (weights, then scratch for the
-// activations of one call) and passes byte addresses as u32. No libc: freestanding, f32 accumulation, written with
+// In the wasm build f16/bf16 matrices are packed once after loading (pack_u16); the native build reads them in the
+// file's order (widen.h says why). One instance per model, in the calling thread; the TS side owns the memory layout
+// (weights, then scratch for the activations of one call) and passes byte addresses as u32. No libc: freestanding, f32 accumulation, written with
 // the SIMD macros of wasm/src/simd.h: native/build.sh compiles this file per instruction set too (libduo.so's model
 // kernels, native/src/model.c).
 // The reference twin, with float64 accumulation, is src/model/kernels-reference.ts.
@@ -12,22 +13,20 @@
 
 #define EXPORT __attribute__((visibility("default")))
 
+#ifdef W16_PACKED
 // In place on a row-major [rows, cols] matrix of 16-bit elements: every full group of 8 of each row to the packed
 // order of widen.h; the cols % 8 tail of each row stays as is (the kernels read it one element at a time).
 EXPORT void pack_u16(uint16_t* w, int rows, int cols) {
   const int c8 = cols & ~7;
   for (int r = 0; r < rows; r++) {
     uint16_t* row = w + (uintptr_t)r * cols;
-    int k = 0;
-#ifdef VZ_LANES
-    for (; k + 32 <= c8; k += 32) vz_pack32_u16(row + k); /* 4 groups per permute (the native load packs as it reads) */
-#endif
-    for (; k < c8; k += 8) {
+    for (int k = 0; k < c8; k += 8) {
       VI v = VF_LOAD(row + k);
       VF_STORE(row + k, VI_ZIP_LO16(v, VF_SWAP64(v))); /* 16-bit lanes 0 4 1 5 2 6 3 7 */
     }
   }
 }
+#endif
 
 static inline float hsum(VF v) {
   return VF_LANE(v, 0) + VF_LANE(v, 1) + VF_LANE(v, 2) +
@@ -35,6 +34,13 @@ static inline float hsum(VF v) {
 }
 
 #define FMA(acc, a, b) acc = VF_MAD(acc, a, b)
+
+// A hint that the line at p is read soon, into L2 (prefetcht1); nothing in the wasm build, which has no prefetch.
+#ifdef __wasm__
+#define PREFETCH_L2(p) ((void)(p))
+#else
+#define PREFETCH_L2(p) __builtin_prefetch((const void*)(p), 0, 2)
+#endif
 
 // -------------------------------------------------------------------------------------------------------------
 // matmul: y[T, nout] = x[T, nin] · W[nout, nin]ᵀ (+ b[nout]); b = 0 means no bias. On AVX-512, prefill (T >= GT_MIN)
@@ -91,6 +97,11 @@ static inline float hsum(VF v) {
       VF a0 = VF_SPLAT(0), a1 = a0, c0 = a0, c1 = a0;                                                           \
       for (int k = 0; k < k8; k += 8) {                                                                         \
         VF p0, p1, q0, q1;                                                                                      \
+        if (k % (64 / (int)sizeof(WT)) == 0) { /* the next pair's line at k, as the 16-lane tiles do (AVX2: */ \
+          /* decode passes over Llama-3-180m's matrices 8.8-9.9 -> 13.5-13.8 GB/s with one thread) */            \
+          PREFETCH_L2(w0 + 2 * (uintptr_t)nin + k);                                                             \
+          PREFETCH_L2(w0 + 3 * (uintptr_t)nin + k);                                                             \
+        }                                                                                                       \
         LD8(w0 + k, &p0, &p1);                                                                                  \
         LD8(w1 + k, &q0, &q1);                                                                                  \
         VF u = VF_LOAD(x0 + k), v = VF_LOAD(x0 + k + 4);                                                        \
@@ -110,11 +121,15 @@ static inline float hsum(VF v) {
 // A tile of NT tokens [t, t + NT) x WT_R rows [o, o + WT_R): NT x WT_R accumulators of 16 lanes, the widened 32
 // weights of each row shared by the NT tokens, each x vector by the WT_R rows (NT = 4: 16 + 8 + 2 of the 32
 // registers). One token (decode) keeps a second accumulator per row for the upper 16 weights, so that 8 chains of
-// one multiply-add per step hide its latency. Runs of 32 start on a group of 8, so they are whole packed groups; the
-// rest of the row's groups go 8 at a time (LD8, 4 lanes) and its last nin % 8 weights one by one, as in the pairs.
+// one multiply-add per step hide its latency, and asks for the same columns of the next WT_R rows in L2 (prefetcht1,
+// a tile ahead): left to the hardware prefetcher, the 4 short streams of a small model's rows (2-7 KiB each) read at
+// 10.5-12 GB/s from DRAM with one thread, 14-15 GB/s with the hint (decode passes over Llama-3-180m's matrices; at
+// [14336, 4096] bf16 the GEMV went from 5.6-5.8 to 4.2-4.3 ms). Runs of 32 are widened by LDW and meet x in the lanes XL loads it in
+// (widen.h vz_*: bf16's even/odd split of x is shared by the WT_R rows); the rest of the row goes 8 at a time (LD8,
+// 4 lanes) and its last nin % 8 weights one by one, as in the pairs.
 #define WT_T 4
 #define WT_R 4
-#define MATMUL_WIDE(NAME, WT, LDW, LD8, W1, NT)                                                                   \
+#define MATMUL_WIDE(NAME, WT, LDW, XL, LD8, W1, NT)                                                               \
   static inline void NAME(float* y, const float* x, const WT* w, const float* b, int nin, int nout, int o, int t) { \
     const int k32 = nin & ~31, k8 = nin & ~7;                                                                   \
     const float* xt = x + (uintptr_t)t * nin;                                                                   \
@@ -125,8 +140,13 @@ static inline float hsum(VF v) {
     for (int k = 0; k < k32; k += 32) {                                                                         \
       VZ lo[WT_R], hi[WT_R];                                                                                    \
       for (int r = 0; r < WT_R; r++) LDW(wo + (uintptr_t)r * nin + k, &lo[r], &hi[r]);                          \
+      if (NT == 1)                                                                                              \
+        for (int r = 0; r < WT_R; r++)                                                                          \
+          for (int c = 0; c < 32 * (int)sizeof(WT); c += 64)                                                    \
+            VZ_PREFETCH_L2((const char*)(wo + (uintptr_t)(WT_R + r) * nin + k) + c);                            \
       for (int i = 0; i < NT; i++) {                                                                            \
-        const VZ u = VZ_LOAD(xt + (uintptr_t)i * nin + k), v = VZ_LOAD(xt + (uintptr_t)i * nin + k + 16);       \
+        VZ u, v;                                                                                                \
+        XL(xt + (uintptr_t)i * nin + k, &u, &v);                                                                \
         for (int r = 0; r < WT_R; r++) {                                                                        \
           acc[i][r] = VZ_MAD(acc[i][r], u, lo[r]);                                                              \
           if (NT == 1) acc2[i][r] = VZ_MAD(acc2[i][r], v, hi[r]);                                               \
@@ -166,9 +186,9 @@ static inline float hsum(VF v) {
 // token's whole x row (16 KiB at nin 4096) from L2 for every 4 rows, and so wait on L2 at 0.4 of the multiply-add
 // peak. Here: output rows in blocks (at most GRB rows whose weights, all of k, fit in GW bytes: they stay in L2 while
 // every token tile passes), tokens in tiles of 12 (then 4), k in chunks of GK. Each (tile, chunk) copies the tile's
-// x chunk once into a stack buffer ([12][GK] f32 = 24 KiB: L1) in the lane order of the raw weight loads
-// (vz_x32_*: no word permute per weight load), then runs tiles of 12 tokens x 2 rows over it: 24 accumulators + 4
-// weight vectors of the 32 registers, each widened weight vector shared by 12 tokens, each x vector by 2 rows. The
+// x chunk once into a stack buffer ([12][GK] f32 = 24 KiB: L1) in the lane order of the weight loads (XL: bf16's
+// even/odd split of x done once per tile and chunk, not per row), then runs tiles of 12 tokens x 2 rows over it: 24
+// accumulators + 4 weight vectors of the 32 registers, each widened weight vector shared by 12 tokens, each x vector by 2 rows. The
 // accumulators of every row tile of the block are carried between chunks in a stack buffer (ab), so each output is
 // one 16-lane sum over all of k, summed across lanes once; the rest of each row (nin % 32) and the bias come after
 // (MATMUL_FINISH). f32 sums in another order than the tiles above, within the same tolerance.
@@ -178,10 +198,10 @@ static inline float hsum(VF v) {
 // Fewer tokens than this leave the matmul bound by the weight stream, which the 4 x 4 tiles read row after row
 // faster than the chunks here (measured at [14336, 4096]: bf16 / f16 win from 12 tokens, f32 from 48).
 #define GT_MIN(WT) (sizeof(WT) == 4 ? 48 : 12)
-// One chunk [kc, kc + kn) of tokens [t, t + NT) x rows o, o + 1; xp = the tile's packed x, [NT][GK]; ab = the
+// One chunk [kc, kc + kn) of tokens [t, t + NT) x rows o, o + 1; xp = the tile's x in XL's lanes, [NT][GK]; ab = the
 // tile's 2·NT accumulators between chunks ([NT][2] VZ), read unless first, written unless last; the last chunk sums
 // each across lanes (VZ_QUAD, 4 at a time) into y.
-#define MATMUL_GEMM_TILE(NAME, WT, LDR, NT)                                                                       \
+#define MATMUL_GEMM_TILE(NAME, WT, LDW, NT)                                                                       \
   static inline void NAME(float* y, const float* xp, VZ* ab, const WT* w, int nin, int nout, int o, int t,     \
                           int kc, int kn, int first, int last) {                                                \
     const WT* w0 = w + (uintptr_t)o * nin + kc;                                                                 \
@@ -190,8 +210,8 @@ static inline float hsum(VF v) {
     for (int i = 0; i < NT; i++) acc[i][0] = first ? VZ_ZERO : ab[2 * i], acc[i][1] = first ? VZ_ZERO : ab[2 * i + 1]; \
     for (int k = 0; k < kn; k += 32) {                                                                          \
       VZ p0, p1, q0, q1;                                                                                        \
-      LDR(w0 + k, &p0, &p1);                                                                                    \
-      LDR(w1 + k, &q0, &q1);                                                                                    \
+      LDW(w0 + k, &p0, &p1);                                                                                    \
+      LDW(w1 + k, &q0, &q1);                                                                                    \
       VZ_PREFETCH_L2(w0 + 2 * (uintptr_t)nin + k); /* the next row tile's weights: L2 does not hold all of */ \
       VZ_PREFETCH_L2(w1 + 2 * (uintptr_t)nin + k); /* the block once x has streamed past */                   \
       for (int i = 0; i < NT; i++) {                                                                            \
@@ -215,9 +235,9 @@ static inline float hsum(VF v) {
   }
 // Tokens [0, tn) x rows [0, on) (on even, tn a multiple of 4) of y, from the chunks above: per row block, per token
 // tile, per chunk, the accumulators of the block's tiles kept in ab ([GRB / 2][12][2] VZ: 96 KiB of stack).
-#define MATMUL_GEMM(NAME, WT, LDR, XP)                                                                            \
-  MATMUL_GEMM_TILE(NAME##_12, WT, LDR, 12)                                                                      \
-  MATMUL_GEMM_TILE(NAME##_4, WT, LDR, 4)                                                                        \
+#define MATMUL_GEMM(NAME, WT, LDW, XL)                                                                            \
+  MATMUL_GEMM_TILE(NAME##_12, WT, LDW, 12)                                                                      \
+  MATMUL_GEMM_TILE(NAME##_4, WT, LDW, 4)                                                                        \
   static void NAME(float* y, const float* x, const WT* w, int nin, int nout, int tn, int on) {                  \
     const int k32 = nin & ~31;                                                                                  \
     float xp[12 * GK] __attribute__((aligned(64)));                                                             \
@@ -231,7 +251,12 @@ static inline float hsum(VF v) {
         for (int kc = 0; kc < k32; kc += GK) {                                                                  \
           const int kn = k32 - kc < GK ? k32 - kc : GK, first = kc == 0, last = kc + kn == k32;                 \
           for (int i = 0; i < nt; i++)                                                                          \
-            for (int k = 0; k < kn; k += 32) XP(xp + i * GK + k, x + (uintptr_t)(t + i) * nin + kc + k);        \
+            for (int k = 0; k < kn; k += 32) {                                                                  \
+              VZ u, v;                                                                                          \
+              XL(x + (uintptr_t)(t + i) * nin + kc + k, &u, &v);                                                \
+              VZ_STORE(xp + i * GK + k, u);                                                                     \
+              VZ_STORE(xp + i * GK + k + 16, v);                                                                \
+            }                                                                                                   \
           if (nt == 12)                                                                                         \
             for (int o = ob; o < oe; o += 2)                                                                    \
               NAME##_12(y, xp, ab + (o - ob) * 12, w, nin, nout, o, t, kc, kn, first, last);                    \
@@ -269,8 +294,8 @@ static inline float hsum(VF v) {
     }                                                                                                           \
   }
 // The tokens and rows the GEMM tiles take (returns tn; 0: none, the tiles above take all).
-#define MATMUL_PREFILL(PREFILL, PAIR, GEMM, FINISH, WT, LDR, XP, LD8, W1)                                         \
-  MATMUL_GEMM(GEMM, WT, LDR, XP)                                                                                \
+#define MATMUL_PREFILL(PREFILL, PAIR, GEMM, FINISH, WT, LDW, XL, LD8, W1)                                         \
+  MATMUL_GEMM(GEMM, WT, LDW, XL)                                                                                \
   MATMUL_FINISH(FINISH, WT, LD8, W1)                                                                            \
   static int PREFILL(float* y, const float* x, const WT* w, const float* b, int T, int nin, int nout) {         \
     const int tn = T & ~3, on = nout & ~1;                                                                      \
@@ -281,20 +306,20 @@ static inline float hsum(VF v) {
     return tn;                                                                                                  \
   }
 #else
-#define MATMUL_WIDE(NAME, WT, LDW, LD8, W1, NT)
+#define MATMUL_WIDE(NAME, WT, LDW, XL, LD8, W1, NT)
 #define MATMUL_WIDE_ROWS(WIDE, WIDE1)
-#define MATMUL_PREFILL(PREFILL, PAIR, GEMM, FINISH, WT, LDR, XP, LD8, W1)                                         \
+#define MATMUL_PREFILL(PREFILL, PAIR, GEMM, FINISH, WT, LDW, XL, LD8, W1)                                         \
   static int PREFILL(float* y, const float* x, const WT* w, const float* b, int T, int nin, int nout) {         \
     (void)y, (void)x, (void)w, (void)b, (void)T, (void)nin, (void)nout;                                         \
     return 0;                                                                                                   \
   }
 #endif
 
-#define MATMUL(NAME, WT, LDW, LD8, W1, LDR, XP)                                                                   \
+#define MATMUL(NAME, WT, LDW, XL, LD8, W1)                                                                        \
   MATMUL_PAIR(NAME##_pair, WT, LD8, W1)                                                                         \
-  MATMUL_WIDE(NAME##_wide, WT, LDW, LD8, W1, WT_T)                                                              \
-  MATMUL_WIDE(NAME##_wide1, WT, LDW, LD8, W1, 1)                                                                \
-  MATMUL_PREFILL(NAME##_prefill, NAME##_pair, NAME##_gemm, NAME##_finish, WT, LDR, XP, LD8, W1)              \
+  MATMUL_WIDE(NAME##_wide, WT, LDW, XL, LD8, W1, WT_T)                                                          \
+  MATMUL_WIDE(NAME##_wide1, WT, LDW, XL, LD8, W1, 1)                                                            \
+  MATMUL_PREFILL(NAME##_prefill, NAME##_pair, NAME##_gemm, NAME##_finish, WT, LDW, XL, LD8, W1)              \
   EXPORT void NAME(float* y, const float* x, const WT* w, const float* b, int T, int nin, int nout) {           \
     const int tn = NAME##_prefill(y, x, w, b, T, nin, nout);                                                    \
     for (int t0 = tn; t0 < T; t0 += TB) {                                                                       \
@@ -305,9 +330,9 @@ static inline float hsum(VF v) {
     }                                                                                                           \
   }
 
-MATMUL(matmul_f32, float, vz_ld32_f32, ld8_f32, w1_f32, vz_ld32_f32, vz_x32_f32)
-MATMUL(matmul_bf16, uint16_t, vz_ld32_bf16, ld8_bf16, w1_bf16, vz_ld32_bf16_raw, vz_x32_bf16)
-MATMUL(matmul_f16, uint16_t, vz_ld32_f16, ld8_f16, w1_f16, vz_ld32_f16_raw, vz_x32_f16)
+MATMUL(matmul_f32, float, vz_ld32_f32, vz_xl32_f32, ld8_f32, w1_f32)
+MATMUL(matmul_bf16, uint16_t, vz_ld32_bf16, vz_xl32_bf16, ld8_bf16, w1_bf16)
+MATMUL(matmul_f16, uint16_t, vz_ld32_f16, vz_xl32_f32, ld8_f16, w1_f16)
 
 // -------------------------------------------------------------------------------------------------------------
 // llama.cpp's quantized types (ggml-common.h), read in place (unaligned 16-byte loads), 32 weights at a time:

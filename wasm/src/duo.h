@@ -26,8 +26,9 @@
 #include <stdint.h>
 
 /* Bumped on any change of an export's prototype or semantics, here or in native/src/host.h (6: duo_read_file's
- * pack_cols, duo_map_file / duo_map_view / duo_unmap, the duo_bwd_* backward kernels). */
-#define DUO_API_VERSION 6
+ * pack_cols, duo_map_file / duo_map_view / duo_unmap, the duo_bwd_* backward kernels; 7: the native model kernels
+ * read f16 / bf16 rows in file order, so duo_model_pack and duo_read_file's pack_cols are gone). */
+#define DUO_API_VERSION 7
 #define DUO_EXPORT __attribute__((visibility("default")))
 
 /* Status codes, numbered as in cuda/include/duo.h. */

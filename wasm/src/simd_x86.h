@@ -80,18 +80,6 @@ typedef __m128 VI;
 #define VI32_HI16(a)        X_F(_mm_cvtepi16_epi32(_mm_unpackhi_epi64(X_I(a), X_I(a))))
 #define VF_FROM_I32(a)      _mm_cvtepi32_ps(X_I(a))
 
-/* Optional: 8 f16 packed as pack_u16 leaves them (u32 lane i = element i low, element i + 4 high) -> f32 elements 0..3
- * (lo) and 4..7 (hi), exactly, with F16C (the AVX2 and AVX-512 sets): one byte shuffle puts elements 0..3 in the low
- * half and 4..7 in the high half, then two vcvtph2ps. Sets without it widen with integer operations (model kernels). */
-#ifdef __F16C__
-#define VF_LD8_F16_PACKED(p, lo, hi) do { \
-    __m128i h_ = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(const void *)(p)), \
-                                  _mm_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15)); \
-    *(lo) = _mm_cvtph_ps(h_); \
-    *(hi) = _mm_cvtph_ps(_mm_unpackhi_epi64(h_, h_)); \
-  } while (0)
-#endif
-
 /* Optional: 8-lane f32 vectors (VW, 256 bits) in the AVX2 and AVX-512 sets, for the tiled decode kernels
  * (attend_simd.c uses them where VW_EO16 is defined). With 4-lane vectors one thread's multiply-adds run at about the
  * speed DRAM delivers bf16 (2 bytes per 8 FLOP at G = 4), so decode from DRAM was compute-bound; 8 lanes halve that.
@@ -216,80 +204,11 @@ static inline __m512 vz_lanes4(__m512 u0, __m512 u1, __m512 u2, __m512 u3) {
 #define VZ_LANES4(a, b, c, d)   vz_lanes4(a, b, c, d)
 #endif
 
-/* Optional, AVX-512 (BW) only: 16-lane tiles of the model kernels' matmul (wasm/model/kernels.c), on the VZ type
- * above plus VZ_LANES, VZ_HSUM and the vz_* loads below (the 4-lane macros stay what every other kernel uses). vz_ld32_*(p, lo, hi) give the 32 weights of a run that
- * starts on a group of 8 as f32 in element order (lo = 0..15, hi = 16..31), so x is read as it is: f32 two loads;
- * packed bf16 (pack_u16: each group of 8 as 0 4 1 5 2 6 3 7) one word permute that puts element i in the high half
- * of u32 lane i and element 16 + i in its low half, then a mask (lo) and a shift (hi): 3 uops per 32 (two masked
- * permutes were 4: clang turns the zero mask into an AND); packed f16 one word permute back to element order, then
- * two vcvtph2ps. */
+/* Optional, AVX-512 (BW) only: 16-lane tiles of the model kernels' matmul (wasm/model/kernels.c, whose 16-lane
+ * weight loads are in wasm/model/widen.h) on the VZ type above; the 4-lane macros stay what every other kernel uses. */
 #ifdef __AVX512BW__
 #define VZ_LANES            16
 #define VZ_HSUM(v)          _mm512_reduce_add_ps(v)
-/* word of a packed run holding element e: group e / 8, then 0 2 4 6 1 3 5 7 within it */
-#define VZ_P_(e)            (((e) & ~7) | ((e) & 4 ? (((e) & 3) << 1) | 1 : ((e) & 3) << 1))
-#define VZ_P2_(e)           VZ_P_((e) + 16), VZ_P_(e)
-#define VZ_P8_(e)           VZ_P2_(e), VZ_P2_((e) + 1), VZ_P2_((e) + 2), VZ_P2_((e) + 3)
-static const uint16_t vz_bf16_order_[32] __attribute__((aligned(64))) = {VZ_P8_(0), VZ_P8_(4), VZ_P8_(8), VZ_P8_(12)};
-#define VZ_P8N_(e)          VZ_P_(e), VZ_P_((e) + 1), VZ_P_((e) + 2), VZ_P_((e) + 3), VZ_P_((e) + 4), VZ_P_((e) + 5), \
-                            VZ_P_((e) + 6), VZ_P_((e) + 7)
-static const uint16_t vz_f16_order_[32] __attribute__((aligned(64))) = {VZ_P8N_(0), VZ_P8N_(8), VZ_P8N_(16), VZ_P8N_(24)};
-/* pack_u16 of 32 elements (4 groups of 8) in place: packed word q holds element 8 (q / 8) + (q even ? q % 8 / 2 : 4 + q % 8 / 2) */
-#define VZ_Q_(q)            (((q) & ~7) | ((q) & 1 ? 4 + (((q) & 7) >> 1) : ((q) & 7) >> 1))
-#define VZ_Q8_(q)           VZ_Q_(q), VZ_Q_((q) + 1), VZ_Q_((q) + 2), VZ_Q_((q) + 3), VZ_Q_((q) + 4), VZ_Q_((q) + 5), \
-                            VZ_Q_((q) + 6), VZ_Q_((q) + 7)
-static const uint16_t vz_pack_order_[32] __attribute__((aligned(64))) = {VZ_Q8_(0), VZ_Q8_(8), VZ_Q8_(16), VZ_Q8_(24)};
-static inline void vz_pack32_u16(uint16_t *p) {
-  _mm512_storeu_si512((void *)p, _mm512_permutexvar_epi16(_mm512_load_si512((const void *)vz_pack_order_), _mm512_loadu_si512((const void *)p)));
-}
-static inline void vz_ld32_f32(const float *p, VZ *lo, VZ *hi) {
-  *lo = VZ_LOAD(p);
-  *hi = VZ_LOAD(p + 16);
-}
-static inline void vz_ld32_bf16(const uint16_t *p, VZ *lo, VZ *hi) {
-  const __m512i v = _mm512_permutexvar_epi16(_mm512_load_si512((const void *)vz_bf16_order_), _mm512_loadu_si512((const void *)p));
-  *lo = _mm512_castsi512_ps(_mm512_and_si512(v, _mm512_set1_epi32((int)0xffff0000)));
-  *hi = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
-}
-static inline void vz_ld32_f16(const uint16_t *p, VZ *lo, VZ *hi) {
-  const __m512i v = _mm512_permutexvar_epi16(_mm512_load_si512((const void *)vz_f16_order_), _mm512_loadu_si512((const void *)p));
-  *lo = _mm512_cvtph_ps(_mm512_castsi512_si256(v));
-  *hi = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(v, 1));
-}
-/* The prefill tiles' loads (wasm/model/kernels.c MATMUL_GEMM): a dot product may pair x and W in any lane order, so
- * packed 16-bit weights are widened as they lie (no word permute: 2 uops per 32 bf16, 2 vcvtph2ps per 32 f16) and
- * the tile's x is permuted once into the same order (vz_x32_*), shared by every row the tile meets. Lane j of
- * lo / hi holds, for bf16, the high / low half of u32 lane j (packed words 2j + 1 / 2j); for f16, packed word j /
- * 16 + j. VZ_Q_(q) is the element held by packed word q. f32 rows are not packed: element order, x as it is. */
-#define VZ_QO_(j)           VZ_Q_(2 * (j) + 1)
-#define VZ_QE_(j)           VZ_Q_(2 * (j))
-#define VZ_Q4_(M, j)        M(j), M((j) + 1), M((j) + 2), M((j) + 3)
-#define VZ_Q16_(M, j)       VZ_Q4_(M, j), VZ_Q4_(M, (j) + 4), VZ_Q4_(M, (j) + 8), VZ_Q4_(M, (j) + 12)
-static const int32_t vz_x_bf16_lo_[16] __attribute__((aligned(64))) = {VZ_Q16_(VZ_QO_, 0)};
-static const int32_t vz_x_bf16_hi_[16] __attribute__((aligned(64))) = {VZ_Q16_(VZ_QE_, 0)};
-static const int32_t vz_x_f16_lo_[16] __attribute__((aligned(64))) = {VZ_Q16_(VZ_Q_, 0)};
-static const int32_t vz_x_f16_hi_[16] __attribute__((aligned(64))) = {VZ_Q16_(VZ_Q_, 16)};
-static inline void vz_ld32_bf16_raw(const uint16_t *p, VZ *lo, VZ *hi) {
-  const __m512i v = _mm512_loadu_si512((const void *)p);
-  *lo = _mm512_castsi512_ps(_mm512_and_si512(v, _mm512_set1_epi32((int)0xffff0000)));
-  *hi = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
-}
-static inline void vz_ld32_f16_raw(const uint16_t *p, VZ *lo, VZ *hi) {
-  *lo = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)p));
-  *hi = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)(p + 16)));
-}
-/* x[0..31] -> the lane order of the loads above, stored to d[0..31] */
-static inline void vz_x32_perm_(float *d, const float *x, const int32_t *lo, const int32_t *hi) {
-  const __m512 a = VZ_LOAD(x), b = VZ_LOAD(x + 16);
-  _mm512_storeu_ps(d, _mm512_permutex2var_ps(a, _mm512_load_si512((const void *)lo), b));
-  _mm512_storeu_ps(d + 16, _mm512_permutex2var_ps(a, _mm512_load_si512((const void *)hi), b));
-}
-static inline void vz_x32_bf16(float *d, const float *x) { vz_x32_perm_(d, x, vz_x_bf16_lo_, vz_x_bf16_hi_); }
-static inline void vz_x32_f16(float *d, const float *x) { vz_x32_perm_(d, x, vz_x_f16_lo_, vz_x_f16_hi_); }
-static inline void vz_x32_f32(float *d, const float *x) {
-  _mm512_storeu_ps(d, VZ_LOAD(x));
-  _mm512_storeu_ps(d + 16, VZ_LOAD(x + 16));
-}
 #endif
 
 #endif
