@@ -18,8 +18,9 @@
  * widened to f32 once per block and head (k_widen). Quantized blocks (token-major records, quant.h): in decode
  * (M < 16) int8 rows are read as codes by the kernels themselves (scale_rows applies each row's scale); int4 blocks,
  * and int8 blocks shared by many query vectors (prefill), are dequantized (k_dequant): BK rows of one head into
- * L1-resident f32 rows, read from the packed records every time. In builds with the fused quantized kernels (AVX-512:
- * kernels.h K_QUANT_FUSED), G = 4 decode reads int4 and int8 records with those instead (k_scores_quant, k_pv_quant).
+ * L1-resident f32 rows, read from the packed records every time. In builds with the fused quantized kernels (AVX-512
+ * and AVX2: kernels.h K_QUANT_FUSED), decode with G = 1 or a multiple of 4 reads int4 and int8 records with those
+ * instead (k_scores_quant, k_pv_quant).
  *
  * Tiled segments (T64, duo.h): G = 4 decode over bf16 or f16 tiles is the "eo" fast path (k_scores_k64, k_pv_v64:
  * both walk their tile front to back, and the accumulators hold each 8 elements as even/odd halves, put back in order
@@ -57,10 +58,11 @@ typedef struct {
 /* G = 4 decode with D % 8 == 0: the shape the tiled kernels serve. */
 static int eo_capable(int T, int G, int D) { return T == 1 && G == 4 && D % 8 == 0; }
 
-/* G = 4 decode with D % 32 == 0, where the build has the fused quantized kernels (kernels.h K_QUANT_FUSED). */
+/* Decode with G = 1 or a multiple of 4 (nq = 1 or 4 query vectors per kernel pass) and D % 32 == 0, where the build
+ * has the fused quantized kernels (kernels.h K_QUANT_FUSED). */
 static int quant_fused(int T, int G, int D) {
 #ifdef K_QUANT_FUSED
-  return T == 1 && G == 4 && D % 32 == 0;
+  return T == 1 && (G == 1 || G % 4 == 0) && D % 32 == 0;
 #else
   (void)T; (void)G; (void)D;
   return 0;
@@ -100,7 +102,7 @@ static plan make_plan(int T, int G, int J, int D) {
   if (eo_capable(T, G, D)) o += align64((uint32_t)J * D * 4 * 4); /* [J][D][4 vectors] */
   p.z = quant_fused(T, G, D);
   p.qz = o;
-  if (p.z) o += align64((uint32_t)J * 4 * D * 4); /* [J][4 vectors][D], chunks in even/odd order (kernels.h) */
+  if (p.z) o += align64((uint32_t)2 * J * G * D * 4); /* [int4, int8][J][G][D], in each dtype's order (k_quant_query) */
   p.end = o;
   return p;
 }
@@ -299,13 +301,14 @@ static void run_block(const tile_ctx *c, int r0, int n, int cls, int j0, int j1)
       if (p->eo) to_even_odd(WS(c, vw), n, D);
     }
 #ifdef K_QUANT_FUSED
-    if (fused) {
-      k_scores_quant(WS(c, qz) + j * 4 * D, D, k, stride, dt0, n, s);
-      if (codes) scale_rows(s, k, stride, D, n, 4);
-      if (cls == PARTIAL) mask_block(c, s, r0, n, 4, p->G, 0);
-      k_softmax_m4(s, n, 4, mx, l, alpha);
-      if (codes) scale_rows(s, v, stride, D, n, 4);
-      k_pv_quant(acc, alpha, s, D, v, stride, dt0, n);
+    if (fused) { /* M = G query vectors, nq at a time; the kernels apply int8's scales themselves */
+      const int nq = M % 4 ? 1 : 4;
+      const float *qz = WS(c, qz) + ((dt0 == DUO_INT4 ? 0 : p->J) + j) * M * D;
+      for (int m = 0; m < M; m += nq) k_scores_quant(qz + m * D, nq, D, k, stride, dt0, n, s + m, M);
+      if (cls == PARTIAL) mask_block(c, s, r0, n, M, p->G, 0);
+      if (M == 1) k_softmax_m1(s, n, mx, l, alpha);
+      else k_softmax_m4(s, n, M, mx, l, alpha);
+      for (int m = 0; m < M; m += nq) k_pv_quant(acc + m * D, alpha + m, s + m, M, nq, D, v, stride, dt0, n);
       continue;
     }
 #endif
@@ -424,8 +427,10 @@ int32_t duo_attend(const float *q, int32_t t, int32_t num_heads, int32_t head_di
           if (p.eo) /* the same query for the tiled kernels (kernels.h): q4[j][d][g] */
             for (int d = 0; d < D; d++) WS(&c, q4)[((uint32_t)j * D + d) * 4 + g] = src[d] * scale;
 #ifdef K_QUANT_FUSED
-          if (p.z) /* and for the fused quantized kernels: qz[j][g][chunk of 32 in even/odd order] */
-            for (int d = 0; d < D; d++) WS(&c, qz)[((uint32_t)j * 4 + g) * D + d / 32 * 32 + d % 2 * 16 + d % 32 / 2] = src[d] * scale;
+          if (p.z) { /* and for the fused quantized kernels: qz[int4, int8][j][g][D] */
+            k_quant_query(WS(&c, qz) + ((uint32_t)j * G + g) * D, src, scale, D, DUO_INT4);
+            k_quant_query(WS(&c, qz) + ((uint32_t)(J + j) * G + g) * D, src, scale, D, DUO_INT8);
+          }
 #endif
         }
     reset_state(WS(&c, tacc), WS(&c, tm), WS(&c, tl), JM, D);

@@ -119,3 +119,180 @@ void k_dequant(float *dst, const uint8_t *src, uint32_t stride, int dt, int n, i
   if ((dt & DUO_DTYPE_MASK) == DUO_INT8) dequant_int8(dst, src, stride, n, D);
   else dequant_int4(dst, src, stride, n, D);
 }
+
+#ifdef K_QUANT_FUSED
+/*
+ * Fused quantized decode (kernels.h K_QUANT_FUSED), in VQ vectors (simd_x86.h: 16 lanes on AVX-512, 8 on AVX2). A step
+ * reads a chunk of QC = 2 * VQ_LANES elements of a record as two vectors: int4 QC / 2 bytes zero-extended into lanes,
+ * the high nibbles (even elements) and the low ones (odd elements) looked up in the record's table; int8 two runs of
+ * VQ_LANES codes. What bounds these kernels at G = 4 is the multiply-add ports, which on x86 also run every shuffle
+ * and conversion (AVX-512: ports 0 and 5 only), so the structure keeps everything but the multiply-adds few:
+ *  - each value is widened once and used by all nq query vectors from registers (nq = 4: a GQA group);
+ *  - K: R records per pass (R * nq = VQ_ACCS sums in registers), the queries' chunks loaded once for all R, the R * nq
+ *    sums finished 4 at a time (vq_sum4); int8's scales multiply the finished sums;
+ *  - V: a panel of the accumulators (nq vectors x CH chunks) stays in registers down all n records of the block; the
+ *    int4 tables and the weights (int8: times the record's scale) are staged once per block on the stack.
+ * Per 16 elements at G = 4 that is 4 multiply-adds and 2 other operations (a lookup and half an unpack: int4; a
+ * widening and a conversion: int8), plus one table per record (about 10 operations) and, for K, the horizontal sums.
+ */
+#define QL VQ_LANES
+#define QC (2 * VQ_LANES)
+
+void k_quant_query(float *qz, const float *q, float scale, int D, int dt) {
+  const int int4 = (dt & DUO_DTYPE_MASK) == DUO_INT4;
+  for (int d = 0; d < D; d++) qz[int4 ? d / QC * QC + d % 2 * QL + d % QC / 2 : d] = q[d] * scale;
+}
+
+/* Elements [d, d + QC) of a record: int4 the even ones (x) and the odd ones (y); int8 [d, d + QL) and the rest. */
+ALWAYS_INLINE void chunk(const uint8_t *rec, int d, int dt, VQT t, VQ *x, VQ *y) {
+  if (dt == DUO_INT4) {
+    const VQI c = VQ_U8(rec + d / 2);
+    *x = vq_lut(VQ_SHR4(c), t);
+    *y = vq_lut(c, t);
+  } else {
+    *x = VQ_I8(rec + d);
+    *y = VQ_I8(rec + d + QL);
+  }
+}
+
+/* Every line of the record QUANT_AHEAD_ROWS records further on: the same head's record in the driver's next block
+ * (attend.c BK = 64 rows), asked for in L2 while this block computes. The driver does not touch these blocks (it would
+ * read every head's records, each thread all of them), so this is what brings them in: without it (and with the
+ * touch), int4, one process on the shared VM, 16K-32K tokens took 1.2-1.4x the time. */
+#define QUANT_AHEAD_ROWS 64
+ALWAYS_INLINE void prefetch_next(const uint8_t *rec, uint32_t stride, uint32_t bytes) {
+  const uint8_t *r = rec + QUANT_AHEAD_ROWS * stride;
+  for (uint32_t o = 0; o < bytes; o += 64) VQ_PREFETCH_L2(r + o);
+  VQ_PREFETCH_L2(r + bytes - 1);
+}
+
+/* The block's int4 tables, built before the loops that use them (tabs [n]; one table's chain of conversions is ~45
+ * cycles long, which a table built right before its first lookup left exposed), and every record of the next block
+ * asked for. */
+ALWAYS_INLINE void stage(VQT *tabs, const uint8_t *rec, uint32_t stride, int D, int n, int dt) {
+  const uint32_t bytes = kv_head_bytes(dt, (uint32_t)D);
+  for (int i = 0; i < n; i++, rec += stride) {
+    if (dt == DUO_INT4) tabs[i] = vq_table(rec + D / 2);
+    prefetch_next(rec, stride, bytes);
+  }
+}
+
+/* R records at a time; a last group of fewer reads its first record again in the missing places (those sums are
+ * dropped), so that every group runs the same code. */
+ALWAYS_INLINE void scores_impl(const float *qz, int D, const uint8_t *k, uint32_t stride, int n, float *s, int sm,
+                               int dt, const int NQ, const int R) {
+  VQT tabs[64];
+  stage(tabs, k, stride, D, n, dt);
+  for (int i = 0; i < n; i += R) {
+    const int m = n - i < R ? n - i : R;
+    const uint8_t *rec[VQ_ACCS]; /* fixed sizes: arrays sized by R would be VLAs, on the stack */
+    const VQT *t[VQ_ACCS];
+    VQ a[VQ_ACCS];
+    for (int r = 0; r < R; r++) {
+      const int row = i + (r < m ? r : 0);
+      rec[r] = k + (uint32_t)row * stride;
+      t[r] = tabs + row;
+    }
+    for (int x = 0; x < R * NQ; x++) a[x] = VQ_ZERO;
+    for (int d = 0; d < D; d += QC) {
+      VQ qx[4], qy[4];
+      for (int h = 0; h < NQ; h++) { qx[h] = VQ_LOAD(qz + h * D + d); qy[h] = VQ_LOAD(qz + h * D + d + QL); }
+      for (int r = 0; r < R; r++) {
+        VQ x, y;
+        chunk(rec[r], d, dt, dt == DUO_INT4 ? *t[r] : (VQT){0}, &x, &y);
+        for (int h = 0; h < NQ; h++) a[r * NQ + h] = VQ_MAD(VQ_MAD(a[r * NQ + h], qx[h], x), qy[h], y);
+      }
+    }
+    float sums[VQ_ACCS];
+    for (int x = 0; x < R * NQ; x += 4) VF_STORE(sums + x, vq_sum4(a[x], a[x + 1], a[x + 2], a[x + 3]));
+    for (int r = 0; r < m; r++) {
+      float sc = 1.0f;
+      if (dt == DUO_INT8) __builtin_memcpy(&sc, rec[r] + D, 4);
+      for (int h = 0; h < NQ; h++) s[(i + r) * sm + h] = dt == DUO_INT8 ? sums[r * NQ + h] * sc : sums[r * NQ + h];
+    }
+  }
+}
+
+void k_scores_quant(const float *qz, int nq, int D, const uint8_t *k, uint32_t stride, int dt, int n, float *s, int sm) {
+  const int int4 = (dt & DUO_DTYPE_MASK) == DUO_INT4;
+  if (nq == 1) {
+    if (int4) scores_impl(qz, D, k, stride, n, s, sm, DUO_INT4, 1, VQ_ACCS / 2);
+    else scores_impl(qz, D, k, stride, n, s, sm, DUO_INT8, 1, VQ_ACCS / 2);
+  } else {
+    if (int4) scores_impl(qz, D, k, stride, n, s, sm, DUO_INT4, 4, VQ_ACCS / 4);
+    else scores_impl(qz, D, k, stride, n, s, sm, DUO_INT8, 4, VQ_ACCS / 4);
+  }
+}
+
+/* Elements [d0, d0 + CH * QC) of the nq accumulators, in registers down the n records (int4: even/odd halves per
+ * chunk, VQ_EO_IN / VQ_EO_OUT at the ends). w [n][NQ]: the weights; tabs [n]: the int4 tables. */
+ALWAYS_INLINE void pv_panel(float *acc, const float *alpha, const float *w, const VQT *tabs, int D, const uint8_t *v,
+                            uint32_t stride, int n, int dt, const int NQ, int d0, const int CH) {
+  VQ e[4 * 2 * 4]; /* [query][chunk][x, y]: NQ * 2 * CH used (a fixed size: not a VLA) */
+  for (int h = 0; h < NQ; h++) {
+    const VQ al = VQ_SPLAT(alpha + h);
+    for (int c = 0; c < CH; c++) {
+      const float *src = acc + h * D + d0 + c * QC;
+      VQ x, y;
+      if (dt == DUO_INT4) VQ_EO_IN(src, &x, &y);
+      else { x = VQ_LOAD(src); y = VQ_LOAD(src + QL); }
+      e[(h * CH + c) * 2] = VQ_MUL(x, al);
+      e[(h * CH + c) * 2 + 1] = VQ_MUL(y, al);
+    }
+  }
+  const uint8_t *r = v;
+  for (int i = 0; i < n; i++, r += stride) {
+    VQ wv[4];
+    for (int h = 0; h < NQ; h++) wv[h] = VQ_SPLAT(w + i * NQ + h);
+    for (int c = 0; c < CH; c++) {
+      VQ x, y;
+      chunk(r, d0 + c * QC, dt, dt == DUO_INT4 ? tabs[i] : (VQT){0}, &x, &y);
+      for (int h = 0; h < NQ; h++) {
+        e[(h * CH + c) * 2] = VQ_MAD(e[(h * CH + c) * 2], wv[h], x);
+        e[(h * CH + c) * 2 + 1] = VQ_MAD(e[(h * CH + c) * 2 + 1], wv[h], y);
+      }
+    }
+  }
+  for (int h = 0; h < NQ; h++)
+    for (int c = 0; c < CH; c++) {
+      float *dst = acc + h * D + d0 + c * QC;
+      if (dt == DUO_INT4) VQ_EO_OUT(dst, e[(h * CH + c) * 2], e[(h * CH + c) * 2 + 1]);
+      else { VQ_STORE(dst, e[(h * CH + c) * 2]); VQ_STORE(dst + QL, e[(h * CH + c) * 2 + 1]); }
+    }
+}
+
+/* Panels of CH chunks (nq = 4: VQ_ACCS sums; nq = 1: 4 chunks), then one panel of the chunks left. */
+ALWAYS_INLINE void pv_impl(float *acc, const float *alpha, const float *p, int sm, int D, const uint8_t *v,
+                           uint32_t stride, int n, int dt, const int NQ) {
+  const int CH = NQ == 1 ? 4 : VQ_ACCS / 8;
+  float w[64 * 4] __attribute__((aligned(64)));
+  VQT tabs[64];
+  stage(tabs, v, stride, D, n, dt);
+  const uint8_t *r = v;
+  for (int i = 0; i < n; i++, r += stride) {
+    float sc = 1.0f;
+    if (dt == DUO_INT8) __builtin_memcpy(&sc, r + D, 4);
+    for (int h = 0; h < NQ; h++) w[i * NQ + h] = dt == DUO_INT8 ? p[i * sm + h] * sc : p[i * sm + h];
+  }
+  int d0 = 0;
+  for (; d0 + CH * QC <= D; d0 += CH * QC) pv_panel(acc, alpha, w, tabs, D, v, stride, n, dt, NQ, d0, CH);
+  const int left = (D - d0) / QC;
+  if (CH > 3 && left == 3) pv_panel(acc, alpha, w, tabs, D, v, stride, n, dt, NQ, d0, CH > 3 ? 3 : 1);
+  if (CH > 2 && left == 2) pv_panel(acc, alpha, w, tabs, D, v, stride, n, dt, NQ, d0, CH > 2 ? 2 : 1);
+  if (CH > 1 && left == 1) pv_panel(acc, alpha, w, tabs, D, v, stride, n, dt, NQ, d0, 1);
+}
+
+void k_pv_quant(float *acc, const float *alpha, const float *p, int sm, int nq, int D, const uint8_t *v, uint32_t stride,
+                int dt, int n) {
+  const int int4 = (dt & DUO_DTYPE_MASK) == DUO_INT4;
+  if (nq == 1) {
+    if (int4) pv_impl(acc, alpha, p, sm, D, v, stride, n, DUO_INT4, 1);
+    else pv_impl(acc, alpha, p, sm, D, v, stride, n, DUO_INT8, 1);
+  } else {
+    if (int4) pv_impl(acc, alpha, p, sm, D, v, stride, n, DUO_INT4, 4);
+    else pv_impl(acc, alpha, p, sm, D, v, stride, n, DUO_INT8, 4);
+  }
+}
+#undef QL
+#undef QC
+#endif
