@@ -242,6 +242,30 @@ static void scale_rows(float *s, const uint8_t *rec, uint32_t stride, int D, int
   }
 }
 
+#ifdef K_QUANT_FUSED
+/* Share `part` of `parts` of the next block (segment rows [r0 + n, + BK)) of this call's records, slots lo..hi of each
+ * row, asked for in L2 (fused blocks: nothing else brings their records in; the driver's touch would stall on every
+ * miss, and read every head's records where native threads split the heads). Each KV head of the block asks for its
+ * share while its kernels run, so that the next block arrives as one front-to-back stream per buffer (a single thread
+ * covers every slot: the block is contiguous). */
+static void prefetch_next_block(const duo_segment *sg, int r0, int n, int part, int parts, uint32_t hb, uint32_t stride,
+                                uint32_t lo, uint32_t hi) {
+  const int next = r0 + n, left = sg->row_count - next, m = left < BK ? left : BK;
+  if (m <= 0) return;
+  const uint32_t len = (hi - lo + 1) * hb;
+  const uint8_t *k = (const uint8_t *)(uintptr_t)sg->k, *v = (const uint8_t *)(uintptr_t)sg->v;
+  for (int r = next + m * part / parts; r < next + m * (part + 1) / parts; r++) {
+    const uint32_t off = (uint32_t)(sg->row_start + r) * stride + lo * hb;
+    for (uint32_t o = 0; o < len; o += 64) {
+      __builtin_prefetch(k + off + o, 0, 2);
+      __builtin_prefetch(v + off + o, 0, 2);
+    }
+    __builtin_prefetch(k + off + len - 1, 0, 2);
+    __builtin_prefetch(v + off + len - 1, 0, 2);
+  }
+}
+#endif
+
 /* One block of n rows starting at segment row r0, for KV heads [j0, j1) of the call. */
 static void run_block(const tile_ctx *c, int r0, int n, int cls, int j0, int j1) {
   const plan *p = c->p;
@@ -272,6 +296,13 @@ static void run_block(const tile_ctx *c, int r0, int n, int cls, int j0, int j1)
     touch(sg->k + first, (uint32_t)n * stride);
     touch(sg->v + first, (uint32_t)n * stride);
   }
+#ifdef K_QUANT_FUSED
+  uint32_t slot_lo = (uint32_t)c->slots[j0], slot_hi = slot_lo; /* the byte run of the call's heads in a row */
+  for (int j = j0 + 1; j < j1 && fused; j++) {
+    slot_lo = (uint32_t)c->slots[j] < slot_lo ? (uint32_t)c->slots[j] : slot_lo;
+    slot_hi = (uint32_t)c->slots[j] > slot_hi ? (uint32_t)c->slots[j] : slot_hi;
+  }
+#endif
   for (int j = j0; j < j1; j++) {
     uint32_t off = (row0 * sg->row_heads + c->slots[j]) * hb;
     const uint8_t *k = (const uint8_t *)(uintptr_t)(sg->k + off), *v = (const uint8_t *)(uintptr_t)(sg->v + off);
@@ -303,6 +334,7 @@ static void run_block(const tile_ctx *c, int r0, int n, int cls, int j0, int j1)
 #ifdef K_QUANT_FUSED
     if (fused) { /* M = G query vectors, nq at a time; the kernels apply int8's scales themselves */
       const int nq = M % 4 ? 1 : 4;
+      prefetch_next_block(sg, r0, n, j - j0, j1 - j0, hb, stride, slot_lo, slot_hi);
       const float *qz = WS(c, qz) + ((dt0 == DUO_INT4 ? 0 : p->J) + j) * M * D;
       for (int m = 0; m < M; m += nq) k_scores_quant(qz + m * D, nq, D, k, stride, dt0, n, s + m, M);
       if (cls == PARTIAL) mask_block(c, s, r0, n, M, p->G, 0);

@@ -155,26 +155,11 @@ ALWAYS_INLINE void chunk(const uint8_t *rec, int d, int dt, VQT t, VQ *x, VQ *y)
   }
 }
 
-/* Every line of the record QUANT_AHEAD_ROWS records further on: the same head's record in the driver's next block
- * (attend.c BK = 64 rows), asked for in L2 while this block computes. The driver does not touch these blocks (it would
- * read every head's records, each thread all of them), so this is what brings them in: without it (and with the
- * touch), int4, one process on the shared VM, 16K-32K tokens took 1.2-1.4x the time. */
-#define QUANT_AHEAD_ROWS 64
-ALWAYS_INLINE void prefetch_next(const uint8_t *rec, uint32_t stride, uint32_t bytes) {
-  const uint8_t *r = rec + QUANT_AHEAD_ROWS * stride;
-  for (uint32_t o = 0; o < bytes; o += 64) VQ_PREFETCH_L2(r + o);
-  VQ_PREFETCH_L2(r + bytes - 1);
-}
-
-/* The block's int4 tables, built before the loops that use them (tabs [n]; one table's chain of conversions is ~45
- * cycles long, which a table built right before its first lookup left exposed), and every record of the next block
- * asked for. */
+/* The block's int4 tables, built before the loops that use them (tabs [n]: independent chains of conversions, ~45
+ * cycles long each, that the loops then read from L1). */
 ALWAYS_INLINE void stage(VQT *tabs, const uint8_t *rec, uint32_t stride, int D, int n, int dt) {
-  const uint32_t bytes = kv_head_bytes(dt, (uint32_t)D);
-  for (int i = 0; i < n; i++, rec += stride) {
-    if (dt == DUO_INT4) tabs[i] = vq_table(rec + D / 2);
-    prefetch_next(rec, stride, bytes);
-  }
+  if (dt == DUO_INT4)
+    for (int i = 0; i < n; i++, rec += stride) tabs[i] = vq_table(rec + D / 2);
 }
 
 /* R records at a time; a last group of fewer reads its first record again in the missing places (those sums are

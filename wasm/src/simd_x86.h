@@ -120,16 +120,8 @@ typedef __m256 VW;
                                                         -1, -1, 2, 3, -1, -1, 6, 7, -1, -1, 10, 11, -1, -1, 14, 15))))
 #endif
 
-/* Optional: 16-lane f32 vectors (VZ, 512 bits) in the AVX-512 set, for the fused int4 / int8 decode kernels and the bf16
- * tiled ones (attend_simd.c, kernels.h K_QUANT_FUSED). An int4 record has 16 possible values, so one VZ holds its whole table and one vpermps
- * (VZ_LOOKUP16) turns 16 codes into their values exactly.
- *   VZ_CODES16(p)         the 16 bytes at p, one per 32-bit lane (zero-extended)
- *   VZ_I8X32(p)           the 32 signed bytes at p as 16-bit lanes (sign-extended): byte 2k low, 2k + 1 high in lane k
- *   VZ_SHL16(i), VZ_SRA16(i)  per 32-bit lane: i << 16, i >> 16 (arithmetic); VZ_FROM_I32(i): (float) per lane
- *   VZ_LOOKUP16(i, t)     r[k] = t[i[k] & 15] (only the low 4 bits of each lane index)
- *   VZ_SHR4(i)            i >> 4 per 32-bit lane (a byte's high nibble)
- *   VZ_F16_ROUND(x)       x rounded to the nearest f16 (ties to even; overflow to Inf, f16 subnormals exact) as f32
- *   VZ_F16X2(p)           the f16 pair at p as f32 [p[0], p[1], 0, 0] (VF)
+/* Optional: 16-lane f32 vectors (VZ, 512 bits) in the AVX-512 set, for the bf16 tiled decode kernels and the online
+ * softmax of one query quad (attend_simd.c), and the model kernels (wasm/model/kernels.c):
  *   VZ_PERM2(a, i, b)     r[k] = (i[k] < 16 ? a : b)[i[k] & 15]  (vpermt2ps)
  *   VZ_PREFETCH_L2(p)     ask for the line at p in L2 (prefetcht1); VZ_PREFETCH(p): in L1 (prefetcht0)
  *   VZ_LOAD_MASKED(m, p)  r[k] = bit k of m ? p[k] : 0 (masked-off lanes read nothing)
@@ -144,20 +136,9 @@ typedef __m512i VZI;
 #define VZ_LOAD(p)          _mm512_loadu_ps((const float *)(const void *)(p))
 #define VZ_STORE(p, x)      _mm512_storeu_ps((float *)(void *)(p), x)
 #define VZ_LOAD_SPLAT(p)    _mm512_set1_ps(*(const float *)(const void *)(p))
-#define VZ_SPLAT_LANE(x, i) _mm512_permutexvar_ps(_mm512_set1_epi32(i), _mm512_castps128_ps512(x))
 #define VZ_ADD(a, b)        _mm512_add_ps(a, b)
 #define VZ_MUL(a, b)        _mm512_mul_ps(a, b)
 #define VZ_MAD(acc, a, b)   _mm512_fmadd_ps(a, b, acc)
-#define VZ_IOTA             _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
-#define VZ_CODES16(p)       _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(p)))
-#define VZ_I8X32(p)         _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(const void *)(p)))
-#define VZ_SHL16(i)         _mm512_slli_epi32(i, 16)
-#define VZ_SRA16(i)         _mm512_srai_epi32(i, 16)
-#define VZ_FROM_I32(i)      _mm512_cvtepi32_ps(i)
-#define VZ_LOOKUP16(i, t)   _mm512_permutexvar_ps(i, t)
-#define VZ_SHR4(i)          _mm512_srli_epi32(i, 4)
-#define VZ_F16_ROUND(x)     _mm512_cvtph_ps(_mm512_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC))
-#define VZ_F16X2(p)         _mm_cvtph_ps(_mm_cvtsi32_si128(*(const int32_t *)(const void *)(p)))
 #define VZ_PERM2(a, i, b)   _mm512_permutex2var_ps(a, i, b)
 #define VZ_PREFETCH_L2(p)   _mm_prefetch((const char *)(const void *)(p), _MM_HINT_T1)
 #define VZ_PREFETCH(p)      _mm_prefetch((const char *)(const void *)(p), _MM_HINT_T0)
@@ -228,8 +209,7 @@ static inline __m512 vz_lanes4(__m512 u0, __m512 u1, __m512 u2, __m512 u3) {
  *                       values to f16 equals rounding the exact sum: 24 >= 2 * 11 + 2 bits), Inf and subnormals included
  *   vq_sum4(a, b, c, d) [sum a, sum b, sum c, sum d]
  *   VQ_EO_IN(p, x, y)   the 2 * VQ_LANES floats at p split into even (x) and odd (y) elements; VQ_EO_OUT(p, x, y) back
- *   VQ_ACCS             sums a kernel keeps in registers (half the register file)
- *   VQ_PREFETCH_L2(p)   ask for the line at p in L2 */
+ *   VQ_ACCS             sums a kernel keeps in registers (half the register file) */
 #if defined(__AVX512F__)
 #define VQ_LANES            16
 #define VQ_ACCS             16
@@ -245,7 +225,6 @@ typedef __m512 VQT;
 #define VQ_U8(p)            _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(p)))
 #define VQ_I8(p)            _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(p))))
 #define VQ_SHR4(i)          _mm512_srli_epi32(i, 4)
-#define VQ_PREFETCH_L2(p)   _mm_prefetch((const char *)(const void *)(p), _MM_HINT_T1)
 #define vq_lut(i, t)        _mm512_permutexvar_ps(i, t)
 #define VQ_F16_ROUND_(x)    _mm512_cvtph_ps(_mm512_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC))
 static inline VQT vq_table(const uint8_t *meta) {
@@ -285,7 +264,6 @@ typedef struct { __m256 lo, hi; } VQT; /* t[0..7], t[8..15] */
 #define VQ_U8(p)            _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(p)))
 #define VQ_I8(p)            _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(p))))
 #define VQ_SHR4(i)          _mm256_srli_epi32(i, 4)
-#define VQ_PREFETCH_L2(p)   _mm_prefetch((const char *)(const void *)(p), _MM_HINT_T1)
 /* vpermps reads index bits 2..0; bit 3, shifted up to the sign, picks the half (blendv) */
 static inline __m256 vq_lut(__m256i i, VQT t) {
   return _mm256_blendv_ps(_mm256_permutevar8x32_ps(t.lo, i), _mm256_permutevar8x32_ps(t.hi, i),
