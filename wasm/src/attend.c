@@ -153,6 +153,9 @@ typedef struct {
   const duo_segment *sg;
   int64_t tmin, tmax, sink, recent;
   int windowed;
+#ifdef K_QUANT_FUSED
+  const duo_segment *next; /* the segment after sg, or 0 (the fused blocks ask for its first block ahead) */
+#endif
 } tile_ctx;
 
 #define WS(c, field) ((float *)((c)->w + (c)->p->field))
@@ -243,15 +246,23 @@ static void scale_rows(float *s, const uint8_t *rec, uint32_t stride, int D, int
 }
 
 #ifdef K_QUANT_FUSED
-/* Share `part` of `parts` of the next block (segment rows [r0 + n, + BK)) of this call's records, slots lo..hi of each
- * row, asked for in L2 (fused blocks: nothing else brings their records in; the driver's touch would stall on every
- * miss, and read every head's records where native threads split the heads). Each KV head of the block asks for its
- * share while its kernels run, so that the next block arrives as one front-to-back stream per buffer (a single thread
- * covers every slot: the block is contiguous). */
-static void prefetch_next_block(const duo_segment *sg, int r0, int n, int part, int parts, uint32_t hb, uint32_t stride,
-                                uint32_t lo, uint32_t hi) {
-  const int next = r0 + n, left = sg->row_count - next, m = left < BK ? left : BK;
+/* Share `part` of `parts` of the next block of this call's records (segment rows [r0 + n, + BK), or the first BK rows
+ * of the next segment after the last block of this one: a paged cache's next page), slots lo..hi of each row, asked
+ * for in L2 (fused blocks: nothing else brings their records in; the driver's touch would stall on every miss, and
+ * read every head's records where native threads split the heads). Each KV head of the block asks for its share while
+ * its kernels run, so that the next block arrives as one front-to-back stream per buffer (a single thread covers
+ * every slot: the block is contiguous). */
+static void prefetch_next_block(const tile_ctx *c, int r0, int n, int part, int parts, uint32_t lo, uint32_t hi) {
+  const duo_segment *sg = c->sg;
+  int next = r0 + n;
+  if (next >= sg->row_count) {
+    sg = c->next;
+    next = 0;
+    if (!sg || sg->layout != DUO_NHD || !is_quantized(sg->dtype)) return;
+  }
+  const int left = sg->row_count - next, m = left < BK ? left : BK;
   if (m <= 0) return;
+  const uint32_t hb = kv_head_bytes(sg->dtype, (uint32_t)c->p->D), stride = (uint32_t)sg->row_heads * hb;
   const uint32_t len = (hi - lo + 1) * hb;
   const uint8_t *k = (const uint8_t *)(uintptr_t)sg->k, *v = (const uint8_t *)(uintptr_t)sg->v;
   for (int r = next + m * part / parts; r < next + m * (part + 1) / parts; r++) {
@@ -334,7 +345,7 @@ static void run_block(const tile_ctx *c, int r0, int n, int cls, int j0, int j1)
 #ifdef K_QUANT_FUSED
     if (fused) { /* M = G query vectors, nq at a time; the kernels apply int8's scales themselves */
       const int nq = M % 4 ? 1 : 4;
-      prefetch_next_block(sg, r0, n, j - j0, j1 - j0, hb, stride, slot_lo, slot_hi);
+      prefetch_next_block(c, r0, n, j - j0, j1 - j0, slot_lo, slot_hi);
       const float *qz = WS(c, qz) + ((dt0 == DUO_INT4 ? 0 : p->J) + j) * M * D;
       for (int m = 0; m < M; m += nq) k_scores_quant(qz + m * D, nq, D, k, stride, dt0, n, s + m, M);
       if (cls == PARTIAL) mask_block(c, s, r0, n, M, p->G, 0);
@@ -436,7 +447,7 @@ int32_t duo_attend(const float *q, int32_t t, int32_t num_heads, int32_t head_di
   const float *qf = q;
   float *of = out, *lf = lse;
   const float scale = (float)LOG2E / __builtin_sqrtf((float)D);
-  tile_ctx c = {&p, (uint8_t *)work, kv_slots, 0, 0, 0, sink, recent, windowed};
+  tile_ctx c = {.p = &p, .w = (uint8_t *)work, .slots = kv_slots, .sink = sink, .recent = recent, .windowed = windowed};
   const int JM = J * p.M;
   for (int t0 = 0; t0 < t; t0 += p.BQ) {
     const int rows = t - t0 < p.BQ ? t - t0 : p.BQ;
@@ -468,6 +479,9 @@ int32_t duo_attend(const float *q, int32_t t, int32_t num_heads, int32_t head_di
     reset_state(WS(&c, tacc), WS(&c, tm), WS(&c, tl), JM, D);
     for (int si = 0; si < n_segments; si++) {
       c.sg = &segs[si];
+#ifdef K_QUANT_FUSED
+      c.next = si + 1 < n_segments ? &segs[si + 1] : 0;
+#endif
       if (c.sg->row_count <= 0) continue;
       if (c.sg->positions) run_rows(&c, 0, c.sg->row_count);
       else run_consecutive(&c);
