@@ -227,8 +227,14 @@ ALWAYS_INLINE void scores_impl(const float *qz, int D, const uint8_t *k, uint32_
         for (int h = 0; h < NQ; h++) a[r * NQ + h] = VQ_MAD(VQ_MAD(a[r * NQ + h], qx[h], x), qy[h], y);
       }
     }
-    float sums[VQ_ACCS];
-    for (int x = 0; x < R * NQ; x += 4) VF_STORE(sums + x, vq_sum4(a[x], a[x + 1], a[x + 2], a[x + 3]));
+    float sums[VQ_ACCS] __attribute__((aligned(64)));
+#ifdef VZ_LANES4
+    if (R * NQ == 16) /* all 16 sums in one vector: 15 pairwise steps of 2 lane operations and an add */
+      VZ_STORE(sums, VZ_LANES4(VZ_QUAD(a[0], a[1], a[2], a[3]), VZ_QUAD(a[4], a[5], a[6], a[7]),
+                               VZ_QUAD(a[8], a[9], a[10], a[11]), VZ_QUAD(a[12], a[13], a[14], a[15])));
+    else
+#endif
+      for (int x = 0; x < R * NQ; x += 4) VF_STORE(sums + x, vq_sum4(a[x], a[x + 1], a[x + 2], a[x + 3]));
     for (int r = 0; r < m; r++) {
       float sc = 1.0f;
       if (dt == DUO_INT8) __builtin_memcpy(&sc, rec[r] + D, 4);
