@@ -435,6 +435,9 @@ int32_t duo_attend(const float *q, int32_t t, int32_t num_heads, int32_t head_di
   if (t < 0 || D <= 0 || D % 4 || G <= 0 || J < 0 || n_segments < 0 || ((uintptr_t)work & 15)) return DUO_E_ARG;
   if (t == 0 || J == 0) return DUO_OK;
   plan p = make_plan(t, G, J, D);
+#ifdef K_QUANT_FUSED
+  int any_quant = 0;
+#endif
   const int32_t *qh = q_heads;
   const duo_segment *segs = segments;
   for (int si = 0; si < n_segments; si++) {
@@ -443,7 +446,13 @@ int32_t duo_attend(const float *q, int32_t t, int32_t num_heads, int32_t head_di
                                   sg->row_start < 0 || sg->row_count > sg->buffer_rows - sg->row_start))
       return DUO_E_ARG;
     if (sg->layout == DUO_T64 && eo_capable(t, G, D)) p.eo = 1;
+#ifdef K_QUANT_FUSED
+    any_quant |= is_quantized(sg->dtype);
+#endif
   }
+#ifdef K_QUANT_FUSED
+  p.z &= any_quant; /* no quantized segment: no fused-kernel queries to lay out */
+#endif
   const float *qf = q;
   float *of = out, *lf = lse;
   const float scale = (float)LOG2E / __builtin_sqrtf((float)D);

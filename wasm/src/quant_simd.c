@@ -255,9 +255,9 @@ void k_scores_quant(const float *qz, int nq, int D, const uint8_t *k, uint32_t s
 }
 
 /* Elements [d0, d0 + CH * QC) of the nq accumulators, in registers down the n records (int4: even/odd halves per
- * chunk, VQ_EO_IN / VQ_EO_OUT at the ends). w [n][NQ]: the weights; tabs [n]: the int4 tables. */
-ALWAYS_INLINE void pv_panel(float *acc, const float *alpha, const float *w, const VQT *tabs, int D, const uint8_t *v,
-                            uint32_t stride, int n, int dt, const int NQ, int d0, const int CH) {
+ * chunk, VQ_EO_IN / VQ_EO_OUT at the ends). w [n][ws]: the weights (h < NQ); tabs [n]: the int4 tables. */
+ALWAYS_INLINE void pv_panel(float *acc, const float *alpha, const float *w, int ws, const VQT *tabs, int D,
+                            const uint8_t *v, uint32_t stride, int n, int dt, const int NQ, int d0, const int CH) {
   VQ e[4 * 2 * 4]; /* [query][chunk][x, y]: NQ * 2 * CH used (a fixed size: not a VLA) */
   for (int h = 0; h < NQ; h++) {
     const VQ al = VQ_SPLAT(alpha + h);
@@ -273,7 +273,7 @@ ALWAYS_INLINE void pv_panel(float *acc, const float *alpha, const float *w, cons
   const uint8_t *r = v;
   for (int i = 0; i < n; i++, r += stride) {
     VQ wv[4];
-    for (int h = 0; h < NQ; h++) wv[h] = VQ_SPLAT(w + i * NQ + h);
+    for (int h = 0; h < NQ; h++) wv[h] = VQ_SPLAT(w + i * ws + h);
     for (int c = 0; c < CH; c++) {
       VQ x, y;
       chunk(r, d0 + c * QC, dt, dt == DUO_INT4 ? tabs[i] : (VQT){0}, &x, &y);
@@ -291,25 +291,32 @@ ALWAYS_INLINE void pv_panel(float *acc, const float *alpha, const float *w, cons
     }
 }
 
-/* Panels of CH chunks (nq = 4: VQ_ACCS sums; nq = 1: 4 chunks), then one panel of the chunks left. */
+/* Panels of CH chunks (nq = 4: VQ_ACCS sums; nq = 1: 4 chunks), then one panel of the chunks left. int8's weights are
+ * staged times their record's scale; int4's are read where they are. */
 ALWAYS_INLINE void pv_impl(float *acc, const float *alpha, const float *p, int sm, int D, const uint8_t *v,
                            uint32_t stride, int n, int dt, const int NQ) {
   const int CH = NQ == 1 ? 4 : VQ_ACCS / 8;
-  float w[64 * 4] __attribute__((aligned(64)));
+  float staged[64 * 4] __attribute__((aligned(64)));
   VQT tabs[64];
   stage(tabs, v, stride, D, n, dt);
-  const uint8_t *r = v;
-  for (int i = 0; i < n; i++, r += stride) {
-    float sc = 1.0f;
-    if (dt == DUO_INT8) __builtin_memcpy(&sc, r + D, 4);
-    for (int h = 0; h < NQ; h++) w[i * NQ + h] = dt == DUO_INT8 ? p[i * sm + h] * sc : p[i * sm + h];
+  const float *w = p;
+  int ws = sm;
+  if (dt == DUO_INT8) {
+    const uint8_t *r = v;
+    for (int i = 0; i < n; i++, r += stride) {
+      float sc;
+      __builtin_memcpy(&sc, r + D, 4);
+      for (int h = 0; h < NQ; h++) staged[i * NQ + h] = p[i * sm + h] * sc;
+    }
+    w = staged;
+    ws = NQ;
   }
   int d0 = 0;
-  for (; d0 + CH * QC <= D; d0 += CH * QC) pv_panel(acc, alpha, w, tabs, D, v, stride, n, dt, NQ, d0, CH);
+  for (; d0 + CH * QC <= D; d0 += CH * QC) pv_panel(acc, alpha, w, ws, tabs, D, v, stride, n, dt, NQ, d0, CH);
   const int left = (D - d0) / QC;
-  if (CH > 3 && left == 3) pv_panel(acc, alpha, w, tabs, D, v, stride, n, dt, NQ, d0, CH > 3 ? 3 : 1);
-  if (CH > 2 && left == 2) pv_panel(acc, alpha, w, tabs, D, v, stride, n, dt, NQ, d0, CH > 2 ? 2 : 1);
-  if (CH > 1 && left == 1) pv_panel(acc, alpha, w, tabs, D, v, stride, n, dt, NQ, d0, 1);
+  if (CH > 3 && left == 3) pv_panel(acc, alpha, w, ws, tabs, D, v, stride, n, dt, NQ, d0, CH > 3 ? 3 : 1);
+  if (CH > 2 && left == 2) pv_panel(acc, alpha, w, ws, tabs, D, v, stride, n, dt, NQ, d0, CH > 2 ? 2 : 1);
+  if (CH > 1 && left == 1) pv_panel(acc, alpha, w, ws, tabs, D, v, stride, n, dt, NQ, d0, 1);
 }
 
 void k_pv_quant(float *acc, const float *alpha, const float *p, int sm, int nq, int D, const uint8_t *v, uint32_t stride,
