@@ -302,8 +302,8 @@ static void run_block(const tile_ctx *c, int r0, int n, int cls, int j0, int j1)
   const int fused = 0;
 #endif
   const int widen = tiled || (quant && !codes && !fused) || p->eo || dt0 == DUO_F16 || (dt0 == DUO_BF16 && M >= 16);
-  if (!tiled && !fused) { /* the fused kernels ask for their own head's next block instead (attend_simd.c): a touch
-                            * reads every head's records, twice over when native threads split the heads */
+  if (!tiled && !fused) { /* fused blocks ask for the next block ahead instead (prefetch_next_block): a touch stalls
+                            * on every miss, and reads every head's records where native threads split the heads */
     touch(sg->k + first, (uint32_t)n * stride);
     touch(sg->v + first, (uint32_t)n * stride);
   }
