@@ -73,7 +73,7 @@ void k_pv_v64(float *acc, const float *alpha, const float *p, int D, const uint8
  *   of 2 * VQ_LANES elements as its even elements, then its odd ones (a byte holds an even and an odd element).
  * k_scores_quant: s[i*sm + h] = query h . record i, for i < n (records `stride` bytes apart), h < nq; qz [nq][D].
  * k_pv_quant: acc[h][:] <- acc[h][:] * alpha[h] + sum_{i<n} p[i*sm + h] * record i, h < nq, acc [nq][D] natural
- *   order, n <= 64 (BK: the block's weights and int4 tables are staged on the stack). */
+ *   order. Both take n <= 64 (BK: the block's int4 tables, and int8's scaled weights, are staged on the stack). */
 #if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__) && defined(__F16C__))
 #define K_QUANT_FUSED 1
 void k_quant_query(float *qz, const float *q, float scale, int D, int dt);
