@@ -17,9 +17,10 @@
  * so int4 at 0.31× bf16's time needs most of it; at G = 1 decode is memory-bound for every dtype.
  *
  * The multiply-add ceiling kernel issues 4-lane vectors (wasm/src/bench_simd.c), as do most kernels; the native
- * library's tiled decode kernels issue 8-lane ones on AVX2 (bf16, f16) and AVX-512 (f16), 16-lane ones on AVX-512
- * (bf16, and the int4 / int8 kernels), attend_simd.c, so for those the FLOP ceiling is the measured one × 2 or × 4 (two
- * FMA pipes of every width on the x86 cores these sets target); the line says which ceiling bounds each case.
+ * library's tiled decode kernels (G = 4, attend_simd.c) issue 8-lane ones on AVX2 (bf16, f16) and AVX-512 (f16),
+ * 16-lane ones on AVX-512 (bf16), and its fused int4 / int8 decode kernels (G = 1 and 4, quant_simd.c) 8-lane ones on
+ * AVX2 and 16-lane ones on AVX-512, so for those the FLOP ceiling is the measured one × 2 or × 4 (two FMA pipes of
+ * every width on the x86 cores these sets target); the line says which ceiling bounds each case.
  *
  * Machines shared with other jobs make single timings swing by ±30 %, so every figure is the best of `--rounds`
  * rounds (default 5), and each round measures, for every worker count in turn, the ceilings and then every decode
