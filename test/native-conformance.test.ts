@@ -115,6 +115,7 @@ test("native: every instruction set this CPU runs passes a decode, tiled and pre
       }
       for (const dtype of QDTYPES) {
         cases.push({ dtype, G: 4, D: 128, ctx: 300, T: 1, store: "pages", window: null });
+        for (const G of [1, 8]) cases.push({ dtype, G, D: 96, ctx: 150, T: 1, store: "big", window: null }); // fused decode, nq = 1 and two quads
         cases.push({ dtype, G: 4, D: 44, ctx: 150, T: 1, store: "big", window: null, extreme: true });
         cases.push({ dtype, G: 4, D: 64, ctx: 50, T: 13, store: "ring", window: { sink: S, recent: R } });
       }

@@ -198,6 +198,7 @@ export function quantCases(): Case[] {
   const cases: Case[] = [];
   for (const dtype of QDTYPES) {
     for (const G of [1, 4, 8]) for (const D of [64, 128, 36]) cases.push({ dtype, G, D, ctx: 200, T: 1, store: "pages", window: null });
+    for (const G of [1, 4]) cases.push({ dtype, G, D: 96, ctx: 200, T: 1, store: "big", window: null }); // the fused kernels' last partial panel
     cases.push({ dtype, G: 4, D: 128, ctx: 2100, T: 1, store: "big", window: null });
     for (const T of [3, 13, 33]) for (const window of [null, { sink: S, recent: R }]) cases.push({ dtype, G: 4, D: 64, ctx: 50, T, store: "ring", window });
     cases.push({ dtype, G: 4, D: 128, ctx: 90, T: 37, store: "pages", window: null });
@@ -210,7 +211,8 @@ export function quantCases(): Case[] {
 }
 
 /** int8 / int4 dequantization must be exact: with window {sink 0, recent 0} query t sees only the key at position t
- *  (weight 1), so its output is value row t exactly as src/quant.ts decodes the record. Rows: tiny ranges (the int4
+ *  (weight 1), so its output is value row t exactly as src/quant.ts decodes the record, in prefill (one call of N
+ *  query rows) and in decode (N calls of one, G = 1 and 4). Rows: tiny ranges (the int4
  *  scalar tables), values near f16's top, constants, and 400 random rows of random scale (1e-3 .. 1e4) and offset
  *  (every f16 rounding of the int4 tables, ties included); head dims 128 and 44 (a 12-element tail) unless `dims`
  *  names the backend's (cuda: 128 and 64). */
@@ -238,10 +240,22 @@ export async function checkDequantExact(who: string, b: Backend, dims: readonly 
         kvSlots: Int32Array.of(0), segments: [{ k, v, dtype, rowHeads: H, rowStart: 0, rowCount: N, positions: 0 }], qPos0: 0,
         window: { sink: 0, recent: 0 }, out },
     ]);
-    b.free(0, k);
-    b.free(0, v);
     for (let i = 0; i < N * D; i++) {
       assert.ok(Object.is(out[i], want[i]) || out[i] === want[i], `${who} ${dtype} D=${D} row ${Math.floor(i / D)} d=${i % D}: ${out[i]} vs ${want[i]} decoded by src/quant.ts`);
     }
+    // the same rows through decode (T = 1, query at position i: it sees row i alone), G = 1 and 4: the shapes the
+    // fused decode kernels of the native AVX-512 / AVX2 sets serve (D % 32 == 0), reading the records directly
+    const seg = [{ k, v, dtype, rowHeads: H, rowStart: 0, rowCount: N, positions: 0 }];
+    for (const G of [1, 4]) {
+      const outs = Array.from({ length: N }, () => new Float32Array(G * D));
+      await b.run(0, outs.map((o, i) => ({ kind: "attend" as const, q: new Float32Array(G * D).fill(0.1), T: 1, numHeads: G, headDim: D,
+        group: G, qHeads: Int32Array.of(0), kvSlots: Int32Array.of(0), segments: seg, qPos0: i, window: { sink: 0, recent: 0 }, out: o })));
+      for (let i = 0; i < N; i++) for (let e = 0; e < G * D; e++) {
+        const got = outs[i]![e]!, w = want[i * D + (e % D)]!;
+        assert.ok(Object.is(got, w) || got === w, `${who} ${dtype} D=${D} decode G=${G} row ${i} d=${e % D}: ${got} vs ${w} decoded by src/quant.ts`);
+      }
+    }
+    b.free(0, k);
+    b.free(0, v);
   }
 }

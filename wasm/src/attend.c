@@ -18,8 +18,9 @@
  * widened to f32 once per block and head (k_widen). Quantized blocks (token-major records, quant.h): in decode
  * (M < 16) int8 rows are read as codes by the kernels themselves (scale_rows applies each row's scale); int4 blocks,
  * and int8 blocks shared by many query vectors (prefill), are dequantized (k_dequant): BK rows of one head into
- * L1-resident f32 rows, read from the packed records every time. In builds with the fused quantized kernels (AVX-512:
- * kernels.h K_QUANT_FUSED), G = 4 decode reads int4 and int8 records with those instead (k_scores_quant, k_pv_quant).
+ * L1-resident f32 rows, read from the packed records every time. In builds with the fused quantized kernels (AVX-512
+ * and AVX2: kernels.h K_QUANT_FUSED), decode with G = 1 or a multiple of 4 reads int4 and int8 records with those
+ * instead (k_scores_quant, k_pv_quant).
  *
  * Tiled segments (T64, duo.h): G = 4 decode over bf16 or f16 tiles is the "eo" fast path (k_scores_k64, k_pv_v64:
  * both walk their tile front to back, and the accumulators hold each 8 elements as even/odd halves, put back in order
@@ -57,10 +58,11 @@ typedef struct {
 /* G = 4 decode with D % 8 == 0: the shape the tiled kernels serve. */
 static int eo_capable(int T, int G, int D) { return T == 1 && G == 4 && D % 8 == 0; }
 
-/* G = 4 decode with D % 32 == 0, where the build has the fused quantized kernels (kernels.h K_QUANT_FUSED). */
+/* Decode with G = 1 or a multiple of 4 (nq = 1 or 4 query vectors per kernel pass) and D % 32 == 0, where the build
+ * has the fused quantized kernels (kernels.h K_QUANT_FUSED). */
 static int quant_fused(int T, int G, int D) {
 #ifdef K_QUANT_FUSED
-  return T == 1 && G == 4 && D % 32 == 0;
+  return T == 1 && (G == 1 || G % 4 == 0) && D % 32 == 0;
 #else
   (void)T; (void)G; (void)D;
   return 0;
@@ -100,7 +102,7 @@ static plan make_plan(int T, int G, int J, int D) {
   if (eo_capable(T, G, D)) o += align64((uint32_t)J * D * 4 * 4); /* [J][D][4 vectors] */
   p.z = quant_fused(T, G, D);
   p.qz = o;
-  if (p.z) o += align64((uint32_t)J * 4 * D * 4); /* [J][4 vectors][D], chunks in even/odd order (kernels.h) */
+  if (p.z) o += align64((uint32_t)2 * J * G * D * 4); /* [int4, int8][J][G][D], in each dtype's order (k_quant_query) */
   p.end = o;
   return p;
 }
@@ -151,6 +153,9 @@ typedef struct {
   const duo_segment *sg;
   int64_t tmin, tmax, sink, recent;
   int windowed;
+#ifdef K_QUANT_FUSED
+  const duo_segment *next; /* the segment after sg, or 0 (the fused blocks ask for its first block ahead) */
+#endif
 } tile_ctx;
 
 #define WS(c, field) ((float *)((c)->w + (c)->p->field))
@@ -240,6 +245,38 @@ static void scale_rows(float *s, const uint8_t *rec, uint32_t stride, int D, int
   }
 }
 
+#ifdef K_QUANT_FUSED
+/* Share `part` of `parts` of the next block of this call's records (segment rows [r0 + n, + BK), or the first BK rows
+ * of the next segment after the last block of this one: a paged cache's next page), slots lo..hi of each row, asked
+ * for in L2 (fused blocks: nothing else brings their records in; the driver's touch would stall on every miss, and
+ * read every head's records where native threads split the heads). Each KV head of the block asks for its share while
+ * its kernels run, so that the next block arrives as one front-to-back stream per buffer (a single thread covers
+ * every slot: the block is contiguous). */
+static void prefetch_next_block(const tile_ctx *c, int r0, int n, int part, int parts, uint32_t lo, uint32_t hi) {
+  const duo_segment *sg = c->sg;
+  int next = r0 + n;
+  if (next >= sg->row_count) {
+    sg = c->next;
+    next = 0;
+    if (!sg || sg->layout != DUO_NHD || !is_quantized(sg->dtype)) return;
+  }
+  const int left = sg->row_count - next, m = left < BK ? left : BK;
+  if (m <= 0) return;
+  const uint32_t hb = kv_head_bytes(sg->dtype, (uint32_t)c->p->D), stride = (uint32_t)sg->row_heads * hb;
+  const uint32_t len = (hi - lo + 1) * hb;
+  const uint8_t *k = (const uint8_t *)(uintptr_t)sg->k, *v = (const uint8_t *)(uintptr_t)sg->v;
+  for (int r = next + m * part / parts; r < next + m * (part + 1) / parts; r++) {
+    const uint32_t off = (uint32_t)(sg->row_start + r) * stride + lo * hb;
+    for (uint32_t o = 0; o < len; o += 64) {
+      __builtin_prefetch(k + off + o, 0, 2);
+      __builtin_prefetch(v + off + o, 0, 2);
+    }
+    __builtin_prefetch(k + off + len - 1, 0, 2);
+    __builtin_prefetch(v + off + len - 1, 0, 2);
+  }
+}
+#endif
+
 /* One block of n rows starting at segment row r0, for KV heads [j0, j1) of the call. */
 static void run_block(const tile_ctx *c, int r0, int n, int cls, int j0, int j1) {
   const plan *p = c->p;
@@ -265,11 +302,18 @@ static void run_block(const tile_ctx *c, int r0, int n, int cls, int j0, int j1)
   const int fused = 0;
 #endif
   const int widen = tiled || (quant && !codes && !fused) || p->eo || dt0 == DUO_F16 || (dt0 == DUO_BF16 && M >= 16);
-  if (!tiled && !fused) { /* the fused kernels ask for their own head's next block instead (attend_simd.c): a touch
-                            * reads every head's records, twice over when native threads split the heads */
+  if (!tiled && !fused) { /* fused blocks ask for the next block ahead instead (prefetch_next_block): a touch stalls
+                            * on every miss, and reads every head's records where native threads split the heads */
     touch(sg->k + first, (uint32_t)n * stride);
     touch(sg->v + first, (uint32_t)n * stride);
   }
+#ifdef K_QUANT_FUSED
+  uint32_t slot_lo = (uint32_t)c->slots[j0], slot_hi = slot_lo; /* the byte run of the call's heads in a row */
+  for (int j = j0 + 1; j < j1 && fused; j++) {
+    slot_lo = (uint32_t)c->slots[j] < slot_lo ? (uint32_t)c->slots[j] : slot_lo;
+    slot_hi = (uint32_t)c->slots[j] > slot_hi ? (uint32_t)c->slots[j] : slot_hi;
+  }
+#endif
   for (int j = j0; j < j1; j++) {
     uint32_t off = (row0 * sg->row_heads + c->slots[j]) * hb;
     const uint8_t *k = (const uint8_t *)(uintptr_t)(sg->k + off), *v = (const uint8_t *)(uintptr_t)(sg->v + off);
@@ -299,13 +343,15 @@ static void run_block(const tile_ctx *c, int r0, int n, int cls, int j0, int j1)
       if (p->eo) to_even_odd(WS(c, vw), n, D);
     }
 #ifdef K_QUANT_FUSED
-    if (fused) {
-      k_scores_quant(WS(c, qz) + j * 4 * D, D, k, stride, dt0, n, s);
-      if (codes) scale_rows(s, k, stride, D, n, 4);
-      if (cls == PARTIAL) mask_block(c, s, r0, n, 4, p->G, 0);
-      k_softmax_m4(s, n, 4, mx, l, alpha);
-      if (codes) scale_rows(s, v, stride, D, n, 4);
-      k_pv_quant(acc, alpha, s, D, v, stride, dt0, n);
+    if (fused) { /* M = G query vectors, nq at a time; the kernels apply int8's scales themselves */
+      const int nq = M % 4 ? 1 : 4;
+      prefetch_next_block(c, r0, n, j - j0, j1 - j0, slot_lo, slot_hi);
+      const float *qz = WS(c, qz) + ((dt0 == DUO_INT4 ? 0 : p->J) + j) * M * D;
+      for (int m = 0; m < M; m += nq) k_scores_quant(qz + m * D, nq, D, k, stride, dt0, n, s + m, M);
+      if (cls == PARTIAL) mask_block(c, s, r0, n, M, p->G, 0);
+      if (M == 1) k_softmax_m1(s, n, mx, l, alpha);
+      else k_softmax_m4(s, n, M, mx, l, alpha);
+      for (int m = 0; m < M; m += nq) k_pv_quant(acc + m * D, alpha + m, s + m, M, nq, D, v, stride, dt0, n);
       continue;
     }
 #endif
@@ -389,6 +435,9 @@ int32_t duo_attend(const float *q, int32_t t, int32_t num_heads, int32_t head_di
   if (t < 0 || D <= 0 || D % 4 || G <= 0 || J < 0 || n_segments < 0 || ((uintptr_t)work & 15)) return DUO_E_ARG;
   if (t == 0 || J == 0) return DUO_OK;
   plan p = make_plan(t, G, J, D);
+#ifdef K_QUANT_FUSED
+  int any_quant = 0;
+#endif
   const int32_t *qh = q_heads;
   const duo_segment *segs = segments;
   for (int si = 0; si < n_segments; si++) {
@@ -397,11 +446,17 @@ int32_t duo_attend(const float *q, int32_t t, int32_t num_heads, int32_t head_di
                                   sg->row_start < 0 || sg->row_count > sg->buffer_rows - sg->row_start))
       return DUO_E_ARG;
     if (sg->layout == DUO_T64 && eo_capable(t, G, D)) p.eo = 1;
+#ifdef K_QUANT_FUSED
+    any_quant |= is_quantized(sg->dtype);
+#endif
   }
+#ifdef K_QUANT_FUSED
+  p.z &= any_quant; /* no quantized segment: no fused-kernel queries to lay out */
+#endif
   const float *qf = q;
   float *of = out, *lf = lse;
   const float scale = (float)LOG2E / __builtin_sqrtf((float)D);
-  tile_ctx c = {&p, (uint8_t *)work, kv_slots, 0, 0, 0, sink, recent, windowed};
+  tile_ctx c = {.p = &p, .w = (uint8_t *)work, .slots = kv_slots, .sink = sink, .recent = recent, .windowed = windowed};
   const int JM = J * p.M;
   for (int t0 = 0; t0 < t; t0 += p.BQ) {
     const int rows = t - t0 < p.BQ ? t - t0 : p.BQ;
@@ -424,13 +479,18 @@ int32_t duo_attend(const float *q, int32_t t, int32_t num_heads, int32_t head_di
           if (p.eo) /* the same query for the tiled kernels (kernels.h): q4[j][d][g] */
             for (int d = 0; d < D; d++) WS(&c, q4)[((uint32_t)j * D + d) * 4 + g] = src[d] * scale;
 #ifdef K_QUANT_FUSED
-          if (p.z) /* and for the fused quantized kernels: qz[j][g][chunk of 32 in even/odd order] */
-            for (int d = 0; d < D; d++) WS(&c, qz)[((uint32_t)j * 4 + g) * D + d / 32 * 32 + d % 2 * 16 + d % 32 / 2] = src[d] * scale;
+          if (p.z) { /* and for the fused quantized kernels: qz[int4, int8][j][g][D] */
+            k_quant_query(WS(&c, qz) + ((uint32_t)j * G + g) * D, src, scale, D, DUO_INT4);
+            k_quant_query(WS(&c, qz) + ((uint32_t)(J + j) * G + g) * D, src, scale, D, DUO_INT8);
+          }
 #endif
         }
     reset_state(WS(&c, tacc), WS(&c, tm), WS(&c, tl), JM, D);
     for (int si = 0; si < n_segments; si++) {
       c.sg = &segs[si];
+#ifdef K_QUANT_FUSED
+      c.next = si + 1 < n_segments ? &segs[si + 1] : 0;
+#endif
       if (c.sg->row_count <= 0) continue;
       if (c.sg->positions) run_rows(&c, 0, c.sg->row_count);
       else run_consecutive(&c);

@@ -61,22 +61,25 @@ void k_pv_m1(float *acc, float alpha, const float *p, int D, const uint8_t *v, u
 void k_scores_k64(const float *q4, int D, const uint8_t *kt, int dt, int n, float *s);
 void k_pv_v64(float *acc, const float *alpha, const float *p, int D, const uint8_t *vt, int dt, int n);
 
-/* Fused quantized decode (G = 4, one query quad; D a multiple of 32; records not flagged DUO_NONFINITE), in the AVX-512
- * sets only (K_QUANT_FUSED; attend_simd.c with simd_x86.h's VZ): read straight from the packed records, 32 elements
- * per step into 16-lane vectors, no dequantized copy of the block. int4: each record's 16-value table (quant.h,
- * f16(f16(q * s) + z), exact) is built once and its codes looked up 16 at a time; int8: the codes, unscaled, as in
- * k_scores_m4 (the driver applies each record's scale to the scores and to the weights). Elsewhere int4 blocks go
- * through k_dequant and the f32 kernels, int8 through the 4-lane code kernels; the conformance grid runs every
- * instruction set against the reference backend.
- * qz [4][D]: the 4 query vectors, each 32-element chunk in even/odd order (how a step splits a chunk): element d of
- * vector h at qz[h*D + (d/32)*32 + (d%2)*16 + (d%32)/2].
- * k_scores_quant: s[i*4 + h] = vector h . record i, for i < n (records `stride` bytes apart), dt DUO_INT4 or DUO_INT8.
- * k_pv_quant: acc[h][:] <- acc[h][:] * alpha[h] + sum_{i<n} p[i*4 + h] * record i, acc [4][D] in natural order,
- * n <= 64 (BK: the block's int4 tables are kept on the stack). */
-#if defined(__AVX512F__)
+/* Fused quantized decode (T = 1, D a multiple of 32, records not flagged DUO_NONFINITE), in the AVX-512 and AVX2 sets
+ * (K_QUANT_FUSED; quant_simd.c with simd_x86.h's VQ vectors, 16 or 8 lanes): read straight from the packed records,
+ * no dequantized copy of the block, nq = 1 or 4 query vectors per pass over a record (each value widened once and
+ * used nq times from registers). int4: each record's 16-value table (quant.h, f16(f16(q * s) + z), exact) is built
+ * once per record and its codes looked up a vector at a time; int8: the codes widened to f32, the record's scale
+ * applied to the dot product (K) and to the weight (V), which only reassociates one f32 product per term.
+ * Elsewhere int4 blocks go through k_dequant and the f32 kernels, int8 through the 4-lane code kernels; the
+ * conformance grid runs every instruction set against the reference backend.
+ * k_quant_query: qz [D] = q * scale in the order the kernels read a record of dtype dt: int8 natural, int4 each chunk
+ *   of 2 * VQ_LANES elements as its even elements, then its odd ones (a byte holds an even and an odd element).
+ * k_scores_quant: s[i*sm + h] = query h . record i, for i < n (records `stride` bytes apart), h < nq; qz [nq][D].
+ * k_pv_quant: acc[h][:] <- acc[h][:] * alpha[h] + sum_{i<n} p[i*sm + h] * record i, h < nq, acc [nq][D] natural
+ *   order. Both take n <= 64 (BK: the block's int4 tables, and int8's scaled weights, are staged on the stack). */
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__) && defined(__F16C__))
 #define K_QUANT_FUSED 1
-void k_scores_quant(const float *qz, int D, const uint8_t *k, uint32_t stride, int dt, int n, float *s);
-void k_pv_quant(float *acc, const float *alpha, const float *p, int D, const uint8_t *v, uint32_t stride, int dt, int n);
+void k_quant_query(float *qz, const float *q, float scale, int D, int dt);
+void k_scores_quant(const float *qz, int nq, int D, const uint8_t *k, uint32_t stride, int dt, int n, float *s, int sm);
+void k_pv_quant(float *acc, const float *alpha, const float *p, int sm, int nq, int D, const uint8_t *v, uint32_t stride,
+                int dt, int n);
 #endif
 
 /* dst[i*D + d] = f32 of element d of tile row i0 + i, for i < n (i0 + n <= 64): rows of a K64 or V64 tile of bf16 or

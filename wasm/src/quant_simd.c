@@ -119,3 +119,219 @@ void k_dequant(float *dst, const uint8_t *src, uint32_t stride, int dt, int n, i
   if ((dt & DUO_DTYPE_MASK) == DUO_INT8) dequant_int8(dst, src, stride, n, D);
   else dequant_int4(dst, src, stride, n, D);
 }
+
+#ifdef K_QUANT_FUSED
+/*
+ * Fused quantized decode (kernels.h K_QUANT_FUSED), in VQ vectors (simd_x86.h: 16 lanes on AVX-512, 8 on AVX2). A step
+ * reads a chunk of QC = 2 * VQ_LANES elements of a record as two vectors: int4 QC / 2 bytes zero-extended into lanes,
+ * the high nibbles (even elements) and the low ones (odd elements) looked up in the record's table; int8 two runs of
+ * VQ_LANES codes. What bounds these kernels at G = 4 is the multiply-add ports, which on x86 also run every shuffle
+ * and conversion (AVX-512: ports 0 and 5 only), so the structure keeps everything but the multiply-adds few:
+ *  - each value is widened once and used by all nq query vectors from registers (nq = 4: a GQA group);
+ *  - the block's int4 tables are built first, all independent, into an L1 array (stage);
+ *  - K: R records per pass (R * nq = VQ_ACCS sums in registers), the queries' chunks loaded once for all R, the R * nq
+ *    sums finished together (AVX-512: 16 in one vector; else 4 at a time, vq_sum4); int8's scales multiply them;
+ *  - V: a panel of the accumulators (nq vectors x CH chunks) stays in registers down all n records of the block;
+ *    int8's weights are staged times their record's scale.
+ * Per 16 elements at G = 4 that is 4 multiply-adds and 2 other operations (a lookup and half an unpack: int4; a
+ * widening and a conversion: int8), plus one table per record (~14 operations; ~5 with AVX512-FP16) and, for K, the
+ * horizontal sums: in L1, one thread, int4 K ran at 0.43 and V at 0.54 of the 512-bit multiply-add peak (README).
+ */
+#define QL VQ_LANES
+#define QC (2 * VQ_LANES)
+
+void k_quant_query(float *qz, const float *q, float scale, int D, int dt) {
+  const int int4 = (dt & DUO_DTYPE_MASK) == DUO_INT4;
+  for (int d = 0; d < D; d++) qz[int4 ? d / QC * QC + d % 2 * QL + d % QC / 2 : d] = q[d] * scale;
+}
+
+/* Elements [d, d + QC) of a record: int4 the even ones (x) and the odd ones (y); int8 [d, d + QL) and the rest. */
+ALWAYS_INLINE void chunk(const uint8_t *rec, int d, int dt, VQT t, VQ *x, VQ *y) {
+  if (dt == DUO_INT4) {
+    const VQI c = VQ_U8(rec + d / 2);
+    *x = vq_lut(VQ_SHR4(c), t);
+    *y = vq_lut(c, t);
+  } else {
+    *x = VQ_I8(rec + d);
+    *y = VQ_I8(rec + d + QL);
+  }
+}
+
+#ifdef __AVX512F__
+#include <cpuid.h>
+/* With AVX512-FP16 (Sapphire Rapids and later; chosen at run time, the set targets x86-64-v4) the tables of two
+ * records come from one f16 multiply and one f16 add over 32 lanes: the codec's own arithmetic, f16(q * s) and then
+ * f16(+ z), each rounded to nearest even with Inf on overflow (these instructions ignore DAZ / FTZ), so the same
+ * values as vq_table's f32 arithmetic and two roundings, in ~5 operations per table instead of ~14. */
+__attribute__((target("avx512fp16"))) static void tables_fp16(VQT *tabs, const uint8_t *meta, uint32_t stride, int n) {
+  static const uint16_t codes[32] __attribute__((aligned(64))) = { /* 0..15 as f16, twice */
+    0x0000, 0x3c00, 0x4000, 0x4200, 0x4400, 0x4500, 0x4600, 0x4700, 0x4800, 0x4880, 0x4900, 0x4980, 0x4a00, 0x4a80, 0x4b00, 0x4b80,
+    0x0000, 0x3c00, 0x4000, 0x4200, 0x4400, 0x4500, 0x4600, 0x4700, 0x4800, 0x4880, 0x4900, 0x4980, 0x4a00, 0x4a80, 0x4b00, 0x4b80};
+  const __m512h q = _mm512_castsi512_ph(_mm512_load_si512((const void *)codes));
+  const __m512i lo = _mm512_set1_epi32(0x01000100), hi = _mm512_set1_epi32(0x03020302); /* s, z of each dword */
+  int i = 0;
+  for (; i + 2 <= n; i += 2, meta += 2 * stride) { /* records i, i + 1 in the low / high 16 lanes */
+    const __m512i m = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi32(*(const int32_t *)(const void *)meta)),
+                                         _mm256_set1_epi32(*(const int32_t *)(const void *)(meta + stride)), 1);
+    const __m512h t = _mm512_add_ph(_mm512_mul_ph(q, _mm512_castsi512_ph(_mm512_shuffle_epi8(m, lo))),
+                                    _mm512_castsi512_ph(_mm512_shuffle_epi8(m, hi)));
+    tabs[i] = _mm512_cvtph_ps(_mm256_castph_si256(_mm512_castph512_ph256(t)));
+    tabs[i + 1] = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(_mm512_castph_si512(t), 1));
+  }
+  if (i < n) tabs[i] = vq_table(meta);
+}
+
+static int has_fp16(void) {
+  static int known = -1; /* -1 until asked; every thread computes the same answer */
+  int v = __atomic_load_n(&known, __ATOMIC_RELAXED);
+  if (v < 0) {
+    unsigned a, b, c, d;
+    v = __get_cpuid_count(7, 0, &a, &b, &c, &d) && (d >> 23 & 1);
+    __atomic_store_n(&known, v, __ATOMIC_RELAXED);
+  }
+  return v;
+}
+#endif
+
+/* The block's int4 tables, built before the loops that use them (tabs [n]: independent chains of conversions, ~45
+ * cycles long each, that the loops then read from L1). */
+ALWAYS_INLINE void stage(VQT *tabs, const uint8_t *rec, uint32_t stride, int D, int n, int dt) {
+  if (dt != DUO_INT4) return;
+#ifdef __AVX512F__
+  if (has_fp16()) { tables_fp16(tabs, rec + D / 2, stride, n); return; }
+#endif
+  for (int i = 0; i < n; i++, rec += stride) tabs[i] = vq_table(rec + D / 2);
+}
+
+/* R records at a time; a last group of fewer reads its first record again in the missing places (those sums are
+ * dropped), so that every group runs the same code. */
+ALWAYS_INLINE void scores_impl(const float *qz, int D, const uint8_t *k, uint32_t stride, int n, float *s, int sm,
+                               int dt, const int NQ, const int R) {
+  VQT tabs[64];
+  stage(tabs, k, stride, D, n, dt);
+  for (int i = 0; i < n; i += R) {
+    const int m = n - i < R ? n - i : R;
+    const uint8_t *rec[VQ_ACCS]; /* fixed sizes: arrays sized by R would be VLAs, on the stack */
+    const VQT *t[VQ_ACCS];
+    VQ a[VQ_ACCS];
+    for (int r = 0; r < R; r++) {
+      const int row = i + (r < m ? r : 0);
+      rec[r] = k + (uint32_t)row * stride;
+      t[r] = tabs + row;
+    }
+    for (int x = 0; x < R * NQ; x++) a[x] = VQ_ZERO;
+    for (int d = 0; d < D; d += QC) {
+      VQ qx[4], qy[4];
+      for (int h = 0; h < NQ; h++) { qx[h] = VQ_LOAD(qz + h * D + d); qy[h] = VQ_LOAD(qz + h * D + d + QL); }
+      for (int r = 0; r < R; r++) {
+        VQ x, y;
+        chunk(rec[r], d, dt, dt == DUO_INT4 ? *t[r] : (VQT){0}, &x, &y);
+        for (int h = 0; h < NQ; h++) a[r * NQ + h] = VQ_MAD(VQ_MAD(a[r * NQ + h], qx[h], x), qy[h], y);
+      }
+    }
+    float sums[VQ_ACCS] __attribute__((aligned(64)));
+#ifdef VZ_LANES4
+    if (R * NQ == 16) /* all 16 sums in one vector: 15 pairwise steps of 2 lane operations and an add */
+      VZ_STORE(sums, VZ_LANES4(VZ_QUAD(a[0], a[1], a[2], a[3]), VZ_QUAD(a[4], a[5], a[6], a[7]),
+                               VZ_QUAD(a[8], a[9], a[10], a[11]), VZ_QUAD(a[12], a[13], a[14], a[15])));
+    else
+#endif
+      for (int x = 0; x < R * NQ; x += 4) VF_STORE(sums + x, vq_sum4(a[x], a[x + 1], a[x + 2], a[x + 3]));
+    for (int r = 0; r < m; r++) {
+      float sc = 1.0f;
+      if (dt == DUO_INT8) __builtin_memcpy(&sc, rec[r] + D, 4);
+      for (int h = 0; h < NQ; h++) s[(i + r) * sm + h] = dt == DUO_INT8 ? sums[r * NQ + h] * sc : sums[r * NQ + h];
+    }
+  }
+}
+
+void k_scores_quant(const float *qz, int nq, int D, const uint8_t *k, uint32_t stride, int dt, int n, float *s, int sm) {
+  const int int4 = (dt & DUO_DTYPE_MASK) == DUO_INT4;
+  if (nq == 1) {
+    if (int4) scores_impl(qz, D, k, stride, n, s, sm, DUO_INT4, 1, VQ_ACCS / 2);
+    else scores_impl(qz, D, k, stride, n, s, sm, DUO_INT8, 1, VQ_ACCS / 2);
+  } else {
+    if (int4) scores_impl(qz, D, k, stride, n, s, sm, DUO_INT4, 4, VQ_ACCS / 4);
+    else scores_impl(qz, D, k, stride, n, s, sm, DUO_INT8, 4, VQ_ACCS / 4);
+  }
+}
+
+/* Elements [d0, d0 + CH * QC) of the nq accumulators, in registers down the n records (int4: even/odd halves per
+ * chunk, VQ_EO_IN / VQ_EO_OUT at the ends). w [n][ws]: the weights (h < NQ); tabs [n]: the int4 tables. */
+ALWAYS_INLINE void pv_panel(float *acc, const float *alpha, const float *w, int ws, const VQT *tabs, int D,
+                            const uint8_t *v, uint32_t stride, int n, int dt, const int NQ, int d0, const int CH) {
+  VQ e[4 * 2 * 4]; /* [query][chunk][x, y]: NQ * 2 * CH used (a fixed size: not a VLA) */
+  for (int h = 0; h < NQ; h++) {
+    const VQ al = VQ_SPLAT(alpha + h);
+    for (int c = 0; c < CH; c++) {
+      const float *src = acc + h * D + d0 + c * QC;
+      VQ x, y;
+      if (dt == DUO_INT4) VQ_EO_IN(src, &x, &y);
+      else { x = VQ_LOAD(src); y = VQ_LOAD(src + QL); }
+      e[(h * CH + c) * 2] = VQ_MUL(x, al);
+      e[(h * CH + c) * 2 + 1] = VQ_MUL(y, al);
+    }
+  }
+  const uint8_t *r = v;
+  for (int i = 0; i < n; i++, r += stride) {
+    VQ wv[4];
+    for (int h = 0; h < NQ; h++) wv[h] = VQ_SPLAT(w + i * ws + h);
+    for (int c = 0; c < CH; c++) {
+      VQ x, y;
+      chunk(r, d0 + c * QC, dt, dt == DUO_INT4 ? tabs[i] : (VQT){0}, &x, &y);
+      for (int h = 0; h < NQ; h++) {
+        e[(h * CH + c) * 2] = VQ_MAD(e[(h * CH + c) * 2], wv[h], x);
+        e[(h * CH + c) * 2 + 1] = VQ_MAD(e[(h * CH + c) * 2 + 1], wv[h], y);
+      }
+    }
+  }
+  for (int h = 0; h < NQ; h++)
+    for (int c = 0; c < CH; c++) {
+      float *dst = acc + h * D + d0 + c * QC;
+      if (dt == DUO_INT4) VQ_EO_OUT(dst, e[(h * CH + c) * 2], e[(h * CH + c) * 2 + 1]);
+      else { VQ_STORE(dst, e[(h * CH + c) * 2]); VQ_STORE(dst + QL, e[(h * CH + c) * 2 + 1]); }
+    }
+}
+
+/* Panels of CH chunks (nq = 4: VQ_ACCS sums; nq = 1: 4 chunks), then one panel of the chunks left. int8's weights are
+ * staged times their record's scale; int4's are read where they are. */
+ALWAYS_INLINE void pv_impl(float *acc, const float *alpha, const float *p, int sm, int D, const uint8_t *v,
+                           uint32_t stride, int n, int dt, const int NQ) {
+  const int CH = NQ == 1 ? 4 : VQ_ACCS / 8;
+  float staged[64 * 4] __attribute__((aligned(64)));
+  VQT tabs[64];
+  stage(tabs, v, stride, D, n, dt);
+  const float *w = p;
+  int ws = sm;
+  if (dt == DUO_INT8) {
+    const uint8_t *r = v;
+    for (int i = 0; i < n; i++, r += stride) {
+      float sc;
+      __builtin_memcpy(&sc, r + D, 4);
+      for (int h = 0; h < NQ; h++) staged[i * NQ + h] = p[i * sm + h] * sc;
+    }
+    w = staged;
+    ws = NQ;
+  }
+  int d0 = 0;
+  for (; d0 + CH * QC <= D; d0 += CH * QC) pv_panel(acc, alpha, w, ws, tabs, D, v, stride, n, dt, NQ, d0, CH);
+  const int left = (D - d0) / QC;
+  if (CH > 3 && left == 3) pv_panel(acc, alpha, w, ws, tabs, D, v, stride, n, dt, NQ, d0, CH > 3 ? 3 : 1);
+  if (CH > 2 && left == 2) pv_panel(acc, alpha, w, ws, tabs, D, v, stride, n, dt, NQ, d0, CH > 2 ? 2 : 1);
+  if (CH > 1 && left == 1) pv_panel(acc, alpha, w, ws, tabs, D, v, stride, n, dt, NQ, d0, 1);
+}
+
+void k_pv_quant(float *acc, const float *alpha, const float *p, int sm, int nq, int D, const uint8_t *v, uint32_t stride,
+                int dt, int n) {
+  const int int4 = (dt & DUO_DTYPE_MASK) == DUO_INT4;
+  if (nq == 1) {
+    if (int4) pv_impl(acc, alpha, p, sm, D, v, stride, n, DUO_INT4, 1);
+    else pv_impl(acc, alpha, p, sm, D, v, stride, n, DUO_INT8, 1);
+  } else {
+    if (int4) pv_impl(acc, alpha, p, sm, D, v, stride, n, DUO_INT4, 4);
+    else pv_impl(acc, alpha, p, sm, D, v, stride, n, DUO_INT8, 4);
+  }
+}
+#undef QL
+#undef QC
+#endif

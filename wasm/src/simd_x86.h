@@ -108,16 +108,8 @@ typedef __m256 VW;
                                                         -1, -1, 2, 3, -1, -1, 6, 7, -1, -1, 10, 11, -1, -1, 14, 15))))
 #endif
 
-/* Optional: 16-lane f32 vectors (VZ, 512 bits) in the AVX-512 set, for the fused int4 / int8 decode kernels and the bf16
- * tiled ones (attend_simd.c, kernels.h K_QUANT_FUSED). An int4 record has 16 possible values, so one VZ holds its whole table and one vpermps
- * (VZ_LOOKUP16) turns 16 codes into their values exactly.
- *   VZ_CODES16(p)         the 16 bytes at p, one per 32-bit lane (zero-extended)
- *   VZ_I8X32(p)           the 32 signed bytes at p as 16-bit lanes (sign-extended): byte 2k low, 2k + 1 high in lane k
- *   VZ_SHL16(i), VZ_SRA16(i)  per 32-bit lane: i << 16, i >> 16 (arithmetic); VZ_FROM_I32(i): (float) per lane
- *   VZ_LOOKUP16(i, t)     r[k] = t[i[k] & 15] (only the low 4 bits of each lane index)
- *   VZ_SHR4(i)            i >> 4 per 32-bit lane (a byte's high nibble)
- *   VZ_F16_ROUND(x)       x rounded to the nearest f16 (ties to even; overflow to Inf, f16 subnormals exact) as f32
- *   VZ_F16X2(p)           the f16 pair at p as f32 [p[0], p[1], 0, 0] (VF)
+/* Optional: 16-lane f32 vectors (VZ, 512 bits) in the AVX-512 set, for the bf16 tiled decode kernels and the online
+ * softmax of one query quad (attend_simd.c), and the model kernels (wasm/model/kernels.c):
  *   VZ_PERM2(a, i, b)     r[k] = (i[k] < 16 ? a : b)[i[k] & 15]  (vpermt2ps)
  *   VZ_PREFETCH_L2(p)     ask for the line at p in L2 (prefetcht1); VZ_PREFETCH(p): in L1 (prefetcht0)
  *   VZ_LOAD_MASKED(m, p)  r[k] = bit k of m ? p[k] : 0 (masked-off lanes read nothing)
@@ -132,20 +124,9 @@ typedef __m512i VZI;
 #define VZ_LOAD(p)          _mm512_loadu_ps((const float *)(const void *)(p))
 #define VZ_STORE(p, x)      _mm512_storeu_ps((float *)(void *)(p), x)
 #define VZ_LOAD_SPLAT(p)    _mm512_set1_ps(*(const float *)(const void *)(p))
-#define VZ_SPLAT_LANE(x, i) _mm512_permutexvar_ps(_mm512_set1_epi32(i), _mm512_castps128_ps512(x))
 #define VZ_ADD(a, b)        _mm512_add_ps(a, b)
 #define VZ_MUL(a, b)        _mm512_mul_ps(a, b)
 #define VZ_MAD(acc, a, b)   _mm512_fmadd_ps(a, b, acc)
-#define VZ_IOTA             _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
-#define VZ_CODES16(p)       _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(p)))
-#define VZ_I8X32(p)         _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(const void *)(p)))
-#define VZ_SHL16(i)         _mm512_slli_epi32(i, 16)
-#define VZ_SRA16(i)         _mm512_srai_epi32(i, 16)
-#define VZ_FROM_I32(i)      _mm512_cvtepi32_ps(i)
-#define VZ_LOOKUP16(i, t)   _mm512_permutexvar_ps(i, t)
-#define VZ_SHR4(i)          _mm512_srli_epi32(i, 4)
-#define VZ_F16_ROUND(x)     _mm512_cvtph_ps(_mm512_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC))
-#define VZ_F16X2(p)         _mm_cvtph_ps(_mm_cvtsi32_si128(*(const int32_t *)(const void *)(p)))
 #define VZ_PERM2(a, i, b)   _mm512_permutex2var_ps(a, i, b)
 #define VZ_PREFETCH_L2(p)   _mm_prefetch((const char *)(const void *)(p), _MM_HINT_T1)
 #define VZ_PREFETCH(p)      _mm_prefetch((const char *)(const void *)(p), _MM_HINT_T0)
@@ -202,6 +183,105 @@ static inline __m512 vz_lanes4(__m512 u0, __m512 u1, __m512 u2, __m512 u3) {
 }
 #define VZ_QUAD(a, b, c, d)     vz_quad(a, b, c, d)
 #define VZ_LANES4(a, b, c, d)   vz_lanes4(a, b, c, d)
+#endif
+
+/* Optional: the vectors of the fused quantized decode kernels (quant_simd.c, kernels.h K_QUANT_FUSED): VQ_LANES f32 lanes,
+ * 16 on AVX-512 (VZ), 8 on AVX2 + FMA + F16C (VW). An int4 record has 16 possible values, its table (VQT): one 16-lane
+ * vector on AVX-512, looked up by one vpermps; two 8-lane halves on AVX2, looked up by two vpermps and a blend on bit 3.
+ *   VQ_U8(p)            VQ_LANES bytes at p zero-extended into 32-bit lanes (int4: one byte = two codes)
+ *   VQ_I8(p)            VQ_LANES int8 codes at p as f32 (exact)
+ *   VQ_SHR4(i)          i >> 4 per 32-bit lane (a byte's high nibble; the lookup ignores the bits above 3)
+ *   vq_lut(i, t)        r[k] = t[i[k] & 15]
+ *   vq_table(meta)      the table of the int4 record whose f16 scale and min are at meta: t[q] = f16(f16(q * s) + z),
+ *                       with two hardware f32 -> f16 roundings (q * s is exact in f32, and rounding the f32 sum of two f16
+ *                       values to f16 equals rounding the exact sum: 24 >= 2 * 11 + 2 bits), Inf and subnormals included
+ *   vq_sum4(a, b, c, d) [sum a, sum b, sum c, sum d]
+ *   VQ_EO_IN(p, x, y)   the 2 * VQ_LANES floats at p split into even (x) and odd (y) elements; VQ_EO_OUT(p, x, y) back
+ *   VQ_ACCS             sums a kernel keeps in registers (half the register file) */
+#if defined(__AVX512F__)
+#define VQ_LANES            16
+#define VQ_ACCS             16
+typedef __m512 VQ;
+typedef __m512i VQI;
+typedef __m512 VQT;
+#define VQ_ZERO             _mm512_setzero_ps()
+#define VQ_LOAD(p)          _mm512_loadu_ps((const float *)(const void *)(p))
+#define VQ_STORE(p, x)      _mm512_storeu_ps((float *)(void *)(p), x)
+#define VQ_SPLAT(p)         _mm512_set1_ps(*(const float *)(const void *)(p))
+#define VQ_MUL(a, b)        _mm512_mul_ps(a, b)
+#define VQ_MAD(acc, a, b)   _mm512_fmadd_ps(a, b, acc)
+#define VQ_U8(p)            _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(p)))
+#define VQ_I8(p)            _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(p))))
+#define VQ_SHR4(i)          _mm512_srli_epi32(i, 4)
+#define vq_lut(i, t)        _mm512_permutexvar_ps(i, t)
+#define VQ_F16_ROUND_(x)    _mm512_cvtph_ps(_mm512_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC))
+static inline VQT vq_table(const uint8_t *meta) {
+  const __m512 sz = _mm512_cvtph_ps(_mm256_set1_epi32(*(const int32_t *)(const void *)meta)); /* s z s z ... */
+  const __m512 s = _mm512_moveldup_ps(sz), z = _mm512_movehdup_ps(sz);
+  const __m512 q = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  return VQ_F16_ROUND_(_mm512_add_ps(VQ_F16_ROUND_(_mm512_mul_ps(q, s)), z));
+}
+static inline __m128 vq_sum4(__m512 a, __m512 b, __m512 c, __m512 d) {
+  const __m512 ab = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b)); /* a0+a2 b0+b2 a1+a3 b1+b3 */
+  const __m512 cd = _mm512_add_ps(_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
+  const __m512 x = _mm512_add_ps(_mm512_shuffle_ps(ab, cd, _MM_SHUFFLE(1, 0, 1, 0)), _mm512_shuffle_ps(ab, cd, _MM_SHUFFLE(3, 2, 3, 2)));
+  const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(x), _mm512_extractf32x8_ps(x, 1));
+  return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+}
+#define VQ_EO_IN(p, x, y) do { \
+    const __m512 l_ = VQ_LOAD(p), h_ = VQ_LOAD((const float *)(p) + 16); \
+    *(x) = _mm512_permutex2var_ps(l_, _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30), h_); \
+    *(y) = _mm512_permutex2var_ps(l_, _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31), h_); \
+  } while (0)
+#define VQ_EO_OUT(p, x, y) do { \
+    VQ_STORE(p, _mm512_permutex2var_ps(x, _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23), y)); \
+    VQ_STORE((float *)(p) + 16, _mm512_permutex2var_ps(x, _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31), y)); \
+  } while (0)
+#elif defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#define VQ_LANES            8
+#define VQ_ACCS             8
+typedef __m256 VQ;
+typedef __m256i VQI;
+typedef struct { __m256 lo, hi; } VQT; /* t[0..7], t[8..15] */
+#define VQ_ZERO             _mm256_setzero_ps()
+#define VQ_LOAD(p)          _mm256_loadu_ps((const float *)(const void *)(p))
+#define VQ_STORE(p, x)      _mm256_storeu_ps((float *)(void *)(p), x)
+#define VQ_SPLAT(p)         _mm256_broadcast_ss((const float *)(const void *)(p))
+#define VQ_MUL(a, b)        _mm256_mul_ps(a, b)
+#define VQ_MAD(acc, a, b)   _mm256_fmadd_ps(a, b, acc)
+#define VQ_U8(p)            _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(p)))
+#define VQ_I8(p)            _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(p))))
+#define VQ_SHR4(i)          _mm256_srli_epi32(i, 4)
+/* vpermps reads index bits 2..0; bit 3, shifted up to the sign, picks the half (blendv) */
+static inline __m256 vq_lut(__m256i i, VQT t) {
+  return _mm256_blendv_ps(_mm256_permutevar8x32_ps(t.lo, i), _mm256_permutevar8x32_ps(t.hi, i),
+                          _mm256_castsi256_ps(_mm256_slli_epi32(i, 28)));
+}
+#define VQ_F16_ROUND_(x)    _mm256_cvtph_ps(_mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC))
+static inline VQT vq_table(const uint8_t *meta) {
+  const __m256 sz = _mm256_cvtph_ps(_mm_set1_epi32(*(const int32_t *)(const void *)meta)); /* s z s z ... */
+  const __m256 s = _mm256_moveldup_ps(sz), z = _mm256_movehdup_ps(sz);
+  const __m256 q0 = _mm256_setr_ps(0, 1, 2, 3, 4, 5, 6, 7), q1 = _mm256_setr_ps(8, 9, 10, 11, 12, 13, 14, 15);
+  return (VQT){VQ_F16_ROUND_(_mm256_add_ps(VQ_F16_ROUND_(_mm256_mul_ps(q0, s)), z)),
+               VQ_F16_ROUND_(_mm256_add_ps(VQ_F16_ROUND_(_mm256_mul_ps(q1, s)), z))};
+}
+static inline __m128 vq_sum4(__m256 a, __m256 b, __m256 c, __m256 d) {
+  const __m256 ab = _mm256_add_ps(_mm256_unpacklo_ps(a, b), _mm256_unpackhi_ps(a, b));
+  const __m256 cd = _mm256_add_ps(_mm256_unpacklo_ps(c, d), _mm256_unpackhi_ps(c, d));
+  const __m256 x = _mm256_add_ps(_mm256_shuffle_ps(ab, cd, _MM_SHUFFLE(1, 0, 1, 0)), _mm256_shuffle_ps(ab, cd, _MM_SHUFFLE(3, 2, 3, 2)));
+  return _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
+}
+/* even: shuffle picks 0 2 of each half of both inputs, a 64-bit permute puts the halves in order; odd likewise */
+#define VQ_EO_IN(p, x, y) do { \
+    const __m256 l_ = VQ_LOAD(p), h_ = VQ_LOAD((const float *)(p) + 8); \
+    *(x) = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(l_, h_, _MM_SHUFFLE(2, 0, 2, 0))), _MM_SHUFFLE(3, 1, 2, 0))); \
+    *(y) = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(l_, h_, _MM_SHUFFLE(3, 1, 3, 1))), _MM_SHUFFLE(3, 1, 2, 0))); \
+  } while (0)
+#define VQ_EO_OUT(p, x, y) do { \
+    const __m256 u_ = _mm256_unpacklo_ps(x, y), v_ = _mm256_unpackhi_ps(x, y); \
+    VQ_STORE(p, _mm256_permute2f128_ps(u_, v_, 0x20)); \
+    VQ_STORE((float *)(p) + 8, _mm256_permute2f128_ps(u_, v_, 0x31)); \
+  } while (0)
 #endif
 
 /* Optional, AVX-512 (BW) only: 16-lane tiles of the model kernels' matmul (wasm/model/kernels.c, whose 16-lane
