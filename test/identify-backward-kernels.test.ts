@@ -106,7 +106,7 @@ for (const name of ["wasm", "native"] as const) {
   test(`${name} transposed matmul matches the reference for f32, f16 and bf16 weights, odd shapes, overwrite and accumulate${note}`, { skip: skips[name] }, async () => {
     const { refModel, fastModel, ref, fast } = await sets(name);
     for (const dtype of ["f32", "f16", "bf16"] as const) {
-      for (const [T, nin, nout] of [[1, 1, 1], [1, 8, 3], [3, 7, 5], [4, 16, 2], [5, 37, 9], [37, 64, 11], [70, 24, 6], [9, 200, 130]] as const) {
+      for (const [T, nin, nout] of [[1, 1, 1], [1, 8, 3], [3, 7, 5], [4, 16, 2], [5, 37, 9], [37, 64, 11], [70, 24, 6], [9, 200, 130], [18, 604, 300]] as const) {
         const { bytes } = asDtype(randomArray(nout * nin, nin * 7 + nout), dtype);
         const mr = refModel.matrix(nout, nin, dtype), mf = fastModel.matrix(nout, nin, dtype);
         refModel.write(mr, 0, bytes);
@@ -232,6 +232,26 @@ test("native: every SIMD instruction set this CPU runs gives the reference's tra
     await selectNativeIsa("");
   }
   assert.ok(ran.length >= 1, "at least one SIMD set ran");
+});
+
+test("native transposed matmul gives the same bits on 1, 2 and 3 threads (each element one chain of multiply-adds over W's rows, whatever thread or tile computes it)", { skip: skips.native }, async () => {
+  // [T 18, nin 1100, nout 600]: AVX-512 tiles of 12, 4 and 1 tokens, two column blocks, three chunks of W's rows,
+  // strips of 8 and the unpacked tail (1100 % 32 = 12, % 8 = 4) on every split
+  const T = 18, nin = 1100, nout = 600, dy = randomArray(T * nout, 5), start = randomArray(T * nin, 6);
+  for (const dtype of ["f32", "bf16"] as const) {
+    const { bytes } = asDtype(randomArray(nout * nin, 7), dtype);
+    const runs: Uint32Array[] = [];
+    for (const threads of [1, 2, 3]) {
+      const kn = await createModelKernels("native", { threads }), bk = await createBackwardKernels(kn, { threads });
+      const m = kn.matrix(nout, nin, dtype);
+      kn.write(m, 0, bytes);
+      const dx = start.slice();
+      bk.linearBackward(dx, dy, m, T, true);
+      runs.push(new Uint32Array(dx.buffer));
+      kn.dispose();
+    }
+    for (const r of runs.slice(1)) assert.ok(r.every((b, i) => b === runs[0]![i]), `${dtype}: the same bits on every thread count`);
+  }
 });
 
 test("native backward kernels flush subnormals (x86 microcode assists made them ~150x slower) and leave the threads' FP mode as it was: the forward matmul still keeps subnormals", { skip: skips.native }, async () => {

@@ -13,23 +13,29 @@
 static inline float hsum(VF v) { return VF_LANE(v, 0) + VF_LANE(v, 1) + VF_LANE(v, 2) + VF_LANE(v, 3); }
 
 // -------------------------------------------------------------------------------------------------------------
-// Transposed matmul, blocked as a GEMM dx = dy·W with W row-major along dx's columns: tokens in blocks of TB, the
-// reduction over W's rows in chunks of OC, dx's columns in strips of 8. Inside a (token block, row chunk) the dy
-// block [TB, OC] is reused by every strip and the W panel [OC, 8] of a strip by every tile of 4 tokens (both stay
-// in L1); a tile keeps its 4 x 8 sums in 8 registers over the chunk's rows, each widened group of 8 weights shared
-// by the 4 tokens. The first chunk starts from 0 (or dx when accumulating), later ones add to dx.
+// Transposed matmul dx = dy·W, W row-major along dx's columns (W[o, k] multiplies dy[t, o] into dx[t, k]): a GEMM
+// whose reduction runs over W's rows. Every element of dx is one chain of multiply-adds over o in ascending order,
+// started from 0 (or dx when accumulating) and stored between chunks of o: the same sums whichever tile, column
+// range or thread computes it (the native build splits the columns over threads), so results do not depend on the
+// thread count. The columns go in three parts:
+//  - 16-lane sets (VZ_LANES: AVX-512): runs of 32 columns through the blocked GEMM below (LINEAR_BWD_GEMM);
+//  - 4-lane sets, and the rest of an AVX-512 range: strips of 8 columns (LINEAR_BWD_STRIPS);
+//  - the nin % 8 tail, unpacked in 16-bit rows: one element at a time.
 
+// Strips of 8 columns [k0, k1) (k0, k1 multiples of 8): tokens in blocks of TB, W's rows in chunks of OC. Inside a
+// (token block, row chunk) the dy block [TB, OC] is reused by every strip and the W panel [OC, 8] of a strip by
+// every tile of 4 tokens (both stay in L1); a tile keeps its 4 x 8 sums in 8 registers over the chunk's rows, each
+// widened group of 8 weights shared by the 4 tokens.
 #define TB 32
 #define OC 128
 
-#define LINEAR_BWD(NAME, WT, LD8, W1)                                                                               \
-  EXPORT void NAME(float *dx, const float *dy, const WT *w, int T, int nin, int nout, int k0, int k1, int accumulate) { \
-    const int c8 = nin & ~7, kv = k1 < c8 ? k1 : c8;                                                               \
+#define LINEAR_BWD_STRIPS(NAME, WT, LD8)                                                                            \
+  static void NAME(float *dx, const float *dy, const WT *w, int T, int nin, int nout, int k0, int k1, int accumulate) { \
     for (int t0 = 0; t0 < T; t0 += TB) {                                                                           \
       const int t1 = t0 + TB < T ? t0 + TB : T;                                                                    \
       for (int o0 = 0; o0 < nout; o0 += OC) {                                                                      \
         const int o1 = o0 + OC < nout ? o0 + OC : nout, load = o0 > 0 || accumulate;                               \
-        for (int k = k0; k < kv; k += 8) {                                                                         \
+        for (int k = k0; k < k1; k += 8) {                                                                         \
           int t = t0;                                                                                              \
           for (; t + 4 <= t1; t += 4) {                                                                            \
             float *x0 = dx + (uintptr_t)t * nin + k, *x1 = x0 + nin, *x2 = x1 + nin, *x3 = x2 + nin;               \
@@ -63,20 +69,107 @@ static inline float hsum(VF v) { return VF_LANE(v, 0) + VF_LANE(v, 1) + VF_LANE(
           }                                                                                                        \
         }                                                                                                          \
       }                                                                                                            \
-      for (int k = k0 > c8 ? k0 : c8; k < k1; k++) { /* the unpacked tail columns */                               \
-        for (int t = t0; t < t1; t++) {                                                                            \
-          const float *g = dy + (uintptr_t)t * nout;                                                               \
-          float acc = accumulate ? dx[(uintptr_t)t * nin + k] : 0.0f;                                              \
-          for (int o = 0; o < nout; o++) acc += g[o] * W1(w + (uintptr_t)o * nin + k);                             \
-          dx[(uintptr_t)t * nin + k] = acc;                                                                        \
+    }                                                                                                              \
+  }
+
+#ifdef VZ_LANES
+// The 16-lane GEMM, blocked as the forward's (kernels.c MATMUL_GEMM) with the roles of k and o swapped: dx's columns
+// in blocks of GNC, W's rows in chunks of GKC (the W block [GKC, GNC], 256 KiB in bf16 / f16, 512 KiB in f32, stays in
+// L2 while every token tile passes), tokens in tiles of 12 (then 4, then 1). A tile's dy [12, GKC] is copied once
+// per (block, chunk) into a stack buffer in broadcast order (gp [GKC][12] f32, 12 KiB: L1), then serves every run of
+// 32 columns of the block: 12 x 2 accumulators + 2 weight vectors + 1 broadcast of the 32 registers, each row of 32
+// widened weights shared by 12 tokens, each broadcast dy value by 32 columns. Weights are widened to element order
+// by the decode loads (vz_ld32_*: the same columns as dx, no permutes at the stores).
+#define GKC 256
+#define GNC 512
+
+// Tokens [t, t + NT) x columns [c, c + 32) over W's rows [o0, o1), gp = the tile's dy [o1 - o0][NT]; load: start
+// from dx (a later chunk, or accumulating), else from 0.
+#define LINEAR_BWD_TILE(NAME, WT, LDW, NT)                                                                          \
+  static inline void NAME(float *dx, const float *gp, const WT *w, int nin, int t, int c, int o0, int o1, int load) { \
+    float *x0 = dx + (uintptr_t)t * nin + c;                                                                       \
+    VZ acc[NT][2];                                                                                                 \
+    for (int i = 0; i < NT; i++) {                                                                                 \
+      acc[i][0] = load ? VZ_LOAD(x0 + (uintptr_t)i * nin) : VZ_ZERO;                                               \
+      acc[i][1] = load ? VZ_LOAD(x0 + (uintptr_t)i * nin + 16) : VZ_ZERO;                                          \
+    }                                                                                                              \
+    const WT *wr = w + (uintptr_t)o0 * nin + c;                                                                    \
+    for (int o = o0; o < o1; o++, wr += nin, gp += NT) {                                                           \
+      VZ lo, hi;                                                                                                   \
+      LDW(wr, &lo, &hi);                                                                                           \
+      for (int i = 0; i < NT; i++) {                                                                               \
+        const VZ s = VZ_LOAD_SPLAT(gp + i);                                                                        \
+        acc[i][0] = VZ_MAD(acc[i][0], s, lo);                                                                      \
+        acc[i][1] = VZ_MAD(acc[i][1], s, hi);                                                                      \
+      }                                                                                                            \
+    }                                                                                                              \
+    for (int i = 0; i < NT; i++) {                                                                                 \
+      VZ_STORE(x0 + (uintptr_t)i * nin, acc[i][0]);                                                                \
+      VZ_STORE(x0 + (uintptr_t)i * nin + 16, acc[i][1]);                                                           \
+    }                                                                                                              \
+  }
+
+// Columns [k0, k1) (k0 a multiple of 8, k1 - k0 a multiple of 32, k1 <= nin & ~7: whole packed groups).
+#define LINEAR_BWD_GEMM(NAME, WT, LDW)                                                                              \
+  LINEAR_BWD_TILE(NAME##_12, WT, LDW, 12)                                                                          \
+  LINEAR_BWD_TILE(NAME##_4, WT, LDW, 4)                                                                            \
+  LINEAR_BWD_TILE(NAME##_1, WT, LDW, 1)                                                                            \
+  static void NAME(float *dx, const float *dy, const WT *w, int T, int nin, int nout, int k0, int k1, int accumulate) { \
+    float gp[GKC * 12] __attribute__((aligned(64)));                                                               \
+    for (int cb = k0; cb < k1; cb += GNC) {                                                                        \
+      const int ce = cb + GNC < k1 ? cb + GNC : k1;                                                                \
+      for (int o0 = 0; o0 < nout; o0 += GKC) {                                                                     \
+        const int o1 = o0 + GKC < nout ? o0 + GKC : nout, on = o1 - o0, load = o0 > 0 || accumulate;               \
+        for (int t = 0; t < T;) {                                                                                  \
+          const int nt = T - t >= 12 ? 12 : T - t >= 4 ? 4 : 1;                                                    \
+          for (int i = 0; i < nt; i++) {                                                                           \
+            const float *g = dy + (uintptr_t)(t + i) * nout + o0;                                                  \
+            for (int o = 0; o < on; o++) gp[o * nt + i] = g[o];                                                    \
+          }                                                                                                        \
+          for (int c = cb; c < ce; c += 32) {                                                                      \
+            if (nt == 12) NAME##_12(dx, gp, w, nin, t, c, o0, o1, load);                                           \
+            else if (nt == 4) NAME##_4(dx, gp, w, nin, t, c, o0, o1, load);                                        \
+            else NAME##_1(dx, gp, w, nin, t, c, o0, o1, load);                                                     \
+          }                                                                                                        \
+          t += nt;                                                                                                 \
         }                                                                                                          \
       }                                                                                                            \
     }                                                                                                              \
   }
+#define LINEAR_BWD_WIDE(NAME, dx, dy, w, T, nin, nout, k0, kv, accumulate)                                          \
+  (NAME(dx, dy, w, T, nin, nout, k0, k0 + ((kv - k0) & ~31), accumulate), k0 + ((kv - k0) & ~31))
+#else
+#define LINEAR_BWD_GEMM(NAME, WT, LDW)
+#define LINEAR_BWD_WIDE(NAME, dx, dy, w, T, nin, nout, k0, kv, accumulate) (k0)
+#endif
 
-LINEAR_BWD(bwd_linear_f32, float, ld8_f32, w1_f32)
-LINEAR_BWD(bwd_linear_f16, uint16_t, ld8_f16, w1_f16)
-LINEAR_BWD(bwd_linear_bf16, uint16_t, ld8_bf16, w1_bf16)
+#define LINEAR_BWD(NAME, WT, LD8, W1, LDW)                                                                          \
+  LINEAR_BWD_STRIPS(NAME##_strips, WT, LD8)                                                                        \
+  LINEAR_BWD_GEMM(NAME##_gemm, WT, LDW)                                                                            \
+  EXPORT void NAME(float *dx, const float *dy, const WT *w, int T, int nin, int nout, int k0, int k1, int accumulate) { \
+    const int c8 = nin & ~7, kv = k1 < c8 ? k1 : c8;                                                               \
+    if (k0 < kv) {                                                                                                 \
+      const int ks = LINEAR_BWD_WIDE(NAME##_gemm, dx, dy, w, T, nin, nout, k0, kv, accumulate);                   \
+      NAME##_strips(dx, dy, w, T, nin, nout, ks, kv, accumulate);                                                  \
+    }                                                                                                              \
+    for (int k = k0 > c8 ? k0 : c8; k < k1; k++) { /* the unpacked tail columns */                                 \
+      for (int t = 0; t < T; t++) {                                                                                \
+        const float *g = dy + (uintptr_t)t * nout;                                                                 \
+        float acc = accumulate ? dx[(uintptr_t)t * nin + k] : 0.0f;                                                \
+        for (int o = 0; o < nout; o++) acc += g[o] * W1(w + (uintptr_t)o * nin + k);                               \
+        dx[(uintptr_t)t * nin + k] = acc;                                                                          \
+      }                                                                                                            \
+    }                                                                                                              \
+  }
+
+#ifdef VZ_LANES
+#define LDW_F32 vz_ld32_f32
+#define LDW_F16 vz_ld32_f16
+#define LDW_BF16 vz_ld32_bf16
+#endif
+LINEAR_BWD(bwd_linear_f32, float, ld8_f32, w1_f32, LDW_F32)
+LINEAR_BWD(bwd_linear_f16, uint16_t, ld8_f16, w1_f16, LDW_F16)
+LINEAR_BWD(bwd_linear_bf16, uint16_t, ld8_bf16, w1_bf16, LDW_BF16)
 
 // -------------------------------------------------------------------------------------------------------------
 // RMSNorm
