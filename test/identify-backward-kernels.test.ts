@@ -202,6 +202,34 @@ for (const name of ["wasm", "native"] as const) {
   });
 }
 
+for (const name of ["wasm", "native"] as const) {
+  test(`${name} attention and SwiGLU backward flush weights below 2^-50 to exact zeros, so nothing subnormal comes out (wasm has no FTZ / DAZ; on x86 a subnormal costs a ~100x microcode assist)`, { skip: skips[name] }, async () => {
+    const { fast } = await sets(name);
+    const subnormal = (x: number) => x !== 0 && Math.abs(x) < 2 ** -126;
+    // one query over three keys: keys 0 and 1 score 0, key 2 scores −110 in log2 units (q·k·log2e/√D), P ≈ 2^-111
+    const s: AttendShape = { nq: 1, nk: 3, Hq: 1, Hkv: 1, D: 4 }, k2 = -110 / (16 * Math.LOG2E / 2);
+    const q = Float32Array.of(16, 0, 0, 0), k = Float32Array.of(0, 1, 0, 0, 0, 0, 1, 0, k2, 0, 0, 1), v = randomArray(12, 31);
+    const out = poison(4), lse = poison(1), out2 = poison(4), lse2 = poison(1);
+    fast.attend(out, lse, q, k, v, Int32Array.of(0, 0, 3), s);
+    fast.attend(out2, lse2, q, k, v, Int32Array.of(0, 0, 2), { ...s, nk: 2 });
+    assert.deepEqual([...out, ...lse], [...out2, ...lse2], "key 2 is left out of the forward: the same bits as without it");
+    // dO ≈ 2^-20: unflushed, dv[2] = P·dO ≈ 2^-131 and dk[2] ∝ P·dO would be subnormal
+    const dO = Float32Array.of(2 ** -20, -(2 ** -20), 2 ** -21, 2 ** -20), dq = new Float32Array(4), dk = new Float32Array(12), dv = new Float32Array(12);
+    fast.attendBackward(dq, dk, dv, dO, out, lse, q, k, v, Int32Array.of(0, 0, 3), s);
+    assert.ok([...dk.subarray(8), ...dv.subarray(8)].every((x) => x === 0), `key 2's dk, dv are exact zeros: ${dk.subarray(8)} ${dv.subarray(8)}`);
+    assert.ok(dv.subarray(0, 8).every((x) => x !== 0), "keys 0 and 1 get their gradient");
+    assert.ok(![...dq, ...dk, ...dv].some(subnormal), "no subnormal in dq, dk, dv");
+    // SwiGLU: σ(−40) ≈ 2^-57.7 and σ(−90) ≈ 2^-130 flushed; σ(1), σ(−2) kept
+    const a = Float32Array.of(-40, -90, 1, -2), u = Float32Array.of(1, 1, 1, 1), dm = Float32Array.of(2 ** -20, 2 ** -20, 0.5, 0.25);
+    const da = poison(4), du = poison(4);
+    fast.swigluBackward(da, du, dm, a, u);
+    assert.ok(da[0] === 0 && da[1] === 0 && du[0] === 0 && du[1] === 0, `flushed lanes are exact zeros: ${da} ${du}`);
+    assert.ok(![...da, ...du].some(subnormal), "no subnormal in da, du");
+    const sig = (x: number) => 1 / (1 + Math.exp(-x));
+    for (const i of [2, 3]) assert.ok(Math.abs(da[i]! - dm[i]! * sig(a[i]!) * (1 + a[i]! * (1 - sig(a[i]!)))) < 1e-6 && Math.abs(du[i]! - dm[i]! * a[i]! * sig(a[i]!)) < 1e-6, `lane ${i} kept`);
+  });
+}
+
 test("native: every SIMD instruction set this CPU runs gives the reference's transposed f16 / bf16 matmul and attention backward", { skip: skips.native }, async () => {
   const ran: string[] = [];
   try {

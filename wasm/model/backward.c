@@ -22,54 +22,59 @@ static inline float hsum(VF v) { return VF_LANE(v, 0) + VF_LANE(v, 1) + VF_LANE(
 //  - 4-lane sets, and the rest of an AVX-512 range: strips of 8 columns (LINEAR_BWD_STRIPS);
 //  - the nin % 8 tail, unpacked in 16-bit rows: one element at a time.
 
-// Strips of 8 columns [k0, k1) (k0, k1 multiples of 8): tokens in blocks of TB, W's rows in chunks of OC. Inside a
-// (token block, row chunk) the dy block [TB, OC] is reused by every strip and the W panel [OC, 8] of a strip by
-// every tile of 4 tokens (both stay in L1); a tile keeps its 4 x 8 sums in 8 registers over the chunk's rows, each
-// widened group of 8 weights shared by the 4 tokens.
+// Strips of 8 columns [k0, k1) (k0, k1 multiples of 8): columns in blocks of SNC, W's rows in chunks of OC, tokens in
+// blocks of TB. The W block [OC, SNC] (128 KiB in f32) stays in L2 while every token block passes; inside a (token
+// block, row chunk) the dy block [TB, OC] is reused by every strip and the W panel [OC, 8] of a strip by every tile of
+// 4 tokens (both stay in L1); a tile keeps its 4 x 8 sums in 8 registers over the chunk's rows, each widened group of
+// 8 weights shared by the 4 tokens.
 #define TB 32
 #define OC 128
+#define SNC 256
 
 #define LINEAR_BWD_STRIPS(NAME, WT, LD8)                                                                            \
   static void NAME(float *dx, const float *dy, const WT *w, int T, int nin, int nout, int k0, int k1, int accumulate) { \
-    for (int t0 = 0; t0 < T; t0 += TB) {                                                                           \
-      const int t1 = t0 + TB < T ? t0 + TB : T;                                                                    \
-      for (int o0 = 0; o0 < nout; o0 += OC) {                                                                      \
-        const int o1 = o0 + OC < nout ? o0 + OC : nout, load = o0 > 0 || accumulate;                               \
-        for (int k = k0; k < k1; k += 8) {                                                                         \
-          int t = t0;                                                                                              \
-          for (; t + 4 <= t1; t += 4) {                                                                            \
-            float *x0 = dx + (uintptr_t)t * nin + k, *x1 = x0 + nin, *x2 = x1 + nin, *x3 = x2 + nin;               \
-            const float *g0 = dy + (uintptr_t)t * nout, *g1 = g0 + nout, *g2 = g1 + nout, *g3 = g2 + nout;         \
-            VF a00 = VF_ZERO, a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00;         \
-            if (load) {                                                                                            \
-              a00 = VF_LOAD(x0), a01 = VF_LOAD(x0 + 4), a10 = VF_LOAD(x1), a11 = VF_LOAD(x1 + 4);                  \
-              a20 = VF_LOAD(x2), a21 = VF_LOAD(x2 + 4), a30 = VF_LOAD(x3), a31 = VF_LOAD(x3 + 4);                  \
-            }                                                                                                      \
-            for (int o = o0; o < o1; o++) {                                                                        \
-              VF p0, p1, s;                                                                                        \
-              LD8(w + (uintptr_t)o * nin + k, &p0, &p1);                                                           \
-              s = VF_SPLAT(g0[o]); FMA(a00, s, p0); FMA(a01, s, p1);                                               \
-              s = VF_SPLAT(g1[o]); FMA(a10, s, p0); FMA(a11, s, p1);                                               \
-              s = VF_SPLAT(g2[o]); FMA(a20, s, p0); FMA(a21, s, p1);                                               \
-              s = VF_SPLAT(g3[o]); FMA(a30, s, p0); FMA(a31, s, p1);                                               \
-            }                                                                                                      \
-            VF_STORE(x0, a00); VF_STORE(x0 + 4, a01); VF_STORE(x1, a10); VF_STORE(x1 + 4, a11);                    \
-            VF_STORE(x2, a20); VF_STORE(x2 + 4, a21); VF_STORE(x3, a30); VF_STORE(x3 + 4, a31);                    \
-          }                                                                                                        \
-          for (; t < t1; t++) { /* block tails: one token */                                                       \
-            float *x0 = dx + (uintptr_t)t * nin + k;                                                               \
-            const float *g0 = dy + (uintptr_t)t * nout;                                                            \
-            VF a0 = load ? VF_LOAD(x0) : VF_ZERO, a1 = load ? VF_LOAD(x0 + 4) : VF_ZERO;                           \
-            for (int o = o0; o < o1; o++) {                                                                        \
-              VF p0, p1, s = VF_SPLAT(g0[o]);                                                                      \
-              LD8(w + (uintptr_t)o * nin + k, &p0, &p1);                                                           \
-              FMA(a0, s, p0); FMA(a1, s, p1);                                                                      \
-            }                                                                                                      \
-            VF_STORE(x0, a0); VF_STORE(x0 + 4, a1);                                                                \
-          }                                                                                                        \
-        }                                                                                                          \
-      }                                                                                                            \
-    }                                                                                                              \
+    for (int cb = k0, ce; cb < k1; cb = ce) { /* one column block and row chunk at a time */                        \
+      ce = cb + SNC < k1 ? cb + SNC : k1;                                                                           \
+      for (int o0 = 0, o1, load; o0 < nout; o0 = o1) {                                                              \
+        o1 = o0 + OC < nout ? o0 + OC : nout, load = o0 > 0 || accumulate;                                          \
+        for (int t0 = 0; t0 < T; t0 += TB) {                                                                        \
+          const int t1 = t0 + TB < T ? t0 + TB : T;                                                                 \
+          for (int k = cb; k < ce; k += 8) {                                                                        \
+            int t = t0;                                                                                             \
+            for (; t + 4 <= t1; t += 4) {                                                                           \
+              float *x0 = dx + (uintptr_t)t * nin + k, *x1 = x0 + nin, *x2 = x1 + nin, *x3 = x2 + nin;              \
+              const float *g0 = dy + (uintptr_t)t * nout, *g1 = g0 + nout, *g2 = g1 + nout, *g3 = g2 + nout;        \
+              VF a00 = VF_ZERO, a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00;        \
+              if (load) {                                                                                           \
+                a00 = VF_LOAD(x0), a01 = VF_LOAD(x0 + 4), a10 = VF_LOAD(x1), a11 = VF_LOAD(x1 + 4);                 \
+                a20 = VF_LOAD(x2), a21 = VF_LOAD(x2 + 4), a30 = VF_LOAD(x3), a31 = VF_LOAD(x3 + 4);                 \
+              }                                                                                                     \
+              for (int o = o0; o < o1; o++) {                                                                       \
+                VF p0, p1, s;                                                                                       \
+                LD8(w + (uintptr_t)o * nin + k, &p0, &p1);                                                          \
+                s = VF_SPLAT(g0[o]); FMA(a00, s, p0); FMA(a01, s, p1);                                              \
+                s = VF_SPLAT(g1[o]); FMA(a10, s, p0); FMA(a11, s, p1);                                              \
+                s = VF_SPLAT(g2[o]); FMA(a20, s, p0); FMA(a21, s, p1);                                              \
+                s = VF_SPLAT(g3[o]); FMA(a30, s, p0); FMA(a31, s, p1);                                              \
+              }                                                                                                     \
+              VF_STORE(x0, a00); VF_STORE(x0 + 4, a01); VF_STORE(x1, a10); VF_STORE(x1 + 4, a11);                   \
+              VF_STORE(x2, a20); VF_STORE(x2 + 4, a21); VF_STORE(x3, a30); VF_STORE(x3 + 4, a31);                   \
+            }                                                                                                       \
+            for (; t < t1; t++) { /* block tails: one token */                                                      \
+              float *x0 = dx + (uintptr_t)t * nin + k;                                                              \
+              const float *g0 = dy + (uintptr_t)t * nout;                                                           \
+              VF a0 = load ? VF_LOAD(x0) : VF_ZERO, a1 = load ? VF_LOAD(x0 + 4) : VF_ZERO;                          \
+              for (int o = o0; o < o1; o++) {                                                                       \
+                VF p0, p1, s = VF_SPLAT(g0[o]);                                                                     \
+                LD8(w + (uintptr_t)o * nin + k, &p0, &p1);                                                          \
+                FMA(a0, s, p0); FMA(a1, s, p1);                                                                     \
+              }                                                                                                     \
+              VF_STORE(x0, a0); VF_STORE(x0 + 4, a1);                                                               \
+            }                                                                                                       \
+          }                                                                                                         \
+        }                                                                                                           \
+      }                                                                                                             \
+    }                                                                                                               \
   }
 
 #ifdef VZ_LANES
@@ -87,26 +92,26 @@ static inline float hsum(VF v) { return VF_LANE(v, 0) + VF_LANE(v, 1) + VF_LANE(
 // from dx (a later chunk, or accumulating), else from 0.
 #define LINEAR_BWD_TILE(NAME, WT, LDW, NT)                                                                          \
   static inline void NAME(float *dx, const float *gp, const WT *w, int nin, int t, int c, int o0, int o1, int load) { \
-    float *x0 = dx + (uintptr_t)t * nin + c;                                                                       \
-    VZ acc[NT][2];                                                                                                 \
-    for (int i = 0; i < NT; i++) {                                                                                 \
-      acc[i][0] = load ? VZ_LOAD(x0 + (uintptr_t)i * nin) : VZ_ZERO;                                               \
-      acc[i][1] = load ? VZ_LOAD(x0 + (uintptr_t)i * nin + 16) : VZ_ZERO;                                          \
-    }                                                                                                              \
-    const WT *wr = w + (uintptr_t)o0 * nin + c;                                                                    \
-    for (int o = o0; o < o1; o++, wr += nin, gp += NT) {                                                           \
-      VZ lo, hi;                                                                                                   \
-      LDW(wr, &lo, &hi);                                                                                           \
-      for (int i = 0; i < NT; i++) {                                                                               \
-        const VZ s = VZ_LOAD_SPLAT(gp + i);                                                                        \
-        acc[i][0] = VZ_MAD(acc[i][0], s, lo);                                                                      \
-        acc[i][1] = VZ_MAD(acc[i][1], s, hi);                                                                      \
-      }                                                                                                            \
-    }                                                                                                              \
-    for (int i = 0; i < NT; i++) {                                                                                 \
-      VZ_STORE(x0 + (uintptr_t)i * nin, acc[i][0]);                                                                \
-      VZ_STORE(x0 + (uintptr_t)i * nin + 16, acc[i][1]);                                                           \
-    }                                                                                                              \
+    float *x0 = dx + (uintptr_t)t * nin + c;                                                                        \
+    VZ acc[NT][2];                                                                                                  \
+    for (int i = 0; i < NT; i++) {                                                                                  \
+      acc[i][0] = load ? VZ_LOAD(x0 + (uintptr_t)i * nin) : VZ_ZERO;                                                \
+      acc[i][1] = load ? VZ_LOAD(x0 + (uintptr_t)i * nin + 16) : VZ_ZERO;                                           \
+    }                                                                                                               \
+    const WT *wr = w + (uintptr_t)o0 * nin + c;                                                                     \
+    for (int o = o0; o < o1; o++, wr += nin, gp += NT) {                                                            \
+      VZ lo, hi;                                                                                                    \
+      LDW(wr, &lo, &hi);                                                                                            \
+      for (int i = 0; i < NT; i++) {                                                                                \
+        const VZ s = VZ_LOAD_SPLAT(gp + i);                                                                         \
+        acc[i][0] = VZ_MAD(acc[i][0], s, lo);                                                                       \
+        acc[i][1] = VZ_MAD(acc[i][1], s, hi);                                                                       \
+      }                                                                                                             \
+    }                                                                                                               \
+    for (int i = 0; i < NT; i++) {                                                                                  \
+      VZ_STORE(x0 + (uintptr_t)i * nin, acc[i][0]);                                                                 \
+      VZ_STORE(x0 + (uintptr_t)i * nin + 16, acc[i][1]);                                                            \
+    }                                                                                                               \
   }
 
 // Columns [k0, k1) (k0 a multiple of 8, k1 - k0 a multiple of 32, k1 <= nin & ~7: whole packed groups).
@@ -115,26 +120,26 @@ static inline float hsum(VF v) { return VF_LANE(v, 0) + VF_LANE(v, 1) + VF_LANE(
   LINEAR_BWD_TILE(NAME##_4, WT, LDW, 4)                                                                            \
   LINEAR_BWD_TILE(NAME##_1, WT, LDW, 1)                                                                            \
   static void NAME(float *dx, const float *dy, const WT *w, int T, int nin, int nout, int k0, int k1, int accumulate) { \
-    float gp[GKC * 12] __attribute__((aligned(64)));                                                               \
-    for (int cb = k0; cb < k1; cb += GNC) {                                                                        \
-      const int ce = cb + GNC < k1 ? cb + GNC : k1;                                                                \
-      for (int o0 = 0; o0 < nout; o0 += GKC) {                                                                     \
-        const int o1 = o0 + GKC < nout ? o0 + GKC : nout, on = o1 - o0, load = o0 > 0 || accumulate;               \
-        for (int t = 0; t < T;) {                                                                                  \
-          const int nt = T - t >= 12 ? 12 : T - t >= 4 ? 4 : 1;                                                    \
-          for (int i = 0; i < nt; i++) {                                                                           \
-            const float *g = dy + (uintptr_t)(t + i) * nout + o0;                                                  \
-            for (int o = 0; o < on; o++) gp[o * nt + i] = g[o];                                                    \
-          }                                                                                                        \
-          for (int c = cb; c < ce; c += 32) {                                                                      \
-            if (nt == 12) NAME##_12(dx, gp, w, nin, t, c, o0, o1, load);                                           \
-            else if (nt == 4) NAME##_4(dx, gp, w, nin, t, c, o0, o1, load);                                        \
-            else NAME##_1(dx, gp, w, nin, t, c, o0, o1, load);                                                     \
-          }                                                                                                        \
-          t += nt;                                                                                                 \
-        }                                                                                                          \
-      }                                                                                                            \
-    }                                                                                                              \
+    float gp[GKC * 12] __attribute__((aligned(64)));                                                                \
+    for (int cb = k0; cb < k1; cb += GNC) {                                                                         \
+      const int ce = cb + GNC < k1 ? cb + GNC : k1;                                                                 \
+      for (int o0 = 0; o0 < nout; o0 += GKC) {                                                                      \
+        const int o1 = o0 + GKC < nout ? o0 + GKC : nout, on = o1 - o0, load = o0 > 0 || accumulate;                \
+        for (int t = 0; t < T;) {                                                                                   \
+          const int nt = T - t >= 12 ? 12 : T - t >= 4 ? 4 : 1;                                                     \
+          for (int i = 0; i < nt; i++) {                                                                            \
+            const float *g = dy + (uintptr_t)(t + i) * nout + o0;                                                   \
+            for (int o = 0; o < on; o++) gp[o * nt + i] = g[o];                                                     \
+          }                                                                                                         \
+          for (int c = cb; c < ce; c += 32) {                                                                       \
+            if (nt == 12) NAME##_12(dx, gp, w, nin, t, c, o0, o1, load);                                            \
+            else if (nt == 4) NAME##_4(dx, gp, w, nin, t, c, o0, o1, load);                                         \
+            else NAME##_1(dx, gp, w, nin, t, c, o0, o1, load);                                                      \
+          }                                                                                                         \
+          t += nt;                                                                                                  \
+        }                                                                                                           \
+      }                                                                                                             \
+    }                                                                                                               \
   }
 #define LINEAR_BWD_WIDE(NAME, dx, dy, w, T, nin, nout, k0, kv, accumulate)                                          \
   (NAME(dx, dy, w, T, nin, nout, k0, k0 + ((kv - k0) & ~31), accumulate), k0 + ((kv - k0) & ~31))
@@ -147,19 +152,19 @@ static inline float hsum(VF v) { return VF_LANE(v, 0) + VF_LANE(v, 1) + VF_LANE(
   LINEAR_BWD_STRIPS(NAME##_strips, WT, LD8)                                                                        \
   LINEAR_BWD_GEMM(NAME##_gemm, WT, LDW)                                                                            \
   EXPORT void NAME(float *dx, const float *dy, const WT *w, int T, int nin, int nout, int k0, int k1, int accumulate) { \
-    const int c8 = nin & ~7, kv = k1 < c8 ? k1 : c8;                                                               \
-    if (k0 < kv) {                                                                                                 \
-      const int ks = LINEAR_BWD_WIDE(NAME##_gemm, dx, dy, w, T, nin, nout, k0, kv, accumulate);                   \
-      NAME##_strips(dx, dy, w, T, nin, nout, ks, kv, accumulate);                                                  \
-    }                                                                                                              \
-    for (int k = k0 > c8 ? k0 : c8; k < k1; k++) { /* the unpacked tail columns */                                 \
-      for (int t = 0; t < T; t++) {                                                                                \
-        const float *g = dy + (uintptr_t)t * nout;                                                                 \
-        float acc = accumulate ? dx[(uintptr_t)t * nin + k] : 0.0f;                                                \
-        for (int o = 0; o < nout; o++) acc += g[o] * W1(w + (uintptr_t)o * nin + k);                               \
-        dx[(uintptr_t)t * nin + k] = acc;                                                                          \
-      }                                                                                                            \
-    }                                                                                                              \
+    const int c8 = nin & ~7, kv = k1 < c8 ? k1 : c8;                                                                \
+    if (k0 < kv) {                                                                                                  \
+      const int ks = LINEAR_BWD_WIDE(NAME##_gemm, dx, dy, w, T, nin, nout, k0, kv, accumulate);                     \
+      NAME##_strips(dx, dy, w, T, nin, nout, ks, kv, accumulate);                                                   \
+    }                                                                                                               \
+    for (int k = k0 > c8 ? k0 : c8; k < k1; k++) { /* the unpacked tail columns */                                  \
+      for (int t = 0; t < T; t++) {                                                                                 \
+        const float *g = dy + (uintptr_t)t * nout;                                                                  \
+        float acc = accumulate ? dx[(uintptr_t)t * nin + k] : 0.0f;                                                 \
+        for (int o = 0; o < nout; o++) acc += g[o] * W1(w + (uintptr_t)o * nin + k);                                \
+        dx[(uintptr_t)t * nin + k] = acc;                                                                           \
+      }                                                                                                             \
+    }                                                                                                               \
   }
 
 #ifdef VZ_LANES
@@ -211,12 +216,23 @@ EXPORT void bwd_rmsnorm(float *dx, const float *dy, const float *x, const float 
 }
 
 // -------------------------------------------------------------------------------------------------------------
-// SwiGLU: σ(a) = 1 / (1 + 2^(−a·log2 e)), the exponent clamped to [−127, 127] (σ is then 0 or 1 to f32 precision).
+// SwiGLU: σ(a) = 1 / (1 + 2^e), e = −a·log2 e; σ = 0 exactly where e > FLUSH_LOG2 (a < −34.7: σ < 2^-50, see the
+// flush below; the clamp at 127 it replaces left σ = 2^-127, a subnormal, for a < −88).
+
+// Weights below 2^-FLUSH_LOG2 (of the largest in their softmax row, or σ) are flushed to exact zeros where they arise,
+// so that no subnormal is made from them. wasm has no FTZ / DAZ, and on x86 an operation with a subnormal operand or
+// result takes a microcode assist: a wasm transposed matmul with dy ~1e-40 ran 130x slower, the attention backward with
+// dO ~1e-38 50x (bench measurements in the commit message); softmax weights far below 2^-126 times small gradients are
+// where a step makes them (native/src/backward.c flushes the rest in hardware). Exact enough: a softmax row's dropped
+// weights sum to less than n·2^-50 of its total (n keys; under 2^-30 up to a million), below the f32 rounding of the
+// sum itself (2^-24 relative), and each dropped backward term is as small against the row's kept ones.
+#define FLUSH_LOG2 50.0f
 
 static inline VF sigmoid4(VF a) {
   VF e = VF_MUL(a, VF_SPLAT(-1.4426950408889634f));
-  e = VF_MIN(e, VF_SPLAT(127.0f));
-  return VF_DIV(VF_SPLAT(1.0f), VF_ADD(VF_SPLAT(1.0f), vf_exp2(e)));
+  const VF tiny = VI_GT(e, VI_SPLAT(0x42480000)); /* e > 50.0f: positive floats order as their bits (negative: < 0) */
+  e = VF_MIN(e, VF_SPLAT(FLUSH_LOG2));
+  return VF_SELECT(tiny, VF_ZERO, VF_DIV(VF_SPLAT(1.0f), VF_ADD(VF_SPLAT(1.0f), vf_exp2(e))));
 }
 
 static inline void swiglu_bwd4(float *da, float *du, const float *dm, const float *a, const float *u) {
@@ -296,8 +312,9 @@ EXPORT void bwd_attend(float *out, float *lse, const float *q, const float *k, c
         for (int j = pass ? b : 0, end = pass ? e : a; j < end; j++) {
           const uintptr_t kv = ((uintptr_t)j * Hkv + g) * D;
           const float s = dotD(qr, k + kv, D) * scale;
-          if (s > m) { /* rescale what was summed so far */
-            const float c = exp2_f32(m - s);
+          if (s - m < -FLUSH_LOG2) continue; /* below 2^-50 of the running maximum: flushed */
+          if (s > m) { /* rescale what was summed so far (flushed when it falls below 2^-50 of the new maximum) */
+            const float c = m - s < -FLUSH_LOG2 ? 0.0f : exp2_f32(m - s);
             sum *= c;
             for (int d = 0; d < D / 4; d++) acc[d] = VF_MUL(acc[d], VF_SPLAT(c));
             m = s;
@@ -334,7 +351,9 @@ EXPORT void bwd_attend_backward(float *dq, float *dk, float *dv, const float *dO
       for (int pass = 0; pass < 2; pass++) {
         for (int j = pass ? b : 0, end = pass ? e : a; j < end; j++) {
           const uintptr_t kv = ((uintptr_t)j * Hkv + h / G) * D;
-          const float p = exp2_f32(dotD(qr, k + kv, D) * rs * l2 - L);
+          const float e2 = dotD(qr, k + kv, D) * rs * l2 - L; /* log2 P */
+          if (e2 < -FLUSH_LOG2) continue; /* P below 2^-50: flushed, as in bwd_attend */
+          const float p = exp2_f32(e2);
           const float ds = p * (dotD(g, v + kv, D) - delta) * rs;
           axpyD(dqr, ds, k + kv, D);
           axpyD(dk + kv, ds, qr, D);
