@@ -155,7 +155,7 @@ for (const name of ["wasm", "native"] as const) {
 
   test(`${name} streaming attention forward, its backward and the mix + dα reduction match the reference (MHA and GQA, rows without keys or gradient)${note}`, { skip: skips[name] }, async () => {
     const { ref, fast } = await sets(name);
-    for (const [Hq, Hkv, D] of [[2, 2, 4], [4, 2, 8], [6, 2, 64], [3, 1, 12]] as const) {
+    for (const [Hq, Hkv, D] of [[2, 2, 4], [4, 2, 8], [6, 2, 64], [3, 1, 12], [2, 1, 128], [2, 2, 48]] as const) { // D: every branch of ATTEND_DISPATCH
       const Tq = 40, Q = new RowSet(4, 20, Tq), P = new RowSet(4, 8, Tq), s: AttendShape = { nq: Q.length, nk: P.length, Hq, Hkv, D };
       const nqd = s.nq * Hq * D, nkd = s.nk * Hkv * D;
       const q = randomArray(nqd, D, 2), k = randomArray(nkd, D + 1, 2), v = randomArray(nkd, D + 2), ranges = windowRanges(Q, P);

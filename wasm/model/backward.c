@@ -282,86 +282,125 @@ EXPORT void bwd_rope(float *x, const float *cos, const float *sin, int T, int H,
 
 #define DMAX 256
 
-static inline float dotD(const float *a, const float *b, int D) {
-  VF e = VF_ZERO, o = VF_ZERO;
-  int d = 0;
-  for (; d + 8 <= D; d += 8) FMA(e, VF_LOAD(a + d), VF_LOAD(b + d)), FMA(o, VF_LOAD(a + d + 4), VF_LOAD(b + d + 4));
-  if (d < D) FMA(e, VF_LOAD(a + d), VF_LOAD(b + d));
-  return hsum(VF_ADD(e, o));
-}
+// The rows of both kernels are written once over a vector type V of L lanes (LD, ST, MAD(acc, a, b) = acc + a·b,
+// SPL, Z, SUM: the lane sum): 4-lane VF for any D (a multiple of 4), and on 16-lane sets (VZ_LANES) VZ where D is a
+// multiple of 16. Called with a constant D (64, 128) the compiler keeps a row's D-vectors in registers.
+#define ATTEND_ROWS(SUFFIX, V, L, LD, ST, MAD, SPL, Z, SUM)                                                          \
+  static inline __attribute__((always_inline)) float dot_##SUFFIX(const float *a, const float *b, int D) {          \
+    V e = Z, o = Z;                                                                                                \
+    int d = 0;                                                                                                     \
+    for (; d + 2 * L <= D; d += 2 * L) e = MAD(e, LD(a + d), LD(b + d)), o = MAD(o, LD(a + d + L), LD(b + d + L)); \
+    if (d < D) e = MAD(e, LD(a + d), LD(b + d));                                                                   \
+    return SUM(ADD_##SUFFIX(e, o));                                                                                \
+  }                                                                                                                \
+  /* out, lse of query rows [0, nq) x heads [h0, h1) (bwd_attend) */                                               \
+  static inline __attribute__((always_inline)) void attend_##SUFFIX(                                               \
+      float *out, float *lse, const float *q, const float *k, const float *v, const int32_t *ranges, int nq, int Hq, \
+      int Hkv, int h0, int h1, const int D) {                                                                      \
+    const int G = Hq / Hkv;                                                                                        \
+    const float scale = (float)(LOG2E / __builtin_sqrt((double)D));                                                \
+    V acc[DMAX / L];                                                                                               \
+    for (int i = 0; i < nq; i++) {                                                                                 \
+      const int32_t a = ranges[3 * i], b = ranges[3 * i + 1], e = ranges[3 * i + 2];                               \
+      for (int h = h0; h < h1; h++) {                                                                              \
+        const float *qr = q + ((uintptr_t)i * Hq + h) * D;                                                         \
+        const int g = h / G;                                                                                       \
+        float m = -__builtin_inff(), sum = 0.0f;                                                                   \
+        for (int d = 0; d < D / L; d++) acc[d] = Z;                                                                \
+        for (int pass = 0; pass < 2; pass++) { /* online softmax over the sinks, then the window */               \
+          for (int j = pass ? b : 0, end = pass ? e : a; j < end; j++) {                                           \
+            const uintptr_t kv = ((uintptr_t)j * Hkv + g) * D;                                                     \
+            const float s = dot_##SUFFIX(qr, k + kv, D) * scale;                                                   \
+            if (s - m < -FLUSH_LOG2) continue; /* below 2^-50 of the running maximum: flushed */                   \
+            if (s > m) { /* rescale what was summed so far (flushed below 2^-50 of the new maximum) */             \
+              const float c = m - s < -FLUSH_LOG2 ? 0.0f : exp2_f32(m - s);                                        \
+              sum *= c;                                                                                            \
+              for (int d = 0; d < D / L; d++) acc[d] = MUL_##SUFFIX(acc[d], SPL(c));                               \
+              m = s;                                                                                               \
+            }                                                                                                      \
+            const float p = exp2_f32(s - m);                                                                       \
+            sum += p;                                                                                              \
+            const V pv = SPL(p);                                                                                   \
+            for (int d = 0; d < D / L; d++) acc[d] = MAD(acc[d], pv, LD(v + kv + L * d));                          \
+          }                                                                                                        \
+        }                                                                                                          \
+        float *o = out + ((uintptr_t)i * Hq + h) * D;                                                              \
+        const V inv = SPL(sum > 0 ? 1.0f / sum : 0.0f);                                                            \
+        for (int d = 0; d < D / L; d++) ST(o + L * d, MUL_##SUFFIX(acc[d], inv));                                  \
+        lse[(uintptr_t)i * Hq + h] = sum > 0 ? (float)((double)m * LN2 + log_f64((double)sum)) : -__builtin_inff(); \
+      }                                                                                                            \
+    }                                                                                                              \
+  }                                                                                                                \
+  /* dq, dk, dv for query rows [0, nq) x the query heads of KV heads [g0, g1) (bwd_attend_backward); a row's dq is \
+   * summed in registers and added to dq once */                                                                   \
+  static inline __attribute__((always_inline)) void attend_bwd_##SUFFIX(                                           \
+      float *dq, float *dk, float *dv, const float *dO, const float *O, const float *lse, const float *q,          \
+      const float *k, const float *v, const int32_t *ranges, int nq, int Hq, int Hkv, int g0, int g1, const int D) { \
+    const int G = Hq / Hkv;                                                                                        \
+    const float rs = (float)(1.0 / __builtin_sqrt((double)D)), l2 = (float)LOG2E;                                  \
+    V dqa[DMAX / L], gv[DMAX / L], qv[DMAX / L];                                                                   \
+    for (int i = 0; i < nq; i++) {                                                                                 \
+      const int32_t a = ranges[3 * i], b = ranges[3 * i + 1], e = ranges[3 * i + 2];                               \
+      for (int h = g0 * G; h < g1 * G; h++) {                                                                      \
+        const uintptr_t qo = ((uintptr_t)i * Hq + h) * D;                                                          \
+        const float *g = dO + qo, *qr = q + qo;                                                                    \
+        int zero = 1;                                                                                              \
+        for (int d = 0; d < D && zero; d++) zero = g[d] == 0.0f;                                                   \
+        if (zero) continue; /* outside the cone every term is an exact zero */                                     \
+        const float delta = dot_##SUFFIX(g, O + qo, D), L2 = lse[(uintptr_t)i * Hq + h] * l2;                      \
+        for (int d = 0; d < D / L; d++) dqa[d] = Z, gv[d] = LD(g + L * d), qv[d] = LD(qr + L * d);                 \
+        for (int pass = 0; pass < 2; pass++) {                                                                     \
+          for (int j = pass ? b : 0, end = pass ? e : a; j < end; j++) {                                           \
+            const uintptr_t kv = ((uintptr_t)j * Hkv + h / G) * D;                                                 \
+            const float e2 = dot_##SUFFIX(qr, k + kv, D) * rs * l2 - L2; /* log2 P */                              \
+            if (e2 < -FLUSH_LOG2) continue; /* P below 2^-50: flushed, as in the forward */                        \
+            const float p = exp2_f32(e2), ds = p * (dot_##SUFFIX(g, v + kv, D) - delta) * rs;                      \
+            const V dsv = SPL(ds), pv = SPL(p);                                                                    \
+            float *dkr = dk + kv, *dvr = dv + kv;                                                                  \
+            for (int d = 0; d < D / L; d++) {                                                                      \
+              dqa[d] = MAD(dqa[d], dsv, LD(k + kv + L * d));                                                       \
+              ST(dkr + L * d, MAD(LD(dkr + L * d), dsv, qv[d]));                                                   \
+              ST(dvr + L * d, MAD(LD(dvr + L * d), pv, gv[d]));                                                    \
+            }                                                                                                      \
+          }                                                                                                        \
+        }                                                                                                          \
+        float *dqr = dq + qo;                                                                                      \
+        for (int d = 0; d < D / L; d++) ST(dqr + L * d, ADD_##SUFFIX(LD(dqr + L * d), dqa[d]));                    \
+      }                                                                                                            \
+    }                                                                                                              \
+  }
 
-// y[0..D) += s·x[0..D)
-static inline void axpyD(float *y, float s, const float *x, int D) {
-  const VF sv = VF_SPLAT(s);
-  for (int d = 0; d < D; d += 4) VF_STORE(y + d, VF_MAD(VF_LOAD(y + d), sv, VF_LOAD(x + d)));
-}
+#define ADD_f VF_ADD
+#define MUL_f VF_MUL
+#define VF_MAD3(acc, a, b) VF_MAD(acc, a, b)
+ATTEND_ROWS(f, VF, 4, VF_LOAD, VF_STORE, VF_MAD3, VF_SPLAT, VF_ZERO, hsum)
+#ifdef VZ_LANES
+#define ADD_z VZ_ADD
+#define MUL_z VZ_MUL
+#define VZ_MAD3(acc, a, b) VZ_MAD(acc, a, b)
+ATTEND_ROWS(z, VZ, 16, VZ_LOAD, VZ_STORE, VZ_MAD3, VZ_SPLAT, VZ_ZERO, VZ_HSUM)
+// D a multiple of 16 on 16 lanes, the common head dims as constants; else 4 lanes
+#define ATTEND_DISPATCH(FN, D, ...)                                                                                 \
+  if (D == 64) FN##_z(__VA_ARGS__, 64);                                                                            \
+  else if (D == 128) FN##_z(__VA_ARGS__, 128);                                                                     \
+  else if (D % 16 == 0) FN##_z(__VA_ARGS__, D);                                                                    \
+  else FN##_f(__VA_ARGS__, D)
+#else
+#define ATTEND_DISPATCH(FN, D, ...)                                                                                 \
+  if (D == 64) FN##_f(__VA_ARGS__, 64);                                                                            \
+  else if (D == 128) FN##_f(__VA_ARGS__, 128);                                                                     \
+  else FN##_f(__VA_ARGS__, D)
+#endif
 
 EXPORT void bwd_attend(float *out, float *lse, const float *q, const float *k, const float *v, const int32_t *ranges, int nq,
                        int Hq, int Hkv, int D, int h0, int h1) {
-  const int G = Hq / Hkv;
-  const float scale = (float)(LOG2E / __builtin_sqrt((double)D));
-  VF acc[DMAX / 4];
-  for (int i = 0; i < nq; i++) {
-    const int32_t a = ranges[3 * i], b = ranges[3 * i + 1], e = ranges[3 * i + 2];
-    for (int h = h0; h < h1; h++) {
-      const float *qr = q + ((uintptr_t)i * Hq + h) * D;
-      const int g = h / G;
-      float m = -__builtin_inff(), sum = 0.0f;
-      for (int d = 0; d < D / 4; d++) acc[d] = VF_ZERO;
-      for (int pass = 0; pass < 2; pass++) { /* online softmax over the sinks, then the window */
-        for (int j = pass ? b : 0, end = pass ? e : a; j < end; j++) {
-          const uintptr_t kv = ((uintptr_t)j * Hkv + g) * D;
-          const float s = dotD(qr, k + kv, D) * scale;
-          if (s - m < -FLUSH_LOG2) continue; /* below 2^-50 of the running maximum: flushed */
-          if (s > m) { /* rescale what was summed so far (flushed when it falls below 2^-50 of the new maximum) */
-            const float c = m - s < -FLUSH_LOG2 ? 0.0f : exp2_f32(m - s);
-            sum *= c;
-            for (int d = 0; d < D / 4; d++) acc[d] = VF_MUL(acc[d], VF_SPLAT(c));
-            m = s;
-          }
-          const float p = exp2_f32(s - m);
-          sum += p;
-          const VF pv = VF_SPLAT(p);
-          for (int d = 0; d < D / 4; d++) acc[d] = VF_MAD(acc[d], pv, VF_LOAD(v + kv + 4 * d));
-        }
-      }
-      float *o = out + ((uintptr_t)i * Hq + h) * D;
-      const VF inv = VF_SPLAT(sum > 0 ? 1.0f / sum : 0.0f);
-      for (int d = 0; d < D / 4; d++) VF_STORE(o + 4 * d, VF_MUL(acc[d], inv));
-      lse[(uintptr_t)i * Hq + h] = sum > 0 ? (float)((double)m * LN2 + log_f64((double)sum)) : -__builtin_inff();
-    }
-  }
+  ATTEND_DISPATCH(attend, D, out, lse, q, k, v, ranges, nq, Hq, Hkv, h0, h1);
 }
 
 EXPORT void bwd_attend_backward(float *dq, float *dk, float *dv, const float *dO, const float *O, const float *lse,
                                 const float *q, const float *k, const float *v, const int32_t *ranges, int nq, int Hq,
                                 int Hkv, int D, int g0, int g1) {
-  const int G = Hq / Hkv;
-  const float rs = (float)(1.0 / __builtin_sqrt((double)D)), l2 = (float)LOG2E;
-  for (int i = 0; i < nq; i++) {
-    const int32_t a = ranges[3 * i], b = ranges[3 * i + 1], e = ranges[3 * i + 2];
-    for (int h = g0 * G; h < g1 * G; h++) {
-      const uintptr_t qo = ((uintptr_t)i * Hq + h) * D;
-      const float *g = dO + qo, *qr = q + qo;
-      int zero = 1;
-      for (int d = 0; d < D && zero; d++) zero = g[d] == 0.0f;
-      if (zero) continue; /* outside the cone every term is an exact zero */
-      const float delta = dotD(g, O + qo, D), L = lse[(uintptr_t)i * Hq + h] * l2;
-      float *dqr = dq + qo;
-      for (int pass = 0; pass < 2; pass++) {
-        for (int j = pass ? b : 0, end = pass ? e : a; j < end; j++) {
-          const uintptr_t kv = ((uintptr_t)j * Hkv + h / G) * D;
-          const float e2 = dotD(qr, k + kv, D) * rs * l2 - L; /* log2 P */
-          if (e2 < -FLUSH_LOG2) continue; /* P below 2^-50: flushed, as in bwd_attend */
-          const float p = exp2_f32(e2);
-          const float ds = p * (dotD(g, v + kv, D) - delta) * rs;
-          axpyD(dqr, ds, k + kv, D);
-          axpyD(dk + kv, ds, qr, D);
-          axpyD(dv + kv, p, g, D);
-        }
-      }
-    }
-  }
+  ATTEND_DISPATCH(attend_bwd, D, dq, dk, dv, dO, O, lse, q, k, v, ranges, nq, Hq, Hkv, g0, g1);
 }
 
 // -------------------------------------------------------------------------------------------------------------
