@@ -203,8 +203,8 @@ for (const name of ["wasm", "native"] as const) {
 }
 
 for (const name of ["wasm", "native"] as const) {
-  test(`${name} attention and SwiGLU backward flush weights below 2^-50 to exact zeros, so nothing subnormal comes out (wasm has no FTZ / DAZ; on x86 a subnormal costs a ~100x microcode assist)`, { skip: skips[name] }, async () => {
-    const { fast } = await sets(name);
+  test(`${name} backward kernels flush softmax weights and σ below 2^-50 and gradients below 2^-90 to exact zeros, so nothing subnormal comes out (wasm has no FTZ / DAZ; on x86 a subnormal costs a ~100x microcode assist)`, { skip: skips[name] }, async () => {
+    const { fast, fastModel } = await sets(name);
     const subnormal = (x: number) => x !== 0 && Math.abs(x) < 2 ** -126;
     // one query over three keys: keys 0 and 1 score 0, key 2 scores −110 in log2 units (q·k·log2e/√D), P ≈ 2^-111
     const s: AttendShape = { nq: 1, nk: 3, Hq: 1, Hkv: 1, D: 4 }, k2 = -110 / (16 * Math.LOG2E / 2);
@@ -219,6 +219,14 @@ for (const name of ["wasm", "native"] as const) {
     assert.ok([...dk.subarray(8), ...dv.subarray(8)].every((x) => x === 0), `key 2's dk, dv are exact zeros: ${dk.subarray(8)} ${dv.subarray(8)}`);
     assert.ok(dv.subarray(0, 8).every((x) => x !== 0), "keys 0 and 1 get their gradient");
     assert.ok(![...dq, ...dk, ...dv].some(subnormal), "no subnormal in dq, dk, dv");
+    // gradients below 2^-90 come out as exact zeros (the caller scales them to ~1: gradientScale), above it as computed
+    const m = fastModel.matrix(3, 40, "f32");
+    fastModel.write(m, 0, new Uint8Array(Float32Array.from({ length: 120 }, (_, i) => 0.25 + (i % 5) / 8).buffer));
+    for (const [scale, kept] of [[2 ** -100, false], [2 ** -80, true]] as const) {
+      const dx = poison(5 * 40), dy = Float32Array.from({ length: 15 }, (_, i) => scale * (1 + i / 16));
+      fast.linearBackward(dx, dy, m, 5, false);
+      assert.ok(dx.every((x) => (kept ? x > 2 ** -90 : x === 0)), `linearBackward at dy ~${scale}: ${dx.slice(0, 3)}`);
+    }
     // SwiGLU: σ(−40) ≈ 2^-57.7 and σ(−90) ≈ 2^-130 flushed; σ(1), σ(−2) kept
     const a = Float32Array.of(-40, -90, 1, -2), u = Float32Array.of(1, 1, 1, 1), dm = Float32Array.of(2 ** -20, 2 ** -20, 0.5, 0.25);
     const da = poison(4), du = poison(4);

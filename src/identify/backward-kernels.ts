@@ -6,7 +6,10 @@
  * transposed matmul reads W where the forward matmul reads it (f32, or f16 / bf16 as packed there).
  *
  * All arrays are host typed arrays, row-major, one row per token. Every call checks its shapes first and throws
- * INVALID_ARGUMENT (writing nothing) when they do not fit.
+ * INVALID_ARGUMENT (writing nothing) when they do not fit. The wasm and native sets write no subnormals: gradients
+ * below 2^-90 in magnitude and softmax weights below 2^-50 of their row's largest are flushed to 0 (x86 takes a
+ * ~100x microcode assist per subnormal, and wasm cannot turn on FTZ; wasm/model/backward.c), so callers scale the
+ * gradients they pass to about 1 (fast-optimize.ts gradientScale).
  */
 import { DuoError } from "../errors.ts";
 import type { Matrix, ModelKernels } from "../model/kernels.ts";

@@ -12,6 +12,33 @@
 
 static inline float hsum(VF v) { return VF_LANE(v, 0) + VF_LANE(v, 1) + VF_LANE(v, 2) + VF_LANE(v, 3); }
 
+// Every gradient a kernel writes is flushed to an exact zero below 2^-90 in magnitude (the native build also flushes
+// subnormals in hardware around its heavy kernels). Why: wasm has no FTZ / DAZ, and on x86 an operation with a
+// subnormal operand or result takes a microcode assist (a wasm transposed matmul with dy ~1e-40 ran 130x slower).
+// The caller scales a step's gradients to a maximum of about 1 (src/identify/fast-optimize.ts gradientScale), but
+// row magnitudes still fall through every layer's softmax weights — a 0.5B model at 4K passed ~500K subnormal inputs
+// per op 20 layers down — so a floor far above 2^-126 keeps the products of what is left with weights normal.
+// Exact enough: against gradients scaled to ~1 a dropped value is below 2^-90, and all of them together (under 2^30
+// elements) move dα by less than 2^-60 of its scale.
+#define GRAD_FLOOR_BITS 0x12800000 /* 2^-90 as f32 bits: positive floats order as their bits */
+
+// x[r·stride + i] for r < rows, i < n: |x| < 2^-90 → 0, with integer compares (no float op meets a subnormal).
+static void flush_rows(float *x, int rows, uintptr_t stride, int n) {
+  const VF mag = VI_SPLAT(0x7fffffff), floor_ = VI_SPLAT(GRAD_FLOOR_BITS - 1);
+  for (int r = 0; r < rows; r++) {
+    float *p = x + r * stride;
+    int i = 0;
+    for (; i + 4 <= n; i += 4) {
+      const VF v = VF_LOAD(p + i);
+      VF_STORE(p + i, VI_AND(v, VI_GT(VI_AND(v, mag), floor_)));
+    }
+    for (; i < n; i++) {
+      union { float f; uint32_t u; } b = {p[i]};
+      if ((b.u & 0x7fffffffu) < GRAD_FLOOR_BITS) p[i] = 0.0f;
+    }
+  }
+}
+
 // -------------------------------------------------------------------------------------------------------------
 // Transposed matmul dx = dy·W, W row-major along dx's columns (W[o, k] multiplies dy[t, o] into dx[t, k]): a GEMM
 // whose reduction runs over W's rows. Every element of dx is one chain of multiply-adds over o in ascending order,
@@ -165,6 +192,7 @@ static inline float hsum(VF v) { return VF_LANE(v, 0) + VF_LANE(v, 1) + VF_LANE(
         dx[(uintptr_t)t * nin + k] = acc;                                                                           \
       }                                                                                                             \
     }                                                                                                               \
+    if (k0 < k1) flush_rows(dx + k0, T, nin, k1 - k0);                                                              \
   }
 
 #ifdef VZ_LANES
@@ -213,6 +241,7 @@ EXPORT void bwd_rmsnorm(float *dx, const float *dy, const float *x, const float 
     }
     for (int i = n4; i < n; i++) d[i] += w[i] * g[i] * ri - xr[i] * c;
   }
+  flush_rows(dx, T, n, n);
 }
 
 // -------------------------------------------------------------------------------------------------------------
@@ -222,10 +251,11 @@ EXPORT void bwd_rmsnorm(float *dx, const float *dy, const float *x, const float 
 // Weights below 2^-FLUSH_LOG2 (of the largest in their softmax row, or σ) are flushed to exact zeros where they arise,
 // so that no subnormal is made from them. wasm has no FTZ / DAZ, and on x86 an operation with a subnormal operand or
 // result takes a microcode assist: a wasm transposed matmul with dy ~1e-40 ran 130x slower, the attention backward with
-// dO ~1e-38 50x (bench measurements in the commit message); softmax weights far below 2^-126 times small gradients are
-// where a step makes them (native/src/backward.c flushes the rest in hardware). Exact enough: a softmax row's dropped
-// weights sum to less than n·2^-50 of its total (n keys; under 2^-30 up to a million), below the f32 rounding of the
-// sum itself (2^-24 relative), and each dropped backward term is as small against the row's kept ones.
+// dO ~1e-38 70x. Gradients themselves are kept normal by loss scaling (src/identify/fast-optimize.ts gradientScale);
+// weights are not scaled, and exp2 of a score 126 below the maximum is a subnormal, times any gradient (native also
+// flushes in hardware, native/src/backward.c). Exact enough: a softmax row's dropped weights sum to less than n·2^-50
+// of its total (n keys; under 2^-30 up to a million), below the f32 rounding of the sum itself (2^-24 relative), and
+// each dropped backward term is as small against the row's kept ones.
 #define FLUSH_LOG2 50.0f
 
 static inline VF sigmoid4(VF a) {
@@ -251,6 +281,8 @@ EXPORT void bwd_swiglu(float *da, float *du, const float *dm, const float *a, co
     da[i] = dm[i] * u[i] * VF_LANE(VF_MUL(s, VF_ADD(one, VF_MUL(av, VF_SUB(one, s)))), 0);
     du[i] = dm[i] * a[i] * sg;
   }
+  flush_rows(da, 1, 0, n);
+  flush_rows(du, 1, 0, n);
 }
 
 // -------------------------------------------------------------------------------------------------------------
@@ -274,6 +306,7 @@ EXPORT void bwd_rope(float *x, const float *cos, const float *sin, int T, int H,
       }
     }
   }
+  flush_rows(x, T, (uintptr_t)H * D, H * D);
 }
 
 // -------------------------------------------------------------------------------------------------------------
@@ -401,6 +434,12 @@ EXPORT void bwd_attend_backward(float *dq, float *dk, float *dv, const float *dO
                                 const float *q, const float *k, const float *v, const int32_t *ranges, int nq, int Hq,
                                 int Hkv, int D, int g0, int g1) {
   ATTEND_DISPATCH(attend_bwd, D, dq, dk, dv, dO, O, lse, q, k, v, ranges, nq, Hq, Hkv, g0, g1);
+  int nk = 0; /* the key rows any query sees: the rows of dk, dv this call can have written */
+  for (int i = 0; i < nq; i++) nk = ranges[3 * i + 2] > nk ? ranges[3 * i + 2] : nk; /* sinks <= start <= end */
+  const int G = Hq / Hkv;
+  flush_rows(dq + (uintptr_t)g0 * G * D, nq, (uintptr_t)Hq * D, (g1 - g0) * G * D);
+  flush_rows(dk + (uintptr_t)g0 * D, nk, (uintptr_t)Hkv * D, (g1 - g0) * D);
+  flush_rows(dv + (uintptr_t)g0 * D, nk, (uintptr_t)Hkv * D, (g1 - g0) * D);
 }
 
 // -------------------------------------------------------------------------------------------------------------
@@ -428,4 +467,5 @@ EXPORT void bwd_mix(float *dstr, double *dalpha, const float *dmix, const float 
       dalpha[h / G] += (double)s;
     }
   }
+  flush_rows(dstr, nq, (uintptr_t)Hq * D, Hq * D);
 }

@@ -4,7 +4,8 @@
  * beside the model kernels (wasm/model/build.sh compiles every .c here) and, per SIMD set, into libduo.so
  * (native/build.sh; native/src/backward.c holds the checked entry points). f32 activations, row-major, one row per
  * token; f32 accumulation inside a row, f64 for the dα sums. Freestanding: no libc, no allocation, nothing returned
- * but through the output arrays (the callers validate the shapes).
+ * but through the output arrays (the callers validate the shapes). Every gradient written is flushed to 0 below 2^-90
+ * in magnitude (no subnormals: backward.c explains; callers scale a step's gradients to about 1).
  */
 #ifndef DUO_MODEL_BACKWARD_H
 #define DUO_MODEL_BACKWARD_H
