@@ -106,7 +106,7 @@ for (const name of ["wasm", "native"] as const) {
   test(`${name} transposed matmul matches the reference for f32, f16 and bf16 weights, odd shapes, overwrite and accumulate${note}`, { skip: skips[name] }, async () => {
     const { refModel, fastModel, ref, fast } = await sets(name);
     for (const dtype of ["f32", "f16", "bf16"] as const) {
-      for (const [T, nin, nout] of [[1, 1, 1], [1, 8, 3], [3, 7, 5], [4, 16, 2], [5, 37, 9], [37, 64, 11], [70, 24, 6], [9, 200, 130]] as const) {
+      for (const [T, nin, nout] of [[1, 1, 1], [1, 8, 3], [3, 7, 5], [4, 16, 2], [5, 37, 9], [37, 64, 11], [70, 24, 6], [9, 200, 130], [18, 604, 300]] as const) {
         const { bytes } = asDtype(randomArray(nout * nin, nin * 7 + nout), dtype);
         const mr = refModel.matrix(nout, nin, dtype), mf = fastModel.matrix(nout, nin, dtype);
         refModel.write(mr, 0, bytes);
@@ -155,7 +155,7 @@ for (const name of ["wasm", "native"] as const) {
 
   test(`${name} streaming attention forward, its backward and the mix + dα reduction match the reference (MHA and GQA, rows without keys or gradient)${note}`, { skip: skips[name] }, async () => {
     const { ref, fast } = await sets(name);
-    for (const [Hq, Hkv, D] of [[2, 2, 4], [4, 2, 8], [6, 2, 64], [3, 1, 12]] as const) {
+    for (const [Hq, Hkv, D] of [[2, 2, 4], [4, 2, 8], [6, 2, 64], [3, 1, 12], [2, 1, 128], [2, 2, 48]] as const) { // D: every branch of ATTEND_DISPATCH
       const Tq = 40, Q = new RowSet(4, 20, Tq), P = new RowSet(4, 8, Tq), s: AttendShape = { nq: Q.length, nk: P.length, Hq, Hkv, D };
       const nqd = s.nq * Hq * D, nkd = s.nk * Hkv * D;
       const q = randomArray(nqd, D, 2), k = randomArray(nkd, D + 1, 2), v = randomArray(nkd, D + 2), ranges = windowRanges(Q, P);
@@ -202,6 +202,42 @@ for (const name of ["wasm", "native"] as const) {
   });
 }
 
+for (const name of ["wasm", "native"] as const) {
+  test(`${name} backward kernels flush softmax weights and σ below 2^-50 and gradients below 2^-90 to exact zeros, so nothing subnormal comes out (wasm has no FTZ / DAZ; on x86 a subnormal costs a ~100x microcode assist)`, { skip: skips[name] }, async () => {
+    const { fast, fastModel } = await sets(name);
+    const subnormal = (x: number) => x !== 0 && Math.abs(x) < 2 ** -126;
+    // one query over three keys: keys 0 and 1 score 0, key 2 scores −110 in log2 units (q·k·log2e/√D), P ≈ 2^-111
+    const s: AttendShape = { nq: 1, nk: 3, Hq: 1, Hkv: 1, D: 4 }, k2 = -110 / (16 * Math.LOG2E / 2);
+    const q = Float32Array.of(16, 0, 0, 0), k = Float32Array.of(0, 1, 0, 0, 0, 0, 1, 0, k2, 0, 0, 1), v = randomArray(12, 31);
+    const out = poison(4), lse = poison(1), out2 = poison(4), lse2 = poison(1);
+    fast.attend(out, lse, q, k, v, Int32Array.of(0, 0, 3), s);
+    fast.attend(out2, lse2, q, k, v, Int32Array.of(0, 0, 2), { ...s, nk: 2 });
+    assert.deepEqual([...out, ...lse], [...out2, ...lse2], "key 2 is left out of the forward: the same bits as without it");
+    // dO ≈ 2^-20: unflushed, dv[2] = P·dO ≈ 2^-131 and dk[2] ∝ P·dO would be subnormal
+    const dO = Float32Array.of(2 ** -20, -(2 ** -20), 2 ** -21, 2 ** -20), dq = new Float32Array(4), dk = new Float32Array(12), dv = new Float32Array(12);
+    fast.attendBackward(dq, dk, dv, dO, out, lse, q, k, v, Int32Array.of(0, 0, 3), s);
+    assert.ok([...dk.subarray(8), ...dv.subarray(8)].every((x) => x === 0), `key 2's dk, dv are exact zeros: ${dk.subarray(8)} ${dv.subarray(8)}`);
+    assert.ok(dv.subarray(0, 8).every((x) => x !== 0), "keys 0 and 1 get their gradient");
+    assert.ok(![...dq, ...dk, ...dv].some(subnormal), "no subnormal in dq, dk, dv");
+    // gradients below 2^-90 come out as exact zeros (the caller scales them to ~1: gradientScale), above it as computed
+    const m = fastModel.matrix(3, 40, "f32");
+    fastModel.write(m, 0, new Uint8Array(Float32Array.from({ length: 120 }, (_, i) => 0.25 + (i % 5) / 8).buffer));
+    for (const [scale, kept] of [[2 ** -100, false], [2 ** -80, true]] as const) {
+      const dx = poison(5 * 40), dy = Float32Array.from({ length: 15 }, (_, i) => scale * (1 + i / 16));
+      fast.linearBackward(dx, dy, m, 5, false);
+      assert.ok(dx.every((x) => (kept ? x > 2 ** -90 : x === 0)), `linearBackward at dy ~${scale}: ${dx.slice(0, 3)}`);
+    }
+    // SwiGLU: σ(−40) ≈ 2^-57.7 and σ(−90) ≈ 2^-130 flushed; σ(1), σ(−2) kept
+    const a = Float32Array.of(-40, -90, 1, -2), u = Float32Array.of(1, 1, 1, 1), dm = Float32Array.of(2 ** -20, 2 ** -20, 0.5, 0.25);
+    const da = poison(4), du = poison(4);
+    fast.swigluBackward(da, du, dm, a, u);
+    assert.ok(da[0] === 0 && da[1] === 0 && du[0] === 0 && du[1] === 0, `flushed lanes are exact zeros: ${da} ${du}`);
+    assert.ok(![...da, ...du].some(subnormal), "no subnormal in da, du");
+    const sig = (x: number) => 1 / (1 + Math.exp(-x));
+    for (const i of [2, 3]) assert.ok(Math.abs(da[i]! - dm[i]! * sig(a[i]!) * (1 + a[i]! * (1 - sig(a[i]!)))) < 1e-6 && Math.abs(du[i]! - dm[i]! * a[i]! * sig(a[i]!)) < 1e-6, `lane ${i} kept`);
+  });
+}
+
 test("native: every SIMD instruction set this CPU runs gives the reference's transposed f16 / bf16 matmul and attention backward", { skip: skips.native }, async () => {
   const ran: string[] = [];
   try {
@@ -232,6 +268,26 @@ test("native: every SIMD instruction set this CPU runs gives the reference's tra
     await selectNativeIsa("");
   }
   assert.ok(ran.length >= 1, "at least one SIMD set ran");
+});
+
+test("native transposed matmul gives the same bits on 1, 2 and 3 threads (each element one chain of multiply-adds over W's rows, whatever thread or tile computes it)", { skip: skips.native }, async () => {
+  // [T 18, nin 1100, nout 600]: AVX-512 tiles of 12, 4 and 1 tokens, two column blocks, three chunks of W's rows,
+  // strips of 8 and the unpacked tail (1100 % 32 = 12, % 8 = 4) on every split
+  const T = 18, nin = 1100, nout = 600, dy = randomArray(T * nout, 5), start = randomArray(T * nin, 6);
+  for (const dtype of ["f32", "bf16"] as const) {
+    const { bytes } = asDtype(randomArray(nout * nin, 7), dtype);
+    const runs: Uint32Array[] = [];
+    for (const threads of [1, 2, 3]) {
+      const kn = await createModelKernels("native", { threads }), bk = await createBackwardKernels(kn, { threads });
+      const m = kn.matrix(nout, nin, dtype);
+      kn.write(m, 0, bytes);
+      const dx = start.slice();
+      bk.linearBackward(dx, dy, m, T, true);
+      runs.push(new Uint32Array(dx.buffer));
+      kn.dispose();
+    }
+    for (const r of runs.slice(1)) assert.ok(r.every((b, i) => b === runs[0]![i]), `${dtype}: the same bits on every thread count`);
+  }
 });
 
 test("native backward kernels flush subnormals (x86 microcode assists made them ~150x slower) and leave the threads' FP mode as it was: the forward matmul still keeps subnormals", { skip: skips.native }, async () => {

@@ -86,6 +86,20 @@ for (const name of ["wasm", "native"] as const) {
     });
   }
 
+  test(`identify fast optimize on ${name}: dL/dα stays right when the backward's gradients are ~2^-120 (loss scaling keeps them out of subnormals: native flushed them to 0, wasm ran them ~100x slower)`, { skip: skips[name] }, async () => {
+    // a final norm of 2^-60 scales dL/dH by 2^-120 and the gradient below it by 2^-120 more: f32 would underflow
+    const m = tiny(CASES[0]![1]), N = m.config.numLayers * m.config.numKvHeads, window = CASES[0]![2], r = rng(9);
+    m.norm.forEach((x, i) => (m.norm[i] = x * 2 ** -60));
+    const gates = Float64Array.from({ length: N }, () => 0.15 + 0.7 * r()), s = sample(43, 44, 9);
+    const ref = objective(m, s, gates, { window, reg: 0 });
+    const top = Math.max(...ref.grad.map(Math.abs));
+    assert.ok(top > 0 && top < 2 ** -110, `the float64 gradient is tiny: ${top}`);
+    await withFast(m, name, window, async (f) => {
+      const fast = await f.evaluate(s, gates, { reg: 0 });
+      for (let i = 0; i < N; i++) assert.ok(Math.abs(fast.grad[i]! - ref.grad[i]!) <= 1e-5 * top, `dL/dgate[${i}] ${fast.grad[i]} vs float64 ${ref.grad[i]} (top ${top})`);
+    });
+  });
+
   test(`identify fast optimize on ${name}: at α = 1 the distillation loss and gradient vanish (only the L1 term)`, { skip: skips[name] }, async () => {
     const m = tiny(CASES[0]![1]), N = m.config.numLayers * m.config.numKvHeads, window = CASES[0]![2];
     await withFast(m, name, window, async (f) => {

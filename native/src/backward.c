@@ -97,11 +97,11 @@ typedef struct {
   int32_t T, nin, nout, dtype, accumulate, parts;
 } linear_job;
 
-/* Columns [k0, k1) of part i: multiples of 8 (the kernel's groups of 8 weights), the last part takes the tail. */
+/* Columns [k0, k1) of part i: multiples of 32 (the AVX-512 GEMM's runs of columns), the last part takes the tail. */
 static void linear_task(void *ctx, int i) {
   const linear_job *m = ctx;
-  const int64_t groups = (m->nin + 7) / 8;
-  int k0 = (int)(groups * i / m->parts * 8), k1 = (int)(groups * (i + 1) / m->parts * 8);
+  const int64_t groups = (m->nin + 31) / 32;
+  int k0 = (int)(groups * i / m->parts * 32), k1 = (int)(groups * (i + 1) / m->parts * 32);
   if (k1 > m->nin) k1 = m->nin;
   if (k0 >= k1) return;
   const uint64_t mode = flush_subnormals();
@@ -124,7 +124,7 @@ DUO_EXPORT int32_t duo_bwd_linear(float *dx, const float *dy, uint64_t w, int32_
                 (unsigned long long)want, (unsigned long long)have);
   if (T == 0) return DUO_OK;
   if (!dx || !dy) return fail(DUO_E_ARG, "duo_bwd_linear: dx and dy must not be NULL");
-  const int groups = (nin + 7) / 8, threads = pool_threads(), parts = groups < threads ? groups : threads;
+  const int groups = (nin + 31) / 32, threads = pool_threads(), parts = groups < threads ? groups : threads;
   linear_job m = {k, dx, dy, (const void *)(uintptr_t)w, T, nin, nout, dtype, accumulate != 0, parts};
   pool_run(threads, parts, linear_task, &m);
   return DUO_OK;

@@ -3,10 +3,14 @@
  * three sets: `reference` (plain TS, float64 accumulation, results rounded to f32 once: the twin), `wasm` (the C of
  * wasm/model/backward.c inside the duo-model.wasm instance of a WasmKernels set) and `native` (the same C in
  * libduo.so, native/src/backward.c). A set is bound to the ModelKernels set that holds the weights, so that the
- * transposed matmul reads W where the forward matmul reads it (f32, or f16 / bf16 as packed there).
+ * transposed matmul reads W where and as the forward matmul reads it (f32, or f16 / bf16: in file order on native,
+ * packed by pack_u16 in wasm).
  *
  * All arrays are host typed arrays, row-major, one row per token. Every call checks its shapes first and throws
- * INVALID_ARGUMENT (writing nothing) when they do not fit.
+ * INVALID_ARGUMENT (writing nothing) when they do not fit. The wasm and native sets write no subnormals: gradients
+ * below 2^-90 in magnitude and softmax weights below 2^-50 of their row's largest are flushed to 0 (x86 takes a
+ * ~100x microcode assist per subnormal, and wasm cannot turn on FTZ; wasm/model/backward.c), so callers scale the
+ * gradients they pass to about 1 (fast-optimize.ts gradientScale).
  */
 import { DuoError } from "../errors.ts";
 import type { Matrix, ModelKernels } from "../model/kernels.ts";

@@ -246,8 +246,11 @@ export class FastObjective {
     const c = this.m.fast.config, bk = this.bk, fl = this.m.fast.layers;
     const { hiddenSize: H, intermediateSize: I, numHeads: Hq, numKvHeads: Hkv, headDim: D, numLayers: nL } = c, W = Hq * D;
     const T = s.ids.length, grad = new Float64Array(nL * Hkv);
-    const Qlast = rows.queries[nL - 1]!, dNormed = new Float32Array(Qlast.length * H);
-    for (let t = s.labelStart; t < T; t++) dNormed.set(dHidden.subarray((t - s.labelStart) * H, (t - s.labelStart + 1) * H), Qlast.indexOf(t) * H);
+    const Qlast = rows.queries[nL - 1]!, dNormed = new Float32Array(Qlast.length * H), k = gradientScale(dHidden), up = 2 ** k;
+    for (let t = s.labelStart; t < T; t++) {
+      const at = Qlast.indexOf(t) * H, from = (t - s.labelStart) * H;
+      for (let d = 0; d < H; d++) dNormed[at + d] = dHidden[from + d]! * up;
+    }
     let dx = new Float32Array(Qlast.length * H);
     bk.rmsnormBackward(dx, dNormed, xL, this.m.finalNorm, rf, Qlast.length);
     for (let l = nL - 1; l >= 0; l--) {
@@ -287,6 +290,23 @@ export class FastObjective {
       bk.rmsnormBackward(dxin, dh1, S.x, this.m.inputNorms[l]!, S.r1, nk);
       dx = dxin;
     }
+    for (let i = 0; i < grad.length; i++) grad[i]! *= 2 ** -k;
     return grad;
   }
+}
+
+/**
+ * The backward runs on dL/dH·2^k, with k chosen so that max|dL/dH·2^k| is about 1, and dα is scaled back by 2^-k
+ * (loss scaling, as in mixed-precision training; 0 when dL/dH is all zero). Why: a step's activation gradients are
+ * tiny (the distillation gradient is divided by every labelled element) and shrink layer by layer; a 0.5B model at
+ * 4K tokens passed half a million subnormal elements per layer into the backward ops by its 20th layer from the top,
+ * and on x86 an operation on a subnormal takes a microcode assist: wasm, which has no FTZ / DAZ, ran such a
+ * transposed matmul 130x slower (native flushes them, native/src/backward.c, at the cost of their value). Exact:
+ * every op of the backward is linear in its seed, and a power of two changes no rounding while values stay normal;
+ * it only keeps normal what would have underflowed.
+ */
+export function gradientScale(dH: Float32Array): number {
+  let m = 0;
+  for (let i = 0; i < dH.length; i++) m = Math.max(m, Math.abs(dH[i]!));
+  return m > 0 && Number.isFinite(m) ? -Math.floor(Math.log2(m)) : 0;
 }
