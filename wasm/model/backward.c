@@ -111,7 +111,8 @@ static void flush_rows(float *x, int rows, uintptr_t stride, int n) {
 // per (block, chunk) into a stack buffer in broadcast order (gp [GKC][12] f32, 12 KiB: L1), then serves every run of
 // 32 columns of the block: 12 x 2 accumulators + 2 weight vectors + 1 broadcast of the 32 registers, each row of 32
 // widened weights shared by 12 tokens, each broadcast dy value by 32 columns. Weights are widened to element order
-// by the decode loads (vz_ld32_*: the same columns as dx, no permutes at the stores).
+// (vz_ld32_f32 / _f16, vz_ld32e_bf16 of widen.h: the same columns as dx, no permutes at the stores; the forward's
+// vz_ld32_bf16 gives even / odd elements instead).
 #define GKC 256
 #define GNC 512
 
@@ -198,7 +199,7 @@ static void flush_rows(float *x, int rows, uintptr_t stride, int n) {
 #ifdef VZ_LANES
 #define LDW_F32 vz_ld32_f32
 #define LDW_F16 vz_ld32_f16
-#define LDW_BF16 vz_ld32_bf16
+#define LDW_BF16 vz_ld32e_bf16
 #endif
 LINEAR_BWD(bwd_linear_f32, float, ld8_f32, w1_f32, LDW_F32)
 LINEAR_BWD(bwd_linear_f16, uint16_t, ld8_f16, w1_f16, LDW_F16)
