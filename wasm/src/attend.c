@@ -258,7 +258,7 @@ static void prefetch_next_block(const tile_ctx *c, int r0, int n, int part, int 
   if (next >= sg->row_count) {
     sg = c->next;
     next = 0;
-    if (!sg || sg->layout != DUO_NHD || !is_quantized(sg->dtype)) return;
+    if (!sg || sg->layout != DUO_NHD) return;
   }
   const int left = sg->row_count - next, m = left < BK ? left : BK;
   if (m <= 0) return;
@@ -301,15 +301,23 @@ static void run_block(const tile_ctx *c, int r0, int n, int cls, int j0, int j1)
 #else
   const int fused = 0;
 #endif
-  const int widen = tiled || (quant && !codes && !fused) || p->eo || dt0 == DUO_F16 || (dt0 == DUO_BF16 && M >= 16);
-  if (!tiled && !fused) { /* fused blocks ask for the next block ahead instead (prefetch_next_block): a touch stalls
-                            * on every miss, and reads every head's records where native threads split the heads */
+  /* one query vector per pass (m1: G = 1 decode) over finite float rows: the wide kernels where the build has them
+   * (kernels.h K_M1_WIDE), f16 read directly instead of widened into the workspace */
+#ifdef K_M1_WIDE
+  const int wide = !p->m4 && !tiled && !quant && !guard && D % K_M1_WIDE == 0;
+#else
+  const int wide = 0;
+#endif
+  const int widen = tiled || (quant && !codes && !fused) || p->eo || (dt0 == DUO_F16 && !wide) || (dt0 == DUO_BF16 && M >= 16);
+  if (!tiled && !fused && !wide) { /* fused and wide blocks ask for the next block ahead instead (prefetch_next_block):
+                                    * a touch stalls on every miss, and reads every head's rows where native threads
+                                    * split the heads */
     touch(sg->k + first, (uint32_t)n * stride);
     touch(sg->v + first, (uint32_t)n * stride);
   }
 #ifdef K_QUANT_FUSED
   uint32_t slot_lo = (uint32_t)c->slots[j0], slot_hi = slot_lo; /* the byte run of the call's heads in a row */
-  for (int j = j0 + 1; j < j1 && fused; j++) {
+  for (int j = j0 + 1; j < j1 && (fused || wide); j++) {
     slot_lo = (uint32_t)c->slots[j] < slot_lo ? (uint32_t)c->slots[j] : slot_lo;
     slot_hi = (uint32_t)c->slots[j] > slot_hi ? (uint32_t)c->slots[j] : slot_hi;
   }
@@ -363,6 +371,18 @@ static void run_block(const tile_ctx *c, int r0, int n, int cls, int j0, int j1)
       if (codes) scale_rows(s, v, stride, D, n, M);
       k_pv_m4(acc, alpha, s, M, D, vb, bs, vdt, n);
     } else {
+#ifdef K_M1_WIDE
+      if (wide) {
+        const uint32_t ahead = hb; /* each row read asks for the next head's (the next slot's) bytes of that row */
+        for (int g = 0; g < M; g++) {
+          k_scores_m1w(qp + g * D, D, kb, bs, kdt, n, s, ahead);
+          if (cls == PARTIAL) mask_block(c, s, r0, n, 1, p->G, g);
+          k_softmax_m1(s, n, mx + g, l + g, alpha);
+          k_pv_m1w(acc + g * D, *alpha, s, D, vb, bs, vdt, n, ahead);
+        }
+        continue;
+      }
+#endif
       for (int g = 0; g < M; g++) {
         k_scores_m1(qp + g * D, D, kb, bs, kdt, n, s);
         if (codes) scale_rows(s, k, stride, D, n, 1);

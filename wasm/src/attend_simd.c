@@ -131,6 +131,27 @@ static void softmax_quad_z(float *s, int n, float *mx, float *l, float *alpha) {
   VF_STORE(l, VF_ADD(VF_MUL(VF_LOAD(l), a), VZ_FOLD_ADD4(sum)));
   VF_STORE(mx, top);
 }
+
+/* One query vector (m1) in 16-lane vectors: G = 1 decode's kernels went 16-lane around it. The same maxima (pmax,
+ * then over the lanes), exp2 polynomial and sums as k_softmax_m1; rows past n are read as -Inf and written back
+ * unchanged. */
+static void softmax_m1_z(float *s, int n, float *mx, float *l, float *alpha) {
+  const VZ ninf = VZ_SPLAT(-__builtin_inff());
+  VZ t = VZ_SPLAT(*mx);
+  for (int i = 0; i < n; i += 16) t = VZ_MAX(t, VZ_LOAD_OR(ninf, n - i >= 16 ? 0xffffu : (1u << (n - i)) - 1, s + i));
+  const float top = vf_hmax(VZ_FOLD_MAX4(t)), sub = top == -__builtin_inff() ? 0.0f : top;
+  const VZ subz = VZ_SPLAT(sub);
+  VZ sum = VZ_ZERO;
+  for (int i = 0; i < n; i += 16) {
+    const unsigned m = n - i >= 16 ? 0xffffu : (1u << (n - i)) - 1;
+    const VZ p = vz_exp2(VZ_SUB(VZ_LOAD_OR(ninf, m, s + i), subz));
+    VZ_STORE_MASKED(s + i, m, p);
+    sum = VZ_ADD(sum, p);
+  }
+  *alpha = exp2_f32(*mx - sub);
+  *l = *l * *alpha + vf_hsum(VZ_FOLD_ADD4(sum));
+  *mx = top;
+}
 #endif
 
 /* Two running maxes and two running sums per quad halve the dependency chains of the reductions. */
@@ -162,6 +183,9 @@ void k_softmax_m4(float *s, int n, int M, float *mx, float *l, float *alpha) {
 }
 
 void k_softmax_m1(float *s, int n, float *mx, float *l, float *alpha) {
+#ifdef VZ_EXP2_READY
+  softmax_m1_z(s, n, mx, l, alpha);
+#else
   VF top4 = VF_SPLAT(*mx);
   int i = 0;
   for (; i + 4 <= n; i += 4) top4 = VF_MAX(top4, VF_LOAD(s + i));
@@ -179,6 +203,7 @@ void k_softmax_m1(float *s, int n, float *mx, float *l, float *alpha) {
   *alpha = exp2_f32(*mx - sub);
   *l = *l * *alpha + sum;
   *mx = top;
+#endif
 }
 
 /* 4 query vectors x 8 elements of acc stay in registers while the loop runs down the n value rows; a head dim that is
@@ -516,6 +541,157 @@ static void pv_v64_z(float *acc, const float *alpha, const float *p, int D, cons
   }
 }
 #undef REP4
+#endif
+
+#ifdef K_M1_WIDE
+/*
+ * G = 1 decode in wide vectors (kernels.h K_M1_WIDE; the VQ vectors of simd_x86.h: 16 lanes on AVX-512, 8 on AVX2).
+ * The 4-lane m1 kernels spent, per 64 bytes of bf16, 8 widening loads and 8 shifts for 8 multiply-adds of 4 lanes, and
+ * ran from L2 at about the speed DRAM delivers, so decode (touch, then compute) took the sum of the two. Here a chunk
+ * is QC = 2 * VQ_LANES elements of a row read as two vectors: f32 two loads, f16 two conversions (vcvtph2ps), bf16 one
+ * load split by a shift and a mask into its even and odd elements, so that for bf16 the query (and in P.V the
+ * accumulators) are taken in even/odd order: VQ_EO_IN / VQ_EO_OUT at the ends. A head dim that is an odd multiple of
+ * VQ_LANES ends with one half chunk, in natural order. The driver asks for the next block ahead (attend.c
+ * prefetch_next_block) instead of touching this one.
+ */
+#define QL VQ_LANES
+#define QC (2 * VQ_LANES)
+
+/* Elements [d, d + QC) of a row: bf16 the even ones (x) and the odd ones (y); f32 and f16 [d, d + QL) and the rest. */
+ALWAYS_INLINE void row_chunk(const uint8_t *row, int d, int dt, VQ *x, VQ *y, uint32_t ahead) {
+  if (ahead) {
+    const uint8_t *a = row + (dt == DUO_F32 ? 4 : 2) * d + ahead;
+    __builtin_prefetch(a, 0, 2);
+    if (dt == DUO_F32 && QL == 16) __builtin_prefetch(a + 64, 0, 2);
+  }
+  if (dt == DUO_BF16) {
+    const VQ w = VQ_LOAD(row + 2 * d);
+    *x = VQ_BF16_EVEN(w);
+    *y = VQ_BF16_ODD(w);
+  } else if (dt == DUO_F16) {
+    *x = VQ_F16(row + 2 * d);
+    *y = VQ_F16(row + 2 * d + 2 * QL);
+  } else {
+    *x = VQ_LOAD(row + 4 * d);
+    *y = VQ_LOAD(row + 4 * d + 4 * QL);
+  }
+}
+
+/* Elements [d, d + QL) of a row in natural order (the half chunk that ends an odd multiple of QL). */
+ALWAYS_INLINE VQ row_half(const uint8_t *row, int d, int dt) {
+  return dt == DUO_BF16 ? VQ_BF16(row + 2 * d) : dt == DUO_F16 ? VQ_F16(row + 2 * d) : VQ_LOAD(row + 4 * d);
+}
+
+/* s[r] = qz . row r for R rows (R = VQ_ACCS, 4 or 1): one sum per row down the head dim, the R sums added up together
+ * (AVX-512: 16 in one vector). qz: the query in the chunk order of dt. */
+ALWAYS_INLINE void scores_rows(const float *qz, int D, const uint8_t *k, uint32_t stride, float *s, int dt, const int R, uint32_t ahead) {
+  VQ a[VQ_ACCS];
+  for (int r = 0; r < R; r++) a[r] = VQ_ZERO;
+  int d = 0;
+  for (; d + QC <= D; d += QC) {
+    const VQ qx = VQ_LOAD(qz + d), qy = VQ_LOAD(qz + d + QL);
+    for (int r = 0; r < R; r++) {
+      VQ x, y;
+      row_chunk(k + (uint32_t)r * stride, d, dt, &x, &y, ahead);
+      a[r] = VQ_MAD(VQ_MAD(a[r], qx, x), qy, y);
+    }
+  }
+  if (d < D) {
+    const VQ qx = VQ_LOAD(qz + d);
+    for (int r = 0; r < R; r++) a[r] = VQ_MAD(a[r], qx, row_half(k + (uint32_t)r * stride, d, dt));
+  }
+#ifdef VZ_LANES4
+  if (R == 16) {
+    VZ_STORE(s, VZ_LANES4(VZ_QUAD(a[0], a[1], a[2], a[3]), VZ_QUAD(a[4], a[5], a[6], a[7]),
+                          VZ_QUAD(a[8], a[9], a[10], a[11]), VZ_QUAD(a[12], a[13], a[14], a[15])));
+    return;
+  }
+#endif
+  if (R == 1) *s = VF_LANE(vq_sum4(a[0], VQ_ZERO, VQ_ZERO, VQ_ZERO), 0);
+  else
+    for (int r = 0; r < R; r += 4) VF_STORE(s + r, vq_sum4(a[r], a[r + 1], a[r + 2], a[r + 3]));
+}
+
+ALWAYS_INLINE void scores_m1w_impl(const float *q, int D, const uint8_t *k, uint32_t stride, int n, float *s, int dt, uint32_t ahead) {
+  float eo[D]; /* bf16: the query in even/odd order per chunk */
+  const float *qz = q;
+  if (dt == DUO_BF16) {
+    int d = 0;
+    for (; d + QC <= D; d += QC) {
+      VQ x, y;
+      VQ_EO_IN(q + d, &x, &y);
+      VQ_STORE(eo + d, x);
+      VQ_STORE(eo + d + QL, y);
+    }
+    if (d < D) VQ_STORE(eo + d, VQ_LOAD(q + d));
+    qz = eo;
+  }
+  int i = 0;
+  for (; i + VQ_ACCS <= n; i += VQ_ACCS) scores_rows(qz, D, k + (uint32_t)i * stride, stride, s + i, dt, VQ_ACCS, ahead);
+  for (; i + 4 <= n; i += 4) scores_rows(qz, D, k + (uint32_t)i * stride, stride, s + i, dt, 4, ahead);
+  for (; i < n; i++) scores_rows(qz, D, k + (uint32_t)i * stride, stride, s + i, dt, 1, ahead);
+}
+
+void k_scores_m1w(const float *q, int D, const uint8_t *k, uint32_t stride, int dt, int n, float *s, uint32_t ahead) {
+  switch (dt & DUO_DTYPE_MASK) {
+    case DUO_BF16: scores_m1w_impl(q, D, k, stride, n, s, DUO_BF16, ahead); break;
+    case DUO_F16: scores_m1w_impl(q, D, k, stride, n, s, DUO_F16, ahead); break;
+    default: scores_m1w_impl(q, D, k, stride, n, s, DUO_F32, ahead); break;
+  }
+}
+
+/* Elements [d0, d0 + CH * QC) of acc in 2 * CH registers down the n rows (bf16: even/odd halves per chunk). */
+ALWAYS_INLINE void pv_rows(float *acc, VQ al, const float *p, const uint8_t *v, uint32_t stride, int n, int dt, int d0,
+                           const int CH, uint32_t ahead) {
+  VQ e[8];
+  for (int c = 0; c < CH; c++) {
+    VQ x, y;
+    if (dt == DUO_BF16) VQ_EO_IN(acc + d0 + c * QC, &x, &y);
+    else { x = VQ_LOAD(acc + d0 + c * QC); y = VQ_LOAD(acc + d0 + c * QC + QL); }
+    e[2 * c] = VQ_MUL(x, al);
+    e[2 * c + 1] = VQ_MUL(y, al);
+  }
+  const uint8_t *r = v;
+  for (int i = 0; i < n; i++, r += stride) {
+    const VQ w = VQ_SPLAT(p + i);
+    for (int c = 0; c < CH; c++) {
+      VQ x, y;
+      row_chunk(r, d0 + c * QC, dt, &x, &y, ahead);
+      e[2 * c] = VQ_MAD(e[2 * c], w, x);
+      e[2 * c + 1] = VQ_MAD(e[2 * c + 1], w, y);
+    }
+  }
+  for (int c = 0; c < CH; c++) {
+    if (dt == DUO_BF16) VQ_EO_OUT(acc + d0 + c * QC, e[2 * c], e[2 * c + 1]);
+    else { VQ_STORE(acc + d0 + c * QC, e[2 * c]); VQ_STORE(acc + d0 + c * QC + QL, e[2 * c + 1]); }
+  }
+}
+
+/* Panels of 4 chunks (8 sums, 128 elements on AVX-512), then 2, 1 and the half chunk left. */
+ALWAYS_INLINE void pv_m1w_impl(float *acc, float alpha, const float *p, int D, const uint8_t *v, uint32_t stride, int n,
+                               int dt, uint32_t ahead) {
+  const VQ al = VQ_SPLAT(&alpha);
+  int d0 = 0;
+  for (; d0 + 4 * QC <= D; d0 += 4 * QC) pv_rows(acc, al, p, v, stride, n, dt, d0, 4, ahead);
+  if (d0 + 2 * QC <= D) { pv_rows(acc, al, p, v, stride, n, dt, d0, 2, ahead); d0 += 2 * QC; }
+  if (d0 + QC <= D) { pv_rows(acc, al, p, v, stride, n, dt, d0, 1, ahead); d0 += QC; }
+  if (d0 < D) {
+    VQ x = VQ_MUL(VQ_LOAD(acc + d0), al);
+    const uint8_t *r = v;
+    for (int i = 0; i < n; i++, r += stride) x = VQ_MAD(x, VQ_SPLAT(p + i), row_half(r, d0, dt));
+    VQ_STORE(acc + d0, x);
+  }
+}
+
+void k_pv_m1w(float *acc, float alpha, const float *p, int D, const uint8_t *v, uint32_t stride, int dt, int n, uint32_t ahead) {
+  switch (dt & DUO_DTYPE_MASK) {
+    case DUO_BF16: pv_m1w_impl(acc, alpha, p, D, v, stride, n, DUO_BF16, ahead); break;
+    case DUO_F16: pv_m1w_impl(acc, alpha, p, D, v, stride, n, DUO_F16, ahead); break;
+    default: pv_m1w_impl(acc, alpha, p, D, v, stride, n, DUO_F32, ahead); break;
+  }
+}
+#undef QL
+#undef QC
 #endif
 
 void k_scores_k64(const float *q4, int D, const uint8_t *kt, int dt, int n, float *s) {

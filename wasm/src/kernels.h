@@ -82,6 +82,23 @@ void k_pv_quant(float *acc, const float *alpha, const float *p, int sm, int nq, 
                 int dt, int n);
 #endif
 
+/* G = 1 decode (one query vector per pass: k_scores_m1 / k_pv_m1's contracts) over token-major f32, f16 or bf16 rows
+ * in wide vectors: K_M1_WIDE lanes (the VQ vectors of simd_x86.h: 16 on AVX-512, 8 on AVX2), for D a multiple of
+ * K_M1_WIDE and rows without Inf/NaN (a segment flagged DUO_NONFINITE takes the 4-lane kernels: zero weights must skip
+ * those values exactly). f16 is read directly (vcvtph2ps, exact), not widened into the workspace first.
+ * k_scores_m1w: s[i] = q . key i, i < n, q [D] natural order. K_M1_WIDE rows per pass, one sum each, added up together.
+ * k_pv_m1w: acc[:] <- acc[:] * alpha + sum_{i<n} p[i] * value i, acc [D] natural order; a panel of acc in registers
+ *   down the n rows. n <= 64 for both (BK). */
+#ifdef K_QUANT_FUSED
+#if defined(__AVX512F__)
+#define K_M1_WIDE 16
+#else
+#define K_M1_WIDE 8
+#endif
+void k_scores_m1w(const float *q, int D, const uint8_t *k, uint32_t stride, int dt, int n, float *s, uint32_t ahead);
+void k_pv_m1w(float *acc, float alpha, const float *p, int D, const uint8_t *v, uint32_t stride, int dt, int n, uint32_t ahead);
+#endif
+
 /* dst[i*D + d] = f32 of element d of tile row i0 + i, for i < n (i0 + n <= 64): rows of a K64 or V64 tile of bf16 or
  * f16 (| DUO_NONFINITE: exact for Inf/NaN) widened into token-major f32 rows (prefill and the other shapes that read
  * tiles through the f32 kernels). With even_odd, V rows come out in the even/odd order of the eo accumulators. */
