@@ -92,8 +92,13 @@ static plan make_plan(int T, int G, int J, int D) {
   p.tl = o; o += row;
   p.pm = o; o += row;
   p.pl = o; o += row;
-  p.alpha = o; o += align64((uint32_t)p.M * 4);
-  p.s = o; o += align64((uint32_t)BK * p.M * 4);
+#ifdef K_M1_WIDE
+  const uint32_t sm = p.m4 ? (uint32_t)p.M : ((uint32_t)J * p.M + 3) & ~3u; /* m1 decode: every vector at once (wide) */
+#else
+  const uint32_t sm = (uint32_t)p.M;
+#endif
+  p.alpha = o; o += align64(sm * 4);
+  p.s = o; o += align64((uint32_t)BK * sm * 4);
   p.kw = o; o += align64((uint32_t)BK * D * 4);
   p.vw = o; o += align64((uint32_t)BK * D * 4);
   p.rows = o; o += align64((uint32_t)BK * D * 4); /* a block copied out of its tile */
@@ -258,7 +263,7 @@ static void prefetch_next_block(const tile_ctx *c, int r0, int n, int part, int 
   if (next >= sg->row_count) {
     sg = c->next;
     next = 0;
-    if (!sg || sg->layout != DUO_NHD) return;
+    if (!sg || sg->layout != DUO_NHD || !is_quantized(sg->dtype)) return;
   }
   const int left = sg->row_count - next, m = left < BK ? left : BK;
   if (m <= 0) return;
@@ -309,17 +314,32 @@ static void run_block(const tile_ctx *c, int r0, int n, int cls, int j0, int j1)
   const int wide = 0;
 #endif
   const int widen = tiled || (quant && !codes && !fused) || p->eo || (dt0 == DUO_F16 && !wide) || (dt0 == DUO_BF16 && M >= 16);
-  if (!tiled && !fused && !wide) { /* fused and wide blocks ask for the next block ahead instead (prefetch_next_block):
-                                    * a touch stalls on every miss, and reads every head's rows where native threads
-                                    * split the heads */
+  if (!tiled && !fused && !wide) { /* fused blocks ask for the next block ahead instead (prefetch_next_block): a touch
+                                    * stalls on every miss, and reads every head's records where native threads split
+                                    * the heads; wide blocks are read front to back, which the hardware prefetcher
+                                    * follows */
     touch(sg->k + first, (uint32_t)n * stride);
     touch(sg->v + first, (uint32_t)n * stride);
   }
 #ifdef K_QUANT_FUSED
   uint32_t slot_lo = (uint32_t)c->slots[j0], slot_hi = slot_lo; /* the byte run of the call's heads in a row */
-  for (int j = j0 + 1; j < j1 && (fused || wide); j++) {
+  for (int j = j0 + 1; j < j1 && fused; j++) {
     slot_lo = (uint32_t)c->slots[j] < slot_lo ? (uint32_t)c->slots[j] : slot_lo;
     slot_hi = (uint32_t)c->slots[j] > slot_hi ? (uint32_t)c->slots[j] : slot_hi;
+  }
+#endif
+#ifdef K_M1_WIDE
+  if (wide) { /* every query vector of heads [j0, j1) at once, the block's rows read in the order they lie */
+    const int nv = (j1 - j0) * M, sm = (nv + 3) & ~3;
+    uint32_t off[nv];
+    for (int v = 0; v < nv; v++) off[v] = (uint32_t)c->slots[j0 + v / M] * hb;
+    float *mx = WS(c, pm) + j0 * M, *l = WS(c, pl) + j0 * M;
+    k_scores_heads(WS(c, qp) + j0 * M * D, nv, sm, off, D, (const uint8_t *)(uintptr_t)(sg->k + first), stride, dt0, n, s);
+    if (cls == PARTIAL) mask_block(c, s, r0, n, sm, sm, 0); /* T = 1: every vector's query at position tmin */
+    for (int v = nv; v < sm; v++) { mx[v] = NEG_INF; l[v] = 0.0f; } /* the padding's scratch state */
+    k_softmax_m4(s, n, sm, mx, l, alpha);
+    k_pv_heads(WS(c, pacc) + j0 * M * D, alpha, s, sm, nv, off, D, (const uint8_t *)(uintptr_t)(sg->v + first), stride, dt0, n);
+    return;
   }
 #endif
   for (int j = j0; j < j1; j++) {
@@ -371,18 +391,6 @@ static void run_block(const tile_ctx *c, int r0, int n, int cls, int j0, int j1)
       if (codes) scale_rows(s, v, stride, D, n, M);
       k_pv_m4(acc, alpha, s, M, D, vb, bs, vdt, n);
     } else {
-#ifdef K_M1_WIDE
-      if (wide) {
-        const uint32_t ahead = hb; /* each row read asks for the next head's (the next slot's) bytes of that row */
-        for (int g = 0; g < M; g++) {
-          k_scores_m1w(qp + g * D, D, kb, bs, kdt, n, s, ahead);
-          if (cls == PARTIAL) mask_block(c, s, r0, n, 1, p->G, g);
-          k_softmax_m1(s, n, mx + g, l + g, alpha);
-          k_pv_m1w(acc + g * D, *alpha, s, D, vb, bs, vdt, n, ahead);
-        }
-        continue;
-      }
-#endif
       for (int g = 0; g < M; g++) {
         k_scores_m1(qp + g * D, D, kb, bs, kdt, n, s);
         if (codes) scale_rows(s, k, stride, D, n, 1);

@@ -558,12 +558,7 @@ static void pv_v64_z(float *acc, const float *alpha, const float *p, int D, cons
 #define QC (2 * VQ_LANES)
 
 /* Elements [d, d + QC) of a row: bf16 the even ones (x) and the odd ones (y); f32 and f16 [d, d + QL) and the rest. */
-ALWAYS_INLINE void row_chunk(const uint8_t *row, int d, int dt, VQ *x, VQ *y, uint32_t ahead) {
-  if (ahead) {
-    const uint8_t *a = row + (dt == DUO_F32 ? 4 : 2) * d + ahead;
-    __builtin_prefetch(a, 0, 2);
-    if (dt == DUO_F32 && QL == 16) __builtin_prefetch(a + 64, 0, 2);
-  }
+ALWAYS_INLINE void row_chunk(const uint8_t *row, int d, int dt, VQ *x, VQ *y) {
   if (dt == DUO_BF16) {
     const VQ w = VQ_LOAD(row + 2 * d);
     *x = VQ_BF16_EVEN(w);
@@ -582,24 +577,21 @@ ALWAYS_INLINE VQ row_half(const uint8_t *row, int d, int dt) {
   return dt == DUO_BF16 ? VQ_BF16(row + 2 * d) : dt == DUO_F16 ? VQ_F16(row + 2 * d) : VQ_LOAD(row + 4 * d);
 }
 
-/* s[r] = qz . row r for R rows (R = VQ_ACCS, 4 or 1): one sum per row down the head dim, the R sums added up together
- * (AVX-512: 16 in one vector). qz: the query in the chunk order of dt. */
-ALWAYS_INLINE void scores_rows(const float *qz, int D, const uint8_t *k, uint32_t stride, float *s, int dt, const int R, uint32_t ahead) {
+/* s[h] = qz_h . the head at off[h] of one row, for h < R (R = VQ_ACCS, 4 or 1): one sum per head down the head dim,
+ * the R sums added up together (AVX-512: 16 in one vector). qz [R][D]: the queries in the chunk order of dt. */
+ALWAYS_INLINE void dot_heads(const float *qz, const uint32_t *off, int D, const uint8_t *row, float *s, int dt,
+                             const int R) {
   VQ a[VQ_ACCS];
-  for (int r = 0; r < R; r++) a[r] = VQ_ZERO;
+  for (int h = 0; h < R; h++) a[h] = VQ_ZERO;
   int d = 0;
-  for (; d + QC <= D; d += QC) {
-    const VQ qx = VQ_LOAD(qz + d), qy = VQ_LOAD(qz + d + QL);
-    for (int r = 0; r < R; r++) {
+  for (; d + QC <= D; d += QC)
+    for (int h = 0; h < R; h++) {
       VQ x, y;
-      row_chunk(k + (uint32_t)r * stride, d, dt, &x, &y, ahead);
-      a[r] = VQ_MAD(VQ_MAD(a[r], qx, x), qy, y);
+      row_chunk(row + off[h], d, dt, &x, &y);
+      a[h] = VQ_MAD(VQ_MAD(a[h], VQ_LOAD(qz + h * D + d), x), VQ_LOAD(qz + h * D + d + QL), y);
     }
-  }
-  if (d < D) {
-    const VQ qx = VQ_LOAD(qz + d);
-    for (int r = 0; r < R; r++) a[r] = VQ_MAD(a[r], qx, row_half(k + (uint32_t)r * stride, d, dt));
-  }
+  if (d < D)
+    for (int h = 0; h < R; h++) a[h] = VQ_MAD(a[h], VQ_LOAD(qz + h * D + d), row_half(row + off[h], d, dt));
 #ifdef VZ_LANES4
   if (R == 16) {
     VZ_STORE(s, VZ_LANES4(VZ_QUAD(a[0], a[1], a[2], a[3]), VZ_QUAD(a[4], a[5], a[6], a[7]),
@@ -609,85 +601,88 @@ ALWAYS_INLINE void scores_rows(const float *qz, int D, const uint8_t *k, uint32_
 #endif
   if (R == 1) *s = VF_LANE(vq_sum4(a[0], VQ_ZERO, VQ_ZERO, VQ_ZERO), 0);
   else
-    for (int r = 0; r < R; r += 4) VF_STORE(s + r, vq_sum4(a[r], a[r + 1], a[r + 2], a[r + 3]));
+    for (int h = 0; h < R; h += 4) VF_STORE(s + h, vq_sum4(a[h], a[h + 1], a[h + 2], a[h + 3]));
 }
 
-ALWAYS_INLINE void scores_m1w_impl(const float *q, int D, const uint8_t *k, uint32_t stride, int n, float *s, int dt, uint32_t ahead) {
-  float eo[D]; /* bf16: the query in even/odd order per chunk */
-  const float *qz = q;
-  if (dt == DUO_BF16) {
-    int d = 0;
-    for (; d + QC <= D; d += QC) {
-      VQ x, y;
-      VQ_EO_IN(q + d, &x, &y);
-      VQ_STORE(eo + d, x);
-      VQ_STORE(eo + d + QL, y);
+/* Heads at most HEAD_PANEL_FLOATS / D at a time (bf16: their queries reordered on the stack, 64 KiB). */
+#define HEAD_PANEL_FLOATS 16384
+
+ALWAYS_INLINE void scores_heads_impl(const float *q, int nv, int sm, const uint32_t *off, int D, const uint8_t *k,
+                                     uint32_t stride, int n, float *s, int dt) {
+  const int hp = HEAD_PANEL_FLOATS / D > 0 ? HEAD_PANEL_FLOATS / D : 1;
+  for (int h0 = 0; h0 < nv; h0 += hp) {
+    const int h1 = nv - h0 < hp ? nv : h0 + hp;
+    float eo[dt == DUO_BF16 ? (h1 - h0) * D : 1]; /* bf16: each chunk of the queries as its even, then its odd elements */
+    const float *qz = q + h0 * D;
+    if (dt == DUO_BF16) {
+      for (int h = 0; h < h1 - h0; h++) {
+        int d = 0;
+        for (; d + QC <= D; d += QC) {
+          VQ x, y;
+          VQ_EO_IN(qz + h * D + d, &x, &y);
+          VQ_STORE(eo + h * D + d, x);
+          VQ_STORE(eo + h * D + d + QL, y);
+        }
+        if (d < D) VQ_STORE(eo + h * D + d, VQ_LOAD(qz + h * D + d));
+      }
+      qz = eo;
     }
-    if (d < D) VQ_STORE(eo + d, VQ_LOAD(q + d));
-    qz = eo;
+    const uint8_t *row = k;
+    for (int i = 0; i < n; i++, row += stride) {
+      float *si = s + i * sm;
+      int h = h0;
+      for (; h + VQ_ACCS <= h1; h += VQ_ACCS) dot_heads(qz + (h - h0) * D, off + h, D, row, si + h, dt, VQ_ACCS);
+      for (; h + 4 <= h1; h += 4) dot_heads(qz + (h - h0) * D, off + h, D, row, si + h, dt, 4);
+      for (; h < h1; h++) dot_heads(qz + (h - h0) * D, off + h, D, row, si + h, dt, 1);
+      if (h1 == nv)
+        for (h = nv; h < sm; h++) si[h] = -__builtin_inff();
+    }
+  }
+}
+
+void k_scores_heads(const float *q, int nv, int sm, const uint32_t *off, int D, const uint8_t *k, uint32_t stride, int dt,
+                    int n, float *s) {
+  switch (dt & DUO_DTYPE_MASK) {
+    case DUO_BF16: scores_heads_impl(q, nv, sm, off, D, k, stride, n, s, DUO_BF16); break;
+    case DUO_F16: scores_heads_impl(q, nv, sm, off, D, k, stride, n, s, DUO_F16); break;
+    default: scores_heads_impl(q, nv, sm, off, D, k, stride, n, s, DUO_F32); break;
+  }
+}
+
+/* RR rows (4 or 1) into every accumulator: each QL elements of acc[h] loaded once, RR multiply-adds, stored. The RR rows
+ * are read head by head across, RR streams one row apart. */
+ALWAYS_INLINE void pv_heads_rows(float *acc, const float *p, int sm, int nv, const uint32_t *off, int D,
+                                 const uint8_t *row, uint32_t stride, int dt, const int RR) {
+  for (int h = 0; h < nv; h++) {
+    VQ w[4];
+    for (int r = 0; r < RR; r++) w[r] = VQ_SPLAT(p + r * sm + h);
+    const uint8_t *x = row + off[h];
+    float *a = acc + h * D;
+    for (int d = 0; d < D; d += QL) {
+      VQ e = VQ_LOAD(a + d);
+      for (int r = 0; r < RR; r++) e = VQ_MAD(e, w[r], row_half(x + (uint32_t)r * stride, d, dt));
+      VQ_STORE(a + d, e);
+    }
+  }
+}
+
+ALWAYS_INLINE void pv_heads_impl(float *acc, const float *alpha, const float *p, int sm, int nv, const uint32_t *off,
+                                 int D, const uint8_t *v, uint32_t stride, int n, int dt) {
+  for (int h = 0; h < nv; h++) {
+    const VQ al = VQ_SPLAT(alpha + h);
+    for (int d = 0; d < D; d += QL) VQ_STORE(acc + h * D + d, VQ_MUL(VQ_LOAD(acc + h * D + d), al));
   }
   int i = 0;
-  for (; i + VQ_ACCS <= n; i += VQ_ACCS) scores_rows(qz, D, k + (uint32_t)i * stride, stride, s + i, dt, VQ_ACCS, ahead);
-  for (; i + 4 <= n; i += 4) scores_rows(qz, D, k + (uint32_t)i * stride, stride, s + i, dt, 4, ahead);
-  for (; i < n; i++) scores_rows(qz, D, k + (uint32_t)i * stride, stride, s + i, dt, 1, ahead);
+  for (; i + 4 <= n; i += 4) pv_heads_rows(acc, p + i * sm, sm, nv, off, D, v + (uint32_t)i * stride, stride, dt, 4);
+  for (; i < n; i++) pv_heads_rows(acc, p + i * sm, sm, nv, off, D, v + (uint32_t)i * stride, stride, dt, 1);
 }
 
-void k_scores_m1w(const float *q, int D, const uint8_t *k, uint32_t stride, int dt, int n, float *s, uint32_t ahead) {
+void k_pv_heads(float *acc, const float *alpha, const float *p, int sm, int nv, const uint32_t *off, int D,
+                const uint8_t *v, uint32_t stride, int dt, int n) {
   switch (dt & DUO_DTYPE_MASK) {
-    case DUO_BF16: scores_m1w_impl(q, D, k, stride, n, s, DUO_BF16, ahead); break;
-    case DUO_F16: scores_m1w_impl(q, D, k, stride, n, s, DUO_F16, ahead); break;
-    default: scores_m1w_impl(q, D, k, stride, n, s, DUO_F32, ahead); break;
-  }
-}
-
-/* Elements [d0, d0 + CH * QC) of acc in 2 * CH registers down the n rows (bf16: even/odd halves per chunk). */
-ALWAYS_INLINE void pv_rows(float *acc, VQ al, const float *p, const uint8_t *v, uint32_t stride, int n, int dt, int d0,
-                           const int CH, uint32_t ahead) {
-  VQ e[8];
-  for (int c = 0; c < CH; c++) {
-    VQ x, y;
-    if (dt == DUO_BF16) VQ_EO_IN(acc + d0 + c * QC, &x, &y);
-    else { x = VQ_LOAD(acc + d0 + c * QC); y = VQ_LOAD(acc + d0 + c * QC + QL); }
-    e[2 * c] = VQ_MUL(x, al);
-    e[2 * c + 1] = VQ_MUL(y, al);
-  }
-  const uint8_t *r = v;
-  for (int i = 0; i < n; i++, r += stride) {
-    const VQ w = VQ_SPLAT(p + i);
-    for (int c = 0; c < CH; c++) {
-      VQ x, y;
-      row_chunk(r, d0 + c * QC, dt, &x, &y, ahead);
-      e[2 * c] = VQ_MAD(e[2 * c], w, x);
-      e[2 * c + 1] = VQ_MAD(e[2 * c + 1], w, y);
-    }
-  }
-  for (int c = 0; c < CH; c++) {
-    if (dt == DUO_BF16) VQ_EO_OUT(acc + d0 + c * QC, e[2 * c], e[2 * c + 1]);
-    else { VQ_STORE(acc + d0 + c * QC, e[2 * c]); VQ_STORE(acc + d0 + c * QC + QL, e[2 * c + 1]); }
-  }
-}
-
-/* Panels of 4 chunks (8 sums, 128 elements on AVX-512), then 2, 1 and the half chunk left. */
-ALWAYS_INLINE void pv_m1w_impl(float *acc, float alpha, const float *p, int D, const uint8_t *v, uint32_t stride, int n,
-                               int dt, uint32_t ahead) {
-  const VQ al = VQ_SPLAT(&alpha);
-  int d0 = 0;
-  for (; d0 + 4 * QC <= D; d0 += 4 * QC) pv_rows(acc, al, p, v, stride, n, dt, d0, 4, ahead);
-  if (d0 + 2 * QC <= D) { pv_rows(acc, al, p, v, stride, n, dt, d0, 2, ahead); d0 += 2 * QC; }
-  if (d0 + QC <= D) { pv_rows(acc, al, p, v, stride, n, dt, d0, 1, ahead); d0 += QC; }
-  if (d0 < D) {
-    VQ x = VQ_MUL(VQ_LOAD(acc + d0), al);
-    const uint8_t *r = v;
-    for (int i = 0; i < n; i++, r += stride) x = VQ_MAD(x, VQ_SPLAT(p + i), row_half(r, d0, dt));
-    VQ_STORE(acc + d0, x);
-  }
-}
-
-void k_pv_m1w(float *acc, float alpha, const float *p, int D, const uint8_t *v, uint32_t stride, int dt, int n, uint32_t ahead) {
-  switch (dt & DUO_DTYPE_MASK) {
-    case DUO_BF16: pv_m1w_impl(acc, alpha, p, D, v, stride, n, DUO_BF16, ahead); break;
-    case DUO_F16: pv_m1w_impl(acc, alpha, p, D, v, stride, n, DUO_F16, ahead); break;
-    default: pv_m1w_impl(acc, alpha, p, D, v, stride, n, DUO_F32, ahead); break;
+    case DUO_BF16: pv_heads_impl(acc, alpha, p, sm, nv, off, D, v, stride, n, DUO_BF16); break;
+    case DUO_F16: pv_heads_impl(acc, alpha, p, sm, nv, off, D, v, stride, n, DUO_F16); break;
+    default: pv_heads_impl(acc, alpha, p, sm, nv, off, D, v, stride, n, DUO_F32); break;
   }
 }
 #undef QL
