@@ -578,8 +578,11 @@ ALWAYS_INLINE VQ row_half(const uint8_t *row, int d, int dt) {
 }
 
 /* s[h] = qz_h . the head at off[h] of one row, for h < R (R = VQ_ACCS, 4 or 1): one sum per head down the head dim,
- * the R sums added up together (AVX-512: 16 in one vector). qz [R][D]: the queries in the chunk order of dt. */
-ALWAYS_INLINE void dot_heads(const float *qz, const uint32_t *off, int D, const uint8_t *row, float *s, int dt,
+ * the R sums added up together (AVX-512: 16 in one vector). qz [R][D]: the queries in the chunk order of dt. Each
+ * chunk read asks for the same bytes one row on (the next row's, after a block's last row the next block's first):
+ * measured 0.80 -> 0.85-0.89 of the read ceiling (AVX-512, bf16 and f32, 64K tokens, one thread; asking in P.V too,
+ * or two rows on, made no difference beyond the noise of the shared VM). */
+ALWAYS_INLINE void dot_heads(const float *qz, const uint32_t *off, int D, const uint8_t *row, uint32_t stride, float *s, int dt,
                              const int R) {
   VQ a[VQ_ACCS];
   for (int h = 0; h < R; h++) a[h] = VQ_ZERO;
@@ -587,6 +590,8 @@ ALWAYS_INLINE void dot_heads(const float *qz, const uint32_t *off, int D, const 
   for (; d + QC <= D; d += QC)
     for (int h = 0; h < R; h++) {
       VQ x, y;
+      const uint8_t *at = row + off[h] + (dt == DUO_F32 ? 4 : 2) * d;
+      for (int o = 0; o < (dt == DUO_F32 ? 8 : 4) * QL; o += 64) VQ_PREFETCH(at + stride + o);
       row_chunk(row + off[h], d, dt, &x, &y);
       a[h] = VQ_MAD(VQ_MAD(a[h], VQ_LOAD(qz + h * D + d), x), VQ_LOAD(qz + h * D + d + QL), y);
     }
@@ -631,9 +636,9 @@ ALWAYS_INLINE void scores_heads_impl(const float *q, int nv, int sm, const uint3
     for (int i = 0; i < n; i++, row += stride) {
       float *si = s + i * sm;
       int h = h0;
-      for (; h + VQ_ACCS <= h1; h += VQ_ACCS) dot_heads(qz + (h - h0) * D, off + h, D, row, si + h, dt, VQ_ACCS);
-      for (; h + 4 <= h1; h += 4) dot_heads(qz + (h - h0) * D, off + h, D, row, si + h, dt, 4);
-      for (; h < h1; h++) dot_heads(qz + (h - h0) * D, off + h, D, row, si + h, dt, 1);
+      for (; h + VQ_ACCS <= h1; h += VQ_ACCS) dot_heads(qz + (h - h0) * D, off + h, D, row, stride, si + h, dt, VQ_ACCS);
+      for (; h + 4 <= h1; h += 4) dot_heads(qz + (h - h0) * D, off + h, D, row, stride, si + h, dt, 4);
+      for (; h < h1; h++) dot_heads(qz + (h - h0) * D, off + h, D, row, stride, si + h, dt, 1);
       if (h1 == nv)
         for (h = nv; h < sm; h++) si[h] = -__builtin_inff();
     }
