@@ -88,6 +88,7 @@ test("native, 3 threads over 2 KV heads: each head's rows split over threads (pa
   for (const dtype of DTYPES) {
     cases.push({ dtype, G: 4, D: 64, ctx: 2100, T: 1, store: "big", window: null });
     cases.push({ dtype, G: 1, D: 36, ctx: 2300, T: 1, store: "pages", window: null });
+    cases.push({ dtype, G: 1, D: 64, ctx: 2300, T: 1, store: "pages", window: null }); // the wide m1 kernels, rows split
     cases.push({ dtype, G: 4, D: 128, ctx: 2100, T: 1, store: "big", window: null, layout: "T64" });
     cases.push({ dtype, G: 4, D: 64, ctx: 2200, T: 5, store: "pages", window: { sink: 3, recent: 1500 } });
   }
