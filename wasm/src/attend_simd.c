@@ -131,27 +131,6 @@ static void softmax_quad_z(float *s, int n, float *mx, float *l, float *alpha) {
   VF_STORE(l, VF_ADD(VF_MUL(VF_LOAD(l), a), VZ_FOLD_ADD4(sum)));
   VF_STORE(mx, top);
 }
-
-/* One query vector (m1) in 16-lane vectors: G = 1 decode's kernels went 16-lane around it. The same maxima (pmax,
- * then over the lanes), exp2 polynomial and sums as k_softmax_m1; rows past n are read as -Inf and written back
- * unchanged. */
-static void softmax_m1_z(float *s, int n, float *mx, float *l, float *alpha) {
-  const VZ ninf = VZ_SPLAT(-__builtin_inff());
-  VZ t = VZ_SPLAT(*mx);
-  for (int i = 0; i < n; i += 16) t = VZ_MAX(t, VZ_LOAD_OR(ninf, n - i >= 16 ? 0xffffu : (1u << (n - i)) - 1, s + i));
-  const float top = vf_hmax(VZ_FOLD_MAX4(t)), sub = top == -__builtin_inff() ? 0.0f : top;
-  const VZ subz = VZ_SPLAT(sub);
-  VZ sum = VZ_ZERO;
-  for (int i = 0; i < n; i += 16) {
-    const unsigned m = n - i >= 16 ? 0xffffu : (1u << (n - i)) - 1;
-    const VZ p = vz_exp2(VZ_SUB(VZ_LOAD_OR(ninf, m, s + i), subz));
-    VZ_STORE_MASKED(s + i, m, p);
-    sum = VZ_ADD(sum, p);
-  }
-  *alpha = exp2_f32(*mx - sub);
-  *l = *l * *alpha + vf_hsum(VZ_FOLD_ADD4(sum));
-  *mx = top;
-}
 #endif
 
 /* Two running maxes and two running sums per quad halve the dependency chains of the reductions. */
@@ -183,9 +162,6 @@ void k_softmax_m4(float *s, int n, int M, float *mx, float *l, float *alpha) {
 }
 
 void k_softmax_m1(float *s, int n, float *mx, float *l, float *alpha) {
-#ifdef VZ_EXP2_READY
-  softmax_m1_z(s, n, mx, l, alpha);
-#else
   VF top4 = VF_SPLAT(*mx);
   int i = 0;
   for (; i + 4 <= n; i += 4) top4 = VF_MAX(top4, VF_LOAD(s + i));
@@ -203,7 +179,6 @@ void k_softmax_m1(float *s, int n, float *mx, float *l, float *alpha) {
   *alpha = exp2_f32(*mx - sub);
   *l = *l * *alpha + sum;
   *mx = top;
-#endif
 }
 
 /* 4 query vectors x 8 elements of acc stay in registers while the loop runs down the n value rows; a head dim that is
@@ -554,8 +529,8 @@ static void pv_v64_z(float *acc, const float *alpha, const float *p, int D, cons
  * 4 rows at a time. A K chunk is QC = 2 * VQ_LANES elements read as two vectors: f32 two loads, f16 two conversions
  * (vcvtph2ps), bf16 one load split by a shift and a mask into its even and odd elements (the queries are reordered to
  * match, once per block); P.V reads VQ_LANES elements at a time in natural order. A head dim that is an odd multiple
- * of VQ_LANES ends with one half chunk. Measured (one thread, 64K tokens, shared 2-vCPU Sapphire Rapids VM): bf16
- * 0.82-0.88 of the read ceiling, f16 and f32 0.83-0.89 (AVX2: bf16 0.90, f16 0.74, f32 0.82).
+ * of VQ_LANES ends with one half chunk. Measured (one thread, 16K and 64K tokens, shared 2-vCPU Sapphire Rapids VM;
+ * README): 0.75-0.85 of the read ceiling for all three dtypes on AVX-512, 0.74-0.93 on AVX2.
  */
 #define QL VQ_LANES
 #define QC (2 * VQ_LANES)
