@@ -116,11 +116,13 @@ test("native: every instruction set this CPU runs passes a decode, tiled and pre
         cases.push({ dtype, G: 4, D: 64, ctx: 50, T: 13, store: "ring", window: { sink: S, recent: R }, layout });
       }
       for (const dtype of DTYPES) {
-        // m1 decode (G = 1, and G = 3 / 17: 3 and 17 query vectors per thread, one at a time): the wide kernels of AVX-512 (D % 16)
-        // and AVX2 (D % 8), every vector of a block at once: head dims of whole chunks and of a last half chunk (80, 48;
-        // 40: AVX2 only), a last block of 9 rows (ctx 200), pages, a window (partly visible blocks off the block grid)
+        // m1 decode (G = 1, and G = 3 / 17: 3 and 17 query vectors per thread, one at a time): the wide kernels of
+        // AVX-512 (D % 16) and AVX2 (D % 8), every vector of a block at once: head dims of whole chunks and of a last
+        // half chunk (80, 48; 40: AVX2 only), a last block of 9 rows (ctx 200), pages, a window (partly visible blocks
+        // off the block grid), a ring of scrambled positions
         for (const D of [64, 128, 80, 40]) cases.push({ dtype, G: 1, D, ctx: 200, T: 1, store: "pages", window: null });
         cases.push({ dtype, G: 1, D: 128, ctx: 150, T: 1, store: "big", window: { sink: S, recent: 70 } });
+        cases.push({ dtype, G: 1, D: 64, ctx: 70, T: 1, store: "ring", window: { sink: S, recent: R } });
         for (const G of [3, 17]) cases.push({ dtype, G, D: 48, ctx: 100, T: 1, store: "pages", window: null });
       }
       for (const dtype of QDTYPES) {
