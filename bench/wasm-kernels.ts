@@ -18,9 +18,10 @@
  *
  * The multiply-add ceiling kernel issues 4-lane vectors (wasm/src/bench_simd.c), as do most kernels; the native
  * library's tiled decode kernels (G = 4, attend_simd.c) issue 8-lane ones on AVX2 (bf16, f16) and AVX-512 (f16),
- * 16-lane ones on AVX-512 (bf16), and its fused int4 / int8 decode kernels (G = 1 and 4, quant_simd.c) 8-lane ones on
- * AVX2 and 16-lane ones on AVX-512, so for those the FLOP ceiling is the measured one × 2 or × 4 (two FMA pipes of
- * every width on the x86 cores these sets target); the line says which ceiling bounds each case.
+ * 16-lane ones on AVX-512 (bf16), its fused int4 / int8 decode kernels (G = 1 and 4, quant_simd.c) and its wide m1
+ * decode kernels (f32 / f16 / bf16 at G = 1, attend_simd.c) 8-lane ones on AVX2 and 16-lane ones on AVX-512, so for
+ * those the FLOP ceiling is the measured one × 2 or × 4 (two FMA pipes of every width on the x86 cores these sets
+ * target); the line says which ceiling bounds each case.
  *
  * Machines shared with other jobs make single timings swing by ±30 %, so every figure is the best of `--rounds`
  * rounds (default 5), and each round measures, for every worker count in turn, the ceilings and then every decode
@@ -60,12 +61,13 @@ const backendName = opt("backend", "wasm");
 if (backendName !== "wasm" && backendName !== "native") throw new Error(`--backend must be wasm or native, got ${backendName}`);
 const TARGET = backendName === "native" ? { ratio: 0.85, scale: 1.8 } : { ratio: 0.7, scale: 1.7 };
 /** How many times wider than the ceiling kernel's 4 lanes the decode kernels of `dtype` multiply-add at group size G
- *  (see above): the tiled bf16 / f16 kernels serve G = 4, the fused int4 / int8 kernels G = 1 and 4 (AVX-512: 16
- *  lanes, AVX2: 8); everything else (bf16 and f16 at G = 1) runs 4-lane kernels. */
+ *  (see above): the tiled bf16 / f16 kernels serve G = 4, the fused int4 / int8 kernels G = 1 and 4, the wide m1
+ *  kernels the float dtypes at G = 1 (AVX-512: 16 lanes, AVX2: 8); everything else runs 4-lane kernels. */
 const madWidth = (kernels: string, dtype: KvDtype, G: number): number => {
   if (backendName !== "native") return 1;
   const avx512 = /avx512/.test(kernels), avx2 = /avx2/.test(kernels);
   if (dtype === "int4" || dtype === "int8") return avx512 ? 4 : avx2 ? 2 : 1;
+  if (G % 4 !== 0) return avx512 ? 4 : avx2 ? 2 : 1; // m1 decode, head dim 128: the wide kernels
   if (G !== 4) return 1;
   if (dtype === "bf16") return avx512 ? 4 : avx2 ? 2 : 1;
   return dtype === "f16" && (avx512 || avx2) ? 2 : 1;

@@ -3,7 +3,8 @@
 // decode over pages and long segments, prefill against a ring with scrambled positions, causal prefill, rows with no
 // visible key, tiled (T64) buffers, every dtype, G = 1/4/8, head dim 64/128/36/40; with 1 and 2 threads (heads split
 // over the threads) and 3 threads (2 KV heads: each head's rows also split, partial states merged by log-sum-exp);
-// then a smaller grid on every instruction set this CPU runs (avx512, avx2, sse41, scalar; neon on aarch64).
+// then a smaller grid on every instruction set this CPU runs (avx512, avx2, sse41, scalar; neon on aarch64), G = 1 decode
+// at several head dims included (the wide m1 kernels of AVX-512 and AVX2).
 // int8 / int4 caches: the quantized grid of the wasm build (helpers/conformance.ts quantCases) with 1, 2 and 3 threads,
 // and on every instruction set a small grid plus exact dequantization (each set has its own byte-lane mapping of the
 // int4 table lookups: simd_x86.h, simd_neon.h).
@@ -87,6 +88,7 @@ test("native, 3 threads over 2 KV heads: each head's rows split over threads (pa
   for (const dtype of DTYPES) {
     cases.push({ dtype, G: 4, D: 64, ctx: 2100, T: 1, store: "big", window: null });
     cases.push({ dtype, G: 1, D: 36, ctx: 2300, T: 1, store: "pages", window: null });
+    cases.push({ dtype, G: 1, D: 64, ctx: 2300, T: 1, store: "pages", window: null }); // the wide m1 kernels, rows split
     cases.push({ dtype, G: 4, D: 128, ctx: 2100, T: 1, store: "big", window: null, layout: "T64" });
     cases.push({ dtype, G: 4, D: 64, ctx: 2200, T: 5, store: "pages", window: { sink: 3, recent: 1500 } });
   }
@@ -112,6 +114,16 @@ test("native: every instruction set this CPU runs passes a decode, tiled and pre
         cases.push({ dtype, G: 4, D: 128, ctx: 300, T: 1, store: "pages", window: null, layout });
         cases.push({ dtype, G: 1, D: 64, ctx: 150, T: 1, store: "mixed", window: null, layout });
         cases.push({ dtype, G: 4, D: 64, ctx: 50, T: 13, store: "ring", window: { sink: S, recent: R }, layout });
+      }
+      for (const dtype of DTYPES) {
+        // m1 decode (G = 1, and G = 3 / 17: 3 and 17 query vectors per thread, one at a time): the wide kernels of
+        // AVX-512 (D % 16) and AVX2 (D % 8), every vector of a block at once: head dims of whole chunks and of a last
+        // half chunk (80, 48; 40: AVX2 only), a last block of 9 rows (ctx 200), pages, a window (partly visible blocks
+        // off the block grid), a ring of scrambled positions
+        for (const D of [64, 128, 80, 40]) cases.push({ dtype, G: 1, D, ctx: 200, T: 1, store: "pages", window: null });
+        cases.push({ dtype, G: 1, D: 128, ctx: 150, T: 1, store: "big", window: { sink: S, recent: 70 } });
+        cases.push({ dtype, G: 1, D: 64, ctx: 70, T: 1, store: "ring", window: { sink: S, recent: R } });
+        for (const G of [3, 17]) cases.push({ dtype, G, D: 48, ctx: 100, T: 1, store: "pages", window: null });
       }
       for (const dtype of QDTYPES) {
         cases.push({ dtype, G: 4, D: 128, ctx: 300, T: 1, store: "pages", window: null });

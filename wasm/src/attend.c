@@ -14,13 +14,16 @@
  * which walks each chunk head by head (run_rows).
  *
  * Mode "m4" (M a multiple of 4) vectorises across query vectors; decode with G not a multiple of 4 runs "m1" (one
- * query vector at a time, vectorised across keys). f16 blocks, and bf16 blocks shared by M >= 16 query vectors, are
- * widened to f32 once per block and head (k_widen). Quantized blocks (token-major records, quant.h): in decode
- * (M < 16) int8 rows are read as codes by the kernels themselves (scale_rows applies each row's scale); int4 blocks,
- * and int8 blocks shared by many query vectors (prefill), are dequantized (k_dequant): BK rows of one head into
- * L1-resident f32 rows, read from the packed records every time. In builds with the fused quantized kernels (AVX-512
- * and AVX2: kernels.h K_QUANT_FUSED), decode with G = 1 or a multiple of 4 reads int4 and int8 records with those
- * instead (k_scores_quant, k_pv_quant).
+ * query vector at a time, vectorised across keys). In builds with the wide m1 kernels (AVX-512 and AVX2: kernels.h
+ * K_M1_WIDE), m1 decode over finite f32 / f16 / bf16 token-major rows (D a multiple of their lanes) takes every query
+ * vector of the call at once instead, each block's rows read front to back across all heads (k_scores_heads,
+ * k_softmax_m4 over the vectors, k_pv_heads): one stream, no touch, f16 not widened. Elsewhere f16 blocks, and bf16
+ * blocks shared by M >= 16 query vectors, are widened to f32 once per block and head (k_widen). Quantized blocks
+ * (token-major records, quant.h): in decode (M < 16) int8 rows are read as codes by the kernels themselves (scale_rows
+ * applies each row's scale); int4 blocks, and int8 blocks shared by many query vectors (prefill), are dequantized
+ * (k_dequant): BK rows of one head into L1-resident f32 rows, read from the packed records every time. In builds with
+ * the fused quantized kernels (AVX-512 and AVX2: kernels.h K_QUANT_FUSED), decode with G = 1 or a multiple of 4 reads
+ * int4 and int8 records with those instead (k_scores_quant, k_pv_quant).
  *
  * Tiled segments (T64, duo.h): G = 4 decode over bf16 or f16 tiles is the "eo" fast path (k_scores_k64, k_pv_v64:
  * both walk their tile front to back, and the accumulators hold each 8 elements as even/odd halves, put back in order
@@ -92,8 +95,13 @@ static plan make_plan(int T, int G, int J, int D) {
   p.tl = o; o += row;
   p.pm = o; o += row;
   p.pl = o; o += row;
-  p.alpha = o; o += align64((uint32_t)p.M * 4);
-  p.s = o; o += align64((uint32_t)BK * p.M * 4);
+#ifdef K_M1_WIDE
+  const uint32_t sm = p.m4 ? (uint32_t)p.M : ((uint32_t)J * p.M + 3) & ~3u; /* m1 decode: every vector at once (wide) */
+#else
+  const uint32_t sm = (uint32_t)p.M;
+#endif
+  p.alpha = o; o += align64(sm * 4);
+  p.s = o; o += align64((uint32_t)BK * sm * 4);
   p.kw = o; o += align64((uint32_t)BK * D * 4);
   p.vw = o; o += align64((uint32_t)BK * D * 4);
   p.rows = o; o += align64((uint32_t)BK * D * 4); /* a block copied out of its tile */
@@ -301,9 +309,19 @@ static void run_block(const tile_ctx *c, int r0, int n, int cls, int j0, int j1)
 #else
   const int fused = 0;
 #endif
-  const int widen = tiled || (quant && !codes && !fused) || p->eo || dt0 == DUO_F16 || (dt0 == DUO_BF16 && M >= 16);
-  if (!tiled && !fused) { /* fused blocks ask for the next block ahead instead (prefetch_next_block): a touch stalls
-                            * on every miss, and reads every head's records where native threads split the heads */
+  /* m1 decode (G = 1, or G not a multiple of 4) over finite float rows: the wide kernels where the build has them
+   * (kernels.h K_M1_WIDE), every vector at once below; f16 read directly instead of widened into the workspace */
+#ifdef K_M1_WIDE
+  const int wide = !p->m4 && !tiled && !quant && !guard && D % K_M1_WIDE == 0;
+#else
+  const int wide = 0;
+#endif
+  const int widen =
+      tiled || (quant && !codes && !fused) || p->eo || (dt0 == DUO_F16 && !wide) || (dt0 == DUO_BF16 && M >= 16);
+  if (!tiled && !fused && !wide) { /* fused blocks ask for the next block ahead instead (prefetch_next_block): a touch
+                                    * stalls on every miss, and reads every head's records where native threads split
+                                    * the heads; wide blocks are read front to back, which the hardware prefetcher
+                                    * follows */
     touch(sg->k + first, (uint32_t)n * stride);
     touch(sg->v + first, (uint32_t)n * stride);
   }
@@ -312,6 +330,21 @@ static void run_block(const tile_ctx *c, int r0, int n, int cls, int j0, int j1)
   for (int j = j0 + 1; j < j1 && fused; j++) {
     slot_lo = (uint32_t)c->slots[j] < slot_lo ? (uint32_t)c->slots[j] : slot_lo;
     slot_hi = (uint32_t)c->slots[j] > slot_hi ? (uint32_t)c->slots[j] : slot_hi;
+  }
+#endif
+#ifdef K_M1_WIDE
+  if (wide) { /* every query vector of heads [j0, j1) at once, the block's rows read in the order they lie */
+    const int nv = (j1 - j0) * M, sm = (nv + 3) & ~3;
+    uint32_t off[nv];
+    for (int v = 0; v < nv; v++) off[v] = (uint32_t)c->slots[j0 + v / M] * hb;
+    float *mx = WS(c, pm) + j0 * M, *l = WS(c, pl) + j0 * M;
+    const uint8_t *kb = (const uint8_t *)(uintptr_t)(sg->k + first), *vb = (const uint8_t *)(uintptr_t)(sg->v + first);
+    k_scores_heads(WS(c, qp) + j0 * M * D, nv, sm, off, D, kb, stride, dt0, n, s);
+    if (cls == PARTIAL) mask_block(c, s, r0, n, sm, sm, 0); /* T = 1: every vector's query at position tmin */
+    for (int v = nv; v < sm; v++) { mx[v] = NEG_INF; l[v] = 0.0f; } /* the padding's scratch state */
+    k_softmax_m4(s, n, sm, mx, l, alpha);
+    k_pv_heads(WS(c, pacc) + j0 * M * D, alpha, s, sm, nv, off, D, vb, stride, dt0, n);
+    return;
   }
 #endif
   for (int j = j0; j < j1; j++) {

@@ -518,6 +518,162 @@ static void pv_v64_z(float *acc, const float *alpha, const float *p, int D, cons
 #undef REP4
 #endif
 
+#ifdef K_M1_WIDE
+/*
+ * m1 decode (G = 1: Llama-2-7B's 32/32 heads) in wide vectors (kernels.h K_M1_WIDE; the VQ vectors of simd_x86.h: 16
+ * lanes on AVX-512, 8 on AVX2). The 4-lane m1 kernels read one head at a time, a 256-byte run every row_heads * 256
+ * bytes, after the driver had touched the block: one thread decoded bf16 at ~7 GB/s against a 17-18 GB/s read
+ * ceiling (0.37-0.42, AVX-512 and AVX2 alike). These kernels walk the block's rows front to back, each row across
+ * every head of the call (one stream, which the hardware prefetcher follows and the scores kernel asks one row ahead
+ * of), so that no touch is needed; in registers, 16 (AVX2: 8) heads' sums per row pass, and a head's accumulator taken
+ * 4 rows at a time. A K chunk is QC = 2 * VQ_LANES elements read as two vectors: f32 two loads, f16 two conversions
+ * (vcvtph2ps), bf16 one load split by a shift and a mask into its even and odd elements (the queries are reordered to
+ * match, once per block); P.V reads VQ_LANES elements at a time in natural order. A head dim that is an odd multiple
+ * of VQ_LANES ends with one half chunk. Measured (one thread, 16K and 64K tokens, shared 2-vCPU Sapphire Rapids VM;
+ * README): 0.75-0.85 of the read ceiling for all three dtypes on AVX-512, 0.74-0.93 on AVX2.
+ */
+#define QL VQ_LANES
+#define QC (2 * VQ_LANES)
+
+/* Elements [d, d + QC) of a row: bf16 the even ones (x) and the odd ones (y); f32 and f16 [d, d + QL) and the rest. */
+ALWAYS_INLINE void row_chunk(const uint8_t *row, int d, int dt, VQ *x, VQ *y) {
+  if (dt == DUO_BF16) {
+    const VQ w = VQ_LOAD(row + 2 * d);
+    *x = VQ_BF16_EVEN(w);
+    *y = VQ_BF16_ODD(w);
+  } else if (dt == DUO_F16) {
+    *x = VQ_F16(row + 2 * d);
+    *y = VQ_F16(row + 2 * d + 2 * QL);
+  } else {
+    *x = VQ_LOAD(row + 4 * d);
+    *y = VQ_LOAD(row + 4 * d + 4 * QL);
+  }
+}
+
+/* Elements [d, d + QL) of a row in natural order (the half chunk that ends an odd multiple of QL). */
+ALWAYS_INLINE VQ row_half(const uint8_t *row, int d, int dt) {
+  return dt == DUO_BF16 ? VQ_BF16(row + 2 * d) : dt == DUO_F16 ? VQ_F16(row + 2 * d) : VQ_LOAD(row + 4 * d);
+}
+
+/* s[h] = qz_h . the head at off[h] of one row, for h < R (R = VQ_ACCS, 4 or 1): one sum per head down the head dim,
+ * the R sums added up together (AVX-512: 16 in one vector). qz [R][D]: the queries in the chunk order of dt. Each
+ * chunk read asks for the same bytes one row on (the next row's, after a block's last row the next block's first):
+ * measured 0.80 -> 0.85-0.89 of the read ceiling (AVX-512, bf16 and f32, 64K tokens, one thread; asking in P.V too,
+ * or two rows on, made no difference beyond the noise of the shared VM; asking here for the V row as well, so that
+ * K and V stream together, fell to 0.60-0.73). */
+ALWAYS_INLINE void dot_heads(const float *qz, const uint32_t *off, int D, const uint8_t *row, uint32_t stride,
+                             float *s, int dt, const int R) {
+  VQ a[VQ_ACCS];
+  for (int h = 0; h < R; h++) a[h] = VQ_ZERO;
+  int d = 0;
+  for (; d + QC <= D; d += QC)
+    for (int h = 0; h < R; h++) {
+      VQ x, y;
+      const uint8_t *at = row + off[h] + (dt == DUO_F32 ? 4 : 2) * d;
+      for (int o = 0; o < (dt == DUO_F32 ? 8 : 4) * QL; o += 64) VQ_PREFETCH(at + stride + o);
+      row_chunk(row + off[h], d, dt, &x, &y);
+      a[h] = VQ_MAD(VQ_MAD(a[h], VQ_LOAD(qz + h * D + d), x), VQ_LOAD(qz + h * D + d + QL), y);
+    }
+  if (d < D)
+    for (int h = 0; h < R; h++) a[h] = VQ_MAD(a[h], VQ_LOAD(qz + h * D + d), row_half(row + off[h], d, dt));
+#ifdef VZ_LANES4
+  if (R == 16) {
+    VZ_STORE(s, VZ_LANES4(VZ_QUAD(a[0], a[1], a[2], a[3]), VZ_QUAD(a[4], a[5], a[6], a[7]),
+                          VZ_QUAD(a[8], a[9], a[10], a[11]), VZ_QUAD(a[12], a[13], a[14], a[15])));
+    return;
+  }
+#endif
+  if (R == 1) *s = VF_LANE(vq_sum4(a[0], VQ_ZERO, VQ_ZERO, VQ_ZERO), 0);
+  else
+    for (int h = 0; h < R; h += 4) VF_STORE(s + h, vq_sum4(a[h], a[h + 1], a[h + 2], a[h + 3]));
+}
+
+/* Heads at most HEAD_PANEL_FLOATS / D at a time (bf16: their queries reordered on the stack, 64 KiB). */
+#define HEAD_PANEL_FLOATS 16384
+
+ALWAYS_INLINE void scores_heads_impl(const float *q, int nv, int sm, const uint32_t *off, int D, const uint8_t *k,
+                                     uint32_t stride, int n, float *s, int dt) {
+  const int hp = HEAD_PANEL_FLOATS / D > 0 ? HEAD_PANEL_FLOATS / D : 1;
+  for (int h0 = 0; h0 < nv; h0 += hp) {
+    const int h1 = nv - h0 < hp ? nv : h0 + hp;
+    float eo[dt == DUO_BF16 ? (h1 - h0) * D : 1]; /* bf16: each chunk of the queries as its even, then its odd elements */
+    const float *qz = q + h0 * D;
+    if (dt == DUO_BF16) {
+      for (int h = 0; h < h1 - h0; h++) {
+        int d = 0;
+        for (; d + QC <= D; d += QC) {
+          VQ x, y;
+          VQ_EO_IN(qz + h * D + d, &x, &y);
+          VQ_STORE(eo + h * D + d, x);
+          VQ_STORE(eo + h * D + d + QL, y);
+        }
+        if (d < D) VQ_STORE(eo + h * D + d, VQ_LOAD(qz + h * D + d));
+      }
+      qz = eo;
+    }
+    const uint8_t *row = k;
+    for (int i = 0; i < n; i++, row += stride) {
+      float *si = s + i * sm;
+      const float *qh = qz - h0 * D; /* the query of head h at qh + h * D */
+      int h = h0;
+      for (; h + VQ_ACCS <= h1; h += VQ_ACCS) dot_heads(qh + h * D, off + h, D, row, stride, si + h, dt, VQ_ACCS);
+      for (; h + 4 <= h1; h += 4) dot_heads(qh + h * D, off + h, D, row, stride, si + h, dt, 4);
+      for (; h < h1; h++) dot_heads(qh + h * D, off + h, D, row, stride, si + h, dt, 1);
+      if (h1 == nv)
+        for (h = nv; h < sm; h++) si[h] = -__builtin_inff();
+    }
+  }
+}
+
+void k_scores_heads(const float *q, int nv, int sm, const uint32_t *off, int D, const uint8_t *k, uint32_t stride, int dt,
+                    int n, float *s) {
+  switch (dt & DUO_DTYPE_MASK) {
+    case DUO_BF16: scores_heads_impl(q, nv, sm, off, D, k, stride, n, s, DUO_BF16); break;
+    case DUO_F16: scores_heads_impl(q, nv, sm, off, D, k, stride, n, s, DUO_F16); break;
+    default: scores_heads_impl(q, nv, sm, off, D, k, stride, n, s, DUO_F32); break;
+  }
+}
+
+/* RR rows (4 or 1) into every accumulator: each QL elements of acc[h] loaded once, RR multiply-adds, stored. The RR rows
+ * are read head by head across, RR streams one row apart. */
+ALWAYS_INLINE void pv_heads_rows(float *acc, const float *p, int sm, int nv, const uint32_t *off, int D,
+                                 const uint8_t *row, uint32_t stride, int dt, const int RR) {
+  for (int h = 0; h < nv; h++) {
+    VQ w[4];
+    for (int r = 0; r < RR; r++) w[r] = VQ_SPLAT(p + r * sm + h);
+    const uint8_t *x = row + off[h];
+    float *a = acc + h * D;
+    for (int d = 0; d < D; d += QL) {
+      VQ e = VQ_LOAD(a + d);
+      for (int r = 0; r < RR; r++) e = VQ_MAD(e, w[r], row_half(x + (uint32_t)r * stride, d, dt));
+      VQ_STORE(a + d, e);
+    }
+  }
+}
+
+ALWAYS_INLINE void pv_heads_impl(float *acc, const float *alpha, const float *p, int sm, int nv, const uint32_t *off,
+                                 int D, const uint8_t *v, uint32_t stride, int n, int dt) {
+  for (int h = 0; h < nv; h++) {
+    const VQ al = VQ_SPLAT(alpha + h);
+    for (int d = 0; d < D; d += QL) VQ_STORE(acc + h * D + d, VQ_MUL(VQ_LOAD(acc + h * D + d), al));
+  }
+  int i = 0;
+  for (; i + 4 <= n; i += 4) pv_heads_rows(acc, p + i * sm, sm, nv, off, D, v + (uint32_t)i * stride, stride, dt, 4);
+  for (; i < n; i++) pv_heads_rows(acc, p + i * sm, sm, nv, off, D, v + (uint32_t)i * stride, stride, dt, 1);
+}
+
+void k_pv_heads(float *acc, const float *alpha, const float *p, int sm, int nv, const uint32_t *off, int D,
+                const uint8_t *v, uint32_t stride, int dt, int n) {
+  switch (dt & DUO_DTYPE_MASK) {
+    case DUO_BF16: pv_heads_impl(acc, alpha, p, sm, nv, off, D, v, stride, n, DUO_BF16); break;
+    case DUO_F16: pv_heads_impl(acc, alpha, p, sm, nv, off, D, v, stride, n, DUO_F16); break;
+    default: pv_heads_impl(acc, alpha, p, sm, nv, off, D, v, stride, n, DUO_F32); break;
+  }
+}
+#undef QL
+#undef QC
+#endif
+
 void k_scores_k64(const float *q4, int D, const uint8_t *kt, int dt, int n, float *s) {
   if ((dt & DUO_DTYPE_MASK) == DUO_F16) scores_k64_impl(q4, D, kt, n, s, DUO_F16);
 #ifdef VZ_BF16_EVEN

@@ -82,6 +82,26 @@ void k_pv_quant(float *acc, const float *alpha, const float *p, int sm, int nq, 
                 int dt, int n);
 #endif
 
+/* Decode with one query vector per pass (m1: G = 1, the MHA shape, or any G not a multiple of 4) over token-major f32,
+ * f16 or bf16 rows in wide vectors, every query vector of the call at once (K_M1_WIDE lanes: the VQ vectors of
+ * simd_x86.h, 16 on AVX-512, 8 on AVX2), for D a multiple of K_M1_WIDE and rows without Inf/NaN (a segment flagged
+ * DUO_NONFINITE takes the 4-lane kernels: zero weights must skip those values exactly). Query vector h reads the head
+ * at byte offset off[h] of each row (its slot), and each kernel walks the block's rows front to back, each row across
+ * all its heads: the block's bytes in the order they lie, one stream the hardware prefetcher follows (per head, a row
+ * is a 256-byte run every row_heads * 256 bytes, which no prefetcher follows). f16 is read directly (vcvtph2ps, exact).
+ * k_scores_heads: s[i*sm + h] = q_h . key i, for i < n, h < nv (q [nv][D] natural order); s[i*sm + h] = -Inf for
+ *   nv <= h < sm (the padding up to sm, a multiple of 4, for k_softmax_m4).
+ * k_pv_heads: acc[h][:] <- acc[h][:] * alpha[h] + sum_{i<n} p[i*sm + h] * value i, for h < nv; acc [nv][D]. */
+#ifdef K_QUANT_FUSED
+#if defined(__AVX512F__)
+#define K_M1_WIDE 16
+#else
+#define K_M1_WIDE 8
+#endif
+void k_scores_heads(const float *q, int nv, int sm, const uint32_t *off, int D, const uint8_t *k, uint32_t stride, int dt, int n, float *s);
+void k_pv_heads(float *acc, const float *alpha, const float *p, int sm, int nv, const uint32_t *off, int D, const uint8_t *v, uint32_t stride, int dt, int n);
+#endif
+
 /* dst[i*D + d] = f32 of element d of tile row i0 + i, for i < n (i0 + n <= 64): rows of a K64 or V64 tile of bf16 or
  * f16 (| DUO_NONFINITE: exact for Inf/NaN) widened into token-major f32 rows (prefill and the other shapes that read
  * tiles through the f32 kernels). With even_odd, V rows come out in the even/odd order of the eo accumulators. */

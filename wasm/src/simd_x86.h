@@ -237,6 +237,16 @@ static inline __m128 vq_sum4(__m512 a, __m512 b, __m512 c, __m512 d) {
     VQ_STORE(p, _mm512_permutex2var_ps(x, _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23), y)); \
     VQ_STORE((float *)(p) + 16, _mm512_permutex2var_ps(x, _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31), y)); \
   } while (0)
+/* The float rows of G = 1 decode (attend_simd.c, kernels.h K_M1_WIDE): VQ_F16(p), VQ_BF16(p): VQ_LANES f16 / bf16
+ * elements at p as f32 in order (f16 by vcvtph2ps: exact, Inf/NaN included; bf16 zero-extended and shifted); and
+ * VQ_BF16_EVEN(x), VQ_BF16_ODD(x): the even / odd elements of 2 * VQ_LANES bf16 loaded as one vector x, as f32 (<< 16,
+ * & 0xffff0000: element 2k is the low half of 32-bit lane k, element 2k + 1 the high half); VQ_PREFETCH(p): ask for
+ * the line at p in L1 (prefetcht0). */
+#define VQ_PREFETCH(p)      _mm_prefetch((const char *)(const void *)(p), _MM_HINT_T0)
+#define VQ_F16(p)           _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)(p)))
+#define VQ_BF16(p)          _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(const void *)(p))), 16))
+#define VQ_BF16_EVEN(x)     _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_castps_si512(x), 16))
+#define VQ_BF16_ODD(x)      _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32((int32_t)0xffff0000)))
 #elif defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #define VQ_LANES            8
 #define VQ_ACCS             8
@@ -282,6 +292,11 @@ static inline __m128 vq_sum4(__m256 a, __m256 b, __m256 c, __m256 d) {
     VQ_STORE(p, _mm256_permute2f128_ps(u_, v_, 0x20)); \
     VQ_STORE((float *)(p) + 8, _mm256_permute2f128_ps(u_, v_, 0x31)); \
   } while (0)
+#define VQ_PREFETCH(p)      _mm_prefetch((const char *)(const void *)(p), _MM_HINT_T0)
+#define VQ_F16(p)           _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(p)))
+#define VQ_BF16(p)          _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(const void *)(p))), 16))
+#define VQ_BF16_EVEN(x)     _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(x), 16))
+#define VQ_BF16_ODD(x)      _mm256_castsi256_ps(_mm256_and_si256(_mm256_castps_si256(x), _mm256_set1_epi32((int32_t)0xffff0000)))
 #endif
 
 /* Optional, AVX-512 (BW) only: 16-lane tiles of the model kernels' matmul (wasm/model/kernels.c, whose 16-lane
