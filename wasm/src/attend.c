@@ -347,6 +347,22 @@ static void run_block(const tile_ctx *c, int r0, int n, int cls, int j0, int j1)
     return;
   }
 #endif
+#ifdef K_QUANT_FUSED
+  if (fused && M == 1) { /* G = 1: the records of heads [j0, j1) of each row, the block's rows in the order they lie
+                          * (one stream, as the wide float path above); the kernel asks for each next row ahead */
+    const int nv = j1 - j0, sm = (nv + 3) & ~3;
+    uint32_t off[nv];
+    for (int v = 0; v < nv; v++) off[v] = (uint32_t)c->slots[j0 + v] * hb;
+    float *mx = WS(c, pm) + j0, *l = WS(c, pl) + j0;
+    const uint8_t *kb = (const uint8_t *)(uintptr_t)(sg->k + first), *vb = (const uint8_t *)(uintptr_t)(sg->v + first);
+    k_scores_quant_heads(WS(c, qz) + ((dt0 == DUO_INT4 ? 0 : p->J) + j0) * D, nv, sm, off, D, kb, stride, dt0, n, s);
+    if (cls == PARTIAL) mask_block(c, s, r0, n, sm, sm, 0); /* T = 1: every vector's query at position tmin */
+    for (int v = nv; v < sm; v++) { mx[v] = NEG_INF; l[v] = 0.0f; } /* the padding's scratch state */
+    k_softmax_m4(s, n, sm, mx, l, alpha);
+    k_pv_quant_heads(WS(c, pacc) + j0 * D, alpha, s, sm, nv, off, D, vb, stride, dt0, n);
+    return;
+  }
+#endif
   for (int j = j0; j < j1; j++) {
     uint32_t off = (row0 * sg->row_heads + c->slots[j]) * hb;
     const uint8_t *k = (const uint8_t *)(uintptr_t)(sg->k + off), *v = (const uint8_t *)(uintptr_t)(sg->v + off);
