@@ -392,6 +392,9 @@ static int heads_contiguous(const uint32_t *off, int nv, uint32_t hb) {
   return 1;
 }
 
+#ifndef QUANT_AHEAD_BYTES
+#define QUANT_AHEAD_BYTES 8192
+#endif
 /* Each row asks for the next row's span of the call's records [lo, hi) ahead of the kernel (one row on; after a
  * block's last row, the next block's first: prefetches past a buffer's end are dropped, they do not fault). */
 ALWAYS_INLINE void scores_quant_heads_impl(const float *qz, int nv, int sm, const uint32_t *off, int D, const uint8_t *k,
@@ -401,9 +404,10 @@ ALWAYS_INLINE void scores_quant_heads_impl(const float *qz, int nv, int sm, cons
   for (int h = 1; h < nv; h++) { lo = off[h] < lo ? off[h] : lo; hi = off[h] > hi ? off[h] : hi; }
   hi += hb;
   const int contig = heads_contiguous(off, nv, hb);
+  const uint32_t ahead = (QUANT_AHEAD_BYTES + hi - lo - 1) / (hi - lo) * stride;
   const uint8_t *row = k;
   for (int i = 0; i < n; i++, row += stride) {
-    for (uint32_t o = lo; o < hi; o += 64) VQ_PREFETCH(row + stride + o);
+    for (uint32_t o = lo; o < hi; o += 64) VQ_PREFETCH(row + ahead + o);
     float *si = s + i * sm;
     int h = 0;
     for (; h + VQ_ACCS <= nv; h += VQ_ACCS) dot_records(qz + h * D, off + h, D, row, hb, contig, si + h, dt, VQ_ACCS);
@@ -470,8 +474,17 @@ ALWAYS_INLINE void pv_quant_heads_impl(float *acc, const float *alpha, const flo
       VQ_STORE(acc + h * D + d + QL, VQ_MUL(y, al));
     }
   }
+  const uint32_t hb = kv_head_bytes(dt, (uint32_t)D);
+  uint32_t lo = off[0], hi = off[0];
+  for (int h = 1; h < nv; h++) { lo = off[h] < lo ? off[h] : lo; hi = off[h] > hi ? off[h] : hi; }
+  hi += hb;
+  const uint32_t ahead = ((QUANT_AHEAD_BYTES + hi - lo - 1) / (hi - lo) + 4) * stride;
   int i = 0;
-  for (; i + 4 <= n; i += 4) pv_records_rows(acc, p + i * sm, sm, nv, off, D, v + (uint32_t)i * stride, stride, dt, 4);
+  for (; i + 4 <= n; i += 4) {
+    for (int r = 0; r < 4; r++)
+      for (uint32_t o = lo; o < hi; o += 64) VQ_PREFETCH(v + (uint32_t)(i + r) * stride + ahead + o);
+    pv_records_rows(acc, p + i * sm, sm, nv, off, D, v + (uint32_t)i * stride, stride, dt, 4);
+  }
   for (; i < n; i++) pv_records_rows(acc, p + i * sm, sm, nv, off, D, v + (uint32_t)i * stride, stride, dt, 1);
   if (dt == DUO_INT4) /* back to natural order */
     for (int e = 0; e < nv * D; e += QC) {
