@@ -23,7 +23,8 @@
  * applies each row's scale); int4 blocks, and int8 blocks shared by many query vectors (prefill), are dequantized
  * (k_dequant): BK rows of one head into L1-resident f32 rows, read from the packed records every time. In builds with
  * the fused quantized kernels (AVX-512 and AVX2: kernels.h K_QUANT_FUSED), decode with G = 1 or a multiple of 4 reads
- * int4 and int8 records with those instead (k_scores_quant, k_pv_quant).
+ * int4 and int8 records with those instead (k_scores_quant, k_pv_quant; at G = 1 k_scores_quant_heads /
+ * k_pv_quant_heads, each block's rows front to back across all heads, as the wide float path).
  *
  * Tiled segments (T64, duo.h): G = 4 decode over bf16 or f16 tiles is the "eo" fast path (k_scores_k64, k_pv_v64:
  * both walk their tile front to back, and the accumulators hold each 8 elements as even/odd halves, put back in order
