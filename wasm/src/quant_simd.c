@@ -342,8 +342,9 @@ void k_pv_quant(float *acc, const float *alpha, const float *p, int sm, int nq, 
  * int4 record, int8's scale on the sum and on the weight), so the two orders agree to rounding in the sums.
  * Measured (one thread, AVX-512, 64K tokens, shared 2-vCPU VM, A/B in alternating runs): int4 0.56-0.58 -> 0.51 of
  * bf16's time, int8 0.92-0.93 -> 0.73-0.75. Both now compute-bound, not read-bound: K alone (P.V skipped, a timing
- * experiment) took half the time, ~36 cycles per int4 record (at the clock the FMA ceiling implies) against ~12 of port-0/5 work in its inner loop (a
- * vpmovzxbd, a shift, two vpermps, two FMAs per 32 elements), so what is left is in the cores, not the walk.
+ * experiment) took half the time, ~36 cycles per int4 record (at the clock the FMA ceiling implies) against ~12 of
+ * port-0/5 work in its inner loop (a vpmovzxbd, a shift, two vpermps, two FMAs per 32 elements), so what is left is in
+ * the cores, not the walk.
  */
 
 /* The int4 tables of the R records at row + off[h] (h < R). contig: off[h] = off[0] + h * hb, so the AVX512-FP16
