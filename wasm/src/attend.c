@@ -23,7 +23,8 @@
  * applies each row's scale); int4 blocks, and int8 blocks shared by many query vectors (prefill), are dequantized
  * (k_dequant): BK rows of one head into L1-resident f32 rows, read from the packed records every time. In builds with
  * the fused quantized kernels (AVX-512 and AVX2: kernels.h K_QUANT_FUSED), decode with G = 1 or a multiple of 4 reads
- * int4 and int8 records with those instead (k_scores_quant, k_pv_quant).
+ * int4 and int8 records with those instead (k_scores_quant, k_pv_quant; at G = 1 k_scores_quant_heads /
+ * k_pv_quant_heads, each block's rows front to back across all heads, as the wide float path).
  *
  * Tiled segments (T64, duo.h): G = 4 decode over bf16 or f16 tiles is the "eo" fast path (k_scores_k64, k_pv_v64:
  * both walk their tile front to back, and the accumulators hold each 8 elements as even/odd halves, put back in order
@@ -344,6 +345,22 @@ static void run_block(const tile_ctx *c, int r0, int n, int cls, int j0, int j1)
     for (int v = nv; v < sm; v++) { mx[v] = NEG_INF; l[v] = 0.0f; } /* the padding's scratch state */
     k_softmax_m4(s, n, sm, mx, l, alpha);
     k_pv_heads(WS(c, pacc) + j0 * M * D, alpha, s, sm, nv, off, D, vb, stride, dt0, n);
+    return;
+  }
+#endif
+#ifdef K_QUANT_FUSED
+  if (fused && M == 1) { /* G = 1: the records of heads [j0, j1) of each row, the block's rows in the order they lie
+                          * (one stream, as the wide float path above); the kernel asks for each next row ahead */
+    const int nv = j1 - j0, sm = (nv + 3) & ~3;
+    uint32_t off[nv];
+    for (int v = 0; v < nv; v++) off[v] = (uint32_t)c->slots[j0 + v] * hb;
+    float *mx = WS(c, pm) + j0, *l = WS(c, pl) + j0;
+    const uint8_t *kb = (const uint8_t *)(uintptr_t)(sg->k + first), *vb = (const uint8_t *)(uintptr_t)(sg->v + first);
+    k_scores_quant_heads(WS(c, qz) + ((dt0 == DUO_INT4 ? 0 : p->J) + j0) * D, nv, sm, off, D, kb, stride, dt0, n, s);
+    if (cls == PARTIAL) mask_block(c, s, r0, n, sm, sm, 0); /* T = 1: every vector's query at position tmin */
+    for (int v = nv; v < sm; v++) { mx[v] = NEG_INF; l[v] = 0.0f; } /* the padding's scratch state */
+    k_softmax_m4(s, n, sm, mx, l, alpha);
+    k_pv_quant_heads(WS(c, pacc) + j0 * D, alpha, s, sm, nv, off, D, vb, stride, dt0, n);
     return;
   }
 #endif

@@ -80,6 +80,13 @@ void k_quant_query(float *qz, const float *q, float scale, int D, int dt);
 void k_scores_quant(const float *qz, int nq, int D, const uint8_t *k, uint32_t stride, int dt, int n, float *s, int sm);
 void k_pv_quant(float *acc, const float *alpha, const float *p, int sm, int nq, int D, const uint8_t *v, uint32_t stride,
                 int dt, int n);
+/* G = 1 decode (nq = 1) walking each block's rows front to back, each row across every head of the call, as
+ * k_scores_heads / k_pv_heads below do for float rows: record h of a row at byte offset off[h] (its slot), qz [nv][D]
+ * in k_quant_query's order. k_scores_quant_heads: s[i*sm + h] = q_h . record h of row i, for i < n, h < nv; -Inf for
+ * nv <= h < sm. k_pv_quant_heads: acc[h][:] <- acc[h][:] * alpha[h] + sum_{i<n} p[i*sm + h] * record h of row i, acc
+ * [nv][D] natural order. Same records as the two above (finite, D a multiple of 32); any n. */
+void k_scores_quant_heads(const float *qz, int nv, int sm, const uint32_t *off, int D, const uint8_t *k, uint32_t stride, int dt, int n, float *s);
+void k_pv_quant_heads(float *acc, const float *alpha, const float *p, int sm, int nv, const uint32_t *off, int D, const uint8_t *v, uint32_t stride, int dt, int n);
 #endif
 
 /* Decode with one query vector per pass (m1: G = 1, the MHA shape, or any G not a multiple of 4) over token-major f32,

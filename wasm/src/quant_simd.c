@@ -332,6 +332,177 @@ void k_pv_quant(float *acc, const float *alpha, const float *p, int sm, int nq, 
     else pv_impl(acc, alpha, p, sm, D, v, stride, n, DUO_INT8, 4);
   }
 }
+
+/*
+ * G = 1 decode (nq = 1, the MHA shape) row by row (kernels.h k_scores_quant_heads / k_pv_quant_heads): the head-by-head
+ * kernels above read one record every row_heads records (int4 at D = 128: 68 bytes every 32 x 68), a walk no hardware
+ * prefetcher follows, even with the driver asking for the next block (int4 6.7-7.3 GB/s, int8 8.3-9.3, one thread,
+ * against a ~17 GB/s read ceiling). These walk each block's rows front to back, each row across every head of the call
+ * (attend_simd.c's wide float kernels, same order): one stream. The arithmetic per record is as above (a table per
+ * int4 record, int8's scale on the sum and on the weight), so the two orders agree to rounding in the sums.
+ * Measured (one thread, AVX-512, 64K tokens, shared 2-vCPU VM, A/B in alternating runs): int4 0.56-0.58 -> 0.51 of
+ * bf16's time, int8 0.92-0.93 -> 0.73-0.75. Both now compute-bound, not read-bound: K alone (P.V skipped, a timing
+ * experiment) took half the time, ~36 cycles per int4 record (at the clock the FMA ceiling implies) against ~12 of
+ * port-0/5 work in its inner loop (a vpmovzxbd, a shift, two vpermps, two FMAs per 32 elements), so what is left is in
+ * the cores, not the walk.
+ */
+
+/* The int4 tables of the R records at row + off[h] (h < R). contig: off[h] = off[0] + h * hb, so the AVX512-FP16
+ * tables (records a fixed stride apart) serve them. */
+ALWAYS_INLINE void head_tables(VQT *tabs, const uint8_t *row, const uint32_t *off, int D, uint32_t hb, int contig,
+                               const int R) {
+#ifdef __AVX512F__
+  if (contig && R > 1 && has_fp16()) { tables_fp16(tabs, row + off[0] + D / 2, hb, R); return; }
+#else
+  (void)hb; (void)contig;
+#endif
+  for (int h = 0; h < R; h++) tabs[h] = vq_table(row + off[h] + D / 2);
+}
+
+/* s[h] = qz_h . the record at row + off[h], for h < R (VQ_ACCS, 4 or 1): one sum per head down the head dim, the R
+ * sums added up together. qz [R][D]: the queries in dt's chunk order (k_quant_query). */
+ALWAYS_INLINE void dot_records(const float *qz, const uint32_t *off, int D, const uint8_t *row, uint32_t hb,
+                               int contig, float *s, int dt, const int R) {
+  VQT tabs[VQ_ACCS];
+  if (dt == DUO_INT4) head_tables(tabs, row, off, D, hb, contig, R);
+  VQ a[VQ_ACCS];
+  for (int h = 0; h < R; h++) a[h] = VQ_ZERO;
+  for (int d = 0; d < D; d += QC)
+    for (int h = 0; h < R; h++) {
+      VQ x, y;
+      chunk(row + off[h], d, dt, dt == DUO_INT4 ? tabs[h] : (VQT){0}, &x, &y);
+      a[h] = VQ_MAD(VQ_MAD(a[h], VQ_LOAD(qz + h * D + d), x), VQ_LOAD(qz + h * D + d + QL), y);
+    }
+  float sums[VQ_ACCS] __attribute__((aligned(64)));
+#ifdef VZ_LANES4
+  if (R == 16)
+    VZ_STORE(sums, VZ_LANES4(VZ_QUAD(a[0], a[1], a[2], a[3]), VZ_QUAD(a[4], a[5], a[6], a[7]),
+                             VZ_QUAD(a[8], a[9], a[10], a[11]), VZ_QUAD(a[12], a[13], a[14], a[15])));
+  else
+#endif
+  if (R == 1) sums[0] = VF_LANE(vq_sum4(a[0], VQ_ZERO, VQ_ZERO, VQ_ZERO), 0);
+  else
+    for (int h = 0; h < R; h += 4) VF_STORE(sums + h, vq_sum4(a[h], a[h + 1], a[h + 2], a[h + 3]));
+  for (int h = 0; h < R; h++) {
+    float sc = 1.0f;
+    if (dt == DUO_INT8) __builtin_memcpy(&sc, row + off[h] + D, 4);
+    s[h] = dt == DUO_INT8 ? sums[h] * sc : sums[h];
+  }
+}
+
+/* Whether off[h] = off[0] + h * hb for h < nv (the call's heads side by side in each row). */
+static int heads_contiguous(const uint32_t *off, int nv, uint32_t hb) {
+  for (int h = 1; h < nv; h++)
+    if (off[h] != off[0] + (uint32_t)h * hb) return 0;
+  return 1;
+}
+
+#ifndef QUANT_AHEAD_BYTES
+#define QUANT_AHEAD_BYTES 8192
+#endif
+/* Each row asks for the span of the call's records [lo, hi) of the row QUANT_AHEAD_BYTES of records on (int4 at
+ * D = 128, 32 heads: 4 rows; past a block's end, the next block's rows: prefetches past a buffer's end are dropped,
+ * they do not fault). The distance measured the same at 4, 8 and 16 KiB (int4 64K: 38.9-39.1 ms, shared VM). */
+ALWAYS_INLINE void scores_quant_heads_impl(const float *qz, int nv, int sm, const uint32_t *off, int D, const uint8_t *k,
+                                           uint32_t stride, int n, float *s, int dt) {
+  const uint32_t hb = kv_head_bytes(dt, (uint32_t)D);
+  uint32_t lo = off[0], hi = off[0];
+  for (int h = 1; h < nv; h++) { lo = off[h] < lo ? off[h] : lo; hi = off[h] > hi ? off[h] : hi; }
+  hi += hb;
+  const int contig = heads_contiguous(off, nv, hb);
+  const uint32_t ahead = (QUANT_AHEAD_BYTES + hi - lo - 1) / (hi - lo) * stride;
+  const uint8_t *row = k;
+  for (int i = 0; i < n; i++, row += stride) {
+    for (uint32_t o = lo; o < hi; o += 64) VQ_PREFETCH(row + ahead + o);
+    float *si = s + i * sm;
+    int h = 0;
+    for (; h + VQ_ACCS <= nv; h += VQ_ACCS) dot_records(qz + h * D, off + h, D, row, hb, contig, si + h, dt, VQ_ACCS);
+    for (; h + 4 <= nv; h += 4) dot_records(qz + h * D, off + h, D, row, hb, contig, si + h, dt, 4);
+    for (; h < nv; h++) dot_records(qz + h * D, off + h, D, row, hb, contig, si + h, dt, 1);
+    for (h = nv; h < sm; h++) si[h] = -__builtin_inff();
+  }
+}
+
+void k_scores_quant_heads(const float *qz, int nv, int sm, const uint32_t *off, int D, const uint8_t *k, uint32_t stride, int dt, int n, float *s) {
+  if ((dt & DUO_DTYPE_MASK) == DUO_INT4) scores_quant_heads_impl(qz, nv, sm, off, D, k, stride, n, s, DUO_INT4);
+  else scores_quant_heads_impl(qz, nv, sm, off, D, k, stride, n, s, DUO_INT8);
+}
+
+/* RR rows (4 or 1) into every accumulator: the RR records of head h (their tables, int8 their weights times their
+ * scales, as pv_impl stages them), then each chunk of acc[h] loaded once, RR multiply-adds per half, stored. int4's
+ * accumulators are in even/odd order per chunk here (pv_quant_heads_impl). */
+ALWAYS_INLINE void pv_records_rows(float *acc, const float *p, int sm, int nv, const uint32_t *off, int D,
+                                   const uint8_t *row, uint32_t stride, int dt, const int RR) {
+  for (int h = 0; h < nv; h++) {
+    const uint8_t *rec = row + off[h];
+    VQ w[4];
+    VQT t[4];
+    if (dt == DUO_INT4) {
+#ifdef __AVX512F__
+      if (RR > 1 && has_fp16()) tables_fp16(t, rec + D / 2, stride, RR);
+      else
+#endif
+        for (int r = 0; r < RR; r++) t[r] = vq_table(rec + (uint32_t)r * stride + D / 2);
+    }
+    for (int r = 0; r < RR; r++) {
+      float wt = p[r * sm + h];
+      if (dt == DUO_INT8) {
+        float sc;
+        __builtin_memcpy(&sc, rec + (uint32_t)r * stride + D, 4);
+        wt *= sc;
+      }
+      w[r] = VQ_SPLAT(&wt);
+    }
+    float *a = acc + h * D;
+    for (int d = 0; d < D; d += QC) {
+      VQ ex = VQ_LOAD(a + d), ey = VQ_LOAD(a + d + QL);
+      for (int r = 0; r < RR; r++) {
+        VQ x, y;
+        chunk(rec + (uint32_t)r * stride, d, dt, dt == DUO_INT4 ? t[r] : (VQT){0}, &x, &y);
+        ex = VQ_MAD(ex, w[r], x);
+        ey = VQ_MAD(ey, w[r], y);
+      }
+      VQ_STORE(a + d, ex);
+      VQ_STORE(a + d + QL, ey);
+    }
+  }
+}
+
+ALWAYS_INLINE void pv_quant_heads_impl(float *acc, const float *alpha, const float *p, int sm, int nv,
+                                       const uint32_t *off, int D, const uint8_t *v, uint32_t stride, int n, int dt) {
+  for (int h = 0; h < nv; h++) { /* acc *= alpha; int4: each chunk into its even / odd halves */
+    const VQ al = VQ_SPLAT(alpha + h);
+    for (int d = 0; d < D; d += QC) {
+      VQ x, y;
+      if (dt == DUO_INT4) VQ_EO_IN(acc + h * D + d, &x, &y);
+      else { x = VQ_LOAD(acc + h * D + d); y = VQ_LOAD(acc + h * D + d + QL); }
+      VQ_STORE(acc + h * D + d, VQ_MUL(x, al));
+      VQ_STORE(acc + h * D + d + QL, VQ_MUL(y, al));
+    }
+  }
+  const uint32_t hb = kv_head_bytes(dt, (uint32_t)D);
+  uint32_t lo = off[0], hi = off[0];
+  for (int h = 1; h < nv; h++) { lo = off[h] < lo ? off[h] : lo; hi = off[h] > hi ? off[h] : hi; }
+  hi += hb;
+  const uint32_t ahead = ((QUANT_AHEAD_BYTES + hi - lo - 1) / (hi - lo) + 4) * stride;
+  int i = 0; /* each 4-row step asks for the V rows as far ahead as the scores kernel asks for K */
+  for (; i + 4 <= n; i += 4) {
+    for (int r = 0; r < 4; r++)
+      for (uint32_t o = lo; o < hi; o += 64) VQ_PREFETCH(v + (uint32_t)(i + r) * stride + ahead + o);
+    pv_records_rows(acc, p + i * sm, sm, nv, off, D, v + (uint32_t)i * stride, stride, dt, 4);
+  }
+  for (; i < n; i++) pv_records_rows(acc, p + i * sm, sm, nv, off, D, v + (uint32_t)i * stride, stride, dt, 1);
+  if (dt == DUO_INT4) /* back to natural order */
+    for (int e = 0; e < nv * D; e += QC) {
+      const VQ x = VQ_LOAD(acc + e), y = VQ_LOAD(acc + e + QL);
+      VQ_EO_OUT(acc + e, x, y);
+    }
+}
+
+void k_pv_quant_heads(float *acc, const float *alpha, const float *p, int sm, int nv, const uint32_t *off, int D, const uint8_t *v, uint32_t stride, int dt, int n) {
+  if ((dt & DUO_DTYPE_MASK) == DUO_INT4) pv_quant_heads_impl(acc, alpha, p, sm, nv, off, D, v, stride, n, DUO_INT4);
+  else pv_quant_heads_impl(acc, alpha, p, sm, nv, off, D, v, stride, n, DUO_INT8);
+}
 #undef QL
 #undef QC
 #endif
