@@ -8,10 +8,7 @@
 // printed for this shape too: measured ÷ modelled says how close the kernels come to it.
 // Run: node --import tsx bench/identify-cone.ts [T] [hidden] [sets] [rounds] (or bun / deno run -A), e.g.
 //   node --import tsx bench/identify-cone.ts 16384 64 native:2,native:1,wasm 1
-import { parseConfig } from "../src/model/config.ts";
-import { gateModelFromTensors } from "../src/identify/model.ts";
-import { expectedTensors } from "../src/model/weights.ts";
-import { Random } from "../src/identify/random.ts";
+import { randomGateModel } from "./random-gate-model.ts";
 import { runtime } from "../src/runtime.ts";
 import { createBackend, probeBackend } from "../src/backend/registry.ts";
 import { createModelKernels } from "../src/model/kernels.ts";
@@ -23,14 +20,7 @@ import { coneRows, UPSTREAM_WINDOW, windowKeyRanges } from "../src/identify/wind
 const argv = (globalThis as { Deno?: { args: string[] } }).Deno?.args ?? process.argv.slice(2);
 const T = Number(argv[0] ?? 16384), hidden = Number(argv[1] ?? 64), sets = (argv[2] ?? "native:2,native:1,wasm").split(","), rounds = Number(argv[3] ?? 1);
 const layers = 32, nLab = 800, window = UPSTREAM_WINDOW;
-const config = parseConfig({ architectures: ["LlamaForCausalLM"], hidden_size: hidden, intermediate_size: Math.round((hidden * 344) / 128 / 8) * 8, num_hidden_layers: layers, num_attention_heads: hidden / 32, num_key_value_heads: 2, vocab_size: 512, max_position_embeddings: 1 << 20 });
-const r = new Random(1);
-const tensors = new Map<string, Float64Array>();
-for (const [name, shape] of expectedTensors(config)) {
-  const n = shape.reduce((a, b) => a * b, 1), norm = shape.length === 1;
-  tensors.set(name, Float64Array.from({ length: n }, () => (norm ? 1 : (r.next() * 2 - 1) * Math.sqrt(3 / shape[1]!))));
-}
-const model = gateModelFromTensors(config, (n) => tensors.get(n));
+const { config, model, r } = randomGateModel(hidden, layers, 1 << 20);
 const sample = { ids: Int32Array.from({ length: T }, () => r.int(512)), labelStart: T - nLab };
 const gates = Float64Array.from({ length: layers * 2 }, () => 0.3 + 0.6 * r.next()); // off 1: the attention backward runs
 

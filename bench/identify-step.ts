@@ -10,12 +10,9 @@
 // 4 query / 2 KV heads of 32, MLP 344; the upstream window scaled by ¼ (S 32, R 64, blocks of 32), 64 labelled rows.
 // A hidden size other than 128 (a multiple of 32: hidden/32 query heads, MLP 2.6875·hidden as 128 → 344) runs only
 // the fast optimize part: the float64 path is too slow there.
-import { parseConfig } from "../src/model/config.ts";
-import { gateModelFromTensors } from "../src/identify/model.ts";
-import { expectedTensors } from "../src/model/weights.ts";
+import { randomGateModel } from "./random-gate-model.ts";
 import { objective } from "../src/identify/objective.ts";
 import { sampleRows, teacherForward } from "../src/identify/forward.ts";
-import { Random } from "../src/identify/random.ts";
 import { runtime } from "../src/runtime.ts";
 import { createBackend } from "../src/backend/registry.ts";
 import { createModelKernels } from "../src/model/kernels.ts";
@@ -28,14 +25,7 @@ import { probeBackend } from "../src/backend/registry.ts";
 
 const argv = (globalThis as { Deno?: { args: string[] } }).Deno?.args ?? process.argv.slice(2);
 const T = Number(argv[0] ?? 2048), hidden = Number(argv[1] ?? 128), fastOnly = hidden !== 128;
-const config = parseConfig({ architectures: ["LlamaForCausalLM"], hidden_size: hidden, intermediate_size: Math.round((hidden * 344) / 128 / 8) * 8, num_hidden_layers: 4, num_attention_heads: hidden / 32, num_key_value_heads: 2, vocab_size: 512, max_position_embeddings: 65536 });
-const r = new Random(1);
-const tensors = new Map<string, Float64Array>();
-for (const [name, shape] of expectedTensors(config)) {
-  const n = shape.reduce((a, b) => a * b, 1), norm = shape.length === 1;
-  tensors.set(name, Float64Array.from({ length: n }, () => (norm ? 1 : (r.next() * 2 - 1) * Math.sqrt(3 / shape[1]!))));
-}
-const model = gateModelFromTensors(config, (n) => tensors.get(n));
+const { config, model, r } = randomGateModel(hidden, 4, 65536);
 const window = { sink: 32, recent: 64, blockSize: 32 }, nLab = 64;
 const sample = { ids: Int32Array.from({ length: T }, () => r.int(512)), labelStart: T - nLab };
 const gates = Float64Array.from({ length: 8 }, () => 0.3 + 0.6 * r.next());
