@@ -125,13 +125,30 @@ static inline float hsum(VF v) {
 // a tile ahead): left to the hardware prefetcher, the 4 short streams of a small model's rows (2-7 KiB each) read at
 // 10.5-12 GB/s from DRAM with one thread, 14-15 GB/s with the hint (decode passes over Llama-3-180m's matrices; at
 // [14336, 4096] bf16 the GEMV went from 5.6-5.8 to 4.2-4.3 ms). Runs of 32 are widened by LDW and meet x in the lanes XL loads it in
-// (widen.h vz_*: bf16's even/odd split of x is shared by the WT_R rows); the rest of the row goes 8 at a time (LD8,
-// 4 lanes) and its last nin % 8 weights one by one, as in the pairs.
+// (widen.h vz_*: bf16's even/odd split of x is shared by the WT_R rows); the rest of the row goes through TAIL.
 #define WT_T 4
 #define WT_R 4
-#define MATMUL_WIDE(NAME, WT, LDW, XL, LD8, W1, NT)                                                               \
-  static inline void NAME(float* y, const float* x, const WT* w, const float* b, int nin, int nout, int o, int t) { \
+// s + x[k32, nin) · w[k32, nin) of one row, k32 = nin & ~31 (after the 16-lane runs): 8 at a time (LD8, 4 lanes), then
+// the last nin % 8 weights one by one, as in the pairs.
+#define MATMUL_TAIL(NAME, WT, LD8, W1)                                                                            \
+  static inline float NAME(float s, const float* x, const WT* w, int nin) {                                     \
     const int k32 = nin & ~31, k8 = nin & ~7;                                                                   \
+    if (k8 > k32) {                                                                                             \
+      VF a = VF_SPLAT(0);                                                                                       \
+      for (int k = k32; k < k8; k += 8) {                                                                       \
+        VF p0, p1;                                                                                              \
+        LD8(w + k, &p0, &p1);                                                                                   \
+        FMA(a, VF_LOAD(x + k), p0);                                                                             \
+        FMA(a, VF_LOAD(x + k + 4), p1);                                                                         \
+      }                                                                                                         \
+      s += hsum(a);                                                                                             \
+    }                                                                                                           \
+    for (int k = k8; k < nin; k++) s += x[k] * W1(w + k);                                                       \
+    return s;                                                                                                   \
+  }
+#define MATMUL_WIDE(NAME, WT, LDW, XL, TAIL, NT)                                                                  \
+  static inline void NAME(float* y, const float* x, const WT* w, const float* b, int nin, int nout, int o, int t) { \
+    const int k32 = nin & ~31;                                                                                  \
     const float* xt = x + (uintptr_t)t * nin;                                                                   \
     const WT* wo = w + (uintptr_t)o * nin;                                                                      \
     VZ acc[NT][WT_R], acc2[NT][WT_R];                                                                           \
@@ -158,18 +175,7 @@ static inline float hsum(VF v) {
       const float* xi = xt + (uintptr_t)i * nin;                                                                \
       for (int r = 0; r < WT_R; r++) {                                                                          \
         const WT* wr = wo + (uintptr_t)r * nin;                                                                 \
-        float s = VZ_HSUM(NT == 1 ? VZ_ADD(acc[i][r], acc2[i][r]) : acc[i][r]);                                  \
-        if (k8 > k32) {                                                                                         \
-          VF a = VF_SPLAT(0);                                                                                   \
-          for (int k = k32; k < k8; k += 8) {                                                                   \
-            VF p0, p1;                                                                                          \
-            LD8(wr + k, &p0, &p1);                                                                              \
-            FMA(a, VF_LOAD(xi + k), p0);                                                                        \
-            FMA(a, VF_LOAD(xi + k + 4), p1);                                                                    \
-          }                                                                                                     \
-          s += hsum(a);                                                                                         \
-        }                                                                                                       \
-        for (int k = k8; k < nin; k++) s += xi[k] * W1(wr + k);                                                 \
+        const float s = TAIL(VZ_HSUM(NT == 1 ? VZ_ADD(acc[i][r], acc2[i][r]) : acc[i][r]), xi, wr, nin);         \
         y[(uintptr_t)(t + i) * nout + o + r] = s + (b ? b[o + r] : 0.0f);                                      \
       }                                                                                                         \
     }                                                                                                           \
@@ -268,35 +274,23 @@ static inline float hsum(VF v) {
       }                                                                                                         \
     }                                                                                                           \
   }
-// After MATMUL_GEMM: the last nin % 32 weights of each row (8 at a time, then one by one) and the bias.
-#define MATMUL_FINISH(NAME, WT, LD8, W1)                                                                          \
+// After MATMUL_GEMM: the last nin % 32 weights of each row (TAIL) and the bias.
+#define MATMUL_FINISH(NAME, WT, TAIL)                                                                             \
   static void NAME(float* y, const float* x, const WT* w, const float* b, int nin, int nout, int tn, int on) {  \
-    const int k32 = nin & ~31, k8 = nin & ~7;                                                                   \
+    const int k32 = nin & ~31;                                                                                  \
     if (k32 == nin && !b) return;                                                                               \
     for (int t = 0; t < tn; t++) {                                                                              \
       const float* xt = x + (uintptr_t)t * nin;                                                                 \
       for (int o = 0; o < on; o++) {                                                                            \
         const WT* wr = w + (uintptr_t)o * nin;                                                                  \
-        float s = 0.0f;                                                                                         \
-        if (k8 > k32) {                                                                                         \
-          VF a = VF_SPLAT(0);                                                                                   \
-          for (int k = k32; k < k8; k += 8) {                                                                   \
-            VF p0, p1;                                                                                          \
-            LD8(wr + k, &p0, &p1);                                                                              \
-            FMA(a, VF_LOAD(xt + k), p0);                                                                        \
-            FMA(a, VF_LOAD(xt + k + 4), p1);                                                                    \
-          }                                                                                                     \
-          s = hsum(a);                                                                                          \
-        }                                                                                                       \
-        for (int k = k8; k < nin; k++) s += xt[k] * W1(wr + k);                                                 \
-        y[(uintptr_t)t * nout + o] += s + (b ? b[o] : 0.0f);                                                    \
+        y[(uintptr_t)t * nout + o] += TAIL(0.0f, xt, wr, nin) + (b ? b[o] : 0.0f);                              \
       }                                                                                                         \
     }                                                                                                           \
   }
 // The tokens and rows the GEMM tiles take (returns tn; 0: none, the tiles above take all).
-#define MATMUL_PREFILL(PREFILL, PAIR, GEMM, FINISH, WT, LDW, XL, LD8, W1)                                         \
+#define MATMUL_PREFILL(PREFILL, PAIR, GEMM, FINISH, WT, LDW, XL, TAIL)                                            \
   MATMUL_GEMM(GEMM, WT, LDW, XL)                                                                                \
-  MATMUL_FINISH(FINISH, WT, LD8, W1)                                                                            \
+  MATMUL_FINISH(FINISH, WT, TAIL)                                                                               \
   static int PREFILL(float* y, const float* x, const WT* w, const float* b, int T, int nin, int nout) {         \
     const int tn = T & ~3, on = nout & ~1;                                                                      \
     if (T < (int)GT_MIN(WT) || nin < 32 || on == 0) return 0;                                               \
@@ -306,9 +300,10 @@ static inline float hsum(VF v) {
     return tn;                                                                                                  \
   }
 #else
-#define MATMUL_WIDE(NAME, WT, LDW, XL, LD8, W1, NT)
+#define MATMUL_TAIL(NAME, WT, LD8, W1)
+#define MATMUL_WIDE(NAME, WT, LDW, XL, TAIL, NT)
 #define MATMUL_WIDE_ROWS(WIDE, WIDE1)
-#define MATMUL_PREFILL(PREFILL, PAIR, GEMM, FINISH, WT, LDW, XL, LD8, W1)                                         \
+#define MATMUL_PREFILL(PREFILL, PAIR, GEMM, FINISH, WT, LDW, XL, TAIL)                                            \
   static int PREFILL(float* y, const float* x, const WT* w, const float* b, int T, int nin, int nout) {         \
     (void)y, (void)x, (void)w, (void)b, (void)T, (void)nin, (void)nout;                                         \
     return 0;                                                                                                   \
@@ -317,9 +312,10 @@ static inline float hsum(VF v) {
 
 #define MATMUL(NAME, WT, LDW, XL, LD8, W1)                                                                        \
   MATMUL_PAIR(NAME##_pair, WT, LD8, W1)                                                                         \
-  MATMUL_WIDE(NAME##_wide, WT, LDW, XL, LD8, W1, WT_T)                                                          \
-  MATMUL_WIDE(NAME##_wide1, WT, LDW, XL, LD8, W1, 1)                                                            \
-  MATMUL_PREFILL(NAME##_prefill, NAME##_pair, NAME##_gemm, NAME##_finish, WT, LDW, XL, LD8, W1)              \
+  MATMUL_TAIL(NAME##_tail, WT, LD8, W1)                                                                         \
+  MATMUL_WIDE(NAME##_wide, WT, LDW, XL, NAME##_tail, WT_T)                                                      \
+  MATMUL_WIDE(NAME##_wide1, WT, LDW, XL, NAME##_tail, 1)                                                        \
+  MATMUL_PREFILL(NAME##_prefill, NAME##_pair, NAME##_gemm, NAME##_finish, WT, LDW, XL, NAME##_tail)            \
   EXPORT void NAME(float* y, const float* x, const WT* w, const float* b, int T, int nin, int nout) {           \
     const int tn = NAME##_prefill(y, x, w, b, T, nin, nout);                                                    \
     for (int t0 = tn; t0 < T; t0 += TB) {                                                                       \
