@@ -334,33 +334,21 @@ static void run_block(const tile_ctx *c, int r0, int n, int cls, int j0, int j1)
   }
 #endif
 #ifdef K_M1_WIDE
-  if (wide) { /* every query vector of heads [j0, j1) at once, the block's rows read in the order they lie */
+  if (wide || (fused && M == 1)) { /* every query vector of heads [j0, j1) at once (M each), the block's rows read in
+                                    * the order they lie: one stream. Float rows: the wide m1 kernels; G = 1 quantized
+                                    * records: the fused ones, which ask for each next row ahead. */
     const int nv = (j1 - j0) * M, sm = (nv + 3) & ~3;
     uint32_t off[nv];
     for (int v = 0; v < nv; v++) off[v] = (uint32_t)c->slots[j0 + v / M] * hb;
-    float *mx = WS(c, pm) + j0 * M, *l = WS(c, pl) + j0 * M;
+    float *mx = WS(c, pm) + j0 * M, *l = WS(c, pl) + j0 * M, *acc = WS(c, pacc) + j0 * M * D;
     const uint8_t *kb = (const uint8_t *)(uintptr_t)(sg->k + first), *vb = (const uint8_t *)(uintptr_t)(sg->v + first);
-    k_scores_heads(WS(c, qp) + j0 * M * D, nv, sm, off, D, kb, stride, dt0, n, s);
+    if (wide) k_scores_heads(WS(c, qp) + j0 * M * D, nv, sm, off, D, kb, stride, dt0, n, s);
+    else k_scores_quant_heads(WS(c, qz) + ((dt0 == DUO_INT4 ? 0 : p->J) + j0) * D, nv, sm, off, D, kb, stride, dt0, n, s);
     if (cls == PARTIAL) mask_block(c, s, r0, n, sm, sm, 0); /* T = 1: every vector's query at position tmin */
     for (int v = nv; v < sm; v++) { mx[v] = NEG_INF; l[v] = 0.0f; } /* the padding's scratch state */
     k_softmax_m4(s, n, sm, mx, l, alpha);
-    k_pv_heads(WS(c, pacc) + j0 * M * D, alpha, s, sm, nv, off, D, vb, stride, dt0, n);
-    return;
-  }
-#endif
-#ifdef K_QUANT_FUSED
-  if (fused && M == 1) { /* G = 1: the records of heads [j0, j1) of each row, the block's rows in the order they lie
-                          * (one stream, as the wide float path above); the kernel asks for each next row ahead */
-    const int nv = j1 - j0, sm = (nv + 3) & ~3;
-    uint32_t off[nv];
-    for (int v = 0; v < nv; v++) off[v] = (uint32_t)c->slots[j0 + v] * hb;
-    float *mx = WS(c, pm) + j0, *l = WS(c, pl) + j0;
-    const uint8_t *kb = (const uint8_t *)(uintptr_t)(sg->k + first), *vb = (const uint8_t *)(uintptr_t)(sg->v + first);
-    k_scores_quant_heads(WS(c, qz) + ((dt0 == DUO_INT4 ? 0 : p->J) + j0) * D, nv, sm, off, D, kb, stride, dt0, n, s);
-    if (cls == PARTIAL) mask_block(c, s, r0, n, sm, sm, 0); /* T = 1: every vector's query at position tmin */
-    for (int v = nv; v < sm; v++) { mx[v] = NEG_INF; l[v] = 0.0f; } /* the padding's scratch state */
-    k_softmax_m4(s, n, sm, mx, l, alpha);
-    k_pv_quant_heads(WS(c, pacc) + j0 * D, alpha, s, sm, nv, off, D, vb, stride, dt0, n);
+    if (wide) k_pv_heads(acc, alpha, s, sm, nv, off, D, vb, stride, dt0, n);
+    else k_pv_quant_heads(acc, alpha, s, sm, nv, off, D, vb, stride, dt0, n);
     return;
   }
 #endif
