@@ -9,7 +9,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { bf16BitsToF32, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits } from "../src/dtype.ts";
 import { createModelKernels, type ModelKernels, type WeightDtype } from "../src/model/kernels.ts";
-import { probeNative, selectNativeIsa } from "../src/backend/native.ts";
+import { probeNative } from "../src/backend/native.ts";
 import { runtime } from "../src/runtime.ts";
 import { type AttendShape, type BackwardKernels, createBackwardKernels } from "../src/identify/backward-kernels.ts";
 import { attend as attend64, attendBackward as attendBackward64 } from "../src/identify/attention.ts";
@@ -17,6 +17,7 @@ import { linearBackward as linear64, rmsnormBackward as rmsnorm64, rope as rope6
 import { RowSet, windowKeyRanges } from "../src/identify/window.ts";
 import { randomArray } from "./helpers/random.ts";
 import { throwsDuo } from "./helpers/errors.ts";
+import { onEachNativeIsa } from "./helpers/native-isa.ts";
 
 const native = await probeNative({});
 const skips = {
@@ -239,34 +240,27 @@ for (const name of ["wasm", "native"] as const) {
 }
 
 test("native: every SIMD instruction set this CPU runs gives the reference's transposed f16 / bf16 matmul and attention backward", { skip: skips.native }, async () => {
-  const ran: string[] = [];
-  try {
-    for (const isa of ["avx512", "avx2", "sse41", "neon"]) {
-      if (!(await selectNativeIsa(isa))) continue;
-      ran.push(isa);
-      const { refModel, fastModel, ref, fast } = await sets("native");
-      for (const dtype of ["f16", "bf16"] as const) {
-        const { bytes } = asDtype(randomArray(13 * 40, 1), dtype);
-        const mr = refModel.matrix(13, 40, dtype), mf = fastModel.matrix(13, 40, dtype);
-        refModel.write(mr, 0, bytes);
-        fastModel.write(mf, 0, bytes);
-        const dy = randomArray(6 * 13, 2), want = poison(6 * 40), got = poison(6 * 40);
-        ref.linearBackward(want, dy, mr, 6, false);
-        fast.linearBackward(got, dy, mf, 6, false);
-        close(got, want, `${isa} ${dtype} linearBackward`);
-      }
-      const Q = new RowSet(4, 12, 20), P = new RowSet(4, 4, 20), s: AttendShape = { nq: Q.length, nk: P.length, Hq: 4, Hkv: 2, D: 16 };
-      const q = randomArray(s.nq * 64, 3), k = randomArray(s.nk * 32, 4), v = randomArray(s.nk * 32, 5), r = windowRanges(Q, P), dO = randomArray(s.nq * 64, 6);
-      const o = new Float32Array(s.nq * 64), l = new Float32Array(s.nq * 4);
-      ref.attend(o, l, q, k, v, r, s);
-      const w3 = [new Float32Array(s.nq * 64), new Float32Array(s.nk * 32), new Float32Array(s.nk * 32)], g3 = w3.map((a) => a.slice());
-      ref.attendBackward(w3[0]!, w3[1]!, w3[2]!, dO, o, l, q, k, v, r, s);
-      fast.attendBackward(g3[0]!, g3[1]!, g3[2]!, dO, o, l, q, k, v, r, s);
-      w3.forEach((w, i) => close(g3[i]!, w, `${isa} attention backward ${i}`));
+  const ran = await onEachNativeIsa(["avx512", "avx2", "sse41", "neon"], async (isa) => {
+    const { refModel, fastModel, ref, fast } = await sets("native");
+    for (const dtype of ["f16", "bf16"] as const) {
+      const { bytes } = asDtype(randomArray(13 * 40, 1), dtype);
+      const mr = refModel.matrix(13, 40, dtype), mf = fastModel.matrix(13, 40, dtype);
+      refModel.write(mr, 0, bytes);
+      fastModel.write(mf, 0, bytes);
+      const dy = randomArray(6 * 13, 2), want = poison(6 * 40), got = poison(6 * 40);
+      ref.linearBackward(want, dy, mr, 6, false);
+      fast.linearBackward(got, dy, mf, 6, false);
+      close(got, want, `${isa} ${dtype} linearBackward`);
     }
-  } finally {
-    await selectNativeIsa("");
-  }
+    const Q = new RowSet(4, 12, 20), P = new RowSet(4, 4, 20), s: AttendShape = { nq: Q.length, nk: P.length, Hq: 4, Hkv: 2, D: 16 };
+    const q = randomArray(s.nq * 64, 3), k = randomArray(s.nk * 32, 4), v = randomArray(s.nk * 32, 5), r = windowRanges(Q, P), dO = randomArray(s.nq * 64, 6);
+    const o = new Float32Array(s.nq * 64), l = new Float32Array(s.nq * 4);
+    ref.attend(o, l, q, k, v, r, s);
+    const w3 = [new Float32Array(s.nq * 64), new Float32Array(s.nk * 32), new Float32Array(s.nk * 32)], g3 = w3.map((a) => a.slice());
+    ref.attendBackward(w3[0]!, w3[1]!, w3[2]!, dO, o, l, q, k, v, r, s);
+    fast.attendBackward(g3[0]!, g3[1]!, g3[2]!, dO, o, l, q, k, v, r, s);
+    w3.forEach((w, i) => close(g3[i]!, w, `${isa} attention backward ${i}`));
+  });
   assert.ok(ran.length >= 1, "at least one SIMD set ran");
 });
 

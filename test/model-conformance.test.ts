@@ -5,13 +5,13 @@
 // is the reference itself.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { selectNativeIsa } from "../src/backend/native.ts";
 import { createBackend, probeBackend } from "../src/backend/registry.ts";
 import type { Backend } from "../src/backend/types.ts";
 import type { KernelsName, ModelKernels, ModelKernelsOptions } from "../src/model/kernels.ts";
 import { parallelUnusable } from "../src/model/kernels-parallel.ts";
 import { cudaTarget } from "./helpers/cuda-target.ts";
 import { conformModel, modelCases } from "./helpers/model-conformance.ts";
+import { onEachNativeIsa } from "./helpers/native-isa.ts";
 
 const wasm = await probeBackend("wasm"), native = await probeBackend("native");
 
@@ -47,19 +47,12 @@ test("model ops of the wasm backend, in this thread and over 2 model workers, ma
 });
 
 test("model ops of the native backend, 1 and 2 threads, on every SIMD set this CPU runs, match the reference kernels", { skip: native.usable ? false : `skipped: native backend not usable: ${native.reason}` }, async () => {
-  const ran: string[] = [];
-  try {
-    for (const isa of ["avx512", "avx2", "sse41", "neon"]) {
-      if (!(await selectNativeIsa(isa))) continue;
-      ran.push(isa);
-      await grid(await createBackend("native", { threads: 2 }), [
-        { name: `native ${isa} 1t`, kernels: "native", options: { threads: 1 } },
-        { name: `native ${isa} 2t`, kernels: "native", options: { threads: 2 } },
-      ]);
-    }
-  } finally {
-    await selectNativeIsa("");
-  }
+  const ran = await onEachNativeIsa(["avx512", "avx2", "sse41", "neon"], async (isa) => {
+    await grid(await createBackend("native", { threads: 2 }), [
+      { name: `native ${isa} 1t`, kernels: "native", options: { threads: 1 } },
+      { name: `native ${isa} 2t`, kernels: "native", options: { threads: 2 } },
+    ]);
+  });
   assert.ok(ran.length >= 1, "at least one SIMD set ran");
 });
 

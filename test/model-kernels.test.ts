@@ -7,9 +7,10 @@ import { inverseFrequencies, ropeTables } from "../src/model/rope.ts";
 import { dequantizeQ4_K, dequantizeQ6_K } from "../src/model/kquants.ts";
 import { dequantizeQ4_0, dequantizeQ8_0, quantizeQ4_0, quantizeQ8_0 } from "../src/model/tensor-types.ts";
 import { runtime } from "../src/runtime.ts";
-import { probeNative, selectNativeIsa } from "../src/backend/native.ts";
+import { probeNative } from "../src/backend/native.ts";
 import { rng } from "./helpers/random.ts";
 import { type HostOps, hostOps } from "../src/model/host-ops.ts";
+import { onEachNativeIsa } from "./helpers/native-isa.ts";
 
 // Conformance of the WASM SIMD and the native model kernels (the same C, libduo.so) against the reference kernels (float64 accumulation), plus checks of
 // the reference kernels themselves against float64 loops written here.
@@ -321,38 +322,31 @@ for (const name of ["wasm", "native"] as const) {
 
 test("native: every SIMD instruction set this CPU runs gives the reference's Q8_0 / Q4_0 / Q4_K / Q6_K matmul and embedding", { skip: skips.native }, async () => {
   const ref = hostOps(await createModelKernels("reference"));
-  const ran: string[] = [];
-  try {
-    for (const isa of ["avx512", "avx2", "sse41", "neon"]) {
-      if (!(await selectNativeIsa(isa))) continue;
-      ran.push(isa);
-      const fast = hostOps(await createModelKernels("native", { threads: 2 }));
-      for (const [dtype, nin] of [["q8_0", 96], ["q4_0", 96], ["q4_k", 512], ["q6_k", 256]] as const) {
-        const T = 5, nout = 6, x = data(T * nin, nin + 1);
-        const bytes = dtype === "q8_0" ? quantizeQ8_0(data(nout * nin, 3)) : dtype === "q4_0" ? quantizeQ4_0(data(nout * nin, 4)) : kBlocks(dtype, nout * nin, 5);
-        const mr = ref.matrix(nout, nin, dtype), mw = fast.matrix(nout, nin, dtype);
-        ref.write(mr, 0, bytes);
-        fast.write(mw, 0, bytes);
-        const yr = new Float32Array(T * nout), yw = new Float32Array(T * nout), er = new Float32Array(2 * nin), ew = new Float32Array(2 * nin);
-        ref.matmul(yr, x, mr, T);
-        fast.matmul(yw, x, mw, T);
-        const stored = ({ q8_0: dequantizeQ8_0, q4_0: dequantizeQ4_0, q4_k: dequantizeQ4_K, q6_k: dequantizeQ6_K })[dtype](bytes);
-        yr.forEach((v, i) => {
-          const t = Math.floor(i / nout), o = i % nout;
-          let mag = 0;
-          for (let k = 0; k < nin; k++) mag += Math.abs(x[t * nin + k]! * stored[o * nin + k]!);
-          // f32 accumulation over 512 terms at most: |error| <= 4e-6 · Σ|x·w|
-          assert.ok(Math.abs(yw[i]! - v) <= 4e-6 * mag, `${isa} ${dtype} y[${t}][${o}]: ${yw[i]} vs ${v}`);
-        });
-        ref.embed(er, Int32Array.of(5, 0), mr);
-        fast.embed(ew, Int32Array.of(5, 0), mw);
-        assert.deepEqual(ew, er, `${isa} ${dtype}: embedding rows decode to the reference's bits`);
-      }
-      fast.dispose();
+  const ran = await onEachNativeIsa(["avx512", "avx2", "sse41", "neon"], async (isa) => {
+    const fast = hostOps(await createModelKernels("native", { threads: 2 }));
+    for (const [dtype, nin] of [["q8_0", 96], ["q4_0", 96], ["q4_k", 512], ["q6_k", 256]] as const) {
+      const T = 5, nout = 6, x = data(T * nin, nin + 1);
+      const bytes = dtype === "q8_0" ? quantizeQ8_0(data(nout * nin, 3)) : dtype === "q4_0" ? quantizeQ4_0(data(nout * nin, 4)) : kBlocks(dtype, nout * nin, 5);
+      const mr = ref.matrix(nout, nin, dtype), mw = fast.matrix(nout, nin, dtype);
+      ref.write(mr, 0, bytes);
+      fast.write(mw, 0, bytes);
+      const yr = new Float32Array(T * nout), yw = new Float32Array(T * nout), er = new Float32Array(2 * nin), ew = new Float32Array(2 * nin);
+      ref.matmul(yr, x, mr, T);
+      fast.matmul(yw, x, mw, T);
+      const stored = ({ q8_0: dequantizeQ8_0, q4_0: dequantizeQ4_0, q4_k: dequantizeQ4_K, q6_k: dequantizeQ6_K })[dtype](bytes);
+      yr.forEach((v, i) => {
+        const t = Math.floor(i / nout), o = i % nout;
+        let mag = 0;
+        for (let k = 0; k < nin; k++) mag += Math.abs(x[t * nin + k]! * stored[o * nin + k]!);
+        // f32 accumulation over 512 terms at most: |error| <= 4e-6 · Σ|x·w|
+        assert.ok(Math.abs(yw[i]! - v) <= 4e-6 * mag, `${isa} ${dtype} y[${t}][${o}]: ${yw[i]} vs ${v}`);
+      });
+      ref.embed(er, Int32Array.of(5, 0), mr);
+      fast.embed(ew, Int32Array.of(5, 0), mw);
+      assert.deepEqual(ew, er, `${isa} ${dtype}: embedding rows decode to the reference's bits`);
     }
-  } finally {
-    await selectNativeIsa("");
-  }
+    fast.dispose();
+  });
   assert.ok(ran.length >= 1, "at least one SIMD set ran");
 });
 

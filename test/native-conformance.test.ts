@@ -10,8 +10,9 @@
 // int4 table lookups: simd_x86.h, simd_neon.h).
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { createNativeBackend, probeNative, selectNativeIsa } from "../src/backend/native.ts";
+import { createNativeBackend, probeNative } from "../src/backend/native.ts";
 import { type Case, checkDequantExact, conform, DTYPES, MAX_NMSE, QDTYPES, quantCases, R, S } from "./helpers/conformance.ts";
+import { onEachNativeIsa } from "./helpers/native-isa.ts";
 
 const probe = await probeNative({});
 const skip = probe.usable ? false : `skipped: native backend not usable here (${probe.reason})`;
@@ -102,42 +103,35 @@ test("native, 3 threads over 2 KV heads: each head's rows split over threads (pa
 });
 
 test("native: every instruction set this CPU runs passes a decode, tiled and prefill grid, int8 / int4 included, and dequantizes exactly", { skip }, async () => {
-  const ran: string[] = [];
-  try {
-    for (const isa of ["avx512", "avx2", "sse41", "neon", "scalar"]) {
-      if (!(await selectNativeIsa(isa))) continue;
-      ran.push(isa);
-      const b = await createNativeBackend({ threads: 2 });
-      assert.equal(b.isa, isa);
-      const cases: Case[] = [];
-      for (const dtype of DTYPES) for (const layout of ["NHD", "T64"] as const) {
-        cases.push({ dtype, G: 4, D: 128, ctx: 300, T: 1, store: "pages", window: null, layout });
-        cases.push({ dtype, G: 1, D: 64, ctx: 150, T: 1, store: "mixed", window: null, layout });
-        cases.push({ dtype, G: 4, D: 64, ctx: 50, T: 13, store: "ring", window: { sink: S, recent: R }, layout });
-      }
-      for (const dtype of DTYPES) {
-        // m1 decode (G = 1, and G = 3 / 17: 3 and 17 query vectors per thread, one at a time): the wide kernels of
-        // AVX-512 (D % 16) and AVX2 (D % 8), every vector of a block at once: head dims of whole chunks and of a last
-        // half chunk (80, 48; 40: AVX2 only), a last block of 9 rows (ctx 200), pages, a window (partly visible blocks
-        // off the block grid), a ring of scrambled positions
-        for (const D of [64, 128, 80, 40]) cases.push({ dtype, G: 1, D, ctx: 200, T: 1, store: "pages", window: null });
-        cases.push({ dtype, G: 1, D: 128, ctx: 150, T: 1, store: "big", window: { sink: S, recent: 70 } });
-        cases.push({ dtype, G: 1, D: 64, ctx: 70, T: 1, store: "ring", window: { sink: S, recent: R } });
-        for (const G of [3, 17]) cases.push({ dtype, G, D: 48, ctx: 100, T: 1, store: "pages", window: null });
-      }
-      for (const dtype of QDTYPES) {
-        cases.push({ dtype, G: 4, D: 128, ctx: 300, T: 1, store: "pages", window: null });
-        for (const G of [1, 8]) cases.push({ dtype, G, D: 96, ctx: 150, T: 1, store: "big", window: null }); // fused decode, nq = 1 and two quads
-        cases.push({ dtype, G: 4, D: 44, ctx: 150, T: 1, store: "big", window: null, extreme: true });
-        cases.push({ dtype, G: 4, D: 64, ctx: 50, T: 13, store: "ring", window: { sink: S, recent: R } });
-      }
-      await conform(cases, [{ name: `native ${isa}`, b, shard: 0 }]);
-      await checkDequantExact(`native ${isa}`, b);
-      await b.dispose();
+  const ran = await onEachNativeIsa(["avx512", "avx2", "sse41", "neon", "scalar"], async (isa) => {
+    const b = await createNativeBackend({ threads: 2 });
+    assert.equal(b.isa, isa);
+    const cases: Case[] = [];
+    for (const dtype of DTYPES) for (const layout of ["NHD", "T64"] as const) {
+      cases.push({ dtype, G: 4, D: 128, ctx: 300, T: 1, store: "pages", window: null, layout });
+      cases.push({ dtype, G: 1, D: 64, ctx: 150, T: 1, store: "mixed", window: null, layout });
+      cases.push({ dtype, G: 4, D: 64, ctx: 50, T: 13, store: "ring", window: { sink: S, recent: R }, layout });
     }
-  } finally {
-    await selectNativeIsa("");
-  }
+    for (const dtype of DTYPES) {
+      // m1 decode (G = 1, and G = 3 / 17: 3 and 17 query vectors per thread, one at a time): the wide kernels of
+      // AVX-512 (D % 16) and AVX2 (D % 8), every vector of a block at once: head dims of whole chunks and of a last
+      // half chunk (80, 48; 40: AVX2 only), a last block of 9 rows (ctx 200), pages, a window (partly visible blocks
+      // off the block grid), a ring of scrambled positions
+      for (const D of [64, 128, 80, 40]) cases.push({ dtype, G: 1, D, ctx: 200, T: 1, store: "pages", window: null });
+      cases.push({ dtype, G: 1, D: 128, ctx: 150, T: 1, store: "big", window: { sink: S, recent: 70 } });
+      cases.push({ dtype, G: 1, D: 64, ctx: 70, T: 1, store: "ring", window: { sink: S, recent: R } });
+      for (const G of [3, 17]) cases.push({ dtype, G, D: 48, ctx: 100, T: 1, store: "pages", window: null });
+    }
+    for (const dtype of QDTYPES) {
+      cases.push({ dtype, G: 4, D: 128, ctx: 300, T: 1, store: "pages", window: null });
+      for (const G of [1, 8]) cases.push({ dtype, G, D: 96, ctx: 150, T: 1, store: "big", window: null }); // fused decode, nq = 1 and two quads
+      cases.push({ dtype, G: 4, D: 44, ctx: 150, T: 1, store: "big", window: null, extreme: true });
+      cases.push({ dtype, G: 4, D: 64, ctx: 50, T: 13, store: "ring", window: { sink: S, recent: R } });
+    }
+    await conform(cases, [{ name: `native ${isa}`, b, shard: 0 }]);
+    await checkDequantExact(`native ${isa}`, b);
+    await b.dispose();
+  });
   assert.ok(ran.includes("scalar"), `the scalar set always runs (ran: ${ran.join(", ")})`);
   assert.ok(ran.length >= 2, `at least one SIMD set ran (ran: ${ran.join(", ")})`);
 });
