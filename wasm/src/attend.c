@@ -23,8 +23,8 @@
  * applies each row's scale); int4 blocks, and int8 blocks shared by many query vectors (prefill), are dequantized
  * (k_dequant): BK rows of one head into L1-resident f32 rows, read from the packed records every time. In builds with
  * the fused quantized kernels (AVX-512 and AVX2: kernels.h K_QUANT_FUSED), decode with G = 1 or a multiple of 4 reads
- * int4 and int8 records with those instead (k_scores_quant, k_pv_quant; at G = 1 k_scores_quant_heads /
- * k_pv_quant_heads, each block's rows front to back across all heads, as the wide float path).
+ * int4 and int8 records with those instead (k_scores_quant_heads, k_pv_quant_heads: each block's rows front to back
+ * across all heads, as the wide float path).
  *
  * Tiled segments (T64, duo.h): G = 4 decode over bf16 or f16 tiles is the "eo" fast path (k_scores_k64, k_pv_v64:
  * both walk their tile front to back, and the accumulators hold each 8 elements as even/odd halves, put back in order
@@ -96,8 +96,9 @@ static plan make_plan(int T, int G, int J, int D) {
   p.tl = o; o += row;
   p.pm = o; o += row;
   p.pl = o; o += row;
-#ifdef K_M1_WIDE
-  const uint32_t sm = p.m4 ? (uint32_t)p.M : ((uint32_t)J * p.M + 3) & ~3u; /* m1 decode: every vector at once (wide) */
+  p.z = quant_fused(T, G, D);
+#ifdef K_M1_WIDE /* m1 decode (wide) and fused quantized decode: every vector of the call at once */
+  const uint32_t sm = p.m4 && !p.z ? (uint32_t)p.M : ((uint32_t)J * p.M + 3) & ~3u;
 #else
   const uint32_t sm = (uint32_t)p.M;
 #endif
@@ -109,7 +110,6 @@ static plan make_plan(int T, int G, int J, int D) {
   p.eo = 0;
   p.q4 = o;
   if (eo_capable(T, G, D)) o += align64((uint32_t)J * D * 4 * 4); /* [J][D][4 vectors] */
-  p.z = quant_fused(T, G, D);
   p.qz = o;
   if (p.z) o += align64((uint32_t)2 * J * G * D * 4); /* [int4, int8][J][G][D], in each dtype's order (k_quant_query) */
   p.end = o;
@@ -162,9 +162,6 @@ typedef struct {
   const duo_segment *sg;
   int64_t tmin, tmax, sink, recent;
   int windowed;
-#ifdef K_QUANT_FUSED
-  const duo_segment *next; /* the segment after sg, or 0 (the fused blocks ask for its first block ahead) */
-#endif
 } tile_ctx;
 
 #define WS(c, field) ((float *)((c)->w + (c)->p->field))
@@ -254,38 +251,6 @@ static void scale_rows(float *s, const uint8_t *rec, uint32_t stride, int D, int
   }
 }
 
-#ifdef K_QUANT_FUSED
-/* Share `part` of `parts` of the next block of this call's records (segment rows [r0 + n, + BK), or the first BK rows
- * of the next segment after the last block of this one: a paged cache's next page), slots lo..hi of each row, asked
- * for in L2 (fused blocks: nothing else brings their records in; the driver's touch would stall on every miss, and
- * read every head's records where native threads split the heads). Each KV head of the block asks for its share while
- * its kernels run, so that the next block arrives as one front-to-back stream per buffer (a single thread covers
- * every slot: the block is contiguous). */
-static void prefetch_next_block(const tile_ctx *c, int r0, int n, int part, int parts, uint32_t lo, uint32_t hi) {
-  const duo_segment *sg = c->sg;
-  int next = r0 + n;
-  if (next >= sg->row_count) {
-    sg = c->next;
-    next = 0;
-    if (!sg || sg->layout != DUO_NHD || !is_quantized(sg->dtype)) return;
-  }
-  const int left = sg->row_count - next, m = left < BK ? left : BK;
-  if (m <= 0) return;
-  const uint32_t hb = kv_head_bytes(sg->dtype, (uint32_t)c->p->D), stride = (uint32_t)sg->row_heads * hb;
-  const uint32_t len = (hi - lo + 1) * hb;
-  const uint8_t *k = (const uint8_t *)(uintptr_t)sg->k, *v = (const uint8_t *)(uintptr_t)sg->v;
-  for (int r = next + m * part / parts; r < next + m * (part + 1) / parts; r++) {
-    const uint32_t off = (uint32_t)(sg->row_start + r) * stride + lo * hb;
-    for (uint32_t o = 0; o < len; o += 64) {
-      __builtin_prefetch(k + off + o, 0, 2);
-      __builtin_prefetch(v + off + o, 0, 2);
-    }
-    __builtin_prefetch(k + off + len - 1, 0, 2);
-    __builtin_prefetch(v + off + len - 1, 0, 2);
-  }
-}
-#endif
-
 /* One block of n rows starting at segment row r0, for KV heads [j0, j1) of the call. */
 static void run_block(const tile_ctx *c, int r0, int n, int cls, int j0, int j1) {
   const plan *p = c->p;
@@ -319,36 +284,27 @@ static void run_block(const tile_ctx *c, int r0, int n, int cls, int j0, int j1)
 #endif
   const int widen =
       tiled || (quant && !codes && !fused) || p->eo || (dt0 == DUO_F16 && !wide) || (dt0 == DUO_BF16 && M >= 16);
-  if (!tiled && !fused && !wide) { /* fused blocks ask for the next block ahead instead (prefetch_next_block): a touch
-                                    * stalls on every miss, and reads every head's records where native threads split
-                                    * the heads; wide blocks are read front to back, which the hardware prefetcher
-                                    * follows */
+  if (!tiled && !fused && !wide) { /* fused blocks ask for their rows ahead as they read them; wide blocks are read
+                                    * front to back, which the hardware prefetcher follows */
     touch(sg->k + first, (uint32_t)n * stride);
     touch(sg->v + first, (uint32_t)n * stride);
   }
-#ifdef K_QUANT_FUSED
-  uint32_t slot_lo = (uint32_t)c->slots[j0], slot_hi = slot_lo; /* the byte run of the call's heads in a row */
-  for (int j = j0 + 1; j < j1 && fused; j++) {
-    slot_lo = (uint32_t)c->slots[j] < slot_lo ? (uint32_t)c->slots[j] : slot_lo;
-    slot_hi = (uint32_t)c->slots[j] > slot_hi ? (uint32_t)c->slots[j] : slot_hi;
-  }
-#endif
 #ifdef K_M1_WIDE
-  if (wide || (fused && M == 1)) { /* every query vector of heads [j0, j1) at once (M each), the block's rows read in
-                                    * the order they lie: one stream. Float rows: the wide m1 kernels; G = 1 quantized
-                                    * records: the fused ones, which ask for each next row ahead. */
+  if (wide || fused) { /* every query vector of heads [j0, j1) at once (M each), the block's rows read in the order
+                        * they lie: one stream. Float rows: the wide m1 kernels; quantized records (G = 1 or a multiple
+                        * of 4): the fused ones. */
     const int nv = (j1 - j0) * M, sm = (nv + 3) & ~3;
     uint32_t off[nv];
     for (int v = 0; v < nv; v++) off[v] = (uint32_t)c->slots[j0 + v / M] * hb;
     float *mx = WS(c, pm) + j0 * M, *l = WS(c, pl) + j0 * M, *acc = WS(c, pacc) + j0 * M * D;
     const uint8_t *kb = (const uint8_t *)(uintptr_t)(sg->k + first), *vb = (const uint8_t *)(uintptr_t)(sg->v + first);
     if (wide) k_scores_heads(WS(c, qp) + j0 * M * D, nv, sm, off, D, kb, stride, dt0, n, s);
-    else k_scores_quant_heads(WS(c, qz) + ((dt0 == DUO_INT4 ? 0 : p->J) + j0) * D, nv, sm, off, D, kb, stride, dt0, n, s);
+    else k_scores_quant_heads(WS(c, qz) + ((dt0 == DUO_INT4 ? 0 : p->J) + j0) * M * D, nv, sm, M, off, D, kb, stride, dt0, n, s);
     if (cls == PARTIAL) mask_block(c, s, r0, n, sm, sm, 0); /* T = 1: every vector's query at position tmin */
     for (int v = nv; v < sm; v++) { mx[v] = NEG_INF; l[v] = 0.0f; } /* the padding's scratch state */
     k_softmax_m4(s, n, sm, mx, l, alpha);
     if (wide) k_pv_heads(acc, alpha, s, sm, nv, off, D, vb, stride, dt0, n);
-    else k_pv_quant_heads(acc, alpha, s, sm, nv, off, D, vb, stride, dt0, n);
+    else k_pv_quant_heads(acc, alpha, s, sm, nv, M, off, D, vb, stride, dt0, n);
     return;
   }
 #endif
@@ -380,19 +336,6 @@ static void run_block(const tile_ctx *c, int r0, int n, int cls, int j0, int j1)
       k_widen(WS(c, vw), tiled ? rows : v, tiled ? (uint32_t)D * es : stride, sg->dtype, n, D);
       if (p->eo) to_even_odd(WS(c, vw), n, D);
     }
-#ifdef K_QUANT_FUSED
-    if (fused) { /* M = G query vectors, nq at a time; the kernels apply int8's scales themselves */
-      const int nq = M % 4 ? 1 : 4;
-      prefetch_next_block(c, r0, n, j - j0, j1 - j0, slot_lo, slot_hi);
-      const float *qz = WS(c, qz) + ((dt0 == DUO_INT4 ? 0 : p->J) + j) * M * D;
-      for (int m = 0; m < M; m += nq) k_scores_quant(qz + m * D, nq, D, k, stride, dt0, n, s + m, M);
-      if (cls == PARTIAL) mask_block(c, s, r0, n, M, p->G, 0);
-      if (M == 1) k_softmax_m1(s, n, mx, l, alpha);
-      else k_softmax_m4(s, n, M, mx, l, alpha);
-      for (int m = 0; m < M; m += nq) k_pv_quant(acc + m * D, alpha + m, s + m, M, nq, D, v, stride, dt0, n);
-      continue;
-    }
-#endif
     if (p->m4) {
       k_scores_m4(qp, M, D, kb, bs, kdt, n, s);
       if (codes) scale_rows(s, k, stride, D, n, M);
@@ -526,9 +469,6 @@ int32_t duo_attend(const float *q, int32_t t, int32_t num_heads, int32_t head_di
     reset_state(WS(&c, tacc), WS(&c, tm), WS(&c, tl), JM, D);
     for (int si = 0; si < n_segments; si++) {
       c.sg = &segs[si];
-#ifdef K_QUANT_FUSED
-      c.next = si + 1 < n_segments ? &segs[si + 1] : 0;
-#endif
       if (c.sg->row_count <= 0) continue;
       if (c.sg->positions) run_rows(&c, 0, c.sg->row_count);
       else run_consecutive(&c);

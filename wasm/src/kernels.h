@@ -61,32 +61,27 @@ void k_pv_m1(float *acc, float alpha, const float *p, int D, const uint8_t *v, u
 void k_scores_k64(const float *q4, int D, const uint8_t *kt, int dt, int n, float *s);
 void k_pv_v64(float *acc, const float *alpha, const float *p, int D, const uint8_t *vt, int dt, int n);
 
-/* Fused quantized decode (T = 1, D a multiple of 32, records not flagged DUO_NONFINITE), in the AVX-512 and AVX2 sets
- * (K_QUANT_FUSED; quant_simd.c with simd_x86.h's VQ vectors, 16 or 8 lanes): read straight from the packed records,
- * no dequantized copy of the block, nq = 1 or 4 query vectors per pass over a record (each value widened once and
- * used nq times from registers). int4: each record's 16-value table (quant.h, f16(f16(q * s) + z), exact) is built
- * once per record and its codes looked up a vector at a time; int8: the codes widened to f32, the record's scale
- * applied to the dot product (K) and to the weight (V), which only reassociates one f32 product per term.
+/* Fused quantized decode (T = 1, G = 1 or a multiple of 4, D a multiple of 32, records not flagged DUO_NONFINITE), in
+ * the AVX-512 and AVX2 sets (K_QUANT_FUSED; quant_simd.c with simd_x86.h's VQ vectors, 16 or 8 lanes): read straight
+ * from the packed records, no dequantized copy of the block, each block's rows front to back, each row across every
+ * head of the call (as k_scores_heads / k_pv_heads below walk float rows). int4: each record's 16-value table
+ * (quant.h, f16(f16(q * s) + z), exact) is built once per record and its codes looked up a vector at a time; int8: the
+ * codes widened to f32, the record's scale applied to the dot product (K) and to the weight (V), which only
+ * reassociates one f32 product per term. Each value is widened once and used by the g query vectors that read it.
  * Elsewhere int4 blocks go through k_dequant and the f32 kernels, int8 through the 4-lane code kernels; the
  * conformance grid runs every instruction set against the reference backend.
  * k_quant_query: qz [D] = q * scale in the order the kernels read a record of dtype dt: int8 natural, int4 each chunk
  *   of 2 * VQ_LANES elements as its even elements, then its odd ones (a byte holds an even and an odd element).
- * k_scores_quant: s[i*sm + h] = query h . record i, for i < n (records `stride` bytes apart), h < nq; qz [nq][D].
- * k_pv_quant: acc[h][:] <- acc[h][:] * alpha[h] + sum_{i<n} p[i*sm + h] * record i, h < nq, acc [nq][D] natural
- *   order. Both take n <= 64 (BK: the block's int4 tables, and int8's scaled weights, are staged on the stack). */
+ * Query vector v (v < nv; g consecutive vectors per KV head: g = 1 or a multiple of 4) reads the record at byte offset
+ * off[v] of each row (its head's slot; off[v] is the same for the g vectors of a head); qz [nv][D] in k_quant_query's
+ * order. k_scores_quant_heads: s[i*sm + v] = q_v . record off[v] of row i, for i < n, v < nv; -Inf for nv <= v < sm.
+ * k_pv_quant_heads: acc[v][:] <- acc[v][:] * alpha[v] + sum_{i<n} p[i*sm + v] * record off[v] of row i, acc [nv][D]
+ * natural order. Any n. */
 #if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__) && defined(__F16C__))
 #define K_QUANT_FUSED 1
 void k_quant_query(float *qz, const float *q, float scale, int D, int dt);
-void k_scores_quant(const float *qz, int nq, int D, const uint8_t *k, uint32_t stride, int dt, int n, float *s, int sm);
-void k_pv_quant(float *acc, const float *alpha, const float *p, int sm, int nq, int D, const uint8_t *v, uint32_t stride,
-                int dt, int n);
-/* G = 1 decode (nq = 1) walking each block's rows front to back, each row across every head of the call, as
- * k_scores_heads / k_pv_heads below do for float rows: record h of a row at byte offset off[h] (its slot), qz [nv][D]
- * in k_quant_query's order. k_scores_quant_heads: s[i*sm + h] = q_h . record h of row i, for i < n, h < nv; -Inf for
- * nv <= h < sm. k_pv_quant_heads: acc[h][:] <- acc[h][:] * alpha[h] + sum_{i<n} p[i*sm + h] * record h of row i, acc
- * [nv][D] natural order. Same records as the two above (finite, D a multiple of 32); any n. */
-void k_scores_quant_heads(const float *qz, int nv, int sm, const uint32_t *off, int D, const uint8_t *k, uint32_t stride, int dt, int n, float *s);
-void k_pv_quant_heads(float *acc, const float *alpha, const float *p, int sm, int nv, const uint32_t *off, int D, const uint8_t *v, uint32_t stride, int dt, int n);
+void k_scores_quant_heads(const float *qz, int nv, int sm, int g, const uint32_t *off, int D, const uint8_t *k, uint32_t stride, int dt, int n, float *s);
+void k_pv_quant_heads(float *acc, const float *alpha, const float *p, int sm, int nv, int g, const uint32_t *off, int D, const uint8_t *v, uint32_t stride, int dt, int n);
 #endif
 
 /* Decode with one query vector per pass (m1: G = 1, the MHA shape, or any G not a multiple of 4) over token-major f32,

@@ -125,24 +125,35 @@ void k_dequant(float *dst, const uint8_t *src, uint32_t stride, int dt, int n, i
  * Fused quantized decode (kernels.h K_QUANT_FUSED), in VQ vectors (simd_x86.h: 16 lanes on AVX-512, 8 on AVX2). A step
  * reads a chunk of QC = 2 * VQ_LANES elements of a record as two vectors: int4 QC / 2 bytes zero-extended into lanes,
  * the high nibbles (even elements) and the low ones (odd elements) looked up in the record's table; int8 two runs of
- * VQ_LANES codes. What bounds these kernels at G = 4 is the multiply-add ports, which on x86 also run every shuffle
- * and conversion (AVX-512: ports 0 and 5 only), so the structure keeps everything but the multiply-adds few:
- *  - each value is widened once and used by all nq query vectors from registers (nq = 4: a GQA group);
- *  - the block's int4 tables are built first, all independent, into an L1 array (stage);
- *  - K: R records per pass (R * nq = VQ_ACCS sums in registers), the queries' chunks loaded once for all R, the R * nq
- *    sums finished together (AVX-512: 16 in one vector; else 4 at a time, vq_sum4); int8's scales multiply them;
- *  - V: a panel of the accumulators (nq vectors x CH chunks) stays in registers down all n records of the block;
- *    int8's weights are staged times their record's scale.
- * Per 16 elements at G = 4 that is 4 multiply-adds and 2 other operations (a lookup and half an unpack: int4; a
- * widening and a conversion: int8), plus one table per record (~14 operations; ~5 with AVX512-FP16) and, for K, the
- * horizontal sums: in L1, one thread, int4 K ran at 0.43 and V at 0.54 of the 512-bit multiply-add peak (README).
+ * VQ_LANES codes. What bounds these kernels is the multiply-add ports, which on x86 also run every shuffle and
+ * conversion (AVX-512: ports 0 and 5 only; the lookups port 5 only), so the structure keeps everything but the
+ * multiply-adds few: each value is widened once and used by all the query vectors that read it (nq = 4 at G = 4: a
+ * GQA group) from registers; sums are finished 16 at a time (AVX-512: one vector).
+ *
+ * The walk: each block's rows front to back, each row across every head of the call (attend_simd.c's wide float
+ * kernels walk the same order): one stream. Walking head by head instead reads one record every row_heads records
+ * (int4 at D = 128, 8 heads: 68 bytes every 544), which no hardware prefetcher follows; measured on the same machine
+ * (one thread, AVX-512, 64K tokens) that walk ran int4 G = 4 at 0.29 of the multiply-add peak and G = 1 at 0.43 of the
+ * read ceiling. Each record asks for its lines QUANT_AHEAD_BYTES of the call's records ahead as it is read: asking
+ * for a whole row at once (a burst of 34 lines at G = 1, 32 heads) held the line-fill buffers and measured 25-40 %
+ * slower from DRAM.
  */
 #define QL VQ_LANES
 #define QC (2 * VQ_LANES)
+#define QS (8 * VQ_LANES)
 
+/* int4 keys are read in steps of QS elements (a record's QS / 2 bytes as QL 32-bit lanes of 8 codes: lane j holds
+ * elements 8j .. 8j + 7, element 8j + k in nibble k ^ 1, the even element being a byte's high nibble), then chunks
+ * of QC for a head dim that is not a multiple of QS: step lookup m (the lanes shifted right by 4m) meets the query
+ * elements 8j + (m ^ 1), stored at m * QL + j. Per 128 codes that is one load, 7 shifts and 8 lookups, against 4
+ * widening loads, 4 shifts and 8 lookups by chunks; with each record's sum run to its end before the next record
+ * (two accumulators), int4 G = 1 K ran 6.1 -> 4.9 ns per record in L1 (constant tables, one thread, AVX-512). */
 void k_quant_query(float *qz, const float *q, float scale, int D, int dt) {
-  const int int4 = (dt & DUO_DTYPE_MASK) == DUO_INT4;
-  for (int d = 0; d < D; d++) qz[int4 ? d / QC * QC + d % 2 * QL + d % QC / 2 : d] = q[d] * scale;
+  const int int4 = (dt & DUO_DTYPE_MASK) == DUO_INT4, steps = int4 ? D / QS * QS : 0;
+  for (int d = 0; d < D; d++) {
+    const int at = d < steps ? d / QS * QS + (d % 8 ^ 1) * QL + d % QS / 8 : int4 ? d / QC * QC + d % 2 * QL + d % QC / 2 : d;
+    qz[at] = q[d] * scale;
+  }
 }
 
 /* Elements [d, d + QC) of a record: int4 the even ones (x) and the odd ones (y); int8 [d, d + QL) and the rest. */
@@ -193,196 +204,88 @@ static int has_fp16(void) {
 }
 #endif
 
-/* The block's int4 tables, built before the loops that use them (tabs [n]: independent chains of conversions, ~45
- * cycles long each, that the loops then read from L1). */
-ALWAYS_INLINE void stage(VQT *tabs, const uint8_t *rec, uint32_t stride, int D, int n, int dt) {
-  if (dt != DUO_INT4) return;
+/* The int4 tables of the R records at rec + r * step (r < R). */
+ALWAYS_INLINE void tables(VQT *tabs, const uint8_t *rec, uint32_t step, int D, const int R) {
 #ifdef __AVX512F__
-  if (has_fp16()) { tables_fp16(tabs, rec + D / 2, stride, n); return; }
+  if (R > 1 && has_fp16()) { tables_fp16(tabs, rec + D / 2, step, R); return; }
 #endif
-  for (int i = 0; i < n; i++, rec += stride) tabs[i] = vq_table(rec + D / 2);
+  for (int r = 0; r < R; r++) tabs[r] = vq_table(rec + (uint32_t)r * step + D / 2);
 }
 
-/* R records at a time; a last group of fewer reads its first record again in the missing places (those sums are
- * dropped), so that every group runs the same code. */
-ALWAYS_INLINE void scores_impl(const float *qz, int D, const uint8_t *k, uint32_t stride, int n, float *s, int sm,
-                               int dt, const int NQ, const int R) {
-  VQT tabs[64];
-  stage(tabs, k, stride, D, n, dt);
-  for (int i = 0; i < n; i += R) {
-    const int m = n - i < R ? n - i : R;
-    const uint8_t *rec[VQ_ACCS]; /* fixed sizes: arrays sized by R would be VLAs, on the stack */
-    const VQT *t[VQ_ACCS];
-    VQ a[VQ_ACCS];
-    for (int r = 0; r < R; r++) {
-      const int row = i + (r < m ? r : 0);
-      rec[r] = k + (uint32_t)row * stride;
-      t[r] = tabs + row;
-    }
-    for (int x = 0; x < R * NQ; x++) a[x] = VQ_ZERO;
-    for (int d = 0; d < D; d += QC) {
-      VQ qx[4], qy[4];
-      for (int h = 0; h < NQ; h++) { qx[h] = VQ_LOAD(qz + h * D + d); qy[h] = VQ_LOAD(qz + h * D + d + QL); }
-      for (int r = 0; r < R; r++) {
-        VQ x, y;
-        chunk(rec[r], d, dt, dt == DUO_INT4 ? *t[r] : (VQT){0}, &x, &y);
-        for (int h = 0; h < NQ; h++) a[r * NQ + h] = VQ_MAD(VQ_MAD(a[r * NQ + h], qx[h], x), qy[h], y);
-      }
-    }
-    float sums[VQ_ACCS] __attribute__((aligned(64)));
+/* Asks for the lines of the hb-byte record at p, but for a last line the next record's ask covers where records lie
+ * side by side (a record need not start on a line). A prefetch costs about a cycle even when the line is in L1: one
+ * per line of each record (int4 at D = 128: 2 per 68 bytes, 3 with the last byte's) measured 0.6-1 ns per record
+ * faster than asking for every line (one thread, L1-resident records). */
+ALWAYS_INLINE void prefetch_record(const uint8_t *p, uint32_t hb) {
+  for (uint32_t o = 0; o < hb; o += 64) VQ_PREFETCH(p + o);
+}
+
+/* N sums (N = 1, 4, 8 or 16; a[x] x < N) into out[x]: 16 in one vector on AVX-512, else 4 at a time. */
+ALWAYS_INLINE void finish_sums(float *out, const VQ *a, const int N) {
 #ifdef VZ_LANES4
-    if (R * NQ == 16) /* all 16 sums in one vector: 15 pairwise steps of 2 lane operations and an add */
-      VZ_STORE(sums, VZ_LANES4(VZ_QUAD(a[0], a[1], a[2], a[3]), VZ_QUAD(a[4], a[5], a[6], a[7]),
-                               VZ_QUAD(a[8], a[9], a[10], a[11]), VZ_QUAD(a[12], a[13], a[14], a[15])));
+  if (N == 16) {
+    VZ_STORE(out, VZ_LANES4(VZ_QUAD(a[0], a[1], a[2], a[3]), VZ_QUAD(a[4], a[5], a[6], a[7]),
+                            VZ_QUAD(a[8], a[9], a[10], a[11]), VZ_QUAD(a[12], a[13], a[14], a[15])));
+    return;
+  }
+#endif
+  if (N == 1) out[0] = VF_LANE(vq_sum4(a[0], VQ_ZERO, VQ_ZERO, VQ_ZERO), 0);
+  else
+    for (int x = 0; x < N; x += 4) VF_STORE(out + x, vq_sum4(a[x], a[x + 1], a[x + 2], a[x + 3]));
+}
+
+/* G = 1: s[h] = qz_h . the record at row + off[h], for h < R (VQ_ACCS, 4 or 1): the R heads' sums down the head dim,
+ * finished together. qz [R][D]: the queries in dt's chunk order (k_quant_query). contig: off[h] = off[0] + h * hb
+ * (the call's heads side by side), so the tables of records a fixed step apart serve. */
+ALWAYS_INLINE void dot_heads(const float *qz, const uint32_t *off, int D, const uint8_t *row, uint32_t hb,
+                             int contig, float *s, int dt, uint32_t ahead, const int R) {
+  if (contig) prefetch_record(row + ahead + off[0], (uint32_t)R * hb);
+  else
+    for (int h = 0; h < R; h++) prefetch_record(row + ahead + off[h], hb);
+  VQT t[VQ_ACCS];
+  if (dt == DUO_INT4) {
+    if (contig) tables(t, row + off[0], hb, D, R);
     else
-#endif
-      for (int x = 0; x < R * NQ; x += 4) VF_STORE(sums + x, vq_sum4(a[x], a[x + 1], a[x + 2], a[x + 3]));
-    for (int r = 0; r < m; r++) {
-      float sc = 1.0f;
-      if (dt == DUO_INT8) __builtin_memcpy(&sc, rec[r] + D, 4);
-      for (int h = 0; h < NQ; h++) s[(i + r) * sm + h] = dt == DUO_INT8 ? sums[r * NQ + h] * sc : sums[r * NQ + h];
-    }
+      for (int h = 0; h < R; h++) tables(t + h, row + off[h], 0, D, 1);
   }
-}
-
-void k_scores_quant(const float *qz, int nq, int D, const uint8_t *k, uint32_t stride, int dt, int n, float *s, int sm) {
-  const int int4 = (dt & DUO_DTYPE_MASK) == DUO_INT4;
-  if (nq == 1) {
-    if (int4) scores_impl(qz, D, k, stride, n, s, sm, DUO_INT4, 1, VQ_ACCS / 2);
-    else scores_impl(qz, D, k, stride, n, s, sm, DUO_INT8, 1, VQ_ACCS / 2);
-  } else {
-    if (int4) scores_impl(qz, D, k, stride, n, s, sm, DUO_INT4, 4, VQ_ACCS / 4);
-    else scores_impl(qz, D, k, stride, n, s, sm, DUO_INT8, 4, VQ_ACCS / 4);
-  }
-}
-
-/* Elements [d0, d0 + CH * QC) of the nq accumulators, in registers down the n records (int4: even/odd halves per
- * chunk, VQ_EO_IN / VQ_EO_OUT at the ends). w [n][ws]: the weights (h < NQ); tabs [n]: the int4 tables. */
-ALWAYS_INLINE void pv_panel(float *acc, const float *alpha, const float *w, int ws, const VQT *tabs, int D,
-                            const uint8_t *v, uint32_t stride, int n, int dt, const int NQ, int d0, const int CH) {
-  VQ e[4 * 2 * 4]; /* [query][chunk][x, y]: NQ * 2 * CH used (a fixed size: not a VLA) */
-  for (int h = 0; h < NQ; h++) {
-    const VQ al = VQ_SPLAT(alpha + h);
-    for (int c = 0; c < CH; c++) {
-      const float *src = acc + h * D + d0 + c * QC;
-      VQ x, y;
-      if (dt == DUO_INT4) VQ_EO_IN(src, &x, &y);
-      else { x = VQ_LOAD(src); y = VQ_LOAD(src + QL); }
-      e[(h * CH + c) * 2] = VQ_MUL(x, al);
-      e[(h * CH + c) * 2 + 1] = VQ_MUL(y, al);
-    }
-  }
-  const uint8_t *r = v;
-  for (int i = 0; i < n; i++, r += stride) {
-    VQ wv[4];
-    for (int h = 0; h < NQ; h++) wv[h] = VQ_SPLAT(w + i * ws + h);
-    for (int c = 0; c < CH; c++) {
-      VQ x, y;
-      chunk(r, d0 + c * QC, dt, dt == DUO_INT4 ? tabs[i] : (VQT){0}, &x, &y);
-      for (int h = 0; h < NQ; h++) {
-        e[(h * CH + c) * 2] = VQ_MAD(e[(h * CH + c) * 2], wv[h], x);
-        e[(h * CH + c) * 2 + 1] = VQ_MAD(e[(h * CH + c) * 2 + 1], wv[h], y);
-      }
-    }
-  }
-  for (int h = 0; h < NQ; h++)
-    for (int c = 0; c < CH; c++) {
-      float *dst = acc + h * D + d0 + c * QC;
-      if (dt == DUO_INT4) VQ_EO_OUT(dst, e[(h * CH + c) * 2], e[(h * CH + c) * 2 + 1]);
-      else { VQ_STORE(dst, e[(h * CH + c) * 2]); VQ_STORE(dst + QL, e[(h * CH + c) * 2 + 1]); }
-    }
-}
-
-/* Panels of CH chunks (nq = 4: VQ_ACCS sums; nq = 1: 4 chunks), then one panel of the chunks left. int8's weights are
- * staged times their record's scale; int4's are read where they are. */
-ALWAYS_INLINE void pv_impl(float *acc, const float *alpha, const float *p, int sm, int D, const uint8_t *v,
-                           uint32_t stride, int n, int dt, const int NQ) {
-  const int CH = NQ == 1 ? 4 : VQ_ACCS / 8;
-  float staged[64 * 4] __attribute__((aligned(64)));
-  VQT tabs[64];
-  stage(tabs, v, stride, D, n, dt);
-  const float *w = p;
-  int ws = sm;
-  if (dt == DUO_INT8) {
-    const uint8_t *r = v;
-    for (int i = 0; i < n; i++, r += stride) {
-      float sc;
-      __builtin_memcpy(&sc, r + D, 4);
-      for (int h = 0; h < NQ; h++) staged[i * NQ + h] = p[i * sm + h] * sc;
-    }
-    w = staged;
-    ws = NQ;
-  }
-  int d0 = 0;
-  for (; d0 + CH * QC <= D; d0 += CH * QC) pv_panel(acc, alpha, w, ws, tabs, D, v, stride, n, dt, NQ, d0, CH);
-  const int left = (D - d0) / QC;
-  if (CH > 3 && left == 3) pv_panel(acc, alpha, w, ws, tabs, D, v, stride, n, dt, NQ, d0, CH > 3 ? 3 : 1);
-  if (CH > 2 && left == 2) pv_panel(acc, alpha, w, ws, tabs, D, v, stride, n, dt, NQ, d0, CH > 2 ? 2 : 1);
-  if (CH > 1 && left == 1) pv_panel(acc, alpha, w, ws, tabs, D, v, stride, n, dt, NQ, d0, 1);
-}
-
-void k_pv_quant(float *acc, const float *alpha, const float *p, int sm, int nq, int D, const uint8_t *v, uint32_t stride,
-                int dt, int n) {
-  const int int4 = (dt & DUO_DTYPE_MASK) == DUO_INT4;
-  if (nq == 1) {
-    if (int4) pv_impl(acc, alpha, p, sm, D, v, stride, n, DUO_INT4, 1);
-    else pv_impl(acc, alpha, p, sm, D, v, stride, n, DUO_INT8, 1);
-  } else {
-    if (int4) pv_impl(acc, alpha, p, sm, D, v, stride, n, DUO_INT4, 4);
-    else pv_impl(acc, alpha, p, sm, D, v, stride, n, DUO_INT8, 4);
-  }
-}
-
-/*
- * G = 1 decode (nq = 1, the MHA shape) row by row (kernels.h k_scores_quant_heads / k_pv_quant_heads): the head-by-head
- * kernels above read one record every row_heads records (int4 at D = 128: 68 bytes every 32 x 68), a walk no hardware
- * prefetcher follows, even with the driver asking for the next block (int4 6.7-7.3 GB/s, int8 8.3-9.3, one thread,
- * against a ~17 GB/s read ceiling). These walk each block's rows front to back, each row across every head of the call
- * (attend_simd.c's wide float kernels, same order): one stream. The arithmetic per record is as above (a table per
- * int4 record, int8's scale on the sum and on the weight), so the two orders agree to rounding in the sums.
- * Measured (one thread, AVX-512, 64K tokens, shared 2-vCPU VM, A/B in alternating runs): int4 0.56-0.58 -> 0.51 of
- * bf16's time, int8 0.92-0.93 -> 0.73-0.75. Both now compute-bound, not read-bound: K alone (P.V skipped, a timing
- * experiment) took half the time, ~36 cycles per int4 record (at the clock the FMA ceiling implies) against ~12 of
- * port-0/5 work in its inner loop (a vpmovzxbd, a shift, two vpermps, two FMAs per 32 elements), so what is left is in
- * the cores, not the walk.
- */
-
-/* The int4 tables of the R records at row + off[h] (h < R). contig: off[h] = off[0] + h * hb, so the AVX512-FP16
- * tables (records a fixed stride apart) serve them. */
-ALWAYS_INLINE void head_tables(VQT *tabs, const uint8_t *row, const uint32_t *off, int D, uint32_t hb, int contig,
-                               const int R) {
-#ifdef __AVX512F__
-  if (contig && R > 1 && has_fp16()) { tables_fp16(tabs, row + off[0] + D / 2, hb, R); return; }
-#else
-  (void)hb; (void)contig;
-#endif
-  for (int h = 0; h < R; h++) tabs[h] = vq_table(row + off[h] + D / 2);
-}
-
-/* s[h] = qz_h . the record at row + off[h], for h < R (VQ_ACCS, 4 or 1): one sum per head down the head dim, the R
- * sums added up together. qz [R][D]: the queries in dt's chunk order (k_quant_query). */
-ALWAYS_INLINE void dot_records(const float *qz, const uint32_t *off, int D, const uint8_t *row, uint32_t hb,
-                               int contig, float *s, int dt, const int R) {
-  VQT tabs[VQ_ACCS];
-  if (dt == DUO_INT4) head_tables(tabs, row, off, D, hb, contig, R);
   VQ a[VQ_ACCS];
-  for (int h = 0; h < R; h++) a[h] = VQ_ZERO;
-  for (int d = 0; d < D; d += QC)
-    for (int h = 0; h < R; h++) {
-      VQ x, y;
-      chunk(row + off[h], d, dt, dt == DUO_INT4 ? tabs[h] : (VQT){0}, &x, &y);
-      a[h] = VQ_MAD(VQ_MAD(a[h], VQ_LOAD(qz + h * D + d), x), VQ_LOAD(qz + h * D + d + QL), y);
+  if (dt == DUO_INT4) {
+    const int K = R < 4 ? R : 4; /* records in flight together */
+    for (int h0 = 0; h0 < R; h0 += K) { /* K records at a time, in steps (k_quant_query), then chunks */
+      VQ a0[4], a1[4];
+      for (int k = 0; k < K; k++) a0[k] = a1[k] = VQ_ZERO;
+      int d = 0;
+      for (; d + QS <= D; d += QS) {
+        VQI c[4];
+        for (int k = 0; k < K; k++) c[k] = VQ_LOADI(row + off[h0 + k] + d / 2);
+        for (int m = 0; m < 8; m += 2)
+          for (int k = 0; k < K; k++) {
+            const float *qh = qz + (h0 + k) * D + d;
+            a0[k] = VQ_MAD(a0[k], VQ_LOAD(qh + m * QL), vq_lut(m ? VQ_SHR(c[k], 4 * m) : c[k], t[h0 + k]));
+            a1[k] = VQ_MAD(a1[k], VQ_LOAD(qh + (m + 1) * QL), vq_lut(VQ_SHR(c[k], 4 * m + 4), t[h0 + k]));
+          }
+      }
+      for (; d < D; d += QC)
+        for (int k = 0; k < K; k++) {
+          VQ x, y;
+          chunk(row + off[h0 + k], d, dt, t[h0 + k], &x, &y);
+          a0[k] = VQ_MAD(a0[k], VQ_LOAD(qz + (h0 + k) * D + d), x);
+          a1[k] = VQ_MAD(a1[k], VQ_LOAD(qz + (h0 + k) * D + d + QL), y);
+        }
+      for (int k = 0; k < K; k++) a[h0 + k] = VQ_ADD(a0[k], a1[k]);
     }
+  }
+  else {
+    for (int h = 0; h < R; h++) a[h] = VQ_ZERO;
+    for (int d = 0; d < D; d += QC)
+      for (int h = 0; h < R; h++) {
+        VQ x, y;
+        chunk(row + off[h], d, dt, (VQT){0}, &x, &y);
+        a[h] = VQ_MAD(VQ_MAD(a[h], VQ_LOAD(qz + h * D + d), x), VQ_LOAD(qz + h * D + d + QL), y);
+      }
+  }
   float sums[VQ_ACCS] __attribute__((aligned(64)));
-#ifdef VZ_LANES4
-  if (R == 16)
-    VZ_STORE(sums, VZ_LANES4(VZ_QUAD(a[0], a[1], a[2], a[3]), VZ_QUAD(a[4], a[5], a[6], a[7]),
-                             VZ_QUAD(a[8], a[9], a[10], a[11]), VZ_QUAD(a[12], a[13], a[14], a[15])));
-  else
-#endif
-  if (R == 1) sums[0] = VF_LANE(vq_sum4(a[0], VQ_ZERO, VQ_ZERO, VQ_ZERO), 0);
-  else
-    for (int h = 0; h < R; h += 4) VF_STORE(sums + h, vq_sum4(a[h], a[h + 1], a[h + 2], a[h + 3]));
+  finish_sums(sums, a, R);
   for (int h = 0; h < R; h++) {
     float sc = 1.0f;
     if (dt == DUO_INT8) __builtin_memcpy(&sc, row + off[h] + D, 4);
@@ -390,85 +293,138 @@ ALWAYS_INLINE void dot_records(const float *qz, const uint32_t *off, int D, cons
   }
 }
 
-/* Whether off[h] = off[0] + h * hb for h < nv (the call's heads side by side in each row). */
+/* G a multiple of 4: s[r*sm + h] = qz_h . the record at rec + r * stride, for r < R rows (VQ_ACCS / 4, or 1) and the
+ * h < 4 query vectors of a GQA group (or a quarter of one): each value widened once, used by the four queries. */
+ALWAYS_INLINE void dot_rows(const float *qz, int D, const uint8_t *rec, uint32_t stride, uint32_t hb, float *s, int sm,
+                            int dt, uint32_t ahead, const int R) {
+  for (int r = 0; r < R; r++) prefetch_record(rec + ahead + (uint32_t)r * stride, hb);
+  VQT t[VQ_ACCS / 4];
+  if (dt == DUO_INT4) tables(t, rec, stride, D, R);
+  VQ a[VQ_ACCS];
+  for (int x = 0; x < R * 4; x++) a[x] = VQ_ZERO;
+  int d = 0;
+  if (dt == DUO_INT4) /* steps (k_quant_query): each lookup meets the four queries' elements, read from L1 */
+    for (; d + QS <= D; d += QS) {
+      VQI c[VQ_ACCS / 4];
+      for (int r = 0; r < R; r++) c[r] = VQ_LOADI(rec + (uint32_t)r * stride + d / 2);
+      for (int m = 0; m < 8; m++) {
+        VQ qm[4];
+        for (int h = 0; h < 4; h++) qm[h] = VQ_LOAD(qz + h * D + d + m * QL);
+        for (int r = 0; r < R; r++) {
+          const VQ x = vq_lut(m ? VQ_SHR(c[r], 4 * m) : c[r], t[r]);
+          for (int h = 0; h < 4; h++) a[r * 4 + h] = VQ_MAD(a[r * 4 + h], qm[h], x);
+        }
+      }
+    }
+  for (; d < D; d += QC) {
+    VQ qx[4], qy[4];
+    for (int h = 0; h < 4; h++) { qx[h] = VQ_LOAD(qz + h * D + d); qy[h] = VQ_LOAD(qz + h * D + d + QL); }
+    for (int r = 0; r < R; r++) {
+      VQ x, y;
+      chunk(rec + (uint32_t)r * stride, d, dt, dt == DUO_INT4 ? t[r] : (VQT){0}, &x, &y);
+      for (int h = 0; h < 4; h++) a[r * 4 + h] = VQ_MAD(VQ_MAD(a[r * 4 + h], qx[h], x), qy[h], y);
+    }
+  }
+  float sums[VQ_ACCS] __attribute__((aligned(64)));
+  finish_sums(sums, a, R * 4);
+  for (int r = 0; r < R; r++) {
+    float sc = 1.0f;
+    if (dt == DUO_INT8) __builtin_memcpy(&sc, rec + (uint32_t)r * stride + D, 4);
+    for (int h = 0; h < 4; h++) s[r * sm + h] = dt == DUO_INT8 ? sums[r * 4 + h] * sc : sums[r * 4 + h];
+  }
+}
+
+/* Whether off[v] = off[0] + v * hb for v < nv (the call's heads side by side in each row). */
 static int heads_contiguous(const uint32_t *off, int nv, uint32_t hb) {
-  for (int h = 1; h < nv; h++)
-    if (off[h] != off[0] + (uint32_t)h * hb) return 0;
+  for (int v = 1; v < nv; v++)
+    if (off[v] != off[0] + (uint32_t)v * hb) return 0;
   return 1;
 }
 
 #ifndef QUANT_AHEAD_BYTES
-#define QUANT_AHEAD_BYTES 8192
+#define QUANT_AHEAD_BYTES 1024
 #endif
-/* Each row asks for the span of the call's records [lo, hi) of the row QUANT_AHEAD_BYTES of records on (int4 at
- * D = 128, 32 heads: 4 rows; past a block's end, the next block's rows: prefetches past a buffer's end are dropped,
- * they do not fault). The distance measured the same at 4, 8 and 16 KiB (int4 64K: 38.9-39.1 ms, shared VM). */
-ALWAYS_INLINE void scores_quant_heads_impl(const float *qz, int nv, int sm, const uint32_t *off, int D, const uint8_t *k,
-                                           uint32_t stride, int n, float *s, int dt) {
-  const uint32_t hb = kv_head_bytes(dt, (uint32_t)D);
+/* How far ahead each record asks for its lines: whole rows, at least QUANT_AHEAD_BYTES of the call's records (int4 at
+ * D = 128: 1 row of 32 heads, 2 of 8), plus `rows` for a kernel that reads that many rows at once. Past a block's end
+ * that is the next block's rows; past a buffer's end the prefetches are dropped (they do not fault). Measured from
+ * DRAM (G = 1, int4, 32 heads): 1 KiB 48-52 cycles per token and head, 2 KiB 53, 8 KiB 54-55; int8 the same to 2 %. */
+static uint32_t ahead_bytes(const uint32_t *off, int nv, uint32_t hb, uint32_t stride, uint32_t rows) {
   uint32_t lo = off[0], hi = off[0];
-  for (int h = 1; h < nv; h++) { lo = off[h] < lo ? off[h] : lo; hi = off[h] > hi ? off[h] : hi; }
+  for (int v = 1; v < nv; v++) { lo = off[v] < lo ? off[v] : lo; hi = off[v] > hi ? off[v] : hi; }
   hi += hb;
+  return ((QUANT_AHEAD_BYTES + hi - lo - 1) / (hi - lo) + rows) * stride;
+}
+
+/* g = 1: each row, its heads VQ_ACCS, 4, then 1 at a time. g = 4k: each 4 rows (VQ_ACCS / 4 on AVX2), each group of
+ * four query vectors against its head's records in those rows; the rows left one at a time. */
+ALWAYS_INLINE void scores_quant_heads_impl(const float *qz, int nv, int sm, const uint32_t *off, int D, const uint8_t *k,
+                                           uint32_t stride, int n, float *s, int g, int dt) {
+  const uint32_t hb = kv_head_bytes(dt, (uint32_t)D);
   const int contig = heads_contiguous(off, nv, hb);
-  const uint32_t ahead = (QUANT_AHEAD_BYTES + hi - lo - 1) / (hi - lo) * stride;
-  const uint8_t *row = k;
-  for (int i = 0; i < n; i++, row += stride) {
-    for (uint32_t o = lo; o < hi; o += 64) VQ_PREFETCH(row + ahead + o);
-    float *si = s + i * sm;
-    int h = 0;
-    for (; h + VQ_ACCS <= nv; h += VQ_ACCS) dot_records(qz + h * D, off + h, D, row, hb, contig, si + h, dt, VQ_ACCS);
-    for (; h + 4 <= nv; h += 4) dot_records(qz + h * D, off + h, D, row, hb, contig, si + h, dt, 4);
-    for (; h < nv; h++) dot_records(qz + h * D, off + h, D, row, hb, contig, si + h, dt, 1);
-    for (h = nv; h < sm; h++) si[h] = -__builtin_inff();
+  if (g == 1) {
+    const uint32_t ahead = ahead_bytes(off, nv, hb, stride, 0);
+    const uint8_t *row = k;
+    for (int i = 0; i < n; i++, row += stride) {
+      float *si = s + i * sm;
+      int h = 0;
+      for (; h + VQ_ACCS <= nv; h += VQ_ACCS) dot_heads(qz + h * D, off + h, D, row, hb, contig, si + h, dt, ahead, VQ_ACCS);
+      for (; h + 4 <= nv; h += 4) dot_heads(qz + h * D, off + h, D, row, hb, contig, si + h, dt, ahead, 4);
+      for (; h < nv; h++) dot_heads(qz + h * D, off + h, D, row, hb, contig, si + h, dt, ahead, 1);
+      for (h = nv; h < sm; h++) si[h] = -__builtin_inff();
+    }
+    return;
   }
+  const int R = VQ_ACCS / 4;
+  const uint32_t ahead = ahead_bytes(off, nv, hb, stride, (uint32_t)R);
+  int i = 0;
+  for (; i + R <= n; i += R)
+    for (int v = 0; v < nv; v += 4)
+      dot_rows(qz + v * D, D, k + (uint32_t)i * stride + off[v], stride, hb, s + i * sm + v, sm, dt, ahead, R);
+  for (; i < n; i++)
+    for (int v = 0; v < nv; v += 4)
+      dot_rows(qz + v * D, D, k + (uint32_t)i * stride + off[v], stride, hb, s + i * sm + v, sm, dt, ahead, 1);
 }
 
-void k_scores_quant_heads(const float *qz, int nv, int sm, const uint32_t *off, int D, const uint8_t *k, uint32_t stride, int dt, int n, float *s) {
-  if ((dt & DUO_DTYPE_MASK) == DUO_INT4) scores_quant_heads_impl(qz, nv, sm, off, D, k, stride, n, s, DUO_INT4);
-  else scores_quant_heads_impl(qz, nv, sm, off, D, k, stride, n, s, DUO_INT8);
+void k_scores_quant_heads(const float *qz, int nv, int sm, int g, const uint32_t *off, int D, const uint8_t *k, uint32_t stride, int dt, int n, float *s) {
+  if ((dt & DUO_DTYPE_MASK) == DUO_INT4) scores_quant_heads_impl(qz, nv, sm, off, D, k, stride, n, s, g, DUO_INT4);
+  else scores_quant_heads_impl(qz, nv, sm, off, D, k, stride, n, s, g, DUO_INT8);
 }
 
-/* RR rows (4 or 1) into every accumulator: the RR records of head h (their tables, int8 their weights times their
- * scales, as pv_impl stages them), then each chunk of acc[h] loaded once, RR multiply-adds per half, stored. int4's
- * accumulators are in even/odd order per chunk here (pv_quant_heads_impl). */
-ALWAYS_INLINE void pv_records_rows(float *acc, const float *p, int sm, int nv, const uint32_t *off, int D,
-                                   const uint8_t *row, uint32_t stride, int dt, const int RR) {
-  for (int h = 0; h < nv; h++) {
-    const uint8_t *rec = row + off[h];
-    VQ w[4];
+/* RR rows (4 or 1) into the accumulators: for each group of NQ query vectors (1, or 4 of a GQA group) sharing a record,
+ * the RR records of its head (their tables; int8 the weights times their scales), then each chunk of the NQ
+ * accumulators loaded once, RR * NQ multiply-adds per half, stored. int4's accumulators are in even/odd order per
+ * chunk here (pv_quant_heads_impl). */
+ALWAYS_INLINE void pv_rows(float *acc, const float *p, int sm, int nv, const uint32_t *off, int D, const uint8_t *row,
+                           uint32_t stride, uint32_t hb, int dt, uint32_t ahead, const int NQ, const int RR) {
+  for (int v = 0; v < nv; v += NQ) {
+    const uint8_t *rec = row + off[v];
+    for (int r = 0; r < RR; r++) prefetch_record(rec + ahead + (uint32_t)r * stride, hb);
     VQT t[4];
-    if (dt == DUO_INT4) {
-#ifdef __AVX512F__
-      if (RR > 1 && has_fp16()) tables_fp16(t, rec + D / 2, stride, RR);
-      else
-#endif
-        for (int r = 0; r < RR; r++) t[r] = vq_table(rec + (uint32_t)r * stride + D / 2);
-    }
+    if (dt == DUO_INT4) tables(t, rec, stride, D, RR);
+    VQ w[4][4]; /* [row][query] */
     for (int r = 0; r < RR; r++) {
-      float wt = p[r * sm + h];
-      if (dt == DUO_INT8) {
-        float sc;
-        __builtin_memcpy(&sc, rec + (uint32_t)r * stride + D, 4);
-        wt *= sc;
+      float sc = 1.0f;
+      if (dt == DUO_INT8) __builtin_memcpy(&sc, rec + (uint32_t)r * stride + D, 4);
+      for (int h = 0; h < NQ; h++) {
+        const float wt = dt == DUO_INT8 ? p[r * sm + v + h] * sc : p[r * sm + v + h];
+        w[r][h] = VQ_SPLAT(&wt);
       }
-      w[r] = VQ_SPLAT(&wt);
     }
-    float *a = acc + h * D;
+    float *a = acc + v * D;
     for (int d = 0; d < D; d += QC) {
-      VQ ex = VQ_LOAD(a + d), ey = VQ_LOAD(a + d + QL);
+      VQ ex[4], ey[4];
+      for (int h = 0; h < NQ; h++) { ex[h] = VQ_LOAD(a + h * D + d); ey[h] = VQ_LOAD(a + h * D + d + QL); }
       for (int r = 0; r < RR; r++) {
         VQ x, y;
         chunk(rec + (uint32_t)r * stride, d, dt, dt == DUO_INT4 ? t[r] : (VQT){0}, &x, &y);
-        ex = VQ_MAD(ex, w[r], x);
-        ey = VQ_MAD(ey, w[r], y);
+        for (int h = 0; h < NQ; h++) { ex[h] = VQ_MAD(ex[h], w[r][h], x); ey[h] = VQ_MAD(ey[h], w[r][h], y); }
       }
-      VQ_STORE(a + d, ex);
-      VQ_STORE(a + d + QL, ey);
+      for (int h = 0; h < NQ; h++) { VQ_STORE(a + h * D + d, ex[h]); VQ_STORE(a + h * D + d + QL, ey[h]); }
     }
   }
 }
 
-ALWAYS_INLINE void pv_quant_heads_impl(float *acc, const float *alpha, const float *p, int sm, int nv,
+ALWAYS_INLINE void pv_quant_heads_impl(float *acc, const float *alpha, const float *p, int sm, int nv, int g,
                                        const uint32_t *off, int D, const uint8_t *v, uint32_t stride, int n, int dt) {
   for (int h = 0; h < nv; h++) { /* acc *= alpha; int4: each chunk into its even / odd halves */
     const VQ al = VQ_SPLAT(alpha + h);
@@ -480,18 +436,15 @@ ALWAYS_INLINE void pv_quant_heads_impl(float *acc, const float *alpha, const flo
       VQ_STORE(acc + h * D + d + QL, VQ_MUL(y, al));
     }
   }
-  const uint32_t hb = kv_head_bytes(dt, (uint32_t)D);
-  uint32_t lo = off[0], hi = off[0];
-  for (int h = 1; h < nv; h++) { lo = off[h] < lo ? off[h] : lo; hi = off[h] > hi ? off[h] : hi; }
-  hi += hb;
-  const uint32_t ahead = ((QUANT_AHEAD_BYTES + hi - lo - 1) / (hi - lo) + 4) * stride;
-  int i = 0; /* each 4-row step asks for the V rows as far ahead as the scores kernel asks for K */
-  for (; i + 4 <= n; i += 4) {
-    for (int r = 0; r < 4; r++)
-      for (uint32_t o = lo; o < hi; o += 64) VQ_PREFETCH(v + (uint32_t)(i + r) * stride + ahead + o);
-    pv_records_rows(acc, p + i * sm, sm, nv, off, D, v + (uint32_t)i * stride, stride, dt, 4);
+  const uint32_t hb = kv_head_bytes(dt, (uint32_t)D), ahead = ahead_bytes(off, nv, hb, stride, 4);
+  int i = 0;
+  if (g == 1) {
+    for (; i + 4 <= n; i += 4) pv_rows(acc, p + i * sm, sm, nv, off, D, v + (uint32_t)i * stride, stride, hb, dt, ahead, 1, 4);
+    for (; i < n; i++) pv_rows(acc, p + i * sm, sm, nv, off, D, v + (uint32_t)i * stride, stride, hb, dt, ahead, 1, 1);
+  } else {
+    for (; i + 4 <= n; i += 4) pv_rows(acc, p + i * sm, sm, nv, off, D, v + (uint32_t)i * stride, stride, hb, dt, ahead, 4, 4);
+    for (; i < n; i++) pv_rows(acc, p + i * sm, sm, nv, off, D, v + (uint32_t)i * stride, stride, hb, dt, ahead, 4, 1);
   }
-  for (; i < n; i++) pv_records_rows(acc, p + i * sm, sm, nv, off, D, v + (uint32_t)i * stride, stride, dt, 1);
   if (dt == DUO_INT4) /* back to natural order */
     for (int e = 0; e < nv * D; e += QC) {
       const VQ x = VQ_LOAD(acc + e), y = VQ_LOAD(acc + e + QL);
@@ -499,9 +452,9 @@ ALWAYS_INLINE void pv_quant_heads_impl(float *acc, const float *alpha, const flo
     }
 }
 
-void k_pv_quant_heads(float *acc, const float *alpha, const float *p, int sm, int nv, const uint32_t *off, int D, const uint8_t *v, uint32_t stride, int dt, int n) {
-  if ((dt & DUO_DTYPE_MASK) == DUO_INT4) pv_quant_heads_impl(acc, alpha, p, sm, nv, off, D, v, stride, n, DUO_INT4);
-  else pv_quant_heads_impl(acc, alpha, p, sm, nv, off, D, v, stride, n, DUO_INT8);
+void k_pv_quant_heads(float *acc, const float *alpha, const float *p, int sm, int nv, int g, const uint32_t *off, int D, const uint8_t *v, uint32_t stride, int dt, int n) {
+  if ((dt & DUO_DTYPE_MASK) == DUO_INT4) pv_quant_heads_impl(acc, alpha, p, sm, nv, g, off, D, v, stride, n, DUO_INT4);
+  else pv_quant_heads_impl(acc, alpha, p, sm, nv, g, off, D, v, stride, n, DUO_INT8);
 }
 #undef QL
 #undef QC

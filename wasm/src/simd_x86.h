@@ -191,6 +191,7 @@ static inline __m512 vz_lanes4(__m512 u0, __m512 u1, __m512 u2, __m512 u3) {
  *   VQ_U8(p)            VQ_LANES bytes at p zero-extended into 32-bit lanes (int4: one byte = two codes)
  *   VQ_I8(p)            VQ_LANES int8 codes at p as f32 (exact)
  *   VQ_SHR4(i)          i >> 4 per 32-bit lane (a byte's high nibble; the lookup ignores the bits above 3)
+ *   VQ_LOADI(p)         4 * VQ_LANES bytes at p as VQ_LANES 32-bit lanes (int4: 8 codes per lane); VQ_SHR(i, n) i >> n
  *   vq_lut(i, t)        r[k] = t[i[k] & 15]
  *   vq_table(meta)      the table of the int4 record whose f16 scale and min are at meta: t[q] = f16(f16(q * s) + z),
  *                       with two hardware f32 -> f16 roundings (q * s is exact in f32, and rounding the f32 sum of two f16
@@ -209,10 +210,13 @@ typedef __m512 VQT;
 #define VQ_STORE(p, x)      _mm512_storeu_ps((float *)(void *)(p), x)
 #define VQ_SPLAT(p)         _mm512_set1_ps(*(const float *)(const void *)(p))
 #define VQ_MUL(a, b)        _mm512_mul_ps(a, b)
+#define VQ_ADD(a, b)        _mm512_add_ps(a, b)
 #define VQ_MAD(acc, a, b)   _mm512_fmadd_ps(a, b, acc)
 #define VQ_U8(p)            _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(p)))
 #define VQ_I8(p)            _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(p))))
 #define VQ_SHR4(i)          _mm512_srli_epi32(i, 4)
+#define VQ_LOADI(p)         _mm512_loadu_si512((const void *)(p))
+#define VQ_SHR(i, n)        _mm512_srli_epi32(i, n)
 #define vq_lut(i, t)        _mm512_permutexvar_ps(i, t)
 #define VQ_F16_ROUND_(x)    _mm512_cvtph_ps(_mm512_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC))
 static inline VQT vq_table(const uint8_t *meta) {
@@ -258,10 +262,13 @@ typedef struct { __m256 lo, hi; } VQT; /* t[0..7], t[8..15] */
 #define VQ_STORE(p, x)      _mm256_storeu_ps((float *)(void *)(p), x)
 #define VQ_SPLAT(p)         _mm256_broadcast_ss((const float *)(const void *)(p))
 #define VQ_MUL(a, b)        _mm256_mul_ps(a, b)
+#define VQ_ADD(a, b)        _mm256_add_ps(a, b)
 #define VQ_MAD(acc, a, b)   _mm256_fmadd_ps(a, b, acc)
 #define VQ_U8(p)            _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(p)))
 #define VQ_I8(p)            _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(p))))
 #define VQ_SHR4(i)          _mm256_srli_epi32(i, 4)
+#define VQ_LOADI(p)         _mm256_loadu_si256((const __m256i *)(const void *)(p))
+#define VQ_SHR(i, n)        _mm256_srli_epi32(i, n)
 /* vpermps reads index bits 2..0; bit 3, shifted up to the sign, picks the half (blendv) */
 static inline __m256 vq_lut(__m256i i, VQT t) {
   return _mm256_blendv_ps(_mm256_permutevar8x32_ps(t.lo, i), _mm256_permutevar8x32_ps(t.hi, i),
