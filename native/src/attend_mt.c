@@ -1,10 +1,11 @@
 /*
  * duo_attend over threads. The work of one call is cut into tasks, each one call of the single-threaded driver
  * (wasm/src/attend.c) with its own workspace and its own compact output:
- *   rows of quantized decode: each thread takes all heads of 1 / threads of the rows (split-KV, below). Quantized
- *     pages are token-major, a row holding every head's record side by side, so a split by heads had both threads
- *     stream the same lines (a row's records of the two halves share lines, and each core's prefetchers run on into
- *     the other's records): int8 decode with 2 threads took longer than with 1;
+ *   rows of decode over token-major segments (every quantized one, float NHD): each thread takes all heads of
+ *     1 / threads of the rows (split-KV, below). A token-major row holds every head's record side by side, and decode
+ *     reads each row across all heads (attend.c), so a split by heads had both threads stream the same rows with
+ *     gaps (quantized: the two halves share lines, and each core's prefetchers run on into the other's records; int8
+ *     decode with 2 threads took longer than with 1; bf16 G = 1 ran 1.62-1.74x one thread, rows 1.9x);
  *   heads: otherwise, when the call's KV heads divide evenly over the threads, each thread takes J / threads of them
  *     (tiled buffers keep each head's rows together);
  *   KV rows (split-KV): otherwise each head is a task of its own and its rows are also cut into `parts` pieces (at
@@ -77,9 +78,9 @@ int32_t attend_mt(const float *q, int32_t t, int32_t num_heads, int32_t head_dim
   const int threads = pool_threads(), J = n_heads, G = group, D = head_dim;
   uint64_t total = 0;
   for (int s = 0; s < n_segments; s++) total += (uint64_t)(segments[s].row_count > 0 ? segments[s].row_count : 0);
-  int groups, parts = 1, quant = t == 1;
-  for (int s = 0; s < n_segments; s++) quant &= (segments[s].dtype & DUO_DTYPE_MASK) == DUO_INT8 || (segments[s].dtype & DUO_DTYPE_MASK) == DUO_INT4;
-  if (quant && n_segments > 0 && total / PART_MIN_ROWS >= (uint64_t)threads) {
+  int groups, parts = 1, rowwise = t == 1;
+  for (int s = 0; s < n_segments; s++) rowwise &= segments[s].layout == DUO_NHD;
+  if (rowwise && n_segments > 0 && total / PART_MIN_ROWS >= (uint64_t)threads) {
     groups = 1;
     parts = threads;
   } else if (J >= threads && J % threads == 0) groups = threads;
