@@ -199,6 +199,7 @@ export function quantCases(): Case[] {
   for (const dtype of QDTYPES) {
     for (const G of [1, 4, 8]) for (const D of [64, 128, 36]) cases.push({ dtype, G, D, ctx: 200, T: 1, store: "pages", window: null });
     for (const G of [1, 4]) cases.push({ dtype, G, D: 96, ctx: 200, T: 1, store: "big", window: null }); // the fused kernels' last partial panel
+    cases.push({ dtype, G: 1, D: 80, ctx: 201, T: 1, store: "pages", window: null }); // int4 m1 kernels: a last 16 codes, an odd last record
     cases.push({ dtype, G: 4, D: 128, ctx: 2100, T: 1, store: "big", window: null });
     for (const T of [3, 13, 33]) for (const window of [null, { sink: S, recent: R }]) cases.push({ dtype, G: 4, D: 64, ctx: 50, T, store: "ring", window });
     cases.push({ dtype, G: 4, D: 128, ctx: 90, T: 37, store: "pages", window: null });

@@ -275,6 +275,12 @@ static void run_block(const tile_ctx *c, int r0, int n, int cls, int j0, int j1)
 #else
   const int fused = 0;
 #endif
+  /* int4 m1 decode read as records by the 4-lane builds' kernels (kernels.h K_INT4_M1), under the same conditions */
+#ifdef K_INT4_M1
+  const int int4m1 = dt0 == DUO_INT4 && !guard && !p->eo && M == 1 && D % 16 == 0;
+#else
+  const int int4m1 = 0;
+#endif
   /* m1 decode (G = 1, or G not a multiple of 4) over finite float rows: the wide kernels where the build has them
    * (kernels.h K_M1_WIDE), every vector at once below; f16 read directly instead of widened into the workspace */
 #ifdef K_M1_WIDE
@@ -283,7 +289,7 @@ static void run_block(const tile_ctx *c, int r0, int n, int cls, int j0, int j1)
   const int wide = 0;
 #endif
   const int widen =
-      tiled || (quant && !codes && !fused) || p->eo || (dt0 == DUO_F16 && !wide) || (dt0 == DUO_BF16 && M >= 16);
+      tiled || (quant && !codes && !fused && !int4m1) || p->eo || (dt0 == DUO_F16 && !wide) || (dt0 == DUO_BF16 && M >= 16);
   if (!tiled && !fused && !wide) { /* fused blocks ask for their rows ahead as they read them; wide blocks are read
                                     * front to back, which the hardware prefetcher follows */
     touch(sg->k + first, (uint32_t)n * stride);
@@ -324,7 +330,7 @@ static void run_block(const tile_ctx *c, int r0, int n, int cls, int j0, int j1)
         k_widen_v64(WS(c, vw) + i * D, (const uint8_t *)(uintptr_t)(sg->v + vt), sg->dtype, i0, m, D, p->eo);
         i += m;
       }
-    } else if (quant && !codes && !fused) { /* this block's records of head j, dequantized into the workspace (quant.h) */
+    } else if (quant && !codes && !fused && !int4m1) { /* this block's records of head j, dequantized into the workspace (quant.h) */
       k_dequant(WS(c, kw), k, stride, dt0, n, D);
       k_dequant(WS(c, vw), v, stride, dt0, n, D);
       if (p->eo) to_even_odd(WS(c, vw), n, D);
@@ -345,12 +351,20 @@ static void run_block(const tile_ctx *c, int r0, int n, int cls, int j0, int j1)
       k_pv_m4(acc, alpha, s, M, D, vb, bs, vdt, n);
     } else {
       for (int g = 0; g < M; g++) {
-        k_scores_m1(qp + g * D, D, kb, bs, kdt, n, s);
+#ifdef K_INT4_M1
+        if (int4m1) k_scores_int4_m1(qp + g * D, D, k, stride, n, s);
+        else
+#endif
+          k_scores_m1(qp + g * D, D, kb, bs, kdt, n, s);
         if (codes) scale_rows(s, k, stride, D, n, 1);
         if (cls == PARTIAL) mask_block(c, s, r0, n, 1, p->G, g);
         k_softmax_m1(s, n, mx + g, l + g, alpha);
         if (codes) scale_rows(s, v, stride, D, n, 1);
-        k_pv_m1(acc + g * D, *alpha, s, D, vb, bs, vdt, n);
+#ifdef K_INT4_M1
+        if (int4m1) k_pv_int4_m1(acc + g * D, *alpha, s, D, v, stride, n);
+        else
+#endif
+          k_pv_m1(acc + g * D, *alpha, s, D, vb, bs, vdt, n);
       }
     }
   }

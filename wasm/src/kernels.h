@@ -84,6 +84,17 @@ void k_scores_quant_heads(const float *qz, int nv, int sm, int g, const uint32_t
 void k_pv_quant_heads(float *acc, const float *alpha, const float *p, int sm, int nv, int g, const uint32_t *off, int D, const uint8_t *v, uint32_t stride, int dt, int n);
 #endif
 
+/* int4 m1 decode (one query vector per pass) straight from the records, in the 4-lane SIMD builds without the fused
+ * kernels above (wasm SIMD128, SSE4.1, NEON; quant_simd.c): each record's 16 values as k_dequant's byte planes, every
+ * 16 codes looked up into registers and used there. D % 16 == 0, records not flagged DUO_NONFINITE.
+ * k_scores_int4_m1: s[i] = q . record i, for i < n (q natural order, records `stride` bytes apart).
+ * k_pv_int4_m1: acc[:] <- acc[:] * alpha + sum_{i<n} p[i] * record i. */
+#if !defined(K_QUANT_FUSED) && (defined(__wasm_simd128__) || defined(__SSE4_1__) || defined(__ARM_NEON))
+#define K_INT4_M1 1
+void k_scores_int4_m1(const float *q, int D, const uint8_t *k, uint32_t stride, int n, float *s);
+void k_pv_int4_m1(float *acc, float alpha, const float *p, int D, const uint8_t *v, uint32_t stride, int n);
+#endif
+
 /* Decode with one query vector per pass (m1: G = 1, the MHA shape, or any G not a multiple of 4) over token-major f32,
  * f16 or bf16 rows in wide vectors, every query vector of the call at once (K_M1_WIDE lanes: the VQ vectors of
  * simd_x86.h, 16 on AVX-512, 8 on AVX2), for D a multiple of K_M1_WIDE and rows without Inf/NaN (a segment flagged

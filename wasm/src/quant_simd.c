@@ -55,17 +55,24 @@ ALWAYS_INLINE void int4_planes(const uint8_t *meta, VI *p1, VI *p2, VI *p3) {
   *p3 = VI8_SHUFFLE(c, d, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
 }
 
-/* 16 codes (one per byte of idx) -> their 16 f32 values at dst. */
-ALWAYS_INLINE void lookup16(float *dst, VI idx, VI p1, VI p2, VI p3) {
+/* 16 codes (one per byte of idx) -> their 16 f32 values, in order, in r[0..3]. */
+ALWAYS_INLINE void lookup16_v(VF *r, VI idx, VI p1, VI p2, VI p3) {
   VI b0 = VF_ZERO, b1 = VI8_LOOKUP(p1, idx), b2 = VI8_LOOKUP(p2, idx), b3 = VI8_LOOKUP(p3, idx);
   VI lo01 = VI8_SHUFFLE(b0, b1, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
   VI hi01 = VI8_SHUFFLE(b0, b1, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
   VI lo23 = VI8_SHUFFLE(b2, b3, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
   VI hi23 = VI8_SHUFFLE(b2, b3, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
-  VF_STORE(dst, VI8_SHUFFLE(lo01, lo23, 0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23));
-  VF_STORE(dst + 4, VI8_SHUFFLE(lo01, lo23, 8, 9, 24, 25, 10, 11, 26, 27, 12, 13, 28, 29, 14, 15, 30, 31));
-  VF_STORE(dst + 8, VI8_SHUFFLE(hi01, hi23, 0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23));
-  VF_STORE(dst + 12, VI8_SHUFFLE(hi01, hi23, 8, 9, 24, 25, 10, 11, 26, 27, 12, 13, 28, 29, 14, 15, 30, 31));
+  r[0] = VI8_SHUFFLE(lo01, lo23, 0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23);
+  r[1] = VI8_SHUFFLE(lo01, lo23, 8, 9, 24, 25, 10, 11, 26, 27, 12, 13, 28, 29, 14, 15, 30, 31);
+  r[2] = VI8_SHUFFLE(hi01, hi23, 0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23);
+  r[3] = VI8_SHUFFLE(hi01, hi23, 8, 9, 24, 25, 10, 11, 26, 27, 12, 13, 28, 29, 14, 15, 30, 31);
+}
+
+/* 16 codes (one per byte of idx) -> their 16 f32 values at dst. */
+ALWAYS_INLINE void lookup16(float *dst, VI idx, VI p1, VI p2, VI p3) {
+  VF r[4];
+  lookup16_v(r, idx, p1, p2, p3);
+  for (int j = 0; j < 4; j++) VF_STORE(dst + 4 * j, r[j]);
 }
 
 /* The codes of 8 packed bytes (in the low half of x), high nibble first: 16 code bytes in element order (the high
@@ -119,6 +126,69 @@ void k_dequant(float *dst, const uint8_t *src, uint32_t stride, int dt, int n, i
   if ((dt & DUO_DTYPE_MASK) == DUO_INT8) dequant_int8(dst, src, stride, n, D);
   else dequant_int4(dst, src, stride, n, D);
 }
+
+#ifdef K_INT4_M1
+/*
+ * int4 m1 decode without a dequantized copy (kernels.h K_INT4_M1: the 4-lane builds; AVX-512 and AVX2 have the fused
+ * kernels below): each record's byte planes as k_dequant builds them, then every 16 codes looked up into 4 vectors
+ * in registers and met there by the query (K) or the weight (V): no f32 row written and read back. Two records per
+ * pass: their planes (6 vectors) and sums stay in the 16 registers a wasm engine has on x86. What is left is the
+ * lookups (~11 operations per 16 codes, against ~4 to widen 16 bf16), so int4 m1 decode in these builds is bound by
+ * arithmetic at about bf16's time, not by its 3.8x fewer bytes: wasm (relaxed), one worker, 16K, Llama-2-7B's shape:
+ * 40.3 -> 36.3 ms against bf16's 36-38 (bench/wasm-kernels.ts --groups 1).
+ */
+
+/* The 32 values of codes [d, d + 32) of a record (in x: its 16 bytes) into r[0..7]; n = 16: the first 16 only. */
+ALWAYS_INLINE void int4_values(VF *r, VI x, int n, VI p1, VI p2, VI p3) {
+  VI hi = VI8_SHR(x, 4), lo = VI_AND(x, VI8_SPLAT(15));
+  lookup16_v(r, VI8_SHUFFLE(hi, lo, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23), p1, p2, p3);
+  if (n == 32) lookup16_v(r + 4, VI8_SHUFFLE(hi, lo, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31), p1, p2, p3);
+}
+
+void k_scores_int4_m1(const float *q, int D, const uint8_t *k, uint32_t stride, int n, float *s) {
+  for (int i = 0; i < n; i += 2) {
+    const uint8_t *ra = k + (uint32_t)i * stride, *rb = i + 1 < n ? ra + stride : ra; /* an odd last: read twice */
+    VI a1, a2, a3, b1, b2, b3;
+    int4_planes(ra + D / 2, &a1, &a2, &a3);
+    int4_planes(rb + D / 2, &b1, &b2, &b3);
+    VF a0 = VF_ZERO, a4 = VF_ZERO, b0 = VF_ZERO, b4 = VF_ZERO;
+    for (int d = 0; d < D; d += 32) {
+      const int m = D - d >= 32 ? 32 : 16;
+      VF u[8], w[8];
+      int4_values(u, m == 32 ? VF_LOAD(ra + d / 2) : VI_LOAD64(ra + d / 2), m, a1, a2, a3);
+      int4_values(w, m == 32 ? VF_LOAD(rb + d / 2) : VI_LOAD64(rb + d / 2), m, b1, b2, b3);
+      for (int j = 0; j < m / 4; j += 2) {
+        const VF q0 = VF_LOAD(q + d + 4 * j), q1 = VF_LOAD(q + d + 4 * j + 4);
+        a0 = VF_MAD(a0, q0, u[j]); a4 = VF_MAD(a4, q1, u[j + 1]);
+        b0 = VF_MAD(b0, q0, w[j]); b4 = VF_MAD(b4, q1, w[j + 1]);
+      }
+    }
+    const VF t = vf_sum4(a0, a4, b0, b4); /* [sum a0, sum a4, sum b0, sum b4] */
+    s[i] = VF_LANE(t, 0) + VF_LANE(t, 1);
+    if (i + 1 < n) s[i + 1] = VF_LANE(t, 2) + VF_LANE(t, 3);
+  }
+}
+
+void k_pv_int4_m1(float *acc, float alpha, const float *p, int D, const uint8_t *v, uint32_t stride, int n) {
+  const VF al = VF_SPLAT(alpha);
+  for (int d = 0; d < D; d += 4) VF_STORE(acc + d, VF_MUL(VF_LOAD(acc + d), al));
+  for (int i = 0; i < n; i += 2) {
+    const uint8_t *ra = v + (uint32_t)i * stride, *rb = i + 1 < n ? ra + stride : ra;
+    const VF wa = VF_SPLAT(p[i]), wb = VF_SPLAT(i + 1 < n ? p[i + 1] : 0.0f); /* an odd last: weight 0 (finite) */
+    VI a1, a2, a3, b1, b2, b3;
+    int4_planes(ra + D / 2, &a1, &a2, &a3);
+    int4_planes(rb + D / 2, &b1, &b2, &b3);
+    for (int d = 0; d < D; d += 32) {
+      const int m = D - d >= 32 ? 32 : 16;
+      VF u[8], w[8];
+      int4_values(u, m == 32 ? VF_LOAD(ra + d / 2) : VI_LOAD64(ra + d / 2), m, a1, a2, a3);
+      int4_values(w, m == 32 ? VF_LOAD(rb + d / 2) : VI_LOAD64(rb + d / 2), m, b1, b2, b3);
+      for (int j = 0; j < m / 4; j++)
+        VF_STORE(acc + d + 4 * j, VF_MAD(VF_MAD(VF_LOAD(acc + d + 4 * j), wa, u[j]), wb, w[j]));
+    }
+  }
+}
+#endif
 
 #ifdef K_QUANT_FUSED
 /*
