@@ -576,16 +576,7 @@ ALWAYS_INLINE void dot_heads(const float *qz, const uint32_t *off, int D, const 
     }
   if (d < D)
     for (int h = 0; h < R; h++) a[h] = VQ_MAD(a[h], VQ_LOAD(qz + h * D + d), row_half(row + off[h], d, dt));
-#ifdef VZ_LANES4
-  if (R == 16) {
-    VZ_STORE(s, VZ_LANES4(VZ_QUAD(a[0], a[1], a[2], a[3]), VZ_QUAD(a[4], a[5], a[6], a[7]),
-                          VZ_QUAD(a[8], a[9], a[10], a[11]), VZ_QUAD(a[12], a[13], a[14], a[15])));
-    return;
-  }
-#endif
-  if (R == 1) *s = VF_LANE(vq_sum4(a[0], VQ_ZERO, VQ_ZERO, VQ_ZERO), 0);
-  else
-    for (int h = 0; h < R; h += 4) VF_STORE(s + h, vq_sum4(a[h], a[h + 1], a[h + 2], a[h + 3]));
+  vq_sums(s, a, R);
 }
 
 /* Heads at most HEAD_PANEL_FLOATS / D at a time (bf16: their queries reordered on the stack, 64 KiB). */

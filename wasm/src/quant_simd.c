@@ -290,20 +290,6 @@ ALWAYS_INLINE void prefetch_record(const uint8_t *p, uint32_t hb) {
   for (uint32_t o = 0; o < hb; o += 64) VQ_PREFETCH(p + o);
 }
 
-/* N sums (N = 1, 4, 8 or 16; a[x] x < N) into out[x]: 16 in one vector on AVX-512, else 4 at a time. */
-ALWAYS_INLINE void finish_sums(float *out, const VQ *a, const int N) {
-#ifdef VZ_LANES4
-  if (N == 16) {
-    VZ_STORE(out, VZ_LANES4(VZ_QUAD(a[0], a[1], a[2], a[3]), VZ_QUAD(a[4], a[5], a[6], a[7]),
-                            VZ_QUAD(a[8], a[9], a[10], a[11]), VZ_QUAD(a[12], a[13], a[14], a[15])));
-    return;
-  }
-#endif
-  if (N == 1) out[0] = VF_LANE(vq_sum4(a[0], VQ_ZERO, VQ_ZERO, VQ_ZERO), 0);
-  else
-    for (int x = 0; x < N; x += 4) VF_STORE(out + x, vq_sum4(a[x], a[x + 1], a[x + 2], a[x + 3]));
-}
-
 /* G = 1: s[h] = qz_h . the record at row + off[h], for h < R (VQ_ACCS, 4 or 1): the R heads' sums down the head dim,
  * finished together. qz [R][D]: the queries in dt's chunk order (k_quant_query). contig: off[h] = off[0] + h * hb
  * (the call's heads side by side), so the tables of records a fixed step apart serve. */
@@ -355,7 +341,7 @@ ALWAYS_INLINE void dot_heads(const float *qz, const uint32_t *off, int D, const 
       }
   }
   float sums[VQ_ACCS] __attribute__((aligned(64)));
-  finish_sums(sums, a, R);
+  vq_sums(sums, a, R);
   for (int h = 0; h < R; h++) {
     float sc = 1.0f;
     if (dt == DUO_INT8) __builtin_memcpy(&sc, row + off[h] + D, 4);
@@ -396,7 +382,7 @@ ALWAYS_INLINE void dot_rows(const float *qz, int D, const uint8_t *rec, uint32_t
     }
   }
   float sums[VQ_ACCS] __attribute__((aligned(64)));
-  finish_sums(sums, a, R * 4);
+  vq_sums(sums, a, R * 4);
   for (int r = 0; r < R; r++) {
     float sc = 1.0f;
     if (dt == DUO_INT8) __builtin_memcpy(&sc, rec + (uint32_t)r * stride + D, 4);

@@ -305,6 +305,22 @@ static inline __m128 vq_sum4(__m256 a, __m256 b, __m256 c, __m256 d) {
 #define VQ_BF16_EVEN(x)     _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(x), 16))
 #define VQ_BF16_ODD(x)      _mm256_castsi256_ps(_mm256_and_si256(_mm256_castps_si256(x), _mm256_set1_epi32((int32_t)0xffff0000)))
 #endif
+#ifdef VQ_LANES
+/* out[x] = the sum of a[x]'s lanes, x < n (n = 1, or a multiple of 4 up to 16): 16 sums in one vector on AVX-512
+ * (15 pairwise steps of 2 lane operations and an add), else 4 at a time. */
+static inline void vq_sums(float *out, const VQ *a, int n) {
+#ifdef __AVX512F__
+  if (n == 16) {
+    VZ_STORE(out, VZ_LANES4(VZ_QUAD(a[0], a[1], a[2], a[3]), VZ_QUAD(a[4], a[5], a[6], a[7]),
+                            VZ_QUAD(a[8], a[9], a[10], a[11]), VZ_QUAD(a[12], a[13], a[14], a[15])));
+    return;
+  }
+#endif
+  if (n == 1) out[0] = VF_LANE(vq_sum4(a[0], VQ_ZERO, VQ_ZERO, VQ_ZERO), 0);
+  else
+    for (int x = 0; x < n; x += 4) VF_STORE(out + x, vq_sum4(a[x], a[x + 1], a[x + 2], a[x + 3]));
+}
+#endif
 
 /* Optional, AVX-512 (BW) only: 16-lane tiles of the model kernels' matmul (wasm/model/kernels.c, whose 16-lane
  * weight loads are in wasm/model/widen.h) on the VZ type above; the 4-lane macros stay what every other kernel uses. */
