@@ -192,21 +192,21 @@ void k_pv_int4_m1(float *acc, float alpha, const float *p, int D, const uint8_t 
 
 #ifdef K_QUANT_FUSED
 /*
- * Fused quantized decode (kernels.h K_QUANT_FUSED), in VQ vectors (simd_x86.h: 16 lanes on AVX-512, 8 on AVX2). A step
- * reads a chunk of QC = 2 * VQ_LANES elements of a record as two vectors: int4 QC / 2 bytes zero-extended into lanes,
+ * Fused quantized decode (kernels.h K_QUANT_FUSED), in VQ vectors (simd_x86.h: 16 lanes on AVX-512, 8 on AVX2). A
+ * chunk of QC = 2 * VQ_LANES elements of a record is read as two vectors: int4 QC / 2 bytes zero-extended into lanes,
  * the high nibbles (even elements) and the low ones (odd elements) looked up in the record's table; int8 two runs of
- * VQ_LANES codes. What bounds these kernels is the multiply-add ports, which on x86 also run every shuffle and
+ * VQ_LANES codes (int4 keys come in wider steps, QS below). What bounds these kernels is the multiply-add ports, which on x86 also run every shuffle and
  * conversion (AVX-512: ports 0 and 5 only; the lookups port 5 only), so the structure keeps everything but the
  * multiply-adds few: each value is widened once and used by all the query vectors that read it (nq = 4 at G = 4: a
  * GQA group) from registers; sums are finished 16 at a time (AVX-512: one vector).
  *
  * The walk: each block's rows front to back, each row across every head of the call (attend_simd.c's wide float
  * kernels walk the same order): one stream. Walking head by head instead reads one record every row_heads records
- * (int4 at D = 128, 8 heads: 68 bytes every 544), which no hardware prefetcher follows; measured on the same machine
- * (one thread, AVX-512, 64K tokens) that walk ran int4 G = 4 at 0.29 of the multiply-add peak and G = 1 at 0.43 of the
- * read ceiling. Each record asks for its lines QUANT_AHEAD_BYTES of the call's records ahead as it is read: asking
- * for a whole row at once (a burst of 34 lines at G = 1, 32 heads) held the line-fill buffers and measured 25-40 %
- * slower from DRAM.
+ * (int4 at D = 128, 8 heads: 68 bytes every 544), which no hardware prefetcher follows. Each record asks for its
+ * lines QUANT_AHEAD_BYTES of the call's records ahead as it is read: asking for a whole row at once (a burst of 34
+ * lines at G = 1, 32 heads) held the line-fill buffers and measured 25-40 % slower from DRAM. Against the head-by-head
+ * walk at G = 4 and the row bursts at G = 1 (one thread, AVX-512, 64K tokens, alternating runs): G = 4 int4 14.7-15.2
+ * -> 13.2-13.7 ms, int8 20.3-20.7 -> 17.2-18.3; G = 1 int4 39-41 -> 31-32, int8 58 -> 43-45.
  */
 #define QL VQ_LANES
 #define QC (2 * VQ_LANES)
