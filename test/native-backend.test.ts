@@ -156,6 +156,37 @@ test("alloc zero-fills, append writes the bytes the wasm build writes, memory() 
   await w.dispose();
 });
 
+test("host blocks of 16 KiB to 1 MiB (native/src/slab.c: shared huge-page chunks): zero-filled when handed out again, disjoint, counted, and the sizes at the edges", { skip }, async () => {
+  const { lib } = await loadNativeLibrary();
+  const addr = new Uint32Array(2), mem = new Float64Array(2);
+  const alloc = (n: number) => (assert.equal(lib.duo_alloc(n, addr), STATUS.OK, lib.duo_last_error()), addr[0]! + addr[1]! * 2 ** 32);
+  const allocated = () => (assert.equal(lib.duo_memory(mem), STATUS.OK), mem[0]!);
+  const holds = (h: number, bytes: number, v: number) => {
+    const got = new Uint8Array(bytes);
+    assert.equal(lib.duo_read(h, 0, bytes, got), STATUS.OK, lib.duo_last_error());
+    return got.every((x) => x === v);
+  };
+  const base = allocated();
+  // the edges of the slab range (16 KiB, 1 MiB) and inside it; blocks of a class share a chunk (512 KiB: 4 per chunk)
+  const sizes = [16 * 1024 - 64, 16 * 1024, 68 * 1024 + 8, 512 * 1024, 512 * 1024, 512 * 1024, 512 * 1024, 512 * 1024, 1 << 20, (1 << 20) + 64];
+  const round = (n: number) => Math.ceil(n / 64) * 64;
+  let live = sizes.map((bytes) => ({ bytes, h: alloc(bytes) }));
+  assert.equal(allocated(), base + sizes.reduce((a, n) => a + round(n), 0), "duo_memory counts each block's bytes");
+  for (const [i, x] of live.entries()) {
+    assert.equal(x.h % 64, 0, `block ${i} is 64-byte aligned`);
+    assert.ok(holds(x.h, x.bytes, 0), `block ${i} (${x.bytes} bytes) is zero-filled`);
+    assert.equal(lib.duo_write(x.h, 0, x.bytes, new Uint8Array(x.bytes).fill(i + 1)), STATUS.OK);
+  }
+  for (const [i, x] of live.entries()) assert.ok(holds(x.h, x.bytes, i + 1), `block ${i} kept its bytes: no two blocks overlap`);
+  for (const x of live.filter((_, i) => i % 2 === 0)) assert.equal(lib.duo_free(x.h), STATUS.OK); // every other, then ask again
+  live = live.filter((_, i) => i % 2 === 1);
+  const again = sizes.filter((_, i) => i % 2 === 0).map((bytes) => ({ bytes, h: alloc(bytes) }));
+  for (const x of again) assert.ok(holds(x.h, x.bytes, 0), `a ${x.bytes}-byte block handed out again is zero-filled`);
+  for (const [i, x] of live.entries()) assert.ok(holds(x.h, x.bytes, 2 * i + 2), `kept block ${i} is unchanged`);
+  for (const x of [...live, ...again]) assert.equal(lib.duo_free(x.h), STATUS.OK);
+  assert.equal(allocated(), base, "every block returned");
+});
+
 test("native specifics: a buffer of 4 GiB or more is UNSUPPORTED, one shard, use after dispose is DISPOSED (the shared bad-op checks: backend-validate.test.ts)", { skip }, async () => {
   const b = await createNativeBackend({ threads: 2 });
   assert.throws(() => b.alloc(0, 2 ** 33), isDuo("UNSUPPORTED", /less than 4 GiB/));

@@ -1,6 +1,7 @@
 /*
- * Host memory for KV buffers: 64-byte aligned, zero-filled blocks (aligned_alloc + memset below 1 MiB, mmap above:
- * fresh pages are zero and committed on first touch, as wasm memory is), counted for duo_memory, and registered in an
+ * Host memory for KV buffers: 64-byte aligned, zero-filled blocks (aligned_alloc + memset below SLAB_MIN, slab.c's
+ * shared huge-page chunks up to SLAB_MAX = 1 MiB, mmap above: fresh pages are zero and committed on first touch, as
+ * wasm memory is), counted for duo_memory, and registered in an
  * open-addressing table (block address -> bytes) so that ops can check the buffers they name (host.h).
  *
  * Blocks of 2 MiB and more start on a 2 MiB boundary and ask for transparent huge pages (madvise; the kernel's
@@ -89,7 +90,8 @@ static void *map(uint64_t size) {
 }
 
 static void release(void *p, uint64_t bytes) {
-  if (bytes >= MMAP_FROM) munmap(p, bytes);
+  if (bytes >= SLAB_MIN && bytes <= SLAB_MAX) slab_free(p, bytes);
+  else if (bytes >= MMAP_FROM) munmap(p, bytes);
   else free(p);
 }
 
@@ -98,7 +100,9 @@ int32_t duo_alloc(uint64_t bytes, uint64_t *out) {
   if (bytes == 0) return fail(DUO_E_ARG, "duo_alloc: bytes must be > 0");
   uint64_t size = (bytes + 63) & ~63ull;
   void *p;
-  if (size >= MMAP_FROM) {
+  if (size >= SLAB_MIN && size <= SLAB_MAX) {
+    p = slab_alloc(size);
+  } else if (size >= MMAP_FROM) {
     p = map(size);
   } else {
     p = aligned_alloc(64, size);

@@ -41,6 +41,14 @@ int32_t heap_register_view(uint64_t block, uint64_t bytes, uint64_t owner);
 /* Drop one reference to the mapping at `base`; the last one unmaps it (map.c). */
 void map_drop(uint64_t base);
 
+/* Host blocks of SLAB_MIN ..= SLAB_MAX bytes (heap.c) come from 2 MiB huge-page chunks shared by blocks of one size
+ * (slab.c): zero-filled, 4 KiB aligned. slab_free takes the size the block was allocated with. */
+#define SLAB_MIN (16u << 10)
+#define SLAB_MAX (1u << 20)
+#define SLAB_STEP (4u << 10)
+void *slab_alloc(uint64_t bytes);
+void slab_free(void *p, uint64_t bytes);
+
 /* Run fn(ctx, i) for i < n on up to `threads` threads (the caller is one of them); returns when all are done. */
 typedef void (*pool_fn)(void *ctx, int task);
 void pool_run(int threads, int n, pool_fn fn, void *ctx);
