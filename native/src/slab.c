@@ -12,6 +12,10 @@
  * beside an in-chunk header): a block's header is its address rounded down to 2 MiB, less 4 KiB. A class keeps a list
  * of its chunks that have room. Fresh blocks are zero (a new mapping); a freed block goes on its chunk's free
  * list and is zeroed when handed out again. A chunk whose blocks are all free is unmapped.
+ * The cost: with huge pages a chunk is committed whole at its first touch, so each size class in use holds up to one
+ * partly filled chunk (< 2 MiB) beyond its blocks, and a freed block stays committed until its chunk empties; duo_memory
+ * counts the blocks, not the chunks. KV pages of one cache come in a few sizes (one per retrieval-head count of a
+ * layer), so this is a few MiB against caches of GiBs.
  */
 #define _GNU_SOURCE /* MAP_ANONYMOUS under -std=c11 */
 #include <pthread.h>
