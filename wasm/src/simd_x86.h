@@ -141,6 +141,7 @@ typedef __m512i VZI;
 #define VZ_LOAD_OR(d, m, p) _mm512_mask_loadu_ps(d, (__mmask16)(m), (const float *)(const void *)(p))
 #define VZ_STORE_MASKED(p, m, x) _mm512_mask_storeu_ps((float *)(void *)(p), (__mmask16)(m), x)
 #define VZ_REP128(x)        _mm512_broadcast_f32x4(x)
+#define VZ_ZERO_IF_EQ(x, v) _mm512_maskz_mov_ps((__mmask16)~_mm512_cmp_ps_mask(x, v, _CMP_EQ_OQ), x) /* as VF_SELECT(VF_EQ) */
 static inline __m128 vz_fold_max4(__m512 x) { /* VF_MAX over the 4 128-bit lanes, lane by lane */
   __m256 h = _mm256_max_ps(_mm512_extractf32x8_ps(x, 1), _mm512_castps512_ps256(x));
   return _mm_max_ps(_mm256_extractf128_ps(h, 1), _mm256_castps256_ps128(h));
