@@ -31,7 +31,7 @@
 typedef struct chunk {
   struct chunk *prev, *next; /* in its class's list of chunks with room (both NULL when full and unlisted) */
   void *free;                /* freed blocks, each holding the next one's address in its first 8 bytes */
-  uint32_t size, fresh;      /* block size; offset of the first never-used byte */
+  uint32_t fresh;            /* offset of the first never-used byte */
   uint32_t live, listed;     /* blocks handed out; whether on the class list */
 } chunk;
 
@@ -56,9 +56,9 @@ static void enlist(chunk *c, chunk **head) {
 
 static chunk *header(const void *block) { return (chunk *)(void *)(((uintptr_t)block & ~(uintptr_t)(CHUNK - 1)) - HEADER); }
 
-/* A new chunk for blocks of `size` bytes: 2 MiB on a 2 MiB boundary with its header page before it (mapped 2 MiB
- * longer, trimmed at both ends), huge pages asked for. NULL when the host has no memory. */
-static chunk *chunk_new(uint32_t size) {
+/* A new chunk: 2 MiB on a 2 MiB boundary with its header page before it (mapped 2 MiB longer, trimmed at both ends),
+ * huge pages asked for; its (zero) header is an empty chunk. NULL when the host has no memory. */
+static chunk *chunk_new(void) {
   const size_t len = 2 * (size_t)CHUNK + HEADER;
   uint8_t *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (m == MAP_FAILED) return NULL;
@@ -66,9 +66,7 @@ static chunk *chunk_new(uint32_t size) {
   if (a - HEADER > m) munmap(m, (size_t)(a - HEADER - m));
   if (m + len > a + CHUNK) munmap(a + CHUNK, (size_t)(m + len - (a + CHUNK)));
   madvise(a, CHUNK, MADV_HUGEPAGE); /* advice only: without THP the chunk keeps 4 KiB pages */
-  chunk *c = header(a);
-  c->size = size;
-  return c;
+  return header(a);
 }
 
 static uint8_t *blocks(chunk *c) { return (uint8_t *)c + HEADER; }
@@ -78,7 +76,7 @@ void *slab_alloc(uint64_t bytes) {
   pthread_mutex_lock(&mu);
   chunk *c = room[k];
   if (!c) {
-    c = chunk_new(size);
+    c = chunk_new();
     if (!c) {
       pthread_mutex_unlock(&mu);
       return NULL;
