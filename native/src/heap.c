@@ -25,7 +25,6 @@
 #include "internal.h"
 
 #define MMAP_FROM (1u << 20)
-#define HUGE_PAGE (2u << 20)
 #define TOMB 1u /* a freed slot: lookups walk past it */
 
 typedef struct {
@@ -70,9 +69,10 @@ static int reserve(void) {
   return 1;
 }
 
-/* Fresh zero pages for a block of `size` bytes (>= MMAP_FROM), 2 MiB aligned with huge pages asked for from 2 MiB on:
- * the mapping is made 2 MiB longer and trimmed at both ends. NULL when the host has no memory. */
-static void *map(uint64_t size) {
+/* Fresh zero pages for `size` bytes (a block of MMAP_FROM or more, or a slab chunk), 2 MiB aligned with huge pages
+ * asked for from 2 MiB on: the mapping is made 2 MiB longer and trimmed at both ends. NULL when the host has no memory.
+ * munmap gives them back. */
+void *heap_pages(uint64_t size) {
   const int prot = PROT_READ | PROT_WRITE, flags = MAP_PRIVATE | MAP_ANONYMOUS;
   if (size < HUGE_PAGE) {
     void *p = mmap(NULL, size, prot, flags, -1, 0);
@@ -103,7 +103,7 @@ int32_t duo_alloc(uint64_t bytes, uint64_t *out) {
   if (size >= SLAB_MIN && size <= SLAB_MAX) {
     p = slab_alloc(size);
   } else if (size >= MMAP_FROM) {
-    p = map(size);
+    p = heap_pages(size);
   } else {
     p = aligned_alloc(64, size);
     if (p) memset(p, 0, size);

@@ -43,10 +43,12 @@ void map_drop(uint64_t base);
 
 /* Host blocks of SLAB_MIN ..= SLAB_MAX bytes (heap.c) come from 2 MiB huge-page chunks shared by blocks of one size
  * (slab.c): zero-filled, 4 KiB aligned. slab_free takes the size the block was allocated with. */
+#define HUGE_PAGE (2u << 20) /* a transparent huge page: heap.c aligns blocks of this size and more to it */
 #define SLAB_MIN (16u << 10)
 #define SLAB_MAX (1u << 20)
 #define SLAB_STEP (4u << 10)
 void *slab_alloc(uint64_t bytes);
+void *heap_pages(uint64_t size); /* heap.c: fresh zero pages, 2 MiB aligned with huge pages asked for from 2 MiB on */
 void slab_free(void *p, uint64_t bytes);
 
 /* Run fn(ctx, i) for i < n on up to `threads` threads (the caller is one of them); returns when all are done. */

@@ -8,8 +8,8 @@
  * 64K tokens, one thread): 1024-row pages (2 MiB, huge pages) 16.9 ms, 256-row pages from malloc 25.4 ms.
  *
  * Layout: a chunk serves one size class (sizes rounded up to SLAB_STEP): 2 MiB of blocks of the class's size one after
- * another, on a 2 MiB boundary, and its header in the 4 KiB page just before (so a 512 KiB class gets 4 blocks, not 3
- * beside an in-chunk header): a block's header is its address rounded down to 2 MiB, less 4 KiB. A class keeps a list
+ * another, on a 2 MiB boundary, and its header in the 4 KiB page just after (so a 512 KiB class gets 4 blocks, not 3
+ * beside an in-chunk header): a block's header is its address rounded down to 2 MiB, plus 2 MiB. A class keeps a list
  * of its chunks that have room. Fresh blocks are zero (a new mapping); a freed block goes on its chunk's free
  * list and is zeroed when handed out again. A chunk whose blocks are all free is unmapped.
  * The cost: with huge pages a chunk is committed whole at its first touch, so each size class in use holds up to one
@@ -17,15 +17,15 @@
  * counts the blocks, not the chunks. KV pages of one cache come in a few sizes (one per retrieval-head count of a
  * layer), so this is a few MiB against caches of GiBs.
  */
-#define _GNU_SOURCE /* MAP_ANONYMOUS under -std=c11 */
+#define _GNU_SOURCE /* munmap under -std=c11 */
 #include <pthread.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/mman.h>
 #include "internal.h"
 
-#define CHUNK (2u << 20)
-#define HEADER 4096u /* the page before a chunk */
+#define CHUNK HUGE_PAGE
+#define HEADER 4096u /* the page after a chunk's blocks */
 #define CLASSES (SLAB_MAX / SLAB_STEP + 1)
 
 typedef struct chunk {
@@ -54,22 +54,16 @@ static void enlist(chunk *c, chunk **head) {
   c->listed = 1;
 }
 
-static chunk *header(const void *block) { return (chunk *)(void *)(((uintptr_t)block & ~(uintptr_t)(CHUNK - 1)) - HEADER); }
+static chunk *header(const void *block) { return (chunk *)(void *)(((uintptr_t)block & ~(uintptr_t)(CHUNK - 1)) + CHUNK); }
 
-/* A new chunk: 2 MiB on a 2 MiB boundary with its header page before it (mapped 2 MiB longer, trimmed at both ends),
- * huge pages asked for; its (zero) header is an empty chunk. NULL when the host has no memory. */
+static uint8_t *blocks(chunk *c) { return (uint8_t *)c - CHUNK; }
+
+/* A new chunk: 2 MiB of blocks with its header page after them (heap_pages: fresh, 2 MiB aligned, huge pages asked
+ * for); its zero header is an empty chunk. NULL when the host has no memory. */
 static chunk *chunk_new(void) {
-  const size_t len = 2 * (size_t)CHUNK + HEADER;
-  uint8_t *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (m == MAP_FAILED) return NULL;
-  uint8_t *a = (uint8_t *)(((uintptr_t)m + HEADER + CHUNK - 1) & ~(uintptr_t)(CHUNK - 1));
-  if (a - HEADER > m) munmap(m, (size_t)(a - HEADER - m));
-  if (m + len > a + CHUNK) munmap(a + CHUNK, (size_t)(m + len - (a + CHUNK)));
-  madvise(a, CHUNK, MADV_HUGEPAGE); /* advice only: without THP the chunk keeps 4 KiB pages */
-  return header(a);
+  uint8_t *a = heap_pages(CHUNK + HEADER);
+  return a ? header(a) : NULL;
 }
-
-static uint8_t *blocks(chunk *c) { return (uint8_t *)c + HEADER; }
 
 void *slab_alloc(uint64_t bytes) {
   const uint32_t k = (uint32_t)((bytes + SLAB_STEP - 1) / SLAB_STEP), size = k * SLAB_STEP;
@@ -109,7 +103,7 @@ void slab_free(void *p, uint64_t bytes) {
   if (--c->live == 0) {
     if (c->listed) unlist(c, &room[k]);
     pthread_mutex_unlock(&mu);
-    munmap(c, HEADER + CHUNK);
+    munmap(blocks(c), CHUNK + HEADER);
     return;
   }
   if (!c->listed) enlist(c, &room[k]);

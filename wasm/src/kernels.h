@@ -70,8 +70,9 @@ void k_pv_v64(float *acc, const float *alpha, const float *p, int D, const uint8
  * reassociates one f32 product per term. Each value is widened once and used by the g query vectors that read it.
  * Elsewhere int4 blocks go through k_dequant and the f32 kernels, int8 through the 4-lane code kernels; the
  * conformance grid runs every instruction set against the reference backend.
- * k_quant_query: qz [D] = q * scale in the order the kernels read a record of dtype dt: int8 natural, int4 each chunk
- *   of 2 * VQ_LANES elements as its even elements, then its odd ones (a byte holds an even and an odd element).
+ * k_quant_query: qz [D] = q * scale in the order the kernels read a record of dtype dt: int8 natural; int4 in steps of
+ *   8 * VQ_LANES elements (quant_simd.c: the order of a step's 8 nibble lookups), then, for a head dim that is not a
+ *   multiple of that, each chunk of 2 * VQ_LANES elements as its even elements, then its odd ones.
  * Query vector v (v < nv; g consecutive vectors per KV head: g = 1 or a multiple of 4) reads the record at byte offset
  * off[v] of each row (its head's slot; off[v] is the same for the g vectors of a head); qz [nv][D] in k_quant_query's
  * order. k_scores_quant_heads: s[i*sm + v] = q_v . record off[v] of row i, for i < n, v < nv; -Inf for nv <= v < sm.

@@ -134,12 +134,13 @@ void k_dequant(float *dst, const uint8_t *src, uint32_t stride, int dt, int n, i
  * in registers and met there by the query (K) or the weight (V): no f32 row written and read back. Two records per
  * pass: their planes (6 vectors) and sums stay in the 16 registers a wasm engine has on x86. What is left is the
  * lookups (~11 operations per 16 codes, against ~4 to widen 16 bf16), so int4 m1 decode in these builds is bound by
- * arithmetic at about bf16's time, not by its 3.8x fewer bytes: wasm (relaxed), one worker, 16K, Llama-2-7B's shape:
- * 40.3 -> 36.3 ms against bf16's 36-38 (bench/wasm-kernels.ts --groups 1).
+ * arithmetic at about bf16's time, not by its 3.8x fewer bytes: wasm (relaxed), one worker, 16K, Llama-2-7B's shape,
+ * int4 / bf16 time in the same run 1.11 with the dequantized rows, 0.96 now (bench/wasm-kernels.ts --groups 1).
  */
 
-/* The 32 values of codes [d, d + 32) of a record (in x: its 16 bytes) into r[0..7]; n = 16: the first 16 only. */
-ALWAYS_INLINE void int4_values(VF *r, VI x, int n, VI p1, VI p2, VI p3) {
+/* The values of codes [d, d + n) of the record at rec (n = 32, or 16: its last 16) into r[0..n/4). */
+ALWAYS_INLINE void int4_values(VF *r, const uint8_t *rec, int d, int n, VI p1, VI p2, VI p3) {
+  const VI x = n == 32 ? VF_LOAD(rec + d / 2) : VI_LOAD64(rec + d / 2);
   VI hi = VI8_SHR(x, 4), lo = VI_AND(x, VI8_SPLAT(15));
   lookup16_v(r, VI8_SHUFFLE(hi, lo, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23), p1, p2, p3);
   if (n == 32) lookup16_v(r + 4, VI8_SHUFFLE(hi, lo, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31), p1, p2, p3);
@@ -155,8 +156,8 @@ void k_scores_int4_m1(const float *q, int D, const uint8_t *k, uint32_t stride, 
     for (int d = 0; d < D; d += 32) {
       const int m = D - d >= 32 ? 32 : 16;
       VF u[8], w[8];
-      int4_values(u, m == 32 ? VF_LOAD(ra + d / 2) : VI_LOAD64(ra + d / 2), m, a1, a2, a3);
-      int4_values(w, m == 32 ? VF_LOAD(rb + d / 2) : VI_LOAD64(rb + d / 2), m, b1, b2, b3);
+      int4_values(u, ra, d, m, a1, a2, a3);
+      int4_values(w, rb, d, m, b1, b2, b3);
       for (int j = 0; j < m / 4; j += 2) {
         const VF q0 = VF_LOAD(q + d + 4 * j), q1 = VF_LOAD(q + d + 4 * j + 4);
         a0 = VF_MAD(a0, q0, u[j]); a4 = VF_MAD(a4, q1, u[j + 1]);
@@ -181,8 +182,8 @@ void k_pv_int4_m1(float *acc, float alpha, const float *p, int D, const uint8_t 
     for (int d = 0; d < D; d += 32) {
       const int m = D - d >= 32 ? 32 : 16;
       VF u[8], w[8];
-      int4_values(u, m == 32 ? VF_LOAD(ra + d / 2) : VI_LOAD64(ra + d / 2), m, a1, a2, a3);
-      int4_values(w, m == 32 ? VF_LOAD(rb + d / 2) : VI_LOAD64(rb + d / 2), m, b1, b2, b3);
+      int4_values(u, ra, d, m, a1, a2, a3);
+      int4_values(w, rb, d, m, b1, b2, b3);
       for (int j = 0; j < m / 4; j++)
         VF_STORE(acc + d + 4 * j, VF_MAD(VF_MAD(VF_LOAD(acc + d + 4 * j), wa, u[j]), wb, w[j]));
     }
@@ -195,10 +196,10 @@ void k_pv_int4_m1(float *acc, float alpha, const float *p, int D, const uint8_t 
  * Fused quantized decode (kernels.h K_QUANT_FUSED), in VQ vectors (simd_x86.h: 16 lanes on AVX-512, 8 on AVX2). A
  * chunk of QC = 2 * VQ_LANES elements of a record is read as two vectors: int4 QC / 2 bytes zero-extended into lanes,
  * the high nibbles (even elements) and the low ones (odd elements) looked up in the record's table; int8 two runs of
- * VQ_LANES codes (int4 keys come in wider steps, QS below). What bounds these kernels is the multiply-add ports, which on x86 also run every shuffle and
- * conversion (AVX-512: ports 0 and 5 only; the lookups port 5 only), so the structure keeps everything but the
- * multiply-adds few: each value is widened once and used by all the query vectors that read it (nq = 4 at G = 4: a
- * GQA group) from registers; sums are finished 16 at a time (AVX-512: one vector).
+ * VQ_LANES codes (int4 keys come in wider steps, QS below). What bounds these kernels is the multiply-add ports, which
+ * on x86 also run every shuffle and conversion (AVX-512: ports 0 and 5 only; the lookups port 5 only), so the
+ * structure keeps everything but the multiply-adds few: each value is widened once and used by all the query vectors
+ * that read it (4 at G = 4: a GQA group) from registers; sums are finished 16 at a time (AVX-512: one vector).
  *
  * The walk: each block's rows front to back, each row across every head of the call (attend_simd.c's wide float
  * kernels walk the same order): one stream. Walking head by head instead reads one record every row_heads records
@@ -216,8 +217,9 @@ void k_pv_int4_m1(float *acc, float alpha, const float *p, int D, const uint8_t 
  * elements 8j .. 8j + 7, element 8j + k in nibble k ^ 1, the even element being a byte's high nibble), then chunks
  * of QC for a head dim that is not a multiple of QS: step lookup m (the lanes shifted right by 4m) meets the query
  * elements 8j + (m ^ 1), stored at m * QL + j. Per 128 codes that is one load, 7 shifts and 8 lookups, against 4
- * widening loads, 4 shifts and 8 lookups by chunks; with each record's sum run to its end before the next record
- * (two accumulators), int4 G = 1 K ran 6.1 -> 4.9 ns per record in L1 (constant tables, one thread, AVX-512). */
+ * widening loads, 4 shifts and 8 lookups by chunks. A standalone loop over L1-resident records (constant tables, one
+ * thread, AVX-512) ran 6.1 ns per record by chunks, 4.9 by steps; in the library's K pass (tables, prefetches, sums)
+ * the two measured within 5 % of each other (5.7-6.0 ns per record). */
 void k_quant_query(float *qz, const float *q, float scale, int D, int dt) {
   const int int4 = (dt & DUO_DTYPE_MASK) == DUO_INT4, steps = int4 ? D / QS * QS : 0;
   for (int d = 0; d < D; d++) {
@@ -230,7 +232,7 @@ void k_quant_query(float *qz, const float *q, float scale, int D, int dt) {
 ALWAYS_INLINE void chunk(const uint8_t *rec, int d, int dt, VQT t, VQ *x, VQ *y) {
   if (dt == DUO_INT4) {
     const VQI c = VQ_U8(rec + d / 2);
-    *x = vq_lut(VQ_SHR4(c), t);
+    *x = vq_lut(VQ_SHR(c, 4), t);
     *y = vq_lut(c, t);
   } else {
     *x = VQ_I8(rec + d);
@@ -274,6 +276,13 @@ static int has_fp16(void) {
 }
 #endif
 
+/* int8's scale of the record at rec (the f32 after its D codes); 1 for int4, whose tables hold its scale. */
+ALWAYS_INLINE float rec_scale(const uint8_t *rec, int D, int dt) {
+  float sc = 1.0f;
+  if (dt == DUO_INT8) __builtin_memcpy(&sc, rec + D, 4);
+  return sc;
+}
+
 /* The int4 tables of the R records at rec + r * step (r < R). */
 ALWAYS_INLINE void tables(VQT *tabs, const uint8_t *rec, uint32_t step, int D, const int R) {
 #ifdef __AVX512F__
@@ -282,10 +291,9 @@ ALWAYS_INLINE void tables(VQT *tabs, const uint8_t *rec, uint32_t step, int D, c
   for (int r = 0; r < R; r++) tabs[r] = vq_table(rec + (uint32_t)r * step + D / 2);
 }
 
-/* Asks for the lines of the hb-byte record at p, but for a last line the next record's ask covers where records lie
- * side by side (a record need not start on a line). A prefetch costs about a cycle even when the line is in L1: one
- * per line of each record (int4 at D = 128: 2 per 68 bytes, 3 with the last byte's) measured 0.6-1 ns per record
- * faster than asking for every line (one thread, L1-resident records). */
+/* Asks for the hb bytes at p, one prefetch per 64 bytes from p: a last partial line is left to the next record's asks
+ * where records lie side by side (dot_heads asks for a run of them at once). A prefetch costs about a cycle even when
+ * the line is in L1: three per int4 record took ~1 ns per record against none (one thread, L1-resident records). */
 ALWAYS_INLINE void prefetch_record(const uint8_t *p, uint32_t hb) {
   for (uint32_t o = 0; o < hb; o += 64) VQ_PREFETCH(p + o);
 }
@@ -306,8 +314,8 @@ ALWAYS_INLINE void dot_heads(const float *qz, const uint32_t *off, int D, const 
   }
   VQ a[VQ_ACCS];
   if (dt == DUO_INT4)
-    for (int h = 0; h < R; h++) { /* record by record (4 at a time interleaved measured 3-6 % slower in L1, the same from
-                                   * DRAM), in steps (k_quant_query), then chunks; two sums halve the chain */
+    for (int h = 0; h < R; h++) { /* record by record (4 at a time interleaved measured 4-10 % slower in L1, the same
+                                   * from DRAM), in steps (k_quant_query), then chunks; two sums halve the chain */
       const uint8_t *rec = row + off[h];
       const float *qh = qz + h * D;
       VQ a0 = VQ_ZERO, a1 = VQ_ZERO;
@@ -338,11 +346,7 @@ ALWAYS_INLINE void dot_heads(const float *qz, const uint32_t *off, int D, const 
   }
   float sums[VQ_ACCS] __attribute__((aligned(64)));
   vq_sums(sums, a, R);
-  for (int h = 0; h < R; h++) {
-    float sc = 1.0f;
-    if (dt == DUO_INT8) __builtin_memcpy(&sc, row + off[h] + D, 4);
-    s[h] = dt == DUO_INT8 ? sums[h] * sc : sums[h];
-  }
+  for (int h = 0; h < R; h++) s[h] = dt == DUO_INT8 ? sums[h] * rec_scale(row + off[h], D, dt) : sums[h];
 }
 
 /* G a multiple of 4: s[r*sm + h] = qz_h . the record at rec + r * stride, for r < R rows (VQ_ACCS / 4, or 1) and the
@@ -380,8 +384,7 @@ ALWAYS_INLINE void dot_rows(const float *qz, int D, const uint8_t *rec, uint32_t
   float sums[VQ_ACCS] __attribute__((aligned(64)));
   vq_sums(sums, a, R * 4);
   for (int r = 0; r < R; r++) {
-    float sc = 1.0f;
-    if (dt == DUO_INT8) __builtin_memcpy(&sc, rec + (uint32_t)r * stride + D, 4);
+    const float sc = rec_scale(rec + (uint32_t)r * stride, D, dt);
     for (int h = 0; h < 4; h++) s[r * sm + h] = dt == DUO_INT8 ? sums[r * 4 + h] * sc : sums[r * 4 + h];
   }
 }
@@ -399,7 +402,8 @@ static int heads_contiguous(const uint32_t *off, int nv, uint32_t hb) {
 /* How far ahead each record asks for its lines: whole rows, at least QUANT_AHEAD_BYTES of the call's records (int4 at
  * D = 128: 1 row of 32 heads, 2 of 8), plus `rows` for a kernel that reads that many rows at once. Past a block's end
  * that is the next block's rows; past a buffer's end the prefetches are dropped (they do not fault). Measured from
- * DRAM (G = 1, int4, 32 heads): 1 KiB 48-52 cycles per token and head, 2 KiB 53, 8 KiB 54-55; int8 the same to 2 %. */
+ * DRAM in a kernel harness (G = 1, int4, 32 heads, K and V): 1 KiB 12.1-13.7 ns per token and head, 2 KiB 13.4,
+ * 3-8 KiB 13.1-14.1, the same within the noise; int8 likewise; a far prefetcht2 ask besides was no better. */
 static uint32_t ahead_bytes(const uint32_t *off, int nv, uint32_t hb, uint32_t stride, uint32_t rows) {
   uint32_t lo = off[0], hi = off[0];
   for (int v = 1; v < nv; v++) { lo = off[v] < lo ? off[v] : lo; hi = off[v] > hi ? off[v] : hi; }
@@ -455,8 +459,7 @@ ALWAYS_INLINE void pv_rows(float *acc, const float *p, int sm, int nv, const uin
     if (dt == DUO_INT4) tables(t, rec, stride, D, RR);
     VQ w[4][4]; /* [row][query] */
     for (int r = 0; r < RR; r++) {
-      float sc = 1.0f;
-      if (dt == DUO_INT8) __builtin_memcpy(&sc, rec + (uint32_t)r * stride + D, 4);
+      const float sc = rec_scale(rec + (uint32_t)r * stride, D, dt);
       for (int h = 0; h < NQ; h++) {
         const float wt = dt == DUO_INT8 ? p[r * sm + v + h] * sc : p[r * sm + v + h];
         w[r][h] = VQ_SPLAT(&wt);

@@ -109,7 +109,7 @@ typedef __m256 VW;
 #endif
 
 /* Optional: 16-lane f32 vectors (VZ, 512 bits) in the AVX-512 set, for the bf16 tiled decode kernels and the online
- * softmax of one query quad (attend_simd.c), and the model kernels (wasm/model/kernels.c):
+ * softmax (one query quad, or 16 query vectors at a time; attend_simd.c), and the model kernels (wasm/model/kernels.c):
  *   VZ_PERM2(a, i, b)     r[k] = (i[k] < 16 ? a : b)[i[k] & 15]  (vpermt2ps)
  *   VZ_PREFETCH_L2(p)     ask for the line at p in L2 (prefetcht1); VZ_PREFETCH(p): in L1 (prefetcht0)
  *   VZ_LOAD_MASKED(m, p)  r[k] = bit k of m ? p[k] : 0 (masked-off lanes read nothing)
@@ -191,8 +191,8 @@ static inline __m512 vz_lanes4(__m512 u0, __m512 u1, __m512 u2, __m512 u3) {
  * vector on AVX-512, looked up by one vpermps; two 8-lane halves on AVX2, looked up by two vpermps and a blend on bit 3.
  *   VQ_U8(p)            VQ_LANES bytes at p zero-extended into 32-bit lanes (int4: one byte = two codes)
  *   VQ_I8(p)            VQ_LANES int8 codes at p as f32 (exact)
- *   VQ_SHR4(i)          i >> 4 per 32-bit lane (a byte's high nibble; the lookup ignores the bits above 3)
- *   VQ_LOADI(p)         4 * VQ_LANES bytes at p as VQ_LANES 32-bit lanes (int4: 8 codes per lane); VQ_SHR(i, n) i >> n
+ *   VQ_LOADI(p)         4 * VQ_LANES bytes at p as VQ_LANES 32-bit lanes (int4: 8 codes per lane)
+ *   VQ_SHR(i, n)        i >> n per 32-bit lane (n = 4: a byte's high nibble; the lookup ignores the bits above 3)
  *   vq_lut(i, t)        r[k] = t[i[k] & 15]
  *   vq_table(meta)      the table of the int4 record whose f16 scale and min are at meta: t[q] = f16(f16(q * s) + z),
  *                       with two hardware f32 -> f16 roundings (q * s is exact in f32, and rounding the f32 sum of two f16
@@ -215,7 +215,6 @@ typedef __m512 VQT;
 #define VQ_MAD(acc, a, b)   _mm512_fmadd_ps(a, b, acc)
 #define VQ_U8(p)            _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(p)))
 #define VQ_I8(p)            _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(p))))
-#define VQ_SHR4(i)          _mm512_srli_epi32(i, 4)
 #define VQ_LOADI(p)         _mm512_loadu_si512((const void *)(p))
 #define VQ_SHR(i, n)        _mm512_srli_epi32(i, n)
 #define vq_lut(i, t)        _mm512_permutexvar_ps(i, t)
@@ -267,7 +266,6 @@ typedef struct { __m256 lo, hi; } VQT; /* t[0..7], t[8..15] */
 #define VQ_MAD(acc, a, b)   _mm256_fmadd_ps(a, b, acc)
 #define VQ_U8(p)            _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(p)))
 #define VQ_I8(p)            _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(p))))
-#define VQ_SHR4(i)          _mm256_srli_epi32(i, 4)
 #define VQ_LOADI(p)         _mm256_loadu_si256((const __m256i *)(const void *)(p))
 #define VQ_SHR(i, n)        _mm256_srli_epi32(i, n)
 /* vpermps reads index bits 2..0; bit 3, shifted up to the sign, picks the half (blendv) */
