@@ -65,14 +65,15 @@ void k_pv_v64(float *acc, const float *alpha, const float *p, int D, const uint8
  * the AVX-512 and AVX2 sets (K_QUANT_FUSED; quant_simd.c with simd_x86.h's VQ vectors, 16 or 8 lanes): read straight
  * from the packed records, no dequantized copy of the block, each block's rows front to back, each row across every
  * head of the call (as k_scores_heads / k_pv_heads below walk float rows). int4: each record's 16-value table
- * (quant.h, f16(f16(q * s) + z), exact) is built once per record and its codes looked up a vector at a time; int8: the
+ * (quant.h, f16(f16(q * s) + z), exact) is built once per record and its codes looked up a vector at a time (AVX-512:
+ * vpermps on the f32 table; AVX2: vpshufb on its byte planes, 32 codes per pass); int8: the
  * codes widened to f32, the record's scale applied to the dot product (K) and to the weight (V), which only
  * reassociates one f32 product per term. Each value is widened once and used by the g query vectors that read it.
  * Elsewhere int4 blocks go through k_dequant and the f32 kernels, int8 through the 4-lane code kernels; the
  * conformance grid runs every instruction set against the reference backend.
- * k_quant_query: qz [D] = q * scale in the order the kernels read a record of dtype dt: int8 natural; int4 in steps of
- *   8 * VQ_LANES elements (quant_simd.c: the order of a step's 8 nibble lookups), then, for a head dim that is not a
- *   multiple of that, each chunk of 2 * VQ_LANES elements as its even elements, then its odd ones.
+ * k_quant_query: qz [D] = q * scale in the order the kernels read a record of dtype dt: int8 natural; int4 on AVX-512
+ *   in steps of 128 elements (quant_simd.c: the order of a step's 8 nibble lookups), then, for a head dim that is not
+ *   a multiple of 128, and on AVX2 throughout, in chunks of 32 elements in simd_x86.h's VQ_INT4_AT order.
  * Query vector v (v < nv; g consecutive vectors per KV head: g = 1 or a multiple of 4) reads the record at byte offset
  * off[v] of each row (its head's slot; off[v] is the same for the g vectors of a head); qz [nv][D] in k_quant_query's
  * order. k_scores_quant_heads: s[i*sm + v] = q_v . record off[v] of row i, for i < n, v < nv; -Inf for nv <= v < sm.

@@ -193,10 +193,10 @@ void k_pv_int4_m1(float *acc, float alpha, const float *p, int D, const uint8_t 
 
 #ifdef K_QUANT_FUSED
 /*
- * Fused quantized decode (kernels.h K_QUANT_FUSED), in VQ vectors (simd_x86.h: 16 lanes on AVX-512, 8 on AVX2). A
- * chunk of QC = 2 * VQ_LANES elements of a record is read as two vectors: int4 QC / 2 bytes zero-extended into lanes,
- * the high nibbles (even elements) and the low ones (odd elements) looked up in the record's table; int8 two runs of
- * VQ_LANES codes (int4 keys come in wider steps, QS below). What bounds these kernels is the multiply-add ports, which
+ * Fused quantized decode (kernels.h K_QUANT_FUSED), in VQ vectors (simd_x86.h: 16 lanes on AVX-512, 8 on AVX2). An
+ * int4 chunk of Q4 = 32 elements (16 bytes) is looked up in the record's table by vq_int4_32 into Q4 / VQ_LANES vectors
+ * in its chunk order (AVX-512 keys come in wider steps, QS below); an int8 chunk of QC = 2 * VQ_LANES elements is two
+ * runs of VQ_LANES codes. What bounds these kernels is the multiply-add ports, which
  * on x86 also run every shuffle and conversion (AVX-512: ports 0 and 5 only; the lookups port 5 only), so the
  * structure keeps everything but the multiply-adds few: each value is widened once and used by all the query vectors
  * that read it (4 at G = 4: a GQA group) from registers; sums are finished 16 at a time (AVX-512: one vector).
@@ -210,34 +210,42 @@ void k_pv_int4_m1(float *acc, float alpha, const float *p, int D, const uint8_t 
  * -> 13.2-13.7 ms, int8 20.3-20.7 -> 17.2-18.3; G = 1 int4 39-41 -> 31-32, int8 58 -> 43-45.
  */
 #define QL VQ_LANES
-#define QC (2 * VQ_LANES)
-#define QS (8 * VQ_LANES)
+#define QC (2 * VQ_LANES) /* int8: elements per chunk */
+#define Q4 32             /* int4: elements per chunk (vq_int4_32) */
+#define NV4 (Q4 / QL)     /* int4: vectors per chunk */
 
-/* int4 keys are read in steps of QS elements (a record's QS / 2 bytes as QL 32-bit lanes of 8 codes: lane j holds
- * elements 8j .. 8j + 7, element 8j + k in nibble k ^ 1, the even element being a byte's high nibble), then chunks
- * of QC for a head dim that is not a multiple of QS: step lookup m (the lanes shifted right by 4m) meets the query
+#ifdef __AVX512F__
+/* AVX-512: int4 keys are read in steps of QS elements (a record's QS / 2 bytes as QL 32-bit lanes of 8 codes: lane j
+ * holds elements 8j .. 8j + 7, element 8j + k in nibble k ^ 1, the even element being a byte's high nibble), then
+ * chunks for a head dim that is not a multiple of QS: step lookup m (the lanes shifted right by 4m) meets the query
  * elements 8j + (m ^ 1), stored at m * QL + j. Per 128 codes that is one load, 7 shifts and 8 lookups, against 4
  * widening loads, 4 shifts and 8 lookups by chunks. A standalone loop over L1-resident records (constant tables, one
  * thread, AVX-512) ran 6.1 ns per record by chunks, 4.9 by steps; in the library's K pass (tables, prefetches, sums)
- * the two measured within 5 % of each other (5.7-6.0 ns per record). */
+ * the two measured within 5 % of each other (5.7-6.0 ns per record). AVX2 reads 32 codes per lookup pass anyway
+ * (vq_int4_32): chunks only. */
+#define QS (8 * VQ_LANES)
+#else
+#define QS 0
+#endif
+
+/* int4: steps of QS elements (AVX-512), then chunks of Q4 (vq_int4_32's order); int8: natural. The AVX2 chunks, against
+ * the 8-code steps of two vpermps and a blend each that they replace (one thread, 64K tokens, bench/wasm-kernels.ts,
+ * runs alternating with the previous library): G = 1 int4 64.5-65.0 -> 50.9-51.8 ms (0.95 -> 0.75x bf16's time),
+ * G = 4 27.5-27.7 -> 24.0-25.8 ms (1.39-1.42 -> 1.25-1.30x). */
 void k_quant_query(float *qz, const float *q, float scale, int D, int dt) {
-  const int int4 = (dt & DUO_DTYPE_MASK) == DUO_INT4, steps = int4 ? D / QS * QS : 0;
-  for (int d = 0; d < D; d++) {
-    const int at = d < steps ? d / QS * QS + (d % 8 ^ 1) * QL + d % QS / 8 : int4 ? d / QC * QC + d % 2 * QL + d % QC / 2 : d;
-    qz[at] = q[d] * scale;
-  }
+  const int int4 = (dt & DUO_DTYPE_MASK) == DUO_INT4;
+  int d = 0;
+#if QS
+  if (int4)
+    for (; d < D / QS * QS; d++) qz[d / QS * QS + (d % 8 ^ 1) * QL + d % QS / 8] = q[d] * scale;
+#endif
+  for (; d < D; d++) qz[int4 ? d / Q4 * Q4 + VQ_INT4_AT(d % Q4) : d] = q[d] * scale;
 }
 
-/* Elements [d, d + QC) of a record: int4 the even ones (x) and the odd ones (y); int8 [d, d + QL) and the rest. */
-ALWAYS_INLINE void chunk(const uint8_t *rec, int d, int dt, VQT t, VQ *x, VQ *y) {
-  if (dt == DUO_INT4) {
-    const VQI c = VQ_U8(rec + d / 2);
-    *x = vq_lut(VQ_SHR(c, 4), t);
-    *y = vq_lut(c, t);
-  } else {
-    *x = VQ_I8(rec + d);
-    *y = VQ_I8(rec + d + QL);
-  }
+/* int8 elements [d, d + QC) of a record: [d, d + QL) (x) and the rest (y). */
+ALWAYS_INLINE void chunk8(const uint8_t *rec, int d, VQ *x, VQ *y) {
+  *x = VQ_I8(rec + d);
+  *y = VQ_I8(rec + d + QL);
 }
 
 #ifdef __AVX512F__
@@ -320,6 +328,7 @@ ALWAYS_INLINE void dot_heads(const float *qz, const uint32_t *off, int D, const 
       const float *qh = qz + h * D;
       VQ a0 = VQ_ZERO, a1 = VQ_ZERO;
       int d = 0;
+#if QS
       for (; d + QS <= D; d += QS) {
         const VQI c = VQ_LOADI(rec + d / 2);
         for (int m = 0; m < 8; m += 2) {
@@ -327,11 +336,14 @@ ALWAYS_INLINE void dot_heads(const float *qz, const uint32_t *off, int D, const 
           a1 = VQ_MAD(a1, VQ_LOAD(qh + d + (m + 1) * QL), vq_lut(VQ_SHR(c, 4 * m + 4), t[h]));
         }
       }
-      for (; d < D; d += QC) {
-        VQ x, y;
-        chunk(rec, d, dt, t[h], &x, &y);
-        a0 = VQ_MAD(a0, VQ_LOAD(qh + d), x);
-        a1 = VQ_MAD(a1, VQ_LOAD(qh + d + QL), y);
+#endif
+      for (; d < D; d += Q4) {
+        VQ x[NV4];
+        vq_int4_32(x, rec + d / 2, t[h]);
+        for (int u = 0; u < NV4; u += 2) {
+          a0 = VQ_MAD(a0, VQ_LOAD(qh + d + u * QL), x[u]);
+          a1 = VQ_MAD(a1, VQ_LOAD(qh + d + (u + 1) * QL), x[u + 1]);
+        }
       }
       a[h] = VQ_ADD(a0, a1);
     }
@@ -340,7 +352,7 @@ ALWAYS_INLINE void dot_heads(const float *qz, const uint32_t *off, int D, const 
     for (int d = 0; d < D; d += QC)
       for (int h = 0; h < R; h++) {
         VQ x, y;
-        chunk(row + off[h], d, dt, (VQT){0}, &x, &y);
+        chunk8(row + off[h], d, &x, &y);
         a[h] = VQ_MAD(VQ_MAD(a[h], VQ_LOAD(qz + h * D + d), x), VQ_LOAD(qz + h * D + d + QL), y);
       }
   }
@@ -359,7 +371,8 @@ ALWAYS_INLINE void dot_rows(const float *qz, int D, const uint8_t *rec, uint32_t
   VQ a[VQ_ACCS];
   for (int x = 0; x < R * 4; x++) a[x] = VQ_ZERO;
   int d = 0;
-  if (dt == DUO_INT4) /* steps (k_quant_query): each lookup meets the four queries' elements, read from L1 */
+  if (dt == DUO_INT4) { /* each value meets the four queries' elements, read from L1 */
+#if QS
     for (; d + QS <= D; d += QS) {
       VQI c[VQ_ACCS / 4];
       for (int r = 0; r < R; r++) c[r] = VQ_LOADI(rec + (uint32_t)r * stride + d / 2);
@@ -372,15 +385,24 @@ ALWAYS_INLINE void dot_rows(const float *qz, int D, const uint8_t *rec, uint32_t
         }
       }
     }
-  for (; d < D; d += QC) {
-    VQ qx[4], qy[4];
-    for (int h = 0; h < 4; h++) { qx[h] = VQ_LOAD(qz + h * D + d); qy[h] = VQ_LOAD(qz + h * D + d + QL); }
-    for (int r = 0; r < R; r++) {
-      VQ x, y;
-      chunk(rec + (uint32_t)r * stride, d, dt, dt == DUO_INT4 ? t[r] : (VQT){0}, &x, &y);
-      for (int h = 0; h < 4; h++) a[r * 4 + h] = VQ_MAD(VQ_MAD(a[r * 4 + h], qx[h], x), qy[h], y);
+#endif
+    for (; d < D; d += Q4)
+      for (int r = 0; r < R; r++) {
+        VQ x[NV4];
+        vq_int4_32(x, rec + (uint32_t)r * stride + d / 2, t[r]);
+        for (int u = 0; u < NV4; u++)
+          for (int h = 0; h < 4; h++) a[r * 4 + h] = VQ_MAD(a[r * 4 + h], VQ_LOAD(qz + h * D + d + u * QL), x[u]);
+      }
+  } else
+    for (; d < D; d += QC) {
+      VQ qx[4], qy[4];
+      for (int h = 0; h < 4; h++) { qx[h] = VQ_LOAD(qz + h * D + d); qy[h] = VQ_LOAD(qz + h * D + d + QL); }
+      for (int r = 0; r < R; r++) {
+        VQ x, y;
+        chunk8(rec + (uint32_t)r * stride, d, &x, &y);
+        for (int h = 0; h < 4; h++) a[r * 4 + h] = VQ_MAD(VQ_MAD(a[r * 4 + h], qx[h], x), qy[h], y);
+      }
     }
-  }
   float sums[VQ_ACCS] __attribute__((aligned(64)));
   vq_sums(sums, a, R * 4);
   for (int r = 0; r < R; r++) {
@@ -446,10 +468,35 @@ void k_scores_quant_heads(const float *qz, int nv, int sm, int g, const uint32_t
   else scores_quant_heads_impl(qz, nv, sm, off, D, k, stride, n, s, g, DUO_INT8);
 }
 
+/* int4: the RR records at rec + r * stride (r < RR) into the NQ accumulators at a (D apart, in chunk order), weights
+ * w[r][h]: each chunk's values met by every accumulator, UG vectors of each held at once (all NV4 but for AVX2's
+ * 4 x 4, which would take every register: there the values of the chunk are made first and used twice). */
+ALWAYS_INLINE void pv_int4(float *a, int D, const uint8_t *rec, uint32_t stride, const VQT *t, VQ w[4][4], const int NQ,
+                           const int RR) {
+  const int UG = NV4 * NQ <= 8 ? NV4 : 8 / NQ;
+  for (int d = 0; d < D; d += Q4) {
+    VQ x[4][NV4];
+    if (UG < NV4)
+      for (int r = 0; r < RR; r++) vq_int4_32(x[r], rec + (uint32_t)r * stride + d / 2, t[r]);
+    for (int u0 = 0; u0 < NV4; u0 += UG) {
+      VQ e[4][NV4];
+      for (int h = 0; h < NQ; h++)
+        for (int u = 0; u < UG; u++) e[h][u] = VQ_LOAD(a + h * D + d + (u0 + u) * QL);
+      for (int r = 0; r < RR; r++) {
+        if (UG == NV4) vq_int4_32(x[r], rec + (uint32_t)r * stride + d / 2, t[r]);
+        for (int h = 0; h < NQ; h++)
+          for (int u = 0; u < UG; u++) e[h][u] = VQ_MAD(e[h][u], w[r][h], x[r][u0 + u]);
+      }
+      for (int h = 0; h < NQ; h++)
+        for (int u = 0; u < UG; u++) VQ_STORE(a + h * D + d + (u0 + u) * QL, e[h][u]);
+    }
+  }
+}
+
 /* RR rows (4 or 1) into the accumulators: for each group of NQ query vectors (1, or 4 of a GQA group) sharing a record,
  * the RR records of its head (their tables; int8 the weights times their scales), then each chunk of the NQ
- * accumulators loaded once, RR * NQ multiply-adds per half, stored. int4's accumulators are in even/odd order per
- * chunk here (pv_quant_heads_impl). */
+ * accumulators loaded once, RR * NQ multiply-adds per vector, stored. int4's accumulators are in chunk order here
+ * (pv_quant_heads_impl). */
 ALWAYS_INLINE void pv_rows(float *acc, const float *p, int sm, int nv, const uint32_t *off, int D, const uint8_t *row,
                            uint32_t stride, uint32_t hb, int dt, uint32_t ahead, const int NQ, const int RR) {
   for (int v = 0; v < nv; v += NQ) {
@@ -466,12 +513,16 @@ ALWAYS_INLINE void pv_rows(float *acc, const float *p, int sm, int nv, const uin
       }
     }
     float *a = acc + v * D;
+    if (dt == DUO_INT4) {
+      pv_int4(a, D, rec, stride, t, w, NQ, RR);
+      continue;
+    }
     for (int d = 0; d < D; d += QC) {
       VQ ex[4], ey[4];
       for (int h = 0; h < NQ; h++) { ex[h] = VQ_LOAD(a + h * D + d); ey[h] = VQ_LOAD(a + h * D + d + QL); }
       for (int r = 0; r < RR; r++) {
         VQ x, y;
-        chunk(rec + (uint32_t)r * stride, d, dt, dt == DUO_INT4 ? t[r] : (VQT){0}, &x, &y);
+        chunk8(rec + (uint32_t)r * stride, d, &x, &y);
         for (int h = 0; h < NQ; h++) { ex[h] = VQ_MAD(ex[h], w[r][h], x); ey[h] = VQ_MAD(ey[h], w[r][h], y); }
       }
       for (int h = 0; h < NQ; h++) { VQ_STORE(a + h * D + d, ex[h]); VQ_STORE(a + h * D + d + QL, ey[h]); }
@@ -481,15 +532,17 @@ ALWAYS_INLINE void pv_rows(float *acc, const float *p, int sm, int nv, const uin
 
 ALWAYS_INLINE void pv_quant_heads_impl(float *acc, const float *alpha, const float *p, int sm, int nv, int g,
                                        const uint32_t *off, int D, const uint8_t *v, uint32_t stride, int n, int dt) {
-  for (int h = 0; h < nv; h++) { /* acc *= alpha; int4: each chunk into its even / odd halves */
+  for (int h = 0; h < nv; h++) { /* acc *= alpha; int4: each chunk into chunk order */
     const VQ al = VQ_SPLAT(alpha + h);
-    for (int d = 0; d < D; d += QC) {
-      VQ x, y;
-      if (dt == DUO_INT4) VQ_EO_IN(acc + h * D + d, &x, &y);
-      else { x = VQ_LOAD(acc + h * D + d); y = VQ_LOAD(acc + h * D + d + QL); }
-      VQ_STORE(acc + h * D + d, VQ_MUL(x, al));
-      VQ_STORE(acc + h * D + d + QL, VQ_MUL(y, al));
-    }
+    float *a = acc + h * D;
+    if (dt == DUO_INT4)
+      for (int d = 0; d < D; d += Q4) {
+        VQ x[NV4];
+        vq_int4_in(x, a + d);
+        for (int u = 0; u < NV4; u++) VQ_STORE(a + d + u * QL, VQ_MUL(x[u], al));
+      }
+    else
+      for (int d = 0; d < D; d += QL) VQ_STORE(a + d, VQ_MUL(VQ_LOAD(a + d), al));
   }
   const uint32_t hb = kv_head_bytes(dt, (uint32_t)D), ahead = ahead_bytes(off, nv, hb, stride, 4);
   int i = 0;
@@ -501,9 +554,10 @@ ALWAYS_INLINE void pv_quant_heads_impl(float *acc, const float *alpha, const flo
     for (; i < n; i++) pv_rows(acc, p + i * sm, sm, nv, off, D, v + (uint32_t)i * stride, stride, hb, dt, ahead, 4, 1);
   }
   if (dt == DUO_INT4) /* back to natural order */
-    for (int e = 0; e < nv * D; e += QC) {
-      const VQ x = VQ_LOAD(acc + e), y = VQ_LOAD(acc + e + QL);
-      VQ_EO_OUT(acc + e, x, y);
+    for (int e = 0; e < nv * D; e += Q4) {
+      VQ x[NV4];
+      for (int u = 0; u < NV4; u++) x[u] = VQ_LOAD(acc + e + u * QL);
+      vq_int4_out(acc + e, x);
     }
 }
 
@@ -513,4 +567,7 @@ void k_pv_quant_heads(float *acc, const float *alpha, const float *p, int sm, in
 }
 #undef QL
 #undef QC
+#undef Q4
+#undef NV4
+#undef QS
 #endif

@@ -188,15 +188,21 @@ static inline __m512 vz_lanes4(__m512 u0, __m512 u1, __m512 u2, __m512 u3) {
 
 /* Optional: the vectors of the fused quantized decode kernels (quant_simd.c, kernels.h K_QUANT_FUSED): VQ_LANES f32 lanes,
  * 16 on AVX-512 (VZ), 8 on AVX2 + FMA + F16C (VW). An int4 record has 16 possible values, its table (VQT): one 16-lane
- * vector on AVX-512, looked up by one vpermps; two 8-lane halves on AVX2, looked up by two vpermps and a blend on bit 3.
- *   VQ_U8(p)            VQ_LANES bytes at p zero-extended into 32-bit lanes (int4: one byte = two codes)
+ * vector on AVX-512, looked up by one vpermps; on AVX2 the table's f32 bytes 1, 2 and 3 as three 16-byte planes (byte 0
+ * of an f16 value's f32 form is always 0), looked up by vpshufb (k_dequant's byte planes, 32 codes at a time).
  *   VQ_I8(p)            VQ_LANES int8 codes at p as f32 (exact)
- *   VQ_LOADI(p)         4 * VQ_LANES bytes at p as VQ_LANES 32-bit lanes (int4: 8 codes per lane)
- *   VQ_SHR(i, n)        i >> n per 32-bit lane (n = 4: a byte's high nibble; the lookup ignores the bits above 3)
- *   vq_lut(i, t)        r[k] = t[i[k] & 15]
  *   vq_table(meta)      the table of the int4 record whose f16 scale and min are at meta: t[q] = f16(f16(q * s) + z),
  *                       with two hardware f32 -> f16 roundings (q * s is exact in f32, and rounding the f32 sum of two f16
  *                       values to f16 equals rounding the exact sum: 24 >= 2 * 11 + 2 bits), Inf and subnormals included
+ *   vq_int4_32(x, p, t) the values of the 32 int4 elements whose codes are the 16 bytes at p, into 32 / VQ_LANES vectors
+ *                       x[] in chunk order: element e at position VQ_INT4_AT(e) (AVX-512: the even elements, then the
+ *                       odd ones; AVX2: per 8 elements, the 4 even ones, then the 4 odd ones)
+ *   vq_int4_in(x, p)    the 32 floats at p into x[] in chunk order; vq_int4_out(p, x) back
+ * AVX-512 only, the wider int4 steps of the keys (quant_simd.c QS):
+ *   VQ_U8(p)            VQ_LANES bytes at p zero-extended into 32-bit lanes (int4: one byte = two codes)
+ *   VQ_LOADI(p)         4 * VQ_LANES bytes at p as VQ_LANES 32-bit lanes (int4: 8 codes per lane)
+ *   VQ_SHR(i, n)        i >> n per 32-bit lane (n = 4: a byte's high nibble; the lookup ignores the bits above 3)
+ *   vq_lut(i, t)        r[k] = t[i[k] & 15]
  *   vq_sum4(a, b, c, d) [sum a, sum b, sum c, sum d]
  *   VQ_EO_IN(p, x, y)   the 2 * VQ_LANES floats at p split into even (x) and odd (y) elements; VQ_EO_OUT(p, x, y) back
  *   VQ_ACCS             sums a kernel keeps in registers (half the register file) */
@@ -241,6 +247,14 @@ static inline __m128 vq_sum4(__m512 a, __m512 b, __m512 c, __m512 d) {
     VQ_STORE(p, _mm512_permutex2var_ps(x, _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23), y)); \
     VQ_STORE((float *)(p) + 16, _mm512_permutex2var_ps(x, _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31), y)); \
   } while (0)
+#define VQ_INT4_AT(e)       ((e) % 2 * 16 + (e) / 2)
+static inline void vq_int4_32(__m512 *x, const uint8_t *p, __m512 t) {
+  const __m512i c = VQ_U8(p);
+  x[0] = vq_lut(VQ_SHR(c, 4), t);
+  x[1] = vq_lut(c, t);
+}
+static inline void vq_int4_in(__m512 *x, const float *p) { VQ_EO_IN(p, &x[0], &x[1]); }
+static inline void vq_int4_out(float *p, const __m512 *x) { VQ_EO_OUT(p, x[0], x[1]); }
 /* The float rows of G = 1 decode (attend_simd.c, kernels.h K_M1_WIDE): VQ_F16(p), VQ_BF16(p): VQ_LANES f16 / bf16
  * elements at p as f32 in order (f16 by vcvtph2ps: exact, Inf/NaN included; bf16 zero-extended and shifted); and
  * VQ_BF16_EVEN(x), VQ_BF16_ODD(x): the even / odd elements of 2 * VQ_LANES bf16 loaded as one vector x, as f32 (<< 16,
@@ -255,8 +269,7 @@ static inline __m128 vq_sum4(__m512 a, __m512 b, __m512 c, __m512 d) {
 #define VQ_LANES            8
 #define VQ_ACCS             8
 typedef __m256 VQ;
-typedef __m256i VQI;
-typedef struct { __m256 lo, hi; } VQT; /* t[0..7], t[8..15] */
+typedef struct { __m256i p1, p2, p3; } VQT; /* byte k of t[0..15] as f32 (plane k = 1, 2, 3), in both 128-bit lanes */
 #define VQ_ZERO             _mm256_setzero_ps()
 #define VQ_LOAD(p)          _mm256_loadu_ps((const float *)(const void *)(p))
 #define VQ_STORE(p, x)      _mm256_storeu_ps((float *)(void *)(p), x)
@@ -264,22 +277,47 @@ typedef struct { __m256 lo, hi; } VQT; /* t[0..7], t[8..15] */
 #define VQ_MUL(a, b)        _mm256_mul_ps(a, b)
 #define VQ_ADD(a, b)        _mm256_add_ps(a, b)
 #define VQ_MAD(acc, a, b)   _mm256_fmadd_ps(a, b, acc)
-#define VQ_U8(p)            _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(p)))
 #define VQ_I8(p)            _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(p))))
-#define VQ_LOADI(p)         _mm256_loadu_si256((const __m256i *)(const void *)(p))
-#define VQ_SHR(i, n)        _mm256_srli_epi32(i, n)
-/* vpermps reads index bits 2..0; bit 3, shifted up to the sign, picks the half (blendv) */
-static inline __m256 vq_lut(__m256i i, VQT t) {
-  return _mm256_blendv_ps(_mm256_permutevar8x32_ps(t.lo, i), _mm256_permutevar8x32_ps(t.hi, i),
-                          _mm256_castsi256_ps(_mm256_slli_epi32(i, 28)));
-}
 #define VQ_F16_ROUND_(x)    _mm256_cvtph_ps(_mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC))
 static inline VQT vq_table(const uint8_t *meta) {
   const __m256 sz = _mm256_cvtph_ps(_mm_set1_epi32(*(const int32_t *)(const void *)meta)); /* s z s z ... */
   const __m256 s = _mm256_moveldup_ps(sz), z = _mm256_movehdup_ps(sz);
   const __m256 q0 = _mm256_setr_ps(0, 1, 2, 3, 4, 5, 6, 7), q1 = _mm256_setr_ps(8, 9, 10, 11, 12, 13, 14, 15);
-  return (VQT){VQ_F16_ROUND_(_mm256_add_ps(VQ_F16_ROUND_(_mm256_mul_ps(q0, s)), z)),
-               VQ_F16_ROUND_(_mm256_add_ps(VQ_F16_ROUND_(_mm256_mul_ps(q1, s)), z))};
+  const __m256 lo = VQ_F16_ROUND_(_mm256_add_ps(VQ_F16_ROUND_(_mm256_mul_ps(q0, s)), z)); /* t[0..7] */
+  const __m256 hi = VQ_F16_ROUND_(_mm256_add_ps(VQ_F16_ROUND_(_mm256_mul_ps(q1, s)), z)); /* t[8..15] */
+  /* bytes 1, 2, 3 of each 128-bit lane's 4 values into its dwords 0, 1, 2; then dword pairs [t0-3, t4-7] per plane */
+  const __m256i pick = _mm256_setr_epi8(1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15, -1, -1, -1, -1,
+                                        1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15, -1, -1, -1, -1);
+  const __m256i pair = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  const __m256i a = _mm256_permutevar8x32_epi32(_mm256_shuffle_epi8(_mm256_castps_si256(lo), pick), pair);
+  const __m256i b = _mm256_permutevar8x32_epi32(_mm256_shuffle_epi8(_mm256_castps_si256(hi), pick), pair);
+  const __m256i p13 = _mm256_unpacklo_epi64(a, b), p2 = _mm256_unpackhi_epi64(a, b); /* [plane 1 | 3], [plane 2 | 0] */
+  return (VQT){_mm256_permute2x128_si256(p13, p13, 0x00), _mm256_permute2x128_si256(p2, p2, 0x00),
+               _mm256_permute2x128_si256(p13, p13, 0x11)};
+}
+/* The 16 code bytes in both lanes, lane 0 shifted to its high nibbles (the even elements) and lane 1 left at its low
+ * ones (the odd elements); the three planes looked up; their bytes interleaved into f32 lanes [0, b1, b2, b3]:
+ * 13 operations per 32 values, against 24 by two vpermps and a blend per 8. */
+#define VQ_INT4_AT(e)       ((e) / 8 * 8 + (e) % 2 * 4 + (e) % 8 / 2)
+static inline void vq_int4_32(__m256 *x, const uint8_t *p, VQT t) {
+  const __m256i b = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)p));
+  const __m256i i = _mm256_and_si256(_mm256_srlv_epi32(b, _mm256_setr_epi32(4, 4, 4, 4, 0, 0, 0, 0)), _mm256_set1_epi8(15));
+  const __m256i h1 = _mm256_shuffle_epi8(t.p1, i), h2 = _mm256_shuffle_epi8(t.p2, i), h3 = _mm256_shuffle_epi8(t.p3, i);
+  const __m256i z = _mm256_setzero_si256();
+  const __m256i a = _mm256_unpacklo_epi8(z, h1), c = _mm256_unpacklo_epi8(h2, h3); /* codes 0..7 of each lane */
+  const __m256i e = _mm256_unpackhi_epi8(z, h1), f = _mm256_unpackhi_epi8(h2, h3); /* codes 8..15 */
+  x[0] = _mm256_castsi256_ps(_mm256_unpacklo_epi16(a, c));
+  x[1] = _mm256_castsi256_ps(_mm256_unpackhi_epi16(a, c));
+  x[2] = _mm256_castsi256_ps(_mm256_unpacklo_epi16(e, f));
+  x[3] = _mm256_castsi256_ps(_mm256_unpackhi_epi16(e, f));
+}
+static inline void vq_int4_in(__m256 *x, const float *p) {
+  const __m256i in = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+  for (int u = 0; u < 4; u++) x[u] = _mm256_permutevar8x32_ps(VQ_LOAD(p + 8 * u), in);
+}
+static inline void vq_int4_out(float *p, const __m256 *x) {
+  const __m256i out = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  for (int u = 0; u < 4; u++) VQ_STORE(p + 8 * u, _mm256_permutevar8x32_ps(x[u], out));
 }
 static inline __m128 vq_sum4(__m256 a, __m256 b, __m256 c, __m256 d) {
   const __m256 ab = _mm256_add_ps(_mm256_unpacklo_ps(a, b), _mm256_unpackhi_ps(a, b));
