@@ -36,10 +36,12 @@
  * flight unless the hardware prefetcher runs ahead of it, and that needs a front-to-back walk. Over token-major rows
  * one head is a 256-byte run every row_heads * 256 bytes (measured here: 1.7-3.3 GB/s from DRAM, against 8 GB/s from
  * L2 and 20-27 GB/s for a plain read loop), so each such block's K and V rows are first read with one load per cache
- * line (touch), a loop the CPU runs at streaming bandwidth, and the kernels then find them in L2. Tiles need no touch:
- * both tiled kernels walk their tile front to back (touching ahead of them measured slower: a touch that misses stalls
- * retirement where the prefetcher would not), and a head's V tile follows its K tile, so that the whole decode is one
- * stream (K and V tiles in separate buffers, two streams taking turns, measured 12-15 % slower from DRAM).
+ * line (touch), a loop the CPU runs at streaming bandwidth, and the kernels then find them in L2. Tiles need no such
+ * touch: both tiled kernels walk their tile front to back (touching every line ahead of them measured slower: a touch
+ * that misses stalls retirement where the prefetcher would not), and a head's V tile follows its K tile, so that the
+ * whole decode is one stream (K and V tiles in separate buffers, two streams taking turns, measured 12-15 % slower from
+ * DRAM). But the prefetcher stops at each 4 KiB page, and wasm memory has no larger pages: so in wasm each block
+ * first loads one word in each page of the next block's tiles (open_next_tiles), which opens those pages together.
  */
 #include "duo.h"
 #include "kernels.h"
@@ -187,6 +189,25 @@ static void touch(duo_ptr p, uint32_t bytes) {
 /* 64-row blocks in a T64 segment's buffer: with the head slot, where a head's tiles start (kernels.h tile_start). */
 static uint32_t seg_blocks(const duo_segment *sg) { return (uint32_t)sg->buffer_rows / DUO_TILE; }
 
+/* wasm: one load in each 4 KiB page of the K and V tiles after those of head `slot`'s block at row0 (the next block
+ * of the walk, 32 KiB at bf16 and D = 128), if the buffer has them. wasm memory lies on 4 KiB pages, where the
+ * hardware prefetcher stops at every page end and each page costs a TLB walk: 8 loads issued together open the next
+ * 8 pages at once, while this block computes. One worker, bf16, G = 4 (bench/wasm-kernels.ts, Node 20, alternating
+ * runs): 16K 20.3-21.2 -> 10.0-14.1 ms, 64K 85.7-86.0 -> 55.0-55.9 ms; one load per 2 or 1 KiB measured between.
+ * Native host memory is on huge pages (heap.c, slab.c), where the same loads only stall: 64K 16-17 -> 23 ms. */
+static void open_next_tiles(const duo_segment *sg, uint32_t slot, uint32_t row0, uint32_t nb, int D) {
+#ifdef __wasm__
+  const uint32_t at = (slot * nb + row0 / DUO_TILE + 1) * 2, pair = 2u * DUO_TILE * (uint32_t)D * 2; /* K64 + V64 */
+  if (at + 2 > (uint32_t)sg->row_heads * nb * 2) return;
+  const uint8_t *a = (const uint8_t *)(uintptr_t)(sg->k + (duo_ptr)at * DUO_TILE * (uint32_t)D * 2);
+  uint32_t t = 0;
+  for (uint32_t o = 0; o < pair; o += 4096) t += a[o];
+  touched = t;
+#else
+  (void)sg; (void)slot; (void)row0; (void)nb; (void)D;
+#endif
+}
+
 /* Rows [row0, row0 + n) of head `slot` of a tiled buffer of `blocks` 64-row blocks, copied out into token-major rows
  * of D elements of es bytes. */
 static void untile(uint8_t *dst, duo_ptr buf, int layout, uint32_t blocks, uint32_t slot, uint32_t row0, int n, int D,
@@ -227,6 +248,7 @@ static void run_tile(const tile_ctx *c, int j, uint32_t row0, int r0, int n, int
   float *s = WS(c, s), *alpha = WS(c, alpha);
   const uint8_t *k = (const uint8_t *)(uintptr_t)(c->sg->k + tile_start(DUO_K64, row0, slot, nb, (uint32_t)D) * 2);
   const uint8_t *v = (const uint8_t *)(uintptr_t)(c->sg->v + tile_start(DUO_V64, row0, slot, nb, (uint32_t)D) * 2);
+  open_next_tiles(c->sg, slot, row0, nb, D);
   k_scores_k64(WS(c, q4) + j * D * 4, D, k, c->sg->dtype, n, s);
   if (cls == PARTIAL) mask_block(c, s, r0, n, 4, p->G, 0);
   k_softmax_m4(s, n, 4, WS(c, pm) + j * 4, WS(c, pl) + j * 4, alpha);
