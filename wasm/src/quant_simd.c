@@ -46,9 +46,9 @@ ALWAYS_INLINE void int4_planes(const uint8_t *meta, VI *p1, VI *p2, VI *p3) {
     l0 = VF_LOAD(lut); l1 = VF_LOAD(lut + 4); l2 = VF_LOAD(lut + 8); l3 = VF_LOAD(lut + 12);
   }
   /* each vector's bytes 1, 2, 3 of its 4 values into its 32-bit lanes 0, 1, 2 (one byte lookup each), then a 4 x 4
-   * transpose of 32-bit lanes by zips: plane k = lane k - 1 of l0..l3. Single-input lookups and zips are one
-   * instruction each in every build, where the 7 two-input byte shuffles this replaces took two lookups and an or
-   * each in V8 */
+   * transpose of 32-bit lanes by zips: plane k = lane k - 1 of l0..l3. Against 7 two-input byte shuffles of irregular
+   * patterns (wasm, relaxed, one worker, 16K, alternating runs): G = 1 int4 decode 34.3-35.5 -> 31.6-32.5 ms; SSE4.1,
+   * where clang picks the instructions either way, the same */
   static const uint8_t pick[16] __attribute__((aligned(16))) = {1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15, 0, 0, 0, 0};
   const VI k = VF_LOAD(pick);
   const VI m0 = VI8_LOOKUP(l0, k), m1 = VI8_LOOKUP(l1, k), m2 = VI8_LOOKUP(l2, k), m3 = VI8_LOOKUP(l3, k);
