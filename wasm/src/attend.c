@@ -179,10 +179,11 @@ static void mask_block(const tile_ctx *c, float *s, int r0, int n, int M, int G,
 
 static volatile uint32_t touched;
 
-/* Read one word of every 64-byte line of [p, p + bytes): pulls the lines into cache at streaming speed. */
-static void touch(duo_ptr p, uint32_t bytes) {
+/* Read one word every `step` bytes of [p, p + bytes), from p's 64-byte line on: with step 64, every line (pulls them
+ * into cache at streaming speed); with step 4096, every 4 KiB page (opens the pages: open_next_tiles). */
+static void touch(duo_ptr p, uint32_t bytes, uint32_t step) {
   uint32_t t = 0;
-  for (duo_ptr a = p & ~(duo_ptr)63; a < p + bytes; a += 64) t += *(const uint32_t *)(uintptr_t)a;
+  for (duo_ptr a = p & ~(duo_ptr)63; a < p + bytes; a += step) t += *(const uint32_t *)(uintptr_t)a;
   touched = t;
 }
 
@@ -194,15 +195,12 @@ static uint32_t seg_blocks(const duo_segment *sg) { return (uint32_t)sg->buffer_
  * hardware prefetcher stops at every page end and each page costs a TLB walk: 8 loads issued together open the next
  * 8 pages at once, while this block computes. One worker, bf16, G = 4 (bench/wasm-kernels.ts, Node 20, alternating
  * runs): 16K 20.3-21.2 -> 10.0-14.1 ms, 64K 85.7-86.0 -> 55.0-55.9 ms; one load per 2 or 1 KiB measured between.
- * Native host memory is on huge pages (heap.c, slab.c), where the same loads only stall: 64K 16-17 -> 23 ms. */
+ * Native host memory is on huge pages (heap.c, slab.c), where the same loads only stall (64K 16-17 -> 23 ms), and
+ * prefetches instead of loads as well (17.7-18.0 -> 22.8-24.0 ms). */
 static void open_next_tiles(const duo_segment *sg, uint32_t slot, uint32_t row0, uint32_t nb, int D) {
 #ifdef __wasm__
-  const uint32_t at = (slot * nb + row0 / DUO_TILE + 1) * 2, pair = 2u * DUO_TILE * (uint32_t)D * 2; /* K64 + V64 */
-  if (at + 2 > (uint32_t)sg->row_heads * nb * 2) return;
-  const uint8_t *a = (const uint8_t *)(uintptr_t)(sg->k + (duo_ptr)at * DUO_TILE * (uint32_t)D * 2);
-  uint32_t t = 0;
-  for (uint32_t o = 0; o < pair; o += 4096) t += a[o];
-  touched = t;
+  const uint32_t at = (slot * nb + row0 / DUO_TILE + 1) * 2, tile = DUO_TILE * (uint32_t)D * 2; /* bytes per tile */
+  if (at + 2 <= (uint32_t)sg->row_heads * nb * 2) touch(sg->k + (duo_ptr)at * tile, 2 * tile, 4096); /* K64 + V64 */
 #else
   (void)sg; (void)slot; (void)row0; (void)nb; (void)D;
 #endif
@@ -314,8 +312,8 @@ static void run_block(const tile_ctx *c, int r0, int n, int cls, int j0, int j1)
       tiled || (quant && !codes && !fused && !int4m1) || p->eo || (dt0 == DUO_F16 && !wide) || (dt0 == DUO_BF16 && M >= 16);
   if (!tiled && !fused && !wide) { /* fused blocks ask for their rows ahead as they read them; wide blocks are read
                                     * front to back, which the hardware prefetcher follows */
-    touch(sg->k + first, (uint32_t)n * stride);
-    touch(sg->v + first, (uint32_t)n * stride);
+    touch(sg->k + first, (uint32_t)n * stride, 64);
+    touch(sg->v + first, (uint32_t)n * stride, 64);
   }
 #ifdef K_M1_WIDE
   if (wide || fused) { /* every query vector of heads [j0, j1) at once (M each), the block's rows read in the order
