@@ -39,6 +39,7 @@ import { createWasmBackend, type WasmBackend } from "../src/backend/wasm.ts";
 import { measureWasmCeilings, type WasmCeilings } from "../src/backend/wasm-ceilings.ts";
 import { headBytes, type KvDtype } from "../src/dtype.ts";
 import { kvBufferBytes } from "../src/backend/layout.ts";
+import { madWidth } from "../src/cli/bench/roofline.ts";
 import { enableRelaxedSimd, runtime } from "../src/runtime.ts";
 
 const HQ = 32, D = 128, PAGE = 1024;
@@ -60,18 +61,6 @@ const json = argv.includes("--json");
 const backendName = opt("backend", "wasm");
 if (backendName !== "wasm" && backendName !== "native") throw new Error(`--backend must be wasm or native, got ${backendName}`);
 const TARGET = backendName === "native" ? { ratio: 0.85, scale: 1.8 } : { ratio: 0.7, scale: 1.7 };
-/** How many times wider than the ceiling kernel's 4 lanes the decode kernels of `dtype` multiply-add at group size G
- *  (see above): the tiled bf16 / f16 kernels serve G = 4, the fused int4 / int8 kernels G = 1 and 4, the wide m1
- *  kernels the float dtypes at G = 1 (AVX-512: 16 lanes, AVX2: 8); everything else runs 4-lane kernels. */
-const madWidth = (kernels: string, dtype: KvDtype, G: number): number => {
-  if (backendName !== "native") return 1;
-  const avx512 = /avx512/.test(kernels), avx2 = /avx2/.test(kernels);
-  if (dtype === "int4" || dtype === "int8") return avx512 ? 4 : avx2 ? 2 : 1;
-  if (G % 4 !== 0) return avx512 ? 4 : avx2 ? 2 : 1; // m1 decode, head dim 128: the wide kernels
-  if (G !== 4) return 1;
-  if (dtype === "bf16") return avx512 ? 4 : avx2 ? 2 : 1;
-  return dtype === "f16" && (avx512 || avx2) ? 2 : 1;
-};
 type KernelBackend = WasmBackend | NativeBackend;
 
 let seed = 12345;
@@ -193,7 +182,7 @@ for (const { threads, b, ceilings, best } of setups) {
       const ms = best.get(`${G} ${dtype} ${context}`)!;
       const kvBytes = 2 * context * (HQ / G) * headBytes(dtype, D);
       const gbps = kvBytes / (ms * 1e6);
-      const width = madWidth(b.kernels, dtype, G), madCeiling = width * ceilings.gflops;
+      const width = madWidth(b.kernels, dtype, G, D), madCeiling = width * ceilings.gflops;
       const flopLimit = madCeiling / ((2 * G * D) / headBytes(dtype, D));
       const limit = Math.min(ceilings.readGBps, flopLimit), bound = limit === ceilings.readGBps ? "read" : `mad × ${width}`;
       const flops = (2 * 2 * HQ * D * context) / (ms * 1e6); // GFLOP/s: 2 FLOP per query head, cached element, K and V

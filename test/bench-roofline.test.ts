@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { criticalBytes, decodeBytesFor } from "../src/cli/bench/decode.ts";
-import { decodeBytes, decodeFlopPerByte, gbps, limitGbps, prefillFlop, prefillPairs, streamingKeys } from "../src/cli/bench/roofline.ts";
+import { decodeBytes, decodeFlopPerByte, gbps, limitGbps, madWidth, prefillFlop, prefillPairs, streamingKeys } from "../src/cli/bench/roofline.ts";
 import { resolveCase, spreadLayers, typicalLayer } from "../src/cli/bench/cases.ts";
 import { kvBytes } from "../src/schedule/kv.ts";
 import { HeadSchedule } from "../src/schedule/schedule.ts";
@@ -15,6 +15,22 @@ test("bench roofline: decode intensity 2G/b FLOP per KV byte and the attainable 
   assert.equal(limitGbps({ readGBps: 27, gflops: 40 }, 4), 10);
   assert.equal(limitGbps({ readGBps: 27, gflops: 40 }, 1), 27);
   assert.equal(gbps(2e9, 100), 20);
+});
+
+test("bench roofline: the multiply-add width of the decode kernels that run, against the 4-lane ceiling kernel", () => {
+  // wasm builds and the 4-lane native sets: the ceiling kernel's own width
+  for (const k of ["relaxed", "simd", "native sse41", "native scalar", undefined]) assert.equal(madWidth(k, "int4", 4, 128), 1, String(k));
+  // native AVX-512: fused int4 / int8 (G = 1 and 4), tiled bf16 at G = 4, wide m1 float kernels at G = 1: 16 lanes
+  assert.equal(madWidth("native avx512", "int4", 4, 128), 4);
+  assert.equal(madWidth("native avx512", "int8", 1, 128), 4);
+  assert.equal(madWidth("native avx512", "bf16", 4, 128), 4);
+  assert.equal(madWidth("native avx512", "f16", 1, 128), 4);
+  assert.equal(madWidth("native avx512", "f16", 4, 128), 2, "tiled f16: 8 lanes");
+  assert.equal(madWidth("native avx512", "f32", 4, 128), 1, "f32 at G = 4: the 4-lane kernels");
+  assert.equal(madWidth("native avx512", "bf16", 8, 128), 1, "G = 8: the 4-lane kernels");
+  assert.equal(madWidth("native avx2", "int4", 4, 128), 2);
+  assert.equal(madWidth("native avx2", "bf16", 1, 128), 2);
+  assert.equal(madWidth("native avx512", "int4", 4, 80), 1, "head dim not a multiple of 32");
 });
 
 test("bench roofline: decode bytes are the SPEC §4.4 KV formula (Llama-3-8B, 1M tokens, bf16: 137.4 GB full)", () => {

@@ -14,7 +14,7 @@ import type { ShapeCase } from "./cases.ts";
 import type { Harness } from "./harness.ts";
 import { iterationsFor, measureInterleaved, probe } from "./measure.ts";
 import { type BenchRecord, record } from "./record.ts";
-import { decodeBytes, decodeFlopPerByte, gbps, limitGbps } from "./roofline.ts";
+import { type Ceilings, decodeBytes, decodeFlopPerByte, gbps, limitGbps, madWidth } from "./roofline.ts";
 
 export type Mode = "full" | "duo";
 export const MODES: readonly Mode[] = ["full", "duo"];
@@ -49,6 +49,14 @@ export function criticalBytes(placement: DuoAttention["placement"], c: ShapeCase
   const perHeadToken = 2 * headBytes(dtype, c.shape.headDim), ring = Math.min(context, c.sinkSize + c.recentSize);
   // Retrieval pages are striped over the shards (each holds 1/pageStride of every retrieval head); rings are whole.
   return placement.reduce((sum, shards) => sum + Math.max(...shards.map((h) => ((h.retrieval.length * context) / h.pageStride + h.streaming.length * ring) * perHeadToken)), 0);
+}
+
+/** The KV read rate (GB/s) decode of this shape and dtype can reach: the read bandwidth, or the multiply-add rate of
+ *  the kernels that run (the measured 4-lane rate × madWidth) over decode's FLOP per KV byte, whichever is lower. */
+function decodeLimit(ceilings: Ceilings, c: ShapeCase, dtype: KvDtype): number {
+  const G = c.shape.numHeads / c.shape.numKvHeads, D = c.shape.headDim;
+  const gflops = ceilings.gflops * madWidth(ceilings.kernels, dtype, G, D);
+  return limitGbps({ readGBps: ceilings.readGBps, gflops }, decodeFlopPerByte(G, headBytes(dtype, D) / D));
 }
 
 export interface DecodeRequest {
@@ -175,7 +183,7 @@ async function measureGroup(
       kvBytes: modelBytes,
       criticalBytes: criticalBytes(lane.engine.placement, c, dtype, meanContext),
       gbps: gbps(measuredBytes, t.ms),
-      limitGbps: h.ceilings ? limitGbps(h.ceilings, decodeFlopPerByte(c.shape.numHeads / c.shape.numKvHeads, headBytes(dtype, c.shape.headDim) / c.shape.headDim)) : null,
+      limitGbps: h.ceilings ? decodeLimit(h.ceilings, c, dtype) : null,
       // What the backend reserved (whole pages, rings), scaled like the time when only some layers are filled.
       allocated: lane.seq.bytes().allocated * (modelBytes / measuredBytes),
       samples: t.samples,

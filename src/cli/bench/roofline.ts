@@ -16,6 +16,26 @@ export interface Ceilings {
   /** multiply-add throughput as FLOP/s (one multiply-add = 2 FLOP), GFLOP/s */
   gflops: number;
   workers: number;
+  /** the kernel build that measured them (e.g. "relaxed", "native avx512"): see madWidth */
+  kernels?: string;
+}
+
+/**
+ * How many times wider than the 4-lane multiply-add of the ceiling kernel the decode kernels of `dtype` at group size
+ * `group` multiply-add, in the build `kernels` names. The native library's tiled decode kernels (G = 4,
+ * wasm/src/attend_simd.c) issue 16-lane bf16 and 8-lane f16 multiply-adds on AVX-512, 8-lane ones on AVX2; its fused
+ * int4 / int8 kernels (G = 1 and 4, quant_simd.c) and its wide m1 kernels (float dtypes at G = 1 and other G that
+ * are not multiples of 4) 16 lanes on AVX-512 and 8 on AVX2, for head dims that are a multiple of 32. Everything else,
+ * and every wasm build, runs 4-lane kernels. The x86 cores these sets target have two multiply-add pipes of every
+ * width, so the multiply-add ceiling of those kernels is the measured one times this.
+ */
+export function madWidth(kernels: string | undefined, dtype: string, group: number, headDim: number): number {
+  if (!kernels?.startsWith("native") || headDim % 32 !== 0) return 1;
+  const wide = /avx512/.test(kernels) ? 4 : /avx2/.test(kernels) ? 2 : 1;
+  if (dtype === "int4" || dtype === "int8" || group % 4 !== 0) return wide;
+  if (group !== 4) return 1;
+  if (dtype === "bf16") return wide;
+  return dtype === "f16" ? Math.min(wide, 2) : 1;
 }
 
 /** FLOP per KV byte of decode attention with GQA group `group` and `bytesPerElem`-byte elements. */
