@@ -562,7 +562,7 @@ static void pv_v64_z(float *acc, const float *alpha, const float *p, int D, cons
  * (vcvtph2ps), bf16 one load split by a shift and a mask into its even and odd elements (the queries are reordered to
  * match, once per block); P.V reads VQ_LANES elements at a time in natural order. A head dim that is an odd multiple
  * of VQ_LANES ends with one half chunk. Measured (one thread, 16K and 64K tokens, shared 2-vCPU Sapphire Rapids VM;
- * README): 0.75-0.85 of the read ceiling for all three dtypes on AVX-512, 0.74-0.93 on AVX2.
+ * docs/performance.md): 0.75-0.85 of the read ceiling for all three dtypes on AVX-512, 0.74-0.93 on AVX2.
  */
 #define QL VQ_LANES
 #define QC (2 * VQ_LANES)
