@@ -74,7 +74,58 @@ ALWAYS_INLINE void scores_m4_impl(const float *qp, int M, int D, const uint8_t *
   if (i < n)
     for (int m = 0; m < M; m += 4) VF_STORE(s + i * M + m, dot_1x4(qp + m * D, k + (uint32_t)i * stride, D, dt));
 }
+#ifdef VZ_QUAD
+/*
+ * Prefill tiles (M >= 16 query vectors) over f32 rows in 16-lane vectors (AVX-512): a 16-float run of qp's layout is
+ * one quad's 4 queries x 4 elements, which meets the row's same 4 elements repeated in each 128-bit lane, so 4 rows x
+ * 4 quads take 16 multiply-adds per 4 elements where the 4-lane kernel takes 64; each 128-bit lane of a sum then holds
+ * one query's 4 partial sums, which VZ_QUAD folds across 4 rows and one permute puts in s's row order. The same
+ * products as dot_2x4, summed in another order (the f32 tolerance of the conformance grid). Rows left over (n % 4)
+ * take dot_1x4.
+ */
+ALWAYS_INLINE void scores_z_rows(const float *qp, int D, const uint8_t *k, uint32_t stride, float *s, int M, int m,
+                                 const int NQ) {
+  const float *k0 = (const float *)k, *k1 = (const float *)(k + stride), *k2 = (const float *)(k + 2 * stride),
+              *k3 = (const float *)(k + 3 * stride);
+  const float *q = qp + m * D; /* quad u of this pass at q + 4 * u * D, elements d..d+3 of its 4 queries at + 4 * d */
+  VZ a[4][4];                  /* [row][quad] */
+  for (int r = 0; r < 4; r++)
+    for (int u = 0; u < NQ; u++) a[r][u] = VZ_ZERO;
+  for (int d = 0; d < D; d += 4) {
+    const VZ x0 = VZ_REP128(VF_LOAD(k0 + d)), x1 = VZ_REP128(VF_LOAD(k1 + d)), x2 = VZ_REP128(VF_LOAD(k2 + d)),
+             x3 = VZ_REP128(VF_LOAD(k3 + d));
+    for (int u = 0; u < NQ; u++) {
+      const VZ w = VZ_LOAD(q + 4 * u * D + 4 * d);
+      a[0][u] = VZ_MAD(a[0][u], w, x0); a[1][u] = VZ_MAD(a[1][u], w, x1);
+      a[2][u] = VZ_MAD(a[2][u], w, x2); a[3][u] = VZ_MAD(a[3][u], w, x3);
+    }
+  }
+  /* VZ_QUAD: 128-bit lane j = [row 0 . query j, row 1 ., row 2 ., row 3 .]; the permute makes lane r = row r's 4 */
+  const VZI rows = VZ_IDX(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+  for (int u = 0; u < NQ; u++) {
+    const VZ t = VZ_PERM(rows, VZ_QUAD(a[0][u], a[1][u], a[2][u], a[3][u]));
+    VF_STORE(s + m + 4 * u, VZ_LANE128(t, 0)); VF_STORE(s + M + m + 4 * u, VZ_LANE128(t, 1));
+    VF_STORE(s + 2 * M + m + 4 * u, VZ_LANE128(t, 2)); VF_STORE(s + 3 * M + m + 4 * u, VZ_LANE128(t, 3));
+  }
+}
+
+static void scores_m4_z(const float *qp, int M, int D, const uint8_t *k, uint32_t stride, int n, float *s) {
+  int i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const uint8_t *kr = k + (uint32_t)i * stride;
+    int m = 0;
+    for (; m + 16 <= M; m += 16) scores_z_rows(qp, D, kr, stride, s + i * M, M, m, 4);
+    for (; m < M; m += 4) scores_z_rows(qp, D, kr, stride, s + i * M, M, m, 1);
+  }
+  for (; i < n; i++)
+    for (int m = 0; m < M; m += 4) VF_STORE(s + i * M + m, dot_1x4(qp + m * D, k + (uint32_t)i * stride, D, DUO_F32));
+}
+#endif
+
 void k_scores_m4(const float *qp, int M, int D, const uint8_t *k, uint32_t stride, int dt, int n, float *s) {
+#ifdef VZ_QUAD
+  if ((dt & DUO_DTYPE_MASK) == DUO_F32 && M >= 16) { scores_m4_z(qp, M, D, k, stride, n, s); return; }
+#endif
   if ((dt & DUO_DTYPE_MASK) == DUO_F32) scores_m4_impl(qp, M, D, k, stride, n, s, DUO_F32);
   else if ((dt & DUO_DTYPE_MASK) == DUO_INT8) scores_m4_impl(qp, M, D, k, stride, n, s, DUO_INT8);
   else scores_m4_impl(qp, M, D, k, stride, n, s, DUO_BF16);
@@ -254,8 +305,49 @@ ALWAYS_INLINE void pv_m4_impl(float *acc, const float *alpha, const float *p, in
     }
   }
 }
+#ifdef VZ_QUAD
+/*
+ * Prefill tiles (M >= 16) over finite f32 rows in 16-lane vectors (AVX-512): for each quad, NV * 16 elements of its 4
+ * accumulators stay in registers down the block's rows, each row's NV vectors met by the quad's 4 weights (broadcast
+ * from p): 4 * NV multiply-adds of 16 lanes per row, where pv_m4_impl takes 4 of 4 lanes per 4 elements. The same
+ * products and order of rows as pv_m4_impl, so the same sums.
+ */
+ALWAYS_INLINE void pv_z_cols(float *acc, const float *alpha, const float *p, int M, int D, const uint8_t *v,
+                             uint32_t stride, int n, int m, int d, const int NV) {
+  VZ e[4][4]; /* [query][vector] */
+  for (int j = 0; j < 4; j++) {
+    const VZ al = VZ_LOAD_SPLAT(alpha + m + j);
+    for (int u = 0; u < NV; u++) e[j][u] = VZ_MUL(VZ_LOAD(acc + (m + j) * D + d + 16 * u), al);
+  }
+  const uint8_t *vr = v;
+  const float *pi = p + m;
+  for (int i = 0; i < n; i++, vr += stride, pi += M) {
+    VZ x[4];
+    for (int u = 0; u < NV; u++) x[u] = VZ_LOAD((const float *)vr + d + 16 * u);
+    for (int j = 0; j < 4; j++) {
+      const VZ w = VZ_LOAD_SPLAT(pi + j);
+      for (int u = 0; u < NV; u++) e[j][u] = VZ_MAD(e[j][u], w, x[u]);
+    }
+  }
+  for (int j = 0; j < 4; j++)
+    for (int u = 0; u < NV; u++) VZ_STORE(acc + (m + j) * D + d + 16 * u, e[j][u]);
+}
+
+static void pv_m4_z(float *acc, const float *alpha, const float *p, int M, int D, const uint8_t *v, uint32_t stride,
+                    int n) {
+  for (int m = 0; m < M; m += 4) {
+    int d = 0;
+    for (; d + 64 <= D; d += 64) pv_z_cols(acc, alpha, p, M, D, v, stride, n, m, d, 4);
+    for (; d < D; d += 16) pv_z_cols(acc, alpha, p, M, D, v, stride, n, m, d, 1);
+  }
+}
+#endif
+
 void k_pv_m4(float *acc, const float *alpha, const float *p, int M, int D, const uint8_t *v, uint32_t stride, int dt,
              int n) {
+#ifdef VZ_QUAD
+  if (dt == DUO_F32 && M >= 16 && D % 16 == 0) { pv_m4_z(acc, alpha, p, M, D, v, stride, n); return; }
+#endif
   switch (dt) {
     case DUO_F32: pv_m4_impl(acc, alpha, p, M, D, v, stride, n, DUO_F32, 0); break;
     case DUO_BF16: pv_m4_impl(acc, alpha, p, M, D, v, stride, n, DUO_BF16, 0); break;
