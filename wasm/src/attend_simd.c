@@ -871,12 +871,19 @@ void k_widen_v64(float *dst, const uint8_t *vt, int dt, int i0, int n, int D, in
 }
 
 ALWAYS_INLINE void widen_impl(float *dst, const uint8_t *src, uint32_t stride, int n, int D, int dt) {
-  for (int i = 0; i < n; i++, dst += D, src += stride)
-    for (int d = 0; d < D; d += 4) {
+  for (int i = 0; i < n; i++, dst += D, src += stride) {
+    int d = 0;
+#ifdef VQ_LANES /* AVX2 and AVX-512: VQ_LANES at a time, bf16 zero-extended and shifted, finite f16 by vcvtph2ps (exact):
+                 * a prefill tile widens every block of K and V it reads, 9 % of an 8K prefill in 4 lanes (perf) */
+    if (dt == DUO_BF16 || dt == DUO_F16)
+      for (; d + VQ_LANES <= D; d += VQ_LANES) VQ_STORE(dst + d, dt == DUO_BF16 ? VQ_BF16(src + 2 * d) : VQ_F16(src + 2 * d));
+#endif
+    for (; d < D; d += 4) {
       VF x = dt == DUO_F32 ? VF_LOAD(src + 4 * d) : dt == DUO_BF16 ? VF_BF16(src + 2 * d)
            : dt == DUO_F16 ? VF_F16_FAST(src + 2 * d) : vf_f16_exact(src + 2 * d); /* DUO_F16 | DUO_NONFINITE */
       VF_STORE(dst + d, x);
     }
+  }
 }
 void k_widen(float *dst, const uint8_t *src, uint32_t stride, int dt, int n, int D) {
   switch (dt) {
