@@ -120,11 +120,42 @@ static void scores_m4_z(const float *qp, int M, int D, const uint8_t *k, uint32_
   for (; i < n; i++)
     for (int m = 0; m < M; m += 4) VF_STORE(s + i * M + m, dot_1x4(qp + m * D, k + (uint32_t)i * stride, D, DUO_F32));
 }
+#elif defined(VW_LOAD_REP128)
+/* The same in 8-lane vectors (AVX2, 16 registers): an 8-float run of qp's layout is 2 queries x 4 elements, so a quad
+ * takes two vectors; 4 rows x 1 quad per pass, 8 multiply-adds per 4 elements where the 4-lane kernel takes 16, and
+ * each row's quad folded by vf_sum4 over the 4 halves, as dot_2x4 folds its 4 accumulators: the same sums. */
+static void scores_m4_w(const float *qp, int M, int D, const uint8_t *k, uint32_t stride, int n, float *s) {
+  int i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const float *k0 = (const float *)(k + (uint32_t)i * stride), *k1 = (const float *)(k + (uint32_t)(i + 1) * stride),
+                *k2 = (const float *)(k + (uint32_t)(i + 2) * stride), *k3 = (const float *)(k + (uint32_t)(i + 3) * stride);
+    for (int m = 0; m < M; m += 4) {
+      const float *q = qp + m * D;
+      VW a[4][2]; /* [row][queries 0-1, 2-3] */
+      for (int r = 0; r < 4; r++) a[r][0] = a[r][1] = VW_ZERO;
+      for (int d = 0; d < D; d += 4) {
+        const VW w0 = VW_LOAD(q + 4 * d), w1 = VW_LOAD(q + 4 * d + 8);
+        const VW x0 = VW_LOAD_REP128(k0 + d), x1 = VW_LOAD_REP128(k1 + d), x2 = VW_LOAD_REP128(k2 + d),
+                 x3 = VW_LOAD_REP128(k3 + d);
+        a[0][0] = VW_MAD(a[0][0], w0, x0); a[0][1] = VW_MAD(a[0][1], w1, x0);
+        a[1][0] = VW_MAD(a[1][0], w0, x1); a[1][1] = VW_MAD(a[1][1], w1, x1);
+        a[2][0] = VW_MAD(a[2][0], w0, x2); a[2][1] = VW_MAD(a[2][1], w1, x2);
+        a[3][0] = VW_MAD(a[3][0], w0, x3); a[3][1] = VW_MAD(a[3][1], w1, x3);
+      }
+      for (int r = 0; r < 4; r++)
+        VF_STORE(s + (i + r) * M + m, vf_sum4(VW_LO128(a[r][0]), VW_HI128(a[r][0]), VW_LO128(a[r][1]), VW_HI128(a[r][1])));
+    }
+  }
+  for (; i < n; i++)
+    for (int m = 0; m < M; m += 4) VF_STORE(s + i * M + m, dot_1x4(qp + m * D, k + (uint32_t)i * stride, D, DUO_F32));
+}
 #endif
 
 void k_scores_m4(const float *qp, int M, int D, const uint8_t *k, uint32_t stride, int dt, int n, float *s) {
 #ifdef VZ_QUAD
   if ((dt & DUO_DTYPE_MASK) == DUO_F32 && M >= 16) { scores_m4_z(qp, M, D, k, stride, n, s); return; }
+#elif defined(VW_LOAD_REP128)
+  if ((dt & DUO_DTYPE_MASK) == DUO_F32 && M >= 16) { scores_m4_w(qp, M, D, k, stride, n, s); return; }
 #endif
   if ((dt & DUO_DTYPE_MASK) == DUO_F32) scores_m4_impl(qp, M, D, k, stride, n, s, DUO_F32);
   else if ((dt & DUO_DTYPE_MASK) == DUO_INT8) scores_m4_impl(qp, M, D, k, stride, n, s, DUO_INT8);
@@ -341,12 +372,45 @@ static void pv_m4_z(float *acc, const float *alpha, const float *p, int M, int D
     for (; d < D; d += 16) pv_z_cols(acc, alpha, p, M, D, v, stride, n, m, d, 1);
   }
 }
+#elif defined(VW_LOAD_REP128)
+/* The same in 8-lane vectors (AVX2): 4 queries x NV vectors of 8 (NV = 2, then 1 for a last 8 elements) in registers. */
+ALWAYS_INLINE void pv_w_cols(float *acc, const float *alpha, const float *p, int M, int D, const uint8_t *v,
+                             uint32_t stride, int n, int m, int d, const int NV) {
+  VW e[4][2]; /* [query][vector] */
+  for (int j = 0; j < 4; j++) {
+    const VW al = VW_LOAD_SPLAT(alpha + m + j);
+    for (int u = 0; u < NV; u++) e[j][u] = VW_MUL(VW_LOAD(acc + (m + j) * D + d + 8 * u), al);
+  }
+  const uint8_t *vr = v;
+  const float *pi = p + m;
+  for (int i = 0; i < n; i++, vr += stride, pi += M) {
+    VW x[2];
+    for (int u = 0; u < NV; u++) x[u] = VW_LOAD((const float *)vr + d + 8 * u);
+    for (int j = 0; j < 4; j++) {
+      const VW w = VW_LOAD_SPLAT(pi + j);
+      for (int u = 0; u < NV; u++) e[j][u] = VW_MAD(e[j][u], w, x[u]);
+    }
+  }
+  for (int j = 0; j < 4; j++)
+    for (int u = 0; u < NV; u++) VW_STORE(acc + (m + j) * D + d + 8 * u, e[j][u]);
+}
+
+static void pv_m4_w(float *acc, const float *alpha, const float *p, int M, int D, const uint8_t *v, uint32_t stride,
+                    int n) {
+  for (int m = 0; m < M; m += 4) {
+    int d = 0;
+    for (; d + 16 <= D; d += 16) pv_w_cols(acc, alpha, p, M, D, v, stride, n, m, d, 2);
+    for (; d < D; d += 8) pv_w_cols(acc, alpha, p, M, D, v, stride, n, m, d, 1);
+  }
+}
 #endif
 
 void k_pv_m4(float *acc, const float *alpha, const float *p, int M, int D, const uint8_t *v, uint32_t stride, int dt,
              int n) {
 #ifdef VZ_QUAD
   if (dt == DUO_F32 && M >= 16 && D % 16 == 0) { pv_m4_z(acc, alpha, p, M, D, v, stride, n); return; }
+#elif defined(VW_LOAD_REP128)
+  if (dt == DUO_F32 && M >= 16 && D % 8 == 0) { pv_m4_w(acc, alpha, p, M, D, v, stride, n); return; }
 #endif
   switch (dt) {
     case DUO_F32: pv_m4_impl(acc, alpha, p, M, D, v, stride, n, DUO_F32, 0); break;

@@ -100,6 +100,9 @@ typedef __m256 VW;
 #define VW_ZIP_HI32(a, b)   _mm256_unpackhi_ps(a, b)
 #define VW_CAT_LO64(a, b)   _mm256_shuffle_ps(a, b, _MM_SHUFFLE(1, 0, 1, 0))
 #define VW_CAT_HI64(a, b)   _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 2, 3, 2))
+#define VW_LOAD_REP128(p)   _mm256_broadcast_ps((const __m128 *)(const void *)(p)) /* the 4 floats at p in both halves */
+#define VW_LO128(x)         _mm256_castps256_ps128(x)
+#define VW_HI128(x)         _mm256_extractf128_ps(x, 1)
 #define VW_EO16(p, f16)     ((f16) ? _mm256_cvtph_ps(_mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(const void *)(p)), \
                                        _mm_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15))) \
                                    : _mm256_castsi256_ps(_mm256_shuffle_epi8( \
