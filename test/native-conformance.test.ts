@@ -4,7 +4,8 @@
 // visible key, tiled (T64) buffers, every dtype, G = 1/4/8, head dim 64/128/36/40; with 1 and 2 threads (heads split
 // over the threads) and 3 threads (2 KV heads: each head's rows also split, partial states merged by log-sum-exp);
 // then a smaller grid on every instruction set this CPU runs (avx512, avx2, sse41, scalar; neon on aarch64), G = 1 decode
-// at several head dims included (the wide m1 kernels of AVX-512 and AVX2).
+// at several head dims included (the wide m1 kernels of AVX-512 and AVX2), and prefill tiles of 16+ query vectors (their
+// 16- and 8-lane score and P.V kernels).
 // int8 / int4 caches: the quantized grid of the wasm build (helpers/conformance.ts quantCases) with 1, 2 and 3 threads,
 // and on every instruction set a small grid plus exact dequantization (each set has its own byte-lane mapping of the
 // int4 table lookups: simd_x86.h, simd_neon.h).
@@ -121,6 +122,11 @@ test("native: every instruction set this CPU runs passes a decode, tiled and pre
       cases.push({ dtype, G: 1, D: 128, ctx: 150, T: 1, store: "big", window: { sink: S, recent: 70 } });
       cases.push({ dtype, G: 1, D: 64, ctx: 70, T: 1, store: "ring", window: { sink: S, recent: R } });
       for (const G of [3, 17]) cases.push({ dtype, G, D: 48, ctx: 100, T: 1, store: "pages", window: null });
+      // prefill tiles of 16+ query vectors (G = 4: 8 rows, G = 1: 32 rows): the 16- and 8-lane score and P.V kernels
+      // of AVX-512 and AVX2 over f32 rows, P.V ending on a 16-element chunk (D = 96: 64 + 2 x 16 on AVX-512) or an
+      // 8-element one (D = 40: 2 x 16 + 8 on AVX2, where AVX-512's P.V keeps its 4-lane kernel)
+      for (const D of [96, 40]) cases.push({ dtype, G: 4, D, ctx: 70, T: 16, store: "pages", window: null });
+      cases.push({ dtype, G: 1, D: 96, ctx: 40, T: 33, store: "pages", window: null });
     }
     for (const dtype of QDTYPES) {
       cases.push({ dtype, G: 4, D: 128, ctx: 300, T: 1, store: "pages", window: null });
