@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { criticalBytes, decodeBytesFor } from "../src/cli/bench/decode.ts";
-import { decodeBytes, decodeFlopPerByte, gbps, limitGbps, madWidth, prefillFlop, prefillPairs, streamingKeys } from "../src/cli/bench/roofline.ts";
+import { decodeBytes, decodeFlopPerByte, gbps, limitGbps, madWidth, prefillFlop, prefillMadWidth, prefillPairs, streamingKeys } from "../src/cli/bench/roofline.ts";
 import { resolveCase, spreadLayers, typicalLayer } from "../src/cli/bench/cases.ts";
 import { kvBytes } from "../src/schedule/kv.ts";
 import { HeadSchedule } from "../src/schedule/schedule.ts";
@@ -31,6 +31,12 @@ test("bench roofline: the multiply-add width of the decode kernels that run, aga
   assert.equal(madWidth("native avx2", "int4", 4, 128), 2);
   assert.equal(madWidth("native avx2", "bf16", 1, 128), 2);
   assert.equal(madWidth("native avx512", "int4", 4, 80), 1, "head dim not a multiple of 32");
+  // prefill tiles: 16 lanes on AVX-512 (D % 16), 8 on AVX2 (D % 8), else and on wasm 4
+  assert.equal(prefillMadWidth("native avx512", 128), 4);
+  assert.equal(prefillMadWidth("native avx512", 40), 1);
+  assert.equal(prefillMadWidth("native avx2", 40), 2);
+  assert.equal(prefillMadWidth("native sse41", 128), 1);
+  assert.equal(prefillMadWidth("relaxed", 128), 1);
 });
 
 test("bench roofline: decode bytes are the SPEC §4.4 KV formula (Llama-3-8B, 1M tokens, bf16: 137.4 GB full)", () => {

@@ -14,7 +14,7 @@ import { type Mode, scheduleFor } from "./decode.ts";
 import type { Harness } from "./harness.ts";
 import { measureLockstep, probe } from "./measure.ts";
 import { type BenchRecord, record } from "./record.ts";
-import { prefillFlop } from "./roofline.ts";
+import { prefillFlop, prefillMadWidth } from "./roofline.ts";
 
 export interface PrefillRequest {
   c: ShapeCase;
@@ -87,7 +87,7 @@ export async function prefillGroup(
       const flop = prefillFlopFor({ ...r, ...variants[i]! });
       Object.assign(records[i]!, {
         fits: true, ms: t.ms / calls, totalMs: t.ms, kvBytes: seqs[i]!.bytes().total,
-        flop, gflops: flop / (t.ms * 1e6), limitGflops: h.ceilings?.gflops ?? null, samples: t.samples,
+        flop, gflops: flop / (t.ms * 1e6), limitGflops: h.ceilings ? h.ceilings.gflops * prefillMadWidth(h.ceilings.kernels, c.shape.headDim) : null, samples: t.samples,
       });
     });
   } catch (e) {

@@ -38,6 +38,17 @@ export function madWidth(kernels: string | undefined, dtype: string, group: numb
   return dtype === "f16" ? Math.min(wide, 2) : 1;
 }
 
+/**
+ * The same for prefill tiles (16 or more query vectors per KV head and block, as chunked prefill makes them): the
+ * native AVX-512 and AVX2 sets run 16- and 8-lane score and P·V kernels over f32 rows (K/V widened or dequantized
+ * first) where the head dim is a multiple of 16 (AVX-512) or 8 (AVX2); everything else, and wasm, 4 lanes.
+ */
+export function prefillMadWidth(kernels: string | undefined, headDim: number): number {
+  if (!kernels?.startsWith("native")) return 1;
+  if (/avx512/.test(kernels)) return headDim % 16 === 0 ? 4 : 1;
+  return /avx2/.test(kernels) && headDim % 8 === 0 ? 2 : 1;
+}
+
 /** FLOP per KV byte of decode attention with GQA group `group` and `bytesPerElem`-byte elements. */
 export function decodeFlopPerByte(group: number, bytesPerElem: number): number {
   return (2 * group) / bytesPerElem;
