@@ -336,81 +336,51 @@ ALWAYS_INLINE void pv_m4_impl(float *acc, const float *alpha, const float *p, in
     }
   }
 }
-#ifdef VZ_QUAD
+#ifdef VQ_LANES
 /*
- * Prefill tiles (M >= 16) over finite f32 rows in 16-lane vectors (AVX-512): for each quad, NV * 16 elements of its 4
- * accumulators stay in registers down the block's rows, each row's NV vectors met by the quad's 4 weights (broadcast
- * from p): 4 * NV multiply-adds of 16 lanes per row, where pv_m4_impl takes 4 of 4 lanes per 4 elements. The same
- * products and order of rows as pv_m4_impl, so the same sums.
+ * Prefill tiles (M >= 16) over finite f32 rows in VQ vectors (AVX-512: 16 lanes, AVX2: 8): for each quad, NV *
+ * VQ_LANES elements of its 4 accumulators stay in registers down the block's rows (NV = PV_NV, then 1 for the last
+ * chunks: 64 + 16s on AVX-512, 16 + 8s on AVX2, whose 16 registers hold 4 x 2), each row's NV vectors met by the
+ * quad's 4 weights broadcast from p: 4 * NV multiply-adds of VQ_LANES per row, where pv_m4_impl takes 4 of 4 lanes per
+ * 4 elements. The same products and order of rows as pv_m4_impl, so the same sums.
  */
-ALWAYS_INLINE void pv_z_cols(float *acc, const float *alpha, const float *p, int M, int D, const uint8_t *v,
+#define PV_NV (VQ_LANES == 16 ? 4 : 2)
+ALWAYS_INLINE void pv_q_cols(float *acc, const float *alpha, const float *p, int M, int D, const uint8_t *v,
                              uint32_t stride, int n, int m, int d, const int NV) {
-  VZ e[4][4]; /* [query][vector] */
+  VQ e[4][PV_NV]; /* [query][vector] */
   for (int j = 0; j < 4; j++) {
-    const VZ al = VZ_LOAD_SPLAT(alpha + m + j);
-    for (int u = 0; u < NV; u++) e[j][u] = VZ_MUL(VZ_LOAD(acc + (m + j) * D + d + 16 * u), al);
+    const VQ al = VQ_SPLAT(alpha + m + j);
+    for (int u = 0; u < NV; u++) e[j][u] = VQ_MUL(VQ_LOAD(acc + (m + j) * D + d + VQ_LANES * u), al);
   }
   const uint8_t *vr = v;
   const float *pi = p + m;
   for (int i = 0; i < n; i++, vr += stride, pi += M) {
-    VZ x[4];
-    for (int u = 0; u < NV; u++) x[u] = VZ_LOAD((const float *)vr + d + 16 * u);
+    VQ x[PV_NV];
+    for (int u = 0; u < NV; u++) x[u] = VQ_LOAD((const float *)vr + d + VQ_LANES * u);
     for (int j = 0; j < 4; j++) {
-      const VZ w = VZ_LOAD_SPLAT(pi + j);
-      for (int u = 0; u < NV; u++) e[j][u] = VZ_MAD(e[j][u], w, x[u]);
+      const VQ w = VQ_SPLAT(pi + j);
+      for (int u = 0; u < NV; u++) e[j][u] = VQ_MAD(e[j][u], w, x[u]);
     }
   }
   for (int j = 0; j < 4; j++)
-    for (int u = 0; u < NV; u++) VZ_STORE(acc + (m + j) * D + d + 16 * u, e[j][u]);
+    for (int u = 0; u < NV; u++) VQ_STORE(acc + (m + j) * D + d + VQ_LANES * u, e[j][u]);
 }
 
-static void pv_m4_z(float *acc, const float *alpha, const float *p, int M, int D, const uint8_t *v, uint32_t stride,
+static void pv_m4_q(float *acc, const float *alpha, const float *p, int M, int D, const uint8_t *v, uint32_t stride,
                     int n) {
   for (int m = 0; m < M; m += 4) {
     int d = 0;
-    for (; d + 64 <= D; d += 64) pv_z_cols(acc, alpha, p, M, D, v, stride, n, m, d, 4);
-    for (; d < D; d += 16) pv_z_cols(acc, alpha, p, M, D, v, stride, n, m, d, 1);
+    for (; d + PV_NV * VQ_LANES <= D; d += PV_NV * VQ_LANES) pv_q_cols(acc, alpha, p, M, D, v, stride, n, m, d, PV_NV);
+    for (; d < D; d += VQ_LANES) pv_q_cols(acc, alpha, p, M, D, v, stride, n, m, d, 1);
   }
 }
-#elif defined(VW_LOAD_REP128)
-/* The same in 8-lane vectors (AVX2): 4 queries x NV vectors of 8 (NV = 2, then 1 for a last 8 elements) in registers. */
-ALWAYS_INLINE void pv_w_cols(float *acc, const float *alpha, const float *p, int M, int D, const uint8_t *v,
-                             uint32_t stride, int n, int m, int d, const int NV) {
-  VW e[4][2]; /* [query][vector] */
-  for (int j = 0; j < 4; j++) {
-    const VW al = VW_LOAD_SPLAT(alpha + m + j);
-    for (int u = 0; u < NV; u++) e[j][u] = VW_MUL(VW_LOAD(acc + (m + j) * D + d + 8 * u), al);
-  }
-  const uint8_t *vr = v;
-  const float *pi = p + m;
-  for (int i = 0; i < n; i++, vr += stride, pi += M) {
-    VW x[2];
-    for (int u = 0; u < NV; u++) x[u] = VW_LOAD((const float *)vr + d + 8 * u);
-    for (int j = 0; j < 4; j++) {
-      const VW w = VW_LOAD_SPLAT(pi + j);
-      for (int u = 0; u < NV; u++) e[j][u] = VW_MAD(e[j][u], w, x[u]);
-    }
-  }
-  for (int j = 0; j < 4; j++)
-    for (int u = 0; u < NV; u++) VW_STORE(acc + (m + j) * D + d + 8 * u, e[j][u]);
-}
-
-static void pv_m4_w(float *acc, const float *alpha, const float *p, int M, int D, const uint8_t *v, uint32_t stride,
-                    int n) {
-  for (int m = 0; m < M; m += 4) {
-    int d = 0;
-    for (; d + 16 <= D; d += 16) pv_w_cols(acc, alpha, p, M, D, v, stride, n, m, d, 2);
-    for (; d < D; d += 8) pv_w_cols(acc, alpha, p, M, D, v, stride, n, m, d, 1);
-  }
-}
+#undef PV_NV
 #endif
 
 void k_pv_m4(float *acc, const float *alpha, const float *p, int M, int D, const uint8_t *v, uint32_t stride, int dt,
              int n) {
-#ifdef VZ_QUAD
-  if (dt == DUO_F32 && M >= 16 && D % 16 == 0) { pv_m4_z(acc, alpha, p, M, D, v, stride, n); return; }
-#elif defined(VW_LOAD_REP128)
-  if (dt == DUO_F32 && M >= 16 && D % 8 == 0) { pv_m4_w(acc, alpha, p, M, D, v, stride, n); return; }
+#ifdef VQ_LANES
+  if (dt == DUO_F32 && M >= 16 && D % VQ_LANES == 0) { pv_m4_q(acc, alpha, p, M, D, v, stride, n); return; }
 #endif
   switch (dt) {
     case DUO_F32: pv_m4_impl(acc, alpha, p, M, D, v, stride, n, DUO_F32, 0); break;
