@@ -168,12 +168,19 @@ typedef struct {
 
 #define WS(c, field) ((float *)((c)->w + (c)->p->field))
 
-/* Set the scores of invisible (key, query vector) pairs of a block to -Inf. */
+/* Set the scores of invisible (key, query vector) pairs of a block to -Inf. Vectors vec0 + m of the tile belong to
+ * query row (vec0 + m) / G: each row's run of up to G vectors is tested once, without a division per vector (window
+ * prefill masks most of its blocks). */
 static void mask_block(const tile_ctx *c, float *s, int r0, int n, int M, int G, int vec0) {
   for (int i = 0; i < n; i++) {
-    int64_t pos = seg_pos(c->sg, r0 + i);
-    for (int m = 0; m < M; m++)
-      if (!visible(pos, c->tmin + (vec0 + m) / G, c->windowed, c->sink, c->recent)) s[i * M + m] = NEG_INF;
+    const int64_t pos = seg_pos(c->sg, r0 + i);
+    int64_t t = c->tmin + vec0 / G;
+    for (int m = 0, g = vec0 % G; m < M; g = 0, t++) {
+      const int run = G - g < M - m ? G - g : M - m; /* this query row's vectors in [m, M) */
+      if (!visible(pos, t, c->windowed, c->sink, c->recent))
+        for (int k = 0; k < run; k++) s[i * M + m + k] = NEG_INF;
+      m += run;
+    }
   }
 }
 
