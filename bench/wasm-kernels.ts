@@ -21,7 +21,7 @@
  * 16-lane ones on AVX-512 (bf16), its fused int4 / int8 decode kernels (G = 1 and 4, quant_simd.c) and its wide m1
  * decode kernels (f32 / f16 / bf16 at G = 1, attend_simd.c) 8-lane ones on AVX2 and 16-lane ones on AVX-512, so for
  * those the FLOP ceiling is the measured one × 2 or × 4 (two FMA pipes of every width on the x86 cores these sets
- * target); the line says which ceiling bounds each case.
+ * target: src/cli/bench/roofline.ts madWidth); the line says which ceiling bounds each case.
  *
  * Machines shared with other jobs make single timings swing by ±30 %, so every figure is the best of `--rounds`
  * rounds (default 5), and each round measures, for every worker count in turn, the ceilings and then every decode
