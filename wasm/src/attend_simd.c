@@ -109,7 +109,7 @@ ALWAYS_INLINE void scores_z_rows(const float *qp, int D, const uint8_t *k, uint3
   }
 }
 
-static void scores_m4_z(const float *qp, int M, int D, const uint8_t *k, uint32_t stride, int n, float *s) {
+static void scores_m4_wide(const float *qp, int M, int D, const uint8_t *k, uint32_t stride, int n, float *s) {
   int i = 0;
   for (; i + 4 <= n; i += 4) {
     const uint8_t *kr = k + (uint32_t)i * stride;
@@ -124,7 +124,7 @@ static void scores_m4_z(const float *qp, int M, int D, const uint8_t *k, uint32_
 /* The same in 8-lane vectors (AVX2, 16 registers): an 8-float run of qp's layout is 2 queries x 4 elements, so a quad
  * takes two vectors; 4 rows x 1 quad per pass, 8 multiply-adds per 4 elements where the 4-lane kernel takes 16, and
  * each row's quad folded by vf_sum4 over the 4 halves, as dot_2x4 folds its 4 accumulators: the same sums. */
-static void scores_m4_w(const float *qp, int M, int D, const uint8_t *k, uint32_t stride, int n, float *s) {
+static void scores_m4_wide(const float *qp, int M, int D, const uint8_t *k, uint32_t stride, int n, float *s) {
   int i = 0;
   for (; i + 4 <= n; i += 4) {
     const float *k0 = (const float *)(k + (uint32_t)i * stride), *k1 = (const float *)(k + (uint32_t)(i + 1) * stride),
@@ -152,10 +152,8 @@ static void scores_m4_w(const float *qp, int M, int D, const uint8_t *k, uint32_
 #endif
 
 void k_scores_m4(const float *qp, int M, int D, const uint8_t *k, uint32_t stride, int dt, int n, float *s) {
-#ifdef VZ_QUAD
-  if ((dt & DUO_DTYPE_MASK) == DUO_F32 && M >= 16) { scores_m4_z(qp, M, D, k, stride, n, s); return; }
-#elif defined(VW_LOAD_REP128)
-  if ((dt & DUO_DTYPE_MASK) == DUO_F32 && M >= 16) { scores_m4_w(qp, M, D, k, stride, n, s); return; }
+#if defined(VZ_QUAD) || defined(VW_LOAD_REP128)
+  if ((dt & DUO_DTYPE_MASK) == DUO_F32 && M >= 16) { scores_m4_wide(qp, M, D, k, stride, n, s); return; }
 #endif
   if ((dt & DUO_DTYPE_MASK) == DUO_F32) scores_m4_impl(qp, M, D, k, stride, n, s, DUO_F32);
   else if ((dt & DUO_DTYPE_MASK) == DUO_INT8) scores_m4_impl(qp, M, D, k, stride, n, s, DUO_INT8);

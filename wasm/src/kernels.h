@@ -35,7 +35,7 @@ static inline uint32_t tile_row_start(int layout, uint32_t r, uint32_t j, uint32
  * element d of query 4a + b is qp[((a*D/4 + d/4)*4 + b)*4 + d%4]. For M >= 16 over f32 rows (prefill tiles) the
  * AVX-512 and AVX2 sets read 16 or 8 of those floats per vector (a quad's 4 queries x 4 elements against the row's 4
  * elements repeated per 128-bit lane), and k_pv_m4 keeps 4 queries x 64 or 16 elements of acc in registers: the same
- * sums as the 4-lane kernels, bit for bit (attend_simd.c scores_m4_z / _w, pv_m4_q). */
+ * sums as the 4-lane kernels, bit for bit (attend_simd.c scores_m4_wide, pv_m4_q). */
 void k_scores_m4(const float *qp, int M, int D, const uint8_t *k, uint32_t stride, int dt, int n, float *s);
 /* s[i] = q . key i, for i < n (one query vector, natural order), dt DUO_F32 or DUO_BF16. */
 void k_scores_m1(const float *q, int D, const uint8_t *k, uint32_t stride, int dt, int n, float *s);
